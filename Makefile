@@ -1,0 +1,61 @@
+# strata: `make` builds build/strata; `make test` installs what it needs and
+# runs every test; `make demo` does the main job on a demo bundle.
+CC      ?= cc
+PKGS    := libplist-2.0 libcrypto
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto) -lpthread
+B       ?= build
+
+CLONE_SRC := clone/clone.c
+STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
+LIB_SRC   := $(CLONE_SRC) $(STORE_SRC)
+LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
+TESTS     := $(B)/tests/test_clone $(B)/tests/test_store
+
+.PHONY: all test test-unit test-asan demo deps bench clean
+all: $(B)/strata $(B)/mkbundle
+
+$(B)/%.o: %.c $(wildcard */*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/libstrata.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/strata: $(B)/cli/main.o $(B)/libstrata.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+
+deps:
+	sh .ci/deps.sh
+
+# Unit and CLI tests, on ext4/the plain filesystem and on XFS and btrfs loop
+# mounts when run as root; then the same under ASan+UBSan.
+test: deps
+	$(MAKE) all $(TESTS)
+	sh tests/run.sh $(B)
+	$(MAKE) test-asan
+
+test-unit: all $(TESTS)
+	sh tests/run.sh $(B)
+
+test-asan:
+	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    LDFLAGS="-fsanitize=address,undefined" all build/asan/tests/test_clone build/asan/tests/test_store
+	STRATA_SANITIZED=1 sh tests/run.sh build/asan
+
+demo: deps all
+	sh fixtures/demo.sh $(B)
+
+bench: all
+	bash bench/run.sh
+
+clean:
+	rm -rf build

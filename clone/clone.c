@@ -1,0 +1,395 @@
+/* clone: see clone.h for what each function promises. */
+#define _GNU_SOURCE
+#include "clone.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <linux/falloc.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#endif
+#ifdef __APPLE__
+#include <sys/attr.h>
+#include <sys/clonefile.h>
+#endif
+
+#define COPY_BUF (1u << 20)
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+    /* memcmp against itself shifted by one compares at memory speed */
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* read/write copy of one data range; all-zero blocks are left as holes,
+ * since dst was sized with ftruncate and already reads as zeros there. */
+static int copy_rw(int src, int dst, uint64_t off, uint64_t len)
+{
+    unsigned char *buf = malloc(COPY_BUF);
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    while (len > 0) {
+        size_t want = len < COPY_BUF ? (size_t)len : COPY_BUF;
+        ssize_t got = pread(src, buf, want, (off_t)off);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        if (got == 0)
+            break; /* source shrank under us: nothing more to copy */
+        for (size_t at = 0; at < (size_t)got;) {
+            size_t blk = (size_t)got - at < 4096 ? (size_t)got - at : 4096;
+            if (!all_zero(buf + at, blk)) {
+                ssize_t put = pwrite(dst, buf + at, blk, (off_t)(off + at));
+                if (put < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    rc = -errno;
+                    goto out;
+                }
+                blk = (size_t)put;
+            }
+            at += blk;
+        }
+        off += (uint64_t)got;
+        len -= (uint64_t)got;
+    }
+out:
+    free(buf);
+    return rc;
+}
+
+/* copy one data range, in-kernel where possible */
+static int copy_data(int src, int dst, uint64_t off, uint64_t len)
+{
+#ifdef __linux__
+    while (len > 0) {
+        loff_t in = (loff_t)off, out = (loff_t)off;
+        size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+        ssize_t n = copy_file_range(src, &in, dst, &out, want, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS ||
+                errno == EBADF || errno == ETXTBSY)
+                return copy_rw(src, dst, off, len);
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return 0;
+#else
+    return copy_rw(src, dst, off, len);
+#endif
+}
+
+int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_t *hole)
+{
+    if (off >= size)
+        return -ENXIO;
+    off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+    if (d < 0) {
+        if (errno == ENXIO)
+            return -ENXIO;
+        if (errno != EINVAL && errno != ENOTSUP && errno != EOPNOTSUPP)
+            return -errno;
+        *data = off; /* no hole support: everything is data */
+        *hole = size;
+        return 0;
+    }
+    if ((uint64_t)d >= size)
+        return -ENXIO;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0)
+        return -errno;
+    *data = (uint64_t)d;
+    *hole = (uint64_t)h > size ? size : (uint64_t)h;
+    return 0;
+}
+
+/* sparse copy of [off, end): only data extents move */
+static int sparse_copy(int src, int dst, uint64_t off, uint64_t end)
+{
+    while (off < end) {
+        uint64_t d, h;
+        int rc = clone_next_data(src, off, end, &d, &h);
+        if (rc == -ENXIO)
+            return 0;
+        if (rc)
+            return rc;
+        if ((rc = copy_data(src, dst, d, h - d)))
+            return rc;
+        off = h;
+    }
+    return 0;
+}
+
+int clone_fd(int src_fd, int dst_fd, clone_method *method)
+{
+    struct stat st;
+    if (fstat(src_fd, &st) < 0)
+        return -errno;
+#ifdef FICLONE
+    if (ioctl(dst_fd, FICLONE, src_fd) == 0) {
+        if (method)
+            *method = CLONE_REFLINK;
+        return 0;
+    }
+#endif
+    if (method)
+        *method = CLONE_SPARSE_COPY;
+    if (ftruncate(dst_fd, 0) < 0 || ftruncate(dst_fd, st.st_size) < 0)
+        return -errno;
+    return sparse_copy(src_fd, dst_fd, 0, (uint64_t)st.st_size);
+}
+
+int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method)
+{
+#ifdef __APPLE__
+    if (clonefile(src, dst, CLONE_NOFOLLOW | CLONE_NOOWNERCOPY) == 0) {
+        int fd = open(dst, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        int rc = (fchmod(fd, mode) < 0 || fsync(fd) < 0) ? -errno : 0;
+        close(fd);
+        if (method)
+            *method = CLONE_REFLINK;
+        return rc;
+    }
+    if (errno == EEXIST)
+        return -EEXIST;
+    /* any other clonefile failure (ENOTSUP, EXDEV...) falls back to copying */
+#endif
+    int s = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (s < 0)
+        return -errno;
+    int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (d < 0) {
+        int e = -errno;
+        close(s);
+        return e;
+    }
+    int rc = clone_fd(s, d, method);
+    if (!rc && (fchmod(d, mode) < 0 || fsync(d) < 0))
+        rc = -errno;
+    close(s);
+    if (close(d) < 0 && !rc)
+        rc = -errno;
+    if (rc)
+        unlink(dst);
+    return rc;
+}
+
+int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
+{
+    if (len == 0)
+        return 0; /* FICLONERANGE reads a zero length as "to EOF": never pass one */
+#ifdef FICLONERANGE
+    struct file_clone_range r = {.src_fd = src_fd, .src_offset = off, .src_length = len,
+                                 .dest_offset = off};
+    if (ioctl(dst_fd, FICLONERANGE, &r) == 0)
+        return 0;
+#endif
+    return sparse_copy(src_fd, dst_fd, off, off + len);
+}
+
+int clone_punch_hole(int fd, uint64_t off, uint64_t len)
+{
+#if defined(__linux__)
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+        return -errno;
+    return 0;
+#elif defined(F_PUNCHHOLE)
+    /* APFS wants block-aligned holes; the store only punches whole chunks */
+    fpunchhole_t p = {.fp_flags = 0, .reserved = 0, .fp_offset = (off_t)off,
+                      .fp_length = (off_t)len};
+    return fcntl(fd, F_PUNCHHOLE, &p) < 0 ? -errno : 0;
+#else
+    (void)fd, (void)off, (void)len;
+    return -EOPNOTSUPP;
+#endif
+}
+
+int clone_same_volume(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+        return -errno;
+    return sa.st_dev == sb.st_dev;
+}
+
+static int map_push(clone_extent_map *m, size_t *cap, clone_extent e)
+{
+    if (m->n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        clone_extent *v = realloc(m->v, nc * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        m->v = v;
+        *cap = nc;
+    }
+    m->v[m->n++] = e;
+    return 0;
+}
+
+int clone_extent_map_read(int fd, clone_extent_map *map)
+{
+    map->v = NULL;
+    map->n = 0;
+    size_t cap = 0;
+#if defined(__linux__) && defined(FS_IOC_FIEMAP)
+    enum { BATCH = 256 };
+    struct fiemap *fm = calloc(1, sizeof *fm + BATCH * sizeof(struct fiemap_extent));
+    if (!fm)
+        return -ENOMEM;
+    uint64_t start = 0;
+    int rc = 0;
+    for (;;) {
+        memset(fm, 0, sizeof *fm);
+        fm->fm_start = start;
+        fm->fm_length = ~0ULL - start;
+        fm->fm_flags = FIEMAP_FLAG_SYNC; /* dirty pages have no address yet */
+        fm->fm_extent_count = BATCH;
+        if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
+            rc = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
+            break;
+        }
+        if (fm->fm_mapped_extents == 0)
+            break;
+        int last = 0;
+        for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
+            struct fiemap_extent *x = &fm->fm_extents[i];
+            const uint32_t unsure = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
+                                    FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL |
+                                    FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_ENCRYPTED;
+            clone_extent e = {.logical = x->fe_logical, .physical = x->fe_physical,
+                              .length = x->fe_length,
+                              .flags = (x->fe_flags & unsure) ? CLONE_EXTENT_UNSURE : 0};
+            if ((rc = map_push(map, &cap, e)))
+                goto done;
+            start = x->fe_logical + x->fe_length;
+            if (x->fe_flags & FIEMAP_EXTENT_LAST)
+                last = 1;
+        }
+        if (last)
+            break;
+    }
+done:
+    free(fm);
+    if (rc)
+        clone_extent_map_free(map);
+    return rc;
+#elif defined(__APPLE__) && defined(F_LOG2PHYS_EXT)
+    /* Walk the data regions and ask where each run lives. Any refusal means
+     * "no map": the caller then compares content, which is always correct. */
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    fsync(fd);
+    uint64_t off = 0, size = (uint64_t)st.st_size;
+    while (off < size) {
+        uint64_t d, h;
+        int rc = clone_next_data(fd, off, size, &d, &h);
+        if (rc == -ENXIO)
+            break;
+        if (rc)
+            goto fail;
+        while (d < h) {
+            struct log2phys l = {.l2p_flags = 0, .l2p_contigbytes = (off_t)(h - d),
+                                 .l2p_devoffset = (off_t)d};
+            if (fcntl(fd, F_LOG2PHYS_EXT, &l) < 0 || l.l2p_contigbytes <= 0)
+                goto fail;
+            uint64_t n = (uint64_t)l.l2p_contigbytes;
+            if (n > h - d)
+                n = h - d;
+            clone_extent e = {.logical = d, .physical = (uint64_t)l.l2p_devoffset, .length = n};
+            if (map_push(map, &cap, e))
+                goto fail;
+            d += n;
+        }
+        off = h;
+    }
+    return 0;
+fail:
+    clone_extent_map_free(map);
+    return -EOPNOTSUPP;
+#else
+    (void)fd;
+    (void)cap;
+    return -EOPNOTSUPP;
+#endif
+}
+
+void clone_extent_map_free(clone_extent_map *map)
+{
+    free(map->v);
+    map->v = NULL;
+    map->n = 0;
+}
+
+/* Clip the map to [off, end) and merge runs contiguous in both logical and
+ * physical space, so two maps that split the same bytes differently compare
+ * equal. Writes up to cap segments to out; returns the count, -1 if UNSURE
+ * or out of room. */
+static long clip(const clone_extent_map *m, uint64_t off, uint64_t end, clone_extent *out,
+                 size_t cap)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) { /* first extent ending after off */
+        size_t mid = (lo + hi) / 2;
+        if (m->v[mid].logical + m->v[mid].length <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t n = 0;
+    for (size_t i = lo; i < m->n && m->v[i].logical < end; i++) {
+        const clone_extent *x = &m->v[i];
+        if (x->flags & CLONE_EXTENT_UNSURE)
+            return -1;
+        uint64_t s = x->logical > off ? x->logical : off;
+        uint64_t e = x->logical + x->length < end ? x->logical + x->length : end;
+        if (s >= e)
+            continue;
+        clone_extent seg = {.logical = s, .physical = x->physical + (s - x->logical),
+                            .length = e - s};
+        if (n > 0 && out[n - 1].logical + out[n - 1].length == seg.logical &&
+            out[n - 1].physical + out[n - 1].length == seg.physical) {
+            out[n - 1].length += seg.length;
+            continue;
+        }
+        if (n == cap)
+            return -1;
+        out[n++] = seg;
+    }
+    return (long)n;
+}
+
+int clone_extent_map_same(const clone_extent_map *a, const clone_extent_map *b, uint64_t off,
+                          uint64_t len)
+{
+    enum { CAP = 64 }; /* a chunk split into more pieces than this is simply re-read */
+    clone_extent sa[CAP], sb[CAP];
+    long na = clip(a, off, off + len, sa, CAP);
+    long nb = clip(b, off, off + len, sb, CAP);
+    if (na < 0 || nb < 0 || na != nb)
+        return 0;
+    for (long i = 0; i < na; i++)
+        if (sa[i].logical != sb[i].logical || sa[i].physical != sb[i].physical ||
+            sa[i].length != sb[i].length)
+            return 0;
+    return 1;
+}

@@ -1,0 +1,94 @@
+/*
+ * clone: copy-on-write file copies that never fill holes.
+ *
+ * The one place that knows how each filesystem shares blocks:
+ *   - macOS APFS: clonefile(2) for whole files;
+ *   - Linux XFS/btrfs: FICLONE / FICLONERANGE;
+ *   - anywhere else: a sparse copy that walks SEEK_DATA/SEEK_HOLE and moves
+ *     each data extent with copy_file_range, then read/write.
+ * A failed clone always falls back to copying that range: a capability probe
+ * is never trusted on its own (OpenZFS passes probes and fails later).
+ *
+ * It also reads extent maps (Linux FIEMAP, macOS F_LOG2PHYS_EXT), which the
+ * store compares to learn which chunks of a clone may have been written.
+ *
+ * Every function returns 0 on success or a negative errno value; none prints.
+ */
+#ifndef STRATA_CLONE_H
+#define STRATA_CLONE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* How a file (or the last range) was placed; the weakest method used wins. */
+typedef enum {
+    CLONE_REFLINK = 0, /* blocks shared with the source: costs no space */
+    CLONE_SPARSE_COPY, /* data extents copied, holes kept as holes */
+} clone_method;
+
+/*
+ * Copy the whole regular file open as src_fd into dst_fd (an empty file open
+ * for writing). Holes stay holes. dst ends with src's size. *method (may be
+ * NULL) tells whether blocks are shared. fsyncs nothing: callers decide.
+ */
+int clone_fd(int src_fd, int dst_fd, clone_method *method);
+
+/*
+ * Create dst (which must not exist: -EEXIST) as a clone of src, with mode
+ * `mode`. On macOS this is clonefile(2); elsewhere clone_fd(). dst is fsynced.
+ */
+int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method);
+
+/*
+ * Copy [off, off+len) of src_fd to the same offsets of dst_fd: FICLONERANGE
+ * when the range is block aligned, else (or on any error) a sparse copy.
+ * Zero-filled source extents are written as data; callers punch them.
+ */
+int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len);
+
+/* Deallocate [off, off+len) of fd, keeping its size. -EOPNOTSUPP if the
+ * filesystem can't; the range then still reads as whatever it held. */
+int clone_punch_hole(int fd, uint64_t off, uint64_t len);
+
+/*
+ * Find the next data at or after off: *data is its start, *hole the start
+ * of the hole that follows it. Returns -ENXIO when only holes remain.
+ * Filesystems without SEEK_DATA report the whole file as data.
+ */
+int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_t *hole);
+
+/* 1 if both paths are on the same filesystem (clones can't cross), 0 if not. */
+int clone_same_volume(const char *a, const char *b);
+
+/* One run of a file's logical bytes and where they live on the device. */
+typedef struct {
+    uint64_t logical;
+    uint64_t physical;
+    uint64_t length;
+    uint32_t flags; /* CLONE_EXTENT_* */
+} clone_extent;
+
+#define CLONE_EXTENT_UNSURE 1u /* location unknown, delayed, inline or packed: compare by content */
+
+typedef struct {
+    clone_extent *v;
+    size_t n;
+} clone_extent_map;
+
+/*
+ * Read fd's extent map after flushing its dirty data. -EOPNOTSUPP where the
+ * platform or filesystem has none: the caller then compares content.
+ */
+int clone_extent_map_read(int fd, clone_extent_map *map);
+void clone_extent_map_free(clone_extent_map *map);
+
+/*
+ * 1 if [off, off+len) maps to the same physical bytes in a and b (and so
+ * holds the same content, both being holes counting as the same), 0 if it
+ * may differ. Ranges touching an UNSURE extent always count as different.
+ */
+int clone_extent_map_same(const clone_extent_map *a, const clone_extent_map *b, uint64_t off,
+                          uint64_t len);
+
+#endif

@@ -1,0 +1,545 @@
+/* Upkeep: fsck re-verifies what the store claims, gc removes what nothing
+ * reaches, df says what it costs. */
+#define _GNU_SOURCE
+#include "../clone/clone.h"
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
+
+typedef struct {
+    store_report_fn fn;
+    void *ctx;
+    int problems;
+} reporter;
+
+static void problem(reporter *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(reporter *r, const char *fmt, ...)
+{
+    char line[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    r->problems++;
+    if (r->fn)
+        r->fn(r->ctx, line);
+}
+
+static void notice(reporter *r, const char *line)
+{
+    if (r->fn)
+        r->fn(r->ctx, line);
+}
+
+/* each name in dir (dot files included), or NULL list on error */
+static int each_entry(const char *dir, int (*fn)(void *, const char *), void *ctx)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            rc = fn(ctx, e->d_name);
+    closedir(d);
+    return rc;
+}
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* re-read every chunk of a materialized file against its manifest entry */
+static void verify_chunks(reporter *r, const store_id *id, const store_file *f, int fd,
+                          unsigned char *buf)
+{
+    for (size_t c = 0; c < f->nchunks; c++) {
+        uint64_t off = (uint64_t)c * f->chunk_size;
+        size_t len = (size_t)(f->size - off < f->chunk_size ? f->size - off : f->chunk_size);
+        if (f->chunks[c].zero) {
+            /* only data inside a zero chunk needs reading: holes are zeros */
+            uint64_t d, h, at = off, end = off + len;
+            int bad = 0;
+            while (!bad && clone_next_data(fd, at, end, &d, &h) == 0) {
+                for (uint64_t p = d; p < h && !bad;) {
+                    size_t n = (size_t)(h - p < f->chunk_size ? h - p : f->chunk_size);
+                    ssize_t got = pread(fd, buf, n, (off_t)p);
+                    bad = got != (ssize_t)n || !all_zero(buf, n);
+                    p += n;
+                }
+                at = h;
+            }
+            if (bad)
+                problem(r, "layer %s: %s chunk %zu should be zeros and is not", id->hex, f->name,
+                        c);
+            continue;
+        }
+        ssize_t got = pread(fd, buf, len, (off_t)off);
+        unsigned char digest[32];
+        if (got == (ssize_t)len)
+            SHA256(buf, len, digest);
+        if (got != (ssize_t)len || memcmp(digest, f->chunks[c].digest, 32))
+            problem(r, "layer %s: %s chunk %zu does not match its hash", id->hex, f->name, c);
+    }
+}
+
+typedef struct {
+    reporter *r;
+    const store_layer *l;
+    const char *dir;
+} extra_ctx;
+
+static int extra_file(void *ctx_, const char *name)
+{
+    extra_ctx *x = ctx_;
+    for (size_t i = 0; i < x->l->nfiles; i++)
+        if (!strcmp(x->l->files[i].name, name))
+            return 0;
+    problem(x->r, "layer %s: unexpected file %s/%s", x->l->id.hex, x->dir, name);
+    return 0;
+}
+
+static void check_layer(store *st, reporter *r, const store_id *id, int quick)
+{
+    store_layer *l = NULL;
+    if (store_layer_load(st, id, &l)) {
+        problem(r, "%s", store_error());
+        return;
+    }
+    if (l->has_parent && !st_layer_exists(st, &l->parent))
+        problem(r, "layer %s: parent %s is missing", id->hex, l->parent.hex);
+    char *bundle = st_printf("%s/layers/%s/bundle", st->home, id->hex);
+    unsigned char *buf = quick ? NULL : malloc(64u << 20);
+    for (size_t i = 0; bundle && i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        char *p = st_printf("%s/%s", bundle, f->name);
+        int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+        struct stat s;
+        if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
+            problem(r, "layer %s: %s is missing", id->hex, f->name);
+        else if ((uint64_t)s.st_size != f->size)
+            problem(r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, id->hex, f->name,
+                    (intmax_t)s.st_size, f->size);
+        else if (buf)
+            verify_chunks(r, id, f, fd, buf);
+        if (fd >= 0)
+            close(fd);
+        free(p);
+    }
+    if (bundle) {
+        extra_ctx x = {r, l, bundle};
+        each_entry(bundle, extra_file, &x);
+    }
+    free(buf);
+    free(bundle);
+    store_layer_free(l);
+}
+
+typedef struct {
+    store *st;
+    reporter *r;
+    const char *dir;
+} walk_ctx;
+
+static int check_layer_entry(void *ctx_, const char *name)
+{
+    walk_ctx *w = ctx_;
+    if (!st_id_valid(name))
+        problem(w->r, "%s/layers/%s: not a layer", w->st->home, name);
+    return 0;
+}
+
+static int stale_write(const char *name)
+{
+    /* st_write_atomic's "<name>.tmp-<pid>", left when its writer died */
+    const char *t = strstr(name, ".tmp-");
+    if (!t)
+        return 0;
+    long pid = strtol(t + 5, NULL, 10);
+    return pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static int check_tag_entry(void *ctx_, const char *name)
+{
+    walk_ctx *w = ctx_;
+    if (strstr(name, ".tmp-"))
+        return 0; /* an interrupted write; the tag itself is intact */
+    store_id id;
+    if (!store_tag_valid(name))
+        problem(w->r, "%s/refs/tags/%s: not a valid tag name", w->st->home, name);
+    else if (store_resolve(w->st, name, &id) || !st_layer_exists(w->st, &id))
+        problem(w->r, "tag %s: points to a missing layer", name);
+    return 0;
+}
+
+static int check_instance_entry(void *ctx_, const char *name)
+{
+    walk_ctx *w = ctx_;
+    if (strstr(name, ".tmp-"))
+        return 0;
+    char *p = st_printf("%s/instances/%s", w->st->home, name), *text = NULL, *path = NULL;
+    size_t len;
+    store_id id;
+    if (!p || st_read_file(p, 8192, &text, &len)) {
+        problem(w->r, "%s: unreadable instance record", p ? p : name);
+    } else {
+        int live = st_instance_live(w->st, text, &id, &path);
+        if (live == -EINVAL)
+            problem(w->r, "%s: damaged instance record", p);
+        else if (live == 0 && !st_layer_exists(w->st, &id))
+            problem(w->r, "clone %s: its layer %s is missing", path, id.hex);
+    }
+    free(path);
+    free(text);
+    free(p);
+    return 0;
+}
+
+int store_fsck(store *st, int quick, store_report_fn report, void *ctx)
+{
+    reporter r = {report, ctx, 0};
+    int rc = st_lock(st, 0);
+    if (rc)
+        return rc;
+    store_id *ids = NULL;
+    size_t n = 0;
+    if ((rc = store_layers(st, &ids, &n)))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        check_layer(st, &r, &ids[i], quick);
+    char *layers = st_printf("%s/layers", st->home);
+    char *tags = st_printf("%s/refs/tags", st->home);
+    char *inst = st_printf("%s/instances", st->home);
+    walk_ctx w = {st, &r, NULL};
+    if (layers)
+        each_entry(layers, check_layer_entry, &w);
+    if (tags)
+        each_entry(tags, check_tag_entry, &w);
+    if (inst)
+        each_entry(inst, check_instance_entry, &w);
+    free(layers);
+    free(tags);
+    free(inst);
+    rc = r.problems;
+out:
+    free(ids);
+    st_unlock(st);
+    if (rc >= 0 && r.problems == 0)
+        notice(&r, quick ? "ok (quick: manifests, refs and sizes)" : "ok");
+    return rc;
+}
+
+/* ---------- gc ---------- */
+
+typedef struct {
+    store_id *v;
+    size_t n, cap;
+} id_set;
+
+static int id_set_has(const id_set *s, const store_id *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->v[i].hex, id->hex))
+            return 1;
+    return 0;
+}
+
+/* add id and its ancestors */
+static void keep_chain(store *st, id_set *s, store_id id)
+{
+    for (int depth = 0; depth < 100000 && !id_set_has(s, &id); depth++) {
+        if (s->n == s->cap) {
+            size_t nc = s->cap ? s->cap * 2 : 32;
+            store_id *v = realloc(s->v, nc * sizeof *v);
+            if (!v)
+                return;
+            s->v = v;
+            s->cap = nc;
+        }
+        s->v[s->n++] = id;
+        store_layer *l = NULL;
+        if (store_layer_load(st, &id, &l))
+            return;
+        int more = l->has_parent;
+        id = l->parent;
+        store_layer_free(l);
+        if (!more)
+            return;
+    }
+}
+
+typedef struct {
+    store *st;
+    id_set *keep;
+    store_gc_result *res;
+} gc_ctx;
+
+static int gc_tag(void *ctx_, const char *name)
+{
+    gc_ctx *g = ctx_;
+    store_id id;
+    if (strstr(name, ".tmp-")) {
+        if (stale_write(name)) {
+            char *p = st_printf("%s/refs/tags/%s", g->st->home, name);
+            if (p)
+                unlink(p);
+            free(p);
+        }
+        return 0;
+    }
+    if (store_tag_valid(name) && store_resolve(g->st, name, &id) == 0)
+        keep_chain(g->st, g->keep, id);
+    return 0;
+}
+
+static int gc_instance(void *ctx_, const char *name)
+{
+    gc_ctx *g = ctx_;
+    char *p = st_printf("%s/instances/%s", g->st->home, name), *text = NULL, *path = NULL;
+    size_t len;
+    if (!p)
+        return -ENOMEM;
+    if (strstr(name, ".tmp-")) {
+        if (stale_write(name))
+            unlink(p);
+    } else if (st_read_file(p, 8192, &text, &len) == 0) {
+        store_id id;
+        int live = st_instance_live(g->st, text, &id, &path);
+        if (live == 0) {
+            keep_chain(g->st, g->keep, id);
+            /* the record's own layer too: a clone being made is recorded first */
+            const char *l = strstr(text, "\nlayer ");
+            store_id rec;
+            if (l && sscanf(l + 7, "%64s", rec.hex) == 1 && st_id_valid(rec.hex))
+                keep_chain(g->st, g->keep, rec);
+        } else if (live == -ENOENT) {
+            unlink(p);
+            g->res->instances_forgotten++;
+        }
+    }
+    free(path);
+    free(text);
+    free(p);
+    return 0;
+}
+
+static int gc_tmp(void *ctx_, const char *name)
+{
+    gc_ctx *g = ctx_;
+    size_t n = strlen(name);
+    char *p = st_printf("%s/tmp/%s", g->st->home, name);
+    if (!p)
+        return -ENOMEM;
+    if (n > 5 && !strcmp(name + n - 5, ".lock")) {
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            p[strlen(p) - 5] = 0; /* the work directory beside the lock */
+            st_rm_rf(p);
+            p[strlen(p)] = '.';
+            unlink(p);
+            g->res->tmp_removed++;
+        }
+        if (fd >= 0)
+            close(fd);
+    } else if (name[0] == '.') {
+        struct stat s;
+        /* a lock file still being born is held; an abandoned one is not */
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && fstat(fd, &s) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlink(p);
+        if (fd >= 0)
+            close(fd);
+    } else {
+        char *lock = st_printf("%s.lock", p);
+        struct stat s;
+        if (lock && stat(lock, &s) < 0 && errno == ENOENT) { /* work whose owner is gone */
+            st_rm_rf(p);
+            g->res->tmp_removed++;
+        }
+        free(lock);
+    }
+    free(p);
+    return 0;
+}
+
+int store_gc(store *st, store_gc_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int rc = st_lock(st, 1);
+    if (rc)
+        return rc;
+    id_set keep = {0};
+    gc_ctx g = {st, &keep, res};
+    char *tags = st_printf("%s/refs/tags", st->home);
+    char *inst = st_printf("%s/instances", st->home);
+    char *tmp = st_printf("%s/tmp", st->home);
+    char *layers = st_printf("%s/layers", st->home);
+    store_id *ids = NULL;
+    size_t n = 0;
+    if (!tags || !inst || !tmp || !layers) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = each_entry(tags, gc_tag, &g)) || (rc = each_entry(inst, gc_instance, &g))) {
+        rc = st_fail_errno(rc, "%s", st->home);
+        goto out;
+    }
+    if ((rc = store_layers(st, &ids, &n)))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (id_set_has(&keep, &ids[i]))
+            continue;
+        /* move the whole layer out of sight in one rename, then delete it:
+         * a crash leaves either the intact layer or garbage under tmp/ */
+        char *from = st_printf("%s/%s", layers, ids[i].hex);
+        char *to = st_printf("%s/gc-%s", tmp, ids[i].hex);
+        if (from && to) {
+            uint64_t bytes = st_allocated(from);
+            st_crash_point();
+            if (rename(from, to) == 0) {
+                st_crash_point();
+                st_fsync_dir(layers);
+                st_crash_point();
+                st_rm_rf(to);
+                res->layers_removed++;
+                res->bytes_freed += bytes;
+            }
+        }
+        free(from);
+        free(to);
+    }
+    each_entry(tmp, gc_tmp, &g);
+out:
+    free(ids);
+    free(keep.v);
+    free(tags);
+    free(inst);
+    free(tmp);
+    free(layers);
+    st_unlock(st);
+    return rc;
+}
+
+/* ---------- df ---------- */
+
+static int cmp_digest(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+typedef struct {
+    store *st;
+    size_t live;
+} count_ctx;
+
+static int count_instance(void *ctx_, const char *name)
+{
+    count_ctx *c = ctx_;
+    if (strstr(name, ".tmp-"))
+        return 0;
+    char *p = st_printf("%s/instances/%s", c->st->home, name), *text = NULL, *path = NULL;
+    size_t len;
+    store_id id;
+    if (p && st_read_file(p, 8192, &text, &len) == 0 &&
+        st_instance_live(c->st, text, &id, &path) == 0)
+        c->live++;
+    free(path);
+    free(text);
+    free(p);
+    return 0;
+}
+
+int store_df(store *st, store_usage *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = st_lock(st, 0);
+    if (rc)
+        return rc;
+    store_id *ids = NULL;
+    size_t n = 0;
+    store_tag_entry *tags = NULL;
+    size_t ntags = 0;
+    unsigned char(*digests)[32] = NULL;
+    size_t nd = 0, cap = 0;
+    uint64_t *lens = NULL;
+    if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
+        goto out;
+    out->layers = n;
+    out->tags = ntags;
+    /* unique data: distinct chunk digests, each counted once with its length */
+    for (size_t i = 0; i < n; i++) {
+        store_layer *l = NULL;
+        if (store_layer_load(st, &ids[i], &l))
+            continue;
+        for (size_t f = 0; f < l->nfiles; f++) {
+            const store_file *file = &l->files[f];
+            out->apparent_bytes += file->size;
+            for (size_t c = 0; c < file->nchunks; c++) {
+                if (file->chunks[c].zero)
+                    continue;
+                if (nd == cap) {
+                    cap = cap ? cap * 2 : 1024;
+                    void *a = realloc(digests, cap * 40);
+                    if (!a) {
+                        store_layer_free(l);
+                        rc = -ENOMEM;
+                        goto out;
+                    }
+                    digests = a;
+                }
+                /* 32 bytes of digest then 8 of length, sorted by digest */
+                uint64_t off = (uint64_t)c * file->chunk_size;
+                uint64_t len = file->size - off < file->chunk_size ? file->size - off
+                                                                   : file->chunk_size;
+                memcpy((unsigned char *)digests + nd * 40, file->chunks[c].digest, 32);
+                memcpy((unsigned char *)digests + nd * 40 + 32, &len, 8);
+                nd++;
+            }
+        }
+        store_layer_free(l);
+    }
+    if (nd)
+        qsort(digests, nd, 40, cmp_digest);
+    for (size_t i = 0; i < nd; i++) {
+        const unsigned char *e = (unsigned char *)digests + i * 40;
+        if (i > 0 && !memcmp(e, e - 40, 32))
+            continue;
+        uint64_t len;
+        memcpy(&len, e + 32, 8);
+        out->unique_bytes += len;
+    }
+    char *layers = st_printf("%s/layers", st->home);
+    out->allocated_bytes = layers ? st_allocated(layers) : 0;
+    free(layers);
+    count_ctx cc = {st, 0};
+    char *inst = st_printf("%s/instances", st->home);
+    if (inst)
+        each_entry(inst, count_instance, &cc);
+    free(inst);
+    out->instances = cc.live;
+    struct statvfs v;
+    if (statvfs(st->home, &v) == 0)
+        out->volume_free = (uint64_t)v.f_bavail * v.f_frsize;
+out:
+    (void)lens;
+    free(digests);
+    free(ids);
+    store_tags_free(tags, ntags);
+    st_unlock(st);
+    return rc;
+}

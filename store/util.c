@@ -1,0 +1,465 @@
+/* Errors, durable writes, locks, temporary directories and text encoding. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[1024] = "no error";
+
+const char *store_error(void)
+{
+    return last_error;
+}
+
+int st_fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return -(err ? err : EIO);
+}
+
+int st_fail_errno(int err, const char *fmt, ...)
+{
+    char head[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    if (err < 0)
+        err = -err;
+    snprintf(last_error, sizeof last_error, "%s: %s", head, strerror(err ? err : EIO));
+    return -(err ? err : EIO);
+}
+
+char *st_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+char *st_printf(const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+void st_crash_point(void)
+{
+    static long target = -1, count;
+    if (target < 0) {
+        const char *e = getenv("STRATA_CRASH_AT");
+        target = e && *e ? strtol(e, NULL, 10) : 0;
+    }
+    if (target > 0 && ++count == target)
+        kill(getpid(), SIGKILL);
+}
+
+int st_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+static char *dir_of(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return NULL;
+    char *slash = strrchr(d, '/');
+    if (!slash)
+        strcpy(d, ".");
+    else if (slash == d)
+        d[1] = 0;
+    else
+        *slash = 0;
+    return d;
+}
+
+int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char *tmp = st_printf("%s.tmp-%d", path, (int)getpid());
+    char *dir = dir_of(path);
+    int rc = 0, fd = -1;
+    if (!tmp || !dir) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            goto out;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    if (fsync(fd) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    st_crash_point();
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    st_crash_point();
+    rc = st_fsync_dir(dir);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc && tmp)
+        unlink(tmp);
+    free(tmp);
+    free(dir);
+    return rc;
+}
+
+int st_read_file(const char *path, size_t max, char **data, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    struct stat s;
+    if (fstat(fd, &s) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if (!S_ISREG(s.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
+    if ((uint64_t)s.st_size > max) {
+        close(fd);
+        return -EFBIG;
+    }
+    char *buf = malloc((size_t)s.st_size + 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < (size_t)s.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)s.st_size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = 0;
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+int st_rm_rf(const char *path)
+{
+    struct stat s;
+    if (lstat(path, &s) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(s.st_mode))
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char *sub = st_printf("%s/%s", path, e->d_name);
+        if (!sub) {
+            rc = -ENOMEM;
+            break;
+        }
+        int r = st_rm_rf(sub);
+        if (r && !rc)
+            rc = r;
+        free(sub);
+    }
+    closedir(d);
+    if (rmdir(path) < 0 && !rc)
+        rc = -errno;
+    return rc;
+}
+
+uint64_t st_allocated(const char *path)
+{
+    struct stat s;
+    if (lstat(path, &s) < 0)
+        return 0;
+    uint64_t total = (uint64_t)s.st_blocks * 512;
+    if (!S_ISDIR(s.st_mode))
+        return total;
+    DIR *d = opendir(path);
+    if (!d)
+        return total;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char *sub = st_printf("%s/%s", path, e->d_name);
+        if (sub)
+            total += st_allocated(sub);
+        free(sub);
+    }
+    closedir(d);
+    return total;
+}
+
+int st_lock(store *st, int exclusive)
+{
+    int want = exclusive ? 2 : 1;
+    if (st->lock_state == want)
+        return 0;
+    /* flock converts in place; shared->exclusive may briefly drop, which is
+     * why callers re-check what they read under a shared lock */
+    if (flock(st->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
+        return st_fail_errno(errno, "%s/lock", st->home);
+    st->lock_state = want;
+    return 0;
+}
+
+void st_unlock(store *st)
+{
+    if (st->lock_state) {
+        flock(st->lock_fd, LOCK_UN);
+        st->lock_state = 0;
+    }
+}
+
+int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t)
+{
+    memset(t, 0, sizeof *t);
+    t->lock_fd = -1;
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL) ^ (unsigned)(uintptr_t)t;
+    for (int tries = 0; tries < 100; tries++) {
+        seed = seed * 1103515245u + 12345u;
+        free(t->path);
+        free(t->lock_path);
+        t->path = st_printf("%s/tmp/%s-%d-%08x", st->home, kind, (int)getpid(), seed);
+        t->lock_path = st_printf("%s.lock", t->path);
+        if (!t->path || !t->lock_path)
+            return -ENOMEM;
+        /* The lock is taken under a dot name and then renamed into place,
+         * so gc never finds an unlocked lock file of live work. */
+        char *fresh = st_printf("%s/tmp/.%s-%d-%08x.new", st->home, kind, (int)getpid(), seed);
+        if (!fresh)
+            return -ENOMEM;
+        t->lock_fd = open(fresh, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (t->lock_fd < 0) {
+            int e = errno;
+            free(fresh);
+            if (e == EEXIST)
+                continue;
+            return st_fail_errno(e, "%s/tmp", st->home);
+        }
+        if (flock(t->lock_fd, LOCK_EX) < 0 || link(fresh, t->lock_path) < 0 ||
+            mkdir(t->path, 0755) < 0) {
+            int e = errno;
+            close(t->lock_fd);
+            unlink(fresh);
+            free(fresh);
+            t->lock_fd = -1;
+            if (e == EEXIST)
+                continue;
+            return st_fail_errno(e, "%s", t->path);
+        }
+        unlink(fresh);
+        free(fresh);
+        return 0;
+    }
+    return st_fail(EEXIST, "%s/tmp: could not make a temporary directory", st->home);
+}
+
+void st_tmpdir_drop(st_tmpdir *t)
+{
+    if (t->path)
+        st_rm_rf(t->path);
+    if (t->lock_fd >= 0) {
+        unlink(t->lock_path);
+        close(t->lock_fd);
+    }
+    free(t->path);
+    free(t->lock_path);
+    memset(t, 0, sizeof *t);
+    t->lock_fd = -1;
+}
+
+void st_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* upper case is not canonical */
+}
+
+int st_unhex(const char *in, size_t n, unsigned char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int st_id_valid(const char *hex)
+{
+    if (strlen(hex) != STORE_ID_HEX)
+        return 0;
+    for (const char *p = hex; *p; p++)
+        if (hexval(*p) < 0)
+            return 0;
+    return 1;
+}
+
+static int plain(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '+' || c == '-';
+}
+
+char *st_encode(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (plain(*p)) {
+            *o++ = (char)*p;
+        } else {
+            static const char digits[] = "0123456789ABCDEF";
+            *o++ = '%';
+            *o++ = digits[*p >> 4];
+            *o++ = digits[*p & 15];
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+char *st_decode(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            if (!plain((unsigned char)*p))
+                goto bad;
+            *o++ = *p;
+            continue;
+        }
+        int v = 0;
+        for (int k = 1; k <= 2; k++) {
+            char c = p[k];
+            int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            if (d < 0)
+                goto bad;
+            v = v * 16 + d;
+        }
+        if (v == 0 || plain((unsigned char)v))
+            goto bad; /* NUL, or an escape where the plain byte is canonical */
+        *o++ = (char)v;
+        p += 2;
+    }
+    *o = 0;
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+void st_buf_add(st_buf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->n + n + 1)
+            nc *= 2;
+        char *p = realloc(b->p, nc);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+void st_buf_printf(st_buf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        st_buf_add(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    st_buf_add(b, big, (size_t)n);
+    free(big);
+}
