@@ -3,8 +3,9 @@
 CC      ?= cc
 PKGS    := libplist-2.0 libcrypto
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# SAN: sanitizer flags, added to compiling and linking (see test-asan)
+ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto) -lpthread
 B       ?= build
 
@@ -19,19 +20,19 @@ all: $(B)/strata $(B)/mkbundle
 
 $(B)/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/libstrata.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(B)/strata: $(B)/cli/main.o $(B)/libstrata.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
 deps:
 	sh .ci/deps.sh
@@ -47,8 +48,9 @@ test-unit: all $(TESTS)
 	sh tests/run.sh $(B)
 
 test-asan:
-	$(MAKE) B=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    LDFLAGS="-fsanitize=address,undefined" all build/asan/tests/test_clone build/asan/tests/test_store
+	$(MAKE) B=build/asan CFLAGS="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    all build/asan/tests/test_clone build/asan/tests/test_store
 	STRATA_SANITIZED=1 sh tests/run.sh build/asan
 
 demo: deps all

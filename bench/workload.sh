@@ -17,6 +17,8 @@
 #   BENCH_SUITE         Debian suite             (default bookworm)
 #   BENCH_MIRROR        Debian mirror URL        (default: from /etc/apt/sources.list*)
 #   BENCH_PACKAGES      packages the change installs (default "python3 curl")
+#   BENCH_BASE_PACKAGES extra packages installed into the base image at build time
+#                       (default none: plain minbase) - makes the base bigger
 #   BENCH_REBUILD=1     rebuild even if cached
 #
 # Must run as root (loop mounts, chroot, debootstrap).
@@ -29,6 +31,7 @@ BENCH_WORKLOAD_DIR=${BENCH_WORKLOAD_DIR:-$BENCH_DIR/workload}
 BENCH_DISK_SIZE=${BENCH_DISK_SIZE:-64G}
 BENCH_SUITE=${BENCH_SUITE:-bookworm}
 BENCH_PACKAGES=${BENCH_PACKAGES:-python3 curl}
+BENCH_BASE_PACKAGES=${BENCH_BASE_PACKAGES:-}
 
 log() { printf '[workload %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[workload] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -140,12 +143,17 @@ build() {
     outdir=$(cd "$outdir" && pwd)
     local bundle=$outdir/base.bundle marker=$outdir/base.bundle.ok
     if [ -f "$marker" ] && [ -f "$bundle/Disk.img" ] && [ "${BENCH_REBUILD:-0}" != 1 ]; then
-        local cached_size; cached_size=$(sed -n 's/^disk_size=//p' "$marker")
-        if [ "$cached_size" = "$BENCH_DISK_SIZE" ] && [ -n "$(ls -A "$outdir/debs" 2>/dev/null)" ]; then
+        local want have
+        want=$(printf 'disk_size=%s|suite=%s|packages=%s|base_packages=%s' "$BENCH_DISK_SIZE" \
+            "$BENCH_SUITE" "$BENCH_PACKAGES" "$BENCH_BASE_PACKAGES")
+        have=$(printf 'disk_size=%s|suite=%s|packages=%s|base_packages=%s' \
+            "$(sed -n 's/^disk_size=//p' "$marker")" "$(sed -n 's/^suite=//p' "$marker")" \
+            "$(sed -n 's/^packages=//p' "$marker")" "$(sed -n 's/^base_packages=//p' "$marker")")
+        if [ "$want" = "$have" ] && [ -n "$(ls -A "$outdir/debs" 2>/dev/null)" ]; then
             log "cached workload present: $bundle ($(sed -n 's/^build_seconds=//p' "$marker")s to build); skipping"
             return 0
         fi
-        log "cached workload has disk_size=$cached_size, want $BENCH_DISK_SIZE: rebuilding"
+        log "cached workload is [$have], want [$want]: rebuilding"
     fi
 
     ensure_cmd debootstrap debootstrap
@@ -188,6 +196,14 @@ build() {
     cp -L /etc/resolv.conf "$mnt/etc/resolv.conf" 2>/dev/null || true
     in_chroot "$mnt" apt-get update -qq >&2 || die "apt-get update in the guest failed"
     in_chroot "$mnt" apt-get clean
+    if [ -n "$BENCH_BASE_PACKAGES" ]; then
+        log "installing base packages: $BENCH_BASE_PACKAGES"
+        # shellcheck disable=SC2086
+        in_chroot "$mnt" apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 \
+            $BENCH_BASE_PACKAGES > "$outdir/base-packages.log" 2>&1 \
+            || { tail -n 20 "$outdir/base-packages.log" >&2; die "installing base packages failed"; }
+        in_chroot "$mnt" apt-get clean
+    fi
     # shellcheck disable=SC2086
     in_chroot "$mnt" apt-get install -y -qq --download-only --no-install-recommends $BENCH_PACKAGES >&2 \
         || die "downloading $BENCH_PACKAGES in the guest failed"
@@ -232,6 +248,7 @@ build() {
         echo "suite=$BENCH_SUITE"
         echo "mirror=$mirror"
         echo "packages=$BENCH_PACKAGES"
+        echo "base_packages=$BENCH_BASE_PACKAGES"
         echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "build_seconds=$((t1 - t0))"
         echo "disk_allocated=$(alloc_bytes "$bundle/Disk.img")"

@@ -190,8 +190,12 @@ static int parse_chunk_size(const char *s, uint32_t *out)
     return 0;
 }
 
-static void print_commit(const store_commit_result *r)
+static void print_commit(const store_commit_result *r, int verbose)
 {
+    char a[32], b[32];
+    if (verbose)
+        fprintf(stderr, "strata: read %s; %" PRIu64 " chunks known unchanged from extent maps; %s added\n",
+                human(r->bytes_read, a, sizeof a), r->chunks_reused, human(r->bytes_added, b, sizeof b));
     if (r->existed)
         fprintf(stderr, "strata: the same content is already layer %.12s\n", r->id.hex);
     if (!r->reflinked)
@@ -203,12 +207,12 @@ static void print_commit(const store_commit_result *r)
 static int cmd_import(int argc, char **argv)
 {
     const char *chunk = NULL;
-    int restore = 0;
+    int restore = 0, verbose = 0;
     opt opts[] = {{"--include-restore-image", 0, NULL, &restore},
-                  {"--chunk-size", 1, &chunk, NULL}};
+                  {"--chunk-size", 1, &chunk, NULL}, {"-v", 0, NULL, &verbose}};
     char *pos[2];
     int n;
-    if (parse(argc, argv, opts, 2, pos, 2, &n, "import") || need(n, 1, "import"))
+    if (parse(argc, argv, opts, 3, pos, 2, &n, "import") || need(n, 1, "import"))
         return 1;
     progress_state ps = {.tty = isatty(2)};
     store_commit_opts o = {.tag = n > 1 ? pos[1] : NULL, .include_restore_image = restore,
@@ -224,17 +228,18 @@ static int cmd_import(int argc, char **argv)
     store_close(st);
     if (rc)
         return store_failed();
-    print_commit(&r);
+    print_commit(&r, verbose);
     return 0;
 }
 
 static int cmd_commit(int argc, char **argv)
 {
     const char *msg = NULL, *tag = NULL;
-    opt opts[] = {{"-m", 1, &msg, NULL}, {"-t", 1, &tag, NULL}};
+    int verbose = 0;
+    opt opts[] = {{"-m", 1, &msg, NULL}, {"-t", 1, &tag, NULL}, {"-v", 0, NULL, &verbose}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 2, pos, 1, &n, "commit") || need(n, 1, "commit"))
+    if (parse(argc, argv, opts, 3, pos, 1, &n, "commit") || need(n, 1, "commit"))
         return 1;
     progress_state ps = {.tty = isatty(2)};
     store_commit_opts o = {.tag = tag, .message = msg, .progress = progress, .progress_ctx = &ps,
@@ -247,7 +252,7 @@ static int cmd_commit(int argc, char **argv)
     store_close(st);
     if (rc)
         return store_failed();
-    print_commit(&r);
+    print_commit(&r, verbose);
     return 0;
 }
 
@@ -682,14 +687,15 @@ static int cmd_gc(int argc, char **argv)
 static int cmd_help(int argc, char **argv);
 
 static const verb verbs[] = {
-    {"import", cmd_import, "import BUNDLE [TAG] [--include-restore-image] [--chunk-size N]",
+    {"import", cmd_import, "import BUNDLE [TAG] [--include-restore-image] [--chunk-size N] [-v]",
      "Ingest a VZ bundle directory as a root layer, optionally tagged. Prints the layer id.\n"
-     "RestoreImage.ipsw is skipped unless --include-restore-image is given."},
+     "RestoreImage.ipsw is skipped unless --include-restore-image is given. -v tells how\n"
+     "much was read and stored."},
     {"clone", cmd_clone, "clone REF DIR",
      "Make DIR a writable bundle cloned from layer REF (copy-on-write where the filesystem\n"
      "can share blocks; holes are never filled). DIR must not exist and must be on the\n"
      "store's volume. DIR/.strata records the layer it came from."},
-    {"commit", cmd_commit, "commit DIR [-m MESSAGE] [-t TAG]",
+    {"commit", cmd_commit, "commit DIR [-m MESSAGE] [-t TAG] [-v]",
      "Make a child layer of the clone DIR's layer from DIR's current files. Only chunks\n"
      "whose blocks changed since the clone are read. Prints the new layer id."},
     {"log", cmd_log, "log REF [--json]",

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -28,9 +29,9 @@ static int all_zero(const unsigned char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* read/write copy of one data range; all-zero blocks are left as holes,
- * since dst was sized with ftruncate and already reads as zeros there. */
-static int copy_rw(int src, int dst, uint64_t off, uint64_t len)
+/* read/write copy of one data range. With skip_zero, all-zero blocks are
+ * left unwritten: callers pass it only where dst already reads as zeros. */
+static int copy_rw(int src, int dst, uint64_t off, uint64_t len, int skip_zero)
 {
     unsigned char *buf = malloc(COPY_BUF);
     if (!buf)
@@ -49,7 +50,7 @@ static int copy_rw(int src, int dst, uint64_t off, uint64_t len)
             break; /* source shrank under us: nothing more to copy */
         for (size_t at = 0; at < (size_t)got;) {
             size_t blk = (size_t)got - at < 4096 ? (size_t)got - at : 4096;
-            if (!all_zero(buf + at, blk)) {
+            if (!skip_zero || !all_zero(buf + at, blk)) {
                 ssize_t put = pwrite(dst, buf + at, blk, (off_t)(off + at));
                 if (put < 0) {
                     if (errno == EINTR)
@@ -70,7 +71,7 @@ out:
 }
 
 /* copy one data range, in-kernel where possible */
-static int copy_data(int src, int dst, uint64_t off, uint64_t len)
+static int copy_data(int src, int dst, uint64_t off, uint64_t len, int skip_zero)
 {
 #ifdef __linux__
     while (len > 0) {
@@ -82,7 +83,7 @@ static int copy_data(int src, int dst, uint64_t off, uint64_t len)
                 continue;
             if (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS ||
                 errno == EBADF || errno == ETXTBSY)
-                return copy_rw(src, dst, off, len);
+                return copy_rw(src, dst, off, len, skip_zero);
             return -errno;
         }
         if (n == 0)
@@ -92,7 +93,7 @@ static int copy_data(int src, int dst, uint64_t off, uint64_t len)
     }
     return 0;
 #else
-    return copy_rw(src, dst, off, len);
+    return copy_rw(src, dst, off, len, skip_zero);
 #endif
 }
 
@@ -120,7 +121,8 @@ int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_
     return 0;
 }
 
-/* sparse copy of [off, end): only data extents move */
+/* sparse copy of [off, end) into a dst range that reads as zeros: only
+ * data extents move */
 static int sparse_copy(int src, int dst, uint64_t off, uint64_t end)
 {
     while (off < end) {
@@ -130,7 +132,7 @@ static int sparse_copy(int src, int dst, uint64_t off, uint64_t end)
             return 0;
         if (rc)
             return rc;
-        if ((rc = copy_data(src, dst, d, h - d)))
+        if ((rc = copy_data(src, dst, d, h - d, 1)))
             return rc;
         off = h;
     }
@@ -203,7 +205,11 @@ int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
     if (ioctl(dst_fd, FICLONERANGE, &r) == 0)
         return 0;
 #endif
-    return sparse_copy(src_fd, dst_fd, off, off + len);
+    /* Make the destination range zeros first, so holes in the source read
+     * back as zeros; where punching is impossible, copy every byte. */
+    if (clone_punch_hole(dst_fd, off, len) == 0)
+        return sparse_copy(src_fd, dst_fd, off, off + len);
+    return copy_data(src_fd, dst_fd, off, len, 0);
 }
 
 int clone_punch_hole(int fd, uint64_t off, uint64_t len)
@@ -223,12 +229,42 @@ int clone_punch_hole(int fd, uint64_t off, uint64_t len)
 #endif
 }
 
+/* Can a file in dir_a be cloned into dir_b? Tried for real with two small
+ * temporary files: btrfs subvolumes differ in st_dev yet share blocks. */
+static int clone_probe(const char *dir_a, const char *dir_b)
+{
+#ifdef FICLONE
+    char pa[4096], pb[4096];
+    snprintf(pa, sizeof pa, "%s/.strata-probe-XXXXXX", dir_a);
+    snprintf(pb, sizeof pb, "%s/.strata-probe-XXXXXX", dir_b);
+    int fa = mkstemp(pa);
+    if (fa < 0)
+        return 0;
+    int fb = mkstemp(pb), ok = 0;
+    if (fb >= 0) {
+        static const char block[4096] = {1};
+        ok = pwrite(fa, block, sizeof block, 0) == (ssize_t)sizeof block && fsync(fa) == 0 &&
+             ioctl(fb, FICLONE, fa) == 0;
+        close(fb);
+        unlink(pb);
+    }
+    close(fa);
+    unlink(pa);
+    return ok;
+#else
+    (void)dir_a, (void)dir_b;
+    return 0;
+#endif
+}
+
 int clone_same_volume(const char *a, const char *b)
 {
     struct stat sa, sb;
     if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
         return -errno;
-    return sa.st_dev == sb.st_dev;
+    if (sa.st_dev == sb.st_dev)
+        return 1;
+    return S_ISDIR(sa.st_mode) && S_ISDIR(sb.st_mode) && clone_probe(a, b);
 }
 
 static int map_push(clone_extent_map *m, size_t *cap, clone_extent e)

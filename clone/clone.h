@@ -41,9 +41,10 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method);
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method);
 
 /*
- * Copy [off, off+len) of src_fd to the same offsets of dst_fd: FICLONERANGE
- * when the range is block aligned, else (or on any error) a sparse copy.
- * Zero-filled source extents are written as data; callers punch them.
+ * Make [off, off+len) of dst_fd read as the same range of src_fd:
+ * FICLONERANGE when the filesystem takes it (block-aligned ranges on one
+ * XFS/btrfs volume), else the range is punched and the source's data
+ * extents copied in; where punching is impossible every byte is copied.
  */
 int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len);
 
@@ -58,7 +59,9 @@ int clone_punch_hole(int fd, uint64_t off, uint64_t len);
  */
 int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_t *hole);
 
-/* 1 if both paths are on the same filesystem (clones can't cross), 0 if not. */
+/* 1 if both paths are on one filesystem (clones can't cross volumes), 0 if
+ * not. Directories on different devices that still share blocks (btrfs
+ * subvolumes) count as one: that is tried with a real clone of a probe. */
 int clone_same_volume(const char *a, const char *b);
 
 /* One run of a file's logical bytes and where they live on the device. */

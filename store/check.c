@@ -15,6 +15,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
@@ -360,14 +361,16 @@ static int gc_tmp(void *ctx_, const char *name)
         struct stat s;
         /* a lock file still being born is held; an abandoned one is not */
         int fd = open(p, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 && fstat(fd, &s) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+        if (fd >= 0 && fstat(fd, &s) == 0 && s.st_mtime < time(NULL) - 60 &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0)
             unlink(p);
         if (fd >= 0)
             close(fd);
     } else {
         char *lock = st_printf("%s.lock", p);
         struct stat s;
-        if (lock && stat(lock, &s) < 0 && errno == ENOENT) { /* work whose owner is gone */
+        /* work whose owner is gone (and not already removed with its lock) */
+        if (lock && stat(lock, &s) < 0 && errno == ENOENT && lstat(p, &s) == 0) {
             st_rm_rf(p);
             g->res->tmp_removed++;
         }

@@ -285,9 +285,12 @@ int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t)
                 continue;
             return st_fail_errno(e, "%s/tmp", st->home);
         }
-        if (flock(t->lock_fd, LOCK_EX) < 0 || link(fresh, t->lock_path) < 0 ||
+        int linked = 0;
+        if (flock(t->lock_fd, LOCK_EX) < 0 || !(linked = link(fresh, t->lock_path) == 0) ||
             mkdir(t->path, 0755) < 0) {
             int e = errno;
+            if (linked)
+                unlink(t->lock_path);
             close(t->lock_fd);
             unlink(fresh);
             free(fresh);

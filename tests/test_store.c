@@ -1,0 +1,1097 @@
+/*
+ * Unit tests of the layer store (store/store.h), and of a few internals
+ * (store/internal.h): the manifest's canonical form and the text encoding.
+ *
+ * Every file is made under $TEST_DIR (default: a fresh mkdtemp under
+ * /var/tmp), in a directory of its own per run and per test, and each test
+ * opens a store of its own there. Bundles are made here in C.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <plist/plist.h>
+
+#ifdef __linux__
+#include <linux/fs.h>
+#endif
+
+#include "../clone/clone.h"
+#include "../store/internal.h"
+
+#define KiB (1024ull)
+#define MiB (1024ull * 1024)
+#define TEST_ECID 13061332575042855156ull
+
+/* ---------- helpers ---------- */
+
+static char g_root[PATH_MAX]; /* this run's directory */
+
+static int mkdir_p(const char *path)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return -1;
+    for (char *s = tmp + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = 0;
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    return mkdir(tmp, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+    return p;
+}
+
+static void fill_random(unsigned char *buf, size_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 8 == 0)
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[i] = (unsigned char)(x >> (8 * (i % 8)));
+    }
+}
+
+static void pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+    const unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        assert_true(w > 0);
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+}
+
+static void write_random(int fd, uint64_t off, size_t len, uint64_t seed)
+{
+    unsigned char *buf = malloc(len);
+    assert_non_null(buf);
+    fill_random(buf, len, seed);
+    pwrite_all(fd, buf, len, off);
+    free(buf);
+}
+
+/* write (replace) a whole file */
+static void put_file(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    if (len)
+        pwrite_all(fd, data, len, 0);
+    assert_int_equal(close(fd), 0);
+}
+
+static void read_whole(const char *path, unsigned char **data, size_t *len)
+{
+    char *d = NULL;
+    assert_int_equal(st_read_file(path, 64 << 20, &d, len), 0);
+    *data = (unsigned char *)d;
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat s;
+    assert_int_equal(stat(path, &s), 0);
+    return (uint64_t)s.st_size;
+}
+
+/* entries of a directory, "." and ".." left out */
+static size_t count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static size_t count_layers(store *st)
+{
+    store_id *ids = NULL;
+    size_t n = 99;
+    assert_int_equal(store_layers(st, &ids, &n), 0);
+    free(ids);
+    return n;
+}
+
+static int reflink_works(const char *dir)
+{
+#ifdef FICLONE
+    char *a = path_in(dir, ".probe-a"), *b = path_in(dir, ".probe-b");
+    int fa = open(a, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fb = open(b, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fa >= 0 && fb >= 0);
+    write_random(fa, 0, 4096, 99);
+    assert_int_equal(fsync(fa), 0);
+    int ok = ioctl(fb, FICLONE, fa) == 0;
+    close(fa);
+    close(fb);
+    unlink(a);
+    unlink(b);
+    free(a);
+    free(b);
+    return ok;
+#else
+    (void)dir;
+    return 0;
+#endif
+}
+
+/* HardwareModel as Apple writes it (the shape fixtures/mkbundle.c uses) */
+static void write_hardware_model(const char *path)
+{
+    plist_t hw = plist_new_dict();
+    plist_dict_set_item(hw, "DataRepresentationVersion", plist_new_uint(1));
+    plist_t os = plist_new_array();
+    plist_array_append_item(os, plist_new_uint(13));
+    plist_array_append_item(os, plist_new_uint(0));
+    plist_array_append_item(os, plist_new_uint(0));
+    plist_dict_set_item(hw, "MinimumSupportedOS", os);
+    plist_dict_set_item(hw, "PlatformVersion", plist_new_uint(2));
+    char *bin = NULL;
+    uint32_t len = 0;
+    plist_to_bin(hw, &bin, &len);
+    plist_free(hw);
+    assert_non_null(bin);
+    put_file(path, bin, len);
+    plist_to_bin_free(bin);
+}
+
+/*
+ * A macOS bundle: a sparse Disk.img of disk_size with random data in
+ * [0, 1 MiB) and, if it is big enough, [10.5 MiB, 10.75 MiB) and a 1 MiB
+ * run of written zeros at 20 MiB; AuxiliaryStorage of 2 MiB with 64 KiB of
+ * data; and the two identity plists.
+ */
+static void make_bundle(const char *dir, uint64_t disk_size)
+{
+    assert_int_equal(mkdir(dir, 0755), 0);
+    char *p = path_in(dir, "Disk.img");
+    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)disk_size), 0);
+    write_random(fd, 0, 1 * MiB, 1);
+    if (disk_size >= 11 * MiB)
+        write_random(fd, 10 * MiB + 512 * KiB, 256 * KiB, 2);
+    if (disk_size >= 21 * MiB) {
+        unsigned char *z = calloc(1, 1 * MiB);
+        assert_non_null(z);
+        pwrite_all(fd, z, 1 * MiB, 20 * MiB);
+        free(z);
+    }
+    assert_int_equal(close(fd), 0);
+    free(p);
+
+    p = path_in(dir, "AuxiliaryStorage");
+    fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)(2 * MiB)), 0);
+    write_random(fd, 0, 64 * KiB, 7);
+    assert_int_equal(close(fd), 0);
+    free(p);
+
+    p = path_in(dir, "HardwareModel");
+    write_hardware_model(p);
+    free(p);
+    p = path_in(dir, "MachineIdentifier");
+    assert_int_equal(store_write_machine_identifier(p, TEST_ECID), 0);
+    free(p);
+}
+
+static const store_file *find_file(const store_layer *l, const char *name)
+{
+    for (size_t i = 0; i < l->nfiles; i++)
+        if (!strcmp(l->files[i].name, name))
+            return &l->files[i];
+    return NULL;
+}
+
+static const store_diff_entry *find_diff(const store_diff_entry *d, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(d[i].name, name))
+            return &d[i];
+    return NULL;
+}
+
+/* collects what fsck reports */
+typedef struct {
+    char text[8192];
+    int lines;
+} report_buf;
+
+static void collect(void *ctx, const char *line)
+{
+    report_buf *r = ctx;
+    size_t n = strlen(r->text);
+    snprintf(r->text + n, sizeof r->text - n, "%s\n", line);
+    r->lines++;
+}
+
+/* ---------- fixtures ---------- */
+
+typedef struct {
+    char *dir;  /* this test's directory */
+    char *home; /* its store */
+    store *st;
+} fixture;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *t = getenv("TEST_DIR");
+    int n;
+    if (t && *t) {
+        if (mkdir_p(t) < 0) {
+            fprintf(stderr, "cannot make TEST_DIR %s: %s\n", t, strerror(errno));
+            return -1;
+        }
+        n = snprintf(g_root, sizeof g_root, "%s/test_store-XXXXXX", t);
+    } else {
+        n = snprintf(g_root, sizeof g_root, "/var/tmp/strata-test_store-XXXXXX");
+    }
+    if (n >= (int)sizeof g_root || !mkdtemp(g_root)) {
+        fprintf(stderr, "cannot make a directory under TEST_DIR: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    st_rm_rf(g_root);
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f || asprintf(&f->dir, "%s/t-XXXXXX", g_root) < 0 || !mkdtemp(f->dir))
+        return -1;
+    if (asprintf(&f->home, "%s/store", f->dir) < 0)
+        return -1;
+    if (store_open(f->home, &f->st)) {
+        fprintf(stderr, "store_open: %s\n", store_error());
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int test_teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->st);
+    st_rm_rf(f->dir);
+    free(f->dir);
+    free(f->home);
+    free(f);
+    return 0;
+}
+
+/* ---------- manifest ---------- */
+
+static store_layer *parse(const char *text, size_t len, int *rc)
+{
+    store_layer *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    *rc = st_manifest_parse(text, len, l);
+    return l;
+}
+
+/* 0 if text parses, else its error */
+static int parses(const char *text)
+{
+    int rc;
+    store_layer *l = parse(text, strlen(text), &rc);
+    if (rc) {
+        /* a rejected parse leaves nothing behind */
+        assert_int_equal(l->nfiles, 0);
+        assert_int_equal(l->nbindings, 0);
+        assert_null(l->files);
+        assert_null(l->bindings);
+        assert_int_equal(l->has_parent, 0);
+    }
+    store_layer_free(l);
+    return rc;
+}
+
+static void manifest_id(const st_buf *b, char hex[65])
+{
+    unsigned char d[32];
+    st_sha256(b->p, b->n, d);
+    st_hex(d, 32, hex);
+}
+
+static void test_manifest_round_trip(void **state)
+{
+    (void)state;
+    store_chunk chunks[6];
+    memset(chunks, 0, sizeof chunks);
+    st_sha256("zero", 4, chunks[0].digest);
+    chunks[1].zero = chunks[2].zero = 1;
+    st_sha256("three", 5, chunks[3].digest);
+    chunks[4].zero = 1;
+    st_sha256("five", 4, chunks[5].digest);
+    char n0[] = "Disk.img", n1[] = "empty file";
+    store_file files[2] = {
+        {.name = n0, .size = 5 * MiB + 100, .mode = 0644, .chunk_size = 1 << 20, .nchunks = 6,
+         .chunks = chunks},
+        {.name = n1, .size = 0, .mode = 0600, .chunk_size = 4096, .nchunks = 0, .chunks = NULL},
+    };
+    char k0[] = "host", v0[] = "mac mini/1 %", k1[] = "mac", v1[] = "aa:bb:cc";
+    store_binding binds[2] = {{k0, v0}, {k1, v1}};
+    store_layer l = {0};
+    l.has_parent = 1;
+    memcpy(l.parent.hex, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 65);
+    l.files = files;
+    l.nfiles = 2;
+    l.bindings = binds;
+    l.nbindings = 2;
+
+    st_buf a = {0}, b = {0};
+    assert_int_equal(st_manifest_format(&l, &a), 0);
+    assert_non_null(a.p);
+    char h0[65], h3[65], h5[65];
+    st_hex(chunks[0].digest, 32, h0);
+    st_hex(chunks[3].digest, 32, h3);
+    st_hex(chunks[5].digest, 32, h5);
+    char *want = NULL;
+    assert_true(asprintf(&want,
+                         "strata-layer 1\n"
+                         "parent %s\n"
+                         "bind host mac%%20mini%%2F1%%20%%25\n"
+                         "bind mac aa%%3Abb%%3Acc\n"
+                         "file Disk.img 5242980 0644 1048576\n"
+                         "%s\nzero 2\n%s\nzero 1\n%s\n"
+                         "file empty%%20file 0 0600 4096\n",
+                         l.parent.hex, h0, h3, h5) > 0);
+    assert_string_equal(a.p, want);
+    free(want);
+
+    int rc;
+    store_layer *p = parse(a.p, a.n, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(p->has_parent, 1);
+    assert_string_equal(p->parent.hex, l.parent.hex);
+    assert_int_equal(p->nbindings, 2);
+    assert_string_equal(p->bindings[0].key, "host");
+    assert_string_equal(p->bindings[0].value, "mac mini/1 %");
+    assert_string_equal(p->bindings[1].key, "mac");
+    assert_string_equal(p->bindings[1].value, "aa:bb:cc");
+    assert_int_equal(p->nfiles, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(p->files[i].name, files[i].name);
+        assert_int_equal(p->files[i].size, files[i].size);
+        assert_int_equal(p->files[i].mode, files[i].mode);
+        assert_int_equal(p->files[i].chunk_size, files[i].chunk_size);
+        assert_int_equal(p->files[i].nchunks, files[i].nchunks);
+        for (size_t c = 0; c < files[i].nchunks; c++) {
+            assert_int_equal(p->files[i].chunks[c].zero, files[i].chunks[c].zero);
+            if (!files[i].chunks[c].zero)
+                assert_memory_equal(p->files[i].chunks[c].digest, files[i].chunks[c].digest, 32);
+        }
+    }
+    /* formatting what was parsed gives the very same bytes */
+    assert_int_equal(st_manifest_format(p, &b), 0);
+    assert_int_equal(b.n, a.n);
+    assert_memory_equal(b.p, a.p, a.n);
+    store_layer_free(p);
+
+    /* the same layer formatted twice has the same id; any change, another */
+    char id1[65], id2[65], id3[65];
+    manifest_id(&a, id1);
+    free(b.p);
+    b = (st_buf){0};
+    assert_int_equal(st_manifest_format(&l, &b), 0);
+    manifest_id(&b, id2);
+    assert_string_equal(id1, id2);
+    assert_true(st_id_valid(id1));
+    files[1].mode = 0644;
+    free(b.p);
+    b = (st_buf){0};
+    assert_int_equal(st_manifest_format(&l, &b), 0);
+    manifest_id(&b, id3);
+    assert_string_not_equal(id1, id3);
+
+    /* a root layer without bindings round-trips too */
+    l.has_parent = 0;
+    l.nbindings = 0;
+    free(b.p);
+    b = (st_buf){0};
+    assert_int_equal(st_manifest_format(&l, &b), 0);
+    assert_int_equal(strncmp(b.p, "strata-layer 1\nfile ", 20), 0);
+    p = parse(b.p, b.n, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(p->has_parent, 0);
+    assert_int_equal(p->nfiles, 2);
+    store_layer_free(p);
+    free(a.p);
+    free(b.p);
+}
+
+static void test_manifest_rejects(void **state)
+{
+    (void)state;
+    unsigned char d[32];
+    char D[65], U[65];
+    st_sha256("x", 1, d);
+    st_hex(d, 32, D);
+    memcpy(U, D, 65);
+    char *letter = strpbrk(U, "abcdef");
+    assert_non_null(letter);
+    *letter = (char)(*letter - 'a' + 'A');
+    char buf[4096];
+
+#define FILE_A "file a 3145728 0644 1048576\n"
+#define FILE_B "file b 0 0644 1048576\n"
+    /* the base case, and each mutation of it */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\n" FILE_B, D);
+    assert_int_equal(parses(buf), 0);
+    /* upper-case hex digit */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\n" FILE_B, U);
+    assert_int_equal(parses(buf), -EINVAL);
+    /* a zero run split in two */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 1\nzero 1\n" FILE_B, D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\nfile a 3145728 0644 1048576\nzero 1\nzero 2\n");
+    assert_int_equal(parses(buf), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile a 3145728 0644 1048576\nzero 3\n"), 0);
+    /* files out of order, and twice */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_B FILE_A "%s\nzero 2\n", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\n" FILE_A "%s\nzero 2\n", D,
+             D);
+    assert_int_equal(parses(buf), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\n" FILE_B FILE_B), -EINVAL);
+    /* a name holding '/', and a plain byte needlessly escaped */
+    assert_int_equal(parses("strata-layer 1\nfile a%2Fb 0 0644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile a%20b 0 0644 1048576\n"), 0);
+    assert_int_equal(parses("strata-layer 1\nfile %41 0 0644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile A 0 0644 1048576\n"), 0);
+    assert_int_equal(parses("strata-layer 1\nfile a%2fb 0 0644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile .. 0 0644 1048576\n"), -EINVAL);
+    /* no newline after the last line */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\nfile b 0 0644 1048576", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    assert_int_equal(parses("strata-layer 1"), -EINVAL);
+    assert_int_equal(parses(""), -EINVAL);
+    /* too few chunks, too many, and too few before the next file */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 1\n", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 3\n", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\n%s\n", D, D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\n" FILE_B, D);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_B "%s\n", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    /* chunk size: a power of two from 4 KiB to 64 MiB */
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 3000000\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 3145728\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 2048\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 134217728\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 4096\n"), 0);
+    assert_int_equal(parses("strata-layer 1\nfile c 0 0644 67108864\n"), 0);
+    /* size: 4 TiB at most */
+    assert_int_equal(parses("strata-layer 1\nfile big 4398046511105 0644 67108864\nzero 65537\n"),
+                     -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile big 4398046511104 0644 67108864\nzero 65536\n"),
+                     0);
+    /* lines nobody knows, before and after the files */
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_A "%s\nzero 2\n" FILE_B "hello world\n", D);
+    assert_int_equal(parses(buf), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nhello world\n" FILE_B), -EINVAL);
+    assert_int_equal(parses("strata-layer 2\n" FILE_B), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\n\n" FILE_B), -EINVAL);
+    /* numbers in canonical form only */
+    assert_int_equal(parses("strata-layer 1\nfile b 00 0644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile b 0 644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile b 0 +644 1048576\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile b 0 0644 1048576 \n"), -EINVAL);
+    /* a NUL byte anywhere */
+    static const char nul[] = "strata-layer 1\nfile a\0b 0 0644 1048576\n";
+    int rc;
+    store_layer *l = parse(nul, sizeof nul - 1, &rc);
+    assert_int_equal(rc, -EINVAL);
+    store_layer_free(l);
+    static const char nul_end[] = "strata-layer 1\nfile b 0 0644 1048576\n\0";
+    l = parse(nul_end, sizeof nul_end - 1, &rc);
+    assert_int_equal(rc, -EINVAL);
+    store_layer_free(l);
+    /* parent first, bindings next and sorted, files last */
+    char parent[200];
+    snprintf(parent, sizeof parent, "parent %s\n", D);
+    snprintf(buf, sizeof buf, "strata-layer 1\n%sbind a 1\nbind b 2\n" FILE_B, parent);
+    assert_int_equal(parses(buf), 0);
+    snprintf(buf, sizeof buf, "strata-layer 1\nbind a 1\n%s" FILE_B, parent);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n%sbind b 2\nbind a 1\n" FILE_B, parent);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n%s%s" FILE_B, parent, parent);
+    assert_int_equal(parses(buf), -EINVAL);
+    snprintf(buf, sizeof buf, "strata-layer 1\n" FILE_B "%s", parent);
+    assert_int_equal(parses(buf), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nbind A 1\n" FILE_B), -EINVAL);
+#undef FILE_A
+#undef FILE_B
+}
+
+static void test_encode_decode(void **state)
+{
+    (void)state;
+    char *e = st_encode("a b/c%d");
+    assert_non_null(e);
+    assert_string_equal(e, "a%20b%2Fc%25d");
+    char *d = st_decode(e);
+    assert_non_null(d);
+    assert_string_equal(d, "a b/c%d");
+    free(e);
+    free(d);
+    /* plain bytes stay plain */
+    e = st_encode("Az09._+-");
+    assert_string_equal(e, "Az09._+-");
+    free(e);
+    e = st_encode("\xe9t\xe9");
+    assert_string_equal(e, "%E9t%E9");
+    d = st_decode(e);
+    assert_string_equal(d, "\xe9t\xe9");
+    free(e);
+    free(d);
+    e = st_encode("");
+    assert_string_equal(e, "");
+    free(e);
+    /* only the canonical encoding decodes */
+    assert_null(st_decode("a%2fb"));
+    assert_null(st_decode("%e9"));
+    assert_null(st_decode("a%2Fc%2f"));
+    assert_null(st_decode("%41"));    /* a plain byte, escaped */
+    assert_null(st_decode("%00"));    /* NUL */
+    assert_null(st_decode("a b"));    /* a byte that must be escaped, raw */
+    assert_null(st_decode("a/b"));
+    assert_null(st_decode("%2"));     /* cut short */
+    assert_null(st_decode("%"));
+    assert_null(st_decode("%G0"));
+    d = st_decode("a%2Fb");
+    assert_string_equal(d, "a/b");
+    free(d);
+}
+
+static void test_tag_valid(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"macos-base", "macos-base:xcode16", "a", "x.y_z-1:V1.2",
+                                       "0", "a:_b", "a:B-.c"};
+    static const char *const bad[] = {"", "Bad", "-x", ".x", "a:", "a:.b", "a:-b", "a/b",
+                                      "a:b:c", "_x", ":x", "a b", "a:b/c", "a:b c", "x\n"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        if (!store_tag_valid(good[i]))
+            fail_msg("'%s' should be a valid tag", good[i]);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (store_tag_valid(bad[i]))
+            fail_msg("'%s' should not be a valid tag", bad[i]);
+    }
+    char longest[130];
+    memset(longest, 'a', sizeof longest);
+    longest[128] = 0;
+    assert_int_equal(store_tag_valid(longest), 1);
+    longest[128] = 'a';
+    longest[129] = 0;
+    assert_int_equal(store_tag_valid(longest), 0);
+}
+
+/* ---------- import, clone, commit, diff, fsck ---------- */
+
+static void test_import_clone_commit(void **state)
+{
+    fixture *f = *state;
+    int reflink = reflink_works(f->dir);
+    char *bundle = path_in(f->dir, "bundle");
+    make_bundle(bundle, 64 * MiB);
+
+    store_commit_opts o = {.message = "base", .tag = "macos-base"};
+    store_commit_result r;
+    int rc = store_import(f->st, bundle, &o, &r);
+    if (rc)
+        fail_msg("store_import: %s", store_error());
+    assert_true(st_id_valid(r.id.hex));
+    assert_int_equal(r.existed, 0);
+    assert_int_equal(r.reflinked, reflink);
+    store_id root = r.id, got;
+    assert_int_equal(store_resolve(f->st, "macos-base", &got), 0);
+    assert_string_equal(got.hex, root.hex);
+
+    /* bytes_added: whole data chunks; written zeros and holes count nothing */
+    char *hw = path_in(bundle, "HardwareModel"), *mid = path_in(bundle, "MachineIdentifier");
+    uint64_t plists = file_size(hw) + file_size(mid);
+    assert_int_equal(r.bytes_added, 2 * MiB + 1 * MiB + plists);
+
+    store_layer *l = NULL;
+    assert_int_equal(store_layer_load(f->st, &root, &l), 0);
+    assert_int_equal(l->has_parent, 0);
+    assert_string_equal(l->message, "base");
+    assert_int_equal(l->bytes_added, r.bytes_added);
+    assert_int_equal(l->nfiles, 4);
+    assert_string_equal(l->files[0].name, "AuxiliaryStorage");
+    assert_string_equal(l->files[1].name, "Disk.img");
+    assert_string_equal(l->files[2].name, "HardwareModel");
+    assert_string_equal(l->files[3].name, "MachineIdentifier");
+    const store_file *disk = find_file(l, "Disk.img");
+    assert_int_equal(disk->size, 64 * MiB);
+    assert_int_equal(disk->chunk_size, STORE_DEFAULT_CHUNK);
+    assert_int_equal(disk->nchunks, 64);
+    assert_int_equal(disk->mode, 0644);
+    for (size_t c = 0; c < disk->nchunks; c++)
+        assert_int_equal(disk->chunks[c].zero, !(c == 0 || c == 10));
+    store_layer_free(l);
+
+    /* the materialized file: read-only, and the zeros written at 20 MiB punched out */
+    char *disk_path = store_layer_file_path(f->st, &root, "Disk.img");
+    struct stat s;
+    assert_int_equal(stat(disk_path, &s), 0);
+    assert_int_equal(s.st_mode & 0777, 0444);
+    int fd = open(disk_path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    uint64_t data, hole;
+    rc = clone_next_data(fd, 20 * MiB, 64 * MiB, &data, &hole);
+    assert_true(rc == -ENXIO || (rc == 0 && data >= 21 * MiB));
+    close(fd);
+
+    store_identity ident;
+    assert_int_equal(store_layer_identity(f->st, &root, &ident), 0);
+    assert_int_equal(ident.has_hardware_model, 1);
+    assert_int_equal(ident.platform_version, 2);
+    assert_int_equal(ident.data_representation_version, 1);
+    assert_string_equal(ident.minimum_supported_os, "13.0.0");
+    assert_int_equal(ident.has_machine_identifier, 1);
+    assert_int_equal(ident.ecid, TEST_ECID);
+
+    /* the same bundle again: the same layer, already there */
+    store_commit_opts plain = {0};
+    assert_int_equal(store_import(f->st, bundle, &plain, &r), 0);
+    assert_string_equal(r.id.hex, root.hex);
+    assert_int_equal(r.existed, 1);
+    assert_int_equal(count_layers(f->st), 1);
+
+    /* the same bundle into another store: the same id */
+    char *home2 = path_in(f->dir, "store2");
+    store *st2 = NULL;
+    assert_int_equal(store_open(home2, &st2), 0);
+    assert_int_equal(store_import(st2, bundle, &plain, &r), 0);
+    assert_string_equal(r.id.hex, root.hex);
+    assert_int_equal(r.existed, 0);
+    store_close(st2);
+
+    /* clone, write as a guest would, commit */
+    char *inst = path_in(f->dir, "inst");
+    int reflinked = -1;
+    rc = store_clone(f->st, "macos-base", inst, &reflinked);
+    if (rc)
+        fail_msg("store_clone: %s", store_error());
+    assert_int_equal(reflinked, reflink);
+    assert_int_equal(store_instance_layer(f->st, inst, &got), 0);
+    assert_string_equal(got.hex, root.hex);
+    /* a second clone onto the same directory is refused */
+    assert_int_equal(store_clone(f->st, "macos-base", inst, NULL), -EEXIST);
+
+    char *inst_disk = path_in(inst, "Disk.img");
+    assert_int_equal(stat(inst_disk, &s), 0);
+    assert_int_equal(s.st_mode & 0777, 0644);
+    assert_int_equal(s.st_size, 64 * MiB);
+    fd = open(inst_disk, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 5 * MiB + 100, 4 * KiB, 101);          /* chunk 5, a hole before */
+    write_random(fd, 30 * MiB + 512 * KiB, 1536 * KiB, 102); /* chunks 30 and 31 */
+    write_random(fd, 512 * KiB, 4 * KiB, 103);               /* chunk 0, data before */
+    close(fd);
+    const uint64_t written_chunks = 4;
+
+    store_commit_opts co = {.message = "child", .tag = "macos-base:child"};
+    rc = store_commit(f->st, inst, &co, &r);
+    if (rc)
+        fail_msg("store_commit: %s", store_error());
+    store_id child = r.id;
+    assert_string_not_equal(child.hex, root.hex);
+    assert_int_equal(r.existed, 0);
+    assert_int_equal(r.bytes_added, written_chunks * MiB);
+    print_message("commit: bytes_read %llu, chunks_reused %llu, reflinked %d\n",
+                  (unsigned long long)r.bytes_read, (unsigned long long)r.chunks_reused,
+                  r.reflinked);
+    assert_int_equal(r.reflinked, reflink);
+    if (reflink) {
+        /* unchanged chunks are known from the extent maps, not read */
+        assert_true(r.chunks_reused >= 2);
+        assert_true(r.bytes_read <= written_chunks * MiB + 64 * KiB);
+    }
+    assert_int_equal(store_resolve(f->st, "macos-base:child", &got), 0);
+    assert_string_equal(got.hex, child.hex);
+    assert_int_equal(store_instance_layer(f->st, inst, &got), 0);
+    assert_string_equal(got.hex, child.hex);
+    assert_int_equal(store_layer_load(f->st, &child, &l), 0);
+    assert_int_equal(l->has_parent, 1);
+    assert_string_equal(l->parent.hex, root.hex);
+    assert_string_equal(l->message, "child");
+    assert_int_equal(l->bytes_added, written_chunks * MiB);
+    store_layer_free(l);
+
+    store_diff_entry *dv = NULL;
+    size_t dn = 0;
+    assert_int_equal(store_diff(f->st, &root, &child, &dv, &dn), 0);
+    assert_int_equal(dn, 4);
+    const store_diff_entry *de = find_diff(dv, dn, "Disk.img");
+    assert_non_null(de);
+    assert_true(de->in_a && de->in_b);
+    assert_int_equal(de->chunks_changed, written_chunks);
+    assert_int_equal(de->bytes_changed, written_chunks * MiB);
+    assert_int_equal(de->size_a, 64 * MiB);
+    assert_int_equal(de->size_b, 64 * MiB);
+    static const char *const same[] = {"AuxiliaryStorage", "HardwareModel", "MachineIdentifier"};
+    for (size_t i = 0; i < 3; i++) {
+        de = find_diff(dv, dn, same[i]);
+        assert_non_null(de);
+        assert_int_equal(de->chunks_changed, 0);
+        assert_int_equal(de->bytes_changed, 0);
+    }
+    store_diff_free(dv, dn);
+
+    /* and a layer against itself differs nowhere */
+    assert_int_equal(store_diff(f->st, &child, &child, &dv, &dn), 0);
+    for (size_t i = 0; i < dn; i++)
+        assert_int_equal(dv[i].chunks_changed, 0);
+    store_diff_free(dv, dn);
+
+    report_buf rep = {{0}, 0};
+    rc = store_fsck(f->st, 0, collect, &rep);
+    if (rc)
+        fail_msg("store_fsck found %d problems:\n%s", rc, rep.text);
+
+    /* one byte of the root layer's Disk.img changes behind the store's back */
+    assert_int_equal(chmod(disk_path, 0644), 0);
+    fd = open(disk_path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, 100), 1);
+    byte ^= 0xFF;
+    pwrite_all(fd, &byte, 1, 100);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+    memset(&rep, 0, sizeof rep);
+    rc = store_fsck(f->st, 0, collect, &rep);
+    assert_true(rc > 0);
+    assert_non_null(strstr(rep.text, root.hex));
+    assert_non_null(strstr(rep.text, "does not match its hash"));
+    memset(&rep, 0, sizeof rep);
+    rc = store_fsck(f->st, 1, collect, &rep);
+    if (rc)
+        fail_msg("quick fsck found %d problems:\n%s", rc, rep.text);
+
+    free(inst_disk);
+    free(inst);
+    free(home2);
+    free(disk_path);
+    free(hw);
+    free(mid);
+    free(bundle);
+}
+
+/* ---------- import errors ---------- */
+
+typedef enum {
+    NO_DISK,
+    DISK_1000,
+    GARBAGE_HW,
+    TRUNCATED_MID,
+    HUGE_HW,
+    SYMLINK,
+    UNSORTED_BINDINGS,
+} breakage;
+
+static void import_fails(fixture *f, breakage how, const char *want)
+{
+    static int serial;
+    char name[64];
+    snprintf(name, sizeof name, "bundle-%d", serial++);
+    char *b = path_in(f->dir, name);
+    make_bundle(b, 4 * MiB);
+    char *disk = path_in(b, "Disk.img"), *hw = path_in(b, "HardwareModel");
+    char *mid = path_in(b, "MachineIdentifier"), *link = path_in(b, "Notes");
+    store_commit_opts o = {.tag = "broken"};
+    char k0[] = "zz", v0[] = "1", k1[] = "aa", v1[] = "2";
+    store_binding binds[2] = {{k0, v0}, {k1, v1}};
+    switch (how) {
+    case NO_DISK:
+        assert_int_equal(unlink(disk), 0);
+        break;
+    case DISK_1000:
+        assert_int_equal(truncate(disk, 1000), 0);
+        break;
+    case GARBAGE_HW: {
+        unsigned char junk[300];
+        fill_random(junk, sizeof junk, 5);
+        put_file(hw, junk, sizeof junk);
+        break;
+    }
+    case TRUNCATED_MID: {
+        unsigned char *data;
+        size_t len;
+        read_whole(mid, &data, &len);
+        assert_true(len > 16);
+        assert_memory_equal(data, "bplist00", 8);
+        put_file(mid, data, len / 2);
+        free(data);
+        break;
+    }
+    case HUGE_HW:
+        assert_int_equal(truncate(hw, 2 * MiB), 0);
+        break;
+    case SYMLINK:
+        assert_int_equal(symlink("Disk.img", link), 0);
+        break;
+    case UNSORTED_BINDINGS:
+        o.bindings = binds;
+        o.nbindings = 2;
+        break;
+    }
+    store_commit_result r;
+    int rc = store_import(f->st, b, &o, &r);
+    assert_true(rc < 0);
+    if (!strstr(store_error(), want))
+        fail_msg("import error '%s' does not say '%s'", store_error(), want);
+    assert_int_equal(count_layers(f->st), 0);
+    char *tmp = path_in(f->home, "tmp"), *tags = path_in(f->home, "refs/tags");
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(count_entries(tags), 0);
+    store_id id;
+    assert_int_equal(store_resolve(f->st, "broken", &id), -ENOENT);
+    free(tmp);
+    free(tags);
+    free(disk);
+    free(hw);
+    free(mid);
+    free(link);
+    free(b);
+}
+
+static void test_import_errors(void **state)
+{
+    fixture *f = *state;
+    import_fails(f, NO_DISK, "no Disk.img");
+    import_fails(f, DISK_1000, "not a multiple of 512");
+    import_fails(f, GARBAGE_HW, "not a property list");
+    import_fails(f, TRUNCATED_MID, "not a property list");
+    import_fails(f, HUGE_HW, "too large");
+    import_fails(f, SYMLINK, "symbolic link");
+    /* one that fails after work began under tmp/ */
+    import_fails(f, UNSORTED_BINDINGS, "sorted");
+
+    /* a bundle that is not there at all */
+    char *none = path_in(f->dir, "no-such-bundle");
+    store_commit_opts o = {0};
+    store_commit_result r;
+    assert_int_equal(store_import(f->st, none, &o, &r), -ENOENT);
+    free(none);
+    /* a bad tag is refused before anything is read */
+    char *b = path_in(f->dir, "good");
+    make_bundle(b, 4 * MiB);
+    o.tag = "Bad Tag";
+    assert_int_equal(store_import(f->st, b, &o, &r), -EINVAL);
+    assert_non_null(strstr(store_error(), "bad tag name"));
+    assert_int_equal(count_layers(f->st), 0);
+    /* and the same bundle, unbroken, imports */
+    o.tag = "good";
+    assert_int_equal(store_import(f->st, b, &o, &r), 0);
+    assert_int_equal(count_layers(f->st), 1);
+    free(b);
+}
+
+/* ---------- gc ---------- */
+
+static void import_small(fixture *f, const char *name, const char *tag, store_id *id)
+{
+    char *b = path_in(f->dir, name);
+    make_bundle(b, 4 * MiB);
+    store_commit_opts o = {.tag = tag};
+    store_commit_result r;
+    int rc = store_import(f->st, b, &o, &r);
+    if (rc)
+        fail_msg("store_import: %s", store_error());
+    *id = r.id;
+    free(b);
+}
+
+static void test_gc(void **state)
+{
+    fixture *f = *state;
+    store_gc_result g;
+    store_id id, got;
+
+    /* untagged, never cloned: collected */
+    import_small(f, "b1", "t1", &id);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 0);
+    assert_int_equal(count_layers(f->st), 1);
+    assert_int_equal(store_untag(f->st, "t1"), 0);
+    assert_int_equal(store_untag(f->st, "t1"), -ENOENT);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 1);
+    assert_int_equal(g.instances_forgotten, 0);
+    assert_true(g.bytes_freed > 0);
+    assert_int_equal(count_layers(f->st), 0);
+    assert_false(st_layer_exists(f->st, &id));
+    assert_int_equal(store_resolve(f->st, id.hex, &got), -ENOENT);
+
+    /* untagged but with a live clone: kept until the clone is gone */
+    import_small(f, "b2", "t2", &id);
+    char *inst = path_in(f->dir, "inst");
+    int rc = store_clone(f->st, "t2", inst, NULL);
+    if (rc)
+        fail_msg("store_clone: %s", store_error());
+    assert_int_equal(store_untag(f->st, "t2"), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 0);
+    assert_int_equal(g.instances_forgotten, 0);
+    assert_true(st_layer_exists(f->st, &id));
+    assert_int_equal(count_layers(f->st), 1);
+    store_usage u;
+    assert_int_equal(store_df(f->st, &u), 0);
+    assert_int_equal(u.layers, 1);
+    assert_int_equal(u.instances, 1);
+    assert_int_equal(u.tags, 0);
+
+    assert_int_equal(st_rm_rf(inst), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 1);
+    assert_int_equal(g.instances_forgotten, 1);
+    assert_int_equal(count_layers(f->st), 0);
+    char *instances = path_in(f->home, "instances");
+    assert_int_equal(count_entries(instances), 0);
+    /* nothing left to do */
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed + g.instances_forgotten + g.tmp_removed, 0);
+
+    /* a parent reached only through its tagged child is kept */
+    import_small(f, "b3", "t3", &id);
+    assert_int_equal(store_clone(f->st, "t3", inst, NULL), 0);
+    char *disk = path_in(inst, "Disk.img");
+    int fd = open(disk, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 2 * MiB, 4 * KiB, 9);
+    close(fd);
+    store_commit_opts co = {.tag = "t3:child"};
+    store_commit_result r;
+    rc = store_commit(f->st, inst, &co, &r);
+    if (rc)
+        fail_msg("store_commit: %s", store_error());
+    assert_int_equal(st_rm_rf(inst), 0);
+    assert_int_equal(store_untag(f->st, "t3"), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 0);
+    assert_int_equal(g.instances_forgotten, 1);
+    assert_true(st_layer_exists(f->st, &id));
+    assert_int_equal(count_layers(f->st), 2);
+    assert_int_equal(store_untag(f->st, "t3:child"), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 2);
+    assert_int_equal(count_layers(f->st), 0);
+    report_buf rep = {{0}, 0};
+    assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
+    free(disk);
+    free(instances);
+    free(inst);
+}
+
+/* ---------- resolve ---------- */
+
+static void test_resolve(void **state)
+{
+    fixture *f = *state;
+    store_id id, got;
+    import_small(f, "b", "base", &id);
+
+    char prefix[7];
+    memcpy(prefix, id.hex, 6);
+    prefix[6] = 0;
+    memset(&got, 0, sizeof got);
+    int rc = store_resolve(f->st, prefix, &got);
+    if (rc)
+        fail_msg("store_resolve('%s'): %s", prefix, store_error());
+    assert_string_equal(got.hex, id.hex);
+    assert_int_equal(store_resolve(f->st, id.hex, &got), 0);
+    assert_string_equal(got.hex, id.hex);
+    assert_int_equal(store_resolve(f->st, "base", &got), 0);
+    assert_string_equal(got.hex, id.hex);
+
+    assert_int_equal(store_resolve(f->st, "nosuch", &got), -ENOENT);
+    assert_non_null(strstr(store_error(), "unknown ref"));
+    assert_non_null(strstr(store_error(), "nosuch"));
+    /* a prefix of no layer, and one too short to count */
+    prefix[0] = prefix[0] == '0' ? '1' : '0';
+    assert_int_equal(store_resolve(f->st, prefix, &got), -ENOENT);
+    assert_non_null(strstr(store_error(), "unknown ref"));
+    memcpy(prefix, id.hex, 3);
+    prefix[3] = 0;
+    assert_int_equal(store_resolve(f->st, prefix, &got), -ENOENT);
+    assert_non_null(strstr(store_error(), "unknown ref"));
+
+    /* tags: another name for the same layer, listed */
+    assert_int_equal(store_tag(f->st, id.hex, "other:v1"), 0);
+    assert_int_equal(store_resolve(f->st, "other:v1", &got), 0);
+    assert_string_equal(got.hex, id.hex);
+    assert_int_equal(store_tag(f->st, "nosuch", "x"), -ENOENT);
+    assert_int_equal(store_tag(f->st, "base", "Bad"), -EINVAL);
+    store_tag_entry *t = NULL;
+    size_t n = 0;
+    assert_int_equal(store_tags(f->st, &t, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0].name, "base");
+    assert_string_equal(t[1].name, "other:v1");
+    assert_string_equal(t[1].id.hex, id.hex);
+    store_tags_free(t, n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_manifest_round_trip),
+        cmocka_unit_test(test_manifest_rejects),
+        cmocka_unit_test(test_encode_decode),
+        cmocka_unit_test(test_tag_valid),
+        cmocka_unit_test_setup_teardown(test_import_clone_commit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_import_errors, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_gc, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_resolve, test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
+}
