@@ -44,8 +44,8 @@ snapshot() {
 # A content digest of every materialized layer, to prove committed layers
 # survive crashes byte for byte.
 layer_digests() {
-    # small test layers only: this reads every byte, holes included
-    (cd "$STRATA_HOME/layers" && for l in *; do [ -d "$l" ] && (cd "$l" && find . -type f -exec sha256sum {} + | LC_ALL=C sort | sed "s|^|$l |"); done) 2>/dev/null
+    # mkbundle --digest reads only data extents; holes and zeros hash alike
+    (cd "$STRATA_HOME/layers" && for l in *; do [ -d "$l" ] && (cd "$l" && find . -type f -exec "$MK" --digest {} + | LC_ALL=C sort | sed "s|^|$l |"); done) 2>/dev/null
 }
 
 tmp_empty() { [ -z "$(ls -A "$STRATA_HOME/tmp" 2>/dev/null)" ]; }

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Install what strata needs to build and test: Debian/Ubuntu with apt-get,
+# macOS with Homebrew. Installs only what is missing; safe to run again.
+set -eu
+DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libcmocka-dev python3
+          xfsprogs btrfs-progs e2fsprogs util-linux"
+BREW_PKGS="libplist openssl@3 cmocka pkg-config"
+
+if [ "$(uname)" = Darwin ]; then
+    command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }
+    for p in $BREW_PKGS; do brew list "$p" >/dev/null 2>&1 || brew install "$p"; done
+    exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+    echo "deps: no apt-get here; install by hand: $DEB_PKGS" >&2
+    exit 0
+fi
+missing=""
+for p in $DEB_PKGS ${EXTRA_DEB_PKGS:-}; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+echo "deps: installing$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null

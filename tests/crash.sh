@@ -1,0 +1,122 @@
+#!/bin/bash
+# Crash tests: kill import, commit, clone and gc with SIGKILL at every crash
+# point the store declares (STRATA_CRASH_AT=N kills at the Nth), and at
+# random moments. After each kill: fsck is clean, and every layer committed
+# before is byte-identical.
+. "$(dirname "$0")/lib.sh"
+
+export STRATA_HOME=$W/crash-store
+P=$W/crash-pristine
+rm -rf "$STRATA_HOME" "$P" "$W"/cb* "$W/cinst" "$W/cgone" "$W/cnew"
+
+"$MK" "$W/cb1" --size 256M --data 0:3M:1 --data 100M:2M:2
+"$MK" "$W/cb2" --size 256M --data 0:2M:3 --data 200M:1M:4 --linux
+"$S" import "$W/cb1" first >/dev/null 2>&1
+"$S" clone first "$W/cinst" 2>/dev/null
+"$MK" --write "$W/cinst/Disk.img" 1M:1M:5 150M:1M:6
+"$S" clone first "$W/cgone" 2>/dev/null
+"$MK" --write "$W/cgone/Disk.img" 9M:1M:7
+"$S" commit "$W/cgone" -t orphan >/dev/null 2>&1
+rm -rf "$W/cgone"
+"$S" untag orphan # garbage for gc: an untagged layer whose clone is gone
+
+tagged_digests() {
+    for t in "$STRATA_HOME"/refs/tags/*; do
+        id=$(cat "$t")
+        layer_digests | grep "^$id "
+    done | LC_ALL=C sort -u
+}
+
+# the store and the clone as they were before each crash
+mkdir -p "$P"
+cp -a "$STRATA_HOME" "$P/store"
+cp -a "$W/cinst" "$P/cinst"
+all_before=$(layer_digests)
+tagged_before=$(tagged_digests)
+restore() {
+    rm -rf "$STRATA_HOME" "$W/cinst" "$W/cnew"
+    cp -a "$P/store" "$STRATA_HOME"
+    cp -a "$P/cinst" "$W/cinst"
+}
+
+# verify WHAT KEEP: fsck clean, and the layers in KEEP unchanged
+verify() {
+    local what=$1 keep=$2
+    if ! "$S" fsck >"$W/fsck" 2>&1; then
+        echo "    after $what: fsck says:"; sed 's/^/    /' "$W/fsck" | head -5
+        return 1
+    fi
+    local now
+    now=$(layer_digests)
+    while IFS= read -r line; do
+        [ -z "$line" ] && continue
+        if ! grep -qxF -- "$line" <<<"$now"; then
+            echo "    after $what: changed or lost: $line"
+            return 1
+        fi
+    done <<<"$keep"
+}
+
+# crash_loop NAME KEEP CMD...: kill CMD at crash point 1, 2, ... until it
+# finishes on its own; verify after each kill
+crash_loop() {
+    local name=$1 keep=$2
+    shift 2
+    local n=1 failed=0
+    while [ $n -le 400 ]; do
+        restore
+        (STRATA_CRASH_AT=$n "$@" >/dev/null 2>&1) 2>/dev/null # no "Killed" from bash
+        local code=$?
+        if [ $code -eq 0 ]; then
+            break
+        elif [ $code -ne 137 ]; then
+            echo "    $name at crash point $n: exit $code, not a kill"
+            failed=1
+            break
+        fi
+        if ! verify "$name killed at point $n" "$keep"; then
+            failed=1
+            break
+        fi
+        n=$((n + 1))
+    done
+    # the operation itself must also work once nothing kills it
+    if [ $failed -eq 0 ] && ! verify "$name run to the end" "$keep"; then failed=1; fi
+    if [ $failed -eq 0 ] && [ $n -gt 3 ]; then
+        ok "$name killed at each of its $((n - 1)) crash points: fsck clean, earlier layers intact"
+    else
+        bad "$name under SIGKILL (reached point $n)"
+    fi
+}
+
+crash_loop "import" "$all_before" "$S" import "$W/cb2" second 2>/dev/null
+crash_loop "commit" "$all_before" "$S" commit "$W/cinst" -m crash -t first:child 2>/dev/null
+crash_loop "clone" "$all_before" "$S" clone first "$W/cnew" 2>/dev/null
+crash_loop "gc" "$tagged_before" "$S" gc 2>/dev/null
+
+# after a crashed commit, the clone is still usable: commit again
+restore
+{ STRATA_CRASH_AT=12 "$S" commit "$W/cinst" -m crash >/dev/null 2>&1; } 2>/dev/null
+run "$S" commit "$W/cinst" -m again -t first:again
+check "a clone commits after a crashed commit" [ "$rc" -eq 0 ]
+run "$S" clone first:again "$W/cnew"
+check "...and the layer holds the clone's bytes" "$MK" --cmp "$W/cinst/Disk.img" "$W/cnew/Disk.img"
+
+# kills at random moments, not just at the declared points
+restore
+rm -rf "$W/cbig"
+"$MK" "$W/cbig" --size 2G --data 0:96M:8 --data 1G:64M:9
+failed=0
+for i in 1 2 3 4 5 6; do
+    "$S" import "$W/cbig" big$i >/dev/null 2>&1 &
+    pid=$!
+    sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    verify "import killed at a random moment ($i)" "$all_before" || failed=1
+done
+if [ $failed -eq 0 ]; then ok "import killed at random moments: fsck clean, earlier layers intact"; else bad "import killed at random moments"; fi
+run "$S" gc
+check "gc clears what the killed imports left" tmp_empty
+
+finish
