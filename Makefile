@@ -1,17 +1,18 @@
 # strata: `make` builds build/strata; `make test` installs what it needs and
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
-PKGS    := libplist-2.0 libcrypto
+PKGS    := libplist-2.0 libcrypto jansson
 CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto) -lpthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson) -lpthread
 B       ?= build
 
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
-LIB_SRC   := $(CLONE_SRC) $(STORE_SRC)
+BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
+LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
 TESTS     := $(B)/tests/test_clone $(B)/tests/test_store
 

@@ -1,5 +1,6 @@
 /* strata: the command line. It parses, calls the store, and prints. */
 #define _GNU_SOURCE
+#include "../boot/boot.h"
 #include "../store/store.h"
 
 #include <errno.h>
@@ -684,6 +685,162 @@ static int cmd_gc(int argc, char **argv)
     return 0;
 }
 
+static int boot_failed(void)
+{
+    return fail("%s", boot_error());
+}
+
+static int parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v == 0 || v > max)
+        return fail("%s %s: a whole number from 1 to %lu", flag, s, max);
+    *out = v;
+    return 0;
+}
+
+/* "4096" (MiB), "512M", "4G" */
+static int parse_memory(const char *s, uint64_t *mib)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end == 'G' || *end == 'g')
+        v *= 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        end++;
+    if (errno || *end || !*s || v < 64 || v > (1ull << 20))
+        return fail("--memory %s: MiB from 64 to 1048576 (or with a G suffix)", s);
+    *mib = v;
+    return 0;
+}
+
+static void started(void *ctx, const char *name)
+{
+    (void)ctx;
+    fprintf(stderr, "strata: instance %s is running (strata suspend %s / strata stop %s)\n", name,
+            name, name);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL;
+    int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0;
+    opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
+                  {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
+                  {"--cold", 0, NULL, &cold},         {"--resume", 0, NULL, &resume},
+                  {"--ephemeral", 0, NULL, &ephemeral}, {"--console", 0, NULL, &console},
+                  {"--new-identity", 0, NULL, &new_id}, {"--allow-duplicate", 0, NULL, &dup},
+                  {"--fallback-cold", 0, NULL, &fallback}};
+    char *pos[1];
+    int n;
+    if (parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || need(n, 1, "run"))
+        return 1;
+    boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .cold = cold,
+                       .resume = resume, .ephemeral = ephemeral, .console = console,
+                       .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
+                       .note = note, .started = started};
+    unsigned long c = 0;
+    if (cpus && parse_uint("--cpus", cpus, 64, &c))
+        return 1;
+    o.cpus = (unsigned)c;
+    if (mem && parse_memory(mem, &o.memory_mib))
+        return 1;
+    store *st;
+    if (open_store(&st))
+        return 1;
+    int rc = boot_run(st, &o);
+    store_close(st);
+    return rc ? boot_failed() : 0;
+}
+
+static int cmd_suspend(int argc, char **argv)
+{
+    const char *tag = NULL, *msg = NULL;
+    opt opts[] = {{"-t", 1, &tag, NULL}, {"-m", 1, &msg, NULL}};
+    char *pos[1];
+    int n;
+    if (parse(argc, argv, opts, 2, pos, 1, &n, "suspend") || need(n, 1, "suspend"))
+        return 1;
+    store *st;
+    if (open_store(&st))
+        return 1;
+    store_id id;
+    int rc = boot_suspend(st, pos[0], tag, msg, &id);
+    store_close(st);
+    if (rc)
+        return boot_failed();
+    printf("%s\n", id.hex);
+    return 0;
+}
+
+static int cmd_stop(int argc, char **argv)
+{
+    const char *timeout = NULL;
+    int force = 0;
+    opt opts[] = {{"--timeout", 1, &timeout, NULL}, {"--force", 0, NULL, &force}};
+    char *pos[1];
+    int n;
+    if (parse(argc, argv, opts, 2, pos, 1, &n, "stop") || need(n, 1, "stop"))
+        return 1;
+    unsigned long t = 30;
+    if (timeout && parse_uint("--timeout", timeout, 3600, &t))
+        return 1;
+    store *st;
+    if (open_store(&st))
+        return 1;
+    int rc = boot_stop(st, pos[0], force ? 0 : (int)t);
+    store_close(st);
+    return rc ? boot_failed() : 0;
+}
+
+static int cmd_ps(int argc, char **argv)
+{
+    int json = 0;
+    opt opts[] = {{"--json", 0, NULL, &json}};
+    char *pos[1];
+    int n;
+    if (parse(argc, argv, opts, 1, pos, 0, &n, "ps"))
+        return 1;
+    store *st;
+    if (open_store(&st))
+        return 1;
+    boot_instance *v;
+    size_t nv;
+    int rc = boot_ps(st, &v, &nv);
+    store_close(st);
+    if (rc)
+        return boot_failed();
+    if (json)
+        printf("[");
+    else
+        printf("%-24s  %-12s  %-6s  %8s  %-10s  %s\n", "NAME", "LAYER", "DRIVER", "PID", "STATE", "RESUMED FROM");
+    for (size_t i = 0; i < nv; i++) {
+        if (json) {
+            printf("%s{\"name\":", i ? "," : "");
+            json_str(stdout, v[i].name);
+            printf(",\"dir\":");
+            json_str(stdout, v[i].dir);
+            printf(",\"layer\":\"%s\",\"driver\":\"%s\",\"pid\":%d,\"vm_pid\":%d,\"state\":\"%s\","
+                   "\"resumed_from\":",
+                   v[i].layer, v[i].driver, v[i].pid, v[i].vm_pid, v[i].state);
+            if (*v[i].resumed_from)
+                printf("\"%s\"}", v[i].resumed_from);
+            else
+                printf("null}");
+        } else {
+            printf("%-24s  %.12s  %-6s  %8d  %-10s  %.12s\n", v[i].name, v[i].layer, v[i].driver,
+                   v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-");
+        }
+    }
+    if (json)
+        printf("]\n");
+    boot_ps_free(v, nv);
+    return 0;
+}
+
 static int cmd_help(int argc, char **argv);
 
 static const verb verbs[] = {
@@ -718,6 +875,23 @@ static const verb verbs[] = {
     {"gc", cmd_gc, "gc [--json]",
      "Remove layers that no tag, existing clone, or their descendants reach, and\n"
      "abandoned temporary work. Reports what it freed."},
+    {"run", cmd_run,
+     "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
+     "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate]",
+     "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
+     "and supervise it until it stops. The layer is never written. --resume restores the\n"
+     "layer's saved state (checked first against this host, user, driver, configuration,\n"
+     "MAC and machine identifier); --fallback-cold boots fresh if the hypervisor refuses\n"
+     "it. A new instance that is not a resume gets a fresh MAC; --new-identity also a fresh\n"
+     "machine identifier. --ephemeral deletes the instance when it stops. --console puts\n"
+     "the serial console on this terminal; otherwise it is logged in the instance's\n"
+     ".console.log. The default driver is vz on macOS, qemu elsewhere."},
+    {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
+     "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
+     "layer bound to this host. The instance stops. Prints the layer id."},
+    {"stop", cmd_stop, "stop NAME [--timeout SECONDS] [--force]",
+     "Ask the guest to shut down, and force it off after the timeout (30 s)."},
+    {"ps", cmd_ps, "ps [--json]", "Running instances: name, layer, driver, pid, state."},
     {"help", cmd_help, "help [VERB]", "Show help for a verb."},
 };
 

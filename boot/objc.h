@@ -1,0 +1,92 @@
+/*
+ * A small typed bridge from C to the Objective-C runtime, for the vz driver.
+ *
+ * Every message has one shape here, and each shape is sent through
+ * objc_msgSend cast to exactly that function type (never the variadic one:
+ * on arm64 variadic arguments go on the stack). Selector names are the
+ * Objective-C ones ("initWithURL:readOnly:"); the argument kinds follow the
+ * function's name: id, bool (BOOL), i64 (NSInteger), u64 (NSUInteger,
+ * uint64_t), err (NSError **).
+ *
+ * Two implementations:
+ *   - boot/objc_apple.c: Apple's runtime and libdispatch (macOS, clang -fblocks);
+ *     elsewhere it only says the runtime is not there;
+ *   - tests/objc_record.c: a recording stand-in that writes every message
+ *     into a transcript, so tests on Linux check what vz.c sends.
+ *
+ * Memory is manual (no ARC): what alloc/new returns is owned (+1); release
+ * it, or hand it to oc_autorelease inside an oc_pool_push/oc_pool_pop pair.
+ * Everything else is borrowed.
+ */
+#ifndef STRATA_BOOT_OBJC_H
+#define STRATA_BOOT_OBJC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void *objc_id; /* an object, a class, or a dispatch queue; NULL is nil */
+
+/* 1 where the Objective-C runtime and Virtualization.framework can be used. */
+int oc_available(void);
+
+/* The class of that name, or NULL if this host's frameworks lack it. */
+objc_id oc_class(const char *name);
+/* 1 if obj (an instance or a class) answers sel: check before sending
+ * anything newer than the oldest macOS the driver runs on. */
+int oc_responds(objc_id obj, const char *sel);
+
+/* ---------- messages, one function per shape ---------- */
+
+objc_id oc_send(objc_id obj, const char *sel);                          /* -(id)sel */
+objc_id oc_send_id(objc_id obj, const char *sel, objc_id a);            /* -(id)sel:(id) */
+objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b);
+objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b); /* -(id)sel:(id) x:(BOOL) */
+objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c);
+/* -(id)sel:(id) x:(BOOL) y:(NSInteger) z:(NSInteger) error:(NSError **) */
+objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,
+                                    int64_t d, objc_id *error_out);
+void oc_send_void_id(objc_id obj, const char *sel, objc_id a);      /* -(void)sel:(id), setters */
+void oc_send_void_u64(objc_id obj, const char *sel, uint64_t a);    /* -(void)sel:(NSUInteger/uint64_t) */
+int oc_send_bool(objc_id obj, const char *sel);                     /* -(BOOL)sel */
+int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out); /* -(BOOL)sel:(NSError **) */
+int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_out);
+int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b);
+int64_t oc_send_i64(objc_id obj, const char *sel);                  /* -(NSInteger)sel */
+
+/* ---------- values ---------- */
+
+objc_id oc_str(const char *utf8);      /* NSString stringWithUTF8String: (borrowed) */
+objc_id oc_url(const char *path);      /* NSURL fileURLWithPath: (borrowed) */
+objc_id oc_array(objc_id *items, size_t n);  /* NSArray arrayWithObjects:count: (borrowed) */
+objc_id oc_dict(objc_id *keys, objc_id *values, size_t n); /* NSDictionary dictionaryWithObjects:forKeys:count: */
+/* An NSError's localizedDescription (and failure reason), as one line. */
+void oc_error_text(objc_id error, char *buf, size_t len);
+
+/* ---------- ownership ---------- */
+
+objc_id oc_retain(objc_id obj);
+void oc_release(objc_id obj);
+objc_id oc_autorelease(objc_id obj); /* returns obj; NULL stays NULL */
+objc_id oc_pool_push(void);          /* an NSAutoreleasePool */
+void oc_pool_pop(objc_id pool);
+
+/* ---------- queues and completion handlers ---------- */
+
+/* A new serial dispatch queue (owned: oc_queue_release it). */
+objc_id oc_queue(const char *label);
+void oc_queue_release(objc_id queue);
+/* Run fn(ctx) on queue and wait for it (dispatch_sync_f), inside an
+ * autorelease pool. Never call it from fn itself. 0, or -1 if it can't. */
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx);
+/*
+ * Send obj the completion-handler message sel ("startWithCompletionHandler:",
+ * or with one object argument first, "saveMachineStateToURL:completionHandler:")
+ * with a block ^(NSError *error), and wait until the block has run. The
+ * message is sent on queue (NULL: this thread); the framework calls the block
+ * on the same queue, so the wait happens here, off the queue: call this from
+ * outside the queue. Returns 0, or -1 with the error's text in err.
+ */
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
+                       size_t errlen);
+
+#endif

@@ -1,0 +1,490 @@
+/*
+ * boot/objc.h on Apple's Objective-C runtime and libdispatch.
+ *
+ * Plain C, built with clang -fblocks (completion handlers are blocks) and
+ * linked with -framework Foundation -framework Virtualization. Every message
+ * goes through objc_msgSend cast to the exact prototype of the method it
+ * calls. No ARC: ownership is by hand, as boot/objc.h says.
+ *
+ * Off Apple platforms the same functions exist but only report that the
+ * runtime is absent, so vz.c links everywhere and fails cleanly at start.
+ */
+#include "objc.h"
+
+#ifdef __APPLE__
+
+#include <dispatch/dispatch.h>
+#include <objc/message.h>
+#include <objc/runtime.h>
+#include <stdio.h>
+#include <string.h>
+
+/* NSInteger and NSUInteger on the 64-bit targets Virtualization.framework has */
+typedef long oc_nsint;
+typedef unsigned long oc_nsuint;
+
+#define S(name) sel_registerName(name)
+
+/* tags every queue made here, so a call made on its own queue is caught */
+static char queue_key;
+
+int oc_available(void)
+{
+    return objc_getClass("VZVirtualMachine") != Nil && objc_getClass("NSString") != Nil;
+}
+
+objc_id oc_class(const char *name)
+{
+    return (objc_id)objc_getClass(name);
+}
+
+int oc_responds(objc_id obj, const char *sel)
+{
+    if (!obj)
+        return 0;
+    return class_respondsToSelector(object_getClass((id)obj), S(sel)) ? 1 : 0;
+}
+
+objc_id oc_send(objc_id obj, const char *sel)
+{
+    return ((id(*)(id, SEL))objc_msgSend)((id)obj, S(sel));
+}
+
+objc_id oc_send_id(objc_id obj, const char *sel, objc_id a)
+{
+    return ((id(*)(id, SEL, id))objc_msgSend)((id)obj, S(sel), (id)a);
+}
+
+objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
+{
+    return ((id(*)(id, SEL, id, id))objc_msgSend)((id)obj, S(sel), (id)a, (id)b);
+}
+
+objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
+{
+    return ((id(*)(id, SEL, id, BOOL))objc_msgSend)((id)obj, S(sel), (id)a, b ? YES : NO);
+}
+
+objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c)
+{
+    return ((id(*)(id, SEL, oc_nsint, oc_nsint, oc_nsint))objc_msgSend)(
+        (id)obj, S(sel), (oc_nsint)a, (oc_nsint)b, (oc_nsint)c);
+}
+
+objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,
+                                    int64_t d, objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id, BOOL, oc_nsint, oc_nsint, id *))objc_msgSend)(
+        (id)obj, S(sel), (id)a, b ? YES : NO, (oc_nsint)c, (oc_nsint)d, &err);
+    if (error_out)
+        *error_out = (objc_id)err;
+    return (objc_id)r;
+}
+
+void oc_send_void_id(objc_id obj, const char *sel, objc_id a)
+{
+    ((void (*)(id, SEL, id))objc_msgSend)((id)obj, S(sel), (id)a);
+}
+
+void oc_send_void_u64(objc_id obj, const char *sel, uint64_t a)
+{
+    /* NSUInteger and uint64_t are both 64-bit integer registers here */
+    ((void (*)(id, SEL, uint64_t))objc_msgSend)((id)obj, S(sel), a);
+}
+
+int oc_send_bool(objc_id obj, const char *sel)
+{
+    return ((BOOL(*)(id, SEL))objc_msgSend)((id)obj, S(sel)) ? 1 : 0;
+}
+
+int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out)
+{
+    id err = nil;
+    BOOL ok = ((BOOL(*)(id, SEL, id *))objc_msgSend)((id)obj, S(sel), &err);
+    if (error_out)
+        *error_out = ok ? NULL : (objc_id)err;
+    return ok ? 1 : 0;
+}
+
+int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_out)
+{
+    id err = nil;
+    BOOL ok = ((BOOL(*)(id, SEL, id, id *))objc_msgSend)((id)obj, S(sel), (id)a, &err);
+    if (error_out)
+        *error_out = ok ? NULL : (objc_id)err;
+    return ok ? 1 : 0;
+}
+
+int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b)
+{
+    return ((BOOL(*)(id, SEL, id, BOOL))objc_msgSend)((id)obj, S(sel), (id)a, b ? YES : NO) ? 1 : 0;
+}
+
+int64_t oc_send_i64(objc_id obj, const char *sel)
+{
+    return (int64_t)((oc_nsint(*)(id, SEL))objc_msgSend)((id)obj, S(sel));
+}
+
+objc_id oc_str(const char *utf8)
+{
+    return ((id(*)(id, SEL, const char *))objc_msgSend)((id)objc_getClass("NSString"),
+                                                         S("stringWithUTF8String:"), utf8);
+}
+
+objc_id oc_url(const char *path)
+{
+    id s = (id)oc_str(path);
+    return s ? oc_send_id((objc_id)objc_getClass("NSURL"), "fileURLWithPath:", s) : NULL;
+}
+
+objc_id oc_array(objc_id *items, size_t n)
+{
+    return ((id(*)(id, SEL, const id *, oc_nsuint))objc_msgSend)(
+        (id)objc_getClass("NSArray"), S("arrayWithObjects:count:"), (const id *)items, (oc_nsuint)n);
+}
+
+objc_id oc_dict(objc_id *keys, objc_id *values, size_t n)
+{
+    return ((id(*)(id, SEL, const id *, const id *, oc_nsuint))objc_msgSend)(
+        (id)objc_getClass("NSDictionary"), S("dictionaryWithObjects:forKeys:count:"),
+        (const id *)values, (const id *)keys, (oc_nsuint)n);
+}
+
+static const char *utf8_of(id s)
+{
+    return s ? ((const char *(*)(id, SEL))objc_msgSend)(s, S("UTF8String")) : NULL;
+}
+
+void oc_error_text(objc_id error, char *buf, size_t len)
+{
+    if (!len)
+        return;
+    if (!error) {
+        snprintf(buf, len, "no reason given");
+        return;
+    }
+    const char *desc = utf8_of(((id(*)(id, SEL))objc_msgSend)((id)error, S("localizedDescription")));
+    const char *why =
+        utf8_of(((id(*)(id, SEL))objc_msgSend)((id)error, S("localizedFailureReason")));
+    const char *domain = utf8_of(((id(*)(id, SEL))objc_msgSend)((id)error, S("domain")));
+    long code = (long)((oc_nsint(*)(id, SEL))objc_msgSend)((id)error, S("code"));
+    if (!desc)
+        desc = why ? why : "no reason given";
+    if (why && !strstr(desc, why))
+        snprintf(buf, len, "%s: %s [%s %ld]", desc, why, domain ? domain : "?", code);
+    else
+        snprintf(buf, len, "%s [%s %ld]", desc, domain ? domain : "?", code);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+objc_id oc_retain(objc_id obj)
+{
+    return obj ? oc_send(obj, "retain") : NULL;
+}
+
+void oc_release(objc_id obj)
+{
+    if (obj)
+        ((void (*)(id, SEL))objc_msgSend)((id)obj, S("release"));
+}
+
+objc_id oc_autorelease(objc_id obj)
+{
+    return obj ? oc_send(obj, "autorelease") : NULL;
+}
+
+objc_id oc_pool_push(void)
+{
+    return oc_send(oc_send((objc_id)objc_getClass("NSAutoreleasePool"), "alloc"), "init");
+}
+
+void oc_pool_pop(objc_id pool)
+{
+    if (pool)
+        ((void (*)(id, SEL))objc_msgSend)((id)pool, S("drain"));
+}
+
+objc_id oc_queue(const char *label)
+{
+    dispatch_queue_attr_t attr = dispatch_queue_attr_make_with_autorelease_frequency(
+        DISPATCH_QUEUE_SERIAL, DISPATCH_AUTORELEASE_FREQUENCY_WORK_ITEM);
+    dispatch_queue_t q = dispatch_queue_create(label, attr);
+    if (q)
+        dispatch_queue_set_specific(q, &queue_key, (void *)q, NULL);
+    return (objc_id)q;
+}
+
+void oc_queue_release(objc_id queue)
+{
+    if (queue)
+        dispatch_release((dispatch_queue_t)queue);
+}
+
+static int on_queue_now(objc_id queue)
+{
+    return queue && dispatch_get_specific(&queue_key) == queue;
+}
+
+struct on_queue_call {
+    void (*fn)(void *);
+    void *ctx;
+};
+
+static void on_queue_run(void *p)
+{
+    struct on_queue_call *c = p;
+    objc_id pool = oc_pool_push();
+    c->fn(c->ctx);
+    oc_pool_pop(pool);
+}
+
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx)
+{
+    if (!queue || !fn)
+        return -1;
+    struct on_queue_call c = {fn, ctx};
+    if (on_queue_now(queue))
+        on_queue_run(&c); /* dispatch_sync onto the current queue would deadlock */
+    else
+        dispatch_sync_f((dispatch_queue_t)queue, &c, on_queue_run);
+    return 0;
+}
+
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
+                       size_t errlen)
+{
+    if (errlen)
+        err[0] = 0;
+    if (!obj) {
+        snprintf(err, errlen, "%s sent to nil", sel);
+        return -1;
+    }
+    if (on_queue_now(queue)) {
+        /* the handler runs on this queue: waiting here would never end */
+        snprintf(err, errlen, "%s: waited for on its own queue", sel);
+        return -1;
+    }
+    dispatch_semaphore_t done = dispatch_semaphore_create(0);
+    if (!done) {
+        snprintf(err, errlen, "%s: no semaphore", sel);
+        return -1;
+    }
+    __block id failure = nil;
+    dispatch_retain(done); /* the handler's reference, dropped once it has signalled */
+    void (^handler)(id) = ^(id error) {
+        if (error)
+            failure = ((id(*)(id, SEL))objc_msgSend)(error, S("retain"));
+        dispatch_semaphore_signal(done);
+        dispatch_release(done);
+    };
+    id target = (id)obj, a = (id)arg;
+    SEL s = S(sel);
+    void (^send)(void) = ^{
+        objc_id pool = oc_pool_push();
+        if (a)
+            ((void (*)(id, SEL, id, void (^)(id)))objc_msgSend)(target, s, a, handler);
+        else
+            ((void (*)(id, SEL, void (^)(id)))objc_msgSend)(target, s, handler);
+        oc_pool_pop(pool);
+    };
+    if (queue)
+        dispatch_sync((dispatch_queue_t)queue, send);
+    else
+        send();
+    dispatch_semaphore_wait(done, DISPATCH_TIME_FOREVER);
+    dispatch_release(done);
+    if (!failure)
+        return 0;
+    oc_error_text((objc_id)failure, err, errlen);
+    oc_release((objc_id)failure);
+    return -1;
+}
+
+#else /* no Objective-C runtime: every call says so */
+
+#include <stdio.h>
+
+int oc_available(void)
+{
+    return 0;
+}
+
+objc_id oc_class(const char *name)
+{
+    (void)name;
+    return NULL;
+}
+
+int oc_responds(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return 0;
+}
+
+objc_id oc_send(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return NULL;
+}
+
+objc_id oc_send_id(objc_id obj, const char *sel, objc_id a)
+{
+    (void)obj, (void)sel, (void)a;
+    return NULL;
+}
+
+objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    return NULL;
+}
+
+objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    return NULL;
+}
+
+objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c)
+{
+    (void)obj, (void)sel, (void)a, (void)b, (void)c;
+    return NULL;
+}
+
+objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,
+                                    int64_t d, objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a, (void)b, (void)c, (void)d;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+void oc_send_void_id(objc_id obj, const char *sel, objc_id a)
+{
+    (void)obj, (void)sel, (void)a;
+}
+
+void oc_send_void_u64(objc_id obj, const char *sel, uint64_t a)
+{
+    (void)obj, (void)sel, (void)a;
+}
+
+int oc_send_bool(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return 0;
+}
+
+int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out)
+{
+    (void)obj, (void)sel;
+    if (error_out)
+        *error_out = NULL;
+    return 0;
+}
+
+int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a;
+    if (error_out)
+        *error_out = NULL;
+    return 0;
+}
+
+int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    return 0;
+}
+
+int64_t oc_send_i64(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return 0;
+}
+
+objc_id oc_str(const char *utf8)
+{
+    (void)utf8;
+    return NULL;
+}
+
+objc_id oc_url(const char *path)
+{
+    (void)path;
+    return NULL;
+}
+
+objc_id oc_array(objc_id *items, size_t n)
+{
+    (void)items, (void)n;
+    return NULL;
+}
+
+objc_id oc_dict(objc_id *keys, objc_id *values, size_t n)
+{
+    (void)keys, (void)values, (void)n;
+    return NULL;
+}
+
+void oc_error_text(objc_id error, char *buf, size_t len)
+{
+    (void)error;
+    snprintf(buf, len, "no Objective-C runtime on this host");
+}
+
+objc_id oc_retain(objc_id obj)
+{
+    return obj;
+}
+
+void oc_release(objc_id obj)
+{
+    (void)obj;
+}
+
+objc_id oc_autorelease(objc_id obj)
+{
+    return obj;
+}
+
+objc_id oc_pool_push(void)
+{
+    return NULL;
+}
+
+void oc_pool_pop(objc_id pool)
+{
+    (void)pool;
+}
+
+objc_id oc_queue(const char *label)
+{
+    (void)label;
+    return NULL;
+}
+
+void oc_queue_release(objc_id queue)
+{
+    (void)queue;
+}
+
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx)
+{
+    (void)queue, (void)fn, (void)ctx;
+    return -1;
+}
+
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
+                       size_t errlen)
+{
+    (void)queue, (void)obj, (void)arg;
+    snprintf(err, errlen, "%s: no Objective-C runtime on this host", sel);
+    return -1;
+}
+
+#endif

@@ -1,0 +1,536 @@
+/* Settings.json: parsed strictly (it may come from a pulled layer), and the
+ * bindings that tie a saved state to where it was made. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#ifdef __APPLE__
+#include <sys/sysctl.h>
+#endif
+
+#define SETTINGS_MAX (1u << 20)
+#define F BOOT_SETTINGS_FILE
+
+static _Thread_local char last_error[1024] = "no error";
+
+const char *boot_error(void)
+{
+    return last_error;
+}
+
+int boot_fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return -(err ? err : EIO);
+}
+
+int boot_fail_errno(int err, const char *fmt, ...)
+{
+    char head[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    if (err < 0)
+        err = -err;
+    snprintf(last_error, sizeof last_error, "%s: %s", head, strerror(err ? err : EIO));
+    return -(err ? err : EIO);
+}
+
+int boot_mac_valid(const char *s)
+{
+    if (strlen(s) != 17)
+        return 0;
+    for (int i = 0; i < 17; i++) {
+        char c = s[i];
+        if (i % 3 == 2) {
+            if (c != ':')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    unsigned first = (unsigned)strtoul(s, NULL, 16);
+    return (first & 1) == 0; /* a multicast address can't name one NIC */
+}
+
+void boot_mac_random(char out[18])
+{
+    unsigned char b[6] = {0};
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, 6) != 6) {
+        for (int i = 0; i < 6; i++)
+            b[i] = (unsigned char)(rand() ^ getpid() ^ i);
+    }
+    if (fd >= 0)
+        close(fd);
+    b[0] = (unsigned char)((b[0] & 0xfc) | 0x02); /* locally administered, unicast */
+    snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+}
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...)
+{
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return boot_fail(EINVAL, F ": %s", msg);
+}
+
+/* only these keys, so a typo is an error rather than a silent default */
+static int only_keys(json_t *obj, const char *where, const char *const *keys)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        int known = 0;
+        for (const char *const *p = keys; *p; p++)
+            known |= !strcmp(*p, k);
+        if (!known)
+            return bad("unknown field '%s%s'", where, k);
+    }
+    return 0;
+}
+
+static int get_uint(json_t *obj, const char *key, uint64_t lo, uint64_t hi, uint64_t def,
+                    uint64_t *out, const char *what)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)lo ||
+        (uint64_t)json_integer_value(v) > hi)
+        return bad("%s must be a whole number from %" PRIu64 " to %" PRIu64, what, lo, hi);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_str(json_t *obj, const char *key, char **out, const char *what, int required)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        *out = NULL;
+        return required ? bad("%s is missing", what) : 0;
+    }
+    if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+        return bad("%s must be a string", what);
+    *out = strdup(json_string_value(v));
+    return *out ? 0 : -ENOMEM;
+}
+
+/* a bundle file name the settings point at: plain name, present if we can look */
+static int bundle_file(const char *bundle_dir, const char *name, const char *what)
+{
+    if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        return bad("%s '%s' must be a file name in the bundle", what, name);
+    if (!bundle_dir)
+        return 0;
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", bundle_dir, name);
+    if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+        return bad("%s '%s' is not in the bundle %s", what, name, bundle_dir);
+    return 0;
+}
+
+static int pick(const char *v, const char *const *names, int *out)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return 0;
+        }
+    return -1;
+}
+
+static const char *const os_names[] = {"linux", "macos", NULL};
+static const char *const loader_names[] = {"linux", "efi", "macos", NULL};
+static const char *const caching_names[] = {"automatic", "cached", "uncached", NULL};
+static const char *const sync_names[] = {"full", "fsync", "none", NULL};
+
+static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
+{
+    static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
+                                      "boot", "shared_folders", "disk", NULL};
+    int rc;
+    uint64_t v;
+    char *str = NULL;
+    if (!json_is_object(root))
+        return bad("must be a JSON object");
+    if ((rc = only_keys(root, "", top)))
+        return rc;
+    if ((rc = get_uint(root, "version", 1, 1, 0, &v, "version")))
+        return rc;
+    if (v != 1)
+        return bad("version is missing (this strata reads version 1)");
+    if ((rc = get_str(root, "os", &str, "os", 1)))
+        return rc;
+    int os;
+    if (pick(str, os_names, &os)) {
+        rc = bad("os '%s' must be linux or macos", str);
+        free(str);
+        return rc;
+    }
+    free(str);
+    s->os = (boot_os)os;
+    if ((rc = get_uint(root, "cpus", 1, 64, 2, &v, "cpus")))
+        return rc;
+    s->cpus = (unsigned)v;
+    if ((rc = get_uint(root, "memory_mib", 64, 1u << 20, s->os == BOOT_OS_MACOS ? 4096 : 1024,
+                       &s->memory_mib, "memory_mib")))
+        return rc;
+    if ((rc = get_str(root, "mac", &str, "mac", 0)))
+        return rc;
+    if (str && !boot_mac_valid(str)) {
+        rc = bad("mac '%s' is not a unicast MAC address like 52:54:00:12:34:56", str);
+        free(str);
+        return rc;
+    }
+    if (str)
+        snprintf(s->mac, sizeof s->mac, "%s", str);
+    free(str);
+
+    json_t *d = json_object_get(root, "display");
+    if (d) {
+        static const char *const dk[] = {"width", "height", "ppi", NULL};
+        if (!json_is_object(d))
+            return bad("display must be an object");
+        if ((rc = only_keys(d, "display.", dk)) ||
+            (rc = get_uint(d, "width", 320, 8192, 1920, &v, "display.width")))
+            return rc;
+        s->display_width = (unsigned)v;
+        if ((rc = get_uint(d, "height", 200, 8192, 1200, &v, "display.height")))
+            return rc;
+        s->display_height = (unsigned)v;
+        if ((rc = get_uint(d, "ppi", 50, 500, 80, &v, "display.ppi")))
+            return rc;
+        s->display_ppi = (unsigned)v;
+    }
+
+    json_t *b = json_object_get(root, "boot");
+    int loader = s->os == BOOT_OS_MACOS ? BOOT_LOADER_MACOS : BOOT_LOADER_LINUX;
+    if (b) {
+        static const char *const bk[] = {"loader", "kernel", "initrd", "cmdline", "variable_store",
+                                         NULL};
+        if (!json_is_object(b))
+            return bad("boot must be an object");
+        if ((rc = only_keys(b, "boot.", bk)) || (rc = get_str(b, "loader", &str, "boot.loader", 0)))
+            return rc;
+        if (str && pick(str, loader_names, &loader)) {
+            rc = bad("boot.loader '%s' must be linux, efi or macos", str);
+            free(str);
+            return rc;
+        }
+        free(str);
+        if ((rc = get_str(b, "kernel", &s->kernel, "boot.kernel", 0)) ||
+            (rc = get_str(b, "initrd", &s->initrd, "boot.initrd", 0)) ||
+            (rc = get_str(b, "cmdline", &s->cmdline, "boot.cmdline", 0)) ||
+            (rc = get_str(b, "variable_store", &s->efi_vars, "boot.variable_store", 0)))
+            return rc;
+    }
+    s->loader = (boot_loader)loader;
+    if ((s->loader == BOOT_LOADER_MACOS) != (s->os == BOOT_OS_MACOS))
+        return bad("boot.loader macos is for os macos, and only it");
+    if (s->loader == BOOT_LOADER_LINUX) {
+        if (!s->kernel)
+            return bad("boot.kernel is missing: the linux loader boots a kernel from the bundle");
+        if ((rc = bundle_file(bundle_dir, s->kernel, "boot.kernel")))
+            return rc;
+        if (s->initrd && (rc = bundle_file(bundle_dir, s->initrd, "boot.initrd")))
+            return rc;
+    } else if (s->loader == BOOT_LOADER_EFI) {
+        if (!s->efi_vars)
+            return bad("boot.variable_store is missing: the efi loader needs one in the bundle");
+        if ((rc = bundle_file(bundle_dir, s->efi_vars, "boot.variable_store")))
+            return rc;
+    }
+    if (s->cmdline && strlen(s->cmdline) > 4096)
+        return bad("boot.cmdline is longer than 4096 bytes");
+
+    json_t *sh = json_object_get(root, "shared_folders");
+    if (sh) {
+        if (!json_is_array(sh) || json_array_size(sh) > 64)
+            return bad("shared_folders must be a list of at most 64 folders");
+        s->shares = calloc(json_array_size(sh) + 1, sizeof *s->shares);
+        if (!s->shares)
+            return -ENOMEM;
+        size_t i;
+        json_t *f;
+        json_array_foreach(sh, i, f)
+        {
+            static const char *const fk[] = {"tag", "path", "read_only", NULL};
+            boot_share *x = &s->shares[s->nshares++];
+            if (!json_is_object(f))
+                return bad("shared_folders[%zu] must be an object", i);
+            if ((rc = only_keys(f, "shared_folders[].", fk)) ||
+                (rc = get_str(f, "tag", &x->tag, "shared_folders[].tag", 1)) ||
+                (rc = get_str(f, "path", &x->path, "shared_folders[].path", 1)))
+                return rc;
+            size_t tl = strlen(x->tag);
+            if (tl == 0 || tl > 36 || strspn(x->tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != tl)
+                return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-]", x->tag);
+            if (x->path[0] != '/')
+                return bad("shared_folders path '%s' must be absolute", x->path);
+            json_t *ro = json_object_get(f, "read_only");
+            if (ro && !json_is_boolean(ro))
+                return bad("shared_folders[].read_only must be true or false");
+            x->read_only = ro ? json_is_true(ro) : 0;
+        }
+    }
+
+    json_t *disk = json_object_get(root, "disk");
+    if (disk) {
+        static const char *const dk[] = {"caching", "sync", NULL};
+        int c = 0, y = 0;
+        if (!json_is_object(disk))
+            return bad("disk must be an object");
+        if ((rc = only_keys(disk, "disk.", dk)) || (rc = get_str(disk, "caching", &str, "disk.caching", 0)))
+            return rc;
+        if (str && pick(str, caching_names, &c)) {
+            rc = bad("disk.caching '%s' must be automatic, cached or uncached", str);
+            free(str);
+            return rc;
+        }
+        free(str);
+        if ((rc = get_str(disk, "sync", &str, "disk.sync", 0)))
+            return rc;
+        if (str && pick(str, sync_names, &y)) {
+            rc = bad("disk.sync '%s' must be full, fsync or none", str);
+            free(str);
+            return rc;
+        }
+        free(str);
+        s->disk_caching = (boot_caching)c;
+        s->disk_sync = (boot_sync)y;
+    }
+    if (s->os == BOOT_OS_MACOS && !s->display_width) {
+        /* VZ needs a display for macOS guests even when nobody looks */
+        s->display_width = 1920;
+        s->display_height = 1200;
+        s->display_ppi = 80;
+    }
+    return 0;
+}
+
+int boot_settings_parse(const char *json, size_t len, const char *bundle_dir, boot_settings *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len > SETTINGS_MAX)
+        return bad("larger than %u bytes", SETTINGS_MAX);
+    json_error_t e;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &e);
+    if (!root)
+        return bad("not valid JSON (line %d: %s)", e.line, e.text);
+    int rc = parse_json(root, bundle_dir, out);
+    json_decref(root);
+    if (rc)
+        boot_settings_free(out);
+    return rc;
+}
+
+int boot_settings_load(const char *bundle_dir, boot_settings *out)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" F, bundle_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return boot_fail_errno(errno, "%s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SETTINGS_MAX) {
+        close(fd);
+        return boot_fail(EINVAL, "%s: not a regular file of at most %u bytes", path, SETTINGS_MAX);
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
+    close(fd);
+    if (n != st.st_size) {
+        free(buf);
+        return boot_fail(EIO, "%s: could not read it", path);
+    }
+    int rc = boot_settings_parse(buf, (size_t)n, bundle_dir, out);
+    free(buf);
+    return rc;
+}
+
+static json_t *to_json(const boot_settings *s, int with_mac)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_integer(1));
+    json_object_set_new(o, "os", json_string(os_names[s->os]));
+    json_object_set_new(o, "cpus", json_integer(s->cpus));
+    json_object_set_new(o, "memory_mib", json_integer((json_int_t)s->memory_mib));
+    if (with_mac && s->mac[0])
+        json_object_set_new(o, "mac", json_string(s->mac));
+    if (s->display_width) {
+        json_t *d = json_object();
+        json_object_set_new(d, "width", json_integer(s->display_width));
+        json_object_set_new(d, "height", json_integer(s->display_height));
+        json_object_set_new(d, "ppi", json_integer(s->display_ppi));
+        json_object_set_new(o, "display", d);
+    }
+    json_t *b = json_object();
+    json_object_set_new(b, "loader", json_string(loader_names[s->loader]));
+    if (s->kernel)
+        json_object_set_new(b, "kernel", json_string(s->kernel));
+    if (s->initrd)
+        json_object_set_new(b, "initrd", json_string(s->initrd));
+    if (s->cmdline)
+        json_object_set_new(b, "cmdline", json_string(s->cmdline));
+    if (s->efi_vars)
+        json_object_set_new(b, "variable_store", json_string(s->efi_vars));
+    json_object_set_new(o, "boot", b);
+    if (s->nshares) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->nshares; i++) {
+            json_t *f = json_object();
+            json_object_set_new(f, "tag", json_string(s->shares[i].tag));
+            json_object_set_new(f, "path", json_string(s->shares[i].path));
+            json_object_set_new(f, "read_only", json_boolean(s->shares[i].read_only));
+            json_array_append_new(a, f);
+        }
+        json_object_set_new(o, "shared_folders", a);
+    }
+    json_t *disk = json_object();
+    json_object_set_new(disk, "caching", json_string(caching_names[s->disk_caching]));
+    json_object_set_new(disk, "sync", json_string(sync_names[s->disk_sync]));
+    json_object_set_new(o, "disk", disk);
+    return o;
+}
+
+int boot_settings_save(const char *bundle_dir, const boot_settings *s)
+{
+    json_t *o = to_json(s, 1);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!text)
+        return -ENOMEM;
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/" F, bundle_dir);
+    snprintf(tmp, sizeof tmp, "%s/.Settings.json.tmp-%d", bundle_dir, (int)getpid());
+    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t len = strlen(text);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+        rc = boot_fail_errno(errno, "%s", tmp);
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, path) < 0)
+        rc = boot_fail_errno(errno, "%s", path);
+    if (rc)
+        unlink(tmp);
+    free(text);
+    return rc;
+}
+
+void boot_settings_free(boot_settings *s)
+{
+    free(s->kernel);
+    free(s->initrd);
+    free(s->cmdline);
+    free(s->efi_vars);
+    for (size_t i = 0; i < s->nshares; i++) {
+        free(s->shares[i].tag);
+        free(s->shares[i].path);
+    }
+    free(s->shares);
+    memset(s, 0, sizeof *s);
+}
+
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char d[32];
+    SHA256(data, len, d);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+void boot_settings_config_hash(const boot_settings *s, char out[65])
+{
+    json_t *o = to_json(s, 0);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    sha256_hex(text ? text : "", text ? strlen(text) : 0, out);
+    free(text);
+}
+
+static int add(boot_binding *v, size_t *n, const char *k, const char *val)
+{
+    v[*n].key = strdup(k);
+    v[*n].value = strdup(val && *val ? val : "unknown");
+    return v[(*n)++].value && v[*n - 1].key ? 0 : -ENOMEM;
+}
+
+int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_settings *s,
+                      boot_binding **out, size_t *n)
+{
+    boot_binding *v = calloc(8, sizeof *v);
+    size_t k = 0;
+    if (!v)
+        return -ENOMEM;
+    char hash[65], host[256] = "", build[512] = "", mid[65] = "none";
+    boot_settings_config_hash(s, hash);
+    /* STRATA_HOST_ID names the host where hostnames are not stable (CI) */
+    const char *hid = getenv("STRATA_HOST_ID");
+    if (hid && *hid)
+        snprintf(host, sizeof host, "%s", hid);
+    else
+        gethostname(host, sizeof host - 1);
+    struct passwd *pw = getpwuid(getuid());
+#ifdef __APPLE__
+    size_t blen = sizeof build;
+    if (sysctlbyname("kern.osversion", build, &blen, NULL, 0) < 0)
+        build[0] = 0;
+#else
+    struct utsname u;
+    if (uname(&u) == 0)
+        snprintf(build, sizeof build, "%s %s", u.sysname, u.release);
+#endif
+    char path[4096];
+    snprintf(path, sizeof path, "%s/MachineIdentifier", bundle_dir);
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        char buf[1 << 16];
+        size_t got = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        sha256_hex(buf, got, mid);
+    }
+    int rc = add(v, &k, "config-hash", hash) || add(v, &k, "driver", driver) ||
+             add(v, &k, "host", host) || add(v, &k, "mac", s->mac) ||
+             add(v, &k, "machine-id", mid) || add(v, &k, "os-build", build) ||
+             add(v, &k, "user", pw ? pw->pw_name : "");
+    if (rc) {
+        boot_bindings_free(v, k);
+        return -ENOMEM;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+void boot_bindings_free(boot_binding *b, size_t n)
+{
+    for (size_t i = 0; b && i < n; i++) {
+        free(b[i].key);
+        free(b[i].value);
+    }
+    free(b);
+}
