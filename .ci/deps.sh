@@ -2,9 +2,10 @@
 # Install what strata needs to build and test: Debian/Ubuntu with apt-get,
 # macOS with Homebrew. Installs only what is missing; safe to run again.
 set -eu
-DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libcmocka-dev python3
-          xfsprogs btrfs-progs e2fsprogs util-linux"
-BREW_PKGS="libplist openssl@3 cmocka pkg-config"
+DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
+          xfsprogs btrfs-progs e2fsprogs util-linux
+          qemu-system-x86 busybox-static cpio kmod gzip"
+BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config"
 
 if [ "$(uname)" = Darwin ]; then
     command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }

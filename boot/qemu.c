@@ -103,8 +103,15 @@ static json_t *qmp_read(boot_vm *vm, long deadline)
 static int qmp(boot_vm *vm, const char *cmd_json, json_t **ret, int timeout_ms)
 {
     size_t len = strlen(cmd_json);
-    if (write(vm->qmp, cmd_json, len) != (ssize_t)len || write(vm->qmp, "\n", 1) != 1)
-        return boot_fail_errno(errno, "qemu control socket");
+    /* MSG_NOSIGNAL: a qemu that died must give an error, not kill us with SIGPIPE */
+    if (send(vm->qmp, cmd_json, len, MSG_NOSIGNAL) != (ssize_t)len ||
+        send(vm->qmp, "\n", 1, MSG_NOSIGNAL) != 1) {
+        char why[1024];
+        usleep(100 * 1000);
+        reap(vm);
+        last_log_line(vm, why, sizeof why);
+        return boot_fail(EIO, "qemu stopped answering: %s", why);
+    }
     long deadline = now_ms() + timeout_ms;
     for (;;) {
         json_t *j = qmp_read(vm, deadline);

@@ -76,6 +76,18 @@ loop_fs() { # fs name, mkfs command...
 
 plain=$(df -PT "$ROOT" 2>/dev/null | awk 'NR==2 {print $2}')
 suite "${plain:-plain}" "$ROOT/plain"
+
+# booting is independent of the filesystem (and slow under emulation): once
+if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
+    echo "SKIP boot.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass boots)"
+    total_skip=$((total_skip + 1))
+else
+    echo "== boot (qemu)"
+    bash "$(dirname "$0")/boot.sh" "$B" "$ROOT/boot" "${plain:-plain}" >"$ROOT/boot.log" 2>&1
+    grep -E '^(FAIL|SKIP)|^    |^timing' "$ROOT/boot.log"
+    add_counts "$ROOT/boot.log" "boot.sh"
+    tail -1 "$ROOT/boot.log" | sed "s/^/boot.sh: /"
+fi
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 

@@ -1,0 +1,146 @@
+#!/bin/bash
+# End-to-end boot tests with the qemu driver and a real Linux guest: a
+# Debian kernel (extracted from its package) and a busybox initramfs whose
+# init mounts the disk, keeps a counter file on it and prints a heartbeat
+# with its uptime (tests/guest/mkguest.sh). Software emulation: KVM hangs
+# on the build machine, and the driver's probe must find that out.
+. "$(dirname "$0")/lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+export STRATA_HOME=$W/store
+unset STRATA_QEMU_ACCEL STRATA_HOST_ID
+rm -rf "$STRATA_HOME" "$W"/d*
+
+if [ "$(uname)" != Linux ]; then
+    skipped "qemu boot tests" "they need a Linux host"; finish; exit
+fi
+GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
+if ! bash "$HERE/guest/mkguest.sh" "$GUEST" >"$W/mkguest.log" 2>&1; then
+    skipped "qemu boot tests" "could not build the test guest: $(tail -1 "$W/mkguest.log")"; finish; exit
+fi
+if ! command -v qemu-system-x86_64 >/dev/null; then
+    skipped "qemu boot tests" "qemu-system-x86_64 is not installed"; finish; exit
+fi
+
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "$STRATA_HOME/vms" 2>/dev/null; true; }
+trap cleanup EXIT
+
+# wait_for FILE REGEX SECONDS
+wait_for() {
+    local i
+    for ((i = 0; i < $3 * 5; i++)); do
+        grep -qE "$2" "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+console() { echo "$STRATA_HOME/vms/$1/.console.log"; }
+last_beat() { grep -E '^HEARTBEAT' "$(console "$1")" | tail -1; }
+beat_field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1"; }
+start_vm() { # name args...: strata run in the background
+    local name=$1; shift
+    "$S" run "$@" --name "$name" >"$W/run-$name.log" 2>&1 &
+    PIDS="$PIDS $!"
+}
+
+run "$S" import "$GUEST/guest.bundle" linux-ci
+check "import the guest bundle" [ "$rc" -eq 0 ]
+LAYER_MAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$GUEST/guest.bundle/Settings.json")
+
+# ---- cold boot ----
+t0=$(date +%s.%N)
+start_vm a linux-ci
+if wait_for "$(console a)" 'HEARTBEAT uptime=[0-9]+ counter=3' 240; then
+    ok "cold boot of a layer reaches its heartbeat"
+    cold=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+else
+    bad "cold boot of a layer reaches its heartbeat"; tail -5 "$W/run-a.log" "$(console a)"
+fi
+run "$S" ps --json
+check "ps --json is JSON" is_json "$W/out"
+check "ps shows the instance running on qemu" grep -q '"name":"a",.*"driver":"qemu",.*"state":"running"' "$W/out"
+VMPID=$(python3 -c 'import json,sys; print([i["vm_pid"] for i in json.load(open(sys.argv[1])) if i["name"]=="a"][0])' "$W/out")
+check "KVM hangs here: the probe fell back to software emulation" grep -qz 'tcg' "/proc/$VMPID/cmdline"
+NEWMAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$STRATA_HOME/vms/a/Settings.json")
+check "a new instance gets a fresh MAC" [ "$NEWMAC" != "$LAYER_MAC" ]
+check "...locally administered" python3 -c "import sys; b=int('$NEWMAC'[:2],16); sys.exit(0 if b & 2 and not b & 1 else 1)"
+
+# ---- suspend ----
+sleep 2
+run "$S" suspend a -t linux-ci:warm -m warm
+check "suspend prints the new layer" grep -qE '^[0-9a-f]{64}$' "$W/out"
+WARM=$(cat "$W/out")
+SAVED=$(last_beat a)
+U=$(beat_field "$SAVED" uptime); C=$(beat_field "$SAVED" counter)
+run "$S" ps
+check "the suspended instance no longer runs" bash -c "! grep -q '^a ' '$W/out'"
+run "$S" inspect linux-ci:warm --json
+check "the layer holds disk, state and settings" grep -q '"name":"SaveFile.qemustate"' "$W/out"
+check "the layer records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"none","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
+DISK_BEFORE=$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)
+
+# ---- resume, twice, each from the same point ----
+for r in r1 r2; do
+    t0=$(date +%s.%N)
+    start_vm $r linux-ci:warm --resume
+    if wait_for "$(console $r)" '^HEARTBEAT' 120; then
+        eval "resume_$r=\$(awk -v a=$t0 -v b=\$(date +%s.%N) 'BEGIN {printf \"%.1f\", b - a}')"
+        first=$(grep -E '^HEARTBEAT' "$(console $r)" | head -1)
+        u=$(beat_field "$first" uptime); c=$(beat_field "$first" counter)
+        check "resume $r continues the saved run (no reboot)" bash -c "! grep -q BOOTED '$(console $r)'"
+        check "resume $r continues the uptime ($U -> $u)" [ "$u" -ge "$U" ] && [ "$u" -le $((U + 5)) ]
+        check "resume $r continues the counter ($C -> $c)" [ "$c" -eq $((C + 1)) ]
+        check "resume $r keeps the saved MAC" grep -q "\"mac\": \"$NEWMAC\"" "$STRATA_HOME/vms/$r/Settings.json"
+    else
+        bad "resume $r reaches a heartbeat"; tail -5 "$W/run-$r.log"
+    fi
+    if [ $r = r2 ]; then
+        expect_error "a second running resume of one state is refused" 1 "already runs from this saved state" "$S" run linux-ci:warm --resume --name r3
+    fi
+    run "$S" stop $r --timeout 5
+    check "stop $r" [ "$rc" -eq 0 ]
+done
+check "the layer's disk is never written" [ "$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)" = "$DISK_BEFORE" ]
+run "$S" fsck
+check "fsck is clean after the runs" [ "$rc" -eq 0 ]
+
+# ---- refusals ----
+nvms=$(ls "$STRATA_HOME/vms" | wc -l)
+STRATA_HOST_ID=another-host run "$S" run linux-ci:warm --resume --name d1
+check "resume on another host is refused" [ "$rc" -eq 1 ]
+check "...naming the host and suggesting --cold" grep -q "saved with host '.*', this is 'another-host'; boot it fresh with --cold" "$W/err"
+check "...before any instance is made" [ "$(ls "$STRATA_HOME/vms" | wc -l)" -eq "$nvms" ]
+"$S" clone linux-ci:warm "$W/dmac" 2>/dev/null
+sed -i "s/$NEWMAC/02:00:00:00:00:01/" "$W/dmac/Settings.json"
+expect_error "resume with another MAC is refused" 1 "its state was saved with MAC address '$NEWMAC', this is '02:00:00:00:00:01'" "$S" run "$W/dmac" --resume
+"$S" clone linux-ci:warm "$W/dbad" 2>/dev/null
+head -c 4096 /dev/urandom >"$W/dbad/SaveFile.qemustate"
+expect_error "a state the hypervisor refuses is reported" 1 "qemu refused the saved state" "$S" run "$W/dbad" --resume
+start_vm dfb "$W/dbad" --resume --fallback-cold
+PIDS="$PIDS"
+if wait_for "$W/dbad/.console.log" 'BOOTED' 240; then ok "--fallback-cold boots fresh when the state is refused"; else bad "--fallback-cold boots fresh"; tail -3 "$W/run-dfb.log"; fi
+"$S" stop dbad --timeout 1 >/dev/null 2>&1
+
+# ---- cold boot of a layer that has a state, and ephemeral runs ----
+nlayers=$(ls "$STRATA_HOME/layers" | wc -l)
+start_vm e1 linux-ci:warm --cold --ephemeral
+if wait_for "$(console e1)" 'BOOTED' 240 && wait_for "$(console e1)" '^HEARTBEAT' 60; then
+    ok "--cold boots a layer with a saved state fresh"
+    first=$(grep -E '^HEARTBEAT' "$(console e1)" | head -1)
+    check "...on the disk as saved (counter $C -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -gt "$C" ]
+else
+    bad "--cold boots a layer with a saved state fresh"
+fi
+run "$S" stop e1 --timeout 2
+check "--ephemeral leaves no instance" [ ! -e "$STRATA_HOME/vms/e1" ]
+check "--ephemeral makes no layer" [ "$(ls "$STRATA_HOME/layers" | wc -l)" -eq "$nlayers" ]
+
+expect_error "run of an unknown ref" 1 "unknown ref 'nope'" "$S" run nope
+expect_error "resume of a layer without a state" 1 "has no saved qemu state to resume" "$S" run linux-ci --resume
+expect_error "unknown driver" 1 "unknown driver 'xen'" "$S" run linux-ci --driver xen
+expect_error "vz is refused off macOS" 1 "the vz driver needs macOS" "$S" run linux-ci --driver vz
+expect_error "bad --cpus" 1 "--cpus 0: a whole number from 1 to 64" "$S" run linux-ci --cpus 0
+expect_error "suspend of an unknown instance" 1 "no running instance 'ghost'" "$S" suspend ghost
+
+echo "timing: cold boot to heartbeat ${cold:-?} s, resume to heartbeat ${resume_r1:-?} s / ${resume_r2:-?} s"
+finish
