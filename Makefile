@@ -14,9 +14,10 @@ STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
-TESTS     := $(B)/tests/test_clone $(B)/tests/test_store
+TEST_NAMES := test_clone test_store test_boot
+TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
-.PHONY: all test test-unit test-asan demo deps bench clean
+.PHONY: all tests test test-unit test-asan demo deps bench clean
 all: $(B)/strata $(B)/mkbundle
 
 $(B)/%.o: %.c $(wildcard */*.h) Makefile
@@ -31,6 +32,8 @@ $(B)/strata: $(B)/cli/main.o $(B)/libstrata.a
 
 $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+tests: $(TESTS)
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
@@ -51,7 +54,7 @@ test-unit: all $(TESTS)
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    all build/asan/tests/test_clone build/asan/tests/test_store
+	    all tests
 	STRATA_SANITIZED=1 sh tests/run.sh build/asan
 
 demo: deps all

@@ -1,0 +1,802 @@
+/*
+ * The vz driver: Apple's Virtualization.framework, from C through the
+ * Objective-C runtime (boot/objc.h). See boot/vz.h.
+ *
+ * start() builds the whole VZVirtualMachineConfiguration from the bundle
+ * and its settings, validates it (and, for a VM that may be suspended, its
+ * save/restore support), makes a VZVirtualMachine on a serial queue of its
+ * own and starts it, or restores its saved state and resumes it. Every
+ * message to the VM goes through that queue; completion handlers are waited
+ * for off it. Selectors, argument types and enum values are Apple's
+ * documented ones (Virtualization SDK headers, macOS 13-26).
+ */
+#define _GNU_SOURCE
+#include "vz.h"
+
+#include "internal.h"
+#include "objc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+/* VZVirtualMachineState */
+enum { VZ_STATE_STOPPED = 0, VZ_STATE_RUNNING = 1, VZ_STATE_PAUSED = 2, VZ_STATE_ERROR = 3 };
+/* VZDiskImageCachingMode */
+enum { VZ_CACHE_AUTOMATIC = 0, VZ_CACHE_UNCACHED = 1, VZ_CACHE_CACHED = 2 };
+/* VZDiskImageSynchronizationMode */
+enum { VZ_SYNC_FULL = 1, VZ_SYNC_FSYNC = 2, VZ_SYNC_NONE = 3 };
+
+/* a macOS guest needs a display even when nobody looks at it */
+#define DEFAULT_WIDTH 1920
+#define DEFAULT_HEIGHT 1200
+#define DEFAULT_PPI 80
+#define MAX_SHARES 64
+#define CONSOLE_LOG ".console.log"
+
+struct boot_vm {
+    objc_id queue; /* owned serial queue: every message to vm goes through it */
+    objc_id vm;    /* owned VZVirtualMachine */
+    int tty_raw;   /* the terminal was put in raw mode for the console */
+    struct termios tty;
+};
+
+/* "what: the framework's reason", as boot_error() */
+static int fail_ns(int err, objc_id nserror, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail_ns(int err, objc_id nserror, const char *fmt, ...)
+{
+    char head[1024], why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    oc_error_text(nserror, why, sizeof why);
+    return boot_fail(err, "%s: %s", head, why);
+}
+
+/* ---------- building the configuration ---------- */
+
+/* The first error stops the build: every step does nothing once rc is set,
+ * so boot_error() keeps the first message. */
+typedef struct {
+    const boot_start_opts *o;
+    const boot_settings *s;
+    int savable; /* configured for save/restore */
+    int rc;
+} build;
+
+static objc_id need_class(build *b, const char *name)
+{
+    if (b->rc)
+        return NULL;
+    objc_id c = oc_class(name);
+    if (!c)
+        b->rc = boot_fail(ENOTSUP,
+                          "Virtualization.framework here has no %s: the vz driver needs macOS 13 "
+                          "or later on Apple silicon",
+                          name);
+    return c;
+}
+
+/* [name new], handed to the autorelease pool */
+static objc_id make(build *b, const char *name)
+{
+    objc_id c = need_class(b, name);
+    if (!c)
+        return NULL;
+    objc_id o = oc_send(c, "new");
+    if (!o)
+        b->rc = boot_fail(EIO, "Virtualization.framework could not make a %s", name);
+    return oc_autorelease(o);
+}
+
+static objc_id alloc(build *b, const char *name)
+{
+    objc_id c = need_class(b, name);
+    return c ? oc_send(c, "alloc") : NULL;
+}
+
+/* [[name alloc] sel a] */
+static objc_id alloc_init(build *b, const char *name, const char *sel, objc_id a)
+{
+    objc_id o = alloc(b, name);
+    return o ? oc_send_id(o, sel, a) : NULL;
+}
+
+/* An initializer's result, handed to the pool; nil is the error described
+ * (the failed init has already freed what alloc made). */
+static objc_id inited(build *b, objc_id o, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static objc_id inited(build *b, objc_id o, int err, const char *fmt, ...)
+{
+    if (b->rc)
+        return NULL;
+    if (!o) {
+        char what[1200];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof what, fmt, ap);
+        va_end(ap);
+        b->rc = boot_fail(err, "%s", what);
+        return NULL;
+    }
+    return oc_autorelease(o);
+}
+
+static void set(build *b, objc_id obj, const char *sel, objc_id value)
+{
+    if (!b->rc && obj && value)
+        oc_send_void_id(obj, sel, value);
+}
+
+static void set_list(build *b, objc_id obj, const char *sel, objc_id *items, size_t n)
+{
+    if (!b->rc && obj)
+        oc_send_void_id(obj, sel, oc_array(items, n));
+}
+
+/* dir/name in out; NULL (with the error) if it doesn't fit */
+static const char *join(build *b, const char *dir, const char *name, char out[PATH_MAX])
+{
+    if (b->rc)
+        return NULL;
+    if ((size_t)snprintf(out, PATH_MAX, "%s/%s", dir, name) >= PATH_MAX) {
+        b->rc = boot_fail(ENAMETOOLONG, "%s/%s: path too long", dir, name);
+        return NULL;
+    }
+    return out;
+}
+
+/* a bundle file that must be there, with this access */
+static const char *bundle_file(build *b, const char *name, int mode, char out[PATH_MAX])
+{
+    if (!join(b, b->o->bundle_dir, name, out))
+        return NULL;
+    if (access(out, mode) != 0) {
+        b->rc = boot_fail_errno(errno, "%s", out);
+        return NULL;
+    }
+    return out;
+}
+
+static objc_id file_data(build *b, const char *path)
+{
+    objc_id cls = need_class(b, "NSData");
+    if (!cls)
+        return NULL;
+    objc_id d = oc_send_id(cls, "dataWithContentsOfURL:", oc_url(path));
+    if (!d)
+        b->rc = boot_fail(EIO, "%s: could not read it", path);
+    return d;
+}
+
+static objc_id mac_platform(build *b)
+{
+    char path[PATH_MAX];
+    objc_id platform = make(b, "VZMacPlatformConfiguration");
+
+    objc_id hw = NULL, data = NULL;
+    if (bundle_file(b, "HardwareModel", R_OK, path) && (data = file_data(b, path)))
+        hw = inited(b, alloc_init(b, "VZMacHardwareModel", "initWithDataRepresentation:", data),
+                    EINVAL, "%s: not a hardware model Virtualization.framework can read", path);
+    if (hw && !oc_send_bool(hw, "isSupported"))
+        b->rc = boot_fail(ENOTSUP,
+                          "%s: this Mac can't run a VM of that hardware model (it needs a newer "
+                          "macOS host)",
+                          path);
+    set(b, platform, "setHardwareModel:", hw);
+
+    objc_id mid = NULL;
+    if (bundle_file(b, "MachineIdentifier", R_OK, path) && (data = file_data(b, path)))
+        mid = inited(b, alloc_init(b, "VZMacMachineIdentifier", "initWithDataRepresentation:", data),
+                     EINVAL, "%s: not a Mac machine identifier Virtualization.framework can read",
+                     path);
+    set(b, platform, "setMachineIdentifier:", mid);
+
+    objc_id aux = NULL;
+    if (bundle_file(b, "AuxiliaryStorage", R_OK | W_OK, path) &&
+        (aux = alloc(b, "VZMacAuxiliaryStorage"))) {
+        /* initWithURL: since macOS 13; initWithContentsOfURL: before it */
+        const char *sel = oc_responds(aux, "initWithURL:") ? "initWithURL:" : "initWithContentsOfURL:";
+        aux = inited(b, oc_send_id(aux, sel, oc_url(path)), EINVAL,
+                     "%s: not auxiliary storage Virtualization.framework can open", path);
+    }
+    set(b, platform, "setAuxiliaryStorage:", aux);
+    return b->rc ? NULL : platform;
+}
+
+static objc_id generic_platform(build *b)
+{
+    char path[PATH_MAX];
+    objc_id platform = make(b, "VZGenericPlatformConfiguration");
+    objc_id mid = NULL;
+    if (!join(b, b->o->bundle_dir, "MachineIdentifier", path))
+        return NULL;
+    if (access(path, F_OK) == 0) {
+        objc_id data = file_data(b, path);
+        if (data)
+            mid = inited(b,
+                         alloc_init(b, "VZGenericMachineIdentifier", "initWithDataRepresentation:",
+                                    data),
+                         EINVAL, "%s: not a generic machine identifier Virtualization.framework can read",
+                         path);
+    } else if (errno != ENOENT) {
+        b->rc = boot_fail_errno(errno, "%s", path);
+    } else if ((mid = make(b, "VZGenericMachineIdentifier"))) {
+        /* keep it in the bundle: a saved state is restored only into the
+         * machine it was saved from */
+        objc_id data = oc_send(mid, "dataRepresentation");
+        if (!data || !oc_send_bool_id_bool(data, "writeToURL:atomically:", oc_url(path), 1))
+            b->rc = boot_fail(EIO, "%s: could not write the new machine identifier", path);
+    }
+    set(b, platform, "setMachineIdentifier:", mid);
+    return b->rc ? NULL : platform;
+}
+
+static objc_id make_loader(build *b)
+{
+    const boot_settings *s = b->s;
+    char path[PATH_MAX];
+    objc_id loader = NULL;
+    if (b->rc)
+        return NULL;
+    if ((s->os == BOOT_OS_MACOS) != (s->loader == BOOT_LOADER_MACOS)) {
+        b->rc = boot_fail(EINVAL, "the macos boot loader is for macOS guests, and only for them");
+        return NULL;
+    }
+    switch (s->loader) {
+    case BOOT_LOADER_MACOS:
+        loader = make(b, "VZMacOSBootLoader");
+        break;
+    case BOOT_LOADER_LINUX:
+        if (!s->kernel) {
+            b->rc = boot_fail(EINVAL, "the linux boot loader needs a kernel");
+            return NULL;
+        }
+        if (bundle_file(b, s->kernel, R_OK, path))
+            loader = inited(b, alloc_init(b, "VZLinuxBootLoader", "initWithKernelURL:", oc_url(path)),
+                            EIO, "Virtualization.framework could not make a VZLinuxBootLoader");
+        if (s->initrd && bundle_file(b, s->initrd, R_OK, path))
+            set(b, loader, "setInitialRamdiskURL:", oc_url(path));
+        if (s->cmdline)
+            set(b, loader, "setCommandLine:", oc_str(s->cmdline));
+        break;
+    case BOOT_LOADER_EFI:
+        if (!s->efi_vars) {
+            b->rc = boot_fail(EINVAL, "the efi boot loader needs a variable store");
+            return NULL;
+        }
+        loader = make(b, "VZEFIBootLoader");
+        objc_id store = NULL;
+        if (bundle_file(b, s->efi_vars, R_OK | W_OK, path))
+            store = inited(b, alloc_init(b, "VZEFIVariableStore", "initWithURL:", oc_url(path)),
+                           EINVAL, "%s: not an EFI variable store Virtualization.framework can open",
+                           path);
+        set(b, loader, "setVariableStore:", store);
+        break;
+    default:
+        b->rc = boot_fail(EINVAL, "unknown boot loader %d", (int)s->loader);
+    }
+    return b->rc ? NULL : loader;
+}
+
+static objc_id storage(build *b)
+{
+    static const int64_t caching[] = {[BOOT_CACHE_AUTOMATIC] = VZ_CACHE_AUTOMATIC,
+                                      [BOOT_CACHE_CACHED] = VZ_CACHE_CACHED,
+                                      [BOOT_CACHE_UNCACHED] = VZ_CACHE_UNCACHED};
+    static const int64_t sync[] = {[BOOT_SYNC_FULL] = VZ_SYNC_FULL,
+                                   [BOOT_SYNC_FSYNC] = VZ_SYNC_FSYNC,
+                                   [BOOT_SYNC_NONE] = VZ_SYNC_NONE};
+    const boot_settings *s = b->s;
+    char path[PATH_MAX];
+    if (b->rc)
+        return NULL;
+    if ((unsigned)s->disk_caching >= sizeof caching / sizeof caching[0] ||
+        (unsigned)s->disk_sync >= sizeof sync / sizeof sync[0]) {
+        b->rc = boot_fail(EINVAL, "unknown disk caching or sync mode");
+        return NULL;
+    }
+    if (!bundle_file(b, "Disk.img", R_OK | W_OK, path))
+        return NULL;
+    objc_id att = alloc(b, "VZDiskImageStorageDeviceAttachment"), err = NULL;
+    if (!att)
+        return NULL;
+    att = oc_send_id_bool_i64_i64_err(att, "initWithURL:readOnly:cachingMode:synchronizationMode:error:",
+                                      oc_url(path), 0, caching[s->disk_caching], sync[s->disk_sync],
+                                      &err);
+    if (!att) {
+        b->rc = fail_ns(EIO, err, "%s: Virtualization.framework can't attach it as a disk", path);
+        return NULL;
+    }
+    oc_autorelease(att);
+    return inited(b, alloc_init(b, "VZVirtioBlockDeviceConfiguration", "initWithAttachment:", att),
+                  EIO, "Virtualization.framework could not make the disk device");
+}
+
+static objc_id network(build *b)
+{
+    const boot_settings *s = b->s;
+    objc_id net = make(b, "VZVirtioNetworkDeviceConfiguration");
+    set(b, net, "setAttachment:", make(b, "VZNATNetworkDeviceAttachment"));
+    if (s->mac[0] && !b->rc) {
+        objc_id mac = inited(b, alloc_init(b, "VZMACAddress", "initWithString:", oc_str(s->mac)),
+                             EINVAL, "mac %s: not an address Virtualization.framework takes", s->mac);
+        set(b, net, "setMACAddress:", mac);
+    }
+    return b->rc ? NULL : net;
+}
+
+/* The guest's serial console (hvc0): the terminal, or runtime_dir/.console.log */
+static objc_id serial_port(build *b)
+{
+    char path[PATH_MAX];
+    objc_id port = make(b, "VZVirtioConsoleDeviceSerialPortConfiguration");
+    objc_id fh = need_class(b, "NSFileHandle"), in = NULL, out = NULL;
+    if (!fh)
+        return NULL;
+    if (b->o->console) {
+        in = oc_send(fh, "fileHandleWithStandardInput");
+        out = oc_send(fh, "fileHandleWithStandardOutput");
+    } else if (join(b, b->o->runtime_dir, CONSOLE_LOG, path)) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) {
+            b->rc = boot_fail_errno(errno, "%s", path);
+            return NULL;
+        }
+        close(fd);
+        out = oc_send_id(fh, "fileHandleForWritingAtPath:", oc_str(path));
+        if (!out)
+            b->rc = boot_fail(EIO, "%s: could not open it for the console", path);
+    }
+    objc_id att = alloc(b, "VZFileHandleSerialPortAttachment");
+    if (!att || b->rc)
+        return NULL;
+    att = inited(b, oc_send_id_id(att, "initWithFileHandleForReading:fileHandleForWriting:", in, out),
+                 EIO, "Virtualization.framework could not attach the console");
+    set(b, port, "setAttachment:", att);
+    return b->rc ? NULL : port;
+}
+
+static objc_id graphics(build *b)
+{
+    const boot_settings *s = b->s;
+    objc_id gfx = make(b, "VZMacGraphicsDeviceConfiguration");
+    objc_id disp = alloc(b, "VZMacGraphicsDisplayConfiguration");
+    if (!disp)
+        return NULL;
+    disp = inited(b,
+                  oc_send_i64_i64_i64(disp, "initWithWidthInPixels:heightInPixels:pixelsPerInch:",
+                                      s->display_width ? s->display_width : DEFAULT_WIDTH,
+                                      s->display_height ? s->display_height : DEFAULT_HEIGHT,
+                                      s->display_ppi ? s->display_ppi : DEFAULT_PPI),
+                  EINVAL, "display %ux%u at %u ppi: Virtualization.framework refused it",
+                  s->display_width, s->display_height, s->display_ppi);
+    if (disp)
+        set_list(b, gfx, "setDisplays:", &disp, 1);
+    return b->rc ? NULL : gfx;
+}
+
+/* the last component of path (without trailing slashes), as [p, p+len) */
+static const char *base_name(const char *path, size_t *len)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    size_t start = n;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    *len = n - start;
+    return path + start;
+}
+
+/*
+ * One virtio-fs device per tag. A tag with one folder shares that folder
+ * itself (VZSingleDirectoryShare: the guest mounts the tag and sees the
+ * folder, as with the qemu driver); a tag given several folders shares them
+ * side by side under their base names (VZMultipleDirectoryShare).
+ */
+static size_t shares(build *b, objc_id *devs)
+{
+    const boot_settings *s = b->s;
+    size_t ndevs = 0;
+    if (b->rc || !s->nshares)
+        return 0;
+    if (s->nshares > MAX_SHARES) {
+        b->rc = boot_fail(EINVAL, "at most %d shared folders", MAX_SHARES);
+        return 0;
+    }
+    objc_id fs = need_class(b, "VZVirtioFileSystemDeviceConfiguration");
+    for (size_t i = 0; i < s->nshares && !b->rc; i++) {
+        const char *tag = s->shares[i].tag;
+        int seen = 0;
+        for (size_t j = 0; j < i; j++)
+            seen |= !strcmp(s->shares[j].tag, tag);
+        if (seen)
+            continue;
+        objc_id err = NULL, ns_tag = oc_str(tag);
+        if (!oc_send_bool_id_err(fs, "validateTag:error:", ns_tag, &err)) {
+            b->rc = fail_ns(EINVAL, err, "shared folder tag '%s'", tag);
+            break;
+        }
+        objc_id dirs[MAX_SHARES], keys[MAX_SHARES];
+        const char *names[MAX_SHARES];
+        size_t lens[MAX_SHARES], k = 0;
+        for (size_t j = i; j < s->nshares && !b->rc; j++) {
+            const boot_share *sh = &s->shares[j];
+            struct stat st;
+            if (strcmp(sh->tag, tag))
+                continue;
+            if (stat(sh->path, &st) < 0) {
+                b->rc = boot_fail_errno(errno, "shared folder %s", sh->path);
+                break;
+            }
+            if (!S_ISDIR(st.st_mode)) {
+                b->rc = boot_fail(ENOTDIR, "shared folder %s: not a directory", sh->path);
+                break;
+            }
+            objc_id d = alloc(b, "VZSharedDirectory");
+            if (d)
+                d = oc_send_id_bool(d, "initWithURL:readOnly:", oc_url(sh->path), sh->read_only);
+            dirs[k] = inited(b, d, EIO, "shared folder %s: Virtualization.framework refused it",
+                             sh->path);
+            names[k] = base_name(sh->path, &lens[k]);
+            k++;
+        }
+        if (b->rc)
+            break;
+        objc_id share;
+        if (k == 1) {
+            share = inited(b, alloc_init(b, "VZSingleDirectoryShare", "initWithDirectory:", dirs[0]),
+                           EIO, "shared folder %s: Virtualization.framework refused it",
+                           s->shares[i].path);
+        } else {
+            objc_id multi = need_class(b, "VZMultipleDirectoryShare");
+            for (size_t x = 0; x < k && !b->rc; x++) {
+                char name[1024];
+                snprintf(name, sizeof name, "%.*s", (int)lens[x], names[x]);
+                for (size_t y = 0; y < x; y++)
+                    if (lens[y] == lens[x] && !memcmp(names[y], names[x], lens[x]))
+                        b->rc = boot_fail(EINVAL,
+                                          "shared folders with tag '%s' have two folders named '%s'",
+                                          tag, name);
+                keys[x] = oc_str(name);
+                if (!b->rc && !oc_send_bool_id_err(multi, "validateName:error:", keys[x], &err))
+                    b->rc = fail_ns(EINVAL, err, "shared folder name '%s' (tag '%s')", name, tag);
+            }
+            share = b->rc ? NULL
+                          : inited(b,
+                                   alloc_init(b, "VZMultipleDirectoryShare", "initWithDirectories:",
+                                              oc_dict(keys, dirs, k)),
+                                   EIO, "shared folders with tag '%s': Virtualization.framework refused them",
+                                   tag);
+        }
+        objc_id dev = inited(b, alloc_init(b, "VZVirtioFileSystemDeviceConfiguration", "initWithTag:", ns_tag),
+                             EIO, "shared folder tag '%s': Virtualization.framework refused it", tag);
+        set(b, dev, "setShare:", share);
+        if (!b->rc)
+            devs[ndevs++] = dev;
+    }
+    return b->rc ? 0 : ndevs;
+}
+
+static objc_id configuration(build *b)
+{
+    const boot_settings *s = b->s;
+    int mac = s->os == BOOT_OS_MACOS;
+    objc_id platform = mac ? mac_platform(b) : generic_platform(b);
+    objc_id loader = make_loader(b);
+    objc_id disk = storage(b);
+    objc_id net = network(b);
+    /* no entropy device in a VM that may be saved: it blocked saving on
+     * macOS 14 (Tart drops it for --suspendable too) */
+    objc_id rng = b->savable ? NULL : make(b, "VZVirtioEntropyDeviceConfiguration");
+    objc_id serial = serial_port(b);
+    objc_id gfx = NULL, kbd = NULL, ptr = NULL;
+    if (mac) {
+        gfx = graphics(b);
+        /* the Mac keyboard and trackpad are macOS 14 and 13; USB ones before */
+        kbd = make(b, oc_class("VZMacKeyboardConfiguration") ? "VZMacKeyboardConfiguration"
+                                                              : "VZUSBKeyboardConfiguration");
+        ptr = make(b, oc_class("VZMacTrackpadConfiguration")
+                          ? "VZMacTrackpadConfiguration"
+                          : "VZUSBScreenCoordinatePointingDeviceConfiguration");
+    }
+    objc_id devs[MAX_SHARES];
+    size_t ndevs = shares(b, devs);
+
+    objc_id conf = make(b, "VZVirtualMachineConfiguration");
+    if (b->rc)
+        return NULL;
+    set(b, conf, "setPlatform:", platform);
+    set(b, conf, "setBootLoader:", loader);
+    oc_send_void_u64(conf, "setCPUCount:", s->cpus);
+    oc_send_void_u64(conf, "setMemorySize:", s->memory_mib * 1024 * 1024);
+    set_list(b, conf, "setStorageDevices:", &disk, 1);
+    set_list(b, conf, "setNetworkDevices:", &net, 1);
+    if (rng)
+        set_list(b, conf, "setEntropyDevices:", &rng, 1);
+    set_list(b, conf, "setSerialPorts:", &serial, 1);
+    if (mac) {
+        set_list(b, conf, "setGraphicsDevices:", &gfx, 1);
+        set_list(b, conf, "setKeyboards:", &kbd, 1);
+        set_list(b, conf, "setPointingDevices:", &ptr, 1);
+    }
+    if (ndevs)
+        set_list(b, conf, "setDirectorySharingDevices:", devs, ndevs);
+
+    objc_id err = NULL;
+    if (!oc_send_bool_err(conf, "validateWithError:", &err)) {
+        b->rc = fail_ns(EINVAL, err, "Virtualization.framework refused the VM's configuration");
+        return NULL;
+    }
+    if (b->savable) {
+        if (!oc_responds(conf, "validateSaveRestoreSupportWithError:")) {
+            b->rc = boot_fail(ENOTSUP,
+                              "suspending and resuming a VM needs macOS 14 or later on Apple silicon");
+            return NULL;
+        }
+        if (!oc_send_bool_err(conf, "validateSaveRestoreSupportWithError:", &err)) {
+            b->rc = fail_ns(ENOTSUP, err, "this VM can't be suspended: its configuration can't be saved");
+            return NULL;
+        }
+    }
+    return conf;
+}
+
+/* ---------- the running VM ---------- */
+
+struct make_vm {
+    objc_id conf, queue, vm;
+};
+
+static void make_vm_on_queue(void *p)
+{
+    struct make_vm *m = p;
+    objc_id cls = oc_class("VZVirtualMachine");
+    objc_id a = cls ? oc_send(cls, "alloc") : NULL;
+    m->vm = a ? oc_send_id_id(a, "initWithConfiguration:queue:", m->conf, m->queue) : NULL;
+}
+
+struct state_req {
+    objc_id vm;
+    int64_t state;
+};
+
+static void state_on_queue(void *p)
+{
+    struct state_req *r = p;
+    r->state = oc_send_i64(r->vm, "state");
+}
+
+static int64_t vm_state(boot_vm *vm)
+{
+    struct state_req r = {.vm = vm->vm, .state = VZ_STATE_STOPPED};
+    if (!vm->vm || oc_on_queue(vm->queue, state_on_queue, &r) != 0)
+        return VZ_STATE_STOPPED;
+    return r.state;
+}
+
+static void release_on_queue(void *p)
+{
+    oc_release(p);
+}
+
+/* stop at once, whatever boot_error() says meanwhile stays as it was */
+static void halt(boot_vm *vm)
+{
+    char msg[512];
+    int64_t st = vm_state(vm);
+    if (st != VZ_STATE_STOPPED && st != VZ_STATE_ERROR)
+        oc_send_completion(vm->queue, vm->vm, "stopWithCompletionHandler:", NULL, msg, sizeof msg);
+}
+
+static void tty_restore(boot_vm *vm)
+{
+    if (vm->tty_raw) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &vm->tty);
+        vm->tty_raw = 0;
+    }
+}
+
+static void vz_release(boot_vm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->vm) {
+        halt(vm);
+        oc_on_queue(vm->queue, release_on_queue, vm->vm);
+    }
+    if (vm->queue)
+        oc_queue_release(vm->queue);
+    tty_restore(vm);
+    free(vm);
+}
+
+static int vz_start(const boot_start_opts *o, boot_vm **out)
+{
+    if (!o || !o->settings || !o->bundle_dir || !o->runtime_dir || !out)
+        return boot_fail(EINVAL, "vz: start needs a bundle, a runtime directory and settings");
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework; "
+                                  "use the qemu driver here");
+    if (o->restore_state && access(o->restore_state, R_OK) != 0)
+        return boot_fail_errno(errno, "saved state %s", o->restore_state);
+
+    build b = {.o = o, .s = o->settings, .savable = o->suspendable || o->restore_state};
+    objc_id pool = oc_pool_push();
+    objc_id conf = configuration(&b);
+    boot_vm *vm = NULL;
+    int rc = b.rc;
+    if (!rc && !(vm = calloc(1, sizeof *vm)))
+        rc = -ENOMEM;
+    if (!rc && !(vm->queue = oc_queue("strata.vz")))
+        rc = boot_fail(EIO, "could not make a dispatch queue for the VM");
+    if (!rc) {
+        struct make_vm m = {.conf = conf, .queue = vm->queue};
+        if (oc_on_queue(vm->queue, make_vm_on_queue, &m) != 0 || !m.vm)
+            rc = boot_fail(EIO, "Virtualization.framework could not make the VM");
+        vm->vm = m.vm;
+    }
+    if (!rc && o->console && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &vm->tty) == 0) {
+        /* the guest's console gets every key, as with qemu's stdio console */
+        struct termios raw = vm->tty;
+        cfmakeraw(&raw);
+        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) == 0)
+            vm->tty_raw = 1;
+    }
+    char msg[1024];
+    if (!rc && o->restore_state) {
+        if (oc_send_completion(vm->queue, vm->vm, "restoreMachineStateFromURL:completionHandler:",
+                               oc_url(o->restore_state), msg, sizeof msg) != 0)
+            rc = boot_fail(EIO, "Virtualization.framework refused the saved state %s: %s",
+                           o->restore_state, msg);
+        else if (oc_send_completion(vm->queue, vm->vm, "resumeWithCompletionHandler:", NULL, msg,
+                                    sizeof msg) != 0)
+            rc = boot_fail(EIO, "the VM did not resume from its saved state: %s", msg);
+    } else if (!rc) {
+        if (oc_send_completion(vm->queue, vm->vm, "startWithCompletionHandler:", NULL, msg,
+                               sizeof msg) != 0)
+            rc = boot_fail(EIO, "the VM did not start: %s", msg);
+    }
+    oc_pool_pop(pool);
+    if (rc) {
+        vz_release(vm);
+        return rc;
+    }
+    *out = vm;
+    return 0;
+}
+
+static int vz_pause(boot_vm *vm)
+{
+    char msg[1024];
+    if (oc_send_completion(vm->queue, vm->vm, "pauseWithCompletionHandler:", NULL, msg, sizeof msg))
+        return boot_fail(EIO, "the VM did not pause: %s", msg);
+    return 0;
+}
+
+static int vz_resume(boot_vm *vm)
+{
+    char msg[1024];
+    if (oc_send_completion(vm->queue, vm->vm, "resumeWithCompletionHandler:", NULL, msg, sizeof msg))
+        return boot_fail(EIO, "the VM did not resume: %s", msg);
+    return 0;
+}
+
+/* Save into a hidden name next to path (keeping its .vzvmsave ending), make
+ * it durable, then rename it into place. */
+static int vz_save(boot_vm *vm, const char *path)
+{
+    char tmp[PATH_MAX], msg[1024];
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    if (!*base)
+        return boot_fail(EINVAL, "%s: not a file name", path);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%.*s%s.tmp%d.%s", dirlen, path, slash ? "/" : "",
+                         (int)getpid(), base) >= sizeof tmp)
+        return boot_fail(ENAMETOOLONG, "%s: path too long", path);
+    unlink(tmp);
+    objc_id pool = oc_pool_push();
+    int rc = oc_send_completion(vm->queue, vm->vm, "saveMachineStateToURL:completionHandler:",
+                                oc_url(tmp), msg, sizeof msg);
+    oc_pool_pop(pool);
+    if (rc) {
+        unlink(tmp);
+        return boot_fail(EIO, "the VM's state was not saved: %s", msg);
+    }
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
+        rc = boot_fail_errno(errno, "%s", tmp);
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, path) < 0)
+        rc = boot_fail_errno(errno, "%s", path);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (dirlen ? dirlen : 1) : 1, slash ? path : ".");
+    int dfd = open(dir, O_RDONLY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+struct stop_req {
+    objc_id vm;
+    int ok;
+    char why[1024];
+};
+
+static void request_stop_on_queue(void *p)
+{
+    struct stop_req *r = p;
+    objc_id err = NULL;
+    r->ok = oc_send_bool_err(r->vm, "requestStopWithError:", &err);
+    if (!r->ok)
+        oc_error_text(err, r->why, sizeof r->why);
+}
+
+static int vz_alive(boot_vm *vm)
+{
+    int64_t st = vm_state(vm);
+    return st != VZ_STATE_STOPPED && st != VZ_STATE_ERROR;
+}
+
+static int vz_stop(boot_vm *vm, int force)
+{
+    if (!vz_alive(vm))
+        return 0;
+    if (force) {
+        char msg[1024];
+        if (oc_send_completion(vm->queue, vm->vm, "stopWithCompletionHandler:", NULL, msg, sizeof msg))
+            return boot_fail(EIO, "the VM did not stop: %s", msg);
+        return 0;
+    }
+    /* the guest decides when it has shut down: alive() tells */
+    struct stop_req r = {.vm = vm->vm};
+    if (oc_on_queue(vm->queue, request_stop_on_queue, &r) != 0)
+        return boot_fail(EIO, "could not reach the VM's queue");
+    if (!r.ok)
+        return boot_fail(EIO, "the guest could not be asked to stop: %s", r.why);
+    return 0;
+}
+
+static int vz_pid(boot_vm *vm)
+{
+    (void)vm;
+    return (int)getpid();
+}
+
+static const boot_driver vz_driver = {
+    .name = "vz",
+    .state_file = "SaveFile.vzvmsave",
+    .start = vz_start,
+    .pause = vz_pause,
+    .save = vz_save,
+    .resume = vz_resume,
+    .stop = vz_stop,
+    .alive = vz_alive,
+    .pid = vz_pid,
+    .release = vz_release,
+};
+
+const boot_driver *boot_vz_driver(void)
+{
+    return &vz_driver;
+}
