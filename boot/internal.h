@@ -11,7 +11,14 @@ int boot_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf,
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 
-/* vz.c: compiled everywhere; runs only where the Objective-C runtime is Apple's */
+/*
+ * vz.c: Apple's Virtualization.framework, driven from C through the
+ * Objective-C runtime (boot/objc.h). One VZVirtualMachine per boot_vm, on a
+ * serial dispatch queue of its own; every message to the VM is sent on that
+ * queue, and each completion handler is waited for off it. Compiled
+ * everywhere: with boot/objc_apple.c it runs VMs on macOS; with
+ * tests/objc_record.c it records what it would send, for tests on Linux.
+ */
 const boot_driver *boot_vz_driver(void);
 
 #endif

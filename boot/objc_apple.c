@@ -30,7 +30,8 @@ static char queue_key;
 
 int oc_available(void)
 {
-    return objc_getClass("VZVirtualMachine") != Nil && objc_getClass("NSString") != Nil;
+    return (void *)objc_getClass("VZVirtualMachine") != NULL &&
+           (void *)objc_getClass("NSString") != NULL;
 }
 
 objc_id oc_class(const char *name)

@@ -11,7 +11,6 @@
  * documented ones (Virtualization SDK headers, macOS 13-26).
  */
 #define _GNU_SOURCE
-#include "vz.h"
 
 #include "internal.h"
 #include "objc.h"

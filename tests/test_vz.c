@@ -1,0 +1,822 @@
+/*
+ * Unit tests of the vz driver (boot/vz.c) on the recording stand-in of the
+ * Objective-C runtime (tests/objc_record.c): what vz.c would send to
+ * Virtualization.framework, checked for classes, selectors, arguments and
+ * order against Apple's documented API.
+ *
+ * Bundles are made under $TEST_DIR (default: a fresh mkdtemp under /tmp).
+ * VZ_TRANSCRIPT=1 prints the transcript of the macOS cold start.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../boot/internal.h"
+#include "objc_record.h"
+
+static char g_root[1024];
+
+/* ---------- files ---------- */
+
+static void mkdir_or_fail(const char *path)
+{
+    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+        fail_msg("mkdir %s: %s", path, strerror(errno));
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+        fail_msg("write %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void sparse_file(const char *path, off_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, size) < 0)
+        fail_msg("truncate %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static int exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* ---------- a bundle, its settings, the driver ---------- */
+
+typedef struct {
+    char dir[1200], bundle[1300], run[1400];
+    boot_settings s;
+    boot_start_opts o;
+    const boot_driver *d;
+    boot_vm *vm;
+} fx;
+
+static char *in(const fx *f, const char *where, const char *name)
+{
+    static char bufs[8][PATH_MAX];
+    static int next;
+    (void)f;
+    char *b = bufs[next++ % 8];
+    snprintf(b, PATH_MAX, "%s/%s", where, name);
+    return b;
+}
+
+static void fx_init(fx *f, const char *name, int macos)
+{
+    memset(f, 0, sizeof *f);
+    oc_record_reset();
+    snprintf(f->dir, sizeof f->dir, "%s/%s", g_root, name);
+    snprintf(f->bundle, sizeof f->bundle, "%s/bundle", f->dir);
+    snprintf(f->run, sizeof f->run, "%s/.run", f->bundle);
+    mkdir_or_fail(f->dir);
+    mkdir_or_fail(f->bundle);
+    mkdir_or_fail(f->run);
+    mkdir_or_fail(in(f, f->dir, "src"));
+    mkdir_or_fail(in(f, f->dir, "out"));
+    sparse_file(in(f, f->bundle, "Disk.img"), 64 << 20);
+    if (macos) {
+        write_file(in(f, f->bundle, "HardwareModel"), "hardware-model-16", 16);
+        write_file(in(f, f->bundle, "MachineIdentifier"), "machine-identifier-bytes", 24);
+        sparse_file(in(f, f->bundle, "AuxiliaryStorage"), 32 << 20);
+    } else {
+        write_file(in(f, f->bundle, "vmlinuz"), "kernel", 6);
+        write_file(in(f, f->bundle, "initrd.img"), "initrd", 6);
+        sparse_file(in(f, f->bundle, "efivars"), 64 << 10);
+    }
+    f->d = boot_vz_driver();
+    f->o.bundle_dir = f->bundle;
+    f->o.runtime_dir = f->run;
+    f->o.settings = &f->s;
+}
+
+/* Settings.json text; %s in it is replaced by the fixture's directory */
+static void fx_settings(fx *f, const char *json_fmt)
+{
+    char json[8192];
+    char *out = json;
+    for (const char *p = json_fmt; *p; p++) {
+        if (p[0] == '%' && p[1] == 's') {
+            out += sprintf(out, "%s", f->dir);
+            p++;
+        } else {
+            *out++ = *p;
+        }
+    }
+    *out = 0;
+    int rc = boot_settings_parse(json, strlen(json), f->bundle, &f->s);
+    if (rc)
+        fail_msg("settings: %s", boot_error());
+}
+
+static void fx_done(fx *f)
+{
+    if (f->vm)
+        f->d->release(f->vm);
+    f->vm = NULL;
+    char leaks[2048];
+    int n = oc_record_leaks(leaks, sizeof leaks);
+    if (n)
+        fail_msg("the driver still owns %d objects: %s\n%s", n, leaks, oc_record_transcript());
+    if (strstr(oc_record_transcript(), "!!"))
+        fail_msg("the stand-in caught a misuse:\n%s", oc_record_transcript());
+    boot_settings_free(&f->s);
+    oc_record_reset();
+}
+
+static const char *MACOS_JSON =
+    "{\"version\":1,\"os\":\"macos\",\"cpus\":4,\"memory_mib\":8192,"
+    "\"mac\":\"52:54:00:12:34:56\",\"display\":{\"width\":1440,\"height\":900,\"ppi\":144},"
+    "\"shared_folders\":[{\"tag\":\"src\",\"path\":\"%s/src\",\"read_only\":true},"
+    "{\"tag\":\"out\",\"path\":\"%s/out\"}],"
+    "\"disk\":{\"caching\":\"cached\",\"sync\":\"fsync\"}}";
+
+static const char *LINUX_JSON =
+    "{\"version\":1,\"os\":\"linux\",\"cpus\":2,\"memory_mib\":1024,"
+    "\"mac\":\"52:54:00:ab:cd:ef\","
+    "\"boot\":{\"loader\":\"linux\",\"kernel\":\"vmlinuz\",\"initrd\":\"initrd.img\","
+    "\"cmdline\":\"console=hvc0 root=/dev/vda\"}}";
+
+/* ---------- reading the transcript ---------- */
+
+/* the 0-based number of the first (or last) line from line `from` on that
+ * holds needle, or -1 */
+static int line_of_from(const char *needle, int from, int last)
+{
+    const char *t = oc_record_transcript();
+    int n = 0, found = -1;
+    while (*t) {
+        const char *nl = strchr(t, '\n');
+        size_t len = nl ? (size_t)(nl - t) : strlen(t);
+        if (n >= from) {
+            char *line = strndup(t, len);
+            int hit = line && strstr(line, needle) != NULL;
+            free(line);
+            if (hit) {
+                found = n;
+                if (!last)
+                    return n;
+            }
+        }
+        n++;
+        t += len + (nl ? 1 : 0);
+    }
+    return found;
+}
+
+static int line_of(const char *needle)
+{
+    return line_of_from(needle, 0, 0);
+}
+
+static int last_line_of(const char *needle)
+{
+    return line_of_from(needle, 0, 1);
+}
+
+static int count_of(const char *needle)
+{
+    int n = 0;
+    for (int at = line_of(needle); at >= 0; at = line_of_from(needle, at + 1, 0))
+        n++;
+    return n;
+}
+
+static int lines(void)
+{
+    int n = 0;
+    for (const char *t = oc_record_transcript(); *t; t++)
+        n += *t == '\n';
+    return n;
+}
+
+#define HAS(needle)                                                                                \
+    do {                                                                                           \
+        if (line_of(needle) < 0)                                                                   \
+            fail_msg("no line with: %s\n--- transcript ---\n%s", needle, oc_record_transcript());   \
+    } while (0)
+
+#define LACKS(needle)                                                                              \
+    do {                                                                                           \
+        if (line_of(needle) >= 0)                                                                  \
+            fail_msg("unexpected line with: %s\n--- transcript ---\n%s", needle,                   \
+                     oc_record_transcript());                                                      \
+    } while (0)
+
+#define BEFORE(a, b)                                                                               \
+    do {                                                                                           \
+        int la_ = line_of(a), lb_ = line_of(b);                                                    \
+        if (la_ < 0 || lb_ < 0 || la_ >= lb_)                                                      \
+            fail_msg("expected '%s' (line %d) before '%s' (line %d)\n--- transcript ---\n%s", a,   \
+                     la_, b, lb_, oc_record_transcript());                                         \
+    } while (0)
+
+static void has_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void has_fmt(const char *fmt, ...)
+{
+    char needle[PATH_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(needle, sizeof needle, fmt, ap);
+    va_end(ap);
+    HAS(needle);
+}
+
+/* every setter on any object comes before validateWithError:, which comes
+ * before the VM is made, which comes before it runs */
+static void configuration_then_vm(const char *run_sel)
+{
+    int validate = line_of("validateWithError:");
+    int last_setter = last_line_of(" set");
+    int make_vm = line_of("initWithConfiguration: VZVirtualMachineConfiguration#");
+    int run = line_of(run_sel);
+    if (!(validate > last_setter && make_vm > validate && run > make_vm))
+        fail_msg("order: last setter %d, validateWithError: %d, initWithConfiguration:queue: %d, "
+                 "%s %d\n%s",
+                 last_setter, validate, make_vm, run_sel, run, oc_record_transcript());
+    /* the VM is made on its queue */
+    int q = line_of("dispatch_queue_create(\"strata.vz\"");
+    int sync = line_of_from("dispatch_sync_f(dispatch_queue#", q, 0);
+    assert_true(q > validate && sync > q && sync < make_vm);
+}
+
+/* ---------- tests ---------- */
+
+static void test_driver_table(void **state)
+{
+    (void)state;
+    const boot_driver *d = boot_vz_driver();
+    assert_string_equal(d->name, "vz");
+    assert_string_equal(d->state_file, "SaveFile.vzvmsave");
+    assert_non_null(d->start);
+    assert_non_null(d->pause);
+    assert_non_null(d->save);
+    assert_non_null(d->resume);
+    assert_non_null(d->stop);
+    assert_non_null(d->alive);
+    assert_non_null(d->pid);
+    assert_non_null(d->release);
+}
+
+static void test_macos_cold_start(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "macos-cold", 1);
+    fx_settings(&f, MACOS_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    assert_non_null(f.vm);
+    if (getenv("VZ_TRANSCRIPT"))
+        fprintf(stderr, "--- macOS cold start (%s) ---\n%s---\n", f.dir, oc_record_transcript());
+
+    /* platform: the bundle's hardware model, machine identifier and aux storage */
+    HAS("+[VZMacPlatformConfiguration new] -> VZMacPlatformConfiguration#");
+    has_fmt("+[NSData dataWithContentsOfURL: url(\"%s/HardwareModel\")] -> NSData#", f.bundle);
+    HAS("initWithDataRepresentation: NSData#");
+    HAS("-[VZMacHardwareModel#");
+    HAS("isSupported] -> YES");
+    HAS("setHardwareModel: VZMacHardwareModel#");
+    has_fmt("+[NSData dataWithContentsOfURL: url(\"%s/MachineIdentifier\")] -> NSData#", f.bundle);
+    HAS("setMachineIdentifier: VZMacMachineIdentifier#");
+    has_fmt("initWithURL: url(\"%s/AuxiliaryStorage\")] -> VZMacAuxiliaryStorage#", f.bundle);
+    HAS("setAuxiliaryStorage: VZMacAuxiliaryStorage#");
+    HAS("setPlatform: VZMacPlatformConfiguration#");
+    /* boot loader, CPUs, memory in bytes */
+    HAS("+[VZMacOSBootLoader new]");
+    HAS("setBootLoader: VZMacOSBootLoader#");
+    HAS("setCPUCount: 4]");
+    HAS("setMemorySize: 8589934592]");
+    /* disk: cached = 2, fsync = 2 (VZDiskImageCachingMode / SynchronizationMode) */
+    has_fmt("initWithURL: url(\"%s/Disk.img\") readOnly: NO cachingMode: 2 synchronizationMode: 2 "
+            "error: &error] -> VZDiskImageStorageDeviceAttachment#",
+            f.bundle);
+    HAS("initWithAttachment: VZDiskImageStorageDeviceAttachment#");
+    HAS("setStorageDevices: @[VZVirtioBlockDeviceConfiguration#");
+    /* network: NAT with the settings' MAC */
+    HAS("+[VZNATNetworkDeviceAttachment new]");
+    HAS("setAttachment: VZNATNetworkDeviceAttachment#");
+    HAS("initWithString: \"52:54:00:12:34:56\"] -> VZMACAddress#");
+    HAS("setMACAddress: VZMACAddress#");
+    HAS("setNetworkDevices: @[VZVirtioNetworkDeviceConfiguration#");
+    HAS("setEntropyDevices: @[VZVirtioEntropyDeviceConfiguration#");
+    /* serial console into the runtime directory's log */
+    has_fmt("+[NSFileHandle fileHandleForWritingAtPath: \"%s/.console.log\"] -> NSFileHandle#", f.run);
+    HAS("initWithFileHandleForReading: nil fileHandleForWriting: NSFileHandle#");
+    HAS("setAttachment: VZFileHandleSerialPortAttachment#");
+    HAS("setSerialPorts: @[VZVirtioConsoleDeviceSerialPortConfiguration#");
+    assert_true(exists(in(&f, f.run, ".console.log")));
+    /* display, keyboard, trackpad */
+    HAS("initWithWidthInPixels: 1440 heightInPixels: 900 pixelsPerInch: 144]");
+    HAS("setDisplays: @[VZMacGraphicsDisplayConfiguration#");
+    HAS("setGraphicsDevices: @[VZMacGraphicsDeviceConfiguration#");
+    HAS("setKeyboards: @[VZMacKeyboardConfiguration#");
+    HAS("setPointingDevices: @[VZMacTrackpadConfiguration#");
+    /* shared folders: one virtio-fs device per tag, read-only per folder */
+    HAS("+[VZVirtioFileSystemDeviceConfiguration validateTag: \"src\" error: &error] -> YES");
+    has_fmt("initWithURL: url(\"%s/src\") readOnly: YES] -> VZSharedDirectory#", f.dir);
+    has_fmt("initWithURL: url(\"%s/out\") readOnly: NO] -> VZSharedDirectory#", f.dir);
+    HAS("initWithDirectory: VZSharedDirectory#");
+    HAS("initWithTag: \"src\"] -> VZVirtioFileSystemDeviceConfiguration#");
+    HAS("initWithTag: \"out\"] -> VZVirtioFileSystemDeviceConfiguration#");
+    HAS("setShare: VZSingleDirectoryShare#");
+    HAS("setDirectorySharingDevices: @[VZVirtioFileSystemDeviceConfiguration#");
+    /* validate, make the VM on its queue, start it there */
+    HAS("validateWithError: &error] -> YES");
+    LACKS("validateSaveRestoreSupportWithError:");
+    HAS("initWithConfiguration: VZVirtualMachineConfiguration#");
+    HAS("queue: dispatch_queue#");
+    HAS("startWithCompletionHandler: ^(NSError *)]");
+    HAS("^ startWithCompletionHandler: completion(nil)");
+    LACKS("restoreMachineStateFromURL:");
+    LACKS("resumeWithCompletionHandler:");
+    configuration_then_vm("startWithCompletionHandler:");
+    /* the start is sent inside a dispatch_sync onto the VM's queue */
+    int start = line_of("startWithCompletionHandler: ^(NSError *)]");
+    assert_true(start > 0);
+    const char *t = oc_record_transcript();
+    for (int i = 0; i < start - 1; i++)
+        t = strchr(t, '\n') + 1;
+    assert_true(strncmp(t, "dispatch_sync_f(dispatch_queue#", 31) == 0);
+
+    assert_int_equal(f.d->alive(f.vm), 1);
+    assert_int_equal(f.d->pid(f.vm), getpid());
+    fx_done(&f);
+}
+
+static void test_macos_resume(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "macos-resume", 1);
+    fx_settings(&f, MACOS_JSON);
+    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+
+    HAS("validateSaveRestoreSupportWithError: &error] -> YES");
+    BEFORE("validateWithError:", "validateSaveRestoreSupportWithError:");
+    BEFORE("validateSaveRestoreSupportWithError:", "initWithConfiguration:");
+    configuration_then_vm("restoreMachineStateFromURL:");
+    has_fmt("restoreMachineStateFromURL: url(\"%s/SaveFile.vzvmsave\") completionHandler: ^(NSError *)]",
+            f.bundle);
+    HAS("^ restoreMachineStateFromURL:completionHandler: completion(nil)");
+    BEFORE("^ restoreMachineStateFromURL:completionHandler: completion(nil)",
+           "resumeWithCompletionHandler: ^(NSError *)]");
+    HAS("^ resumeWithCompletionHandler: completion(nil)");
+    LACKS("startWithCompletionHandler:");
+    /* a VM that may be saved has no entropy device */
+    LACKS("VZVirtioEntropyDeviceConfiguration");
+    assert_int_equal(f.d->alive(f.vm), 1);
+    fx_done(&f);
+}
+
+static void test_suspend(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "macos-suspend", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("validateSaveRestoreSupportWithError: &error] -> YES");
+    int mark = lines();
+
+    char *path = in(&f, f.bundle, "SaveFile.vzvmsave");
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/.tmp%d.SaveFile.vzvmsave", f.bundle, (int)getpid());
+    assert_int_equal(f.d->pause(f.vm), 0);
+    assert_int_equal(f.d->save(f.vm, path), 0);
+
+    int pause = line_of_from("pauseWithCompletionHandler: ^(NSError *)]", mark, 0);
+    int paused = line_of_from("^ pauseWithCompletionHandler: completion(nil)", mark, 0);
+    char save_line[PATH_MAX + 128];
+    snprintf(save_line, sizeof save_line,
+             "saveMachineStateToURL: url(\"%s\") completionHandler: ^(NSError *)]", tmp);
+    int save = line_of_from(save_line, mark, 0);
+    int saved = line_of_from("^ saveMachineStateToURL:completionHandler: completion(nil)", mark, 0);
+    if (!(pause > mark && paused > pause && save > paused && saved > save))
+        fail_msg("pause %d/%d then save %d/%d after line %d\n%s", pause, paused, save, saved, mark,
+                 oc_record_transcript());
+    assert_int_equal(line_of_from("startWithCompletionHandler:", mark, 0), -1);
+    assert_int_equal(line_of_from("resumeWithCompletionHandler:", mark, 0), -1);
+    /* the state is in place, the temporary name gone */
+    assert_true(exists(path));
+    assert_false(exists(tmp));
+    /* paused is still alive; a forced stop ends it */
+    assert_int_equal(f.d->alive(f.vm), 1);
+    assert_int_equal(f.d->stop(f.vm, 1), 0);
+    HAS("^ stopWithCompletionHandler: completion(nil)");
+    assert_int_equal(f.d->alive(f.vm), 0);
+    fx_done(&f);
+}
+
+static void test_save_failure_leaves_nothing(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "macos-save-fails", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    char *path = in(&f, f.bundle, "SaveFile.vzvmsave");
+    /* not paused: the framework refuses */
+    assert_true(f.d->save(f.vm, path) < 0);
+    assert_non_null(strstr(boot_error(), "save needs a paused VM"));
+    assert_false(exists(path));
+    assert_int_equal(f.d->pause(f.vm), 0);
+    oc_record_fail("saveMachineStateToURL:completionHandler:", "Failed to save the virtual machine.");
+    assert_true(f.d->save(f.vm, path) < 0);
+    assert_non_null(strstr(boot_error(), "Failed to save the virtual machine."));
+    assert_false(exists(path));
+    assert_int_equal(f.d->resume(f.vm), 0);
+    HAS("^ resumeWithCompletionHandler: completion(nil)");
+    fx_done(&f);
+}
+
+static void test_linux_start(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "linux", 0);
+    fx_settings(&f, LINUX_JSON);
+    char *mid = in(&f, f.bundle, "MachineIdentifier");
+    assert_false(exists(mid));
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+
+    HAS("+[VZGenericPlatformConfiguration new] -> VZGenericPlatformConfiguration#");
+    /* no identifier in the bundle: a new one, written there for next time */
+    HAS("+[VZGenericMachineIdentifier new] -> VZGenericMachineIdentifier#");
+    HAS("dataRepresentation] -> NSData#");
+    has_fmt("writeToURL: url(\"%s\") atomically: YES] -> YES", mid);
+    HAS("setMachineIdentifier: VZGenericMachineIdentifier#");
+    assert_true(exists(mid));
+    /* direct kernel boot */
+    has_fmt("initWithKernelURL: url(\"%s/vmlinuz\")] -> VZLinuxBootLoader#", f.bundle);
+    has_fmt("setInitialRamdiskURL: url(\"%s/initrd.img\")]", f.bundle);
+    HAS("setCommandLine: \"console=hvc0 root=/dev/vda\"]");
+    HAS("setBootLoader: VZLinuxBootLoader#");
+    HAS("setPlatform: VZGenericPlatformConfiguration#");
+    HAS("setCPUCount: 2]");
+    HAS("setMemorySize: 1073741824]");
+    /* the defaults: automatic = 0, full = 1 */
+    HAS("readOnly: NO cachingMode: 0 synchronizationMode: 1 error: &error]");
+    HAS("initWithString: \"52:54:00:ab:cd:ef\"]");
+    HAS("setEntropyDevices: @[VZVirtioEntropyDeviceConfiguration#");
+    /* nothing a Mac guest needs */
+    LACKS("VZMac");
+    LACKS("setGraphicsDevices:");
+    LACKS("setKeyboards:");
+    LACKS("setDirectorySharingDevices:");
+    configuration_then_vm("startWithCompletionHandler:");
+    HAS("^ startWithCompletionHandler: completion(nil)");
+    f.d->release(f.vm);
+    f.vm = NULL;
+
+    /* the second start reads the identifier the first one wrote */
+    oc_record_reset();
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    has_fmt("+[NSData dataWithContentsOfURL: url(\"%s\")] -> NSData#", mid);
+    HAS("-[VZGenericMachineIdentifier#");
+    HAS("initWithDataRepresentation: NSData#");
+    LACKS("+[VZGenericMachineIdentifier new]");
+    LACKS("writeToURL:");
+    fx_done(&f);
+}
+
+static void test_linux_efi(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "linux-efi", 0);
+    fx_settings(&f, "{\"version\":1,\"os\":\"linux\",\"boot\":{\"loader\":\"efi\","
+                    "\"variable_store\":\"efivars\"},\"disk\":{\"caching\":\"uncached\",\"sync\":\"none\"}}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[VZEFIBootLoader new] -> VZEFIBootLoader#");
+    has_fmt("initWithURL: url(\"%s/efivars\")] -> VZEFIVariableStore#", f.bundle);
+    HAS("setVariableStore: VZEFIVariableStore#");
+    HAS("setBootLoader: VZEFIBootLoader#");
+    LACKS("VZLinuxBootLoader");
+    /* uncached = 1, none = 3 */
+    HAS("readOnly: NO cachingMode: 1 synchronizationMode: 3 error: &error]");
+    /* no MAC in the settings: the framework picks one */
+    LACKS("VZMACAddress");
+    fx_done(&f);
+}
+
+static void test_start_failure(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "start-fails", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_fail("startWithCompletionHandler:",
+                   "The virtual machine failed to start. Internal Virtualization error.");
+    boot_vm *vm = (boot_vm *)0x1;
+    int rc = f.d->start(&f.o, &vm);
+    assert_int_equal(rc, -EIO);
+    assert_ptr_equal(vm, (boot_vm *)0x1); /* untouched on failure */
+    assert_non_null(strstr(boot_error(), "the VM did not start"));
+    assert_non_null(strstr(boot_error(), "The virtual machine failed to start. Internal Virtualization error."));
+    HAS("^ startWithCompletionHandler: completion(NSError(\"The virtual machine failed to start.");
+    /* what was made is released: fx_done checks the stand-in's count */
+    HAS("dispatch_release(dispatch_queue#");
+    fx_done(&f);
+}
+
+static void test_save_restore_unsupported(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "not-savable", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.suspendable = 1;
+    oc_record_fail("validateSaveRestoreSupportWithError:",
+                   "The storage device attachment is not supported for save and restore.");
+    boot_vm *vm = NULL;
+    int rc = f.d->start(&f.o, &vm);
+    assert_int_equal(rc, -ENOTSUP);
+    assert_null(vm);
+    assert_non_null(strstr(boot_error(), "can't be suspended"));
+    assert_non_null(strstr(boot_error(), "not supported for save and restore"));
+    HAS("validateSaveRestoreSupportWithError: &error] -> NO, error: NSError(");
+    LACKS("dispatch_queue_create");
+    LACKS("initWithConfiguration:");
+    LACKS("startWithCompletionHandler:");
+    fx_done(&f);
+}
+
+static void test_old_macos_cannot_suspend(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "macos13", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.suspendable = 1;
+    oc_record_absent("validateSaveRestoreSupportWithError:");
+    oc_record_absent("VZMacKeyboardConfiguration");
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "macOS 14"));
+    LACKS("validateSaveRestoreSupportWithError:"); /* never sent where it doesn't exist */
+    HAS("+[VZUSBKeyboardConfiguration new]");      /* macOS 13's keyboard */
+    LACKS("initWithConfiguration:");
+    fx_done(&f);
+
+    /* the same host cold-boots a VM that needn't be suspended */
+    fx_init(&f, "macos13-cold", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_absent("validateSaveRestoreSupportWithError:");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    fx_done(&f);
+}
+
+static void test_validate_refused(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "invalid", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_fail("validateWithError:", "The number of CPUs exceeds the host's limit.");
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
+    assert_non_null(strstr(boot_error(), "refused the VM's configuration"));
+    assert_non_null(strstr(boot_error(), "The number of CPUs exceeds the host's limit."));
+    LACKS("initWithConfiguration:");
+    fx_done(&f);
+}
+
+static void test_restore_refused(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "restore-refused", 1);
+    fx_settings(&f, MACOS_JSON);
+    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
+    oc_record_fail("restoreMachineStateFromURL:completionHandler:", "invalid argument");
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -EIO);
+    assert_null(vm);
+    assert_non_null(strstr(boot_error(), "refused the saved state"));
+    assert_non_null(strstr(boot_error(), "invalid argument"));
+    LACKS("resumeWithCompletionHandler:");
+    LACKS("startWithCompletionHandler:");
+    fx_done(&f);
+
+    /* a state file that isn't there is caught before the framework is asked */
+    fx_init(&f, "restore-missing", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOENT);
+    assert_non_null(strstr(boot_error(), "SaveFile.vzvmsave"));
+    assert_int_equal(lines(), 0);
+    fx_done(&f);
+}
+
+static void test_missing_bundle_files(void **state)
+{
+    (void)state;
+    fx f;
+    boot_vm *vm = NULL;
+    fx_init(&f, "no-hw-model", 1);
+    fx_settings(&f, MACOS_JSON);
+    unlink(in(&f, f.bundle, "HardwareModel"));
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOENT);
+    assert_non_null(strstr(boot_error(), "HardwareModel"));
+    LACKS("VZVirtualMachine");
+    fx_done(&f);
+
+    /* data the framework can't read (the stand-in refuses empty data) */
+    fx_init(&f, "bad-machine-id", 1);
+    fx_settings(&f, MACOS_JSON);
+    write_file(in(&f, f.bundle, "MachineIdentifier"), "", 0);
+    assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
+    assert_non_null(strstr(boot_error(), "MachineIdentifier: not a Mac machine identifier"));
+    fx_done(&f);
+
+    /* a hardware model this Mac can't run */
+    fx_init(&f, "unsupported-model", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_fail("isSupported", "-");
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "can't run a VM of that hardware model"));
+    fx_done(&f);
+
+    /* the disk attachment's error is passed on */
+    fx_init(&f, "disk-refused", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_fail("initWithURL:readOnly:cachingMode:synchronizationMode:error:",
+                   "The disk image is locked by another process.");
+    assert_int_equal(f.d->start(&f.o, &vm), -EIO);
+    assert_non_null(strstr(boot_error(), "Disk.img"));
+    assert_non_null(strstr(boot_error(), "locked by another process"));
+    fx_done(&f);
+
+    /* a shared folder that is gone */
+    fx_init(&f, "share-gone", 1);
+    fx_settings(&f, MACOS_JSON);
+    rmdir(in(&f, f.dir, "out"));
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOENT);
+    assert_non_null(strstr(boot_error(), "shared folder"));
+    fx_done(&f);
+}
+
+static void test_shared_folders_one_tag(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "shares", 0);
+    fx_settings(&f, "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},"
+                    "\"shared_folders\":[{\"tag\":\"host\",\"path\":\"%s/src\",\"read_only\":true},"
+                    "{\"tag\":\"host\",\"path\":\"%s/out/\"}]}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    assert_int_equal(count_of("initWithTag:"), 1);
+    HAS("+[VZMultipleDirectoryShare validateName: \"src\" error: &error] -> YES");
+    HAS("initWithDirectories: @{\"src\": VZSharedDirectory#");
+    HAS(", \"out\": VZSharedDirectory#");
+    HAS("setShare: VZMultipleDirectoryShare#");
+    LACKS("VZSingleDirectoryShare");
+    fx_done(&f);
+
+    /* two folders of one name under one tag can't be told apart */
+    fx_init(&f, "shares-clash", 0);
+    mkdir_or_fail(in(&f, f.dir, "out/src"));
+    fx_settings(&f, "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},"
+                    "\"shared_folders\":[{\"tag\":\"host\",\"path\":\"%s/src\"},"
+                    "{\"tag\":\"host\",\"path\":\"%s/out/src\"}]}");
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
+    assert_non_null(strstr(boot_error(), "two folders named 'src'"));
+    fx_done(&f);
+
+    /* a tag Virtualization.framework refuses (36 bytes: it wants fewer) */
+    fx_init(&f, "long-tag", 0);
+    fx_settings(&f, "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},"
+                    "\"shared_folders\":[{\"tag\":\"abcdefghijklmnopqrstuvwxyz0123456789\","
+                    "\"path\":\"%s/src\"}]}");
+    assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
+    assert_non_null(strstr(boot_error(), "shared folder tag"));
+    LACKS("initWithTag:");
+    fx_done(&f);
+}
+
+static void test_graceful_stop(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "stop", 0);
+    fx_settings(&f, LINUX_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    int mark = lines();
+    assert_int_equal(f.d->stop(f.vm, 0), 0);
+    int req = line_of_from("requestStopWithError: &error] -> YES", mark, 0);
+    assert_true(req > mark);
+    assert_int_equal(line_of_from("stopWithCompletionHandler:", mark, 0), -1);
+    /* the guest decides: still alive until it has shut down */
+    assert_int_equal(f.d->alive(f.vm), 1);
+    oc_record_set_vm_state(0);
+    assert_int_equal(f.d->alive(f.vm), 0);
+    HAS("state] -> 0");
+    /* stopping a stopped VM is done already */
+    mark = lines();
+    assert_int_equal(f.d->stop(f.vm, 1), 0);
+    assert_int_equal(line_of_from("stopWithCompletionHandler:", mark, 0), -1);
+    /* a guest that stopped with an error is not alive either */
+    oc_record_set_vm_state(3);
+    assert_int_equal(f.d->alive(f.vm), 0);
+    fx_done(&f);
+}
+
+static void test_refused_graceful_stop(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "stop-refused", 0);
+    fx_settings(&f, LINUX_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    assert_int_equal(f.d->pause(f.vm), 0);
+    /* paused: the guest can't be asked */
+    assert_int_equal(f.d->stop(f.vm, 0), -EIO);
+    assert_non_null(strstr(boot_error(), "The virtual machine is not running."));
+    fx_done(&f); /* releasing the paused VM stops it */
+}
+
+static void test_release_stops_a_running_vm(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "release", 0);
+    fx_settings(&f, LINUX_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    int mark = lines();
+    f.d->release(f.vm);
+    f.vm = NULL;
+    int stop = line_of_from("stopWithCompletionHandler: ^(NSError *)]", mark, 0);
+    int drop = line_of_from("dispatch_release(dispatch_queue#", mark, 0);
+    assert_true(stop > mark && drop > stop);
+    fx_done(&f);
+}
+
+static int setup_root(void **state)
+{
+    (void)state;
+    const char *base = getenv("TEST_DIR");
+    snprintf(g_root, sizeof g_root, "%s/strata-vz-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(g_root)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", g_root, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown_root(void **state)
+{
+    (void)state;
+    char cmd[PATH_MAX + 16];
+    if (!getenv("KEEP_TEST_DIR")) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", g_root);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_driver_table),
+        cmocka_unit_test(test_macos_cold_start),
+        cmocka_unit_test(test_macos_resume),
+        cmocka_unit_test(test_suspend),
+        cmocka_unit_test(test_save_failure_leaves_nothing),
+        cmocka_unit_test(test_linux_start),
+        cmocka_unit_test(test_linux_efi),
+        cmocka_unit_test(test_start_failure),
+        cmocka_unit_test(test_save_restore_unsupported),
+        cmocka_unit_test(test_old_macos_cannot_suspend),
+        cmocka_unit_test(test_validate_refused),
+        cmocka_unit_test(test_restore_refused),
+        cmocka_unit_test(test_missing_bundle_files),
+        cmocka_unit_test(test_shared_folders_one_tag),
+        cmocka_unit_test(test_graceful_stop),
+        cmocka_unit_test(test_refused_graceful_stop),
+        cmocka_unit_test(test_release_stops_a_running_vm),
+    };
+    return cmocka_run_group_tests_name("vz driver (recorded)", tests, setup_root, teardown_root);
+}
