@@ -23,7 +23,7 @@ ALL_CFLAGS += -fblocks -DSTRATA_HAVE_VZ
 LDLIBS     += -framework Foundation -framework Virtualization
 CODESIGN   := codesign --sign - --entitlements boot/vz.entitlements --force
 else
-CODESIGN   := true
+CODESIGN   :=
 endif
 
 LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC)
@@ -42,7 +42,7 @@ $(B)/libstrata.a: $(LIB_OBJ)
 
 $(B)/strata: $(B)/cli/main.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
-	$(CODESIGN) $@
+	$(if $(CODESIGN),$(CODESIGN) $@)
 
 $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)

@@ -59,25 +59,6 @@ const boot_driver *boot_driver_find(const char *name)
 
 /* ---------- small files in an instance ---------- */
 
-static int write_file(const char *dir, const char *name, const char *text)
-{
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    size_t len = strlen(text);
-    int rc = 0;
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
-        rc = boot_fail_errno(errno, "%s", tmp);
-    if (fd >= 0)
-        close(fd);
-    if (!rc && rename(tmp, path) < 0)
-        rc = boot_fail_errno(errno, "%s", path);
-    if (rc)
-        unlink(tmp);
-    return rc;
-}
-
 static char *read_small(const char *dir, const char *name)
 {
     char path[4096];
@@ -133,7 +114,7 @@ static int write_run(const char *dir, const char *name, const char *layer, const
     char text[1024];
     snprintf(text, sizeof text, "name %s\npid %d\nvm-pid %d\nlayer %s\ndriver %s\nresumed-from %s\nstate %s\n",
              name, (int)getpid(), vm_pid, layer, driver, resumed_from ? resumed_from : "-", state);
-    return write_file(dir, ".run", text);
+    return boot_write_atomic(dir, ".run", text);
 }
 
 static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -165,7 +146,7 @@ static int write_side(const char *dir, const char *what, const char *text)
     side_path(dir, what, path, sizeof path);
     char *slash = strrchr(path, '/');
     *slash = 0;
-    int rc = write_file(path, slash + 1, text);
+    int rc = boot_write_atomic(path, slash + 1, text);
     return rc;
 }
 
@@ -491,6 +472,9 @@ int boot_run(store *st, const boot_run_opts *o)
                 int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
                 if (fd < 0 || read(fd, &ecid, sizeof ecid) != sizeof ecid)
                     ecid = (uint64_t)time(NULL) * 2654435761u;
+                /* below 2^63: libplist writes 8-byte integers, which every
+                 * plist reader (CoreFoundation too) takes as the same number */
+                ecid = (ecid & INT64_MAX) | 1;
                 if (fd >= 0)
                     close(fd);
                 if (store_write_machine_identifier(mid, ecid)) {

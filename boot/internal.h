@@ -8,6 +8,9 @@
 int boot_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int boot_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* settings.c: write dir/name atomically (dot-named temporary, fsync, rename) */
+int boot_write_atomic(const char *dir, const char *name, const char *text);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

@@ -251,13 +251,17 @@ static int kvm_works(const char *runtime_dir)
     return works;
 }
 
-static const char *ovmf_code(void)
+/* OVMF's code must be the build its variable store was made for: the 4 MiB
+ * build's store is 540 KiB, the 2 MiB build's 128 KiB */
+static const char *ovmf_code(const char *vars_path)
 {
-    static const char *const paths[] = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd",
-                                        "/usr/share/ovmf/OVMF.fd", NULL};
-    for (int i = 0; paths[i]; i++)
-        if (access(paths[i], R_OK) == 0)
-            return paths[i];
+    struct stat st;
+    int big = stat(vars_path, &st) == 0 && st.st_size > 256 * 1024;
+    static const char *const big_paths[] = {"/usr/share/OVMF/OVMF_CODE_4M.fd", NULL};
+    static const char *const small_paths[] = {"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/ovmf/OVMF.fd", NULL};
+    for (const char *const *p = big ? big_paths : small_paths; *p; p++)
+        if (access(*p, R_OK) == 0)
+            return *p;
     return NULL;
 }
 
@@ -342,14 +346,14 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
             ARG(s->cmdline);
         }
     } else {
-        const char *code = ovmf_code();
-        if (!code) {
-            free(vm);
-            return boot_fail(ENOENT, "UEFI boot needs OVMF (Debian package ovmf)");
-        }
-        snprintf(pflash0, sizeof pflash0, "if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
         snprintf(pflash1, sizeof pflash1, "if=pflash,format=raw,unit=1,file=%s/%s", o->bundle_dir,
                  s->efi_vars);
+        const char *code = ovmf_code(pflash1 + strlen("if=pflash,format=raw,unit=1,file="));
+        if (!code) {
+            free(vm);
+            return boot_fail(ENOENT, "UEFI boot needs OVMF's firmware for this variable store (Debian package ovmf)");
+        }
+        snprintf(pflash0, sizeof pflash0, "if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
         ARG("-drive");
         ARG(pflash0);
         ARG("-drive");

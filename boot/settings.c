@@ -424,12 +424,22 @@ int boot_settings_save(const char *bundle_dir, const boot_settings *s)
     json_decref(o);
     if (!text)
         return -ENOMEM;
+    char *line = NULL;
+    int rc = asprintf(&line, "%s\n", text) < 0 ? -ENOMEM : boot_write_atomic(bundle_dir, F, line);
+    free(line);
+    free(text);
+    return rc;
+}
+
+int boot_write_atomic(const char *dir, const char *name, const char *text)
+{
+    /* a dot name, so a crash never leaves a stray file that commit versions */
     char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/" F, bundle_dir);
-    snprintf(tmp, sizeof tmp, "%s/.Settings.json.tmp-%d", bundle_dir, (int)getpid());
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name[0] == '.' ? name + 1 : name, (int)getpid());
     int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
         rc = boot_fail_errno(errno, "%s", tmp);
     if (fd >= 0)
         close(fd);
@@ -437,7 +447,6 @@ int boot_settings_save(const char *bundle_dir, const boot_settings *s)
         rc = boot_fail_errno(errno, "%s", path);
     if (rc)
         unlink(tmp);
-    free(text);
     return rc;
 }
 

@@ -56,6 +56,22 @@ static void json_str(FILE *out, const char *s)
     fputc('"', out);
 }
 
+static const char *date_of(int64_t t, char *buf, size_t n);
+
+/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
+static void json_layer_head(const store_layer *l)
+{
+    char d[32];
+    printf("{\"id\":\"%s\",\"parent\":", l->id.hex);
+    if (l->has_parent)
+        printf("\"%s\"", l->parent.hex);
+    else
+        printf("null");
+    printf(",\"created\":\"%s\",\"message\":", date_of(l->created, d, sizeof d));
+    json_str(stdout, l->message);
+    printf(",\"bytes_added\":%" PRIu64, l->bytes_added);
+}
+
 static const char *human(uint64_t bytes, char *buf, size_t n)
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -153,6 +169,14 @@ static int parse(int argc, char **argv, const opt *opts, size_t nopts, char **po
         }
     }
     return 0;
+}
+
+/* the common case: a verb whose only option is --json */
+static int parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos, int *json,
+                           const char *verb_name)
+{
+    opt opts[] = {{"--json", 0, NULL, json}};
+    return parse(argc, argv, opts, 1, pos, maxpos, npos, verb_name);
 }
 
 static int need(int npos, int min, const char *verb_name)
@@ -279,10 +303,9 @@ static int cmd_clone(int argc, char **argv)
 static int cmd_log(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 1, &n, "log") || need(n, 1, "log"))
+    if (parse_json_only(argc, argv, pos, 1, &n, &json, "log") || need(n, 1, "log"))
         return 1;
     store *st;
     store_id id;
@@ -303,14 +326,9 @@ static int cmd_log(int argc, char **argv)
         }
         char d[32], b[32];
         if (json) {
-            printf("%s{\"id\":\"%s\",\"parent\":", first ? "" : ",", l->id.hex);
-            if (l->has_parent)
-                printf("\"%s\"", l->parent.hex);
-            else
-                printf("null");
-            printf(",\"created\":\"%s\",\"message\":", date_of(l->created, d, sizeof d));
-            json_str(stdout, l->message);
-            printf(",\"bytes_added\":%" PRIu64 "}", l->bytes_added);
+            printf("%s", first ? "" : ",");
+            json_layer_head(l);
+            printf("}");
         } else {
             printf("%.12s  %s  %10s  %s\n", l->id.hex, date_of(l->created, d, sizeof d),
                    human(l->bytes_added, b, sizeof b), l->message);
@@ -331,10 +349,9 @@ static int cmd_log(int argc, char **argv)
 static int cmd_diff(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[2];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 2, &n, "diff") || need(n, 2, "diff"))
+    if (parse_json_only(argc, argv, pos, 2, &n, &json, "diff") || need(n, 2, "diff"))
         return 1;
     store *st;
     store_id a, b;
@@ -375,10 +392,9 @@ static int cmd_diff(int argc, char **argv)
 static int cmd_ls(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 0, &n, "ls"))
+    if (parse_json_only(argc, argv, pos, 0, &n, &json, "ls"))
         return 1;
     store *st;
     if (open_store(&st))
@@ -411,16 +427,9 @@ static int cmd_ls(int argc, char **argv)
                 at += (size_t)snprintf(tagline + at, sizeof tagline - at, "%s%s", at ? "," : "",
                                        tags[t].name);
         if (json) {
-            printf("%s{\"id\":\"%s\",\"parent\":", i ? "," : "", l->id.hex);
-            if (l->has_parent)
-                printf("\"%s\"", l->parent.hex);
-            else
-                printf("null");
-            printf(",\"created\":\"%s\",\"size\":%" PRIu64 ",\"bytes_added\":%" PRIu64
-                   ",\"message\":",
-                   date_of(l->created, d, sizeof d), size, l->bytes_added);
-            json_str(stdout, l->message);
-            printf(",\"tags\":[");
+            printf("%s", i ? "," : "");
+            json_layer_head(l);
+            printf(",\"size\":%" PRIu64 ",\"tags\":[", size);
             int k = 0;
             for (size_t t = 0; t < ntags; t++)
                 if (!strcmp(tags[t].id.hex, ids[i].hex)) {
@@ -445,10 +454,9 @@ static int cmd_ls(int argc, char **argv)
 static int cmd_inspect(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 1, &n, "inspect") || need(n, 1, "inspect"))
+    if (parse_json_only(argc, argv, pos, 1, &n, &json, "inspect") || need(n, 1, "inspect"))
         return 1;
     store *st;
     store_id id;
@@ -468,14 +476,8 @@ static int cmd_inspect(int argc, char **argv)
     }
     char d[32], h[32];
     if (json) {
-        printf("{\"id\":\"%s\",\"parent\":", l->id.hex);
-        if (l->has_parent)
-            printf("\"%s\"", l->parent.hex);
-        else
-            printf("null");
-        printf(",\"created\":\"%s\",\"message\":", date_of(l->created, d, sizeof d));
-        json_str(stdout, l->message);
-        printf(",\"bytes_added\":%" PRIu64 ",\"files\":[", l->bytes_added);
+        json_layer_head(l);
+        printf(",\"files\":[");
     } else {
         printf("layer       %s\nparent      %s\ncreated     %s\nmessage     %s\nbytes added "
                "%s\n",
@@ -576,10 +578,9 @@ static int cmd_untag(int argc, char **argv)
 static int cmd_df(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 0, &n, "df"))
+    if (parse_json_only(argc, argv, pos, 0, &n, &json, "df"))
         return 1;
     store *st;
     if (open_store(&st))
@@ -657,10 +658,9 @@ static int cmd_fsck(int argc, char **argv)
 static int cmd_gc(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 0, &n, "gc"))
+    if (parse_json_only(argc, argv, pos, 0, &n, &json, "gc"))
         return 1;
     store *st;
     if (open_store(&st))
@@ -799,10 +799,9 @@ static int cmd_stop(int argc, char **argv)
 static int cmd_ps(int argc, char **argv)
 {
     int json = 0;
-    opt opts[] = {{"--json", 0, NULL, &json}};
     char *pos[1];
     int n;
-    if (parse(argc, argv, opts, 1, pos, 0, &n, "ps"))
+    if (parse_json_only(argc, argv, pos, 0, &n, &json, "ps"))
         return 1;
     store *st;
     if (open_store(&st))

@@ -18,8 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
-
 typedef struct {
     store_report_fn fn;
     void *ctx;
@@ -479,7 +477,6 @@ int store_df(store *st, store_usage *out)
     size_t ntags = 0;
     unsigned char(*digests)[32] = NULL;
     size_t nd = 0, cap = 0;
-    uint64_t *lens = NULL;
     if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
         goto out;
     out->layers = n;
@@ -539,7 +536,6 @@ int store_df(store *st, store_usage *out)
     if (statvfs(st->home, &v) == 0)
         out->volume_free = (uint64_t)v.f_bavail * v.f_frsize;
 out:
-    (void)lens;
     free(digests);
     free(ids);
     store_tags_free(tags, ntags);

@@ -76,6 +76,10 @@ int st_info_parse(const char *data, size_t len, store_layer *l);
 void st_sha256(const void *data, size_t len, unsigned char out[32]);
 int st_name_valid(const char *name);
 
+/* store.c: the layer a recorded clone stands on, if that clone still
+ * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
+int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
+
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
 int st_layer_exists(const store *st, const store_id *id);

@@ -531,8 +531,6 @@ int store_instance_layer(store *st, const char *instance_dir, store_id *out)
     return rc;
 }
 
-/* used by gc: the layer a recorded instance currently stands on, if it lives */
-int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out)
 {
     const char *p = strncmp(record_text, "path ", 5) ? NULL : record_text + 5;
@@ -586,8 +584,7 @@ static void note(const store_commit_opts *o, const char *fmt, ...)
 }
 
 /* The regular files of a bundle, checked against the bundle rules. */
-static int scan_bundle(const char *dir, int is_instance, const store_commit_opts *o,
-                       src_file **out, size_t *n)
+static int scan_bundle(const char *dir, const store_commit_opts *o, src_file **out, size_t *n)
 {
     char **names;
     size_t cnt;
@@ -641,7 +638,6 @@ static int scan_bundle(const char *dir, int is_instance, const store_commit_opts
     if (!rc && has_hw && (!has_aux || !has_mid))
         rc = st_fail(ENOENT, "%s: a macOS bundle (it has HardwareModel) needs %s too", dir,
                      !has_aux ? "AuxiliaryStorage" : "MachineIdentifier");
-    (void)is_instance;
     if (rc) {
         free_src(v, k);
         return rc;
@@ -713,7 +709,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     store_layer l = {0};
     st_buf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
-    int rc = scan_bundle(src_dir, parent != NULL, o, &src, &nsrc);
+    int rc = scan_bundle(src_dir, o, &src, &nsrc);
     if (rc)
         return rc;
     if ((rc = st_tmpdir_make(st, parent ? "commit" : "import", &tmp)))

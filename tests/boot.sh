@@ -43,13 +43,17 @@ start_vm() { # name args...: strata run in the background
     PIDS="$PIDS $!"
 }
 
-run "$S" import "$GUEST/guest.bundle" linux-ci
+# the guest, with a machine identifier to be replaced by --new-identity
+cp -a "$GUEST/guest.bundle" "$W/gb"
+cp "$HERE/../fixtures/MachineIdentifier" "$W/gb/"
+run "$S" import "$W/gb" linux-ci
 check "import the guest bundle" [ "$rc" -eq 0 ]
-LAYER_MAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$GUEST/guest.bundle/Settings.json")
+LAYER_MAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$W/gb/Settings.json")
+ecid() { python3 -c 'import plistlib,sys; print(plistlib.load(open(sys.argv[1],"rb"))["ECID"])' "$1"; }
 
 # ---- cold boot ----
 t0=$(date +%s.%N)
-start_vm a linux-ci
+start_vm a linux-ci --new-identity
 if wait_for "$(console a)" 'HEARTBEAT uptime=[0-9]+ counter=3' 240; then
     ok "cold boot of a layer reaches its heartbeat"
     cold=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
@@ -64,6 +68,9 @@ check "KVM hangs here: the probe fell back to software emulation" grep -qz 'tcg'
 NEWMAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$STRATA_HOME/vms/a/Settings.json")
 check "a new instance gets a fresh MAC" [ "$NEWMAC" != "$LAYER_MAC" ]
 check "...locally administered" python3 -c "import sys; b=int('$NEWMAC'[:2],16); sys.exit(0 if b & 2 and not b & 1 else 1)"
+check "the fixture's ECID reads as 13061332575042855156" [ "$(ecid "$W/gb/MachineIdentifier")" = 13061332575042855156 ]
+NEWECID=$(ecid "$STRATA_HOME/vms/a/MachineIdentifier")
+check "--new-identity writes a fresh ECID ($NEWECID)" [ "$NEWECID" != 13061332575042855156 ] && [ "$NEWECID" -gt 0 ]
 
 # ---- suspend ----
 sleep 2
@@ -76,7 +83,7 @@ run "$S" ps
 check "the suspended instance no longer runs" bash -c "! grep -q '^a ' '$W/out'"
 run "$S" inspect linux-ci:warm --json
 check "the layer holds disk, state and settings" grep -q '"name":"SaveFile.qemustate"' "$W/out"
-check "the layer records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"none","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
+check "the layer records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"[0-9a-f]\{64\}","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
 DISK_BEFORE=$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)
 
 # ---- resume, twice, each from the same point ----
@@ -91,6 +98,7 @@ for r in r1 r2; do
         check "resume $r continues the uptime ($U -> $u)" [ "$u" -ge "$U" ] && [ "$u" -le $((U + 5)) ]
         check "resume $r continues the counter ($C -> $c)" [ "$c" -eq $((C + 1)) ]
         check "resume $r keeps the saved MAC" grep -q "\"mac\": \"$NEWMAC\"" "$STRATA_HOME/vms/$r/Settings.json"
+        check "resume $r keeps the saved machine identifier" [ "$(ecid "$STRATA_HOME/vms/$r/MachineIdentifier")" = "$NEWECID" ]
     else
         bad "resume $r reaches a heartbeat"; tail -5 "$W/run-$r.log"
     fi
@@ -134,6 +142,25 @@ fi
 run "$S" stop e1 --timeout 2
 check "--ephemeral leaves no instance" [ ! -e "$STRATA_HOME/vms/e1" ]
 check "--ephemeral makes no layer" [ "$(ls "$STRATA_HOME/layers" | wc -l)" -eq "$nlayers" ]
+
+# ---- UEFI: OVMF with the bundle's own variable store ----
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+if [ -r $OVMF_VARS ] && [ -r /usr/share/OVMF/OVMF_CODE_4M.fd ]; then
+    mkdir -p "$W/efi.bundle"
+    truncate -s 64M "$W/efi.bundle/Disk.img"
+    cp $OVMF_VARS "$W/efi.bundle/NVRAM"
+    echo '{"version":1,"os":"linux","cpus":1,"memory_mib":256,"boot":{"loader":"efi","variable_store":"NVRAM"}}' >"$W/efi.bundle/Settings.json"
+    "$S" import "$W/efi.bundle" efi >/dev/null 2>&1
+    start_vm efi1 efi --ephemeral
+    if wait_for "$(console efi1)" 'BdsDxe' 240; then
+        ok "UEFI boot: OVMF runs with the bundle's variable store"
+    else
+        bad "UEFI boot: OVMF runs with the bundle's variable store"; tail -3 "$W/run-efi1.log"
+    fi
+    "$S" stop efi1 --timeout 1 >/dev/null 2>&1
+else
+    skipped "UEFI boot" "OVMF (Debian package ovmf) is not installed"
+fi
 
 expect_error "run of an unknown ref" 1 "unknown ref 'nope'" "$S" run nope
 expect_error "resume of a layer without a state" 1 "has no saved qemu state to resume" "$S" run linux-ci --resume
