@@ -415,12 +415,13 @@ fmt_rss() {  # KiB -> MiB
     awk -v k="$1" 'BEGIN{ printf "%.1f MiB", k/1024 }'
 }
 isnum() { [[ "$1" =~ ^[0-9]+$ ]]; }
-cell_time() {  # fs key [bytes-for-rate] -> "time (rate), RSS"
+cell_time() {  # fs key [data-bytes [apparent-bytes]] -> "time (rate), RSS"
     local ns rss s
     ns=$(getr "$1" "${2}_ns"); rss=$(getr "$1" "${2}_rss")
     [ -z "$ns" ] && { echo "n/a"; return; }
     s=$(fmt_t "$ns")
-    if [ -n "${3:-}" ] && isnum "$ns"; then s="$s ($(fmt_rate "$3" "$ns"))"; fi
+    if [ -n "${4:-}" ] && isnum "$ns"; then s="$s ($(fmt_rate "$3" "$ns") of data, $(fmt_rate "$4" "$ns") of apparent size)"
+    elif [ -n "${3:-}" ] && isnum "$ns"; then s="$s ($(fmt_rate "$3" "$ns"))"; fi
     if isnum "$ns" && [ -n "$rss" ]; then s="$s, RSS $(fmt_rss "$rss")"; fi
     echo "$s"
 }
@@ -441,8 +442,8 @@ cell_bytes() {  # fs key floor
 verdict() { if [ "$1" = 1 ]; then echo "PASS"; elif [ "$1" = 0 ]; then echo "FAIL"; else echo "n/a"; fi; }
 
 report_fs() {
-    local fs=$1 data floor
-    data=$(getr "$fs" disk_data_bytes); floor=$(getr "$fs" floor_bytes)
+    local fs=$1 data floor app
+    data=$(getr "$fs" disk_data_bytes); floor=$(getr "$fs" floor_bytes); app=$(getr "$fs" disk_apparent_bytes)
     echo
     echo "#### Filesystem: $fs ($(getr "$fs" fs_note))"
     echo
@@ -450,7 +451,7 @@ report_fs() {
     echo
     echo "| measurement | strata | casync | restic | reference |"
     echo "|---|---|---|---|---|"
-    echo "| import base (cold) | $(cell_time "$fs" strata_import "$data") | $(cell_time "$fs" casync_import "$data") | $(cell_time "$fs" restic_import "$data") | cold sequential read of data: $(cell_time "$fs" read "$data") |"
+    echo "| import base (cold) | $(cell_time "$fs" strata_import "$data") | $(cell_time "$fs" casync_import "$data" "$app") | $(cell_time "$fs" restic_import "$data" "$app") | cold sequential read of data: $(cell_time "$fs" read "$data") |"
     echo "| store size after import | $(cell_bytes "$fs" strata_store_after_import) | $(cell_bytes "$fs" casync_store_after_import) | $(cell_bytes "$fs" restic_store_after_import) | data $(fmt_b "$data") |"
     echo "| commit after change (cold) | $(cell_time "$fs" strata_commit) | $(cell_time "$fs" casync_commit) | $(cell_time "$fs" restic_commit) | |"
     echo "| bytes stored for the change | $(cell_bytes "$fs" strata_bytes_added "$floor") (bytes_added); unique data grew $(cell_bytes "$fs" strata_unique_growth "$floor"); du grew $(cell_bytes "$fs" strata_store_growth "$floor") | $(cell_bytes "$fs" casync_store_growth "$floor") | $(cell_bytes "$fs" restic_store_growth "$floor") | floor (changed 4 KiB blocks): $(fmt_b "$floor") |"
@@ -507,7 +508,7 @@ report() {
     echo "- strata: $( [ "$HAVE_STRATA" = 1 ] && echo "\`$STRATA\` ($(cd "$REPO_DIR" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit'))" || echo "not found ($STRATA)")"
     echo "- peers: casync $(casync --version 2>/dev/null | head -n1 | awk '{print $2}' || echo -), $(restic version 2>/dev/null | awk '{print $1, $2}' || echo restic -), $(cp --version | head -n1)"
     echo "- workload: Debian $(sed -n 's/^suite=//p' "$BENCH_WORKLOAD_DIR/base.bundle.ok") minbase debootstrapped into ext4 on a sparse $BENCH_DISK_SIZE raw Disk.img (+ AuxiliaryStorage, 32 MiB sparse); change = \`apt-get install python3 curl\` inside the guest (loop mount, in place)"
-    echo "- casync and restic read the whole apparent Disk.img, holes included; every MiB/s figure is allocated data bytes / time"
+    echo "- casync and restic read the whole apparent Disk.img, holes included; MiB/s figures are allocated data bytes / time unless marked"
     echo "- all \"cold\" timings follow \`sync; echo 3 > /proc/sys/vm/drop_caches\`; RSS is max RSS from \`/usr/bin/time -f %M\`; warm clone = median of $BENCH_WARM_REPEATS"
     local fs
     for fs in $BENCH_FS; do report_fs "$fs"; done

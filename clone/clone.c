@@ -165,7 +165,7 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
         int fd = open(dst, O_RDWR | O_CLOEXEC);
         if (fd < 0)
             return -errno;
-        int rc = (fchmod(fd, mode) < 0 || fsync(fd) < 0) ? -errno : 0;
+        int rc = fchmod(fd, mode) < 0 ? -errno : 0;
         close(fd);
         if (method)
             *method = CLONE_REFLINK;
@@ -185,7 +185,7 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
         return e;
     }
     int rc = clone_fd(s, d, method);
-    if (!rc && (fchmod(d, mode) < 0 || fsync(d) < 0))
+    if (!rc && fchmod(d, mode) < 0)
         rc = -errno;
     close(s);
     if (close(d) < 0 && !rc)

@@ -36,7 +36,9 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method);
 
 /*
  * Create dst (which must not exist: -EEXIST) as a clone of src, with mode
- * `mode`. On macOS this is clonefile(2); elsewhere clone_fd(). dst is fsynced.
+ * `mode`. On macOS this is clonefile(2); elsewhere clone_fd(). Nothing is
+ * fsynced: a caller cloning several files syncs them after the last, so one
+ * journal flush covers them all.
  */
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method);
 

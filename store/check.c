@@ -15,7 +15,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -356,14 +355,13 @@ static int gc_tmp(void *ctx_, const char *name)
         if (fd >= 0)
             close(fd);
     } else if (name[0] == '.') {
-        struct stat s;
-        /* a lock file still being born is held; an abandoned one is not */
-        int fd = open(p, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 && fstat(fd, &s) == 0 && s.st_mtime < time(NULL) - 60 &&
-            flock(fd, LOCK_EX | LOCK_NB) == 0)
+        /* ".<kind>-<pid>-<seed>.new": a lock file being born. It is only
+         * abandoned once the process making it is gone: between its open
+         * and its flock, a live maker's file is not yet locked. */
+        const char *dash = strchr(name, '-');
+        long pid = dash ? strtol(dash + 1, NULL, 10) : 0;
+        if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
             unlink(p);
-        if (fd >= 0)
-            close(fd);
     } else {
         char *lock = st_printf("%s.lock", p);
         struct stat s;

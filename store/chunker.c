@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 typedef struct {
@@ -35,6 +36,8 @@ typedef struct {
     const char *name;
     uint64_t total;
 } job;
+
+#define READAHEAD 8 /* chunks asked for ahead of the one being hashed */
 
 static int all_zero(const unsigned char *p, size_t n)
 {
@@ -59,6 +62,9 @@ static void *worker(void *arg_)
             break;
         size_t c = j->work[w];
         uint64_t off = (uint64_t)c * j->chunk_size;
+        if (w + READAHEAD < j->nwork) /* keep the disk busy while we hash */
+            posix_fadvise(j->fd, (off_t)((uint64_t)j->work[w + READAHEAD] * j->chunk_size),
+                          (off_t)j->chunk_size, POSIX_FADV_WILLNEED);
         size_t len = (size_t)(j->size - off < j->chunk_size ? j->size - off : j->chunk_size);
         size_t got = 0;
         while (got < len) {

@@ -955,6 +955,17 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
         free(to);
         st_crash_point();
     }
+    /* durable before it is visible; syncing after the last clone lets the
+     * first fsync's journal flush cover the others */
+    for (size_t i = 0; i < l->nfiles && !rc; i++) {
+        char *p = st_printf("%s/%s", tmp, l->files[i].name);
+        int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
+        if (fd < 0 || fsync(fd) < 0)
+            rc = st_fail_errno(errno, "%s", p ? p : tmp);
+        if (fd >= 0)
+            close(fd);
+        free(p);
+    }
     if (!rc)
         rc = write_instance(st, abs, tmp, &id);
     if (!rc && (rc = st_fsync_dir(tmp)))

@@ -48,7 +48,13 @@ layer_digests() {
     (cd "$STRATA_HOME/layers" && for l in *; do [ -d "$l" ] && (cd "$l" && find . -type f -exec "$MK" --digest {} + | LC_ALL=C sort | sed "s|^|$l |"); done) 2>/dev/null
 }
 
-tmp_empty() { [ -z "$(ls -A "$STRATA_HOME/tmp" 2>/dev/null)" ]; }
+tmp_empty() { # lists what is left, for the failure's report
+    local left
+    left=$(ls -A "$STRATA_HOME/tmp" 2>/dev/null)
+    [ -z "$left" ] && return 0
+    echo "$left" | sed 's/^/    left in tmp: /'
+    return 1
+}
 
 is_json() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
 
