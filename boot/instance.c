@@ -379,7 +379,7 @@ int boot_run(store *st, const boot_run_opts *o)
     store_id lid;
     store_layer *layer = NULL;
     boot_settings s = {0};
-    int rc = 0, cloned = 0;
+    int rc = 0, cloned = 0, keep = 0;
     if (from_dir) {
         if (!realpath(o->target, dir))
             return boot_fail_errno(errno, "%s", o->target);
@@ -455,8 +455,10 @@ int boot_run(store *st, const boot_run_opts *o)
     char state_path[4300];
     snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
     if (!o->resume) {
-        /* a new machine on the network: never share a MAC with the original */
-        boot_mac_random(s.mac);
+        /* a new machine on the network: never share a MAC with the layer it
+         * came from (a clone directory run again keeps its own) */
+        if (cloned)
+            boot_mac_random(s.mac);
         if (o->cpus)
             s.cpus = o->cpus;
         if (o->memory_mib)
@@ -487,6 +489,15 @@ int boot_run(store *st, const boot_run_opts *o)
         }
     }
 
+    /* handlers before the instance is visible in ps: a suspend or stop that
+     * comes while the VM starts must not kill this process and orphan it */
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    want_suspend = want_stop = 0;
     if ((rc = write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, 0, "starting")))
         goto out;
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
@@ -514,18 +525,14 @@ int boot_run(store *st, const boot_run_opts *o)
     if (o->started)
         o->started(o->ctx, name);
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     long stop_deadline = 0;
     while (drv->alive(vm)) {
         if (want_suspend) {
             want_suspend = 0;
             write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, drv->pid(vm), "suspending");
             int r = do_suspend(st, drv, vm, dir, &s);
+            if (r && !drv->alive(vm))
+                keep = 1; /* stopped but not committed: the state lives only here */
             if (r) {
                 char text[1200];
                 snprintf(text, sizeof text, "error %s\n", boot_error());
@@ -548,19 +555,21 @@ int boot_run(store *st, const boot_run_opts *o)
         usleep(100 * 1000);
     }
     drv->release(vm);
+out:
     signal(SIGUSR1, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
-out:
     {
         char runf[4200];
         snprintf(runf, sizeof runf, "%s/.run", dir);
         if (cloned || from_dir)
             unlink(runf);
     }
-    if (cloned && o->ephemeral)
+    if (cloned && o->ephemeral && !keep)
         remove_tree(dir); /* an ephemeral instance leaves nothing behind */
+    else if (keep && o->note)
+        note(o, "instance %s kept at %s: its saved state could not be committed", name, dir);
     boot_settings_free(&s);
     store_layer_free(layer);
     return rc;

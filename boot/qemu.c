@@ -28,6 +28,7 @@
 struct boot_vm {
     pid_t pid;
     int qmp;
+    long seq; /* QMP command id: a late reply is never taken for the next one's */
     int exited;
     char qmp_path[108];
     char log_path[4096];
@@ -83,8 +84,10 @@ static json_t *qmp_read(boot_vm *vm, long deadline)
             continue;
         }
         long left = deadline - now_ms();
-        if (left <= 0 || vm->rlen == sizeof vm->rbuf)
+        if (left <= 0)
             return NULL;
+        if (vm->rlen == sizeof vm->rbuf)
+            vm->rlen = 0; /* a line longer than any reply we wait for: drop it */
         struct pollfd p = {.fd = vm->qmp, .events = POLLIN};
         if (poll(&p, 1, (int)(left > 250 ? 250 : left)) <= 0) {
             if (reap(vm))
@@ -102,10 +105,15 @@ static json_t *qmp_read(boot_vm *vm, long deadline)
  * that arrive meanwhile are skipped. */
 static int qmp(boot_vm *vm, const char *cmd_json, json_t **ret, int timeout_ms)
 {
-    size_t len = strlen(cmd_json);
+    char *msg = NULL;
+    long id = ++vm->seq;
+    if (cmd_json[0] != '{' || asprintf(&msg, "{\"id\":%ld,%s\n", id, cmd_json + 1) < 0)
+        return boot_fail(EINVAL, "bad QMP command %s", cmd_json);
+    size_t len = strlen(msg);
     /* MSG_NOSIGNAL: a qemu that died must give an error, not kill us with SIGPIPE */
-    if (send(vm->qmp, cmd_json, len, MSG_NOSIGNAL) != (ssize_t)len ||
-        send(vm->qmp, "\n", 1, MSG_NOSIGNAL) != 1) {
+    ssize_t sent = send(vm->qmp, msg, len, MSG_NOSIGNAL);
+    free(msg);
+    if (sent != (ssize_t)len) {
         char why[1024];
         usleep(100 * 1000);
         reap(vm);
@@ -118,6 +126,11 @@ static int qmp(boot_vm *vm, const char *cmd_json, json_t **ret, int timeout_ms)
         if (!j)
             return boot_fail(ETIMEDOUT, "qemu did not answer %s", cmd_json);
         json_t *r = json_object_get(j, "return"), *e = json_object_get(j, "error");
+        json_t *jid = json_object_get(j, "id");
+        if ((r || e) && (!json_is_integer(jid) || json_integer_value(jid) != id)) {
+            json_decref(j); /* the answer to an earlier command that timed out */
+            continue;
+        }
         if (r) {
             if (ret)
                 *ret = json_incref(r);
@@ -211,7 +224,13 @@ static int kvm_works(const char *runtime_dir)
     }
     boot_id[strcspn(boot_id, "\n")] = 0;
     snprintf(cache, sizeof cache, "/tmp/strata-kvm-probe.%d", (int)getuid());
-    FILE *c = fopen(cache, "r");
+    int cfd = open(cache, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat cst;
+    FILE *c = NULL;
+    if (cfd >= 0 && fstat(cfd, &cst) == 0 && cst.st_uid == getuid() && (c = fdopen(cfd, "r")))
+        cfd = -1;
+    if (cfd >= 0)
+        close(cfd);
     if (c) {
         char line[128] = "";
         int ok = fgets(line, sizeof line, c) != NULL;
@@ -237,16 +256,22 @@ static int kvm_works(const char *runtime_dir)
                     NULL, 2000) == 0;
     if (probe.pid > 0) {
         kill(probe.pid, SIGKILL);
-        waitpid(probe.pid, NULL, 0);
+        /* a process stuck inside a broken /dev/kvm may never die: don't wait forever */
+        for (int i = 0; i < 50 && waitpid(probe.pid, NULL, WNOHANG) == 0; i++)
+            usleep(100 * 1000);
     }
     if (probe.qmp >= 0)
         close(probe.qmp);
     unlink(probe.qmp_path);
     unlink(probe.log_path);
-    c = fopen(cache, "w");
-    if (c) {
-        fprintf(c, "%s %d\n", boot_id, works);
-        fclose(c);
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.%d", cache, (int)getpid());
+    int wfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (wfd >= 0) {
+        dprintf(wfd, "%s %d\n", boot_id, works);
+        close(wfd);
+        if (rename(tmp, cache) < 0)
+            unlink(tmp);
     }
     return works;
 }

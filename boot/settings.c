@@ -143,6 +143,8 @@ static int bundle_file(const char *bundle_dir, const char *name, const char *wha
 {
     if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return bad("%s '%s' must be a file name in the bundle", what, name);
+    if (strchr(name, ','))
+        return bad("%s '%s': no commas (qemu takes them as option separators)", what, name);
     if (!bundle_dir)
         return 0;
     char path[4096];
@@ -291,6 +293,8 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
                 return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-]", x->tag);
             if (x->path[0] != '/')
                 return bad("shared_folders path '%s' must be absolute", x->path);
+            if (strchr(x->path, ','))
+                return bad("shared_folders path '%s': no commas (qemu takes them as option separators)", x->path);
             json_t *ro = json_object_get(f, "read_only");
             if (ro && !json_is_boolean(ro))
                 return bad("shared_folders[].read_only must be true or false");

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #define PLIST_MAX (1u << 20)          /* identity plists are a few hundred bytes */
-#define BUNDLE_FILE_MAX (1ULL << 42)  /* 4 TiB, the manifest's bound too */
 
 static int is_plist_name(const char *name)
 {
@@ -100,7 +99,7 @@ int store_write_machine_identifier(const char *path, uint64_t ecid)
 
 int st_bundle_check_file(const char *dir, const char *name, uint64_t size)
 {
-    if (size > BUNDLE_FILE_MAX)
+    if (size > ST_MAX_FILE_SIZE)
         return st_fail(EFBIG, "%s/%s: %" PRIu64 " bytes is more than strata versions (4 TiB)", dir,
                        name, size);
     if (!strcmp(name, "Disk.img") && size % 512)

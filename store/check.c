@@ -164,8 +164,8 @@ static int check_layer_entry(void *ctx_, const char *name)
 
 static int stale_write(const char *name)
 {
-    /* st_write_atomic's "<name>.tmp-<pid>", left when its writer died */
-    const char *t = strstr(name, ".tmp-");
+    /* st_write_atomic's ".<name>.tmp-<pid>", left when its writer died */
+    const char *t = name[0] == '.' ? strstr(name, ".tmp-") : NULL;
     if (!t)
         return 0;
     long pid = strtol(t + 5, NULL, 10);
@@ -175,7 +175,7 @@ static int stale_write(const char *name)
 static int check_tag_entry(void *ctx_, const char *name)
 {
     walk_ctx *w = ctx_;
-    if (strstr(name, ".tmp-"))
+    if (name[0] == '.')
         return 0; /* an interrupted write; the tag itself is intact */
     store_id id;
     if (!store_tag_valid(name))
@@ -188,7 +188,7 @@ static int check_tag_entry(void *ctx_, const char *name)
 static int check_instance_entry(void *ctx_, const char *name)
 {
     walk_ctx *w = ctx_;
-    if (strstr(name, ".tmp-"))
+    if (name[0] == '.')
         return 0;
     char *p = st_printf("%s/instances/%s", w->st->home, name), *text = NULL, *path = NULL;
     size_t len;
@@ -257,41 +257,49 @@ static int id_set_has(const id_set *s, const store_id *id)
     return 0;
 }
 
-/* add id and its ancestors */
-static void keep_chain(store *st, id_set *s, store_id id)
+/* Add id and its ancestors. A layer that exists but can't be read stops gc:
+ * without its parent line, gc can't tell which layers it still needs. */
+static int keep_chain(store *st, id_set *s, store_id id)
 {
     for (int depth = 0; depth < 100000 && !id_set_has(s, &id); depth++) {
         if (s->n == s->cap) {
             size_t nc = s->cap ? s->cap * 2 : 32;
             store_id *v = realloc(s->v, nc * sizeof *v);
             if (!v)
-                return;
+                return st_fail(ENOMEM, "gc: out of memory");
             s->v = v;
             s->cap = nc;
         }
         s->v[s->n++] = id;
+        if (!st_layer_exists(st, &id))
+            return 0; /* nothing here to delete; fsck reports it */
         store_layer *l = NULL;
-        if (store_layer_load(st, &id, &l))
-            return;
+        if (store_layer_load(st, &id, &l)) {
+            char why[900];
+            snprintf(why, sizeof why, "%s", store_error());
+            return st_fail(EIO, "gc stopped, nothing removed: %s (see strata fsck)", why);
+        }
         int more = l->has_parent;
         id = l->parent;
         store_layer_free(l);
         if (!more)
-            return;
+            return 0;
     }
+    return 0;
 }
 
 typedef struct {
     store *st;
     id_set *keep;
     store_gc_result *res;
+    int failed; /* a callback set the error message */
 } gc_ctx;
 
 static int gc_tag(void *ctx_, const char *name)
 {
     gc_ctx *g = ctx_;
     store_id id;
-    if (strstr(name, ".tmp-")) {
+    if (name[0] == '.') {
         if (stale_write(name)) {
             char *p = st_printf("%s/refs/tags/%s", g->st->home, name);
             if (p)
@@ -300,40 +308,47 @@ static int gc_tag(void *ctx_, const char *name)
         }
         return 0;
     }
-    if (store_tag_valid(name) && store_resolve(g->st, name, &id) == 0)
-        keep_chain(g->st, g->keep, id);
+    if (store_tag_valid(name) && store_resolve(g->st, name, &id) == 0) {
+        int rc = keep_chain(g->st, g->keep, id);
+        g->failed = rc != 0;
+        return rc;
+    }
     return 0;
 }
 
 static int gc_instance(void *ctx_, const char *name)
 {
     gc_ctx *g = ctx_;
+    int rc = 0;
     char *p = st_printf("%s/instances/%s", g->st->home, name), *text = NULL, *path = NULL;
     size_t len;
     if (!p)
         return -ENOMEM;
-    if (strstr(name, ".tmp-")) {
+    if (name[0] == '.') {
         if (stale_write(name))
             unlink(p);
     } else if (st_read_file(p, 8192, &text, &len) == 0) {
         store_id id;
         int live = st_instance_live(g->st, text, &id, &path);
-        if (live == 0) {
-            keep_chain(g->st, g->keep, id);
-            /* the record's own layer too: a clone being made is recorded first */
-            const char *l = strstr(text, "\nlayer ");
-            store_id rec;
-            if (l && sscanf(l + 7, "%64s", rec.hex) == 1 && st_id_valid(rec.hex))
-                keep_chain(g->st, g->keep, rec);
-        } else if (live == -ENOENT) {
+        if (live == -ENOENT) {
             unlink(p);
             g->res->instances_forgotten++;
+        } else {
+            /* live, or unreadable just now: keep what it may stand on, and
+             * the record's own layer too (a clone being made is recorded first) */
+            if (live == 0)
+                rc = keep_chain(g->st, g->keep, id);
+            const char *l = strstr(text, "\nlayer ");
+            store_id rec;
+            if (!rc && l && sscanf(l + 7, "%64s", rec.hex) == 1 && st_id_valid(rec.hex))
+                rc = keep_chain(g->st, g->keep, rec);
+            g->failed = rc != 0;
         }
     }
     free(path);
     free(text);
     free(p);
-    return 0;
+    return rc;
 }
 
 static int gc_tmp(void *ctx_, const char *name)
@@ -383,7 +398,7 @@ int store_gc(store *st, store_gc_result *res)
     if (rc)
         return rc;
     id_set keep = {0};
-    gc_ctx g = {st, &keep, res};
+    gc_ctx g = {st, &keep, res, 0};
     char *tags = st_printf("%s/refs/tags", st->home);
     char *inst = st_printf("%s/instances", st->home);
     char *tmp = st_printf("%s/tmp", st->home);
@@ -395,7 +410,8 @@ int store_gc(store *st, store_gc_result *res)
         goto out;
     }
     if ((rc = each_entry(tags, gc_tag, &g)) || (rc = each_entry(inst, gc_instance, &g))) {
-        rc = st_fail_errno(rc, "%s", st->home);
+        if (!g.failed)
+            rc = st_fail_errno(rc, "%s", st->home);
         goto out;
     }
     if ((rc = store_layers(st, &ids, &n)))
@@ -449,7 +465,7 @@ typedef struct {
 static int count_instance(void *ctx_, const char *name)
 {
     count_ctx *c = ctx_;
-    if (strstr(name, ".tmp-"))
+    if (name[0] == '.')
         return 0;
     char *p = st_printf("%s/instances/%s", c->st->home, name), *text = NULL, *path = NULL;
     size_t len;

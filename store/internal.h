@@ -68,6 +68,13 @@ typedef struct {
 void st_buf_add(st_buf *b, const char *s, size_t n);
 void st_buf_printf(st_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* What a layer may hold: bounds memory for manifests from outside, and is
+ * checked before a layer is made, so every layer made can be read back. */
+#define ST_MAX_FILE_SIZE (1ULL << 42) /* 4 TiB: beyond any VZ disk we expect */
+#define ST_MAX_FILES 4096
+#define ST_MAX_CHUNKS (1ULL << 23)    /* in all files of a layer */
+#define ST_MAX_BINDINGS 64
+
 /* manifest.c */
 int st_manifest_format(const store_layer *l, st_buf *out);
 int st_manifest_parse(const char *data, size_t len, store_layer *l);

@@ -12,10 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_SIZE (1ULL << 42)   /* 4 TiB: beyond any VZ disk we expect */
-#define MAX_FILES 4096
-#define MAX_CHUNKS_TOTAL (1ULL << 23) /* bounds memory for untrusted manifests */
-#define MAX_BINDINGS 64
 
 void st_sha256(const void *data, size_t len, unsigned char out[32])
 {
@@ -162,7 +158,7 @@ int st_manifest_parse(const char *data, size_t len, store_layer *l)
             l->has_parent = 1;
         } else if (!strncmp(line, "bind ", 5) && !l->nfiles) {
             char *key = line + 5, *sp = strchr(key, ' ');
-            if (!sp || l->nbindings >= MAX_BINDINGS)
+            if (!sp || l->nbindings >= ST_MAX_BINDINGS)
                 goto bad;
             *sp = 0;
             if (!key_valid(key))
@@ -189,7 +185,7 @@ int st_manifest_parse(const char *data, size_t len, store_layer *l)
                 if (!fields[i])
                     goto bad;
             }
-            if (p || l->nfiles >= MAX_FILES)
+            if (p || l->nfiles >= ST_MAX_FILES)
                 goto bad;
             if (l->nfiles == cap_files) {
                 cap_files = cap_files ? cap_files * 2 : 8;
@@ -203,18 +199,18 @@ int st_manifest_parse(const char *data, size_t len, store_layer *l)
             uint64_t size, mode, cs;
             f->name = st_decode(fields[0]);
             if (!f->name || !st_name_valid(f->name) || parse_u64(fields[1], &size) ||
-                size > MAX_FILE_SIZE || strlen(fields[2]) != 4 || parse_u64(fields[3], &cs))
+                size > ST_MAX_FILE_SIZE || strlen(fields[2]) != 4 || parse_u64(fields[3], &cs))
                 goto bad;
             char *mend;
             mode = strtoul(fields[2], &mend, 8);
-            if (*mend || mode > 07777 || cs < 4096 || cs > (64u << 20) || (cs & (cs - 1)))
+            if (*mend || mode > 0777 || cs < 4096 || cs > (64u << 20) || (cs & (cs - 1)))
                 goto bad;
             f->size = size;
             f->mode = (uint32_t)mode;
             f->chunk_size = (uint32_t)cs;
             f->nchunks = (size_t)((size + cs - 1) / cs);
             total_chunks += f->nchunks;
-            if (total_chunks > MAX_CHUNKS_TOTAL)
+            if (total_chunks > ST_MAX_CHUNKS)
                 goto bad;
             f->chunks = calloc(f->nchunks ? f->nchunks : 1, sizeof *f->chunks);
             if (!f->chunks)

@@ -370,11 +370,11 @@ static int list_dir(const char *path, char ***out, size_t *n)
             cap = cap ? cap * 2 : 16;
             char **nv = realloc(v, cap * sizeof *v);
             if (!nv)
-                break;
+                goto oom;
             v = nv;
         }
         if (!(v[cnt] = strdup(e->d_name)))
-            break;
+            goto oom;
         cnt++;
     }
     closedir(d);
@@ -383,6 +383,12 @@ static int list_dir(const char *path, char ***out, size_t *n)
     *out = v;
     *n = cnt;
     return 0;
+oom: /* a short list would silently leave files out of a layer */
+    closedir(d);
+    for (size_t i = 0; i < cnt; i++)
+        free(v[i]);
+    free(v);
+    return -ENOMEM;
 }
 
 static void free_names(char **v, size_t n)
@@ -404,8 +410,8 @@ int store_tags(store *st, store_tag_entry **out, size_t *n)
     store_tag_entry *t = calloc(cnt ? cnt : 1, sizeof *t);
     size_t k = 0;
     for (size_t i = 0; t && i < cnt; i++) {
-        if (strstr(names[i], ".tmp-") || !store_tag_valid(names[i]))
-            continue; /* a crashed write's leftover, or not ours */
+        if (!store_tag_valid(names[i]))
+            continue; /* not ours (list_dir skips crashed writes' dot names) */
         if (read_tag(st, names[i], &t[k].id) == 0) {
             t[k].name = names[i];
             names[i] = NULL;
@@ -712,6 +718,21 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     int rc = scan_bundle(src_dir, o, &src, &nsrc);
     if (rc)
         return rc;
+    uint64_t chunks = 0;
+    for (size_t i = 0; i < nsrc; i++) {
+        const store_file *base = parent ? layer_find_file(parent, src[i].name) : NULL;
+        uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
+        chunks += (src[i].size + cs - 1) / cs;
+    }
+    if (nsrc > ST_MAX_FILES || o->nbindings > ST_MAX_BINDINGS) {
+        rc = st_fail(E2BIG, "%s: %zu files; a layer holds at most %d", src_dir, nsrc, ST_MAX_FILES);
+        goto out;
+    }
+    if (chunks > ST_MAX_CHUNKS) {
+        rc = st_fail(E2BIG, "%s: %" PRIu64 " chunks; a layer holds at most %llu (use a larger --chunk-size)",
+                     src_dir, chunks, (unsigned long long)ST_MAX_CHUNKS);
+        goto out;
+    }
     if ((rc = st_tmpdir_make(st, parent ? "commit" : "import", &tmp)))
         goto out;
     if (!(bundle = st_printf("%s/bundle", tmp.path)) || mkdir(bundle, 0755) < 0) {
@@ -834,11 +855,12 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         }
         st_crash_point();
     }
-    if (o->tag && (rc = write_tag(st, o->tag, &res->id)))
+    if (extra && extra->instance_dir &&
+        (rc = write_instance(st, extra->instance_dir, extra->instance_dir, &res->id)))
         goto out;
     st_crash_point();
-    if (extra && extra->instance_dir)
-        rc = write_instance(st, extra->instance_dir, extra->instance_dir, &res->id);
+    if (o->tag)
+        rc = write_tag(st, o->tag, &res->id);
 out:
     st_unlock(st);
     st_tmpdir_drop(&tmp);
@@ -927,7 +949,7 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
         goto out;
     }
     abs = st_printf("%s/%s", strcmp(parent, "/") ? parent : "", leaf);
-    tmp = st_printf("%s/.%s.strata-tmp", parent, leaf);
+    tmp = st_printf("%s/.%s.strata-tmp-%d", parent, leaf, (int)getpid());
     if (!abs || !tmp) {
         rc = -ENOMEM;
         goto out;
@@ -935,7 +957,7 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
     if ((rc = st_lock(st, 0)) || (rc = store_resolve(st, ref, &id)) ||
         (rc = store_layer_load(st, &id, &l)))
         goto out;
-    st_rm_rf(tmp); /* a clone into this name that crashed earlier */
+    st_rm_rf(tmp); /* our pid's, so a crashed clone's: no one else's work */
     if (mkdir(tmp, 0755) < 0) {
         rc = st_fail_errno(errno, "%s", tmp);
         goto out;

@@ -96,8 +96,11 @@ static char *dir_of(const char *path)
 
 int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 {
-    char *tmp = st_printf("%s.tmp-%d", path, (int)getpid());
+    /* ".<name>.tmp-<pid>": a dot name no tag or record can have, so a
+     * crash's leftover is never mistaken for one, nor one for it */
     char *dir = dir_of(path);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char *tmp = dir ? st_printf("%s/.%s.tmp-%d", dir, base, (int)getpid()) : NULL;
     int rc = 0, fd = -1;
     if (!tmp || !dir) {
         rc = -ENOMEM;
@@ -245,7 +248,10 @@ int st_lock(store *st, int exclusive)
         return 0;
     /* flock converts in place; shared->exclusive may briefly drop, which is
      * why callers re-check what they read under a shared lock */
-    if (flock(st->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0)
+    int rc;
+    while ((rc = flock(st->lock_fd, exclusive ? LOCK_EX : LOCK_SH)) < 0 && errno == EINTR)
+        ; /* a signal (stop, Ctrl-C) must not abort a commit half way */
+    if (rc < 0)
         return st_fail_errno(errno, "%s/lock", st->home);
     st->lock_state = want;
     return 0;

@@ -130,6 +130,8 @@ else
 fi
 check "bad bundles leave the store unchanged" [ "$(snapshot)" = "$snap" ]
 check "...and no temporary work behind" tmp_empty
+expect_error "a layer over the chunk limit is refused before any work" 1 "a layer holds at most 8388608 (use a larger --chunk-size)" "$S" import "$W/b1" tiny --chunk-size 4K
+check "...leaving the store unchanged" [ "$(snapshot)" = "$snap" ]
 expect_error "unknown verb" 1 "unknown verb 'frobnicate'" "$S" frobnicate
 expect_error "unknown option" 1 "unknown option '--nope'" "$S" ls --nope
 expect_error "missing argument" 1 "usage: strata clone REF DIR" "$S" clone base
@@ -177,6 +179,10 @@ rm -rf "$W/gc-inst"
 run "$S" gc --json
 check "gc --json is JSON" is_json "$W/out"
 check "gc removes layers of deleted clones" grep -q '"layers_removed":2,"tmp_removed":0,"instances_forgotten":1' "$W/out"
+"$S" import "$W/bl" base.tmp-1 >/dev/null 2>&1
+"$S" gc >/dev/null
+run "$S" log base.tmp-1
+check "a tag that looks like a temporary name is kept by gc" [ "$rc" -eq 0 ]
 run "$S" fsck
 check "fsck is clean after gc" [ "$rc" -eq 0 ]
 
