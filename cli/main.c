@@ -489,7 +489,7 @@ static int cmd_inspect(int argc, char **argv)
         const store_file *f = &l->files[i];
         uint64_t data = 0, stored = 0;
         for (size_t c = 0; c < f->nchunks; c++)
-            if (!f->chunks[c].zero) {
+            if (f->chunks[c].data) {
                 data++;
                 uint64_t off = (uint64_t)c * f->chunk_size;
                 stored += f->size - off < f->chunk_size ? f->size - off : f->chunk_size;

@@ -69,7 +69,7 @@ static void verify_chunks(reporter *r, const store_id *id, const store_file *f, 
     for (size_t c = 0; c < f->nchunks; c++) {
         uint64_t off = (uint64_t)c * f->chunk_size;
         size_t len = (size_t)(f->size - off < f->chunk_size ? f->size - off : f->chunk_size);
-        if (f->chunks[c].zero) {
+        if (!f->chunks[c].data) {
             /* only data inside a zero chunk needs reading: holes are zeros */
             uint64_t d, h, at = off, end = off + len;
             int bad = 0;
@@ -504,7 +504,7 @@ int store_df(store *st, store_usage *out)
             const store_file *file = &l->files[f];
             out->apparent_bytes += file->size;
             for (size_t c = 0; c < file->nchunks; c++) {
-                if (file->chunks[c].zero)
+                if (!file->chunks[c].data)
                     continue;
                 if (nd == cap) {
                     cap = cap ? cap * 2 : 1024;

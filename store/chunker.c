@@ -81,9 +81,11 @@ static void *worker(void *arg_)
             break;
         store_chunk *ch = &j->out->chunks[c];
         if (all_zero(buf, len))
-            ch->zero = 1;
-        else
+            ch->data = 0;
+        else {
             SHA256(buf, len, ch->digest);
+            ch->data = 1;
+        }
         uint64_t done = atomic_fetch_add(&j->bytes_read, len) + len;
         if (arg->first && j->progress && (w & 31) == 0)
             j->progress(j->progress_ctx, j->name, done, j->total);
@@ -140,10 +142,8 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
                clone_extent_map_read(fd, &now) == 0 && clone_extent_map_read(base_fd, &base) == 0;
     size_t nwork = 0;
     for (size_t c = 0; c < n; c++) {
-        if (!has_data[c]) {
-            out->chunks[c].zero = 1;
-            continue;
-        }
+        if (!has_data[c])
+            continue; /* calloc made it a zero chunk */
         uint64_t off = (uint64_t)c * chunk_size;
         uint64_t len = size - off < chunk_size ? size - off : chunk_size;
         if (maps && c < base_file->nchunks && off + len <= base_file->size &&
@@ -202,12 +202,12 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
     /* give back the blocks of chunks that turned out to be zeros */
     for (size_t i = 0; i < nwork;) {
         size_t c = work[i];
-        if (!out->chunks[c].zero) {
+        if (out->chunks[c].data) {
             i++;
             continue;
         }
         size_t first = c;
-        while (i < nwork && work[i] == c && out->chunks[c].zero)
+        while (i < nwork && work[i] == c && !out->chunks[c].data)
             i++, c++;
         uint64_t off = (uint64_t)first * chunk_size;
         uint64_t end = (uint64_t)c * chunk_size;

@@ -678,14 +678,14 @@ static int write_plain(const char *path, const st_buf *b)
 
 static int chunk_equal(const store_chunk *a, const store_chunk *b)
 {
-    return a->zero == b->zero && (a->zero || !memcmp(a->digest, b->digest, 32));
+    return a->data == b->data && (!a->data || !memcmp(a->digest, b->digest, 32));
 }
 
 static uint64_t added_bytes(const store_file *f, const store_file *base)
 {
     uint64_t total = 0;
     for (size_t c = 0; c < f->nchunks; c++) {
-        if (f->chunks[c].zero)
+        if (!f->chunks[c].data)
             continue;
         if (base && c < base->nchunks && chunk_equal(&f->chunks[c], &base->chunks[c]))
             continue;
@@ -1061,7 +1061,7 @@ int store_diff(store *st, const store_id *a, const store_id *b, store_diff_entry
                 continue;
             uint64_t off = (uint64_t)ch * newer->chunk_size;
             e->chunks_changed++;
-            if (!newer->chunks[ch].zero || (older && ch < older->nchunks && !older->chunks[ch].zero))
+            if (newer->chunks[ch].data || (older && ch < older->nchunks && older->chunks[ch].data))
                 e->bytes_changed +=
                     newer->size - off < newer->chunk_size ? newer->size - off : newer->chunk_size;
         }

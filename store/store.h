@@ -50,8 +50,9 @@ const char *store_home(const store *st);
 /* ---- layers ---- */
 
 typedef struct {
-    unsigned char digest[32]; /* SHA-256 of the chunk's bytes */
-    int zero;                 /* a hole or all zeros: no digest, nothing stored */
+    unsigned char digest[32]; /* SHA-256 of the chunk's bytes, if data */
+    int data; /* 0: a hole or all zeros (no digest, nothing stored), the
+               * value of zeroed memory, so runs of holes cost no writes */
 } store_chunk;
 
 typedef struct {

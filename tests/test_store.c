@@ -359,9 +359,8 @@ static void test_manifest_round_trip(void **state)
     store_chunk chunks[6];
     memset(chunks, 0, sizeof chunks);
     st_sha256("zero", 4, chunks[0].digest);
-    chunks[1].zero = chunks[2].zero = 1;
+    chunks[0].data = chunks[3].data = chunks[5].data = 1; /* 1, 2 and 4 are zero chunks */
     st_sha256("three", 5, chunks[3].digest);
-    chunks[4].zero = 1;
     st_sha256("five", 4, chunks[5].digest);
     char n0[] = "Disk.img", n1[] = "empty file";
     store_file files[2] = {
@@ -417,8 +416,8 @@ static void test_manifest_round_trip(void **state)
         assert_int_equal(p->files[i].chunk_size, files[i].chunk_size);
         assert_int_equal(p->files[i].nchunks, files[i].nchunks);
         for (size_t c = 0; c < files[i].nchunks; c++) {
-            assert_int_equal(p->files[i].chunks[c].zero, files[i].chunks[c].zero);
-            if (!files[i].chunks[c].zero)
+            assert_int_equal(p->files[i].chunks[c].data, files[i].chunks[c].data);
+            if (files[i].chunks[c].data)
                 assert_memory_equal(p->files[i].chunks[c].digest, files[i].chunks[c].digest, 32);
         }
     }
@@ -674,7 +673,7 @@ static void test_import_clone_commit(void **state)
     assert_int_equal(disk->nchunks, 64);
     assert_int_equal(disk->mode, 0644);
     for (size_t c = 0; c < disk->nchunks; c++)
-        assert_int_equal(disk->chunks[c].zero, !(c == 0 || c == 10));
+        assert_int_equal(disk->chunks[c].data, c == 0 || c == 10);
     store_layer_free(l);
 
     /* the materialized file: read-only, and the zeros written at 20 MiB punched out */
