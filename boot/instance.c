@@ -375,7 +375,10 @@ int boot_run(store *st, const boot_run_opts *o)
 
     char dir[4096], name[256], layer_hex[65] = "";
     struct stat sdir;
-    int from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode);
+    /* a directory only if it is a clone: "bench" can be a tag and a folder */
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, o->target);
+    int from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode) && access(marker, F_OK) == 0;
     store_id lid;
     store_layer *layer = NULL;
     boot_settings s = {0};
