@@ -428,13 +428,15 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         }
         if (!rc)
             rc = qmp(vm, "{\"execute\":\"cont\"}", NULL, 10000);
-        if (rc) {
-            char why[1024];
-            usleep(200 * 1000);
-            reap(vm);
-            last_log_line(vm, why, sizeof why);
-            rc = boot_fail(EIO, "qemu refused the saved state: %s", why);
-        }
+    }
+    if (rc && o->restore_state) {
+        /* with -incoming, qemu exits as soon as it rejects the state, at any
+         * point of the start: say that, with its own reason */
+        char why[1024];
+        usleep(200 * 1000);
+        reap(vm);
+        last_log_line(vm, why, sizeof why);
+        rc = boot_fail(EIO, "qemu refused the saved state: %s", why);
     }
     if (rc) {
         char keep[1024];
