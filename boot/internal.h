@@ -10,6 +10,9 @@ int boot_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf,
 
 /* settings.c: write dir/name atomically (dot-named temporary, fsync, rename) */
 int boot_write_atomic(const char *dir, const char *name, const char *text);
+/* fsync the written file tmp, rename it to path, fsync path's directory;
+ * removes tmp on failure */
+int boot_publish(const char *tmp, const char *path);
 
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);

@@ -492,18 +492,11 @@ static int qemu_save(boot_vm *vm, const char *path)
             rc = boot_fail(ETIMEDOUT, "saving the state took over 10 minutes");
         usleep(50 * 1000);
     }
-    if (!rc) {
-        int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) < 0)
-            rc = boot_fail_errno(errno, "%s", tmp);
-        if (fd >= 0)
-            close(fd);
-    }
-    if (!rc && rename(tmp, path) < 0)
-        rc = boot_fail_errno(errno, "%s", path);
-    if (rc)
+    if (rc) {
         unlink(tmp);
-    return rc;
+        return rc;
+    }
+    return boot_publish(tmp, path);
 }
 
 static int qemu_stop(boot_vm *vm, int force)

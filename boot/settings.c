@@ -443,14 +443,40 @@ int boot_write_atomic(const char *dir, const char *name, const char *text)
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name[0] == '.' ? name + 1 : name, (int)getpid());
     int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+        rc = boot_fail_errno(errno, "%s", tmp);
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    return boot_publish(tmp, path);
+}
+
+int boot_publish(const char *tmp, const char *path)
+{
+    int rc = 0, fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
         rc = boot_fail_errno(errno, "%s", tmp);
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) < 0)
         rc = boot_fail_errno(errno, "%s", path);
-    if (rc)
+    if (rc) {
         unlink(tmp);
+        return rc;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) < 0)
+        rc = boot_fail_errno(errno, "%s", slash ? dir : ".");
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
