@@ -40,7 +40,9 @@ $(B)/%.o: %.c $(wildcard */*.h) Makefile
 $(B)/libstrata.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(B)/strata: $(B)/cli/main.o $(B)/libstrata.a
+CLI_OBJ   := $(patsubst %.c,$(B)/%.o,$(wildcard cli/*.c))
+
+$(B)/strata: $(CLI_OBJ) $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 	$(if $(CODESIGN),$(CODESIGN) $@)
 

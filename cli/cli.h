@@ -1,0 +1,82 @@
+/*
+ * cli: the strata command. It parses arguments, calls the modules and
+ * prints; nothing below it prints. Each verb group is a file of its own
+ * (git's builtin/) with a table of its verbs; main.c puts the tables
+ * together. This header holds what those files share.
+ */
+#ifndef STRATA_CLI_H
+#define STRATA_CLI_H
+
+#include "../boot/boot.h"
+#include "../store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+typedef struct {
+    const char *name; /* NULL ends a table */
+    int (*run)(int argc, char **argv); /* argv[0] is the verb; returns the exit code */
+    const char *usage;
+    const char *help;
+} cli_verb;
+
+/* the verb tables, each ended by a NULL name */
+extern const cli_verb cli_layer_verbs[];
+extern const cli_verb cli_upkeep_verbs[];
+extern const cli_verb cli_vm_verbs[];
+
+const cli_verb *cli_find_verb(const char *name);
+
+/* ---- output ---- */
+
+/* "strata: <message>" on stderr; returns 1, the exit code of a failure */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_store_failed(void); /* cli_fail with store_error() */
+int cli_boot_failed(void);  /* cli_fail with boot_error() */
+void cli_note(void *ctx, const char *line); /* a module's note, on stderr */
+
+/* a JSON string literal, escaped */
+void cli_json_str(FILE *out, const char *s);
+/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
+void cli_json_layer_head(const store_layer *l);
+const char *cli_human(uint64_t bytes, char *buf, size_t n); /* "1.5 GiB" */
+const char *cli_date_of(int64_t t, char *buf, size_t n);    /* ISO 8601, UTC */
+
+/* progress on a terminal (tty set), nothing when piped */
+typedef struct {
+    int tty;
+    time_t last;
+    char what[256];
+} cli_progress_state;
+void cli_progress(void *ctx, const char *what, uint64_t done, uint64_t total);
+
+/* ---- arguments ---- */
+
+typedef struct {
+    const char *name;    /* "--json" */
+    int takes_value;
+    const char **value;  /* set to the value, if takes_value */
+    int *flag;           /* set to 1, if not */
+} cli_opt;
+
+/* Split argv into options (any position) and at most maxpos positionals;
+ * "--" ends the options. Prints and returns 1 on a bad argument. */
+int cli_parse(int argc, char **argv, const cli_opt *opts, size_t nopts, char **pos, int maxpos,
+              int *npos, const char *verb_name);
+/* the common case: a verb whose only option is --json */
+int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos, int *json,
+                        const char *verb_name);
+/* print the verb's usage and return 1 unless npos >= min */
+int cli_need(int npos, int min, const char *verb_name);
+int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out);
+/* "4096" (MiB), "512M", "4G" */
+int cli_parse_memory(const char *s, uint64_t *mib);
+
+/* ---- the store ---- */
+
+int cli_open_store(store **st);
+int cli_resolve(store *st, const char *ref, store_id *id);
+
+#endif

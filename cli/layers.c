@@ -1,0 +1,411 @@
+/* Verbs that make, name and show layers. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int parse_chunk_size(const char *s, uint32_t *out)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end == 'K' || *end == 'k')
+        v <<= 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        v <<= 20, end++;
+    if (*end || v < 4096 || v > (64ul << 20) || (v & (v - 1)))
+        return cli_fail("--chunk-size %s: a power of two from 4K to 64M", s);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void print_commit(const store_commit_result *r, int verbose)
+{
+    char a[32], b[32];
+    if (verbose)
+        fprintf(stderr, "strata: read %s; %" PRIu64 " chunks known unchanged from extent maps; %s added\n",
+                cli_human(r->bytes_read, a, sizeof a), r->chunks_reused, cli_human(r->bytes_added, b, sizeof b));
+    if (r->existed)
+        fprintf(stderr, "strata: the same content is already layer %.12s\n", r->id.hex);
+    if (!r->reflinked)
+        fprintf(stderr, "strata: cli_note: this filesystem can't share blocks; the layer holds a "
+                        "full copy of its data\n");
+    printf("%s\n", r->id.hex);
+}
+
+static int cmd_import(int argc, char **argv)
+{
+    const char *chunk = NULL;
+    int restore = 0, verbose = 0;
+    cli_opt opts[] = {{"--include-restore-image", 0, NULL, &restore},
+                  {"--chunk-size", 1, &chunk, NULL}, {"-v", 0, NULL, &verbose}};
+    char *pos[2];
+    int n;
+    if (cli_parse(argc, argv, opts, 3, pos, 2, &n, "import") || cli_need(n, 1, "import"))
+        return 1;
+    cli_progress_state ps = {.tty = isatty(2)};
+    store_commit_opts o = {.tag = n > 1 ? pos[1] : NULL, .include_restore_image = restore,
+                           .progress = cli_progress, .progress_ctx = &ps, .note = cli_note,
+                           .message = "import"};
+    if (chunk && parse_chunk_size(chunk, &o.chunk_size))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    store_commit_result r;
+    int rc = store_import(st, pos[0], &o, &r);
+    store_close(st);
+    if (rc)
+        return cli_store_failed();
+    print_commit(&r, verbose);
+    return 0;
+}
+
+static int cmd_commit(int argc, char **argv)
+{
+    const char *msg = NULL, *tag = NULL;
+    int verbose = 0;
+    cli_opt opts[] = {{"-m", 1, &msg, NULL}, {"-t", 1, &tag, NULL}, {"-v", 0, NULL, &verbose}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 3, pos, 1, &n, "commit") || cli_need(n, 1, "commit"))
+        return 1;
+    cli_progress_state ps = {.tty = isatty(2)};
+    store_commit_opts o = {.tag = tag, .message = msg, .progress = cli_progress, .progress_ctx = &ps,
+                           .note = cli_note};
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    store_commit_result r;
+    int rc = store_commit(st, pos[0], &o, &r);
+    store_close(st);
+    if (rc)
+        return cli_store_failed();
+    print_commit(&r, verbose);
+    return 0;
+}
+
+static int cmd_clone(int argc, char **argv)
+{
+    char *pos[2];
+    int n;
+    if (cli_parse(argc, argv, NULL, 0, pos, 2, &n, "clone") || cli_need(n, 2, "clone"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int reflinked = 0;
+    int rc = store_clone(st, pos[0], pos[1], &reflinked);
+    store_close(st);
+    if (rc)
+        return cli_store_failed();
+    if (!reflinked)
+        fprintf(stderr, "strata: cli_note: copied (this filesystem can't share blocks); holes kept\n");
+    return 0;
+}
+
+static int cmd_log(int argc, char **argv)
+{
+    int json = 0;
+    char *pos[1];
+    int n;
+    if (cli_parse_json_only(argc, argv, pos, 1, &n, &json, "log") || cli_need(n, 1, "log"))
+        return 1;
+    store *st;
+    store_id id;
+    if (cli_open_store(&st))
+        return 1;
+    if (cli_resolve(st, pos[0], &id)) {
+        store_close(st);
+        return 1;
+    }
+    int rc = 0, first = 1;
+    if (json)
+        printf("[");
+    for (;;) {
+        store_layer *l;
+        if (store_layer_load(st, &id, &l)) {
+            rc = cli_store_failed();
+            break;
+        }
+        char d[32], b[32];
+        if (json) {
+            printf("%s", first ? "" : ",");
+            cli_json_layer_head(l);
+            printf("}");
+        } else {
+            printf("%.12s  %s  %10s  %s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
+                   cli_human(l->bytes_added, b, sizeof b), l->message);
+        }
+        first = 0;
+        int more = l->has_parent;
+        id = l->parent;
+        store_layer_free(l);
+        if (!more)
+            break;
+    }
+    if (json)
+        printf("]\n");
+    store_close(st);
+    return rc;
+}
+
+static int cmd_diff(int argc, char **argv)
+{
+    int json = 0;
+    char *pos[2];
+    int n;
+    if (cli_parse_json_only(argc, argv, pos, 2, &n, &json, "diff") || cli_need(n, 2, "diff"))
+        return 1;
+    store *st;
+    store_id a, b;
+    if (cli_open_store(&st))
+        return 1;
+    store_diff_entry *d = NULL;
+    size_t nd = 0;
+    int rc = cli_resolve(st, pos[0], &a) || cli_resolve(st, pos[1], &b);
+    if (!rc && store_diff(st, &a, &b, &d, &nd))
+        rc = cli_store_failed();
+    store_close(st);
+    if (rc)
+        return 1;
+    if (json)
+        printf("[");
+    for (size_t i = 0; i < nd; i++) {
+        const store_diff_entry *e = &d[i];
+        const char *state = !e->in_a ? "added" : !e->in_b ? "removed"
+                                   : e->chunks_changed ? "modified" : "same";
+        if (json) {
+            printf("%s{\"file\":", i ? "," : "");
+            cli_json_str(stdout, e->name);
+            printf(",\"state\":\"%s\",\"chunks_changed\":%" PRIu64 ",\"bytes_changed\":%" PRIu64
+                   ",\"size_a\":%" PRIu64 ",\"size_b\":%" PRIu64 "}",
+                   state, e->chunks_changed, e->bytes_changed, e->size_a, e->size_b);
+        } else if (e->chunks_changed || !e->in_a || !e->in_b) {
+            char h[32];
+            printf("%-9s %-24s %8" PRIu64 " chunks  %10s\n", state, e->name, e->chunks_changed,
+                   cli_human(e->bytes_changed, h, sizeof h));
+        }
+    }
+    if (json)
+        printf("]\n");
+    store_diff_free(d, nd);
+    return 0;
+}
+
+static int cmd_ls(int argc, char **argv)
+{
+    int json = 0;
+    char *pos[1];
+    int n;
+    if (cli_parse_json_only(argc, argv, pos, 0, &n, &json, "ls"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    store_id *ids = NULL;
+    size_t nids = 0, ntags = 0;
+    store_tag_entry *tags = NULL;
+    if (store_layers(st, &ids, &nids) || store_tags(st, &tags, &ntags)) {
+        store_close(st);
+        return cli_store_failed();
+    }
+    if (json)
+        printf("[");
+    else
+        printf("%-12s  %-20s  %10s  %-24s  %s\n", "LAYER", "CREATED", "SIZE", "TAGS", "MESSAGE");
+    int rc = 0;
+    for (size_t i = 0; i < nids; i++) {
+        store_layer *l;
+        if (store_layer_load(st, &ids[i], &l)) {
+            rc = cli_store_failed();
+            continue;
+        }
+        uint64_t size = 0;
+        for (size_t f = 0; f < l->nfiles; f++)
+            size += l->files[f].size;
+        char d[32], h[32], tagline[512] = "";
+        size_t at = 0;
+        for (size_t t = 0; t < ntags; t++)
+            if (!strcmp(tags[t].id.hex, ids[i].hex) && at < sizeof tagline)
+                at += (size_t)snprintf(tagline + at, sizeof tagline - at, "%s%s", at ? "," : "",
+                                       tags[t].name);
+        if (json) {
+            printf("%s", i ? "," : "");
+            cli_json_layer_head(l);
+            printf(",\"size\":%" PRIu64 ",\"tags\":[", size);
+            int k = 0;
+            for (size_t t = 0; t < ntags; t++)
+                if (!strcmp(tags[t].id.hex, ids[i].hex)) {
+                    printf("%s", k++ ? "," : "");
+                    cli_json_str(stdout, tags[t].name);
+                }
+            printf("]}");
+        } else {
+            printf("%.12s  %-20s  %10s  %-24s  %s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
+                   cli_human(size, h, sizeof h), at ? tagline : "-", l->message);
+        }
+        store_layer_free(l);
+    }
+    if (json)
+        printf("]\n");
+    free(ids);
+    store_tags_free(tags, ntags);
+    store_close(st);
+    return rc;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    int json = 0;
+    char *pos[1];
+    int n;
+    if (cli_parse_json_only(argc, argv, pos, 1, &n, &json, "inspect") || cli_need(n, 1, "inspect"))
+        return 1;
+    store *st;
+    store_id id;
+    store_layer *l = NULL;
+    store_identity ident;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = cli_resolve(st, pos[0], &id);
+    if (!rc && store_layer_load(st, &id, &l))
+        rc = cli_store_failed();
+    if (!rc && store_layer_identity(st, &id, &ident))
+        rc = cli_store_failed();
+    store_close(st);
+    if (rc) {
+        store_layer_free(l);
+        return 1;
+    }
+    char d[32], h[32];
+    if (json) {
+        cli_json_layer_head(l);
+        printf(",\"files\":[");
+    } else {
+        printf("layer       %s\nparent      %s\ncreated     %s\nmessage     %s\nbytes added "
+               "%s\n",
+               l->id.hex, l->has_parent ? l->parent.hex : "-", cli_date_of(l->created, d, sizeof d),
+               l->message, cli_human(l->bytes_added, h, sizeof h));
+        printf("files:\n");
+    }
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        uint64_t data = 0, stored = 0;
+        for (size_t c = 0; c < f->nchunks; c++)
+            if (f->chunks[c].data) {
+                data++;
+                uint64_t off = (uint64_t)c * f->chunk_size;
+                stored += f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
+            }
+        if (json) {
+            printf("%s{\"name\":", i ? "," : "");
+            cli_json_str(stdout, f->name);
+            printf(",\"size\":%" PRIu64 ",\"mode\":\"%04o\",\"chunk_size\":%" PRIu32
+                   ",\"chunks\":%zu,\"data_chunks\":%" PRIu64 ",\"data_bytes\":%" PRIu64 "}",
+                   f->size, (unsigned)f->mode, f->chunk_size, f->nchunks, data, stored);
+        } else {
+            printf("  %-24s %14" PRIu64 " bytes  %04o  %zu chunks of %" PRIu32 ", %" PRIu64
+                   " with data (%s)\n",
+                   f->name, f->size, (unsigned)f->mode, f->nchunks, f->chunk_size, data,
+                   cli_human(stored, h, sizeof h));
+        }
+    }
+    if (json) {
+        printf("],\"hardware_model\":");
+        if (ident.has_hardware_model)
+            printf("{\"DataRepresentationVersion\":%" PRId64 ",\"PlatformVersion\":%" PRId64
+                   ",\"MinimumSupportedOS\":\"%s\"}",
+                   ident.data_representation_version, ident.platform_version,
+                   ident.minimum_supported_os);
+        else
+            printf("null");
+        printf(",\"machine_identifier\":");
+        if (ident.has_machine_identifier)
+            printf("{\"ECID\":%" PRIu64 "}", ident.ecid);
+        else
+            printf("null");
+        printf(",\"saved_state\":{");
+        for (size_t i = 0; i < l->nbindings; i++) {
+            printf("%s", i ? "," : "");
+            cli_json_str(stdout, l->bindings[i].key);
+            putchar(':');
+            cli_json_str(stdout, l->bindings[i].value);
+        }
+        printf("}}\n");
+    } else {
+        if (ident.has_hardware_model)
+            printf("hardware model: PlatformVersion %" PRId64 ", MinimumSupportedOS %s, "
+                   "DataRepresentationVersion %" PRId64 "\n",
+                   ident.platform_version, ident.minimum_supported_os,
+                   ident.data_representation_version);
+        if (ident.has_machine_identifier)
+            printf("machine identifier: ECID %" PRIu64 "\n", ident.ecid);
+        if (l->nbindings) {
+            printf("saved state bound to:\n");
+            for (size_t i = 0; i < l->nbindings; i++)
+                printf("  %-16s %s\n", l->bindings[i].key, l->bindings[i].value);
+        }
+    }
+    store_layer_free(l);
+    return 0;
+}
+
+static int cmd_tag(int argc, char **argv)
+{
+    char *pos[2];
+    int n;
+    if (cli_parse(argc, argv, NULL, 0, pos, 2, &n, "tag") || cli_need(n, 2, "tag"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = store_tag(st, pos[0], pos[1]);
+    store_close(st);
+    return rc ? cli_store_failed() : 0;
+}
+
+static int cmd_untag(int argc, char **argv)
+{
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, NULL, 0, pos, 1, &n, "untag") || cli_need(n, 1, "untag"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = store_untag(st, pos[0]);
+    store_close(st);
+    return rc ? cli_store_failed() : 0;
+}
+
+const cli_verb cli_layer_verbs[] = {
+    {"import", cmd_import, "import BUNDLE [TAG] [--include-restore-image] [--chunk-size N] [-v]",
+     "Ingest a VZ bundle directory as a root layer, optionally tagged. Prints the layer id.\n"
+     "RestoreImage.ipsw is skipped unless --include-restore-image is given. -v tells how\n"
+     "much was read and stored."},
+    {"clone", cmd_clone, "clone REF DIR",
+     "Make DIR a writable bundle cloned from layer REF (copy-on-write where the filesystem\n"
+     "can share blocks; holes are never filled). DIR must not exist and must be on the\n"
+     "store's volume. DIR/.strata records the layer it came from."},
+    {"commit", cmd_commit, "commit DIR [-m MESSAGE] [-t TAG] [-v]",
+     "Make a child layer of the clone DIR's layer from DIR's current files. Only chunks\n"
+     "whose blocks changed since the clone are read. Prints the new layer id."},
+    {"log", cmd_log, "log REF [--json]",
+     "The chain of layers from REF to its root: id, date, bytes added, message."},
+    {"diff", cmd_diff, "diff REF_A REF_B [--json]",
+     "Per file: chunks and bytes that differ between two layers."},
+    {"ls", cmd_ls, "ls [--json]", "Every layer, with its tags."},
+    {"inspect", cmd_inspect, "inspect REF [--json]",
+     "A layer's files, chunks, identity (HardwareModel, MachineIdentifier decoded) and\n"
+     "saved-state binding."},
+    {"tag", cmd_tag, "tag REF NAME",
+     "Point tag NAME at layer REF (moving it if it exists). NAME is NAME or NAME:TAG:\n"
+     "NAME of [a-z0-9._-] starting with a letter or digit, TAG of [A-Za-z0-9_.-] not\n"
+     "starting with '.' or '-', 128 characters in all at most."},
+    {"untag", cmd_untag, "untag NAME", "Remove a tag; the layer stays until gc."},
+    {NULL, NULL, NULL, NULL},
+};

@@ -1,0 +1,212 @@
+/* Shared by cli/'s files: output, argument parsing, opening the store. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------- output helpers ---------- */
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("strata: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_store_failed(void)
+{
+    return cli_fail("%s", store_error());
+}
+
+void cli_json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(out, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p < 0x20)
+            fprintf(out, "\\u%04x", *p);
+        else
+            fputc(*p, out);
+    }
+    fputc('"', out);
+}
+
+
+/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
+void cli_json_layer_head(const store_layer *l)
+{
+    char d[32];
+    printf("{\"id\":\"%s\",\"parent\":", l->id.hex);
+    if (l->has_parent)
+        printf("\"%s\"", l->parent.hex);
+    else
+        printf("null");
+    printf(",\"created\":\"%s\",\"message\":", cli_date_of(l->created, d, sizeof d));
+    cli_json_str(stdout, l->message);
+    printf(",\"bytes_added\":%" PRIu64, l->bytes_added);
+}
+
+const char *cli_human(uint64_t bytes, char *buf, size_t n)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4)
+        v /= 1024, u++;
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+const char *cli_date_of(int64_t t, char *buf, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+
+void cli_progress(void *ctx, const char *what, uint64_t done, uint64_t total)
+{
+    cli_progress_state *p = ctx;
+    if (!p->tty || !total)
+        return;
+    time_t now = time(NULL);
+    if (now == p->last && done < total && !strcmp(p->what, what))
+        return;
+    p->last = now;
+    snprintf(p->what, sizeof p->what, "%s", what);
+    char a[32], b[32];
+    fprintf(stderr, "\r\033[K%s: %s of %s (%d%%)", what, cli_human(done, a, sizeof a),
+            cli_human(total, b, sizeof b), (int)(done * 100 / total));
+    if (done >= total)
+        fputc('\n', stderr);
+}
+
+void cli_note(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "strata: %s\n", line);
+}
+
+/* ---------- argument parsing ---------- */
+
+
+/* Split argv into options (any position) and positionals. */
+int cli_parse(int argc, char **argv, const cli_opt *opts, size_t nopts, char **pos, int maxpos,
+                 int *npos, const char *verb_name)
+{
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] == '-' && a[1]) {
+            if (!strcmp(a, "--")) {
+                for (i++; i < argc; i++) {
+                    if (*npos == maxpos)
+                        return cli_fail("%s: unexpected argument '%s' (see 'strata help %s')",
+                                    verb_name, argv[i], verb_name);
+                    pos[(*npos)++] = argv[i];
+                }
+                break;
+            }
+            size_t k;
+            for (k = 0; k < nopts; k++)
+                if (!strcmp(a, opts[k].name))
+                    break;
+            if (k == nopts)
+                return cli_fail("%s: unknown option '%s' (see 'strata help %s')", verb_name, a,
+                            verb_name);
+            if (opts[k].takes_value) {
+                if (i + 1 >= argc)
+                    return cli_fail("%s: %s needs a value", verb_name, a);
+                *opts[k].value = argv[++i];
+            } else {
+                *opts[k].flag = 1;
+            }
+        } else {
+            if (*npos == maxpos)
+                return cli_fail("%s: unexpected argument '%s' (see 'strata help %s')", verb_name, a,
+                            verb_name);
+            pos[(*npos)++] = argv[i];
+        }
+    }
+    return 0;
+}
+
+/* the common case: a verb whose only option is --json */
+int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos, int *json,
+                           const char *verb_name)
+{
+    cli_opt opts[] = {{"--json", 0, NULL, json}};
+    return cli_parse(argc, argv, opts, 1, pos, maxpos, npos, verb_name);
+}
+
+int cli_need(int npos, int min, const char *verb_name)
+{
+    if (npos >= min)
+        return 0;
+    const cli_verb *v = cli_find_verb(verb_name);
+    return cli_fail("usage: strata %s", v ? v->usage : verb_name);
+}
+
+int cli_open_store(store **st)
+{
+    if (store_open(NULL, st))
+        return cli_store_failed();
+    return 0;
+}
+
+int cli_resolve(store *st, const char *ref, store_id *id)
+{
+    return store_resolve(st, ref, id) ? cli_store_failed() : 0;
+}
+
+
+
+
+
+int cli_boot_failed(void)
+{
+    return cli_fail("%s", boot_error());
+}
+
+int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || !*s || v == 0 || v > max)
+        return cli_fail("%s %s: a whole number from 1 to %lu", flag, s, max);
+    *out = v;
+    return 0;
+}
+
+/* "4096" (MiB), "512M", "4G" */
+int cli_parse_memory(const char *s, uint64_t *mib)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end == 'G' || *end == 'g')
+        v *= 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        end++;
+    if (errno || *end || !*s || v < 64 || v > (1ull << 20))
+        return cli_fail("--memory %s: MiB from 64 to 1048576 (or with a G suffix)", s);
+    *mib = v;
+    return 0;
+}

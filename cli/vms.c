@@ -1,0 +1,153 @@
+/* Verbs that run VMs: run, suspend, stop, ps. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void started(void *ctx, const char *name)
+{
+    (void)ctx;
+    fprintf(stderr, "strata: instance %s is running (strata suspend %s / strata stop %s)\n", name,
+            name, name);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL;
+    int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0;
+    cli_opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
+                  {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
+                  {"--cold", 0, NULL, &cold},         {"--resume", 0, NULL, &resume},
+                  {"--ephemeral", 0, NULL, &ephemeral}, {"--console", 0, NULL, &console},
+                  {"--new-identity", 0, NULL, &new_id}, {"--allow-duplicate", 0, NULL, &dup},
+                  {"--fallback-cold", 0, NULL, &fallback}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run"))
+        return 1;
+    boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .cold = cold,
+                       .resume = resume, .ephemeral = ephemeral, .console = console,
+                       .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
+                       .note = cli_note, .started = started};
+    unsigned long c = 0;
+    if (cpus && cli_parse_uint("--cpus", cpus, 64, &c))
+        return 1;
+    o.cpus = (unsigned)c;
+    if (mem && cli_parse_memory(mem, &o.memory_mib))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = boot_run(st, &o);
+    store_close(st);
+    return rc ? cli_boot_failed() : 0;
+}
+
+static int cmd_suspend(int argc, char **argv)
+{
+    const char *tag = NULL, *msg = NULL;
+    cli_opt opts[] = {{"-t", 1, &tag, NULL}, {"-m", 1, &msg, NULL}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 2, pos, 1, &n, "suspend") || cli_need(n, 1, "suspend"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    store_id id;
+    int rc = boot_suspend(st, pos[0], tag, msg, &id);
+    store_close(st);
+    if (rc)
+        return cli_boot_failed();
+    printf("%s\n", id.hex);
+    return 0;
+}
+
+static int cmd_stop(int argc, char **argv)
+{
+    const char *timeout = NULL;
+    int force = 0;
+    cli_opt opts[] = {{"--timeout", 1, &timeout, NULL}, {"--force", 0, NULL, &force}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 2, pos, 1, &n, "stop") || cli_need(n, 1, "stop"))
+        return 1;
+    unsigned long t = 30;
+    if (timeout && cli_parse_uint("--timeout", timeout, 3600, &t))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = boot_stop(st, pos[0], force ? 0 : (int)t);
+    store_close(st);
+    return rc ? cli_boot_failed() : 0;
+}
+
+static int cmd_ps(int argc, char **argv)
+{
+    int json = 0;
+    char *pos[1];
+    int n;
+    if (cli_parse_json_only(argc, argv, pos, 0, &n, &json, "ps"))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    boot_instance *v;
+    size_t nv;
+    int rc = boot_ps(st, &v, &nv);
+    store_close(st);
+    if (rc)
+        return cli_boot_failed();
+    if (json)
+        printf("[");
+    else
+        printf("%-24s  %-12s  %-6s  %8s  %-10s  %s\n", "NAME", "LAYER", "DRIVER", "PID", "STATE", "RESUMED FROM");
+    for (size_t i = 0; i < nv; i++) {
+        if (json) {
+            printf("%s{\"name\":", i ? "," : "");
+            cli_json_str(stdout, v[i].name);
+            printf(",\"dir\":");
+            cli_json_str(stdout, v[i].dir);
+            printf(",\"layer\":\"%s\",\"driver\":\"%s\",\"pid\":%d,\"vm_pid\":%d,\"state\":\"%s\","
+                   "\"resumed_from\":",
+                   v[i].layer, v[i].driver, v[i].pid, v[i].vm_pid, v[i].state);
+            if (*v[i].resumed_from)
+                printf("\"%s\"}", v[i].resumed_from);
+            else
+                printf("null}");
+        } else {
+            printf("%-24s  %.12s  %-6s  %8d  %-10s  %.12s\n", v[i].name, v[i].layer, v[i].driver,
+                   v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-");
+        }
+    }
+    if (json)
+        printf("]\n");
+    boot_ps_free(v, nv);
+    return 0;
+}
+
+const cli_verb cli_vm_verbs[] = {
+    {"run", cmd_run,
+     "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
+     "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate]",
+     "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
+     "and supervise it until it stops. The layer is never written. --resume restores the\n"
+     "layer's saved state (checked first against this host, user, driver, configuration,\n"
+     "MAC and machine identifier); --fallback-cold boots fresh if the hypervisor refuses\n"
+     "it. A new instance that is not a resume gets a fresh MAC; --new-identity also a fresh\n"
+     "machine identifier. --ephemeral deletes the instance when it stops. --console puts\n"
+     "the serial console on this terminal; otherwise it is logged in the instance's\n"
+     ".console.log. The default driver is vz on macOS, qemu elsewhere."},
+    {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
+     "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
+     "layer bound to this host. The instance stops. Prints the layer id."},
+    {"stop", cmd_stop, "stop NAME [--timeout SECONDS] [--force]",
+     "Ask the guest to shut down, and force it off after the timeout (30 s)."},
+    {"ps", cmd_ps, "ps [--json]", "Running instances: name, layer, driver, pid, state."},
+    {NULL, NULL, NULL, NULL},
+};
