@@ -26,6 +26,8 @@ typedef struct {
 extern const cli_verb cli_layer_verbs[];
 extern const cli_verb cli_upkeep_verbs[];
 extern const cli_verb cli_vm_verbs[];
+extern const cli_verb cli_remote_verbs[];
+int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */
 
 const cli_verb *cli_find_verb(const char *name);
 

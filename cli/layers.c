@@ -198,6 +198,9 @@ static int cmd_diff(int argc, char **argv)
 
 static int cmd_ls(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--remote"))
+            return cli_remote_ls(argc, argv);
     int json = 0;
     char *pos[1];
     int n;
@@ -398,7 +401,8 @@ const cli_verb cli_layer_verbs[] = {
      "The chain of layers from REF to its root: id, date, bytes added, message."},
     {"diff", cmd_diff, "diff REF_A REF_B [--json]",
      "Per file: chunks and bytes that differ between two layers."},
-    {"ls", cmd_ls, "ls [--json]", "Every layer, with its tags."},
+    {"ls", cmd_ls, "ls [--json] | ls --remote HOST/REPO [--json] [--insecure]",
+     "Every layer, with its tags; or the tags, layer ids and sizes in a registry's repository."},
     {"inspect", cmd_inspect, "inspect REF [--json]",
      "A layer's files, chunks, identity (HardwareModel, MachineIdentifier decoded) and\n"
      "saved-state binding."},

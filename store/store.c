@@ -187,6 +187,37 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
     return rc;
 }
 
+int store_layer_bytes(store *st, const store_id *id, char **manifest, size_t *mlen, char **info,
+                      size_t *ilen)
+{
+    char *dir = st_layer_dir(st, id);
+    char *mpath = dir ? st_printf("%s/manifest", dir) : NULL;
+    char *ipath = dir ? st_printf("%s/info", dir) : NULL;
+    *manifest = *info = NULL;
+    int rc = (!mpath || !ipath) ? -ENOMEM : 0;
+    if (!rc && (rc = st_read_file(mpath, MANIFEST_MAX, manifest, mlen)))
+        rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
+    if (!rc) {
+        unsigned char digest[32];
+        char hex[65];
+        st_sha256(*manifest, *mlen, digest);
+        st_hex(digest, 32, hex);
+        if (strcmp(hex, id->hex))
+            rc = st_fail(EINVAL, "layer %s: manifest does not match its id", id->hex);
+    }
+    if (!rc && (rc = st_read_file(ipath, 1 << 20, info, ilen)))
+        rc = st_fail_errno(rc, "layer %s: info", id->hex);
+    if (rc) {
+        free(*manifest);
+        free(*info);
+        *manifest = *info = NULL;
+    }
+    free(dir);
+    free(mpath);
+    free(ipath);
+    return rc;
+}
+
 static const store_file *layer_find_file(const store_layer *l, const char *name)
 {
     size_t lo = 0, hi = l ? l->nfiles : 0;

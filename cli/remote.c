@@ -1,0 +1,250 @@
+/* Verbs that talk to OCI registries: login, logout, push, ls --remote. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "../remote/remote.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <termios.h>
+#include <unistd.h>
+
+static int remote_failed(void)
+{
+    return cli_fail("%s", remote_error());
+}
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* one line of stdin, without its newline; echo off when it is a terminal */
+static int read_line(const char *prompt, int secret, char *buf, size_t n)
+{
+    int tty = isatty(0);
+    struct termios old, quiet;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        if (secret && !tcgetattr(0, &old)) {
+            quiet = old;
+            quiet.c_lflag &= ~(tcflag_t)ECHO;
+            tcsetattr(0, TCSAFLUSH, &quiet);
+        } else
+            secret = 0;
+    }
+    char *got = fgets(buf, (int)n, stdin);
+    if (tty && secret) {
+        tcsetattr(0, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (!got)
+        return -1;
+    buf[strcspn(buf, "\r\n")] = 0;
+    return 0;
+}
+
+static int cmd_login(int argc, char **argv)
+{
+    const char *user = NULL;
+    int password_stdin = 0, insecure = 0;
+    cli_opt opts[] = {{"-u", 1, &user, NULL}, {"--username", 1, &user, NULL},
+                      {"--password-stdin", 0, NULL, &password_stdin}, {"--insecure", 0, NULL, &insecure}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 4, pos, 1, &n, "login") || cli_need(n, 1, "login"))
+        return 1;
+    if (strchr(pos[0], '/'))
+        return cli_fail("login: '%s' is not a registry host (HOST[:PORT])", pos[0]);
+    char ubuf[256], pbuf[1024];
+    if (!user) {
+        if (read_line("Username: ", 0, ubuf, sizeof ubuf) || !*ubuf)
+            return cli_fail("login: no user name given (-u USER, or on stdin)");
+        user = ubuf;
+    }
+    (void)password_stdin; /* the password is always read from stdin, never taken as an argument */
+    if (read_line("Password: ", 1, pbuf, sizeof pbuf) || !*pbuf)
+        return cli_fail("login: no password on stdin");
+    remote_opts o = {.insecure = insecure};
+    int rc = remote_login(pos[0], user, pbuf, &o);
+    explicit_bzero(pbuf, sizeof pbuf);
+    if (rc)
+        return remote_failed();
+    fprintf(stderr, "strata: logged in to %s as %s\n", pos[0], user);
+    return 0;
+}
+
+static int cmd_logout(int argc, char **argv)
+{
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, NULL, 0, pos, 1, &n, "logout") || cli_need(n, 1, "logout"))
+        return 1;
+    remote_opts o = {0};
+    if (remote_logout(pos[0], &o))
+        return remote_failed();
+    fprintf(stderr, "strata: logged out of %s\n", pos[0]);
+    return 0;
+}
+
+typedef struct {
+    int tty;
+    double start, last;
+} push_progress;
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    push_progress *p = ctx;
+    double t = now_s();
+    if (!p->tty || !total || (t - p->last < 0.25 && done < total))
+        return;
+    p->last = t;
+    char a[32], b[32], rate[32];
+    double secs = t - p->start > 0.001 ? t - p->start : 0.001;
+    cli_human((uint64_t)((double)done / secs), rate, sizeof rate);
+    int width = 30, fill = (int)(done * (uint64_t)width / total);
+    fprintf(stderr, "\r\033[Kpush [%.*s%*s] %s of %s, %s/s", fill, "##############################",
+            width - fill, "", cli_human(done, a, sizeof a), cli_human(total, b, sizeof b), rate);
+    if (done >= total)
+        fputc('\n', stderr);
+}
+
+static void print_push(const remote_ref *dst, const remote_push_result *r, double secs, int json)
+{
+    char up[32], data[32];
+    if (json) {
+        printf("{\"remote\":");
+        cli_json_str(stdout, dst->host);
+        printf(",\"repository\":");
+        cli_json_str(stdout, dst->repo);
+        printf(",\"tag\":");
+        cli_json_str(stdout, dst->tag);
+        printf(",\"layer\":\"%s\",\"digest\":\"%s\",\"blobs_uploaded\":%" PRIu64
+               ",\"bytes_uploaded\":%" PRIu64 ",\"blobs_present\":%" PRIu64
+               ",\"chunks_uploaded\":%" PRIu64 ",\"chunks_present\":%" PRIu64
+               ",\"chunk_bytes\":%" PRIu64 ",\"seconds\":%.3f}\n",
+               r->pushed.hex, r->digest, r->blobs_uploaded, r->bytes_uploaded, r->blobs_present,
+               r->chunks_uploaded, r->chunks_present, r->chunk_bytes, secs);
+        return;
+    }
+    printf("pushed %s/%s:%s (layer %.12s, %s): uploaded %s in %" PRIu64 " blobs (%" PRIu64
+           " chunks); %" PRIu64 " chunks already present (%" PRIu64 " blobs); %s of chunk data; %.1f s\n",
+           dst->host, dst->repo, dst->tag, r->pushed.hex, r->digest,
+           cli_human(r->bytes_uploaded, up, sizeof up), r->blobs_uploaded, r->chunks_uploaded,
+           r->chunks_present, r->blobs_present, cli_human(r->chunk_bytes, data, sizeof data), secs);
+}
+
+static int cmd_push(int argc, char **argv)
+{
+    const char *jobs_s = NULL;
+    int with_state = 0, json = 0, insecure = 0;
+    cli_opt opts[] = {{"--jobs", 1, &jobs_s, NULL}, {"--with-state", 0, NULL, &with_state},
+                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure}};
+    char *pos[2];
+    int n;
+    if (cli_parse(argc, argv, opts, 4, pos, 2, &n, "push") || cli_need(n, 2, "push"))
+        return 1;
+    unsigned long jobs = 0;
+    if (jobs_s && (cli_parse_uint("--jobs", jobs_s, 64, &jobs) || !jobs))
+        return jobs_s && !jobs ? cli_fail("--jobs %s: from 1 to 64", jobs_s) : 1;
+    remote_ref dst;
+    if (remote_ref_parse(pos[1], 0, &dst))
+        return remote_failed();
+    if (!dst.tag) {
+        remote_ref_free(&dst);
+        return cli_fail("push: '%s' needs a tag (HOST/REPO:TAG)", pos[1]);
+    }
+    store *st;
+    store_id id;
+    if (cli_open_store(&st)) {
+        remote_ref_free(&dst);
+        return 1;
+    }
+    int rc = cli_resolve(st, pos[0], &id);
+    push_progress pp = {.tty = isatty(2) && !json, .start = now_s()};
+    remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs, .progress = show_progress,
+                           .progress_ctx = &pp, .note = cli_note};
+    remote_opts o = {.insecure = insecure};
+    remote_push_result res;
+    if (!rc && remote_push(st, &id, &dst, &o, &po, &res))
+        rc = remote_failed();
+    else if (!rc)
+        print_push(&dst, &res, now_s() - pp.start, json);
+    store_close(st);
+    remote_ref_free(&dst);
+    return rc;
+}
+
+static void print_list(const remote_ref *repo, const remote_tag_info *t, size_t n, int json)
+{
+    if (!json)
+        printf("%-24s  %-12s  %10s  %10s  %s\n", "TAG", "LAYER", "SIZE", "PULL", "NOTE");
+    else
+        printf("[");
+    for (size_t i = 0; i < n; i++) {
+        char a[32], b[32];
+        if (json) {
+            printf("%s{\"tag\":", i ? "," : "");
+            cli_json_str(stdout, t[i].tag);
+            printf(",\"digest\":\"%s\",\"strata\":%s", t[i].digest, t[i].strata ? "true" : "false");
+            if (t[i].strata)
+                printf(",\"layer\":\"%s\",\"size\":%" PRIu64 ",\"pull_bytes\":%" PRIu64
+                       ",\"chain\":%zu,\"host_bound\":%s",
+                       t[i].layer.hex, t[i].size, t[i].pull_bytes, t[i].chain,
+                       t[i].host_bound ? "true" : "false");
+            printf("}");
+        } else if (t[i].strata)
+            printf("%-24s  %.12s  %10s  %10s  %s\n", t[i].tag, t[i].layer.hex,
+                   cli_human(t[i].size, a, sizeof a), cli_human(t[i].pull_bytes, b, sizeof b),
+                   t[i].host_bound ? "saved state (host-bound)" : "");
+        else
+            printf("%-24s  %-12s  %10s  %10s  not a strata layer\n", t[i].tag, "-", "-", "-");
+    }
+    if (json)
+        printf("]\n");
+    (void)repo;
+}
+
+int cli_remote_ls(int argc, char **argv)
+{
+    const char *repo_s = NULL;
+    int json = 0, insecure = 0;
+    cli_opt opts[] = {{"--remote", 1, &repo_s, NULL}, {"--json", 0, NULL, &json},
+                      {"--insecure", 0, NULL, &insecure}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 3, pos, 0, &n, "ls"))
+        return 1;
+    remote_ref repo;
+    if (remote_ref_parse(repo_s, 1, &repo))
+        return remote_failed();
+    remote_opts o = {.insecure = insecure};
+    remote_tag_info *t;
+    size_t nt;
+    int rc = remote_list(&repo, &o, &t, &nt);
+    if (rc)
+        rc = remote_failed();
+    else {
+        print_list(&repo, t, nt, json);
+        remote_list_free(t, nt);
+    }
+    remote_ref_free(&repo);
+    return rc;
+}
+
+const cli_verb cli_remote_verbs[] = {
+    {"login", cmd_login, "login REGISTRY [-u USER] [--password-stdin] [--insecure]",
+     "Check a user and password (read from stdin, never from the command line) against a\n"
+     "registry and keep them where docker does: the credential helper ~/.docker/config.json\n"
+     "names for it, else that file's auths (mode 0600). $DOCKER_CONFIG moves the directory."},
+    {"logout", cmd_logout, "logout REGISTRY", "Forget the credentials kept for a registry."},
+    {"push", cmd_push, "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--json] [--insecure]",
+     "Push a layer and its chain to an OCI registry (docs/remote.md). Only blobs the registry\n"
+     "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
+     "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
+     "with --insecure. Ends with a summary line (--json: one JSON object)."},
+    {NULL, NULL, NULL, NULL},
+};

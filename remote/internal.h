@@ -1,0 +1,91 @@
+/* remote's own shared parts; nothing outside remote/ includes this. */
+#ifndef STRATA_REMOTE_INTERNAL_H
+#define STRATA_REMOTE_INTERNAL_H
+
+#include "remote.h"
+
+#include <curl/curl.h>
+#include <stdarg.h>
+
+int rm_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rm_set_error(const char *msg); /* copies msg as this thread's error */
+
+/* a growable byte buffer, NUL-terminated; oom set on allocation failure */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int oom;
+} rm_buf;
+void rm_buf_add(rm_buf *b, const void *p, size_t n);
+void rm_buf_printf(rm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void rm_sha256_hex(const void *p, size_t n, char out[72]); /* "sha256:<hex>" */
+int rm_digest_valid(const char *d);                         /* sha256:<64 lowercase hex> */
+int rm_host_loopback(const char *host);
+
+/* base64, NUL-terminated, caller frees; decode returns NULL on bad input */
+char *rm_b64_encode(const void *p, size_t n);
+char *rm_b64_decode(const char *s, size_t *n);
+
+/* ---- credentials (creds.c) ---- */
+typedef struct {
+    char *user;
+    char *secret;
+} rm_cred;
+/* 0 and filled, -ENOENT if none is configured, other negative on error */
+int rm_cred_lookup(const char *host, const remote_opts *o, rm_cred *out);
+void rm_cred_clear(rm_cred *c); /* wipes and frees */
+
+/* ---- HTTP (http.c) ---- */
+struct remote {
+    char *host, *repo, *base; /* base: "https://host/v2/<repo>" */
+    char *scheme_host;        /* "https://host" */
+    int push;
+    remote_opts opts;
+    char *docker_dir;
+    char *authz;     /* "Authorization: ..." header line, or NULL */
+    int creds_tried; /* looked up once */
+    rm_cred cred;
+    CURL *curl;
+};
+
+typedef struct {
+    const char *method; /* GET HEAD PUT POST */
+    const char *url;    /* absolute, or a path below the host ("/v2/...") */
+    const char *accept;
+    const char *content_type;
+    const void *body; /* sent as is (may be NULL with body_len 0) */
+    size_t body_len;
+    const remote_source *src; /* or a streamed body of src_len bytes */
+    uint64_t src_len;
+    const char *range;   /* "bytes=a-b", or NULL */
+    size_t max_body;     /* response bodies longer than this fail */
+    remote_sink sink;    /* or the response body goes here instead of resp.body */
+    void *sink_ctx;
+    int no_auth;         /* a request to a token server: the caller sets authz */
+    const char *authz;   /* with no_auth: an Authorization header line to send */
+} rm_req;
+
+typedef struct {
+    long status;
+    rm_buf body;
+    char *location, *digest, *www_auth, *content_range, *content_type;
+    long retry_after;
+    int64_t content_length; /* -1 if absent */
+} rm_resp;
+void rm_resp_free(rm_resp *r);
+
+/* One request with auth (401 answered once by Basic or a bearer token) and
+ * retries (connection errors, 5xx, 429) unless the body is streamed. On
+ * success (any HTTP status) fills resp. */
+int rm_request(remote *r, const rm_req *q, rm_resp *resp);
+/* a one-line error for an unexpected answer, naming what was asked */
+int rm_http_fail(const rm_resp *resp, const char *what);
+/* backoff before try n (0-based), honouring Retry-After */
+void rm_backoff(int n, long retry_after);
+#define RM_TRIES 5
+
+/* a copy of r with its own connection, sharing nothing (for a worker) */
+int rm_dup(const remote *r, remote **out);
+
+#endif

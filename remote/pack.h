@@ -1,0 +1,71 @@
+/* remote: how a layer chain is cut into packs (docs/remote.md, "Packs"). */
+#ifndef STRATA_REMOTE_PACK_H
+#define STRATA_REMOTE_PACK_H
+
+#include "internal.h"
+
+#include <zstd.h>
+
+#define PACK_MAX_BYTES (512ull << 20) /* uncompressed chunk bytes per pack, at most */
+#define PACK_ZSTD_LEVEL 3
+#define INDEX_MAGIC "STRATACI"
+#define INDEX_HEADER 24     /* magic, u32 version, u32 npacks, u64 nchunks */
+#define INDEX_PACK_ENTRY 40 /* digest, u64 compressed size */
+#define INDEX_CHUNK_ENTRY 52 /* digest, u32 pack, u32 ulen, u64 offset, u32 clen */
+
+typedef struct {
+    unsigned char digest[32];
+    uint32_t file;  /* index into the layer's files */
+    uint32_t ulen;  /* uncompressed length */
+    uint64_t chunk; /* chunk number within the file */
+    uint32_t clen;  /* compressed length, once compressed */
+} pk_chunk;
+
+typedef struct {
+    size_t layer;        /* index into the chain */
+    size_t first, count; /* its chunks, in the layer's list */
+    uint64_t ubytes;
+    uint64_t csize;      /* once compressed */
+    unsigned char digest[32];
+} pk_pack;
+
+typedef struct {
+    store_layer *layer;
+    pk_chunk *chunks; /* chunks new in this layer: not in any ancestor, first occurrence */
+    size_t nchunks;
+    size_t first_pack, npacks; /* in the plan's pack list */
+} pk_layer;
+
+typedef struct {
+    pk_layer *layers; /* the chain, root first */
+    size_t nlayers;
+    pk_pack *packs;
+    size_t npacks;
+    uint64_t data_bytes; /* uncompressed, all new chunks of the chain */
+    uint64_t data_chunks;
+} pk_plan;
+
+/* cut the chain (root first; the plan takes the layers) into packs */
+int pk_plan_make(store_layer **chain, size_t n, pk_plan *out);
+void pk_plan_free(pk_plan *p);
+
+/* the index blob of layer i of the plan (packs compressed) */
+int pk_index_make(const pk_plan *p, size_t i, rm_buf *out);
+
+/* compresses chunks of one layer, one zstd frame each, reading the layer's files */
+typedef struct {
+    store *st;
+    const pk_layer *layer;
+    ZSTD_CCtx *cctx;
+    int fd;
+    uint32_t fd_file;
+    char *in, *out; /* chunk_size and its compress bound */
+    size_t in_cap, out_cap;
+} pk_reader;
+
+int pk_reader_init(pk_reader *r, store *st, const pk_layer *l);
+void pk_reader_done(pk_reader *r);
+/* compress chunk c of the layer; *frame points into r->out */
+int pk_reader_frame(pk_reader *r, const pk_chunk *c, const char **frame, size_t *len);
+
+#endif

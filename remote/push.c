@@ -1,0 +1,573 @@
+/* remote: pushing a layer chain as one OCI manifest (docs/remote.md). */
+#define _GNU_SOURCE
+#include "pack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MOUNT_FROM_MAX 3 /* sibling repositories tried for a cross-repository mount */
+
+typedef struct {
+    store *st;
+    pk_plan *plan;
+    const remote *proto; /* authenticated; each worker has its own copy */
+    char **mount_from;
+    size_t nmount;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t next, running;
+    int rc;
+    char err[512];
+    uint64_t done; /* uncompressed bytes of packs dealt with */
+    remote_push_result *res;
+} push_job;
+
+static void job_fail(push_job *j, int rc)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->rc) {
+        j->rc = rc;
+        snprintf(j->err, sizeof j->err, "%s", remote_error());
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void job_add(push_job *j, uint64_t *field, uint64_t v)
+{
+    pthread_mutex_lock(&j->mu);
+    *field += v;
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ---- pass 1: compress a pack to learn its digest and frame sizes ---- */
+
+static void digest_hex(const unsigned char *d, char out[72])
+{
+    memcpy(out, "sha256:", 7);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 7 + 2 * i, "%02x", d[i]);
+}
+
+static int measure_pack(pk_reader *rd, pk_pack *pk, pk_layer *L)
+{
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    if (!sha || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(sha);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    pk->csize = 0;
+    for (size_t c = pk->first; !rc && c < pk->first + pk->count; c++) {
+        const char *frame;
+        size_t len;
+        if (!(rc = pk_reader_frame(rd, &L->chunks[c], &frame, &len))) {
+            EVP_DigestUpdate(sha, frame, len);
+            L->chunks[c].clen = (uint32_t)len;
+            pk->csize += len;
+        }
+    }
+    if (!rc)
+        EVP_DigestFinal_ex(sha, pk->digest, NULL);
+    EVP_MD_CTX_free(sha);
+    return rc;
+}
+
+/* ---- pass 2: the same frames again, streamed into the upload ---- */
+
+typedef struct {
+    pk_reader *rd;
+    pk_pack *pk;
+    pk_layer *L;
+    push_job *job;
+    size_t next;
+    const char *frame;
+    size_t flen, fpos;
+} pack_source;
+
+static long pack_read(void *ctx, char *buf, size_t len)
+{
+    pack_source *s = ctx;
+    while (s->fpos == s->flen) {
+        if (s->next == s->pk->first + s->pk->count)
+            return 0;
+        const pk_chunk *c = &s->L->chunks[s->next++];
+        if (pk_reader_frame(s->rd, c, &s->frame, &s->flen))
+            return -1;
+        if (s->flen != c->clen) /* the file changed, or zstd is not deterministic */
+            return rm_fail(EIO, "layer %.12s: a chunk compressed differently the second time",
+                           s->L->layer->id.hex);
+        s->fpos = 0;
+        job_add(s->job, &s->job->done, c->ulen);
+    }
+    size_t n = s->flen - s->fpos < len ? s->flen - s->fpos : len;
+    memcpy(buf, s->frame + s->fpos, n);
+    s->fpos += n;
+    return (long)n;
+}
+
+static int pack_rewind(void *ctx)
+{
+    pack_source *s = ctx;
+    s->next = s->pk->first;
+    s->flen = s->fpos = 0;
+    return 0;
+}
+
+/* 1 if the registry has it now (present or mounted), 0 if it must be sent */
+static int blob_there(remote *r, push_job *j, const char *digest, uint64_t size)
+{
+    int rc = remote_blob_exists(r, digest, size);
+    for (size_t m = 0; rc == 0 && m < j->nmount; m++)
+        rc = remote_blob_mount(r, digest, j->mount_from[m]);
+    return rc;
+}
+
+static int push_pack(remote *r, push_job *j, pk_pack *pk)
+{
+    pk_layer *L = &j->plan->layers[pk->layer];
+    pk_reader rd;
+    int rc = pk_reader_init(&rd, j->st, L);
+    if (rc)
+        return rc;
+    char digest[72];
+    if (!(rc = measure_pack(&rd, pk, L))) {
+        digest_hex(pk->digest, digest);
+        rc = blob_there(r, j, digest, pk->csize);
+    }
+    if (rc == 1) {
+        job_add(j, &j->done, pk->ubytes);
+        job_add(j, &j->res->blobs_present, 1);
+        job_add(j, &j->res->chunks_present, pk->count);
+        rc = 0;
+    } else if (rc == 0) {
+        pack_source s = {.rd = &rd, .pk = pk, .L = L, .job = j, .next = pk->first};
+        remote_source src = {pack_read, pack_rewind, &s};
+        rc = remote_blob_put(r, digest, pk->csize, &src);
+        if (!rc) {
+            job_add(j, &j->res->blobs_uploaded, 1);
+            job_add(j, &j->res->bytes_uploaded, pk->csize);
+            job_add(j, &j->res->chunks_uploaded, pk->count);
+        }
+    }
+    pk_reader_done(&rd);
+    return rc;
+}
+
+static void *worker(void *arg)
+{
+    push_job *j = arg;
+    remote *r = NULL;
+    int rc = rm_dup(j->proto, &r);
+    if (rc)
+        job_fail(j, rc);
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t i = j->next < j->plan->npacks && !j->rc && r ? j->next++ : SIZE_MAX;
+        pthread_mutex_unlock(&j->mu);
+        if (i == SIZE_MAX)
+            break;
+        if ((rc = push_pack(r, j, &j->plan->packs[i])))
+            job_fail(j, rc);
+    }
+    remote_close(r);
+    pthread_mutex_lock(&j->mu);
+    j->running--;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static unsigned default_jobs(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* uploads wait on the network more than on zstd: a few per core */
+    n = n < 1 ? 4 : n * 2;
+    return (unsigned)(n < 4 ? 4 : n > 16 ? 16 : n);
+}
+
+static int push_packs(push_job *j, const remote_push_opts *po)
+{
+    unsigned jobs = po && po->jobs ? po->jobs : default_jobs();
+    if (jobs > j->plan->npacks)
+        jobs = j->plan->npacks ? (unsigned)j->plan->npacks : 1;
+    pthread_t t[64];
+    if (jobs > 64)
+        jobs = 64;
+    unsigned started = 0;
+    for (; started < jobs; started++) {
+        pthread_mutex_lock(&j->mu);
+        j->running++;
+        pthread_mutex_unlock(&j->mu);
+        if (pthread_create(&t[started], NULL, worker, j)) {
+            pthread_mutex_lock(&j->mu);
+            j->running--;
+            pthread_mutex_unlock(&j->mu);
+            break;
+        }
+    }
+    if (!started)
+        return rm_fail(EAGAIN, "push: could not start a thread");
+    pthread_mutex_lock(&j->mu);
+    while (j->running) {
+        uint64_t done = j->done;
+        pthread_mutex_unlock(&j->mu);
+        if (po && po->progress)
+            po->progress(po->progress_ctx, done, j->plan->data_bytes);
+        pthread_mutex_lock(&j->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200000000L;
+        if (until.tv_nsec >= 1000000000L)
+            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        if (j->running)
+            pthread_cond_timedwait(&j->cv, &j->mu, &until);
+    }
+    pthread_mutex_unlock(&j->mu);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    if (po && po->progress && !j->rc)
+        po->progress(po->progress_ctx, j->plan->data_bytes, j->plan->data_bytes);
+    if (j->rc)
+        rm_set_error(j->err);
+    return j->rc;
+}
+
+/* ---- small blobs: layer manifests, infos, indexes ---- */
+
+typedef struct {
+    const char *data;
+    size_t len, pos;
+} mem_source;
+
+static long mem_read(void *ctx, char *buf, size_t len)
+{
+    mem_source *m = ctx;
+    size_t n = m->len - m->pos < len ? m->len - m->pos : len;
+    memcpy(buf, m->data + m->pos, n);
+    m->pos += n;
+    return (long)n;
+}
+
+static int mem_rewind(void *ctx)
+{
+    ((mem_source *)ctx)->pos = 0;
+    return 0;
+}
+
+static int put_small(remote *r, push_job *j, const char *data, size_t len, char digest[72])
+{
+    rm_sha256_hex(data, len, digest);
+    int rc = blob_there(r, j, digest, len);
+    if (rc == 1) {
+        j->res->blobs_present++;
+        return 0;
+    }
+    mem_source m = {data, len, 0};
+    remote_source src = {mem_read, mem_rewind, &m};
+    if (!rc && !(rc = remote_blob_put(r, digest, len, &src))) {
+        j->res->blobs_uploaded++;
+        j->res->bytes_uploaded += len;
+    }
+    return rc;
+}
+
+static int add_desc(json_t *layers, const char *mt, const char *digest, uint64_t size)
+{
+    json_t *d = json_pack("{s:s,s:s,s:I}", "mediaType", mt, "digest", digest, "size", (json_int_t)size);
+    return d && !json_array_append_new(layers, d) ? 0 : -ENOMEM;
+}
+
+/* the blobs of layer i, uploaded where missing, and their descriptors */
+static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, char config[72],
+                            uint64_t *config_size)
+{
+    const pk_layer *L = &j->plan->layers[i];
+    char *m = NULL, *info = NULL, d[72];
+    size_t mlen, ilen;
+    rm_buf index = {0};
+    int rc = store_layer_bytes(j->st, &L->layer->id, &m, &mlen, &info, &ilen);
+    if (rc)
+        rc = rm_fail(rc, "%s", store_error());
+    if (!rc && !(rc = put_small(r, j, m, mlen, d)))
+        rc = add_desc(layers, REMOTE_MT_MANIFEST, d, mlen);
+    if (!rc) {
+        memcpy(config, d, 72);
+        *config_size = mlen;
+    }
+    if (!rc && !(rc = put_small(r, j, info, ilen, d)))
+        rc = add_desc(layers, REMOTE_MT_INFO, d, ilen);
+    if (!rc && !(rc = pk_index_make(j->plan, i, &index)) &&
+        !(rc = put_small(r, j, index.data, index.len, d)))
+        rc = add_desc(layers, REMOTE_MT_INDEX, d, index.len);
+    for (size_t k = 0; !rc && k < L->npacks; k++) {
+        const pk_pack *pk = &j->plan->packs[L->first_pack + k];
+        digest_hex(pk->digest, d);
+        rc = add_desc(layers, REMOTE_MT_PACK, d, pk->csize);
+    }
+    free(m);
+    free(info);
+    free(index.data);
+    return rc;
+}
+
+static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
+{
+    json_t *layers = json_array();
+    char config[72] = "";
+    uint64_t config_size = 0;
+    int rc = layers ? 0 : -ENOMEM;
+    for (size_t i = 0; !rc && i < j->plan->nlayers; i++)
+        rc = push_layer_blobs(r, j, i, layers, config, &config_size);
+    const store_layer *top = j->plan->layers[j->plan->nlayers - 1].layer;
+    uint64_t size = 0;
+    for (size_t f = 0; f < top->nfiles; f++)
+        size += top->files[f].size;
+    char created[32], sz[24], chain[24];
+    time_t t = (time_t)top->created;
+    struct tm tm;
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    snprintf(sz, sizeof sz, "%" PRIu64, size);
+    snprintf(chain, sizeof chain, "%zu", j->plan->nlayers);
+    json_t *ann = json_pack("{s:s,s:s,s:s,s:s}", "org.opencontainers.image.created", created,
+                            "dev.strata.layer.id", top->id.hex, "dev.strata.layer.size", sz,
+                            "dev.strata.chain", chain);
+    if (ann && host_bound)
+        json_object_set_new(ann, "dev.strata.host-bound", json_string("true"));
+    json_t *doc = rc || !ann ? NULL
+                             : json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2,
+                                         "mediaType", REMOTE_MT_OCI, "artifactType", REMOTE_ARTIFACT_TYPE,
+                                         "config", "mediaType", REMOTE_MT_MANIFEST, "digest", config,
+                                         "size", (json_int_t)config_size, "layers", layers,
+                                         "annotations", ann);
+    if (!doc) {
+        if (rc || !ann) { /* json_pack did not take them */
+            json_decref(layers);
+            json_decref(ann);
+        }
+        if (!rc)
+            rm_fail(ENOMEM, "push: out of memory");
+        return NULL;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!text)
+        rm_fail(ENOMEM, "push: out of memory");
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+/* ---- which sibling repositories may hold our blobs ---- */
+
+static char *record_path(void)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char *p = NULL;
+    if (x && *x ? asprintf(&p, "%s/strata/pushed", x) < 0
+                : !home || asprintf(&p, "%s/.cache/strata/pushed", home) < 0)
+        return NULL;
+    return p;
+}
+
+/* lines "host repo", most recent last */
+static char *record_read(void)
+{
+    char *p = record_path(), *text = NULL;
+    FILE *f = p ? fopen(p, "re") : NULL;
+    free(p);
+    if (!f)
+        return NULL;
+    text = calloc(1, 65537);
+    if (text && fread(text, 1, 65536, f) == 0) {
+        free(text);
+        text = NULL;
+    }
+    fclose(f);
+    return text;
+}
+
+static void mount_candidates(push_job *j, const remote_ref *dst)
+{
+    char *text = record_read();
+    if (!text)
+        return;
+    j->mount_from = calloc(MOUNT_FROM_MAX, sizeof *j->mount_from);
+    size_t hl = strlen(dst->host);
+    /* newest first: walk the lines backwards */
+    for (char *end = text + strlen(text); j->mount_from && end > text && j->nmount < MOUNT_FROM_MAX;) {
+        char *start = end - 1;
+        while (start > text && start[-1] != '\n')
+            start--;
+        char *line = strndup(start, (size_t)(end - start));
+        end = start;
+        if (!line)
+            break;
+        line[strcspn(line, "\n")] = 0;
+        if (!strncmp(line, dst->host, hl) && line[hl] == ' ' && strcmp(line + hl + 1, dst->repo) &&
+            line[hl + 1])
+            j->mount_from[j->nmount++] = strdup(line + hl + 1);
+        free(line);
+    }
+    free(text);
+}
+
+/* best effort: remember dst for later pushes' mounts */
+static void record_push(const remote_ref *dst)
+{
+    char *text = record_read(), *p = record_path(), *tmp = NULL, *dir = p ? strdup(p) : NULL;
+    if (!p || !dir || asprintf(&tmp, "%s.tmp-%d", p, (int)getpid()) < 0)
+        goto out;
+    *strrchr(dir, '/') = 0;
+    char *parent = strdup(dir);
+    if (parent && strrchr(parent, '/')) {
+        *strrchr(parent, '/') = 0;
+        mkdir(parent, 0700);
+    }
+    free(parent);
+    mkdir(dir, 0700);
+    FILE *f = fopen(tmp, "we");
+    if (!f)
+        goto out;
+    char *me = NULL;
+    if (asprintf(&me, "%s %s", dst->host, dst->repo) < 0)
+        me = NULL;
+    size_t lines = 0;
+    for (char *s = text, *nl; s && *s; s = nl ? nl + 1 : s + strlen(s)) {
+        nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s) : strlen(s);
+        if (me && n == strlen(me) && !strncmp(s, me, n))
+            continue;
+        if (n && lines++ < 63)
+            fprintf(f, "%.*s\n", (int)n, s);
+    }
+    if (me)
+        fprintf(f, "%s\n", me);
+    free(me);
+    if (fclose(f) || rename(tmp, p))
+        unlink(tmp);
+out:
+    free(text);
+    free(p);
+    free(dir);
+    free(tmp);
+}
+
+/* ---- the push ---- */
+
+static int load_chain(store *st, const store_id *top, store_layer ***out, size_t *n)
+{
+    store_layer **chain = NULL;
+    size_t count = 0, cap = 0;
+    store_id id = *top;
+    for (int more = 1; more;) {
+        store_layer *l;
+        int rc = store_layer_load(st, &id, &l);
+        if (!rc && count == cap) {
+            cap = cap ? cap * 2 : 8;
+            store_layer **c = realloc(chain, cap * sizeof *c);
+            if (!c) {
+                store_layer_free(l);
+                rc = -ENOMEM;
+            } else
+                chain = c;
+        }
+        if (rc) {
+            for (size_t i = 0; i < count; i++)
+                store_layer_free(chain[i]);
+            free(chain);
+            return rc == -ENOMEM ? rc : rm_fail(rc, "%s", store_error());
+        }
+        chain[count++] = l;
+        more = l->has_parent;
+        id = l->parent;
+    }
+    for (size_t i = 0; i < count / 2; i++) { /* root first */
+        store_layer *t = chain[i];
+        chain[i] = chain[count - 1 - i];
+        chain[count - 1 - i] = t;
+    }
+    *out = chain;
+    *n = count;
+    return 0;
+}
+
+/* a saved state without --with-state: its parent goes instead */
+static int choose_layer(store *st, const store_id *id, const remote_push_opts *po, store_id *out,
+                        int *host_bound)
+{
+    store_layer *l;
+    if (store_layer_load(st, id, &l))
+        return rm_fail(EINVAL, "%s", store_error());
+    *out = *id;
+    *host_bound = l->nbindings > 0;
+    int rc = 0;
+    if (l->nbindings && !(po && po->with_state)) {
+        if (!l->has_parent)
+            rc = rm_fail(EINVAL, "layer %.12s is a saved state with no parent to push", id->hex);
+        else if (po && po->note) {
+            char line[256];
+            snprintf(line, sizeof line,
+                     "%.12s is a saved state (host-bound): pushing its parent %.12s instead "
+                     "(--with-state pushes the state)", id->hex, l->parent.hex);
+            po->note(po->note_ctx, line);
+        }
+        *out = l->parent;
+        *host_bound = 0;
+    }
+    store_layer_free(l);
+    return rc;
+}
+
+int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
+                const remote_push_opts *po, remote_push_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (!dst->tag)
+        return rm_fail(EINVAL, "push: the destination needs a tag (%s/%s:TAG)", dst->host, dst->repo);
+    int host_bound;
+    store_id top;
+    int rc = choose_layer(st, id, po, &top, &host_bound);
+    store_layer **chain = NULL;
+    size_t n = 0;
+    pk_plan plan = {0};
+    if (!rc && !(rc = load_chain(st, &top, &chain, &n)))
+        rc = pk_plan_make(chain, n, &plan);
+    free(chain);
+    remote *r = NULL;
+    if (!rc)
+        rc = remote_open(dst, o, 1, &r);
+    push_job j = {.st = st, .plan = &plan, .proto = r, .res = res,
+                  .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    if (!rc) {
+        res->pushed = top;
+        res->chunk_bytes = plan.data_bytes;
+        mount_candidates(&j, dst);
+        /* authenticate once here, so the workers start with a token */
+        rc = remote_blob_exists(r, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 0);
+        rc = rc < 0 ? rc : push_packs(&j, po);
+    }
+    size_t len = 0;
+    char *manifest = rc ? NULL : oci_manifest(&j, r, host_bound, &len);
+    if (!rc && !manifest)
+        rc = -ENOMEM;
+    if (!rc && !(rc = remote_manifest_put(r, dst->tag, manifest, len))) {
+        rm_sha256_hex(manifest, len, res->digest);
+        record_push(dst);
+    }
+    free(manifest);
+    for (size_t m = 0; m < j.nmount; m++)
+        free(j.mount_from[m]);
+    free(j.mount_from);
+    remote_close(r);
+    pk_plan_free(&plan);
+    return rc;
+}

@@ -1,0 +1,316 @@
+/* remote: the distribution API calls (manifests, blobs, tags). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *path_of(const remote *r, const char *fmt, const char *arg)
+{
+    char *p = NULL, *tail = NULL;
+    if (asprintf(&tail, fmt, arg) < 0)
+        return NULL;
+    if (asprintf(&p, "%s%s", r->base, tail) < 0)
+        p = NULL;
+    free(tail);
+    return p;
+}
+
+int remote_manifest_get(remote *r, const char *reference, char **body, size_t *len,
+                        char digest[72])
+{
+    char *url = path_of(r, "/manifests/%s", reference);
+    if (!url)
+        return -ENOMEM;
+    rm_req q = {.method = "GET", .url = url, .accept = REMOTE_MT_OCI, .max_body = REMOTE_MANIFEST_MAX};
+    rm_resp resp = {0};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    if (!rc && resp.status == 404)
+        rc = rm_fail(ENOENT, "%s/%s:%s: no such manifest", r->host, r->repo, reference);
+    else if (!rc && resp.status != 200)
+        rc = rm_http_fail(&resp, reference);
+    if (!rc) {
+        rm_sha256_hex(resp.body.data ? resp.body.data : "", resp.body.len, digest);
+        if (!strncmp(reference, "sha256:", 7) && strcmp(reference, digest))
+            rc = rm_fail(EBADMSG, "manifest %s: the registry sent bytes with digest %s",
+                         reference, digest);
+    }
+    if (!rc) {
+        *body = resp.body.data ? resp.body.data : strdup("");
+        *len = resp.body.len;
+        resp.body.data = NULL;
+        if (!*body)
+            rc = -ENOMEM;
+    }
+    rm_resp_free(&resp);
+    return rc;
+}
+
+int remote_manifest_put(remote *r, const char *reference, const void *body, size_t len)
+{
+    if (len > REMOTE_MANIFEST_MAX)
+        return rm_fail(EFBIG, "the manifest is %zu bytes, over the %u registries accept", len,
+                       REMOTE_MANIFEST_MAX);
+    char *url = path_of(r, "/manifests/%s", reference);
+    if (!url)
+        return -ENOMEM;
+    rm_req q = {.method = "PUT", .url = url, .content_type = REMOTE_MT_OCI, .body = body,
+                .body_len = len, .max_body = 1 << 16};
+    rm_resp resp = {0};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    if (!rc && resp.status != 201 && resp.status != 200)
+        rc = rm_http_fail(&resp, "manifest upload");
+    rm_resp_free(&resp);
+    return rc;
+}
+
+int remote_blob_exists(remote *r, const char *digest, uint64_t size)
+{
+    char *url = path_of(r, "/blobs/%s", digest);
+    if (!url)
+        return -ENOMEM;
+    rm_req q = {.method = "HEAD", .url = url};
+    rm_resp resp = {0};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    if (!rc && resp.status == 200)
+        rc = !size || resp.content_length < 0 || (uint64_t)resp.content_length == size;
+    else if (!rc && resp.status != 404)
+        rc = rm_http_fail(&resp, digest);
+    rm_resp_free(&resp);
+    return rc;
+}
+
+/* POST an upload; *location is where to PUT (or NULL if mounted: 201) */
+static int start_upload(remote *r, const char *query, char **location)
+{
+    char *url = path_of(r, "/blobs/uploads/%s", query);
+    if (!url)
+        return -ENOMEM;
+    rm_req q = {.method = "POST", .url = url, .max_body = 1 << 16};
+    rm_resp resp = {0};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    *location = NULL;
+    if (!rc && resp.status == 202 && resp.location) {
+        *location = resp.location;
+        resp.location = NULL;
+    } else if (!rc && resp.status != 201)
+        rc = rm_http_fail(&resp, "blob upload");
+    rm_resp_free(&resp);
+    return rc;
+}
+
+static void cancel_upload(remote *r, const char *location)
+{
+    rm_req q = {.method = "DELETE", .url = location, .max_body = 1 << 16};
+    rm_resp resp = {0};
+    /* best effort: an abandoned upload is purged by the registry anyway */
+    rm_request(r, &q, &resp);
+    rm_resp_free(&resp);
+}
+
+int remote_blob_mount(remote *r, const char *digest, const char *from_repo)
+{
+    char *query = NULL;
+    if (asprintf(&query, "?mount=%s&from=%s", digest, from_repo) < 0)
+        return -ENOMEM;
+    char *location = NULL;
+    int rc = start_upload(r, query, &location);
+    free(query);
+    if (rc)
+        return rc;
+    if (location) { /* 202: declined, and an upload session was opened */
+        cancel_upload(r, location);
+        free(location);
+        return 0;
+    }
+    return 1;
+}
+
+static char *put_url(const char *location, const char *digest)
+{
+    char *u = NULL;
+    if (asprintf(&u, "%s%sdigest=%s", location, strchr(location, '?') ? "&" : "?", digest) < 0)
+        return NULL;
+    return u;
+}
+
+int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src)
+{
+    int rc = 0;
+    for (int n = 0; n < RM_TRIES; n++) {
+        if (n) {
+            rm_backoff(n - 1, 0);
+            if (src->rewind && (rc = src->rewind(src->ctx)))
+                return rc;
+        }
+        char *location = NULL;
+        if ((rc = start_upload(r, "", &location)))
+            return rc;
+        if (!location)
+            return rm_fail(EPROTO, "blob %s: the registry created it without data", digest);
+        char *url = put_url(location, digest);
+        free(location);
+        if (!url)
+            return -ENOMEM;
+        rm_req q = {.method = "PUT", .url = url, .content_type = "application/octet-stream",
+                    .src = src, .src_len = size, .max_body = 1 << 16};
+        rm_resp resp = {0};
+        rc = rm_request(r, &q, &resp);
+        free(url);
+        int transient = rc == -EIO || (!rc && (resp.status >= 500 || resp.status == 429));
+        if (!rc && resp.status != 201)
+            rc = rm_http_fail(&resp, digest);
+        long after = resp.retry_after;
+        rm_resp_free(&resp);
+        if (!rc || !transient)
+            return rc;
+        if (after > 0)
+            rm_backoff(0, after);
+    }
+    return rc;
+}
+
+/* ---- downloads ---- */
+
+typedef struct {
+    remote_sink sink;
+    void *ctx;
+    rm_resp *resp;
+    uint64_t offset, len; /* what was asked; len 0 = all */
+    uint64_t max;
+    uint64_t at;      /* bytes of the body seen */
+    uint64_t given;   /* bytes handed on */
+    EVP_MD_CTX *sha;
+    int whole;        /* hashing the whole blob */
+    int stopped;      /* the range is complete; the rest of a full body is not wanted */
+} get_ctx;
+
+static int get_sink(void *ctx, const void *data, size_t n)
+{
+    get_ctx *g = ctx;
+    const char *p = data;
+    /* 200 to a Range request: the whole blob, so skip to the offset */
+    uint64_t body_start = g->resp->status == 206 ? g->offset : 0;
+    uint64_t pos = body_start + g->at;
+    g->at += n;
+    if (g->whole)
+        EVP_DigestUpdate(g->sha, p, n);
+    uint64_t want_end = g->len ? g->offset + g->len : g->max;
+    if (pos + n > g->offset && pos < want_end) {
+        uint64_t from = pos < g->offset ? g->offset - pos : 0;
+        uint64_t to = pos + n > want_end ? want_end - pos : n;
+        if (g->given + (to - from) > (g->len ? g->len : g->max))
+            return rm_fail(EFBIG, "a blob is longer than %" PRIu64 " bytes", g->max);
+        int rc = g->sink(g->ctx, p + from, (size_t)(to - from));
+        if (rc)
+            return rc;
+        g->given += to - from;
+    }
+    if (!g->len && g->at > g->max)
+        return rm_fail(EFBIG, "a blob is longer than %" PRIu64 " bytes", g->max);
+    /* the rest of a full body is not needed */
+    if (g->len && pos + n >= want_end) {
+        g->stopped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
+                    remote_sink sink, void *ctx)
+{
+    char *url = path_of(r, "/blobs/%s", digest);
+    char range[64];
+    if (!url)
+        return -ENOMEM;
+    if (len)
+        snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
+    rm_resp resp = {0};
+    get_ctx g = {.sink = sink, .ctx = ctx, .resp = &resp, .offset = offset, .len = len,
+                 .max = max, .whole = !len, .sha = EVP_MD_CTX_new()};
+    if (!g.sha || !EVP_DigestInit_ex(g.sha, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(g.sha);
+        free(url);
+        return -ENOMEM;
+    }
+    rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = get_sink,
+                .sink_ctx = &g, .max_body = 1 << 16};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    if (rc == -ECANCELED && g.stopped)
+        rc = 0; /* stopped on purpose after the range, in a full body */
+    if (!rc && resp.status != 200 && resp.status != 206)
+        rc = rm_http_fail(&resp, digest);
+    if (!rc && g.given != (len ? len : g.at))
+        rc = rm_fail(EBADMSG, "blob %s: the registry sent %" PRIu64 " bytes, %" PRIu64 " were asked",
+                     digest, g.given, len ? len : g.at);
+    if (!rc && g.whole) {
+        unsigned char d[32];
+        char hex[72] = "sha256:";
+        EVP_DigestFinal_ex(g.sha, d, NULL);
+        for (int i = 0; i < 32; i++)
+            sprintf(hex + 7 + 2 * i, "%02x", d[i]);
+        if (strcmp(hex, digest))
+            rc = rm_fail(EBADMSG, "blob %s: the registry sent different bytes (%s)", digest, hex);
+    }
+    EVP_MD_CTX_free(g.sha);
+    rm_resp_free(&resp);
+    return rc;
+}
+
+/* ---- tags ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int remote_tags(remote *r, char ***tags, size_t *n)
+{
+    char *url = path_of(r, "%s", "/tags/list");
+    if (!url)
+        return -ENOMEM;
+    rm_req q = {.method = "GET", .url = url, .accept = "application/json", .max_body = 16 << 20};
+    rm_resp resp = {0};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    *tags = NULL;
+    *n = 0;
+    if (!rc && resp.status == 404) {
+        rm_resp_free(&resp);
+        return 0; /* no such repository yet: no tags */
+    }
+    if (!rc && resp.status != 200)
+        rc = rm_http_fail(&resp, "tags list");
+    json_t *j = rc ? NULL : json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);
+    json_t *arr = json_object_get(j, "tags");
+    if (!rc && !j)
+        rc = rm_fail(EPROTO, "%s: the tags list is not JSON", r->host);
+    size_t count = json_is_array(arr) ? json_array_size(arr) : 0;
+    char **out = count ? calloc(count, sizeof *out) : NULL;
+    if (!rc && count && !out)
+        rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < count; i++) {
+        const char *t = json_string_value(json_array_get(arr, i));
+        if (!t || !(out[i] = strdup(t)))
+            rc = t ? -ENOMEM : rm_fail(EPROTO, "%s: a tag in the list is not a string", r->host);
+    }
+    if (!rc) {
+        qsort(out, count, sizeof *out, cmp_str);
+        *tags = out;
+        *n = count;
+    } else
+        remote_strings_free(out, count);
+    json_decref(j);
+    rm_resp_free(&resp);
+    return rc;
+}

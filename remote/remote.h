@@ -1,0 +1,178 @@
+/*
+ * remote: strata layers in OCI registries (docs/remote.md).
+ *
+ * A registry speaks the OCI distribution API over HTTPS (plain HTTP only to
+ * a loopback address or when asked with insecure). A layer travels as one
+ * OCI image manifest whose config blob is the layer's canonical manifest,
+ * with its chunk data in zstd packs and a chunk index blob per layer of its
+ * chain, so any tag pulls on its own and a puller can fetch one chunk by
+ * byte range.
+ *
+ * Credentials come from the docker client configuration
+ * ($DOCKER_CONFIG/config.json, else ~/.docker/config.json): credHelpers,
+ * then credsStore (docker-credential-<name>, spoken to over pipes), then
+ * auths. They are never put in a process's arguments or in a message.
+ *
+ * Every function returns 0 (or a count) on success and a negative errno on
+ * failure, with a one-line message for the user in remote_error(). Nothing
+ * here prints. Sizes that come from a registry are bounded before anything
+ * is allocated for them, and every blob is checked against its digest.
+ */
+#ifndef STRATA_REMOTE_H
+#define STRATA_REMOTE_H
+
+#include "../store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* media types and annotations of the format, version 1 (docs/remote.md) */
+#define REMOTE_ARTIFACT_TYPE "application/vnd.strata.layer.v1"
+#define REMOTE_MT_MANIFEST "application/vnd.strata.layer.manifest.v1"
+#define REMOTE_MT_INFO "application/vnd.strata.layer.info.v1"
+#define REMOTE_MT_INDEX "application/vnd.strata.chunk-index.v1"
+#define REMOTE_MT_PACK "application/vnd.strata.pack.v1+zstd"
+#define REMOTE_MT_OCI "application/vnd.oci.image.manifest.v1+json"
+#define REMOTE_MANIFEST_MAX (4u << 20) /* the largest OCI manifest read or written */
+
+/* The message describing the last failure on this thread. Never NULL. */
+const char *remote_error(void);
+
+/* ---- references ---- */
+
+/* HOST[:PORT]/REPO[:TAG|@sha256:HEX]. HOST has a '.' or ':' or is
+ * "localhost" (there is no default registry). */
+typedef struct {
+    char *host;   /* "ghcr.io", "127.0.0.1:5000", "[::1]:5000" */
+    char *repo;   /* "acme/macos": the distribution name grammar */
+    char *tag;    /* NULL if none was given */
+    char *digest; /* "sha256:<64 hex>", or NULL */
+} remote_ref;
+
+/* Parse text into out. need_repo_only: 1 refuses a tag or digest (a
+ * repository for ls), 0 accepts them. Free with remote_ref_free. */
+int remote_ref_parse(const char *text, int need_repo_only, remote_ref *out);
+void remote_ref_free(remote_ref *r);
+
+/* ---- connections ---- */
+
+typedef struct remote remote;
+
+typedef struct {
+    int insecure;           /* 1: plain HTTP to any host (else only to loopback) */
+    const char *docker_dir; /* the docker config directory, or NULL: $DOCKER_CONFIG, ~/.docker */
+} remote_opts;
+
+/* A client for ref's host and repository. push: 1 asks for push rights too
+ * (the bearer scope "pull,push"). Nothing is sent until the first request.
+ * Free with remote_close. */
+int remote_open(const remote_ref *ref, const remote_opts *o, int push, remote **out);
+void remote_close(remote *r);
+
+/* GET the OCI manifest named by reference (a tag or a digest). body, at most
+ * REMOTE_MANIFEST_MAX bytes, is checked against the digest when reference
+ * is one; digest (71 bytes + NUL) receives "sha256:<hex>" of the body.
+ * Returns -ENOENT if there is no such manifest. Caller frees body. */
+int remote_manifest_get(remote *r, const char *reference, char **body, size_t *len,
+                        char digest[72]);
+
+/* PUT body (of media type REMOTE_MT_OCI) under reference (a tag or its
+ * digest). */
+int remote_manifest_put(remote *r, const char *reference, const void *body, size_t len);
+
+/* 1 if the repository has blob digest (of size bytes, if size is not 0), 0
+ * if not. */
+int remote_blob_exists(remote *r, const char *digest, uint64_t size);
+
+/* Ask the registry to mount digest from repository from_repo on the same
+ * host. 1 if mounted, 0 if the registry declined (nothing changed). */
+int remote_blob_mount(remote *r, const char *digest, const char *from_repo);
+
+/* Fills buf with up to len bytes of the blob's content; returns the count,
+ * 0 at the end, negative on error. Called again from the start (after
+ * rewind) if the upload is retried. */
+typedef struct {
+    long (*read)(void *ctx, char *buf, size_t len);
+    int (*rewind)(void *ctx);
+    void *ctx;
+} remote_source;
+
+/* Upload a blob of size bytes whose sha256 is digest: POST, then one PUT
+ * with the whole body. Retried with backoff on transient errors. */
+int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src);
+
+/* Receives blob bytes as they arrive; returns 0 to go on, negative to stop. */
+typedef int (*remote_sink)(void *ctx, const void *data, size_t len);
+
+/* GET len bytes of blob digest from offset (len 0: the whole blob, which
+ * must then be at most max bytes). A registry that ignores Range and sends
+ * the whole blob (200) is handled: the bytes before offset are skipped.
+ * Redirects are followed without the credentials. Only whole-blob reads are
+ * checked against the digest; the caller checks ranges (chunk ids). */
+int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
+                    remote_sink sink, void *ctx);
+
+/* The repository's tags, sorted. Free with remote_strings_free. */
+int remote_tags(remote *r, char ***tags, size_t *n);
+void remote_strings_free(char **s, size_t n);
+
+/* ---- credentials ---- */
+
+/* Check user/password against host (a plain GET /v2/ with them), then keep
+ * them where docker would: the credential helper the config names for host
+ * (credHelpers, credsStore), else the config file's auths, written
+ * atomically with mode 0600. */
+int remote_login(const char *host, const char *user, const char *password, const remote_opts *o);
+
+/* Forget host's credentials (helper erase, or the auths entry). -ENOENT if
+ * there were none. */
+int remote_logout(const char *host, const remote_opts *o);
+
+/* ---- push ---- */
+
+typedef void (*remote_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct {
+    int with_state;   /* push a saved state itself, marked host-bound; else its parent */
+    unsigned jobs;    /* parallel uploads, 1..64; 0 picks one for the machine */
+    remote_progress_fn progress; /* bytes of chunk data considered so far; may be NULL */
+    void *progress_ctx;
+    void (*note)(void *ctx, const char *line); /* e.g. "pushing the parent"; may be NULL */
+    void *note_ctx;
+} remote_push_opts;
+
+typedef struct {
+    store_id pushed;          /* the layer pushed (the parent of a state pushed without it) */
+    char digest[72];          /* the OCI manifest's digest */
+    uint64_t blobs_uploaded;
+    uint64_t bytes_uploaded;  /* compressed bytes sent in blobs (manifest not counted) */
+    uint64_t blobs_present;   /* blobs the registry had or mounted */
+    uint64_t chunks_uploaded; /* data chunks in the packs uploaded */
+    uint64_t chunks_present;  /* data chunks in packs the registry had */
+    uint64_t chunk_bytes;     /* uncompressed bytes of all data chunks of the chain */
+} remote_push_result;
+
+/* Push layer id of st (and what its chain needs) to dst (which must have a
+ * tag; its digest is ignored). Uploads only blobs the registry lacks; the
+ * manifest goes last, so a push cut short publishes nothing. */
+int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
+                const remote_push_opts *po, remote_push_result *res);
+
+/* ---- listing ---- */
+
+typedef struct {
+    char *tag;
+    char digest[72];        /* of the OCI manifest */
+    int strata;             /* 0: not a strata layer (the fields below are empty) */
+    store_id layer;
+    uint64_t size;          /* apparent bytes of the layer's files */
+    uint64_t pull_bytes;    /* bytes of all its blobs (a pull into an empty store) */
+    size_t chain;           /* layers in its chain, itself included */
+    int host_bound;         /* a saved state */
+} remote_tag_info;
+
+/* Every tag of repo's repository with what its manifest says. */
+int remote_list(const remote_ref *repo, const remote_opts *o, remote_tag_info **out, size_t *n);
+void remote_list_free(remote_tag_info *t, size_t n);
+
+#endif

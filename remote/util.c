@@ -1,0 +1,245 @@
+/* remote: errors, buffers, digests, references. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char last_error[512] = "no error";
+
+const char *remote_error(void)
+{
+    return last_error;
+}
+
+void rm_set_error(const char *msg)
+{
+    snprintf(last_error, sizeof last_error, "%s", msg);
+}
+
+int rm_fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return err > 0 ? -err : err;
+}
+
+void rm_buf_add(rm_buf *b, const void *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) {
+            b->oom = 1;
+            return;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void rm_buf_printf(rm_buf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        rm_buf_add(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    rm_buf_add(b, big, (size_t)n);
+    free(big);
+}
+
+void rm_sha256_hex(const void *p, size_t n, char out[72])
+{
+    unsigned char d[32];
+    SHA256(p, n, d);
+    memcpy(out, "sha256:", 7);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 7 + 2 * i, "%02x", d[i]);
+}
+
+int rm_digest_valid(const char *d)
+{
+    if (!d || strncmp(d, "sha256:", 7) || strlen(d) != 71)
+        return 0;
+    for (const char *p = d + 7; *p; p++)
+        if (!isdigit((unsigned char)*p) && !(*p >= 'a' && *p <= 'f'))
+            return 0;
+    return 1;
+}
+
+int rm_host_loopback(const char *host)
+{
+    size_t n = strcspn(host, ":");
+    if (host[0] == '[') /* [::1]:port */
+        return !strncmp(host, "[::1]", 5);
+    return (n == 9 && !strncmp(host, "localhost", 9)) || !strncmp(host, "127.", 4);
+}
+
+char *rm_b64_encode(const void *p, size_t n)
+{
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (out)
+        EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+    return out;
+}
+
+char *rm_b64_decode(const char *s, size_t *n)
+{
+    size_t len = strlen(s);
+    if (len % 4 || len > (1u << 20))
+        return NULL;
+    unsigned char *out = malloc(len / 4 * 3 + 1);
+    if (!out)
+        return NULL;
+    int got = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
+    if (got < 0) {
+        free(out);
+        return NULL;
+    }
+    /* EVP_DecodeBlock counts the padding as bytes */
+    if (len && s[len - 1] == '=')
+        got--;
+    if (len > 1 && s[len - 2] == '=')
+        got--;
+    out[got] = 0;
+    *n = (size_t)got;
+    return (char *)out;
+}
+
+/* ---- references ---- */
+
+void remote_ref_free(remote_ref *r)
+{
+    free(r->host);
+    free(r->repo);
+    free(r->tag);
+    free(r->digest);
+    memset(r, 0, sizeof *r);
+}
+
+static int host_valid(const char *h, size_t n)
+{
+    if (!n || n > 255)
+        return 0;
+    int dot_or_port = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = h[i];
+        if (c == '.' || c == ':' || c == '[')
+            dot_or_port = 1;
+        if (!isalnum((unsigned char)c) && !strchr(".-:[]", c))
+            return 0;
+    }
+    return dot_or_port || (n == 9 && !strncmp(h, "localhost", 9));
+}
+
+/* the distribution name grammar: components [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* joined by '/' */
+static int repo_valid(const char *s, size_t n)
+{
+    if (!n || n > 255)
+        return 0;
+    int need_alnum = 1;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if ((c >= 'a' && c <= 'z') || isdigit((unsigned char)c)) {
+            need_alnum = 0;
+            continue;
+        }
+        if (need_alnum || !strchr("._-/", c))
+            return 0;
+        if (c == '/' || c == '.')
+            need_alnum = 1;
+        else if (c == '_' && i + 1 < n && s[i + 1] == '_')
+            i++, need_alnum = 1;
+        else if (c == '_')
+            need_alnum = 1;
+        else /* '-' runs */
+            while (i + 1 < n && s[i + 1] == '-')
+                i++;
+        need_alnum = 1;
+    }
+    return !need_alnum;
+}
+
+static int tag_valid(const char *t)
+{
+    size_t n = strlen(t);
+    if (!n || n > 128 || !(isalnum((unsigned char)t[0]) || t[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!isalnum((unsigned char)t[i]) && !strchr("._-", t[i]))
+            return 0;
+    return 1;
+}
+
+int remote_ref_parse(const char *text, int need_repo_only, remote_ref *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *slash = strchr(text, '/');
+    if (!slash || !host_valid(text, (size_t)(slash - text)))
+        return rm_fail(EINVAL, "'%s' is not a remote reference (HOST[:PORT]/REPO[:TAG])", text);
+    const char *path = slash + 1;
+    const char *at = strchr(path, '@');
+    const char *last_slash = strrchr(path, '/');
+    const char *colon = strchr(last_slash ? last_slash : path, ':');
+    if (at && colon && colon > at)
+        colon = NULL;
+    size_t rlen = at ? (size_t)(at - path) : colon ? (size_t)(colon - path) : strlen(path);
+    if (colon && at && colon < at)
+        rlen = (size_t)(colon - path);
+    if (!repo_valid(path, rlen))
+        return rm_fail(EINVAL, "'%s': the repository name must be lowercase [a-z0-9._-/]", text);
+    out->host = strndup(text, (size_t)(slash - text));
+    out->repo = strndup(path, rlen);
+    if (colon)
+        out->tag = at ? strndup(colon + 1, (size_t)(at - colon - 1)) : strdup(colon + 1);
+    if (at)
+        out->digest = strdup(at + 1);
+    int rc = (!out->host || !out->repo || (colon && !out->tag) || (at && !out->digest)) ? -ENOMEM : 0;
+    if (!rc && out->tag && !tag_valid(out->tag))
+        rc = rm_fail(EINVAL, "'%s': '%s' is not a valid tag", text, out->tag);
+    else if (!rc && out->digest && !rm_digest_valid(out->digest))
+        rc = rm_fail(EINVAL, "'%s': the digest must be sha256:<64 lowercase hex>", text);
+    else if (!rc && need_repo_only && (out->tag || out->digest))
+        rc = rm_fail(EINVAL, "'%s': name a repository, without a tag or digest", text);
+    if (rc)
+        remote_ref_free(out);
+    return rc;
+}
+
+void remote_strings_free(char **s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(s[i]);
+    free(s);
+}
