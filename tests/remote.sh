@@ -1,0 +1,231 @@
+#!/bin/bash
+# Remote tests: push, ls --remote, login/logout against real registries
+# (Debian's docker-registry on 127.0.0.1, free ports picked at run time):
+# anonymous, htpasswd basic auth, and the bearer-token flow with a token
+# server written here in python3. Every registry and server started here is
+# stopped by the trap, whatever happens.
+. "$(dirname "$0")/lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+export STRATA_HOME=$W/store DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
+rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/b* "$W"/inst* "$W"/bin
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+if ! command -v docker-registry >/dev/null; then
+    skipped "remote tests" "docker-registry is not installed (apt-get install docker-registry)"
+    finish; exit
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_http URL: until something answers (any status), at most 15 s
+wait_http() {
+    for _ in $(seq 150); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_registry NAME [AUTH-YAML]: a registry in $W/reg-NAME; sets PORT
+start_registry() {
+    local dir=$W/reg-$1
+    mkdir -p "$dir"
+    PORT=$(free_port)
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $dir/data}
+  delete: {enabled: true}
+  maintenance: {uploadpurging: {enabled: false}}
+http:
+  addr: 127.0.0.1:$PORT
+  secret: test-only-not-secret
+${2:-}
+EOF
+    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    PIDS="$PIDS $!"
+    wait_http "http://127.0.0.1:$PORT/v2/" || { echo "registry $1 did not start:"; cat "$dir/log"; }
+}
+
+jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$W/out" "$1"; }
+
+# ---- a base and a child ----
+"$MK" "$W/b1" --size 1G --data 0:8M:1 --data 512M:4M:2 >/dev/null
+BASE=$("$S" import "$W/b1" base:v1 2>/dev/null)
+"$S" clone base:v1 "$W/inst" 2>/dev/null
+"$MK" --write "$W/inst/Disk.img" 1M:2M:9 700M:1M:4
+CHILD=$("$S" commit "$W/inst" -m child -t base:child 2>/dev/null)
+check "a base and a child layer were made" [ -n "$BASE" ] && [ -n "$CHILD" ]
+
+# ---- anonymous registry ----
+start_registry anon
+R=127.0.0.1:$PORT
+run "$S" push base:v1 "$R/strata/vm:v1" --json
+check "push of the base exits 0" [ "$rc" -eq 0 ]
+check "push --json is JSON" is_json "$W/out"
+BASE_CHUNKS=$(jget chunks_uploaded)
+check "the base's 15 data chunks were uploaded" [ "$BASE_CHUNKS" = 15 ]
+DIGEST1=$(jget digest)
+
+run "$S" push base:child "$R/strata/vm:child" --json
+check "push of the child exits 0" [ "$rc" -eq 0 ]
+check "the child uploads only its 3 new chunks" [ "$(jget chunks_uploaded)" = 3 ]
+check "...and finds the base's 15 present" [ "$(jget chunks_present)" = 15 ]
+up=$(jget bytes_uploaded)
+check "...sending under 4 MiB (the 3 chunks and small blobs: $up bytes)" [ "$up" -lt 4194304 ]
+
+run "$S" push base:v1 "$R/strata/vm:v1" --json
+check "pushing the same layer again uploads nothing" [ "$(jget bytes_uploaded)" = 0 ] && [ "$(jget blobs_uploaded)" = 0 ]
+check "...and gives the same manifest digest" [ "$(jget digest)" = "$DIGEST1" ]
+
+run "$S" push base:v1 "$R/strata/vm:v1"
+check "the summary line names bytes uploaded, chunks present and time" \
+    grep -qE '^pushed .*: uploaded 0 B in 0 blobs \(0 chunks\); 15 chunks already present .*; [0-9.]+ s$' "$W/out"
+
+# another store, the same bundle imported independently: the same packs
+STRATA_HOME=$W/store2 "$S" import "$W/b1" other:v1 >/dev/null 2>&1
+STRATA_HOME=$W/store2 run "$S" push other:v1 "$R/strata/vm:other" --json
+check "the same layer pushed from another store uploads no chunks" [ "$(jget chunks_uploaded)" = 0 ]
+packs() { skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:$1" |
+    python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["config"]["digest"], *[l["digest"] for l in m["layers"] if not l["mediaType"].endswith("info.v1")])'; }
+if command -v skopeo >/dev/null; then
+    check "...and lists identical config, index and pack digests" [ "$(packs v1)" = "$(packs other)" ]
+    run skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:v1"
+    check "skopeo inspect --raw reads the pushed manifest" [ "$rc" -eq 0 ]
+    check "...whose config digest is sha256:<layer id>" \
+        [ "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["digest"])' "$W/out")" = "sha256:$BASE" ]
+    check "...with strata's artifactType" grep -q '"artifactType":"application/vnd.strata.layer.v1"' "$W/out"
+    check "...under 4 KiB for this layer" [ "$(wc -c <"$W/out")" -lt 4096 ]
+else
+    skipped "skopeo checks" "skopeo is not installed"
+fi
+
+# a cross-repository mount: a sibling repository pushed before lends its blobs
+run "$S" push base:child "$R/strata/copy:child" --json
+check "push to a sibling repository mounts every blob (0 bytes sent)" [ "$(jget bytes_uploaded)" = 0 ]
+check "...and still names all 18 chunks present" [ "$(jget chunks_present)" = 18 ]
+
+run "$S" ls --remote "$R/strata/vm"
+check "ls --remote lists the tags with their layers" grep -q "^v1 .*${BASE:0:12}" "$W/out"
+check "...the child too" grep -q "^child .*${CHILD:0:12}" "$W/out"
+run "$S" ls --remote "$R/strata/vm" --json
+check "ls --remote --json is JSON" is_json "$W/out"
+check "...with full layer ids" grep -q "\"layer\":\"$CHILD\"" "$W/out"
+check "...the child's chain of 2" grep -q '"chain":2' "$W/out"
+
+snap=$(snapshot)
+expect_error "a reference without a host is one line" 1 "not a remote reference" "$S" push base:v1 vm:v1
+expect_error "an upper-case repository is one line" 1 "repository name" "$S" push base:v1 "$R/Strata:v1"
+expect_error "a remote without a tag is one line" 1 "needs a tag" "$S" push base:v1 "$R/strata/vm"
+expect_error "an unknown local layer is one line" 1 "nope" "$S" push nope "$R/strata/vm:x"
+dead=$(free_port)
+expect_error "a registry that is not there is one line" 1 "127.0.0.1:$dead" "$S" push base:v1 "127.0.0.1:$dead/x:y"
+expect_error "ls --remote with a tag is one line" 1 "without a tag" "$S" ls --remote "$R/strata/vm:v1"
+check "failed pushes leave the store unchanged" [ "$(snapshot)" = "$snap" ]
+
+# ---- htpasswd basic auth ----
+if command -v htpasswd >/dev/null; then
+    mkdir -p "$W/reg-basic"
+    htpasswd -Bbn alice 's3cret-PW-42' >"$W/reg-basic/htpasswd" 2>/dev/null
+    start_registry basic "auth: {htpasswd: {realm: test-realm, path: $W/reg-basic/htpasswd}}"
+    RB=127.0.0.1:$PORT
+    expect_error "push without credentials is one line" 1 "authentication required" "$S" push base:v1 "$RB/vm:v1"
+    expect_error "login with a wrong password is one line" 1 "refused" \
+        sh -c "printf 'wrong\n' | '$S' login $RB -u alice --password-stdin"
+    check "...and writes no config" [ ! -e "$DOCKER_CONFIG/config.json" ]
+    run sh -c "printf 's3cret-PW-42\n' | '$S' login $RB -u alice --password-stdin"
+    check "login with the right password exits 0" [ "$rc" -eq 0 ]
+    check "...writes config.json with mode 0600" [ "$(stat -c %a "$DOCKER_CONFIG/config.json")" = 600 ]
+    check "...as docker's base64 auths entry" grep -q "$(printf alice:s3cret-PW-42 | base64)" "$DOCKER_CONFIG/config.json"
+    check "...and never the password in clear" sh -c "! grep -q s3cret '$DOCKER_CONFIG/config.json'"
+
+    # watch every process's arguments while a push runs
+    "$S" push base:child "$RB/vm:child" --jobs 2 >"$W/out" 2>"$W/err" &
+    pushpid=$!
+    leaked=0
+    while kill -0 $pushpid 2>/dev/null; do
+        cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -q 's3cret-PW-4[2]' && leaked=1
+    done
+    wait $pushpid; rc=$?
+    check "push with basic auth exits 0" [ "$rc" -eq 0 ]
+    check "...and the password never appears in any process's arguments" [ $leaked -eq 0 ]
+    check "...nor in its output" sh -c "! grep -q s3cret '$W/out' '$W/err'"
+
+    # a credential helper: the host goes on stdin, never in argv
+    mkdir -p "$W/bin"
+    cat >"$W/bin/docker-credential-strata-test" <<EOF
+#!/bin/sh
+echo "argv: \$*" >>"$W/helper.log"
+read host
+echo "stdin: \$host" >>"$W/helper.log"
+[ "\$1" = get ] && printf '{"ServerURL":"%s","Username":"alice","Secret":"s3cret-PW-42"}\n' "\$host"
+exit 0
+EOF
+    chmod +x "$W/bin/docker-credential-strata-test"
+    cp "$DOCKER_CONFIG/config.json" "$W/config.saved"
+    printf '{"credHelpers": {"%s": "strata-test"}}\n' "$RB" >"$DOCKER_CONFIG/config.json"
+    PATH=$W/bin:$PATH run "$S" push base:v1 "$RB/vm:v1"
+    check "push with a credHelpers entry exits 0" [ "$rc" -eq 0 ]
+    check "...the helper was asked with 'get' only in argv" grep -qx "argv: get" "$W/helper.log"
+    check "...and the host on stdin" grep -qx "stdin: $RB" "$W/helper.log"
+    cp "$W/config.saved" "$DOCKER_CONFIG/config.json"
+
+    run "$S" logout "$RB"
+    check "logout exits 0" [ "$rc" -eq 0 ]
+    check "...and removes the entry" sh -c "! grep -q '$RB' '$DOCKER_CONFIG/config.json'"
+    expect_error "logout again is one line" 1 "no credentials" "$S" logout "$RB"
+else
+    skipped "basic auth" "htpasswd (apache2-utils) is not installed"
+fi
+
+# ---- bearer tokens ----
+if command -v openssl >/dev/null; then
+    TD=$W/reg-token
+    mkdir -p "$TD"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TD/key.pem" -out "$TD/cert.pem" \
+        -days 2 -subj /CN=strata-test-token >/dev/null 2>&1
+    TPORT=$(free_port)
+    python3 "$HERE/token_server.py" "$TPORT" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW' \
+        >"$TD/token.log" 2>&1 &
+    PIDS="$PIDS $!"
+    wait_http "http://127.0.0.1:$TPORT/token"
+    start_registry token "auth:
+  token:
+    realm: http://127.0.0.1:$TPORT/token
+    service: strata-test
+    issuer: strata-test-issuer
+    rootcertbundle: $TD/cert.pem"
+    RT=127.0.0.1:$PORT
+    expect_error "bearer: push without credentials is one line" 1 "refused the credentials" "$S" push base:v1 "$RT/vm:v1"
+    run sh -c "printf 'b3arer-PW\n' | '$S' login $RT -u bob --password-stdin"
+    check "bearer: login exits 0" [ "$rc" -eq 0 ]
+    run "$S" push base:child "$RT/vm:child" --json
+    check "bearer: push with a token exits 0" [ "$rc" -eq 0 ]
+    check "bearer: the token server was asked for pull,push" grep -q "scope=repository:vm:pull,push" "$TD/token.log"
+    run "$S" ls --remote "$RT/vm"
+    check "bearer: ls --remote lists the child" grep -q "^child .*${CHILD:0:12}" "$W/out"
+    run "$S" logout "$RT"
+else
+    skipped "bearer tokens" "openssl is not installed"
+fi
+
+# ---- skopeo copy between two registries ----
+if command -v skopeo >/dev/null; then
+    start_registry second
+    R2=127.0.0.1:$PORT
+    run skopeo copy --src-tls-verify=false --dest-tls-verify=false \
+        "docker://$R/strata/vm:child" "docker://$R2/copied/vm:child"
+    check "skopeo copy of a strata artifact between registries exits 0" [ "$rc" -eq 0 ]
+    a=$(skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:child" | sha256sum)
+    b=$(skopeo inspect --raw --tls-verify=false "docker://$R2/copied/vm:child" | sha256sum)
+    check "...keeping the manifest byte for byte" [ "$a" = "$b" ]
+    run "$S" ls --remote "$R2/copied/vm" --json
+    check "...so strata lists the copy as the same layer" grep -q "\"layer\":\"$CHILD\"" "$W/out"
+fi
+
+finish
