@@ -45,6 +45,7 @@ suite() { # fs name, dir
     unit "$B/tests/test_store" "$1" "$2/unit-store"
     unit "$B/tests/test_boot" "$1" "$2/unit-boot"
     unit "$B/tests/test_vz" "$1" "$2/unit-vz"
+    unit "$B/tests/test_remote" "$1" "$2/unit-remote"
     for t in cli crash; do
         bash "$(dirname "$0")/$t.sh" "$B" "$2/$t" "$1" >"$ROOT/$t.log" 2>&1
         grep -E '^(FAIL|SKIP)|^    ' "$ROOT/$t.log"
@@ -90,6 +91,12 @@ else
     add_counts "$ROOT/boot.log" "boot.sh"
     tail -1 "$ROOT/boot.log" | sed "s/^/boot.sh: /"
 fi
+# push/pull against real registries: independent of the filesystem, once
+echo "== remote (registries on 127.0.0.1)"
+bash "$(dirname "$0")/remote.sh" "$B" "$ROOT/remote" "${plain:-plain}" >"$ROOT/remote.log" 2>&1
+grep -E '^(FAIL|SKIP)|^    ' "$ROOT/remote.log"
+add_counts "$ROOT/remote.log" "remote.sh"
+tail -1 "$ROOT/remote.log" | sed "s/^/remote.sh: /"
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 

@@ -1,0 +1,201 @@
+/*
+ * Unit tests of remote/ that need no registry: reference parsing, base64,
+ * the deterministic cut into packs and the chunk index layout. The
+ * registry-facing parts are tested by tests/remote.sh against real
+ * registries.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../remote/pack.h"
+
+static void ref_ok(const char *text, const char *host, const char *repo, const char *tag,
+                   const char *digest)
+{
+    remote_ref r;
+    assert_int_equal(remote_ref_parse(text, 0, &r), 0);
+    assert_string_equal(r.host, host);
+    assert_string_equal(r.repo, repo);
+    if (tag)
+        assert_string_equal(r.tag, tag);
+    else
+        assert_null(r.tag);
+    if (digest)
+        assert_string_equal(r.digest, digest);
+    else
+        assert_null(r.digest);
+    remote_ref_free(&r);
+}
+
+static void ref_bad(const char *text, const char *words)
+{
+    remote_ref r;
+    assert_int_equal(remote_ref_parse(text, 0, &r), -22);
+    assert_non_null(strstr(remote_error(), words));
+    assert_null(strchr(remote_error(), '\n'));
+}
+
+#define D64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_refs(void **state)
+{
+    (void)state;
+    ref_ok("localhost:5000/x:y", "localhost:5000", "x", "y", NULL);
+    ref_ok("localhost/x", "localhost", "x", NULL, NULL);
+    ref_ok("ghcr.io/acme/macos:xcode16", "ghcr.io", "acme/macos", "xcode16", NULL);
+    ref_ok("127.0.0.1:5000/a/b-c__d.e", "127.0.0.1:5000", "a/b-c__d.e", NULL, NULL);
+    ref_ok("reg.local/ci@sha256:" D64, "reg.local", "ci", NULL, "sha256:" D64);
+    ref_ok("reg.local/ci:warm@sha256:" D64, "reg.local", "ci", "warm", "sha256:" D64);
+    ref_ok("[::1]:5000/x:y", "[::1]:5000", "x", "y", NULL);
+    ref_bad("vm:v1", "not a remote reference");
+    ref_bad("macos/base:v1", "not a remote reference"); /* no default registry */
+    ref_bad("ghcr.io/Acme/x:y", "repository name");
+    ref_bad("ghcr.io/a//b", "repository name");
+    ref_bad("ghcr.io/a-/b", "repository name");
+    ref_bad("ghcr.io/a___b", "repository name");
+    ref_bad("ghcr.io/x:-bad", "not a valid tag");
+    ref_bad("ghcr.io/x@sha256:abc", "digest");
+    ref_bad("ghcr.io/", "repository name");
+    remote_ref r;
+    assert_int_equal(remote_ref_parse("ghcr.io/x:y", 1, &r), -22);
+    assert_non_null(strstr(remote_error(), "without a tag"));
+    assert_int_equal(remote_ref_parse("ghcr.io/x", 1, &r), 0);
+    remote_ref_free(&r);
+}
+
+static void test_base64(void **state)
+{
+    (void)state;
+    const char *in[] = {"", "a", "ab", "abc", "user:pa:ss", "alice:s3cret-PW-42"};
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++) {
+        char *e = rm_b64_encode(in[i], strlen(in[i]));
+        size_t n;
+        char *d = rm_b64_decode(e, &n);
+        assert_non_null(d);
+        assert_int_equal(n, strlen(in[i]));
+        assert_memory_equal(d, in[i], n);
+        free(e);
+        free(d);
+    }
+    size_t n;
+    char *e = rm_b64_encode("alice:pw", 8);
+    assert_string_equal(e, "YWxpY2U6cHc=");
+    free(e);
+    assert_null(rm_b64_decode("abc", &n)); /* not a multiple of 4 */
+    assert_null(rm_b64_decode("ab!d", &n));
+    assert_true(rm_host_loopback("127.0.0.1:5000"));
+    assert_true(rm_host_loopback("localhost"));
+    assert_true(rm_host_loopback("[::1]:80"));
+    assert_false(rm_host_loopback("localhost.evil.com"));
+    assert_false(rm_host_loopback("ghcr.io"));
+}
+
+/* a layer of one file whose chunks carry digests numbered from seeds (0: zero chunk) */
+static store_layer *fake_layer(uint64_t size, uint32_t chunk, const int *seeds)
+{
+    store_layer *l = calloc(1, sizeof *l);
+    l->nfiles = 1;
+    l->files = calloc(1, sizeof *l->files);
+    store_file *f = &l->files[0];
+    f->name = strdup("Disk.img");
+    f->size = size;
+    f->mode = 0644;
+    f->chunk_size = chunk;
+    f->nchunks = (size + chunk - 1) / chunk;
+    f->chunks = calloc(f->nchunks, sizeof *f->chunks);
+    for (size_t i = 0; i < f->nchunks; i++)
+        if (seeds[i]) {
+            f->chunks[i].data = 1;
+            memset(f->chunks[i].digest, seeds[i], 32);
+        }
+    return l;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static void test_plan_and_index(void **state)
+{
+    (void)state;
+    uint32_t big = 64u << 20; /* 64 MiB chunks: 9 of them pass the 512 MiB pack bound */
+    int base_seeds[12] = {1, 2, 0, 3, 4, 5, 6, 7, 8, 9, 10, 1}; /* seed 1 twice */
+    int child_seeds[12] = {1, 2, 0, 3, 4, 5, 6, 7, 8, 9, 11, 12};
+    store_layer *chain[2] = {fake_layer(12ull * big - 100, big, base_seeds),
+                             fake_layer(12ull * big - 100, big, child_seeds)};
+    pk_plan p;
+    assert_int_equal(pk_plan_make(chain, 2, &p), 0);
+    /* base: 10 distinct data chunks (the zero one and the repeat skipped) */
+    assert_int_equal(p.layers[0].nchunks, 10);
+    assert_int_equal(p.layers[0].npacks, 2); /* 8 x 64 MiB fill 512 MiB exactly */
+    assert_int_equal(p.packs[0].count, 8);
+    assert_int_equal(p.packs[1].count, 2);
+    /* child: only 11 and 12 are new; 12 is the short tail */
+    assert_int_equal(p.layers[1].nchunks, 2);
+    assert_int_equal(p.layers[1].npacks, 1);
+    assert_int_equal(p.layers[1].chunks[0].chunk, 10);
+    assert_int_equal(p.layers[1].chunks[1].ulen, big - 100);
+    assert_int_equal(p.data_chunks, 12);
+
+    /* the index of the child, with made-up compressed sizes */
+    p.layers[1].chunks[0].clen = 1000;
+    p.layers[1].chunks[1].clen = 2000;
+    p.packs[2].csize = 3000;
+    memset(p.packs[2].digest, 0xab, 32);
+    rm_buf b = {0};
+    assert_int_equal(pk_index_make(&p, 1, &b), 0);
+    assert_int_equal(b.len, INDEX_HEADER + INDEX_PACK_ENTRY + 2 * INDEX_CHUNK_ENTRY);
+    const unsigned char *u = (const unsigned char *)b.data;
+    assert_memory_equal(u, "STRATACI", 8);
+    assert_int_equal(get32(u + 8), 1);
+    assert_int_equal(get32(u + 12), 1);
+    assert_int_equal(get64(u + 16), 2);
+    assert_int_equal(u[24], 0xab);
+    assert_int_equal(get64(u + 24 + 32), 3000);
+    const unsigned char *c = u + INDEX_HEADER + INDEX_PACK_ENTRY;
+    assert_int_equal(c[0], 11);
+    assert_int_equal(get32(c + 32), 0);        /* pack */
+    assert_int_equal(get32(c + 36), big);      /* ulen */
+    assert_int_equal(get64(c + 40), 0);        /* offset */
+    assert_int_equal(get32(c + 48), 1000);     /* clen */
+    c += INDEX_CHUNK_ENTRY;
+    assert_int_equal(c[0], 12);
+    assert_int_equal(get64(c + 40), 1000);
+    assert_int_equal(get32(c + 48), 2000);
+    free(b.data);
+
+    /* the same chain cut again gives the same plan */
+    store_layer *again[2] = {fake_layer(12ull * big - 100, big, base_seeds),
+                             fake_layer(12ull * big - 100, big, child_seeds)};
+    pk_plan q;
+    assert_int_equal(pk_plan_make(again, 2, &q), 0);
+    assert_int_equal(q.npacks, p.npacks);
+    for (size_t i = 0; i < q.npacks; i++)
+        assert_int_equal(q.packs[i].count, p.packs[i].count);
+    pk_plan_free(&q);
+    pk_plan_free(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refs),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_plan_and_index),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
