@@ -202,6 +202,20 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ctx)
     return n;
 }
 
+/* libcurl rewinds a body to send it again (a reused connection that was
+ * closed, a redirect): only back to the start is needed */
+static int on_seek(void *ctx, curl_off_t offset, int origin)
+{
+    xfer *x = ctx;
+    if (offset != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_CANTSEEK;
+    if (x->q->src)
+        return x->q->src->rewind && !x->q->src->rewind(x->q->src->ctx) ? CURL_SEEKFUNC_OK
+                                                                        : CURL_SEEKFUNC_FAIL;
+    x->sent = 0;
+    return CURL_SEEKFUNC_OK;
+}
+
 static int transient_curl(CURLcode c)
 {
     return c == CURLE_COULDNT_CONNECT || c == CURLE_RECV_ERROR || c == CURLE_SEND_ERROR ||
@@ -272,6 +286,8 @@ static void setup(remote *r, const rm_req *q, xfer *x, const char *url, struct c
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(c, CURLOPT_READDATA, x);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE,
                          (curl_off_t)(q->src ? q->src_len : q->body_len));
         if (strcmp(q->method, "PUT"))

@@ -128,6 +128,26 @@ expect_error "a registry that is not there is one line" 1 "127.0.0.1:$dead" "$S"
 expect_error "ls --remote with a tag is one line" 1 "without a tag" "$S" ls --remote "$R/strata/vm:v1"
 check "failed pushes leave the store unchanged" [ "$(snapshot)" = "$snap" ]
 
+# ---- transient failures: 503, 429 with Retry-After, dropped connections ----
+PP=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$PP" "$R" flaky >"$W/proxy.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$PP/v2/"
+: >"$W/proxy.log"
+run "$S" push base:child "127.0.0.1:$PP/flaky/vm:child" --json --jobs 2
+check "push through a flaky proxy succeeds (retries)" [ "$rc" -eq 0 ]
+check "...having met a 503, a 429 and a dropped connection" \
+    sh -c "grep -q ' 503\$' '$W/proxy.log' && grep -q ' 429\$' '$W/proxy.log' && grep -q ' drop\$' '$W/proxy.log'"
+run skopeo inspect --raw --tls-verify=false "docker://$R/flaky/vm:child"
+check "...and the manifest arrived" grep -q "\"digest\":\"sha256:$CHILD\"" "$W/out"
+PD=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$PD" "$R" down >"$W/proxy-down.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$PD/v2/"
+expect_error "a registry answering only 503 is one line, after retries" 1 "HTTP 503" \
+    "$S" push base:v1 "127.0.0.1:$PD/down/vm:v1"
+check "...after 5 tries of the first request" [ "$(grep -c . "$W/proxy-down.log")" -eq 6 ]
+
 # ---- htpasswd basic auth ----
 if command -v htpasswd >/dev/null; then
     mkdir -p "$W/reg-basic"
