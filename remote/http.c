@@ -404,6 +404,43 @@ static char *url_escape(const char *s)
     return out;
 }
 
+/* 1 if query ("a=1&b=2") has item as one of its parts */
+static int in_query(const char *query, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+        if (!strncmp(p, item, n) && (p[n] == '&' || !p[n]))
+            return 1;
+    return 0;
+}
+
+/* "scope=a&scope=b" from space-separated scopes, each escaped, each once */
+static char *scope_query(const char *scopes)
+{
+    rm_buf b = {0};
+    char *copy = strdup(scopes), *save = NULL;
+    for (char *t = copy ? strtok_r(copy, " ", &save) : NULL; t; t = strtok_r(NULL, " ", &save)) {
+        char *e = url_escape(t);
+        if (!e) {
+            b.oom = 1;
+            break;
+        }
+        char *item = NULL;
+        if (asprintf(&item, "scope=%s", e) < 0)
+            b.oom = 1;
+        else if (!in_query(b.data, item))
+            rm_buf_printf(&b, "%s%s", b.len ? "&" : "", item);
+        free(item);
+        free(e);
+    }
+    free(copy);
+    if (b.oom || !b.data) {
+        free(b.data);
+        return NULL;
+    }
+    return b.data;
+}
+
 /* ask the token server named by a Bearer challenge for a token */
 static int fetch_token(remote *r, const char *challenge)
 {
@@ -412,7 +449,17 @@ static int fetch_token(remote *r, const char *challenge)
     char *scope = NULL;
     if (asprintf(&scope, "repository:%s:%s", r->repo, r->push ? "pull,push" : "pull") < 0)
         scope = NULL;
-    char *es = service ? url_escape(service) : NULL, *esc = scope ? url_escape(scope) : NULL;
+    /* the challenge may ask for more (a mount needs pull on the source repository) */
+    char *asked = challenge_param(challenge, "scope");
+    if (asked && scope && strcmp(asked, scope)) {
+        char *both = NULL;
+        if (asprintf(&both, "%s %s", scope, asked) < 0)
+            both = NULL;
+        free(scope);
+        scope = both;
+    }
+    free(asked);
+    char *es = service ? url_escape(service) : NULL, *esc = scope ? scope_query(scope) : NULL;
     char *url = NULL, *basic = r->cred.user ? basic_value(&r->cred) : NULL, *authz = NULL;
     int rc = 0;
     if (!realm || (strncmp(realm, "https://", 8) &&
@@ -421,7 +468,7 @@ static int fetch_token(remote *r, const char *challenge)
         rc = rm_fail(EPROTO, "%s: the token realm '%s' is not an https URL", r->host,
                      realm ? realm : "");
     else if (!esc || (service && !es) || (r->cred.user && !basic) ||
-             asprintf(&url, "%s%sscope=%s%s%s", realm, strchr(realm, '?') ? "&" : "?", esc,
+             asprintf(&url, "%s%s%s%s%s", realm, strchr(realm, '?') ? "&" : "?", esc,
                       es ? "&service=" : "", es ? es : "") < 0 ||
              (basic && asprintf(&authz, "Authorization: Basic %s", basic) < 0))
         rc = -ENOMEM;

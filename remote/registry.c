@@ -125,6 +125,8 @@ int remote_blob_mount(remote *r, const char *digest, const char *from_repo)
     char *location = NULL;
     int rc = start_upload(r, query, &location);
     free(query);
+    if (rc == -EACCES) /* no pull right on from_repo: not an error, just no mount */
+        return 0;
     if (rc)
         return rc;
     if (location) { /* 202: declined, and an upload session was opened */

@@ -229,6 +229,9 @@ if command -v openssl >/dev/null; then
     check "bearer: the token server was asked for pull,push" grep -q "scope=repository:vm:pull,push" "$TD/token.log"
     run "$S" ls --remote "$RT/vm"
     check "bearer: ls --remote lists the child" grep -q "^child .*${CHILD:0:12}" "$W/out"
+    run "$S" push base:child "$RT/vm2:child" --json
+    check "bearer: a mount from a sibling repository sends no bytes" [ "$(jget bytes_uploaded)" = 0 ]
+    check "...with a token asked for pull on the source repository" grep -q "scope=repository:vm:pull&" "$TD/token.log"
     run "$S" logout "$RT"
 else
     skipped "bearer tokens" "openssl is not installed"

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""A misbehaving HTTP proxy in front of a registry, for tests only.
+
+Usage: flaky_proxy.py PORT UPSTREAM_HOST:PORT MODE
+
+MODE "flaky": of every 6 requests, the 2nd gets 503, the 4th gets 429 with
+Retry-After: 1, and the 6th has its connection closed without an answer;
+the rest are forwarded. MODE "down": every request gets 503. Each request
+and what was done with it is logged on stdout.
+"""
+import http.client
+import http.server
+import sys
+import threading
+
+PORT, UPSTREAM, MODE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+count = 0
+lock = threading.Lock()
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def fault(self):
+        global count
+        with lock:
+            count += 1
+            n = count
+        if MODE == "down":
+            return "503"
+        return {2: "503", 4: "429", 0: "drop"}.get(n % 6)
+
+    def answer(self, status, headers=(), body=b""):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        what = self.fault()
+        print(self.command, self.path.split("?")[0], what or "forwarded", flush=True)
+        if what == "503":
+            return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
+        if what == "429":
+            return self.answer(429, [("Retry-After", "1")])
+        if what == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        conn = http.client.HTTPConnection(UPSTREAM, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        headers["Host"] = f"127.0.0.1:{PORT}"
+        conn.request(self.command, self.path, body=body if length else None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        out = []
+        for k, v in resp.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace(f"//{UPSTREAM}/", f"//127.0.0.1:{PORT}/")
+            out.append((k, v))
+        self.send_response(resp.status)
+        for k, v in out:
+            self.send_header(k, v)
+        self.send_header("Content-Length", resp.getheader("Content-Length") or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
