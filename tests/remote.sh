@@ -128,6 +128,31 @@ expect_error "a registry that is not there is one line" 1 "127.0.0.1:$dead" "$S"
 expect_error "ls --remote with a tag is one line" 1 "without a tag" "$S" ls --remote "$R/strata/vm:v1"
 check "failed pushes leave the store unchanged" [ "$(snapshot)" = "$snap" ]
 
+# ---- saved states: host-bound, pushed only with --with-state ----
+# A saved state is a layer with bind lines (docs/manifest.md); this one is
+# written by hand from the child's manifest, as a child of the child.
+SD=$W/state-build
+rm -rf "$SD"; mkdir -p "$SD"
+{ printf 'strata-layer 1\nparent %s\nbind host test-host\n' "$CHILD"
+  grep -v '^strata-layer \|^parent ' "$STRATA_HOME/layers/$CHILD/manifest"; } >"$SD/manifest"
+STATE=$(sha256sum "$SD/manifest" | cut -c1-64)
+cp -a "$STRATA_HOME/layers/$CHILD" "$STRATA_HOME/layers/$STATE"
+chmod u+w "$STRATA_HOME/layers/$STATE"
+cp "$SD/manifest" "$STRATA_HOME/layers/$STATE/manifest"
+printf '%s\n' "$STATE" >"$STRATA_HOME/refs/tags/base:warm"
+run "$S" push base:warm "$R/strata/vm:warm" --json
+check "a saved state pushed without --with-state pushes its parent" [ "$(jget layer)" = "$CHILD" ]
+check "...and says so" grep -q "saved state (host-bound): pushing its parent" "$W/err"
+run "$S" push base:warm "$R/strata/vm:warm-state" --json --with-state
+check "with --with-state the state itself is pushed" [ "$(jget layer)" = "$STATE" ]
+check "...uploading no chunk (it has none of its own)" [ "$(jget chunks_uploaded)" = 0 ]
+run "$S" ls --remote "$R/strata/vm" --json
+check "...marked host-bound on the remote" python3 -c '
+import json, sys
+t = {e["tag"]: e for e in json.load(open(sys.argv[1]))}
+assert t["warm-state"]["host_bound"] and t["warm-state"]["chain"] == 3
+assert not t["warm"]["host_bound"] and t["warm"]["layer"] == sys.argv[2]' "$W/out" "$CHILD"
+
 # ---- transient failures: 503, 429 with Retry-After, dropped connections ----
 PP=$(free_port)
 python3 "$HERE/flaky_proxy.py" "$PP" "$R" flaky >"$W/proxy.log" 2>&1 &
