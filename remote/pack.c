@@ -222,6 +222,55 @@ int pk_index_make(const pk_plan *p, size_t li, rm_buf *out)
     return out->oom ? -ENOMEM : 0;
 }
 
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* every record agrees with the plan: same chunks, packs, offsets */
+static int index_matches(const pk_plan *p, const pk_layer *L, const unsigned char *u)
+{
+    const unsigned char *c = u + INDEX_HEADER + (size_t)L->npacks * INDEX_PACK_ENTRY;
+    for (size_t k = 0; k < L->npacks; k++) {
+        const pk_pack *pk = &p->packs[L->first_pack + k];
+        uint64_t off = 0;
+        for (size_t i = pk->first; i < pk->first + pk->count; i++, c += INDEX_CHUNK_ENTRY) {
+            if (memcmp(c, L->chunks[i].digest, 32) || get32(c + 32) != k ||
+                get32(c + 36) != L->chunks[i].ulen || get64(c + 40) != off)
+                return 0;
+            off += get32(c + 48);
+        }
+        if (off != get64(u + INDEX_HEADER + k * INDEX_PACK_ENTRY + 32))
+            return 0;
+    }
+    return 1;
+}
+
+int pk_index_apply(pk_plan *p, size_t li, const void *data, size_t len)
+{
+    pk_layer *L = &p->layers[li];
+    const unsigned char *u = data;
+    if (len != INDEX_HEADER + L->npacks * INDEX_PACK_ENTRY + L->nchunks * INDEX_CHUNK_ENTRY ||
+        memcmp(u, INDEX_MAGIC, 8) || get32(u + 8) != 1 || get32(u + 12) != L->npacks ||
+        get64(u + 16) != L->nchunks || !index_matches(p, L, u))
+        return -EINVAL;
+    const unsigned char *c = u + INDEX_HEADER + L->npacks * INDEX_PACK_ENTRY;
+    for (size_t i = 0; i < L->nchunks; i++)
+        L->chunks[i].clen = get32(c + i * INDEX_CHUNK_ENTRY + 48);
+    for (size_t k = 0; k < L->npacks; k++) {
+        pk_pack *pk = &p->packs[L->first_pack + k];
+        memcpy(pk->digest, u + INDEX_HEADER + k * INDEX_PACK_ENTRY, 32);
+        pk->csize = get64(u + INDEX_HEADER + k * INDEX_PACK_ENTRY + 32);
+        pk->known = 1;
+    }
+    return 0;
+}
+
 /* ---- reading and compressing chunks ---- */
 
 int pk_reader_init(pk_reader *r, store *st, const pk_layer *l)

@@ -27,6 +27,7 @@ typedef struct {
     uint64_t ubytes;
     uint64_t csize;      /* once compressed */
     unsigned char digest[32];
+    int known;           /* csize, digest and the chunks' clen are filled */
 } pk_pack;
 
 typedef struct {
@@ -51,6 +52,11 @@ void pk_plan_free(pk_plan *p);
 
 /* the index blob of layer i of the plan (packs compressed) */
 int pk_index_make(const pk_plan *p, size_t i, rm_buf *out);
+
+/* Fill the packs and compressed lengths of layer i from an index blob made
+ * for the same layer before (a local cache): 0 if it matches the plan chunk
+ * for chunk and pack for pack, -EINVAL (nothing changed) if not. */
+int pk_index_apply(pk_plan *p, size_t i, const void *data, size_t len);
 
 /* compresses chunks of one layer, one zstd frame each, reading the layer's files */
 typedef struct {

@@ -17,6 +17,8 @@
 
 #define MOUNT_FROM_MAX 3 /* sibling repositories tried for a cross-repository mount */
 
+static void index_cache_store(const store_id *id, const rm_buf *index);
+
 typedef struct {
     store *st;
     pk_plan *plan;
@@ -132,6 +134,30 @@ static int blob_there(remote *r, push_job *j, const char *digest, uint64_t size)
     return rc;
 }
 
+/* HEAD, mount, else upload one pack whose digest and sizes are known */
+static int send_pack(remote *r, push_job *j, pk_pack *pk, pk_layer *L, pk_reader *rd)
+{
+    char digest[72];
+    digest_hex(pk->digest, digest);
+    int rc = blob_there(r, j, digest, pk->csize);
+    if (rc == 1) {
+        job_add(j, &j->done, pk->ubytes);
+        job_add(j, &j->res->blobs_present, 1);
+        job_add(j, &j->res->chunks_present, pk->count);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    pack_source s = {.rd = rd, .pk = pk, .L = L, .job = j, .next = pk->first};
+    remote_source src = {pack_read, pack_rewind, &s};
+    if ((rc = remote_blob_put(r, digest, pk->csize, &src)))
+        return rc;
+    job_add(j, &j->res->blobs_uploaded, 1);
+    job_add(j, &j->res->bytes_uploaded, pk->csize);
+    job_add(j, &j->res->chunks_uploaded, pk->count);
+    return 0;
+}
+
 static int push_pack(remote *r, push_job *j, pk_pack *pk)
 {
     pk_layer *L = &j->plan->layers[pk->layer];
@@ -139,25 +165,15 @@ static int push_pack(remote *r, push_job *j, pk_pack *pk)
     int rc = pk_reader_init(&rd, j->st, L);
     if (rc)
         return rc;
-    char digest[72];
-    if (!(rc = measure_pack(&rd, pk, L))) {
-        digest_hex(pk->digest, digest);
-        rc = blob_there(r, j, digest, pk->csize);
-    }
-    if (rc == 1) {
-        job_add(j, &j->done, pk->ubytes);
-        job_add(j, &j->res->blobs_present, 1);
-        job_add(j, &j->res->chunks_present, pk->count);
-        rc = 0;
-    } else if (rc == 0) {
-        pack_source s = {.rd = &rd, .pk = pk, .L = L, .job = j, .next = pk->first};
-        remote_source src = {pack_read, pack_rewind, &s};
-        rc = remote_blob_put(r, digest, pk->csize, &src);
-        if (!rc) {
-            job_add(j, &j->res->blobs_uploaded, 1);
-            job_add(j, &j->res->bytes_uploaded, pk->csize);
-            job_add(j, &j->res->chunks_uploaded, pk->count);
-        }
+    int cached = pk->known;
+    if (!cached)
+        rc = measure_pack(&rd, pk, L);
+    if (!rc)
+        rc = send_pack(r, j, pk, L, &rd);
+    if (rc && cached) { /* the cache was wrong (the registry refused the digest): learn it */
+        pk->known = 0;
+        if (!(rc = measure_pack(&rd, pk, L)))
+            rc = send_pack(r, j, pk, L, &rd);
     }
     pk_reader_done(&rd);
     return rc;
@@ -309,6 +325,8 @@ static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, ch
     if (!rc && !(rc = pk_index_make(j->plan, i, &index)) &&
         !(rc = put_small(r, j, index.data, index.len, d)))
         rc = add_desc(layers, REMOTE_MT_INDEX, d, index.len);
+    if (!rc)
+        index_cache_store(&L->layer->id, &index);
     for (size_t k = 0; !rc && k < L->npacks; k++) {
         const pk_pack *pk = &j->plan->packs[L->first_pack + k];
         digest_hex(pk->digest, d);
@@ -366,16 +384,74 @@ static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
     return text;
 }
 
+/* ---- a local cache of index blobs: a push knows pack digests without compressing ---- */
+
+static char *cache_path(const char *what)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char *p = NULL;
+    if (x && *x ? asprintf(&p, "%s/strata/%s", x, what) < 0
+                : !home || asprintf(&p, "%s/.cache/strata/%s", home, what) < 0)
+        return NULL;
+    return p;
+}
+
+/* best effort: a missing or stale entry only costs compressing again */
+static void index_cache_load(pk_plan *p, size_t i)
+{
+    char name[96];
+    snprintf(name, sizeof name, "index/%s", p->layers[i].layer->id.hex);
+    char *path = cache_path(name);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat s;
+    size_t want = INDEX_HEADER + p->layers[i].npacks * INDEX_PACK_ENTRY +
+                  p->layers[i].nchunks * INDEX_CHUNK_ENTRY;
+    char *data = NULL;
+    if (fd >= 0 && !fstat(fd, &s) && (uint64_t)s.st_size == want && (data = malloc(want)) &&
+        read(fd, data, want) == (ssize_t)want)
+        pk_index_apply(p, i, data, want);
+    free(data);
+    if (fd >= 0)
+        close(fd);
+    free(path);
+}
+
+static void mkdir_parents(const char *path)
+{
+    char *d = strdup(path);
+    for (char *s = d ? strchr(d + 1, '/') : NULL; s; s = strchr(s + 1, '/')) {
+        *s = 0;
+        mkdir(d, 0700);
+        *s = '/';
+    }
+    free(d);
+}
+
+static void index_cache_store(const store_id *id, const rm_buf *index)
+{
+    char name[96];
+    snprintf(name, sizeof name, "index/%s", id->hex);
+    char *path = cache_path(name), *tmp = NULL;
+    if (!path || asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
+        free(path);
+        return;
+    }
+    mkdir_parents(path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && write(fd, index->data, index->len) == (ssize_t)index->len;
+    if (fd >= 0 && close(fd))
+        ok = 0;
+    if (!ok || rename(tmp, path))
+        unlink(tmp);
+    free(tmp);
+    free(path);
+}
+
 /* ---- which sibling repositories may hold our blobs ---- */
 
 static char *record_path(void)
 {
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char *p = NULL;
-    if (x && *x ? asprintf(&p, "%s/strata/pushed", x) < 0
-                : !home || asprintf(&p, "%s/.cache/strata/pushed", home) < 0)
-        return NULL;
-    return p;
+    return cache_path("pushed");
 }
 
 /* lines "host repo", most recent last */
@@ -423,17 +499,10 @@ static void mount_candidates(push_job *j, const remote_ref *dst)
 /* best effort: remember dst for later pushes' mounts */
 static void record_push(const remote_ref *dst)
 {
-    char *text = record_read(), *p = record_path(), *tmp = NULL, *dir = p ? strdup(p) : NULL;
-    if (!p || !dir || asprintf(&tmp, "%s.tmp-%d", p, (int)getpid()) < 0)
+    char *text = record_read(), *p = record_path(), *tmp = NULL;
+    if (!p || asprintf(&tmp, "%s.tmp-%d", p, (int)getpid()) < 0)
         goto out;
-    *strrchr(dir, '/') = 0;
-    char *parent = strdup(dir);
-    if (parent && strrchr(parent, '/')) {
-        *strrchr(parent, '/') = 0;
-        mkdir(parent, 0700);
-    }
-    free(parent);
-    mkdir(dir, 0700);
+    mkdir_parents(p);
     FILE *f = fopen(tmp, "we");
     if (!f)
         goto out;
@@ -457,7 +526,6 @@ static void record_push(const remote_ref *dst)
 out:
     free(text);
     free(p);
-    free(dir);
     free(tmp);
 }
 
@@ -550,6 +618,8 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
     if (!rc) {
         res->pushed = top;
         res->chunk_bytes = plan.data_bytes;
+        for (size_t i = 0; i < plan.nlayers; i++)
+            index_cache_load(&plan, i);
         mount_candidates(&j, dst);
         /* authenticate once here, so the workers start with a token */
         rc = remote_blob_exists(r, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 0);

@@ -91,7 +91,8 @@ check "the summary line names bytes uploaded, chunks present and time" \
 STRATA_HOME=$W/store2 "$S" import "$W/b1" other:v1 >/dev/null 2>&1
 STRATA_HOME=$W/store2 run "$S" push other:v1 "$R/strata/vm:other" --json
 check "the same layer pushed from another store uploads no chunks" [ "$(jget chunks_uploaded)" = 0 ]
-packs() { skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:$1" |
+packs() { packs_of "strata/vm:$1"; }
+packs_of() { skopeo inspect --raw --tls-verify=false "docker://$R/$1" |
     python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["config"]["digest"], *[l["digest"] for l in m["layers"] if not l["mediaType"].endswith("info.v1")])'; }
 if command -v skopeo >/dev/null; then
     check "...and lists identical config, index and pack digests" [ "$(packs v1)" = "$(packs other)" ]
@@ -104,6 +105,20 @@ if command -v skopeo >/dev/null; then
 else
     skipped "skopeo checks" "skopeo is not installed"
 fi
+
+# pack digests come from a local cache of index blobs; a wrong cache costs
+# compressing again, never a wrong push
+check "pushes leave index blobs in the cache" [ -s "$XDG_CACHE_HOME/strata/index/$BASE" ]
+python3 - "$XDG_CACHE_HOME/strata/index/$BASE" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[24] ^= 0xff  # the first pack's digest
+open(p, "wb").write(b)
+PY
+run "$S" push base:v1 "$R/strata/cache-test:v1" --json
+check "a push with a damaged cache entry still succeeds" [ "$rc" -eq 0 ]
+check "...with the true digests" [ "$(packs v1)" = "$(packs_of strata/cache-test:v1)" ]
 
 # a cross-repository mount: a sibling repository pushed before lends its blobs
 run "$S" push base:child "$R/strata/copy:child" --json
