@@ -51,7 +51,12 @@ $(B)/strata: $(CLI_OBJ) $(B)/libstrata.a
 $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-tests: $(TESTS)
+TOOLS     := $(B)/tests/remote_get
+tests: $(TESTS) $(TOOLS)
+
+# a test tool for tests/remote.sh (blob GETs with ranges), not a cmocka suite
+$(B)/tests/remote_get: $(B)/tests/remote_get.o $(B)/libstrata.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # the stand-in runtime is linked before the archive, so it is the one used
 $(B)/tests/test_vz: $(B)/tests/test_vz.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a

@@ -5,7 +5,10 @@ Usage: flaky_proxy.py PORT UPSTREAM_HOST:PORT MODE
 
 MODE "flaky": requests 2, 9 and 17 get 503, request 4 gets 429 with
 Retry-After: 1, and requests 6 and 13 have their connection closed without
-an answer; the rest are forwarded. MODE "down": every request gets 503. Each request
+an answer; the rest are forwarded. MODE "down": every request gets 503. MODE
+"norange": the Range header is dropped, so the registry answers 200 with
+the whole blob. MODE "redirect": blob GETs are redirected (307) to the
+registry itself, as registries redirect to storage. Each request
 and what was done with it is logged on stdout.
 """
 import http.client
@@ -31,6 +34,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             n = count
         if MODE == "down":
             return "503"
+        if MODE in ("norange", "redirect"):
+            return MODE
         # a bounded number of faults, so a client that retries always gets through
         return {2: "503", 4: "429", 6: "drop", 9: "503", 13: "drop", 17: "503"}.get(n)
 
@@ -56,8 +61,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if what == "redirect" and self.command == "GET" and "/blobs/sha256:" in self.path:
+            return self.answer(307, [("Location", f"http://{UPSTREAM}{self.path}")])
         conn = http.client.HTTPConnection(UPSTREAM, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        drop = ("host", "connection", "range") if what == "norange" else ("host", "connection")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
         headers["Host"] = f"127.0.0.1:{PORT}"
         conn.request(self.command, self.path, body=body if length else None, headers=headers)
         resp = conn.getresponse()

@@ -291,4 +291,33 @@ if command -v skopeo >/dev/null; then
     check "...so strata lists the copy as the same layer" grep -q "\"layer\":\"$CHILD\"" "$W/out"
 fi
 
+# ---- blob GETs: ranges, registries that ignore Range, redirects, tampering ----
+G=$B/tests/remote_get
+PACK=$(skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:child" 2>/dev/null |
+    python3 -c 'import json,sys; print([l["digest"] for l in json.load(sys.stdin)["layers"] if l["mediaType"].endswith("zstd")][-1])')
+curl -s "http://$R/v2/strata/vm/blobs/$PACK" -o "$W/pack.full"
+dd if="$W/pack.full" of="$W/pack.part" bs=1 skip=100 count=1000 status=none
+"$G" "$R/strata/vm" "$PACK" >"$W/got" 2>"$W/err"
+check "a whole blob GET gives the blob (digest checked)" cmp -s "$W/got" "$W/pack.full"
+"$G" "$R/strata/vm" "$PACK" 100 1000 >"$W/got" 2>"$W/err"
+check "a Range GET (206) gives exactly those bytes" cmp -s "$W/got" "$W/pack.part"
+PN=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$PN" "$R" norange >"$W/proxy-norange.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$PN/v2/"
+"$G" "127.0.0.1:$PN/strata/vm" "$PACK" 100 1000 >"$W/got" 2>"$W/err"
+check "a registry answering 200 with the whole blob to a Range still gives those bytes" \
+    cmp -s "$W/got" "$W/pack.part"
+PR=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$PR" "$R" redirect >"$W/proxy-redirect.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$PR/v2/"
+"$G" "127.0.0.1:$PR/strata/vm" "$PACK" 100 1000 >"$W/got" 2>"$W/err"
+check "a redirected Range GET gives those bytes" cmp -s "$W/got" "$W/pack.part"
+check "...and was redirected" grep -q "blobs/sha256.* redirect" "$W/proxy-redirect.log"
+blobfile=$W/reg-anon/data/docker/registry/v2/blobs/sha256/${PACK:7:2}/${PACK:7}/data
+printf '\xff' | dd of="$blobfile" bs=1 seek=5000 conv=notrunc status=none
+expect_error "a blob whose bytes changed in the registry is refused, naming it" 1 \
+    "blob $PACK: the registry sent different bytes" "$G" "$R/strata/vm" "$PACK"
+
 finish
