@@ -5,7 +5,7 @@ set -eu
 DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
           xfsprogs btrfs-progs e2fsprogs util-linux
           qemu-system-x86 ovmf busybox-static cpio kmod gzip
-          libcurl4-openssl-dev libzstd-dev docker-registry apache2-utils skopeo"
+          libcurl4-openssl-dev libzstd-dev docker-registry apache2-utils skopeo openssl curl"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config curl zstd"
 
 if [ "$(uname)" = Darwin ]; then

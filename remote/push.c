@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #define MOUNT_FROM_MAX 3 /* sibling repositories tried for a cross-repository mount */
+#define PUSH_BUFFERS_MAX (128ull << 20) /* chunk buffers of all workers together */
 
 static void index_cache_store(const store_id *id, const rm_buf *index);
 
@@ -214,6 +215,15 @@ static unsigned default_jobs(void)
 static int push_packs(push_job *j, const remote_push_opts *po)
 {
     unsigned jobs = po && po->jobs ? po->jobs : default_jobs();
+    /* each worker holds a chunk and its compressed bound: keep all of them
+     * under PUSH_BUFFERS_MAX even with 64 MiB chunks */
+    uint64_t per_job = 0;
+    for (size_t i = 0; i < j->plan->nlayers; i++)
+        for (size_t f = 0; f < j->plan->layers[i].layer->nfiles; f++)
+            if (2ull * j->plan->layers[i].layer->files[f].chunk_size > per_job)
+                per_job = 2ull * j->plan->layers[i].layer->files[f].chunk_size;
+    if (per_job && jobs > PUSH_BUFFERS_MAX / per_job)
+        jobs = PUSH_BUFFERS_MAX / per_job ? (unsigned)(PUSH_BUFFERS_MAX / per_job) : 1;
     if (jobs > j->plan->npacks)
         jobs = j->plan->npacks ? (unsigned)j->plan->npacks : 1;
     pthread_t t[64];
