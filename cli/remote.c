@@ -91,7 +91,7 @@ static int cmd_logout(int argc, char **argv)
 }
 
 typedef struct {
-    int tty;
+    int tty, finished;
     double start, last;
 } push_progress;
 
@@ -99,7 +99,7 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
 {
     push_progress *p = ctx;
     double t = now_s();
-    if (!p->tty || !total || (t - p->last < 0.25 && done < total))
+    if (!p->tty || !total || p->finished || (t - p->last < 0.25 && done < total))
         return;
     p->last = t;
     char a[32], b[32], rate[32];
@@ -108,8 +108,10 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
     int width = 30, fill = (int)(done * (uint64_t)width / total);
     fprintf(stderr, "\r\033[Kpush [%.*s%*s] %s of %s, %s/s", fill, "##############################",
             width - fill, "", cli_human(done, a, sizeof a), cli_human(total, b, sizeof b), rate);
-    if (done >= total)
+    if (done >= total) {
         fputc('\n', stderr);
+        p->finished = 1;
+    }
 }
 
 static void print_push(const remote_ref *dst, const remote_push_result *r, double secs, int json)
