@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -269,6 +270,72 @@ int pk_index_apply(pk_plan *p, size_t li, const void *data, size_t len)
         pk->known = 1;
     }
     return 0;
+}
+
+void pk_index_free(pk_index *x)
+{
+    free(x->pack_digest);
+    free(x->pack_size);
+    free(x->chunks);
+    memset(x, 0, sizeof *x);
+}
+
+/* records in pack order, contiguous from offset 0, summing to each pack's size */
+static int index_records(const unsigned char *c, uint32_t max_ulen, pk_index *x)
+{
+    uint64_t off = 0;
+    uint32_t pack = 0;
+    for (size_t i = 0; i < x->nchunks; i++, c += INDEX_CHUNK_ENTRY) {
+        pk_entry *e = &x->chunks[i];
+        memcpy(e->digest, c, 32);
+        e->pack = get32(c + 32);
+        e->ulen = get32(c + 36);
+        e->offset = get64(c + 40);
+        e->clen = get32(c + 48);
+        if (e->pack == pack + 1 && off == x->pack_size[pack] && i)
+            pack++, off = 0;
+        if (e->pack != pack || e->offset != off)
+            return rm_fail(EBADMSG, "chunk index: record %zu is out of order", i);
+        if (!e->ulen || e->ulen > max_ulen || !e->clen || e->clen > ZSTD_compressBound(e->ulen))
+            return rm_fail(EBADMSG, "chunk index: record %zu has impossible lengths", i);
+        off += e->clen;
+        if (off > x->pack_size[pack])
+            return rm_fail(EBADMSG, "chunk index: pack %u is longer than its size", pack);
+    }
+    if (x->nchunks && (pack + 1 != x->npacks || off != x->pack_size[pack]))
+        return rm_fail(EBADMSG, "chunk index: the packs' sizes do not match their chunks");
+    return 0;
+}
+
+int pk_index_parse(const void *data, size_t len, uint64_t max_chunks, uint32_t max_ulen,
+                   pk_index *out)
+{
+    const unsigned char *u = data;
+    memset(out, 0, sizeof *out);
+    if (len < INDEX_HEADER || memcmp(u, INDEX_MAGIC, 8) || get32(u + 8) != 1)
+        return rm_fail(EBADMSG, "chunk index: not a version 1 index");
+    uint64_t npacks = get32(u + 12), nchunks = get64(u + 16);
+    if (nchunks > max_chunks || npacks > nchunks || (nchunks && !npacks) ||
+        len != INDEX_HEADER + npacks * INDEX_PACK_ENTRY + nchunks * INDEX_CHUNK_ENTRY)
+        return rm_fail(EBADMSG, "chunk index: its counts (%" PRIu64 " packs, %" PRIu64
+                       " chunks) do not fit its size or the layer", npacks, nchunks);
+    out->npacks = npacks;
+    out->nchunks = nchunks;
+    out->pack_digest = malloc(npacks * 32 + 1);
+    out->pack_size = malloc(npacks * sizeof *out->pack_size + 1);
+    out->chunks = malloc(nchunks * sizeof *out->chunks + 1);
+    if (!out->pack_digest || !out->pack_size || !out->chunks) {
+        pk_index_free(out);
+        return -ENOMEM;
+    }
+    for (size_t k = 0; k < npacks; k++) {
+        memcpy(out->pack_digest[k], u + INDEX_HEADER + k * INDEX_PACK_ENTRY, 32);
+        out->pack_size[k] = get64(u + INDEX_HEADER + k * INDEX_PACK_ENTRY + 32);
+    }
+    int rc = index_records(u + INDEX_HEADER + npacks * INDEX_PACK_ENTRY, max_ulen, out);
+    if (rc)
+        pk_index_free(out);
+    return rc;
 }
 
 /* ---- reading and compressing chunks ---- */

@@ -58,6 +58,29 @@ int pk_index_make(const pk_plan *p, size_t i, rm_buf *out);
  * for chunk and pack for pack, -EINVAL (nothing changed) if not. */
 int pk_index_apply(pk_plan *p, size_t i, const void *data, size_t len);
 
+/* An index blob as received from a registry, checked (for pull). */
+typedef struct {
+    unsigned char digest[32];
+    uint32_t pack, ulen, clen;
+    uint64_t offset;
+} pk_entry;
+
+typedef struct {
+    size_t npacks, nchunks;
+    unsigned char (*pack_digest)[32];
+    uint64_t *pack_size;
+    pk_entry *chunks; /* in pack order, by offset */
+} pk_index;
+
+/* Parse and check an index blob (layout in docs/remote.md): max_chunks is
+ * the number of data chunks in the layer's manifest and max_ulen its
+ * largest chunk size. Sizes are checked before anything is allocated.
+ * -EBADMSG with a one-line message if the blob is not a valid index. The
+ * caller still checks that each chunk id is one the layer lacks. */
+int pk_index_parse(const void *data, size_t len, uint64_t max_chunks, uint32_t max_ulen,
+                   pk_index *out);
+void pk_index_free(pk_index *x);
+
 /* compresses chunks of one layer, one zstd frame each, reading the layer's files */
 typedef struct {
     store *st;

@@ -190,12 +190,82 @@ static void test_plan_and_index(void **state)
     pk_plan_free(&p);
 }
 
+/* an index for two packs of chunks (pack sizes follow the clens) */
+static void make_index(rm_buf *b, pk_plan *p)
+{
+    int seeds[4] = {1, 2, 3, 4};
+    store_layer *chain[1] = {fake_layer(4ull << 20, 1u << 20, seeds)};
+    assert_int_equal(pk_plan_make(chain, 1, p), 0);
+    /* force two packs by hand: 3 chunks, then 1 */
+    p->packs[0].count = 3;
+    pk_pack extra = {.layer = 0, .first = 3, .count = 1};
+    p->packs = realloc(p->packs, 2 * sizeof *p->packs);
+    p->packs[1] = extra;
+    p->npacks = 2;
+    p->layers[0].npacks = 2;
+    for (size_t i = 0; i < 4; i++)
+        p->layers[0].chunks[i].clen = 100 + (uint32_t)i;
+    p->packs[0].csize = 100 + 101 + 102;
+    p->packs[1].csize = 103;
+    assert_int_equal(pk_index_make(p, 0, b), 0);
+}
+
+static void bad_index(const rm_buf *good, size_t at, unsigned char value, uint64_t max_chunks)
+{
+    unsigned char *copy = malloc(good->len);
+    memcpy(copy, good->data, good->len);
+    copy[at] = value;
+    pk_index x;
+    assert_int_equal(pk_index_parse(copy, good->len, max_chunks, 1u << 20, &x), -74 /* EBADMSG */);
+    assert_non_null(strstr(remote_error(), "chunk index"));
+    free(copy);
+}
+
+static void test_index_parse(void **state)
+{
+    (void)state;
+    rm_buf b = {0};
+    pk_plan p;
+    make_index(&b, &p);
+    pk_index x;
+    assert_int_equal(pk_index_parse(b.data, b.len, 4, 1u << 20, &x), 0);
+    assert_int_equal(x.npacks, 2);
+    assert_int_equal(x.nchunks, 4);
+    assert_int_equal(x.pack_size[0], 303);
+    assert_int_equal(x.chunks[2].offset, 201);
+    assert_int_equal(x.chunks[3].pack, 1);
+    assert_int_equal(x.chunks[3].offset, 0);
+    assert_int_equal(x.chunks[3].digest[0], 4);
+    pk_index_free(&x);
+    /* the cache path applies it back onto the same plan */
+    assert_int_equal(pk_index_apply(&p, 0, b.data, b.len), 0);
+    assert_true(p.packs[1].known);
+
+    size_t chunks = INDEX_HEADER + 2 * INDEX_PACK_ENTRY;
+    bad_index(&b, 0, 'X', 4);                            /* magic */
+    bad_index(&b, 8, 2, 4);                              /* version */
+    bad_index(&b, 16, 5, 4);                             /* more chunks than the size holds */
+    bad_index(&b, 24 + 32, 0, 4);                        /* first pack's size */
+    bad_index(&b, chunks + 32, 1, 4);                    /* first chunk in pack 1 */
+    bad_index(&b, chunks + INDEX_CHUNK_ENTRY + 40, 7, 4); /* an offset gap */
+    bad_index(&b, chunks + 38, 0x20, 4);                 /* ulen over the chunk size */
+    bad_index(&b, chunks + 48, 0, 4);                    /* clen 0 ... */
+    bad_index(&b, chunks + 51, 0x7f, 4);                 /* ... and absurd */
+    pk_index x2;
+    assert_int_equal(pk_index_parse(b.data, b.len, 3, 1u << 20, &x2), -74); /* layer has 3 */
+    assert_int_equal(pk_index_parse(b.data, b.len - 1, 4, 1u << 20, &x2), -74); /* truncated */
+    assert_int_equal(pk_index_parse(b.data, 10, 4, 1u << 20, &x2), -74);
+    free(b.data);
+    pk_plan_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_plan_and_index),
+        cmocka_unit_test(test_index_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
