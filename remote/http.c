@@ -99,6 +99,7 @@ void rm_resp_free(rm_resp *r)
     free(r->www_auth);
     free(r->content_range);
     free(r->content_type);
+    free(r->link);
     memset(r, 0, sizeof *r);
 }
 
@@ -127,8 +128,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ctx)
     rm_resp *r = x->resp;
     if (n >= 5 && !strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect) */
         free(r->location), free(r->digest), free(r->www_auth), free(r->content_range);
-        free(r->content_type);
-        r->location = r->digest = r->www_auth = r->content_range = r->content_type = NULL;
+        free(r->content_type), free(r->link);
+        r->location = r->digest = r->www_auth = r->content_range = r->content_type = r->link = NULL;
         r->retry_after = 0;
         r->content_length = -1;
         return n;
@@ -152,6 +153,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ctx)
         set_header(&r->content_range, v, vlen);
     else if (IS("Content-Type"))
         set_header(&r->content_type, v, vlen);
+    else if (IS("Link"))
+        set_header(&r->link, v, vlen);
     else if (IS("Retry-After"))
         r->retry_after = strtol(v, NULL, 10);
     else if (IS("Content-Length"))

@@ -69,7 +69,7 @@ typedef struct {
 typedef struct {
     long status;
     rm_buf body;
-    char *location, *digest, *www_auth, *content_range, *content_type;
+    char *location, *digest, *www_auth, *content_range, *content_type, *link;
     long retry_after;
     int64_t content_length; /* -1 if absent */
 } rm_resp;

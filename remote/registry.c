@@ -276,18 +276,26 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int remote_tags(remote *r, char ***tags, size_t *n)
+#define TAGS_PAGE 1000
+#define TAGS_MAX 100000
+
+/* the target of a Link header's rel="next", or NULL */
+static char *link_next(const char *link)
 {
-    char *url = path_of(r, "%s", "/tags/list");
-    if (!url)
-        return -ENOMEM;
+    const char *lt = link ? strchr(link, '<') : NULL, *gt = lt ? strchr(lt, '>') : NULL;
+    if (!gt || !strstr(gt, "rel=\"next\""))
+        return NULL;
+    return strndup(lt + 1, (size_t)(gt - lt - 1));
+}
+
+/* one page of the tags list, appended to *out; *next is the next page's URL or NULL */
+static int tags_page(remote *r, const char *url, char ***out, size_t *n, char **next)
+{
     rm_req q = {.method = "GET", .url = url, .accept = "application/json", .max_body = 16 << 20};
     rm_resp resp = {0};
     int rc = rm_request(r, &q, &resp);
-    free(url);
-    *tags = NULL;
-    *n = 0;
-    if (!rc && resp.status == 404) {
+    *next = NULL;
+    if (!rc && resp.status == 404 && !*n) {
         rm_resp_free(&resp);
         return 0; /* no such repository yet: no tags */
     }
@@ -298,21 +306,50 @@ int remote_tags(remote *r, char ***tags, size_t *n)
     if (!rc && !j)
         rc = rm_fail(EPROTO, "%s: the tags list is not JSON", r->host);
     size_t count = json_is_array(arr) ? json_array_size(arr) : 0;
-    char **out = count ? calloc(count, sizeof *out) : NULL;
-    if (!rc && count && !out)
+    if (!rc && *n + count > TAGS_MAX)
+        rc = rm_fail(EFBIG, "%s/%s: more than %d tags", r->host, r->repo, TAGS_MAX);
+    char **grown = rc || !count ? NULL : realloc(*out, (*n + count) * sizeof **out);
+    if (!rc && count && !grown)
         rc = -ENOMEM;
+    if (grown)
+        *out = grown;
     for (size_t i = 0; !rc && i < count; i++) {
         const char *t = json_string_value(json_array_get(arr, i));
-        if (!t || !(out[i] = strdup(t)))
+        if (!t || !((*out)[*n] = strdup(t)))
             rc = t ? -ENOMEM : rm_fail(EPROTO, "%s: a tag in the list is not a string", r->host);
+        else
+            (*n)++;
     }
-    if (!rc) {
-        qsort(out, count, sizeof *out, cmp_str);
-        *tags = out;
-        *n = count;
-    } else
-        remote_strings_free(out, count);
+    if (!rc && count)
+        *next = link_next(resp.link);
     json_decref(j);
     rm_resp_free(&resp);
     return rc;
+}
+
+int remote_tags(remote *r, char ***tags, size_t *n)
+{
+    char first[32];
+    snprintf(first, sizeof first, "/tags/list?n=%d", TAGS_PAGE);
+    char *url = path_of(r, "%s", first), *next = NULL;
+    *tags = NULL;
+    *n = 0;
+    int rc = url ? 0 : -ENOMEM;
+    for (int page = 0; !rc && url; page++) {
+        rc = tags_page(r, url, tags, n, &next);
+        free(url);
+        url = next;
+        if (!rc && url && page + 1 >= TAGS_MAX / TAGS_PAGE + 1)
+            rc = rm_fail(EPROTO, "%s/%s: the tags list does not end", r->host, r->repo);
+    }
+    free(url);
+    if (rc) {
+        remote_strings_free(*tags, *n);
+        *tags = NULL;
+        *n = 0;
+        return rc;
+    }
+    if (*n)
+        qsort(*tags, *n, sizeof **tags, cmp_str);
+    return 0;
 }
