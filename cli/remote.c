@@ -10,6 +10,13 @@
 #include <termios.h>
 #include <unistd.h>
 
+static void wipe(void *p, size_t n) /* explicit_bzero is not on macOS */
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
 static int remote_failed(void)
 {
     return cli_fail("%s", remote_error());
@@ -70,7 +77,7 @@ static int cmd_login(int argc, char **argv)
         return cli_fail("login: no password on stdin");
     remote_opts o = {.insecure = insecure};
     int rc = remote_login(pos[0], user, pbuf, &o);
-    explicit_bzero(pbuf, sizeof pbuf);
+    wipe(pbuf, sizeof pbuf);
     if (rc)
         return remote_failed();
     fprintf(stderr, "strata: logged in to %s as %s\n", pos[0], user);

@@ -20,7 +20,7 @@
 void rm_cred_clear(rm_cred *c)
 {
     if (c->secret)
-        explicit_bzero(c->secret, strlen(c->secret));
+        rm_wipe(c->secret, strlen(c->secret));
     free(c->user);
     free(c->secret);
     c->user = c->secret = NULL;
@@ -97,11 +97,15 @@ static int run_helper(const char *name, const char *verb, const char *input, rm_
     char prog[96];
     snprintf(prog, sizeof prog, "docker-credential-%s", name);
     int in[2], outp[2];
-    if (pipe2(in, O_CLOEXEC))
+    if (pipe(in))
         return rm_fail(errno, "pipe: %s", strerror(errno));
-    if (pipe2(outp, O_CLOEXEC)) {
+    if (pipe(outp)) {
         close(in[0]), close(in[1]);
         return rm_fail(errno, "pipe: %s", strerror(errno));
+    }
+    for (int i = 0; i < 2; i++) { /* pipe2 is Linux-only */
+        fcntl(in[i], F_SETFD, FD_CLOEXEC);
+        fcntl(outp[i], F_SETFD, FD_CLOEXEC);
     }
     pid_t pid = fork();
     if (pid == 0) {
@@ -163,7 +167,7 @@ static int helper_get(const char *name, const char *host, rm_cred *out)
     if (!rc && (!(out->user = strdup(u)) || !(out->secret = strdup(s))))
         rc = -ENOMEM;
     if (o.data)
-        explicit_bzero(o.data, o.len);
+        rm_wipe(o.data, o.len);
     free(o.data);
     json_decref(j);
     return rc;
@@ -202,7 +206,7 @@ static int auths_get(json_t *cfg, const char *host, rm_cred *out)
                 rc = -ENOMEM;
         }
         if (plain)
-            explicit_bzero(plain, n);
+            rm_wipe(plain, n);
         free(plain);
         return rc;
     }
@@ -257,7 +261,7 @@ static int write_config(const char *dir, json_t *cfg)
         fsync(dfd);
         close(dfd);
     }
-    explicit_bzero(text, len);
+    rm_wipe(text, len);
     free(text);
     free(path);
     free(tmp);
@@ -310,7 +314,7 @@ int remote_login(const char *host, const char *user, const char *password, const
         if (rc > 0)
             rc = rm_fail(EIO, "docker-credential-%s could not store the credentials for %s", helper, host);
         if (text)
-            explicit_bzero(text, strlen(text));
+            rm_wipe(text, strlen(text));
         free(text);
         free(out.data);
         json_decref(in);
@@ -328,9 +332,9 @@ int remote_login(const char *host, const char *user, const char *password, const
         if (!rc)
             rc = write_config(dir, cfg);
         if (plain)
-            explicit_bzero(plain, strlen(plain));
+            rm_wipe(plain, strlen(plain));
         if (b64)
-            explicit_bzero(b64, strlen(b64));
+            rm_wipe(b64, strlen(b64));
         free(plain);
         free(b64);
     }

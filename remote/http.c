@@ -80,7 +80,7 @@ void remote_close(remote *r)
     if (r->curl)
         curl_easy_cleanup(r->curl);
     if (r->authz)
-        explicit_bzero(r->authz, strlen(r->authz));
+        rm_wipe(r->authz, strlen(r->authz));
     free(r->authz);
     rm_cred_clear(&r->cred);
     free(r->host);
@@ -373,7 +373,7 @@ static char *challenge_param(const char *ch, const char *param)
 static void set_authz(remote *r, const char *scheme, const char *value)
 {
     if (r->authz)
-        explicit_bzero(r->authz, strlen(r->authz));
+        rm_wipe(r->authz, strlen(r->authz));
     free(r->authz);
     if (asprintf(&r->authz, "Authorization: %s %s", scheme, value) < 0)
         r->authz = NULL;
@@ -385,7 +385,7 @@ static char *basic_value(const rm_cred *c)
     if (asprintf(&plain, "%s:%s", c->user, c->secret) < 0)
         return NULL;
     b = rm_b64_encode(plain, strlen(plain));
-    explicit_bzero(plain, strlen(plain));
+    rm_wipe(plain, strlen(plain));
     free(plain);
     return b;
 }
@@ -498,9 +498,9 @@ static int fetch_token(remote *r, const char *challenge)
     json_decref(j);
     rm_resp_free(&resp);
     if (basic)
-        explicit_bzero(basic, strlen(basic));
+        rm_wipe(basic, strlen(basic));
     if (authz)
-        explicit_bzero(authz, strlen(authz));
+        rm_wipe(authz, strlen(authz));
     free(realm), free(service), free(scope), free(es), free(esc), free(url), free(basic), free(authz);
     return rc;
 }
@@ -523,7 +523,7 @@ static int answer_challenge(remote *r, const rm_resp *resp, int *rc)
             return 0;
         }
         set_authz(r, "Basic", v);
-        explicit_bzero(v, strlen(v));
+        rm_wipe(v, strlen(v));
         free(v);
         return r->authz != NULL;
     }
@@ -542,7 +542,7 @@ int rm_request(remote *r, const rm_req *q, rm_resp *resp)
     if (fresh && had && r->authz && !strcmp(had, r->authz) && strncmp(had, "Authorization: Bearer", 21))
         fresh = 0;
     if (had)
-        explicit_bzero(had, strlen(had));
+        rm_wipe(had, strlen(had));
     free(had);
     if (arc)
         return arc;

@@ -19,6 +19,8 @@ typedef struct {
 void rm_buf_add(rm_buf *b, const void *p, size_t n);
 void rm_buf_printf(rm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* zero memory that held a secret (explicit_bzero is not everywhere) */
+void rm_wipe(void *p, size_t n);
 void rm_sha256_hex(const void *p, size_t n, char out[72]); /* "sha256:<hex>" */
 int rm_digest_valid(const char *d);                         /* sha256:<64 lowercase hex> */
 int rm_host_loopback(const char *host);

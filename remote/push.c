@@ -468,7 +468,7 @@ static char *record_path(void)
 static char *record_read(void)
 {
     char *p = record_path(), *text = NULL;
-    FILE *f = p ? fopen(p, "re") : NULL;
+    FILE *f = p ? fopen(p, "r") : NULL;
     free(p);
     if (!f)
         return NULL;
@@ -513,7 +513,7 @@ static void record_push(const remote_ref *dst)
     if (!p || asprintf(&tmp, "%s.tmp-%d", p, (int)getpid()) < 0)
         goto out;
     mkdir_parents(p);
-    FILE *f = fopen(tmp, "we");
+    FILE *f = fopen(tmp, "w");
     if (!f)
         goto out;
     char *me = NULL;

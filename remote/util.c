@@ -79,6 +79,13 @@ void rm_buf_printf(rm_buf *b, const char *fmt, ...)
     free(big);
 }
 
+void rm_wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
 void rm_sha256_hex(const void *p, size_t n, char out[72])
 {
     unsigned char d[32];
