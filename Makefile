@@ -13,7 +13,7 @@ CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 REMOTE_SRC := remote/util.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
-              remote/push.c remote/list.c
+              remote/push.c remote/list.c remote/artifact.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_remote
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it

@@ -116,6 +116,42 @@ int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len
 int remote_tags(remote *r, char ***tags, size_t *n);
 void remote_strings_free(char **s, size_t n);
 
+/* ---- reading an artifact (the parts a pull needs) ---- */
+
+typedef struct {
+    char manifest[72], info[72], index[72]; /* blob digests */
+    uint64_t manifest_size, info_size, index_size;
+    size_t first_pack, npacks; /* its packs in remote_artifact.packs */
+} remote_artifact_layer;
+
+typedef struct {
+    store_id top;       /* the layer the tag names (sha256 of the config blob) */
+    int host_bound;     /* a saved state pushed with --with-state */
+    remote_artifact_layer *layers; /* the chain, root first; the last is top */
+    size_t nlayers;
+    char (*packs)[72];
+    uint64_t *pack_sizes;
+    size_t npacks;
+} remote_artifact;
+
+/* Parse and check an OCI manifest as docs/remote.md lays it out (body as
+ * remote_manifest_get returns it). -EBADMSG with a one-line message if it
+ * is not a strata layer or breaks the layout. Free with
+ * remote_artifact_free. */
+int remote_artifact_parse(const char *body, size_t len, remote_artifact *out);
+void remote_artifact_free(remote_artifact *a);
+
+/* GET a whole blob of at most max bytes into memory, checked against its
+ * digest. Caller frees *data. */
+int remote_blob_read(remote *r, const char *digest, uint64_t max, char **data, size_t *len);
+
+/* GET one chunk: the zstd frame of clen bytes at offset in pack, by Range
+ * (or from a whole body, if the registry ignores Range), decompressed into
+ * buf (ulen bytes) and checked: it must decompress to exactly ulen bytes
+ * whose SHA-256 is id. -EBADMSG naming the pack otherwise. */
+int remote_chunk_get(remote *r, const char *pack, uint64_t offset, uint32_t clen, uint32_t ulen,
+                     const unsigned char id[32], void *buf);
+
 /* ---- credentials ---- */
 
 /* Check user/password against host (a plain GET /v2/ with them), then keep

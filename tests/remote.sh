@@ -315,9 +315,30 @@ wait_http "http://127.0.0.1:$PR/v2/"
 "$G" "127.0.0.1:$PR/strata/vm" "$PACK" 100 1000 >"$W/got" 2>"$W/err"
 check "a redirected Range GET gives those bytes" cmp -s "$W/got" "$W/pack.part"
 check "...and was redirected" grep -q "blobs/sha256.* redirect" "$W/proxy-redirect.log"
+run "$G" --verify "$R/strata/vm" child
+check "a puller's read of the child: 2 layers, every chunk fetched by range and verified" \
+    grep -q "^2 layers, 18 chunks verified, top $CHILD" "$W/out"
+run "$G" --verify "127.0.0.1:$PN/strata/vm" child
+check "...the same through a registry that ignores Range" grep -q "^2 layers, 18 chunks verified" "$W/out"
+run "$G" --verify "$R/strata/vm" warm-state
+check "...and of the saved state (3 layers)" grep -q "^3 layers, 18 chunks verified, top $STATE" "$W/out"
+expect_error "a missing tag is one line" 1 "no such manifest" "$G" --verify "$R/strata/vm" nothing-$$
+# a plain OCI manifest (empty config, no artifactType), put with curl
+EMPTY=sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a
+loc=$(curl -s -X POST -D - -o /dev/null "http://$R/v2/strata/plain/blobs/uploads/" | tr -d '\r' | sed -n 's/^Location: //Ip')
+curl -s -X PUT --data-binary '{}' -H 'Content-Type: application/octet-stream' "$loc&digest=$EMPTY" -o /dev/null
+curl -s -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' -o /dev/null \
+    --data-binary "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"$EMPTY\",\"size\":2},\"layers\":[]}" \
+    "http://$R/v2/strata/plain/manifests/plain"
+expect_error "a manifest that is not a strata layer is refused in one line" 1 "not a strata layer" \
+    "$G" --verify "$R/strata/plain" plain
+run "$S" ls --remote "$R/strata/plain"
+check "ls --remote shows it as not a strata layer" grep -q "^plain .*not a strata layer" "$W/out"
 blobfile=$W/reg-anon/data/docker/registry/v2/blobs/sha256/${PACK:7:2}/${PACK:7}/data
 printf '\xff' | dd of="$blobfile" bs=1 seek=5000 conv=notrunc status=none
 expect_error "a blob whose bytes changed in the registry is refused, naming it" 1 \
     "blob $PACK: the registry sent different bytes" "$G" "$R/strata/vm" "$PACK"
+expect_error "...and a chunk read from it by range is refused, naming the pack" 1 \
+    "pack $PACK" "$G" --verify "$R/strata/vm" child
 
 finish
