@@ -118,7 +118,9 @@ open(p, "wb").write(b)
 PY
 run "$S" push base:v1 "$R/strata/cache-test:v1" --json
 check "a push with a damaged cache entry still succeeds" [ "$rc" -eq 0 ]
-check "...with the true digests" [ "$(packs v1)" = "$(packs_of strata/cache-test:v1)" ]
+if command -v skopeo >/dev/null; then
+    check "...with the true digests" [ "$(packs v1)" = "$(packs_of strata/cache-test:v1)" ]
+fi
 
 # a cross-repository mount: a sibling repository pushed before lends its blobs
 run "$S" push base:child "$R/strata/copy:child" --json
@@ -292,6 +294,10 @@ if command -v skopeo >/dev/null; then
 fi
 
 # ---- blob GETs: ranges, registries that ignore Range, redirects, tampering ----
+if ! command -v skopeo >/dev/null; then
+    skipped "blob GETs and reading artifacts back" "skopeo is not installed"
+    finish; exit
+fi
 G=$B/tests/remote_get
 PACK=$(skopeo inspect --raw --tls-verify=false "docker://$R/strata/vm:child" 2>/dev/null |
     python3 -c 'import json,sys; print([l["digest"] for l in json.load(sys.stdin)["layers"] if l["mediaType"].endswith("zstd")][-1])')
