@@ -321,7 +321,7 @@ static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, ch
     char *m = NULL, *info = NULL, d[72];
     size_t mlen, ilen;
     rm_buf index = {0};
-    int rc = store_layer_bytes(j->st, &L->layer->id, &m, &mlen, &info, &ilen);
+    int rc = store_layer_manifest(j->st, &L->layer->id, &m, &mlen, &info, &ilen);
     if (rc)
         rc = rm_fail(rc, "%s", store_error());
     if (!rc && !(rc = put_small(r, j, m, mlen, d)))

@@ -187,8 +187,8 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
     return rc;
 }
 
-int store_layer_bytes(store *st, const store_id *id, char **manifest, size_t *mlen, char **info,
-                      size_t *ilen)
+int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
+                         char **info, size_t *ilen)
 {
     char *dir = st_layer_dir(st, id);
     char *mpath = dir ? st_printf("%s/manifest", dir) : NULL;

@@ -87,10 +87,11 @@ typedef struct {
 int store_layer_load(store *st, const store_id *id, store_layer **out);
 void store_layer_free(store_layer *l);
 
-/* The bytes a layer travels as (to a registry or an archive): its canonical
- * manifest, checked against the id, and its info. Caller frees both. */
-int store_layer_bytes(store *st, const store_id *id, char **manifest, size_t *mlen, char **info,
-                      size_t *ilen);
+/* The canonical manifest bytes of a layer (checked against its id) and its
+ * info text, as they travel to a registry or an archive. Caller frees both.
+ * (The same function as on branch archive: keep one when merging.) */
+int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
+                         char **info, size_t *ilen);
 
 /* Path of a materialized file of a layer (read-only). Caller frees. */
 char *store_layer_file_path(store *st, const store_id *id, const char *name);
