@@ -259,6 +259,50 @@ static void test_index_parse(void **state)
     pk_plan_free(&p);
 }
 
+#define DA "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define DB "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define DESC(mt, d, n) "{\"mediaType\":\"" mt "\",\"digest\":\"" d "\",\"size\":" #n "}"
+#define HEAD_OK "{\"schemaVersion\":2,\"mediaType\":\"" REMOTE_MT_OCI "\",\"artifactType\":\"" \
+    REMOTE_ARTIFACT_TYPE "\",\"config\":" DESC(REMOTE_MT_MANIFEST, DB, 10) ",\"layers\":["
+#define GROUP(d) DESC(REMOTE_MT_MANIFEST, d, 10) "," DESC(REMOTE_MT_INFO, DA, 5) "," \
+    DESC(REMOTE_MT_INDEX, DA, 24)
+
+static void artifact_bad(const char *text, const char *words)
+{
+    remote_artifact a;
+    assert_int_equal(remote_artifact_parse(text, strlen(text), &a), -74);
+    assert_non_null(strstr(remote_error(), words));
+}
+
+static void test_artifact_parse(void **state)
+{
+    (void)state;
+    const char *ok = HEAD_OK GROUP(DA) "," DESC(REMOTE_MT_PACK, DA, 100) "," GROUP(DB) ","
+        DESC(REMOTE_MT_PACK, DB, 7) "," DESC(REMOTE_MT_PACK, DA, 8) "]}";
+    remote_artifact a;
+    assert_int_equal(remote_artifact_parse(ok, strlen(ok), &a), 0);
+    assert_int_equal(a.nlayers, 2);
+    assert_int_equal(a.npacks, 3);
+    assert_int_equal(a.layers[0].npacks, 1);
+    assert_int_equal(a.layers[1].first_pack, 1);
+    assert_int_equal(a.layers[1].npacks, 2);
+    assert_int_equal(a.pack_sizes[2], 8);
+    assert_string_equal(a.top.hex, DB + 7);
+    assert_false(a.host_bound);
+    remote_artifact_free(&a);
+
+    artifact_bad("{", "not JSON");
+    artifact_bad("{\"schemaVersion\":2,\"mediaType\":\"" REMOTE_MT_OCI "\",\"layers\":[]}",
+                 "artifactType");
+    artifact_bad(HEAD_OK GROUP(DA) "]}", "the last layer is not the config");
+    artifact_bad(HEAD_OK DESC(REMOTE_MT_PACK, DA, 1) "," GROUP(DB) "]}", "pack comes before");
+    artifact_bad(HEAD_OK DESC(REMOTE_MT_MANIFEST, DB, 10) "," DESC(REMOTE_MT_INDEX, DA, 5) ","
+                 DESC(REMOTE_MT_INFO, DA, 24) "]}", "followed by its info and index");
+    artifact_bad(HEAD_OK GROUP(DB) "," DESC(REMOTE_MT_PACK, DA, 0) "]}", "size is out of bounds");
+    artifact_bad(HEAD_OK GROUP(DB) "," DESC(REMOTE_MT_PACK, "sha256:xyz", 5) "]}", "descriptor");
+    artifact_bad(HEAD_OK GROUP(DB) ",{\"mediaType\":\"x\"}]}", "descriptor");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_plan_and_index),
         cmocka_unit_test(test_index_parse),
+        cmocka_unit_test(test_artifact_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
