@@ -12,6 +12,7 @@ struct store {
     char *home;
     int lock_fd;
     int lock_state; /* 0 none, 1 shared, 2 exclusive */
+    int receiving;  /* receives in progress (receive.c): they hold the shared lock */
 };
 
 /* errors: set the thread's message and return -err (err > 0) */
@@ -86,6 +87,11 @@ int st_name_valid(const char *name);
 /* store.c: the layer a recorded clone stands on, if that clone still
  * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
+
+/* store.c, for receive.c */
+const store_file *st_layer_find_file(const store_layer *l, const char *name);
+int st_write_tag(store *st, const char *name, const store_id *id);
+int st_bad_tag(const char *name);
 
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);

@@ -203,6 +203,11 @@ static const store_file *layer_find_file(const store_layer *l, const char *name)
     return NULL;
 }
 
+const store_file *st_layer_find_file(const store_layer *l, const char *name)
+{
+    return layer_find_file(l, name);
+}
+
 /* ---------- refs ---------- */
 
 int store_tag_valid(const char *name)
@@ -306,6 +311,11 @@ static int write_tag(store *st, const char *name, const store_id *id)
     return rc;
 }
 
+int st_write_tag(store *st, const char *name, const store_id *id)
+{
+    return write_tag(st, name, id);
+}
+
 static int bad_tag(const char *name)
 {
     return st_fail(EINVAL,
@@ -313,6 +323,11 @@ static int bad_tag(const char *name)
                    "letter or digit, TAG of [A-Za-z0-9_.-] not starting with '.' or '-', 128 "
                    "characters at most",
                    name);
+}
+
+int st_bad_tag(const char *name)
+{
+    return bad_tag(name);
 }
 
 int store_tag(store *st, const char *ref, const char *name)
