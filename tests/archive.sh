@@ -95,10 +95,14 @@ rm -rf "$W/s4"
 run bash -c "'$S' export base:v3 - | STRATA_HOME='$W/s5' /usr/bin/time -f 'maxrss %M' '$S' import - streamed"
 check "export - | import - gives the same id" grep -qx "$V3" "$W/out"
 rss=$(sed -n 's/^maxrss //p' "$W/err")
-check "import from a pipe stays under 200 MB of memory (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
-run bash -c "/usr/bin/time -f 'maxrss %M' '$S' export base:v3 - >/dev/null"
-rss=$(sed -n 's/^maxrss //p' "$W/err")
-check "export to a pipe stays under 200 MB of memory (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
+if [ -n "${STRATA_SANITIZED:-}" ]; then
+    skipped "memory bounds of import and export" "AddressSanitizer's shadow memory inflates the RSS; the plain pass measures it"
+else
+    check "import from a pipe stays under 200 MB of memory (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
+    run bash -c "/usr/bin/time -f 'maxrss %M' '$S' export base:v3 - >/dev/null"
+    rss=$(sed -n 's/^maxrss //p' "$W/err")
+    check "export to a pipe stays under 200 MB of memory (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
+fi
 rm -rf "$W/s5"
 
 # ---- saved states: host-bound, only with --with-state ----
