@@ -14,7 +14,7 @@ STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/
              store/receive.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
-TEST_NAMES := test_clone test_store test_boot test_vz
+TEST_NAMES := test_clone test_store test_boot test_vz test_receive
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
 # is only built into test_vz, linked with tests/objc_record.c, a recording

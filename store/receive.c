@@ -130,6 +130,8 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
 {
     const store_file *f = &rx->l->files[i];
     const store_file *bf = b->l ? st_layer_find_file(b->l, f->name) : NULL;
+    if (bf && bf->chunk_size != f->chunk_size)
+        bf = NULL; /* chunks at other places: nothing to take by position */
     char *to = st_printf("%s/%s", rx->files_dir, f->name);
     char *from = bf ? st_printf("%s/%s", b->dir, f->name) : NULL;
     int rc = (!to || (bf && !from)) ? -ENOMEM : 0, fd = -1;
