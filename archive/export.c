@@ -408,7 +408,10 @@ static int export_chain(exporter *x, const char *top, const store_id *chain, siz
     int rc = ar_zout_open(&x->z, out_fd, x->o->level, x->o->threads);
     if (!rc && (!(x->a = archive_write_new()) || !(x->buf = calloc(1, READ_BUF))))
         rc = ar_fail(ENOMEM, "out of memory");
+    /* big blocks: fewer, larger writes into zstd; the last one is not padded */
     if (!rc && (archive_write_set_format_pax(x->a) != ARCHIVE_OK ||
+                archive_write_set_bytes_per_block(x->a, 1 << 20) != ARCHIVE_OK ||
+                archive_write_set_bytes_in_last_block(x->a, 1) != ARCHIVE_OK ||
                 archive_write_open(x->a, x, NULL, write_cb, NULL) != ARCHIVE_OK))
         rc = lib_failed(x, "starting the archive");
     if (!rc)
