@@ -91,6 +91,22 @@ run in_store "$W/s4" "$S" fsck
 check "...and fsck is clean" [ "$rc" -eq 0 ]
 rm -rf "$W/s4"
 
+# ---- import killed at every crash point: fsck clean, all or nothing, then it completes ----
+CS=$W/crash
+in_store "$CS" "$S" import "$W/x.tar.zst" >/dev/null 2>&1
+bad_n=""
+for ((n = 1; n <= 40; n++)); do
+    STRATA_CRASH_AT=$n in_store "$CS" "$S" import "$W/v3.tar.zst" >/dev/null 2>&1
+    code=$?
+    in_store "$CS" "$S" fsck >/dev/null 2>&1 || bad_n="$bad_n $n"
+    [ $code -eq 0 ] && break
+    for l in "$CS"/layers/*; do [ -f "$l/manifest" ] && [ -f "$l/info" ] || bad_n="$bad_n $n(partial)"; done
+done
+check "import killed at each of its $((n - 1)) crash points leaves fsck clean, no partial layer" [ -z "$bad_n" -a $n -gt 2 ]
+run in_store "$CS" "$S" import "$W/v3.tar.zst"
+check "...and a later import completes with the same id" [ "$(cat "$W/out")" = "$V3" ]
+rm -rf "$CS"
+
 # ---- streaming ----
 run bash -c "'$S' export base:v3 - | STRATA_HOME='$W/s5' /usr/bin/time -f 'maxrss %M' '$S' import - streamed"
 check "export - | import - gives the same id" grep -qx "$V3" "$W/out"
