@@ -12,7 +12,7 @@ B       ?= build
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c \
              store/receive.c
-ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/tart.c
+ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/verify.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive
 

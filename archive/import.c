@@ -33,8 +33,8 @@ typedef struct {
     store_receive *rx[AR_MAX_LAYERS];
     size_t nrx;
     uint64_t manifest_bytes, written;
-    unsigned char *chunk;
-    size_t chunk_cap;
+    unsigned char *chunk; /* the chunk being gathered, a buffer of v's */
+    ar_verifier v;
 } importer;
 
 /* an entry name fit for a one-line message */
@@ -241,14 +241,22 @@ typedef struct {
     uint64_t end;     /* where the last block ended: blocks only move forward */
 } gather;
 
+/* A whole chunk: to the verifier thread, which checks and writes it. */
 static int deliver(gather *g)
 {
-    int rc = store_receive_chunk(g->rx, g->fi, g->cur, g->im->chunk, (size_t)g->fill);
+    importer *im = g->im;
+    ar_job j = {.rx = g->rx, .file = g->fi, .chunk = g->cur, .len = (size_t)g->fill,
+                .buf = im->chunk};
+    shown(archive_entry_pathname(im->e), j.entry, sizeof j.entry);
+    im->chunk = NULL;
+    int rc = ar_verifier_submit(&im->v, &j);
     if (rc)
-        return entry_fail(g->im, "%s", store_error());
-    g->im->written += g->fill;
-    if (g->im->o->progress)
-        g->im->o->progress(g->im->o->ctx, "import", g->im->written, 0);
+        return rc;
+    if (!(im->chunk = ar_verifier_buffer(&im->v, g->f->chunk_size)))
+        return ar_fail(ENOMEM, "out of memory");
+    im->written += g->fill;
+    if (im->o->progress)
+        im->o->progress(im->o->ctx, "import", im->written, 0);
     g->cur = NO_CHUNK;
     g->fill = 0;
     return 0;
@@ -318,12 +326,8 @@ static int read_file_entry(importer *im, store_receive *rx, size_t fi)
     int rc = check_sparse_map(im, f);
     if (rc)
         return rc;
-    if (f->chunk_size > im->chunk_cap) {
-        free(im->chunk);
-        if (!(im->chunk = malloc(f->chunk_size)))
-            return ar_fail(ENOMEM, "out of memory");
-        im->chunk_cap = f->chunk_size;
-    }
+    if (!(im->chunk = ar_verifier_buffer(&im->v, f->chunk_size)))
+        return ar_fail(ENOMEM, "out of memory");
     gather g = {.im = im, .rx = rx, .fi = fi, .f = f, .cur = NO_CHUNK};
     for (;;) {
         const void *buf;
@@ -332,16 +336,22 @@ static int read_file_entry(importer *im, store_receive *rx, size_t fi)
         int r = archive_read_data_block(im->a, &buf, &size, &off);
         if (r == ARCHIVE_EOF)
             break;
-        if (r != ARCHIVE_OK)
-            return lib_failed(im);
-        if (off < 0)
-            return entry_fail(im, "a negative offset");
+        if (r != ARCHIVE_OK) {
+            rc = lib_failed(im);
+            break;
+        }
+        if (off < 0) {
+            rc = entry_fail(im, "a negative offset");
+            break;
+        }
         if ((rc = take_block(&g, buf, size, (uint64_t)off)))
-            return rc;
+            break;
     }
-    if (g.cur != NO_CHUNK)
-        return entry_fail(im, "ends inside chunk %zu", g.cur);
-    return 0;
+    if (!rc && g.cur != NO_CHUNK)
+        rc = entry_fail(im, "ends inside chunk %zu", g.cur);
+    ar_verifier_release(&im->v, im->chunk);
+    im->chunk = NULL;
+    return rc;
 }
 
 /* ---------- sections ---------- */
@@ -387,6 +397,8 @@ static int read_files(importer *im, store_receive *rx, const char *files, const 
             return rc;
         next = fi + 1;
     }
+    if (!rc)
+        rc = ar_verifier_flush(&im->v);
     return rc ? rc : section_complete(im, rx, files);
 }
 
@@ -467,6 +479,8 @@ int archive_import(store *st, int in_fd, const archive_import_opts *o, archive_s
     memset(stats, 0, sizeof *stats);
     importer im = {.st = st, .o = o};
     int rc = ar_zin_open(&im.z, in_fd);
+    if (!rc)
+        rc = ar_verifier_start(&im.v);
     if (!rc && !(im.a = archive_read_new()))
         rc = ar_fail(ENOMEM, "out of memory");
     if (!rc && (archive_read_support_format_tar(im.a) != ARCHIVE_OK ||
@@ -490,6 +504,7 @@ int archive_import(store *st, int in_fd, const archive_import_opts *o, archive_s
     if (!rc)
         rc = ar_zin_drain(&im.z);
     stats->layers = im.nlayers;
+    ar_verifier_stop(&im.v); /* no chunk in flight from here on */
     if (!rc)
         rc = finish_all(&im, stats);
     for (size_t k = 0; k < im.nrx; k++)
@@ -500,6 +515,5 @@ int archive_import(store *st, int in_fd, const archive_import_opts *o, archive_s
         archive_read_free(im.a);
     ar_zin_free(&im.z);
     free(im.top);
-    free(im.chunk);
     return rc;
 }

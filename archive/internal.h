@@ -5,6 +5,7 @@
 #include "archive.h"
 
 #include <archive.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <zstd.h>
 
@@ -51,5 +52,33 @@ la_ssize_t ar_zin_read(struct archive *a, void *ctx, const void **buf);
 /* after the tar end: the rest of the input must be a clean end of zstd */
 int ar_zin_drain(ar_zin *z);
 void ar_zin_free(ar_zin *z);
+
+/* verify.c: chunks are hashed and written by a second thread */
+typedef struct {
+    store_receive *rx;
+    size_t file, chunk, len;
+    unsigned char *buf;
+    char entry[300]; /* for the message if it fails */
+} ar_job;
+typedef struct {
+    pthread_t thread;
+    int running, stop, queued, busy, failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ar_job job;
+    unsigned char *free_buf[3];
+    size_t nfree, cap;
+    char err[1024];
+} ar_verifier;
+int ar_verifier_start(ar_verifier *v);
+/* a free buffer of at least size bytes (waits for one); NULL if out of memory */
+unsigned char *ar_verifier_buffer(ar_verifier *v, size_t size);
+/* give back a buffer that was not submitted (NULL is fine) */
+void ar_verifier_release(ar_verifier *v, unsigned char *buf);
+/* queue a full chunk; its buffer comes back to the pool once written */
+int ar_verifier_submit(ar_verifier *v, const ar_job *j);
+/* wait for every queued chunk; the first failure, if any */
+int ar_verifier_flush(ar_verifier *v);
+void ar_verifier_stop(ar_verifier *v);
 
 #endif

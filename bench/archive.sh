@@ -21,9 +21,10 @@ export STRATA_HOME=$W/store
 
 cold() { if [ "$(id -u)" = 0 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
 timed() { # label cmd...: "seconds maxrss_kib"
+    local label=$1; shift
     cold
     /usr/bin/time -f '%e %M' -o "$W/time" "$@" >/dev/null 2>"$W/cmd.err" ||
-        { echo "bench: $1 failed: $(tail -2 "$W/cmd.err")" >&2; exit 1; }
+        { echo "bench: $label failed: $(tail -2 "$W/cmd.err")" >&2; exit 1; }
     cat "$W/time"
 }
 
@@ -38,7 +39,8 @@ else
     "$MK" "$B" --size 64G "${args[@]}"
     # compressible data: system files, packed into 16 MiB pieces across the disk
     find /usr/lib /usr/share -type f -size +8k 2>/dev/null | head -20000 | xargs cat 2>/dev/null |
-        head -c $((TXT << 20)) >"$W/text"
+        head -c $((TXT << 20)) >"$W/text" || true # head ends the pipe early: SIGPIPE upstream
+    TXT=$(( $(stat -c %s "$W/text") >> 20 ))
     for ((i = 0; i < TXT / 16; i++)); do
         dd if="$W/text" of="$B/Disk.img" bs=1M count=16 skip=$((i * 16)) seek=$((i * 1500 + 40000)) \
             conv=notrunc,sparse status=none
