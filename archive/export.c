@@ -190,6 +190,10 @@ static int put_file(exporter *x, const store_id *id, const store_file *f, const 
         rc = src ? ar_fail(errno, "%s: %s", src, strerror(errno)) : ar_fail(ENOMEM, "out of memory");
     else if (archive_write_header(x->a, e) != ARCHIVE_OK)
         rc = lib_failed(x, path);
+    /* the pax writer emits the sparse map on the first data call: make
+     * that call even when the file has no data at all */
+    if (!rc && sparse && archive_write_data(x->a, x->buf, 0) < 0)
+        rc = lib_failed(x, path);
     if (!rc)
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     uint64_t at = 0; /* logical position fed so far */

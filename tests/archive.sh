@@ -42,6 +42,21 @@ done
 check "the manifest travels inside the bundle (x.bundle/.strata-layer/manifest)" cmp -s "$W/ex-gnu/x.bundle/.strata-layer/manifest" "$STRATA_HOME/layers/$BASE/manifest"
 rm -rf "$W/ex-gnu" "$W/ex-bsd"
 
+# a disk that is all hole, an empty file and a one-byte file: edge entries
+mkdir -p "$W/eb" && truncate -s 1G "$W/eb/Disk.img" && : >"$W/eb/empty" && printf x >"$W/eb/one"
+EDGE=$("$S" import "$W/eb" edge 2>/dev/null)
+"$S" export edge "$W/edge.tar.zst" 2>/dev/null
+mkdir -p "$W/ex-edge-g" "$W/ex-edge-b"
+(cd "$W/ex-edge-g" && tar --zstd -xSf "$W/edge.tar.zst") && (cd "$W/ex-edge-b" && bsdtar -xf "$W/edge.tar.zst")
+same=1
+for d in "$W/ex-edge-g" "$W/ex-edge-b"; do
+    for f in Disk.img empty one; do cmp -s "$W/eb/$f" "$d/edge.bundle/$f" || same=0; done
+    [ "$(allocated_kib "$d/edge.bundle/Disk.img")" -eq 0 ] || same=0
+done
+check "an all-hole disk, an empty and a one-byte file unpack exactly with both tars" [ $same -eq 1 ]
+check "...and import with the same id" [ "$(in_store "$W/se" "$S" import "$W/edge.tar.zst" 2>/dev/null)" = "$EDGE" ]
+rm -rf "$W/eb" "$W/ex-edge-g" "$W/ex-edge-b" "$W/se"
+
 run in_store "$W/s2" "$S" import "$W/x.tar.zst" got
 check "import restores the very same layer id" [ "$(cat "$W/out")" = "$BASE" ]
 check "import ends with a summary" grep -q "imported ${BASE:0:12}" "$W/err"
