@@ -401,8 +401,14 @@ static int export_chain(exporter *x, const char *top, const store_id *chain, siz
                         const store_layer *since, int out_fd)
 {
     char *head = NULL, *hp = NULL;
-    if (asprintf(&head, AR_HEAD "layers %zu\n%s%s%s", n, since ? "since " : "",
-                 since ? since->id.hex : "", since ? "\n" : "") < 0 ||
+    /* the REF as typed, if it is a tag, so a refusal can say what to fetch */
+    const char *ref = since && x->o->since && store_tag_valid(x->o->since) &&
+                              strncmp(since->id.hex, x->o->since, strlen(x->o->since))
+                          ? x->o->since
+                          : NULL;
+    if (asprintf(&head, AR_HEAD "layers %zu\n%s%s%s%s%s%s", n, since ? "since " : "",
+                 since ? since->id.hex : "", since ? "\n" : "", ref ? "since-ref " : "",
+                 ref ? ref : "", ref ? "\n" : "") < 0 ||
         asprintf(&hp, "%s/" AR_META "/archive", top) < 0) {
         free(head);
         return ar_fail(ENOMEM, "out of memory");

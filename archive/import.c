@@ -30,6 +30,7 @@ typedef struct {
     size_t nlayers;
     int has_since;
     store_id since;
+    char since_ref[130]; /* the tag it had where it was exported, if any */
     store_receive *rx[AR_MAX_LAYERS];
     size_t nrx;
     uint64_t manifest_bytes, written;
@@ -149,25 +150,28 @@ static int expect_path(importer *im, const char *want)
     return 0;
 }
 
+/* "layers N\n", then for a delta "since <id>\n" and maybe "since-ref <tag>\n":
+ * read, then written back, and it must be the same text. */
 static int parse_head(importer *im, const char *text)
 {
-    char hex[65] = "", tail;
+    char hex[65] = "", ref[130] = "", canon[400];
     unsigned long n = 0;
     const char *body = text + strlen(AR_HEAD);
     if (strncmp(text, AR_HEAD, strlen(AR_HEAD)))
         return entry_fail(im, "not a strata archive of a version this strata reads");
-    int got = sscanf(body, "layers %lu\nsince %64[0-9a-f]%c", &n, hex, &tail);
-    char canon[128];
-    if (got == 3 && tail == '\n')
-        snprintf(canon, sizeof canon, "layers %lu\nsince %s\n", n, hex);
-    else
-        snprintf(canon, sizeof canon, "layers %lu\n", n);
+    int got = sscanf(body, "layers %lu\nsince %64[0-9a-f]\nsince-ref %128[^\n]", &n, hex, ref);
+    snprintf(canon, sizeof canon, "layers %lu\n%s%s%s%s%s", n, got >= 2 ? "since " : "",
+             got >= 2 ? hex : "", got >= 2 ? "\n" : "", got == 3 ? "since-ref " : "",
+             got == 3 ? ref : "");
+    if (got == 3)
+        strcat(canon, "\n");
     if (got < 1 || strcmp(canon, body) || n < 1 || n > AR_MAX_LAYERS ||
-        (got == 3 && strlen(hex) != 64))
+        (got >= 2 && strlen(hex) != 64) || (got == 3 && !store_tag_valid(ref)))
         return entry_fail(im, "damaged archive header");
     im->nlayers = n;
-    if ((im->has_since = got == 3))
+    if ((im->has_since = got >= 2))
         memcpy(im->since.hex, hex, 65);
+    snprintf(im->since_ref, sizeof im->since_ref, "%s", got == 3 ? ref : "");
     return 0;
 }
 
@@ -200,9 +204,10 @@ static int read_head(importer *im)
     if (!rc && im->has_since) {
         store_layer *l = NULL;
         if (store_layer_load(im->st, &im->since, &l))
-            rc = ar_fail(ENOENT, "this archive holds only what changed since layer %s: import "
-                                 "needs that layer: import or pull it first",
-                         im->since.hex);
+            rc = ar_fail(ENOENT, "this archive holds only what changed since layer %s%s%s%s: "
+                                 "import needs that layer: import or pull it first",
+                         im->since.hex, im->since_ref[0] ? " (tag '" : "", im->since_ref,
+                         im->since_ref[0] ? "' where it was exported)" : "");
         store_layer_free(l);
     }
     return rc;

@@ -94,7 +94,7 @@ mkdir -p "$W/s4"
 in_store "$W/s4" "$S" ls >/dev/null 2>&1
 snap=$(STRATA_HOME=$W/s4 snapshot)
 expect_error "a delta without its base is refused, naming the base" 1 "needs that layer" in_store "$W/s4" "$S" import "$W/d2.tar.zst"
-check "...the message names the base's id" grep -q "$BASE" "$W/err"
+check "...the message names the base's id and its tag" grep -q "$BASE (tag 'base' where it was exported)" "$W/err"
 check "...and the store is unchanged" [ "$(STRATA_HOME=$W/s4 snapshot)" = "$snap" ]
 in_store "$W/s4" "$S" import "$W/x.tar.zst" >/dev/null 2>&1
 expect_error "a delta whose base is a later link is refused" 1 "$V2" in_store "$W/s4" "$S" import "$W/d3.tar.zst"
