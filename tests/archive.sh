@@ -133,6 +133,9 @@ else
     run bash -c "/usr/bin/time -f 'maxrss %M' '$S' export base:v3 - >/dev/null"
     rss=$(sed -n 's/^maxrss //p' "$W/err")
     check "export to a pipe stays under 200 MB of memory (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
+    run bash -c "/usr/bin/time -f 'maxrss %M' '$S' export base:v3 - --threads 16 >/dev/null"
+    rss=$(sed -n 's/^maxrss //p' "$W/err")
+    check "...with 16 zstd workers too (${rss:-?} KiB)" [ "${rss:-999999}" -lt 204800 ]
 fi
 rm -rf "$W/s5"
 
