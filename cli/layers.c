@@ -386,7 +386,7 @@ static int cmd_untag(int argc, char **argv)
 
 const cli_verb cli_layer_verbs[] = {
     {"import", cmd_import, "import BUNDLE|FILE|- [TAG] [--include-restore-image] [--chunk-size N] [-v]\n"
-     "       strata import --from-tart DIR [TAG]",
+     "  strata import --from-tart DIR [TAG]",
      "Ingest a VZ bundle directory as a root layer, optionally tagged. Prints the layer id.\n"
      "A FILE (or - for stdin) is an archive made by export: the same layer id comes back,\n"
      "every chunk checked. --from-tart DIR makes a layer of a tart VM directory (disk cloned).\n"
