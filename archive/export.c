@@ -154,6 +154,43 @@ static int feed_data(exporter *x, int fd, uint64_t off, uint64_t len, const char
     return 0;
 }
 
+/* The next run of chunks that must travel at or after *c: [*off, *off+*len). */
+static int next_run(const store_file *f, const store_file *bf, size_t *c, uint64_t *off,
+                    uint64_t *len)
+{
+    while (*c < f->nchunks && !needed(f, bf, *c))
+        (*c)++;
+    if (*c >= f->nchunks)
+        return 0;
+    *off = (uint64_t)*c * f->chunk_size;
+    *len = 0;
+    while (*c < f->nchunks && needed(f, bf, *c))
+        *len += chunk_len(f, (*c)++);
+    return 1;
+}
+
+static struct archive_entry *file_entry(exporter *x, const store_file *f, const store_file *bf,
+                                        const char *path, int sparse)
+{
+    struct archive_entry *e = archive_entry_new();
+    if (!e)
+        return NULL;
+    archive_entry_set_pathname(e, path);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, f->mode);
+    archive_entry_set_size(e, (la_int64_t)f->size);
+    archive_entry_set_mtime(e, x->mtime, 0);
+    size_t c = 0, runs = 0;
+    uint64_t off, len;
+    while (sparse && next_run(f, bf, &c, &off, &len)) {
+        archive_entry_sparse_add_entry(e, (la_int64_t)off, (la_int64_t)len);
+        runs++;
+    }
+    if (sparse && !runs) /* all holes: GNU tar writes one empty region at the end */
+        archive_entry_sparse_add_entry(e, (la_int64_t)f->size, 0);
+    return e;
+}
+
 /* One file of a layer: a GNU sparse entry holding the chunks that must
  * travel, or a plain entry when that is every byte of the file. */
 static int put_file(exporter *x, const store_id *id, const store_file *f, const store_file *bf,
@@ -162,32 +199,13 @@ static int put_file(exporter *x, const store_id *id, const store_file *f, const 
     size_t count;
     needed_bytes(f, bf, &count);
     int sparse = count != f->nchunks;
-    struct archive_entry *e = archive_entry_new();
-    if (!e)
-        return ar_fail(ENOMEM, "out of memory");
-    archive_entry_set_pathname(e, path);
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, f->mode);
-    archive_entry_set_size(e, (la_int64_t)f->size);
-    archive_entry_set_mtime(e, x->mtime, 0);
-    for (size_t c = 0; sparse && c < f->nchunks;) {
-        if (!needed(f, bf, c)) {
-            c++;
-            continue;
-        }
-        size_t end = c;
-        uint64_t len = 0;
-        while (end < f->nchunks && needed(f, bf, end))
-            len += chunk_len(f, end++);
-        archive_entry_sparse_add_entry(e, (la_int64_t)c * f->chunk_size, (la_int64_t)len);
-        c = end;
-    }
-    if (sparse && count == 0) /* all holes: GNU tar writes one empty region at the end */
-        archive_entry_sparse_add_entry(e, (la_int64_t)f->size, 0);
+    struct archive_entry *e = file_entry(x, f, bf, path, sparse);
     char *src = store_layer_file_path(x->st, id, f->name);
     int fd = src ? open(src, O_RDONLY | O_CLOEXEC) : -1, rc = 0;
-    if (fd < 0)
-        rc = src ? ar_fail(errno, "%s: %s", src, strerror(errno)) : ar_fail(ENOMEM, "out of memory");
+    if (!e || !src)
+        rc = ar_fail(ENOMEM, "out of memory");
+    else if (fd < 0)
+        rc = ar_fail(errno, "%s: %s", src, strerror(errno));
     else if (archive_write_header(x->a, e) != ARCHIVE_OK)
         rc = lib_failed(x, path);
     /* the pax writer emits the sparse map on the first data call: make
@@ -196,27 +214,20 @@ static int put_file(exporter *x, const store_id *id, const store_file *f, const 
         rc = lib_failed(x, path);
     if (!rc)
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    uint64_t at = 0; /* logical position fed so far */
-    for (size_t c = 0; !rc && c < f->nchunks;) {
-        if (!needed(f, bf, c)) {
-            c++;
-            continue;
-        }
-        size_t end = c;
-        uint64_t off = (uint64_t)c * f->chunk_size, len = 0;
-        while (end < f->nchunks && needed(f, bf, end))
-            len += chunk_len(f, end++);
+    size_t c = 0;
+    uint64_t at = 0, off, len; /* at: logical position fed so far */
+    while (!rc && next_run(f, bf, &c, &off, &len)) {
         if (off > at && feed_hole(x, off - at))
             rc = lib_failed(x, path);
         if (!rc)
             rc = feed_data(x, fd, off, len, src);
         at = off + len;
-        c = end;
     }
     if (fd >= 0)
         close(fd);
     free(src);
-    archive_entry_free(e);
+    if (e)
+        archive_entry_free(e);
     return rc;
 }
 
@@ -262,58 +273,51 @@ static int load(store *st, const store_id *id, store_layer **l)
     return rc ? ar_store_failed(rc) : 0;
 }
 
+static int push_id(store_id **v, size_t *n, const store_id *id)
+{
+    store_id *p = realloc(*v, (*n + 1) * sizeof **v);
+    if (!p)
+        return ar_fail(ENOMEM, "out of memory");
+    *v = p;
+    p[(*n)++] = *id;
+    return 0;
+}
+
+/* id's parent into *next; 0 at the root */
+static int parent_of(store *st, const store_id *id, store_id *next, int *more)
+{
+    store_layer *l;
+    int rc = load(st, id, &l);
+    if (rc)
+        return rc;
+    *more = l->has_parent;
+    *next = l->parent;
+    store_layer_free(l);
+    return 0;
+}
+
 /* The layers the archive carries, newest first: the layer, then ancestors
  * until one that the since layer has (or the root). */
 static int plan_chain(store *st, const store_id *top, const store_id *since, store_id **out,
                       size_t *n)
 {
-    store_id *anc = NULL, *chain = NULL;
+    store_id *anc = NULL, *chain = NULL, cur;
     size_t nanc = 0, nchain = 0;
-    int rc = 0;
-    for (store_id cur = since ? *since : (store_id){{0}}; since && !rc;) {
-        store_layer *l;
-        if (nanc >= 65536 || (rc = load(st, &cur, &l)))
-            break;
-        store_id *p = realloc(anc, (nanc + 1) * sizeof *anc);
-        if (!p) {
-            store_layer_free(l);
-            rc = ar_fail(ENOMEM, "out of memory");
-            break;
-        }
-        anc = p;
-        anc[nanc++] = cur;
-        int more = l->has_parent;
-        cur = l->parent;
-        store_layer_free(l);
-        if (!more)
-            break;
-    }
-    for (store_id cur = *top; !rc;) {
+    int rc = 0, more = since != NULL;
+    for (cur = since ? *since : *top; more && !rc && nanc < 65536;)
+        if (!(rc = push_id(&anc, &nanc, &cur)))
+            rc = parent_of(st, &cur, &cur, &more);
+    for (cur = *top, more = 1; more && !rc;) {
         int known = 0;
         for (size_t i = 0; i < nanc && !known; i++)
             known = !strcmp(anc[i].hex, cur.hex);
         if (known && nchain) /* the receiver has it, and all before it */
             break;
-        if (nchain >= AR_MAX_LAYERS) {
+        if (nchain >= AR_MAX_LAYERS)
             rc = ar_fail(E2BIG, "layer %.12s has more than %d ancestors to carry; export with "
                                 "--since a layer the receiver has", top->hex, AR_MAX_LAYERS);
-            break;
-        }
-        store_id *p = realloc(chain, (nchain + 1) * sizeof *chain);
-        if (!p) {
-            rc = ar_fail(ENOMEM, "out of memory");
-            break;
-        }
-        chain = p;
-        chain[nchain++] = cur;
-        store_layer *l;
-        if ((rc = load(st, &cur, &l)))
-            break;
-        int more = l->has_parent;
-        cur = l->parent;
-        store_layer_free(l);
-        if (!more)
-            break;
+        else if (!(rc = push_id(&chain, &nchain, &cur)))
+            rc = parent_of(st, &cur, &cur, &more);
     }
     free(anc);
     if (rc) {
