@@ -1,16 +1,16 @@
 # strata: `make` builds build/strata; `make test` installs what it needs and
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
-PKGS    := libplist-2.0 libcrypto jansson
+PKGS    := libplist-2.0 libcrypto jansson libxxhash
 CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson) -lpthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash) -lpthread
 B       ?= build
 
 CLONE_SRC := clone/clone.c
-STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
+STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/bundle.c store/store.c store/check.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 TEST_NAMES := test_clone test_store test_boot test_vz
 

@@ -4,8 +4,8 @@
 set -eu
 DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
           xfsprogs btrfs-progs e2fsprogs util-linux
-          qemu-system-x86 ovmf busybox-static cpio kmod gzip"
-BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config"
+          qemu-system-x86 ovmf busybox-static cpio kmod gzip libxxhash-dev"
+BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash"
 
 if [ "$(uname)" = Darwin ]; then
     command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }

@@ -62,37 +62,94 @@ static int all_zero(const unsigned char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* re-read every chunk of a materialized file against its manifest entry */
-static void verify_chunks(reporter *r, const store_id *id, const store_file *f, int fd,
-                          unsigned char *buf)
+/* 1 if every byte of [off, end) that is not a hole reads as zero */
+static int zeros_only(int fd, uint64_t off, uint64_t end, unsigned char *buf, size_t bufsize)
 {
-    for (size_t c = 0; c < f->nchunks; c++) {
-        uint64_t off = (uint64_t)c * f->chunk_size;
-        size_t len = (size_t)(f->size - off < f->chunk_size ? f->size - off : f->chunk_size);
-        if (!f->chunks[c].data) {
-            /* only data inside a zero chunk needs reading: holes are zeros */
-            uint64_t d, h, at = off, end = off + len;
-            int bad = 0;
-            while (!bad && clone_next_data(fd, at, end, &d, &h) == 0) {
-                for (uint64_t p = d; p < h && !bad;) {
-                    size_t n = (size_t)(h - p < f->chunk_size ? h - p : f->chunk_size);
-                    ssize_t got = pread(fd, buf, n, (off_t)p);
-                    bad = got != (ssize_t)n || !all_zero(buf, n);
-                    p += n;
-                }
-                at = h;
-            }
-            if (bad)
-                problem(r, "layer %s: %s chunk %zu should be zeros and is not", id->hex, f->name,
-                        c);
-            continue;
+    uint64_t d, h;
+    for (uint64_t at = off; at < end && clone_next_data(fd, at, end, &d, &h) == 0; at = h)
+        for (uint64_t p = d; p < h;) {
+            size_t n = (size_t)(h - p < bufsize ? h - p : bufsize);
+            if (pread(fd, buf, n, (off_t)p) != (ssize_t)n || !all_zero(buf, n))
+                return 0;
+            p += n;
         }
-        ssize_t got = pread(fd, buf, len, (off_t)off);
-        unsigned char digest[32];
-        if (got == (ssize_t)len)
-            SHA256(buf, len, digest);
-        if (got != (ssize_t)len || memcmp(digest, f->chunks[c].digest, 32))
-            problem(r, "layer %s: %s chunk %zu does not match its hash", id->hex, f->name, c);
+    return 1;
+}
+
+/* What checking a layer's files works with. */
+typedef struct {
+    reporter *r;
+    const store_layer *l;
+    int quick;
+    const st_seals *seals; /* the layer's, or NULL */
+    st_seals *made;        /* full fsck: the seals it derives, to write if missing */
+    int mismatches;        /* chunks that fail their hash or seal */
+    int wrong_seals;       /* full fsck: data right, seal wrong */
+} layer_check;
+
+/* one data chunk: its seal (quick) or its SHA-256 (full) */
+static void verify_data(layer_check *c, size_t fi, const store_chunk *ch, const unsigned char *buf,
+                        size_t len)
+{
+    const store_file *f = &c->l->files[fi];
+    uint64_t seal = 0, want = 0;
+    int sealed = st_seal_get(c->seals, fi, ch->index, &want) == 0;
+    if (c->quick) {
+        if (!sealed || st_seal_of(buf, len) != want) {
+            c->mismatches++;
+            problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its seal", c->l->id.hex,
+                    f->name, ch->index);
+        }
+        return;
+    }
+    unsigned char digest[32];
+    SHA256(buf, len, digest);
+    if (memcmp(digest, ch->digest, 32)) {
+        c->mismatches++;
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its hash", c->l->id.hex,
+                f->name, ch->index);
+        return;
+    }
+    seal = st_seal_of(buf, len);
+    if (sealed && seal != want) {
+        c->wrong_seals++;
+        problem(c->r,
+                "layer %s: %s chunk %" PRIu64 " matches its hash but not its seal: the seals "
+                "file is damaged",
+                c->l->id.hex, f->name, ch->index);
+    }
+    if (c->made)
+        st_seal_set(c->made, fi, ch->index, seal);
+}
+
+/* re-read every chunk of a materialized file: data chunks against their
+ * seal or hash, zero runs for any byte that is not zero */
+static void verify_file(layer_check *c, size_t fi, int fd, unsigned char *buf)
+{
+    const store_file *f = &c->l->files[fi];
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint64_t next = 0; /* the first chunk not yet checked */
+    for (size_t k = 0; k <= f->ndata; k++) {
+        uint64_t at = k < f->ndata ? f->data[k].index : f->nchunks;
+        if (at > next) { /* a zero run: only its data regions need reading */
+            uint64_t end = at * f->chunk_size < f->size ? at * f->chunk_size : f->size;
+            if (!zeros_only(fd, next * f->chunk_size, end, buf, f->chunk_size)) {
+                c->mismatches++;
+                problem(c->r, "layer %s: %s chunks %" PRIu64 "-%" PRIu64
+                        " should be zeros and are not", c->l->id.hex, f->name, next, at - 1);
+            }
+        }
+        if (k == f->ndata)
+            break;
+        size_t len = (size_t)store_chunk_len(f, at);
+        if (pread(fd, buf, len, (off_t)(at * f->chunk_size)) != (ssize_t)len) {
+            c->mismatches++;
+            problem(c->r, "layer %s: %s chunk %" PRIu64 " can't be read", c->l->id.hex, f->name,
+                    at);
+        } else {
+            verify_data(c, fi, &f->data[k], buf, len);
+        }
+        next = at + 1;
     }
 }
 
@@ -112,6 +169,63 @@ static int extra_file(void *ctx_, const char *name)
     return 0;
 }
 
+/* Load the layer's seals. Quick fsck needs them; full fsck checks them
+ * and writes them where they are missing or damaged. */
+static void seals_for(layer_check *c, const char *dir, st_seals **out, int *missing)
+{
+    int rc = st_seals_load(dir, c->l, out);
+    *missing = rc != 0;
+    if (rc == -ENOENT && c->quick) {
+        char line[200];
+        snprintf(line, sizeof line, "layer %s: no seals: run full fsck to verify (and seal) it",
+                 c->l->id.hex);
+        notice(c->r, line);
+    } else if (rc && rc != -ENOENT) {
+        problem(c->r, "%s", store_error());
+    }
+}
+
+/* full fsck found every chunk right: give the layer the seals it lacked */
+static void write_seals(layer_check *c, const char *dir)
+{
+    char line[1200];
+    if (st_seals_write(c->made, c->l, &c->l->id, dir))
+        snprintf(line, sizeof line, "layer %s: could not seal it: %s", c->l->id.hex,
+                 store_error());
+    else
+        snprintf(line, sizeof line, "layer %s: sealed (fsck --quick can now verify it)",
+                 c->l->id.hex);
+    notice(c->r, line);
+}
+
+static void check_files(layer_check *c, const char *bundle)
+{
+    const store_layer *l = c->l;
+    unsigned char *buf = NULL;
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        char *p = st_printf("%s/%s", bundle, f->name);
+        int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+        struct stat s;
+        unsigned char *nb = NULL;
+        if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
+            problem(c->r, "layer %s: %s is missing", l->id.hex, f->name);
+        else if ((uint64_t)s.st_size != f->size)
+            problem(c->r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, l->id.hex,
+                    f->name, (intmax_t)s.st_size, f->size);
+        else if (!c->quick || c->seals) {
+            if ((nb = realloc(buf, f->chunk_size)))
+                verify_file(c, i, fd, buf = nb);
+            else
+                problem(c->r, "layer %s: %s: out of memory", l->id.hex, f->name);
+        }
+        if (fd >= 0)
+            close(fd);
+        free(p);
+    }
+    free(buf);
+}
+
 static void check_layer(store *st, reporter *r, const store_id *id, int quick)
 {
     store_layer *l = NULL;
@@ -121,29 +235,29 @@ static void check_layer(store *st, reporter *r, const store_id *id, int quick)
     }
     if (l->has_parent && !st_layer_exists(st, &l->parent))
         problem(r, "layer %s: parent %s is missing", id->hex, l->parent.hex);
+    char *dir = st_layer_dir(st, id);
     char *bundle = st_printf("%s/layers/%s/bundle", st->home, id->hex);
-    unsigned char *buf = quick ? NULL : malloc(64u << 20);
-    for (size_t i = 0; bundle && i < l->nfiles; i++) {
-        const store_file *f = &l->files[i];
-        char *p = st_printf("%s/%s", bundle, f->name);
-        int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
-        struct stat s;
-        if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
-            problem(r, "layer %s: %s is missing", id->hex, f->name);
-        else if ((uint64_t)s.st_size != f->size)
-            problem(r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, id->hex, f->name,
-                    (intmax_t)s.st_size, f->size);
-        else if (buf)
-            verify_chunks(r, id, f, fd, buf);
-        if (fd >= 0)
-            close(fd);
-        free(p);
-    }
+    layer_check c = {.r = r, .l = l, .quick = quick};
+    st_seals *seals = NULL;
+    int missing = 1;
+    if (dir)
+        seals_for(&c, dir, &seals, &missing);
+    c.seals = seals;
+    if (!quick)
+        c.made = st_seals_new(l->nfiles);
+    int before = r->problems;
+    if (bundle)
+        check_files(&c, bundle);
+    /* reseal only what was wholly verified: every problem is a wrong seal */
+    if (c.made && dir && (missing || c.wrong_seals) && r->problems - before == c.wrong_seals)
+        write_seals(&c, dir);
     if (bundle) {
         extra_ctx x = {r, l, bundle};
         each_entry(bundle, extra_file, &x);
     }
-    free(buf);
+    st_seals_free(seals);
+    st_seals_free(c.made);
+    free(dir);
     free(bundle);
     store_layer_free(l);
 }
@@ -238,7 +352,8 @@ out:
     free(ids);
     st_unlock(st);
     if (rc >= 0 && r.problems == 0)
-        notice(&r, quick ? "ok (quick: manifests, refs and sizes)" : "ok");
+        notice(&r, quick ? "ok (quick: manifests, refs, and every stored byte against its seal)"
+                         : "ok");
     return rc;
 }
 
@@ -503,9 +618,7 @@ int store_df(store *st, store_usage *out)
         for (size_t f = 0; f < l->nfiles; f++) {
             const store_file *file = &l->files[f];
             out->apparent_bytes += file->size;
-            for (size_t c = 0; c < file->nchunks; c++) {
-                if (!file->chunks[c].data)
-                    continue;
+            for (size_t k = 0; k < file->ndata; k++) {
                 if (nd == cap) {
                     cap = cap ? cap * 2 : 1024;
                     void *a = realloc(digests, cap * 40);
@@ -517,10 +630,8 @@ int store_df(store *st, store_usage *out)
                     digests = a;
                 }
                 /* 32 bytes of digest then 8 of length, sorted by digest */
-                uint64_t off = (uint64_t)c * file->chunk_size;
-                uint64_t len = file->size - off < file->chunk_size ? file->size - off
-                                                                   : file->chunk_size;
-                memcpy((unsigned char *)digests + nd * 40, file->chunks[c].digest, 32);
+                uint64_t len = store_chunk_len(file, file->data[k].index);
+                memcpy((unsigned char *)digests + nd * 40, file->data[k].digest, 32);
                 memcpy((unsigned char *)digests + nd * 40 + 32, &len, 8);
                 nd++;
             }
