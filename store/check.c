@@ -1,14 +1,12 @@
 /* Upkeep: fsck re-verifies what the store claims, gc removes what nothing
  * reaches, df says what it costs. */
 #define _GNU_SOURCE
-#include "../clone/clone.h"
 #include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,25 +55,6 @@ static int each_entry(const char *dir, int (*fn)(void *, const char *), void *ct
     return rc;
 }
 
-static int all_zero(const unsigned char *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-/* 1 if every byte of [off, end) that is not a hole reads as zero */
-static int zeros_only(int fd, uint64_t off, uint64_t end, unsigned char *buf, size_t bufsize)
-{
-    uint64_t d, h;
-    for (uint64_t at = off; at < end && clone_next_data(fd, at, end, &d, &h) == 0; at = h)
-        for (uint64_t p = d; p < h;) {
-            size_t n = (size_t)(h - p < bufsize ? h - p : bufsize);
-            if (pread(fd, buf, n, (off_t)p) != (ssize_t)n || !all_zero(buf, n))
-                return 0;
-            p += n;
-        }
-    return 1;
-}
-
 /* What checking a layer's files works with. */
 typedef struct {
     reporter *r;
@@ -83,73 +62,29 @@ typedef struct {
     int quick;
     const st_seals *seals; /* the layer's, or NULL */
     st_seals *made;        /* full fsck: the seals it derives, to write if missing */
-    int mismatches;        /* chunks that fail their hash or seal */
+    size_t fi;             /* the file being checked */
     int wrong_seals;       /* full fsck: data right, seal wrong */
 } layer_check;
 
-/* one data chunk: its seal (quick) or its SHA-256 (full) */
-static void verify_data(layer_check *c, size_t fi, const store_chunk *ch, const unsigned char *buf,
-                        size_t len)
+static void found(void *ctx, int what, uint64_t first, uint64_t last)
 {
-    const store_file *f = &c->l->files[fi];
-    uint64_t seal = 0, want = 0;
-    int sealed = st_seal_get(c->seals, fi, ch->index, &want) == 0;
-    if (c->quick) {
-        if (!sealed || st_seal_of(buf, len) != want) {
-            c->mismatches++;
-            problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its seal", c->l->id.hex,
-                    f->name, ch->index);
-        }
-        return;
-    }
-    unsigned char digest[32];
-    SHA256(buf, len, digest);
-    if (memcmp(digest, ch->digest, 32)) {
-        c->mismatches++;
-        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its hash", c->l->id.hex,
-                f->name, ch->index);
-        return;
-    }
-    seal = st_seal_of(buf, len);
-    if (sealed && seal != want) {
+    layer_check *c = ctx;
+    const char *id = c->l->id.hex, *name = c->l->files[c->fi].name;
+    if (what == ST_NOT_ZEROS)
+        problem(c->r, "layer %s: %s chunks %" PRIu64 "-%" PRIu64 " should be zeros and are not",
+                id, name, first, last);
+    else if (what == ST_BAD_SEAL)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its seal", id, name, first);
+    else if (what == ST_BAD_HASH)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its hash", id, name, first);
+    else if (what == ST_UNREADABLE)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " can't be read", id, name, first);
+    else {
         c->wrong_seals++;
         problem(c->r,
                 "layer %s: %s chunk %" PRIu64 " matches its hash but not its seal: the seals "
                 "file is damaged",
-                c->l->id.hex, f->name, ch->index);
-    }
-    if (c->made)
-        st_seal_set(c->made, fi, ch->index, seal);
-}
-
-/* re-read every chunk of a materialized file: data chunks against their
- * seal or hash, zero runs for any byte that is not zero */
-static void verify_file(layer_check *c, size_t fi, int fd, unsigned char *buf)
-{
-    const store_file *f = &c->l->files[fi];
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    uint64_t next = 0; /* the first chunk not yet checked */
-    for (size_t k = 0; k <= f->ndata; k++) {
-        uint64_t at = k < f->ndata ? f->data[k].index : f->nchunks;
-        if (at > next) { /* a zero run: only its data regions need reading */
-            uint64_t end = at * f->chunk_size < f->size ? at * f->chunk_size : f->size;
-            if (!zeros_only(fd, next * f->chunk_size, end, buf, f->chunk_size)) {
-                c->mismatches++;
-                problem(c->r, "layer %s: %s chunks %" PRIu64 "-%" PRIu64
-                        " should be zeros and are not", c->l->id.hex, f->name, next, at - 1);
-            }
-        }
-        if (k == f->ndata)
-            break;
-        size_t len = (size_t)store_chunk_len(f, at);
-        if (pread(fd, buf, len, (off_t)(at * f->chunk_size)) != (ssize_t)len) {
-            c->mismatches++;
-            problem(c->r, "layer %s: %s chunk %" PRIu64 " can't be read", c->l->id.hex, f->name,
-                    at);
-        } else {
-            verify_data(c, fi, &f->data[k], buf, len);
-        }
-        next = at + 1;
+                id, name, first);
     }
 }
 
@@ -201,29 +136,24 @@ static void write_seals(layer_check *c, const char *dir)
 static void check_files(layer_check *c, const char *bundle)
 {
     const store_layer *l = c->l;
-    unsigned char *buf = NULL;
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
         char *p = st_printf("%s/%s", bundle, f->name);
         int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
         struct stat s;
-        unsigned char *nb = NULL;
+        c->fi = i;
         if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
             problem(c->r, "layer %s: %s is missing", l->id.hex, f->name);
         else if ((uint64_t)s.st_size != f->size)
             problem(c->r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, l->id.hex,
                     f->name, (intmax_t)s.st_size, f->size);
-        else if (!c->quick || c->seals) {
-            if ((nb = realloc(buf, f->chunk_size)))
-                verify_file(c, i, fd, buf = nb);
-            else
-                problem(c->r, "layer %s: %s: out of memory", l->id.hex, f->name);
-        }
+        else if ((!c->quick || c->seals) &&
+                 st_verify_file(fd, f, i, c->seals, c->quick, c->made, found, c))
+            problem(c->r, "layer %s: %s: out of memory", l->id.hex, f->name);
         if (fd >= 0)
             close(fd);
         free(p);
     }
-    free(buf);
 }
 
 static void check_layer(store *st, reporter *r, const store_id *id, int quick)

@@ -154,6 +154,17 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
  * upper bound of its data chunks (those its data regions touch) to *data. */
 int st_chunk_estimate(const char *path, uint32_t chunk_size, uint64_t *chunks, uint64_t *data);
 
+/* verify.c: fsck's re-read of a materialized file (layer file index fi):
+ * data chunks against their seal (quick) or SHA-256 (full, which also
+ * puts each verified chunk's seal into made, if given), and the data
+ * regions of zero chunks for zeros. found is called from this thread, in
+ * chunk order, for each chunk (or run of zero chunks, first..last) that
+ * is wrong. Returns 0 or -ENOMEM. */
+enum { ST_OK, ST_BAD_SEAL, ST_BAD_HASH, ST_WRONG_SEAL, ST_UNREADABLE, ST_NOT_ZEROS };
+typedef void (*st_verify_fn)(void *ctx, int what, uint64_t first, uint64_t last);
+int st_verify_file(int fd, const store_file *f, size_t fi, const st_seals *seals, int quick,
+                   st_seals *made, st_verify_fn found, void *ctx);
+
 /* bundle.c: validate a source file by its name before it is versioned */
 int st_bundle_check_file(const char *dir, const char *name, uint64_t size);
 

@@ -208,6 +208,7 @@ check "fsck finds a damaged tag" grep -q "tag t: points to a missing layer" "$W/
 
 # ---- seals ----
 export STRATA_HOME=$W/store-seal
+rm -rf "$STRATA_HOME"
 "$S" import "$W/b1" t >/dev/null 2>&1
 L=$(ls "$STRATA_HOME/layers")
 check "a new layer is sealed" [ -s "$STRATA_HOME/layers/$L/seals" ]
@@ -238,6 +239,7 @@ plant() { # manifest text: a layer dir made for it by hand
     echo "$id"
 }
 export STRATA_HOME=$W/store-hostile
+rm -rf "$STRATA_HOME"
 "$S" import "$W/b1" t >/dev/null 2>&1
 Z=$(head -c 4096 /dev/zero | sha256sum | cut -d' ' -f1)
 id=$(plant "strata-layer 1\nfile a 4096 0644 4096\n$Z\n")
