@@ -65,4 +65,4 @@ awk -v q="$quick_s" -v f="$full_s" -v mib="$fsck_mib" -v r="$read_s" -v dm="$mib
     printf "| peak memory quick / full | %.1f / %.1f MiB |\n", qk / 1024, fk / 1024
 }'
 echo
-echo "$(date -u +%F), $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "$(date -u +%F), $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
