@@ -29,43 +29,70 @@ int st_name_valid(const char *name)
     return strchr(name, '/') == NULL;
 }
 
-/* SHA-256 of len zero bytes, fed from a small zero block: no big buffer */
-static void zero_digest(uint64_t len, unsigned char out[32])
+/*
+ * SHA-256 of len zero bytes. A hostile manifest could make a reader hash
+ * up to 64 MiB of zeros for each of 4096 short last chunks, so the hash
+ * states after each 64 KiB of zeros are kept (built once, up to the longest
+ * length asked): any length then costs at most 64 KiB of hashing.
+ */
+#define ZERO_STEP (64u << 10)
+#define ZERO_MARKS ((64u << 20) / ZERO_STEP + 1)
+
+static const unsigned char zero_block[ZERO_STEP];
+static EVP_MD_CTX *zero_mark[ZERO_MARKS]; /* [i]: after i * ZERO_STEP zeros */
+static pthread_mutex_t zero_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int zero_digest(uint64_t len, unsigned char out[32])
 {
-    static const unsigned char zeros[64 << 10];
+    size_t i = (size_t)(len / ZERO_STEP);
+    if (i >= ZERO_MARKS)
+        return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    for (; ok && len > 0;) {
-        size_t n = len < sizeof zeros ? (size_t)len : sizeof zeros;
-        ok = EVP_DigestUpdate(ctx, zeros, n);
-        len -= n;
+    int ok = ctx != NULL;
+    pthread_mutex_lock(&zero_mu);
+    if (ok && !zero_mark[0] && (zero_mark[0] = EVP_MD_CTX_new()))
+        ok = EVP_DigestInit_ex(zero_mark[0], EVP_sha256(), NULL);
+    size_t have = 0;
+    while (have + 1 < ZERO_MARKS && zero_mark[have + 1])
+        have++;
+    for (; ok && have < i; have++) {
+        EVP_MD_CTX *next = EVP_MD_CTX_new();
+        ok = next && EVP_MD_CTX_copy_ex(next, zero_mark[have]) &&
+             EVP_DigestUpdate(next, zero_block, ZERO_STEP);
+        if (ok)
+            zero_mark[have + 1] = next;
+        else
+            EVP_MD_CTX_free(next);
     }
-    if (!ok || !EVP_DigestFinal_ex(ctx, out, NULL))
-        memset(out, 0, 32); /* matches no real digest: the check can only pass */
+    ok = ok && zero_mark[i] && EVP_MD_CTX_copy_ex(ctx, zero_mark[i]);
+    pthread_mutex_unlock(&zero_mu);
+    ok = ok && EVP_DigestUpdate(ctx, zero_block, (size_t)(len % ZERO_STEP)) &&
+         EVP_DigestFinal_ex(ctx, out, NULL);
     EVP_MD_CTX_free(ctx);
+    return ok ? 0 : -1;
 }
 
 int st_digest_is_zero(const unsigned char digest[32], uint64_t len)
 {
-    /* one cached digest per power-of-two chunk size (full chunks); a short
-     * last chunk is hashed when asked, at most once per file */
+    /* full chunks (a power of two) are most lines: their digest is cached */
     static unsigned char full[27][32];
     static int have[27];
     static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     unsigned char d[32];
     int shift = len && !(len & (len - 1)) ? __builtin_ctzll(len) : -1;
+    int ok;
     if (shift >= 12 && shift <= 26) {
         pthread_mutex_lock(&mu);
-        if (!have[shift]) {
-            zero_digest(len, full[shift]);
-            have[shift] = 1;
-        }
+        if (!have[shift])
+            have[shift] = zero_digest(len, full[shift]) == 0;
+        ok = have[shift];
         memcpy(d, full[shift], 32);
         pthread_mutex_unlock(&mu);
     } else {
-        zero_digest(len, d);
+        ok = zero_digest(len, d) == 0;
     }
-    return memcmp(d, digest, 32) == 0;
+    /* a failure to hash (out of memory) can't call data zeros: it passes */
+    return ok && memcmp(d, digest, 32) == 0;
 }
 
 const store_chunk *store_file_chunk(const store_file *f, uint64_t c)
