@@ -224,6 +224,54 @@ static int punch_zeros(int fd, const char *name, const job *j)
     return 0;
 }
 
+/* Mark (how[c] = 2) the data chunks that are the very blocks the base
+ * layer already named; count those to read and the data chunks reused. */
+static void mark_reusable(int fd, uint64_t size, uint32_t chunk_size, size_t n,
+                          const st_chunk_base *b, unsigned char *how, size_t *nwork,
+                          size_t *ndata, st_chunk_stats *stats)
+{
+    clone_extent_map now = {0}, was = {0};
+    int maps = b && b->fd >= 0 && b->file && b->file->chunk_size == chunk_size &&
+               clone_extent_map_read(fd, &now) == 0 && clone_extent_map_read(b->fd, &was) == 0;
+    for (size_t c = 0; c < n; c++) {
+        if (!how[c])
+            continue;
+        if (maps && reusable(b->file, b->seals, b->index, &now, &was, size, c, chunk_size)) {
+            how[c] = 2;
+            *ndata += store_file_chunk(b->file, c) != NULL;
+            if (stats)
+                stats->chunks_reused++;
+        } else {
+            (*nwork)++;
+        }
+    }
+    clone_extent_map_free(&now);
+    clone_extent_map_free(&was);
+}
+
+/* The data chunks in order, read or reused, each with its seal. */
+static int collect_data(const job *j, const unsigned char *how, size_t n, const st_chunk_base *b,
+                        store_file *out, st_seals *seals, size_t index)
+{
+    int rc = 0;
+    for (size_t c = 0, w = 0; !rc && c < n; c++) {
+        const store_chunk *from = how[c] == 2 ? store_file_chunk(b->file, c) : NULL;
+        const result *r = how[c] == 1 ? &j->found[w++] : NULL;
+        uint64_t seal = 0;
+        if (from)
+            st_seal_get(b->seals, b->index, c, &seal);
+        else if (r && r->data)
+            seal = r->seal;
+        else
+            continue;
+        store_chunk *ch = &out->data[out->ndata++];
+        ch->index = c;
+        memcpy(ch->digest, from ? from->digest : r->digest, 32);
+        rc = st_seal_set(seals, index, c, seal);
+    }
+    return rc;
+}
+
 int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_base *b,
                   store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats,
                   store_progress_fn progress, void *progress_ctx)
@@ -246,25 +294,8 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
     if (rc)
         goto out;
 
-    /* which of those are the very blocks the base layer already named */
-    clone_extent_map now = {0}, was = {0};
-    int maps = b && b->fd >= 0 && b->file && b->file->chunk_size == chunk_size &&
-               clone_extent_map_read(fd, &now) == 0 && clone_extent_map_read(b->fd, &was) == 0;
     size_t nwork = 0, ndata = 0;
-    for (size_t c = 0; c < n; c++) {
-        if (!how[c])
-            continue;
-        if (maps && reusable(b->file, b->seals, b->index, &now, &was, size, c, chunk_size)) {
-            how[c] = 2;
-            ndata += store_file_chunk(b->file, c) != NULL;
-            if (stats)
-                stats->chunks_reused++;
-        } else {
-            nwork++;
-        }
-    }
-    clone_extent_map_free(&now);
-    clone_extent_map_free(&was);
+    mark_reusable(fd, size, chunk_size, n, b, how, &nwork, &ndata, stats);
     /* memory goes with the chunks that hold data, not with the file's size */
     work = malloc((nwork ? nwork : 1) * sizeof *work);
     found = calloc(nwork ? nwork : 1, sizeof *found);
@@ -297,22 +328,7 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
     if (stats)
         stats->bytes_read += atomic_load(&j.bytes_read);
 
-    /* the data chunks in order, read or reused, each with its seal */
-    for (size_t c = 0, w = 0; !rc && c < n; c++) {
-        const store_chunk *from = how[c] == 2 ? store_file_chunk(b->file, c) : NULL;
-        const result *r = how[c] == 1 ? &found[w++] : NULL;
-        uint64_t seal = 0;
-        if (from)
-            st_seal_get(b->seals, b->index, c, &seal);
-        else if (r && r->data)
-            seal = r->seal;
-        else
-            continue;
-        store_chunk *ch = &out->data[out->ndata++];
-        ch->index = c;
-        memcpy(ch->digest, from ? from->digest : r->digest, 32);
-        rc = st_seal_set(seals, index, c, seal);
-    }
+    rc = collect_data(&j, how, n, b, out, seals, index);
     if (!rc)
         rc = punch_zeros(fd, name, &j);
 out:
