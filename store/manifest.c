@@ -126,8 +126,36 @@ static int key_valid(const char *k)
     return 1;
 }
 
+/* What a reader would refuse is never written (the files changed since
+ * import or commit checked them, or a caller made the layer itself). */
+static int check_bounds(const store_layer *l)
+{
+    uint64_t chunks = 0, data = 0;
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        chunks += f->nchunks;
+        data += f->ndata;
+        if (!st_name_valid(f->name) || f->size > ST_MAX_FILE_SIZE || f->mode > 0777 ||
+            f->chunk_size < 4096 || f->chunk_size > (64u << 20) ||
+            (f->chunk_size & (f->chunk_size - 1)) ||
+            f->nchunks != (f->size + f->chunk_size - 1) / f->chunk_size)
+            return st_fail(EINVAL, "%s: not a file a layer can hold", f->name);
+    }
+    if (l->nfiles > ST_MAX_FILES || l->nbindings > ST_MAX_BINDINGS || chunks > ST_MAX_CHUNKS ||
+        data > ST_MAX_DATA_CHUNKS)
+        return st_fail(E2BIG,
+                       "%zu files, %" PRIu64 " chunks, %" PRIu64 " of them data: a layer holds at "
+                       "most %d, %llu, %llu (use a larger --chunk-size)",
+                       l->nfiles, chunks, data, ST_MAX_FILES, (unsigned long long)ST_MAX_CHUNKS,
+                       (unsigned long long)ST_MAX_DATA_CHUNKS);
+    return 0;
+}
+
 int st_manifest_format(const store_layer *l, st_buf *out)
 {
+    int rc = check_bounds(l);
+    if (rc)
+        return rc;
     st_buf_printf(out, "strata-layer 1\n");
     if (l->has_parent)
         st_buf_printf(out, "parent %s\n", l->parent.hex);

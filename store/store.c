@@ -801,8 +801,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             if (!f->name)
                 rc = -ENOMEM;
             else
-                rc = st_chunk_file(fd, from, cs, &b, f, seals, i, &stats, o->progress,
-                                   o->progress_ctx);
+                rc = st_chunk_file(fd, from, cs, &b, f, seals, l.nfiles - 1, &stats,
+                                   o->progress, o->progress_ctx);
             res->bytes_read += stats.bytes_read;
             res->chunks_reused += stats.chunks_reused;
             if (!rc) {

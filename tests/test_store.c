@@ -701,6 +701,21 @@ static void test_manifest_bounds(void **state)
     free(out.p);
     /* what the reader takes covers the fullest layer import may make, and
      * stays within what a machine can hold */
+    /* the writer refuses what a reader would */
+    store_layer over = {0};
+    char fname[] = "a", dname[] = ".a";
+    store_file big_file = {.name = fname, .size = (ST_MAX_CHUNKS + 1) * 4096, .mode = 0644,
+                           .chunk_size = 4096, .nchunks = ST_MAX_CHUNKS + 1};
+    over.files = &big_file;
+    over.nfiles = 1;
+    st_buf none = {0};
+    assert_int_equal(st_manifest_format(&over, &none), -E2BIG);
+    assert_non_null(strstr(store_error(), "use a larger --chunk-size"));
+    big_file.name = dname;
+    big_file.size = 0;
+    big_file.nchunks = 0;
+    assert_int_equal(st_manifest_format(&over, &none), -EINVAL);
+    assert_null(none.p);
     assert_true(ST_MANIFEST_MAX >= ST_MAX_DATA_CHUNKS * (ST_DATA_LINE_MAX + ST_ZERO_LINE_MAX));
     assert_true(ST_MANIFEST_MAX < (400u << 20));
     assert_true(ST_MAX_DATA_CHUNKS * STORE_DEFAULT_CHUNK >= ST_MAX_FILE_SIZE);
