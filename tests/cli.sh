@@ -218,6 +218,7 @@ rm "$STRATA_HOME/layers/$L/seals" # as a strata before seals left it
 run "$S" fsck --quick
 check "fsck --quick says what it could not verify" grep -qx "layer $L: no seals: run full fsck to verify (and seal) it" "$W/out"
 check "...without failing" [ "$rc" -eq 0 ]
+check "...and not claiming it read them" grep -qx "ok (quick: manifests, refs, and the stored bytes of sealed layers; 1 layer without seals not read)" "$W/out"
 run "$S" fsck
 check "full fsck seals a layer that verifies" grep -qx "layer $L: sealed (fsck --quick can now verify it)" "$W/out"
 run "$S" fsck --quick
