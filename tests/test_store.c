@@ -1262,6 +1262,7 @@ static void test_seals(void **state)
     assert_non_null(strstr(rep.text, "sealed"));
     assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
     /* a seals file cut short, or another layer's */
+    assert_int_equal(chmod(sp, 0644), 0); /* as its owner could */
     assert_int_equal(truncate(sp, 40), 0);
     assert_int_equal(fsck_says(f, 1, "seals: damaged", &rep), 1);
     assert_int_equal(fsck_says(f, 0, "sealed", &rep), 1);
