@@ -1,16 +1,16 @@
 # strata: `make` builds build/strata; `make test` installs what it needs and
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
-PKGS    := libplist-2.0 libcrypto jansson libarchive libzstd
+PKGS    := libplist-2.0 libcrypto jansson libxxhash libarchive libzstd
 CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -larchive -lzstd) -lpthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd) -lpthread
 B       ?= build
 
 CLONE_SRC := clone/clone.c
-STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c \
+STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/verify.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c

@@ -62,12 +62,6 @@ static int lib_failed(exporter *x, const char *what)
     return ar_fail(EIO, "%s: %s", what, m ? m : "libarchive failed");
 }
 
-static uint64_t chunk_len(const store_file *f, size_t c)
-{
-    uint64_t off = (uint64_t)c * f->chunk_size;
-    return f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
-}
-
 static const store_file *find_file(const store_layer *l, const char *name)
 {
     for (size_t i = 0; l && i < l->nfiles; i++)
@@ -80,10 +74,13 @@ static const store_file *find_file(const store_layer *l, const char *name)
  * data that the base does not hold at the same place. */
 static int needed(const store_file *f, const store_file *bf, size_t c)
 {
-    if (!f->chunks[c].data)
+    const store_chunk *ch = store_file_chunk(f, c);
+    if (!ch)
         return 0;
-    return !(bf && bf->chunk_size == f->chunk_size && c < bf->nchunks && bf->chunks[c].data &&
-             !memcmp(bf->chunks[c].digest, f->chunks[c].digest, 32));
+    const store_chunk *was = bf && bf->chunk_size == f->chunk_size && c < bf->nchunks
+                                 ? store_file_chunk(bf, c)
+                                 : NULL;
+    return !(was && !memcmp(was->digest, ch->digest, 32));
 }
 
 static uint64_t needed_bytes(const store_file *f, const store_file *bf, size_t *count)
@@ -92,7 +89,7 @@ static uint64_t needed_bytes(const store_file *f, const store_file *bf, size_t *
     *count = 0;
     for (size_t c = 0; c < f->nchunks; c++)
         if (needed(f, bf, c)) {
-            n += chunk_len(f, c);
+            n += store_chunk_len(f, c);
             (*count)++;
         }
     return n;
@@ -165,7 +162,7 @@ static int next_run(const store_file *f, const store_file *bf, size_t *c, uint64
     *off = (uint64_t)*c * f->chunk_size;
     *len = 0;
     while (*c < f->nchunks && needed(f, bf, *c))
-        *len += chunk_len(f, (*c)++);
+        *len += store_chunk_len(f, (*c)++);
     return 1;
 }
 

@@ -213,12 +213,6 @@ static int read_head(importer *im)
     return rc;
 }
 
-static uint64_t chunk_len(const store_file *f, size_t c)
-{
-    uint64_t off = (uint64_t)c * f->chunk_size;
-    return f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
-}
-
 /* How many decompressed bytes a section may add: its data and, per file,
  * a tar header, a pax header and a sparse map. */
 static uint64_t section_bound(const store_layer *l)
@@ -227,9 +221,8 @@ static uint64_t section_bound(const store_layer *l)
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
         n += (64u << 10) + (uint64_t)f->nchunks * 48;
-        for (size_t c = 0; c < f->nchunks; c++)
-            if (f->chunks[c].data)
-                n += chunk_len(f, c);
+        for (size_t k = 0; k < f->ndata; k++)
+            n += store_chunk_len(f, f->data[k].index);
     }
     return n;
 }
@@ -278,11 +271,11 @@ static int take_block(gather *g, const unsigned char *buf, size_t size, uint64_t
     g->end = off + size;
     while (size) {
         size_t c = (size_t)(off / f->chunk_size);
-        uint64_t in = off - (uint64_t)c * f->chunk_size, clen = chunk_len(f, c);
+        uint64_t in = off - (uint64_t)c * f->chunk_size, clen = store_chunk_len(f, c);
         size_t take = clen - in < size ? (size_t)(clen - in) : size;
         if (g->cur != NO_CHUNK && (g->cur != c || in != g->fill))
             return entry_fail(g->im, "chunk %zu is cut short by the sparse map", g->cur);
-        if (!f->chunks[c].data) {
+        if (!store_file_chunk(f, c)) {
             for (size_t i = 0; i < take; i++)
                 if (buf[i])
                     return entry_fail(g->im, "data at offset %" PRIu64 " where the manifest "

@@ -18,7 +18,9 @@ int ar_store_failed(int rc);
 #define AR_META ".strata-layer"       /* NAME.bundle/.strata-layer/ */
 #define AR_HEAD "strata-archive 1\n"
 #define AR_MAX_LAYERS 256             /* a chain longer than this is refused */
-#define AR_MANIFESTS_MAX (256u << 20) /* all manifests of one archive, in bytes */
+/* all manifests of one archive, in bytes: the largest one layer may have,
+ * so memory stays bounded and any layer the store can make travels */
+#define AR_MANIFESTS_MAX store_manifest_max()
 
 /* zstd compression of everything libarchive writes, straight to a fd */
 typedef struct {

@@ -296,13 +296,9 @@ static int cmd_inspect(int argc, char **argv)
     }
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
-        uint64_t data = 0, stored = 0;
-        for (size_t c = 0; c < f->nchunks; c++)
-            if (f->chunks[c].data) {
-                data++;
-                uint64_t off = (uint64_t)c * f->chunk_size;
-                stored += f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
-            }
+        uint64_t data = f->ndata, stored = 0;
+        for (size_t k = 0; k < f->ndata; k++)
+            stored += store_chunk_len(f, f->data[k].index);
         if (json) {
             printf("%s{\"name\":", i ? "," : "");
             cli_json_str(stdout, f->name);

@@ -35,26 +35,25 @@ struct store_receive {
     char *files_dir;     /* where the layer's files are (tmp bundle, or the layer's) */
     unsigned char **state; /* [file][chunk] CH_* */
     uint64_t missing;
-    pthread_mutex_t mu;  /* state and missing, for callers receiving in parallel */
+    st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
+    pthread_mutex_t mu;  /* state, missing and seals, for callers receiving in parallel */
 };
 
-static uint64_t chunk_len(const store_file *f, size_t c)
-{
-    uint64_t off = (uint64_t)c * f->chunk_size;
-    return f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
-}
-
 /*
- * SEAL HOOK: the single place where the bytes of every chunk that arrives
- * from outside are in hand, already verified against the manifest's
- * SHA-256 and about to be written at file `file`, chunk `chunk`. The local
- * XXH3 seals of a materialized layer (store/seal.c) are to be fed from here;
- * chunks cloned from a base keep the base's seals.
+ * The single place where the bytes of every chunk that arrives from outside
+ * are in hand, already verified against the manifest's SHA-256 and about to
+ * be written at file `file`, chunk `chunk`: its seal is made from exactly
+ * these bytes. Chunks cloned from a base take the base's seals (see
+ * seal_cloned), so the published layer is sealed in full.
  */
-static void chunk_verified(store_receive *rx, size_t file, size_t chunk, const void *data,
-                           size_t len)
+static int chunk_verified(store_receive *rx, size_t file, size_t chunk, const void *data,
+                          size_t len)
 {
-    (void)rx, (void)file, (void)chunk, (void)data, (void)len;
+    uint64_t seal = st_seal_of(data, len);
+    pthread_mutex_lock(&rx->mu);
+    int rc = st_seal_set(rx->seals, file, chunk, seal);
+    pthread_mutex_unlock(&rx->mu);
+    return rc;
 }
 
 static void release_lock(store *st)
@@ -82,11 +81,27 @@ int store_receive_needs(const store_receive *rx, size_t file, size_t chunk)
     return rx->state[file][chunk] == CH_NEEDED;
 }
 
-/* Where a base's files and chunk lists are: a published layer or a receive. */
+/* Where a base's files, chunk lists and seals are: a published layer or a
+ * receive. seals is NULL if the base has none to trust (made before seals,
+ * or its seals file is damaged): its chunks are then read and checked. */
 typedef struct {
     const store_layer *l;
     char *dir;
+    const st_seals *seals;
+    st_seals *owned_seals;
 } base_src;
+
+/* A published layer's seals, or none (NULL) if it has no usable ones. */
+static int base_seals_load(store *st, const store_layer *l, base_src *b)
+{
+    char *dir = st_layer_dir(st, &l->id);
+    int rc = dir ? st_seals_load(dir, l, &b->owned_seals) : -ENOMEM;
+    free(dir);
+    if (rc == -ENOENT || rc == -EINVAL)
+        rc = 0; /* read the chunks instead; fsck reports damaged seals */
+    b->seals = b->owned_seals;
+    return rc;
+}
 
 static int base_open(store_receive *rx, const store_receive_opts *o, store_layer **owned,
                      base_src *b)
@@ -99,7 +114,13 @@ static int base_open(store_receive *rx, const store_receive_opts *o, store_layer
                            rx->l->id.hex, o->base_rx->l->id.hex);
         b->l = o->base_rx->l;
         b->dir = st_strdup(o->base_rx->files_dir);
-        return b->dir ? 0 : -ENOMEM;
+        if (!b->dir)
+            return -ENOMEM;
+        if (!o->base_rx->existed) {
+            b->seals = o->base_rx->seals; /* complete: every chunk of it has arrived */
+            return 0;
+        }
+        return base_seals_load(st, b->l, b);
     }
     const store_id *id = o && o->base_layer ? o->base_layer : NULL;
     if (!id && rx->l->has_parent && st_layer_exists(st, &rx->l->parent))
@@ -114,13 +135,101 @@ static int base_open(store_receive *rx, const store_receive_opts *o, store_layer
         return rc;
     b->l = *owned;
     b->dir = st_printf("%s/layers/%s/bundle", st->home, id->hex);
-    return b->dir ? 0 : -ENOMEM;
+    return b->dir ? base_seals_load(st, b->l, b) : -ENOMEM;
 }
 
-static int same_chunk(const store_file *a, const store_file *b, size_t c)
+/* The base's data chunk c if it holds the same bytes as f's, else NULL. */
+static const store_chunk *same_chunk(const store_file *f, const store_file *bf, uint64_t c)
 {
-    return b && b->chunk_size == a->chunk_size && c < b->nchunks && b->chunks[c].data &&
-           a->chunks[c].data && !memcmp(a->chunks[c].digest, b->chunks[c].digest, 32);
+    const store_chunk *a = store_file_chunk(f, c);
+    const store_chunk *b = a && bf && c < bf->nchunks ? store_file_chunk(bf, c) : NULL;
+    return b && !memcmp(a->digest, b->digest, 32) ? b : NULL;
+}
+
+static int read_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        p += r, len -= (size_t)r, off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/*
+ * Chunk c of file i was cloned from the base: take the base's seal for it.
+ * A base without seals is read here, its bytes checked against the
+ * manifest's SHA-256 and sealed; if they do not match (the base is
+ * damaged), the chunk is due from the caller instead. *buf is a chunk-sized
+ * buffer, allocated on first need, which the caller frees.
+ */
+static int seal_cloned(store_receive *rx, size_t i, uint64_t c, const base_src *b,
+                       const store_file *bf, int fd, unsigned char **buf)
+{
+    const store_file *f = &rx->l->files[i];
+    uint64_t seal;
+    if (!st_seal_get(b->seals, (size_t)(bf - b->l->files), c, &seal))
+        return st_seal_set(rx->seals, i, c, seal);
+    size_t len = (size_t)store_chunk_len(f, c);
+    if (!*buf && !(*buf = malloc(f->chunk_size)))
+        return st_fail(ENOMEM, "%s: out of memory", f->name);
+    int rc = read_all(fd, *buf, len, c * f->chunk_size);
+    if (rc)
+        return st_fail_errno(rc, "%s/%s", rx->files_dir, f->name);
+    unsigned char d[32];
+    st_sha256(*buf, len, d);
+    if (memcmp(d, store_file_chunk(f, c)->digest, 32)) {
+        rx->state[i][c] = CH_NEEDED;
+        rx->missing++;
+        return 0;
+    }
+    return st_seal_set(rx->seals, i, c, st_seal_of(*buf, len));
+}
+
+/* A hole in f at chunk c, over data in the base's clone: punch, or write zeros. */
+static int clear_chunk(int fd, const store_file *f, uint64_t c)
+{
+    uint64_t off = c * f->chunk_size, len = store_chunk_len(f, c);
+    int p = clone_punch_hole(fd, off, len);
+    if (p == -EOPNOTSUPP) {
+        static const char zeros[4096];
+        p = 0;
+        for (uint64_t at = 0; !p && at < len; at += sizeof zeros) {
+            uint64_t n = len - at < sizeof zeros ? len - at : sizeof zeros;
+            if (pwrite(fd, zeros, n, (off_t)(off + at)) != (ssize_t)n)
+                p = -errno;
+        }
+    }
+    return p;
+}
+
+/* Mark each chunk of file i: in place from the base (and sealed), due from
+ * the caller, or a hole (cleared where the base had data). */
+static int mark_chunks(store_receive *rx, size_t i, const base_src *b, const store_file *bf,
+                       int fd, const char *path)
+{
+    const store_file *f = &rx->l->files[i];
+    unsigned char *buf = NULL;
+    int rc = 0;
+    for (uint64_t c = 0; !rc && c < f->nchunks; c++) {
+        if (same_chunk(f, bf, c)) {
+            rx->state[i][c] = CH_HAVE;
+            rc = seal_cloned(rx, i, c, b, bf, fd, &buf);
+        } else if (store_file_chunk(f, c)) {
+            rx->state[i][c] = CH_NEEDED;
+            rx->missing++;
+        } else if (bf && c < bf->nchunks && store_file_chunk(bf, c)) {
+            int p = clear_chunk(fd, f, c);
+            if (p)
+                rc = st_fail_errno(p, "%s", path);
+        }
+    }
+    free(buf);
+    return rc;
 }
 
 /* Make one file of the layer under tmp/: a clone of the base's file of the
@@ -146,29 +255,8 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
         rc = st_fail_errno(errno, "%s", to);
     if (!rc && ftruncate(fd, (off_t)f->size) < 0)
         rc = st_fail_errno(errno, "%s", to);
-    for (size_t c = 0; !rc && c < f->nchunks; c++) {
-        uint64_t off = (uint64_t)c * f->chunk_size;
-        if (same_chunk(f, bf, c)) {
-            rx->state[i][c] = CH_HAVE;
-        } else if (f->chunks[c].data) {
-            rx->state[i][c] = CH_NEEDED;
-            rx->missing++;
-        } else if (bf && c < bf->nchunks && bf->chunks[c].data) {
-            /* a hole here, data in the base: punch, or write zeros */
-            int p = clone_punch_hole(fd, off, chunk_len(f, c));
-            if (p == -EOPNOTSUPP) {
-                static const char zeros[4096];
-                for (uint64_t at = 0; !p && at < chunk_len(f, c); at += sizeof zeros) {
-                    uint64_t n = chunk_len(f, c) - at < sizeof zeros ? chunk_len(f, c) - at
-                                                                      : sizeof zeros;
-                    if (pwrite(fd, zeros, n, (off_t)(off + at)) != (ssize_t)n)
-                        p = -errno;
-                }
-            }
-            if (p)
-                rc = st_fail_errno(p, "%s", to);
-        }
-    }
+    if (!rc)
+        rc = mark_chunks(rx, i, b, bf, fd, to);
     if (fd >= 0)
         close(fd);
     free(to);
@@ -192,6 +280,8 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
         rx->files_dir = st_printf("%s/layers/%s/bundle", st->home, l->id.hex);
         return rx->files_dir ? 0 : -ENOMEM;
     }
+    if (!(rx->seals = st_seals_new(l->nfiles)))
+        return -ENOMEM;
     int rc = st_tmpdir_make(st, "receive", &rx->tmp);
     if (rc)
         return rc;
@@ -205,6 +295,7 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
     for (size_t i = 0; !rc && i < l->nfiles; i++)
         rc = materialize_file(rx, i, &b);
     store_layer_free(owned);
+    st_seals_free(b.owned_seals);
     free(b.dir);
     return rc;
 }
@@ -228,14 +319,22 @@ int store_receive_begin(store *st, const char *manifest, size_t mlen, const char
     rx->reflinked = 1;
     memcpy(rx->manifest, manifest, mlen);
     rx->mlen = mlen;
-    int rc = st_manifest_parse(manifest, mlen, rx->l);
-    if (rc == -EINVAL)
-        rc = st_fail(EINVAL, "layer manifest is malformed or not in canonical form");
-    if (!rc && st_info_parse(info, ilen, rx->l))
-        rc = st_fail(EINVAL, "layer info is malformed");
     unsigned char d[32];
     st_sha256(manifest, mlen, d);
-    st_hex(d, 32, rx->l->id.hex);
+    char hex[STORE_ID_HEX + 1];
+    st_hex(d, 32, hex);
+    int rc = mlen > ST_MANIFEST_MAX
+                 ? st_fail(EFBIG, "layer %.12s: manifest of %zu bytes; at most %zu", hex, mlen,
+                           (size_t)ST_MANIFEST_MAX)
+                 : st_manifest_parse(manifest, mlen, rx->l);
+    if (rc == -EINVAL) {
+        char why[512]; /* the parser's message names the line and the rule */
+        snprintf(why, sizeof why, "%s", store_error());
+        rc = st_fail(EINVAL, "layer %.12s: %s", hex, why);
+    }
+    if (!rc && st_info_parse(info, ilen, rx->l))
+        rc = st_fail(EINVAL, "layer %.12s: layer info is malformed", hex);
+    memcpy(rx->l->id.hex, hex, sizeof hex);
     if (!rc && !(rc = st_lock(st, 0))) {
         st->receiving++;
         rc = receive_setup(rx, o);
@@ -271,15 +370,16 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     if (file >= l->nfiles || chunk >= l->files[file].nchunks)
         return st_fail(EINVAL, "layer %.12s: no chunk %zu of file %zu", l->id.hex, chunk, file);
     const store_file *f = &l->files[file];
-    if (!f->chunks[chunk].data)
+    const store_chunk *want = store_file_chunk(f, chunk);
+    if (!want)
         return st_fail(EINVAL, "%s: chunk %zu is a hole in the manifest, yet data came for it",
                        f->name, chunk);
-    if (len != chunk_len(f, chunk))
+    if (len != store_chunk_len(f, chunk))
         return st_fail(EINVAL, "%s: chunk %zu is %zu bytes; the manifest says %" PRIu64,
-                       f->name, chunk, len, chunk_len(f, chunk));
+                       f->name, chunk, len, store_chunk_len(f, chunk));
     unsigned char d[32];
     st_sha256(data, len, d);
-    if (memcmp(d, f->chunks[chunk].digest, 32))
+    if (memcmp(d, want->digest, 32))
         return st_fail(EINVAL, "%s: chunk %zu (offset %" PRIu64 ") does not match the manifest",
                        f->name, chunk, (uint64_t)chunk * f->chunk_size);
     pthread_mutex_lock(&rx->mu);
@@ -287,9 +387,11 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     pthread_mutex_unlock(&rx->mu);
     if (!due)
         return 0; /* already in place: verified, dropped */
-    chunk_verified(rx, file, chunk, data, len);
+    int rc = chunk_verified(rx, file, chunk, data, len);
+    if (rc)
+        return rc;
     char *path = st_printf("%s/%s", rx->files_dir, f->name);
-    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1, rc = 0;
+    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
     if (fd < 0)
         rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
     else if ((rc = write_all(fd, data, len, (uint64_t)chunk * f->chunk_size)))
@@ -340,6 +442,8 @@ static int make_durable(store_receive *rx)
     if (!rc && ((rc = st_write_atomic(mpath, rx->manifest, rx->mlen, 0444)) ||
                 (rc = st_write_atomic(ipath, info.p, info.n, 0444))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
+    if (!rc) /* fsynced, as build_layer does: fsck --quick reads against them */
+        rc = st_seals_write(rx->seals, rx->l, &rx->l->id, rx->tmp.path);
     if (!rc && ((rc = st_fsync_dir(rx->files_dir)) || (rc = st_fsync_dir(rx->tmp.path))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
     free(info.p);
@@ -404,10 +508,16 @@ void store_receive_abort(store_receive *rx)
             free(rx->state[i]);
     free(rx->state);
     store_layer_free(rx->l);
+    st_seals_free(rx->seals);
     free(rx->manifest);
     free(rx->files_dir);
     pthread_mutex_destroy(&rx->mu);
     free(rx);
+}
+
+size_t store_manifest_max(void)
+{
+    return ST_MANIFEST_MAX;
 }
 
 int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
@@ -417,7 +527,7 @@ int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t 
     char *mp = st_printf("%s/manifest", dir ? dir : ""), *ip = st_printf("%s/info", dir ? dir : "");
     *manifest = *info = NULL;
     int rc = (!dir || !mp || !ip) ? -ENOMEM : 0;
-    if (!rc && (rc = st_read_file(mp, 256u << 20, manifest, mlen)))
+    if (!rc && (rc = st_read_file(mp, ST_MANIFEST_MAX, manifest, mlen)))
         rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
     if (!rc && (rc = st_read_file(ip, INFO_MAX, info, ilen)))
         rc = st_fail_errno(rc, "layer %s: info", id->hex);

@@ -49,20 +49,29 @@ const char *store_home(const store *st);
 
 /* ---- layers ---- */
 
+/* A data chunk: one that holds a non-zero byte. Every chunk of a file that
+ * is not listed among its data chunks is a zero chunk (a hole, or all
+ * zeros): nothing is stored or hashed for it, and it costs no memory, so a
+ * 4 TiB disk that is mostly holes loads in a few bytes. */
 typedef struct {
-    unsigned char digest[32]; /* SHA-256 of the chunk's bytes, if data */
-    int data; /* 0: a hole or all zeros (no digest, nothing stored), the
-               * value of zeroed memory, so runs of holes cost no writes */
+    uint64_t index;           /* its place: bytes [index * chunk_size, +chunk_size) */
+    unsigned char digest[32]; /* SHA-256 of exactly its bytes (the last may be short) */
 } store_chunk;
 
 typedef struct {
-    char *name;          /* a plain file name in the bundle, no '/' */
+    char *name;          /* a plain file name in the bundle: no '/', not starting with '.' */
     uint64_t size;       /* apparent size in bytes */
     uint32_t mode;       /* permission bits to give clones (e.g. 0644) */
     uint32_t chunk_size; /* power of two, 4 KiB..64 MiB; the last chunk may be short */
-    size_t nchunks;      /* ceil(size / chunk_size) */
-    store_chunk *chunks;
+    size_t nchunks;      /* ceil(size / chunk_size): data and zero chunks */
+    size_t ndata;        /* data chunks, sorted by index */
+    store_chunk *data;
 } store_file;
+
+/* The data chunk at index c of f, or NULL if chunk c is a zero chunk. */
+const store_chunk *store_file_chunk(const store_file *f, uint64_t c);
+/* Length of chunk c of f: chunk_size, or less for the last one. */
+uint64_t store_chunk_len(const store_file *f, uint64_t c);
 
 typedef struct {
     char *key;   /* [a-z0-9.-]+, sorted and unique within a layer */
@@ -212,6 +221,9 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
  * info text, as a receive elsewhere takes them. Caller frees both. */
 int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
                          char **info, size_t *ilen);
+
+/* The largest manifest any layer can have, in bytes (docs/manifest.md). */
+size_t store_manifest_max(void);
 
 /* Drop a receive and everything it wrote. NULL is fine. */
 void store_receive_abort(store_receive *rx);
