@@ -78,8 +78,19 @@ check "a child's export says it carries its ancestors (3 layers)" grep -q "3 lay
 run in_store "$W/s3" "$S" import "$W/v3.tar.zst"
 check "a child imports into an empty store with the same id" [ "$(cat "$W/out")" = "$V3" ]
 check "...and brings its parent chain (3 layers)" [ "$(layer_count "$W/s3")" -eq 3 ]
+# before any full fsck, which would seal what import left unsealed
+run in_store "$W/s3" "$S" fsck --quick
+check "...and fsck --quick is clean with every layer sealed (no 'no seals' note)" bash -c "[ $rc -eq 0 ] && ! grep -q 'no seals' '$W/out' && grep -qx 'ok (quick: manifests, refs, and every stored byte against its seal)' '$W/out'"
 run in_store "$W/s3" "$S" fsck
 check "...and fsck is clean" [ "$rc" -eq 0 ]
+f=$W/s3/layers/$V3/bundle/Disk.img
+chmod u+w "$f"
+printf X | dd of="$f" bs=1 seek=77 conv=notrunc 2>/dev/null
+printf X | dd of="$f" bs=1 seek=$((50 * 1024 * 1024 * 1024 + 77)) conv=notrunc 2>/dev/null
+run in_store "$W/s3" "$S" fsck --quick
+check "fsck --quick finds a byte flipped in a chunk an imported layer took from its parent" grep -qx "layer $V3: Disk.img chunk 0 does not match its seal" "$W/out"
+check "...and one flipped in a chunk that arrived in the archive" grep -qx "layer $V3: Disk.img chunk 51200 does not match its seal" "$W/out"
+check "...and exits 1" [ "$rc" -eq 1 ]
 rm -rf "$W/s3"
 mkdir -p "$W/ex3" && (cd "$W/ex3" && tar --zstd -xSf "$W/v3.tar.zst")
 check "GNU tar unpacks the child itself, not an ancestor" "$MK" --cmp "$W/ref/Disk.img" "$W/ex3/v3.bundle/Disk.img"
@@ -102,6 +113,8 @@ run in_store "$W/s4" "$S" import "$W/d2.tar.zst"
 check "a delta imports on its base, same id" [ "$(cat "$W/out")" = "$V2" ]
 run in_store "$W/s4" "$S" import "$W/d3.tar.zst" v3
 check "a chain of deltas imports in order, same id" [ "$(cat "$W/out")" = "$V3" ]
+run in_store "$W/s4" "$S" fsck --quick
+check "...and fsck --quick is clean, deltas sealed on their published base (no 'no seals' note)" bash -c "[ $rc -eq 0 ] && ! grep -q 'no seals' '$W/out'"
 run in_store "$W/s4" "$S" fsck
 check "...and fsck is clean" [ "$rc" -eq 0 ]
 rm -rf "$W/s4"

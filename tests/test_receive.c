@@ -147,6 +147,45 @@ static void assert_layer_is(fixture *f, const char *hex, const unsigned char *di
     close(fd);
     free(got);
     free(p);
+    /* sealed in full, each seal of the bytes disk has there (fsck --quick) */
+    store_layer *l;
+    st_seals *seals = NULL;
+    assert_int_equal(store_layer_load(f->st, &id, &l), 0);
+    char *dir = st_layer_dir(f->st, &id);
+    assert_int_equal(st_seals_load(dir, l, &seals), 0);
+    for (size_t k = 0; k < l->files[0].ndata; k++) {
+        uint64_t c = l->files[0].data[k].index, seal;
+        assert_int_equal(st_seal_get(seals, 0, c, &seal), 0);
+        assert_true(seal == st_seal_of(disk + c * CH, clen(c)));
+    }
+    st_seals_free(seals);
+    free(dir);
+    store_layer_free(l);
+}
+
+/* Make layer hex look as if made before seals: no seals file. */
+static void drop_seals(fixture *f, const char *hex)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/layers/%s/seals", f->home, hex) > 0);
+    assert_int_equal(unlink(p), 0);
+    free(p);
+}
+
+/* Flip one byte of the layer's Disk.img, as damage on disk would. */
+static void damage(fixture *f, const char *hex, uint64_t off)
+{
+    char *p = NULL;
+    unsigned char b;
+    assert_true(asprintf(&p, "%s/layers/%s/bundle/Disk.img", f->home, hex) > 0);
+    assert_int_equal(chmod(p, 0644), 0);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+    free(p);
 }
 
 static void test_out_of_order_and_checked(void **state)
@@ -266,6 +305,35 @@ static void test_child_takes_parent_chunks(void **state)
     free(m2);
 }
 
+/* A base without seals: the cloned chunks are read, checked and sealed; one
+ * that no longer matches its hash is due from the sender instead. */
+static void test_unsealed_base_is_read(void **state)
+{
+    fixture *f = *state;
+    char *m1 = manifest_of(f->disk, NULL), p[65];
+    receive_all(f, m1, f->disk, p);
+    drop_seals(f, p);
+    damage(f, p, 3 * CH + 5);
+    unsigned char *d2 = malloc(DISK_SIZE);
+    memcpy(d2, f->disk, DISK_SIZE);
+    fill_random(d2 + 2 * CH, CH, 98);
+    char *m2 = manifest_of(d2, p);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m2, strlen(m2), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_int_equal(store_receive_missing(rx), 2);
+    assert_int_equal(store_receive_needs(rx, 0, 0), 0); /* read, checked, sealed */
+    assert_int_equal(store_receive_needs(rx, 0, 2), 1); /* changed */
+    assert_int_equal(store_receive_needs(rx, 0, 3), 1); /* damaged in the base */
+    for (size_t c = 2; c <= 3; c++)
+        assert_int_equal(store_receive_chunk(rx, 0, c, d2 + c * CH, CH), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, d2);
+    free(d2);
+    free(m1);
+    free(m2);
+}
+
 typedef struct {
     store_receive *rx;
     const unsigned char *disk;
@@ -308,6 +376,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refuses_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_takes_parent_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsealed_base_is_read, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
