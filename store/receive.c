@@ -300,6 +300,31 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
     return rc;
 }
 
+/* Parse the manifest strictly and the info into l; l->id is the manifest's
+ * SHA-256 either way, so a refusal can name the layer. */
+static int parse_layer(store_layer *l, const char *manifest, size_t mlen, const char *info,
+                       size_t ilen)
+{
+    unsigned char d[32];
+    st_sha256(manifest, mlen, d);
+    st_hex(d, 32, l->id.hex);
+    char hex[STORE_ID_HEX + 1];
+    memcpy(hex, l->id.hex, sizeof hex); /* a failed parse clears l */
+    int rc = mlen > ST_MANIFEST_MAX
+                 ? st_fail(EFBIG, "layer %.12s: manifest of %zu bytes; at most %zu", hex, mlen,
+                           (size_t)ST_MANIFEST_MAX)
+                 : st_manifest_parse(manifest, mlen, l);
+    if (rc == -EINVAL) {
+        char why[512]; /* the parser's message names the line and the rule */
+        snprintf(why, sizeof why, "%s", store_error());
+        rc = st_fail(EINVAL, "layer %.12s: %s", hex, why);
+    }
+    if (!rc && st_info_parse(info, ilen, l))
+        rc = st_fail(EINVAL, "layer %.12s: layer info is malformed", hex);
+    memcpy(l->id.hex, hex, sizeof hex);
+    return rc;
+}
+
 int store_receive_begin(store *st, const char *manifest, size_t mlen, const char *info,
                         size_t ilen, const store_receive_opts *o, store_receive **out)
 {
@@ -319,22 +344,7 @@ int store_receive_begin(store *st, const char *manifest, size_t mlen, const char
     rx->reflinked = 1;
     memcpy(rx->manifest, manifest, mlen);
     rx->mlen = mlen;
-    unsigned char d[32];
-    st_sha256(manifest, mlen, d);
-    char hex[STORE_ID_HEX + 1];
-    st_hex(d, 32, hex);
-    int rc = mlen > ST_MANIFEST_MAX
-                 ? st_fail(EFBIG, "layer %.12s: manifest of %zu bytes; at most %zu", hex, mlen,
-                           (size_t)ST_MANIFEST_MAX)
-                 : st_manifest_parse(manifest, mlen, rx->l);
-    if (rc == -EINVAL) {
-        char why[512]; /* the parser's message names the line and the rule */
-        snprintf(why, sizeof why, "%s", store_error());
-        rc = st_fail(EINVAL, "layer %.12s: %s", hex, why);
-    }
-    if (!rc && st_info_parse(info, ilen, rx->l))
-        rc = st_fail(EINVAL, "layer %.12s: layer info is malformed", hex);
-    memcpy(rx->l->id.hex, hex, sizeof hex);
+    int rc = parse_layer(rx->l, manifest, mlen, info, ilen);
     if (!rc && !(rc = st_lock(st, 0))) {
         st->receiving++;
         rc = receive_setup(rx, o);

@@ -257,6 +257,7 @@ static void test_refuses_bad_input(void **state)
     const char *noncanon = "strata-layer 1\nfile Disk.img 4096 0644 4096\nzero 1\nzero 0\n";
     assert_int_equal(store_receive_begin(f->st, noncanon, strlen(noncanon), INFO, strlen(INFO),
                                          NULL, &rx), -EINVAL);
+    assert_non_null(strstr(store_error(), "manifest line 4: ")); /* the parser's why */
     m = manifest_of(f->disk, NULL);
     assert_int_equal(store_receive_begin(f->st, m, strlen(m), "garbage", 7, NULL, &rx), -EINVAL);
     assert_true(tmp_empty(f));
