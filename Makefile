@@ -1,20 +1,22 @@
 # strata: `make` builds build/strata; `make test` installs what it needs and
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
-PKGS    := libplist-2.0 libcrypto jansson libcurl libzstd
+PKGS    := libplist-2.0 libcrypto jansson libxxhash libarchive libzstd libcurl
 CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lcurl -lzstd) -lpthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread
 B       ?= build
 
 CLONE_SRC := clone/clone.c
-STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
+STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
+             store/receive.c
+ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/verify.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 REMOTE_SRC := remote/util.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
               remote/push.c remote/list.c remote/artifact.c
-TEST_NAMES := test_clone test_store test_boot test_vz test_remote
+TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
 # is only built into test_vz, linked with tests/objc_record.c, a recording
@@ -28,7 +30,7 @@ else
 CODESIGN   :=
 endif
 
-LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(REMOTE_SRC)
+LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 

@@ -4,9 +4,10 @@
 set -eu
 DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
           xfsprogs btrfs-progs e2fsprogs util-linux
-          qemu-system-x86 ovmf busybox-static cpio kmod gzip
-          libcurl4-openssl-dev libzstd-dev docker-registry apache2-utils skopeo openssl curl"
-BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config curl zstd"
+          qemu-system-x86 ovmf busybox-static cpio kmod gzip libxxhash-dev
+          libarchive-dev libzstd-dev libarchive-tools zstd tar
+          libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl"
+BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl"
 
 if [ "$(uname)" = Darwin ]; then
     command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }

@@ -4,7 +4,8 @@
 # a 64 GiB Disk.img holding DATA GiB (default 8) of random data on an XFS
 # (reflink) loop mount, then a 200 MB change scattered over the disk.
 # Measures, cold: import, clone, commit after the change, and the disk's
-# cold read speed of its data; prints the ratios against the targets.
+# cold read speed of its data; prints the ratios against the targets. Then
+# fsck --quick (XXH3 seals) against full fsck (SHA-256) of the two layers.
 # Usage: bash bench/synthetic.sh [DATA_GIB]    (root, Linux)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,7 @@ secs() { /usr/bin/time -f '%e %M' "$@" 2>&1 >/dev/null | tail -1; }
 
 # DATA GiB in 64 MiB regions spread over the 64 GiB disk
 args=()
-for ((i = 0; i < DATA * 16; i++)); do args+=(--data "$((i * 64 / (DATA * 16) * 1024 + 0))M:64M:$i"); done
+for ((i = 0; i < DATA * 16; i++)); do args+=(--data "$((i * 65536 / (DATA * 16)))M:64M:$i"); done
 "$MK" "$MNT/b" --size 64G "${args[@]}"
 cold; read_s=$(secs python3 "$HERE/bench/sparse_tool.py" read "$MNT/b/Disk.img" | cut -d' ' -f1)
 cold; read -r import_s import_kb < <(secs "$S" import "$MNT/b" base)
@@ -35,6 +36,16 @@ clone_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print (b - a) / 1e9}')
 w=(); for ((i = 0; i < 100; i++)); do w+=("$((i * 655 + 3))M:2M:$((i + 1000))"); done
 "$MK" --write "$MNT/inst/Disk.img" "${w[@]}"
 cold; read -r commit_s commit_kb < <(secs "$S" commit "$MNT/inst" -m change)
+# fsck reads every data byte of both layers (the child shares the base's
+# blocks, but as another file it is read again)
+fsck_mib=$(for l in "$STRATA_HOME"/layers/*; do "$S" inspect "$(basename "$l")" --json; done |
+    python3 -c 'import json,sys; d=json.JSONDecoder(); t=sys.stdin.read(); n=0; i=0
+while i < len(t):
+    o, i = d.raw_decode(t, i); n += sum(f["data_bytes"] for f in o["files"])
+    while i < len(t) and t[i].isspace(): i += 1
+print(n // 1048576)')
+cold; read -r quick_s quick_kb < <(secs "$S" fsck --quick)
+cold; read -r full_s full_kb < <(secs "$S" fsck)
 mib=$((DATA * 1024))
 awk -v r="$read_s" -v i="$import_s" -v c="$clone_s" -v m="$commit_s" -v mib="$mib" \
     -v ik="$import_kb" -v ck="$commit_kb" -v d="$DATA" 'BEGIN {
@@ -45,5 +56,13 @@ awk -v r="$read_s" -v i="$import_s" -v c="$clone_s" -v m="$commit_s" -v mib="$mi
     printf "| commit after a 200 MB change | %.2f s (%.1fx faster than import) | >= 20x |\n", m, i / m
     printf "| peak memory import / commit | %.1f / %.1f MiB | < 100 MB |\n", ik / 1024, ck / 1024
 }'
+awk -v q="$quick_s" -v f="$full_s" -v mib="$fsck_mib" -v r="$read_s" -v dm="$mib" \
+    -v qk="$quick_kb" -v fk="$full_kb" 'BEGIN {
+    printf "\n| fsck of both layers (%d MiB of data, cold) | value |\n|---|---|\n", mib
+    printf "| fsck --quick (XXH3 seals) | %.2f s (%.0f MiB/s; cold read: %.0f MiB/s) |\n", q, mib / q, dm / r
+    printf "| fsck (SHA-256) | %.2f s (%.0f MiB/s) |\n", f, mib / f
+    printf "| quick is faster by | %.1fx |\n", f / q
+    printf "| peak memory quick / full | %.1f / %.1f MiB |\n", qk / 1024, fk / 1024
+}'
 echo
-echo "$(date -u +%F), $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "$(date -u +%F), $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -26,8 +26,14 @@ typedef struct {
 extern const cli_verb cli_layer_verbs[];
 extern const cli_verb cli_upkeep_verbs[];
 extern const cli_verb cli_vm_verbs[];
+extern const cli_verb cli_archive_verbs[];
 extern const cli_verb cli_remote_verbs[];
 int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */
+
+/* archive.c: import of an archive (FILE or -) or a tart VM (--from-tart), which
+ * layers.c's import hands over when its argument is not a bundle directory */
+int cli_import_is_archive(int argc, char **argv);
+int cli_archive_import(int argc, char **argv);
 
 const cli_verb *cli_find_verb(const char *name);
 

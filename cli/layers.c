@@ -38,6 +38,8 @@ static void print_commit(const store_commit_result *r, int verbose)
 
 static int cmd_import(int argc, char **argv)
 {
+    if (cli_import_is_archive(argc, argv)) /* FILE.tar.zst, -, or --from-tart DIR */
+        return cli_archive_import(argc, argv);
     const char *chunk = NULL;
     int restore = 0, verbose = 0;
     cli_opt opts[] = {{"--include-restore-image", 0, NULL, &restore},
@@ -297,13 +299,9 @@ static int cmd_inspect(int argc, char **argv)
     }
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
-        uint64_t data = 0, stored = 0;
-        for (size_t c = 0; c < f->nchunks; c++)
-            if (f->chunks[c].data) {
-                data++;
-                uint64_t off = (uint64_t)c * f->chunk_size;
-                stored += f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
-            }
+        uint64_t data = f->ndata, stored = 0;
+        for (size_t k = 0; k < f->ndata; k++)
+            stored += store_chunk_len(f, f->data[k].index);
         if (json) {
             printf("%s{\"name\":", i ? "," : "");
             cli_json_str(stdout, f->name);
@@ -386,8 +384,11 @@ static int cmd_untag(int argc, char **argv)
 }
 
 const cli_verb cli_layer_verbs[] = {
-    {"import", cmd_import, "import BUNDLE [TAG] [--include-restore-image] [--chunk-size N] [-v]",
+    {"import", cmd_import, "import BUNDLE|FILE|- [TAG] [--include-restore-image] [--chunk-size N] [-v]\n"
+     "  strata import --from-tart DIR [TAG]",
      "Ingest a VZ bundle directory as a root layer, optionally tagged. Prints the layer id.\n"
+     "A FILE (or - for stdin) is an archive made by export: the same layer id comes back,\n"
+     "every chunk checked. --from-tart DIR makes a layer of a tart VM directory (disk cloned).\n"
      "RestoreImage.ipsw is skipped unless --include-restore-image is given. -v tells how\n"
      "much was read and stored."},
     {"clone", cmd_clone, "clone REF DIR",

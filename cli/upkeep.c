@@ -122,7 +122,9 @@ const cli_verb cli_upkeep_verbs[] = {
     {"df", cmd_df, "df [--json]", "What the store holds and what it costs on disk."},
     {"fsck", cmd_fsck, "fsck [--quick] [--json]",
      "Verify every manifest, ref and clone record, and re-hash every stored chunk\n"
-     "(--quick: metadata and sizes only). Exits 1 if anything is wrong."},
+     "(SHA-256), sealing layers that have no seals yet. --quick reads every stored\n"
+     "byte too, but checks it against the layer's XXH3 seals, at disk speed.\n"
+     "Exits 1 if anything is wrong."},
     {"gc", cmd_gc, "gc [--json]",
      "Remove layers that no tag, existing clone, or their descendants reach, and\n"
      "abandoned temporary work. Reports what it freed."},

@@ -90,10 +90,9 @@ static int new_chunks(const store_layer *l, dset *seen, pk_layer *out)
     size_t cap = 0;
     for (size_t f = 0; f < l->nfiles; f++) {
         const store_file *file = &l->files[f];
-        for (uint64_t c = 0; c < file->nchunks; c++) {
-            if (!file->chunks[c].data)
-                continue;
-            int fresh = dset_add(seen, file->chunks[c].digest);
+        for (size_t d = 0; d < file->ndata; d++) {
+            const store_chunk *sc = &file->data[d];
+            int fresh = dset_add(seen, sc->digest);
             if (fresh < 0)
                 return fresh;
             if (!fresh)
@@ -105,12 +104,11 @@ static int new_chunks(const store_layer *l, dset *seen, pk_layer *out)
                     return -ENOMEM;
                 out->chunks = n;
             }
-            uint64_t off = c * file->chunk_size;
             pk_chunk *k = &out->chunks[out->nchunks++];
-            memcpy(k->digest, file->chunks[c].digest, 32);
+            memcpy(k->digest, sc->digest, 32);
             k->file = (uint32_t)f;
-            k->chunk = c;
-            k->ulen = (uint32_t)(file->size - off < file->chunk_size ? file->size - off : file->chunk_size);
+            k->chunk = sc->index;
+            k->ulen = (uint32_t)store_chunk_len(file, sc->index);
             k->clen = 0;
         }
     }

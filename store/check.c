@@ -1,14 +1,12 @@
 /* Upkeep: fsck re-verifies what the store claims, gc removes what nothing
  * reaches, df says what it costs. */
 #define _GNU_SOURCE
-#include "../clone/clone.h"
 #include "internal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +19,7 @@ typedef struct {
     store_report_fn fn;
     void *ctx;
     int problems;
+    size_t unsealed; /* layers quick fsck could not read against seals */
 } reporter;
 
 static void problem(reporter *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -57,42 +56,36 @@ static int each_entry(const char *dir, int (*fn)(void *, const char *), void *ct
     return rc;
 }
 
-static int all_zero(const unsigned char *p, size_t n)
-{
-    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
+/* What checking a layer's files works with. */
+typedef struct {
+    reporter *r;
+    const store_layer *l;
+    int quick;
+    const st_seals *seals; /* the layer's, or NULL */
+    st_seals *made;        /* full fsck: the seals it derives, to write if missing */
+    size_t fi;             /* the file being checked */
+    int wrong_seals;       /* full fsck: data right, seal wrong */
+} layer_check;
 
-/* re-read every chunk of a materialized file against its manifest entry */
-static void verify_chunks(reporter *r, const store_id *id, const store_file *f, int fd,
-                          unsigned char *buf)
+static void found(void *ctx, int what, uint64_t first, uint64_t last)
 {
-    for (size_t c = 0; c < f->nchunks; c++) {
-        uint64_t off = (uint64_t)c * f->chunk_size;
-        size_t len = (size_t)(f->size - off < f->chunk_size ? f->size - off : f->chunk_size);
-        if (!f->chunks[c].data) {
-            /* only data inside a zero chunk needs reading: holes are zeros */
-            uint64_t d, h, at = off, end = off + len;
-            int bad = 0;
-            while (!bad && clone_next_data(fd, at, end, &d, &h) == 0) {
-                for (uint64_t p = d; p < h && !bad;) {
-                    size_t n = (size_t)(h - p < f->chunk_size ? h - p : f->chunk_size);
-                    ssize_t got = pread(fd, buf, n, (off_t)p);
-                    bad = got != (ssize_t)n || !all_zero(buf, n);
-                    p += n;
-                }
-                at = h;
-            }
-            if (bad)
-                problem(r, "layer %s: %s chunk %zu should be zeros and is not", id->hex, f->name,
-                        c);
-            continue;
-        }
-        ssize_t got = pread(fd, buf, len, (off_t)off);
-        unsigned char digest[32];
-        if (got == (ssize_t)len)
-            SHA256(buf, len, digest);
-        if (got != (ssize_t)len || memcmp(digest, f->chunks[c].digest, 32))
-            problem(r, "layer %s: %s chunk %zu does not match its hash", id->hex, f->name, c);
+    layer_check *c = ctx;
+    const char *id = c->l->id.hex, *name = c->l->files[c->fi].name;
+    if (what == ST_NOT_ZEROS)
+        problem(c->r, "layer %s: %s chunks %" PRIu64 "-%" PRIu64 " should be zeros and are not",
+                id, name, first, last);
+    else if (what == ST_BAD_SEAL)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its seal", id, name, first);
+    else if (what == ST_BAD_HASH)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " does not match its hash", id, name, first);
+    else if (what == ST_UNREADABLE)
+        problem(c->r, "layer %s: %s chunk %" PRIu64 " can't be read", id, name, first);
+    else {
+        c->wrong_seals++;
+        problem(c->r,
+                "layer %s: %s chunk %" PRIu64 " matches its hash but not its seal: the seals "
+                "file is damaged",
+                id, name, first);
     }
 }
 
@@ -112,6 +105,59 @@ static int extra_file(void *ctx_, const char *name)
     return 0;
 }
 
+/* Load the layer's seals. Quick fsck needs them; full fsck checks them
+ * and writes them where they are missing or damaged. */
+static void seals_for(layer_check *c, const char *dir, st_seals **out, int *missing)
+{
+    int rc = st_seals_load(dir, c->l, out);
+    *missing = rc != 0;
+    if (rc == -ENOENT && c->quick) {
+        c->r->unsealed++;
+        char line[200];
+        snprintf(line, sizeof line, "layer %s: no seals: run full fsck to verify (and seal) it",
+                 c->l->id.hex);
+        notice(c->r, line);
+    } else if (rc && rc != -ENOENT) {
+        problem(c->r, "%s", store_error());
+    }
+}
+
+/* full fsck found every chunk right: give the layer the seals it lacked */
+static void write_seals(layer_check *c, const char *dir)
+{
+    char line[1200];
+    if (st_seals_write(c->made, c->l, &c->l->id, dir))
+        snprintf(line, sizeof line, "layer %s: could not seal it: %s", c->l->id.hex,
+                 store_error());
+    else
+        snprintf(line, sizeof line, "layer %s: sealed (fsck --quick can now verify it)",
+                 c->l->id.hex);
+    notice(c->r, line);
+}
+
+static void check_files(layer_check *c, const char *bundle)
+{
+    const store_layer *l = c->l;
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        char *p = st_printf("%s/%s", bundle, f->name);
+        int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+        struct stat s;
+        c->fi = i;
+        if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
+            problem(c->r, "layer %s: %s is missing", l->id.hex, f->name);
+        else if ((uint64_t)s.st_size != f->size)
+            problem(c->r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, l->id.hex,
+                    f->name, (intmax_t)s.st_size, f->size);
+        else if ((!c->quick || c->seals) &&
+                 st_verify_file(fd, f, i, c->seals, c->quick, c->made, found, c))
+            problem(c->r, "layer %s: %s: out of memory", l->id.hex, f->name);
+        if (fd >= 0)
+            close(fd);
+        free(p);
+    }
+}
+
 static void check_layer(store *st, reporter *r, const store_id *id, int quick)
 {
     store_layer *l = NULL;
@@ -121,29 +167,29 @@ static void check_layer(store *st, reporter *r, const store_id *id, int quick)
     }
     if (l->has_parent && !st_layer_exists(st, &l->parent))
         problem(r, "layer %s: parent %s is missing", id->hex, l->parent.hex);
+    char *dir = st_layer_dir(st, id);
     char *bundle = st_printf("%s/layers/%s/bundle", st->home, id->hex);
-    unsigned char *buf = quick ? NULL : malloc(64u << 20);
-    for (size_t i = 0; bundle && i < l->nfiles; i++) {
-        const store_file *f = &l->files[i];
-        char *p = st_printf("%s/%s", bundle, f->name);
-        int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
-        struct stat s;
-        if (fd < 0 || fstat(fd, &s) < 0 || !S_ISREG(s.st_mode))
-            problem(r, "layer %s: %s is missing", id->hex, f->name);
-        else if ((uint64_t)s.st_size != f->size)
-            problem(r, "layer %s: %s is %jd bytes, the manifest says %" PRIu64, id->hex, f->name,
-                    (intmax_t)s.st_size, f->size);
-        else if (buf)
-            verify_chunks(r, id, f, fd, buf);
-        if (fd >= 0)
-            close(fd);
-        free(p);
-    }
+    layer_check c = {.r = r, .l = l, .quick = quick};
+    st_seals *seals = NULL;
+    int missing = 1;
+    if (dir)
+        seals_for(&c, dir, &seals, &missing);
+    c.seals = seals;
+    if (!quick)
+        c.made = st_seals_new(l->nfiles);
+    int before = r->problems;
+    if (bundle)
+        check_files(&c, bundle);
+    /* reseal only what was wholly verified: every problem is a wrong seal */
+    if (c.made && dir && (missing || c.wrong_seals) && r->problems - before == c.wrong_seals)
+        write_seals(&c, dir);
     if (bundle) {
         extra_ctx x = {r, l, bundle};
         each_entry(bundle, extra_file, &x);
     }
-    free(buf);
+    st_seals_free(seals);
+    st_seals_free(c.made);
+    free(dir);
     free(bundle);
     store_layer_free(l);
 }
@@ -210,7 +256,7 @@ static int check_instance_entry(void *ctx_, const char *name)
 
 int store_fsck(store *st, int quick, store_report_fn report, void *ctx)
 {
-    reporter r = {report, ctx, 0};
+    reporter r = {report, ctx, 0, 0};
     int rc = st_lock(st, 0);
     if (rc)
         return rc;
@@ -237,8 +283,17 @@ int store_fsck(store *st, int quick, store_report_fn report, void *ctx)
 out:
     free(ids);
     st_unlock(st);
-    if (rc >= 0 && r.problems == 0)
-        notice(&r, quick ? "ok (quick: manifests, refs and sizes)" : "ok");
+    if (rc >= 0 && r.problems == 0 && quick && r.unsealed) {
+        char line[200];
+        snprintf(line, sizeof line,
+                 "ok (quick: manifests, refs, and the stored bytes of sealed layers; %zu "
+                 "layer%s without seals not read)",
+                 r.unsealed, r.unsealed == 1 ? "" : "s");
+        notice(&r, line);
+    } else if (rc >= 0 && r.problems == 0) {
+        notice(&r, quick ? "ok (quick: manifests, refs, and every stored byte against its seal)"
+                         : "ok");
+    }
     return rc;
 }
 
@@ -503,9 +558,7 @@ int store_df(store *st, store_usage *out)
         for (size_t f = 0; f < l->nfiles; f++) {
             const store_file *file = &l->files[f];
             out->apparent_bytes += file->size;
-            for (size_t c = 0; c < file->nchunks; c++) {
-                if (!file->chunks[c].data)
-                    continue;
+            for (size_t k = 0; k < file->ndata; k++) {
                 if (nd == cap) {
                     cap = cap ? cap * 2 : 1024;
                     void *a = realloc(digests, cap * 40);
@@ -517,10 +570,8 @@ int store_df(store *st, store_usage *out)
                     digests = a;
                 }
                 /* 32 bytes of digest then 8 of length, sorted by digest */
-                uint64_t off = (uint64_t)c * file->chunk_size;
-                uint64_t len = file->size - off < file->chunk_size ? file->size - off
-                                                                   : file->chunk_size;
-                memcpy((unsigned char *)digests + nd * 40, file->chunks[c].digest, 32);
+                uint64_t len = store_chunk_len(file, file->data[k].index);
+                memcpy((unsigned char *)digests + nd * 40, file->data[k].digest, 32);
                 memcpy((unsigned char *)digests + nd * 40 + 32, &len, 8);
                 nd++;
             }

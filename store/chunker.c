@@ -1,6 +1,7 @@
 /*
  * Cut a materialized file into fixed, aligned chunks and name each by its
- * SHA-256. Three shortcuts keep the cost to what changed:
+ * SHA-256, sealing each data chunk with its XXH3 too (seal.c) while its
+ * bytes are at hand. Three shortcuts keep the cost to what changed:
  *   - chunks lying wholly in holes are zero without reading (SEEK_DATA);
  *   - chunks whose extents are physically the same as in the base layer's
  *     file take the base's entry without reading (commit after clone);
@@ -21,12 +22,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+/* what reading one chunk found */
+typedef struct {
+    unsigned char digest[32];
+    uint64_t seal;
+    int data;
+} result;
+
 typedef struct {
     int fd;
     uint64_t size;
     uint32_t chunk_size;
-    store_file *out;
     size_t *work; /* chunk indices to read */
+    result *found; /* one per work item */
     size_t nwork;
     atomic_size_t next;
     atomic_uint_fast64_t bytes_read;
@@ -79,12 +87,11 @@ static void *worker(void *arg_)
         }
         if (got < len)
             break;
-        store_chunk *ch = &j->out->chunks[c];
-        if (all_zero(buf, len))
-            ch->data = 0;
-        else {
-            SHA256(buf, len, ch->digest);
-            ch->data = 1;
+        result *res = &j->found[w];
+        res->data = !all_zero(buf, len);
+        if (res->data) {
+            SHA256(buf, len, res->digest);
+            res->seal = st_seal_of(buf, len);
         }
         uint64_t done = atomic_fetch_add(&j->bytes_read, len) + len;
         if (arg->first && j->progress && (w & 31) == 0)
@@ -100,8 +107,173 @@ static int threads_wanted(void)
     return n < 1 ? 1 : n > 8 ? 8 : (int)n;
 }
 
-int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
-                  const store_file *base_file, store_file *out, st_chunk_stats *stats,
+/* Which chunks of fd hold any data at all: has[c] = 1. */
+static int find_data(int fd, const char *name, uint64_t size, uint32_t chunk_size, size_t n,
+                     unsigned char *has)
+{
+    for (uint64_t off = 0; off < size;) {
+        uint64_t d, h;
+        int r = clone_next_data(fd, off, size, &d, &h);
+        if (r == -ENXIO)
+            break;
+        if (r)
+            return st_fail_errno(r, "%s: reading its holes", name);
+        for (uint64_t c = d / chunk_size; c < n && c * chunk_size < h; c++)
+            has[c] = 1;
+        off = h;
+    }
+    return 0;
+}
+
+int st_chunk_estimate(const char *path, uint32_t chunk_size, uint64_t *chunks, uint64_t *data)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat s;
+    if (fd < 0 || fstat(fd, &s) < 0) {
+        int rc = st_fail_errno(errno, "%s", path);
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    uint64_t size = (uint64_t)s.st_size, last = UINT64_MAX;
+    *chunks += (size + chunk_size - 1) / chunk_size;
+    for (uint64_t off = 0; off < size;) {
+        uint64_t d, h;
+        int r = clone_next_data(fd, off, size, &d, &h);
+        if (r == -ENXIO)
+            break;
+        if (r) {
+            close(fd);
+            return st_fail_errno(r, "%s: reading its holes", path);
+        }
+        uint64_t first = d / chunk_size, end = (h + chunk_size - 1) / chunk_size;
+        if (first == last)
+            first++; /* counted with the region before */
+        if (end > first)
+            *data += end - first;
+        last = end - 1;
+        off = h;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Can chunk c be taken from the base unread? Its blocks must be the very
+ * blocks the base named, and a data chunk must come with its seal. */
+static int reusable(const store_file *base, const st_seals *base_seals, size_t base_index,
+                    const clone_extent_map *now, const clone_extent_map *was, uint64_t size,
+                    uint64_t c, uint32_t chunk_size)
+{
+    uint64_t off = c * chunk_size;
+    uint64_t len = size - off < chunk_size ? size - off : chunk_size;
+    if (c >= base->nchunks || off + len > base->size ||
+        (off + len == size) != (off + len == base->size) ||
+        !clone_extent_map_same(now, was, off, len))
+        return 0;
+    uint64_t seal;
+    return !store_file_chunk(base, c) || st_seal_get(base_seals, base_index, c, &seal) == 0;
+}
+
+static int run_workers(job *j)
+{
+    int nt = threads_wanted();
+    if ((size_t)nt > j->nwork)
+        nt = j->nwork ? (int)j->nwork : 1;
+    pthread_t th[8];
+    struct {
+        job *j;
+        int first;
+    } args[8];
+    int started = 0;
+    for (int i = 1; i < nt; i++) {
+        args[i].j = j;
+        args[i].first = 0;
+        if (pthread_create(&th[i], NULL, worker, &args[i]) == 0)
+            started = i;
+        else
+            break;
+    }
+    args[0].j = j;
+    args[0].first = 1;
+    worker(&args[0]); /* this thread works too, and reports progress */
+    for (int i = 1; i <= started; i++)
+        pthread_join(th[i], NULL);
+    return atomic_load(&j->error);
+}
+
+/* give back the blocks of chunks that turned out to be zeros */
+static int punch_zeros(int fd, const char *name, const job *j)
+{
+    for (size_t i = 0; i < j->nwork;) {
+        size_t c = j->work[i];
+        if (j->found[i].data) {
+            i++;
+            continue;
+        }
+        size_t first = c;
+        while (i < j->nwork && j->work[i] == c && !j->found[i].data)
+            i++, c++;
+        uint64_t off = (uint64_t)first * j->chunk_size;
+        uint64_t end = (uint64_t)c * j->chunk_size;
+        if (end > j->size)
+            end = j->size;
+        int r = clone_punch_hole(fd, off, end - off);
+        if (r && r != -EOPNOTSUPP)
+            return st_fail_errno(r, "%s: punching a hole", name);
+    }
+    return 0;
+}
+
+/* Mark (how[c] = 2) the data chunks that are the very blocks the base
+ * layer already named; count those to read and the data chunks reused. */
+static void mark_reusable(int fd, uint64_t size, uint32_t chunk_size, size_t n,
+                          const st_chunk_base *b, unsigned char *how, size_t *nwork,
+                          size_t *ndata, st_chunk_stats *stats)
+{
+    clone_extent_map now = {0}, was = {0};
+    int maps = b && b->fd >= 0 && b->file && b->file->chunk_size == chunk_size &&
+               clone_extent_map_read(fd, &now) == 0 && clone_extent_map_read(b->fd, &was) == 0;
+    for (size_t c = 0; c < n; c++) {
+        if (!how[c])
+            continue;
+        if (maps && reusable(b->file, b->seals, b->index, &now, &was, size, c, chunk_size)) {
+            how[c] = 2;
+            *ndata += store_file_chunk(b->file, c) != NULL;
+            if (stats)
+                stats->chunks_reused++;
+        } else {
+            (*nwork)++;
+        }
+    }
+    clone_extent_map_free(&now);
+    clone_extent_map_free(&was);
+}
+
+/* The data chunks in order, read or reused, each with its seal. */
+static int collect_data(const job *j, const unsigned char *how, size_t n, const st_chunk_base *b,
+                        store_file *out, st_seals *seals, size_t index)
+{
+    int rc = 0;
+    for (size_t c = 0, w = 0; !rc && c < n; c++) {
+        const store_chunk *from = how[c] == 2 ? store_file_chunk(b->file, c) : NULL;
+        const result *r = how[c] == 1 ? &j->found[w++] : NULL;
+        uint64_t seal = 0;
+        if (from)
+            st_seal_get(b->seals, b->index, c, &seal);
+        else if (r && r->data)
+            seal = r->seal;
+        else
+            continue;
+        store_chunk *ch = &out->data[out->ndata++];
+        ch->index = c;
+        memcpy(ch->digest, from ? from->digest : r->digest, 32);
+        rc = st_seal_set(seals, index, c, seal);
+    }
+    return rc;
+}
+
+int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_base *b,
+                  store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats,
                   store_progress_fn progress, void *progress_ctx)
 {
     struct stat s;
@@ -112,54 +284,32 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
     out->size = size;
     out->chunk_size = chunk_size;
     out->nchunks = n;
-    out->chunks = calloc(n ? n : 1, sizeof *out->chunks);
-    unsigned char *has_data = calloc(n ? n : 1, 1);
-    size_t *work = malloc((n ? n : 1) * sizeof *work);
-    int rc = 0;
-    if (!out->chunks || !has_data || !work) {
+    out->ndata = 0;
+    out->data = NULL;
+    /* per chunk: 0 zero, 1 to read, 2 reused from the base */
+    unsigned char *how = calloc(n ? n : 1, 1);
+    size_t *work = NULL;
+    result *found = NULL;
+    int rc = how ? find_data(fd, name, size, chunk_size, n, how) : -ENOMEM;
+    if (rc)
+        goto out;
+
+    size_t nwork = 0, ndata = 0;
+    mark_reusable(fd, size, chunk_size, n, b, how, &nwork, &ndata, stats);
+    /* memory goes with the chunks that hold data, not with the file's size */
+    work = malloc((nwork ? nwork : 1) * sizeof *work);
+    found = calloc(nwork ? nwork : 1, sizeof *found);
+    out->data = malloc((ndata + nwork ? ndata + nwork : 1) * sizeof *out->data);
+    if (!work || !found || !out->data) {
         rc = st_fail(ENOMEM, "%s: out of memory", name);
         goto out;
     }
+    nwork = 0;
+    for (size_t c = 0; c < n; c++)
+        if (how[c] == 1)
+            work[nwork++] = c;
 
-    /* which chunks hold any data at all */
-    for (uint64_t off = 0; off < size;) {
-        uint64_t d, h;
-        int r = clone_next_data(fd, off, size, &d, &h);
-        if (r == -ENXIO)
-            break;
-        if (r) {
-            rc = st_fail_errno(r, "%s: reading its holes", name);
-            goto out;
-        }
-        for (uint64_t c = d / chunk_size; c < n && c * chunk_size < h; c++)
-            has_data[c] = 1;
-        off = h;
-    }
-
-    /* which of those are the very blocks the base layer already named */
-    clone_extent_map now = {0}, base = {0};
-    int maps = base_fd >= 0 && base_file && base_file->chunk_size == chunk_size &&
-               clone_extent_map_read(fd, &now) == 0 && clone_extent_map_read(base_fd, &base) == 0;
-    size_t nwork = 0;
-    for (size_t c = 0; c < n; c++) {
-        if (!has_data[c])
-            continue; /* calloc made it a zero chunk */
-        uint64_t off = (uint64_t)c * chunk_size;
-        uint64_t len = size - off < chunk_size ? size - off : chunk_size;
-        if (maps && c < base_file->nchunks && off + len <= base_file->size &&
-            (off + len == size) == (off + len == base_file->size) &&
-            clone_extent_map_same(&now, &base, off, len)) {
-            out->chunks[c] = base_file->chunks[c];
-            if (stats)
-                stats->chunks_reused++;
-            continue;
-        }
-        work[nwork++] = c;
-    }
-    clone_extent_map_free(&now);
-    clone_extent_map_free(&base);
-
-    job j = {.fd = fd, .size = size, .chunk_size = chunk_size, .out = out, .work = work,
+    job j = {.fd = fd, .size = size, .chunk_size = chunk_size, .work = work, .found = found,
              .nwork = nwork, .progress = progress, .progress_ctx = progress_ctx, .name = name};
     atomic_init(&j.next, 0);
     atomic_init(&j.bytes_read, 0);
@@ -168,30 +318,9 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
         uint64_t off = (uint64_t)work[i] * chunk_size;
         j.total += size - off < chunk_size ? size - off : chunk_size;
     }
-    int nt = threads_wanted();
-    if ((size_t)nt > nwork)
-        nt = nwork ? (int)nwork : 1;
-    pthread_t th[8];
-    struct {
-        job *j;
-        int first;
-    } args[8];
-    int started = 0;
-    for (int i = 1; i < nt; i++) {
-        args[i].j = &j;
-        args[i].first = 0;
-        if (pthread_create(&th[i], NULL, worker, &args[i]) == 0)
-            started = i;
-        else
-            break;
-    }
-    args[0].j = &j;
-    args[0].first = 1;
-    worker(&args[0]); /* this thread works too, and reports progress */
-    for (int i = 1; i <= started; i++)
-        pthread_join(th[i], NULL);
-    if (atomic_load(&j.error)) {
-        rc = st_fail_errno(atomic_load(&j.error), "%s: reading", name);
+    int err = run_workers(&j);
+    if (err) {
+        rc = st_fail_errno(err, "%s: reading", name);
         goto out;
     }
     if (progress && j.total)
@@ -199,28 +328,12 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
     if (stats)
         stats->bytes_read += atomic_load(&j.bytes_read);
 
-    /* give back the blocks of chunks that turned out to be zeros */
-    for (size_t i = 0; i < nwork;) {
-        size_t c = work[i];
-        if (out->chunks[c].data) {
-            i++;
-            continue;
-        }
-        size_t first = c;
-        while (i < nwork && work[i] == c && !out->chunks[c].data)
-            i++, c++;
-        uint64_t off = (uint64_t)first * chunk_size;
-        uint64_t end = (uint64_t)c * chunk_size;
-        if (end > size)
-            end = size;
-        int r = clone_punch_hole(fd, off, end - off);
-        if (r && r != -EOPNOTSUPP) {
-            rc = st_fail_errno(r, "%s: punching a hole", name);
-            goto out;
-        }
-    }
+    rc = collect_data(&j, how, n, b, out, seals, index);
+    if (!rc)
+        rc = punch_zeros(fd, name, &j);
 out:
-    free(has_data);
+    free(how);
     free(work);
+    free(found);
     return rc;
 }

@@ -12,6 +12,7 @@ struct store {
     char *home;
     int lock_fd;
     int lock_state; /* 0 none, 1 shared, 2 exclusive */
+    int receiving;  /* receives in progress (receive.c): they hold the shared lock */
 };
 
 /* errors: set the thread's message and return -err (err > 0) */
@@ -69,11 +70,30 @@ void st_buf_add(st_buf *b, const char *s, size_t n);
 void st_buf_printf(st_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* What a layer may hold: bounds memory for manifests from outside, and is
- * checked before a layer is made, so every layer made can be read back. */
-#define ST_MAX_FILE_SIZE (1ULL << 42) /* 4 TiB: beyond any VZ disk we expect */
+ * checked before a layer is made, so every layer made can be read back.
+ * The manifest's size bound is derived from the others (docs/manifest.md):
+ * any manifest within them fits under it, so the two can never disagree. */
+#define ST_MAX_FILE_SIZE (1ULL << 42)   /* 4 TiB: beyond any VZ disk we expect */
 #define ST_MAX_FILES 4096
-#define ST_MAX_CHUNKS (1ULL << 23)    /* in all files of a layer */
+#define ST_MAX_CHUNKS (1ULL << 23)      /* data and zero chunks, in all files of a layer */
+#define ST_MAX_DATA_CHUNKS (1ULL << 22) /* data chunks in all files: a full 4 TiB at 1 MiB */
 #define ST_MAX_BINDINGS 64
+#define ST_MAX_BIND_KEY 64
+#define ST_MAX_BIND_VALUE 1024          /* bytes, before percent-encoding */
+#define ST_MAX_NAME 255
+/* the longest line of each kind, with its '\n' */
+#define ST_HEAD_LINE_MAX 15                                         /* strata-layer 1 */
+#define ST_PARENT_LINE_MAX (7 + 64 + 1)                             /* parent <id> */
+#define ST_BIND_LINE_MAX (5 + ST_MAX_BIND_KEY + 1 + 3 * ST_MAX_BIND_VALUE + 1)
+#define ST_FILE_LINE_MAX (5 + 3 * ST_MAX_NAME + 1 + 13 + 1 + 4 + 1 + 8 + 1)
+#define ST_DATA_LINE_MAX (64 + 1)
+#define ST_ZERO_LINE_MAX (5 + 7 + 1) /* a run is at most ST_MAX_CHUNKS: 7 digits */
+/* A zero line is followed by a data line or ends a file, so there are at
+ * most ndata + nfiles of them: about 331 MB in all. */
+#define ST_MANIFEST_MAX                                                                    \
+    ((size_t)(ST_HEAD_LINE_MAX + ST_PARENT_LINE_MAX + ST_MAX_BINDINGS * ST_BIND_LINE_MAX + \
+              ST_MAX_FILES * (ST_FILE_LINE_MAX + ST_ZERO_LINE_MAX) +                       \
+              ST_MAX_DATA_CHUNKS * (ST_DATA_LINE_MAX + ST_ZERO_LINE_MAX)))
 
 /* manifest.c */
 int st_manifest_format(const store_layer *l, st_buf *out);
@@ -82,25 +102,74 @@ int st_info_format(const store_layer *l, st_buf *out);
 int st_info_parse(const char *data, size_t len, store_layer *l);
 void st_sha256(const void *data, size_t len, unsigned char out[32]);
 int st_name_valid(const char *name);
+/* 1 if digest is the SHA-256 of len zero bytes (such a chunk must be `zero`) */
+int st_digest_is_zero(const unsigned char digest[32], uint64_t len);
 
 /* store.c: the layer a recorded clone stands on, if that clone still
  * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
 
+/* store.c, for receive.c */
+const store_file *st_layer_find_file(const store_layer *l, const char *name);
+int st_write_tag(store *st, const char *name, const store_id *id);
+int st_bad_tag(const char *name);
+
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
 int st_layer_exists(const store *st, const store_id *id);
 
+/* seal.c: store-local XXH3-64 seals of a layer's data chunks, in
+ * layers/<id>/seals (docs/manifest.md). A seal lets `fsck --quick` check
+ * every stored byte at memory speed; it is never an id, never part of the
+ * manifest, never trusted from outside. To seal a layer being made: new,
+ * set each data chunk's seal (any order), write into the layer's directory
+ * before it is published. */
+typedef struct st_seals st_seals;
+uint64_t st_seal_of(const void *data, size_t len); /* XXH3-64 */
+st_seals *st_seals_new(size_t nfiles);
+void st_seals_free(st_seals *s);
+/* chunk_index is the chunk's place in file file_index (store_chunk.index) */
+int st_seal_set(st_seals *s, size_t file_index, uint64_t chunk_index, uint64_t seal);
+/* 0, or -ENOENT if that chunk has no seal (s may be NULL: none has) */
+int st_seal_get(const st_seals *s, size_t file_index, uint64_t chunk_index, uint64_t *seal);
+/* Write dir/seals atomically (fsynced), one seal per data chunk of l in
+ * manifest order; -EINVAL if one is missing. id is l's id. */
+int st_seals_write(const st_seals *s, const store_layer *l, const store_id *id, const char *dir);
+/* Read dir/seals for layer l: -ENOENT if it has none, -EINVAL if damaged. */
+int st_seals_load(const char *dir, const store_layer *l, st_seals **out);
+#define ST_SEALS_FILE "seals"
+
 /* chunker.c: hash a materialized file into chunks. Chunks whose extents are
- * identical in base (if given) are taken from base_file without reading;
- * all-zero chunks are punched out of fd. */
+ * identical in the base file (if given) are taken from it without reading,
+ * data chunks only with their seal; all-zero chunks are punched out of fd.
+ * The data chunks' seals go to seals under file index `index`. */
 typedef struct {
     uint64_t bytes_read;
     uint64_t chunks_reused;
 } st_chunk_stats;
-int st_chunk_file(int fd, const char *name, uint32_t chunk_size, int base_fd,
-                  const store_file *base_file, store_file *out, st_chunk_stats *stats,
+typedef struct {
+    int fd;                 /* the base layer's file, open, or -1 */
+    const store_file *file; /* its manifest entry */
+    const st_seals *seals;  /* the base layer's seals, or NULL */
+    size_t index;           /* the file's index in the base layer */
+} st_chunk_base;
+int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_base *base,
+                  store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats,
                   store_progress_fn progress, void *progress_ctx);
+/* Before making a layer: add path's chunks at chunk_size to *chunks, and an
+ * upper bound of its data chunks (those its data regions touch) to *data. */
+int st_chunk_estimate(const char *path, uint32_t chunk_size, uint64_t *chunks, uint64_t *data);
+
+/* verify.c: fsck's re-read of a materialized file (layer file index fi):
+ * data chunks against their seal (quick) or SHA-256 (full, which also
+ * puts each verified chunk's seal into made, if given), and the data
+ * regions of zero chunks for zeros. found is called from this thread, in
+ * chunk order, for each chunk (or run of zero chunks, first..last) that
+ * is wrong. Returns 0 or -ENOMEM. */
+enum { ST_OK, ST_BAD_SEAL, ST_BAD_HASH, ST_WRONG_SEAL, ST_UNREADABLE, ST_NOT_ZEROS };
+typedef void (*st_verify_fn)(void *ctx, int what, uint64_t first, uint64_t last);
+int st_verify_file(int fd, const store_file *f, size_t fi, const st_seals *seals, int quick,
+                   st_seals *made, st_verify_fn found, void *ctx);
 
 /* bundle.c: validate a source file by its name before it is versioned */
 int st_bundle_check_file(const char *dir, const char *name, uint64_t size);

@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MANIFEST_MAX (256u << 20)
 #define FORMAT_LINE "strata-store 1\n"
 
 /* ---------- opening ---------- */
@@ -156,7 +155,7 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
     size_t mlen, ilen;
     store_layer *l = calloc(1, sizeof *l);
     int rc = (!dir || !mpath || !ipath || !l) ? -ENOMEM : 0;
-    if (!rc && (rc = st_read_file(mpath, MANIFEST_MAX, &m, &mlen)))
+    if (!rc && (rc = st_read_file(mpath, ST_MANIFEST_MAX, &m, &mlen)))
         rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
     if (!rc) {
         unsigned char digest[32];
@@ -167,8 +166,11 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
             rc = st_fail(EINVAL, "layer %s: manifest does not match its id (it hashes to %s)",
                          id->hex, hex);
     }
-    if (!rc && st_manifest_parse(m, mlen, l))
-        rc = st_fail(EINVAL, "layer %s: manifest is not in canonical form", id->hex);
+    if (!rc && (rc = st_manifest_parse(m, mlen, l))) {
+        char why[900];
+        snprintf(why, sizeof why, "%s", store_error());
+        rc = st_fail(-rc, "layer %s: not a canonical manifest: %s", id->hex, why);
+    }
     if (!rc && (rc = st_read_file(ipath, 1 << 20, &info, &ilen)))
         rc = st_fail_errno(rc, "layer %s: info", id->hex);
     if (!rc && st_info_parse(info, ilen, l))
@@ -181,37 +183,6 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
     store_layer_free(l);
     free(m);
     free(info);
-    free(dir);
-    free(mpath);
-    free(ipath);
-    return rc;
-}
-
-int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
-                         char **info, size_t *ilen)
-{
-    char *dir = st_layer_dir(st, id);
-    char *mpath = dir ? st_printf("%s/manifest", dir) : NULL;
-    char *ipath = dir ? st_printf("%s/info", dir) : NULL;
-    *manifest = *info = NULL;
-    int rc = (!mpath || !ipath) ? -ENOMEM : 0;
-    if (!rc && (rc = st_read_file(mpath, MANIFEST_MAX, manifest, mlen)))
-        rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
-    if (!rc) {
-        unsigned char digest[32];
-        char hex[65];
-        st_sha256(*manifest, *mlen, digest);
-        st_hex(digest, 32, hex);
-        if (strcmp(hex, id->hex))
-            rc = st_fail(EINVAL, "layer %s: manifest does not match its id", id->hex);
-    }
-    if (!rc && (rc = st_read_file(ipath, 1 << 20, info, ilen)))
-        rc = st_fail_errno(rc, "layer %s: info", id->hex);
-    if (rc) {
-        free(*manifest);
-        free(*info);
-        *manifest = *info = NULL;
-    }
     free(dir);
     free(mpath);
     free(ipath);
@@ -232,6 +203,11 @@ static const store_file *layer_find_file(const store_layer *l, const char *name)
             hi = mid;
     }
     return NULL;
+}
+
+const store_file *st_layer_find_file(const store_layer *l, const char *name)
+{
+    return layer_find_file(l, name);
 }
 
 /* ---------- refs ---------- */
@@ -337,6 +313,11 @@ static int write_tag(store *st, const char *name, const store_id *id)
     return rc;
 }
 
+int st_write_tag(store *st, const char *name, const store_id *id)
+{
+    return write_tag(st, name, id);
+}
+
 static int bad_tag(const char *name)
 {
     return st_fail(EINVAL,
@@ -344,6 +325,11 @@ static int bad_tag(const char *name)
                    "letter or digit, TAG of [A-Za-z0-9_.-] not starting with '.' or '-', 128 "
                    "characters at most",
                    name);
+}
+
+int st_bad_tag(const char *name)
+{
+    return bad_tag(name);
 }
 
 int store_tag(store *st, const char *ref, const char *name)
@@ -707,23 +693,36 @@ static int write_plain(const char *path, const st_buf *b)
     return rc;
 }
 
-static int chunk_equal(const store_chunk *a, const store_chunk *b)
+/* are chunk c of a and of b the same content? */
+static int chunk_same(const store_file *a, const store_file *b, uint64_t c)
 {
-    return a->data == b->data && (!a->data || !memcmp(a->digest, b->digest, 32));
+    const store_chunk *x = store_file_chunk(a, c), *y = store_file_chunk(b, c);
+    return !x == !y && (!x || !memcmp(x->digest, y->digest, 32));
 }
 
 static uint64_t added_bytes(const store_file *f, const store_file *base)
 {
     uint64_t total = 0;
-    for (size_t c = 0; c < f->nchunks; c++) {
-        if (!f->chunks[c].data)
-            continue;
-        if (base && c < base->nchunks && chunk_equal(&f->chunks[c], &base->chunks[c]))
-            continue;
-        uint64_t off = (uint64_t)c * f->chunk_size;
-        total += f->size - off < f->chunk_size ? f->size - off : f->chunk_size;
+    for (size_t k = 0; k < f->ndata; k++) {
+        const store_chunk *ch = &f->data[k];
+        const store_chunk *was = base ? store_file_chunk(base, ch->index) : NULL;
+        if (!was || memcmp(was->digest, ch->digest, 32))
+            total += store_chunk_len(f, ch->index);
     }
     return total;
+}
+
+/* The parent's seals, if it has them: chunks reused from it unread take
+ * their seal from there (a parent made before seals has none, so the
+ * chunker reads those chunks instead). */
+static int load_parent_seals(store *st, const store_layer *parent, st_seals **out)
+{
+    char *dir = st_layer_dir(st, &parent->id);
+    int rc = dir ? st_seals_load(dir, parent, out) : -ENOMEM;
+    free(dir);
+    if (rc == -ENOENT || rc == -EINVAL)
+        rc = 0; /* none to trust: read instead (fsck reports damaged seals) */
+    return rc;
 }
 
 /* What the commit publishes besides the layer itself, under the same lock. */
@@ -746,22 +745,35 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     store_layer l = {0};
     st_buf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
+    st_seals *seals = NULL, *parent_seals = NULL;
     int rc = scan_bundle(src_dir, o, &src, &nsrc);
     if (rc)
         return rc;
-    uint64_t chunks = 0;
-    for (size_t i = 0; i < nsrc; i++) {
-        const store_file *base = parent ? layer_find_file(parent, src[i].name) : NULL;
-        uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
-        chunks += (src[i].size + cs - 1) / cs;
-    }
     if (nsrc > ST_MAX_FILES || o->nbindings > ST_MAX_BINDINGS) {
         rc = st_fail(E2BIG, "%s: %zu files; a layer holds at most %d", src_dir, nsrc, ST_MAX_FILES);
         goto out;
     }
-    if (chunks > ST_MAX_CHUNKS) {
-        rc = st_fail(E2BIG, "%s: %" PRIu64 " chunks; a layer holds at most %llu (use a larger --chunk-size)",
-                     src_dir, chunks, (unsigned long long)ST_MAX_CHUNKS);
+    /* the manifest's bounds, checked before anything is written */
+    uint64_t chunks = 0, data = 0;
+    for (size_t i = 0; !rc && i < nsrc; i++) {
+        const store_file *base = parent ? layer_find_file(parent, src[i].name) : NULL;
+        uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
+        char *path = st_printf("%s/%s", src_dir, src[i].name);
+        rc = path ? st_chunk_estimate(path, cs, &chunks, &data) : -ENOMEM;
+        free(path);
+    }
+    if (!rc && (chunks > ST_MAX_CHUNKS || data > ST_MAX_DATA_CHUNKS))
+        rc = st_fail(E2BIG,
+                     "%s: %" PRIu64 " chunks, %" PRIu64 " of them data; a layer holds at most "
+                     "%llu chunks, %llu of them data (use a larger --chunk-size)",
+                     src_dir, chunks, data, (unsigned long long)ST_MAX_CHUNKS,
+                     (unsigned long long)ST_MAX_DATA_CHUNKS);
+    if (rc)
+        goto out;
+    if (parent && (rc = load_parent_seals(st, parent, &parent_seals)))
+        goto out;
+    if (!(seals = st_seals_new(nsrc))) {
+        rc = -ENOMEM;
         goto out;
     }
     if ((rc = st_tmpdir_make(st, parent ? "commit" : "import", &tmp)))
@@ -800,11 +812,12 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             f->name = strdup(src[i].name);
             f->mode = src[i].mode;
             st_chunk_stats stats = {0};
+            st_chunk_base b = {base_fd, base, parent_seals, base ? (size_t)(base - parent->files) : 0};
             if (!f->name)
                 rc = -ENOMEM;
             else
-                rc = st_chunk_file(fd, from, cs, base_fd, base, f, &stats, o->progress,
-                                   o->progress_ctx);
+                rc = st_chunk_file(fd, from, cs, &b, f, seals, l.nfiles - 1, &stats,
+                                   o->progress, o->progress_ctx);
             res->bytes_read += stats.bytes_read;
             res->chunks_reused += stats.chunks_reused;
             if (!rc) {
@@ -850,6 +863,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         rc = -ENOMEM;
     else if ((rc = write_plain(mpath, &manifest)) || (rc = write_plain(ipath, &info)))
         rc = st_fail_errno(rc, "%s", tmp.path);
+    else if ((rc = st_seals_write(seals, &l, &res->id, tmp.path)))
+        ; /* its message is set */
     else if ((rc = st_fsync_dir(bundle)) || (rc = st_fsync_dir(tmp.path)))
         rc = st_fail_errno(rc, "%s", tmp.path);
     free(mpath);
@@ -897,7 +912,7 @@ out:
     st_tmpdir_drop(&tmp);
     for (size_t i = 0; i < l.nfiles; i++) {
         free(l.files[i].name);
-        free(l.files[i].chunks);
+        free(l.files[i].data);
     }
     free(l.files);
     free(manifest.p);
@@ -905,6 +920,8 @@ out:
     free(bundle);
     free(layer_dir);
     free_src(src, nsrc);
+    st_seals_free(seals);
+    st_seals_free(parent_seals);
     return rc;
 }
 
@@ -1084,17 +1101,35 @@ int store_diff(store *st, const store_id *a, const store_id *b, store_diff_entry
         e->size_b = e->in_b ? fb->size : 0;
         const store_file *newer = e->in_b ? fb : fa;
         const store_file *older = e->in_b && e->in_a ? fa : NULL;
-        for (size_t ch = 0; ch < newer->nchunks; ch++) {
-            int same = older && older->chunk_size == newer->chunk_size && ch < older->nchunks &&
-                       chunk_equal(&older->chunks[ch], &newer->chunks[ch]) &&
+        /* only data chunks on either side can differ: walk those */
+        size_t i_new = 0, i_old = 0, n_old = older ? older->ndata : 0;
+        int comparable = older && older->chunk_size == newer->chunk_size;
+        while (i_new < newer->ndata || i_old < n_old) {
+            uint64_t cn = i_new < newer->ndata ? newer->data[i_new].index : UINT64_MAX;
+            uint64_t co = i_old < n_old ? older->data[i_old].index : UINT64_MAX;
+            uint64_t ch = cn < co ? cn : co;
+            i_new += cn == ch;
+            i_old += co == ch;
+            if (ch >= newer->nchunks)
+                continue; /* past newer's end: counted below */
+            int same = comparable && chunk_same(older, newer, ch) &&
                        (ch + 1 < newer->nchunks || older->size == newer->size);
             if (same)
                 continue;
-            uint64_t off = (uint64_t)ch * newer->chunk_size;
             e->chunks_changed++;
-            if (newer->chunks[ch].data || (older && ch < older->nchunks && older->chunks[ch].data))
-                e->bytes_changed +=
-                    newer->size - off < newer->chunk_size ? newer->size - off : newer->chunk_size;
+            e->bytes_changed += store_chunk_len(newer, ch);
+        }
+        if (!comparable) {
+            e->chunks_changed = newer->nchunks; /* nothing lines up: every place changed */
+        } else {
+            /* zero in both, yet changed: places older did not have, and a
+             * last chunk whose length changed */
+            for (uint64_t ch = older->nchunks; ch < newer->nchunks; ch++)
+                e->chunks_changed += !store_file_chunk(newer, ch);
+            uint64_t last = newer->nchunks - 1;
+            if (newer->nchunks && last < older->nchunks && older->size != newer->size &&
+                !store_file_chunk(newer, last) && !store_file_chunk(older, last))
+                e->chunks_changed++;
         }
         if (older && older->nchunks > newer->nchunks)
             e->chunks_changed += older->nchunks - newer->nchunks;

@@ -49,20 +49,29 @@ const char *store_home(const store *st);
 
 /* ---- layers ---- */
 
+/* A data chunk: one that holds a non-zero byte. Every chunk of a file that
+ * is not listed among its data chunks is a zero chunk (a hole, or all
+ * zeros): nothing is stored or hashed for it, and it costs no memory, so a
+ * 4 TiB disk that is mostly holes loads in a few bytes. */
 typedef struct {
-    unsigned char digest[32]; /* SHA-256 of the chunk's bytes, if data */
-    int data; /* 0: a hole or all zeros (no digest, nothing stored), the
-               * value of zeroed memory, so runs of holes cost no writes */
+    uint64_t index;           /* its place: bytes [index * chunk_size, +chunk_size) */
+    unsigned char digest[32]; /* SHA-256 of exactly its bytes (the last may be short) */
 } store_chunk;
 
 typedef struct {
-    char *name;          /* a plain file name in the bundle, no '/' */
+    char *name;          /* a plain file name in the bundle: no '/', not starting with '.' */
     uint64_t size;       /* apparent size in bytes */
     uint32_t mode;       /* permission bits to give clones (e.g. 0644) */
     uint32_t chunk_size; /* power of two, 4 KiB..64 MiB; the last chunk may be short */
-    size_t nchunks;      /* ceil(size / chunk_size) */
-    store_chunk *chunks;
+    size_t nchunks;      /* ceil(size / chunk_size): data and zero chunks */
+    size_t ndata;        /* data chunks, sorted by index */
+    store_chunk *data;
 } store_file;
+
+/* The data chunk at index c of f, or NULL if chunk c is a zero chunk. */
+const store_chunk *store_file_chunk(const store_file *f, uint64_t c);
+/* Length of chunk c of f: chunk_size, or less for the last one. */
+uint64_t store_chunk_len(const store_file *f, uint64_t c);
 
 typedef struct {
     char *key;   /* [a-z0-9.-]+, sorted and unique within a layer */
@@ -86,12 +95,6 @@ typedef struct {
 /* Load a layer's manifest and info. Free with store_layer_free. */
 int store_layer_load(store *st, const store_id *id, store_layer **out);
 void store_layer_free(store_layer *l);
-
-/* The canonical manifest bytes of a layer (checked against its id) and its
- * info text, as they travel to a registry or an archive. Caller frees both.
- * (The same function as on branch archive: keep one when merging.) */
-int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
-                         char **info, size_t *ilen);
 
 /* Path of a materialized file of a layer (read-only). Caller frees. */
 char *store_layer_file_path(store *st, const store_id *id, const char *name);
@@ -141,6 +144,97 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked);
 
 /* Read an instance directory's marker: the layer it is a clone of. */
 int store_instance_layer(store *st, const char *instance_dir, store_id *out);
+
+/* ---- receiving a layer from outside (archives, registries) ----
+ *
+ * The one way a layer made elsewhere enters the store: given its canonical
+ * manifest, the store materializes the layer under tmp/, cloning every chunk
+ * it already has at the same place in a base layer, and takes the other
+ * chunks' bytes from the caller in any order, each checked against its
+ * SHA-256 in the manifest before it is written. Zero chunks stay holes.
+ * finish checks that every data chunk arrived, fsyncs, and publishes with
+ * one rename, as commit does. The layer id is the SHA-256 of the manifest.
+ */
+
+typedef struct store_receive store_receive;
+
+typedef struct {
+    /* Where chunks already present come from (cloned, never read): a
+     * published layer (base_layer), or a receive whose chunks have all
+     * arrived (base_rx), e.g. the next layer of an archive that carries a
+     * chain. Both NULL: the manifest's parent, if the store has it. */
+    const store_id *base_layer;
+    const store_receive *base_rx;
+    /* 1: the manifest's parent need not be in the store yet, because the
+     * caller will publish it (finish its receive) before this one. */
+    int parent_follows;
+} store_receive_opts;
+
+/*
+ * Start receiving a layer.
+ *   st        the store; keeps a shared lock until the last receive ends.
+ *   manifest  the canonical manifest bytes (docs/manifest.md), mlen of them;
+ *             parsed strictly, so a non-canonical manifest is refused.
+ *   info      the layer's info text (ilen bytes): created, message, ...
+ *   o         may be NULL (no base given, parent must be present).
+ *   out       the receive, to pass to the calls below.
+ * Fails with a one-line message if the manifest or info is malformed, if
+ * the parent is absent ("needs layer <id>"), or the base is unknown. If the
+ * layer already exists, nothing is needed and chunks are only verified.
+ */
+int store_receive_begin(store *st, const char *manifest, size_t mlen, const char *info,
+                        size_t ilen, const store_receive_opts *o, store_receive **out);
+
+/* The parsed layer (id, parent, files and chunks). Valid until the receive ends. */
+const store_layer *store_receive_layer(const store_receive *rx);
+
+/* 1 if the bytes of chunk `chunk` of file `file` (indexes into the layer's
+ * files and that file's chunks) are still needed, 0 if not (a hole, already
+ * present from a base, or already received). */
+int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
+
+/* Number of data chunks still needed. 0 once every chunk has arrived. */
+uint64_t store_receive_missing(const store_receive *rx);
+
+/*
+ * Give the bytes of one data chunk.
+ *   file, chunk  which chunk (as in store_receive_needs).
+ *   data, len    its bytes; len must be the chunk's length (the last chunk
+ *                of a file may be short).
+ * The bytes are checked against the manifest's SHA-256 before anything is
+ * written: a mismatch fails and names the file and chunk. A chunk not
+ * needed (already present) is verified and dropped. Safe to call from
+ * several threads at once for different chunks.
+ */
+int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void *data,
+                        size_t len);
+
+/*
+ * Publish: every data chunk must have arrived (else the first missing one is
+ * named), the parent must be in the store. Files are fsynced and the layer
+ * appears with one rename; then tag (may be NULL) points at it. res gets
+ * the id and whether the layer existed. Ends the receive, success or not.
+ */
+int store_receive_finish(store_receive *rx, const char *tag, store_commit_result *res);
+
+/* The canonical manifest bytes of a layer (checked against its id) and its
+ * info text, as a receive elsewhere takes them. Caller frees both. */
+int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
+                         char **info, size_t *ilen);
+
+/* The largest manifest any layer can have, in bytes (docs/manifest.md). */
+size_t store_manifest_max(void);
+
+/* Drop a receive and everything it wrote. NULL is fine. */
+void store_receive_abort(store_receive *rx);
+
+/* A scratch directory under the store's tmp/ (on the store's volume, so
+ * files cloned into it share blocks), kept from gc while held. Dropping it
+ * removes it and what it holds. */
+typedef struct store_scratch store_scratch;
+int store_scratch_make(store *st, const char *kind, store_scratch **out);
+const char *store_scratch_path(const store_scratch *s);
+void store_scratch_drop(store_scratch *s);
 
 /* ---- tags ---- */
 

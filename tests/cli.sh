@@ -130,7 +130,7 @@ else
 fi
 check "bad bundles leave the store unchanged" [ "$(snapshot)" = "$snap" ]
 check "...and no temporary work behind" tmp_empty
-expect_error "a layer over the chunk limit is refused before any work" 1 "a layer holds at most 8388608 (use a larger --chunk-size)" "$S" import "$W/b1" tiny --chunk-size 4K
+expect_error "a layer over the chunk limit is refused before any work" 1 "a layer holds at most 8388608 chunks, 4194304 of them data (use a larger --chunk-size)" "$S" import "$W/b1" tiny --chunk-size 4K
 check "...leaving the store unchanged" [ "$(snapshot)" = "$snap" ]
 expect_error "unknown verb" 1 "unknown verb 'frobnicate'" "$S" frobnicate
 expect_error "unknown option" 1 "unknown option '--nope'" "$S" ls --nope
@@ -193,16 +193,83 @@ L=$(ls "$STRATA_HOME/layers")
 f=$STRATA_HOME/layers/$L/bundle/Disk.img
 chmod u+w "$f"; printf X | dd of="$f" bs=1 seek=$((32 * 1024 * 1024 * 1024 + 77)) conv=notrunc 2>/dev/null
 run "$S" fsck --quick
-check "fsck --quick does not read chunks" [ "$rc" -eq 0 ]
+check "fsck --quick finds a changed byte by its seal" grep -qx "layer $L: Disk.img chunk 32768 does not match its seal" "$W/out"
+check "...and exits 1" [ "$rc" -eq 1 ]
 run "$S" fsck
 check "fsck finds a changed chunk" grep -q "Disk.img chunk 32768 does not match its hash" "$W/out"
 check "...and exits 1" [ "$rc" -eq 1 ]
-printf 'x' >>"$STRATA_HOME/layers/$L/manifest"
+check "...and does not seal over it" bash -c "! grep -q sealed '$W/out'"
+chmod u+w "$STRATA_HOME/layers/$L/manifest"; printf 'x' >>"$STRATA_HOME/layers/$L/manifest"
 run "$S" fsck --quick
 check "fsck --quick finds a damaged manifest" grep -q "manifest does not match its id" "$W/out"
 printf 'zzz\n' >"$STRATA_HOME/refs/tags/t"
 run "$S" fsck --quick
 check "fsck finds a damaged tag" grep -q "tag t: points to a missing layer" "$W/out"
+
+# ---- seals ----
+export STRATA_HOME=$W/store-seal
+rm -rf "$STRATA_HOME"
+"$S" import "$W/b1" t >/dev/null 2>&1
+L=$(ls "$STRATA_HOME/layers")
+check "a new layer is sealed" [ -s "$STRATA_HOME/layers/$L/seals" ]
+run "$S" fsck --quick
+check "fsck --quick of a sealed store is clean" grep -qx "ok (quick: manifests, refs, and every stored byte against its seal)" "$W/out"
+rm "$STRATA_HOME/layers/$L/seals" # as a strata before seals left it
+run "$S" fsck --quick
+check "fsck --quick says what it could not verify" grep -qx "layer $L: no seals: run full fsck to verify (and seal) it" "$W/out"
+check "...without failing" [ "$rc" -eq 0 ]
+check "...and not claiming it read them" grep -qx "ok (quick: manifests, refs, and the stored bytes of sealed layers; 1 layer without seals not read)" "$W/out"
+run "$S" fsck
+check "full fsck seals a layer that verifies" grep -qx "layer $L: sealed (fsck --quick can now verify it)" "$W/out"
+run "$S" fsck --quick
+check "...and fsck --quick then verifies it" bash -c "[ $rc -eq 0 ] && ! grep -q 'no seals' '$W/out'"
+rm -rf "$W/si"; "$S" clone t "$W/si" 2>/dev/null
+"$MK" --write "$W/si/Disk.img" 3M:1M:31
+run "$S" commit "$W/si" -t t:2
+run "$S" fsck --quick
+check "a commit is sealed too, reused chunks included" bash -c "[ $rc -eq 0 ] && [ \$(ls '$STRATA_HOME'/layers/*/seals | wc -l) -eq 2 ]"
+
+# ---- hostile manifests ----
+# a layer whose manifest hashes to its id but breaks a rule: fsck names it
+plant() { # manifest text: a layer dir made for it by hand
+    local id
+    id=$(printf '%b' "$1" | sha256sum | cut -d' ' -f1)
+    mkdir -p "$STRATA_HOME/layers/$id/bundle"
+    printf '%b' "$1" >"$STRATA_HOME/layers/$id/manifest"
+    printf 'created 1\nmessage \nbytes-added 0\n' >"$STRATA_HOME/layers/$id/info"
+    echo "$id"
+}
+export STRATA_HOME=$W/store-hostile
+rm -rf "$STRATA_HOME"
+"$S" import "$W/b1" t >/dev/null 2>&1
+Z=$(head -c 4096 /dev/zero | sha256sum | cut -d' ' -f1)
+id=$(plant "strata-layer 1\nfile a 4096 0644 4096\n$Z\n")
+run "$S" fsck --quick
+check "fsck names a data line that hashes all zeros" grep -q "layer $id: not a canonical manifest: manifest line 3: a chunk of all zeros must be written as a zero run" "$W/out"
+expect_error "...and clone refuses it" 1 "must be written as a zero run" "$S" clone "$id" "$W/hz"
+rm -rf "$STRATA_HOME/layers/$id"
+Z=$(head -c 100 /dev/zero | sha256sum | cut -d' ' -f1)
+id=$(plant "strata-layer 1\nfile a 4196 0644 4096\nzero 1\n$Z\n")
+run "$S" fsck --quick
+check "...a short last chunk of zeros too" grep -q "layer $id: .*line 4: a chunk of all zeros" "$W/out"
+rm -rf "$STRATA_HOME/layers/$id"
+id=$(plant "strata-layer 1\nfile .strata 0 0644 4096\n")
+run "$S" fsck --quick
+check "fsck names a dot-name" grep -q "layer $id: .*line 2: a file name .*not starting with '.'" "$W/out"
+rm -rf "$STRATA_HOME/layers/$id"
+id=$(plant "strata-layer 1\nfile a 34359738368 0644 4096\nzero 8388608\n")
+truncate -s 32G "$STRATA_HOME/layers/$id/bundle/a"
+run "$S" fsck --quick
+check "a 32 GiB zero run in 50 bytes loads" [ "$rc" -eq 0 ]
+rm -rf "$STRATA_HOME/layers/$id"
+id=$(plant "strata-layer 1\nfile a 4398046511104 0644 4096\nzero 1073741824\n")
+run "$S" fsck --quick
+check "a run of more than 2^23 chunks is refused" grep -q "layer $id: .*more than 2^23 chunks" "$W/out"
+rm -rf "$STRATA_HOME/layers/$id"
+rm -rf "$W/dotb"; "$MK" "$W/dotb" --size 8M --data 0:1M:3 >/dev/null; echo x >"$W/dotb/.hidden"
+"$S" import "$W/dotb" dotb >/dev/null 2>&1
+run "$S" inspect dotb
+check "import leaves dot files out of a layer" bash -c "[ $rc -eq 0 ] && ! grep -q hidden '$W/out'"
 
 # ---- concurrent writers ----
 export STRATA_HOME=$W/store-conc

@@ -45,8 +45,9 @@ suite() { # fs name, dir
     unit "$B/tests/test_store" "$1" "$2/unit-store"
     unit "$B/tests/test_boot" "$1" "$2/unit-boot"
     unit "$B/tests/test_vz" "$1" "$2/unit-vz"
+    unit "$B/tests/test_receive" "$1" "$2/unit-receive"
     unit "$B/tests/test_remote" "$1" "$2/unit-remote"
-    for t in cli crash; do
+    for t in cli crash archive; do
         bash "$(dirname "$0")/$t.sh" "$B" "$2/$t" "$1" >"$ROOT/$t.log" 2>&1
         grep -E '^(FAIL|SKIP)|^    ' "$ROOT/$t.log"
         add_counts "$ROOT/$t.log" "$t.sh [$1]"

@@ -110,11 +110,12 @@ static store_layer *fake_layer(uint64_t size, uint32_t chunk, const int *seeds)
     f->mode = 0644;
     f->chunk_size = chunk;
     f->nchunks = (size + chunk - 1) / chunk;
-    f->chunks = calloc(f->nchunks, sizeof *f->chunks);
+    f->data = calloc(f->nchunks, sizeof *f->data);
     for (size_t i = 0; i < f->nchunks; i++)
         if (seeds[i]) {
-            f->chunks[i].data = 1;
-            memset(f->chunks[i].digest, seeds[i], 32);
+            store_chunk *c = &f->data[f->ndata++];
+            c->index = i;
+            memset(c->digest, seeds[i], 32);
         }
     return l;
 }

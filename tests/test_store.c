@@ -19,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -294,17 +297,19 @@ static void manifest_id(const st_buf *b, char hex[65])
 static void test_manifest_round_trip(void **state)
 {
     (void)state;
-    store_chunk chunks[6];
+    store_chunk chunks[3]; /* 0, 3 and 5 hold data; 1, 2 and 4 are zero chunks */
     memset(chunks, 0, sizeof chunks);
+    chunks[0].index = 0;
+    chunks[1].index = 3;
+    chunks[2].index = 5;
     st_sha256("zero", 4, chunks[0].digest);
-    chunks[0].data = chunks[3].data = chunks[5].data = 1; /* 1, 2 and 4 are zero chunks */
-    st_sha256("three", 5, chunks[3].digest);
-    st_sha256("five", 4, chunks[5].digest);
+    st_sha256("three", 5, chunks[1].digest);
+    st_sha256("five", 4, chunks[2].digest);
     char n0[] = "Disk.img", n1[] = "empty file";
     store_file files[2] = {
         {.name = n0, .size = 5 * MiB + 100, .mode = 0644, .chunk_size = 1 << 20, .nchunks = 6,
-         .chunks = chunks},
-        {.name = n1, .size = 0, .mode = 0600, .chunk_size = 4096, .nchunks = 0, .chunks = NULL},
+         .ndata = 3, .data = chunks},
+        {.name = n1, .size = 0, .mode = 0600, .chunk_size = 4096, .nchunks = 0, .data = NULL},
     };
     char k0[] = "host", v0[] = "mac mini/1 %", k1[] = "mac", v1[] = "aa:bb:cc";
     store_binding binds[2] = {{k0, v0}, {k1, v1}};
@@ -321,8 +326,8 @@ static void test_manifest_round_trip(void **state)
     assert_non_null(a.p);
     char h0[65], h3[65], h5[65];
     st_hex(chunks[0].digest, 32, h0);
-    st_hex(chunks[3].digest, 32, h3);
-    st_hex(chunks[5].digest, 32, h5);
+    st_hex(chunks[1].digest, 32, h3);
+    st_hex(chunks[2].digest, 32, h5);
     char *want = NULL;
     assert_true(asprintf(&want,
                          "strata-layer 1\n"
@@ -353,10 +358,10 @@ static void test_manifest_round_trip(void **state)
         assert_int_equal(p->files[i].mode, files[i].mode);
         assert_int_equal(p->files[i].chunk_size, files[i].chunk_size);
         assert_int_equal(p->files[i].nchunks, files[i].nchunks);
-        for (size_t c = 0; c < files[i].nchunks; c++) {
-            assert_int_equal(p->files[i].chunks[c].data, files[i].chunks[c].data);
-            if (files[i].chunks[c].data)
-                assert_memory_equal(p->files[i].chunks[c].digest, files[i].chunks[c].digest, 32);
+        assert_int_equal(p->files[i].ndata, files[i].ndata);
+        for (size_t k = 0; k < files[i].ndata; k++) {
+            assert_int_equal(p->files[i].data[k].index, files[i].data[k].index);
+            assert_memory_equal(p->files[i].data[k].digest, files[i].data[k].digest, 32);
         }
     }
     /* formatting what was parsed gives the very same bytes */
@@ -505,6 +510,217 @@ static void test_manifest_rejects(void **state)
 #undef FILE_B
 }
 
+/* SHA-256 of n zero bytes, as hex */
+static void zeros_hex(size_t n, char out[65])
+{
+    unsigned char *z = calloc(1, n ? n : 1), d[32];
+    assert_non_null(z);
+    st_sha256(z, n, d);
+    st_hex(d, 32, out);
+    free(z);
+}
+
+static int parse_error_has(const char *text, const char *why)
+{
+    int rc = parses(text);
+    if (rc != -EINVAL || !strstr(store_error(), why))
+        fail_msg("wanted '%s', got %d: %s", why, rc, store_error());
+    return 1;
+}
+
+/* runs that claim huge files in a line or two */
+static const char *const huge_runs[] = {
+    "strata-layer 1\nfile a 34359738368 0644 4096\nzero 8388608\n",
+    "strata-layer 1\nfile a 17179869184 0644 4096\nzero 4194304\n"
+    "file b 17179869184 0644 4096\nzero 4194304\n",
+    "strata-layer 1\nfile a 4398046511104 0644 4096\nzero 1073741824\n",
+    "strata-layer 1\nfile a 4398046511104 0644 1048576\nzero 4194304\n",
+};
+static const int huge_want[] = {0, 0, -EINVAL, 0};
+
+static void test_manifest_hostile(void **state)
+{
+    (void)state;
+    char Z[65], buf[512];
+    /* a data line that is the hash of an all-zero chunk: full, and short last */
+    zeros_hex(4096, Z);
+    snprintf(buf, sizeof buf, "strata-layer 1\nfile a 8192 0644 4096\nzero 1\n%s\n", Z);
+    assert_true(parse_error_has(buf, "line 4: a chunk of all zeros must be written as a zero run"));
+    zeros_hex(1 * MiB, Z);
+    snprintf(buf, sizeof buf, "strata-layer 1\nfile a 1048576 0644 1048576\n%s\n", Z);
+    assert_true(parse_error_has(buf, "all zeros"));
+    zeros_hex(100, Z);
+    snprintf(buf, sizeof buf, "strata-layer 1\nfile a 4196 0644 4096\nzero 1\n%s\n", Z);
+    assert_true(parse_error_has(buf, "all zeros"));
+    /* the hash of 100 zeros is fine where the chunk is 4096 bytes long */
+    snprintf(buf, sizeof buf, "strata-layer 1\nfile a 8192 0644 4096\nzero 1\n%s\n", Z);
+    assert_int_equal(parses(buf), 0);
+    assert_true(st_digest_is_zero((unsigned char[32]){0}, 0) == 0);
+
+    /* dot-names: the clone marker, hidden files, temporary names */
+    assert_true(parse_error_has("strata-layer 1\nfile .strata 0 0644 4096\n",
+                                "not starting with '.'"));
+    assert_true(parse_error_has("strata-layer 1\nfile .a 0 0644 4096\n", "line 2"));
+    assert_int_equal(parses("strata-layer 1\nfile .. 0 0644 4096\n"), -EINVAL);
+    assert_int_equal(parses("strata-layer 1\nfile a. 0 0644 4096\n"), 0);
+    assert_false(st_name_valid(".strata"));
+    assert_false(st_name_valid(".Disk.img.tmp-1"));
+    assert_true(st_name_valid("Disk.img"));
+
+    /* bindings: values are bounded too */
+    char *big = malloc(ST_MAX_BIND_VALUE + 40);
+    assert_non_null(big);
+    memset(big, 'v', ST_MAX_BIND_VALUE + 1);
+    big[ST_MAX_BIND_VALUE + 1] = 0;
+    char *m = NULL;
+    assert_true(asprintf(&m, "strata-layer 1\nbind k %s\n", big) > 0);
+    assert_true(parse_error_has(m, "1024 bytes at most"));
+    free(m);
+    big[ST_MAX_BIND_VALUE] = 0;
+    assert_true(asprintf(&m, "strata-layer 1\nbind k %s\n", big) > 0);
+    assert_int_equal(parses(m), 0);
+    free(m);
+    free(big);
+
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(parses(huge_runs[i]), huge_want[i]);
+
+    /* 4096 short last chunks of almost 64 MiB: checking each for zeros must
+     * not mean hashing 256 GiB of zeros (minutes); it takes well under 30 s */
+    st_buf many = {0};
+    st_buf_printf(&many, "strata-layer 1\n");
+    unsigned char d[32];
+    char hex[65];
+    for (int i = 0; i < ST_MAX_FILES; i++) {
+        st_sha256(&i, sizeof i, d);
+        st_hex(d, 32, hex);
+        st_buf_printf(&many, "file f%04d %u 0644 67108864\n%s\n", i, (64u << 20) - 1 - i, hex);
+    }
+    assert_false(many.oom);
+    time_t t0 = time(NULL);
+    assert_int_equal(parses(many.p), 0);
+    assert_true(time(NULL) - t0 < 30);
+    free(many.p);
+}
+
+/* A huge zero run costs nothing: parsed under an address space limit that
+ * a dense table of its chunks (300 MB for 2^23) could never fit in. */
+static void test_manifest_zero_run_memory(void **state)
+{
+    (void)state;
+    const char *const *runs = huge_runs;
+    const int *want = huge_want;
+#if defined(__SANITIZE_ADDRESS__)
+    int sanitized = 1;
+#else
+    int sanitized = getenv("STRATA_SANITIZED") != NULL;
+#endif
+    if (sanitized) {
+        print_message("SKIP: a sanitizer reserves terabytes of address space, so no limit "
+                      "can be set; test_manifest_hostile checked the results\n");
+        skip();
+    }
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* 64 MiB more than now: a dense table of 2^23 chunks is 300 MB */
+        FILE *st = fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (!st || fscanf(st, "%lu", &pages) != 1)
+            _exit(3);
+        fclose(st);
+        rlim_t lim = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (64u << 20);
+        struct rlimit rl = {lim, lim};
+        if (setrlimit(RLIMIT_AS, &rl))
+            _exit(4);
+        for (size_t i = 0; i < 4; i++) {
+            store_layer l = {0};
+            int rc = st_manifest_parse(runs[i], strlen(runs[i]), &l);
+            if (rc != want[i])
+                _exit(10 + (int)i);
+            store_file *files = l.files;
+            for (size_t k = 0; k < l.nfiles; k++)
+                if (files[k].ndata || files[k].data)
+                    _exit(20);
+            st_buf out = {0};
+            if (rc == 0 && (st_manifest_format(&l, &out) || out.n != strlen(runs[i]) ||
+                            memcmp(out.p, runs[i], out.n)))
+                _exit(30 + (int)i);
+            free(out.p);
+            for (size_t k = 0; k < l.nfiles; k++)
+                free(files[k].name);
+            free(files);
+        }
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The manifest bound is derived from the longest line of each kind: check
+ * those lengths against real lines. */
+static void test_manifest_bounds(void **state)
+{
+    (void)state;
+    store_file file = {0};
+    char name[ST_MAX_NAME + 1];
+    memset(name, ' ', ST_MAX_NAME); /* every byte escaped: the longest encoding */
+    name[ST_MAX_NAME] = 0;
+    file.name = name;
+    file.size = ST_MAX_FILE_SIZE;
+    file.mode = 0777;
+    file.chunk_size = 64u << 20;
+    file.nchunks = (size_t)(ST_MAX_FILE_SIZE / file.chunk_size);
+    char key[ST_MAX_BIND_KEY + 1], value[ST_MAX_BIND_VALUE + 1];
+    memset(key, 'k', ST_MAX_BIND_KEY);
+    key[ST_MAX_BIND_KEY] = 0;
+    memset(value, '%', ST_MAX_BIND_VALUE);
+    value[ST_MAX_BIND_VALUE] = 0;
+    store_binding b = {key, value};
+    store_layer l = {0};
+    l.has_parent = 1;
+    memset(l.parent.hex, 'a', 64);
+    l.files = &file;
+    l.nfiles = 1;
+    l.bindings = &b;
+    l.nbindings = 1;
+    st_buf out = {0};
+    assert_int_equal(st_manifest_format(&l, &out), 0);
+    size_t zero = strlen("zero 65536\n");
+    assert_int_equal(out.n, ST_HEAD_LINE_MAX + ST_PARENT_LINE_MAX + ST_BIND_LINE_MAX +
+                                ST_FILE_LINE_MAX + zero);
+    assert_true(zero <= ST_ZERO_LINE_MAX);
+    assert_true(snprintf(NULL, 0, "zero %llu\n", (unsigned long long)ST_MAX_CHUNKS) ==
+                ST_ZERO_LINE_MAX);
+    int rc;
+    store_layer *p = parse(out.p, out.n, &rc);
+    assert_int_equal(rc, 0);
+    store_layer_free(p);
+    free(out.p);
+    /* what the reader takes covers the fullest layer import may make, and
+     * stays within what a machine can hold */
+    /* the writer refuses what a reader would */
+    store_layer over = {0};
+    char fname[] = "a", dname[] = ".a";
+    store_file big_file = {.name = fname, .size = (ST_MAX_CHUNKS + 1) * 4096, .mode = 0644,
+                           .chunk_size = 4096, .nchunks = ST_MAX_CHUNKS + 1};
+    over.files = &big_file;
+    over.nfiles = 1;
+    st_buf none = {0};
+    assert_int_equal(st_manifest_format(&over, &none), -E2BIG);
+    assert_non_null(strstr(store_error(), "use a larger --chunk-size"));
+    big_file.name = dname;
+    big_file.size = 0;
+    big_file.nchunks = 0;
+    assert_int_equal(st_manifest_format(&over, &none), -EINVAL);
+    assert_null(none.p);
+    assert_true(ST_MANIFEST_MAX >= ST_MAX_DATA_CHUNKS * (ST_DATA_LINE_MAX + ST_ZERO_LINE_MAX));
+    assert_true(ST_MANIFEST_MAX < (400u << 20));
+    assert_true(ST_MAX_DATA_CHUNKS * STORE_DEFAULT_CHUNK >= ST_MAX_FILE_SIZE);
+}
+
 static void test_encode_decode(void **state)
 {
     (void)state;
@@ -611,7 +827,8 @@ static void test_import_clone_commit(void **state)
     assert_int_equal(disk->nchunks, 64);
     assert_int_equal(disk->mode, 0644);
     for (size_t c = 0; c < disk->nchunks; c++)
-        assert_int_equal(disk->chunks[c].data, c == 0 || c == 10);
+        assert_int_equal(store_file_chunk(disk, c) != NULL, c == 0 || c == 10);
+    assert_int_equal(disk->ndata, 2);
     store_layer_free(l);
 
     /* the materialized file: read-only, and the zeros written at 20 MiB punched out */
@@ -749,10 +966,14 @@ static void test_import_clone_commit(void **state)
     assert_true(rc > 0);
     assert_non_null(strstr(rep.text, root.hex));
     assert_non_null(strstr(rep.text, "does not match its hash"));
+    /* quick fsck reads every stored byte too, against the seals */
     memset(&rep, 0, sizeof rep);
     rc = store_fsck(f->st, 1, collect, &rep);
-    if (rc)
-        fail_msg("quick fsck found %d problems:\n%s", rc, rep.text);
+    assert_int_equal(rc, 1);
+    char want[200];
+    snprintf(want, sizeof want, "layer %s: Disk.img chunk 0 does not match its seal", root.hex);
+    if (!strstr(rep.text, want))
+        fail_msg("quick fsck said:\n%s", rep.text);
 
     free(inst_disk);
     free(inst);
@@ -969,6 +1190,205 @@ static void test_gc(void **state)
     free(inst);
 }
 
+/* ---------- seals and fsck --quick ---------- */
+
+static char *seals_path(fixture *f, const store_id *id)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/layers/%s/seals", f->home, id->hex) > 0);
+    return p;
+}
+
+static int fsck_says(fixture *f, int quick, const char *text, report_buf *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    int rc = store_fsck(f->st, quick, collect, rep);
+    if (text && !strstr(rep->text, text))
+        fail_msg("fsck%s said:\n%s\nnot: %s", quick ? " --quick" : "", rep->text, text);
+    return rc;
+}
+
+/* overwrite n bytes of a layer's file at off, as damage would */
+static void damage(fixture *f, const store_id *id, const char *name, uint64_t off, const void *b,
+                   size_t n)
+{
+    char *p = store_layer_file_path(f->st, id, name);
+    assert_int_equal(chmod(p, 0644), 0);
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    pwrite_all(fd, b, n, off);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+    free(p);
+}
+
+static void test_seals(void **state)
+{
+    fixture *f = *state;
+    store_id id;
+    report_buf rep;
+    char want[300];
+    import_small(f, "b", "t", &id);
+    char *sp = seals_path(f, &id);
+    struct stat s;
+    assert_int_equal(stat(sp, &s), 0);
+    /* header, and a line per data chunk: Disk.img 1, aux 1, plists 2 */
+    assert_int_equal(s.st_size, 23 + 65 + 4 * 17);
+    assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
+
+    /* a layer from before seals: noted, not passed silently; full fsck seals it */
+    assert_int_equal(unlink(sp), 0);
+    snprintf(want, sizeof want, "layer %s: no seals: run full fsck to verify (and seal) it",
+             id.hex);
+    assert_int_equal(fsck_says(f, 1, want, &rep), 0);
+    snprintf(want, sizeof want, "layer %s: sealed", id.hex);
+    assert_int_equal(fsck_says(f, 0, want, &rep), 0);
+    assert_int_equal(stat(sp, &s), 0);
+    assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
+    assert_null(strstr(rep.text, "no seals"));
+
+    /* a wrong seal: quick says the chunk; full finds the data right and reseals */
+    char *text = NULL;
+    size_t len;
+    assert_int_equal(st_read_file(sp, 1 << 20, &text, &len), 0);
+    text[88] = text[88] == '0' ? '1' : '0'; /* the first seal: AuxiliaryStorage chunk 0 */
+    assert_int_equal(unlink(sp), 0);
+    put_file(sp, text, len);
+    free(text);
+    snprintf(want, sizeof want, "layer %s: AuxiliaryStorage chunk 0 does not match its seal",
+             id.hex);
+    assert_int_equal(fsck_says(f, 1, want, &rep), 1);
+    assert_int_equal(fsck_says(f, 0, "matches its hash but not its seal", &rep), 1);
+    assert_non_null(strstr(rep.text, "sealed"));
+    assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
+    /* a seals file cut short, or another layer's */
+    assert_int_equal(chmod(sp, 0644), 0); /* as its owner could */
+    assert_int_equal(truncate(sp, 40), 0);
+    assert_int_equal(fsck_says(f, 1, "seals: damaged", &rep), 1);
+    assert_int_equal(fsck_says(f, 0, "sealed", &rep), 1);
+    assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
+
+    /* data where a zero chunk is (Disk.img chunk 2 is a hole) */
+    damage(f, &id, "Disk.img", 2 * MiB + 5, "x", 1);
+    snprintf(want, sizeof want, "layer %s: Disk.img chunks 1-3 should be zeros and are not",
+             id.hex);
+    assert_int_equal(fsck_says(f, 1, want, &rep), 1);
+    assert_int_equal(fsck_says(f, 0, want, &rep), 1);
+    assert_null(strstr(rep.text, "sealed"));
+    damage(f, &id, "Disk.img", 2 * MiB + 5, "", 1);
+    assert_int_equal(fsck_says(f, 1, "ok (quick", &rep), 0);
+    /* a byte in the middle of a plist (a short, single chunk) */
+    unsigned char one;
+    char *hw = store_layer_file_path(f->st, &id, "HardwareModel");
+    int fd = open(hw, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0 && pread(fd, &one, 1, 10) == 1);
+    close(fd);
+    free(hw);
+    one ^= 1;
+    damage(f, &id, "HardwareModel", 10, &one, 1);
+    snprintf(want, sizeof want, "layer %s: HardwareModel chunk 0 does not match its seal", id.hex);
+    assert_int_equal(fsck_says(f, 1, want, &rep), 1);
+    assert_int_equal(fsck_says(f, 0, "HardwareModel chunk 0 does not match its hash", &rep), 1);
+    free(sp);
+}
+
+/* A commit takes unread chunks' seals from its parent, and reads the
+ * chunks of a parent that has none. */
+static void test_seals_commit(void **state)
+{
+    fixture *f = *state;
+    store_id id;
+    report_buf rep;
+    import_small(f, "b", "t", &id);
+    char *inst = path_in(f->dir, "inst");
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* the parent made by an older strata */
+            char *sp = seals_path(f, &id);
+            assert_int_equal(unlink(sp), 0);
+            free(sp);
+        }
+        st_rm_rf(inst);
+        assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
+        char *disk = path_in(inst, "Disk.img");
+        int fd = open(disk, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        write_random(fd, 3 * MiB, 4 * KiB, 50 + (uint64_t)round);
+        close(fd);
+        free(disk);
+        store_commit_opts co = {.tag = round ? "t:old" : "t:new"};
+        store_commit_result r;
+        int rc = store_commit(f->st, inst, &co, &r);
+        if (rc)
+            fail_msg("store_commit: %s", store_error());
+        if (round == 0 && reflink_works(f->dir))
+            assert_true(r.chunks_reused > 0); /* with the parent's seals */
+        if (round == 1)
+            assert_int_equal(r.chunks_reused, 0); /* nothing to take seals from */
+        char *sp = seals_path(f, &r.id);
+        struct stat s;
+        assert_int_equal(stat(sp, &s), 0);
+        assert_int_equal(s.st_size, 23 + 65 + 5 * 17);
+        free(sp);
+        rc = fsck_says(f, 1, NULL, &rep);
+        if (round == 0 && rc)
+            fail_msg("fsck --quick: %s", rep.text);
+        assert_int_equal(rc, 0);
+        assert_int_equal(store_untag(f->st, co.tag), 0);
+    }
+    st_rm_rf(inst);
+    free(inst);
+}
+
+/* ---------- bounds at import ---------- */
+
+static void test_import_bounds(void **state)
+{
+    fixture *f = *state;
+    /* the estimate counts chunks, and the chunks data regions touch */
+    char *p = path_in(f->dir, "sparse");
+    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)(64 * MiB)), 0);
+    write_random(fd, 0, 8 * KiB, 1);            /* chunks 0-1 at 4K */
+    write_random(fd, 1 * MiB, 12 * KiB, 2);     /* 256-258 */
+    write_random(fd, 64 * MiB - 4 * KiB, 4 * KiB, 3);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+    uint64_t chunks = 0, data = 0;
+    assert_int_equal(st_chunk_estimate(p, 4096, &chunks, &data), 0);
+    assert_int_equal(chunks, 16384);
+    assert_true(data >= 6 && data <= 16); /* exact where the fs reports holes */
+    chunks = data = 0;
+    assert_int_equal(st_chunk_estimate(p, 1u << 20, &chunks, &data), 0);
+    assert_int_equal(chunks, 64);
+    assert_true(data >= 3 && data <= 64);
+    free(p);
+
+    /* a bundle over the chunk bound at 4 KiB is refused before any work */
+    store_id id;
+    import_small(f, "b", "t", &id);
+    char *b = path_in(f->dir, "big");
+    make_bundle(b, 4 * MiB);
+    char *disk = path_in(b, "Disk.img");
+    assert_int_equal(truncate(disk, (off_t)((ST_MAX_CHUNKS + 1) * 4096)), 0);
+    store_commit_opts o = {.tag = "big", .chunk_size = 4096};
+    store_commit_result r;
+    assert_int_equal(store_import(f->st, b, &o, &r), -E2BIG);
+    assert_non_null(strstr(store_error(), "a layer holds at most 8388608 chunks, 4194304 of "
+                                          "them data (use a larger --chunk-size)"));
+    assert_int_equal(count_layers(f->st), 1);
+    char *tmp = path_in(f->home, "tmp");
+    assert_int_equal(count_entries(tmp), 0);
+    store_id got;
+    assert_int_equal(store_resolve(f->st, "big", &got), -ENOENT);
+    /* at the default chunk size it is fine */
+    o.chunk_size = 0;
+    assert_int_equal(store_import(f->st, b, &o, &r), 0);
+    free(tmp);
+    free(disk);
+    free(b);
+}
+
 /* ---------- resolve ---------- */
 
 static void test_resolve(void **state)
@@ -1023,12 +1443,18 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_round_trip),
         cmocka_unit_test(test_manifest_rejects),
+        cmocka_unit_test(test_manifest_hostile),
+        cmocka_unit_test(test_manifest_zero_run_memory),
+        cmocka_unit_test(test_manifest_bounds),
         cmocka_unit_test(test_encode_decode),
         cmocka_unit_test(test_tag_valid),
         cmocka_unit_test_setup_teardown(test_import_clone_commit, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_import_errors, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_gc, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_resolve, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_seals, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_seals_commit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_import_bounds, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
 }

@@ -1,0 +1,595 @@
+/*
+ * Receiving a layer made elsewhere: the one seam every chunk source (an
+ * archive, a registry) goes through. The manifest says what the layer is;
+ * chunks the store already holds at the same place in a base layer are
+ * cloned, the others arrive from the caller in any order and are checked
+ * against their SHA-256 before they are written. The layer is built under
+ * tmp/ and published with one rename, as commit does (store.c).
+ */
+#define _GNU_SOURCE
+#include "../clone/clone.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define INFO_MAX (1u << 20)
+
+enum { CH_NONE = 0, CH_NEEDED, CH_HAVE }; /* per chunk: hole, bytes due, in place */
+
+struct store_receive {
+    store *st;
+    store_layer *l;      /* parsed manifest and info; l->id is the id */
+    char *manifest;      /* the canonical bytes, written as they came */
+    size_t mlen;
+    int existed;         /* already a layer: chunks are only verified */
+    int reflinked;       /* every base file was cloned, not copied */
+    int parent_follows;
+    st_tmpdir tmp;       /* tmp.path/{manifest,info,bundle/} */
+    char *files_dir;     /* where the layer's files are (tmp bundle, or the layer's) */
+    unsigned char **state; /* [file][chunk] CH_* */
+    uint64_t missing;
+    st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
+    pthread_mutex_t mu;  /* state, missing and seals, for callers receiving in parallel */
+};
+
+/*
+ * The single place where the bytes of every chunk that arrives from outside
+ * are in hand, already verified against the manifest's SHA-256 and about to
+ * be written at file `file`, chunk `chunk`: its seal is made from exactly
+ * these bytes. Chunks cloned from a base take the base's seals (see
+ * seal_cloned), so the published layer is sealed in full.
+ */
+static int chunk_verified(store_receive *rx, size_t file, size_t chunk, const void *data,
+                          size_t len)
+{
+    uint64_t seal = st_seal_of(data, len);
+    pthread_mutex_lock(&rx->mu);
+    int rc = st_seal_set(rx->seals, file, chunk, seal);
+    pthread_mutex_unlock(&rx->mu);
+    return rc;
+}
+
+static void release_lock(store *st)
+{
+    if (--st->receiving > 0)
+        st_lock(st, 0); /* others still build on their bases */
+    else
+        st_unlock(st);
+}
+
+const store_layer *store_receive_layer(const store_receive *rx)
+{
+    return rx->l;
+}
+
+uint64_t store_receive_missing(const store_receive *rx)
+{
+    return rx->missing;
+}
+
+int store_receive_needs(const store_receive *rx, size_t file, size_t chunk)
+{
+    if (file >= rx->l->nfiles || chunk >= rx->l->files[file].nchunks)
+        return 0;
+    return rx->state[file][chunk] == CH_NEEDED;
+}
+
+/* Where a base's files, chunk lists and seals are: a published layer or a
+ * receive. seals is NULL if the base has none to trust (made before seals,
+ * or its seals file is damaged): its chunks are then read and checked. */
+typedef struct {
+    const store_layer *l;
+    char *dir;
+    const st_seals *seals;
+    st_seals *owned_seals;
+} base_src;
+
+/* A published layer's seals, or none (NULL) if it has no usable ones. */
+static int base_seals_load(store *st, const store_layer *l, base_src *b)
+{
+    char *dir = st_layer_dir(st, &l->id);
+    int rc = dir ? st_seals_load(dir, l, &b->owned_seals) : -ENOMEM;
+    free(dir);
+    if (rc == -ENOENT || rc == -EINVAL)
+        rc = 0; /* read the chunks instead; fsck reports damaged seals */
+    b->seals = b->owned_seals;
+    return rc;
+}
+
+static int base_open(store_receive *rx, const store_receive_opts *o, store_layer **owned,
+                     base_src *b)
+{
+    store *st = rx->st;
+    memset(b, 0, sizeof *b);
+    if (o && o->base_rx) {
+        if (o->base_rx->missing)
+            return st_fail(EINVAL, "layer %.12s: its base %.12s has not arrived in full",
+                           rx->l->id.hex, o->base_rx->l->id.hex);
+        b->l = o->base_rx->l;
+        b->dir = st_strdup(o->base_rx->files_dir);
+        if (!b->dir)
+            return -ENOMEM;
+        if (!o->base_rx->existed) {
+            b->seals = o->base_rx->seals; /* complete: every chunk of it has arrived */
+            return 0;
+        }
+        return base_seals_load(st, b->l, b);
+    }
+    const store_id *id = o && o->base_layer ? o->base_layer : NULL;
+    if (!id && rx->l->has_parent && st_layer_exists(st, &rx->l->parent))
+        id = &rx->l->parent;
+    if (!id)
+        return 0;
+    if (!st_layer_exists(st, id))
+        return st_fail(ENOENT, "needs layer %s (the base it was made against): import or pull "
+                               "it first", id->hex);
+    int rc = store_layer_load(st, id, owned);
+    if (rc)
+        return rc;
+    b->l = *owned;
+    b->dir = st_printf("%s/layers/%s/bundle", st->home, id->hex);
+    return b->dir ? base_seals_load(st, b->l, b) : -ENOMEM;
+}
+
+/* The base's data chunk c if it holds the same bytes as f's, else NULL. */
+static const store_chunk *same_chunk(const store_file *f, const store_file *bf, uint64_t c)
+{
+    const store_chunk *a = store_file_chunk(f, c);
+    const store_chunk *b = a && bf && c < bf->nchunks ? store_file_chunk(bf, c) : NULL;
+    return b && !memcmp(a->digest, b->digest, 32) ? b : NULL;
+}
+
+static int read_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? -errno : -EIO;
+        p += r, len -= (size_t)r, off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/*
+ * Chunk c of file i was cloned from the base: take the base's seal for it.
+ * A base without seals is read here, its bytes checked against the
+ * manifest's SHA-256 and sealed; if they do not match (the base is
+ * damaged), the chunk is due from the caller instead. *buf is a chunk-sized
+ * buffer, allocated on first need, which the caller frees.
+ */
+static int seal_cloned(store_receive *rx, size_t i, uint64_t c, const base_src *b,
+                       const store_file *bf, int fd, unsigned char **buf)
+{
+    const store_file *f = &rx->l->files[i];
+    uint64_t seal;
+    if (!st_seal_get(b->seals, (size_t)(bf - b->l->files), c, &seal))
+        return st_seal_set(rx->seals, i, c, seal);
+    size_t len = (size_t)store_chunk_len(f, c);
+    if (!*buf && !(*buf = malloc(f->chunk_size)))
+        return st_fail(ENOMEM, "%s: out of memory", f->name);
+    int rc = read_all(fd, *buf, len, c * f->chunk_size);
+    if (rc)
+        return st_fail_errno(rc, "%s/%s", rx->files_dir, f->name);
+    unsigned char d[32];
+    st_sha256(*buf, len, d);
+    if (memcmp(d, store_file_chunk(f, c)->digest, 32)) {
+        rx->state[i][c] = CH_NEEDED;
+        rx->missing++;
+        return 0;
+    }
+    return st_seal_set(rx->seals, i, c, st_seal_of(*buf, len));
+}
+
+/* A hole in f at chunk c, over data in the base's clone: punch, or write zeros. */
+static int clear_chunk(int fd, const store_file *f, uint64_t c)
+{
+    uint64_t off = c * f->chunk_size, len = store_chunk_len(f, c);
+    int p = clone_punch_hole(fd, off, len);
+    if (p == -EOPNOTSUPP) {
+        static const char zeros[4096];
+        p = 0;
+        for (uint64_t at = 0; !p && at < len; at += sizeof zeros) {
+            uint64_t n = len - at < sizeof zeros ? len - at : sizeof zeros;
+            if (pwrite(fd, zeros, n, (off_t)(off + at)) != (ssize_t)n)
+                p = -errno;
+        }
+    }
+    return p;
+}
+
+/* Mark each chunk of file i: in place from the base (and sealed), due from
+ * the caller, or a hole (cleared where the base had data). */
+static int mark_chunks(store_receive *rx, size_t i, const base_src *b, const store_file *bf,
+                       int fd, const char *path)
+{
+    const store_file *f = &rx->l->files[i];
+    unsigned char *buf = NULL;
+    int rc = 0;
+    for (uint64_t c = 0; !rc && c < f->nchunks; c++) {
+        if (same_chunk(f, bf, c)) {
+            rx->state[i][c] = CH_HAVE;
+            rc = seal_cloned(rx, i, c, b, bf, fd, &buf);
+        } else if (store_file_chunk(f, c)) {
+            rx->state[i][c] = CH_NEEDED;
+            rx->missing++;
+        } else if (bf && c < bf->nchunks && store_file_chunk(bf, c)) {
+            int p = clear_chunk(fd, f, c);
+            if (p)
+                rc = st_fail_errno(p, "%s", path);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+/* Make one file of the layer under tmp/: a clone of the base's file of the
+ * same name, cut to size, with holes where the new layer has zero chunks;
+ * mark which chunks must still arrive. */
+static int materialize_file(store_receive *rx, size_t i, const base_src *b)
+{
+    const store_file *f = &rx->l->files[i];
+    const store_file *bf = b->l ? st_layer_find_file(b->l, f->name) : NULL;
+    if (bf && bf->chunk_size != f->chunk_size)
+        bf = NULL; /* chunks at other places: nothing to take by position */
+    char *to = st_printf("%s/%s", rx->files_dir, f->name);
+    char *from = bf ? st_printf("%s/%s", b->dir, f->name) : NULL;
+    int rc = (!to || (bf && !from)) ? -ENOMEM : 0, fd = -1;
+    if (!rc && bf) {
+        clone_method how = CLONE_REFLINK;
+        if ((rc = clone_path(from, to, 0644, &how)))
+            rc = st_fail_errno(rc, "cloning %s into the store", from);
+        else if (how != CLONE_REFLINK)
+            rx->reflinked = 0;
+    }
+    if (!rc && (fd = open(to, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        rc = st_fail_errno(errno, "%s", to);
+    if (!rc && ftruncate(fd, (off_t)f->size) < 0)
+        rc = st_fail_errno(errno, "%s", to);
+    if (!rc)
+        rc = mark_chunks(rx, i, b, bf, fd, to);
+    if (fd >= 0)
+        close(fd);
+    free(to);
+    free(from);
+    return rc;
+}
+
+static int receive_setup(store_receive *rx, const store_receive_opts *o)
+{
+    store *st = rx->st;
+    const store_layer *l = rx->l;
+    if (l->has_parent && !(o && o->parent_follows) && !st_layer_exists(st, &l->parent))
+        return st_fail(ENOENT, "layer %.12s needs layer %s (its parent): import or pull it first",
+                       l->id.hex, l->parent.hex);
+    if (!(rx->state = calloc(l->nfiles ? l->nfiles : 1, sizeof *rx->state)))
+        return -ENOMEM;
+    for (size_t i = 0; i < l->nfiles; i++)
+        if (!(rx->state[i] = calloc(l->files[i].nchunks ? l->files[i].nchunks : 1, 1)))
+            return -ENOMEM;
+    if ((rx->existed = st_layer_exists(st, &l->id))) {
+        rx->files_dir = st_printf("%s/layers/%s/bundle", st->home, l->id.hex);
+        return rx->files_dir ? 0 : -ENOMEM;
+    }
+    if (!(rx->seals = st_seals_new(l->nfiles)))
+        return -ENOMEM;
+    int rc = st_tmpdir_make(st, "receive", &rx->tmp);
+    if (rc)
+        return rc;
+    if (!(rx->files_dir = st_printf("%s/bundle", rx->tmp.path)))
+        return -ENOMEM;
+    if (mkdir(rx->files_dir, 0755) < 0)
+        return st_fail_errno(errno, "%s", rx->files_dir);
+    store_layer *owned = NULL;
+    base_src b;
+    rc = base_open(rx, o, &owned, &b);
+    for (size_t i = 0; !rc && i < l->nfiles; i++)
+        rc = materialize_file(rx, i, &b);
+    store_layer_free(owned);
+    st_seals_free(b.owned_seals);
+    free(b.dir);
+    return rc;
+}
+
+/* Parse the manifest strictly and the info into l; l->id is the manifest's
+ * SHA-256 either way, so a refusal can name the layer. */
+static int parse_layer(store_layer *l, const char *manifest, size_t mlen, const char *info,
+                       size_t ilen)
+{
+    unsigned char d[32];
+    st_sha256(manifest, mlen, d);
+    st_hex(d, 32, l->id.hex);
+    char hex[STORE_ID_HEX + 1];
+    memcpy(hex, l->id.hex, sizeof hex); /* a failed parse clears l */
+    int rc = mlen > ST_MANIFEST_MAX
+                 ? st_fail(EFBIG, "layer %.12s: manifest of %zu bytes; at most %zu", hex, mlen,
+                           (size_t)ST_MANIFEST_MAX)
+                 : st_manifest_parse(manifest, mlen, l);
+    if (rc == -EINVAL) {
+        char why[512]; /* the parser's message names the line and the rule */
+        snprintf(why, sizeof why, "%s", store_error());
+        rc = st_fail(EINVAL, "layer %.12s: %s", hex, why);
+    }
+    if (!rc && st_info_parse(info, ilen, l))
+        rc = st_fail(EINVAL, "layer %.12s: layer info is malformed", hex);
+    memcpy(l->id.hex, hex, sizeof hex);
+    return rc;
+}
+
+int store_receive_begin(store *st, const char *manifest, size_t mlen, const char *info,
+                        size_t ilen, const store_receive_opts *o, store_receive **out)
+{
+    *out = NULL;
+    if (ilen > INFO_MAX)
+        return st_fail(EFBIG, "layer info: %zu bytes; at most %u", ilen, INFO_MAX);
+    store_receive *rx = calloc(1, sizeof *rx);
+    if (!rx || !(rx->l = calloc(1, sizeof *rx->l)) || !(rx->manifest = malloc(mlen ? mlen : 1))) {
+        if (rx)
+            free(rx->l);
+        free(rx);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&rx->mu, NULL);
+    rx->st = st;
+    rx->tmp.lock_fd = -1;
+    rx->reflinked = 1;
+    memcpy(rx->manifest, manifest, mlen);
+    rx->mlen = mlen;
+    int rc = parse_layer(rx->l, manifest, mlen, info, ilen);
+    if (!rc && !(rc = st_lock(st, 0))) {
+        st->receiving++;
+        rc = receive_setup(rx, o);
+    } else {
+        st->receiving++; /* so abort's release balances */
+    }
+    if (rc) {
+        store_receive_abort(rx);
+        return rc;
+    }
+    *out = rx;
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len, uint64_t off)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        p += w, len -= (size_t)w, off += (uint64_t)w;
+    }
+    return 0;
+}
+
+int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void *data,
+                        size_t len)
+{
+    const store_layer *l = rx->l;
+    if (file >= l->nfiles || chunk >= l->files[file].nchunks)
+        return st_fail(EINVAL, "layer %.12s: no chunk %zu of file %zu", l->id.hex, chunk, file);
+    const store_file *f = &l->files[file];
+    const store_chunk *want = store_file_chunk(f, chunk);
+    if (!want)
+        return st_fail(EINVAL, "%s: chunk %zu is a hole in the manifest, yet data came for it",
+                       f->name, chunk);
+    if (len != store_chunk_len(f, chunk))
+        return st_fail(EINVAL, "%s: chunk %zu is %zu bytes; the manifest says %" PRIu64,
+                       f->name, chunk, len, store_chunk_len(f, chunk));
+    unsigned char d[32];
+    st_sha256(data, len, d);
+    if (memcmp(d, want->digest, 32))
+        return st_fail(EINVAL, "%s: chunk %zu (offset %" PRIu64 ") does not match the manifest",
+                       f->name, chunk, (uint64_t)chunk * f->chunk_size);
+    pthread_mutex_lock(&rx->mu);
+    int due = rx->state[file][chunk] == CH_NEEDED;
+    pthread_mutex_unlock(&rx->mu);
+    if (!due)
+        return 0; /* already in place: verified, dropped */
+    int rc = chunk_verified(rx, file, chunk, data, len);
+    if (rc)
+        return rc;
+    char *path = st_printf("%s/%s", rx->files_dir, f->name);
+    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
+    else if ((rc = write_all(fd, data, len, (uint64_t)chunk * f->chunk_size)))
+        rc = st_fail_errno(rc, "%s", path);
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&rx->mu);
+    if (rx->state[file][chunk] == CH_NEEDED) {
+        rx->state[file][chunk] = CH_HAVE;
+        rx->missing--;
+    }
+    pthread_mutex_unlock(&rx->mu);
+    return 0;
+}
+
+static int first_missing(const store_receive *rx)
+{
+    for (size_t i = 0; i < rx->l->nfiles; i++)
+        for (size_t c = 0; c < rx->l->files[i].nchunks; c++)
+            if (rx->state[i][c] == CH_NEEDED)
+                return st_fail(EINVAL, "%s: chunk %zu (offset %" PRIu64 ") never arrived",
+                               rx->l->files[i].name, c,
+                               (uint64_t)c * rx->l->files[i].chunk_size);
+    return 0;
+}
+
+/* Everything under tmp/ durable before the rename makes it visible. */
+static int make_durable(store_receive *rx)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < rx->l->nfiles; i++) {
+        char *p = st_printf("%s/%s", rx->files_dir, rx->l->files[i].name);
+        int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
+        if (fd < 0 || fchmod(fd, 0444) < 0 || fsync(fd) < 0)
+            rc = p ? st_fail_errno(errno, "%s", p) : -ENOMEM;
+        if (fd >= 0)
+            close(fd);
+        free(p);
+    }
+    st_buf info = {0};
+    char *mpath = st_printf("%s/manifest", rx->tmp.path);
+    char *ipath = st_printf("%s/info", rx->tmp.path);
+    if (!rc && (!mpath || !ipath || st_info_format(rx->l, &info)))
+        rc = -ENOMEM;
+    if (!rc && ((rc = st_write_atomic(mpath, rx->manifest, rx->mlen, 0444)) ||
+                (rc = st_write_atomic(ipath, info.p, info.n, 0444))))
+        rc = st_fail_errno(rc, "%s", rx->tmp.path);
+    if (!rc) /* fsynced, as build_layer does: fsck --quick reads against them */
+        rc = st_seals_write(rx->seals, rx->l, &rx->l->id, rx->tmp.path);
+    if (!rc && ((rc = st_fsync_dir(rx->files_dir)) || (rc = st_fsync_dir(rx->tmp.path))))
+        rc = st_fail_errno(rc, "%s", rx->tmp.path);
+    free(info.p);
+    free(mpath);
+    free(ipath);
+    return rc;
+}
+
+static int publish(store_receive *rx, store_commit_result *res)
+{
+    store *st = rx->st;
+    const store_layer *l = rx->l;
+    if (l->has_parent && !st_layer_exists(st, &l->parent))
+        return st_fail(ENOENT, "layer %.12s needs layer %s (its parent): import or pull it first",
+                       l->id.hex, l->parent.hex);
+    res->existed = st_layer_exists(st, &l->id);
+    if (res->existed)
+        return 0;
+    char *dir = st_layer_dir(st, &l->id), *layers = st_printf("%s/layers", st->home);
+    int rc = (!dir || !layers) ? -ENOMEM : 0;
+    if (!rc && rename(rx->tmp.path, dir) < 0)
+        rc = st_fail_errno(errno, "publishing %s", dir);
+    if (!rc)
+        st_crash_point();
+    if (!rc && (rc = st_fsync_dir(layers)))
+        rc = st_fail_errno(rc, "%s", layers);
+    free(dir);
+    free(layers);
+    return rc;
+}
+
+int store_receive_finish(store_receive *rx, const char *tag, store_commit_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->id = rx->l->id;
+    res->reflinked = rx->reflinked;
+    res->bytes_added = rx->l->bytes_added;
+    int rc = tag && !store_tag_valid(tag) ? st_bad_tag(tag) : first_missing(rx);
+    if (!rc && !rx->existed && !(rc = make_durable(rx)))
+        st_crash_point();
+    if (!rc && !(rc = st_lock(rx->st, 1))) {
+        if (rx->existed)
+            res->existed = 1;
+        else
+            rc = publish(rx, res);
+        st_crash_point();
+        if (!rc && tag)
+            rc = st_write_tag(rx->st, tag, &rx->l->id);
+    }
+    store_receive_abort(rx);
+    return rc;
+}
+
+void store_receive_abort(store_receive *rx)
+{
+    if (!rx)
+        return;
+    st_tmpdir_drop(&rx->tmp); /* after a publish, the path is gone: nothing to remove */
+    release_lock(rx->st);
+    if (rx->state)
+        for (size_t i = 0; i < rx->l->nfiles; i++)
+            free(rx->state[i]);
+    free(rx->state);
+    store_layer_free(rx->l);
+    st_seals_free(rx->seals);
+    free(rx->manifest);
+    free(rx->files_dir);
+    pthread_mutex_destroy(&rx->mu);
+    free(rx);
+}
+
+size_t store_manifest_max(void)
+{
+    return ST_MANIFEST_MAX;
+}
+
+int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
+                         char **info, size_t *ilen)
+{
+    char *dir = st_layer_dir(st, id);
+    char *mp = st_printf("%s/manifest", dir ? dir : ""), *ip = st_printf("%s/info", dir ? dir : "");
+    *manifest = *info = NULL;
+    int rc = (!dir || !mp || !ip) ? -ENOMEM : 0;
+    if (!rc && (rc = st_read_file(mp, ST_MANIFEST_MAX, manifest, mlen)))
+        rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
+    if (!rc && (rc = st_read_file(ip, INFO_MAX, info, ilen)))
+        rc = st_fail_errno(rc, "layer %s: info", id->hex);
+    if (!rc) {
+        unsigned char d[32];
+        char hex[65];
+        st_sha256(*manifest, *mlen, d);
+        st_hex(d, 32, hex);
+        if (strcmp(hex, id->hex))
+            rc = st_fail(EINVAL, "layer %s: manifest does not match its id", id->hex);
+    }
+    if (rc) {
+        free(*manifest);
+        free(*info);
+        *manifest = *info = NULL;
+    }
+    free(dir);
+    free(mp);
+    free(ip);
+    return rc;
+}
+
+/* ---------- scratch directories ---------- */
+
+struct store_scratch {
+    st_tmpdir t;
+};
+
+int store_scratch_make(store *st, const char *kind, store_scratch **out)
+{
+    store_scratch *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    int rc = st_tmpdir_make(st, kind, &s->t);
+    if (rc) {
+        st_tmpdir_drop(&s->t);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+const char *store_scratch_path(const store_scratch *s)
+{
+    return s->t.path;
+}
+
+void store_scratch_drop(store_scratch *s)
+{
+    if (!s)
+        return;
+    st_tmpdir_drop(&s->t);
+    free(s);
+}

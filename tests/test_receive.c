@@ -1,0 +1,383 @@
+/*
+ * Unit tests of store_receive_* (store/store.h): a layer made elsewhere,
+ * given as its manifest and then its chunks in any order, from any thread,
+ * each checked before it is written; published only when complete.
+ * Files are made under $TEST_DIR (default: a fresh directory in /var/tmp).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#ifdef __linux__
+#include <linux/fs.h>
+#endif
+
+#include "../store/internal.h"
+#include "testutil.h"
+
+#define MiB (1024u * 1024u)
+#define CH MiB
+/* Disk.img: chunk 0 data, 1 hole, 2 data, 3 data, 4 a short data chunk */
+#define DISK_SIZE (4u * MiB + 100u)
+#define NCH 5
+
+static char g_root[PATH_MAX];
+static const char INFO[] = "created 1700000000\nmessage received\nbytes-added 3145828\n";
+
+typedef struct {
+    char *home;
+    store *st;
+    unsigned char *disk; /* the content Disk.img must end with */
+} fixture;
+
+static uint64_t clen(size_t c)
+{
+    return c == NCH - 1 ? 100u : CH;
+}
+
+static void chunk_hex(const unsigned char *p, size_t n, char hex[65])
+{
+    unsigned char d[32];
+    st_sha256(p, n, d);
+    st_hex(d, 32, hex);
+}
+
+/* the manifest of disk (hole at chunk 1), with an optional parent */
+static char *manifest_of(const unsigned char *disk, const char *parent)
+{
+    st_buf b = {0};
+    st_buf_printf(&b, "strata-layer 1\n");
+    if (parent)
+        st_buf_printf(&b, "parent %s\n", parent);
+    st_buf_printf(&b, "file Disk.img %u 0644 %u\n", DISK_SIZE, CH);
+    for (size_t c = 0; c < NCH; c++) {
+        char hex[65];
+        if (c == 1) {
+            st_buf_printf(&b, "zero 1\n");
+            continue;
+        }
+        chunk_hex(disk + c * CH, clen(c), hex);
+        st_buf_printf(&b, "%s\n", hex);
+    }
+    assert_false(b.oom);
+    st_buf_add(&b, "", 1);
+    return b.p;
+}
+
+static void id_of(const char *m, char hex[65])
+{
+    chunk_hex((const unsigned char *)m, strlen(m), hex);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *t = getenv("TEST_DIR");
+    snprintf(g_root, sizeof g_root, "%s/test_receive-XXXXXX", t && *t ? t : "/var/tmp");
+    if (t && *t)
+        mkdir(t, 0755);
+    return mkdtemp(g_root) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    st_rm_rf(g_root);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    static int n;
+    fixture *f = calloc(1, sizeof *f);
+    if (!f || asprintf(&f->home, "%s/store-%d", g_root, n++) < 0)
+        return -1;
+    if (store_open(f->home, &f->st))
+        return -1;
+    f->disk = calloc(1, DISK_SIZE);
+    fill_random(f->disk, DISK_SIZE, 7);
+    memset(f->disk + CH, 0, CH);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->st);
+    free(f->home);
+    free(f->disk);
+    free(f);
+    return 0;
+}
+
+static int tmp_empty(const fixture *f)
+{
+    char *cmd = NULL;
+    assert_true(asprintf(&cmd, "test -z \"$(ls -A '%s/tmp')\"", f->home) > 0);
+    int ok = system(cmd) == 0;
+    free(cmd);
+    return ok;
+}
+
+static void assert_layer_is(fixture *f, const char *hex, const unsigned char *disk)
+{
+    store_id id;
+    memcpy(id.hex, hex, 65);
+    char *p = store_layer_file_path(f->st, &id, "Disk.img");
+    unsigned char *got = malloc(DISK_SIZE + 1);
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, got, DISK_SIZE + 1, 0), DISK_SIZE);
+    assert_memory_equal(got, disk, DISK_SIZE);
+    close(fd);
+    free(got);
+    free(p);
+    /* sealed in full, each seal of the bytes disk has there (fsck --quick) */
+    store_layer *l;
+    st_seals *seals = NULL;
+    assert_int_equal(store_layer_load(f->st, &id, &l), 0);
+    char *dir = st_layer_dir(f->st, &id);
+    assert_int_equal(st_seals_load(dir, l, &seals), 0);
+    for (size_t k = 0; k < l->files[0].ndata; k++) {
+        uint64_t c = l->files[0].data[k].index, seal;
+        assert_int_equal(st_seal_get(seals, 0, c, &seal), 0);
+        assert_true(seal == st_seal_of(disk + c * CH, clen(c)));
+    }
+    st_seals_free(seals);
+    free(dir);
+    store_layer_free(l);
+}
+
+/* Make layer hex look as if made before seals: no seals file. */
+static void drop_seals(fixture *f, const char *hex)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/layers/%s/seals", f->home, hex) > 0);
+    assert_int_equal(unlink(p), 0);
+    free(p);
+}
+
+/* Flip one byte of the layer's Disk.img, as damage on disk would. */
+static void damage(fixture *f, const char *hex, uint64_t off)
+{
+    char *p = NULL;
+    unsigned char b;
+    assert_true(asprintf(&p, "%s/layers/%s/bundle/Disk.img", f->home, hex) > 0);
+    assert_int_equal(chmod(p, 0644), 0);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+    free(p);
+}
+
+static void test_out_of_order_and_checked(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL), hex[65];
+    id_of(m, hex);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_string_equal(store_receive_layer(rx)->id.hex, hex);
+    assert_int_equal(store_receive_missing(rx), 4);
+    assert_int_equal(store_receive_needs(rx, 0, 1), 0); /* a hole */
+    assert_int_equal(store_receive_needs(rx, 0, 4), 1);
+    unsigned char *bad = malloc(CH);
+    memcpy(bad, f->disk, CH);
+    bad[77] ^= 1;
+    assert_int_equal(store_receive_chunk(rx, 0, 0, bad, CH), -EINVAL);
+    assert_non_null(strstr(store_error(), "does not match the manifest"));
+    assert_int_equal(store_receive_chunk(rx, 0, 1, bad, CH), -EINVAL);
+    assert_non_null(strstr(store_error(), "hole"));
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH - 1), -EINVAL);
+    assert_int_equal(store_receive_missing(rx), 4);
+    for (size_t c = NCH; c-- > 0;)
+        if (c != 1)
+            assert_int_equal(store_receive_chunk(rx, 0, c, f->disk + c * CH, clen(c)), 0);
+    /* again: verified and dropped */
+    assert_int_equal(store_receive_chunk(rx, 0, 2, f->disk + 2 * CH, CH), 0);
+    assert_int_equal(store_receive_missing(rx), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, "got:it", &res), 0);
+    assert_string_equal(res.id.hex, hex);
+    assert_false(res.existed);
+    assert_layer_is(f, hex, f->disk);
+    store_id t;
+    assert_int_equal(store_resolve(f->st, "got:it", &t), 0);
+    assert_string_equal(t.hex, hex);
+    assert_true(tmp_empty(f));
+    free(bad);
+    free(m);
+}
+
+static void test_incomplete_is_not_published(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL), hex[65];
+    id_of(m, hex);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), -EINVAL);
+    assert_non_null(strstr(store_error(), "Disk.img: chunk 2 (offset 2097152) never arrived"));
+    store_id id;
+    memcpy(id.hex, hex, 65);
+    store_layer *l;
+    assert_int_not_equal(store_layer_load(f->st, &id, &l), 0);
+    assert_true(tmp_empty(f));
+    free(m);
+}
+
+static void test_refuses_bad_input(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, "1111111111111111111111111111111111111111111111111111111111111111");
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), NULL, &rx), -ENOENT);
+    assert_non_null(strstr(store_error(), "needs layer 1111"));
+    free(m);
+    const char *noncanon = "strata-layer 1\nfile Disk.img 4096 0644 4096\nzero 1\nzero 0\n";
+    assert_int_equal(store_receive_begin(f->st, noncanon, strlen(noncanon), INFO, strlen(INFO),
+                                         NULL, &rx), -EINVAL);
+    assert_non_null(strstr(store_error(), "manifest line 4: ")); /* the parser's why */
+    m = manifest_of(f->disk, NULL);
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), "garbage", 7, NULL, &rx), -EINVAL);
+    assert_true(tmp_empty(f));
+    free(m);
+}
+
+static void receive_all(fixture *f, const char *m, const unsigned char *disk, char hex[65])
+{
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), NULL, &rx), 0);
+    for (size_t c = 0; c < NCH; c++)
+        if (store_receive_needs(rx, 0, c))
+            assert_int_equal(store_receive_chunk(rx, 0, c, disk + c * CH, clen(c)), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    memcpy(hex, res.id.hex, 65);
+}
+
+/* A child needs only what differs from its parent; the rest is cloned. */
+static void test_child_takes_parent_chunks(void **state)
+{
+    fixture *f = *state;
+    char *m1 = manifest_of(f->disk, NULL), p[65];
+    receive_all(f, m1, f->disk, p);
+    unsigned char *d2 = malloc(DISK_SIZE);
+    memcpy(d2, f->disk, DISK_SIZE);
+    fill_random(d2 + 2 * CH, CH, 99);
+    memset(d2 + 3 * CH, 0, CH); /* data in the parent, a hole now: manifest says zero */
+    char *m2 = manifest_of(d2, p);
+    /* make chunk 3 a hole in the child's manifest too */
+    char hex3[65], *at;
+    chunk_hex(d2 + 3 * CH, CH, hex3);
+    assert_non_null(at = strstr(m2, hex3));
+    memmove(at + 6, at + 64, strlen(at + 64) + 1);
+    memcpy(at, "zero 1", 6);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m2, strlen(m2), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_int_equal(store_receive_missing(rx), 1);
+    assert_int_equal(store_receive_needs(rx, 0, 2), 1);
+    assert_int_equal(store_receive_chunk(rx, 0, 2, d2 + 2 * CH, CH), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, d2);
+    free(d2);
+    free(m1);
+    free(m2);
+}
+
+/* A base without seals: the cloned chunks are read, checked and sealed; one
+ * that no longer matches its hash is due from the sender instead. */
+static void test_unsealed_base_is_read(void **state)
+{
+    fixture *f = *state;
+    char *m1 = manifest_of(f->disk, NULL), p[65];
+    receive_all(f, m1, f->disk, p);
+    drop_seals(f, p);
+    damage(f, p, 3 * CH + 5);
+    unsigned char *d2 = malloc(DISK_SIZE);
+    memcpy(d2, f->disk, DISK_SIZE);
+    fill_random(d2 + 2 * CH, CH, 98);
+    char *m2 = manifest_of(d2, p);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m2, strlen(m2), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_int_equal(store_receive_missing(rx), 2);
+    assert_int_equal(store_receive_needs(rx, 0, 0), 0); /* read, checked, sealed */
+    assert_int_equal(store_receive_needs(rx, 0, 2), 1); /* changed */
+    assert_int_equal(store_receive_needs(rx, 0, 3), 1); /* damaged in the base */
+    for (size_t c = 2; c <= 3; c++)
+        assert_int_equal(store_receive_chunk(rx, 0, c, d2 + c * CH, CH), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, d2);
+    free(d2);
+    free(m1);
+    free(m2);
+}
+
+typedef struct {
+    store_receive *rx;
+    const unsigned char *disk;
+    int first, rc;
+} worker;
+
+static void *send_half(void *arg)
+{
+    worker *w = arg;
+    for (size_t c = (size_t)w->first; c < NCH; c += 2)
+        if (c != 1 && store_receive_chunk(w->rx, 0, c, w->disk + c * CH, clen(c)))
+            w->rc = -1;
+    return NULL;
+}
+
+static void test_parallel(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), NULL, &rx), 0);
+    worker w[2] = {{rx, f->disk, 0, 0}, {rx, f->disk, 1, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, send_half, &w[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(w[0].rc | w[1].rc, 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, f->disk);
+    free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_out_of_order_and_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incomplete_is_not_published, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_takes_parent_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unsealed_base_is_read, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
