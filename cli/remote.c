@@ -244,6 +244,62 @@ int cli_remote_ls(int argc, char **argv)
     return rc;
 }
 
+static void print_pull(const remote_ref *src, const remote_pull_result *r, double secs, int json)
+{
+    char got[32];
+    if (json) {
+        printf("{\"remote\":");
+        cli_json_str(stdout, src->host);
+        printf(",\"repository\":");
+        cli_json_str(stdout, src->repo);
+        printf(",\"layer\":\"%s\",\"layers_received\":%zu,\"chunks_fetched\":%" PRIu64
+               ",\"bytes_fetched\":%" PRIu64 ",\"seconds\":%.3f}\n",
+               r->pulled.hex, r->layers_received, r->chunks_fetched, r->bytes_fetched, secs);
+        return;
+    }
+    printf("%s\n", r->pulled.hex);
+    fprintf(stderr, "pulled %s/%s: %zu layers new, %" PRIu64 " chunks fetched (%s); %.1f s\n",
+            src->host, src->repo, r->layers_received, r->chunks_fetched,
+            cli_human(r->bytes_fetched, got, sizeof got), secs);
+}
+
+static int cmd_pull(int argc, char **argv)
+{
+    const char *tag = NULL;
+    int json = 0, insecure = 0;
+    cli_opt opts[] = {{"--tag", 1, &tag, NULL}, {"--json", 0, NULL, &json},
+                      {"--insecure", 0, NULL, &insecure}};
+    char *pos[1];
+    int n;
+    if (cli_parse(argc, argv, opts, 3, pos, 1, &n, "pull") || cli_need(n, 1, "pull"))
+        return 1;
+    if (tag && !store_tag_valid(tag))
+        return cli_fail("--tag %s: not a valid tag name", tag);
+    remote_ref src;
+    if (remote_ref_parse(pos[0], 0, &src))
+        return remote_failed();
+    if (!src.tag && !src.digest) {
+        remote_ref_free(&src);
+        return cli_fail("pull: '%s' needs a tag or digest (HOST/REPO:TAG)", pos[0]);
+    }
+    store *st;
+    if (cli_open_store(&st)) {
+        remote_ref_free(&src);
+        return 1;
+    }
+    remote_opts o = {.insecure = insecure};
+    remote_pull_result res;
+    double start = now_s();
+    int rc = 0;
+    if (remote_pull(st, &src, &o, tag, &res))
+        rc = remote_failed();
+    else
+        print_pull(&src, &res, now_s() - start, json);
+    store_close(st);
+    remote_ref_free(&src);
+    return rc;
+}
+
 const cli_verb cli_remote_verbs[] = {
     {"login", cmd_login, "login REGISTRY [-u USER] [--password-stdin] [--insecure]",
      "Check a user and password (read from stdin, never from the command line) against a\n"
@@ -255,5 +311,9 @@ const cli_verb cli_remote_verbs[] = {
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
      "with --insecure. Ends with a summary line (--json: one JSON object)."},
+    {"pull", cmd_pull, "pull HOST/REPO:TAG [--tag NAME] [--json] [--insecure]",
+     "Pull a layer and the part of its chain the store lacks from an OCI registry. Only\n"
+     "chunks no local layer has at the same place are downloaded; every blob and chunk is\n"
+     "checked, and on any failure nothing is added. Prints the layer id."},
     {NULL, NULL, NULL, NULL},
 };

@@ -194,6 +194,22 @@ typedef struct {
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res);
 
+/* ---- pull ---- */
+
+typedef struct {
+    store_id pulled;          /* the layer the source names */
+    size_t layers_received;   /* layers of its chain the store lacked */
+    uint64_t chunks_fetched;  /* data chunks downloaded (the rest were cloned locally) */
+    uint64_t bytes_fetched;   /* their compressed bytes */
+} remote_pull_result;
+
+/* Pull the layer src names (a tag or digest) with the part of its chain the
+ * store lacks, fetching only chunks no local ancestor has at the same place.
+ * Every blob and chunk is checked before the store takes it; on any failure
+ * nothing is published. The top layer gets tag (may be NULL). */
+int remote_pull(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
+                remote_pull_result *res);
+
 /* ---- listing ---- */
 
 typedef struct {

@@ -293,6 +293,35 @@ if command -v skopeo >/dev/null; then
     check "...so strata lists the copy as the same layer" grep -q "\"layer\":\"$CHILD\"" "$W/out"
 fi
 
+# ---- pull: through the store's receive API ----
+P1=$W/pull1
+STRATA_HOME=$P1 run "$S" pull "$R/strata/vm:child" --tag got
+check "pull of the child into an empty store exits 0" [ "$rc" -eq 0 ]
+check "...printing the child's id" [ "$(cat "$W/out")" = "$CHILD" ]
+"$S" log base:child >"$W/log-orig" 2>&1
+STRATA_HOME=$P1 "$S" log got >"$W/log-pull" 2>&1
+check "...with the same chain: ids, dates, sizes and messages" cmp -s "$W/log-orig" "$W/log-pull"
+check "...whose ids are the base's and the child's" grep -q "^${BASE:0:12} " "$W/log-pull" &&
+    grep -q "^${CHILD:0:12} " "$W/log-pull"
+"$S" clone base:child "$W/c-orig" >/dev/null 2>&1
+STRATA_HOME=$P1 "$S" clone got "$W/c-pull" >/dev/null 2>&1
+check "...and a clone of it is byte-identical to one from the pushing store" \
+    diff -rq --exclude=.strata "$W/c-orig" "$W/c-pull"
+STRATA_HOME=$P1 run "$S" fsck
+check "...and fsck of the pulled store is clean" [ "$rc" -eq 0 ]
+P2=$W/pull2
+STRATA_HOME=$P2 run "$S" pull "$R/strata/vm:v1" --json
+check "pull of the base fetches its 15 chunks" [ "$(jget chunks_fetched)" = 15 ]
+STRATA_HOME=$P2 run "$S" pull "$R/strata/vm:child" --json
+check "pull of the child over its base fetches only the child's 3 chunks" \
+    [ "$(jget chunks_fetched)" = 3 ] && [ "$(jget layers_received)" = 1 ]
+STRATA_HOME=$P2 run "$S" pull "$R/strata/vm:child" --json
+check "pulling it again fetches nothing" [ "$(jget chunks_fetched)" = 0 ] && [ "$(jget layers_received)" = 0 ]
+STRATA_HOME=$P2 expect_error "pull of a missing tag is one line" 1 "no such manifest" "$S" pull "$R/strata/vm:nothing-$$"
+STRATA_HOME=$P2 expect_error "pull without a tag is one line" 1 "needs a tag or digest" "$S" pull "$R/strata/vm"
+P3=$W/pull3
+STRATA_HOME=$P3 "$S" pull "$R/strata/vm:v1" >/dev/null 2>&1
+
 # ---- blob GETs: ranges, registries that ignore Range, redirects, tampering ----
 if ! command -v skopeo >/dev/null; then
     skipped "blob GETs and reading artifacts back" "skopeo is not installed"
@@ -346,5 +375,10 @@ expect_error "a blob whose bytes changed in the registry is refused, naming it" 
     "blob $PACK: the registry sent different bytes" "$G" "$R/strata/vm" "$PACK"
 expect_error "...and a chunk read from it by range is refused, naming the pack" 1 \
     "pack $PACK" "$G" --verify "$R/strata/vm" child
+snap=$(STRATA_HOME=$P3 snapshot)
+STRATA_HOME=$P3 expect_error "a pull that meets the changed blob is refused, naming the pack" 1 \
+    "pack $PACK" "$S" pull "$R/strata/vm:child"
+check "...leaving the store unchanged" [ "$(STRATA_HOME=$P3 snapshot)" = "$snap" ]
+check "...and no temporary work behind" [ -z "$(ls -A "$P3/tmp" 2>/dev/null)" ]
 
 finish
