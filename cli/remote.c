@@ -293,8 +293,12 @@ static int cmd_pull(int argc, char **argv)
     int rc = 0;
     if (remote_pull(st, &src, &o, tag, &res))
         rc = remote_failed();
-    else
+    else {
         print_pull(&src, &res, now_s() - start, json);
+        if (!tag)
+            fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
+                    res.pulled.hex);
+    }
     store_close(st);
     remote_ref_free(&src);
     return rc;

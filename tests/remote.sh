@@ -355,6 +355,9 @@ check "a puller's read of the child: 2 layers, every chunk fetched by range and 
     grep -q "^2 layers, 18 chunks verified, top $CHILD" "$W/out"
 run "$G" --verify "127.0.0.1:$PN/strata/vm" child
 check "...the same through a registry that ignores Range" grep -q "^2 layers, 18 chunks verified" "$W/out"
+STRATA_HOME=$W/pull4 run "$S" pull "127.0.0.1:$PN/strata/vm:child" --tag got
+check "pull through a registry that ignores Range gives the child" [ "$rc" -eq 0 ] &&
+    [ "$(cat "$W/out")" = "$CHILD" ]
 run "$G" --verify "$R/strata/vm" warm-state
 check "...and of the saved state (3 layers)" grep -q "^3 layers, 18 chunks verified, top $STATE" "$W/out"
 expect_error "a missing tag is one line" 1 "no such manifest" "$G" --verify "$R/strata/vm" nothing-$$
