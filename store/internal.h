@@ -87,6 +87,11 @@ int st_name_valid(const char *name);
  * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
 
+/* store.c: every clone record with its state, without taking the lock */
+int st_clone_scan(store *st, store_clone_entry **out, size_t *n);
+/* check.c: a ref to this layer is going away; its gc grace period starts now */
+int st_unreachable_stamp(store *st, const store_id *id);
+
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
 int st_layer_exists(const store *st, const store_id *id);
