@@ -1096,8 +1096,11 @@ static int publish_all(store *st, st_tmpdir *tmp, const char *layer_dir,
     for (int i = 0; i < 3 && !rc; i++) {
         char point[32];
         snprintf(point, sizeof point, "stage-%s", points[i]);
-        if (paths[i] && (rc = stage(&steps[i], paths[i], texts[i], point)))
-            rc = st_fail(-rc, "%s; nothing was changed", store_error());
+        if (paths[i] && (rc = stage(&steps[i], paths[i], texts[i], point))) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", store_error());
+            rc = st_fail(-rc, "%s; nothing was changed", why);
+        }
     }
     st_crash_point();
     if (!rc && !res->existed) {
