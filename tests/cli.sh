@@ -335,7 +335,7 @@ check "fsck --quick does not read chunks" [ "$rc" -eq 0 ]
 run "$S" fsck
 check "fsck finds a changed chunk" grep -q "Disk.img chunk 32768 does not match its hash" "$W/out"
 check "...and exits 1" [ "$rc" -eq 1 ]
-printf 'x' >>"$STRATA_HOME/layers/$L/manifest"
+chmod u+w "$STRATA_HOME/layers/$L/manifest"; printf x >>"$STRATA_HOME/layers/$L/manifest"
 run "$S" fsck --quick
 check "fsck --quick finds a damaged manifest" grep -q "manifest does not match its id" "$W/out"
 printf 'zzz\n' >"$STRATA_HOME/refs/tags/t"
@@ -372,6 +372,17 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux
         check "...and no temporary work behind" tmp_empty
         run "$S" fsck
         check "...and fsck clean" [ "$rc" -eq 0 ]
+        "$S" clone fits "$W/small/fc" 2>/dev/null
+        "$MK" --write "$W/small/fc/Disk.img" 0:2M:9
+        dd if=/dev/zero of="$W/small/fill" bs=1M 2>/dev/null
+        truncate -s -256K "$W/small/fill"
+        snap=$(snapshot)
+        marker=$(cat "$W/small/fc/.strata")
+        run "$S" commit "$W/small/fc" -t fits:full
+        check "commit onto a full disk fails" [ "$rc" -eq 1 ] && grep -q "No space left on device" "$W/err"
+        check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
+        check "...and the clone's marker" [ "$(cat "$W/small/fc/.strata")" = "$marker" ]
+        check "...and no temporary work behind" tmp_empty
         umount "$W/small"
     else
         skipped "import onto a full disk" "could not mount a small ext4 image"

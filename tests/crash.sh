@@ -18,6 +18,7 @@ rm -rf "$STRATA_HOME" "$P" "$W"/cb* "$W/cinst" "$W/cgone" "$W/cnew"
 "$MK" --write "$W/cgone/Disk.img" 9M:1M:7
 "$S" commit "$W/cgone" -t orphan >/dev/null 2>&1
 rm -rf "$W/cgone"
+"$S" clones --prune --expire now >/dev/null 2>&1
 "$S" untag orphan # garbage for gc: an untagged layer whose clone is gone
 
 tagged_digests() {
