@@ -379,7 +379,7 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux
         snap=$(snapshot)
         marker=$(cat "$W/small/fc/.strata")
         run "$S" commit "$W/small/fc" -t fits:full
-        check "commit onto a full disk fails" [ "$rc" -eq 1 ] && grep -q "No space left on device" "$W/err"
+        check "commit onto a full disk fails" grep -q "No space left on device" "$W/err"
         check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
         check "...and the clone's marker" [ "$(cat "$W/small/fc/.strata")" = "$marker" ]
         check "...and no temporary work behind" tmp_empty
@@ -390,6 +390,47 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux
     rm -f "$W/small.img"
 else
     skipped "import onto a full disk" "needs root on Linux to mount a small filesystem"
+fi
+
+# ---- a nearly full XFS volume: commit fails at every stage, or succeeds ----
+# Free 8 KiB at a time and commit until it works: on reflink XFS the layer
+# costs only metadata, so the attempts run out of space at each step in
+# turn (tmp/, the layer, the tag, the record), and each must change nothing.
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && [ "$(uname)" = Linux ]; then
+    mkdir -p "$W/xsmall"
+    truncate -s 320M "$W/xsmall.img"
+    if mkfs.xfs -q -f -m reflink=1 "$W/xsmall.img" && mount -o loop "$W/xsmall.img" "$W/xsmall" 2>/dev/null; then
+        export STRATA_HOME=$W/xsmall/store
+        "$MK" "$W/xsmall/b" --size 1G --data 0:40M:3
+        "$S" import "$W/xsmall/b" fits >/dev/null 2>&1
+        "$S" clone fits "$W/xsmall/fc" 2>/dev/null
+        "$MK" --write "$W/xsmall/fc/Disk.img" 0:2M:9
+        dd if=/dev/zero of="$W/xsmall/fill" bs=4k 2>/dev/null
+        failed=0 tries=0 stages=""
+        while [ $tries -lt 300 ]; do
+            tries=$((tries + 1))
+            snap=$(snapshot)
+            marker=$(cat "$W/xsmall/fc/.strata")
+            run "$S" commit "$W/xsmall/fc" -t fits:full
+            [ "$rc" -eq 0 ] && break
+            stages="$stages$(sed 's/.*store\/\([a-z]*\).*/\1/' "$W/err" | head -1) "
+            if [ "$(snapshot)" != "$snap" ] || [ "$(cat "$W/xsmall/fc/.strata")" != "$marker" ] ||
+                ! grep -q "No space left on device" "$W/err"; then
+                failed=1; echo "    attempt $tries: $(cat "$W/err")"; break
+            fi
+            truncate -s -8K "$W/xsmall/fill"
+        done
+        check "commits on a nearly full XFS fail without a trace until one succeeds ($tries tries)" [ $failed -eq 0 -a "$rc" -eq 0 ]
+        check "...one of them at the tag or clone record" bash -c "echo '$stages' | grep -qE 'refs|instances'"
+        run "$S" fsck
+        check "...and fsck is clean" [ "$rc" -eq 0 ]
+        umount "$W/xsmall"
+    else
+        skipped "commit on a nearly full XFS" "could not mount a small XFS image"
+    fi
+    rm -f "$W/xsmall.img"
+else
+    skipped "commit on a nearly full XFS" "needs root on Linux and mkfs.xfs to mount a small filesystem"
 fi
 
 finish
