@@ -295,17 +295,29 @@ static int since_read(store *st, since_list *l)
     return rc;
 }
 
-static int since_write(store *st, const since_list *l)
+static char *since_text(const since_list *l)
 {
     st_buf b = {0};
+    st_buf_add(&b, "", 1);
+    b.n = 0;
     for (size_t i = 0; i < l->n; i++)
         st_buf_printf(&b, "%s %lld\n", l->v[i].id.hex, (long long)l->v[i].since);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+static int since_write(store *st, const since_list *l)
+{
+    char *text = since_text(l);
     char *p = st_printf("%s/unreachable", st->home);
-    int rc = !p || b.oom ? -ENOMEM : st_write_atomic(p, b.p ? b.p : "", b.n, 0644);
+    int rc = !p || !text ? -ENOMEM : st_write_atomic(p, text, strlen(text), 0644);
     if (rc)
         rc = st_fail_errno(rc, "%s", p ? p : "unreachable");
     free(p);
-    free(b.p);
+    free(text);
     return rc;
 }
 
@@ -323,7 +335,7 @@ static int cmp_entry(const void *a, const void *b)
                   ((const store_unreachable_entry *)b)->id.hex);
 }
 
-int st_unreachable_stamp(store *st, const store_id *id)
+int st_unreachable_stamped(store *st, const store_id *id, char **text)
 {
     since_list l;
     int rc = since_read(st, &l);
@@ -341,9 +353,21 @@ int st_unreachable_stamp(store *st, const store_id *id)
     if (!rc) {
         e->since = (int64_t)time(NULL);
         qsort(l.v, l.n, sizeof *l.v, cmp_entry);
-        rc = since_write(st, &l);
+        if (!(*text = since_text(&l)))
+            rc = -ENOMEM;
     }
     free(l.v);
+    return rc;
+}
+
+int st_unreachable_stamp(store *st, const store_id *id)
+{
+    char *text = NULL, *p = st_printf("%s/unreachable", st->home);
+    int rc = p ? st_unreachable_stamped(st, id, &text) : -ENOMEM;
+    if (!rc && (rc = st_write_atomic(p, text, strlen(text), 0644)))
+        rc = st_fail_errno(rc, "%s", p);
+    free(text);
+    free(p);
     return rc;
 }
 
@@ -651,8 +675,8 @@ int store_gc_expire(store *st, int64_t expire, store_gc_result *res)
             else if (!g.reach[i])
                 res->layers_waiting++;
         }
-        static const char *const dirs[] = {"refs/tags", "instances"};
-        for (size_t d = 0; d < 2; d++) {
+        static const char *const dirs[] = {"refs/tags", "instances", "."};
+        for (size_t d = 0; d < 3; d++) {
             char *dir = st_printf("%s/%s", st->home, dirs[d]);
             gc_ctx c = {st, dir, res};
             if (dir)

@@ -91,6 +91,8 @@ int st_instance_live(store *st, const char *record_text, store_id *out, char **p
 int st_clone_scan(store *st, store_clone_entry **out, size_t *n);
 /* check.c: a ref to this layer is going away; its gc grace period starts now */
 int st_unreachable_stamp(store *st, const store_id *id);
+/* the unreachable list's text with that stamp, to write later */
+int st_unreachable_stamped(store *st, const store_id *id, char **text);
 
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);

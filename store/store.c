@@ -1077,23 +1077,31 @@ static int publish_all(store *st, st_tmpdir *tmp, const char *layer_dir,
                        const store_commit_opts *o, const publish_extra *extra,
                        store_commit_result *res)
 {
-    staged steps[3] = {{0}};
-    const char *const points[3] = {"commit-record", "commit-tag", "commit-marker"};
-    char *paths[3] = {NULL, NULL, NULL}, *texts[3] = {NULL, NULL, NULL};
+    enum { N = 4 };
+    staged steps[N] = {{0}};
+    const char *const points[N] = {"commit-unreachable", "commit-record", "commit-tag",
+                                   "commit-marker"};
+    char *paths[N] = {NULL}, *texts[N] = {NULL};
     int rc = 0, layer_published = 0;
+    store_id old;
     if (extra && extra->instance_dir) {
-        paths[0] = record_path(st, extra->key);
-        texts[0] = record_text(extra->instance_dir, &res->id);
-        paths[2] = st_printf("%s/%s", extra->instance_dir, STORE_INSTANCE_MARKER);
-        texts[2] = marker_text(st, &res->id, extra->key);
-        rc = !paths[0] || !texts[0] || !paths[2] || !texts[2] ? -ENOMEM : 0;
+        paths[1] = record_path(st, extra->key);
+        texts[1] = record_text(extra->instance_dir, &res->id);
+        paths[3] = st_printf("%s/%s", extra->instance_dir, STORE_INSTANCE_MARKER);
+        texts[3] = marker_text(st, &res->id, extra->key);
+        rc = !paths[1] || !texts[1] || !paths[3] || !texts[3] ? -ENOMEM : 0;
     }
-    if (o->tag) {
-        paths[1] = tag_path(st, o->tag);
-        texts[1] = st_printf("%s\n", res->id.hex);
-        rc = !paths[1] || !texts[1] ? -ENOMEM : rc;
+    if (!rc && o->tag) {
+        paths[2] = tag_path(st, o->tag);
+        texts[2] = st_printf("%s\n", res->id.hex);
+        rc = !paths[2] || !texts[2] ? -ENOMEM : rc;
+        /* a moved tag's old layer may become unreachable: its grace starts now */
+        if (!rc && read_tag(st, o->tag, &old) == 0 && strcmp(old.hex, res->id.hex) &&
+            !(rc = st_unreachable_stamped(st, &old, &texts[0])) &&
+            !(paths[0] = st_printf("%s/unreachable", st->home)))
+            rc = -ENOMEM;
     }
-    for (int i = 0; i < 3 && !rc; i++) {
+    for (int i = 0; i < N && !rc; i++) {
         char point[32];
         snprintf(point, sizeof point, "stage-%s", points[i]);
         if (paths[i] && (rc = stage(&steps[i], paths[i], texts[i], point))) {
@@ -1116,17 +1124,17 @@ static int publish_all(store *st, st_tmpdir *tmp, const char *layer_dir,
         st_crash_point();
     }
     int done = 0;
-    for (; done < 3 && !rc; done++) {
+    for (; done < N && !rc; done++) {
         if (paths[done])
             rc = publish(&steps[done], points[done]);
         st_crash_point();
     }
-    for (int i = 0; i < 3 && !rc; i++)
+    for (int i = 0; i < N && !rc; i++)
         if (paths[i] && (rc = fsync_parent(paths[i])))
             rc = st_fail_errno(rc, "%s", paths[i]);
     if (rc && (done || layer_published))
         rc = roll_back(st, steps, done, layer_dir, tmp->path, layer_published);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N; i++) {
         staged_drop(&steps[i]);
         free(paths[i]);
         free(texts[i]);

@@ -301,7 +301,7 @@ rm -rf "$STRATA_HOME" "$W/fc" "$W/fc2"
 "$S" clone base "$W/fc" 2>/dev/null
 "$S" tag base base:old
 "$MK" --write "$W/fc/Disk.img" 0:1M:6
-for point in stage-commit-record stage-commit-tag stage-commit-marker commit-record commit-tag commit-marker; do
+for point in stage-commit-unreachable stage-commit-record stage-commit-tag stage-commit-marker commit-unreachable commit-record commit-tag commit-marker; do
     snap=$(snapshot)
     marker=$(cat "$W/fc/.strata")
     STRATA_FAIL_AT=$point expect_error "commit failing at $point" 1 "No space left on device; nothing was changed" "$S" commit "$W/fc" -t base:old
