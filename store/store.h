@@ -14,6 +14,7 @@
  *   layers/<id>/        manifest, info, bundle/<files>
  *   refs/tags/<name>    "<id>\n"
  *   instances/<key>     which clone directory came from which layer
+ *   unreachable         since when each unreachable layer is (gc's grace period)
  *   tmp/                work in progress, each entry flocked by its owner
  *
  * Every function returns 0 (or a count) on success and a negative errno on

@@ -240,6 +240,19 @@ check "a clone whose marker can't be read is listed as unreadable" grep -qE "^un
 run "$S" gc --prune=now
 check "...and gc keeps its layer" grep -q "removed 0 layers," "$W/out"
 cp "$W/mv3.marker" "$W/mv3/.strata"
+if [ "$(id -u)" != 0 ]; then
+    mkdir -p "$W/locked"
+    "$S" clone "$(ls "$STRATA_HOME/layers" | head -1)" "$W/locked/c" 2>/dev/null
+    chmod 000 "$W/locked"
+    run "$S" clones
+    check "a clone in a directory strata can't enter is listed as unreadable" grep -qE "^unreadable +[0-9a-f]{12}  $W/locked/c  .*Permission denied" "$W/out"
+    run "$S" gc --prune=now
+    check "...and gc keeps its layer" grep -q "removed 0 layers," "$W/out"
+    chmod 755 "$W/locked"
+    rm -rf "$W/locked"
+else
+    skipped "a clone in a directory strata can't enter" "root enters every directory"
+fi
 run "$S" fsck
 check "fsck is clean after moves and copies" [ "$rc" -eq 0 ]
 
