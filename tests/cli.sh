@@ -240,6 +240,22 @@ check "a clone whose marker can't be read is listed as unreadable" grep -qE "^un
 run "$S" gc --prune=now
 check "...and gc keeps its layer" grep -q "removed 0 layers," "$W/out"
 cp "$W/mv3.marker" "$W/mv3/.strata"
+# a clone made before markers carried their record's key: the record is
+# named by the SHA-256 of the clone's path, and the marker has no id line
+"$S" clone "$(ls "$STRATA_HOME/layers" | head -1)" "$W/mvold" 2>/dev/null
+key=$(sed -n 's/^id //p' "$W/mvold/.strata")
+legacy=$(printf '%s' "$W/mvold" | sha256sum | cut -c1-32)
+mv "$STRATA_HOME/instances/$key" "$STRATA_HOME/instances/$legacy"
+sed -i '/^id /d' "$W/mvold/.strata"
+run "$S" commit "$W/mvold" -m old
+check "an old-style clone commits in place" [ "$rc" -eq 0 ]
+check "...keeping its old record" [ -f "$STRATA_HOME/instances/$legacy" ]
+mv "$W/mvold" "$W/mvold2"
+run "$S" commit "$W/mvold2" -m old-moved
+check "an old-style clone that moved commits" [ "$rc" -eq 0 ]
+check "...and gets a key in its marker" grep -qE '^id [0-9a-f]{32}$' "$W/mvold2/.strata"
+run "$S" clones
+check "...and a record at its new path" grep -qE "^ok +[0-9a-f]{12}  $W/mvold2$" "$W/out"
 if [ "$(id -u)" != 0 ]; then
     mkdir -p "$W/locked"
     "$S" clone "$(ls "$STRATA_HOME/layers" | head -1)" "$W/locked/c" 2>/dev/null
