@@ -684,6 +684,49 @@ int st_instance_live(store *st, const char *record_text, store_id *out, char **p
     return rc;
 }
 
+static int fsync_parent(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return -ENOMEM;
+    *strrchr(d, '/') = 0;
+    int rc = st_fsync_dir(d);
+    free(d);
+    return rc;
+}
+
+static void forget_record(store *st, const char *key)
+{
+    char *p = record_path(st, key);
+    if (p && unlink(p) == 0)
+        fsync_parent(p);
+    free(p);
+}
+
+int store_clone_delete(store *st, const char *dir)
+{
+    char *abs = realpath(dir, NULL);
+    if (!abs)
+        return st_fail_errno(errno, "%s", dir);
+    store_id layer, rec;
+    char key[KEY_HEX + 1], *path = NULL;
+    int locked = st->lock_state != 0, rc = locked ? 0 : st_lock(st, 0);
+    int ours = !rc && read_marker(st, abs, &layer, key) == 0;
+    if (ours && !key[0])
+        legacy_key(abs, key);
+    /* forget the record only if it is this clone's, not a copy's original */
+    ours = ours && read_record(st, key, &path, &rec) == 0 && !strcmp(path, abs);
+    if (!rc && (rc = st_rm_rf(abs)))
+        rc = st_fail_errno(rc, "%s", abs);
+    if (!rc && ours)
+        forget_record(st, key);
+    if (!locked)
+        st_unlock(st);
+    free(path);
+    free(abs);
+    return rc;
+}
+
 /* ---------- the clone records, as `strata clones` shows them ---------- */
 
 static void clone_state(store *st, store_clone_entry *e)
@@ -887,17 +930,6 @@ static void staged_drop(staged *s)
     free(s->next);
     free(s->prev);
     memset(s, 0, sizeof *s);
-}
-
-static int fsync_parent(const char *path)
-{
-    char *d = strdup(path);
-    if (!d)
-        return -ENOMEM;
-    *strrchr(d, '/') = 0;
-    int rc = st_fsync_dir(d);
-    free(d);
-    return rc;
 }
 
 /* ---------- making layers ---------- */
@@ -1354,14 +1386,6 @@ static int write_clone_files(store *st, const char *key, const char *abs_dir,
     free(mp);
     free(mt);
     return rc;
-}
-
-static void forget_record(store *st, const char *key)
-{
-    char *p = record_path(st, key);
-    if (p && unlink(p) == 0)
-        fsync_parent(p);
-    free(p);
 }
 
 int store_clone(store *st, const char *ref, const char *dir, int *reflinked)

@@ -139,6 +139,9 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked);
  * new path here, so every command that touches it keeps its record right. */
 int store_instance_layer(store *st, const char *instance_dir, store_id *out);
 
+/* Delete a clone directory and forget its record (an ephemeral instance). */
+int store_clone_delete(store *st, const char *dir);
+
 /* ---- clone records (instances/), git-worktree style ---- */
 
 /* A record keeps its layer alive until `clones --prune` forgets it; gc never

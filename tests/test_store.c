@@ -971,6 +971,12 @@ static void test_gc(void **state)
     assert_int_equal(g.layers_removed, 0);
     assert_true(st_layer_exists(f->st, &id));
     assert_int_equal(count_layers(f->st), 2);
+    /* a clone strata deletes itself (an ephemeral instance) leaves no record */
+    assert_int_equal(store_clone(f->st, "t3:child", inst, NULL), 0);
+    assert_int_equal(count_entries(instances), 1);
+    assert_int_equal(store_clone_delete(f->st, inst), 0);
+    assert_int_equal(count_entries(instances), 0);
+    assert_int_equal(access(inst, F_OK), -1);
     assert_int_equal(store_untag(f->st, "t3:child"), 0);
     assert_int_equal(store_gc(f->st, &g), 0);
     assert_int_equal(g.layers_removed, 2);
