@@ -3,7 +3,7 @@
 # macOS with Homebrew. Installs only what is missing; safe to run again.
 set -eu
 DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
-          xfsprogs btrfs-progs e2fsprogs util-linux
+          xfsprogs btrfs-progs e2fsprogs util-linux passwd
           qemu-system-x86 ovmf busybox-static cpio kmod gzip libxxhash-dev
           libarchive-dev libzstd-dev libarchive-tools zstd tar
           libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl"

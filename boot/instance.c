@@ -569,8 +569,8 @@ out:
         if (cloned || from_dir)
             unlink(runf);
     }
-    if (cloned && o->ephemeral && !keep)
-        remove_tree(dir); /* an ephemeral instance leaves nothing behind */
+    if (cloned && o->ephemeral && !keep && store_clone_delete(st, dir))
+        remove_tree(dir); /* an ephemeral instance leaves nothing behind, record included */
     else if (keep && o->note)
         note(o, "instance %s kept at %s: its saved state could not be committed", name, dir);
     boot_settings_free(&s);

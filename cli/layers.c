@@ -198,19 +198,94 @@ static int cmd_diff(int argc, char **argv)
     return 0;
 }
 
+static int ls_unreachable(store *st, int json)
+{
+    store_unreachable_entry *v = NULL;
+    size_t n = 0;
+    if (store_unreachable(st, &v, &n))
+        return cli_store_failed();
+    if (json)
+        printf("[");
+    else
+        printf("%-64s  %s\n", "LAYER", "UNREACHABLE SINCE");
+    for (size_t i = 0; i < n; i++) {
+        char d[32];
+        const char *since = v[i].since ? cli_date_of(v[i].since, d, sizeof d) : NULL;
+        if (json)
+            printf("%s{\"id\":\"%s\",\"since\":%s%s%s}", i ? "," : "", v[i].id.hex,
+                   since ? "\"" : "", since ? since : "null", since ? "\"" : "");
+        else
+            printf("%s  %s\n", v[i].id.hex, since ? since : "(not yet seen by gc)");
+    }
+    if (json)
+        printf("]\n");
+    free(v);
+    return 0;
+}
+
+/* one layer of ls; a layer that can't be read is listed with why */
+static int ls_layer(store *st, const store_id *id, const store_tag_entry *tags, size_t ntags,
+                    int json, int first)
+{
+    store_layer *l = NULL;
+    int rc = store_layer_load(st, id, &l);
+    char tagline[512] = "";
+    size_t at = 0;
+    for (size_t t = 0; t < ntags; t++)
+        if (!strcmp(tags[t].id.hex, id->hex) && at < sizeof tagline)
+            at += (size_t)snprintf(tagline + at, sizeof tagline - at, "%s%s", at ? "," : "",
+                                   tags[t].name);
+    uint64_t size = 0;
+    for (size_t f = 0; l && f < l->nfiles; f++)
+        size += l->files[f].size;
+    if (json) {
+        printf("%s", first ? "" : ",");
+        if (rc) {
+            printf("{\"id\":\"%s\",\"error\":", id->hex);
+            cli_json_str(stdout, store_error());
+        } else {
+            cli_json_layer_head(l);
+            printf(",\"size\":%" PRIu64, size);
+        }
+        printf(",\"tags\":[");
+        int k = 0;
+        for (size_t t = 0; t < ntags; t++)
+            if (!strcmp(tags[t].id.hex, id->hex)) {
+                printf("%s", k++ ? "," : "");
+                cli_json_str(stdout, tags[t].name);
+            }
+        printf("]}");
+    } else if (rc) {
+        printf("%.12s  %-20s  %10s  %-24s  %s\n", id->hex, "?", "?", at ? tagline : "-",
+               "(can't be read; see strata fsck)");
+    } else {
+        char d[32], h[32];
+        printf("%.12s  %-20s  %10s  %-24s  %s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
+               cli_human(size, h, sizeof h), at ? tagline : "-", l->message);
+    }
+    store_layer_free(l);
+    return rc;
+}
+
 static int cmd_ls(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--remote"))
             return cli_remote_ls(argc, argv);
-    int json = 0;
+    int json = 0, unreachable = 0;
+    cli_opt opts[] = {{"--json", 0, NULL, &json}, {"--unreachable", 0, NULL, &unreachable}};
     char *pos[1];
     int n;
-    if (cli_parse_json_only(argc, argv, pos, 0, &n, &json, "ls"))
+    if (cli_parse(argc, argv, opts, 2, pos, 0, &n, "ls"))
         return 1;
     store *st;
     if (cli_open_store(&st))
         return 1;
+    if (unreachable) {
+        int rc = ls_unreachable(st, json);
+        store_close(st);
+        return rc;
+    }
     store_id *ids = NULL;
     size_t nids = 0, ntags = 0;
     store_tag_entry *tags = NULL;
@@ -222,45 +297,20 @@ static int cmd_ls(int argc, char **argv)
         printf("[");
     else
         printf("%-12s  %-20s  %10s  %-24s  %s\n", "LAYER", "CREATED", "SIZE", "TAGS", "MESSAGE");
-    int rc = 0;
-    for (size_t i = 0; i < nids; i++) {
-        store_layer *l;
-        if (store_layer_load(st, &ids[i], &l)) {
-            rc = cli_store_failed();
-            continue;
-        }
-        uint64_t size = 0;
-        for (size_t f = 0; f < l->nfiles; f++)
-            size += l->files[f].size;
-        char d[32], h[32], tagline[512] = "";
-        size_t at = 0;
-        for (size_t t = 0; t < ntags; t++)
-            if (!strcmp(tags[t].id.hex, ids[i].hex) && at < sizeof tagline)
-                at += (size_t)snprintf(tagline + at, sizeof tagline - at, "%s%s", at ? "," : "",
-                                       tags[t].name);
-        if (json) {
-            printf("%s", i ? "," : "");
-            cli_json_layer_head(l);
-            printf(",\"size\":%" PRIu64 ",\"tags\":[", size);
-            int k = 0;
-            for (size_t t = 0; t < ntags; t++)
-                if (!strcmp(tags[t].id.hex, ids[i].hex)) {
-                    printf("%s", k++ ? "," : "");
-                    cli_json_str(stdout, tags[t].name);
-                }
-            printf("]}");
-        } else {
-            printf("%.12s  %-20s  %10s  %-24s  %s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
-                   cli_human(size, h, sizeof h), at ? tagline : "-", l->message);
-        }
-        store_layer_free(l);
-    }
+    char why[1024] = "";
+    size_t bad = 0;
+    for (size_t i = 0; i < nids; i++)
+        if (ls_layer(st, &ids[i], tags, ntags, json, i == 0) && !bad++)
+            snprintf(why, sizeof why, "%s", store_error());
     if (json)
         printf("]\n");
+    fflush(stdout);
     free(ids);
     store_tags_free(tags, ntags);
     store_close(st);
-    return rc;
+    if (bad > 1)
+        return cli_fail("%s (and %zu more layers can't be read)", why, bad - 1);
+    return bad ? cli_fail("%s", why) : 0;
 }
 
 static int cmd_inspect(int argc, char **argv)
@@ -402,8 +452,11 @@ const cli_verb cli_layer_verbs[] = {
      "The chain of layers from REF to its root: id, date, bytes added, message."},
     {"diff", cmd_diff, "diff REF_A REF_B [--json]",
      "Per file: chunks and bytes that differ between two layers."},
-    {"ls", cmd_ls, "ls [--json] | ls --remote HOST/REPO [--json] [--insecure]",
-     "Every layer, with its tags; or the tags, layer ids and sizes in a registry's repository."},
+    {"ls", cmd_ls, "ls [--json] [--unreachable] | ls --remote HOST/REPO [--json] [--insecure]",
+     "Every layer, with its tags; a layer that can't be read is listed as such (with\n"
+     "\"error\" in --json). --unreachable: the layers no tag or clone reaches, and since\n"
+     "when; gc removes them after their grace period. --remote: the tags, layer ids and\n"
+     "sizes in a registry's repository."},
     {"inspect", cmd_inspect, "inspect REF [--json]",
      "A layer's files, chunks, identity (HardwareModel, MachineIdentifier decoded) and\n"
      "saved-state binding."},

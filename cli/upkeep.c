@@ -1,4 +1,4 @@
-/* Verbs that look after the store: df, fsck, gc. */
+/* Verbs that look after the store: df, fsck, gc, clones. */
 #define _GNU_SOURCE
 #include "cli.h"
 
@@ -88,33 +88,131 @@ static int cmd_fsck(int argc, char **argv)
     return 0;
 }
 
+/* "now", "never", or N followed by s, m, h, d (the default) or w */
+static int parse_age(const char *flag, const char *s, int64_t *secs)
+{
+    if (!strcmp(s, "now")) {
+        *secs = 0;
+        return 0;
+    }
+    if (!strcmp(s, "never")) {
+        *secs = INT64_MAX;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    int64_t unit = !*end ? 86400 : !strcmp(end, "s") ? 1 : !strcmp(end, "m") ? 60
+                 : !strcmp(end, "h") ? 3600 : !strcmp(end, "d") ? 86400
+                 : !strcmp(end, "w") ? 7 * 86400 : 0;
+    if (end == s || *s == '-' || !unit || errno || n > (unsigned long long)(INT64_MAX / unit))
+        return cli_fail("%s %s: 'now', 'never', or a number with s, m, h, d or w (14d)", flag, s);
+    *secs = (int64_t)n * unit;
+    return 0;
+}
+
 static int cmd_gc(int argc, char **argv)
 {
     int json = 0;
+    const char *prune = NULL;
+    cli_opt opts[] = {{"--json", 0, NULL, &json}, {"--prune", 1, &prune, NULL}};
     char *pos[1];
     int n;
-    if (cli_parse_json_only(argc, argv, pos, 0, &n, &json, "gc"))
+    int64_t expire = STORE_GC_PRUNE_EXPIRE;
+    if (cli_parse(argc, argv, opts, 2, pos, 0, &n, "gc") ||
+        (prune && parse_age("--prune", prune, &expire)))
         return 1;
     store *st;
     if (cli_open_store(&st))
         return 1;
     store_gc_result r;
-    int rc = store_gc(st, &r);
+    int rc = store_gc_expire(st, expire, &r);
     store_close(st);
     if (rc)
         return cli_store_failed();
     if (json) {
         printf("{\"layers_removed\":%zu,\"tmp_removed\":%zu,\"instances_forgotten\":%zu,"
-               "\"bytes_freed\":%" PRIu64 "}\n",
-               r.layers_removed, r.tmp_removed, r.instances_forgotten, r.bytes_freed);
-    } else {
-        char h[32];
-        printf("removed %zu layer%s, %zu stale temporary item%s, %zu record%s of deleted "
-               "clones; freed %s\n",
-               r.layers_removed, r.layers_removed == 1 ? "" : "s", r.tmp_removed,
-               r.tmp_removed == 1 ? "" : "s", r.instances_forgotten,
-               r.instances_forgotten == 1 ? "" : "s", cli_human(r.bytes_freed, h, sizeof h));
+               "\"bytes_freed\":%" PRIu64 ",\"layers_waiting\":%zu,\"clones_missing\":%zu}\n",
+               r.layers_removed, r.tmp_removed, r.instances_forgotten, r.bytes_freed,
+               r.layers_waiting, r.clones_missing);
+        return 0;
     }
+    char h[32];
+    printf("removed %zu layer%s, %zu stale temporary item%s; freed %s\n", r.layers_removed,
+           r.layers_removed == 1 ? "" : "s", r.tmp_removed, r.tmp_removed == 1 ? "" : "s",
+           cli_human(r.bytes_freed, h, sizeof h));
+    if (r.layers_waiting)
+        printf("kept %zu unreachable layer%s for the grace period (strata ls --unreachable; "
+               "gc --prune=now removes them)\n",
+               r.layers_waiting, r.layers_waiting == 1 ? "" : "s");
+    if (r.clones_missing)
+        printf("kept the layers of %zu clone record%s whose clone is not where recorded "
+               "(see strata clones)\n",
+               r.clones_missing, r.clones_missing == 1 ? "" : "s");
+    return 0;
+}
+
+static void print_clone(const store_clone_entry *e, int json, int first)
+{
+    const char *state = store_clone_state_name(e->state);
+    char d[32];
+    if (!json) {
+        printf("%-10s  %.12s  %s%s%s\n", state, e->has_layer ? e->layer.hex : "-",
+               e->path ? e->path : e->key, e->why ? "  " : "", e->why ? e->why : "");
+        return;
+    }
+    printf("%s{\"record\":\"%s\",\"path\":", first ? "" : ",", e->key);
+    if (e->path)
+        cli_json_str(stdout, e->path);
+    else
+        printf("null");
+    if (e->has_layer)
+        printf(",\"layer\":\"%s\"", e->layer.hex);
+    else
+        printf(",\"layer\":null");
+    printf(",\"state\":\"%s\",\"recorded\":\"%s\"", state, cli_date_of(e->recorded, d, sizeof d));
+    if (e->why) {
+        printf(",\"error\":");
+        cli_json_str(stdout, e->why);
+    }
+    printf("}");
+}
+
+static int cmd_clones(int argc, char **argv)
+{
+    int json = 0, prune = 0;
+    const char *expire_s = NULL;
+    cli_opt opts[] = {{"--json", 0, NULL, &json}, {"--prune", 0, NULL, &prune},
+                      {"--expire", 1, &expire_s, NULL}};
+    char *pos[1];
+    int n;
+    int64_t expire = STORE_CLONE_PRUNE_EXPIRE;
+    if (cli_parse(argc, argv, opts, 3, pos, 0, &n, "clones") ||
+        (expire_s && parse_age("--expire", expire_s, &expire)))
+        return 1;
+    if (expire_s && !prune)
+        return cli_fail("clones: --expire goes with --prune");
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    size_t forgotten = 0, nc = 0;
+    store_clone_entry *c = NULL;
+    int rc = prune ? store_clones_prune(st, expire, &forgotten) : 0;
+    if (!rc)
+        rc = store_clones(st, &c, &nc);
+    store_close(st);
+    if (rc)
+        return cli_store_failed();
+    if (prune)
+        fprintf(stderr, "strata: forgot %zu record%s of missing clones\n", forgotten,
+                forgotten == 1 ? "" : "s");
+    if (json)
+        printf("[");
+    for (size_t i = 0; i < nc; i++)
+        print_clone(&c[i], json, i == 0);
+    if (json)
+        printf("]\n");
+    store_clones_free(c, nc);
     return 0;
 }
 
@@ -125,8 +223,15 @@ const cli_verb cli_upkeep_verbs[] = {
      "(SHA-256), sealing layers that have no seals yet. --quick reads every stored\n"
      "byte too, but checks it against the layer's XXH3 seals, at disk speed.\n"
      "Exits 1 if anything is wrong."},
-    {"gc", cmd_gc, "gc [--json]",
-     "Remove layers that no tag, existing clone, or their descendants reach, and\n"
-     "abandoned temporary work. Reports what it freed."},
+    {"gc", cmd_gc, "gc [--prune=AGE] [--json]",
+     "Remove layers that no tag, clone record, or their descendants reach and that have\n"
+     "been unreachable for AGE (default 14d; 'now' for all of them, 'never' for none),\n"
+     "and abandoned temporary work. If any tag, clone record or layer can't be read,\n"
+     "removes nothing and names it. Undo a wrong untag with 'tag ID NAME' (ls --unreachable)."},
+    {"clones", cmd_clones, "clones [--json] [--prune [--expire AGE]]",
+     "Every clone record: state (ok, moved, missing, unreadable), layer, path. A record\n"
+     "keeps its layer from gc until --prune forgets it; --prune forgets records of\n"
+     "missing clones not written for AGE (default 90d, 'now'). A moved clone is found\n"
+     "again by the next command that uses it."},
     {NULL, NULL, NULL, NULL},
 };

@@ -124,13 +124,18 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, size_t nopts, char **p
                 break;
             }
             size_t k;
+            const char *eq = strchr(a, '='); /* "--prune=now" as well as "--prune now" */
             for (k = 0; k < nopts; k++)
-                if (!strcmp(a, opts[k].name))
+                if (!strcmp(a, opts[k].name) ||
+                    (eq && opts[k].takes_value && strlen(opts[k].name) == (size_t)(eq - a) &&
+                     !strncmp(a, opts[k].name, (size_t)(eq - a))))
                     break;
             if (k == nopts)
                 return cli_fail("%s: unknown option '%s' (see 'strata help %s')", verb_name, a,
                             verb_name);
-            if (opts[k].takes_value) {
+            if (opts[k].takes_value && eq && strcmp(a, opts[k].name)) {
+                *opts[k].value = eq + 1;
+            } else if (opts[k].takes_value) {
                 if (i + 1 >= argc)
                     return cli_fail("%s: %s needs a value", verb_name, a);
                 *opts[k].value = argv[++i];

@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -299,111 +300,338 @@ out:
 
 /* ---------- gc ---------- */
 
+/*
+ * The unreachable list, <store>/unreachable: "<id> <unix seconds>\n" per
+ * layer, sorted by id: when gc first saw the layer unreachable, or when the
+ * last tag or clone record naming it went away, whichever is later. gc's
+ * grace period counts from it, so a wrong untag followed by gc can still be
+ * undone with `tag <id> NAME`.
+ */
 typedef struct {
-    store_id *v;
+    store_unreachable_entry *v;
     size_t n, cap;
-} id_set;
+} since_list;
 
-static int id_set_has(const id_set *s, const store_id *id)
+static int since_read(store *st, since_list *l)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcmp(s->v[i].hex, id->hex))
-            return 1;
+    char *p = st_printf("%s/unreachable", st->home), *data = NULL;
+    size_t len;
+    int rc = p ? st_read_file(p, 64u << 20, &data, &len) : -ENOMEM;
+    memset(l, 0, sizeof *l);
+    if (rc == -ENOENT)
+        rc = 0;
+    else if (rc)
+        rc = st_fail_errno(rc, "%s", p);
+    for (const char *at = data; !rc && at && at < data + len;) {
+        store_unreachable_entry e;
+        long long t;
+        int used = 0;
+        if (sscanf(at, "%64[0-9a-f] %lld\n%n", e.id.hex, &t, &used) != 2 || !used ||
+            !st_id_valid(e.id.hex) || at[used - 1] != '\n') {
+            rc = st_fail(EINVAL, "%s: damaged at byte %zu", p, (size_t)(at - data));
+            break;
+        }
+        e.since = t;
+        if (l->n == l->cap) {
+            size_t nc = l->cap ? l->cap * 2 : 64;
+            store_unreachable_entry *v = realloc(l->v, nc * sizeof *v);
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            l->v = v;
+            l->cap = nc;
+        }
+        l->v[l->n++] = e;
+        at += used;
+    }
+    free(data);
+    free(p);
+    return rc;
+}
+
+static char *since_text(const since_list *l)
+{
+    st_buf b = {0};
+    st_buf_add(&b, "", 1);
+    b.n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        st_buf_printf(&b, "%s %lld\n", l->v[i].id.hex, (long long)l->v[i].since);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+static int since_write(store *st, const since_list *l)
+{
+    char *text = since_text(l);
+    char *p = st_printf("%s/unreachable", st->home);
+    int rc = !p || !text ? -ENOMEM : st_write_atomic(p, text, strlen(text), 0644);
+    if (rc)
+        rc = st_fail_errno(rc, "%s", p ? p : "unreachable");
+    free(p);
+    free(text);
+    return rc;
+}
+
+static store_unreachable_entry *since_find(const since_list *l, const store_id *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i].id.hex, id->hex))
+            return &l->v[i];
+    return NULL;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const store_unreachable_entry *)a)->id.hex,
+                  ((const store_unreachable_entry *)b)->id.hex);
+}
+
+int st_unreachable_stamped(store *st, const store_id *id, char **text)
+{
+    since_list l;
+    int rc = since_read(st, &l);
+    store_unreachable_entry *e = rc ? NULL : since_find(&l, id);
+    if (!rc && !e) {
+        store_unreachable_entry *v = realloc(l.v, (l.n + 1) * sizeof *v);
+        if (!v)
+            rc = -ENOMEM;
+        else {
+            l.v = v;
+            e = &l.v[l.n++];
+            e->id = *id;
+        }
+    }
+    if (!rc) {
+        e->since = (int64_t)time(NULL);
+        qsort(l.v, l.n, sizeof *l.v, cmp_entry);
+        if (!(*text = since_text(&l)))
+            rc = -ENOMEM;
+    }
+    free(l.v);
+    return rc;
+}
+
+int st_unreachable_stamp(store *st, const store_id *id)
+{
+    char *text = NULL, *p = st_printf("%s/unreachable", st->home);
+    int rc = p ? st_unreachable_stamped(st, id, &text) : -ENOMEM;
+    if (!rc && (rc = st_write_atomic(p, text, strlen(text), 0644)))
+        rc = st_fail_errno(rc, "%s", p);
+    free(text);
+    free(p);
+    return rc;
+}
+
+/* Every layer and what reaches it. Built whole before gc removes anything. */
+typedef struct {
+    store_id *ids; /* sorted */
+    size_t n;
+    long *parent;  /* index of the parent, -1 if none or not in the store */
+    char *reach;   /* reached from a tag or a clone record */
+    char *keep;    /* reached, or in its grace period, or an ancestor of one */
+    int64_t *since;
+    size_t clones_missing;
+} gc_graph;
+
+static void graph_free(gc_graph *g)
+{
+    free(g->ids);
+    free(g->parent);
+    free(g->reach);
+    free(g->keep);
+    free(g->since);
+}
+
+static long graph_find(const gc_graph *g, const store_id *id)
+{
+    size_t lo = 0, hi = g->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(g->ids[mid].hex, id->hex);
+        if (!c)
+            return (long)mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+static void graph_mark(gc_graph *g, char *set, long i)
+{
+    for (size_t depth = 0; i >= 0 && !set[i] && depth <= g->n; depth++) {
+        set[i] = 1;
+        i = g->parent[i];
+    }
+}
+
+static int doubt(const char *what)
+{
+    char why[900];
+    snprintf(why, sizeof why, "%s", what);
+    return st_fail(EIO, "gc removed nothing: %s (see strata fsck)", why);
+}
+
+static int graph_layers(store *st, gc_graph *g)
+{
+    int rc = store_layers(st, &g->ids, &g->n);
+    if (rc)
+        return rc;
+    size_t n = g->n ? g->n : 1;
+    g->parent = calloc(n, sizeof *g->parent);
+    g->reach = calloc(n, 1);
+    g->keep = calloc(n, 1);
+    g->since = calloc(n, sizeof *g->since);
+    if (!g->parent || !g->reach || !g->keep || !g->since)
+        return -ENOMEM;
+    store_id *parents = calloc(n, sizeof *parents);
+    if (!parents)
+        return -ENOMEM;
+    for (size_t i = 0; !rc && i < g->n; i++) {
+        store_layer *l = NULL;
+        if (store_layer_load(st, &g->ids[i], &l)) {
+            rc = doubt(store_error());
+            break;
+        }
+        parents[i] = l->has_parent ? l->parent : (store_id){{0}};
+        store_layer_free(l);
+    }
+    for (size_t i = 0; !rc && i < g->n; i++)
+        g->parent[i] = parents[i].hex[0] ? graph_find(g, &parents[i]) : -1;
+    free(parents);
+    return rc;
+}
+
+typedef struct {
+    store *st;
+    gc_graph *g;
+    int rc;
+} tag_walk;
+
+static int graph_tag(void *ctx_, const char *name)
+{
+    tag_walk *w = ctx_;
+    store_id id;
+    if (name[0] == '.')
+        return 0; /* a write in progress or abandoned; the tag itself is intact */
+    if (!store_tag_valid(name)) {
+        char what[600];
+        snprintf(what, sizeof what, "%s/refs/tags/%s: not a tag name", w->st->home, name);
+        return w->rc = doubt(what);
+    }
+    if (store_resolve(w->st, name, &id))
+        return w->rc = doubt(store_error());
+    graph_mark(w->g, w->g->reach, graph_find(w->g, &id));
     return 0;
 }
 
-/* Add id and its ancestors. A layer that exists but can't be read stops gc:
- * without its parent line, gc can't tell which layers it still needs. */
-static int keep_chain(store *st, id_set *s, store_id id)
+static int graph_refs(store *st, gc_graph *g)
 {
-    for (int depth = 0; depth < 100000 && !id_set_has(s, &id); depth++) {
-        if (s->n == s->cap) {
-            size_t nc = s->cap ? s->cap * 2 : 32;
-            store_id *v = realloc(s->v, nc * sizeof *v);
-            if (!v)
-                return st_fail(ENOMEM, "gc: out of memory");
-            s->v = v;
-            s->cap = nc;
+    char *tags = st_printf("%s/refs/tags", st->home);
+    tag_walk w = {st, g, 0};
+    int rc = tags ? each_entry(tags, graph_tag, &w) : -ENOMEM;
+    if (rc && !w.rc)
+        rc = st_fail_errno(rc, "%s", tags);
+    free(tags);
+    if (rc)
+        return rc;
+    store_clone_entry *c = NULL;
+    size_t nc = 0;
+    if ((rc = st_clone_scan(st, &c, &nc)))
+        return doubt(store_error());
+    for (size_t i = 0; !rc && i < nc; i++) {
+        if (!c[i].has_layer) {
+            rc = doubt(c[i].why ? c[i].why : "a clone record");
+            break;
         }
-        s->v[s->n++] = id;
-        if (!st_layer_exists(st, &id))
-            return 0; /* nothing here to delete; fsck reports it */
-        store_layer *l = NULL;
-        if (store_layer_load(st, &id, &l)) {
-            char why[900];
-            snprintf(why, sizeof why, "%s", store_error());
-            return st_fail(EIO, "gc stopped, nothing removed: %s (see strata fsck)", why);
-        }
-        int more = l->has_parent;
-        id = l->parent;
-        store_layer_free(l);
-        if (!more)
-            return 0;
+        /* whatever state the clone is in, its record keeps its layer */
+        graph_mark(g, g->reach, graph_find(g, &c[i].record_layer));
+        graph_mark(g, g->reach, graph_find(g, &c[i].layer));
+        g->clones_missing += c[i].state == STORE_CLONE_MISSING || c[i].state == STORE_CLONE_MOVED;
     }
+    store_clones_free(c, nc);
+    return rc;
+}
+
+/* Which layers to keep; since[] says since when the others are unreachable. */
+static int gc_plan(store *st, int64_t expire, int64_t now, gc_graph *g)
+{
+    since_list sl;
+    int rc = graph_layers(st, g);
+    if (!rc)
+        rc = graph_refs(st, g);
+    if (!rc && (rc = since_read(st, &sl)))
+        return doubt(store_error());
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->reach[i])
+            continue;
+        const store_unreachable_entry *e = since_find(&sl, &g->ids[i]);
+        g->since[i] = e ? e->since : now;
+    }
+    free(sl.v);
+    for (size_t i = 0; i < g->n; i++)
+        if (g->reach[i] || (expire > 0 && now - g->since[i] < expire))
+            graph_mark(g, g->keep, (long)i); /* and its parents, which its manifest names */
+    return 0;
+}
+
+int store_unreachable(store *st, store_unreachable_entry **out, size_t *n)
+{
+    gc_graph g = {0};
+    since_list sl = {0};
+    int rc = st_lock(st, 0);
+    if (!rc)
+        rc = gc_plan(st, STORE_GC_PRUNE_EXPIRE, (int64_t)time(NULL), &g);
+    if (!rc)
+        rc = since_read(st, &sl);
+    store_unreachable_entry *v = rc ? NULL : calloc(g.n ? g.n : 1, sizeof *v);
+    size_t k = 0;
+    if (!rc && !v)
+        rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < g.n; i++) {
+        if (g.reach[i])
+            continue;
+        const store_unreachable_entry *e = since_find(&sl, &g.ids[i]);
+        v[k].id = g.ids[i];
+        v[k++].since = e ? e->since : 0;
+    }
+    free(sl.v);
+    graph_free(&g);
+    st_unlock(st);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = k;
     return 0;
 }
 
 typedef struct {
     store *st;
-    id_set *keep;
+    const char *dir;
     store_gc_result *res;
-    int failed; /* a callback set the error message */
 } gc_ctx;
 
-static int gc_tag(void *ctx_, const char *name)
+/* st_write_atomic's ".<name>.tmp-<pid>" and a commit's ".<name>.tmp-<pid>.new"
+ * or ".old", left when their writer died */
+static int gc_stale_write(void *ctx_, const char *name)
 {
     gc_ctx *g = ctx_;
-    store_id id;
-    if (name[0] == '.') {
-        if (stale_write(name)) {
-            char *p = st_printf("%s/refs/tags/%s", g->st->home, name);
-            if (p)
-                unlink(p);
-            free(p);
-        }
-        return 0;
-    }
-    if (store_tag_valid(name) && store_resolve(g->st, name, &id) == 0) {
-        int rc = keep_chain(g->st, g->keep, id);
-        g->failed = rc != 0;
-        return rc;
+    if (stale_write(name)) {
+        char *p = st_printf("%s/%s", g->dir, name);
+        if (p)
+            unlink(p);
+        free(p);
     }
     return 0;
-}
-
-static int gc_instance(void *ctx_, const char *name)
-{
-    gc_ctx *g = ctx_;
-    int rc = 0;
-    char *p = st_printf("%s/instances/%s", g->st->home, name), *text = NULL, *path = NULL;
-    size_t len;
-    if (!p)
-        return -ENOMEM;
-    if (name[0] == '.') {
-        if (stale_write(name))
-            unlink(p);
-    } else if (st_read_file(p, 8192, &text, &len) == 0) {
-        store_id id;
-        int live = st_instance_live(g->st, text, &id, &path);
-        if (live == -ENOENT) {
-            unlink(p);
-            g->res->instances_forgotten++;
-        } else {
-            /* live, or unreadable just now: keep what it may stand on, and
-             * the record's own layer too (a clone being made is recorded first) */
-            if (live == 0)
-                rc = keep_chain(g->st, g->keep, id);
-            const char *l = strstr(text, "\nlayer ");
-            store_id rec;
-            if (!rc && l && sscanf(l + 7, "%64s", rec.hex) == 1 && st_id_valid(rec.hex))
-                rc = keep_chain(g->st, g->keep, rec);
-            g->failed = rc != 0;
-        }
-    }
-    free(path);
-    free(text);
-    free(p);
-    return rc;
 }
 
 static int gc_tmp(void *ctx_, const char *name)
@@ -446,63 +674,84 @@ static int gc_tmp(void *ctx_, const char *name)
     return 0;
 }
 
-int store_gc(store *st, store_gc_result *res)
+/* the unreachable layers gc keeps, with since when, for the next gc */
+static int gc_remember(store *st, const gc_graph *g)
+{
+    since_list l = {0};
+    l.v = calloc(g->n ? g->n : 1, sizeof *l.v);
+    if (!l.v)
+        return -ENOMEM;
+    for (size_t i = 0; i < g->n; i++)
+        if (!g->reach[i] && g->keep[i]) {
+            l.v[l.n].id = g->ids[i];
+            l.v[l.n++].since = g->since[i];
+        }
+    int rc = since_write(st, &l);
+    free(l.v);
+    return rc;
+}
+
+static void gc_remove(store *st, const store_id *id, store_gc_result *res)
+{
+    /* move the whole layer out of sight in one rename, then delete it:
+     * a crash leaves either the intact layer or garbage under tmp/ */
+    char *layers = st_printf("%s/layers", st->home);
+    char *from = st_printf("%s/layers/%s", st->home, id->hex);
+    char *to = st_printf("%s/tmp/gc-%s", st->home, id->hex);
+    if (layers && from && to) {
+        uint64_t bytes = st_allocated(from);
+        st_crash_point();
+        if (rename(from, to) == 0) {
+            st_crash_point();
+            st_fsync_dir(layers);
+            st_crash_point();
+            st_rm_rf(to);
+            res->layers_removed++;
+            res->bytes_freed += bytes;
+        }
+    }
+    free(layers);
+    free(from);
+    free(to);
+}
+
+int store_gc_expire(store *st, int64_t expire, store_gc_result *res)
 {
     memset(res, 0, sizeof *res);
     int rc = st_lock(st, 1);
     if (rc)
         return rc;
-    id_set keep = {0};
-    gc_ctx g = {st, &keep, res, 0};
-    char *tags = st_printf("%s/refs/tags", st->home);
-    char *inst = st_printf("%s/instances", st->home);
-    char *tmp = st_printf("%s/tmp", st->home);
-    char *layers = st_printf("%s/layers", st->home);
-    store_id *ids = NULL;
-    size_t n = 0;
-    if (!tags || !inst || !tmp || !layers) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    if ((rc = each_entry(tags, gc_tag, &g)) || (rc = each_entry(inst, gc_instance, &g))) {
-        if (!g.failed)
-            rc = st_fail_errno(rc, "%s", st->home);
-        goto out;
-    }
-    if ((rc = store_layers(st, &ids, &n)))
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (id_set_has(&keep, &ids[i]))
-            continue;
-        /* move the whole layer out of sight in one rename, then delete it:
-         * a crash leaves either the intact layer or garbage under tmp/ */
-        char *from = st_printf("%s/%s", layers, ids[i].hex);
-        char *to = st_printf("%s/gc-%s", tmp, ids[i].hex);
-        if (from && to) {
-            uint64_t bytes = st_allocated(from);
-            st_crash_point();
-            if (rename(from, to) == 0) {
-                st_crash_point();
-                st_fsync_dir(layers);
-                st_crash_point();
-                st_rm_rf(to);
-                res->layers_removed++;
-                res->bytes_freed += bytes;
-            }
+    gc_graph g = {0};
+    if (!(rc = gc_plan(st, expire, (int64_t)time(NULL), &g)) && !(rc = gc_remember(st, &g))) {
+        res->clones_missing = g.clones_missing;
+        for (size_t i = 0; i < g.n; i++) {
+            if (!g.keep[i])
+                gc_remove(st, &g.ids[i], res);
+            else if (!g.reach[i])
+                res->layers_waiting++;
         }
-        free(from);
-        free(to);
+        static const char *const dirs[] = {"refs/tags", "instances", "."};
+        for (size_t d = 0; d < 3; d++) {
+            char *dir = st_printf("%s/%s", st->home, dirs[d]);
+            gc_ctx c = {st, dir, res};
+            if (dir)
+                each_entry(dir, gc_stale_write, &c);
+            free(dir);
+        }
+        char *tmp = st_printf("%s/tmp", st->home);
+        gc_ctx c = {st, tmp, res};
+        if (tmp)
+            each_entry(tmp, gc_tmp, &c);
+        free(tmp);
     }
-    each_entry(tmp, gc_tmp, &g);
-out:
-    free(ids);
-    free(keep.v);
-    free(tags);
-    free(inst);
-    free(tmp);
-    free(layers);
+    graph_free(&g);
     st_unlock(st);
     return rc;
+}
+
+int store_gc(store *st, store_gc_result *res)
+{
+    return store_gc_expire(st, 0, res);
 }
 
 /* ---------- df ---------- */

@@ -111,8 +111,17 @@ int st_instance_live(store *st, const char *record_text, store_id *out, char **p
 
 /* store.c, for receive.c */
 const store_file *st_layer_find_file(const store_layer *l, const char *name);
+/* point tag name at id (lock held); a layer the tag leaves starts its gc grace period */
 int st_write_tag(store *st, const char *name, const store_id *id);
 int st_bad_tag(const char *name);
+
+
+/* store.c: every clone record with its state, without taking the lock */
+int st_clone_scan(store *st, store_clone_entry **out, size_t *n);
+/* check.c: a ref to this layer is going away; its gc grace period starts now */
+int st_unreachable_stamp(store *st, const store_id *id);
+/* the unreachable list's text with that stamp, to write later */
+int st_unreachable_stamped(store *st, const store_id *id, char **text);
 
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);

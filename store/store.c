@@ -315,6 +315,13 @@ static int write_tag(store *st, const char *name, const store_id *id)
 
 int st_write_tag(store *st, const char *name, const store_id *id)
 {
+    store_id old;
+    /* a moved tag may leave its old layer unreachable: its grace starts now */
+    if (read_tag(st, name, &old) == 0 && strcmp(old.hex, id->hex)) {
+        int rc = st_unreachable_stamp(st, &old);
+        if (rc)
+            return rc;
+    }
     return write_tag(st, name, id);
 }
 
@@ -338,8 +345,11 @@ int store_tag(store *st, const char *ref, const char *name)
         return bad_tag(name);
     store_id id;
     int rc = st_lock(st, 1);
-    if (!rc && !(rc = store_resolve(st, ref, &id)))
-        rc = write_tag(st, name, &id);
+    if (!rc && !(rc = store_resolve(st, ref, &id)) && !st_layer_exists(st, &id))
+        rc = st_fail(ENOENT, "'%s' names layer %s, which is missing (see strata fsck)", ref,
+                     id.hex);
+    if (!rc)
+        rc = st_write_tag(st, name, &id);
     st_unlock(st);
     return rc;
 }
@@ -352,8 +362,11 @@ int store_untag(store *st, const char *name)
     if (rc)
         return rc;
     char *p = tag_path(st, name);
+    store_id old;
     if (!p)
         rc = -ENOMEM;
+    else if (read_tag(st, name, &old) == 0 && (rc = st_unreachable_stamp(st, &old)))
+        ; /* nothing removed: without the stamp, gc could take the layer at once */
     else if (unlink(p) < 0)
         rc = errno == ENOENT ? st_fail(ENOENT, "no tag '%s'", name) : st_fail_errno(errno, "%s", p);
     else {
@@ -475,50 +488,75 @@ int store_layers(store *st, store_id **out, size_t *n)
 /* ---------- instances ---------- */
 
 #define MARKER_HEAD "strata-instance 1\n"
+#define KEY_HEX 32
 
-static char *instance_record_path(const store *st, const char *abs_dir)
+/* Fault injection for tests: when $STRATA_FAIL_AT names this point, the
+ * step fails with ENOSPC, as a full volume would make it (tests/cli.sh). */
+static int fault(const char *point)
+{
+    const char *e = getenv("STRATA_FAIL_AT");
+    return e && !strcmp(e, point) ? -ENOSPC : 0;
+}
+
+static char *record_path(const store *st, const char *key)
+{
+    return st_printf("%s/instances/%s", st->home, key);
+}
+
+/* Records made before markers carried their key were named by the clone's path. */
+static void legacy_key(const char *abs_dir, char key[KEY_HEX + 1])
 {
     unsigned char d[32];
-    char hex[65];
     st_sha256(abs_dir, strlen(abs_dir), d);
-    st_hex(d, 16, hex);
-    return st_printf("%s/instances/%s", st->home, hex);
+    st_hex(d, KEY_HEX / 2, key);
 }
 
-static int write_instance(store *st, const char *abs_dir, const char *marker_dir,
-                          const store_id *id)
+/* A record's name for a new clone: unique, and unrelated to the path, so the
+ * clone can move and keep it. */
+static void new_key(const char *abs_dir, char key[KEY_HEX + 1])
 {
-    char *enc_store = st_encode(st->home), *enc_dir = st_encode(abs_dir);
-    char *marker = st_printf("%s/%s", marker_dir, STORE_INSTANCE_MARKER);
-    char *record = instance_record_path(st, abs_dir);
-    char *mtext = st_printf(MARKER_HEAD "layer %s\nstore %s\n", id->hex, enc_store ? enc_store : "");
-    char *rtext = st_printf("path %s\nlayer %s\n", enc_dir ? enc_dir : "", id->hex);
-    int rc = (!enc_store || !enc_dir || !marker || !record || !mtext || !rtext) ? -ENOMEM : 0;
-    /* record first: gc must never see a live clone it does not know about */
-    if (!rc && (rc = st_write_atomic(record, rtext, strlen(rtext), 0644)))
-        rc = st_fail_errno(rc, "%s", record);
-    st_crash_point();
-    if (!rc && (rc = st_write_atomic(marker, mtext, strlen(mtext), 0644)))
-        rc = st_fail_errno(rc, "%s", marker);
-    free(enc_store);
-    free(enc_dir);
-    free(marker);
-    free(record);
-    free(mtext);
-    free(rtext);
-    return rc;
+    static unsigned counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char *seed = st_printf("%s\n%lld.%09ld %d %u", abs_dir, (long long)ts.tv_sec, ts.tv_nsec,
+                           (int)getpid(), counter++);
+    unsigned char d[32];
+    st_sha256(seed ? seed : abs_dir, strlen(seed ? seed : abs_dir), d);
+    st_hex(d, KEY_HEX / 2, key);
+    free(seed);
 }
 
-/* parse a marker's text: its layer and whether it names this store */
-static int parse_marker(const char *text, store_id *id, char **store_path)
+static char *record_text(const char *abs_dir, const store_id *id)
+{
+    char *enc = st_encode(abs_dir);
+    char *t = enc ? st_printf("path %s\nlayer %s\n", enc, id->hex) : NULL;
+    free(enc);
+    return t;
+}
+
+static char *marker_text(const store *st, const store_id *id, const char *key)
+{
+    char *enc = st_encode(st->home);
+    char *t = enc ? st_printf(MARKER_HEAD "layer %s\nstore %s\nid %s\n", id->hex, enc, key) : NULL;
+    free(enc);
+    return t;
+}
+
+/* parse a marker's text: its layer, the store it names and its record key
+ * ("" in markers older than keys) */
+static int parse_marker(const char *text, store_id *id, char **store_path, char key[KEY_HEX + 1])
 {
     if (strncmp(text, MARKER_HEAD, strlen(MARKER_HEAD)))
         return -1;
     const char *l = strstr(text, "\nlayer "), *s = strstr(text, "\nstore ");
+    const char *k = strstr(text, "\nid ");
     if (!l || !s)
         return -1;
     char hex[65];
     if (sscanf(l + 7, "%64s", hex) != 1 || !st_id_valid(hex))
+        return -1;
+    key[0] = 0;
+    if (k && (sscanf(k + 4, "%32s", key) != 1 || strlen(key) != KEY_HEX))
         return -1;
     const char *end = strchr(s + 7, '\n');
     if (!end)
@@ -532,49 +570,387 @@ static int parse_marker(const char *text, store_id *id, char **store_path)
     return 0;
 }
 
-int store_instance_layer(store *st, const char *instance_dir, store_id *out)
+/* parse a record's text: "path <encoded dir>\nlayer <id>\n" */
+static int parse_record(const char *text, char **path, store_id *id)
 {
-    char *marker = st_printf("%s/%s", instance_dir, STORE_INSTANCE_MARKER), *text = NULL;
+    const char *p = strncmp(text, "path ", 5) ? NULL : text + 5;
+    const char *nl = p ? strchr(p, '\n') : NULL;
+    if (!nl || strncmp(nl, "\nlayer ", 7) || sscanf(nl + 7, "%64s", id->hex) != 1 ||
+        !st_id_valid(id->hex))
+        return -1;
+    char *enc = strndup(p, (size_t)(nl - p));
+    *path = enc ? st_decode(enc) : NULL;
+    free(enc);
+    return *path ? 0 : -1;
+}
+
+static int read_marker(store *st, const char *dir, store_id *id, char key[KEY_HEX + 1])
+{
+    char *marker = st_printf("%s/%s", dir, STORE_INSTANCE_MARKER), *text = NULL, *owner = NULL;
     size_t len;
     int rc = marker ? st_read_file(marker, 4096, &text, &len) : -ENOMEM;
-    char *owner = NULL;
     if (rc == -ENOENT)
-        rc = st_fail(ENOENT, "%s: not a strata clone (no %s file)", instance_dir,
-                     STORE_INSTANCE_MARKER);
+        rc = st_fail(ENOENT, "%s: not a strata clone (no %s file)", dir, STORE_INSTANCE_MARKER);
     else if (rc)
         rc = st_fail_errno(rc, "%s", marker);
-    else if (parse_marker(text, out, &owner))
+    else if (parse_marker(text, id, &owner, key))
         rc = st_fail(EINVAL, "%s: damaged marker file", marker);
     else if (strcmp(owner, st->home))
-        rc = st_fail(EINVAL, "%s: cloned from the store at %s, not %s (set STRATA_HOME)",
-                     instance_dir, owner, st->home);
+        rc = st_fail(EINVAL, "%s: cloned from the store at %s, not %s (set STRATA_HOME)", dir,
+                     owner, st->home);
     free(owner);
     free(text);
     free(marker);
     return rc;
 }
 
+/* Where a clone's record says it is and stands, or an error (ENOENT: no record). */
+static int read_record(store *st, const char *key, char **path, store_id *id)
+{
+    char *p = record_path(st, key), *text = NULL;
+    size_t len;
+    int rc = p ? st_read_file(p, 8192, &text, &len) : -ENOMEM;
+    if (rc && rc != -ENOENT)
+        rc = st_fail_errno(rc, "%s", p);
+    else if (!rc && parse_record(text, path, id))
+        rc = st_fail(EINVAL, "%s: damaged clone record", p);
+    free(text);
+    free(p);
+    return rc;
+}
+
+/* 1 if dir holds a marker of this store with this key (so dir is that clone) */
+static int marker_has_key(store *st, const char *dir, const char *key)
+{
+    store_id id;
+    char k[KEY_HEX + 1];
+    return read_marker(st, dir, &id, k) == 0 && !strcmp(k, key);
+}
+
+/*
+ * The clone at abs_dir: its layer and record key. A clone found at a path
+ * its record does not name was moved (or copied), and is registered again
+ * here, git-worktree style: a moved clone's record gets the new path; a
+ * copy, whose original still stands at the old path, gets a record of its
+ * own, and so does a clone whose record is gone.
+ */
+static int read_clone(store *st, const char *abs_dir, store_id *layer, char key[KEY_HEX + 1])
+{
+    int rc = read_marker(st, abs_dir, layer, key);
+    if (rc)
+        return rc;
+    int legacy = !key[0], fresh = 0;
+    if (legacy)
+        legacy_key(abs_dir, key);
+    char *path = NULL;
+    store_id rec;
+    rc = read_record(st, key, &path, &rec);
+    if (!rc && !strcmp(path, abs_dir)) {
+        free(path);
+        return 0;
+    }
+    if (rc == -ENOENT)
+        fresh = legacy; /* give an old marker a key, so it can move again */
+    else if (rc)
+        return rc;
+    else
+        fresh = marker_has_key(st, path, key); /* a copy: the original is still there */
+    free(path);
+    if (fresh)
+        new_key(abs_dir, key);
+    char *rp = record_path(st, key), *rt = record_text(abs_dir, layer);
+    char *mp = st_printf("%s/%s", abs_dir, STORE_INSTANCE_MARKER);
+    char *mt = marker_text(st, layer, key);
+    rc = !rp || !rt || !mp || !mt ? -ENOMEM : 0;
+    if (!rc && (rc = st_write_atomic(rp, rt, strlen(rt), 0644)))
+        rc = st_fail_errno(rc, "registering the moved clone %s: %s", abs_dir, rp);
+    if (!rc && fresh && (rc = st_write_atomic(mp, mt, strlen(mt), 0644)))
+        rc = st_fail_errno(rc, "registering the moved clone %s: %s", abs_dir, mp);
+    free(rp);
+    free(rt);
+    free(mp);
+    free(mt);
+    return rc;
+}
+
+int store_instance_layer(store *st, const char *instance_dir, store_id *out)
+{
+    char *abs = realpath(instance_dir, NULL);
+    if (!abs)
+        return st_fail_errno(errno, "%s", instance_dir);
+    int locked = st->lock_state != 0, rc = locked ? 0 : st_lock(st, 0);
+    char key[KEY_HEX + 1];
+    if (!rc)
+        rc = read_clone(st, abs, out, key);
+    if (!locked)
+        st_unlock(st);
+    free(abs);
+    return rc;
+}
+
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out)
 {
-    const char *p = strncmp(record_text, "path ", 5) ? NULL : record_text + 5;
-    const char *nl = p ? strchr(p, '\n') : NULL;
-    if (!nl)
+    store_id rec;
+    if (parse_record(record_text, path_out, &rec))
         return -EINVAL;
-    char *enc = strndup(p, (size_t)(nl - p));
-    char *path = enc ? st_decode(enc) : NULL;
-    free(enc);
-    if (!path)
-        return -EINVAL;
-    *path_out = path;
-    char *marker = st_printf("%s/%s", path, STORE_INSTANCE_MARKER), *text = NULL, *owner = NULL;
+    char *marker = st_printf("%s/%s", *path_out, STORE_INSTANCE_MARKER), *text = NULL;
+    char *owner = NULL, key[KEY_HEX + 1];
     size_t len;
     int rc = marker ? st_read_file(marker, 4096, &text, &len) : -ENOMEM;
-    if (!rc && (parse_marker(text, out, &owner) || strcmp(owner, st->home)))
+    if (!rc && (parse_marker(text, out, &owner, key) || strcmp(owner, st->home)))
         rc = -ENOENT; /* that directory is no longer our clone */
     free(owner);
     free(text);
     free(marker);
     return rc;
+}
+
+static int fsync_parent(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return -ENOMEM;
+    *strrchr(d, '/') = 0;
+    int rc = st_fsync_dir(d);
+    free(d);
+    return rc;
+}
+
+static void forget_record(store *st, const char *key)
+{
+    char *p = record_path(st, key);
+    if (p && unlink(p) == 0)
+        fsync_parent(p);
+    free(p);
+}
+
+int store_clone_delete(store *st, const char *dir)
+{
+    char *abs = realpath(dir, NULL);
+    if (!abs)
+        return st_fail_errno(errno, "%s", dir);
+    store_id layer, rec;
+    char key[KEY_HEX + 1], *path = NULL;
+    int locked = st->lock_state != 0, rc = locked ? 0 : st_lock(st, 0);
+    int ours = !rc && read_marker(st, abs, &layer, key) == 0;
+    if (ours && !key[0])
+        legacy_key(abs, key);
+    /* forget the record only if it is this clone's, not a copy's original */
+    ours = ours && read_record(st, key, &path, &rec) == 0 && !strcmp(path, abs);
+    if (!rc && (rc = st_rm_rf(abs)))
+        rc = st_fail_errno(rc, "%s", abs);
+    if (!rc && ours)
+        forget_record(st, key);
+    if (!locked)
+        st_unlock(st);
+    free(path);
+    free(abs);
+    return rc;
+}
+
+/* ---------- the clone records, as `strata clones` shows them ---------- */
+
+static void clone_state(store *st, store_clone_entry *e)
+{
+    struct stat s;
+    if (stat(e->path, &s) < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            e->state = STORE_CLONE_MISSING;
+        else {
+            e->state = STORE_CLONE_UNREADABLE;
+            e->why = st_printf("%s: %s", e->path, strerror(errno));
+        }
+        return;
+    }
+    char key[KEY_HEX + 1];
+    int rc = read_marker(st, e->path, &e->layer, key);
+    if (rc == -ENOENT) {
+        e->state = STORE_CLONE_MOVED; /* something else is there now */
+    } else if (rc == -EINVAL && strstr(store_error(), "cloned from the store")) {
+        e->state = STORE_CLONE_MOVED;
+    } else if (rc) {
+        e->state = STORE_CLONE_UNREADABLE;
+        e->why = st_strdup(store_error());
+    } else {
+        char want[KEY_HEX + 1];
+        if (!key[0])
+            legacy_key(e->path, want);
+        e->state = strcmp(key[0] ? key : want, e->key) ? STORE_CLONE_MOVED : STORE_CLONE_OK;
+        if (e->state != STORE_CLONE_OK)
+            e->layer = e->record_layer;
+    }
+}
+
+int st_clone_scan(store *st, store_clone_entry **out, size_t *n)
+{
+    char *dir = st_printf("%s/instances", st->home);
+    char **names;
+    size_t cnt;
+    int rc = dir ? list_dir(dir, &names, &cnt) : -ENOMEM;
+    if (rc) {
+        rc = st_fail_errno(rc, "%s", dir ? dir : "instances");
+        free(dir);
+        return rc;
+    }
+    store_clone_entry *v = calloc(cnt ? cnt : 1, sizeof *v);
+    for (size_t i = 0; v && i < cnt; i++) {
+        store_clone_entry *e = &v[i];
+        snprintf(e->key, sizeof e->key, "%.32s", names[i]);
+        char *p = st_printf("%s/%s", dir, names[i]);
+        struct stat s;
+        if (p && stat(p, &s) == 0)
+            e->recorded = (int64_t)s.st_mtime;
+        free(p);
+        if (strlen(names[i]) != KEY_HEX) {
+            e->state = STORE_CLONE_UNREADABLE;
+            e->why = st_printf("%s/%s: not a clone record", dir, names[i]);
+        } else if (read_record(st, names[i], &e->path, &e->record_layer)) {
+            e->state = STORE_CLONE_UNREADABLE;
+            e->why = st_strdup(store_error());
+        } else {
+            e->has_layer = 1;
+            e->layer = e->record_layer;
+            clone_state(st, e);
+        }
+    }
+    free_names(names, cnt);
+    free(dir);
+    if (!v)
+        return -ENOMEM;
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+int store_clones(store *st, store_clone_entry **out, size_t *n)
+{
+    int rc = st_lock(st, 0);
+    if (!rc)
+        rc = st_clone_scan(st, out, n);
+    st_unlock(st);
+    return rc;
+}
+
+void store_clones_free(store_clone_entry *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].path);
+        free(v[i].why);
+    }
+    free(v);
+}
+
+const char *store_clone_state_name(store_clone_state s)
+{
+    static const char *const names[] = {"ok", "moved", "missing", "unreadable"};
+    return (unsigned)s < 4 ? names[s] : "?";
+}
+
+int store_clones_prune(store *st, int64_t expire, size_t *forgotten)
+{
+    *forgotten = 0;
+    int rc = st_lock(st, 1);
+    store_clone_entry *v = NULL;
+    size_t n = 0;
+    if (!rc)
+        rc = st_clone_scan(st, &v, &n);
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (v[i].state != STORE_CLONE_MISSING || now - v[i].recorded < expire)
+            continue;
+        /* the layer's grace period before gc starts now, not when it was cloned */
+        if ((rc = st_unreachable_stamp(st, &v[i].record_layer)))
+            break;
+        char *p = record_path(st, v[i].key);
+        if (!p || (unlink(p) < 0 && errno != ENOENT))
+            rc = p ? st_fail_errno(errno, "%s", p) : -ENOMEM;
+        else
+            (*forgotten)++;
+        free(p);
+    }
+    char *dir = st_printf("%s/instances", st->home);
+    if (!rc && *forgotten && dir && (rc = st_fsync_dir(dir)))
+        rc = st_fail_errno(rc, "%s", dir);
+    free(dir);
+    store_clones_free(v, n);
+    st_unlock(st);
+    return rc;
+}
+
+/* ---------- changing several files as one ---------- */
+
+/*
+ * A file replaced in steps, so that a commit can change a record, a tag
+ * and a marker together: stage() writes the new content beside the file
+ * and links the old one aside, so every step that can run out of space is
+ * done before anything is visible; publish() renames the new one in;
+ * undo() puts the old one back. Names are dot names no tag or record can
+ * have, and gc removes those whose writer died.
+ */
+typedef struct {
+    char *path, *next, *prev;
+    int had_old, published;
+} staged;
+
+static char *aside(const char *path, const char *what)
+{
+    const char *slash = strrchr(path, '/');
+    return st_printf("%.*s/.%s.tmp-%d.%s", (int)(slash - path), path, slash + 1, (int)getpid(),
+                     what);
+}
+
+static int stage(staged *s, const char *path, const char *text, const char *point)
+{
+    s->path = strdup(path);
+    s->next = aside(path, "new");
+    s->prev = aside(path, "old");
+    if (!s->path || !s->next || !s->prev)
+        return -ENOMEM;
+    int rc = fault(point);
+    int fd = rc ? -1 : open(s->next, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t len = strlen(text);
+    if (!rc && (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0))
+        rc = -(errno ? errno : EIO);
+    if (fd >= 0)
+        close(fd);
+    unlink(s->prev);
+    if (!rc && link(path, s->prev) == 0)
+        s->had_old = 1;
+    else if (!rc && errno != ENOENT)
+        rc = -errno;
+    return rc ? st_fail_errno(rc, "%s", path) : 0;
+}
+
+static int publish(staged *s, const char *point)
+{
+    int rc = fault(point);
+    if (!rc && rename(s->next, s->path) < 0)
+        rc = -errno;
+    if (rc)
+        return st_fail_errno(rc, "%s", s->path);
+    s->published = 1;
+    return 0;
+}
+
+static int undo(staged *s)
+{
+    if (!s->published)
+        return 0;
+    int rc = s->had_old ? rename(s->prev, s->path) : unlink(s->path);
+    s->published = rc < 0;
+    return rc < 0 ? -errno : 0;
+}
+
+static void staged_drop(staged *s)
+{
+    if (s->next)
+        unlink(s->next);
+    if (s->prev)
+        unlink(s->prev);
+    free(s->path);
+    free(s->next);
+    free(s->prev);
+    memset(s, 0, sizeof *s);
 }
 
 /* ---------- making layers ---------- */
@@ -728,7 +1104,109 @@ static int load_parent_seals(store *st, const store_layer *parent, st_seals **ou
 /* What the commit publishes besides the layer itself, under the same lock. */
 typedef struct {
     const char *instance_dir; /* move this clone onto the new layer, or NULL */
+    const char *key;          /* its record */
 } publish_extra;
+
+/* undo the steps done so far, newest first; say what could not be undone */
+static int roll_back(store *st, staged *steps, int n, const char *layer_dir, const char *tmp_path,
+                     int layer_published)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "%s", store_error());
+    const char *left = NULL;
+    for (int i = n - 1; i >= 0; i--)
+        if (undo(&steps[i]) < 0 && !left)
+            left = steps[i].path;
+    if (layer_published && rename(layer_dir, tmp_path) < 0 && !left)
+        left = layer_dir;
+    for (int i = 0; i < n; i++)
+        if (steps[i].path)
+            fsync_parent(steps[i].path);
+    char *layers = st_printf("%s/layers", st->home);
+    if (layers)
+        st_fsync_dir(layers);
+    free(layers);
+    if (left)
+        return st_fail(EIO, "%s; undoing it failed too, so %s is left changed (see strata fsck)",
+                       why, left);
+    return st_fail(EIO, "%s; nothing was changed", why);
+}
+
+/*
+ * Make the layer visible, then the clone's record, the tag and the clone's
+ * marker. Everything that needs space is written first; if a later rename
+ * fails, the earlier ones are undone, so the commit happens whole or not at
+ * all (a crash in between leaves each file whole: a tag or marker names
+ * either the old layer or the new one, which is complete).
+ */
+static int publish_all(store *st, st_tmpdir *tmp, const char *layer_dir,
+                       const store_commit_opts *o, const publish_extra *extra,
+                       store_commit_result *res)
+{
+    enum { N = 4 };
+    staged steps[N] = {{0}};
+    const char *const points[N] = {"commit-unreachable", "commit-record", "commit-tag",
+                                   "commit-marker"};
+    char *paths[N] = {NULL}, *texts[N] = {NULL};
+    int rc = 0, layer_published = 0;
+    store_id old;
+    if (extra && extra->instance_dir) {
+        paths[1] = record_path(st, extra->key);
+        texts[1] = record_text(extra->instance_dir, &res->id);
+        paths[3] = st_printf("%s/%s", extra->instance_dir, STORE_INSTANCE_MARKER);
+        texts[3] = marker_text(st, &res->id, extra->key);
+        rc = !paths[1] || !texts[1] || !paths[3] || !texts[3] ? -ENOMEM : 0;
+    }
+    if (!rc && o->tag) {
+        paths[2] = tag_path(st, o->tag);
+        texts[2] = st_printf("%s\n", res->id.hex);
+        rc = !paths[2] || !texts[2] ? -ENOMEM : rc;
+        /* a moved tag's old layer may become unreachable: its grace starts now */
+        if (!rc && read_tag(st, o->tag, &old) == 0 && strcmp(old.hex, res->id.hex) &&
+            !(rc = st_unreachable_stamped(st, &old, &texts[0])) &&
+            !(paths[0] = st_printf("%s/unreachable", st->home)))
+            rc = -ENOMEM;
+    }
+    for (int i = 0; i < N && !rc; i++) {
+        char point[32];
+        snprintf(point, sizeof point, "stage-%s", points[i]);
+        if (paths[i] && (rc = stage(&steps[i], paths[i], texts[i], point))) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", store_error());
+            rc = st_fail(-rc, "%s; nothing was changed", why);
+        }
+    }
+    st_crash_point();
+    if (!rc && !res->existed) {
+        if (rename(tmp->path, layer_dir) < 0)
+            rc = st_fail_errno(errno, "publishing %s", layer_dir);
+        else
+            layer_published = 1;
+        st_crash_point();
+        char *layers = st_printf("%s/layers", st->home);
+        if (!rc && (rc = layers ? st_fsync_dir(layers) : -ENOMEM))
+            rc = st_fail_errno(rc, "%s/layers", st->home);
+        free(layers);
+        st_crash_point();
+    }
+    int done = 0;
+    for (; done < N && !rc; done++) {
+        if (paths[done])
+            rc = publish(&steps[done], points[done]);
+        st_crash_point();
+    }
+    for (int i = 0; i < N && !rc; i++)
+        if (paths[i] && (rc = fsync_parent(paths[i])))
+            rc = st_fail_errno(rc, "%s", paths[i]);
+    if (rc && (done || layer_published))
+        rc = roll_back(st, steps, done, layer_dir, tmp->path, layer_published);
+    for (int i = 0; i < N; i++) {
+        staged_drop(&steps[i]);
+        free(paths[i]);
+        free(texts[i]);
+    }
+    return rc;
+}
 
 /*
  * Build a layer from the files in src_dir under tmp/, then publish it with
@@ -886,27 +1364,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         goto out;
     }
     res->existed = st_layer_exists(st, &res->id);
-    if (!res->existed) {
-        if (rename(tmp.path, layer_dir) < 0) {
-            rc = st_fail_errno(errno, "publishing %s", layer_dir);
-            goto out;
-        }
-        st_crash_point();
-        char *layers = st_printf("%s/layers", st->home);
-        rc = layers ? st_fsync_dir(layers) : -ENOMEM;
-        free(layers);
-        if (rc) {
-            rc = st_fail_errno(rc, "%s/layers", st->home);
-            goto out;
-        }
-        st_crash_point();
-    }
-    if (extra && extra->instance_dir &&
-        (rc = write_instance(st, extra->instance_dir, extra->instance_dir, &res->id)))
-        goto out;
-    st_crash_point();
-    if (o->tag)
-        rc = write_tag(st, o->tag, &res->id);
+    rc = publish_all(st, &tmp, layer_dir, o, extra, res);
 out:
     st_unlock(st);
     st_tmpdir_drop(&tmp);
@@ -946,15 +1404,39 @@ int store_commit(store *st, const char *instance_dir, const store_commit_opts *o
     store_id pid;
     store_layer *parent = NULL;
     int rc = st_lock(st, 0); /* the parent's files must stay while we compare */
-    if (!rc && !(rc = store_instance_layer(st, abs, &pid)))
+    char key[KEY_HEX + 1];
+    if (!rc && !(rc = read_clone(st, abs, &pid, key)))
         rc = store_layer_load(st, &pid, &parent);
     if (!rc) {
-        publish_extra extra = {.instance_dir = abs};
+        publish_extra extra = {.instance_dir = abs, .key = key};
         rc = build_layer(st, abs, parent, o, &extra, res);
     }
     st_unlock(st);
     store_layer_free(parent);
     free(abs);
+    return rc;
+}
+
+/* a new clone's record, then its marker: gc must never see a live clone it
+ * does not know about */
+static int write_clone_files(store *st, const char *key, const char *abs_dir,
+                             const char *marker_dir, const store_id *id)
+{
+    char *rp = record_path(st, key), *rt = record_text(abs_dir, id);
+    char *mp = st_printf("%s/%s", marker_dir, STORE_INSTANCE_MARKER);
+    char *mt = marker_text(st, id, key);
+    int rc = !rp || !rt || !mp || !mt ? -ENOMEM : 0;
+    if (!rc && ((rc = fault("clone-record")) || (rc = st_write_atomic(rp, rt, strlen(rt), 0644))))
+        rc = st_fail_errno(rc, "%s", rp);
+    st_crash_point();
+    if (!rc && (rc = st_write_atomic(mp, mt, strlen(mt), 0644))) {
+        rc = st_fail_errno(rc, "%s", mp);
+        unlink(rp);
+    }
+    free(rp);
+    free(rt);
+    free(mp);
+    free(mt);
     return rc;
 }
 
@@ -997,7 +1479,8 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
         goto out;
     }
     abs = st_printf("%s/%s", strcmp(parent, "/") ? parent : "", leaf);
-    tmp = st_printf("%s/.%s.strata-tmp-%d", parent, leaf, (int)getpid());
+    /* short and fixed, so a leaf of NAME_MAX bytes still has a temporary name */
+    tmp = st_printf("%s/.strata-clone-%d", parent, (int)getpid());
     if (!abs || !tmp) {
         rc = -ENOMEM;
         goto out;
@@ -1036,16 +1519,21 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
             close(fd);
         free(p);
     }
-    if (!rc)
-        rc = write_instance(st, abs, tmp, &id);
+    char key[KEY_HEX + 1];
+    new_key(abs, key);
+    int recorded = 0;
+    if (!rc && !(rc = write_clone_files(st, key, abs, tmp, &id)))
+        recorded = 1;
     if (!rc && (rc = st_fsync_dir(tmp)))
         rc = st_fail_errno(rc, "%s", tmp);
-    if (!rc && rename(tmp, abs) < 0)
-        rc = st_fail_errno(errno, "%s", dir);
+    if (!rc && ((rc = fault("clone-publish")) || rename(tmp, abs) < 0))
+        rc = st_fail_errno(rc ? rc : errno, "%s", dir);
     if (!rc && (rc = st_fsync_dir(parent)))
         rc = st_fail_errno(rc, "%s", parent);
     if (rc)
         st_rm_rf(tmp);
+    if (rc && recorded)
+        forget_record(st, key);
     else if (reflinked)
         *reflinked = all_reflinked;
 out:

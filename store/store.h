@@ -14,6 +14,7 @@
  *   layers/<id>/        manifest, info, bundle/<files>
  *   refs/tags/<name>    "<id>\n"
  *   instances/<key>     which clone directory came from which layer
+ *   unreachable         since when each unreachable layer is (gc's grace period)
  *   tmp/                work in progress, each entry flocked by its owner
  *
  * Every function returns 0 (or a count) on success and a negative errno on
@@ -142,7 +143,9 @@ int store_commit(store *st, const char *instance_dir, const store_commit_opts *o
  * cloned from ref. */
 int store_clone(store *st, const char *ref, const char *dir, int *reflinked);
 
-/* Read an instance directory's marker: the layer it is a clone of. */
+/* Read an instance directory's marker: the layer it is a clone of. A clone
+ * found where its record does not say (moved or copied) is registered at its
+ * new path here, so every command that touches it keeps its record right. */
 int store_instance_layer(store *st, const char *instance_dir, store_id *out);
 
 /* ---- receiving a layer from outside (archives, registries) ----
@@ -236,6 +239,40 @@ int store_scratch_make(store *st, const char *kind, store_scratch **out);
 const char *store_scratch_path(const store_scratch *s);
 void store_scratch_drop(store_scratch *s);
 
+
+/* Delete a clone directory and forget its record (an ephemeral instance). */
+int store_clone_delete(store *st, const char *dir);
+
+/* ---- clone records (instances/), git-worktree style ---- */
+
+/* A record keeps its layer alive until `clones --prune` forgets it; gc never
+ * drops one, whatever state its clone is in. */
+typedef enum {
+    STORE_CLONE_OK,        /* the clone is at its recorded path */
+    STORE_CLONE_MOVED,     /* something else is at the path: moved, not yet touched */
+    STORE_CLONE_MISSING,   /* nothing at the path: deleted, or moved and not yet touched */
+    STORE_CLONE_UNREADABLE /* the record, path or marker can't be read */
+} store_clone_state;
+
+typedef struct {
+    char key[33];           /* the record's name in instances/ */
+    char *path;             /* where the clone was recorded; NULL if the record can't be read */
+    int has_layer;          /* 0 if the record can't be read */
+    store_id layer;         /* what the clone stands on (its marker's, when ok) */
+    store_id record_layer;  /* what the record says */
+    store_clone_state state;
+    int64_t recorded;       /* when strata last wrote the record (unix seconds) */
+    char *why;              /* what could not be read, when unreadable */
+} store_clone_entry;
+
+#define STORE_CLONE_PRUNE_EXPIRE (90 * 86400) /* 3 months, as git worktree prune */
+
+int store_clones(store *st, store_clone_entry **out, size_t *n);
+void store_clones_free(store_clone_entry *v, size_t n);
+const char *store_clone_state_name(store_clone_state s);
+/* Forget records of missing clones not written for expire seconds. */
+int store_clones_prune(store *st, int64_t expire, size_t *forgotten);
+
 /* ---- tags ---- */
 
 /* 1 if name follows the tag grammar (docs/manifest.md), else 0. */
@@ -298,13 +335,28 @@ int store_fsck(store *st, int quick, store_report_fn report, void *ctx);
 typedef struct {
     size_t layers_removed;
     size_t tmp_removed;
-    size_t instances_forgotten;
+    size_t instances_forgotten; /* always 0: gc keeps every record (see store_clones_prune) */
     uint64_t bytes_freed; /* allocated bytes released, counting shared blocks once per file */
+    size_t layers_waiting; /* unreachable, kept until their grace period ends */
+    size_t clones_missing; /* records whose clone is not where recorded */
 } store_gc_result;
 
-/* Remove layers that no tag, live instance or descendant reaches, stale
- * temporary work and records of deleted instances. */
+#define STORE_GC_PRUNE_EXPIRE (14 * 86400) /* grace period of an unreachable layer */
+
+/* Remove layers that no tag, clone record or descendant reaches and that
+ * have been unreachable for expire seconds or more (0: all of them), and
+ * stale temporary work. If any tag, record, layer or the unreachable list
+ * can't be read, remove nothing and say what. store_gc is expire 0. */
+int store_gc_expire(store *st, int64_t expire, store_gc_result *res);
 int store_gc(store *st, store_gc_result *res);
+
+typedef struct {
+    store_id id;
+    int64_t since; /* when gc first saw it unreachable, or its last ref went; 0: not yet */
+} store_unreachable_entry;
+
+/* Layers no tag or clone record reaches, sorted by id. */
+int store_unreachable(store *st, store_unreachable_entry **out, size_t *n);
 
 typedef struct {
     size_t layers, tags, instances;

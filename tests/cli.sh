@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 
 export STRATA_HOME=$W/store
-rm -rf "$W/store" "$W/b"* "$W/c"* "$W/inst"*
+rm -rf "$W"/store* "$W/b"* "$W/c"* "$W/inst"*
 
 # ---- import ----
 "$MK" "$W/b1" --size 64G --data 0:8M:1 --data 32G:4M:2 --data 65535M:1M:3
@@ -149,7 +149,7 @@ run "$S" inspect linux:ipsw --json
 check "--include-restore-image versions it" grep -q '"name":"RestoreImage.ipsw"' "$W/out"
 
 # ---- help ----
-for v in import clone commit log diff ls inspect tag untag df fsck gc; do
+for v in import clone commit log diff ls inspect tag untag df fsck gc clones; do
     run "$S" help $v
     grep -q "usage: strata $v" "$W/out" || bad "help $v"
 done
@@ -167,24 +167,191 @@ check "fsck --json is JSON" is_json "$W/out"
 export STRATA_HOME=$W/store-gc
 rm -rf "$W/gc-inst"
 "$S" import "$W/b1" keep >/dev/null 2>&1
-"$S" import "$W/bl" drop >/dev/null 2>&1
+DROP=$("$S" import "$W/bl" drop 2>/dev/null)
 "$S" clone keep "$W/gc-inst" 2>/dev/null
 "$MK" --write "$W/gc-inst/Disk.img" 5M:1M:8
 "$S" commit "$W/gc-inst" -m child >/dev/null 2>&1
 "$S" untag drop; "$S" untag keep
 run "$S" gc
-check "gc removes the layer nothing reaches" grep -q "removed 1 layer," "$W/out"
+check "gc keeps an unreachable layer for its grace period" grep -q "removed 0 layers," "$W/out"
+check "...and says so" grep -q "kept 1 unreachable layer for the grace period" "$W/out"
+run "$S" ls --unreachable --json
+check "ls --unreachable --json is JSON" is_json "$W/out"
+check "ls --unreachable lists it with since when" grep -qE "^\[\{\"id\":\"$DROP\",\"since\":\"20[0-9-]+T[0-9:]+Z\"\}\]$" "$W/out"
+run "$S" tag "$DROP" drop
+check "untag then gc is undone by tag ID NAME" [ "$rc" -eq 0 ]
+run "$S" gc --prune=now
+check "...and gc --prune=now keeps the tagged layer" grep -q "removed 0 layers," "$W/out"
+"$S" untag drop
+run "$S" gc --prune=now
+check "gc --prune=now removes the layer nothing reaches" grep -q "removed 1 layer," "$W/out"
 check "gc keeps the live clone's layer and its parent" [ "$(ls "$STRATA_HOME/layers" | wc -l)" -eq 2 ]
+expect_error "gc --prune with a bad age" 1 "--prune 3x: 'now', 'never'" "$S" gc --prune=3x
 rm -rf "$W/gc-inst"
-run "$S" gc --json
+run "$S" gc --prune=now --json
 check "gc --json is JSON" is_json "$W/out"
-check "gc removes layers of deleted clones" grep -q '"layers_removed":2,"tmp_removed":0,"instances_forgotten":1' "$W/out"
+check "a deleted clone's record keeps its layers" grep -q '"layers_removed":0,.*"clones_missing":1' "$W/out"
+run "$S" clones --json
+check "clones --json is JSON" is_json "$W/out"
+check "clones shows the deleted clone as missing" grep -q "\"path\":\"$W/gc-inst\",.*\"state\":\"missing\"" "$W/out"
+run "$S" clones --prune
+check "clones --prune keeps a record younger than 90 days" grep -q "forgot 0 records" "$W/err"
+expect_error "clones --expire needs --prune" 1 "--expire goes with --prune" "$S" clones --expire now
+run "$S" clones --prune --expire now
+check "clones --prune --expire now forgets the missing clone" grep -q "forgot 1 record " "$W/err"
+run "$S" gc --prune=now --json
+check "then gc removes its layers" grep -q '"layers_removed":2,' "$W/out"
 "$S" import "$W/bl" base.tmp-1 >/dev/null 2>&1
-"$S" gc >/dev/null
+"$S" gc --prune=now >/dev/null
 run "$S" log base.tmp-1
 check "a tag that looks like a temporary name is kept by gc" [ "$rc" -eq 0 ]
 run "$S" fsck
 check "fsck is clean after gc" [ "$rc" -eq 0 ]
+
+# ---- a moved clone keeps its layer (git-worktree style) ----
+export STRATA_HOME=$W/store-mv
+rm -rf "$STRATA_HOME" "$W/mv"*
+"$S" import "$W/bl" base >/dev/null 2>&1
+"$S" clone base "$W/mv1" 2>/dev/null
+"$S" untag base
+mv "$W/mv1" "$W/mv2"
+run "$S" gc --prune=now
+check "gc keeps the layer of a moved clone" grep -q "removed 0 layers," "$W/out"
+run "$S" clones
+check "clones shows a moved clone's old path as missing" grep -qE "^missing +[0-9a-f]{12}  $W/mv1$" "$W/out"
+mkdir "$W/mv1"
+run "$S" clones
+check "...and as moved when something else is there" grep -qE "^moved +[0-9a-f]{12}  $W/mv1$" "$W/out"
+rmdir "$W/mv1"
+"$MK" --write "$W/mv2/Disk.img" 0:1M:4
+run "$S" commit "$W/mv2" -m moved
+check "commit of a moved clone works after gc" [ "$rc" -eq 0 ]
+run "$S" clones
+check "...and registers it at its new path" grep -qE "^ok +[0-9a-f]{12}  $W/mv2$" "$W/out"
+check "...with one record" [ "$(wc -l <"$W/out")" -eq 1 ]
+cp -a "$W/mv2" "$W/mv3"
+run "$S" commit "$W/mv3" -m copy
+run "$S" clones
+check "a copied clone gets a record of its own" [ "$(grep -c '^ok ' "$W/out")" -eq 2 ]
+cp "$W/mv3/.strata" "$W/mv3.marker"
+printf 'garbage\n' >"$W/mv3/.strata"
+run "$S" clones
+check "a clone whose marker can't be read is listed as unreadable" grep -qE "^unreadable +[0-9a-f]{12}  $W/mv3  .*damaged marker" "$W/out"
+run "$S" gc --prune=now
+check "...and gc keeps its layer" grep -q "removed 0 layers," "$W/out"
+cp "$W/mv3.marker" "$W/mv3/.strata"
+# a clone made before markers carried their record's key: the record is
+# named by the SHA-256 of the clone's path, and the marker has no id line
+"$S" clone "$(ls "$STRATA_HOME/layers" | head -1)" "$W/mvold" 2>/dev/null
+key=$(sed -n 's/^id //p' "$W/mvold/.strata")
+legacy=$(printf '%s' "$W/mvold" | sha256sum | cut -c1-32)
+mv "$STRATA_HOME/instances/$key" "$STRATA_HOME/instances/$legacy"
+sed -i '/^id /d' "$W/mvold/.strata"
+run "$S" commit "$W/mvold" -m old
+check "an old-style clone commits in place" [ "$rc" -eq 0 ]
+check "...keeping its old record" [ -f "$STRATA_HOME/instances/$legacy" ]
+mv "$W/mvold" "$W/mvold2"
+run "$S" commit "$W/mvold2" -m old-moved
+check "an old-style clone that moved commits" [ "$rc" -eq 0 ]
+check "...and gets a key in its marker" grep -qE '^id [0-9a-f]{32}$' "$W/mvold2/.strata"
+run "$S" clones
+check "...and a record at its new path" grep -qE "^ok +[0-9a-f]{12}  $W/mvold2$" "$W/out"
+if [ "$(id -u)" != 0 ]; then
+    mkdir -p "$W/locked"
+    "$S" clone "$(ls "$STRATA_HOME/layers" | head -1)" "$W/locked/c" 2>/dev/null
+    chmod 000 "$W/locked"
+    run "$S" clones
+    check "a clone in a directory strata can't enter is listed as unreadable" grep -qE "^unreadable +[0-9a-f]{12}  $W/locked/c  .*Permission denied" "$W/out"
+    run "$S" gc --prune=now
+    check "...and gc keeps its layer" grep -q "removed 0 layers," "$W/out"
+    chmod 755 "$W/locked"
+    rm -rf "$W/locked"
+else
+    skipped "a clone in a directory strata can't enter" "root enters every directory"
+fi
+run "$S" fsck
+check "fsck is clean after moves and copies" [ "$rc" -eq 0 ]
+
+# ---- gc removes nothing when in doubt ----
+export STRATA_HOME=$W/store-doubt
+rm -rf "$STRATA_HOME" "$W/dc"
+"$S" import "$W/b1" a >/dev/null 2>&1
+"$S" import "$W/bl" b >/dev/null 2>&1
+rm -rf "$W/bgone"; "$MK" "$W/bgone" --size 64M --data 0:1M:17
+"$S" import "$W/bgone" gone >/dev/null 2>&1
+"$S" clone a "$W/dc" 2>/dev/null
+"$S" untag gone
+cp "$STRATA_HOME/refs/tags/b" "$W/tag-b"
+printf 'zzz\n' >"$STRATA_HOME/refs/tags/b"
+snap=$(snapshot)
+expect_error "gc with a damaged tag" 1 "gc removed nothing: $STRATA_HOME/refs/tags/b: damaged tag" "$S" gc --prune=now
+check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+cp "$W/tag-b" "$STRATA_HOME/refs/tags/b"
+rec=$(ls "$STRATA_HOME/instances")
+cp "$STRATA_HOME/instances/$rec" "$W/rec"
+printf 'nonsense\n' >"$STRATA_HOME/instances/$rec"
+snap=$(snapshot)
+expect_error "gc with a damaged clone record" 1 "gc removed nothing: $STRATA_HOME/instances/$rec: damaged clone record" "$S" gc --prune=now
+check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+cp "$W/rec" "$STRATA_HOME/instances/$rec"
+B_ID=$(cat "$STRATA_HOME/refs/tags/b")
+cp "$STRATA_HOME/layers/$B_ID/manifest" "$W/manifest"
+chmod u+w "$STRATA_HOME/layers/$B_ID/manifest"; printf x >>"$STRATA_HOME/layers/$B_ID/manifest"
+snap=$(snapshot)
+expect_error "gc with a layer it can't read" 1 "gc removed nothing: layer $B_ID: manifest does not match" "$S" gc --prune=now
+check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+run "$S" ls --json
+check "ls --json stays JSON with a damaged layer" is_json "$W/out"
+check "...listing it with an error" grep -q "{\"id\":\"$B_ID\",\"error\":\"layer $B_ID: manifest does not match its id" "$W/out"
+check "...exiting 1 with one line" bash -c "[ $rc -eq 1 ] && [ \$(wc -l <'$W/err') -eq 1 ]"
+mv "$STRATA_HOME/layers/$B_ID" "$W/layer-b"
+run "$S" ls --json
+check "ls --json has no leading comma when the first layer is skipped" is_json "$W/out"
+mv "$W/layer-b" "$STRATA_HOME/layers/$B_ID"
+run "$S" ls
+check "ls shows the damaged layer" grep -qE "^${B_ID:0:12} .*can't be read" "$W/out"
+cp "$W/manifest" "$STRATA_HOME/layers/$B_ID/manifest"
+printf 'junk' >"$STRATA_HOME/unreachable"
+expect_error "gc with a damaged unreachable list" 1 "gc removed nothing: $STRATA_HOME/unreachable: damaged" "$S" gc --prune=now
+rm "$STRATA_HOME/unreachable"
+run "$S" gc --prune=now
+check "gc removes the untagged layer once all is readable" grep -q "removed 1 layer," "$W/out"
+A_ID=$(cat "$STRATA_HOME/refs/tags/a")
+mv "$STRATA_HOME/layers/$B_ID" "$W/layer-b"
+snap=$(snapshot)
+expect_error "tag of a tag whose layer is missing" 1 "names layer $B_ID, which is missing" "$S" tag b b2
+check "...changes nothing" [ "$(snapshot)" = "$snap" ]
+mv "$W/layer-b" "$STRATA_HOME/layers/$B_ID"
+
+# ---- a failed commit or clone changes nothing ----
+export STRATA_HOME=$W/store-fail
+rm -rf "$STRATA_HOME" "$W/fc" "$W/fc2"
+"$S" import "$W/bl" base >/dev/null 2>&1
+"$S" clone base "$W/fc" 2>/dev/null
+"$S" tag base base:old
+"$MK" --write "$W/fc/Disk.img" 0:1M:6
+for point in stage-commit-unreachable stage-commit-record stage-commit-tag stage-commit-marker commit-unreachable commit-record commit-tag commit-marker; do
+    snap=$(snapshot)
+    marker=$(cat "$W/fc/.strata")
+    STRATA_FAIL_AT=$point expect_error "commit failing at $point" 1 "No space left on device; nothing was changed" "$S" commit "$W/fc" -t base:old
+    check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
+    check "...and the clone's marker" [ "$(cat "$W/fc/.strata")" = "$marker" ]
+    check "...and no temporary files" bash -c "[ -z \"\$(ls -A '$STRATA_HOME/tmp' '$STRATA_HOME/refs/tags' '$STRATA_HOME/instances' | grep '^\\.')\" ] && [ \$(ls -A '$W/fc' | grep -c '^\\.') -eq 1 ]"
+done
+run "$S" commit "$W/fc" -t base:old
+check "the commit then succeeds" [ "$rc" -eq 0 ]
+for point in clone-record clone-publish; do
+    snap=$(snapshot)
+    STRATA_FAIL_AT=$point expect_error "clone failing at $point" 1 "No space left on device" "$S" clone base "$W/fc2"
+    check "...leaves no record and no directory" bash -c "[ '$(snapshot)' = \"\$(cd '$W' && $(declare -f snapshot); STRATA_HOME='$STRATA_HOME' snapshot)\" ] && [ ! -e '$W/fc2' ]"
+done
+long=$(printf 'n%.0s' $(seq 255))
+run "$S" clone base "$W/$long"
+check "a clone whose name is 255 bytes long" [ "$rc" -eq 0 ]
+"$MK" --write "$W/$long/Disk.img" 0:1M:7
+run "$S" commit "$W/$long"
+check "...commits" [ "$rc" -eq 0 ]
+rm -rf "$W/$long"
 
 # ---- corruption is found ----
 export STRATA_HOME=$W/store-bad
@@ -301,6 +468,17 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux
         check "...and no temporary work behind" tmp_empty
         run "$S" fsck
         check "...and fsck clean" [ "$rc" -eq 0 ]
+        "$S" clone fits "$W/small/fc" 2>/dev/null
+        "$MK" --write "$W/small/fc/Disk.img" 0:2M:9
+        dd if=/dev/zero of="$W/small/fill" bs=1M 2>/dev/null
+        truncate -s -256K "$W/small/fill"
+        snap=$(snapshot)
+        marker=$(cat "$W/small/fc/.strata")
+        run "$S" commit "$W/small/fc" -t fits:full
+        check "commit onto a full disk fails" grep -q "No space left on device" "$W/err"
+        check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
+        check "...and the clone's marker" [ "$(cat "$W/small/fc/.strata")" = "$marker" ]
+        check "...and no temporary work behind" tmp_empty
         umount "$W/small"
     else
         skipped "import onto a full disk" "could not mount a small ext4 image"
@@ -308,6 +486,47 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux
     rm -f "$W/small.img"
 else
     skipped "import onto a full disk" "needs root on Linux to mount a small filesystem"
+fi
+
+# ---- a nearly full XFS volume: commit fails at every stage, or succeeds ----
+# Free 8 KiB at a time and commit until it works: on reflink XFS the layer
+# costs only metadata, so the attempts run out of space at each step in
+# turn (tmp/, the layer, the tag, the record), and each must change nothing.
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && [ "$(uname)" = Linux ]; then
+    mkdir -p "$W/xsmall"
+    truncate -s 320M "$W/xsmall.img"
+    if mkfs.xfs -q -f -m reflink=1 "$W/xsmall.img" && mount -o loop "$W/xsmall.img" "$W/xsmall" 2>/dev/null; then
+        export STRATA_HOME=$W/xsmall/store
+        "$MK" "$W/xsmall/b" --size 1G --data 0:40M:3
+        "$S" import "$W/xsmall/b" fits >/dev/null 2>&1
+        "$S" clone fits "$W/xsmall/fc" 2>/dev/null
+        "$MK" --write "$W/xsmall/fc/Disk.img" 0:2M:9
+        dd if=/dev/zero of="$W/xsmall/fill" bs=4k 2>/dev/null
+        failed=0 tries=0 stages=""
+        while [ $tries -lt 300 ]; do
+            tries=$((tries + 1))
+            snap=$(snapshot)
+            marker=$(cat "$W/xsmall/fc/.strata")
+            run "$S" commit "$W/xsmall/fc" -t fits:full
+            [ "$rc" -eq 0 ] && break
+            stages="$stages$(sed 's/.*store\/\([a-z]*\).*/\1/' "$W/err" | head -1) "
+            if [ "$(snapshot)" != "$snap" ] || [ "$(cat "$W/xsmall/fc/.strata")" != "$marker" ] ||
+                ! grep -q "No space left on device" "$W/err"; then
+                failed=1; echo "    attempt $tries: $(cat "$W/err")"; break
+            fi
+            truncate -s -8K "$W/xsmall/fill"
+        done
+        check "commits on a nearly full XFS fail without a trace until one succeeds ($tries tries)" [ $failed -eq 0 -a "$rc" -eq 0 ]
+        check "...one of them at the tag or clone record" bash -c "echo '$stages' | grep -qE 'refs|instances'"
+        run "$S" fsck
+        check "...and fsck is clean" [ "$rc" -eq 0 ]
+        umount "$W/xsmall"
+    else
+        skipped "commit on a nearly full XFS" "could not mount a small XFS image"
+    fi
+    rm -f "$W/xsmall.img"
+else
+    skipped "commit on a nearly full XFS" "needs root on Linux and mkfs.xfs to mount a small filesystem"
 fi
 
 finish

@@ -18,6 +18,7 @@ rm -rf "$STRATA_HOME" "$P" "$W"/cb* "$W/cinst" "$W/cgone" "$W/cnew"
 "$MK" --write "$W/cgone/Disk.img" 9M:1M:7
 "$S" commit "$W/cgone" -t orphan >/dev/null 2>&1
 rm -rf "$W/cgone"
+"$S" clones --prune --expire now >/dev/null 2>&1
 "$S" untag orphan # garbage for gc: an untagged layer whose clone is gone
 
 tagged_digests() {
@@ -92,7 +93,7 @@ crash_loop() {
 crash_loop "import" "$all_before" "$S" import "$W/cb2" second 2>/dev/null
 crash_loop "commit" "$all_before" "$S" commit "$W/cinst" -m crash -t first:child 2>/dev/null
 crash_loop "clone" "$all_before" "$S" clone first "$W/cnew" 2>/dev/null
-crash_loop "gc" "$tagged_before" "$S" gc 2>/dev/null
+crash_loop "gc" "$tagged_before" "$S" gc --prune=now 2>/dev/null
 
 # after a crashed commit, the clone is still usable: commit again
 restore
@@ -116,7 +117,7 @@ for i in 1 2 3 4 5 6; do
     verify "import killed at a random moment ($i)" "$all_before" || failed=1
 done
 if [ $failed -eq 0 ]; then ok "import killed at random moments: fsck clean, earlier layers intact"; else bad "import killed at random moments"; fi
-run "$S" gc
+run "$S" gc --prune=now
 check "gc clears what the killed imports left" tmp_empty
 
 finish

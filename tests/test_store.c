@@ -1148,10 +1148,22 @@ static void test_gc(void **state)
     assert_int_equal(u.instances, 1);
     assert_int_equal(u.tags, 0);
 
+    /* a deleted clone's record keeps its layer until clones --prune forgets it */
     assert_int_equal(st_rm_rf(inst), 0);
     assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.layers_removed, 0);
+    assert_int_equal(g.clones_missing, 1);
+    size_t forgotten;
+    assert_int_equal(store_clones_prune(f->st, STORE_CLONE_PRUNE_EXPIRE, &forgotten), 0);
+    assert_int_equal(forgotten, 0); /* written just now: within its grace period */
+    assert_int_equal(store_clones_prune(f->st, 0, &forgotten), 0);
+    assert_int_equal(forgotten, 1);
+    /* forgetting the record starts the layer's grace period */
+    assert_int_equal(store_gc_expire(f->st, STORE_GC_PRUNE_EXPIRE, &g), 0);
+    assert_int_equal(g.layers_removed, 0);
+    assert_int_equal(g.layers_waiting, 1);
+    assert_int_equal(store_gc(f->st, &g), 0);
     assert_int_equal(g.layers_removed, 1);
-    assert_int_equal(g.instances_forgotten, 1);
     assert_int_equal(count_layers(f->st), 0);
     char *instances = path_in(f->home, "instances");
     assert_int_equal(count_entries(instances), 0);
@@ -1173,12 +1185,19 @@ static void test_gc(void **state)
     if (rc)
         fail_msg("store_commit: %s", store_error());
     assert_int_equal(st_rm_rf(inst), 0);
+    assert_int_equal(store_clones_prune(f->st, 0, &forgotten), 0);
+    assert_int_equal(forgotten, 1);
     assert_int_equal(store_untag(f->st, "t3"), 0);
     assert_int_equal(store_gc(f->st, &g), 0);
     assert_int_equal(g.layers_removed, 0);
-    assert_int_equal(g.instances_forgotten, 1);
     assert_true(st_layer_exists(f->st, &id));
     assert_int_equal(count_layers(f->st), 2);
+    /* a clone strata deletes itself (an ephemeral instance) leaves no record */
+    assert_int_equal(store_clone(f->st, "t3:child", inst, NULL), 0);
+    assert_int_equal(count_entries(instances), 1);
+    assert_int_equal(store_clone_delete(f->st, inst), 0);
+    assert_int_equal(count_entries(instances), 0);
+    assert_int_equal(access(inst, F_OK), -1);
     assert_int_equal(store_untag(f->st, "t3:child"), 0);
     assert_int_equal(store_gc(f->st, &g), 0);
     assert_int_equal(g.layers_removed, 2);
