@@ -912,7 +912,12 @@ static rec *plain_result(msg *m, int *failed)
     if (!strcmp(m->sel, "dataRepresentation")) {
         rec *r = new_rec(K_OBJ, "NSData");
         char text[128];
-        snprintf(text, sizeof text, "%s#%d data representation\n", recv->cls, recv->id);
+        /* unique across processes too, as a fresh identifier is */
+        static unsigned long serial;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        snprintf(text, sizeof text, "%s#%d data representation %ld.%09ld.%d.%lu\n", recv->cls,
+                 recv->id, (long)now.tv_sec, now.tv_nsec, (int)getpid(), ++serial);
         r->is_data = 1;
         r->bytes = (unsigned char *)dup_or_die(text);
         r->nbytes = strlen(text);
