@@ -76,12 +76,11 @@ $(B)/strata-vzsim: $(CLI_OBJ) $(B)/vzsim/instance.o $(B)/boot/vz.o $(B)/tests/ob
 # that match the SDK (tests/vz-sdk/include), warnings as errors, so it can't
 # rot unseen where no Mac builds it.
 CLANG ?= $(shell command -v clang || command -v clang-14 || command -v clang-15 || command -v clang-16)
-APPLE_CHECK = $(CLANG) -fsyntax-only -Wall -Wextra -Werror -D__APPLE__ -nostdinc \
-	-isystem tests/vz-sdk/include -isystem $(shell $(CLANG) -print-resource-dir 2>/dev/null)/include
+APPLE_CHECK = $(CLANG) -fsyntax-only -Wall -Wextra -Werror -D__APPLE__ -isystem tests/vz-sdk/include
 check-apple:
 	@if [ -z "$(CLANG)" ]; then echo "SKIP check-apple: clang is not installed"; exit 0; fi; \
 	$(APPLE_CHECK) -std=c11 -fblocks boot/objc_apple.c && \
-	$(APPLE_CHECK) -x objective-c -fobjc-exceptions -fblocks boot/objc_try.m && \
+	$(APPLE_CHECK) -x objective-c -fobjc-runtime=macosx-14.0 -fobjc-exceptions -fblocks boot/objc_try.m && \
 	echo "check-apple: boot/objc_apple.c and boot/objc_try.m compile against the SDK declarations"
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a

@@ -4,7 +4,7 @@
 set -eu
 DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libcmocka-dev python3
           xfsprogs btrfs-progs e2fsprogs util-linux
-          qemu-system-x86 ovmf busybox-static cpio kmod gzip"
+          qemu-system-x86 ovmf busybox-static cpio kmod gzip clang"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config"
 
 if [ "$(uname)" = Darwin ]; then
