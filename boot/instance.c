@@ -482,14 +482,17 @@ int boot_run(store *st, const boot_run_opts *o)
              * without the file, the vz driver makes and keeps a fresh one */
             char gid[4200];
             snprintf(gid, sizeof gid, "%s/" BOOT_GENERIC_ID_FILE, dir);
-            if (unlink(gid) == 0 || errno == ENOENT)
-                note(o, "a fresh generic machine identifier is made when the VM starts");
-            else {
+            if (unlink(gid) == 0 || errno == ENOENT) {
+                if (!strcmp(drv->name, "vz"))
+                    note(o, "a fresh generic machine identifier is made when the VM starts");
+            } else {
                 rc = boot_fail_errno(errno, "%s", gid);
                 goto out;
             }
         }
-        if (o->new_identity && s.os == BOOT_OS_MACOS) {
+        /* a MachineIdentifier is an ECID plist whatever the guest (a Linux
+         * bundle under qemu may carry one too) */
+        if (o->new_identity) {
             char mid[4200];
             snprintf(mid, sizeof mid, "%s/MachineIdentifier", dir);
             if (access(mid, F_OK) == 0) {
@@ -506,7 +509,7 @@ int boot_run(store *st, const boot_run_opts *o)
                     rc = boot_fail(EIO, "%s", store_error());
                     goto out;
                 }
-            } else {
+            } else if (s.os == BOOT_OS_MACOS) {
                 note(o, "no MachineIdentifier in this bundle: the hypervisor makes a fresh one");
             }
         }
