@@ -53,17 +53,24 @@ def load_sdk(path):
     classes = {c["Name"]: c for c in target["Classes"]}
     methods = {}
     for m in target["Methods"]:
-        if m.get("InheritedFrom"):
-            continue  # found again on the class that declares it
-        kind = "-" if m["Instance"] else "+"
-        methods[(kind, m["Owner"], m["Selector"])] = m
+        key = ("-" if m["Instance"] else "+", m["Owner"], m["Selector"])
+        # a method is checked where it is declared; an inherited record
+        # only stands in when nothing else is there (init/new on a class)
+        if key not in methods or not m.get("InheritedFrom"):
+            methods[key] = m
     return classes, methods
+
+
+def unavailable(m):
+    """NS_UNAVAILABLE in Apple's header: the metadata says "init is
+    unavailable"; its other Unavailable marks are the Go generator's own."""
+    return any("init is unavailable" in u for u in (m.get("Unsupported") or []))
 
 
 def row_from(kind, cls, sel, m):
     ret = encode(m["Result"])
     args = ",".join(encode(p["Type"]) for p in (m.get("Parameters") or [])) or "-"
-    if m.get("Unavailable"):
+    if unavailable(m):
         return ["x", cls, sel, "-", "-", version(m.get("Introduced"))]
     return [kind, cls, sel, ret, args, version(m.get("Introduced"))]
 
