@@ -958,6 +958,15 @@ static void test_shared_folders_one_tag(void **state)
     assert_non_null(strstr(boot_error(), "two folders named 'src'"));
     fx_done(&f);
 
+    /* the tag macOS guests mount by themselves (macOSGuestAutomountTag) */
+    fx_init(&f, "automount", 1);
+    fx_settings(&f, "{\"version\":1,\"os\":\"macos\",\"shared_folders\":[{\"tag\":"
+                    "\"com.apple.virtio-fs.automount\",\"path\":\"%s/src\"}]}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("initWithTag: \"com.apple.virtio-fs.automount\"] -> VZVirtioFileSystemDeviceConfiguration#");
+    HAS("setShare: VZSingleDirectoryShare#");
+    fx_done(&f);
+
     /* a tag Virtualization.framework refuses (36 bytes: it wants fewer) */
     fx_init(&f, "long-tag", 0);
     fx_settings(&f, "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},"
