@@ -755,8 +755,8 @@ static void test_timeouts(void **state)
     fx f;
     fx_init(&f, "hang", 0);
     fx_settings(&f, LINUX_JSON);
-    setenv("STRATA_VZ_TIMEOUT_MS", "300", 1);
     assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    setenv("STRATA_VZ_TIMEOUT_MS", "300", 1);
     oc_record_hang("pauseWithCompletionHandler:");
     assert_int_equal(f.d->pause(f.vm), -ETIMEDOUT);
     assert_non_null(strstr(boot_error(), "did not finish pauseWithCompletionHandler: in 1 s"));

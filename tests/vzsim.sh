@@ -27,7 +27,7 @@ start_vm() { # name log args...: strata-vzsim run in the background
 }
 running() { # name: wait until ps shows it running
     local i
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < 300; i++)); do
         "$S" ps --json 2>/dev/null | grep -q "\"name\":\"$1\"[^}]*\"state\":\"running\"" && return 0
         sleep 0.1
     done
@@ -35,7 +35,7 @@ running() { # name: wait until ps shows it running
 }
 gone() { # name: wait until its supervisor has ended
     local i
-    for ((i = 0; i < 100; i++)); do
+    for ((i = 0; i < 300; i++)); do
         "$S" ps --json 2>/dev/null | grep -q "\"name\":\"$1\"" || return 0
         sleep 0.1
     done
@@ -113,7 +113,7 @@ check "a macOS guest that may be saved has no entropy device" bash -c "! grep -q
 run "$S" suspend m1 -t mac:s1
 check "suspend a macOS vz instance" [ "$rc" -eq 0 ]
 check "the supervisor ends after suspend" gone m1
-VZREC_HOST_MACOS=13 VZREC_LOG=$W/m-old.log run "$S" run mac:s1 --resume --driver vz --name m-old
+VZREC_HOST_MACOS=13 VZREC_LOG=$W/m-old.log run timeout 60 "$S" run mac:s1 --resume --driver vz --name m-old
 check "resume on a host with other devices is refused before the framework" \
     grep -q "can't resume layer .*device set" "$W/err"
 start_vm m2 m2.log mac:s1 --resume
