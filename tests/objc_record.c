@@ -1675,6 +1675,23 @@ static void send_on_queue(void *p)
     UNLOCK();
 }
 
+/* with L held: wait for the handler's call, at most timeout_ms */
+static int handler_came(completion *c, unsigned timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!c->called)
+        if (pthread_cond_timedwait(&C, &L, &until) == ETIMEDOUT)
+            break;
+    return c->called;
+}
+
 int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
                        unsigned timeout_ms, char *err, size_t errlen)
 {
@@ -1706,19 +1723,7 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
         UNLOCK();
         return -1;
     }
-    /* wait for the handler, bounded */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    while (!c->called)
-        if (pthread_cond_timedwait(&C, &L, &until) == ETIMEDOUT)
-            break;
-    if (!c->called) {
+    if (!handler_came(c, timeout_ms)) {
         emit("# %s: no completion in %u ms", sel, timeout_ms);
         snprintf(err, errlen, "%s: no answer in %u ms", sel, timeout_ms);
         if (r.hang) {
