@@ -26,6 +26,8 @@ def encode(t):
     kind = t.get("Kind", "")
     if kind == "block" or "(^" in canon:
         return "@?"
+    if kind == "error-out" or (t.get("PointerDepth", 0) >= 2 and "NSError" in canon):
+        return "^@"
     if kind in ("object", "class"):
         return "@" if t.get("PointerDepth", 1) <= 1 or canon in ("id", "Class") else "^@"
     if canon.endswith("**") or (kind == "pointer" and "NSError" in canon):
@@ -62,8 +64,11 @@ def load_sdk(path):
 
 
 def unavailable(m):
-    """NS_UNAVAILABLE in Apple's header: the metadata says "init is
-    unavailable"; its other Unavailable marks are the Go generator's own."""
+    """NS_UNAVAILABLE in Apple's header: the class's own record is marked
+    unavailable, or the metadata says "init is unavailable"; the marks on
+    records a class inherits (+new) are the Go generator's own."""
+    if m.get("Unavailable") and not m.get("InheritedFrom"):
+        return True  # the class's own record: its header says so
     return any("init is unavailable" in u for u in (m.get("Unsupported") or []))
 
 
