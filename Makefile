@@ -23,23 +23,29 @@ TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote
 # stand-in of the Objective-C runtime.
 ifeq ($(shell uname -s),Darwin)
 BOOT_SRC   += boot/vz.c boot/objc_apple.c
+BOOT_OBJC  := $(B)/boot/objc_try.o
 ALL_CFLAGS += -fblocks -DSTRATA_HAVE_VZ
-LDLIBS     += -framework Foundation -framework Virtualization
+LDLIBS     += -framework Foundation -framework Virtualization -lobjc
 CODESIGN   := codesign --sign - --entitlements boot/vz.entitlements --force
 else
 CODESIGN   :=
 endif
 
 LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)
-LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
-.PHONY: all tests test test-unit test-asan demo deps bench clean
+.PHONY: all tests test test-unit test-asan demo deps bench clean check-apple vzsim
 all: $(B)/strata $(B)/mkbundle
 
 $(B)/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# the one @try of the vz bridge (macOS only): Objective-C, exceptions on
+$(B)/boot/objc_try.o: boot/objc_try.m Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -x objective-c -fobjc-exceptions $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/libstrata.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
@@ -54,15 +60,37 @@ $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 TOOLS     := $(B)/tests/remote_get
-tests: $(TESTS) $(TOOLS)
+tests: $(TESTS) $(TOOLS) $(B)/strata-vzsim
 
 # a test tool for tests/remote.sh (blob GETs with ranges), not a cmocka suite
 $(B)/tests/remote_get: $(B)/tests/remote_get.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-# the stand-in runtime is linked before the archive, so it is the one used
+# the stand-in runtime is linked before the archive, so it is the one used;
+# it checks every message against Apple's signatures in tests/vz-sdk/
+$(B)/tests/objc_record.o: ALL_CFLAGS += -DVZ_SDK_TSV='"$(CURDIR)/tests/vz-sdk/selectors.tsv"'
 $(B)/tests/test_vz: $(B)/tests/test_vz.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# strata with the vz driver on the recording stand-in, for tests only
+# (tests/vzsim.sh): instance.c built with STRATA_VZ_SIM accepts --driver vz
+vzsim: $(B)/strata-vzsim
+$(B)/vzsim/instance.o: boot/instance.c $(wildcard */*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DSTRATA_VZ_SIM -c -o $@ $<
+$(B)/strata-vzsim: $(CLI_OBJ) $(B)/vzsim/instance.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+# The Apple half of the bridge, compiled with clang against declarations
+# that match the SDK (tests/vz-sdk/include), warnings as errors, so it can't
+# rot unseen where no Mac builds it.
+CLANG ?= $(shell command -v clang || command -v clang-14 || command -v clang-15 || command -v clang-16)
+APPLE_CHECK = $(CLANG) -fsyntax-only -Wall -Wextra -Werror -D__APPLE__ -isystem tests/vz-sdk/include
+check-apple:
+	@if [ -z "$(CLANG)" ]; then echo "SKIP check-apple: clang is not installed"; exit 0; fi; \
+	$(APPLE_CHECK) -std=c11 -fblocks boot/objc_apple.c && \
+	$(APPLE_CHECK) -x objective-c -fobjc-runtime=macosx-14.0 -fobjc-exceptions -fblocks boot/objc_try.m && \
+	echo "check-apple: boot/objc_apple.c and boot/objc_try.m compile against the SDK declarations"
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka

@@ -22,6 +22,11 @@
 #include "../store/store.h"
 
 #define BOOT_SETTINGS_FILE "Settings.json"
+/* A Linux guest's VZGenericMachineIdentifier.dataRepresentation (opaque);
+ * MachineIdentifier is a Mac's ECID plist and only that. */
+#define BOOT_GENERIC_ID_FILE "GenericMachineIdentifier"
+/* the tag that macOS guests mount by themselves (macOSGuestAutomountTag) */
+#define BOOT_MACOS_AUTOMOUNT_TAG "com.apple.virtio-fs.automount"
 
 const char *boot_error(void);
 
@@ -90,7 +95,12 @@ typedef struct {
     const boot_settings *settings;
     const char *restore_state;  /* resume from this state file, or NULL for a cold boot */
     int console;                /* attach the serial console to this terminal */
-    int suspendable;            /* configure for save/restore (vz: validateSaveRestoreSupport) */
+    /* configure for save/restore if this host and configuration allow it
+     * (vz: validateSaveRestoreSupport); where they don't, the VM runs
+     * without, and note() says why. A restore always needs it. */
+    int suspendable;
+    void (*note)(void *ctx, const char *line); /* may be NULL */
+    void *note_ctx;
 } boot_start_opts;
 
 typedef struct {
@@ -109,6 +119,12 @@ typedef struct {
     /* Host pid running the VM (qemu's; vz: this process). */
     int (*pid)(boot_vm *vm);
     void (*release)(boot_vm *vm);
+    /* May be NULL (then: always). 1 if this VM can be saved. */
+    int (*savable)(boot_vm *vm);
+    /* May be NULL. The device set a savable VM of these settings gets on
+     * this host, as one line: recorded when a state is saved and compared
+     * before it is restored, since a restore needs the same devices. */
+    int (*devices)(const boot_settings *s, char *out, size_t len);
 } boot_driver;
 
 /* A driver by name; NULL (with boot_error set) if unknown or not on this host. */
@@ -123,7 +139,9 @@ typedef struct {
 } boot_binding;
 
 /* The bindings a state saved now, by this driver, of this bundle, would
- * carry: config-hash, driver, host, mac, machine-id, os-build, user. */
+ * carry: config-hash, driver, host, mac, machine-id, os-build, user, and
+ * devices where the driver describes them. machine-id hashes
+ * MachineIdentifier (macOS) or GenericMachineIdentifier (Linux on vz). */
 int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_settings *s,
                       boot_binding **out, size_t *n);
 void boot_bindings_free(boot_binding *b, size_t n);

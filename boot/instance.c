@@ -46,7 +46,9 @@ const boot_driver *boot_driver_find(const char *name)
     if (!strcmp(name, "qemu"))
         return boot_qemu_driver();
     if (!strcmp(name, "vz")) {
-#if defined(__APPLE__) && defined(STRATA_HAVE_VZ)
+#if (defined(__APPLE__) && defined(STRATA_HAVE_VZ)) || defined(STRATA_VZ_SIM)
+        /* STRATA_VZ_SIM: build/strata-vzsim, the vz driver on the recording
+         * stand-in of the framework (tests/objc_record.c), for tests only */
         return boot_vz_driver();
 #else
         boot_fail(ENOTSUP, "the vz driver needs macOS with Virtualization.framework; use --driver qemu");
@@ -277,13 +279,16 @@ static int check_bindings(const store_layer *l, const char *driver, const char *
     static const char *const what[][2] = {{"driver", "driver"},       {"host", "host"},
                                           {"user", "user"},           {"os-build", "OS build"},
                                           {"config-hash", "configuration"},
-                                          {"mac", "MAC address"},     {"machine-id", "machine identifier"}};
+                                          {"mac", "MAC address"},     {"machine-id", "machine identifier"},
+                                          {"devices", "device set"}};
     for (size_t k = 0; !rc && k < sizeof what / sizeof *what; k++) {
         const char *saved = binding(l, what[k][0]);
         const char *here = NULL;
         for (size_t i = 0; i < n; i++)
             if (!strcmp(now[i].key, what[k][0]))
                 here = now[i].value;
+        if (!saved && !here && !strcmp(what[k][0], "devices"))
+            continue; /* a driver that doesn't describe its devices */
         if (!saved)
             rc = boot_fail(EINVAL, "layer %.12s: its saved state records no %s; boot it with --cold",
                            l->id.hex, what[k][1]);
@@ -329,6 +334,9 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     }
     char state_path[4300];
     snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
+    if (drv->savable && !drv->savable(vm))
+        return boot_fail(ENOTSUP, "this VM runs without save/restore support (see the note when it "
+                                  "started), so it can't be suspended; it goes on running");
     int rc = drv->pause(vm);
     if (!rc)
         rc = drv->save(vm, state_path);
@@ -460,8 +468,8 @@ int boot_run(store *st, const boot_run_opts *o)
     if (!o->resume) {
         /* a new machine on the network: never share a MAC with the layer it
          * came from (a clone directory run again keeps its own) */
-        if (cloned)
-            boot_mac_random(s.mac);
+        if (cloned || !s.mac[0])
+            boot_mac_random(s.mac); /* and a VM that may be saved needs one recorded */
         if (o->cpus)
             s.cpus = o->cpus;
         if (o->memory_mib)
@@ -469,6 +477,21 @@ int boot_run(store *st, const boot_run_opts *o)
         if ((rc = boot_settings_save(dir, &s)))
             goto out;
         unlink(state_path); /* a state never outlives the disk it was saved with */
+        if (o->new_identity && s.os == BOOT_OS_LINUX) {
+            /* a Linux guest's identity is VZGenericMachineIdentifier's data:
+             * without the file, the vz driver makes and keeps a fresh one */
+            char gid[4200];
+            snprintf(gid, sizeof gid, "%s/" BOOT_GENERIC_ID_FILE, dir);
+            if (unlink(gid) == 0 || errno == ENOENT) {
+                if (!strcmp(drv->name, "vz"))
+                    note(o, "a fresh generic machine identifier is made when the VM starts");
+            } else {
+                rc = boot_fail_errno(errno, "%s", gid);
+                goto out;
+            }
+        }
+        /* a MachineIdentifier is an ECID plist whatever the guest (a Linux
+         * bundle under qemu may carry one too) */
         if (o->new_identity) {
             char mid[4200];
             snprintf(mid, sizeof mid, "%s/MachineIdentifier", dir);
@@ -486,7 +509,7 @@ int boot_run(store *st, const boot_run_opts *o)
                     rc = boot_fail(EIO, "%s", store_error());
                     goto out;
                 }
-            } else {
+            } else if (s.os == BOOT_OS_MACOS) {
                 note(o, "no MachineIdentifier in this bundle: the hypervisor makes a fresh one");
             }
         }
@@ -505,7 +528,8 @@ int boot_run(store *st, const boot_run_opts *o)
         goto out;
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
-                          .suspendable = 1};
+                          .suspendable = 1, /* if it can be: the driver checks, and notes why not */
+                          .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
     rc = drv->start(&so, &vm);
     if (rc && o->resume && o->fallback_cold) {

@@ -23,7 +23,8 @@ const boot_driver *boot_qemu_driver(void);
  * serial dispatch queue of its own; every message to the VM is sent on that
  * queue, and each completion handler is waited for off it. Compiled
  * everywhere: with boot/objc_apple.c it runs VMs on macOS; with
- * tests/objc_record.c it records what it would send, for tests on Linux.
+ * tests/objc_record.c it records what it would send, for tests on Linux
+ * (test_vz, and build/strata-vzsim for tests/vzsim.sh).
  */
 const boot_driver *boot_vz_driver(void);
 

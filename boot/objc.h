@@ -34,6 +34,8 @@ objc_id oc_class(const char *name);
 /* 1 if obj (an instance or a class) answers sel: check before sending
  * anything newer than the oldest macOS the driver runs on. */
 int oc_responds(objc_id obj, const char *sel);
+/* 1 if instances of cls answer sel (class_respondsToSelector on the class) */
+int oc_instances_respond(objc_id cls, const char *sel);
 
 /* ---------- messages, one function per shape ---------- */
 
@@ -45,6 +47,8 @@ objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, 
 /* -(id)sel:(id) x:(BOOL) y:(NSInteger) z:(NSInteger) error:(NSError **) */
 objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,
                                     int64_t d, objc_id *error_out);
+/* -(id)sel:(id) x:(BOOL) error:(NSError **) */
+objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc_id *error_out);
 void oc_send_void_id(objc_id obj, const char *sel, objc_id a);      /* -(void)sel:(id), setters */
 void oc_send_void_u64(objc_id obj, const char *sel, uint64_t a);    /* -(void)sel:(NSUInteger/uint64_t) */
 int oc_send_bool(objc_id obj, const char *sel);                     /* -(BOOL)sel */
@@ -59,8 +63,19 @@ objc_id oc_str(const char *utf8);      /* NSString stringWithUTF8String: (borrow
 objc_id oc_url(const char *path);      /* NSURL fileURLWithPath: (borrowed) */
 objc_id oc_array(objc_id *items, size_t n);  /* NSArray arrayWithObjects:count: (borrowed) */
 objc_id oc_dict(objc_id *keys, objc_id *values, size_t n); /* NSDictionary dictionaryWithObjects:forKeys:count: */
-/* An NSError's localizedDescription (and failure reason), as one line. */
+/* An NSError's localizedDescription (and failure reason), as one line;
+ * inside an autorelease pool of its own, so it is safe off the queue. */
 void oc_error_text(objc_id error, char *buf, size_t len);
+
+/* ---------- exceptions ---------- */
+
+/*
+ * Run fn(ctx); if it raises an Objective-C exception (the framework raises
+ * NSInvalidArgumentException for some bad configurations), catch it: -1
+ * with "name: reason" in why, else 0. C frames between the raise and here
+ * are left without cleanup, as with any Objective-C exception.
+ */
+int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len);
 
 /* ---------- ownership ---------- */
 
@@ -76,17 +91,22 @@ void oc_pool_pop(objc_id pool);
 objc_id oc_queue(const char *label);
 void oc_queue_release(objc_id queue);
 /* Run fn(ctx) on queue and wait for it (dispatch_sync_f), inside an
- * autorelease pool. Never call it from fn itself. 0, or -1 if it can't. */
-int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx);
+ * autorelease pool and oc_guard. Never call it from fn itself. 0, or -1 if
+ * it can't or fn raised (the exception's text in why). */
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t len);
 /*
  * Send obj the completion-handler message sel ("startWithCompletionHandler:",
  * or with one object argument first, "saveMachineStateToURL:completionHandler:")
  * with a block ^(NSError *error), and wait until the block has run. The
  * message is sent on queue (NULL: this thread); the framework calls the block
  * on the same queue, so the wait happens here, off the queue: call this from
- * outside the queue. Returns 0, or -1 with the error's text in err.
+ * outside the queue. The wait is bounded: after timeout_ms it gives up
+ * with OC_TIMED_OUT (the handler may still run later; it then only frees
+ * what it holds). Returns 0, or -1 with the error's (or the exception's)
+ * text in err.
  */
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
-                       size_t errlen);
+#define OC_TIMED_OUT (-2)
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen);
 
 #endif

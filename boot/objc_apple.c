@@ -6,6 +6,11 @@
  * goes through objc_msgSend cast to the exact prototype of the method it
  * calls. No ARC: ownership is by hand, as boot/objc.h says.
  *
+ * Objective-C exceptions can't be caught in C: boot/objc_try.m (built
+ * only on macOS, with -fobjc-exceptions) holds the one @try, oc_objc_try(),
+ * and every way into the framework here goes through it (oc_guard,
+ * oc_on_queue, the message of oc_send_completion).
+ *
  * Off Apple platforms the same functions exist but only report that the
  * runtime is absent, so vz.c links everywhere and fails cleanly at start.
  */
@@ -28,6 +33,16 @@ typedef unsigned long oc_nsuint;
 /* tags every queue made here, so a call made on its own queue is caught */
 static char queue_key;
 
+/* boot/objc_try.m: fn(ctx) inside @try; -1 with "name: reason" on an exception */
+int oc_objc_try(void (*fn)(void *), void *ctx, char *why, size_t len);
+
+int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    return oc_objc_try(fn, ctx, why, len);
+}
+
 int oc_available(void)
 {
     return (void *)objc_getClass("VZVirtualMachine") != NULL &&
@@ -44,6 +59,11 @@ int oc_responds(objc_id obj, const char *sel)
     if (!obj)
         return 0;
     return class_respondsToSelector(object_getClass((id)obj), S(sel)) ? 1 : 0;
+}
+
+int oc_instances_respond(objc_id cls, const char *sel)
+{
+    return cls && class_respondsToSelector((Class)cls, S(sel)) ? 1 : 0;
 }
 
 objc_id oc_send(objc_id obj, const char *sel)
@@ -80,6 +100,15 @@ objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int
         (id)obj, S(sel), (id)a, b ? YES : NO, (oc_nsint)c, (oc_nsint)d, &err);
     if (error_out)
         *error_out = (objc_id)err;
+    return (objc_id)r;
+}
+
+objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id, BOOL, id *))objc_msgSend)((id)obj, S(sel), (id)a, b ? YES : NO, &err);
+    if (error_out)
+        *error_out = r ? NULL : (objc_id)err;
     return (objc_id)r;
 }
 
@@ -157,6 +186,8 @@ static const char *utf8_of(id s)
     return s ? ((const char *(*)(id, SEL))objc_msgSend)(s, S("UTF8String")) : NULL;
 }
 
+/* the strings made here are autoreleased: a pool of its own, since this
+ * runs off the queue too */
 void oc_error_text(objc_id error, char *buf, size_t len)
 {
     if (!len)
@@ -165,6 +196,7 @@ void oc_error_text(objc_id error, char *buf, size_t len)
         snprintf(buf, len, "no reason given");
         return;
     }
+    objc_id pool = oc_pool_push();
     const char *desc = utf8_of(((id(*)(id, SEL))objc_msgSend)((id)error, S("localizedDescription")));
     const char *why =
         utf8_of(((id(*)(id, SEL))objc_msgSend)((id)error, S("localizedFailureReason")));
@@ -176,6 +208,7 @@ void oc_error_text(objc_id error, char *buf, size_t len)
         snprintf(buf, len, "%s: %s [%s %ld]", desc, why, domain ? domain : "?", code);
     else
         snprintf(buf, len, "%s [%s %ld]", desc, domain ? domain : "?", code);
+    oc_pool_pop(pool);
     for (char *p = buf; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
@@ -232,30 +265,53 @@ static int on_queue_now(objc_id queue)
 struct on_queue_call {
     void (*fn)(void *);
     void *ctx;
+    int rc;
+    char *why;
+    size_t len;
 };
 
 static void on_queue_run(void *p)
 {
     struct on_queue_call *c = p;
     objc_id pool = oc_pool_push();
-    c->fn(c->ctx);
+    c->rc = oc_objc_try(c->fn, c->ctx, c->why, c->len);
     oc_pool_pop(pool);
 }
 
-int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx)
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t len)
 {
-    if (!queue || !fn)
+    if (len)
+        why[0] = 0;
+    if (!queue || !fn) {
+        snprintf(why, len, "no queue");
         return -1;
-    struct on_queue_call c = {fn, ctx};
+    }
+    struct on_queue_call c = {fn, ctx, 0, why, len};
     if (on_queue_now(queue))
         on_queue_run(&c); /* dispatch_sync onto the current queue would deadlock */
     else
         dispatch_sync_f((dispatch_queue_t)queue, &c, on_queue_run);
-    return 0;
+    return c.rc ? -1 : 0;
 }
 
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
-                       size_t errlen)
+struct send_call {
+    id target, arg;
+    SEL sel;
+    void (^handler)(id);
+};
+
+/* the message itself, on the queue, inside oc_objc_try */
+static void send_now(void *p)
+{
+    struct send_call *c = p;
+    if (c->arg)
+        ((void (*)(id, SEL, id, void (^)(id)))objc_msgSend)(c->target, c->sel, c->arg, c->handler);
+    else
+        ((void (*)(id, SEL, void (^)(id)))objc_msgSend)(c->target, c->sel, c->handler);
+}
+
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen)
 {
     if (errlen)
         err[0] = 0;
@@ -273,6 +329,8 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
         snprintf(err, errlen, "%s: no semaphore", sel);
         return -1;
     }
+    /* __block: moved to the heap with the copied handler, so a handler that
+     * comes after the wait gave up still has somewhere to write */
     __block id failure = nil;
     dispatch_retain(done); /* the handler's reference, dropped once it has signalled */
     void (^handler)(id) = ^(id error) {
@@ -281,21 +339,33 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
         dispatch_semaphore_signal(done);
         dispatch_release(done);
     };
-    id target = (id)obj, a = (id)arg;
-    SEL s = S(sel);
+    struct send_call c = {(id)obj, (id)arg, S(sel), handler};
+    struct send_call *call = &c;
+    char raised[512] = "";
+    char *raised_text = raised;
+    __block int threw = 0;
     void (^send)(void) = ^{
         objc_id pool = oc_pool_push();
-        if (a)
-            ((void (*)(id, SEL, id, void (^)(id)))objc_msgSend)(target, s, a, handler);
-        else
-            ((void (*)(id, SEL, void (^)(id)))objc_msgSend)(target, s, handler);
+        threw = oc_objc_try(send_now, call, raised_text, sizeof raised);
         oc_pool_pop(pool);
     };
     if (queue)
         dispatch_sync((dispatch_queue_t)queue, send);
     else
         send();
-    dispatch_semaphore_wait(done, DISPATCH_TIME_FOREVER);
+    if (threw) {
+        /* whether the framework kept the handler is unknown: leave it its
+         * reference (at worst one semaphore leaks) */
+        dispatch_release(done);
+        snprintf(err, errlen, "%s raised %s", sel, raised);
+        return -1;
+    }
+    dispatch_time_t until = dispatch_time(DISPATCH_TIME_NOW, (int64_t)timeout_ms * 1000000);
+    if (dispatch_semaphore_wait(done, until) != 0) {
+        dispatch_release(done); /* the handler keeps its own */
+        snprintf(err, errlen, "%s: no answer in %u ms", sel, timeout_ms);
+        return OC_TIMED_OUT;
+    }
     dispatch_release(done);
     if (!failure)
         return 0;
@@ -307,6 +377,28 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
 #else /* no Objective-C runtime: every call says so */
 
 #include <stdio.h>
+
+int oc_instances_respond(objc_id cls, const char *sel)
+{
+    (void)cls, (void)sel;
+    return 0;
+}
+
+objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    fn(ctx);
+    return 0;
+}
 
 int oc_available(void)
 {
@@ -474,16 +566,17 @@ void oc_queue_release(objc_id queue)
     (void)queue;
 }
 
-int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx)
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t len)
 {
     (void)queue, (void)fn, (void)ctx;
+    snprintf(why, len, "no Objective-C runtime on this host");
     return -1;
 }
 
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
-                       size_t errlen)
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen)
 {
-    (void)queue, (void)obj, (void)arg;
+    (void)queue, (void)obj, (void)arg, (void)timeout_ms;
     snprintf(err, errlen, "%s: no Objective-C runtime on this host", sel);
     return -1;
 }

@@ -289,8 +289,10 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
                 (rc = get_str(f, "path", &x->path, "shared_folders[].path", 1)))
                 return rc;
             size_t tl = strlen(x->tag);
-            if (tl == 0 || tl > 36 || strspn(x->tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != tl)
-                return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-]", x->tag);
+            /* and the one tag macOS guests mount by themselves */
+            if ((tl == 0 || tl > 36 || strspn(x->tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != tl) &&
+                strcmp(x->tag, BOOT_MACOS_AUTOMOUNT_TAG))
+                return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-], or " BOOT_MACOS_AUTOMOUNT_TAG, x->tag);
             if (x->path[0] != '/')
                 return bad("shared_folders path '%s' must be absolute", x->path);
             if (strchr(x->path, ','))
@@ -302,10 +304,13 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
         }
     }
 
+    /* Linux guests default to cached: tart and Lima chose it after reports
+     * of filesystem corruption with automatic (UTM #4840) */
+    s->disk_caching = s->os == BOOT_OS_LINUX ? BOOT_CACHE_CACHED : BOOT_CACHE_AUTOMATIC;
     json_t *disk = json_object_get(root, "disk");
     if (disk) {
         static const char *const dk[] = {"caching", "sync", NULL};
-        int c = 0, y = 0;
+        int c = (int)s->disk_caching, y = 0;
         if (!json_is_object(disk))
             return bad("disk must be an object");
         if ((rc = only_keys(disk, "disk.", dk)) || (rc = get_str(disk, "caching", &str, "disk.caching", 0)))
@@ -521,7 +526,7 @@ static int add(boot_binding *v, size_t *n, const char *k, const char *val)
 int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_settings *s,
                       boot_binding **out, size_t *n)
 {
-    boot_binding *v = calloc(8, sizeof *v);
+    boot_binding *v = calloc(9, sizeof *v);
     size_t k = 0;
     if (!v)
         return -ENOMEM;
@@ -544,7 +549,8 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
         snprintf(build, sizeof build, "%s %s", u.sysname, u.release);
 #endif
     char path[4096];
-    snprintf(path, sizeof path, "%s/MachineIdentifier", bundle_dir);
+    snprintf(path, sizeof path, "%s/%s", bundle_dir,
+             s->os == BOOT_OS_LINUX && !strcmp(driver, "vz") ? BOOT_GENERIC_ID_FILE : "MachineIdentifier");
     FILE *f = fopen(path, "rb");
     if (f) {
         char buf[1 << 16];
@@ -552,8 +558,16 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
         fclose(f);
         sha256_hex(buf, got, mid);
     }
-    int rc = add(v, &k, "config-hash", hash) || add(v, &k, "driver", driver) ||
-             add(v, &k, "host", host) || add(v, &k, "mac", s->mac) ||
+    /* the devices the driver adds, where it says (a restore needs them all) */
+    char keep[sizeof last_error];
+    memcpy(keep, last_error, sizeof keep);
+    const boot_driver *drv = boot_driver_find(driver);
+    memcpy(last_error, keep, sizeof keep); /* an unknown driver is no error here */
+    char devices[512] = "";
+    if (!drv || !drv->devices || drv->devices(s, devices, sizeof devices) != 0)
+        devices[0] = 0;
+    int rc = add(v, &k, "config-hash", hash) || (devices[0] && add(v, &k, "devices", devices)) ||
+             add(v, &k, "driver", driver) || add(v, &k, "host", host) || add(v, &k, "mac", s->mac) ||
              add(v, &k, "machine-id", mid) || add(v, &k, "os-build", build) ||
              add(v, &k, "user", pw ? pw->pw_name : "");
     if (rc) {

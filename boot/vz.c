@@ -3,12 +3,17 @@
  * Objective-C runtime (boot/objc.h). See boot/vz.h.
  *
  * start() builds the whole VZVirtualMachineConfiguration from the bundle
- * and its settings, validates it (and, for a VM that may be suspended, its
- * save/restore support), makes a VZVirtualMachine on a serial queue of its
- * own and starts it, or restores its saved state and resumes it. Every
- * message to the VM goes through that queue; completion handlers are waited
- * for off it. Selectors, argument types and enum values are Apple's
- * documented ones (Virtualization SDK headers, macOS 13-26).
+ * and its settings, validates it, makes a VZVirtualMachine on a serial
+ * queue of its own and starts it, or restores its saved state and resumes
+ * it. Save/restore support is checked, never assumed: a VM that may be
+ * suspended is configured for it only where the host has the selectors
+ * (on the VM class and the configuration) and
+ * validateSaveRestoreSupportWithError: accepts the configuration; else it
+ * runs without, and says so. Every message to the VM goes through its
+ * queue; completion handlers are waited for off it, with a time limit; an
+ * Objective-C exception becomes an error. Selectors and their shapes are
+ * checked in the tests against tests/vz-sdk/selectors.tsv (Apple's SDK
+ * metadata); enum values are the SDK headers'.
  */
 #define _GNU_SOURCE
 
@@ -43,12 +48,54 @@ enum { VZ_SYNC_FULL = 1, VZ_SYNC_FSYNC = 2, VZ_SYNC_NONE = 3 };
 #define MAX_SHARES 64
 #define CONSOLE_LOG ".console.log"
 
+/* How long a completion handler may take, in ms (STRATA_VZ_TIMEOUT_MS
+ * overrides them all, for tests). A restore or save moves the guest's whole
+ * memory through the disk. */
+#define T_START 120000u
+#define T_STATE 60000u /* pause, resume, stop */
+#define T_MEMORY 600000u /* save, restore */
+
 struct boot_vm {
     objc_id queue; /* owned serial queue: every message to vm goes through it */
     objc_id vm;    /* owned VZVirtualMachine */
-    int tty_raw;   /* the terminal was put in raw mode for the console */
-    struct termios tty;
+    int savable;   /* configured for save/restore, and validated */
 };
+
+static unsigned timeout_ms(unsigned normal)
+{
+    const char *e = getenv("STRATA_VZ_TIMEOUT_MS");
+    long v = e ? atol(e) : 0;
+    return v > 0 ? (unsigned)v : normal;
+}
+
+/* ---------- the terminal ---------- */
+
+/* The terminal as it was before the console made it raw: put back by
+ * release, and by exit() on any other way out (atexit). */
+static struct termios tty_saved;
+static int tty_raw;
+
+static void tty_restore(void)
+{
+    if (tty_raw) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &tty_saved);
+        tty_raw = 0;
+    }
+}
+
+static void tty_make_raw(void)
+{
+    static int registered;
+    if (tty_raw || !isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &tty_saved) != 0)
+        return;
+    if (!registered && atexit(tty_restore) == 0)
+        registered = 1;
+    /* the guest's console gets every key, as with qemu's stdio console */
+    struct termios raw = tty_saved;
+    cfmakeraw(&raw);
+    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) == 0)
+        tty_raw = 1;
+}
 
 /* "what: the framework's reason", as boot_error() */
 static int fail_ns(int err, objc_id nserror, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -70,9 +117,22 @@ static int fail_ns(int err, objc_id nserror, const char *fmt, ...)
 typedef struct {
     const boot_start_opts *o;
     const boot_settings *s;
-    int savable; /* configured for save/restore */
+    int savable; /* being configured for save/restore */
     int rc;
 } build;
+
+static void note(const boot_start_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const boot_start_opts *o, const char *fmt, ...)
+{
+    char line[1200];
+    va_list ap;
+    if (!o->note)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    o->note(o->note_ctx, line);
+}
 
 static objc_id need_class(build *b, const char *name)
 {
@@ -214,12 +274,18 @@ static objc_id mac_platform(build *b)
     return b->rc ? NULL : platform;
 }
 
+/*
+ * A Linux guest's identity: VZGenericMachineIdentifier's opaque data, in a
+ * file of its own (MachineIdentifier is a Mac's ECID plist, which the store
+ * checks as such). Made and kept on the first start: a saved state is
+ * restored only into the machine it was saved from.
+ */
 static objc_id generic_platform(build *b)
 {
     char path[PATH_MAX];
     objc_id platform = make(b, "VZGenericPlatformConfiguration");
     objc_id mid = NULL;
-    if (!join(b, b->o->bundle_dir, "MachineIdentifier", path))
+    if (!join(b, b->o->bundle_dir, BOOT_GENERIC_ID_FILE, path))
         return NULL;
     if (access(path, F_OK) == 0) {
         objc_id data = file_data(b, path);
@@ -232,14 +298,49 @@ static objc_id generic_platform(build *b)
     } else if (errno != ENOENT) {
         b->rc = boot_fail_errno(errno, "%s", path);
     } else if ((mid = make(b, "VZGenericMachineIdentifier"))) {
-        /* keep it in the bundle: a saved state is restored only into the
-         * machine it was saved from */
         objc_id data = oc_send(mid, "dataRepresentation");
         if (!data || !oc_send_bool_id_bool(data, "writeToURL:atomically:", oc_url(path), 1))
             b->rc = boot_fail(EIO, "%s: could not write the new machine identifier", path);
     }
     set(b, platform, "setMachineIdentifier:", mid);
     return b->rc ? NULL : platform;
+}
+
+/* What a kernel file starts with, if it is compressed: VZLinuxBootLoader
+ * takes an uncompressed kernel (arm64: the Image file, not vmlinuz). */
+static const char *compressed_kind(const char *path)
+{
+    unsigned char h[64] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, h, sizeof h) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n < 8)
+        return NULL;
+    if (h[0] == 0x1f && h[1] == 0x8b)
+        return "gzip";
+    if (!memcmp(h, "\xfd" "7zXZ", 6))
+        return "xz";
+    if (!memcmp(h, "\x28\xb5\x2f\xfd", 4))
+        return "zstd";
+    if (!memcmp(h, "BZh", 3))
+        return "bzip2";
+    if (!memcmp(h, "\x04\x22\x4d\x18", 4))
+        return "lz4";
+    if (h[0] == 'M' && h[1] == 'Z' && !memcmp(h + 4, "zimg", 4))
+        return "EFI zboot";
+    return NULL;
+}
+
+static void linux_kernel(build *b, const char *path)
+{
+    const char *kind = compressed_kind(path);
+    if (kind && !b->rc)
+        b->rc = boot_fail(EINVAL,
+                          "%s: a %s-compressed kernel; VZLinuxBootLoader needs an uncompressed one "
+                          "(on Apple silicon the arm64 Image: e.g. gunzip -c vmlinuz > Image, then "
+                          "name Image in boot.kernel)",
+                          path, kind);
 }
 
 static objc_id make_loader(build *b)
@@ -263,12 +364,17 @@ static objc_id make_loader(build *b)
             return NULL;
         }
         if (bundle_file(b, s->kernel, R_OK, path))
+            linux_kernel(b, path);
+        if (!b->rc)
             loader = inited(b, alloc_init(b, "VZLinuxBootLoader", "initWithKernelURL:", oc_url(path)),
                             EIO, "Virtualization.framework could not make a VZLinuxBootLoader");
         if (s->initrd && bundle_file(b, s->initrd, R_OK, path))
             set(b, loader, "setInitialRamdiskURL:", oc_url(path));
         if (s->cmdline)
             set(b, loader, "setCommandLine:", oc_str(s->cmdline));
+        if (s->cmdline && strstr(s->cmdline, "console=ttyS") && !strstr(s->cmdline, "console=hvc0"))
+            note(b->o, "boot.cmdline names console=ttyS*: under vz the guest's console is hvc0 "
+                       "(add console=hvc0 to see it in %s)", CONSOLE_LOG);
         break;
     case BOOT_LOADER_EFI:
         if (!s->efi_vars) {
@@ -336,33 +442,43 @@ static objc_id network(build *b)
     return b->rc ? NULL : net;
 }
 
-/* The guest's serial console (hvc0): the terminal, or runtime_dir/.console.log */
+/*
+ * The guest's console (hvc0). A VM that may be saved always writes it to
+ * runtime_dir/.console.log through a VZFileSerialPortAttachment, as Lima
+ * does: a restore needs the attachment type it was saved with. Only a VM
+ * that can't be saved puts it on the terminal (a file-handle attachment).
+ */
 static objc_id serial_port(build *b)
 {
     char path[PATH_MAX];
     objc_id port = make(b, "VZVirtioConsoleDeviceSerialPortConfiguration");
-    objc_id fh = need_class(b, "NSFileHandle"), in = NULL, out = NULL;
-    if (!fh)
+    objc_id att = NULL, err = NULL;
+    if (b->rc)
         return NULL;
-    if (b->o->console) {
-        in = oc_send(fh, "fileHandleWithStandardInput");
-        out = oc_send(fh, "fileHandleWithStandardOutput");
+    if (b->o->console && !b->savable) {
+        objc_id fh = need_class(b, "NSFileHandle");
+        objc_id in = fh ? oc_send(fh, "fileHandleWithStandardInput") : NULL;
+        objc_id out = fh ? oc_send(fh, "fileHandleWithStandardOutput") : NULL;
+        att = alloc(b, "VZFileHandleSerialPortAttachment");
+        if (att)
+            att = inited(b, oc_send_id_id(att, "initWithFileHandleForReading:fileHandleForWriting:", in, out),
+                         EIO, "Virtualization.framework could not attach the console");
     } else if (join(b, b->o->runtime_dir, CONSOLE_LOG, path)) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        /* a cold boot starts a new log; a restored VM goes on with its own */
+        int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (b->o->restore_state ? 0 : O_TRUNC);
+        int fd = open(path, flags, 0644);
         if (fd < 0) {
             b->rc = boot_fail_errno(errno, "%s", path);
             return NULL;
         }
         close(fd);
-        out = oc_send_id(fh, "fileHandleForWritingAtPath:", oc_str(path));
-        if (!out)
-            b->rc = boot_fail(EIO, "%s: could not open it for the console", path);
+        att = alloc(b, "VZFileSerialPortAttachment");
+        if (att)
+            att = oc_send_id_bool_err(att, "initWithURL:append:error:", oc_url(path), 1, &err);
+        if (!att && !b->rc)
+            b->rc = fail_ns(EIO, err, "%s: Virtualization.framework can't write the console there", path);
+        oc_autorelease(att);
     }
-    objc_id att = alloc(b, "VZFileHandleSerialPortAttachment");
-    if (!att || b->rc)
-        return NULL;
-    att = inited(b, oc_send_id_id(att, "initWithFileHandleForReading:fileHandleForWriting:", in, out),
-                 EIO, "Virtualization.framework could not attach the console");
     set(b, port, "setAttachment:", att);
     return b->rc ? NULL : port;
 }
@@ -489,6 +605,27 @@ static size_t shares(build *b, objc_id *devs)
     return b->rc ? 0 : ndevs;
 }
 
+/* The Mac keyboard and trackpad are macOS 14 and 13; USB ones before. */
+static const char *keyboard_class(void)
+{
+    return oc_class("VZMacKeyboardConfiguration") ? "VZMacKeyboardConfiguration"
+                                                   : "VZUSBKeyboardConfiguration";
+}
+
+static const char *pointer_class(void)
+{
+    return oc_class("VZMacTrackpadConfiguration") ? "VZMacTrackpadConfiguration"
+                                                   : "VZUSBScreenCoordinatePointingDeviceConfiguration";
+}
+
+/* A macOS guest that may be saved gets no entropy device: it blocked saving
+ * on macOS 14 (Tart drops it for --suspendable). Linux guests keep theirs,
+ * as Lima's do, and still save. */
+static int has_entropy(const boot_settings *s, int savable)
+{
+    return !(savable && s->os == BOOT_OS_MACOS);
+}
+
 static objc_id configuration(build *b)
 {
     const boot_settings *s = b->s;
@@ -497,19 +634,13 @@ static objc_id configuration(build *b)
     objc_id loader = make_loader(b);
     objc_id disk = storage(b);
     objc_id net = network(b);
-    /* no entropy device in a VM that may be saved: it blocked saving on
-     * macOS 14 (Tart drops it for --suspendable too) */
-    objc_id rng = b->savable ? NULL : make(b, "VZVirtioEntropyDeviceConfiguration");
+    objc_id rng = has_entropy(s, b->savable) ? make(b, "VZVirtioEntropyDeviceConfiguration") : NULL;
     objc_id serial = serial_port(b);
     objc_id gfx = NULL, kbd = NULL, ptr = NULL;
     if (mac) {
         gfx = graphics(b);
-        /* the Mac keyboard and trackpad are macOS 14 and 13; USB ones before */
-        kbd = make(b, oc_class("VZMacKeyboardConfiguration") ? "VZMacKeyboardConfiguration"
-                                                              : "VZUSBKeyboardConfiguration");
-        ptr = make(b, oc_class("VZMacTrackpadConfiguration")
-                          ? "VZMacTrackpadConfiguration"
-                          : "VZUSBScreenCoordinatePointingDeviceConfiguration");
+        kbd = make(b, keyboard_class());
+        ptr = make(b, pointer_class());
     }
     objc_id devs[MAX_SHARES];
     size_t ndevs = shares(b, devs);
@@ -539,18 +670,81 @@ static objc_id configuration(build *b)
         b->rc = fail_ns(EINVAL, err, "Virtualization.framework refused the VM's configuration");
         return NULL;
     }
-    if (b->savable) {
-        if (!oc_responds(conf, "validateSaveRestoreSupportWithError:")) {
-            b->rc = boot_fail(ENOTSUP,
-                              "suspending and resuming a VM needs macOS 14 or later on Apple silicon");
-            return NULL;
-        }
-        if (!oc_send_bool_err(conf, "validateSaveRestoreSupportWithError:", &err)) {
-            b->rc = fail_ns(ENOTSUP, err, "this VM can't be suspended: its configuration can't be saved");
-            return NULL;
-        }
-    }
     return conf;
+}
+
+/* Why this host or these settings can't have a savable VM, or NULL. */
+static const char *cannot_save(const boot_start_opts *o)
+{
+    objc_id vm = oc_class("VZVirtualMachine"), conf = oc_class("VZVirtualMachineConfiguration");
+    if (!vm || !conf || !oc_instances_respond(vm, "saveMachineStateToURL:completionHandler:") ||
+        !oc_instances_respond(vm, "restoreMachineStateFromURL:completionHandler:") ||
+        !oc_instances_respond(conf, "validateSaveRestoreSupportWithError:"))
+        return "saving a VM's state needs macOS 14 or later on Apple silicon";
+    if (!o->settings->mac[0])
+        return "its settings record no MAC address, and a restore needs the one it was saved with";
+    if (o->console && !o->restore_state)
+        return "--console puts its console on this terminal, which a saved state can't keep";
+    return NULL;
+}
+
+struct build_call {
+    build *b;
+    objc_id conf;
+    char why[1024]; /* validateSaveRestoreSupportWithError:'s reason */
+};
+
+/* Build, and if it is to be savable, validate that too. On the caller's
+ * thread, inside oc_guard. */
+static void build_checked(void *p)
+{
+    struct build_call *c = p;
+    c->conf = configuration(c->b);
+    if (!c->conf || !c->b->savable)
+        return;
+    objc_id err = NULL;
+    if (!oc_send_bool_err(c->conf, "validateSaveRestoreSupportWithError:", &err)) {
+        oc_error_text(err, c->why, sizeof c->why);
+        c->conf = NULL;
+    }
+}
+
+/*
+ * The configuration, savable where asked and possible. A restore must be
+ * savable or it fails; any other VM falls back to a configuration without
+ * save/restore, and note() says why.
+ */
+static objc_id checked_configuration(build *b)
+{
+    const boot_start_opts *o = b->o;
+    int must = o->restore_state != NULL;
+    const char *no = (o->suspendable || must) ? cannot_save(o) : NULL;
+    if (no && must) {
+        b->rc = boot_fail(ENOTSUP, "can't restore a saved state here: %s", no);
+        return NULL;
+    }
+    if (no)
+        note(o, "this VM can't be suspended: %s; it runs without save/restore support", no);
+    b->savable = (o->suspendable || must) && !no;
+    for (;;) {
+        struct build_call c = {.b = b};
+        char raised[1024];
+        if (oc_guard(build_checked, &c, raised, sizeof raised) != 0) {
+            b->rc = boot_fail(EINVAL, "Virtualization.framework raised an exception while the "
+                                      "configuration was built: %s", raised);
+            return NULL;
+        }
+        if (c.conf || b->rc)
+            return c.conf;
+        if (must) {
+            b->rc = boot_fail(ENOTSUP, "this VM's configuration can't be restored: %s", c.why);
+            return NULL;
+        }
+        note(o, "this VM can't be suspended: Virtualization.framework says %s; it runs without "
+                "save/restore support",
+             c.why);
+        b->savable = 0;
+    }
 }
 
 /* ---------- the running VM ---------- */
@@ -580,9 +774,10 @@ static void state_on_queue(void *p)
 
 static int64_t vm_state(boot_vm *vm)
 {
+    char why[512];
     struct state_req r = {.vm = vm->vm, .state = VZ_STATE_STOPPED};
-    if (!vm->vm || oc_on_queue(vm->queue, state_on_queue, &r) != 0)
-        return VZ_STATE_STOPPED;
+    if (!vm->vm || oc_on_queue(vm->queue, state_on_queue, &r, why, sizeof why) != 0)
+        return VZ_STATE_ERROR;
     return r.state;
 }
 
@@ -591,35 +786,75 @@ static void release_on_queue(void *p)
     oc_release(p);
 }
 
+/* Send a completion-handler message to the VM and wait for it, bounded. */
+static int vm_call(boot_vm *vm, const char *sel, objc_id arg, unsigned normal_ms, const char *what)
+{
+    char msg[1024];
+    unsigned ms = timeout_ms(normal_ms);
+    int rc = oc_send_completion(vm->queue, vm->vm, sel, arg, ms, msg, sizeof msg);
+    if (rc == OC_TIMED_OUT)
+        return boot_fail(ETIMEDOUT, "%s: Virtualization.framework did not finish %s in %u s", what,
+                         sel, (ms + 999) / 1000);
+    if (rc)
+        return boot_fail(EIO, "%s: %s", what, msg);
+    return 0;
+}
+
 /* stop at once, whatever boot_error() says meanwhile stays as it was */
 static void halt(boot_vm *vm)
 {
-    char msg[512];
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s", boot_error());
     int64_t st = vm_state(vm);
     if (st != VZ_STATE_STOPPED && st != VZ_STATE_ERROR)
-        oc_send_completion(vm->queue, vm->vm, "stopWithCompletionHandler:", NULL, msg, sizeof msg);
-}
-
-static void tty_restore(boot_vm *vm)
-{
-    if (vm->tty_raw) {
-        tcsetattr(STDIN_FILENO, TCSAFLUSH, &vm->tty);
-        vm->tty_raw = 0;
-    }
+        vm_call(vm, "stopWithCompletionHandler:", NULL, T_STATE, "stop");
+    boot_fail(EIO, "%s", keep);
 }
 
 static void vz_release(boot_vm *vm)
 {
+    char why[512];
+    tty_restore();
     if (!vm)
         return;
     if (vm->vm) {
         halt(vm);
-        oc_on_queue(vm->queue, release_on_queue, vm->vm);
+        oc_on_queue(vm->queue, release_on_queue, vm->vm, why, sizeof why);
     }
     if (vm->queue)
         oc_queue_release(vm->queue);
-    tty_restore(vm);
     free(vm);
+}
+
+/* make the VM on its queue: initWithConfiguration:queue: raises on a
+ * configuration it can't take */
+static int make_vm(boot_vm *vm, objc_id conf)
+{
+    char why[1024];
+    struct make_vm m = {.conf = conf, .queue = vm->queue};
+    if (oc_on_queue(vm->queue, make_vm_on_queue, &m, why, sizeof why) != 0)
+        return boot_fail(EIO, "Virtualization.framework could not make the VM: %s", why);
+    vm->vm = m.vm;
+    if (!m.vm)
+        return boot_fail(EIO, "Virtualization.framework could not make the VM");
+    return 0;
+}
+
+static int run_vm(boot_vm *vm, const boot_start_opts *o)
+{
+    char what[PATH_MAX + 64];
+    int rc;
+    if (!o->restore_state)
+        return vm_call(vm, "startWithCompletionHandler:", NULL, T_START, "the VM did not start");
+    snprintf(what, sizeof what, "Virtualization.framework refused the saved state %s", o->restore_state);
+    objc_id pool = oc_pool_push();
+    rc = vm_call(vm, "restoreMachineStateFromURL:completionHandler:", oc_url(o->restore_state),
+                 T_MEMORY, what);
+    oc_pool_pop(pool);
+    if (!rc)
+        rc = vm_call(vm, "resumeWithCompletionHandler:", NULL, T_STATE,
+                     "the VM did not resume from its saved state");
+    return rc;
 }
 
 static int vz_start(const boot_start_opts *o, boot_vm **out)
@@ -632,42 +867,21 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
     if (o->restore_state && access(o->restore_state, R_OK) != 0)
         return boot_fail_errno(errno, "saved state %s", o->restore_state);
 
-    build b = {.o = o, .s = o->settings, .savable = o->suspendable || o->restore_state};
+    build b = {.o = o, .s = o->settings};
     objc_id pool = oc_pool_push();
-    objc_id conf = configuration(&b);
+    objc_id conf = checked_configuration(&b);
     boot_vm *vm = NULL;
     int rc = b.rc;
     if (!rc && !(vm = calloc(1, sizeof *vm)))
         rc = -ENOMEM;
     if (!rc && !(vm->queue = oc_queue("strata.vz")))
         rc = boot_fail(EIO, "could not make a dispatch queue for the VM");
-    if (!rc) {
-        struct make_vm m = {.conf = conf, .queue = vm->queue};
-        if (oc_on_queue(vm->queue, make_vm_on_queue, &m) != 0 || !m.vm)
-            rc = boot_fail(EIO, "Virtualization.framework could not make the VM");
-        vm->vm = m.vm;
-    }
-    if (!rc && o->console && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &vm->tty) == 0) {
-        /* the guest's console gets every key, as with qemu's stdio console */
-        struct termios raw = vm->tty;
-        cfmakeraw(&raw);
-        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) == 0)
-            vm->tty_raw = 1;
-    }
-    char msg[1024];
-    if (!rc && o->restore_state) {
-        if (oc_send_completion(vm->queue, vm->vm, "restoreMachineStateFromURL:completionHandler:",
-                               oc_url(o->restore_state), msg, sizeof msg) != 0)
-            rc = boot_fail(EIO, "Virtualization.framework refused the saved state %s: %s",
-                           o->restore_state, msg);
-        else if (oc_send_completion(vm->queue, vm->vm, "resumeWithCompletionHandler:", NULL, msg,
-                                    sizeof msg) != 0)
-            rc = boot_fail(EIO, "the VM did not resume from its saved state: %s", msg);
-    } else if (!rc) {
-        if (oc_send_completion(vm->queue, vm->vm, "startWithCompletionHandler:", NULL, msg,
-                               sizeof msg) != 0)
-            rc = boot_fail(EIO, "the VM did not start: %s", msg);
-    }
+    if (!rc && !(rc = make_vm(vm, conf)))
+        vm->savable = b.savable;
+    if (!rc && o->console && !b.savable)
+        tty_make_raw();
+    if (!rc)
+        rc = run_vm(vm, o);
     oc_pool_pop(pool);
     if (rc) {
         vz_release(vm);
@@ -679,28 +893,40 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
 
 static int vz_pause(boot_vm *vm)
 {
-    char msg[1024];
-    if (oc_send_completion(vm->queue, vm->vm, "pauseWithCompletionHandler:", NULL, msg, sizeof msg))
-        return boot_fail(EIO, "the VM did not pause: %s", msg);
-    return 0;
+    return vm_call(vm, "pauseWithCompletionHandler:", NULL, T_STATE, "the VM did not pause");
 }
 
 static int vz_resume(boot_vm *vm)
 {
-    char msg[1024];
-    if (oc_send_completion(vm->queue, vm->vm, "resumeWithCompletionHandler:", NULL, msg, sizeof msg))
-        return boot_fail(EIO, "the VM did not resume: %s", msg);
-    return 0;
+    return vm_call(vm, "resumeWithCompletionHandler:", NULL, T_STATE, "the VM did not resume");
+}
+
+static int vz_savable(boot_vm *vm)
+{
+    return vm->savable;
+}
+
+/* all the way to the disk: on macOS fsync() leaves data in the drive's cache */
+static int full_sync(int fd)
+{
+#ifdef F_FULLFSYNC
+    if (fcntl(fd, F_FULLFSYNC) == 0)
+        return 0;
+#endif
+    return fsync(fd);
 }
 
 /* Save into a hidden name next to path (keeping its .vzvmsave ending), make
  * it durable, then rename it into place. */
 static int vz_save(boot_vm *vm, const char *path)
 {
-    char tmp[PATH_MAX], msg[1024];
+    char tmp[PATH_MAX];
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int)(slash - path) : 0;
     const char *base = slash ? slash + 1 : path;
+    if (!vm->savable)
+        return boot_fail(ENOTSUP, "this VM was started without save/restore support (see the "
+                                  "note when it started), so it can't be suspended");
     if (!*base)
         return boot_fail(EINVAL, "%s: not a file name", path);
     if ((size_t)snprintf(tmp, sizeof tmp, "%.*s%s.tmp%d.%s", dirlen, path, slash ? "/" : "",
@@ -708,15 +934,15 @@ static int vz_save(boot_vm *vm, const char *path)
         return boot_fail(ENAMETOOLONG, "%s: path too long", path);
     unlink(tmp);
     objc_id pool = oc_pool_push();
-    int rc = oc_send_completion(vm->queue, vm->vm, "saveMachineStateToURL:completionHandler:",
-                                oc_url(tmp), msg, sizeof msg);
+    int rc = vm_call(vm, "saveMachineStateToURL:completionHandler:", oc_url(tmp), T_MEMORY,
+                     "the VM's state was not saved");
     oc_pool_pop(pool);
     if (rc) {
         unlink(tmp);
-        return boot_fail(EIO, "the VM's state was not saved: %s", msg);
+        return rc;
     }
     int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0)
+    if (fd < 0 || full_sync(fd) < 0)
         rc = boot_fail_errno(errno, "%s", tmp);
     if (fd >= 0)
         close(fd);
@@ -730,7 +956,7 @@ static int vz_save(boot_vm *vm, const char *path)
     snprintf(dir, sizeof dir, "%.*s", slash ? (dirlen ? dirlen : 1) : 1, slash ? path : ".");
     int dfd = open(dir, O_RDONLY | O_CLOEXEC);
     if (dfd >= 0) {
-        fsync(dfd);
+        full_sync(dfd);
         close(dfd);
     }
     return 0;
@@ -761,16 +987,13 @@ static int vz_stop(boot_vm *vm, int force)
 {
     if (!vz_alive(vm))
         return 0;
-    if (force) {
-        char msg[1024];
-        if (oc_send_completion(vm->queue, vm->vm, "stopWithCompletionHandler:", NULL, msg, sizeof msg))
-            return boot_fail(EIO, "the VM did not stop: %s", msg);
-        return 0;
-    }
+    if (force)
+        return vm_call(vm, "stopWithCompletionHandler:", NULL, T_STATE, "the VM did not stop");
     /* the guest decides when it has shut down: alive() tells */
     struct stop_req r = {.vm = vm->vm};
-    if (oc_on_queue(vm->queue, request_stop_on_queue, &r) != 0)
-        return boot_fail(EIO, "could not reach the VM's queue");
+    char why[512];
+    if (oc_on_queue(vm->queue, request_stop_on_queue, &r, why, sizeof why) != 0)
+        return boot_fail(EIO, "the guest could not be asked to stop: %s", why);
     if (!r.ok)
         return boot_fail(EIO, "the guest could not be asked to stop: %s", r.why);
     return 0;
@@ -780,6 +1003,24 @@ static int vz_pid(boot_vm *vm)
 {
     (void)vm;
     return (int)getpid();
+}
+
+/*
+ * The devices a savable VM of these settings gets here, beyond what the
+ * settings say themselves (their config-hash binds those): the choices the
+ * driver makes. A restore into a VM with other devices fails with "invalid
+ * argument", so they are recorded with the state and compared first.
+ */
+static int vz_devices(const boot_settings *s, char *out, size_t len)
+{
+    int mac = s->os == BOOT_OS_MACOS;
+    int n = snprintf(out, len,
+                     "vz1 platform=%s disk=virtio-blk net=virtio-nat serial=virtio-console:file "
+                     "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs",
+                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none",
+                     mac ? keyboard_class() : "none", mac ? pointer_class() : "none",
+                     mac ? "mac" : "none");
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 static const boot_driver vz_driver = {
@@ -793,6 +1034,8 @@ static const boot_driver vz_driver = {
     .alive = vz_alive,
     .pid = vz_pid,
     .release = vz_release,
+    .savable = vz_savable,
+    .devices = vz_devices,
 };
 
 const boot_driver *boot_vz_driver(void)

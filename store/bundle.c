@@ -1,8 +1,9 @@
 /*
  * What the store knows about a VZ bundle's files: the size rules it checks
  * before versioning them, and the identity plists (HardwareModel,
- * MachineIdentifier), which come from outside and are decoded with libplist
- * under a size bound.
+ * MachineIdentifier: a Mac's), which come from outside and are decoded with
+ * libplist under a size bound. A Linux guest's identifier under vz lives in
+ * GenericMachineIdentifier, opaque framework data.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -104,6 +105,11 @@ int st_bundle_check_file(const char *dir, const char *name, uint64_t size)
                        name, size);
     if (!strcmp(name, "Disk.img") && size % 512)
         return st_fail(EINVAL, "%s/Disk.img: size %" PRIu64 " is not a multiple of 512", dir, size);
+    /* a Linux guest's VZGenericMachineIdentifier data is opaque: only its
+     * size is checked (MachineIdentifier is a Mac's ECID plist, below) */
+    if (!strcmp(name, "GenericMachineIdentifier") && (size == 0 || size > PLIST_MAX))
+        return st_fail(EINVAL, "%s/%s: %" PRIu64 " bytes is not a machine identifier (1 byte to 1 MiB)",
+                       dir, name, size);
     if (is_plist_name(name)) {
         store_identity id = {0};
         char *path = st_printf("%s/%s", dir, name);

@@ -1,13 +1,22 @@
 /*
- * A recording stand-in for boot/objc.h: see tests/objc_record.h. Single
- * threaded; the "queues" run their work at once, on the caller's thread.
+ * A recording stand-in for boot/objc.h: see tests/objc_record.h.
+ *
+ * Like the framework, each dispatch queue is a thread of its own: work sent
+ * with oc_on_queue runs there while the caller waits, and a completion
+ * handler runs later, as a separate item on the VM's queue, while the
+ * caller waits for it with its time limit. One lock (L) guards all state;
+ * a queue's thread holds it only while it records, never while it runs the
+ * driver's code.
  */
 #define _GNU_SOURCE
 #include "objc_record.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +40,27 @@ typedef struct rec {
     long state;
     struct rec *queue;     /* a VZVirtualMachine's queue */
     size_t mark;           /* a pool: where its autoreleased objects start */
+    struct worker *worker; /* a queue's thread */
 } rec;
+
+/* ---------- the SDK table (tests/vz-sdk/selectors.tsv) ---------- */
+
+typedef struct {
+    char kind;       /* 'c' class, '+', '-', 'x' unavailable */
+    char *cls, *sel; /* a class row: sel is its superclass */
+    char *ret, *args;
+    int since;       /* macOS major version */
+} sig;
+
+static struct {
+    sig *rows;
+    size_t n;
+    int loaded;
+} T;
+
+#ifndef VZ_SDK_TSV
+#define VZ_SDK_TSV "tests/vz-sdk/selectors.tsv"
+#endif
 
 static struct {
     rec **all;
@@ -40,7 +69,6 @@ static struct {
     char *log;
     size_t len, cap_log;
     int depth;
-    rec *cur_queue;
     rec **arp; /* autoreleased objects; pools hold an index into it */
     size_t narp, cap_arp;
     int pools; /* pools open */
@@ -50,8 +78,38 @@ static struct {
     size_t nfails;
     char *absent[16];
     size_t nabsent;
+    struct {
+        char *sel, *msg;
+    } raises[8], hangs[8];
+    size_t nraises, nhangs;
     rec *last_vm;
+    int host;        /* the macOS major version pretended; 0: newest */
+    long shutdown_ms; /* a guest asked to stop stops after this; <0: never */
+    FILE *live;      /* VZREC_LOG: every line also goes here as it is made */
 } R;
+
+static pthread_mutex_t L = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t C = PTHREAD_COND_INITIALIZER; /* any task finished */
+static __thread rec *tl_queue;                      /* the queue this thread is */
+static __thread jmp_buf *tl_catch;                  /* innermost oc_guard frame */
+static __thread char tl_raised[512];
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* what the environment asks, read before anything else */
+static void init_globals(void)
+{
+    const char *e = getenv("VZREC_HOST_MACOS");
+    R.host = e ? atoi(e) : 0;
+    e = getenv("VZREC_SHUTDOWN_MS");
+    R.shutdown_ms = e ? atol(e) : -1;
+    e = getenv("VZREC_LOG");
+    if (e && *e)
+        R.live = fopen(e, "a");
+}
+
+#define LOCK() (pthread_once(&once, init_globals), pthread_mutex_lock(&L))
+#define UNLOCK() pthread_mutex_unlock(&L)
 
 /* ---------- the transcript ---------- */
 
@@ -96,6 +154,10 @@ static void emit(const char *fmt, ...)
     va_end(ap);
     sb b = {R.log, R.len, R.cap_log};
     sb_add(&b, "%*s%s\n", R.depth * 2, "", line);
+    if (R.live) {
+        fprintf(R.live, "%*s%s\n", R.depth * 2, "", line);
+        fflush(R.live);
+    }
     R.log = b.s;
     R.len = b.len;
     R.cap_log = b.cap;
@@ -153,8 +215,160 @@ static void free_rec(rec *r)
     free(r);
 }
 
+/* ---------- queues: a thread each ---------- */
+
+typedef struct task {
+    void (*fn)(void *);   /* run without L */
+    void *ctx;
+    long due_ms;          /* not before (monotonic ms) */
+    int done, raised;
+    int heap; /* posted and forgotten: freed once it ran */
+    char why[512];
+    struct task *next;
+} task;
+
+typedef struct worker {
+    pthread_t thread;
+    pthread_cond_t wake;
+    task *head;
+    int quit;
+    rec *q;
+} worker;
+
+static long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000L + t.tv_nsec / 1000000L;
+}
+
+/* with L held: the first task that is due, unlinked, or NULL with the wait */
+static task *next_due(worker *w, long *wait_ms)
+{
+    long now = now_ms();
+    *wait_ms = -1;
+    for (task **p = &w->head; *p; p = &(*p)->next) {
+        if ((*p)->due_ms <= now) {
+            task *t = *p;
+            *p = t->next;
+            return t;
+        }
+        long left = (*p)->due_ms - now;
+        if (*wait_ms < 0 || left < *wait_ms)
+            *wait_ms = left;
+        break; /* a serial queue: nothing passes the first item */
+    }
+    return NULL;
+}
+
+static void *worker_main(void *p)
+{
+    worker *w = p;
+    tl_queue = w->q;
+    LOCK();
+    for (;;) {
+        long wait_ms;
+        task *t = next_due(w, &wait_ms);
+        if (!t && w->quit)
+            break;
+        if (!t) {
+            if (wait_ms < 0) {
+                pthread_cond_wait(&w->wake, &L);
+            } else {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += wait_ms / 1000;
+                until.tv_nsec += (wait_ms % 1000) * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&w->wake, &L, &until);
+            }
+            continue;
+        }
+        UNLOCK();
+        jmp_buf here, *saved = tl_catch;
+        tl_catch = &here;
+        if (setjmp(here) == 0) {
+            t->fn(t->ctx);
+        } else {
+            t->raised = 1;
+            snprintf(t->why, sizeof t->why, "%s", tl_raised);
+        }
+        tl_catch = saved;
+        LOCK();
+        t->done = 1;
+        if (t->heap)
+            free(t);
+        pthread_cond_broadcast(&C);
+    }
+    UNLOCK();
+    return NULL;
+}
+
+/* with L held */
+static void post(rec *q, task *t, long delay_ms)
+{
+    worker *w = q->worker;
+    t->due_ms = now_ms() + delay_ms;
+    t->next = NULL;
+    task **p = &w->head;
+    while (*p)
+        p = &(*p)->next;
+    *p = t;
+    pthread_cond_signal(&w->wake);
+}
+
+/* with L held; the task was posted by this thread: wait till it ran */
+static void wait_done(task *t)
+{
+    while (!t->done)
+        pthread_cond_wait(&C, &L);
+}
+
+/* with L held: stop a queue's thread, dropping what it has not run */
+static void stop_worker(rec *q)
+{
+    worker *w = q->worker;
+    if (!w)
+        return;
+    w->quit = 1;
+    for (task *t = w->head, *n; t; t = n) {
+        n = t->next;
+        if (t->heap)
+            free(t); /* a handler nobody waits for any more, a timer */
+        else
+            t->done = -1;
+    }
+    w->head = NULL;
+    pthread_cond_signal(&w->wake);
+    UNLOCK();
+    pthread_join(w->thread, NULL);
+    LOCK();
+    pthread_cond_destroy(&w->wake);
+    free(w);
+    q->worker = NULL;
+}
+
+static void load_table(void);
+
+/* a guest that was asked to stop has shut down */
+static void guest_stopped(void *p)
+{
+    rec *vm = p;
+    LOCK();
+    vm->state = 0;
+    emit("# the guest of VZVirtualMachine#%d shut down", vm->id);
+    UNLOCK();
+}
+
 void oc_record_reset(void)
 {
+    LOCK();
+    for (size_t i = 0; i < R.n; i++)
+        if (R.all[i]->kind == K_QUEUE)
+            stop_worker(R.all[i]);
     for (size_t i = 0; i < R.n; i++)
         free_rec(R.all[i]);
     free(R.all);
@@ -164,37 +378,94 @@ void oc_record_reset(void)
         free(R.fails[i].sel);
         free(R.fails[i].msg);
     }
+    for (size_t i = 0; i < R.nraises; i++) {
+        free(R.raises[i].sel);
+        free(R.raises[i].msg);
+    }
+    for (size_t i = 0; i < R.nhangs; i++)
+        free(R.hangs[i].sel);
     for (size_t i = 0; i < R.nabsent; i++)
         free(R.absent[i]);
+    FILE *live = R.live;
     memset(&R, 0, sizeof R);
+    R.live = live;
+    R.shutdown_ms = -1;
+    const char *e = getenv("VZREC_HOST_MACOS");
+    R.host = e ? atoi(e) : 0;
+    e = getenv("VZREC_SHUTDOWN_MS");
+    if (e)
+        R.shutdown_ms = atol(e);
+    UNLOCK();
 }
 
 void oc_record_fail(const char *sel, const char *message)
 {
+    LOCK();
     if (R.nfails == sizeof R.fails / sizeof R.fails[0])
         abort();
     R.fails[R.nfails].sel = dup_or_die(sel);
     R.fails[R.nfails].msg = dup_or_die(message);
     R.nfails++;
+    UNLOCK();
+}
+
+void oc_record_raise(const char *sel, const char *reason)
+{
+    LOCK();
+    if (R.nraises == sizeof R.raises / sizeof R.raises[0])
+        abort();
+    R.raises[R.nraises].sel = dup_or_die(sel);
+    R.raises[R.nraises].msg = dup_or_die(reason);
+    R.nraises++;
+    UNLOCK();
+}
+
+void oc_record_hang(const char *sel)
+{
+    LOCK();
+    if (R.nhangs == sizeof R.hangs / sizeof R.hangs[0])
+        abort();
+    R.hangs[R.nhangs].sel = dup_or_die(sel);
+    R.nhangs++;
+    UNLOCK();
+}
+
+void oc_record_host(int macos_major)
+{
+    LOCK();
+    R.host = macos_major;
+    UNLOCK();
+}
+
+void oc_record_guest_stops_after(long ms)
+{
+    LOCK();
+    R.shutdown_ms = ms;
+    UNLOCK();
 }
 
 void oc_record_absent(const char *name)
 {
+    LOCK();
     if (R.nabsent == sizeof R.absent / sizeof R.absent[0])
         abort();
     R.absent[R.nabsent++] = dup_or_die(name);
+    UNLOCK();
 }
 
 void oc_record_set_vm_state(long state)
 {
-    if (!R.last_vm)
-        return;
-    R.last_vm->state = state;
-    emit("# test: VZVirtualMachine#%d state is now %ld", R.last_vm->id, state);
+    LOCK();
+    if (R.last_vm) {
+        R.last_vm->state = state;
+        emit("# test: VZVirtualMachine#%d state is now %ld", R.last_vm->id, state);
+    }
+    UNLOCK();
 }
 
 int oc_record_leaks(char *buf, size_t len)
 {
+    LOCK();
     int count = 0;
     sb b = {0};
     for (size_t i = 0; i < R.n; i++) {
@@ -208,6 +479,7 @@ int oc_record_leaks(char *buf, size_t len)
     if (len)
         snprintf(buf, len, "%s", b.s ? b.s : "");
     free(b.s);
+    UNLOCK();
     return count;
 }
 
@@ -238,6 +510,175 @@ static rec *make_error(const char *msg)
     rec *e = new_rec(K_ERROR, "NSError");
     e->text = dup_or_die(msg);
     return e;
+}
+
+/* ---------- the signature oracle ---------- */
+
+static char *field_dup(char **p)
+{
+    char *tab = strchr(*p, '\t');
+    size_t n = tab ? (size_t)(tab - *p) : strcspn(*p, "\n");
+    char *f = strndup(*p, n);
+    if (!f)
+        abort();
+    *p += n + (tab ? 1 : 0);
+    return f;
+}
+
+static void load_table(void)
+{
+    if (T.loaded)
+        return;
+    const char *path = getenv("VZREC_SDK");
+    path = path && *path ? path : VZ_SDK_TSV;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "objc_record: no SDK table %s: %s\n", path, strerror(errno));
+        abort();
+    }
+    char line[1024];
+    size_t cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        if (T.n == cap) {
+            cap = cap ? cap * 2 : 256;
+            T.rows = realloc(T.rows, cap * sizeof *T.rows);
+            if (!T.rows)
+                abort();
+        }
+        sig *r = &T.rows[T.n++];
+        char *p = line, *kind = field_dup(&p);
+        r->kind = !strcmp(kind, "class") ? 'c' : kind[0];
+        free(kind);
+        r->cls = field_dup(&p);
+        r->sel = field_dup(&p);
+        if (r->kind == 'c') {
+            r->ret = dup_or_die("");
+            r->args = dup_or_die("");
+        } else {
+            r->ret = field_dup(&p);
+            r->args = field_dup(&p);
+        }
+        char *v = field_dup(&p);
+        r->since = atoi(v);
+        free(v);
+    }
+    fclose(f);
+    T.loaded = 1;
+}
+
+static const sig *class_row(const char *cls)
+{
+    load_table();
+    for (size_t i = 0; i < T.n; i++)
+        if (T.rows[i].kind == 'c' && !strcmp(T.rows[i].cls, cls))
+            return &T.rows[i];
+    return NULL;
+}
+
+/* the row for kind ('+' or '-') cls sel, on cls or a superclass; an 'x'
+ * row on the way wins (unavailable there) */
+static const sig *method_row(char kind, const char *cls, const char *sel)
+{
+    for (const sig *c = class_row(cls); c; c = class_row(c->sel)) {
+        for (size_t i = 0; i < T.n; i++) {
+            const sig *r = &T.rows[i];
+            if ((r->kind == kind || r->kind == 'x') && !strcmp(r->cls, c->cls) && !strcmp(r->sel, sel))
+                return r;
+        }
+        if (!strcmp(c->sel, "-"))
+            break;
+    }
+    return NULL;
+}
+
+static int host_has(int since)
+{
+    return !R.host || since <= R.host;
+}
+
+/*
+ * Check a message against the SDK table: the target (class or instance),
+ * the selector, its shape (return and argument encodings) and, on a host
+ * pretending an older macOS, that it exists there. "!!" lines say what is
+ * wrong. ret/args are the shape the bridge sends it with.
+ */
+static void check_sig(const rec *recv, const char *sel, const char *ret, const char *args)
+{
+    if (!recv || (recv->kind != K_CLASS && recv->kind != K_OBJ))
+        return;
+    char kind = recv->kind == K_CLASS ? '+' : '-';
+    const char *cls = recv->cls;
+    if (!class_row(cls)) {
+        emit("!! %c[%s %s]: no class %s in Apple's SDK (tests/vz-sdk/selectors.tsv)", kind, cls,
+             sel, cls);
+        return;
+    }
+    const sig *r = method_row(kind, cls, sel);
+    if (!r) {
+        const sig *other = method_row(kind == '+' ? '-' : '+', cls, sel);
+        emit("!! %c[%s %s]: %s", kind, cls, sel,
+             other ? (kind == '+' ? "an instance method, sent to the class"
+                                  : "a class method, sent to an instance")
+                   : "not in Apple's SDK (tests/vz-sdk/selectors.tsv)");
+        return;
+    }
+    if (r->kind == 'x') {
+        emit("!! %c[%s %s]: unavailable on %s (NS_UNAVAILABLE)", kind, cls, sel, cls);
+        return;
+    }
+    if (strcmp(r->ret, ret) || strcmp(r->args, args))
+        emit("!! %c[%s %s] sent as (%s; %s), but Apple's SDK has (%s; %s)", kind, cls, sel, ret,
+             args, r->ret, r->args);
+    if (!host_has(r->since))
+        emit("!! %c[%s %s] arrived in macOS %d; this host is macOS %d", kind, cls, sel, r->since,
+             R.host);
+}
+
+/* a helper of boot/objc.h that sends a fixed message in objc_apple.c:
+ * the table must have it with that shape */
+static void check_fixed(char kind, const char *cls, const char *sel, const char *ret, const char *args)
+{
+    rec r = {.kind = kind == '+' ? K_CLASS : K_OBJ, .cls = (char *)cls};
+    check_sig(&r, sel, ret, args);
+}
+
+/* ---------- exceptions on demand ---------- */
+
+/* with L held: if sel is to raise, record it and unwind to the innermost
+ * oc_guard (or queue task) of this thread, releasing L */
+static void maybe_raise(const char *sel)
+{
+    for (size_t i = 0; i < R.nraises; i++) {
+        if (strcmp(R.raises[i].sel, sel))
+            continue;
+        snprintf(tl_raised, sizeof tl_raised, "NSInvalidArgumentException: %s", R.raises[i].msg);
+        free(R.raises[i].sel);
+        free(R.raises[i].msg);
+        memmove(&R.raises[i], &R.raises[i + 1], (R.nraises - i - 1) * sizeof R.raises[0]);
+        R.nraises--;
+        emit("!> %s raised %s", sel, tl_raised);
+        if (!tl_catch) {
+            emit("!! uncaught Objective-C exception from %s: the process would crash", sel);
+            fprintf(stderr, "%s", R.log);
+            abort();
+        }
+        UNLOCK();
+        longjmp(*tl_catch, 1);
+    }
+}
+
+static int take_hang(const char *sel)
+{
+    for (size_t i = 0; i < R.nhangs; i++)
+        if (!strcmp(R.hangs[i].sel, sel)) {
+            free(R.hangs[i].sel);
+            memmove(&R.hangs[i], &R.hangs[i + 1], (R.nhangs - i - 1) * sizeof R.hangs[0]);
+            R.nhangs--;
+            return 1;
+        }
+    return 0;
 }
 
 /* how an object appears as an argument or a result */
@@ -312,8 +753,9 @@ typedef struct {
     int nil_recv;
 } msg;
 
-static void msg_begin(msg *m, objc_id obj, const char *sel)
+static void msg_begin(msg *m, objc_id obj, const char *sel, const char *ret, const char *args)
 {
+    maybe_raise(sel);
     memset(m, 0, sizeof *m);
     m->sel = sel;
     m->next = sel;
@@ -330,8 +772,9 @@ static void msg_begin(msg *m, objc_id obj, const char *sel)
         sb_add(&m->line, "-[nil");
     if (!strchr(sel, ':'))
         sb_add(&m->line, " %s", sel);
-    if (m->recv && m->recv->vm && m->recv->queue != R.cur_queue)
+    if (m->recv && m->recv->vm && m->recv->queue != tl_queue)
         emit("!! VZVirtualMachine#%d sent %s off its queue", m->recv->id, sel);
+    check_sig(m->recv, sel, ret, args);
 }
 
 /* the selector piece up to the next ':' */
@@ -469,7 +912,12 @@ static rec *plain_result(msg *m, int *failed)
     if (!strcmp(m->sel, "dataRepresentation")) {
         rec *r = new_rec(K_OBJ, "NSData");
         char text[128];
-        snprintf(text, sizeof text, "%s#%d data representation\n", recv->cls, recv->id);
+        /* unique across processes too, as a fresh identifier is */
+        static unsigned long serial;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        snprintf(text, sizeof text, "%s#%d data representation %ld.%09ld.%d.%lu\n", recv->cls,
+                 recv->id, (long)now.tv_sec, now.tv_nsec, (int)getpid(), ++serial);
         r->is_data = 1;
         r->bytes = (unsigned char *)dup_or_die(text);
         r->nbytes = strlen(text);
@@ -485,28 +933,81 @@ int oc_available(void)
     return 1;
 }
 
+/* The class, as the runtime would give it: NULL if absent on this host
+ * (oc_record_absent, or newer than oc_record_host). A name Apple's SDK
+ * doesn't have is a misuse. */
 objc_id oc_class(const char *name)
 {
-    if (is_absent(name))
-        return NULL;
-    for (size_t i = 0; i < R.n; i++)
-        if (R.all[i]->kind == K_CLASS && !strcmp(R.all[i]->cls, name))
-            return R.all[i];
-    return new_rec(K_CLASS, name);
+    LOCK();
+    rec *r = NULL;
+    const sig *row = class_row(name);
+    if (!row)
+        emit("!! objc_getClass(\"%s\"): no such class in Apple's SDK (tests/vz-sdk/selectors.tsv)", name);
+    if (row && !is_absent(name) && host_has(row->since)) {
+        for (size_t i = 0; i < R.n && !r; i++)
+            if (R.all[i]->kind == K_CLASS && !strcmp(R.all[i]->cls, name))
+                r = R.all[i];
+        if (!r)
+            r = new_rec(K_CLASS, name);
+    }
+    UNLOCK();
+    return r;
+}
+
+/* with L held */
+static int responds(const char *cls, char kind, const char *sel)
+{
+    const sig *r = method_row(kind, cls, sel);
+    return r && r->kind != 'x' && host_has(r->since) && !is_absent(sel);
 }
 
 int oc_responds(objc_id obj, const char *sel)
 {
-    return find(obj) && !is_absent(sel);
+    LOCK();
+    rec *r = find(obj);
+    int yes = r && (r->kind == K_CLASS || r->kind == K_OBJ) &&
+              responds(r->cls, r->kind == K_CLASS ? '+' : '-', sel);
+    UNLOCK();
+    return yes;
+}
+
+int oc_instances_respond(objc_id cls, const char *sel)
+{
+    LOCK();
+    rec *r = find(cls);
+    if (r && r->kind != K_CLASS)
+        emit("!! class_respondsToSelector given an instance (%s#%d)", r->cls, r->id);
+    int yes = r && r->kind == K_CLASS && responds(r->cls, '-', sel);
+    UNLOCK();
+    return yes;
+}
+
+/* Run fn(ctx), catching what the stand-in raises (oc_record_raise). */
+int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len)
+{
+    jmp_buf here, *saved = tl_catch;
+    if (len)
+        why[0] = 0;
+    tl_catch = &here;
+    if (setjmp(here) != 0) {
+        tl_catch = saved;
+        snprintf(why, len, "%s", tl_raised);
+        return -1;
+    }
+    fn(ctx);
+    tl_catch = saved;
+    return 0;
 }
 
 objc_id oc_send(objc_id obj, const char *sel)
 {
     msg m;
     int failed = 0;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "-");
     rec *r = plain_result(&m, &failed);
     msg_end_obj(&m, r, NULL);
+    UNLOCK();
     return r;
 }
 
@@ -514,7 +1015,8 @@ objc_id oc_send_id(objc_id obj, const char *sel, objc_id a)
 {
     msg m;
     int failed = 0;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@");
     arg_obj(&m, a);
     rec *arg = find(a), *r = NULL;
     if (m.recv && m.recv->kind == K_CLASS && !strcmp(sel, "dataWithContentsOfURL:")) {
@@ -543,6 +1045,7 @@ objc_id oc_send_id(objc_id obj, const char *sel, objc_id a)
         r = plain_result(&m, &failed);
     }
     msg_end_obj(&m, r, NULL);
+    UNLOCK();
     return r;
 }
 
@@ -550,7 +1053,8 @@ objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
 {
     msg m;
     int failed = 0;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,@");
     arg_obj(&m, a);
     arg_obj(&m, b);
     rec *r = plain_result(&m, &failed);
@@ -562,10 +1066,11 @@ objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
         R.last_vm = r;
         if (!q || q->kind != K_QUEUE)
             emit("!! %s#%d made without a dispatch queue", r->cls, r->id);
-        else if (q != R.cur_queue)
+        else if (q != tl_queue)
             emit("!! %s#%d made off its queue", r->cls, r->id);
     }
     msg_end_obj(&m, r, NULL);
+    UNLOCK();
     return r;
 }
 
@@ -573,11 +1078,13 @@ objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
 {
     msg m;
     int failed = 0;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,B");
     arg_obj(&m, a);
     arg_bool(&m, b);
     rec *r = plain_result(&m, &failed);
     msg_end_obj(&m, r, NULL);
+    UNLOCK();
     return r;
 }
 
@@ -585,12 +1092,14 @@ objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, 
 {
     msg m;
     int failed = 0;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "q,q,q");
     arg_int(&m, a);
     arg_int(&m, b);
     arg_int(&m, c);
     rec *r = plain_result(&m, &failed);
     msg_end_obj(&m, r, NULL);
+    UNLOCK();
     return r;
 }
 
@@ -598,7 +1107,8 @@ objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int
                                     int64_t d, objc_id *error_out)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,B,q,q,^@");
     arg_obj(&m, a);
     arg_bool(&m, b);
     arg_int(&m, c);
@@ -624,41 +1134,82 @@ objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int
     if (error_out)
         *error_out = err;
     msg_end_obj(&m, r, err);
+    UNLOCK();
+    return r;
+}
+
+objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc_id *error_out)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,B,^@");
+    arg_obj(&m, a);
+    arg_bool(&m, b);
+    arg_raw(&m, "&error");
+    rec *arg = find(a), *r = NULL, *err = NULL;
+    char *why = take_failure(sel);
+    if (why) {
+        err = make_error(why);
+        free(why);
+    } else if (!strcmp(sel, "initWithURL:append:error:") && arg && arg->kind == K_URL &&
+               access(arg->text, W_OK) != 0) {
+        char text[4200];
+        snprintf(text, sizeof text, "The file \"%s\" couldn't be opened: %s", arg->text,
+                 strerror(errno));
+        err = make_error(text);
+    } else if (m.recv && m.recv->kind == K_OBJ && starts(sel, "init")) {
+        r = m.recv;
+    } else if (m.recv) {
+        r = new_rec(K_OBJ, "NSObject");
+    }
+    if (!r && m.recv && m.recv->kind == K_OBJ)
+        m.recv->rc = 0;
+    if (error_out)
+        *error_out = err;
+    msg_end_obj(&m, r, err);
+    UNLOCK();
     return r;
 }
 
 void oc_send_void_id(objc_id obj, const char *sel, objc_id a)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "v", "@");
     arg_obj(&m, a);
     msg_end(&m, NULL);
+    UNLOCK();
 }
 
 void oc_send_void_u64(objc_id obj, const char *sel, uint64_t a)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "v", "Q");
     msg_piece(&m);
     sb_add(&m.line, "%llu", (unsigned long long)a);
     msg_end(&m, NULL);
+    UNLOCK();
 }
 
 int oc_send_bool(objc_id obj, const char *sel)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "B", "-");
     char *why = take_failure(sel);
     int ok = !why && !m.nil_recv;
     free(why);
     msg_end_bool(&m, ok, NULL);
+    UNLOCK();
     return ok;
 }
 
 int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "B", "^@");
     arg_raw(&m, "&error");
     rec *err = NULL;
     char *why = take_failure(sel);
@@ -668,19 +1219,31 @@ int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out)
     } else if (m.recv && m.recv->vm && !strcmp(sel, "requestStopWithError:") &&
                m.recv->state != 1) {
         err = make_error("The virtual machine is not running.");
+    } else if (m.recv && m.recv->vm && !strcmp(sel, "requestStopWithError:") &&
+               R.shutdown_ms >= 0 && m.recv->queue && m.recv->queue->worker) {
+        /* the guest shuts down a while later, on the VM's queue */
+        task *t = calloc(1, sizeof *t);
+        if (!t)
+            abort();
+        t->fn = guest_stopped;
+        t->ctx = m.recv;
+        t->heap = 1;
+        post(m.recv->queue, t, R.shutdown_ms);
     } else if (m.nil_recv) {
         err = make_error("message to nil");
     }
     if (error_out)
         *error_out = err;
     msg_end_bool(&m, !err, err);
+    UNLOCK();
     return !err;
 }
 
 int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_out)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "B", "@,^@");
     arg_obj(&m, a);
     arg_raw(&m, "&error");
     rec *arg = find(a), *err = NULL;
@@ -698,13 +1261,15 @@ int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_
     if (error_out)
         *error_out = err;
     msg_end_bool(&m, !err, err);
+    UNLOCK();
     return !err;
 }
 
 int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "B", "@,B");
     arg_obj(&m, a);
     arg_bool(&m, b);
     rec *arg = find(a);
@@ -722,19 +1287,22 @@ int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b)
         }
     }
     msg_end_bool(&m, ok, NULL);
+    UNLOCK();
     return ok;
 }
 
 int64_t oc_send_i64(objc_id obj, const char *sel)
 {
     msg m;
-    msg_begin(&m, obj, sel);
+    LOCK();
+    msg_begin(&m, obj, sel, "q", "-");
     long long v = 0;
     if (m.recv && m.recv->vm && !strcmp(sel, "state"))
         v = m.recv->state;
     char text[32];
     snprintf(text, sizeof text, "%lld", v);
     msg_end(&m, text);
+    UNLOCK();
     return v;
 }
 
@@ -742,8 +1310,11 @@ objc_id oc_str(const char *utf8)
 {
     if (!utf8)
         return NULL;
+    LOCK();
+    check_fixed('+', "NSString", "stringWithUTF8String:", "@", "r*");
     rec *r = new_rec(K_STR, "NSString");
     r->text = dup_or_die(utf8);
+    UNLOCK();
     return r;
 }
 
@@ -751,13 +1322,18 @@ objc_id oc_url(const char *path)
 {
     if (!path)
         return NULL;
+    LOCK();
+    check_fixed('+', "NSURL", "fileURLWithPath:", "@", "@");
     rec *r = new_rec(K_URL, "NSURL");
     r->text = dup_or_die(path);
+    UNLOCK();
     return r;
 }
 
 objc_id oc_array(objc_id *items, size_t n)
 {
+    LOCK();
+    check_fixed('+', "NSArray", "arrayWithObjects:count:", "@", "r^@,Q");
     rec *r = new_rec(K_ARRAY, "NSArray");
     r->items = calloc(n ? n : 1, sizeof *r->items);
     if (!r->items)
@@ -769,11 +1345,14 @@ objc_id oc_array(objc_id *items, size_t n)
                  i);
     }
     r->nitems = n;
+    UNLOCK();
     return r;
 }
 
 objc_id oc_dict(objc_id *keys, objc_id *values, size_t n)
 {
+    LOCK();
+    check_fixed('+', "NSDictionary", "dictionaryWithObjects:forKeys:count:", "@", "r^@,r^@,Q");
     rec *r = new_rec(K_DICT, "NSDictionary");
     r->items = calloc(n ? 2 * n : 1, sizeof *r->items);
     if (!r->items)
@@ -785,110 +1364,197 @@ objc_id oc_dict(objc_id *keys, objc_id *values, size_t n)
             emit("!! dictionaryWithObjects:forKeys:count: given nil at %zu", i);
     }
     r->nitems = n;
+    UNLOCK();
     return r;
 }
 
 void oc_error_text(objc_id error, char *buf, size_t len)
 {
+    LOCK();
+    check_fixed('-', "NSError", "localizedDescription", "@", "-");
+    check_fixed('-', "NSError", "localizedFailureReason", "@", "-");
+    check_fixed('-', "NSError", "domain", "@", "-");
+    check_fixed('-', "NSError", "code", "q", "-");
+    check_fixed('-', "NSString", "UTF8String", "r*", "-");
     rec *r = find(error);
     snprintf(buf, len, "%s", r && r->kind == K_ERROR ? r->text : "no reason given");
+    UNLOCK();
+}
+
+/* with L held */
+static void release_locked(rec *r)
+{
+    if (r && r->kind == K_OBJ && --r->rc < 0)
+        emit("!! %s#%d released more than it was owned", r->cls, r->id);
 }
 
 objc_id oc_retain(objc_id obj)
 {
+    LOCK();
+    check_fixed('-', "NSObject", "retain", "@", "-");
     rec *r = find(obj);
     if (r)
         r->rc++;
+    UNLOCK();
     return obj;
 }
 
 void oc_release(objc_id obj)
 {
-    rec *r = find(obj);
-    if (!r)
-        return;
-    if (r->kind == K_OBJ && --r->rc < 0)
-        emit("!! %s#%d released more than it was owned", r->cls, r->id);
+    LOCK();
+    check_fixed('-', "NSObject", "release", "v", "-");
+    release_locked(find(obj));
+    UNLOCK();
 }
 
 objc_id oc_autorelease(objc_id obj)
 {
+    LOCK();
+    check_fixed('-', "NSObject", "autorelease", "@", "-");
     rec *r = find(obj);
-    if (!r)
-        return obj;
-    if (!R.pools)
-        emit("!! %s#%d autoreleased with no pool", r->cls, r->id);
-    if (R.narp == R.cap_arp) {
-        R.cap_arp = R.cap_arp ? R.cap_arp * 2 : 64;
-        R.arp = realloc(R.arp, R.cap_arp * sizeof *R.arp);
-        if (!R.arp)
-            abort();
+    if (r) {
+        if (!R.pools)
+            emit("!! %s#%d autoreleased with no pool", r->cls, r->id);
+        if (R.narp == R.cap_arp) {
+            R.cap_arp = R.cap_arp ? R.cap_arp * 2 : 64;
+            R.arp = realloc(R.arp, R.cap_arp * sizeof *R.arp);
+            if (!R.arp)
+                abort();
+        }
+        R.arp[R.narp++] = r;
     }
-    R.arp[R.narp++] = r;
+    UNLOCK();
     return obj;
 }
 
-objc_id oc_pool_push(void)
+/* with L held */
+static rec *pool_push_locked(void)
 {
+    check_fixed('+', "NSAutoreleasePool", "alloc", "@", "-");
+    check_fixed('-', "NSAutoreleasePool", "init", "@", "-");
     rec *p = new_rec(K_POOL, "NSAutoreleasePool");
     p->mark = R.narp;
     R.pools++;
     return p;
 }
 
-void oc_pool_pop(objc_id pool)
+static void pool_pop_locked(rec *p)
 {
-    rec *p = find(pool);
+    check_fixed('-', "NSAutoreleasePool", "drain", "v", "-");
     if (!p || p->kind != K_POOL) {
         emit("!! oc_pool_pop of something not a pool");
         return;
     }
     while (R.narp > p->mark)
-        oc_release(R.arp[--R.narp]);
+        release_locked(R.arp[--R.narp]);
     R.pools--;
+}
+
+objc_id oc_pool_push(void)
+{
+    LOCK();
+    rec *p = pool_push_locked();
+    UNLOCK();
+    return p;
+}
+
+void oc_pool_pop(objc_id pool)
+{
+    LOCK();
+    pool_pop_locked(find(pool));
+    UNLOCK();
 }
 
 objc_id oc_queue(const char *label)
 {
+    LOCK();
     rec *q = new_rec(K_QUEUE, "dispatch_queue");
     q->rc = 1;
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->q = q;
+    pthread_cond_init(&w->wake, NULL);
+    q->worker = w;
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        abort();
     emit("dispatch_queue_create(\"%s\", DISPATCH_QUEUE_SERIAL) -> dispatch_queue#%d", label, q->id);
+    UNLOCK();
     return q;
 }
 
 void oc_queue_release(objc_id queue)
 {
+    LOCK();
     rec *q = find(queue);
     if (!q || q->kind != K_QUEUE) {
         emit("!! dispatch_release of something not a queue");
-        return;
+    } else {
+        q->rc--;
+        emit("dispatch_release(dispatch_queue#%d)", q->id);
+        if (q->rc == 0)
+            stop_worker(q);
     }
-    q->rc--;
-    emit("dispatch_release(dispatch_queue#%d)", q->id);
+    UNLOCK();
 }
 
-int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx)
+/* ---------- work on a queue's thread ---------- */
+
+struct sync_call {
+    void (*fn)(void *);
+    void *ctx;
+};
+
+/* a dispatch_sync_f item: the driver's function inside a pool */
+static void run_sync(void *p)
 {
-    rec *q = find(queue);
-    if (!q || q->kind != K_QUEUE) {
-        emit("!! dispatch_sync_f onto something not a queue");
-        return -1;
-    }
-    if (q == R.cur_queue) {
-        emit("!! dispatch_sync_f onto dispatch_queue#%d from itself: a deadlock", q->id);
-        return -1;
-    }
+    struct sync_call *c = p;
+    LOCK();
+    rec *pool = pool_push_locked();
+    UNLOCK();
+    c->fn(c->ctx);
+    LOCK();
+    pool_pop_locked(pool);
+    UNLOCK();
+}
+
+/* with L held: run fn on q's thread and wait (dispatch_sync_f); 0, or -1
+ * with the raised exception in why */
+static int sync_on(rec *q, void (*fn)(void *), void *ctx, char *why, size_t len)
+{
+    struct sync_call c = {fn, ctx};
+    task t = {.fn = run_sync, .ctx = &c};
     emit("dispatch_sync_f(dispatch_queue#%d) {", q->id);
-    rec *saved = R.cur_queue;
-    R.cur_queue = q;
     R.depth++;
-    objc_id pool = oc_pool_push();
-    fn(ctx);
-    oc_pool_pop(pool);
+    post(q, &t, 0);
+    wait_done(&t);
     R.depth--;
-    R.cur_queue = saved;
     emit("}");
+    if (t.raised) {
+        snprintf(why, len, "%s", t.why);
+        return -1;
+    }
     return 0;
+}
+
+int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    LOCK();
+    rec *q = find(queue);
+    int rc = -1;
+    if (!q || q->kind != K_QUEUE || !q->worker) {
+        emit("!! dispatch_sync_f onto something not a queue");
+        snprintf(why, len, "not a queue");
+    } else if (q == tl_queue) {
+        emit("!! dispatch_sync_f onto dispatch_queue#%d from itself: a deadlock", q->id);
+        snprintf(why, len, "deadlock");
+    } else {
+        rc = sync_on(q, fn, ctx, why, len);
+    }
+    UNLOCK();
+    return rc;
 }
 
 /* Apple's state rules for the completion-handler methods of VZVirtualMachine */
@@ -934,55 +1600,146 @@ static const char *vm_transition(rec *vm, const char *sel, rec *arg, long *next)
     return NULL;
 }
 
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg, char *err,
-                       size_t errlen)
+/* A completion handler's call: made by the framework later, as an item of
+ * its own on the VM's queue. */
+typedef struct {
+    rec *vm;
+    char sel[128];
+    char *problem; /* NULL: success */
+    long next;
+    int has_next;
+    int called, abandoned; /* the handler ran; the waiter gave up */
+} completion;
+
+static void run_completion(void *p)
+{
+    completion *c = p;
+    LOCK();
+    if (c->has_next && c->vm)
+        c->vm->state = c->next;
+    if (c->problem)
+        emit("^ %s completion(NSError(\"%s\"))", c->sel, c->problem);
+    else
+        emit("^ %s completion(nil)", c->sel);
+    c->called = 1;
+    pthread_cond_broadcast(&C);
+    int free_it = c->abandoned;
+    UNLOCK();
+    if (free_it) {
+        free(c->problem);
+        free(c);
+    }
+}
+
+struct send_req {
+    rec *q;
+    objc_id obj, arg;
+    const char *sel;
+    completion *c;
+    int hang;
+};
+
+/* the message itself, on the VM's queue: it decides the outcome and posts
+ * the handler's call for later */
+static void send_on_queue(void *p)
+{
+    struct send_req *r = p;
+    msg m;
+    LOCK();
+    msg_begin(&m, r->obj, r->sel, "v", r->arg ? "@,@?" : "@?");
+    if (r->arg)
+        arg_obj(&m, r->arg);
+    arg_raw(&m, "^(NSError *)");
+    msg_end(&m, NULL);
+    completion *c = r->c;
+    char *why = take_failure(r->sel);
+    const char *problem = why;
+    if (!problem && m.recv && m.recv->vm) {
+        problem = vm_transition(m.recv, r->sel, find(r->arg), &c->next);
+        c->has_next = !problem;
+    } else if (!problem && !m.recv)
+        problem = "message to nil";
+    c->problem = problem ? dup_or_die(problem) : NULL;
+    c->vm = m.recv && m.recv->vm ? m.recv : NULL;
+    free(why);
+    r->hang = take_hang(r->sel);
+    if (!r->hang) {
+        task *t = calloc(1, sizeof *t);
+        if (!t)
+            abort();
+        t->fn = run_completion;
+        t->ctx = c;
+        t->heap = 1;
+        post(r->q, t, 2); /* later, and never inline */
+    }
+    UNLOCK();
+}
+
+/* with L held: wait for the handler's call, at most timeout_ms */
+static int handler_came(completion *c, unsigned timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!c->called)
+        if (pthread_cond_timedwait(&C, &L, &until) == ETIMEDOUT)
+            break;
+    return c->called;
+}
+
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen)
 {
     if (errlen)
         err[0] = 0;
+    LOCK();
     rec *q = find(queue);
-    if (queue && (!q || q->kind != K_QUEUE)) {
-        emit("!! %s: queue is not a queue", sel);
+    if (!q || q->kind != K_QUEUE || !q->worker) {
+        emit("!! %s: queue is not a queue (the stand-in wants every VM message on one)", sel);
         snprintf(err, errlen, "not a queue");
+        UNLOCK();
         return -1;
     }
-    if (q && q == R.cur_queue) {
+    if (q == tl_queue) {
         emit("!! %s waited for on its own dispatch_queue#%d: a deadlock", sel, q->id);
         snprintf(err, errlen, "deadlock");
+        UNLOCK();
         return -1;
     }
-    rec *saved = R.cur_queue;
-    if (q) {
-        emit("dispatch_sync_f(dispatch_queue#%d) {", q->id);
-        R.depth++;
-        R.cur_queue = q;
+    completion *c = calloc(1, sizeof *c);
+    if (!c)
+        abort();
+    snprintf(c->sel, sizeof c->sel, "%s", sel);
+    struct send_req r = {.q = q, .obj = obj, .arg = arg, .sel = sel, .c = c};
+    char raised[512];
+    if (sync_on(q, send_on_queue, &r, raised, sizeof raised) != 0) {
+        snprintf(err, errlen, "%s raised %s", sel, raised);
+        free(c);
+        UNLOCK();
+        return -1;
     }
-    msg m;
-    msg_begin(&m, obj, sel);
-    if (arg)
-        arg_obj(&m, arg);
-    arg_raw(&m, "^(NSError *)");
-    msg_end(&m, NULL);
-    if (q) {
-        R.depth--;
-        emit("}");
+    if (!handler_came(c, timeout_ms)) {
+        emit("# %s: no completion in %u ms", sel, timeout_ms);
+        snprintf(err, errlen, "%s: no answer in %u ms", sel, timeout_ms);
+        if (r.hang) {
+            free(c->problem);
+            free(c);
+        } else {
+            c->abandoned = 1; /* the handler frees it when it comes */
+        }
+        UNLOCK();
+        return OC_TIMED_OUT;
     }
-    /* the framework calls the handler later, on the VM's queue */
-    char *why = take_failure(sel);
-    const char *problem = why;
-    long next = 0;
-    if (!problem && m.recv && m.recv->vm)
-        problem = vm_transition(m.recv, sel, find(arg), &next);
-    else if (!problem && !m.recv)
-        problem = "message to nil";
-    if (problem) {
-        emit("^ %s completion(NSError(\"%s\"))", sel, problem);
-        snprintf(err, errlen, "%s", problem);
-    } else {
-        if (m.recv && m.recv->vm)
-            m.recv->state = next;
-        emit("^ %s completion(nil)", sel);
-    }
-    free(why);
-    R.cur_queue = saved;
-    return problem ? -1 : 0;
+    int rc = c->problem ? -1 : 0;
+    if (c->problem)
+        snprintf(err, errlen, "%s", c->problem);
+    free(c->problem);
+    free(c);
+    UNLOCK();
+    return rc;
 }

@@ -17,6 +17,17 @@
  * "^ startWithCompletionHandler: completion(nil)" or
  * "... completion(NSError("message"))".
  *
+ * Every message is checked against Apple's signatures (the SDK table
+ * tests/vz-sdk/selectors.tsv, or $VZREC_SDK): a class or selector the SDK
+ * lacks, a class method sent to an instance or the reverse, another
+ * argument or return shape, NS_UNAVAILABLE, or newer than the pretended
+ * host is a "!!" line.
+ *
+ * Like the framework, every queue is a thread: oc_on_queue runs its work
+ * there while the caller waits; a completion handler is called later, as
+ * its own item on the VM's queue, never inline. $VZREC_LOG names a file
+ * that gets every line as it is made (for build/strata-vzsim).
+ *
  * It also keeps the rules the real framework would enforce, and writes a
  * line starting "!!" when they are broken: a VZVirtualMachine used off its
  * queue, a dispatch_sync onto the current queue, a message to nil or to an
@@ -45,6 +56,20 @@ void oc_record_fail(const char *sel, const char *message);
 /* Pretend this host lacks a class (oc_class gives NULL) or a selector
  * (oc_responds gives 0), as an older macOS would. */
 void oc_record_absent(const char *class_or_selector);
+/* Pretend this host runs macOS `major` (0: the newest): what arrived later
+ * (tests/vz-sdk/selectors.tsv) is absent, and sending it is a misuse.
+ * VZREC_HOST_MACOS sets it at each reset. */
+void oc_record_host(int macos_major);
+/* The next message with this selector raises an NSInvalidArgumentException
+ * with this reason: unwound to the innermost oc_guard, queue item or
+ * oc_send_completion; with none, the transcript says so and it aborts. */
+void oc_record_raise(const char *sel, const char *reason);
+/* The next completion-handler message with this selector never calls its
+ * handler (the caller's wait runs out). */
+void oc_record_hang(const char *sel);
+/* A guest asked to stop (requestStopWithError:) shuts down ms later; < 0
+ * (the default; VZREC_SHUTDOWN_MS at reset) never. */
+void oc_record_guest_stops_after(long ms);
 /* Set the state of the last VZVirtualMachine made (0 stopped, 1 running,
  * 2 paused, 3 error), as a guest shutting down would. */
 void oc_record_set_vm_state(long state);

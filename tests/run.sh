@@ -117,6 +117,23 @@ plain=$(df -PT "$ROOT" 2>/dev/null | awk 'NR==2 {print $2}')
 suite "${plain:-plain}" "$ROOT/plain"
 user_suite "${plain:-plain}" "$ROOT/user"
 
+# the vz driver end to end on its stand-in, and the Apple half of the bridge
+# compiled against the SDK's declarations: once, on the plain filesystem
+echo "== vz (stand-in framework)"
+bash "$(dirname "$0")/vzsim.sh" "$B" "$ROOT/vzsim" "${plain:-plain}" >"$ROOT/vzsim.log" 2>&1
+grep -E '^(FAIL|SKIP)|^    ' "$ROOT/vzsim.log"
+add_counts "$ROOT/vzsim.log" "vzsim.sh"
+tail -1 "$ROOT/vzsim.log" | sed "s/^/vzsim.sh: /"
+if make -s -C "$(dirname "$0")/.." check-apple >"$ROOT/apple.log" 2>&1; then
+    if grep -q '^SKIP' "$ROOT/apple.log"; then
+        cat "$ROOT/apple.log"; total_skip=$((total_skip + 1))
+    else
+        echo "check-apple: passed"; total_pass=$((total_pass + 1))
+    fi
+else
+    cat "$ROOT/apple.log"; echo "FAIL check-apple"; total_fail=$((total_fail + 1))
+fi
+
 # booting is independent of the filesystem (and slow under emulation): once
 if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
     echo "SKIP boot.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass boots)"
