@@ -91,6 +91,9 @@ typedef struct {
     const char *restore_state;  /* resume from this state file, or NULL for a cold boot */
     int console;                /* attach the serial console to this terminal */
     int suspendable;            /* configure for save/restore (vz: validateSaveRestoreSupport) */
+    const char *accel;          /* qemu: "kvm", "tcg", or NULL/"auto" (KVM if a probe guest runs) */
+    void (*note)(void *ctx, const char *line); /* things worth saying once; may be NULL */
+    void *ctx;
 } boot_start_opts;
 
 typedef struct {
@@ -149,6 +152,7 @@ typedef struct {
     int console;             /* serial console on this terminal */
     int new_identity;        /* a fresh machine identifier too */
     int allow_duplicate;     /* allow a second running resume of one state */
+    const char *accel;       /* qemu: kvm, tcg or auto (NULL) */
     void (*note)(void *ctx, const char *line);    /* progress notes; may be NULL */
     void (*started)(void *ctx, const char *name); /* the VM runs; may be NULL */
     void *ctx;

@@ -505,7 +505,7 @@ int boot_run(store *st, const boot_run_opts *o)
         goto out;
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
-                          .suspendable = 1};
+                          .suspendable = 1, .accel = o->accel, .note = o->note, .ctx = o->ctx};
     boot_vm *vm = NULL;
     rc = drv->start(&so, &vm);
     if (rc && o->resume && o->fallback_cold) {
