@@ -459,8 +459,30 @@ static long progress_limit_ms(void)
     return e && *e ? atol(e) * 1000L : 30000L;
 }
 
+/* Has the guest written a console line that its real-mode start did not?
+ * A Linux kernel's setup code prints before it leaves real mode, and a
+ * host can run that and hang the 64-bit kernel that follows. */
+static int console_progress(const char *path)
+{
+    static const char *const real_mode[] = {"early console in setup code", "Probing EDD", NULL};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        found = line[0] != 0;
+        for (const char *const *r = real_mode; found && *r; r++)
+            found = strncmp(line, *r, strlen(*r)) != 0;
+    }
+    fclose(f);
+    return found;
+}
+
 /*
- * Under KVM, a guest proves it runs by writing to its console or its disk.
+ * Under KVM, a guest proves it runs by writing to its disk or a line to its
+ * console that 64-bit code wrote.
  * One that does neither within the limit is stopped: a host whose KVM hangs
  * guests must fail loudly, never leave a silent VM.
  */
@@ -473,7 +495,7 @@ static int wait_progress(boot_vm *vm, const boot_start_opts *o, long limit_ms)
     int have_disk = stat(disk, &d0) == 0;
     long deadline = now_ms() + limit_ms;
     while (now_ms() < deadline) {
-        if (stat(console, &now) == 0 && now.st_size > 0)
+        if (console_progress(console))
             return 0;
         if (have_disk && stat(disk, &now) == 0 &&
             now.st_mtime != d0.st_mtime)

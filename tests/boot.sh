@@ -22,7 +22,17 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 
 PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "$STRATA_HOME/vms" 2>/dev/null; true; }
+# every qemu this script starts carries this mark, so none outlives it
+export STRATA_TEST_BOOT="$W.$$"
+kill_marked_qemus() {
+    local e pid
+    for e in /proc/[0-9]*/environ; do
+        pid=${e#/proc/}; pid=${pid%/environ}
+        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
+        tr '\0' '\n' <"$e" 2>/dev/null | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
+    done
+}
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "$STRATA_HOME/vms" 2>/dev/null; kill_marked_qemus; true; }
 trap cleanup EXIT
 
 # wait_for FILE REGEX SECONDS
@@ -50,6 +60,57 @@ run "$S" import "$W/gb" linux-ci
 check "import the guest bundle" [ "$rc" -eq 0 ]
 LAYER_MAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$W/gb/Settings.json")
 ecid() { python3 -c 'import plistlib,sys; print(plistlib.load(open(sys.argv[1],"rb"))["ECID"])' "$1"; }
+
+# ---- KVM: the probe and --accel (issue 7; kept apart from the tests below) ----
+# vm_accel NAME: the -accel qemu was given for a running instance, once it runs
+vm_accel() {
+    local i pid
+    for ((i = 0; i < 300; i++)); do
+        pid=$("$S" ps --json 2>/dev/null | python3 -c 'import json,sys
+print(next((str(i["vm_pid"]) for i in json.load(sys.stdin) if i["name"]==sys.argv[1] and i["state"]=="running"), ""))' "$1")
+        [ -n "$pid" ] && { tr '\0' '\n' <"/proc/$pid/cmdline" | grep -A1 -x -- -accel | tail -1; return; }
+        sleep 0.2
+    done
+}
+stop_now() { "$S" stop "$1" --timeout 0 --force >/dev/null 2>&1; wait_gone_vm "$1"; }
+wait_gone_vm() { local i; for ((i = 0; i < 100; i++)); do [ -e "$STRATA_HOME/vms/$1/.run" ] || return 0; sleep 0.1; done; }
+expect_error "--accel takes kvm, tcg or auto" 1 "--accel 'xen' must be kvm, tcg or auto" "$S" run linux-ci --accel xen
+# a probe forced to fail: software emulation, said once
+STRATA_KVM_PROBE=fail start_vm kf linux-ci --ephemeral
+check "a failed KVM probe means software emulation" [ "$(vm_accel kf)" = tcg ]
+check "...and strata says so" grep -q "KVM probe forced to fail" "$W/run-kf.log"
+stop_now kf
+# --accel kvm with the probe forced to pass: where KVM hangs guests, it must
+# fail within its bound and say why; where KVM works, the guest runs
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+    t0=$(date +%s)
+    STRATA_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 run "$S" run linux-ci --accel kvm --ephemeral --name kk
+    took=$(($(date +%s) - t0))
+    if [ "$rc" -ne 0 ]; then
+        KVM_HANGS=1
+        check "--accel kvm on a host whose KVM hangs fails in bounded time ($took s)" [ "$took" -lt 40 ]
+        check "...saying the guest made no progress under KVM" grep -q "no progress under KVM in 8 s.*--accel tcg" "$W/err"
+        check "...and leaves no qemu behind" bash -c "! pgrep -f '$STRATA_HOME/vms/kk/' >/dev/null"
+    else
+        KVM_HANGS=0 # it ran to the end on its own: KVM works here
+        ok "--accel kvm runs the guest where KVM works"
+    fi
+    # the real probe, from an empty verdict cache: it must agree
+    mkdir -p "$W/xdg" && chmod 700 "$W/xdg"
+    XDG_RUNTIME_DIR=$W/xdg start_vm kp linux-ci --ephemeral
+    want=$([ "$KVM_HANGS" = 1 ] && echo tcg || echo kvm)
+    check "the KVM probe picks $want on this host" [ "$(vm_accel kp)" = "$want" ]
+    if [ "$KVM_HANGS" = 1 ]; then
+        check "...and says once that KVM does not work here" grep -q "KVM does not run" "$W/run-kp.log"
+    fi
+    stop_now kp
+    XDG_RUNTIME_DIR=$W/xdg start_vm kp2 linux-ci --ephemeral
+    check "a second run takes the cached verdict ($want), silently" [ "$(vm_accel kp2)" = "$want" ]
+    check "...without saying it again" bash -c "! grep -q 'KVM does not' '$W/run-kp2.log'"
+    stop_now kp2
+else
+    skipped "--accel kvm and the KVM probe" "/dev/kvm is not usable here"
+fi
 
 # ---- cold boot ----
 t0=$(date +%s.%N)
