@@ -541,10 +541,10 @@ static int choose_accel(const boot_start_opts *o, int forced_kvm)
     return kvm_works(o, s->loader == BOOT_LOADER_LINUX ? kernel : NULL);
 }
 
-/* A guest started under KVM that shows no progress: stop it, and say why. */
-static int no_progress(boot_vm *vm, int forced_kvm, long limit_ms)
+/* A guest started under KVM that shows no progress: stop it. Told --accel
+ * kvm, that is the error; under auto, the caller emulates instead. */
+static int no_progress(boot_vm *vm, const boot_start_opts *o, int forced_kvm, long limit_ms)
 {
-    kill(vm->pid, SIGKILL);
     kill_bounded(vm->pid);
     vm->exited = 1;
     long secs = limit_ms / 1000;
@@ -552,12 +552,11 @@ static int no_progress(boot_vm *vm, int forced_kvm, long limit_ms)
         return boot_fail(ETIMEDOUT, "the guest showed no progress under KVM in %ld s (no console "
                                     "output, no disk write): KVM does not work on this host; "
                                     "run it with --accel tcg", secs);
-    /* the probe passed but this guest hangs: the next run emulates */
-    verdict_write("image", 0);
-    return boot_fail(ETIMEDOUT, "the guest showed no progress under KVM in %ld s (no console "
-                                "output, no disk write) although the KVM probe passed; strata "
-                                "uses software emulation on this host from now on (until it "
-                                "reboots): run it again, or with --accel tcg", secs);
+    verdict_write("image", 0); /* the next runs emulate from the start */
+    note(o, "the guest showed no progress under KVM in %ld s although the KVM probe passed: "
+            "restarting it with software emulation, which strata uses on this host from now on "
+            "(until it reboots)", secs);
+    return -EAGAIN;
 }
 
 #define ARG(s) (argv[argc++] = (s))
@@ -713,8 +712,16 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         rc = boot_fail(EIO, "qemu refused the saved state: %s", why);
     }
     long limit_ms = progress_limit_ms();
-    if (!rc && kvm && limit_ms > 0 && wait_progress(vm, o, limit_ms))
-        rc = no_progress(vm, forced_kvm, limit_ms);
+    if (!rc && kvm && limit_ms > 0 && wait_progress(vm, o, limit_ms) &&
+        (rc = no_progress(vm, o, forced_kvm, limit_ms)) == -EAGAIN) {
+        /* nothing ran, so nothing was written: start again, emulated */
+        if (vm->qmp >= 0)
+            close(vm->qmp);
+        free(vm);
+        boot_start_opts emulated = *o;
+        emulated.accel = "tcg";
+        return qemu_start(&emulated, out);
+    }
     if (rc) {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", boot_error());

@@ -147,9 +147,9 @@ const cli_verb cli_vm_verbs[] = {
      "the serial console on this terminal; otherwise it is logged in the instance's\n"
      ".console.log. The default driver is vz on macOS, qemu elsewhere.\n"
      "qemu's --accel: auto (the default) uses KVM only once a probe guest has run under\n"
-     "it on this host (checked once per host boot); kvm insists, and fails if the guest\n"
-     "writes nothing to its console or disk in 30 s (STRATA_KVM_PROGRESS_SECONDS); tcg\n"
-     "is software emulation."},
+     "it on this host (checked once per host boot), and restarts emulated a guest that\n"
+     "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
+     "kvm insists, and fails in that case; tcg is software emulation."},
     {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
      "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
      "layer bound to this host. The instance stops. Prints the layer id."},

@@ -95,6 +95,14 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         KVM_HANGS=0 # it ran to the end on its own: KVM works here
         ok "--accel kvm runs the guest where KVM works"
     fi
+    if [ "$KVM_HANGS" = 1 ]; then
+        # auto, with a probe that passed wrongly: the hung guest is restarted emulated
+        mkdir -p "$W/xdg2" && chmod 700 "$W/xdg2"
+        STRATA_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 XDG_RUNTIME_DIR=$W/xdg2 start_vm ka linux-ci --ephemeral
+        check "a guest that hangs under KVM after a passed probe is restarted emulated" [ "$(vm_accel ka)" = tcg ]
+        check "...saying so" grep -q "no progress under KVM in 8 s although the KVM probe passed: restarting" "$W/run-ka.log"
+        stop_now ka
+    fi
     # the real probe, from an empty verdict cache: it must agree
     mkdir -p "$W/xdg" && chmod 700 "$W/xdg"
     XDG_RUNTIME_DIR=$W/xdg start_vm kp linux-ci --ephemeral
