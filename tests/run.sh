@@ -11,6 +11,8 @@ MOUNTS=""
 total_pass=0 total_fail=0 total_skip=0
 
 cleanup() {
+    # interrupted: no qemu of this run may outlive it (the normal end checks)
+    [ -d /proc/self ] && kill -9 $(leftover_qemus) 2>/dev/null
     for m in $MOUNTS; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
     rm -rf "$ROOT"
 }
