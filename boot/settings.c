@@ -442,7 +442,8 @@ int boot_write_atomic(const char *dir, const char *name, const char *text)
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name[0] == '.' ? name + 1 : name, (int)getpid());
-    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    unlink(tmp); /* a dead writer's, with our pid; never follow a planted link */
+    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     size_t len = strlen(text);
     if (fd < 0 || write(fd, text, len) != (ssize_t)len)
         rc = boot_fail_errno(errno, "%s", tmp);
