@@ -111,6 +111,20 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         check "...saying so" grep -q "no progress under KVM in 8 s although the KVM probe passed: restarting" "$W/run-ka.log"
         stop_now ka
     fi
+    # the probe's logic on its own, with a stand-in qemu: each stage that
+    # stays silent means emulation, said once, then taken from the cache
+    for c in "ok ok kvm" "ok hang tcg" "hang ok tcg"; do
+        set -- $c
+        rm -rf "$W/xdgf" "$W/starts"; mkdir -m 700 "$W/xdgf"
+        for n in 1 2; do
+            FAKE_IMAGE=$1 FAKE_KERNEL=$2 FAKE_STARTS=$W/starts XDG_RUNTIME_DIR=$W/xdgf STRATA_QEMU=$HERE/fakeqemu.sh \
+                run "$S" run linux-ci --ephemeral --name fq$n
+            cp "$W/err" "$W/err-fq$n"
+        done
+        said=$(cat "$W/err-fq1" "$W/err-fq2" | grep -c "KVM does not run")
+        check "probe with image $1, kernel $2: $3 for both runs" [ "$(grep -c -- "-accel $3" "$W/starts")" -eq 2 ]
+        check "...said $([ "$3" = kvm ] && echo never || echo once) (said $said times)" [ "$said" -eq "$([ "$3" = kvm ] && echo 0 || echo 1)" ]
+    done
     # the real probe, from an empty verdict cache: it must agree
     mkdir -p "$W/xdg" && chmod 700 "$W/xdg"
     XDG_RUNTIME_DIR=$W/xdg start_vm kp linux-ci --ephemeral
