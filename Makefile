@@ -2,11 +2,20 @@
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
 PKGS    := libplist-2.0 libcrypto jansson libxxhash libarchive libzstd libcurl
+PKG_CONFIG ?= pkg-config
+# Homebrew's openssl@3 is keg-only: pkg-config finds it only through its
+# prefix (set on the command: make 3.81's $(shell) ignores exports)
+ifeq ($(shell uname -s),Darwin)
+BREW_OPENSSL := $(shell brew --prefix openssl@3 2>/dev/null)
+ifneq ($(BREW_OPENSSL),)
+PKG_CONFIG := PKG_CONFIG_PATH="$(BREW_OPENSSL)/lib/pkgconfig:$$PKG_CONFIG_PATH" pkg-config
+endif
+endif
 CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread
+           $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread
 B       ?= build
 
 CLONE_SRC := clone/clone.c

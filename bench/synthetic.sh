@@ -24,10 +24,16 @@ export STRATA_HOME=$MNT/store
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 secs() { /usr/bin/time -f '%e %M' "$@" 2>&1 >/dev/null | tail -1; }
 
-# DATA GiB in 64 MiB regions spread over the 64 GiB disk
+# DATA GiB in 64 MiB regions spread evenly over the 64 GiB disk, one region
+# per slot (the slot in MiB, not in whole GiB, which put two at each offset)
 args=()
-for ((i = 0; i < DATA * 16; i++)); do args+=(--data "$((i * 65536 / (DATA * 16)))M:64M:$i"); done
+for ((i = 0; i < DATA * 16; i++)); do args+=(--data "$((i * 64 * 1024 / (DATA * 16)))M:64M:$i"); done
 "$MK" "$MNT/b" --size 64G "${args[@]}"
+alloc_mib=$(($(du -k "$MNT/b/Disk.img" | cut -f1) / 1024))
+if [ "$alloc_mib" -lt $((DATA * 1024)) ] || [ "$alloc_mib" -gt $((DATA * 1024 + 64)) ]; then
+    echo "synthetic: the disk holds $alloc_mib MiB of data, not $DATA GiB: the figures would be wrong" >&2
+    exit 1
+fi
 cold; read_s=$(secs python3 "$HERE/bench/sparse_tool.py" read "$MNT/b/Disk.img" | cut -d' ' -f1)
 cold; read -r import_s import_kb < <(secs "$S" import "$MNT/b" base)
 cold; t0=$(date +%s%N); "$S" clone base "$MNT/inst" 2>/dev/null; t1=$(date +%s%N)

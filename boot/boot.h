@@ -99,6 +99,7 @@ typedef struct {
      * (vz: validateSaveRestoreSupport); where they don't, the VM runs
      * without, and note() says why. A restore always needs it. */
     int suspendable;
+    const char *accel;          /* qemu: "kvm", "tcg", or NULL/"auto" (KVM if a probe guest runs) */
     void (*note)(void *ctx, const char *line); /* may be NULL */
     void *note_ctx;
 } boot_start_opts;
@@ -167,6 +168,7 @@ typedef struct {
     int console;             /* serial console on this terminal */
     int new_identity;        /* a fresh machine identifier too */
     int allow_duplicate;     /* allow a second running resume of one state */
+    const char *accel;       /* qemu: kvm, tcg or auto (NULL) */
     void (*note)(void *ctx, const char *line);    /* progress notes; may be NULL */
     void (*started)(void *ctx, const char *name); /* the VM runs; may be NULL */
     void *ctx;

@@ -529,6 +529,7 @@ int boot_run(store *st, const boot_run_opts *o)
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
+                          .accel = o->accel,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
     rc = drv->start(&so, &vm);

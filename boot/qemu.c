@@ -12,8 +12,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,77 +205,306 @@ static pid_t spawn(char **argv, const char *log_path)
 }
 
 /*
- * Does KVM actually run a guest here? /dev/kvm can exist and hang (it does
- * on the build machine), so start a throwaway VM under KVM and ask for its
- * registers, which needs the vCPU to come out of the kernel: no answer in
- * a few seconds means software emulation. The answer is cached per boot.
+ * The KVM probe's guest: a multiboot image (a.out kludge, loaded at 1 MiB)
+ * that enters long mode and writes PROBE_LINE on COM1. From this source
+ * (GNU as; `as --64` then `objcopy -O binary -j .text`):
+ *
+ *   header: .long 0x1BADB002, 0x00010000, -(0x1BADB002 + 0x00010000)
+ *           .long BASE, BASE, BASE + (end - header), BASE + (end - header)
+ *           .long BASE + (start - header)             # BASE = 0x100000
+ *   start:  cld; mov $0x2000,%edi; xor %eax,%eax; mov $3072,%ecx; rep stosl
+ *           movl $0x3003,0x2000; movl $0x4003,0x3000  # PML4 -> PDPT -> PD
+ *           movl $0x83,0x4000                         # first 2 MiB, 1:1
+ *           mov $0x2000,%eax; mov %eax,%cr3
+ *           mov %cr4,%eax; or $0x20,%eax; mov %eax,%cr4          # PAE
+ *           mov $0xC0000080,%ecx; rdmsr; or $0x100,%eax; wrmsr   # EFER.LME
+ *           mov %cr0,%eax; or $0x80000001,%eax; mov %eax,%cr0    # PG|PE
+ *           lgdt BASE + (gdtr - header); ljmp $8, $BASE + (long64 - header)
+ *   long64: lea msg(%rip),%rsi; mov $36,%ecx; mov $0x3f8,%dx; rep outsb
+ *   1:      hlt; jmp 1b
+ *   gdt:    .quad 0, 0x00209A0000000000               # 64-bit code
+ *   gdtr:   .word 15; .long BASE + (gdt - header)
+ *   msg:    .ascii "strata-kvm-probe: 64-bit guest runs\n"
  */
-static int kvm_works(const char *runtime_dir)
+static const unsigned char probe_image[] = {
+    0x02, 0xb0, 0xad, 0x1b, 0x00, 0x00, 0x01, 0x00, 0xfe, 0x4f, 0x51, 0xe4,
+    0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0xdc, 0x00, 0x10, 0x00,
+    0xdc, 0x00, 0x10, 0x00, 0x20, 0x00, 0x10, 0x00, 0xfc, 0xbf, 0x00, 0x20,
+    0x00, 0x00, 0x31, 0xc0, 0xb9, 0x00, 0x0c, 0x00, 0x00, 0xf3, 0xab, 0xc7,
+    0x05, 0x00, 0x20, 0x00, 0x00, 0x03, 0x30, 0x00, 0x00, 0xc7, 0x05, 0x00,
+    0x30, 0x00, 0x00, 0x03, 0x40, 0x00, 0x00, 0xc7, 0x05, 0x00, 0x40, 0x00,
+    0x00, 0x83, 0x00, 0x00, 0x00, 0xb8, 0x00, 0x20, 0x00, 0x00, 0x0f, 0x22,
+    0xd8, 0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x20, 0x0f, 0x22, 0xe0, 0xb9, 0x80,
+    0x00, 0x00, 0xc0, 0x0f, 0x32, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x30,
+    0x0f, 0x20, 0xc0, 0x0d, 0x01, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0, 0x0f,
+    0x01, 0x15, 0xb0, 0x00, 0x10, 0x00, 0xea, 0x85, 0x00, 0x10, 0x00, 0x08,
+    0x00, 0x48, 0x8d, 0x35, 0x2a, 0x00, 0x00, 0x00, 0xb9, 0x24, 0x00, 0x00,
+    0x00, 0x66, 0xba, 0xf8, 0x03, 0xf3, 0x6e, 0xf4, 0xeb, 0xfd, 0x66, 0x0f,
+    0x1f, 0x44, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x9a, 0x20, 0x00, 0x0f, 0x00, 0xa0, 0x00,
+    0x10, 0x00, 0x73, 0x74, 0x72, 0x61, 0x74, 0x61, 0x2d, 0x6b, 0x76, 0x6d,
+    0x2d, 0x70, 0x72, 0x6f, 0x62, 0x65, 0x3a, 0x20, 0x36, 0x34, 0x2d, 0x62,
+    0x69, 0x74, 0x20, 0x67, 0x75, 0x65, 0x73, 0x74, 0x20, 0x72, 0x75, 0x6e,
+    0x73, 0x0a, 0x66, 0x90,
+};
+#define PROBE_LINE "strata-kvm-probe: 64-bit guest runs"
+#define PROBE_MS 5000         /* qemu starts and the image prints in well under 1 s */
+#define PROBE_KERNEL_MS 15000 /* a kernel under KVM prints its banner in 1-2 s */
+
+/* Where verdicts are kept: one small file per boot of this host and
+ * probed image, so a host that was fixed and rebooted is probed again. */
+static int verdict_path(const char *key, char *out, size_t n)
 {
-    const char *forced = getenv("STRATA_QEMU_ACCEL");
-    if (forced && *forced)
-        return !strcmp(forced, "kvm");
-    if (access("/dev/kvm", R_OK | W_OK) != 0)
-        return 0;
-    char boot_id[64] = "", cache[256];
+    char boot_id[64] = "unknown";
     FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
     if (b) {
         if (!fgets(boot_id, sizeof boot_id, b))
-            boot_id[0] = 0;
+            snprintf(boot_id, sizeof boot_id, "unknown");
         fclose(b);
     }
     boot_id[strcspn(boot_id, "\n")] = 0;
-    snprintf(cache, sizeof cache, "/tmp/strata-kvm-probe.%d", (int)getuid());
-    int cfd = open(cache, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat cst;
-    FILE *c = NULL;
-    if (cfd >= 0 && fstat(cfd, &cst) == 0 && cst.st_uid == getuid() && (c = fdopen(cfd, "r")))
-        cfd = -1;
-    if (cfd >= 0)
-        close(cfd);
-    if (c) {
-        char line[128] = "";
-        int ok = fgets(line, sizeof line, c) != NULL;
-        fclose(c);
-        size_t n = strlen(boot_id);
-        if (ok && n && !strncmp(line, boot_id, n) && line[n] == ' ')
-            return line[n + 1] == '1';
+    char dir[256];
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && *xdg && strlen(xdg) < 200)
+        snprintf(dir, sizeof dir, "%s/strata-kvm", xdg);
+    else
+        snprintf(dir, sizeof dir, "/tmp/strata-kvm.%d", (int)getuid());
+    struct stat st;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return -1;
+    /* a directory someone else made for us in /tmp is not ours to trust */
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+        return -1;
+    snprintf(out, n, "%s/%s.%s", dir, boot_id, key);
+    return 0;
+}
+
+/* the cached verdict for key: 1 works, 0 doesn't, -1 not probed yet */
+static int verdict_read(const char *key)
+{
+    char path[400];
+    if (verdict_path(key, path, sizeof path))
+        return -1;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    char c = 0;
+    int got = fd >= 0 && read(fd, &c, 1) == 1;
+    if (fd >= 0)
+        close(fd);
+    return got && (c == '0' || c == '1') ? c - '0' : -1;
+}
+
+static void verdict_write(const char *key, int works)
+{
+    char path[400], tmp[420];
+    if (verdict_path(key, path, sizeof path))
+        return;
+    snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    int ok = write(fd, works ? "1\n" : "0\n", 2) == 2;
+    close(fd);
+    if (!ok || rename(tmp, path) < 0)
+        unlink(tmp);
+}
+
+/* 1 if the file holds text, within the deadline (or once qemu has died) */
+static int wait_for_text(const char *path, const char *text, pid_t pid, long deadline)
+{
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            char line[512];
+            int found = 0;
+            while (!found && fgets(line, sizeof line, f))
+                found = strstr(line, text) != NULL;
+            fclose(f);
+            if (found)
+                return 1;
+        }
+        if (now_ms() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
+            return 0;
+        usleep(50 * 1000);
     }
-    boot_vm probe = {.qmp = -1};
-    snprintf(probe.qmp_path, sizeof probe.qmp_path, "%s/.kvm-probe.sock", runtime_dir);
-    snprintf(probe.log_path, sizeof probe.log_path, "%s/.kvm-probe.log", runtime_dir);
-    char chardev[200];
-    snprintf(chardev, sizeof chardev, "socket,id=q,path=%s,server=on,wait=off", probe.qmp_path);
+}
+
+static void kill_bounded(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    /* a process stuck inside a broken /dev/kvm may never die: don't wait forever */
+    for (int i = 0; i < 50 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+        usleep(100 * 1000);
+}
+
+/*
+ * Boot image (the probe image, or a Linux kernel with its early console on)
+ * under KVM and wait for `expect` on its serial port: the proof that a
+ * guest executes, which opening /dev/kvm, answering QMP or running the
+ * real-mode BIOS is not (a host can do all three and hang a 64-bit kernel).
+ */
+static int probe_boot(const char *runtime_dir, const char *image, const char *append,
+                      const char *expect, int timeout_ms)
+{
+    char serial[4200], sarg[4300];
+    snprintf(serial, sizeof serial, "%s/.kvm-probe.serial", runtime_dir);
+    snprintf(sarg, sizeof sarg, "file:%s", serial);
+    unlink(serial);
     char *argv[] = {(char *)qemu_binary(), "-accel", "kvm", "-nodefaults", "-no-user-config",
-                    "-display", "none", "-m", "32", "-chardev", chardev, "-mon",
-                    "chardev=q,mode=control", NULL};
-    unlink(probe.qmp_path);
-    probe.pid = spawn(argv, probe.log_path);
-    int works = probe.pid > 0 && qmp_connect(&probe, 3000) == 0 &&
-                qmp(&probe,
-                    "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info "
-                    "registers\"}}",
-                    NULL, 2000) == 0;
-    if (probe.pid > 0) {
-        kill(probe.pid, SIGKILL);
-        /* a process stuck inside a broken /dev/kvm may never die: don't wait forever */
-        for (int i = 0; i < 50 && waitpid(probe.pid, NULL, WNOHANG) == 0; i++)
-            usleep(100 * 1000);
-    }
-    if (probe.qmp >= 0)
-        close(probe.qmp);
-    unlink(probe.qmp_path);
-    unlink(probe.log_path);
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.%d", cache, (int)getpid());
-    int wfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (wfd >= 0) {
-        dprintf(wfd, "%s %d\n", boot_id, works);
-        close(wfd);
-        if (rename(tmp, cache) < 0)
-            unlink(tmp);
-    }
+                    "-display", "none", "-machine", "pc", "-m", "128", "-serial", sarg,
+                    "-kernel", (char *)image, append ? "-append" : NULL, (char *)append, NULL};
+    char log[4200];
+    snprintf(log, sizeof log, "%s/.kvm-probe.log", runtime_dir);
+    pid_t pid = spawn(argv, log);
+    int works = pid > 0 && wait_for_text(serial, expect, pid, now_ms() + timeout_ms);
+    if (pid > 0)
+        kill_bounded(pid);
+    unlink(serial);
+    unlink(log);
     return works;
+}
+
+/* a verdict's key for a kernel: what it is, not where it lies */
+static void kernel_key(const char *path, char out[32])
+{
+    snprintf(out, 32, "kernel-unreadable");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+    ssize_t r;
+    while (ok && (r = read(fd, buf, sizeof buf)) > 0)
+        ok = EVP_DigestUpdate(c, buf, (size_t)r) == 1;
+    ok = ok && EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 8;
+    EVP_MD_CTX_free(c);
+    close(fd);
+    if (!ok)
+        return;
+    snprintf(out, 32, "kernel-");
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+static void note(const boot_start_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const boot_start_opts *o, const char *fmt, ...)
+{
+    if (!o->note)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    o->note(o->note_ctx, line);
+}
+
+/*
+ * Does KVM run this guest here? First the probe image (long mode, a line
+ * on the serial port); then, for a guest that boots a Linux kernel
+ * directly, that kernel up to its banner. Verdicts are cached per boot of
+ * the host (and kernel); the first "no" is said once, as a note.
+ * STRATA_KVM_PROBE=pass|fail forces the answer (for tests).
+ */
+static int kvm_works(const boot_start_opts *o, const char *kernel)
+{
+    const char *forced = getenv("STRATA_KVM_PROBE");
+    if (forced && !strcmp(forced, "pass"))
+        return 1;
+    if (forced && !strcmp(forced, "fail")) {
+        note(o, "KVM probe forced to fail (STRATA_KVM_PROBE=fail): using software emulation");
+        return 0;
+    }
+    if (access("/dev/kvm", R_OK | W_OK) != 0)
+        return 0;
+    char key[32] = "image";
+    int v = verdict_read(key);
+    if (v < 0) {
+        char image[4200];
+        snprintf(image, sizeof image, "%s/.kvm-probe.img", o->runtime_dir);
+        unlink(image);
+        int fd = open(image, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int ok = fd >= 0 && write(fd, probe_image, sizeof probe_image) == (ssize_t)sizeof probe_image;
+        if (fd >= 0)
+            close(fd);
+        v = ok && probe_boot(o->runtime_dir, image, NULL, PROBE_LINE, PROBE_MS);
+        unlink(image);
+        verdict_write(key, v);
+        if (!v)
+            note(o, "KVM does not run a 64-bit guest on this host (the probe printed nothing in "
+                    "%d s): using software emulation, which is slower", PROBE_MS / 1000);
+    }
+    if (!v || !kernel)
+        return v;
+    kernel_key(kernel, key);
+    v = verdict_read(key);
+    if (v < 0) {
+        v = probe_boot(o->runtime_dir, kernel, "earlyprintk=serial,ttyS0 console=ttyS0 panic=-1",
+                       "Linux version", PROBE_KERNEL_MS);
+        verdict_write(key, v);
+        if (!v)
+            note(o, "KVM does not run this guest's kernel on this host (no banner in %d s): "
+                    "using software emulation, which is slower", PROBE_KERNEL_MS / 1000);
+    }
+    return v;
+}
+
+/* How long a guest under KVM may show nothing before it counts as hung:
+ * STRATA_KVM_PROGRESS_SECONDS, 0 for no limit. */
+static long progress_limit_ms(void)
+{
+    const char *e = getenv("STRATA_KVM_PROGRESS_SECONDS");
+    return e && *e ? atol(e) * 1000L : 30000L;
+}
+
+/* Has the guest written a console line that its real-mode start did not?
+ * A Linux kernel's setup code prints before it leaves real mode, and a
+ * host can run that and hang the 64-bit kernel that follows. */
+static int console_progress(const char *path)
+{
+    static const char *const real_mode[] = {"early console in setup code", "Probing EDD", NULL};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        found = line[0] != 0;
+        for (const char *const *r = real_mode; found && *r; r++)
+            found = strncmp(line, *r, strlen(*r)) != 0;
+    }
+    fclose(f);
+    return found;
+}
+
+/*
+ * Under KVM, a guest proves it runs by writing to its disk or a line to its
+ * console that 64-bit code wrote.
+ * One that does neither within the limit is stopped: a host whose KVM hangs
+ * guests must fail loudly, never leave a silent VM.
+ */
+static int wait_progress(boot_vm *vm, const boot_start_opts *o, long limit_ms)
+{
+    char console[4200], disk[4200];
+    snprintf(console, sizeof console, "%s/.console.log", o->runtime_dir);
+    snprintf(disk, sizeof disk, "%s/Disk.img", o->bundle_dir);
+    struct stat d0, now;
+    int have_disk = stat(disk, &d0) == 0;
+    long deadline = now_ms() + limit_ms;
+    while (now_ms() < deadline) {
+        if (console_progress(console))
+            return 0;
+        if (have_disk && stat(disk, &now) == 0 &&
+            now.st_mtime != d0.st_mtime)
+            return 0;
+        if (reap(vm))
+            return 0; /* it ended on its own: the supervisor reports that */
+        usleep(100 * 1000);
+    }
+    return -ETIMEDOUT;
 }
 
 /* OVMF's code must be the build its variable store was made for: the 4 MiB
@@ -288,6 +519,44 @@ static const char *ovmf_code(const char *vars_path)
         if (access(*p, R_OK) == 0)
             return *p;
     return NULL;
+}
+
+/* 1 for KVM, 0 for software emulation, or an error for a bad --accel */
+static int choose_accel(const boot_start_opts *o, int forced_kvm)
+{
+    const char *a = o->accel && *o->accel ? o->accel : "auto";
+    if (!strcmp(a, "tcg"))
+        return 0;
+    if (forced_kvm) {
+        if (access("/dev/kvm", R_OK | W_OK) != 0)
+            return boot_fail_errno(errno, "--accel kvm: /dev/kvm");
+        return 1;
+    }
+    if (strcmp(a, "auto"))
+        return boot_fail(EINVAL, "--accel '%s' must be kvm, tcg or auto", a);
+    const boot_settings *s = o->settings;
+    char kernel[4200];
+    if (s->loader == BOOT_LOADER_LINUX)
+        snprintf(kernel, sizeof kernel, "%s/%s", o->bundle_dir, s->kernel);
+    return kvm_works(o, s->loader == BOOT_LOADER_LINUX ? kernel : NULL);
+}
+
+/* A guest started under KVM that shows no progress: stop it. Told --accel
+ * kvm, that is the error; under auto, the caller emulates instead. */
+static int no_progress(boot_vm *vm, const boot_start_opts *o, int forced_kvm, long limit_ms)
+{
+    kill_bounded(vm->pid);
+    vm->exited = 1;
+    long secs = limit_ms / 1000;
+    if (forced_kvm)
+        return boot_fail(ETIMEDOUT, "the guest showed no progress under KVM in %ld s (no console "
+                                    "output, no disk write): KVM does not work on this host; "
+                                    "run it with --accel tcg", secs);
+    verdict_write("image", 0); /* the next runs emulate from the start */
+    note(o, "the guest showed no progress under KVM in %ld s although the KVM probe passed: "
+            "restarting it with software emulation, which strata uses on this host from now on "
+            "(until it reboots)", secs);
+    return -EAGAIN;
 }
 
 #define ARG(s) (argv[argc++] = (s))
@@ -316,7 +585,11 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         initrd[4200], pflash0[4200], pflash1[4200], incoming[4200];
     char virtfs[8][4400];
     int argc = 0;
-    int kvm = kvm_works(o->runtime_dir);
+    int kvm, forced_kvm = o->accel && !strcmp(o->accel, "kvm");
+    if ((kvm = choose_accel(o, forced_kvm)) < 0) {
+        free(vm);
+        return kvm;
+    }
     ARG((char *)qemu_binary());
     ARG("-accel");
     ARG(kvm ? "kvm" : "tcg");
@@ -437,6 +710,17 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         reap(vm);
         last_log_line(vm, why, sizeof why);
         rc = boot_fail(EIO, "qemu refused the saved state: %s", why);
+    }
+    long limit_ms = progress_limit_ms();
+    if (!rc && kvm && limit_ms > 0 && wait_progress(vm, o, limit_ms) &&
+        (rc = no_progress(vm, o, forced_kvm, limit_ms)) == -EAGAIN) {
+        /* nothing ran, so nothing was written: start again, emulated */
+        if (vm->qmp >= 0)
+            close(vm->qmp);
+        free(vm);
+        boot_start_opts emulated = *o;
+        emulated.accel = "tcg";
+        return qemu_start(&emulated, out);
     }
     if (rc) {
         char keep[1024];

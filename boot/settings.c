@@ -2,6 +2,7 @@
  * bindings that tie a saved state to where it was made. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../clone/clone.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -446,7 +447,8 @@ int boot_write_atomic(const char *dir, const char *name, const char *text)
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name[0] == '.' ? name + 1 : name, (int)getpid());
-    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    unlink(tmp); /* a dead writer's, with our pid; never follow a planted link */
+    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     size_t len = strlen(text);
     if (fd < 0 || write(fd, text, len) != (ssize_t)len)
         rc = boot_fail_errno(errno, "%s", tmp);
@@ -461,9 +463,10 @@ int boot_write_atomic(const char *dir, const char *name, const char *text)
 
 int boot_publish(const char *tmp, const char *path)
 {
-    int rc = 0, fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0)
-        rc = boot_fail_errno(errno, "%s", tmp);
+    /* clone_fsync: a flush that reaches the drive on macOS too */
+    int rc = 0, fd = open(tmp, O_RDONLY | O_CLOEXEC), e = fd < 0 ? -errno : clone_fsync(fd);
+    if (e)
+        rc = boot_fail_errno(-e, "%s", tmp);
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) < 0)
@@ -478,8 +481,9 @@ int boot_publish(const char *tmp, const char *path)
     if (slash)
         *slash = 0;
     int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) < 0)
-        rc = boot_fail_errno(errno, "%s", slash ? dir : ".");
+    e = dfd < 0 ? -errno : clone_fsync(dfd);
+    if (e)
+        rc = boot_fail_errno(-e, "%s", slash ? dir : ".");
     if (dfd >= 0)
         close(dfd);
     return rc;

@@ -17,19 +17,21 @@ static void started(void *ctx, const char *name)
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL;
+    const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL, *accel = NULL;
     int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0;
     cli_opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
                   {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
                   {"--cold", 0, NULL, &cold},         {"--resume", 0, NULL, &resume},
                   {"--ephemeral", 0, NULL, &ephemeral}, {"--console", 0, NULL, &console},
                   {"--new-identity", 0, NULL, &new_id}, {"--allow-duplicate", 0, NULL, &dup},
-                  {"--fallback-cold", 0, NULL, &fallback}};
+                  {"--fallback-cold", 0, NULL, &fallback}, {"--accel", 1, &accel, NULL}};
     char *pos[1];
     int n;
     if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run"))
         return 1;
-    boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .cold = cold,
+    if (accel && strcmp(accel, "kvm") && strcmp(accel, "tcg") && strcmp(accel, "auto"))
+        return cli_fail("--accel '%s' must be kvm, tcg or auto", accel);
+    boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .accel = accel, .cold = cold,
                        .resume = resume, .ephemeral = ephemeral, .console = console,
                        .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
                        .note = cli_note, .started = started};
@@ -134,7 +136,8 @@ static int cmd_ps(int argc, char **argv)
 const cli_verb cli_vm_verbs[] = {
     {"run", cmd_run,
      "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
-     "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate]",
+     "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
+     "[--accel kvm|tcg|auto]",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -142,7 +145,11 @@ const cli_verb cli_vm_verbs[] = {
      "it. A new instance that is not a resume gets a fresh MAC; --new-identity also a fresh\n"
      "machine identifier. --ephemeral deletes the instance when it stops. --console puts\n"
      "the serial console on this terminal; otherwise it is logged in the instance's\n"
-     ".console.log. The default driver is vz on macOS, qemu elsewhere."},
+     ".console.log. The default driver is vz on macOS, qemu elsewhere.\n"
+     "qemu's --accel: auto (the default) uses KVM only once a probe guest has run under\n"
+     "it on this host (checked once per host boot), and restarts emulated a guest that\n"
+     "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
+     "kvm insists, and fails in that case; tcg is software emulation."},
     {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
      "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
      "layer bound to this host. The instance stops. Prints the layer id."},

@@ -158,17 +158,28 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method)
     return sparse_copy(src_fd, dst_fd, 0, (uint64_t)st.st_size);
 }
 
+/* Give path its final mode through a read-only fd: the clone can arrive
+ * 0444 (clonefile copies the layer file's mode), and its owner may change
+ * the mode of a file it could not open for writing. */
+static int set_mode(const char *path, mode_t mode)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    int rc = fchmod(fd, mode) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method)
 {
 #ifdef __APPLE__
     if (clonefile(src, dst, CLONE_NOFOLLOW | CLONE_NOOWNERCOPY) == 0) {
-        int fd = open(dst, O_RDWR | O_CLOEXEC);
-        if (fd < 0)
-            return -errno;
-        int rc = fchmod(fd, mode) < 0 ? -errno : 0;
-        close(fd);
         if (method)
             *method = CLONE_REFLINK;
+        int rc = set_mode(dst, mode);
+        if (rc)
+            unlink(dst);
         return rc;
     }
     if (errno == EEXIST)
@@ -178,21 +189,40 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
     int s = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (s < 0)
         return -errno;
-    int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    struct stat st;
+    if (fstat(s, &st) < 0) {
+        int e = -errno;
+        close(s);
+        return e;
+    }
+    /* created with the source's mode, as clonefile does, so that the mode is
+     * set the same way on every system (and tested where there is no Mac) */
+    int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
     if (d < 0) {
         int e = -errno;
         close(s);
         return e;
     }
     int rc = clone_fd(s, d, method);
-    if (!rc && fchmod(d, mode) < 0)
-        rc = -errno;
     close(s);
     if (close(d) < 0 && !rc)
         rc = -errno;
+    if (!rc)
+        rc = set_mode(dst, mode);
     if (rc)
         unlink(dst);
     return rc;
+}
+
+int clone_fsync(int fd)
+{
+#ifdef F_FULLFSYNC
+    /* fsync on macOS leaves the data in the drive's cache; F_FULLFSYNC
+     * flushes it (SQLite's fullfsync). Some filesystems refuse it. */
+    if (fcntl(fd, F_FULLFSYNC) == 0)
+        return 0;
+#endif
+    return fsync(fd) < 0 ? -errno : 0;
 }
 
 int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)

@@ -28,7 +28,11 @@ char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void st_crash_point(void);
 
 /* durable file operations */
+/* fsync that reaches the disk (F_FULLFSYNC on macOS: see clone_fsync) */
 int st_fsync_dir(const char *dir);
+int st_fsync_path(const char *path);
+/* rename that fails with -EEXIST instead of replacing what `to` names */
+int st_rename_noreplace(const char *from, const char *to);
 /* write data to path atomically: tmp name, fsync, rename, fsync dir */
 int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 /* read a whole small file (at most max bytes; -EFBIG above) */

@@ -1063,8 +1063,8 @@ static int write_plain(const char *path, const st_buf *b)
         }
         at += (size_t)w;
     }
-    if (!rc && fsync(fd) < 0)
-        rc = -errno;
+    if (!rc)
+        rc = clone_fsync(fd);
     close(fd);
     return rc;
 }
@@ -1300,8 +1300,9 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             res->chunks_reused += stats.chunks_reused;
             if (!rc) {
                 l.bytes_added += added_bytes(f, base);
-                if (fchmod(fd, 0444) < 0 || fsync(fd) < 0)
-                    rc = st_fail_errno(errno, "%s", to);
+                int e = fchmod(fd, 0444) < 0 ? -errno : clone_fsync(fd);
+                if (e)
+                    rc = st_fail_errno(-e, "%s", to);
             }
         }
         if (fd >= 0)
@@ -1512,11 +1513,9 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
      * first fsync's journal flush cover the others */
     for (size_t i = 0; i < l->nfiles && !rc; i++) {
         char *p = st_printf("%s/%s", tmp, l->files[i].name);
-        int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
-        if (fd < 0 || fsync(fd) < 0)
-            rc = st_fail_errno(errno, "%s", p ? p : tmp);
-        if (fd >= 0)
-            close(fd);
+        int e = p ? st_fsync_path(p) : -ENOMEM;
+        if (e)
+            rc = st_fail_errno(-e, "%s", p ? p : tmp);
         free(p);
     }
     char key[KEY_HEX + 1];
@@ -1526,8 +1525,13 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
         recorded = 1;
     if (!rc && (rc = st_fsync_dir(tmp)))
         rc = st_fail_errno(rc, "%s", tmp);
-    if (!rc && ((rc = fault("clone-publish")) || rename(tmp, abs) < 0))
-        rc = st_fail_errno(rc ? rc : errno, "%s", dir);
+    int e = rc ? 0 : fault("clone-publish");
+    if (!rc && !e)
+        e = st_rename_noreplace(tmp, abs);
+    if (e == -EEXIST || e == -ENOTEMPTY)
+        rc = st_fail(EEXIST, "%s: something was created there while cloning; left as it was", dir);
+    else if (e)
+        rc = st_fail_errno(-e, "%s", dir);
     if (!rc && (rc = st_fsync_dir(parent)))
         rc = st_fail_errno(rc, "%s", parent);
     if (rc)

@@ -1,6 +1,7 @@
 /* Errors, durable writes, locks, temporary directories and text encoding. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../clone/clone.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -74,9 +75,51 @@ int st_fsync_dir(const char *dir)
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
+    int rc = clone_fsync(fd);
     close(fd);
     return rc;
+}
+
+int st_fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    int rc = clone_fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* renameat2(RENAME_NOREPLACE) where the libc has it (glibc 2.28+) */
+#if defined(__linux__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
+#define HAVE_RENAME_NOREPLACE 1
+#endif
+
+int st_rename_noreplace(const char *from, const char *to)
+{
+    /* a test's way into the moment between the caller's check and the
+     * rename: create what it names, as a racing process could */
+    const char *race = getenv("STRATA_TEST_RACE_RENAME");
+    if (race && *race)
+        mkdir(race, 0755);
+#if defined(HAVE_RENAME_NOREPLACE)
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        return -errno;
+#elif defined(__APPLE__)
+    if (renamex_np(from, to, RENAME_EXCL) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOTSUP)
+        return -errno;
+#endif
+    /* no atomic way on this filesystem: check, then rename (a non-empty
+     * directory is still never replaced: rename fails with ENOTEMPTY) */
+    struct stat st;
+    if (lstat(to, &st) == 0)
+        return -EEXIST;
+    return rename(from, to) < 0 ? -errno : 0;
 }
 
 static char *dir_of(const char *path)
@@ -106,7 +149,9 @@ int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
         rc = -ENOMEM;
         goto out;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    /* the leftover of a dead writer with our pid goes; never follow a link */
+    unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
         rc = -errno;
         goto out;
@@ -123,10 +168,8 @@ int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
         p += w;
         len -= (size_t)w;
     }
-    if (fsync(fd) < 0) {
-        rc = -errno;
+    if ((rc = clone_fsync(fd)))
         goto out;
-    }
     close(fd);
     fd = -1;
     st_crash_point();

@@ -47,6 +47,11 @@ if [ -d /dev/shm ] && [ "$(stat -c %d /dev/shm 2>/dev/null)" != "$(stat -c %d "$
 else
     skipped "clone onto another volume" "no second filesystem at /dev/shm"
 fi
+# a directory made between clone's check and its rename: not replaced
+STRATA_TEST_RACE_RENAME=$W/raced expect_error "clone onto a directory made while it ran" 1 "was created there while cloning" "$S" clone base "$W/raced"
+check "...leaves that directory as it was (empty)" [ -d "$W/raced" ] && [ -z "$(ls -A "$W/raced")" ]
+check "...and no work in the store's tmp" tmp_empty
+rmdir "$W/raced"
 
 # ---- commit ----
 "$MK" --write "$W/inst/Disk.img" 1M:2M:9 40G:1M:4
@@ -149,11 +154,14 @@ run "$S" inspect linux:ipsw --json
 check "--include-restore-image versions it" grep -q '"name":"RestoreImage.ipsw"' "$W/out"
 
 # ---- help ----
+nohelp=""
 for v in import clone commit log diff ls inspect tag untag df fsck gc clones; do
     run "$S" help $v
-    grep -q "usage: strata $v" "$W/out" || bad "help $v"
+    { [ "$rc" -eq 0 ] && grep -q "usage: strata $v" "$W/out"; } || nohelp="$nohelp $v"
 done
-ok "help VERB for every verb"
+check "help VERB prints each verb's usage (missing:${nohelp:- none})" [ -z "$nohelp" ]
+run "$S" help no-such-verb
+check "help of an unknown verb fails" [ "$rc" -ne 0 ]
 
 # ---- fsck, df, gc ----
 run "$S" fsck

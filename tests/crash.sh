@@ -97,7 +97,9 @@ crash_loop "gc" "$tagged_before" "$S" gc --prune=now 2>/dev/null
 
 # after a crashed commit, the clone is still usable: commit again
 restore
-{ STRATA_CRASH_AT=12 "$S" commit "$W/cinst" -m crash >/dev/null 2>&1; } 2>/dev/null
+{ (STRATA_CRASH_AT=12 "$S" commit "$W/cinst" -m crash >/dev/null 2>&1); } 2>/dev/null
+code=$?
+check "commit killed at crash point 12 died of SIGKILL (exit $code)" [ $code -eq 137 ]
 run "$S" commit "$W/cinst" -m again -t first:again
 check "a clone commits after a crashed commit" [ "$rc" -eq 0 ]
 run "$S" clone first:again "$W/cnew"
@@ -107,16 +109,23 @@ check "...and the layer holds the clone's bytes" "$MK" --cmp "$W/cinst/Disk.img"
 restore
 rm -rf "$W/cbig"
 "$MK" "$W/cbig" --size 2G --data 0:96M:8 --data 1G:64M:9
-failed=0
+failed=0 killed=0
 for i in 1 2 3 4 5 6; do
     "$S" import "$W/cbig" big$i >/dev/null 2>&1 &
     pid=$!
     sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
     kill -9 $pid 2>/dev/null
     wait $pid 2>/dev/null
+    code=$?
+    # 137: killed as meant; 0: it finished before the kill; anything else failed
+    if [ $code -ne 137 ] && [ $code -ne 0 ]; then
+        echo "    import $i: exit $code, neither killed nor finished"; failed=1
+    fi
+    [ $code -eq 137 ] && killed=$((killed + 1))
     verify "import killed at a random moment ($i)" "$all_before" || failed=1
 done
-if [ $failed -eq 0 ]; then ok "import killed at random moments: fsck clean, earlier layers intact"; else bad "import killed at random moments"; fi
+if [ $failed -eq 0 ]; then ok "import killed at random moments ($killed of 6 died of SIGKILL): fsck clean, earlier layers intact"; else bad "import killed at random moments"; fi
+check "...at least one import really died of the kill" [ $killed -gt 0 ]
 run "$S" gc --prune=now
 check "gc clears what the killed imports left" tmp_empty
 

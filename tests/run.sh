@@ -12,10 +12,24 @@ MOUNTS=""
 total_pass=0 total_fail=0 total_skip=0
 
 cleanup() {
+    # interrupted: no qemu of this run may outlive it (the normal end checks)
+    [ -d /proc/self ] && kill -9 $(leftover_qemus) 2>/dev/null
     for m in $MOUNTS; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
     rm -rf "$ROOT"
 }
 trap cleanup EXIT INT TERM
+
+# Every process this run starts carries this in its environment, so a qemu
+# that a test left running is found (and killed) at the end.
+STRATA_TEST_RUN=$ROOT
+export STRATA_TEST_RUN
+leftover_qemus() { # pids of qemu processes started by this run
+    for e in /proc/[0-9]*/environ; do
+        pid=${e#/proc/}; pid=${pid%/environ}
+        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
+        tr '\0' '\n' <"$e" 2>/dev/null | grep -qxF "STRATA_TEST_RUN=$ROOT" && echo "$pid"
+    done
+}
 
 add_counts() { # from a log's "N passed, N failed, N skipped" line
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$1" | tail -1)
@@ -33,11 +47,14 @@ unit() { # cmocka binary, fs name, dir
     code=$?
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
-    p=${p:-0}; f=${f:-0}
+    s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+    p=${p:-0}; f=${f:-0}; s=${s:-0}
     if [ "$code" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
     [ "$f" -ne 0 ] && cat "$log"
-    echo "$(basename "$1") [$2]: $p passed, $f failed"
-    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+    # each skip with the reason the test printed just before it
+    [ "$s" -ne 0 ] && grep -B1 -E '^\[  SKIPPED \] test_' "$log" | grep -vE '^\[|^--' | sed "s/^/SKIP [$2] $(basename "$1"): /"
+    echo "$(basename "$1") [$2]: $p passed, $f failed, $s skipped"
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f)); total_skip=$((total_skip + s))
 }
 
 suite() { # fs name, dir
@@ -154,5 +171,13 @@ tail -1 "$ROOT/remote.log" | sed "s/^/remote.sh: /"
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 
+if [ -d /proc/self ]; then
+    left=$(leftover_qemus)
+    if [ -n "$left" ]; then
+        echo "FAIL a test left qemu running (pid $(echo $left)); killed now"
+        kill -9 $left 2>/dev/null
+        total_fail=$((total_fail + 1))
+    fi
+fi
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -405,7 +406,7 @@ static void test_clone_punch_hole(void **state)
         free(buf);
         free(want);
         close(fd);
-        return;
+        skip(); /* the hole itself was not tested */
     }
     assert_int_equal(rc, 0);
     assert_int_equal(fsync(fd), 0);
@@ -519,7 +520,9 @@ static void test_extent_map_clone_and_write(void **state)
         clone_extent_map_free(&md);
         close(s);
         close(d);
-        return;
+        print_message("no reflinks on %s: what a write to a clone changes is not tested\n",
+                      g_test_dir);
+        skip();
     }
 
     for (uint64_t c = 0; c < size / MiB; c++)
@@ -650,6 +653,68 @@ static void test_extent_map_same_units(void **state)
     assert_int_equal(clone_extent_map_same(&m1, &mx, 0, 1 * MiB + 1), 0);
 }
 
+/* ---------- clone_path from read-only files, as their unprivileged owner ---------- */
+
+/* What a clone from a store does, without cmocka (it runs in a child that
+ * gave up root): clone 0444 files to 0444 and 0644 files. Returns 0, or the
+ * number of the step that failed. */
+static int clone_readonly_steps(const char *dir)
+{
+    char src[PATH_MAX], a[PATH_MAX], b[PATH_MAX];
+    snprintf(src, sizeof src, "%s/layer-file", dir);
+    snprintf(a, sizeof a, "%s/clone-ro", dir);
+    snprintf(b, sizeof b, "%s/clone-rw", dir);
+    int fd = open(src, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, 8 * MiB) < 0 || pwrite(fd, "layer", 5, 4 * MiB) != 5 || close(fd) < 0)
+        return 1;
+    if (chmod(src, 0444) < 0)
+        return 2;
+    struct stat st;
+    if (clone_path(src, a, 0444, NULL) != 0 || stat(a, &st) < 0 || (st.st_mode & 07777) != 0444)
+        return 3;
+    if (clone_path(src, b, 0644, NULL) != 0 || stat(b, &st) < 0 || (st.st_mode & 07777) != 0644)
+        return 4;
+    char got[5] = "";
+    fd = open(b, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || pread(fd, got, 5, 4 * MiB) != 5 || memcmp(got, "layer", 5) || st.st_size != (off_t)(8 * MiB))
+        return 5;
+    close(fd);
+    return clone_path(src, a, 0444, NULL) == -EEXIST ? 0 : 6;
+}
+
+/* clonefile on macOS copies a layer file's 0444 and its owner can't open
+ * the copy for writing; the mode is set the same way here, so this fails
+ * on Linux too if that comes back. As root, the steps run as nobody. */
+static void test_clone_path_readonly_unprivileged(void **state)
+{
+    (void)state;
+    if (getuid() != 0) {
+        char *dir = path_in(g_root, "ro");
+        assert_int_equal(mkdir(dir, 0755), 0);
+        assert_int_equal(clone_readonly_steps(dir), 0);
+        free(dir);
+        return;
+    }
+    /* a directory nobody can reach: TEST_DIR's parents are root's alone */
+    char dir[] = "/tmp/strata-clone-ro.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const uid_t nobody = 65534;
+    assert_int_equal(chown(dir, nobody, nobody), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(nobody) < 0 || setuid(nobody) < 0)
+            _exit(100);
+        _exit(clone_readonly_steps(dir));
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    rm_rf(dir);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("clone_path as uid %d from 0444 files: step %d failed", (int)nobody,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 /* ---------- clone_same_volume ---------- */
 
 static void test_same_volume(void **state)
@@ -676,6 +741,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extent_map_read_sparse, test_setup, test_teardown),
         cmocka_unit_test(test_extent_map_same_units),
         cmocka_unit_test(test_same_volume),
+        cmocka_unit_test(test_clone_path_readonly_unprivileged),
     };
     return cmocka_run_group_tests_name("clone", tests, group_setup, group_teardown) ? 1 : 0;
 }
