@@ -50,7 +50,7 @@ why_not() { # prints why the guest can't boot here, or nothing
 }
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 cleanup
-rm -rf "$W/mnt" "$W"/*.img "$W"/console* "$W/tlog"
+rm -rf "$W/mnt" "$W"/*.img "$W"/console* "$W"/*tlog*
 reason=$(why_not)
 if [ -n "$reason" ]; then
     skipped "power-cut tests" "$reason"; finish; exit
@@ -102,7 +102,7 @@ wait_line() {
     done
     return 1
 }
-cut() { # the power cut
+power_cut() { # kill qemu: the power cut
     kill -9 "$QPID" 2>/dev/null
     wait "$QPID" 2>/dev/null
     QPID=""
@@ -151,6 +151,9 @@ check_cut() {
         ok "$label: fsck clean, $ncommitted committed layer(s) byte-identical"
     else
         bad "$label: $problems"
+        NKEPT=$((${NKEPT:-0} + 1))
+        cp --sparse=always "$W/run.img" "$W/failed-$NKEPT.img" # for a post-mortem
+        cp "$W/tlog" "$W/failed-$NKEPT.tlog"
     fi
 }
 # same_as_expected K REF: clone REF; its files must be what EXPECT K listed
@@ -163,20 +166,22 @@ same_as_expected() {
     local want got
     want=$(grep -E "^[0-9]+ EXPECT $k " "$W/tlog" | cut -d' ' -f4,5 | LC_ALL=C sort)
     got=$(cd "$dir" && for f in *; do echo "$f $("$MK" --digest "$f" | cut -d' ' -f1)"; done | LC_ALL=C sort)
-    [ -n "$want" ] && [ "$want" = "$got" ] || echo "; operation $k: $ref differs from what was committed"
+    [ -n "$want" ] && [ "$want" = "$got" ] && return
+    echo "; operation $k: $ref differs from what was committed:" \
+        "$(diff <(echo "$want") <(echo "$got") | grep '^[<>]' | cut -c1-40 | tr '\n' ' ')"
     rm -rf "$dir"
 }
 
 # ---- the reference run: no cut before the end, then one with nothing synced
 boot
 if ! wait_line 'CUT' 300 || ! grep -qE '^[0-9]+ DONE' "$W/tlog"; then
-    cut
+    power_cut
     bad "the guest runs the whole scenario"
     sed 's/^/    console: /' "$W/console" | tail -15
     finish; exit
 fi
 REF_MS=$(ms)
-cut
+power_cut
 cp "$W/tlog" "$W/tlog.ref"
 ok "the guest boots and runs the scenario (${REF_MS} ms)"
 check_cut "cut after the scenario, nothing synced"
@@ -195,10 +200,10 @@ for kp in 1:2 1:5 1:9 3:2 3:6 3:10 6:1 6:3; do
     k=${kp%:*} p=${kp#*:}
     boot "pc.crash=$k:$p"
     if ! wait_line 'CUT' 300; then
-        cut; bad "crash point $p of operation $k ($(op_name "$k")): the guest did not get there"
+        power_cut; bad "crash point $p of operation $k ($(op_name "$k")): the guest did not get there"
         sed 's/^/    console: /' "$W/console" | tail -5; continue
     fi
-    cut
+    power_cut
     if grep -qE "^[0-9]+ KILLED $k\$" "$W/tlog"; then
         check_cut "power cut at crash point $p of operation $k ($(op_name "$k"))"
     else
@@ -209,16 +214,18 @@ done
 # ---- cuts at delays into import, commit, tag and gc
 for k in 1 3 4 5 6 7 8; do
     d=$(op_ms "$k")
-    for pct in 15 55 90; do
+    pcts="20 70"
+    [ "$k" -eq 5 ] && pcts=50 # a tag is one small file
+    for pct in $pcts; do
         delay=$((d * pct / 100))
         boot
         if ! wait_line "START $k " 300; then
-            cut; bad "operation $k: the guest did not start it"
+            power_cut; bad "operation $k: the guest did not start it"
             sed 's/^/    console: /' "$W/console" | tail -5; continue
         fi
         sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
         at=$(where)
-        cut
+        power_cut
         check_cut "power cut $pct% into operation $k ($(op_name "$k"), $d ms): $at"
     done
 done
