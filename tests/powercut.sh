@@ -111,6 +111,7 @@ power_cut() { # kill qemu: the power cut
 # where the last cut fell: the last operation line the host saw
 where() {
     local last
+    poll
     last=$(grep -E '^[0-9]+ (START|END|KILLED|DONE)' "$W/tlog" | tail -1)
     if [ -z "$last" ]; then echo "before the first operation"; return; fi
     set -- $last
