@@ -74,7 +74,7 @@ boot() {
     qemu-system-x86_64 -accel tcg -machine pc -m 256 -smp 1 -nodefaults -no-user-config \
         -display none -monitor none -no-reboot -serial "file:$W/console" \
         -kernel "$GUEST/guest.bundle/vmlinuz" -initrd "$W/initrd.img" \
-        -append "console=ttyS0 panic=-1 quiet rdinit=/pcinit pc.dir=$MNT $*" \
+        -append "console=ttyS0 panic=-1 quiet mitigations=off rdinit=/pcinit pc.dir=$MNT $*" \
         -drive "file=$W/run.img,format=raw,if=virtio,cache=writeback" >"$W/qemu.log" 2>&1 &
     QPID=$!
     SEEN=0
@@ -231,5 +231,6 @@ for k in 1 3 4 5 6 7 8; do
     done
 done
 
+check "no qemu of this test is left running" bash -c "! pgrep -f '$W/run.img' >/dev/null"
 rm -f "$W/run.img" "$W/base.img"
 finish
