@@ -14,8 +14,14 @@
 # journal commits), so only what an fsync or sync pushed reaches the disk.
 # Not modelled: a disk's volatile write cache. What qemu has written to the
 # image file survives its kill (the host doesn't lose power), whatever the
-# cache= mode, so a write the guest sent but never flushed still lands;
-# reordering by the drive is not tested either.
+# cache= mode: writeback, none (O_DIRECT) and unsafe all leave qemu's
+# completed writes in the host's page cache or on its disk, so a write the
+# guest sent but never flushed still lands; reordering by the drive is not
+# tested either. ext4 has one journal, so any fsync commits every metadata
+# change before it: a missing fsync shows only where nothing else syncs
+# before the cut (a dropped directory fsync after a tag's rename loses the
+# last commit's tag here; a dropped fsync of layer data does not, because
+# the FIEMAP_FLAG_SYNC extent walk already wrote it).
 #
 # Each boot starts from the same disk image; cuts at declared crash points
 # (pc.crash: strata dies at STRATA_CRASH_AT=N, then the power goes with
