@@ -114,10 +114,10 @@ power_cut() { # kill qemu: the power cut
     QPID=""
     poll
 }
-# where the last cut fell: the last operation line the host saw
+# where the last cut fell: the last operation line the host saw (poll first:
+# this runs in a subshell, which must not copy lines it can't mark as seen)
 where() {
     local last
-    poll
     last=$(grep -E '^[0-9]+ (START|END|KILLED|DONE)' "$W/tlog" | tail -1)
     if [ -z "$last" ]; then echo "before the first operation"; return; fi
     set -- $last
@@ -231,6 +231,7 @@ for k in 1 3 4 5 6 7 8; do
             sed 's/^/    console: /' "$W/console" | tail -5; continue
         fi
         sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+        poll
         at=$(where)
         power_cut
         check_cut "power cut $pct% into operation $k ($(op_name "$k"), $d ms): $at"
