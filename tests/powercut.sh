@@ -214,7 +214,7 @@ for kp in 1:2 1:5 1:9 3:2 3:6 3:10 6:1 6:3; do
     if grep -qE "^[0-9]+ KILLED $k\$" "$W/tlog"; then
         check_cut "power cut at crash point $p of operation $k ($(op_name "$k"))"
     else
-        check_cut "power cut after operation $k ($(op_name "$k")), which has no crash point $p"
+        check_cut "operation $k ($(op_name "$k")) has no crash point $p: power cut after the scenario"
     fi
 done
 
