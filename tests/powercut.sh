@@ -56,7 +56,7 @@ why_not() { # prints why the guest can't boot here, or nothing
 }
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 cleanup
-rm -rf "$W/mnt" "$W"/*.img "$W"/console* "$W"/*tlog*
+rm -rf "${W:?}/mnt" "$W"/*.img "$W"/console* "$W"/*tlog*
 reason=$(why_not)
 if [ -n "$reason" ]; then
     skipped "power-cut tests" "$reason"; finish; exit
