@@ -168,6 +168,17 @@ bash "$(dirname "$0")/remote.sh" "$B" "$ROOT/remote" "${plain:-plain}" >"$ROOT/r
 grep -E '^(FAIL|SKIP)|^    ' "$ROOT/remote.log"
 add_counts "$ROOT/remote.log" "remote.sh"
 tail -1 "$ROOT/remote.log" | sed "s/^/remote.sh: /"
+# power cuts: strata in the test guest, qemu killed mid-operation (once too)
+if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
+    echo "SKIP powercut.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass runs it)"
+    total_skip=$((total_skip + 1))
+else
+    echo "== power cuts (qemu)"
+    bash "$(dirname "$0")/powercut.sh" "$B" "$ROOT/powercut" "${plain:-plain}" >"$ROOT/powercut.log" 2>&1
+    grep -E '^(FAIL|SKIP)|^    ' "$ROOT/powercut.log"
+    add_counts "$ROOT/powercut.log" "powercut.sh"
+    tail -1 "$ROOT/powercut.log" | sed "s/^/powercut.sh: /"
+fi
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 
