@@ -10,7 +10,7 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lc
 B       ?= build
 
 CLONE_SRC := clone/clone.c
-STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c
+STORE_SRC := store/util.c store/manifest.c store/chunker.c store/bundle.c store/store.c store/check.c store/savedstate.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 TEST_NAMES := test_clone test_store test_boot test_vz
 

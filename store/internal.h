@@ -87,6 +87,12 @@ int st_name_valid(const char *name);
  * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
 int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
 
+/* savedstate.c: which files of layer l are saved-state data (state[i] = 1
+ * for l->files[i]) and l's base (store.h, "saved states") */
+int st_saved_state_split(store *st, const store_layer *l, int *state, store_id *base);
+/* add "state <id>" to the marker of the clone being made in dir */
+int st_mark_saved_state(const char *dir, const store_id *state);
+
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
 int st_layer_exists(const store *st, const store_id *id);
