@@ -143,11 +143,14 @@ const cli_verb cli_vm_verbs[] = {
      "machine identifier. --ephemeral deletes the instance when it stops. --console puts\n"
      "the serial console on this terminal; otherwise it is logged in the instance's\n"
      ".console.log. The default driver is vz on macOS, qemu elsewhere."},
-    {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
-     "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
-     "layer bound to this host. The instance stops. Prints the layer id."},
-    {"stop", cmd_stop, "stop NAME [--timeout SECONDS] [--force]",
+    {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
+     "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
+     "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
+     "to this host. The instance stops. TAG names S; prints S's id."},
+    {"stop", cmd_stop, "stop NAME|DIR [--timeout SECONDS] [--force]",
      "Ask the guest to shut down, and force it off after the timeout (30 s)."},
-    {"ps", cmd_ps, "ps [--json]", "Running instances: name, layer, driver, pid, state."},
+    {"ps", cmd_ps, "ps [--json]",
+     "Running instances, in the store or run from a clone directory: name, layer,\n"
+     "driver, pid, state (--json adds the directory)."},
     {NULL, NULL, NULL, NULL},
 };
