@@ -244,8 +244,17 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         char name[256], dir[4096], pid[32], vm_pid[32], layer[80], driver[16], from[80], state[16];
         if (!run)
             continue;
-        /* a record whose lock no one holds is stale: its pid may be anyone's now */
+        /* a record whose lock no one holds is stale: its pid may be anyone's
+         * now. Holding that lock, it is ours to remove: a new supervisor
+         * takes the lock before it writes its record. */
         if (!lock_held(running, lock_name)) {
+            int fd;
+            if (lock_running(st, lock_name, &fd) == 0) {
+                char stale[4400];
+                snprintf(stale, sizeof stale, "%s/%s", running, e->d_name);
+                unlink(stale);
+                close(fd);
+            }
             free(run);
             continue;
         }
