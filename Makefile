@@ -20,7 +20,7 @@ B       ?= build
 
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
-             store/receive.c
+             store/receive.c store/savedstate.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/verify.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c
 REMOTE_SRC := remote/util.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
@@ -110,11 +110,11 @@ deps:
 # Unit and CLI tests, on ext4/the plain filesystem and on XFS and btrfs loop
 # mounts when run as root; then the same under ASan+UBSan.
 test: deps
-	$(MAKE) all $(TESTS)
+	$(MAKE) all tests
 	sh tests/run.sh $(B)
 	$(MAKE) test-asan
 
-test-unit: all $(TESTS)
+test-unit: all tests
 	sh tests/run.sh $(B)
 
 test-asan:

@@ -106,7 +106,10 @@ typedef struct {
 
 typedef struct {
     const char *name;       /* "qemu", "vz" */
-    const char *state_file; /* the bundle file a saved state lives in */
+    const char *state_file; /* the bundle file save() writes the state to */
+    /* every bundle file a saved state consists of (state_file and any
+     * others, e.g. RAM), NULL-terminated; NULL means just state_file */
+    const char *const *state_files;
     /* Start (or restore, then resume) a VM. */
     int (*start)(const boot_start_opts *o, boot_vm **vm);
     int (*pause)(boot_vm *vm);
@@ -150,10 +153,17 @@ void boot_bindings_free(boot_binding *b, size_t n);
 /* ---------- instances ---------- */
 
 /*
- * Instances live in STORE/vms/<name>: a clone of a layer plus dot files
- * (.run, .console.log, .qmp.sock) that commits never version. The process
- * that runs an instance supervises it until the VM stops or is suspended;
- * suspend and stop ask it by signal.
+ * Instances live in store_instances_dir (STORE/vms/<name>), or in any clone
+ * directory run as `run DIR`: a clone of a layer plus dot files
+ * (.console.log, .qmp.sock) that commits never version. The process that
+ * runs an instance supervises it until the VM stops or is suspended;
+ * suspend and stop ask it by signal. While it lives it holds, by flock:
+ *   - its record's lock, store_running_dir/<name>.lock, beside the record
+ *     <name>.run (name, pid, dir, layer, state): ps lists only records
+ *     whose lock is held, and no pid is signalled unless it is;
+ *   - the clone's busy lock (store_busy_take): commit refuses it;
+ *   - for --resume, store_running_dir/<state id>.state-lock: one instance
+ *     per saved state unless --allow-duplicate.
  */
 typedef struct {
     const char *target;      /* a layer REF, or an existing clone directory */
@@ -177,12 +187,15 @@ typedef struct {
 /* Start an instance and supervise it until it stops (or is suspended). */
 int boot_run(store *st, const boot_run_opts *o);
 
-/* Pause, save state and commit disk + aux storage + state as one layer,
- * bound to this host; the instance then stops. Writes the new layer id. */
+/* Pause, save state and commit it (store_commit_saved_state): layer D
+ * with the disk, aux storage and settings, and its child S adding the
+ * state, bound to this host; the instance then stops. Writes S's id.
+ * name is an instance name or its directory. */
 int boot_suspend(store *st, const char *name, const char *tag, const char *message,
                  store_id *out);
 
-/* Ask the guest to shut down; force it off after timeout_s seconds. */
+/* Ask the guest to shut down; force it off after timeout_s seconds. name
+ * is an instance name or its directory. */
 int boot_stop(store *st, const char *name, int timeout_s);
 
 typedef struct {

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,27 +97,79 @@ static int field(const char *text, const char *key, char *out, size_t n)
     return -1;
 }
 
-static char *vms_dir(store *st)
-{
-    char *d = NULL;
-    if (asprintf(&d, "%s/vms", store_home(st)) < 0)
-        return NULL;
-    mkdir(d, 0755);
-    return d;
-}
-
 static int pid_alive(int pid)
 {
     return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-static int write_run(const char *dir, const char *name, const char *layer, const char *driver,
-                     const char *resumed_from, int vm_pid, const char *state)
+/* ---------- running records (boot.h) ---------- */
+
+/* Open and flock lock_name in the running dir without waiting: 0 with *fd,
+ * -EBUSY if another process holds it. */
+static int lock_running(store *st, const char *lock_name, int *fd)
 {
-    char text[1024];
-    snprintf(text, sizeof text, "name %s\npid %d\nvm-pid %d\nlayer %s\ndriver %s\nresumed-from %s\nstate %s\n",
-             name, (int)getpid(), vm_pid, layer, driver, resumed_from ? resumed_from : "-", state);
-    return boot_write_atomic(dir, ".run", text);
+    *fd = -1;
+    char *dir = store_running_dir(st);
+    if (!dir)
+        return boot_fail(EIO, "%s", store_error());
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", dir, lock_name);
+    free(dir);
+    /* lock files are never removed: unlinking one another process has open
+     * would let two hold "the" lock */
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (f < 0)
+        return boot_fail_errno(errno, "%s", path);
+    if (flock(f, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(f);
+        return e == EWOULDBLOCK ? -EBUSY : boot_fail_errno(e, "%s", path);
+    }
+    *fd = f;
+    return 0;
+}
+
+/* 1 if a live process holds lock_name (so its record is true), else 0 */
+static int lock_held(const char *running, const char *lock_name)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", running, lock_name);
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0)
+        return 0;
+    int held = flock(f, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(f);
+    return held;
+}
+
+typedef struct {
+    store *st;
+    const char *name, *dir, *layer, *driver, *resumed_from;
+} run_record;
+
+static int write_run(const run_record *r, int vm_pid, const char *state)
+{
+    char text[5200], file[300];
+    snprintf(text, sizeof text,
+             "name %s\npid %d\nvm-pid %d\nlayer %s\ndriver %s\nresumed-from %s\nstate %s\ndir %s\n",
+             r->name, (int)getpid(), vm_pid, r->layer, r->driver,
+             r->resumed_from ? r->resumed_from : "-", state, r->dir);
+    snprintf(file, sizeof file, "%s.run", r->name);
+    char *running = store_running_dir(r->st);
+    int rc = running ? boot_write_atomic(running, file, text) : boot_fail(EIO, "%s", store_error());
+    free(running);
+    return rc;
+}
+
+static void remove_run(store *st, const char *name)
+{
+    char *running = store_running_dir(st);
+    if (!running)
+        return;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s.run", running, name);
+    unlink(path);
+    free(running);
 }
 
 static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -174,24 +227,41 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    char *vms = vms_dir(st);
-    DIR *d = vms ? opendir(vms) : NULL;
+    char *running = store_running_dir(st);
+    DIR *d = running ? opendir(running) : NULL;
     if (!d) {
-        free(vms);
+        free(running);
         return 0;
     }
     boot_instance *v = NULL;
     size_t cnt = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || len < 5 || strcmp(e->d_name + len - 4, ".run"))
             continue;
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s/%s", vms, e->d_name);
-        char *run = read_small(dir, ".run");
-        char pid[32], vm_pid[32], layer[80], driver[16], from[80], state[16];
+        char lock_name[300];
+        snprintf(lock_name, sizeof lock_name, "%.*s.lock", (int)(len - 4), e->d_name);
+        char *run = read_small(running, e->d_name);
+        char name[256], dir[4096], pid[32], vm_pid[32], layer[80], driver[16], from[80], state[16];
         if (!run)
             continue;
+        /* a record whose lock no one holds is stale: its pid may be anyone's
+         * now. Holding that lock, it is ours to remove: a new supervisor
+         * takes the lock before it writes its record. */
+        if (!lock_held(running, lock_name)) {
+            int fd;
+            if (lock_running(st, lock_name, &fd) == 0) {
+                char stale[4400];
+                snprintf(stale, sizeof stale, "%s/%s", running, e->d_name);
+                unlink(stale);
+                close(fd);
+            }
+            free(run);
+            continue;
+        }
+        field(run, "name", name, sizeof name);
+        field(run, "dir", dir, sizeof dir);
         field(run, "pid", pid, sizeof pid);
         field(run, "vm-pid", vm_pid, sizeof vm_pid);
         field(run, "layer", layer, sizeof layer);
@@ -199,15 +269,13 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         field(run, "resumed-from", from, sizeof from);
         field(run, "state", state, sizeof state);
         free(run);
-        if (!pid_alive(atoi(pid)))
-            continue; /* its supervisor died: not running */
         boot_instance *nv = realloc(v, (cnt + 1) * sizeof *v);
         if (!nv)
             break;
         v = nv;
         boot_instance *x = &v[cnt++];
         memset(x, 0, sizeof *x);
-        x->name = strdup(e->d_name);
+        x->name = strdup(name);
         x->dir = strdup(dir);
         x->layer = strdup(layer);
         x->driver = strdup(driver);
@@ -217,7 +285,7 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         snprintf(x->state, sizeof x->state, "%s", state);
     }
     closedir(d);
-    free(vms);
+    free(running);
     *out = v;
     *n = cnt;
     return 0;
@@ -321,9 +389,35 @@ static int name_valid(const char *s)
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-/* the supervisor's side of suspend: pause, save, stop, commit */
+/* every bundle file a saved state of drv consists of */
+static const char *const *state_files(const boot_driver *drv, size_t *n)
+{
+    static __thread const char *one[2];
+    const char *const *v = drv->state_files;
+    if (!v) {
+        one[0] = drv->state_file;
+        one[1] = NULL;
+        v = one;
+    }
+    for (*n = 0; v[*n]; (*n)++)
+        ;
+    return v;
+}
+
+static void unlink_state(const boot_driver *drv, const char *dir)
+{
+    size_t n;
+    const char *const *v = state_files(drv, &n);
+    for (size_t i = 0; i < n; i++) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/%s", dir, v[i]);
+        unlink(path);
+    }
+}
+
+/* the supervisor's side of suspend: pause, save, stop, commit D and S */
 static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
-                      const boot_settings *s)
+                      const boot_settings *s, const store_busy *busy)
 {
     char *req = read_side(dir, "suspend-request");
     char tag[160] = "", msg[600] = "";
@@ -357,15 +451,208 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
         sb[i].value = b[i].value;
     }
     store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
-                            .bindings = sb, .nbindings = nb};
-    store_commit_result res;
-    rc = store_commit(st, dir, &co, &res);
+                            .bindings = sb, .nbindings = nb < 16 ? nb : 16, .busy = busy};
+    store_commit_result disk, saved;
+    size_t nstate;
+    const char *const *names = state_files(drv, &nstate);
+    rc = store_commit_saved_state(st, dir, names, nstate, &co, &disk, &saved);
     boot_bindings_free(b, nb);
     if (rc)
         return boot_fail(EIO, "%s", store_error());
     char text[128];
-    snprintf(text, sizeof text, "ok %s\n", res.id.hex);
+    snprintf(text, sizeof text, "ok %s\n", saved.id.hex);
     return write_side(dir, "suspend-result", text);
+}
+
+/* What a run starts from: the clone directory target (its layer, or for
+ * --resume the saved state it was cloned with) or a layer ref. */
+static int resolve_target(store *st, const boot_run_opts *o, int *from_dir, char *dir,
+                          char *name, size_t name_size, store_id *lid)
+{
+    struct stat sdir;
+    /* a directory only if it is a clone: "bench" can be a tag and a folder */
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, o->target);
+    *from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode) && access(marker, F_OK) == 0;
+    if (!*from_dir)
+        return store_resolve(st, o->target, lid) ? boot_fail(ENOENT, "%s", store_error()) : 0;
+    if (!realpath(o->target, dir))
+        return boot_fail_errno(errno, "%s", o->target);
+    /* a clone made before saved states had their own layer names no state:
+     * its layer is the old one-layer saved state itself */
+    if (!o->resume || store_instance_state(st, dir, lid))
+        if (store_instance_layer(st, dir, lid))
+            return boot_fail(EINVAL, "%s", store_error());
+    const char *slash = strrchr(dir, '/');
+    snprintf(name, name_size, "%.200s", slash ? slash + 1 : dir);
+    return 0;
+}
+
+/* Before anything is made: the saved state exists, fits this host, and no
+ * other instance runs from it (its lock, held until this run ends). */
+static int check_resume(store *st, const boot_run_opts *o, const boot_driver *drv,
+                        const store_layer *layer, int from_dir, const char *dir, int *state_lock)
+{
+    const store_id *lid = &layer->id;
+    if (!layer_file(layer, drv->state_file) || !layer->nbindings)
+        return boot_fail(ENOENT, "layer %.12s has no saved %s state to resume (suspend an instance into a layer first)",
+                         lid->hex, drv->name);
+    /* check against the layer's own files */
+    boot_settings s = {0};
+    char *probe = store_layer_file_path(st, lid, BOOT_SETTINGS_FILE);
+    char *slash = probe ? strrchr(probe, '/') : NULL;
+    if (slash)
+        *slash = 0;
+    const char *settings_dir = from_dir ? dir : probe;
+    int rc = probe ? boot_settings_load(settings_dir, &s) : -ENOMEM;
+    if (!rc)
+        rc = check_bindings(layer, drv->name, settings_dir, &s);
+    free(probe);
+    boot_settings_free(&s);
+    if (rc || o->allow_duplicate)
+        return rc;
+    char lock_name[128];
+    snprintf(lock_name, sizeof lock_name, "%s.state-lock", lid->hex);
+    rc = lock_running(st, lock_name, state_lock);
+    if (rc != -EBUSY)
+        return rc;
+    boot_instance *v;
+    size_t n;
+    char who[300] = "another instance";
+    boot_ps(st, &v, &n);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].resumed_from, lid->hex))
+            snprintf(who, sizeof who, "instance %s", v[i].name);
+    boot_ps_free(v, n);
+    return boot_fail(EBUSY,
+                     "%s already runs from this saved state (same MAC and identity); stop it or "
+                     "pass --allow-duplicate",
+                     who);
+}
+
+/* A cold boot: a fresh MAC for a new clone, the sizes asked for, no state,
+ * and maybe a fresh machine identifier. */
+/* a fresh ECID in the bundle's MachineIdentifier plist, if it has one */
+static int fresh_ecid(const boot_run_opts *o, const char *dir, const boot_settings *s)
+{
+    char mid[4200];
+    snprintf(mid, sizeof mid, "%s/MachineIdentifier", dir);
+    if (access(mid, F_OK) != 0) {
+        if (s->os == BOOT_OS_MACOS)
+            note(o, "no MachineIdentifier in this bundle: the hypervisor makes a fresh one");
+        return 0;
+    }
+    uint64_t ecid = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &ecid, sizeof ecid) != sizeof ecid)
+        ecid = (uint64_t)time(NULL) * 2654435761u;
+    /* below 2^63: libplist writes 8-byte integers, which every plist reader
+     * (CoreFoundation too) takes as the same number */
+    ecid = (ecid & INT64_MAX) | 1;
+    if (fd >= 0)
+        close(fd);
+    return store_write_machine_identifier(mid, ecid) ? boot_fail(EIO, "%s", store_error()) : 0;
+}
+
+static int prepare_cold(const boot_run_opts *o, const boot_driver *drv, const char *dir,
+                        int cloned, boot_settings *s)
+{
+    /* a new machine on the network: never share a MAC with the layer it
+     * came from (a clone directory run again keeps its own); and a VM that
+     * may be saved needs one recorded */
+    if (cloned || !s->mac[0])
+        boot_mac_random(s->mac);
+    if (o->cpus)
+        s->cpus = o->cpus;
+    if (o->memory_mib)
+        s->memory_mib = o->memory_mib;
+    int rc = boot_settings_save(dir, s);
+    if (rc)
+        return rc;
+    unlink_state(drv, dir); /* a state never outlives the disk it was saved with */
+    if (!o->new_identity)
+        return 0;
+    if (s->os == BOOT_OS_LINUX) {
+        /* a Linux guest's identity is VZGenericMachineIdentifier's data:
+         * without the file, the vz driver makes and keeps a fresh one */
+        char gid[4200];
+        snprintf(gid, sizeof gid, "%s/" BOOT_GENERIC_ID_FILE, dir);
+        if (unlink(gid) < 0 && errno != ENOENT)
+            return boot_fail_errno(errno, "%s", gid);
+        if (!strcmp(drv->name, "vz"))
+            note(o, "a fresh generic machine identifier is made when the VM starts");
+    }
+    /* a MachineIdentifier is an ECID plist whatever the guest (a Linux
+     * bundle under qemu may carry one too) */
+    return fresh_ecid(o, dir, s);
+}
+
+/* Start the VM; with --fallback-cold, boot fresh if the state is refused. */
+static int start_vm(const boot_run_opts *o, const boot_driver *drv, const char *dir,
+                    boot_settings *s, boot_start_opts *so, boot_vm **vm)
+{
+    int rc = drv->start(so, vm);
+    if (rc && o->resume && o->fallback_cold) {
+        note(o, "%s; booting fresh instead (--fallback-cold)", boot_error());
+        unlink_state(drv, dir);
+        boot_mac_random(s->mac);
+        boot_settings_save(dir, s);
+        so->restore_state = NULL;
+        rc = drv->start(so, vm);
+    } else if (rc && o->resume) {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", boot_error());
+        rc = boot_fail(EIO, "%s (pass --fallback-cold to boot fresh instead)", keep);
+    }
+    return rc;
+}
+
+/* Until the VM stops: suspend and stop requests. Returns 1 if the VM
+ * stopped with a state that could not be committed. */
+static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
+                     const boot_settings *s, const store_busy *busy, const run_record *r)
+{
+    long stop_deadline = 0;
+    int keep = 0;
+    while (drv->alive(vm)) {
+        if (want_suspend) {
+            want_suspend = 0;
+            write_run(r, drv->pid(vm), "suspending");
+            int rc = do_suspend(st, drv, vm, dir, s, busy);
+            if (rc && !drv->alive(vm))
+                keep = 1; /* stopped but not committed: the state lives only here */
+            if (rc) {
+                char text[1200];
+                snprintf(text, sizeof text, "error %s\n", boot_error());
+                write_side(dir, "suspend-result", text);
+                write_run(r, drv->pid(vm), "running");
+            }
+        }
+        if (want_stop && !stop_deadline) {
+            char *req = read_side(dir, "stop-request");
+            char t[32] = "30";
+            if (req)
+                field(req, "timeout", t, sizeof t);
+            free(req);
+            stop_deadline = (long)time(NULL) + atol(t);
+            write_run(r, drv->pid(vm), "stopping");
+            drv->stop(vm, atol(t) <= 0);
+        }
+        if (stop_deadline && time(NULL) >= stop_deadline)
+            drv->stop(vm, 1);
+        usleep(100 * 1000);
+    }
+    return keep;
+}
+
+static void catch_signals(void (*handler)(int))
+{
+    struct sigaction sa = {.sa_handler = handler, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 int boot_run(store *st, const boot_run_opts *o)
@@ -381,72 +668,38 @@ int boot_run(store *st, const boot_run_opts *o)
     if (o->name && !name_valid(o->name))
         return boot_fail(EINVAL, "bad instance name '%s': letters, digits, '.', '_', '-'", o->name);
 
-    char dir[4096], name[256], layer_hex[65] = "";
-    struct stat sdir;
-    /* a directory only if it is a clone: "bench" can be a tag and a folder */
-    char marker[4200];
-    snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, o->target);
-    int from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode) && access(marker, F_OK) == 0;
+    char dir[4096] = "", name[256] = "";
     store_id lid;
     store_layer *layer = NULL;
     boot_settings s = {0};
-    int rc = 0, cloned = 0, keep = 0;
-    if (from_dir) {
-        if (!realpath(o->target, dir))
-            return boot_fail_errno(errno, "%s", o->target);
-        if (store_instance_layer(st, dir, &lid))
-            return boot_fail(EINVAL, "%s", store_error());
-        const char *slash = strrchr(dir, '/');
-        snprintf(name, sizeof name, "%.200s", slash ? slash + 1 : dir);
-    } else if (store_resolve(st, o->target, &lid)) {
-        return boot_fail(ENOENT, "%s", store_error());
-    }
-    memcpy(layer_hex, lid.hex, 65);
+    store_busy busy = {-1};
+    int from_dir, rc, cloned = 0, keep = 0, recorded = 0, name_lock = -1, state_lock = -1;
+    if ((rc = resolve_target(st, o, &from_dir, dir, name, sizeof name, &lid)))
+        return rc;
     if (store_layer_load(st, &lid, &layer))
         return boot_fail(EIO, "%s", store_error());
-
-    if (o->resume) {
-        if (!layer_file(layer, drv->state_file) || !layer->nbindings) {
-            rc = boot_fail(ENOENT, "layer %.12s has no saved %s state to resume (suspend an instance into a layer first)",
-                           lid.hex, drv->name);
-            goto out;
-        }
-        /* check against the layer's own files, before anything is made */
-        char *probe = store_layer_file_path(st, &lid, BOOT_SETTINGS_FILE);
-        char *slash = probe ? strrchr(probe, '/') : NULL;
-        if (slash)
-            *slash = 0;
-        const char *settings_dir = from_dir ? dir : probe;
-        rc = probe ? boot_settings_load(settings_dir, &s) : -ENOMEM;
-        if (!rc)
-            rc = check_bindings(layer, drv->name, settings_dir, &s);
-        free(probe);
-        boot_settings_free(&s);
-        if (rc)
-            goto out;
-        if (!o->allow_duplicate) {
-            boot_instance *v;
-            size_t n;
-            boot_ps(st, &v, &n);
-            for (size_t i = 0; i < n && !rc; i++)
-                if (!strcmp(v[i].resumed_from, lid.hex))
-                    rc = boot_fail(EBUSY,
-                                   "instance %s already runs from this saved state (same MAC and "
-                                   "identity); stop it or pass --allow-duplicate",
-                                   v[i].name);
-            boot_ps_free(v, n);
-            if (rc)
-                goto out;
-        }
-    }
-
+    if (o->resume && (rc = check_resume(st, o, drv, layer, from_dir, dir, &state_lock)))
+        goto out;
     if (!from_dir) {
-        char *vms = vms_dir(st);
         if (o->name)
             snprintf(name, sizeof name, "%s", o->name);
         else
             random_name(o->target, name, sizeof name);
-        snprintf(dir, sizeof dir, "%s/%s", vms ? vms : ".", name);
+    }
+    char lock_name[300];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", name);
+    if ((rc = lock_running(st, lock_name, &name_lock))) {
+        if (rc == -EBUSY)
+            rc = boot_fail(EEXIST, "an instance named %s is running; pick another --name", name);
+        goto out;
+    }
+    if (!from_dir) {
+        char *vms = store_instances_dir(st);
+        if (!vms) {
+            rc = boot_fail(EIO, "%s", store_error());
+            goto out;
+        }
+        snprintf(dir, sizeof dir, "%s/%s", vms, name);
         free(vms);
         if (access(dir, F_OK) == 0) {
             rc = boot_fail(EEXIST, "instance %s exists (%s); pick another --name", name, dir);
@@ -454,171 +707,105 @@ int boot_run(store *st, const boot_run_opts *o)
         }
         note(o, "instance %s: cloning layer %.12s", name, lid.hex);
         int reflinked;
-        if (store_clone(st, lid.hex, dir, &reflinked)) {
+        if ((o->resume ? store_clone_saved_state : store_clone)(st, lid.hex, dir, &reflinked)) {
             rc = boot_fail(EIO, "%s", store_error());
             goto out;
         }
         cloned = 1;
     }
+    char holder[400];
+    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", name);
+    if (store_busy_take(dir, holder, &busy)) {
+        rc = boot_fail(EBUSY, "%s", store_error());
+        goto out;
+    }
     if ((rc = boot_settings_load(dir, &s)))
         goto out;
-
-    char state_path[4300];
-    snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
-    if (!o->resume) {
-        /* a new machine on the network: never share a MAC with the layer it
-         * came from (a clone directory run again keeps its own) */
-        if (cloned || !s.mac[0])
-            boot_mac_random(s.mac); /* and a VM that may be saved needs one recorded */
-        if (o->cpus)
-            s.cpus = o->cpus;
-        if (o->memory_mib)
-            s.memory_mib = o->memory_mib;
-        if ((rc = boot_settings_save(dir, &s)))
-            goto out;
-        unlink(state_path); /* a state never outlives the disk it was saved with */
-        if (o->new_identity && s.os == BOOT_OS_LINUX) {
-            /* a Linux guest's identity is VZGenericMachineIdentifier's data:
-             * without the file, the vz driver makes and keeps a fresh one */
-            char gid[4200];
-            snprintf(gid, sizeof gid, "%s/" BOOT_GENERIC_ID_FILE, dir);
-            if (unlink(gid) == 0 || errno == ENOENT) {
-                if (!strcmp(drv->name, "vz"))
-                    note(o, "a fresh generic machine identifier is made when the VM starts");
-            } else {
-                rc = boot_fail_errno(errno, "%s", gid);
-                goto out;
-            }
-        }
-        /* a MachineIdentifier is an ECID plist whatever the guest (a Linux
-         * bundle under qemu may carry one too) */
-        if (o->new_identity) {
-            char mid[4200];
-            snprintf(mid, sizeof mid, "%s/MachineIdentifier", dir);
-            if (access(mid, F_OK) == 0) {
-                uint64_t ecid = 0;
-                int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-                if (fd < 0 || read(fd, &ecid, sizeof ecid) != sizeof ecid)
-                    ecid = (uint64_t)time(NULL) * 2654435761u;
-                /* below 2^63: libplist writes 8-byte integers, which every
-                 * plist reader (CoreFoundation too) takes as the same number */
-                ecid = (ecid & INT64_MAX) | 1;
-                if (fd >= 0)
-                    close(fd);
-                if (store_write_machine_identifier(mid, ecid)) {
-                    rc = boot_fail(EIO, "%s", store_error());
-                    goto out;
-                }
-            } else if (s.os == BOOT_OS_MACOS) {
-                note(o, "no MachineIdentifier in this bundle: the hypervisor makes a fresh one");
-            }
-        }
-    }
+    if (!o->resume && (rc = prepare_cold(o, drv, dir, cloned, &s)))
+        goto out;
 
     /* handlers before the instance is visible in ps: a suspend or stop that
      * comes while the VM starts must not kill this process and orphan it */
-    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    catch_signals(on_signal);
     want_suspend = want_stop = 0;
-    if ((rc = write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, 0, "starting")))
+    run_record r = {.st = st, .name = name, .dir = dir, .layer = lid.hex, .driver = drv->name,
+                    .resumed_from = o->resume ? lid.hex : NULL};
+    if ((rc = write_run(&r, 0, "starting")))
         goto out;
+    recorded = 1;
+    char state_path[4300];
+    snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
                           .accel = o->accel,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
-    rc = drv->start(&so, &vm);
-    if (rc && o->resume && o->fallback_cold) {
-        note(o, "%s; booting fresh instead (--fallback-cold)", boot_error());
-        unlink(state_path);
-        boot_mac_random(s.mac);
-        boot_settings_save(dir, &s);
-        so.restore_state = NULL;
-        rc = drv->start(&so, &vm);
-    } else if (rc && o->resume) {
-        char keep[1024];
-        snprintf(keep, sizeof keep, "%s", boot_error());
-        rc = boot_fail(EIO, "%s (pass --fallback-cold to boot fresh instead)", keep);
-    }
-    if (rc)
+    if ((rc = start_vm(o, drv, dir, &s, &so, &vm)))
         goto out;
     /* restored: from here the disk moves on, so the state no longer fits it */
-    unlink(state_path);
-    write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, drv->pid(vm), "running");
+    unlink_state(drv, dir);
+    write_run(&r, drv->pid(vm), "running");
     if (o->started)
         o->started(o->ctx, name);
-
-    long stop_deadline = 0;
-    while (drv->alive(vm)) {
-        if (want_suspend) {
-            want_suspend = 0;
-            write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, drv->pid(vm), "suspending");
-            int r = do_suspend(st, drv, vm, dir, &s);
-            if (r && !drv->alive(vm))
-                keep = 1; /* stopped but not committed: the state lives only here */
-            if (r) {
-                char text[1200];
-                snprintf(text, sizeof text, "error %s\n", boot_error());
-                write_side(dir, "suspend-result", text);
-                write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, drv->pid(vm), "running");
-            }
-        }
-        if (want_stop && !stop_deadline) {
-            char *req = read_side(dir, "stop-request");
-            char t[32] = "30";
-            if (req)
-                field(req, "timeout", t, sizeof t);
-            free(req);
-            stop_deadline = (long)time(NULL) + atol(t);
-            write_run(dir, name, layer_hex, drv->name, o->resume ? lid.hex : NULL, drv->pid(vm), "stopping");
-            drv->stop(vm, atol(t) <= 0);
-        }
-        if (stop_deadline && time(NULL) >= stop_deadline)
-            drv->stop(vm, 1);
-        usleep(100 * 1000);
-    }
+    keep = supervise(st, drv, vm, dir, &s, &busy, &r);
     drv->release(vm);
 out:
-    signal(SIGUSR1, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    {
-        char runf[4200];
-        snprintf(runf, sizeof runf, "%s/.run", dir);
-        if (cloned || from_dir)
-            unlink(runf);
-    }
+    catch_signals(SIG_DFL);
+    if (recorded)
+        remove_run(st, name); /* while its lock is held: no one else's record */
     if (cloned && o->ephemeral && !keep && store_clone_delete(st, dir))
         remove_tree(dir); /* an ephemeral instance leaves nothing behind, record included */
     else if (keep && o->note)
         note(o, "instance %s kept at %s: its saved state could not be committed", name, dir);
+    store_busy_release(&busy);
+    if (name_lock >= 0)
+        close(name_lock);
+    if (state_lock >= 0)
+        close(state_lock);
     boot_settings_free(&s);
     store_layer_free(layer);
     return rc;
 }
 
+
 /* ---------- asking a supervisor ---------- */
 
+/* a running instance by name, or by its directory */
 static int find_running(store *st, const char *name, boot_instance *out)
 {
     boot_instance *v;
     size_t n;
     boot_ps(st, &v, &n);
+    char abs[4096];
+    int by_dir = strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..");
+    if (!realpath(name, abs))
+        abs[0] = 0;
     int found = 0;
     for (size_t i = 0; i < n; i++)
-        if (!strcmp(v[i].name, name) && !found) {
+        if (!found && ((!by_dir && !strcmp(v[i].name, name)) || (abs[0] && !strcmp(v[i].dir, abs)))) {
             *out = v[i];
             memset(&v[i], 0, sizeof v[i]);
             found = 1;
         }
     boot_ps_free(v, n);
     return found ? 0 : boot_fail(ENOENT, "no running instance '%s' (see strata ps)", name);
+}
+
+/* Signal a supervisor only while it holds its record's lock: a pid from a
+ * stale record may belong to anyone by now. */
+static int signal_instance(store *st, const boot_instance *x, int sig)
+{
+    char *running = store_running_dir(st);
+    char lock_name[300];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
+    int live = running && lock_held(running, lock_name);
+    free(running);
+    if (!live)
+        return boot_fail(ESRCH, "instance %s is no longer running", x->name);
+    if (kill(x->pid, sig) < 0)
+        return boot_fail_errno(errno, "signalling instance %s (pid %d)", x->name, x->pid);
+    return 0;
 }
 
 static void free_instance(boot_instance *x)
@@ -656,8 +843,8 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
             *p = ' ';
     remove_side(x.dir, "suspend-result");
     rc = write_side(x.dir, "suspend-request", req);
-    if (!rc && kill(x.pid, SIGUSR1) < 0)
-        rc = boot_fail_errno(errno, "signalling instance %s (pid %d)", name, x.pid);
+    if (!rc)
+        rc = signal_instance(st, &x, SIGUSR1);
     char *res = NULL;
     for (long i = 0; !rc && i < 6000 && !(res = read_side(x.dir, "suspend-result")); i++) {
         if (!pid_alive(x.pid)) {
@@ -697,8 +884,8 @@ int boot_stop(store *st, const char *name, int timeout_s)
     char req[64];
     snprintf(req, sizeof req, "timeout %d\n", timeout_s);
     rc = write_side(x.dir, "stop-request", req);
-    if (!rc && kill(x.pid, SIGTERM) < 0)
-        rc = boot_fail_errno(errno, "signalling instance %s (pid %d)", name, x.pid);
+    if (!rc)
+        rc = signal_instance(st, &x, SIGTERM);
     if (!rc && wait_gone(x.pid, timeout_s + 30))
         rc = boot_fail(ETIMEDOUT, "instance %s did not stop", name);
     remove_side(x.dir, "stop-request");

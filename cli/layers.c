@@ -93,20 +93,37 @@ static int cmd_commit(int argc, char **argv)
 static int cmd_clone(int argc, char **argv)
 {
     char *pos[2];
-    int n;
-    if (cli_parse(argc, argv, NULL, 0, pos, 2, &n, "clone") || cli_need(n, 2, "clone"))
+    int n, with_state = 0;
+    cli_opt opts[] = {{"--with-state", 0, NULL, &with_state}};
+    if (cli_parse(argc, argv, opts, 1, pos, 2, &n, "clone") || cli_need(n, 2, "clone"))
         return 1;
     store *st;
     if (cli_open_store(&st))
         return 1;
     int reflinked = 0;
-    int rc = store_clone(st, pos[0], pos[1], &reflinked);
+    int rc = (with_state ? store_clone_saved_state : store_clone)(st, pos[0], pos[1], &reflinked);
     store_close(st);
     if (rc)
         return cli_store_failed();
     if (!reflinked)
         fprintf(stderr, "strata: cli_note: copied (this filesystem can't share blocks); holes kept\n");
     return 0;
+}
+
+static const char *binding_of(const store_layer *l, const char *key)
+{
+    for (size_t i = 0; i < l->nbindings; i++)
+        if (!strcmp(l->bindings[i].key, key))
+            return l->bindings[i].value;
+    return "?";
+}
+
+/* "saved state (host, driver): " for a layer with bindings, else "" */
+static void saved_state_label(const store_layer *l, char *out, size_t n)
+{
+    out[0] = 0;
+    if (l->nbindings)
+        snprintf(out, n, "saved state (%s, %s): ", binding_of(l, "host"), binding_of(l, "driver"));
 }
 
 static int cmd_log(int argc, char **argv)
@@ -137,10 +154,19 @@ static int cmd_log(int argc, char **argv)
         if (json) {
             printf("%s", first ? "" : ",");
             cli_json_layer_head(l);
+            if (l->nbindings) {
+                printf(",\"saved_state\":{\"host\":");
+                cli_json_str(stdout, binding_of(l, "host"));
+                printf(",\"driver\":");
+                cli_json_str(stdout, binding_of(l, "driver"));
+                printf("}");
+            }
             printf("}");
         } else {
-            printf("%.12s  %s  %10s  %s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
-                   cli_human(l->bytes_added, b, sizeof b), l->message);
+            char what[300] = "";
+            saved_state_label(l, what, sizeof what);
+            printf("%.12s  %s  %10s  %s%s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
+                   cli_human(l->bytes_added, b, sizeof b), what, l->message);
         }
         first = 0;
         int more = l->has_parent;
@@ -441,10 +467,12 @@ const cli_verb cli_layer_verbs[] = {
      "every chunk checked. --from-tart DIR makes a layer of a tart VM directory (disk cloned).\n"
      "RestoreImage.ipsw is skipped unless --include-restore-image is given. -v tells how\n"
      "much was read and stored."},
-    {"clone", cmd_clone, "clone REF DIR",
+    {"clone", cmd_clone, "clone REF DIR [--with-state]",
      "Make DIR a writable bundle cloned from layer REF (copy-on-write where the filesystem\n"
      "can share blocks; holes are never filled). DIR must not exist and must be on the\n"
-     "store's volume. DIR/.strata records the layer it came from."},
+     "store's volume. DIR/.strata records the layer it came from. A saved state is cloned\n"
+     "without its state (the disk it was saved with) unless --with-state, which keeps it\n"
+     "for `run DIR --resume`."},
     {"commit", cmd_commit, "commit DIR [-m MESSAGE] [-t TAG] [-v]",
      "Make a child layer of the clone DIR's layer from DIR's current files. Only chunks\n"
      "whose blocks changed since the clone are read. Prints the new layer id."},

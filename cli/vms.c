@@ -150,11 +150,14 @@ const cli_verb cli_vm_verbs[] = {
      "it on this host (checked once per host boot), and restarts emulated a guest that\n"
      "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
      "kvm insists, and fails in that case; tcg is software emulation."},
-    {"suspend", cmd_suspend, "suspend NAME [-t TAG] [-m MESSAGE]",
-     "Pause instance NAME, save its state, and commit disk, aux storage and state as one\n"
-     "layer bound to this host. The instance stops. Prints the layer id."},
-    {"stop", cmd_stop, "stop NAME [--timeout SECONDS] [--force]",
+    {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
+     "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
+     "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
+     "to this host. The instance stops. TAG names S; prints S's id."},
+    {"stop", cmd_stop, "stop NAME|DIR [--timeout SECONDS] [--force]",
      "Ask the guest to shut down, and force it off after the timeout (30 s)."},
-    {"ps", cmd_ps, "ps [--json]", "Running instances: name, layer, driver, pid, state."},
+    {"ps", cmd_ps, "ps [--json]",
+     "Running instances, in the store or run from a clone directory: name, layer,\n"
+     "driver, pid, state (--json adds the directory)."},
     {NULL, NULL, NULL, NULL},
 };

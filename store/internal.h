@@ -127,6 +127,12 @@ int st_unreachable_stamp(store *st, const store_id *id);
 /* the unreachable list's text with that stamp, to write later */
 int st_unreachable_stamped(store *st, const store_id *id, char **text);
 
+/* savedstate.c: which files of layer l are saved-state data (state[i] = 1
+ * for l->files[i]) and l's base (store.h, "saved states") */
+int st_saved_state_split(store *st, const store_layer *l, int *state, store_id *base);
+/* add "state <id>" to the marker of the clone being made in dir */
+int st_mark_saved_state(const char *dir, const store_id *state);
+
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
 int st_layer_exists(const store *st, const store_id *id);

@@ -982,8 +982,26 @@ static void note(const store_commit_opts *o, const char *fmt, ...)
     o->note(o->progress_ctx, line);
 }
 
+/* What the commit publishes besides the layer itself, under the same lock,
+ * and what it leaves out. */
+typedef struct {
+    const char *instance_dir; /* move this clone onto the new layer, or NULL */
+    const char *key;          /* its record */
+    const char *const *skip;  /* file names left out of the layer (a saved state's) */
+    size_t nskip;
+} publish_extra;
+
+static int skipped(const publish_extra *extra, const char *name)
+{
+    for (size_t i = 0; extra && i < extra->nskip; i++)
+        if (!strcmp(extra->skip[i], name))
+            return 1;
+    return 0;
+}
+
 /* The regular files of a bundle, checked against the bundle rules. */
-static int scan_bundle(const char *dir, const store_commit_opts *o, src_file **out, size_t *n)
+static int scan_bundle(const char *dir, const store_commit_opts *o, const publish_extra *extra,
+                       src_file **out, size_t *n)
 {
     char **names;
     size_t cnt;
@@ -1005,7 +1023,9 @@ static int scan_bundle(const char *dir, const store_commit_opts *o, src_file **o
             rc = -ENOMEM;
             break;
         }
-        if (lstat(path, &s) < 0)
+        if (skipped(extra, names[i]))
+            ; /* left out on purpose: not versioned, not checked */
+        else if (lstat(path, &s) < 0)
             rc = st_fail_errno(errno, "%s", path);
         else if (S_ISLNK(s.st_mode))
             rc = st_fail(EINVAL, "%s: a symbolic link; a bundle holds regular files only", path);
@@ -1100,12 +1120,6 @@ static int load_parent_seals(store *st, const store_layer *parent, st_seals **ou
         rc = 0; /* none to trust: read instead (fsck reports damaged seals) */
     return rc;
 }
-
-/* What the commit publishes besides the layer itself, under the same lock. */
-typedef struct {
-    const char *instance_dir; /* move this clone onto the new layer, or NULL */
-    const char *key;          /* its record */
-} publish_extra;
 
 /* undo the steps done so far, newest first; say what could not be undone */
 static int roll_back(store *st, staged *steps, int n, const char *layer_dir, const char *tmp_path,
@@ -1224,7 +1238,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     st_buf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
     st_seals *seals = NULL, *parent_seals = NULL;
-    int rc = scan_bundle(src_dir, o, &src, &nsrc);
+    int rc = scan_bundle(src_dir, o, extra, &src, &nsrc);
     if (rc)
         return rc;
     if (nsrc > ST_MAX_FILES || o->nbindings > ST_MAX_BINDINGS) {
@@ -1402,17 +1416,23 @@ int store_commit(store *st, const char *instance_dir, const store_commit_opts *o
     char *abs = realpath(instance_dir, NULL);
     if (!abs)
         return st_fail_errno(errno, "%s", instance_dir);
+    store_busy busy = {-1};
     store_id pid;
     store_layer *parent = NULL;
     int rc = st_lock(st, 0); /* the parent's files must stay while we compare */
     char key[KEY_HEX + 1];
-    if (!rc && !(rc = read_clone(st, abs, &pid, key)))
+    if (!rc)
+        rc = read_clone(st, abs, &pid, key);
+    if (!rc && !o->busy) /* never copy a disk a running VM writes */
+        rc = store_busy_take(abs, "a commit in progress", &busy);
+    if (!rc)
         rc = store_layer_load(st, &pid, &parent);
     if (!rc) {
         publish_extra extra = {.instance_dir = abs, .key = key};
         rc = build_layer(st, abs, parent, o, &extra, res);
     }
     st_unlock(st);
+    store_busy_release(&busy);
     store_layer_free(parent);
     free(abs);
     return rc;
@@ -1441,22 +1461,75 @@ static int write_clone_files(store *st, const char *key, const char *abs_dir,
     return rc;
 }
 
-int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
+/* D then S (store.h). D first, and the clone moves onto D with it, so a
+ * crash between them leaves a plain layer and an instance that is its
+ * clone: nothing claims a state that was not committed. */
+int store_commit_saved_state(store *st, const char *instance_dir, const char *const *state_files,
+                             size_t nstate, const store_commit_opts *o, store_commit_result *disk,
+                             store_commit_result *state)
+{
+    memset(disk, 0, sizeof *disk);
+    memset(state, 0, sizeof *state);
+    if (o->tag && !store_tag_valid(o->tag))
+        return bad_tag(o->tag);
+    if (!o->nbindings)
+        return st_fail(EINVAL, "a saved state needs bindings");
+    char *abs = realpath(instance_dir, NULL);
+    if (!abs)
+        return st_fail_errno(errno, "%s", instance_dir);
+    store_busy busy = {-1};
+    store_id pid;
+    store_layer *parent = NULL, *d = NULL;
+    int rc = st_lock(st, 0);
+    char key[KEY_HEX + 1];
+    if (!rc)
+        rc = read_clone(st, abs, &pid, key);
+    if (!rc && !o->busy)
+        rc = store_busy_take(abs, "a commit in progress", &busy);
+    if (!rc)
+        rc = store_layer_load(st, &pid, &parent);
+    if (!rc) {
+        store_commit_opts od = *o;
+        od.tag = NULL;
+        od.bindings = NULL;
+        od.nbindings = 0;
+        publish_extra extra = {.instance_dir = abs, .key = key, .skip = state_files, .nskip = nstate};
+        rc = build_layer(st, abs, parent, &od, &extra, disk);
+    }
+    st_unlock(st);
+    if (!rc)
+        rc = st_lock(st, 0);
+    if (!rc)
+        rc = store_layer_load(st, &disk->id, &d);
+    if (!rc) {
+        publish_extra extra = {.instance_dir = NULL}; /* the instance stays on D */
+        rc = build_layer(st, abs, d, o, &extra, state);
+    }
+    st_unlock(st);
+    store_busy_release(&busy);
+    store_layer_free(parent);
+    store_layer_free(d);
+    free(abs);
+    return rc;
+}
+
+static int clone_layer(store *st, const char *ref, const char *dir, int *reflinked, int with_state)
 {
     struct stat s;
     if (lstat(dir, &s) == 0)
         return st_fail(EEXIST, "%s already exists; clone makes a new directory", dir);
-    char *copy = strdup(dir), *base = strdup(dir);
-    if (!copy || !base) {
+    char *copy = strdup(dir), *leaf_copy = strdup(dir);
+    if (!copy || !leaf_copy) {
         free(copy);
-        free(base);
+        free(leaf_copy);
         return -ENOMEM;
     }
     char *parent = realpath(dirname(copy), NULL);
-    const char *leaf = basename(base);
+    const char *leaf = basename(leaf_copy);
     char *abs = NULL, *tmp = NULL;
     store_layer *l = NULL;
-    store_id id;
+    store_id id, base;
+    int *state_file = NULL; /* per file of l: 1 if it is saved-state data */
     int rc = 0;
     if (!parent) {
         rc = st_fail_errno(errno, "%s", dir);
@@ -1489,6 +1562,14 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
     if ((rc = st_lock(st, 0)) || (rc = store_resolve(st, ref, &id)) ||
         (rc = store_layer_load(st, &id, &l)))
         goto out;
+    if (!(state_file = calloc(l->nfiles + 1, sizeof *state_file))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = st_saved_state_split(st, l, state_file, &base)))
+        goto out;
+    if (with_state)
+        memset(state_file, 0, l->nfiles * sizeof *state_file);
     st_rm_rf(tmp); /* our pid's, so a crashed clone's: no one else's work */
     if (mkdir(tmp, 0755) < 0) {
         rc = st_fail_errno(errno, "%s", tmp);
@@ -1496,6 +1577,8 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
     }
     int all_reflinked = 1;
     for (size_t i = 0; i < l->nfiles && !rc; i++) {
+        if (state_file[i])
+            continue;
         char *from = store_layer_file_path(st, &id, l->files[i].name);
         char *to = st_printf("%s/%s", tmp, l->files[i].name);
         clone_method how;
@@ -1512,6 +1595,8 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
     /* durable before it is visible; syncing after the last clone lets the
      * first fsync's journal flush cover the others */
     for (size_t i = 0; i < l->nfiles && !rc; i++) {
+        if (state_file[i])
+            continue;
         char *p = st_printf("%s/%s", tmp, l->files[i].name);
         int e = p ? st_fsync_path(p) : -ENOMEM;
         if (e)
@@ -1521,8 +1606,10 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
     char key[KEY_HEX + 1];
     new_key(abs, key);
     int recorded = 0;
-    if (!rc && !(rc = write_clone_files(st, key, abs, tmp, &id)))
+    if (!rc && !(rc = write_clone_files(st, key, abs, tmp, &base)))
         recorded = 1;
+    if (!rc && with_state && l->nbindings)
+        rc = st_mark_saved_state(tmp, &id);
     if (!rc && (rc = st_fsync_dir(tmp)))
         rc = st_fail_errno(rc, "%s", tmp);
     int e = rc ? 0 : fault("clone-publish");
@@ -1543,12 +1630,23 @@ int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
 out:
     st_unlock(st);
     store_layer_free(l);
+    free(state_file);
     free(parent);
     free(abs);
     free(tmp);
     free(copy);
-    free(base);
+    free(leaf_copy);
     return rc;
+}
+
+int store_clone(store *st, const char *ref, const char *dir, int *reflinked)
+{
+    return clone_layer(st, ref, dir, reflinked, 0);
+}
+
+int store_clone_saved_state(store *st, const char *ref, const char *dir, int *reflinked)
+{
+    return clone_layer(st, ref, dir, reflinked, 1);
 }
 
 /* ---------- identity and diff ---------- */

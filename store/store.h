@@ -15,6 +15,8 @@
  *   refs/tags/<name>    "<id>\n"
  *   instances/<key>     which clone directory came from which layer
  *   unreachable         since when each unreachable layer is (gc's grace period)
+ *   vms/<name>/         boot's instances (clones), see store_instances_dir
+ *   running/            boot's records of running instances, see store_running_dir
  *   tmp/                work in progress, each entry flocked by its owner
  *
  * Every function returns 0 (or a count) on success and a negative errno on
@@ -119,6 +121,9 @@ typedef struct {
     void *progress_ctx;
     /* receives notes such as a skipped file; may be NULL */
     void (*note)(void *ctx, const char *line);
+    /* commit: the caller already holds the instance's busy lock (the
+     * supervisor suspending its own instance), or NULL to take it here */
+    const struct store_busy *busy;
 } store_commit_opts;
 
 typedef struct {
@@ -140,7 +145,8 @@ int store_commit(store *st, const char *instance_dir, const store_commit_opts *o
                  store_commit_result *res);
 
 /* Make dir (which must not exist, on the store's volume) a writable bundle
- * cloned from ref. */
+ * cloned from ref. A saved state (see below) is cloned without its state:
+ * the clone holds its base's content and counts as a clone of the base. */
 int store_clone(store *st, const char *ref, const char *dir, int *reflinked);
 
 /* Read an instance directory's marker: the layer it is a clone of. A clone
@@ -272,6 +278,57 @@ void store_clones_free(store_clone_entry *v, size_t n);
 const char *store_clone_state_name(store_clone_state s);
 /* Forget records of missing clones not written for expire seconds. */
 int store_clones_prune(store *st, int64_t expire, size_t *forgotten);
+
+/* ---- saved states (docs/manifest.md, "Saved states") ----
+ *
+ * A layer with bindings is a saved state. Suspend makes it as two layers:
+ * D, the bundle without the state files and bindings, and S, D's child
+ * with the same files plus the state files and bindings. S's base is D.
+ * A saved state made before that rule (one layer, disk changes and state
+ * together) is its own base; its state files are the files its parent's
+ * content lacks. Clones, later commits and exports without the state start
+ * from the base's content. */
+
+/* The layer holding id's content without a saved state: its parent D for a
+ * saved state made by suspend, id itself for any other layer. */
+int store_layer_base(store *st, const store_id *id, store_id *base);
+
+/* Clone a saved state whole, state files included, to resume it. The clone
+ * counts as a clone of the base; store_instance_state tells the state. */
+int store_clone_saved_state(store *st, const char *ref, const char *dir, int *reflinked);
+
+/* The saved state a directory was cloned with by store_clone_saved_state
+ * and not committed since; -ENOENT if none. */
+int store_instance_state(store *st, const char *instance_dir, store_id *out);
+
+/* Suspend's commit: D (the instance without the files named in
+ * state_files, and without bindings), then S (D's child: the same files
+ * plus the state files, with o->bindings). o->tag names S. The instance
+ * stays a clone of D. A crash between the two leaves D, a plain layer. */
+int store_commit_saved_state(store *st, const char *instance_dir, const char *const *state_files,
+                             size_t nstate, const store_commit_opts *o, store_commit_result *disk,
+                             store_commit_result *state);
+
+/* ---- instances in use ----
+ *
+ * An instance directory is busy while a process (a running VM's
+ * supervisor, a commit) holds its lock, a file the store names inside it.
+ * store_commit takes it without waiting, so it never copies a disk that is
+ * being written; a holder that commits passes its handle in opts.busy. */
+typedef struct store_busy {
+    int fd;
+} store_busy;
+
+/* Take dir's busy lock without waiting, recording holder (e.g. "running
+ * instance web; strata suspend or stop it first") for the message others
+ * get: "DIR is in use by HOLDER" (-EBUSY). Release with store_busy_release. */
+int store_busy_take(const char *instance_dir, const char *holder, store_busy *out);
+void store_busy_release(store_busy *b);
+
+/* Where boot keeps its instances (STORE/vms) and its records of running
+ * instances (STORE/running), created if absent. Caller frees. */
+char *store_instances_dir(store *st);
+char *store_running_dir(store *st);
 
 /* ---- tags ---- */
 

@@ -32,7 +32,7 @@ kill_marked_qemus() {
         tr '\0' '\n' <"$e" 2>/dev/null | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
     done
 }
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "$STRATA_HOME/vms" 2>/dev/null; kill_marked_qemus; true; }
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "qemu-system.*$W/" 2>/dev/null; kill_marked_qemus; true; }
 trap cleanup EXIT
 
 # wait_for FILE REGEX SECONDS
@@ -52,6 +52,9 @@ start_vm() { # name args...: strata run in the background
     "$S" run "$@" --name "$name" >"$W/run-$name.log" 2>&1 &
     PIDS="$PIDS $!"
 }
+layer_json() { "$S" inspect "$1" --json 2>/dev/null; }
+layer_field() { layer_json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]) or "")' "$2"; }
+in_ps() { "$S" ps --json | python3 -c 'import json,sys; sys.exit(0 if any(i["name"]==sys.argv[1] for i in json.load(sys.stdin)) else 1)' "$1"; }
 
 # the guest, with a machine identifier to be replaced by --new-identity
 cp -a "$GUEST/guest.bundle" "$W/gb"
@@ -166,6 +169,13 @@ check "...locally administered" python3 -c "import sys; b=int('$NEWMAC'[:2],16);
 check "the fixture's ECID reads as 13061332575042855156" [ "$(ecid "$W/gb/MachineIdentifier")" = 13061332575042855156 ]
 NEWECID=$(ecid "$STRATA_HOME/vms/a/MachineIdentifier")
 check "--new-identity writes a fresh ECID ($NEWECID)" [ "$NEWECID" != 13061332575042855156 ] && [ "$NEWECID" -gt 0 ]
+check "a running instance is in the store's instances directory" [ -d "$STRATA_HOME/vms/a" ]
+ROOT=$(layer_field linux-ci id)
+"$S" untag linux-ci >/dev/null 2>&1
+run "$S" gc
+check "gc keeps the layer only a running instance stands on" [ -d "$STRATA_HOME/layers/$ROOT" ]
+"$S" tag "$ROOT" linux-ci >/dev/null 2>&1
+expect_error "commit of a running instance is refused" 1 "$STRATA_HOME/vms/a is in use by running instance a; strata suspend or stop it first" "$S" commit "$STRATA_HOME/vms/a"
 
 # ---- suspend ----
 sleep 2
@@ -177,8 +187,26 @@ U=$(beat_field "$SAVED" uptime); C=$(beat_field "$SAVED" counter)
 run "$S" ps
 check "the suspended instance no longer runs" bash -c "! grep -q '^a ' '$W/out'"
 run "$S" inspect linux-ci:warm --json
-check "the layer holds disk, state and settings" grep -q '"name":"SaveFile.qemustate"' "$W/out"
-check "the layer records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"[0-9a-f]\{64\}","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
+check "the saved state S holds disk, state and settings" grep -q '"name":"SaveFile.qemustate"' "$W/out"
+check "S records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"[0-9a-f]\{64\}","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
+check "the tag points at S" [ "$(layer_field linux-ci:warm id)" = "$WARM" ]
+DISK=$(layer_field "$WARM" parent)
+check "S's parent D is a child of the instance's layer" [ "$(layer_field "$DISK" parent)" = "$ROOT" ]
+run "$S" inspect "$DISK" --json
+check "D holds the disk and settings" grep -q '"name":"Disk.img"' "$W/out"
+check "D has no state file" bash -c "! grep -q SaveFile '$W/out'"
+check "D has no bind lines" bash -c "! grep -q '^bind ' '$STRATA_HOME/layers/$DISK/manifest'"
+check "S adds only the state (its files beside the state are D's)" [ "$(grep -c '^file ' "$STRATA_HOME/layers/$WARM/manifest")" -eq $(($(grep -c '^file ' "$STRATA_HOME/layers/$DISK/manifest") + 1)) ]
+run "$S" log linux-ci:warm
+check "log shows S as a saved state (host, driver)" grep -qE "^${WARM:0:12} .*saved state \([^,]+, qemu\)" "$W/out"
+check "...and D as a plain layer" bash -c "grep -E '^${DISK:0:12} ' '$W/out' | grep -vq 'saved state'"
+run "$S" inspect linux-ci:warm
+check "inspect S lists the bindings" grep -q 'saved state bound to:' "$W/out"
+"$S" clone linux-ci:warm "$W/dplain" 2>/dev/null
+check "clone S gives D's content: no state file" [ -e "$W/dplain/Disk.img" ] && [ ! -e "$W/dplain/SaveFile.qemustate" ]
+echo x >"$W/dplain/notes.txt"
+run "$S" commit "$W/dplain" -m later
+check "a later commit of that clone is D's child" [ "$(layer_field "$(head -1 "$W/out" | grep -oE '[0-9a-f]{64}')" parent)" = "$DISK" ]
 DISK_BEFORE=$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)
 
 # ---- resume, twice, each from the same point ----
@@ -203,6 +231,63 @@ for r in r1 r2; do
     run "$S" stop $r --timeout 5
     check "stop $r" [ "$rc" -eq 0 ]
 done
+
+# ---- two resumes of one state at the same moment: exactly one runs ----
+"$S" run linux-ci:warm --resume --name c1 >"$W/run-c1.log" 2>&1 &
+P1=$!
+"$S" run linux-ci:warm --resume --name c2 >"$W/run-c2.log" 2>&1 &
+P2=$!
+PIDS="$PIDS $P1 $P2"
+for ((i = 0; i < 300; i++)); do
+    { ! kill -0 $P1 2>/dev/null || ! kill -0 $P2 2>/dev/null; } && break
+    sleep 0.2
+done
+losers=$(grep -l "already runs from this saved state" "$W/run-c1.log" "$W/run-c2.log" 2>/dev/null | wc -l)
+check "two resumes started at once: one is refused" [ "$losers" -eq 1 ]
+winner=c1; grep -q "already runs" "$W/run-c1.log" && winner=c2
+if wait_for "$(console $winner)" '^HEARTBEAT' 120; then ok "...and the other runs ($winner)"; else bad "...and the other runs ($winner)"; fi
+check "...alone in ps" [ "$("$S" ps --json | grep -o '"name":"c[12]"' | wc -l)" -eq 1 ]
+"$S" stop $winner --timeout 5 >/dev/null 2>&1
+# ---- a store made by the previous version: a one-layer saved state ----
+# (disk changes, state file and bind lines together), made by the binary of
+# commit 073ac5f built from this repository's history; read as it is
+OLDSRC=$W/old-src
+if git -C "$HERE/.." cat-file -e 073ac5f^{commit} 2>/dev/null && rm -rf "$OLDSRC" && mkdir -p "$OLDSRC" &&
+    git -C "$HERE/.." archive 073ac5f | tar -x -C "$OLDSRC" && make -C "$OLDSRC" -j2 build/strata >"$W/old-build.log" 2>&1; then
+    "$OLDSRC/build/strata" run linux-ci --name old1 >"$W/run-old1.log" 2>&1 &
+    PIDS="$PIDS $!"
+    if wait_for "$(console old1)" 'HEARTBEAT uptime=[0-9]+ counter=3' 240; then
+        run "$OLDSRC/build/strata" suspend old1 -t linux-ci:old
+        OLDL=$(grep -oE '^[0-9a-f]{64}$' "$W/out")
+        OSAVED=$(last_beat old1); OC=$(beat_field "$OSAVED" counter)
+        check "the old binary made a one-layer saved state" [ -n "$OLDL" ] && [ "$(layer_field "$OLDL" parent)" = "$ROOT" ] &&
+            grep -q '^bind ' "$STRATA_HOME/layers/$OLDL/manifest" && grep -q '^file SaveFile.qemustate ' "$STRATA_HOME/layers/$OLDL/manifest"
+        run "$S" log linux-ci:old
+        check "log shows the old layer as a saved state" grep -q "^${OLDL:0:12} .*saved state (" "$W/out"
+        "$S" clone linux-ci:old "$W/dold" 2>/dev/null
+        check "clone of an old saved state: its disk, no state file" [ -e "$W/dold/Disk.img" ] && [ ! -e "$W/dold/SaveFile.qemustate" ]
+        start_vm o2 linux-ci:old --resume
+        if wait_for "$(console o2)" '^HEARTBEAT' 120; then
+            first=$(grep -E '^HEARTBEAT' "$(console o2)" | head -1)
+            check "an old saved state still resumes (counter $OC -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -eq $((OC + 1)) ]
+        else
+            bad "an old saved state still resumes"; tail -3 "$W/run-o2.log"
+        fi
+        "$S" stop o2 --timeout 5 >/dev/null 2>&1
+        start_vm o3 linux-ci:old --cold --ephemeral
+        if wait_for "$(console o3)" 'BOOTED' 240; then
+            check "--cold of an old saved state: no state file in the instance" [ ! -e "$STRATA_HOME/vms/o3/SaveFile.qemustate" ]
+        else
+            bad "--cold of an old saved state boots"
+        fi
+        "$S" stop o3 --timeout 1 >/dev/null 2>&1
+    else
+        bad "the old binary boots the guest"; tail -3 "$W/run-old1.log"
+    fi
+else
+    skipped "saved states of the previous version" "can't build commit 073ac5f (no git history here?): $(tail -1 "$W/old-build.log" 2>/dev/null)"
+fi
+
 check "the layer's disk is never written" [ "$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)" = "$DISK_BEFORE" ]
 run "$S" fsck
 check "fsck is clean after the runs" [ "$rc" -eq 0 ]
@@ -213,22 +298,28 @@ STRATA_HOST_ID=another-host run "$S" run linux-ci:warm --resume --name d1
 check "resume on another host is refused" [ "$rc" -eq 1 ]
 check "...naming the host and suggesting --cold" grep -q "saved with host '.*', this is 'another-host'; boot it fresh with --cold" "$W/err"
 check "...before any instance is made" [ "$(ls "$STRATA_HOME/vms" | wc -l)" -eq "$nvms" ]
-"$S" clone linux-ci:warm "$W/dmac" 2>/dev/null
+"$S" clone linux-ci:warm "$W/dmac" --with-state 2>/dev/null
+check "clone --with-state keeps the state" [ -e "$W/dmac/SaveFile.qemustate" ]
 sed -i "s/$NEWMAC/02:00:00:00:00:01/" "$W/dmac/Settings.json"
 expect_error "resume with another MAC is refused" 1 "its state was saved with MAC address '$NEWMAC', this is '02:00:00:00:00:01'" "$S" run "$W/dmac" --resume
-"$S" clone linux-ci:warm "$W/dbad" 2>/dev/null
+"$S" clone linux-ci:warm "$W/dbad" --with-state 2>/dev/null
 head -c 4096 /dev/urandom >"$W/dbad/SaveFile.qemustate"
 expect_error "a state the hypervisor refuses is reported" 1 "qemu refused the saved state" "$S" run "$W/dbad" --resume
 start_vm dfb "$W/dbad" --resume --fallback-cold
-PIDS="$PIDS"
 if wait_for "$W/dbad/.console.log" 'BOOTED' 240; then ok "--fallback-cold boots fresh when the state is refused"; else bad "--fallback-cold boots fresh"; tail -3 "$W/run-dfb.log"; fi
-"$S" stop dbad --timeout 1 >/dev/null 2>&1
+run "$S" ps --json
+check "run DIR (outside the store) shows in ps, with its directory" grep -q '"name":"dbad","dir":"'"$W"'/dbad"' "$W/out"
+expect_error "commit of a running DIR is refused" 1 "$W/dbad is in use by running instance dbad; strata suspend or stop it first" "$S" commit "$W/dbad"
+run "$S" stop "$W/dbad" --timeout 1
+check "stop finds a run DIR instance by its directory" [ "$rc" -eq 0 ]
+check "...and it is gone from ps" bash -c "! '$S' ps | grep -q '^dbad '"
 
 # ---- cold boot of a layer that has a state, and ephemeral runs ----
 nlayers=$(ls "$STRATA_HOME/layers" | wc -l)
 start_vm e1 linux-ci:warm --cold --ephemeral
 if wait_for "$(console e1)" 'BOOTED' 240 && wait_for "$(console e1)" '^HEARTBEAT' 60; then
     ok "--cold boots a layer with a saved state fresh"
+    check "...from D's content: no state file in the instance" [ ! -e "$STRATA_HOME/vms/e1/SaveFile.qemustate" ]
     first=$(grep -E '^HEARTBEAT' "$(console e1)" | head -1)
     check "...on the disk as saved (counter $C -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -gt "$C" ]
 else
@@ -256,6 +347,20 @@ if [ -r $OVMF_VARS ] && [ -r /usr/share/OVMF/OVMF_CODE_4M.fd ]; then
 else
     skipped "UEFI boot" "OVMF (Debian package ovmf) is not installed"
 fi
+
+# ---- a stale run record whose pid now belongs to another process ----
+sleep 300 &
+SLEEPER=$!
+PIDS="$PIDS $SLEEPER"
+printf 'name ghost\npid %d\nvm-pid %d\nlayer %s\ndriver qemu\nresumed-from -\nstate running\ndir %s\n' \
+    $SLEEPER $SLEEPER "$ROOT" "$W/ghost" >"$STRATA_HOME/running/ghost.run"
+run "$S" stop ghost
+check "stop does not take a stale record for an instance" grep -q "no running instance 'ghost'" "$W/err"
+check "...and never signals its pid" kill -0 $SLEEPER
+run "$S" ps
+check "ps ignores a record no supervisor holds, though its pid lives" bash -c "! grep -q '^ghost ' '$W/out'"
+kill $SLEEPER 2>/dev/null
+check "...and removes it" [ ! -e "$STRATA_HOME/running/ghost.run" ]
 
 expect_error "run of an unknown ref" 1 "unknown ref 'nope'" "$S" run nope
 expect_error "resume of a layer without a state" 1 "has no saved qemu state to resume" "$S" run linux-ci --resume

@@ -344,7 +344,7 @@ for point in stage-commit-unreachable stage-commit-record stage-commit-tag stage
     STRATA_FAIL_AT=$point expect_error "commit failing at $point" 1 "No space left on device; nothing was changed" "$S" commit "$W/fc" -t base:old
     check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
     check "...and the clone's marker" [ "$(cat "$W/fc/.strata")" = "$marker" ]
-    check "...and no temporary files" bash -c "[ -z \"\$(ls -A '$STRATA_HOME/tmp' '$STRATA_HOME/refs/tags' '$STRATA_HOME/instances' | grep '^\\.')\" ] && [ \$(ls -A '$W/fc' | grep -c '^\\.') -eq 1 ]"
+    check "...and no temporary files" bash -c "[ -z \"\$(ls -A '$STRATA_HOME/tmp' '$STRATA_HOME/refs/tags' '$STRATA_HOME/instances' | grep '^\\.')\" ] && [ \$(ls -A '$W/fc' | grep -v '^\\.strata-busy\$' | grep -c '^\\.') -eq 1 ]"
 done
 run "$S" commit "$W/fc" -t base:old
 check "the commit then succeeds" [ "$rc" -eq 0 ]

@@ -1408,6 +1408,154 @@ static void test_import_bounds(void **state)
     free(b);
 }
 
+/* ---------- saved states ---------- */
+
+static int has_file(const char *dir, const char *name)
+{
+    char *p = path_in(dir, name);
+    int yes = access(p, F_OK) == 0;
+    free(p);
+    return yes;
+}
+
+static void put_state(const char *dir)
+{
+    char *p = path_in(dir, "SaveFile.x");
+    put_file(p, "state", 5);
+    free(p);
+}
+
+static store_layer *load(fixture *f, const store_id *id)
+{
+    store_layer *l = NULL;
+    assert_int_equal(store_layer_load(f->st, id, &l), 0);
+    return l;
+}
+
+static void assert_base(fixture *f, const store_id *id, const store_id *want)
+{
+    store_id base;
+    assert_int_equal(store_layer_base(f->st, id, &base), 0);
+    assert_string_equal(base.hex, want->hex);
+}
+
+static void assert_clone_of(fixture *f, const char *dir, const store_id *want)
+{
+    store_id got;
+    assert_int_equal(store_instance_layer(f->st, dir, &got), 0);
+    assert_string_equal(got.hex, want->hex);
+}
+
+static void test_saved_state_layers(void **state)
+{
+    fixture *f = *state;
+    static const char *const names[] = {"SaveFile.x"};
+    store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
+    store_id root, got;
+    import_small(f, "b", "t", &root);
+    char *inst = path_in(f->dir, "inst");
+    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
+    char *disk = path_in(inst, "Disk.img");
+    int fd = open(disk, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 2 * MiB, 4 * KiB, 11);
+    close(fd);
+    put_state(inst);
+
+    /* suspend's commit: D without the state, S = D + state, tag on S */
+    store_commit_opts o = {.tag = "t:warm", .message = "suspend", .bindings = bind, .nbindings = 2};
+    store_commit_result d, sv;
+    if (store_commit_saved_state(f->st, inst, names, 1, &o, &d, &sv))
+        fail_msg("store_commit_saved_state: %s", store_error());
+    store_layer *ld = load(f, &d.id), *ls = load(f, &sv.id);
+    assert_true(ld->has_parent);
+    assert_string_equal(ld->parent.hex, root.hex);
+    assert_int_equal(ld->nbindings, 0);
+    assert_null(find_file(ld, "SaveFile.x"));
+    assert_non_null(find_file(ld, "Disk.img"));
+    assert_string_equal(ls->parent.hex, d.id.hex);
+    assert_int_equal(ls->nbindings, 2);
+    assert_non_null(find_file(ls, "SaveFile.x"));
+    assert_int_equal(ls->nfiles, ld->nfiles + 1);
+    assert_int_equal(ls->bytes_added, 5);
+    assert_int_equal(store_resolve(f->st, "t:warm", &got), 0);
+    assert_string_equal(got.hex, sv.id.hex);
+    assert_base(f, &sv.id, &d.id);
+    assert_base(f, &d.id, &d.id);
+    assert_base(f, &root, &root);
+    assert_clone_of(f, inst, &d.id); /* the instance stays on D */
+
+    /* clone S: D's content; with the state only when asked */
+    char *c1 = path_in(f->dir, "c1"), *c2 = path_in(f->dir, "c2");
+    assert_int_equal(store_clone(f->st, "t:warm", c1, NULL), 0);
+    assert_false(has_file(c1, "SaveFile.x"));
+    assert_true(has_file(c1, "Disk.img"));
+    assert_clone_of(f, c1, &d.id);
+    assert_int_equal(store_instance_state(f->st, c1, &got), -ENOENT);
+    assert_int_equal(store_clone_saved_state(f->st, "t:warm", c2, NULL), 0);
+    assert_true(has_file(c2, "SaveFile.x"));
+    assert_clone_of(f, c2, &d.id);
+    assert_int_equal(store_instance_state(f->st, c2, &got), 0);
+    assert_string_equal(got.hex, sv.id.hex);
+
+    /* a busy clone is not committed, unless by its holder */
+    store_busy busy;
+    assert_int_equal(store_busy_take(c1, "running instance c1; stop it", &busy), 0);
+    store_commit_opts co = {.message = "later"};
+    store_commit_result r;
+    store_busy other;
+    assert_int_equal(store_busy_take(c1, "someone", &other), -EBUSY);
+    assert_int_equal(store_commit(f->st, c1, &co, &r), -EBUSY);
+    assert_non_null(strstr(store_error(), "c1 is in use by running instance c1; stop it"));
+    co.busy = &busy;
+    assert_int_equal(store_commit(f->st, c1, &co, &r), 0);
+    store_busy_release(&busy);
+    store_layer *lr = load(f, &r.id);
+    assert_string_equal(lr->parent.hex, d.id.hex); /* later commits start from D */
+    co.busy = NULL;
+    assert_int_equal(store_commit(f->st, c1, &co, &r), 0);
+
+    /* a saved state made before D/S: one layer, read as it is */
+    char *c3 = path_in(f->dir, "c3"), *c4 = path_in(f->dir, "c4"), *c5 = path_in(f->dir, "c5");
+    char *c6 = path_in(f->dir, "c6");
+    assert_int_equal(store_clone(f->st, "t", c3, NULL), 0);
+    char *disk3 = path_in(c3, "Disk.img");
+    fd = open(disk3, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 3 * MiB, 4 * KiB, 12);
+    close(fd);
+    put_state(c3);
+    store_commit_opts old = {.bindings = bind, .nbindings = 2};
+    store_commit_result lo;
+    assert_int_equal(store_commit(f->st, c3, &old, &lo), 0);
+    assert_base(f, &lo.id, &lo.id);
+    assert_int_equal(store_clone(f->st, lo.id.hex, c4, NULL), 0);
+    assert_false(has_file(c4, "SaveFile.x"));
+    assert_true(has_file(c4, "Disk.img"));
+    assert_clone_of(f, c4, &lo.id);
+    assert_int_equal(store_clone_saved_state(f->st, lo.id.hex, c5, NULL), 0);
+    assert_true(has_file(c5, "SaveFile.x"));
+    /* resumed and saved again, the old way: its state is still told apart */
+    store_commit_result lo2;
+    assert_int_equal(store_commit(f->st, c5, &old, &lo2), 0);
+    assert_base(f, &lo2.id, &lo2.id);
+    assert_int_equal(store_clone(f->st, lo2.id.hex, c6, NULL), 0);
+    assert_false(has_file(c6, "SaveFile.x"));
+
+    char *vms = store_instances_dir(f->st), *running = store_running_dir(f->st);
+    char *want_vms = path_in(f->home, "vms"), *want_running = path_in(f->home, "running");
+    assert_string_equal(vms, want_vms);
+    assert_string_equal(running, want_running);
+    struct stat sb;
+    assert_int_equal(stat(running, &sb), 0);
+    report_buf rep = {{0}, 0};
+    assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
+
+    free(vms), free(running), free(want_vms), free(want_running);
+    store_layer_free(ld), store_layer_free(ls), store_layer_free(lr);
+    free(disk), free(disk3), free(inst), free(c1), free(c2), free(c3), free(c4), free(c5), free(c6);
+}
+
 /* ---------- resolve ---------- */
 
 static void test_resolve(void **state)
@@ -1474,6 +1622,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seals, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_seals_commit, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_import_bounds, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_saved_state_layers, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
 }
