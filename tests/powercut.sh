@@ -121,7 +121,7 @@ where() {
     last=$(grep -E '^[0-9]+ (START|END|KILLED|DONE)' "$W/tlog" | tail -1)
     if [ -z "$last" ]; then echo "before the first operation"; return; fi
     set -- $last
-    echo "$(($(ms) - $1)) ms after $2 ${3:-}${4:+ ($4)}" # $(ms) is still the cut's time
+    echo "$(($(ms) - $1)) ms after $2${3:+ $3}${4:+ ($4)}" # $(ms) is still the cut's time
 }
 
 # ---- checks on the host
@@ -238,6 +238,7 @@ for k in 1 3 4 5 6 7 8; do
     done
 done
 
-check "no qemu of this test is left running" bash -c "! pgrep -f '$W/run.img' >/dev/null"
+# (pgrep in this shell: a `bash -c "pgrep ..."` would find its own command line)
+if pgrep -f "file=$W/run.img" >/dev/null; then bad "no qemu of this test is left running"; else ok "no qemu of this test is left running"; fi
 rm -f "$W/run.img" "$W/base.img"
 finish
