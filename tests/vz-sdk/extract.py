@@ -10,6 +10,7 @@ it rewrites the table's rows from the metadata (rows it lacks are kept as
 they are, and listed).
 
     python3 tests/vz-sdk/extract.py sdk.json tests/vz-sdk/selectors.tsv [--write]
+    python3 tests/vz-sdk/extract.py --selftest   (the type encoder alone)
 """
 import json
 import sys
@@ -20,6 +21,18 @@ SCALARS = {"void": "v", "_Bool": "B", "signed char": "B", "long": "q", "long lon
            "char *": "*", "int": "i", "unsigned int": "I", "double": "d"}
 
 
+def is_const(t):
+    return "const" in (t.get("Qualifiers") or [])
+
+
+def object_pointer(canon):
+    """A pointer to objects the generator leaves opaque: "ObjectType *",
+    "KeyType *", "id<NSCopying> *" (the const id * of arrayWithObjects:count:
+    and dictionaryWithObjects:forKeys:count:)."""
+    base = canon[:-1].strip() if canon.endswith("*") else ""
+    return base in ("id", "ObjectType", "KeyType") or base.startswith("id<")
+
+
 def encode(t):
     """One metadata type record as an encoding."""
     canon = t.get("Canonical", "")
@@ -28,6 +41,12 @@ def encode(t):
         return "@?"
     if kind == "error-out" or (t.get("PointerDepth", 0) >= 2 and "NSError" in canon):
         return "^@"
+    # clang drops const from the canonical spelling and keeps it in Qualifiers:
+    # const char * arrives as Kind "cstring", Canonical "char *"
+    if kind == "cstring" or canon == "char *":
+        return "r*" if is_const(t) else "*"
+    if t.get("PointerDepth", 0) == 1 and object_pointer(canon):
+        return "r^@" if is_const(t) else "^@"
     if kind in ("object", "class"):
         return "@" if t.get("PointerDepth", 1) <= 1 or canon in ("id", "Class") else "^@"
     if canon.endswith("**") or (kind == "pointer" and "NSError" in canon):
@@ -63,6 +82,17 @@ def load_sdk(path):
     return classes, methods
 
 
+def default_init_unavailable(cls, methods):
+    """A class whose header makes init unavailable only through its
+    superclass (VZLinuxBootLoader, VZDiskImageStorageDeviceAttachment) has no
+    init record of its own; the generator marks its +new record "default init
+    is unavailable" instead. That record stands for the x init row."""
+    new = methods.get(("+", cls, "new"))
+    if new and any("default init is unavailable" in u for u in (new.get("Unsupported") or [])):
+        return new
+    return None
+
+
 def unavailable(m):
     """NS_UNAVAILABLE in Apple's header: the class's own record is marked
     unavailable, or the metadata says "init is unavailable"; the marks on
@@ -80,7 +110,44 @@ def row_from(kind, cls, sel, m):
     return [kind, cls, sel, ret, args, version(m.get("Introduced"))]
 
 
+def report(row, new):
+    """Print a row the metadata disagrees with; 1 if it does."""
+    if new == row:
+        return 0
+    print("table:    " + "\t".join(row) + "\nmetadata: " + "\t".join(new))
+    return 1
+
+
+# Type records shaped as sdk.json gives them (arm64), with the encoding the
+# Objective-C runtime uses: the shapes the table's rows depend on.
+SELFTEST = [
+    ({"Canonical": "char *", "Kind": "cstring", "PointerDepth": 1, "Qualifiers": ["const"]}, "r*"),
+    ({"Canonical": "char *", "Kind": "cstring", "PointerDepth": 1, "Qualifiers": None}, "*"),
+    ({"Canonical": "ObjectType *", "Kind": "unsupported", "PointerDepth": 1,
+      "Qualifiers": ["const", "__unsafe_unretained"]}, "r^@"),
+    ({"Canonical": "id<NSCopying> *", "Kind": "unsupported", "PointerDepth": 1,
+      "Qualifiers": ["const", "__unsafe_unretained"]}, "r^@"),
+    ({"Canonical": "KeyType *", "Kind": "unsupported", "PointerDepth": 1,
+      "Qualifiers": ["__unsafe_unretained"]}, "^@"),
+    ({"Canonical": "NSError * *", "Kind": "error-out", "PointerDepth": 2}, "^@"),
+    ({"Canonical": "void (^)(NSError * )", "Kind": "unsupported", "PointerDepth": 1}, "@?"),
+    ({"Canonical": "enum VZDiskImageCachingMode", "Kind": "enum", "ABI": "int64"}, "q"),
+    ({"Canonical": "unsigned long long", "Kind": "scalar", "ABI": "uint64"}, "Q"),
+    ({"Canonical": "NSObject<OS_dispatch_queue> *", "Kind": "object", "PointerDepth": 1}, "@"),
+]
+
+
+def selftest():
+    bad = [(t, want, encode(t)) for t, want in SELFTEST if encode(t) != want]
+    for t, want, got in bad:
+        print("encode(%s) = %s, want %s" % (t["Canonical"], got, want))
+    print("selftest: %d of %d encodings right" % (len(SELFTEST) - len(bad), len(SELFTEST)))
+    return 1 if bad else 0
+
+
 def main(argv):
+    if argv[1:] == ["--selftest"]:
+        return selftest()
     if len(argv) < 3:
         sys.exit(__doc__)
     classes, methods = load_sdk(argv[1])
@@ -101,14 +168,19 @@ def main(argv):
         else:
             m = methods.get(("-" if f[0] == "x" else f[0], f[1], f[2])) or \
                 methods.get(("+" if f[0] == "x" else f[0], f[1], f[2]))
+            if not m and f[0] == "x" and f[2] == "init":
+                m = default_init_unavailable(f[1], methods)
+                if m:
+                    new = ["x", f[1], "init", "-", "-", version(m.get("Introduced"))]
+                    diffs += report(f, new)
+                    out.append("\t".join(new))
+                    continue
             if not m:
                 missing.append(line)
                 out.append(line)
                 continue
             new = row_from(f[0] if f[0] != "x" else ("-" if m["Instance"] else "+"), f[1], f[2], m)
-        if new != f:
-            diffs += 1
-            print("table:    " + "\t".join(f) + "\nmetadata: " + "\t".join(new))
+        diffs += report(f, new)
         out.append("\t".join(new))
     for line in missing:
         print("not in the metadata (kept): " + line)
