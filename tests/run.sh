@@ -26,7 +26,7 @@ leftover_qemus() { # pids of qemu processes started by this run
     for e in /proc/[0-9]*/environ; do
         pid=${e#/proc/}; pid=${pid%/environ}
         case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
-        tr '\0' '\n' <"$e" 2>/dev/null | grep -qxF "STRATA_TEST_RUN=$ROOT" && echo "$pid"
+        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_RUN=$ROOT" && echo "$pid"
     done
 }
 
