@@ -55,7 +55,7 @@ la_ssize_t ar_zin_read(struct archive *a, void *ctx, const void **buf);
 int ar_zin_drain(ar_zin *z);
 void ar_zin_free(ar_zin *z);
 
-/* verify.c: chunks are hashed and written by a second thread */
+/* hasher.c: chunks are hashed and written by a second thread */
 typedef struct {
     store_receive *rx;
     size_t file, chunk, len;
