@@ -305,18 +305,7 @@ void boot_ps_free(boot_instance *v, size_t n)
 
 /* ---------- run ---------- */
 
-static void note(const boot_run_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const boot_run_opts *o, const char *fmt, ...)
-{
-    if (!o->note)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    o->note(o->ctx, line);
-}
+#define note(o, ...) boot_note((o)->note, (o)->ctx, __VA_ARGS__)
 
 static const char *binding(const store_layer *l, const char *key)
 {

@@ -7,6 +7,9 @@
 /* set the thread's message and return -err (err > 0) */
 int boot_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int boot_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* format a line and hand it to a caller's note callback (nothing if fn is NULL) */
+void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* settings.c: write dir/name atomically (dot-named temporary, fsync, rename) */
 int boot_write_atomic(const char *dir, const char *name, const char *text);

@@ -388,18 +388,7 @@ static void kernel_key(const char *path, char out[32])
         snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
 }
 
-static void note(const boot_start_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const boot_start_opts *o, const char *fmt, ...)
-{
-    if (!o->note)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    o->note(o->note_ctx, line);
-}
+#define note(o, ...) boot_note((o)->note, (o)->note_ctx, __VA_ARGS__)
 
 /*
  * Does KVM run this guest here? First the probe image (long mode, a line

@@ -31,6 +31,18 @@ const char *boot_error(void)
     return last_error;
 }
 
+void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
+{
+    if (!fn)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fn(ctx, line);
+}
+
 int boot_fail(int err, const char *fmt, ...)
 {
     va_list ap;
