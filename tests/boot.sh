@@ -83,7 +83,7 @@ no_qemu_for() {
     return 1
 }
 stop_now() { "$S" stop "$1" --timeout 0 --force >/dev/null 2>&1; wait_gone_vm "$1"; }
-wait_gone_vm() { local i; for ((i = 0; i < 100; i++)); do [ -e "$STRATA_HOME/vms/$1/.run" ] || return 0; sleep 0.1; done; }
+wait_gone_vm() { local i; for ((i = 0; i < 100; i++)); do [ -e "$STRATA_HOME/running/$1.run" ] || return 0; sleep 0.1; done; }
 expect_error "--accel takes kvm, tcg or auto" 1 "--accel 'xen' must be kvm, tcg or auto" "$S" run linux-ci --accel xen
 # a probe forced to fail: software emulation, said once
 STRATA_KVM_PROBE=fail start_vm kf linux-ci --ephemeral
@@ -98,7 +98,7 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     kkpid=${PIDS##* } KVM_HANGS=""
     for ((i = 0; i < 300; i++)); do # it fails, or it runs (it runs only once the guest made progress)
         if ! kill -0 "$kkpid" 2>/dev/null; then KVM_HANGS=1; break; fi
-        if "$S" ps --json 2>/dev/null | grep -q '"name":"kk",.*"state":"running"'; then KVM_HANGS=0; break; fi
+        if "$S" ps --json 2>/dev/null | grep -q '"name":"kk",[^}]*"state":"running"'; then KVM_HANGS=0; break; fi
         sleep 0.2
     done
     took=$(($(date +%s) - t0))
@@ -163,7 +163,7 @@ else
 fi
 run "$S" ps --json
 check "ps --json is JSON" is_json "$W/out"
-check "ps shows the instance running on qemu" grep -q '"name":"a",.*"driver":"qemu",.*"state":"running"' "$W/out"
+check "ps shows the instance running on qemu" grep -q '"name":"a",[^}]*"driver":"qemu",[^}]*"state":"running"' "$W/out"
 VMPID=$(python3 -c 'import json,sys; print([i["vm_pid"] for i in json.load(open(sys.argv[1])) if i["name"]=="a"][0])' "$W/out")
 if [ "${KVM_HANGS:-1}" = 1 ]; then
     check "KVM hangs here (or is absent): the probe fell back to software emulation" grep -qz 'tcg' "/proc/$VMPID/cmdline"
