@@ -71,10 +71,13 @@ committed base:two
 expect c1
 step tag strata tag base:two keep
 committed keep # the same layer as base:two ($id is still its id)
-# garbage for gc: an untagged layer whose clone is gone
+# garbage for gc: an untagged layer whose clone is gone and forgotten, so
+# that gc (told not to wait out its grace period) really deletes a layer
 strata clone base cj >/dev/null 2>&1 && mkbundle --write cj/Disk.img 12M:1M:6 &&
-    strata commit cj -t junk >/dev/null 2>&1 && strata untag junk && rm -rf cj || fail "make garbage"
-step gc strata gc
+    junk=$(strata commit cj -t junk 2>/dev/null) && strata untag junk && rm -rf cj &&
+    strata clones --prune --expire now >/dev/null || fail "make garbage"
+step gc strata gc --prune=now
+[ ! -e "$STRATA_HOME/layers/$junk" ] || fail "gc kept the garbage layer $junk"
 echo "END $op"
 expect src2
 step import strata import src2 second
