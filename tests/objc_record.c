@@ -1103,6 +1103,35 @@ objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, 
     return r;
 }
 
+/* The result of an initializer that takes a file URL and an error out:
+ * a failure queued for the selector, or a file that can't be opened with
+ * access mode `mode` (0: not checked), is the error; an init returns its
+ * receiver, anything else a new object. Ends the message. */
+static rec *init_with_file(msg *m, const char *sel, rec *url, int mode, objc_id *error_out)
+{
+    rec *r = NULL, *err = NULL;
+    char *why = take_failure(sel);
+    if (why) {
+        err = make_error(why);
+        free(why);
+    } else if (mode && url && url->kind == K_URL && access(url->text, mode) != 0) {
+        char text[4200];
+        snprintf(text, sizeof text, "The file \"%s\" couldn't be opened: %s", url->text,
+                 strerror(errno));
+        err = make_error(text);
+    } else if (m->recv && m->recv->kind == K_OBJ && starts(sel, "init")) {
+        r = m->recv;
+    } else if (m->recv) {
+        r = new_rec(K_OBJ, "NSObject");
+    }
+    if (!r && m->recv && m->recv->kind == K_OBJ)
+        m->recv->rc = 0;
+    if (error_out)
+        *error_out = err;
+    msg_end_obj(m, r, err);
+    return r;
+}
+
 objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,
                                     int64_t d, objc_id *error_out)
 {
@@ -1114,26 +1143,7 @@ objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int
     arg_int(&m, c);
     arg_int(&m, d);
     arg_raw(&m, "&error");
-    rec *arg = find(a), *r = NULL, *err = NULL;
-    char *why = take_failure(sel);
-    if (why) {
-        err = make_error(why);
-        free(why);
-    } else if (arg && arg->kind == K_URL && access(arg->text, b ? R_OK : R_OK | W_OK) != 0) {
-        char text[4200];
-        snprintf(text, sizeof text, "The file \"%s\" couldn't be opened: %s", arg->text,
-                 strerror(errno));
-        err = make_error(text);
-    } else if (m.recv && m.recv->kind == K_OBJ && starts(sel, "init")) {
-        r = m.recv;
-    } else if (m.recv) {
-        r = new_rec(K_OBJ, "NSObject");
-    }
-    if (!r && m.recv && m.recv->kind == K_OBJ)
-        m.recv->rc = 0;
-    if (error_out)
-        *error_out = err;
-    msg_end_obj(&m, r, err);
+    rec *r = init_with_file(&m, sel, find(a), b ? R_OK : R_OK | W_OK, error_out);
     UNLOCK();
     return r;
 }
@@ -1146,27 +1156,8 @@ objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc
     arg_obj(&m, a);
     arg_bool(&m, b);
     arg_raw(&m, "&error");
-    rec *arg = find(a), *r = NULL, *err = NULL;
-    char *why = take_failure(sel);
-    if (why) {
-        err = make_error(why);
-        free(why);
-    } else if (!strcmp(sel, "initWithURL:append:error:") && arg && arg->kind == K_URL &&
-               access(arg->text, W_OK) != 0) {
-        char text[4200];
-        snprintf(text, sizeof text, "The file \"%s\" couldn't be opened: %s", arg->text,
-                 strerror(errno));
-        err = make_error(text);
-    } else if (m.recv && m.recv->kind == K_OBJ && starts(sel, "init")) {
-        r = m.recv;
-    } else if (m.recv) {
-        r = new_rec(K_OBJ, "NSObject");
-    }
-    if (!r && m.recv && m.recv->kind == K_OBJ)
-        m.recv->rc = 0;
-    if (error_out)
-        *error_out = err;
-    msg_end_obj(&m, r, err);
+    int mode = !strcmp(sel, "initWithURL:append:error:") ? W_OK : 0;
+    rec *r = init_with_file(&m, sel, find(a), mode, error_out);
     UNLOCK();
     return r;
 }
