@@ -7,6 +7,7 @@
 # Ends with "N passed, N failed, N skipped"; exits 1 if anything failed.
 set -u
 B=${1:-build}
+unset RUN_AS SHOW
 ROOT=$(mktemp -d "${TMPDIR:-/var/tmp}/strata-test.XXXXXX")
 MOUNTS=""
 total_pass=0 total_fail=0 total_skip=0
@@ -57,6 +58,27 @@ unit() { # cmocka binary, fs name, dir
     total_pass=$((total_pass + p)); total_fail=$((total_fail + f)); total_skip=$((total_skip + s))
 }
 
+# One shell suite: run tests/SCRIPT.sh, show its failures and skips, count
+# its closing line. RUN_AS prefixes the command and SHOW adds lines to show:
+# set them, then unset them (sh may keep an assignment made on a call).
+script_suite() { # script, label, work dir, fs name
+    ${RUN_AS:-} bash "$(dirname "$0")/$1.sh" "$B" "$3" "$4" >"$ROOT/$1.log" 2>&1
+    grep -E "^(FAIL|SKIP)|^    ${SHOW:+|$SHOW}" "$ROOT/$1.log"
+    add_counts "$ROOT/$1.log" "$2"
+    tail -1 "$ROOT/$1.log" | sed "s/^/$2: /"
+}
+
+# A suite that boots guests: slow under emulation and independent of the
+# filesystem, so once, and not in the sanitizer pass (STRATA_SKIP_BOOT)
+booting_suite() { # script, title
+    if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
+        echo "SKIP $1.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass runs it)"
+        total_skip=$((total_skip + 1)); return
+    fi
+    echo "== $2"
+    script_suite "$1" "$1.sh" "$ROOT/$1" "${plain:-plain}"
+}
+
 suite() { # fs name, dir
     echo "== $1: $2"
     unit "$B/tests/test_clone" "$1" "$2/unit-clone"
@@ -66,10 +88,7 @@ suite() { # fs name, dir
     unit "$B/tests/test_receive" "$1" "$2/unit-receive"
     unit "$B/tests/test_remote" "$1" "$2/unit-remote"
     for t in cli crash archive; do
-        bash "$(dirname "$0")/$t.sh" "$B" "$2/$t" "$1" >"$ROOT/$t.log" 2>&1
-        grep -E '^(FAIL|SKIP)|^    ' "$ROOT/$t.log"
-        add_counts "$ROOT/$t.log" "$t.sh [$1]"
-        tail -1 "$ROOT/$t.log" | sed "s/^/$t.sh [$1]: /"
+        script_suite "$t" "$t.sh [$1]" "$2/$t" "$1"
     done
 }
 
@@ -100,11 +119,10 @@ user_suite() { # fs name, dir
     fi
     echo "== $1 as $u (unprivileged, owns the store): $2"
     for t in cli crash; do
-        $as_user env HOME="$2" bash "$(dirname "$0")/$t.sh" "$B" "$2/$t" "$1" >"$ROOT/$t.log" 2>&1
-        grep -E '^(FAIL|SKIP)|^    ' "$ROOT/$t.log"
-        add_counts "$ROOT/$t.log" "$t.sh [$1 as $u]"
-        tail -1 "$ROOT/$t.log" | sed "s/^/$t.sh [$1 as $u]: /"
+        RUN_AS="$as_user env HOME=$2"
+        script_suite "$t" "$t.sh [$1 as $u]" "$2/$t" "$1"
     done
+    unset RUN_AS
 }
 
 loop_fs() { # fs name, mkfs command...
@@ -137,10 +155,7 @@ user_suite "${plain:-plain}" "$ROOT/user"
 # the vz driver end to end on its stand-in, and the Apple half of the bridge
 # compiled against the SDK's declarations: once, on the plain filesystem
 echo "== vz (stand-in framework)"
-bash "$(dirname "$0")/vzsim.sh" "$B" "$ROOT/vzsim" "${plain:-plain}" >"$ROOT/vzsim.log" 2>&1
-grep -E '^(FAIL|SKIP)|^    ' "$ROOT/vzsim.log"
-add_counts "$ROOT/vzsim.log" "vzsim.sh"
-tail -1 "$ROOT/vzsim.log" | sed "s/^/vzsim.sh: /"
+script_suite vzsim vzsim.sh "$ROOT/vzsim" "${plain:-plain}"
 if make -s -C "$(dirname "$0")/.." check-apple >"$ROOT/apple.log" 2>&1; then
     if grep -q '^SKIP' "$ROOT/apple.log"; then
         cat "$ROOT/apple.log"; total_skip=$((total_skip + 1))
@@ -151,34 +166,14 @@ else
     cat "$ROOT/apple.log"; echo "FAIL check-apple"; total_fail=$((total_fail + 1))
 fi
 
-# booting is independent of the filesystem (and slow under emulation): once
-if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
-    echo "SKIP boot.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass boots)"
-    total_skip=$((total_skip + 1))
-else
-    echo "== boot (qemu)"
-    bash "$(dirname "$0")/boot.sh" "$B" "$ROOT/boot" "${plain:-plain}" >"$ROOT/boot.log" 2>&1
-    grep -E '^(FAIL|SKIP)|^    |^timing' "$ROOT/boot.log"
-    add_counts "$ROOT/boot.log" "boot.sh"
-    tail -1 "$ROOT/boot.log" | sed "s/^/boot.sh: /"
-fi
+SHOW='^timing'
+booting_suite boot "boot (qemu)"
+unset SHOW
 # push/pull against real registries: independent of the filesystem, once
 echo "== remote (registries on 127.0.0.1)"
-bash "$(dirname "$0")/remote.sh" "$B" "$ROOT/remote" "${plain:-plain}" >"$ROOT/remote.log" 2>&1
-grep -E '^(FAIL|SKIP)|^    ' "$ROOT/remote.log"
-add_counts "$ROOT/remote.log" "remote.sh"
-tail -1 "$ROOT/remote.log" | sed "s/^/remote.sh: /"
-# power cuts: strata in the test guest, qemu killed mid-operation (once too)
-if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
-    echo "SKIP powercut.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass runs it)"
-    total_skip=$((total_skip + 1))
-else
-    echo "== power cuts (qemu)"
-    bash "$(dirname "$0")/powercut.sh" "$B" "$ROOT/powercut" "${plain:-plain}" >"$ROOT/powercut.log" 2>&1
-    grep -E '^(FAIL|SKIP)|^    ' "$ROOT/powercut.log"
-    add_counts "$ROOT/powercut.log" "powercut.sh"
-    tail -1 "$ROOT/powercut.log" | sed "s/^/powercut.sh: /"
-fi
+script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
+# power cuts: strata in the test guest, qemu killed mid-operation
+booting_suite powercut "power cuts (qemu)"
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 
