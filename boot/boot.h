@@ -60,6 +60,8 @@ typedef struct {
     char *initrd;   /* may be NULL */
     char *cmdline;  /* may be NULL */
     char *efi_vars; /* bundle file name, for BOOT_LOADER_EFI */
+    char *installer; /* bundle file name of installer media (an ISO), or NULL:
+                        qemu attaches it as a CD drive, vz as USB mass storage */
     boot_share *shares;
     size_t nshares;
     boot_caching disk_caching;
@@ -100,6 +102,7 @@ typedef struct {
      * without, and note() says why. A restore always needs it. */
     int suspendable;
     const char *accel;          /* qemu: "kvm", "tcg", or NULL/"auto" (KVM if a probe guest runs) */
+    int gui;                    /* vz: a window with the VM's display; qemu: VNC on a loopback port */
     void (*note)(void *ctx, const char *line); /* may be NULL */
     void *note_ctx;
 } boot_start_opts;
@@ -129,6 +132,9 @@ typedef struct {
      * this host, as one line: recorded when a state is saved and compared
      * before it is restored, since a restore needs the same devices. */
     int (*devices)(const boot_settings *s, char *out, size_t len);
+    /* May be NULL. Create a fresh, empty EFI variable store at path (qemu:
+     * a copy of the firmware's template; vz: VZEFIVariableStore). */
+    int (*create_efi_vars)(const char *path);
 } boot_driver;
 
 /* A driver by name; NULL (with boot_error set) if unknown or not on this host. */
@@ -179,6 +185,7 @@ typedef struct {
     int new_identity;        /* a fresh machine identifier too */
     int allow_duplicate;     /* allow a second running resume of one state */
     const char *accel;       /* qemu: kvm, tcg or auto (NULL) */
+    int gui;                 /* show the display (boot_start_opts.gui) */
     void (*note)(void *ctx, const char *line);    /* progress notes; may be NULL */
     void (*started)(void *ctx, const char *name); /* the VM runs; may be NULL */
     void *ctx;

@@ -28,6 +28,10 @@ extern const cli_verb cli_upkeep_verbs[];
 extern const cli_verb cli_vm_verbs[];
 extern const cli_verb cli_archive_verbs[];
 extern const cli_verb cli_remote_verbs[];
+extern const cli_verb cli_create_verbs[]; /* create, set (cli/create.c) */
+extern const cli_verb cli_reach_verbs[];  /* ip, ssh, screenshot (cli/reach.c) */
+/* create macos NAME ... (cli/macos.c); argv[0] is "macos" */
+int cli_create_macos(int argc, char **argv);
 int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */
 
 /* archive.c: import of an archive (FILE or -) or a tart VM (--from-tart), which

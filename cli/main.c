@@ -12,7 +12,8 @@ static const cli_verb help_verbs[] = {
 
 /* in the order `strata help` lists them */
 static const cli_verb *const tables[] = {cli_layer_verbs, cli_archive_verbs, cli_upkeep_verbs,
-                                         cli_vm_verbs, cli_remote_verbs, help_verbs};
+                                         cli_vm_verbs, cli_create_verbs, cli_reach_verbs,
+                                         cli_remote_verbs, help_verbs};
 
 const cli_verb *cli_find_verb(const char *name)
 {
