@@ -56,6 +56,18 @@ int oc_send_bool_err(objc_id obj, const char *sel, objc_id *error_out); /* -(BOO
 int oc_send_bool_id_err(objc_id obj, const char *sel, objc_id a, objc_id *error_out);
 int oc_send_bool_id_bool(objc_id obj, const char *sel, objc_id a, int b);
 int64_t oc_send_i64(objc_id obj, const char *sel);                  /* -(NSInteger)sel */
+uint64_t oc_send_u64(objc_id obj, const char *sel);                 /* -(NSUInteger/uint64_t)sel */
+double oc_send_f64(objc_id obj, const char *sel);                   /* -(double)sel */
+void oc_send_void(objc_id obj, const char *sel);                    /* -(void)sel */
+void oc_send_void_bool(objc_id obj, const char *sel, int a);        /* -(void)sel:(BOOL) */
+int oc_send_bool_i64(objc_id obj, const char *sel, int64_t a);      /* -(BOOL)sel:(NSInteger) */
+/* -(void)sel:(NSSize) (CGSize: two doubles) */
+void oc_send_void_size(objc_id obj, const char *sel, double width, double height);
+/* -(id)sel:(id) x:(NSUInteger) error:(NSError **) */
+objc_id oc_send_id_u64_err(objc_id obj, const char *sel, objc_id a, uint64_t b, objc_id *error_out);
+/* -(id)sel:(id) x:(id) y:(NSUInteger) error:(NSError **) */
+objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b, uint64_t c,
+                              objc_id *error_out);
 
 /* ---------- values ---------- */
 
@@ -63,6 +75,9 @@ objc_id oc_str(const char *utf8);      /* NSString stringWithUTF8String: (borrow
 objc_id oc_url(const char *path);      /* NSURL fileURLWithPath: (borrowed) */
 objc_id oc_array(objc_id *items, size_t n);  /* NSArray arrayWithObjects:count: (borrowed) */
 objc_id oc_dict(objc_id *keys, objc_id *values, size_t n); /* NSDictionary dictionaryWithObjects:forKeys:count: */
+/* An NSString's UTF-8 text copied into buf (UTF8String); 0, or -1 if str
+ * is nil or the text does not fit. */
+int oc_text(objc_id str, char *buf, size_t len);
 /* An NSError's localizedDescription (and failure reason), as one line;
  * inside an autorelease pool of its own, so it is safe off the queue. */
 void oc_error_text(objc_id error, char *buf, size_t len);
@@ -108,5 +123,26 @@ int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t 
 #define OC_TIMED_OUT (-2)
 int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
                        unsigned timeout_ms, char *err, size_t errlen);
+/* The same, calling tick(ctx) every tick_ms while it waits (off the queue:
+ * tick may use oc_on_queue), e.g. to show an NSProgress. */
+int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
+                               unsigned tick_ms, char *err, size_t errlen);
+/*
+ * Send obj (an object or a class) sel with a block ^(id result, NSError
+ * *error), as +[VZMacOSRestoreImage loadFileURL:completionHandler:] and
+ * fetchLatestSupportedWithCompletionHandler: take, and wait for it like
+ * oc_send_completion. On success *result is the result, retained (owned:
+ * release it); on failure NULL.
+ */
+int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                              unsigned timeout_ms, objc_id *result, char *err, size_t errlen);
+
+/* ---------- windows ---------- */
+
+/* Serve this process's window events (NSApp, on the main thread) for up to
+ * ms: the loop a VZVirtualMachineView needs to draw and take input. Does
+ * nothing but wait where there is no window server. */
+void oc_run_events(unsigned ms);
 
 #endif

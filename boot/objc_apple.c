@@ -156,6 +156,64 @@ int64_t oc_send_i64(objc_id obj, const char *sel)
     return (int64_t)((oc_nsint(*)(id, SEL))objc_msgSend)((id)obj, S(sel));
 }
 
+uint64_t oc_send_u64(objc_id obj, const char *sel)
+{
+    return (uint64_t)((oc_nsuint(*)(id, SEL))objc_msgSend)((id)obj, S(sel));
+}
+
+/* arm64 returns a double in d0 through plain objc_msgSend (no _fpret) */
+double oc_send_f64(objc_id obj, const char *sel)
+{
+    return ((double (*)(id, SEL))objc_msgSend)((id)obj, S(sel));
+}
+
+void oc_send_void(objc_id obj, const char *sel)
+{
+    ((void (*)(id, SEL))objc_msgSend)((id)obj, S(sel));
+}
+
+void oc_send_void_bool(objc_id obj, const char *sel, int a)
+{
+    ((void (*)(id, SEL, BOOL))objc_msgSend)((id)obj, S(sel), a ? YES : NO);
+}
+
+int oc_send_bool_i64(objc_id obj, const char *sel, int64_t a)
+{
+    return ((BOOL(*)(id, SEL, oc_nsint))objc_msgSend)((id)obj, S(sel), (oc_nsint)a) ? 1 : 0;
+}
+
+/* CGSize as the ABI passes it: two doubles (a homogeneous aggregate) */
+typedef struct {
+    double width, height;
+} oc_size;
+
+void oc_send_void_size(objc_id obj, const char *sel, double width, double height)
+{
+    oc_size size = {width, height};
+    ((void (*)(id, SEL, oc_size))objc_msgSend)((id)obj, S(sel), size);
+}
+
+objc_id oc_send_id_u64_err(objc_id obj, const char *sel, objc_id a, uint64_t b, objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id, oc_nsuint, id *))objc_msgSend)((id)obj, S(sel), (id)a,
+                                                               (oc_nsuint)b, &err);
+    if (error_out)
+        *error_out = r ? NULL : (objc_id)err;
+    return (objc_id)r;
+}
+
+objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b, uint64_t c,
+                              objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id, id, oc_nsuint, id *))objc_msgSend)((id)obj, S(sel), (id)a, (id)b,
+                                                                   (oc_nsuint)c, &err);
+    if (error_out)
+        *error_out = r ? NULL : (objc_id)err;
+    return (objc_id)r;
+}
+
 objc_id oc_str(const char *utf8)
 {
     return ((id(*)(id, SEL, const char *))objc_msgSend)((id)objc_getClass("NSString"),
@@ -184,6 +242,14 @@ objc_id oc_dict(objc_id *keys, objc_id *values, size_t n)
 static const char *utf8_of(id s)
 {
     return s ? ((const char *(*)(id, SEL))objc_msgSend)(s, S("UTF8String")) : NULL;
+}
+
+int oc_text(objc_id str, char *buf, size_t len)
+{
+    const char *t = utf8_of((id)str);
+    if (!t || !len)
+        return -1;
+    return (size_t)snprintf(buf, len, "%s", t) < len ? 0 : -1;
 }
 
 /* the strings made here are autoreleased: a pool of its own, since this
@@ -297,49 +363,94 @@ int oc_on_queue(objc_id queue, void (*fn)(void *), void *ctx, char *why, size_t 
 struct send_call {
     id target, arg;
     SEL sel;
-    void (^handler)(id);
+    void (^on_error)(id);       /* ^(NSError *error), or */
+    void (^on_result)(id, id);  /* ^(id result, NSError *error) */
 };
 
 /* the message itself, on the queue, inside oc_objc_try */
 static void send_now(void *p)
 {
     struct send_call *c = p;
-    if (c->arg)
-        ((void (*)(id, SEL, id, void (^)(id)))objc_msgSend)(c->target, c->sel, c->arg, c->handler);
+    if (c->on_result && c->arg)
+        ((void (*)(id, SEL, id, void (^)(id, id)))objc_msgSend)(c->target, c->sel, c->arg, c->on_result);
+    else if (c->on_result)
+        ((void (*)(id, SEL, void (^)(id, id)))objc_msgSend)(c->target, c->sel, c->on_result);
+    else if (c->arg)
+        ((void (*)(id, SEL, id, void (^)(id)))objc_msgSend)(c->target, c->sel, c->arg, c->on_error);
     else
-        ((void (*)(id, SEL, void (^)(id)))objc_msgSend)(c->target, c->sel, c->handler);
+        ((void (*)(id, SEL, void (^)(id)))objc_msgSend)(c->target, c->sel, c->on_error);
 }
 
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
-                       unsigned timeout_ms, char *err, size_t errlen)
+/* wait for done at most timeout_ms, calling tick every tick_ms meanwhile;
+ * 0 if it came */
+static int wait_ticking(dispatch_semaphore_t done, unsigned timeout_ms, void (*tick)(void *),
+                        void *tick_ctx, unsigned tick_ms)
+{
+    unsigned waited = 0;
+    for (;;) {
+        unsigned slice = timeout_ms - waited;
+        if (tick && tick_ms && tick_ms < slice)
+            slice = tick_ms;
+        if (dispatch_semaphore_wait(done, dispatch_time(DISPATCH_TIME_NOW, (int64_t)slice * 1000000)) == 0)
+            return 0;
+        waited += slice;
+        if (waited >= timeout_ms)
+            return -1;
+        if (tick)
+            tick(tick_ctx);
+    }
+}
+
+typedef struct {
+    objc_id queue, obj, arg;
+    const char *sel;
+    unsigned timeout_ms;
+    void (*tick)(void *);
+    void *tick_ctx;
+    unsigned tick_ms;
+    objc_id *result; /* NULL: the block is ^(NSError *) */
+} completion_call;
+
+static int send_and_wait(const completion_call *k, char *err, size_t errlen)
 {
     if (errlen)
         err[0] = 0;
-    if (!obj) {
-        snprintf(err, errlen, "%s sent to nil", sel);
+    if (k->result)
+        *k->result = NULL;
+    if (!k->obj) {
+        snprintf(err, errlen, "%s sent to nil", k->sel);
         return -1;
     }
-    if (on_queue_now(queue)) {
+    if (on_queue_now(k->queue)) {
         /* the handler runs on this queue: waiting here would never end */
-        snprintf(err, errlen, "%s: waited for on its own queue", sel);
+        snprintf(err, errlen, "%s: waited for on its own queue", k->sel);
         return -1;
     }
     dispatch_semaphore_t done = dispatch_semaphore_create(0);
     if (!done) {
-        snprintf(err, errlen, "%s: no semaphore", sel);
+        snprintf(err, errlen, "%s: no semaphore", k->sel);
         return -1;
     }
     /* __block: moved to the heap with the copied handler, so a handler that
      * comes after the wait gave up still has somewhere to write */
-    __block id failure = nil;
+    __block id failure = nil, value = nil;
     dispatch_retain(done); /* the handler's reference, dropped once it has signalled */
-    void (^handler)(id) = ^(id error) {
+    void (^on_error)(id) = ^(id error) {
         if (error)
             failure = ((id(*)(id, SEL))objc_msgSend)(error, S("retain"));
         dispatch_semaphore_signal(done);
         dispatch_release(done);
     };
-    struct send_call c = {(id)obj, (id)arg, S(sel), handler};
+    void (^on_result)(id, id) = ^(id got, id error) {
+        if (error)
+            failure = ((id(*)(id, SEL))objc_msgSend)(error, S("retain"));
+        else if (got)
+            value = ((id(*)(id, SEL))objc_msgSend)(got, S("retain"));
+        dispatch_semaphore_signal(done);
+        dispatch_release(done);
+    };
+    struct send_call c = {(id)k->obj, (id)k->arg, S(k->sel), k->result ? NULL : on_error,
+                          k->result ? on_result : NULL};
     struct send_call *call = &c;
     char raised[512] = "";
     char *raised_text = raised;
@@ -349,34 +460,92 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
         threw = oc_objc_try(send_now, call, raised_text, sizeof raised);
         oc_pool_pop(pool);
     };
-    if (queue)
-        dispatch_sync((dispatch_queue_t)queue, send);
+    if (k->queue)
+        dispatch_sync((dispatch_queue_t)k->queue, send);
     else
         send();
     if (threw) {
         /* whether the framework kept the handler is unknown: leave it its
          * reference (at worst one semaphore leaks) */
         dispatch_release(done);
-        snprintf(err, errlen, "%s raised %s", sel, raised);
+        snprintf(err, errlen, "%s raised %s", k->sel, raised);
         return -1;
     }
-    dispatch_time_t until = dispatch_time(DISPATCH_TIME_NOW, (int64_t)timeout_ms * 1000000);
-    if (dispatch_semaphore_wait(done, until) != 0) {
+    if (wait_ticking(done, k->timeout_ms, k->tick, k->tick_ctx, k->tick_ms) != 0) {
         dispatch_release(done); /* the handler keeps its own */
-        snprintf(err, errlen, "%s: no answer in %u ms", sel, timeout_ms);
+        snprintf(err, errlen, "%s: no answer in %u ms", k->sel, k->timeout_ms);
         return OC_TIMED_OUT;
     }
     dispatch_release(done);
-    if (!failure)
+    if (!failure) {
+        if (k->result)
+            *k->result = (objc_id)value;
         return 0;
+    }
+    oc_release((objc_id)value);
     oc_error_text((objc_id)failure, err, errlen);
     oc_release((objc_id)failure);
     return -1;
 }
 
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen)
+{
+    completion_call k = {.queue = queue, .obj = obj, .arg = arg, .sel = sel, .timeout_ms = timeout_ms};
+    return send_and_wait(&k, err, errlen);
+}
+
+int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
+                               unsigned tick_ms, char *err, size_t errlen)
+{
+    completion_call k = {.queue = queue, .obj = obj, .arg = arg, .sel = sel, .timeout_ms = timeout_ms,
+                         .tick = tick, .tick_ctx = tick_ctx, .tick_ms = tick_ms};
+    return send_and_wait(&k, err, errlen);
+}
+
+int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                              unsigned timeout_ms, objc_id *result, char *err, size_t errlen)
+{
+    objc_id ignored;
+    completion_call k = {.queue = queue, .obj = obj, .arg = arg, .sel = sel, .timeout_ms = timeout_ms,
+                         .result = result ? result : &ignored};
+    return send_and_wait(&k, err, errlen);
+}
+
+/* NSEventMaskAny */
+#define OC_EVENT_MASK_ANY (~0ULL)
+
+/* One wait for the first event (up to ms), then whatever else is queued:
+ * the loop GLFW and SDL run instead of -[NSApplication run]. */
+void oc_run_events(unsigned ms)
+{
+    id app = (id)oc_send((objc_id)objc_getClass("NSApplication"), "sharedApplication");
+    if (!app)
+        return;
+    objc_id pool = oc_pool_push();
+    id date_cls = (id)objc_getClass("NSDate");
+    /* NSDefaultRunLoopMode is the string kCFRunLoopDefaultMode; modes compare by value */
+    id mode = (id)oc_str("kCFRunLoopDefaultMode");
+    id until = ((id(*)(id, SEL, double))objc_msgSend)(date_cls, S("dateWithTimeIntervalSinceNow:"),
+                                                      ms / 1000.0);
+    for (;;) {
+        id ev = ((id(*)(id, SEL, unsigned long long, id, id, BOOL))objc_msgSend)(
+            app, S("nextEventMatchingMask:untilDate:inMode:dequeue:"), OC_EVENT_MASK_ANY, until,
+            mode, YES);
+        if (!ev)
+            break;
+        ((void (*)(id, SEL, id))objc_msgSend)(app, S("sendEvent:"), ev);
+        until = ((id(*)(id, SEL))objc_msgSend)(date_cls, S("distantPast"));
+    }
+    ((void (*)(id, SEL))objc_msgSend)(app, S("updateWindows"));
+    oc_pool_pop(pool);
+}
+
 #else /* no Objective-C runtime: every call says so */
 
 #include <stdio.h>
+#include <unistd.h>
 
 int oc_instances_respond(objc_id cls, const char *sel)
 {
@@ -578,6 +747,85 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
 {
     (void)queue, (void)obj, (void)arg, (void)timeout_ms;
     snprintf(err, errlen, "%s: no Objective-C runtime on this host", sel);
+    return -1;
+}
+
+int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
+                               unsigned tick_ms, char *err, size_t errlen)
+{
+    (void)tick, (void)tick_ctx, (void)tick_ms;
+    return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
+}
+
+int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                              unsigned timeout_ms, objc_id *result, char *err, size_t errlen)
+{
+    if (result)
+        *result = NULL;
+    return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
+}
+
+void oc_run_events(unsigned ms)
+{
+    usleep(ms * 1000);
+}
+
+uint64_t oc_send_u64(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return 0;
+}
+
+double oc_send_f64(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+    return 0;
+}
+
+void oc_send_void(objc_id obj, const char *sel)
+{
+    (void)obj, (void)sel;
+}
+
+void oc_send_void_bool(objc_id obj, const char *sel, int a)
+{
+    (void)obj, (void)sel, (void)a;
+}
+
+int oc_send_bool_i64(objc_id obj, const char *sel, int64_t a)
+{
+    (void)obj, (void)sel, (void)a;
+    return 0;
+}
+
+void oc_send_void_size(objc_id obj, const char *sel, double width, double height)
+{
+    (void)obj, (void)sel, (void)width, (void)height;
+}
+
+objc_id oc_send_id_u64_err(objc_id obj, const char *sel, objc_id a, uint64_t b, objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b, uint64_t c,
+                              objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a, (void)b, (void)c;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+int oc_text(objc_id str, char *buf, size_t len)
+{
+    (void)str;
+    if (len)
+        buf[0] = 0;
     return -1;
 }
 

@@ -25,6 +25,8 @@
 
 enum kind { K_CLASS, K_OBJ, K_STR, K_URL, K_ARRAY, K_DICT, K_QUEUE, K_ERROR, K_POOL };
 
+typedef struct rec *rec_owner_t;
+
 typedef struct rec {
     enum kind kind;
     int id;                /* objects and queues: their number */
@@ -41,6 +43,9 @@ typedef struct rec {
     struct rec *queue;     /* a VZVirtualMachine's queue */
     size_t mark;           /* a pool: where its autoreleased objects start */
     struct worker *worker; /* a queue's thread */
+    rec_owner_t owner;     /* a VZMacOSInstaller's VM; an NSProgress's installer */
+    long t0_ms;            /* an installer: when install began (0: not yet) */
+    int remote;            /* a URL that is not a file URL (text is the whole URL) */
 } rec;
 
 /* ---------- the SDK table (tests/vz-sdk/selectors.tsv) ---------- */
@@ -86,6 +91,8 @@ static struct {
     int host;        /* the macOS major version pretended; 0: newest */
     long shutdown_ms; /* a guest asked to stop stops after this; <0: never */
     FILE *live;      /* VZREC_LOG: every line also goes here as it is made */
+    long install_ms; /* how long a macOS install takes (VZREC_INSTALL_MS) */
+    int events_noted; /* oc_run_events said so once */
 } R;
 
 static pthread_mutex_t L = PTHREAD_MUTEX_INITIALIZER;
@@ -95,6 +102,25 @@ static __thread jmp_buf *tl_catch;                  /* innermost oc_guard frame 
 static __thread char tl_raised[512];
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void add_failure(const char *sel, const char *message);
+
+/* VZREC_FAIL="selector=message" queues a failure (as oc_record_fail), for
+ * build/strata-vzsim; VZREC_INSTALL_MS is how long an install takes */
+static void env_hooks(void)
+{
+    const char *e = getenv("VZREC_FAIL");
+    const char *eq = e ? strchr(e, '=') : NULL;
+    if (eq) {
+        char *sel = strndup(e, (size_t)(eq - e));
+        if (!sel)
+            abort();
+        add_failure(sel, eq + 1);
+        free(sel);
+    }
+    e = getenv("VZREC_INSTALL_MS");
+    R.install_ms = e ? atol(e) : 40;
+}
 
 /* what the environment asks, read before anything else */
 static void init_globals(void)
@@ -106,6 +132,7 @@ static void init_globals(void)
     e = getenv("VZREC_LOG");
     if (e && *e)
         R.live = fopen(e, "a");
+    env_hooks();
 }
 
 #define LOCK() (pthread_once(&once, init_globals), pthread_mutex_lock(&L))
@@ -395,17 +422,24 @@ void oc_record_reset(void)
     e = getenv("VZREC_SHUTDOWN_MS");
     if (e)
         R.shutdown_ms = atol(e);
+    env_hooks();
     UNLOCK();
 }
 
-void oc_record_fail(const char *sel, const char *message)
+/* with L held */
+static void add_failure(const char *sel, const char *message)
 {
-    LOCK();
     if (R.nfails == sizeof R.fails / sizeof R.fails[0])
         abort();
     R.fails[R.nfails].sel = dup_or_die(sel);
     R.fails[R.nfails].msg = dup_or_die(message);
     R.nfails++;
+}
+
+void oc_record_fail(const char *sel, const char *message)
+{
+    LOCK();
+    add_failure(sel, message);
     UNLOCK();
 }
 
@@ -606,7 +640,8 @@ static int host_has(int since)
  */
 static void check_sig(const rec *recv, const char *sel, const char *ret, const char *args)
 {
-    if (!recv || (recv->kind != K_CLASS && recv->kind != K_OBJ))
+    if (!recv || (recv->kind != K_CLASS && recv->kind != K_OBJ && recv->kind != K_URL &&
+                  recv->kind != K_STR))
         return;
     char kind = recv->kind == K_CLASS ? '+' : '-';
     const char *cls = recv->cls;
@@ -774,6 +809,10 @@ static void msg_begin(msg *m, objc_id obj, const char *sel, const char *ret, con
         sb_add(&m->line, " %s", sel);
     if (m->recv && m->recv->vm && m->recv->queue != tl_queue)
         emit("!! VZVirtualMachine#%d sent %s off its queue", m->recv->id, sel);
+    /* Apple: the installer is used on its virtual machine's queue */
+    if (m->recv && m->recv->owner && !strcmp(m->recv->cls, "VZMacOSInstaller") &&
+        m->recv->owner->queue != tl_queue)
+        emit("!! VZMacOSInstaller#%d sent %s off its VM's queue", m->recv->id, sel);
     check_sig(m->recv, sel, ret, args);
 }
 
@@ -878,6 +917,90 @@ static int read_file(const char *path, unsigned char **out, size_t *n)
     return 0;
 }
 
+/* Apple's plists, as dataRepresentation makes them for a Mac's hardware
+ * model and machine identifier (the store reads both on import) */
+static rec *plist_data(const char *cls)
+{
+    static unsigned long serial;
+    char text[1024];
+    const char *head = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC "
+                       "\"-//Apple//DTD PLIST 1.0//EN\" "
+                       "\"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist version=\"1.0\">\n";
+    if (!strcmp(cls, "VZMacHardwareModel")) {
+        snprintf(text, sizeof text,
+                 "%s<dict><key>DataRepresentationVersion</key><integer>1</integer>"
+                 "<key>MinimumSupportedOS</key><array><integer>14</integer><integer>0</integer>"
+                 "<integer>0</integer></array><key>PlatformVersion</key><integer>2</integer>"
+                 "</dict>\n</plist>\n", head);
+    } else {
+        /* a fresh identity: unique across processes, below 2^63 */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        unsigned long long ecid = ((unsigned long long)now.tv_sec * 1000000000ULL +
+                                   (unsigned long long)now.tv_nsec) ^
+                                  ((unsigned long long)getpid() << 40) ^ (++serial << 20);
+        snprintf(text, sizeof text, "%s<dict><key>ECID</key><integer>%llu</integer></dict>\n</plist>\n",
+                 head, ecid & 0x7fffffffffffffffULL);
+    }
+    rec *r = new_rec(K_OBJ, "NSData");
+    r->is_data = 1;
+    r->bytes = (unsigned char *)dup_or_die(text);
+    r->nbytes = strlen(text);
+    return r;
+}
+
+/* The URL +fetchLatestSupportedWithCompletionHandler: finds (VZREC_LATEST_URL) */
+static const char *latest_url(void)
+{
+    const char *e = getenv("VZREC_LATEST_URL");
+    return e && *e ? e
+                   : "https://updates.cdn-apple.com/2026SummerFCS/fullrestores/000-00000/"
+                     "UniversalMac_27.0_26A000_Restore.ipsw";
+}
+
+/* What the messages of the macOS install path return: objects of the
+ * classes Apple's headers name, or NULL for anything else. */
+static rec *typed_result(rec *recv, const char *sel)
+{
+    static const struct {
+        const char *cls, *sel, *result;
+    } typed[] = {
+        {"VZMacOSRestoreImage", "mostFeaturefulSupportedConfiguration", "VZMacOSConfigurationRequirements"},
+        {"VZMacOSConfigurationRequirements", "hardwareModel", "VZMacHardwareModel"},
+        {"VZMacOSInstaller", "progress", "NSProgress"},
+    };
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++)
+        if (!strcmp(recv->cls, typed[i].cls) && !strcmp(sel, typed[i].sel)) {
+            rec *r = new_rec(K_OBJ, typed[i].result);
+            if (!strcmp(sel, "progress"))
+                r->owner = recv;
+            return r;
+        }
+    if (!strcmp(sel, "dataRepresentation") &&
+        (!strcmp(recv->cls, "VZMacHardwareModel") || !strcmp(recv->cls, "VZMacMachineIdentifier")))
+        return plist_data(recv->cls);
+    if (!strcmp(recv->cls, "VZMacOSRestoreImage") && !strcmp(sel, "URL")) {
+        rec *r = new_rec(K_URL, "NSURL");
+        r->text = dup_or_die(recv->text);
+        r->remote = recv->remote;
+        return r;
+    }
+    if (!strcmp(recv->cls, "VZMacOSRestoreImage") && !strcmp(sel, "buildVersion")) {
+        rec *r = new_rec(K_STR, "NSString");
+        r->text = dup_or_die("26A000");
+        return r;
+    }
+    if (recv->kind == K_URL && !strcmp(sel, "absoluteString")) {
+        rec *r = new_rec(K_STR, "NSString");
+        if (recv->remote)
+            r->text = dup_or_die(recv->text);
+        else if (asprintf(&r->text, "file://%s", recv->text) < 0)
+            abort();
+        return r;
+    }
+    return NULL;
+}
+
 /*
  * What a message with no special meaning returns: alloc and new make an
  * owned object, init... returns the receiver, other class methods make a
@@ -902,6 +1025,9 @@ static rec *plain_result(msg *m, int *failed)
             r->rc = 1;
         return r;
     }
+    rec *typed = typed_result(recv, m->sel);
+    if (typed)
+        return typed;
     if (starts(m->sel, "init"))
         return recv;
     if (!strcmp(m->sel, "copy")) {
@@ -1058,6 +1184,16 @@ objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
     arg_obj(&m, a);
     arg_obj(&m, b);
     rec *r = plain_result(&m, &failed);
+    if (r && !strcmp(sel, "initWithVirtualMachine:restoreImageURL:")) {
+        rec *vm = find(a), *url = find(b);
+        r->owner = vm;
+        if (!vm || !vm->vm)
+            emit("!! VZMacOSInstaller#%d made without a VZVirtualMachine", r->id);
+        else if (vm->queue != tl_queue)
+            emit("!! VZMacOSInstaller#%d made off its VM's queue", r->id);
+        if (!url || url->kind != K_URL || url->remote)
+            emit("!! VZMacOSInstaller#%d needs a file URL (Apple raises otherwise)", r->id);
+    }
     if (r && !strcmp(sel, "initWithConfiguration:queue:")) {
         rec *q = find(b);
         r->vm = 1;
@@ -1295,6 +1431,177 @@ int64_t oc_send_i64(objc_id obj, const char *sel)
     msg_end(&m, text);
     UNLOCK();
     return v;
+}
+
+uint64_t oc_send_u64(objc_id obj, const char *sel)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "Q", "-");
+    unsigned long long v = 0;
+    const char *e = NULL;
+    if (!strcmp(sel, "minimumSupportedCPUCount"))
+        v = (e = getenv("VZREC_MIN_CPUS")) ? strtoull(e, NULL, 10) : 2;
+    else if (!strcmp(sel, "minimumSupportedMemorySize"))
+        v = (e = getenv("VZREC_MIN_MEMORY")) ? strtoull(e, NULL, 10) : 4ULL << 30;
+    char text[32];
+    snprintf(text, sizeof text, "%llu", v);
+    msg_end(&m, text);
+    UNLOCK();
+    return v;
+}
+
+/* an NSProgress of an installer: the share of the install's time gone */
+double oc_send_f64(objc_id obj, const char *sel)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "d", "-");
+    double v = 0;
+    rec *inst = m.recv ? m.recv->owner : NULL;
+    if (!strcmp(sel, "fractionCompleted") && inst && inst->t0_ms) {
+        long span = R.install_ms > 0 ? R.install_ms : 1;
+        v = (double)(now_ms() - inst->t0_ms) / (double)span;
+        v = v > 1 ? 1 : v;
+    }
+    char text[32];
+    snprintf(text, sizeof text, "%.2f", v);
+    msg_end(&m, text);
+    UNLOCK();
+    return v;
+}
+
+void oc_send_void(objc_id obj, const char *sel)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "v", "-");
+    msg_end(&m, NULL);
+    UNLOCK();
+}
+
+void oc_send_void_bool(objc_id obj, const char *sel, int a)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "v", "B");
+    arg_bool(&m, a);
+    msg_end(&m, NULL);
+    UNLOCK();
+}
+
+int oc_send_bool_i64(objc_id obj, const char *sel, int64_t a)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "B", "q");
+    arg_int(&m, a);
+    char *why = take_failure(sel);
+    int ok = !why && !m.nil_recv;
+    free(why);
+    msg_end_bool(&m, ok, NULL);
+    UNLOCK();
+    return ok;
+}
+
+void oc_send_void_size(objc_id obj, const char *sel, double width, double height)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "v", "{CGSize=dd}");
+    msg_piece(&m);
+    sb_add(&m.line, "NSMakeSize(%g, %g)", width, height);
+    msg_end(&m, NULL);
+    UNLOCK();
+}
+
+/* with L held: an initializer that creates its file (aux storage, an EFI
+ * variable store) of size bytes at url; option bit 0 allows overwriting */
+static rec *init_creating(msg *m, rec *url, uint64_t options, off_t size, objc_id *error_out)
+{
+    rec *r = NULL, *err = NULL;
+    char *why = take_failure(m->sel);
+    if (why) {
+        err = make_error(why);
+        free(why);
+    } else if (!url || url->kind != K_URL) {
+        err = make_error("Invalid URL.");
+    } else if (!(options & 1) && access(url->text, F_OK) == 0) {
+        err = make_error("The file already exists.");
+    } else {
+        int fd = open(url->text, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || ftruncate(fd, size) < 0) {
+            char text[4200];
+            snprintf(text, sizeof text, "The file \"%s\" couldn't be created: %s", url->text,
+                     strerror(errno));
+            err = make_error(text);
+        } else {
+            r = m->recv;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!r && m->recv && m->recv->kind == K_OBJ)
+        m->recv->rc = 0;
+    if (error_out)
+        *error_out = err;
+    msg_end_obj(m, r, err);
+    return r;
+}
+
+objc_id oc_send_id_u64_err(objc_id obj, const char *sel, objc_id a, uint64_t b, objc_id *error_out)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,Q,^@");
+    arg_obj(&m, a);
+    arg_int(&m, (long long)b);
+    arg_raw(&m, "&error");
+    rec *r = init_creating(&m, find(a), b, 128 << 10, error_out);
+    UNLOCK();
+    return r;
+}
+
+objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b, uint64_t c,
+                              objc_id *error_out)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,@,Q,^@");
+    arg_obj(&m, a);
+    arg_obj(&m, b);
+    arg_int(&m, (long long)c);
+    arg_raw(&m, "&error");
+    rec *r = init_creating(&m, find(a), c, 32 << 20, error_out);
+    UNLOCK();
+    return r;
+}
+
+int oc_text(objc_id str, char *buf, size_t len)
+{
+    LOCK();
+    check_fixed('-', "NSString", "UTF8String", "r*", "-");
+    rec *r = find(str);
+    int rc = -1;
+    if (r && r->kind == K_STR && len)
+        rc = (size_t)snprintf(buf, len, "%s", r->text) < len ? 0 : -1;
+    else if (str && !r)
+        emit("!! UTF8String sent to an unknown pointer");
+    UNLOCK();
+    return rc;
+}
+
+/* the window server's events: the stand-in has none, so it only waits;
+ * the first call after a reset is noted */
+void oc_run_events(unsigned ms)
+{
+    LOCK();
+    if (!R.events_noted) {
+        R.events_noted = 1;
+        emit("# NSApp: serving window events on the main thread");
+    }
+    UNLOCK();
+    usleep(ms * 1000);
 }
 
 objc_id oc_str(const char *utf8)
@@ -1600,6 +1907,8 @@ typedef struct {
     long next;
     int has_next;
     int called, abandoned; /* the handler ran; the waiter gave up */
+    int with_result;       /* the block is ^(id result, NSError *error) */
+    rec *result;           /* what it is given on success */
 } completion;
 
 static void run_completion(void *p)
@@ -1608,10 +1917,21 @@ static void run_completion(void *p)
     LOCK();
     if (c->has_next && c->vm)
         c->vm->state = c->next;
-    if (c->problem)
+    if (c->result && !c->problem)
+        c->result->rc = 1; /* the bridge retains it for the caller */
+    if (c->with_result) {
+        sb b = {0};
+        describe(&b, c->problem ? NULL : c->result);
+        if (c->problem)
+            emit("^ %s completion(nil, NSError(\"%s\"))", c->sel, c->problem);
+        else
+            emit("^ %s completion(%s, nil)", c->sel, b.s);
+        free(b.s);
+    } else if (c->problem) {
         emit("^ %s completion(NSError(\"%s\"))", c->sel, c->problem);
-    else
+    } else {
         emit("^ %s completion(nil)", c->sel);
+    }
     c->called = 1;
     pthread_cond_broadcast(&C);
     int free_it = c->abandoned;
@@ -1630,6 +1950,41 @@ struct send_req {
     int hang;
 };
 
+/* with L held: the outcome of the macOS install path's completion-handler
+ * messages (restore images, the installer), or NULL if sel is not one;
+ * *delay is when the handler comes */
+static const char *install_outcome(rec *recv, const char *sel, rec *arg, completion *c, long *delay)
+{
+    if (!strcmp(sel, "loadFileURL:completionHandler:")) {
+        if (!arg || arg->kind != K_URL || access(arg->text, R_OK) != 0)
+            return "The file couldn't be opened because there is no such file.";
+        c->result = new_rec(K_OBJ, "VZMacOSRestoreImage");
+        c->result->text = dup_or_die(arg->text);
+        return "";
+    }
+    if (!strcmp(sel, "fetchLatestSupportedWithCompletionHandler:")) {
+        c->result = new_rec(K_OBJ, "VZMacOSRestoreImage");
+        c->result->text = dup_or_die(latest_url());
+        c->result->remote = 1;
+        return "";
+    }
+    if (!strcmp(sel, "installWithCompletionHandler:") && recv && recv->owner) {
+        rec *vm = recv->owner;
+        if (recv->t0_ms)
+            return "The installer is already installing.";
+        if (vm->state != 0)
+            return "Invalid virtual machine state: the installer needs a stopped VM.";
+        recv->t0_ms = now_ms();
+        vm->state = 1; /* the installer runs the VM */
+        c->vm = vm;
+        c->next = 0;
+        c->has_next = 1;
+        *delay = R.install_ms;
+        return "";
+    }
+    return NULL;
+}
+
 /* the message itself, on the VM's queue: it decides the outcome and posts
  * the handler's call for later */
 static void send_on_queue(void *p)
@@ -1637,21 +1992,26 @@ static void send_on_queue(void *p)
     struct send_req *r = p;
     msg m;
     LOCK();
+    completion *c = r->c;
     msg_begin(&m, r->obj, r->sel, "v", r->arg ? "@,@?" : "@?");
     if (r->arg)
         arg_obj(&m, r->arg);
-    arg_raw(&m, "^(NSError *)");
+    arg_raw(&m, c->with_result ? "^(id, NSError *)" : "^(NSError *)");
     msg_end(&m, NULL);
-    completion *c = r->c;
     char *why = take_failure(r->sel);
     const char *problem = why;
+    long delay = 2;
     if (!problem && m.recv && m.recv->vm) {
         problem = vm_transition(m.recv, r->sel, find(r->arg), &c->next);
         c->has_next = !problem;
+    } else if (!problem && m.recv &&
+               (problem = install_outcome(m.recv, r->sel, find(r->arg), c, &delay)) && !*problem) {
+        problem = NULL;
     } else if (!problem && !m.recv)
         problem = "message to nil";
     c->problem = problem ? dup_or_die(problem) : NULL;
-    c->vm = m.recv && m.recv->vm ? m.recv : NULL;
+    if (!c->vm)
+        c->vm = m.recv && m.recv->vm ? m.recv : NULL;
     free(why);
     r->hang = take_hang(r->sel);
     if (!r->hang) {
@@ -1661,33 +2021,61 @@ static void send_on_queue(void *p)
         t->fn = run_completion;
         t->ctx = c;
         t->heap = 1;
-        post(r->q, t, 2); /* later, and never inline */
+        post(r->q, t, delay); /* later, and never inline */
     }
     UNLOCK();
 }
 
-/* with L held: wait for the handler's call, at most timeout_ms */
-static int handler_came(completion *c, unsigned timeout_ms)
+static struct timespec after_ms(unsigned ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    while (!c->called)
-        if (pthread_cond_timedwait(&C, &L, &until) == ETIMEDOUT)
+    return until;
+}
+
+typedef struct {
+    void (*fn)(void *);
+    void *ctx;
+    unsigned ms;
+} ticker;
+
+/* with L held: wait for the handler's call, at most timeout_ms, calling
+ * the ticker (without L) every tk->ms meanwhile */
+static int handler_came(completion *c, unsigned timeout_ms, const ticker *tk)
+{
+    long end = now_ms() + timeout_ms;
+    while (!c->called) {
+        long left = end - now_ms();
+        if (left <= 0)
             break;
+        unsigned slice = tk->fn && tk->ms && (long)tk->ms < left ? tk->ms : (unsigned)left;
+        struct timespec until = after_ms(slice);
+        while (!c->called)
+            if (pthread_cond_timedwait(&C, &L, &until) == ETIMEDOUT)
+                break;
+        if (!c->called && tk->fn && now_ms() < end) {
+            UNLOCK();
+            tk->fn(tk->ctx);
+            LOCK();
+        }
+    }
     return c->called;
 }
 
-int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
-                       unsigned timeout_ms, char *err, size_t errlen)
+static int send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                           unsigned timeout_ms, const ticker *tk, objc_id *result, char *err,
+                           size_t errlen)
 {
     if (errlen)
         err[0] = 0;
+    if (result)
+        *result = NULL;
     LOCK();
     rec *q = find(queue);
     if (!q || q->kind != K_QUEUE || !q->worker) {
@@ -1706,6 +2094,7 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
     if (!c)
         abort();
     snprintf(c->sel, sizeof c->sel, "%s", sel);
+    c->with_result = result != NULL;
     struct send_req r = {.q = q, .obj = obj, .arg = arg, .sel = sel, .c = c};
     char raised[512];
     if (sync_on(q, send_on_queue, &r, raised, sizeof raised) != 0) {
@@ -1714,7 +2103,7 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
         UNLOCK();
         return -1;
     }
-    if (!handler_came(c, timeout_ms)) {
+    if (!handler_came(c, timeout_ms, tk)) {
         emit("# %s: no completion in %u ms", sel, timeout_ms);
         snprintf(err, errlen, "%s: no answer in %u ms", sel, timeout_ms);
         if (r.hang) {
@@ -1729,8 +2118,34 @@ int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
     int rc = c->problem ? -1 : 0;
     if (c->problem)
         snprintf(err, errlen, "%s", c->problem);
+    else if (result)
+        *result = c->result;
     free(c->problem);
     free(c);
     UNLOCK();
     return rc;
+}
+
+int oc_send_completion(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                       unsigned timeout_ms, char *err, size_t errlen)
+{
+    ticker none = {0};
+    return send_completion(queue, obj, sel, arg, timeout_ms, &none, NULL, err, errlen);
+}
+
+int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
+                               unsigned tick_ms, char *err, size_t errlen)
+{
+    ticker tk = {tick, tick_ctx, tick_ms};
+    return send_completion(queue, obj, sel, arg, timeout_ms, &tk, NULL, err, errlen);
+}
+
+int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                              unsigned timeout_ms, objc_id *result, char *err, size_t errlen)
+{
+    objc_id ignored;
+    ticker none = {0};
+    return send_completion(queue, obj, sel, arg, timeout_ms, &none, result ? result : &ignored,
+                           err, errlen);
 }
