@@ -87,6 +87,37 @@ int boot_mac_valid(const char *s);
 /* A fresh random locally administered unicast MAC. */
 void boot_mac_random(char out[18]);
 
+/* ---------- making a macOS VM ---------- */
+
+typedef struct {
+    const char *driver;     /* NULL: "vz", the only one that installs macOS */
+    const char *bundle_dir; /* an existing, empty directory the bundle is made in */
+    const char *ipsw;       /* a macOS restore image (.ipsw) file */
+    uint64_t disk_bytes;    /* Disk.img's size (sparse); at least BOOT_MACOS_MIN_DISK */
+    unsigned cpus;          /* 0: 4; never below the image's minimum */
+    uint64_t memory_mib;    /* 0: 4096; never below the image's minimum */
+    /* the install's progress (done of total), and notes; may be NULL */
+    void (*progress)(void *ctx, const char *what, uint64_t done, uint64_t total);
+    void (*note)(void *ctx, const char *line);
+    void *ctx;
+} boot_macos_opts;
+
+#define BOOT_MACOS_MIN_DISK (20ULL << 30)
+
+/*
+ * Apple's documented sequence, into o->bundle_dir: load the restore image,
+ * take its mostFeaturefulSupportedConfiguration (refused clearly where this
+ * host can't run it), write HardwareModel and a fresh MachineIdentifier
+ * (their data representations, plists), create AuxiliaryStorage for that
+ * hardware model, a sparse Disk.img and Settings.json, then run
+ * VZMacOSInstaller, reporting its progress. On failure the directory may
+ * hold some of those files: the caller drops it.
+ */
+int boot_create_macos(const boot_macos_opts *o);
+/* The URL of the newest macOS restore image this host supports
+ * (fetchLatestSupported; a download, not a file). Caller frees. */
+int boot_macos_latest(const char *driver, char **url);
+
 /* ---------- drivers ---------- */
 
 typedef struct boot_vm boot_vm; /* a driver's running VM */
@@ -135,6 +166,14 @@ typedef struct {
     /* May be NULL. Create a fresh, empty EFI variable store at path (qemu:
      * a copy of the firmware's template; vz: VZEFIVariableStore). */
     int (*create_efi_vars)(const char *path);
+    /* May be NULL (the driver can't install macOS): boot_create_macos,
+     * boot_macos_latest. */
+    int (*create_macos)(const boot_macos_opts *o);
+    int (*macos_latest)(char **url);
+    /* May be NULL (then: sleep). Wait about ms while the VM runs, serving
+     * what it shows on this host (vz: the window's events, on the main
+     * thread). The supervisor calls it between its checks. */
+    void (*wait)(boot_vm *vm, unsigned ms);
 } boot_driver;
 
 /* A driver by name; NULL (with boot_error set) if unknown or not on this host. */

@@ -629,7 +629,10 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
         }
         if (stop_deadline && time(NULL) >= stop_deadline)
             drv->stop(vm, 1);
-        usleep(100 * 1000);
+        if (drv->wait)
+            drv->wait(vm, 100); /* vz: its window's events */
+        else
+            usleep(100 * 1000);
     }
     return keep;
 }
@@ -727,7 +730,7 @@ int boot_run(store *st, const boot_run_opts *o)
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
-                          .accel = o->accel,
+                          .accel = o->accel, .gui = o->gui,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
     if ((rc = start_vm(o, drv, dir, &s, &so, &vm)))

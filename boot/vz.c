@@ -59,6 +59,7 @@ struct boot_vm {
     objc_id queue; /* owned serial queue: every message to vm goes through it */
     objc_id vm;    /* owned VZVirtualMachine */
     int savable;   /* configured for save/restore, and validated */
+    objc_id window, view; /* owned, with --gui: the NSWindow and its VZVirtualMachineView */
 };
 
 static unsigned timeout_ms(unsigned normal)
@@ -429,6 +430,38 @@ static objc_id storage(build *b)
                   EIO, "Virtualization.framework could not make the disk device");
 }
 
+/*
+ * Installer media (settings.installer, an ISO in the bundle) as a USB
+ * mass storage device, read-only: macOS 13's VZUSBMassStorageDevice-
+ * Configuration, the way Apple's Linux-installer sample attaches an ISO.
+ */
+static objc_id installer_media(build *b)
+{
+    const char *iso = b->s->installer;
+    char path[PATH_MAX];
+    if (b->rc || !iso)
+        return NULL;
+    if (!oc_class("VZUSBMassStorageDeviceConfiguration")) {
+        b->rc = boot_fail(ENOTSUP, "installer media %s: attaching it as USB mass storage needs "
+                                   "macOS 13 or later",
+                          iso);
+        return NULL;
+    }
+    if (!bundle_file(b, iso, R_OK, path))
+        return NULL;
+    objc_id att = alloc(b, "VZDiskImageStorageDeviceAttachment"), err = NULL;
+    if (!att)
+        return NULL;
+    att = oc_send_id_bool_err(att, "initWithURL:readOnly:error:", oc_url(path), 1, &err);
+    if (!att) {
+        b->rc = fail_ns(EIO, err, "%s: Virtualization.framework can't attach it as installer media", path);
+        return NULL;
+    }
+    oc_autorelease(att);
+    return inited(b, alloc_init(b, "VZUSBMassStorageDeviceConfiguration", "initWithAttachment:", att),
+                  EIO, "Virtualization.framework could not make the USB installer device");
+}
+
 static objc_id network(build *b)
 {
     const boot_settings *s = b->s;
@@ -632,7 +665,7 @@ static objc_id configuration(build *b)
     int mac = s->os == BOOT_OS_MACOS;
     objc_id platform = mac ? mac_platform(b) : generic_platform(b);
     objc_id loader = make_loader(b);
-    objc_id disk = storage(b);
+    objc_id disks[2] = {storage(b), installer_media(b)};
     objc_id net = network(b);
     objc_id rng = has_entropy(s, b->savable) ? make(b, "VZVirtioEntropyDeviceConfiguration") : NULL;
     objc_id serial = serial_port(b);
@@ -652,7 +685,7 @@ static objc_id configuration(build *b)
     set(b, conf, "setBootLoader:", loader);
     oc_send_void_u64(conf, "setCPUCount:", s->cpus);
     oc_send_void_u64(conf, "setMemorySize:", s->memory_mib * 1024 * 1024);
-    set_list(b, conf, "setStorageDevices:", &disk, 1);
+    set_list(b, conf, "setStorageDevices:", disks, disks[1] ? 2 : 1);
     set_list(b, conf, "setNetworkDevices:", &net, 1);
     if (rng)
         set_list(b, conf, "setEntropyDevices:", &rng, 1);
@@ -811,12 +844,102 @@ static void halt(boot_vm *vm)
     boot_fail(EIO, "%s", keep);
 }
 
+/* ---------- the window (--gui) ---------- */
+
+/* NSApplicationActivationPolicyRegular: a Dock icon and a menu bar */
+#define NS_ACTIVATION_REGULAR 0
+
+/* the window's size in points: a Retina-density display shows at half */
+static double points(unsigned pixels, unsigned ppi)
+{
+    return ppi >= 144 ? pixels / 2.0 : (double)pixels;
+}
+
+static void window_title(build *b, objc_id window)
+{
+    char title[PATH_MAX + 16];
+    size_t n;
+    const char *base = base_name(b->o->bundle_dir, &n);
+    snprintf(title, sizeof title, "strata: %.*s", (int)n, base);
+    set(b, window, "setTitle:", oc_str(title));
+}
+
+/*
+ * The VM's display in a window of this process: NSApplication (a regular
+ * app), a VZVirtualMachineView showing the VM and taking the system keys,
+ * inside an NSWindow through an NSViewController. On the main thread, the
+ * one that later serves the window's events (vz_wait). The window and view
+ * are owned by vm, closed and released with it.
+ */
+static int open_window(boot_vm *vm, const boot_start_opts *o)
+{
+    build b = {.o = o, .s = o->settings};
+    const boot_settings *s = o->settings;
+    objc_id app_cls = need_class(&b, "NSApplication");
+    objc_id app = app_cls ? oc_send(app_cls, "sharedApplication") : NULL;
+    if (app) {
+        oc_send_bool_i64(app, "setActivationPolicy:", NS_ACTIVATION_REGULAR);
+        oc_send_void(app, "finishLaunching");
+    }
+    objc_id view = alloc(&b, "VZVirtualMachineView");
+    view = view ? oc_send(view, "init") : NULL;
+    if (!view && !b.rc)
+        b.rc = boot_fail(EIO, "AppKit could not make the VM's view");
+    vm->view = view;
+    if (view) {
+        oc_send_void_id(view, "setVirtualMachine:", vm->vm);
+        oc_send_void_bool(view, "setCapturesSystemKeys:", 1);
+        if (oc_responds(view, "setAutomaticallyReconfiguresDisplay:")) /* macOS 14 */
+            oc_send_void_bool(view, "setAutomaticallyReconfiguresDisplay:", 1);
+    }
+    objc_id vc = make(&b, "NSViewController");
+    set(&b, vc, "setView:", view);
+    objc_id win_cls = need_class(&b, "NSWindow");
+    objc_id window = b.rc ? NULL : oc_send_id(win_cls, "windowWithContentViewController:", vc);
+    if (!window && !b.rc)
+        b.rc = boot_fail(EIO, "AppKit could not make the VM's window");
+    vm->window = oc_retain(window);
+    if (b.rc)
+        return b.rc;
+    /* vm owns it and releases it: closing must not release it too */
+    oc_send_void_bool(window, "setReleasedWhenClosed:", 0);
+    unsigned w = s->display_width ? s->display_width : DEFAULT_WIDTH;
+    unsigned h = s->display_height ? s->display_height : DEFAULT_HEIGHT;
+    unsigned ppi = s->display_ppi ? s->display_ppi : DEFAULT_PPI;
+    oc_send_void_size(window, "setContentSize:", points(w, ppi), points(h, ppi));
+    window_title(&b, window);
+    oc_send_void(window, "center");
+    oc_send_void_id(window, "makeKeyAndOrderFront:", NULL);
+    oc_send_void_bool(app, "activateIgnoringOtherApps:", 1);
+    return b.rc;
+}
+
+static void close_window(boot_vm *vm)
+{
+    if (vm->window) {
+        oc_send_void(vm->window, "close");
+        oc_release(vm->window);
+    }
+    oc_release(vm->view);
+    vm->window = vm->view = NULL;
+}
+
+/* the supervisor's pause between checks: a window's events, or a sleep */
+static void vz_wait(boot_vm *vm, unsigned ms)
+{
+    if (vm && vm->window)
+        oc_run_events(ms);
+    else
+        usleep(ms * 1000);
+}
+
 static void vz_release(boot_vm *vm)
 {
     char why[512];
     tty_restore();
     if (!vm)
         return;
+    close_window(vm);
     if (vm->vm) {
         halt(vm);
         oc_on_queue(vm->queue, release_on_queue, vm->vm, why, sizeof why);
@@ -866,6 +989,9 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
                                   "use the qemu driver here");
     if (o->restore_state && access(o->restore_state, R_OK) != 0)
         return boot_fail_errno(errno, "saved state %s", o->restore_state);
+    if (o->gui && o->settings->os != BOOT_OS_MACOS)
+        return boot_fail(ENOTSUP, "--gui: under vz only a macOS guest has a display here; a "
+                                  "Linux guest's console is in %s", CONSOLE_LOG);
 
     build b = {.o = o, .s = o->settings};
     objc_id pool = oc_pool_push();
@@ -878,6 +1004,8 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
         rc = boot_fail(EIO, "could not make a dispatch queue for the VM");
     if (!rc && !(rc = make_vm(vm, conf)))
         vm->savable = b.savable;
+    if (!rc && o->gui)
+        rc = open_window(vm, o);
     if (!rc && o->console && !b.savable)
         tty_make_raw();
     if (!rc)
@@ -1016,11 +1144,290 @@ static int vz_devices(const boot_settings *s, char *out, size_t len)
     int mac = s->os == BOOT_OS_MACOS;
     int n = snprintf(out, len,
                      "vz1 platform=%s disk=virtio-blk net=virtio-nat serial=virtio-console:file "
-                     "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs",
+                     "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs%s",
                      mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none",
                      mac ? keyboard_class() : "none", mac ? pointer_class() : "none",
-                     mac ? "mac" : "none");
+                     mac ? "mac" : "none", s->installer ? " installer=usb-mass-storage" : "");
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* ---------- a fresh EFI variable store ---------- */
+
+static int vz_create_efi_vars(const char *path)
+{
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
+    objc_id cls = oc_class("VZEFIVariableStore");
+    if (!cls)
+        return boot_fail(ENOTSUP, "an EFI variable store needs macOS 13 or later (VZEFIVariableStore)");
+    objc_id pool = oc_pool_push(), err = NULL;
+    /* options 0: never over an existing file */
+    objc_id store = oc_send_id_u64_err(oc_send(cls, "alloc"), "initCreatingVariableStoreAtURL:options:error:",
+                                       oc_url(path), 0, &err);
+    int rc = store ? 0 : fail_ns(EIO, err, "%s: Virtualization.framework could not create an EFI "
+                                           "variable store there", path);
+    oc_release(store);
+    oc_pool_pop(pool);
+    return rc;
+}
+
+/* ---------- installing macOS ---------- */
+
+#define T_IMAGE 300000u     /* loading or looking up a restore image */
+#define T_INSTALL 10800000u /* an install: 3 hours at most */
+#define TICK_MS 250u        /* how often the install's progress is read */
+#define MACOS_CPUS 4
+#define MACOS_MIB 4096
+
+static int install_classes(void)
+{
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "a macOS VM can only be made on a Mac with Apple silicon "
+                                  "(Virtualization.framework); this host has none");
+    if (!oc_class("VZMacOSRestoreImage") || !oc_class("VZMacOSInstaller"))
+        return boot_fail(ENOTSUP, "Virtualization.framework here can't install macOS: that needs "
+                                  "a Mac with Apple silicon and macOS 12 or later");
+    return 0;
+}
+
+/* +[VZMacOSRestoreImage sel...] with its ^(VZMacOSRestoreImage *, NSError *)
+ * block; the image (owned) or NULL with msg */
+static objc_id restore_image(objc_id queue, const char *sel, objc_id url, char *msg, size_t len)
+{
+    objc_id image = NULL;
+    unsigned ms = timeout_ms(T_IMAGE);
+    int rc = oc_send_completion_result(queue, oc_class("VZMacOSRestoreImage"), sel, url, ms, &image,
+                                       msg, len);
+    if (rc == OC_TIMED_OUT)
+        snprintf(msg, len, "no answer from Virtualization.framework in %u s", (ms + 999) / 1000);
+    return rc ? NULL : image;
+}
+
+static int vz_macos_latest(char **url)
+{
+    char msg[1024], text[4096];
+    int rc = install_classes();
+    objc_id queue = rc ? NULL : oc_queue("strata.vz.latest");
+    if (!rc && !queue)
+        rc = boot_fail(EIO, "could not make a dispatch queue");
+    objc_id pool = oc_pool_push();
+    objc_id image = rc ? NULL : restore_image(queue, "fetchLatestSupportedWithCompletionHandler:", NULL,
+                                              msg, sizeof msg);
+    if (!rc && !image)
+        rc = boot_fail(EIO, "could not look up the latest macOS for this Mac: %s", msg);
+    objc_id link = image ? oc_send(image, "URL") : NULL;
+    if (!rc && (!link || oc_text(oc_send(link, "absoluteString"), text, sizeof text) != 0))
+        rc = boot_fail(EIO, "Virtualization.framework gave no URL for the latest macOS");
+    if (!rc && !(*url = strdup(text)))
+        rc = -ENOMEM;
+    oc_release(image);
+    oc_pool_pop(pool);
+    if (queue)
+        oc_queue_release(queue);
+    return rc;
+}
+
+typedef struct {
+    const boot_macos_opts *o;
+    objc_id queue;          /* owned */
+    objc_id image;          /* owned VZMacOSRestoreImage */
+    objc_id hw;             /* its configuration's VZMacHardwareModel (pool) */
+    boot_settings s;
+    boot_vm vm;             /* the VM the installer runs (its queue is queue) */
+    objc_id installer;      /* owned VZMacOSInstaller */
+    double done;            /* the last fraction shown */
+} install;
+
+static void progress(install *in, double fraction)
+{
+    if (in->o->progress)
+        in->o->progress(in->o->ctx, "installing macOS", (uint64_t)(fraction * 1000), 1000);
+}
+
+/* What the restore image asks of this host: a configuration it supports. */
+static int requirements(install *in)
+{
+    const boot_macos_opts *o = in->o;
+    objc_id req = oc_send(in->image, "mostFeaturefulSupportedConfiguration");
+    if (!req)
+        return boot_fail(ENOTSUP, "%s: this Mac can't run the macOS in this restore image (it has "
+                                  "no configuration this host supports: that needs Apple silicon "
+                                  "and a host macOS at least as new as the image's)",
+                         o->ipsw);
+    in->hw = oc_send(req, "hardwareModel");
+    if (!in->hw || !oc_send_bool(in->hw, "isSupported"))
+        return boot_fail(ENOTSUP, "%s: this Mac doesn't support the image's hardware model (it "
+                                  "needs a newer macOS host)", o->ipsw);
+    uint64_t min_cpus = oc_send_u64(req, "minimumSupportedCPUCount");
+    uint64_t min_bytes = oc_send_u64(req, "minimumSupportedMemorySize");
+    uint64_t min_mib = (min_bytes + (1 << 20) - 1) >> 20;
+    if (o->cpus && o->cpus < min_cpus)
+        return boot_fail(EINVAL, "--cpus %u: this macOS needs at least %llu", o->cpus,
+                         (unsigned long long)min_cpus);
+    if (o->memory_mib && o->memory_mib < min_mib)
+        return boot_fail(EINVAL, "--memory %lluM: this macOS needs at least %lluM",
+                         (unsigned long long)o->memory_mib, (unsigned long long)min_mib);
+    in->s.cpus = o->cpus ? o->cpus : (unsigned)(min_cpus > MACOS_CPUS ? min_cpus : MACOS_CPUS);
+    in->s.memory_mib = o->memory_mib ? o->memory_mib : (min_mib > MACOS_MIB ? min_mib : MACOS_MIB);
+    return 0;
+}
+
+/* obj's dataRepresentation into dir/name */
+static int write_data(objc_id obj, const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    objc_id data = obj ? oc_send(obj, "dataRepresentation") : NULL;
+    if (!data || !oc_send_bool_id_bool(data, "writeToURL:atomically:", oc_url(path), 1))
+        return boot_fail(EIO, "%s: could not write it", path);
+    return 0;
+}
+
+static int sparse_disk(const char *dir, uint64_t bytes)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/Disk.img", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return boot_fail_errno(errno, "%s", path);
+    /* a raw image is a whole number of 512-byte sectors */
+    int rc = ftruncate(fd, (off_t)((bytes + 511) & ~511ULL)) == 0 && full_sync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc ? boot_fail_errno(-rc, "%s", path) : 0;
+}
+
+/* HardwareModel, a fresh MachineIdentifier, AuxiliaryStorage for that
+ * hardware model, a sparse Disk.img and Settings.json */
+static int bundle_files(install *in)
+{
+    const char *dir = in->o->bundle_dir;
+    char aux[PATH_MAX];
+    objc_id mid_cls = oc_class("VZMacMachineIdentifier");
+    objc_id mid = mid_cls ? oc_autorelease(oc_send(mid_cls, "new")) : NULL;
+    int rc = write_data(in->hw, dir, "HardwareModel");
+    if (!rc)
+        rc = write_data(mid, dir, "MachineIdentifier");
+    if (rc)
+        return rc;
+    snprintf(aux, sizeof aux, "%s/AuxiliaryStorage", dir);
+    objc_id err = NULL, storage = oc_send(oc_class("VZMacAuxiliaryStorage"), "alloc");
+    storage = oc_send_id_id_u64_err(storage, "initCreatingStorageAtURL:hardwareModel:options:error:",
+                                    oc_url(aux), in->hw, 0, &err);
+    if (!storage)
+        return fail_ns(EIO, err, "%s: Virtualization.framework could not create the auxiliary storage",
+                       aux);
+    oc_release(storage);
+    if ((rc = sparse_disk(dir, in->o->disk_bytes)))
+        return rc;
+    in->s.os = BOOT_OS_MACOS;
+    in->s.loader = BOOT_LOADER_MACOS;
+    in->s.display_width = DEFAULT_WIDTH;
+    in->s.display_height = DEFAULT_HEIGHT;
+    in->s.display_ppi = DEFAULT_PPI;
+    boot_mac_random(in->s.mac);
+    return boot_settings_save(dir, &in->s);
+}
+
+static void make_installer_on_queue(void *p)
+{
+    install *in = p;
+    objc_id a = oc_send(oc_class("VZMacOSInstaller"), "alloc");
+    in->installer = oc_send_id_id(a, "initWithVirtualMachine:restoreImageURL:", in->vm.vm,
+                                  oc_url(in->o->ipsw));
+}
+
+static void read_progress_on_queue(void *p)
+{
+    install *in = p;
+    objc_id prog = oc_send(in->installer, "progress");
+    in->done = prog ? oc_send_f64(prog, "fractionCompleted") : in->done;
+}
+
+/* between the waits for the install: show how far it is */
+static void install_tick(void *p)
+{
+    install *in = p;
+    char why[256];
+    if (oc_on_queue(in->queue, read_progress_on_queue, in, why, sizeof why) == 0)
+        progress(in, in->done);
+}
+
+/* the VM of the new bundle, as a start would configure it, and the installer */
+static int installer_for(install *in)
+{
+    boot_start_opts so = {.bundle_dir = in->o->bundle_dir, .runtime_dir = in->o->bundle_dir,
+                          .settings = &in->s, .note = in->o->note, .note_ctx = in->o->ctx};
+    build b = {.o = &so, .s = &in->s};
+    struct build_call c = {.b = &b};
+    char why[1024];
+    if (oc_guard(build_checked, &c, why, sizeof why) != 0)
+        return boot_fail(EINVAL, "Virtualization.framework raised an exception while the "
+                                 "configuration was built: %s", why);
+    if (b.rc)
+        return b.rc;
+    in->vm.queue = in->queue;
+    int rc = make_vm(&in->vm, c.conf);
+    if (!rc && oc_on_queue(in->queue, make_installer_on_queue, in, why, sizeof why) != 0)
+        rc = boot_fail(EIO, "Virtualization.framework could not make the installer: %s", why);
+    if (!rc && !in->installer)
+        rc = boot_fail(EIO, "Virtualization.framework could not make the installer");
+    return rc;
+}
+
+static int run_installer(install *in)
+{
+    char msg[1024];
+    unsigned ms = timeout_ms(T_INSTALL);
+    progress(in, 0);
+    int rc = oc_send_completion_ticking(in->queue, in->installer, "installWithCompletionHandler:", NULL,
+                                        ms, install_tick, in, TICK_MS, msg, sizeof msg);
+    if (rc == OC_TIMED_OUT)
+        return boot_fail(ETIMEDOUT, "installing macOS: no end in %u s", (ms + 999) / 1000);
+    if (rc)
+        return boot_fail(EIO, "installing macOS from %s failed: %s", in->o->ipsw, msg);
+    progress(in, 1);
+    return 0;
+}
+
+static void install_done(install *in)
+{
+    char why[512], log[PATH_MAX];
+    if (in->installer)
+        oc_on_queue(in->queue, release_on_queue, in->installer, why, sizeof why);
+    if (in->vm.vm)
+        oc_on_queue(in->queue, release_on_queue, in->vm.vm, why, sizeof why);
+    oc_release(in->image);
+    if (in->queue)
+        oc_queue_release(in->queue);
+    boot_settings_free(&in->s);
+    /* the install's console went into the bundle; the bundle is not its place */
+    snprintf(log, sizeof log, "%s/%s", in->o->bundle_dir, CONSOLE_LOG);
+    unlink(log);
+}
+
+static int vz_create_macos(const boot_macos_opts *o)
+{
+    char msg[1024];
+    install in = {.o = o};
+    int rc = install_classes();
+    if (!rc && !(in.queue = oc_queue("strata.vz.install")))
+        rc = boot_fail(EIO, "could not make a dispatch queue for the install");
+    objc_id pool = oc_pool_push();
+    if (!rc && !(in.image = restore_image(in.queue, "loadFileURL:completionHandler:", oc_url(o->ipsw),
+                                          msg, sizeof msg)))
+        rc = boot_fail(EINVAL, "%s: not a macOS restore image Virtualization.framework can read: %s",
+                       o->ipsw, msg);
+    if (!rc)
+        rc = requirements(&in);
+    if (!rc)
+        rc = bundle_files(&in);
+    if (!rc)
+        rc = installer_for(&in);
+    if (!rc)
+        rc = run_installer(&in);
+    install_done(&in);
+    oc_pool_pop(pool);
+    return rc;
 }
 
 static const boot_driver vz_driver = {
@@ -1036,6 +1443,10 @@ static const boot_driver vz_driver = {
     .release = vz_release,
     .savable = vz_savable,
     .devices = vz_devices,
+    .create_efi_vars = vz_create_efi_vars,
+    .create_macos = vz_create_macos,
+    .macos_latest = vz_macos_latest,
+    .wait = vz_wait,
 };
 
 const boot_driver *boot_vz_driver(void)

@@ -269,7 +269,8 @@ static long now_ms(void)
     return t.tv_sec * 1000L + t.tv_nsec / 1000000L;
 }
 
-/* with L held: the first task that is due, unlinked, or NULL with the wait */
+/* with L held: the first task that is due, unlinked, or NULL with the wait;
+ * due tasks run in the order posted (a serial queue) */
 static task *next_due(worker *w, long *wait_ms)
 {
     long now = now_ms();
@@ -280,10 +281,11 @@ static task *next_due(worker *w, long *wait_ms)
             *p = t->next;
             return t;
         }
+        /* an item not yet due is a dispatch_after (a handler the framework
+         * calls when its work ends): it holds nothing up meanwhile */
         long left = (*p)->due_ms - now;
         if (*wait_ms < 0 || left < *wait_ms)
             *wait_ms = left;
-        break; /* a serial queue: nothing passes the first item */
     }
     return NULL;
 }
@@ -1596,6 +1598,12 @@ int oc_text(objc_id str, char *buf, size_t len)
 void oc_run_events(unsigned ms)
 {
     LOCK();
+    check_fixed('+', "NSApplication", "sharedApplication", "@", "-");
+    check_fixed('+', "NSDate", "dateWithTimeIntervalSinceNow:", "@", "d");
+    check_fixed('-', "NSApplication", "nextEventMatchingMask:untilDate:inMode:dequeue:", "@", "Q,@,@,B");
+    check_fixed('-', "NSApplication", "sendEvent:", "v", "@");
+    check_fixed('+', "NSDate", "distantPast", "@", "-");
+    check_fixed('-', "NSApplication", "updateWindows", "v", "-");
     if (!R.events_noted) {
         R.events_noted = 1;
         emit("# NSApp: serving window events on the main thread");

@@ -1035,6 +1035,390 @@ static void test_release_stops_a_running_vm(void **state)
     fx_done(&f);
 }
 
+
+/* ---------- making a macOS VM ---------- */
+
+typedef struct {
+    uint64_t done[64], total;
+    int n;
+} progress_log;
+
+static void record_progress(void *ctx, const char *what, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    assert_string_equal(what, "installing macOS");
+    if (p->n < 64)
+        p->done[p->n++] = done;
+    p->total = total;
+}
+
+/* an empty bundle directory and a zip-shaped restore image */
+static void fx_macos_create(fx *f, const char *name, boot_macos_opts *o, progress_log *pl)
+{
+    fx_init(f, name, 0);
+    snprintf(f->bundle, sizeof f->bundle, "%s/new", f->dir);
+    mkdir_or_fail(f->bundle);
+    write_file(in(f, f->dir, "UniversalMac.ipsw"), "PK\x03\x04 restore image", 20);
+    memset(o, 0, sizeof *o);
+    memset(pl, 0, sizeof *pl);
+    o->bundle_dir = f->bundle;
+    o->ipsw = in(f, f->dir, "UniversalMac.ipsw");
+    o->disk_bytes = 64ULL << 30;
+    o->progress = record_progress;
+    o->note = collect_note;
+    o->ctx = pl;
+}
+
+static int dir_is_empty(const char *path)
+{
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", path);
+    return system(cmd) == 0;
+}
+
+static void test_create_macos(void **state)
+{
+    (void)state;
+    fx f;
+    boot_macos_opts o;
+    progress_log pl;
+    setenv("VZREC_INSTALL_MS", "900", 1); /* long enough for the progress to be read */
+    fx_macos_create(&f, "create-macos", &o, &pl);
+    assert_int_equal(f.d->create_macos(&o), 0);
+    unsetenv("VZREC_INSTALL_MS");
+    if (getenv("VZ_TRANSCRIPT"))
+        fprintf(stderr, "--- create macos ---\n%s---\n", oc_record_transcript());
+
+    /* the restore image, loaded through its completion handler, on a queue */
+    HAS("dispatch_queue_create(\"strata.vz.install\", DISPATCH_QUEUE_SERIAL)");
+    has_fmt("+[VZMacOSRestoreImage loadFileURL: url(\"%s\") completionHandler: ^(id, NSError *)]", o.ipsw);
+    HAS("^ loadFileURL:completionHandler: completion(VZMacOSRestoreImage#");
+    /* its most featureful configuration this host supports */
+    HAS("mostFeaturefulSupportedConfiguration] -> VZMacOSConfigurationRequirements#");
+    HAS("-[VZMacOSConfigurationRequirements#");
+    HAS("hardwareModel] -> VZMacHardwareModel#");
+    HAS("isSupported] -> YES");
+    HAS("minimumSupportedCPUCount] -> 2");
+    HAS("minimumSupportedMemorySize] -> 4294967296");
+    BEFORE("^ loadFileURL:completionHandler: completion(", "mostFeaturefulSupportedConfiguration");
+    /* the bundle's identity: the hardware model, a fresh machine identifier,
+     * aux storage created for that hardware model */
+    has_fmt("writeToURL: url(\"%s/HardwareModel\") atomically: YES] -> YES", f.bundle);
+    HAS("+[VZMacMachineIdentifier new] -> VZMacMachineIdentifier#");
+    has_fmt("writeToURL: url(\"%s/MachineIdentifier\") atomically: YES] -> YES", f.bundle);
+    has_fmt("initCreatingStorageAtURL: url(\"%s/AuxiliaryStorage\") hardwareModel: VZMacHardwareModel#",
+            f.bundle);
+    HAS("options: 0 error: &error] -> VZMacAuxiliaryStorage#");
+    /* then the VM as a start configures it, and the installer on its queue */
+    BEFORE("initCreatingStorageAtURL:", "validateWithError:");
+    BEFORE("validateWithError: &error] -> YES", "initWithConfiguration: VZVirtualMachineConfiguration#");
+    HAS("initWithVirtualMachine: VZVirtualMachine#");
+    has_fmt("restoreImageURL: url(\"%s\")] -> VZMacOSInstaller#", o.ipsw);
+    BEFORE("initWithConfiguration: VZVirtualMachineConfiguration#", "initWithVirtualMachine:");
+    HAS("installWithCompletionHandler: ^(NSError *)]");
+    HAS("progress] -> NSProgress#");
+    HAS("-[NSProgress#");
+    HAS("fractionCompleted] -> ");
+    HAS("^ installWithCompletionHandler: completion(nil)");
+    BEFORE("installWithCompletionHandler: ^(NSError *)]", "^ installWithCompletionHandler: completion(nil)");
+    LACKS("startWithCompletionHandler:");
+
+    /* the progress went from 0 to the whole, never back */
+    assert_true(pl.n >= 3);
+    assert_int_equal(pl.total, 1000);
+    assert_int_equal(pl.done[0], 0);
+    assert_int_equal(pl.done[pl.n - 1], 1000);
+    for (int i = 1; i < pl.n; i++)
+        assert_true(pl.done[i] >= pl.done[i - 1]);
+    int between = 0;
+    for (int i = 0; i < pl.n; i++)
+        between |= pl.done[i] > 0 && pl.done[i] < 1000;
+    assert_true(between);
+
+    /* the files: Apple's plists, a sparse disk of the size asked, settings */
+    store_identity id;
+    assert_int_equal(store_plist_identity(in(&f, f.bundle, "HardwareModel"), "HardwareModel", &id), 0);
+    assert_true(id.has_hardware_model);
+    assert_int_equal(store_plist_identity(in(&f, f.bundle, "MachineIdentifier"), "MachineIdentifier", &id), 0);
+    assert_true(id.has_machine_identifier && id.ecid != 0);
+    assert_true(exists(in(&f, f.bundle, "AuxiliaryStorage")));
+    struct stat st;
+    assert_int_equal(stat(in(&f, f.bundle, "Disk.img"), &st), 0);
+    assert_int_equal(st.st_size, 64LL << 30);
+    assert_true(st.st_blocks * 512 < (1 << 20));
+    boot_settings s;
+    assert_int_equal(boot_settings_load(f.bundle, &s), 0);
+    assert_int_equal(s.os, BOOT_OS_MACOS);
+    assert_int_equal(s.loader, BOOT_LOADER_MACOS);
+    assert_int_equal(s.cpus, 4);
+    assert_int_equal(s.memory_mib, 4096);
+    assert_true(boot_mac_valid(s.mac));
+    boot_settings_free(&s);
+    assert_false(exists(in(&f, f.bundle, ".console.log")));
+    fx_done(&f);
+}
+
+static void test_create_macos_sizes_from_image(void **state)
+{
+    (void)state;
+    fx f;
+    boot_macos_opts o;
+    progress_log pl;
+    setenv("VZREC_MIN_CPUS", "6", 1);
+    setenv("VZREC_MIN_MEMORY", "8589934592", 1);
+    fx_macos_create(&f, "create-macos-min", &o, &pl);
+    assert_int_equal(f.d->create_macos(&o), 0);
+    boot_settings s;
+    assert_int_equal(boot_settings_load(f.bundle, &s), 0);
+    assert_int_equal(s.cpus, 6);           /* the image's minimum is above 4 */
+    assert_int_equal(s.memory_mib, 8192);
+    boot_settings_free(&s);
+    fx_done(&f);
+
+    fx_macos_create(&f, "create-macos-low", &o, &pl);
+    o.cpus = 4;
+    assert_int_equal(f.d->create_macos(&o), -EINVAL);
+    assert_string_equal(boot_error(), "--cpus 4: this macOS needs at least 6");
+    assert_true(dir_is_empty(f.bundle));
+    unsetenv("VZREC_MIN_CPUS");
+    unsetenv("VZREC_MIN_MEMORY");
+    fx_done(&f);
+}
+
+static void test_create_macos_refused(void **state)
+{
+    (void)state;
+    fx f;
+    boot_macos_opts o;
+    progress_log pl;
+
+    /* a file the framework can't read as a restore image */
+    fx_macos_create(&f, "create-bad-image", &o, &pl);
+    oc_record_fail("loadFileURL:completionHandler:", "The file couldn't be opened because it isn't in the correct format.");
+    assert_int_equal(f.d->create_macos(&o), -EINVAL);
+    assert_non_null(strstr(boot_error(), "not a macOS restore image Virtualization.framework can read"));
+    assert_non_null(strstr(boot_error(), "isn't in the correct format"));
+    HAS("^ loadFileURL:completionHandler: completion(nil, NSError(");
+    LACKS("mostFeaturefulSupportedConfiguration");
+    assert_true(dir_is_empty(f.bundle));
+    fx_done(&f);
+
+    /* a host that can't run it: no supported configuration */
+    fx_macos_create(&f, "create-unsupported", &o, &pl);
+    oc_record_fail("mostFeaturefulSupportedConfiguration", "none");
+    assert_int_equal(f.d->create_macos(&o), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "this Mac can't run the macOS in this restore image"));
+    LACKS("VZMacAuxiliaryStorage");
+    assert_true(dir_is_empty(f.bundle));
+    fx_done(&f);
+
+    /* ... or a hardware model it doesn't support */
+    fx_macos_create(&f, "create-hw", &o, &pl);
+    oc_record_fail("isSupported", "no");
+    assert_int_equal(f.d->create_macos(&o), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "doesn't support the image's hardware model"));
+    assert_true(dir_is_empty(f.bundle));
+    fx_done(&f);
+
+    /* a macOS 11 host: no installer at all */
+    fx_macos_create(&f, "create-old", &o, &pl);
+    oc_record_host(11);
+    assert_int_equal(f.d->create_macos(&o), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "needs a Mac with Apple silicon and macOS 12"));
+    fx_done(&f);
+
+    /* the install fails: its reason, and the progress never claimed the end */
+    fx_macos_create(&f, "create-install-fails", &o, &pl);
+    oc_record_fail("installWithCompletionHandler:", "The installation failed (no space).");
+    assert_int_equal(f.d->create_macos(&o), -EIO);
+    assert_non_null(strstr(boot_error(), "installing macOS from"));
+    assert_non_null(strstr(boot_error(), "The installation failed (no space)."));
+    assert_true(pl.n >= 1 && pl.done[pl.n - 1] < 1000);
+    fx_done(&f);
+
+    /* on this host (no vz driver in boot_driver_find): one clear line */
+    fx_macos_create(&f, "create-here", &o, &pl);
+    assert_int_equal(boot_create_macos(&o), -ENOTSUP);
+    assert_string_equal(boot_error(), "a macOS VM can only be made on a Mac with Apple silicon "
+                                      "(macOS 12 or later, Virtualization.framework); this host can't");
+    char *url = NULL;
+    assert_int_equal(boot_macos_latest(NULL, &url), -ENOTSUP);
+    assert_null(url);
+    fx_done(&f);
+}
+
+static void test_latest_restore_image(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "latest", 0);
+    setenv("VZREC_LATEST_URL", "https://updates.cdn-apple.com/x/UniversalMac_15.1_24B83_Restore.ipsw", 1);
+    char *url = NULL;
+    assert_int_equal(f.d->macos_latest(&url), 0);
+    assert_string_equal(url, "https://updates.cdn-apple.com/x/UniversalMac_15.1_24B83_Restore.ipsw");
+    free(url);
+    HAS("+[VZMacOSRestoreImage fetchLatestSupportedWithCompletionHandler: ^(id, NSError *)]");
+    HAS("^ fetchLatestSupportedWithCompletionHandler: completion(VZMacOSRestoreImage#");
+    HAS("URL] -> url(\"https://updates.cdn-apple.com/x/UniversalMac_15.1_24B83_Restore.ipsw\")");
+    HAS("absoluteString] -> \"https://updates.cdn-apple.com/x/UniversalMac_15.1_24B83_Restore.ipsw\"");
+    unsetenv("VZREC_LATEST_URL");
+    fx_done(&f);
+
+    fx_init(&f, "latest-offline", 0);
+    oc_record_fail("fetchLatestSupportedWithCompletionHandler:", "The Internet connection appears to be offline.");
+    url = NULL;
+    assert_int_equal(f.d->macos_latest(&url), -EIO);
+    assert_null(url);
+    assert_string_equal(boot_error(), "could not look up the latest macOS for this Mac: The Internet "
+                                      "connection appears to be offline.");
+    fx_done(&f);
+}
+
+/* ---------- EFI variable stores, installer media, the window ---------- */
+
+static void test_create_efi_vars(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "efivars-new", 0);
+    char *path = in(&f, f.dir, "fresh-efivars");
+    assert_int_equal(f.d->create_efi_vars(path), 0);
+    assert_true(exists(path));
+    has_fmt("-[VZEFIVariableStore#%s", "");
+    has_fmt("initCreatingVariableStoreAtURL: url(\"%s\") options: 0 error: &error] -> VZEFIVariableStore#", path);
+    /* never over an existing file */
+    assert_int_equal(f.d->create_efi_vars(path), -EIO);
+    assert_non_null(strstr(boot_error(), "could not create an EFI variable store there: The file already exists."));
+    fx_done(&f);
+
+    fx_init(&f, "efivars-old", 0);
+    oc_record_host(12);
+    assert_int_equal(f.d->create_efi_vars(in(&f, f.dir, "efivars2")), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "needs macOS 13"));
+    fx_done(&f);
+}
+
+static const char *LINUX_EFI_JSON =
+    "{\"version\":1,\"os\":\"linux\",\"cpus\":2,\"memory_mib\":1024,"
+    "\"mac\":\"52:54:00:ab:cd:ef\",\"boot\":{\"loader\":\"efi\",\"variable_store\":\"efivars\"}}";
+
+static void test_usb_installer(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "usb-installer", 0);
+    fx_settings(&f, LINUX_EFI_JSON);
+    write_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
+    f.s.installer = strdup("Installer.iso");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    has_fmt("initWithURL: url(\"%s/Installer.iso\") readOnly: YES error: &error] -> "
+            "VZDiskImageStorageDeviceAttachment#", f.bundle);
+    HAS("+[VZUSBMassStorageDeviceConfiguration alloc]");
+    HAS("initWithAttachment: VZDiskImageStorageDeviceAttachment#");
+    HAS("-> VZUSBMassStorageDeviceConfiguration#");
+    HAS("setStorageDevices: @[VZVirtioBlockDeviceConfiguration#");
+    HAS(", VZUSBMassStorageDeviceConfiguration#");
+    configuration_then_vm("startWithCompletionHandler:");
+    char devs[512];
+    assert_int_equal(f.d->devices(&f.s, devs, sizeof devs), 0);
+    assert_non_null(strstr(devs, " installer=usb-mass-storage"));
+    free(f.s.installer);
+    f.s.installer = NULL;
+    fx_done(&f);
+
+    /* macOS 12 has no USB mass storage: said before anything is made */
+    fx_init(&f, "usb-installer-old", 1);
+    fx_settings(&f, MACOS_JSON);
+    write_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
+    f.s.installer = strdup("Installer.iso");
+    oc_record_host(12);
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
+    assert_string_equal(boot_error(), "installer media Installer.iso: attaching it as USB mass storage "
+                                      "needs macOS 13 or later");
+    LACKS("initWithConfiguration:");
+    free(f.s.installer);
+    f.s.installer = NULL;
+    fx_done(&f);
+
+    /* installer media that isn't there */
+    fx_init(&f, "usb-installer-missing", 0);
+    fx_settings(&f, LINUX_JSON);
+    f.s.installer = strdup("Missing.iso");
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOENT);
+    assert_non_null(strstr(boot_error(), "Missing.iso"));
+    free(f.s.installer);
+    f.s.installer = NULL;
+    fx_done(&f);
+}
+
+static void test_gui_window(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "gui", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.gui = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    if (getenv("VZ_TRANSCRIPT"))
+        fprintf(stderr, "--- gui ---\n%s---\n", oc_record_transcript());
+    HAS("+[NSApplication sharedApplication] -> NSApplication#");
+    HAS("setActivationPolicy: 0] -> YES");
+    HAS("finishLaunching]");
+    HAS("+[VZVirtualMachineView alloc] -> VZVirtualMachineView#");
+    HAS("setVirtualMachine: VZVirtualMachine#");
+    HAS("setCapturesSystemKeys: YES]");
+    HAS("setAutomaticallyReconfiguresDisplay: YES]");
+    HAS("+[NSViewController new] -> NSViewController#");
+    HAS("setView: VZVirtualMachineView#");
+    HAS("+[NSWindow windowWithContentViewController: NSViewController#");
+    HAS("setReleasedWhenClosed: NO]");
+    HAS("setContentSize: NSMakeSize(720, 450)]"); /* 1440x900 at 144 ppi: Retina points */
+    HAS("setTitle: \"strata: bundle\"]");
+    HAS("center]");
+    HAS("makeKeyAndOrderFront: nil]");
+    HAS("activateIgnoringOtherApps: YES]");
+    /* the view shows the VM before it starts */
+    BEFORE("setVirtualMachine: VZVirtualMachine#", "startWithCompletionHandler:");
+    BEFORE("initWithConfiguration: VZVirtualMachineConfiguration#", "setVirtualMachine:");
+    /* the supervisor's waits serve the window's events */
+    f.d->wait(f.vm, 5);
+    HAS("# NSApp: serving window events on the main thread");
+    f.d->release(f.vm);
+    f.vm = NULL;
+    HAS("-[NSWindow#");
+    HAS("close]");
+    fx_done(&f);
+
+    /* macOS 13: no display reconfiguration, the rest as before */
+    fx_init(&f, "gui-13", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.gui = 1;
+    oc_record_host(13);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("setCapturesSystemKeys: YES]");
+    LACKS("setAutomaticallyReconfiguresDisplay:");
+    fx_done(&f);
+
+    /* without --gui: no window, and the waits only sleep */
+    fx_init(&f, "no-gui", 1);
+    fx_settings(&f, MACOS_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    f.d->wait(f.vm, 5);
+    LACKS("NSApplication");
+    LACKS("NSApp:");
+    fx_done(&f);
+
+    /* a Linux guest has no display under vz */
+    fx_init(&f, "gui-linux", 0);
+    fx_settings(&f, LINUX_JSON);
+    f.o.gui = 1;
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "--gui: under vz only a macOS guest has a display"));
+    fx_done(&f);
+}
+
 static int setup_root(void **state)
 {
     (void)state;
@@ -1086,6 +1470,13 @@ int main(void)
         cmocka_unit_test(test_graceful_stop),
         cmocka_unit_test(test_refused_graceful_stop),
         cmocka_unit_test(test_release_stops_a_running_vm),
+        cmocka_unit_test(test_create_macos),
+        cmocka_unit_test(test_create_macos_sizes_from_image),
+        cmocka_unit_test(test_create_macos_refused),
+        cmocka_unit_test(test_latest_restore_image),
+        cmocka_unit_test(test_create_efi_vars),
+        cmocka_unit_test(test_usb_installer),
+        cmocka_unit_test(test_gui_window),
     };
     return cmocka_run_group_tests_name("vz driver (recorded)", tests, setup_root, teardown_root);
 }

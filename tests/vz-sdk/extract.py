@@ -53,6 +53,8 @@ def encode(t):
         return "^@"
     if canon.startswith("const ") and canon.endswith("*const *"):
         return "r^@"
+    if canon in ("struct CGSize", "CGSize", "NSSize", "struct NSSize"):
+        return "{CGSize=dd}"
     if kind == "enum":
         return "Q" if t.get("ABI") == "uint64" else "q"
     if canon in SCALARS:
@@ -134,6 +136,9 @@ SELFTEST = [
     ({"Canonical": "enum VZDiskImageCachingMode", "Kind": "enum", "ABI": "int64"}, "q"),
     ({"Canonical": "unsigned long long", "Kind": "scalar", "ABI": "uint64"}, "Q"),
     ({"Canonical": "NSObject<OS_dispatch_queue> *", "Kind": "object", "PointerDepth": 1}, "@"),
+    ({"Canonical": "double", "Kind": "scalar"}, "d"),
+    ({"Canonical": "struct CGSize", "Kind": "struct"}, "{CGSize=dd}"),
+    ({"Canonical": "unsigned long long", "Kind": "enum", "ABI": "uint64"}, "Q"),
 ]
 
 
