@@ -24,7 +24,7 @@ STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/ve
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c
 REMOTE_SRC := remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
-              remote/push.c remote/pull.c remote/list.c remote/artifact.c
+              remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it

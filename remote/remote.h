@@ -116,6 +116,19 @@ int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len
 int remote_tags(remote *r, char ***tags, size_t *n);
 void remote_strings_free(char **s, size_t n);
 
+/* ---- plain downloads (a macOS restore image) ---- */
+
+/* Receives progress: done of total bytes (total 0 if not yet known). */
+typedef void (*remote_download_progress_fn)(void *ctx, const char *what, uint64_t done, uint64_t total);
+
+/* Download url (https, or http to a loopback host) into path, once: a path
+ * that exists is taken as done (nothing is put there unless whole). Bytes
+ * go to ".NAME.part" beside path; an interrupted transfer is resumed with
+ * an HTTP Range request, a few times within one call and by any later call.
+ * The file must come to the size the server announced (Content-Length, or
+ * Content-Range's total); then it is fsynced and renamed into place. */
+int remote_download(const char *url, const char *path, remote_download_progress_fn progress, void *ctx);
+
 /* ---- reading an artifact (the parts a pull needs) ---- */
 
 typedef struct {

@@ -202,3 +202,8 @@ char *store_running_dir(store *st)
 {
     return store_subdir(st, "running");
 }
+
+char *store_cache_dir(store *st)
+{
+    return store_subdir(st, "cache");
+}

@@ -329,6 +329,9 @@ void store_busy_release(store_busy *b);
  * instances (STORE/running), created if absent. Caller frees. */
 char *store_instances_dir(store *st);
 char *store_running_dir(store *st);
+/* Downloads kept for reuse (STORE/cache: macOS restore images), created if
+ * absent; gc leaves it alone. Caller frees. */
+char *store_cache_dir(store *st);
 
 /* ---- tags ---- */
 
