@@ -94,9 +94,10 @@ static char *latest_ipsw(store *st, const char *driver)
     char *path = cache_path(st, url);
     if (path) {
         int cached = access(path, F_OK) == 0;
-        fprintf(stderr, "strata: latest macOS for this Mac: %s%s\n", url,
-                cached ? " (in the cache)" : "");
         cli_progress_state ps = {.tty = isatty(2)};
+        if (ps.tty) /* progress, like the bars: quiet when piped */
+            fprintf(stderr, "strata: latest macOS for this Mac: %s%s\n", url,
+                    cached ? " (in the cache)" : "");
         if (remote_download(url, path, cli_progress, &ps)) {
             cli_fail("%s", remote_error());
             free(path);
