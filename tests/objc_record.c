@@ -290,6 +290,21 @@ static task *next_due(worker *w, long *wait_ms)
     return NULL;
 }
 
+/* without L: the task's function, catching what it raises (a frame of its
+ * own, so nothing of the caller's lives across the longjmp) */
+static void run_task(task *t)
+{
+    jmp_buf here, *saved = tl_catch;
+    tl_catch = &here;
+    if (setjmp(here) == 0) {
+        t->fn(t->ctx);
+    } else {
+        t->raised = 1;
+        snprintf(t->why, sizeof t->why, "%s", tl_raised);
+    }
+    tl_catch = saved;
+}
+
 static void *worker_main(void *p)
 {
     worker *w = p;
@@ -317,15 +332,7 @@ static void *worker_main(void *p)
             continue;
         }
         UNLOCK();
-        jmp_buf here, *saved = tl_catch;
-        tl_catch = &here;
-        if (setjmp(here) == 0) {
-            t->fn(t->ctx);
-        } else {
-            t->raised = 1;
-            snprintf(t->why, sizeof t->why, "%s", tl_raised);
-        }
-        tl_catch = saved;
+        run_task(t);
         LOCK();
         t->done = 1;
         if (t->heap)

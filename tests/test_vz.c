@@ -1058,7 +1058,7 @@ static void fx_macos_create(fx *f, const char *name, boot_macos_opts *o, progres
     fx_init(f, name, 0);
     snprintf(f->bundle, sizeof f->bundle, "%s/new", f->dir);
     mkdir_or_fail(f->bundle);
-    write_file(in(f, f->dir, "UniversalMac.ipsw"), "PK\x03\x04 restore image", 20);
+    write_file(in(f, f->dir, "UniversalMac.ipsw"), "PK\x03\x04 restore image", 18);
     memset(o, 0, sizeof *o);
     memset(pl, 0, sizeof *pl);
     o->bundle_dir = f->bundle;
@@ -1234,6 +1234,23 @@ static void test_create_macos_refused(void **state)
     assert_non_null(strstr(boot_error(), "installing macOS from"));
     assert_non_null(strstr(boot_error(), "The installation failed (no space)."));
     assert_true(pl.n >= 1 && pl.done[pl.n - 1] < 1000);
+    fx_done(&f);
+
+    /* an install that never ends: the wait is bounded */
+    fx_macos_create(&f, "create-install-hangs", &o, &pl);
+    setenv("STRATA_VZ_TIMEOUT_MS", "400", 1);
+    oc_record_hang("installWithCompletionHandler:");
+    assert_int_equal(f.d->create_macos(&o), -ETIMEDOUT);
+    unsetenv("STRATA_VZ_TIMEOUT_MS");
+    assert_string_equal(boot_error(), "installing macOS: no end in 1 s");
+    HAS("# installWithCompletionHandler:: no completion in 400 ms");
+    fx_done(&f);
+
+    /* loading the image raises (a URL the framework won't take) */
+    fx_macos_create(&f, "create-raises", &o, &pl);
+    oc_record_raise("loadFileURL:completionHandler:", "not a file URL");
+    assert_int_equal(f.d->create_macos(&o), -EINVAL);
+    assert_non_null(strstr(boot_error(), "raised NSInvalidArgumentException: not a file URL"));
     fx_done(&f);
 
     /* on this host (no vz driver in boot_driver_find): one clear line */
