@@ -43,6 +43,7 @@ objc_id oc_send(objc_id obj, const char *sel);                          /* -(id)
 objc_id oc_send_id(objc_id obj, const char *sel, objc_id a);            /* -(id)sel:(id) */
 objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b);
 objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b); /* -(id)sel:(id) x:(BOOL) */
+objc_id oc_send_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b);
 objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c);
 /* -(id)sel:(id) x:(BOOL) y:(NSInteger) z:(NSInteger) error:(NSError **) */
 objc_id oc_send_id_bool_i64_i64_err(objc_id obj, const char *sel, objc_id a, int b, int64_t c,

@@ -86,6 +86,12 @@ objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
     return ((id(*)(id, SEL, id, BOOL))objc_msgSend)((id)obj, S(sel), (id)a, b ? YES : NO);
 }
 
+objc_id oc_send_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b)
+{
+    return ((id(*)(id, SEL, oc_nsint, oc_nsint))objc_msgSend)((id)obj, S(sel), (oc_nsint)a,
+                                                              (oc_nsint)b);
+}
+
 objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c)
 {
     return ((id(*)(id, SEL, oc_nsint, oc_nsint, oc_nsint))objc_msgSend)(
@@ -605,6 +611,12 @@ objc_id oc_send_id_id(objc_id obj, const char *sel, objc_id a, objc_id b)
 }
 
 objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
+{
+    (void)obj, (void)sel, (void)a, (void)b;
+    return NULL;
+}
+
+objc_id oc_send_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b)
 {
     (void)obj, (void)sel, (void)a, (void)b;
     return NULL;

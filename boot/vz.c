@@ -659,10 +659,34 @@ static int has_entropy(const boot_settings *s, int savable)
     return !(savable && s->os == BOOT_OS_MACOS);
 }
 
+/*
+ * A Linux guest's display, only with --gui: a virtio GPU with one scanout
+ * of the settings' display size, a USB keyboard and a USB pointer that
+ * places by screen coordinates (macOS 13; Apple's Linux GUI sample does so).
+ */
+static objc_id linux_display(build *b)
+{
+    const boot_settings *s = b->s;
+    objc_id gpu = make(b, "VZVirtioGraphicsDeviceConfiguration");
+    objc_id scanout = alloc(b, "VZVirtioGraphicsScanoutConfiguration");
+    if (!scanout)
+        return NULL;
+    scanout = inited(b,
+                     oc_send_i64_i64(scanout, "initWithWidthInPixels:heightInPixels:",
+                                     s->display_width ? s->display_width : DEFAULT_WIDTH,
+                                     s->display_height ? s->display_height : DEFAULT_HEIGHT),
+                     EINVAL, "display %ux%u: Virtualization.framework refused it", s->display_width,
+                     s->display_height);
+    if (scanout)
+        set_list(b, gpu, "setScanouts:", &scanout, 1);
+    return b->rc ? NULL : gpu;
+}
+
 static objc_id configuration(build *b)
 {
     const boot_settings *s = b->s;
     int mac = s->os == BOOT_OS_MACOS;
+    int linux_gui = !mac && b->o->gui;
     objc_id platform = mac ? mac_platform(b) : generic_platform(b);
     objc_id loader = make_loader(b);
     objc_id disks[2] = {storage(b), installer_media(b)};
@@ -674,6 +698,10 @@ static objc_id configuration(build *b)
         gfx = graphics(b);
         kbd = make(b, keyboard_class());
         ptr = make(b, pointer_class());
+    } else if (linux_gui) {
+        gfx = linux_display(b);
+        kbd = make(b, "VZUSBKeyboardConfiguration");
+        ptr = make(b, "VZUSBScreenCoordinatePointingDeviceConfiguration");
     }
     objc_id devs[MAX_SHARES];
     size_t ndevs = shares(b, devs);
@@ -690,7 +718,7 @@ static objc_id configuration(build *b)
     if (rng)
         set_list(b, conf, "setEntropyDevices:", &rng, 1);
     set_list(b, conf, "setSerialPorts:", &serial, 1);
-    if (mac) {
+    if (mac || linux_gui) {
         set_list(b, conf, "setGraphicsDevices:", &gfx, 1);
         set_list(b, conf, "setKeyboards:", &kbd, 1);
         set_list(b, conf, "setPointingDevices:", &ptr, 1);
@@ -718,6 +746,9 @@ static const char *cannot_save(const boot_start_opts *o)
         return "its settings record no MAC address, and a restore needs the one it was saved with";
     if (o->console && !o->restore_state)
         return "--console puts its console on this terminal, which a saved state can't keep";
+    if (o->gui && o->settings->os != BOOT_OS_MACOS)
+        return "--gui gives a Linux guest a display, keyboard and pointer, which every resume of "
+               "its state would need too";
     return NULL;
 }
 
@@ -989,9 +1020,6 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
                                   "use the qemu driver here");
     if (o->restore_state && access(o->restore_state, R_OK) != 0)
         return boot_fail_errno(errno, "saved state %s", o->restore_state);
-    if (o->gui && o->settings->os != BOOT_OS_MACOS)
-        return boot_fail(ENOTSUP, "--gui: under vz only a macOS guest has a display here; a "
-                                  "Linux guest's console is in %s", CONSOLE_LOG);
 
     build b = {.o = o, .s = o->settings};
     objc_id pool = oc_pool_push();
@@ -1244,6 +1272,17 @@ static void progress(install *in, double fraction)
         in->o->progress(in->o->ctx, "installing macOS", (uint64_t)(fraction * 1000), 1000);
 }
 
+/* which macOS the image holds, as a note */
+static void image_note(install *in)
+{
+    char build[64];
+    if (in->o->note && oc_text(oc_send(in->image, "buildVersion"), build, sizeof build) == 0) {
+        char line[PATH_MAX + 128];
+        snprintf(line, sizeof line, "%s: macOS build %s", in->o->ipsw, build);
+        in->o->note(in->o->ctx, line);
+    }
+}
+
 /* What the restore image asks of this host: a configuration it supports. */
 static int requirements(install *in)
 {
@@ -1417,6 +1456,8 @@ static int vz_create_macos(const boot_macos_opts *o)
                                           msg, sizeof msg)))
         rc = boot_fail(EINVAL, "%s: not a macOS restore image Virtualization.framework can read: %s",
                        o->ipsw, msg);
+    if (!rc)
+        image_note(&in);
     if (!rc)
         rc = requirements(&in);
     if (!rc)

@@ -147,7 +147,7 @@ static int install_and_import(store *st, const macos_args *a, boot_macos_opts *o
     cli_progress_state ps = {.tty = isatty(2)};
     o->bundle_dir = bundle;
     o->progress = install_bar;
-    o->note = cli_note;
+    o->note = ps.tty ? cli_note : NULL; /* which build it is: progress, quiet when piped */
     o->ctx = &ps;
     if (!rc && boot_create_macos(o))
         rc = cli_boot_failed();

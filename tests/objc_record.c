@@ -1233,6 +1233,20 @@ objc_id oc_send_id_bool(objc_id obj, const char *sel, objc_id a, int b)
     return r;
 }
 
+objc_id oc_send_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b)
+{
+    msg m;
+    int failed = 0;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "q,q");
+    arg_int(&m, a);
+    arg_int(&m, b);
+    rec *r = plain_result(&m, &failed);
+    msg_end_obj(&m, r, NULL);
+    UNLOCK();
+    return r;
+}
+
 objc_id oc_send_i64_i64_i64(objc_id obj, const char *sel, int64_t a, int64_t b, int64_t c)
 {
     msg m;

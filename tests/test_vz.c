@@ -1101,6 +1101,8 @@ static void test_create_macos(void **state)
     HAS("minimumSupportedCPUCount] -> 2");
     HAS("minimumSupportedMemorySize] -> 4294967296");
     BEFORE("^ loadFileURL:completionHandler: completion(", "mostFeaturefulSupportedConfiguration");
+    HAS("buildVersion] -> \"26A000\"");
+    assert_non_null(strstr(g_notes, "UniversalMac.ipsw: macOS build 26A000"));
     /* the bundle's identity: the hardware model, a fresh machine identifier,
      * aux storage created for that hardware model */
     has_fmt("writeToURL: url(\"%s/HardwareModel\") atomically: YES] -> YES", f.bundle);
@@ -1426,13 +1428,31 @@ static void test_gui_window(void **state)
     LACKS("NSApp:");
     fx_done(&f);
 
-    /* a Linux guest has no display under vz */
+    /* a Linux guest gets a virtio GPU, a USB keyboard and pointer, and
+     * runs without save/restore (a resume would need them too) */
     fx_init(&f, "gui-linux", 0);
     fx_settings(&f, LINUX_JSON);
     f.o.gui = 1;
-    boot_vm *vm = NULL;
-    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
-    assert_non_null(strstr(boot_error(), "--gui: under vz only a macOS guest has a display"));
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[VZVirtioGraphicsDeviceConfiguration new] -> VZVirtioGraphicsDeviceConfiguration#");
+    HAS("initWithWidthInPixels: 1920 heightInPixels: 1200] -> VZVirtioGraphicsScanoutConfiguration#");
+    HAS("setScanouts: @[VZVirtioGraphicsScanoutConfiguration#");
+    HAS("setGraphicsDevices: @[VZVirtioGraphicsDeviceConfiguration#");
+    HAS("setKeyboards: @[VZUSBKeyboardConfiguration#");
+    HAS("setPointingDevices: @[VZUSBScreenCoordinatePointingDeviceConfiguration#");
+    HAS("setVirtualMachine: VZVirtualMachine#");
+    HAS("setContentSize: NSMakeSize(1920, 1200)]");
+    LACKS("validateSaveRestoreSupportWithError:");
+    assert_non_null(strstr(g_notes, "can't be suspended: --gui gives a Linux guest a display"));
+    fx_done(&f);
+
+    /* ... and without --gui, none of that */
+    fx_init(&f, "no-gui-linux", 0);
+    fx_settings(&f, LINUX_JSON);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    LACKS("VZVirtioGraphicsDeviceConfiguration");
+    LACKS("setKeyboards:");
     fx_done(&f);
 }
 

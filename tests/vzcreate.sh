@@ -64,6 +64,7 @@ if command -v script >/dev/null; then
     check "on a terminal the install shows a progress bar" grep -q 'installing macOS \[#*-*\] *[0-9]*%' "$W/tty.out"
     check "... that ends full" grep -q 'installing macOS \[####################\] 100%' "$W/tty.out"
     check "... and part way" grep -qE 'installing macOS \[#*-+\] +([1-9]|[1-9][0-9])%' "$W/tty.out"
+    check "... after naming the image's build" grep -q 'UniversalMac_14.6.ipsw: macOS build 26A000' "$W/tty.out"
 else
     skipped "the progress bar on a terminal" "script(1) is not installed"
 fi
