@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -220,8 +221,7 @@ static int part_name(const char *path, char *out, size_t len)
 static int try_once(const char *url, const char *path, const char *part, attempt *a, char *last)
 {
     struct stat st;
-    a->fd = open(part, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (a->fd < 0 || fstat(a->fd, &st) < 0)
+    if (fstat(a->fd, &st) < 0)
         return rm_fail(errno, "%s: %s", part, strerror(errno));
     a->offset = (uint64_t)st.st_size;
     a->got = 0;
@@ -250,7 +250,6 @@ static int try_once(const char *url, const char *path, const char *part, attempt
         rc = 1;
     if (rc == 1)
         rc = publish(a->fd, part, path) ? -EIO : 1;
-    close(a->fd);
     if (rc < 0 && (a->status == 206 || a->status == 200) && cc == CURLE_OK)
         unlink(part); /* inconsistent with what the server says: no resuming from it */
     return rc;
@@ -273,13 +272,31 @@ int remote_download(const char *url, const char *path, remote_download_progress_
     char what[300];
     snprintf(what, sizeof what, "downloading %s", base ? base + 1 : path);
     attempt a = {.what = what, .progress = progress, .ctx = ctx};
+    /* one download of a file at a time: the part is appended to */
+    a.fd = open(part, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (a.fd < 0)
+        return rm_fail(errno, "%s: %s", part, strerror(errno));
+    if (flock(a.fd, LOCK_EX | LOCK_NB) < 0) {
+        close(a.fd);
+        return rm_fail(EBUSY, "%s: another strata is downloading it; wait for it", path);
+    }
+    if (access(path, F_OK) == 0) { /* that other one has just finished it */
+        struct stat st;
+        if (fstat(a.fd, &st) == 0 && st.st_size == 0)
+            unlink(part); /* made by our open, after its rename */
+        close(a.fd);
+        return 0;
+    }
     for (int i = 0; i < ATTEMPTS; i++) {
         if (i)
             usleep((useconds_t)(200000 * i)); /* a moment before resuming */
         rc = try_once(url, path, part, &a, last);
-        if (rc)
+        if (rc) {
+            close(a.fd);
             return rc < 0 ? rc : 0;
+        }
     }
+    close(a.fd);
     struct stat st;
     uint64_t have = stat(part, &st) == 0 ? (uint64_t)st.st_size : 0;
     return rm_fail(EIO, "%s: the download broke off at %" PRIu64 " bytes (%s); run the command "

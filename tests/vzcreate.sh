@@ -173,6 +173,24 @@ check "... once" [ "$(wc -l <"$W/srv3.log")" -eq 1 ]
 check "... and the image is whole" cmp -s "$W/srv/$IPSW2" "$CACHE/$IPSW2"
 stop_server
 
+# two downloads of one image at once: the second says so and waits for none
+IPSW4=UniversalMac_27.3_26D000_Restore.ipsw
+make_ipsw "$W/srv/$IPSW4" 100000
+start_server srv7
+export VZREC_LATEST_URL=http://127.0.0.1:$PORT/$IPSW4
+touch "$CACHE/.$IPSW4.part"
+flock "$CACHE/.$IPSW4.part" sleep 3 &
+LOCKER=$!
+sleep 0.3
+expect_error "a download already under way is not joined" 1 "another strata is downloading it" \
+    "$V" create macos latest6 --ipsw latest
+check "... and nothing was asked of the server" [ ! -s "$W/srv7.log" ]
+wait "$LOCKER"
+run "$V" create macos latest6 --ipsw latest
+check "once it is done, the download goes ahead" [ "$rc" -eq 0 ]
+check "... whole" cmp -s "$W/srv/$IPSW4" "$CACHE/$IPSW4"
+stop_server
+
 # the size check: a server whose resumed answer announces another size
 IPSW3=UniversalMac_27.2_26C000_Restore.ipsw
 make_ipsw "$W/srv/$IPSW3" 500000
