@@ -1431,6 +1431,8 @@ static int run_installer(install *in)
 static void install_done(install *in)
 {
     char why[512], log[PATH_MAX];
+    if (in->vm.vm)
+        halt(&in->vm); /* an install that failed or timed out may have left it running */
     if (in->installer)
         oc_on_queue(in->queue, release_on_queue, in->installer, why, sizeof why);
     if (in->vm.vm)

@@ -1246,6 +1246,7 @@ static void test_create_macos_refused(void **state)
     unsetenv("STRATA_VZ_TIMEOUT_MS");
     assert_string_equal(boot_error(), "installing macOS: no end in 1 s");
     HAS("# installWithCompletionHandler:: no completion in 400 ms");
+    HAS("stopWithCompletionHandler: ^(NSError *)]"); /* the VM the installer ran is stopped */
     fx_done(&f);
 
     /* loading the image raises (a URL the framework won't take) */

@@ -224,4 +224,9 @@ unset VZREC_LATEST_URL
 VZREC_FAIL="fetchLatestSupportedWithCompletionHandler:=The Internet connection appears to be offline." \
     expect_error "no answer for the latest image" 1 "could not look up the latest macOS for this Mac" \
     "$V" create macos latest5 --ipsw latest
+# the cache is the store's: fsck and gc leave it be
+run "$V" fsck
+check "fsck is content with a store that has a cache" [ "$rc" -eq 0 ]
+run "$V" gc --prune=now
+check "gc keeps the cached images" test -s "$CACHE/$IPSW" -a -s "$CACHE/$IPSW2"
 finish
