@@ -36,6 +36,19 @@
  * and stop fail from the wrong state, save writes the file it is given,
  * restore needs its file to exist. Files named by dataWithContentsOfURL:,
  * initWithURL:...error: and fileHandleForWritingAtPath: must exist.
+ *
+ * The macOS install path is played too: +[VZMacOSRestoreImage
+ * loadFileURL:completionHandler:] needs its file, fetchLatestSupported...
+ * gives $VZREC_LATEST_URL (else an Apple-shaped URL); the image's
+ * configuration asks for $VZREC_MIN_CPUS (2) and $VZREC_MIN_MEMORY (4 GiB);
+ * dataRepresentation of a VZMacHardwareModel or VZMacMachineIdentifier is
+ * the plist Apple writes; the creating initializers of VZMacAuxiliaryStorage
+ * and VZEFIVariableStore create their file (not over one unless option 1);
+ * a VZMacOSInstaller must be made and used on its VM's queue, runs the VM
+ * for $VZREC_INSTALL_MS (40 ms), and its progress's fractionCompleted grows
+ * with the time gone. A handler not yet due (dispatch_after-like) holds no
+ * later item of its queue up. $VZREC_FAIL="selector=message" queues one
+ * failure at each reset, as oc_record_fail does (for build/strata-vzsim).
  */
 #ifndef STRATA_TESTS_OBJC_RECORD_H
 #define STRATA_TESTS_OBJC_RECORD_H

@@ -1182,6 +1182,13 @@ static void test_create_macos_sizes_from_image(void **state)
     assert_int_equal(f.d->create_macos(&o), -EINVAL);
     assert_string_equal(boot_error(), "--cpus 4: this macOS needs at least 6");
     assert_true(dir_is_empty(f.bundle));
+    fx_done(&f);
+
+    fx_macos_create(&f, "create-macos-low-memory", &o, &pl);
+    o.memory_mib = 4096;
+    assert_int_equal(f.d->create_macos(&o), -EINVAL);
+    assert_string_equal(boot_error(), "--memory 4096M: this macOS needs at least 8192M");
+    assert_true(dir_is_empty(f.bundle));
     unsetenv("VZREC_MIN_CPUS");
     unsetenv("VZREC_MIN_MEMORY");
     fx_done(&f);
