@@ -81,6 +81,25 @@ run "$V" stop m1
 check "... and stops" [ "$rc" -eq 0 ]
 check "... with no misuse" clean_log run.log
 
+# run --gui (cli/vms.c's option): the window opens and the supervisor
+# serves its events between its checks, then closes it
+if "$V" run --help 2>&1 | grep -q -- '--gui'; then
+    VZREC_LOG=$W/gui.log "$V" run sonoma --driver vz --name g1 --gui >"$W/run-g1.out" 2>"$W/run-g1.err" &
+    PIDS="$PIDS $!"
+    for ((i = 0; i < 300; i++)); do
+        grep -q 'NSApp: serving window events' "$W/gui.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    check "run --gui opens the VM's window" grep -q 'setVirtualMachine: VZVirtualMachine#' "$W/gui.log"
+    check "... and the supervisor serves its events" grep -q '# NSApp: serving window events on the main thread' "$W/gui.log"
+    run "$V" stop g1
+    for ((i = 0; i < 100; i++)); do grep -q 'close\]' "$W/gui.log" && break; sleep 0.1; done
+    check "... and closes it when the VM stops" grep -q -- '-\[NSWindow#[0-9]* close\]' "$W/gui.log"
+    check "... with no misuse" clean_log gui.log
+else
+    skipped "run --gui end to end" "this build's run has no --gui option (cli/vms.c)"
+fi
+
 # ---- bad input: one line, nothing made ----
 N=$(layers)
 printf 'just text' >"$W/notes.ipsw"
