@@ -177,7 +177,13 @@ int cli_open_store(store **st)
 
 int cli_resolve(store *st, const char *ref, store_id *id)
 {
-    return store_resolve(st, ref, id) ? cli_store_failed() : 0;
+    if (!store_resolve(st, ref, id))
+        return 0;
+    char local[160];
+    if (cli_remote_local_tag(ref, local, sizeof local) && !store_resolve(st, local, id))
+        return 0; /* HOST/REPO:TAG pulled before, under its default local tag */
+    store_resolve(st, ref, id); /* its message, not the local tag's */
+    return cli_store_failed();
 }
 
 

@@ -353,3 +353,39 @@ int remote_tags(remote *r, char ***tags, size_t *n)
         qsort(*tags, *n, sizeof **tags, cmp_str);
     return 0;
 }
+
+/* ---- streamed blob bodies (pull) ---- */
+
+typedef struct {
+    rm_body_fn fn;
+    void *ctx;
+    rm_resp *resp;
+} stream_ctx;
+
+static int stream_sink(void *ctx, const void *data, size_t n)
+{
+    stream_ctx *s = ctx;
+    return s->fn(s->ctx, s->resp->status, data, n);
+}
+
+int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len, rm_body_fn fn,
+                   void *ctx, long *status)
+{
+    char *url = path_of(r, "/blobs/%s", digest);
+    char range[64];
+    if (!url)
+        return -ENOMEM;
+    if (len)
+        snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
+    rm_resp resp = {0};
+    stream_ctx s = {fn, ctx, &resp};
+    rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = stream_sink,
+                .sink_ctx = &s, .max_body = 1 << 16};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    *status = resp.status;
+    if (!rc && resp.status != 200 && resp.status != 206)
+        rc = rm_http_fail(&resp, digest);
+    rm_resp_free(&resp);
+    return rc;
+}

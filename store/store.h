@@ -177,6 +177,12 @@ typedef struct {
     /* 1: the manifest's parent need not be in the store yet, because the
      * caller will publish it (finish its receive) before this one. */
     int parent_follows;
+    /* 1: keep the work under tmp/ if the receive ends unfinished (killed,
+     * or aborted), and take it up again in the next resumable receive of
+     * the same layer: chunks found there are read back and checked against
+     * the manifest before they count. gc keeps such work for
+     * STORE_GC_PRUNE_EXPIRE after it was last touched (docs/remote.md). */
+    int resume;
 } store_receive_opts;
 
 /*
@@ -201,6 +207,9 @@ const store_layer *store_receive_layer(const store_receive *rx);
  * files and that file's chunks) are still needed, 0 if not (a hole, already
  * present from a base, or already received). */
 int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
+
+/* Data chunks found in place, checked, from an earlier resumable receive. */
+uint64_t store_receive_resumed(const store_receive *rx);
 
 /* Number of data chunks still needed. 0 once every chunk has arrived. */
 uint64_t store_receive_missing(const store_receive *rx);
