@@ -88,6 +88,9 @@ int cli_open_store(store **st);
 /* a tag, id or prefix; or HOST/REPO:TAG, naming the local tag a pull of it
  * gave (remote_ref_local_tag) */
 int cli_resolve(store *st, const char *ref, store_id *id);
+/* ref, or if the store does not know it but knows the local tag a pull of
+ * it (HOST/REPO:TAG) gave, that tag (in buf) */
+const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n);
 
 /* ---- registries (remote.c) ---- */
 

@@ -338,7 +338,7 @@ int cli_run_target(store *st, const char *ref, char *target, size_t n)
     if (!store_resolve(st, ref, &id) || access(ref, F_OK) == 0 || !cli_is_remote(ref))
         return 0; /* a local tag, id or clone directory: boot resolves it */
     char local[160];
-    if (cli_remote_local_tag(ref, local, sizeof local) && !store_resolve(st, local, &id)) {
+    if (cli_local_ref(st, ref, local, sizeof local) == local) {
         snprintf(target, n, "%s", local); /* pulled before */
         return 0;
     }

@@ -690,3 +690,44 @@ void store_scratch_drop(store_scratch *s)
     st_tmpdir_drop(&s->t);
     free(s);
 }
+
+/* ---------- pins ---------- */
+
+struct store_pin {
+    st_tmpdir t;
+};
+
+int store_pin_layer(store *st, const store_id *id, store_pin **out)
+{
+    store_pin *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    int held = st->lock_state, rc = held ? 0 : st_lock(st, 0); /* gc is not halfway through */
+    if (!rc && !st_layer_exists(st, id))
+        rc = st_fail(ENOENT, "layer %s: not in the store", id->hex);
+    if (!rc)
+        rc = st_tmpdir_make(st, "pin", &p->t);
+    char *path = rc ? NULL : st_printf("%s/layer", p->t.path);
+    if (!rc && !path)
+        rc = -ENOMEM;
+    if (!rc && (rc = st_write_atomic(path, id->hex, STORE_ID_HEX, 0644)))
+        rc = st_fail_errno(rc, "%s", path);
+    free(path);
+    if (!held)
+        st_unlock(st);
+    if (rc) {
+        st_tmpdir_drop(&p->t);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void store_unpin(store_pin *p)
+{
+    if (!p)
+        return;
+    st_tmpdir_drop(&p->t);
+    free(p);
+}

@@ -255,6 +255,13 @@ const char *store_scratch_path(const store_scratch *s);
 void store_scratch_drop(store_scratch *s);
 
 
+/* Keep layer id and its chain from gc while the pin is held (a push reading
+ * it, say), even if no tag reaches it; gc neither waits for it nor removes
+ * it. A process that dies drops its pins. */
+typedef struct store_pin store_pin;
+int store_pin_layer(store *st, const store_id *id, store_pin **out);
+void store_unpin(store_pin *p);
+
 /* Delete a clone directory and forget its record (an ephemeral instance). */
 int store_clone_delete(store *st, const char *dir);
 
@@ -405,6 +412,7 @@ typedef struct {
     uint64_t bytes_freed; /* allocated bytes released, counting shared blocks once per file */
     size_t layers_waiting; /* unreachable, kept until their grace period ends */
     size_t clones_missing; /* records whose clone is not where recorded */
+    size_t partial_kept;   /* interrupted pulls' work kept (store_receive_opts.resume) */
 } store_gc_result;
 
 #define STORE_GC_PRUNE_EXPIRE (14 * 86400) /* grace period of an unreachable layer */
