@@ -42,11 +42,13 @@ typedef struct {
     remote_pull_result *res;
 } pull_job;
 
-static void pull_progress(pull_job *j)
+/* the total grows layer by layer, so only the end says done == total */
+static void pull_progress(pull_job *j, int end)
 {
     uint64_t done = __atomic_load_n(&j->done, __ATOMIC_RELAXED);
+    uint64_t total = end ? done : done >= j->planned ? done + 1 : j->planned;
     if (j->po && j->po->progress)
-        j->po->progress(j->po->progress_ctx, done, done > j->planned ? done : j->planned);
+        j->po->progress(j->po->progress_ctx, done, total);
 }
 
 static void digest_hex(const unsigned char *d, char out[72])
@@ -580,7 +582,7 @@ static int run_workers(fetch_job *f, worker *w, unsigned jobs)
     pthread_mutex_lock(&f->mu);
     while (f->running) {
         pthread_mutex_unlock(&f->mu);
-        pull_progress(f->j);
+        pull_progress(f->j, 0);
         pthread_mutex_lock(&f->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -730,7 +732,7 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
     if (!rc) {
         res->pulled = j.ids[n - 1];
         res->whole_packs = j.norange;
-        pull_progress(&j);
+        pull_progress(&j, 1);
     }
     for (size_t i = 0; j.man && j.info && i < n; i++)
         free(j.man[i]), free(j.info[i]);

@@ -420,6 +420,21 @@ STRATA_HOME=$P9 run "$S" fsck
 check "...an fsck-clean store" [ "$rc" -eq 0 ]
 check "...and no temporary work left" [ -z "$(ls -A "$P9/tmp" 2>/dev/null)" ]
 
+# gc while a pull runs: it waits for the pull (which holds the store's
+# shared lock while it builds on its base); neither loses anything
+P12=$W/pull12
+STRATA_HOME=$P12 "$S" pull "127.0.0.1:$PS/strata/vm:child" -t during-gc >"$W/out12" 2>&1 &
+pullpid=$!
+sleep 1
+STRATA_HOME=$P12 "$S" gc --prune=now >"$W/out-gc12" 2>&1 &
+gcpid=$!
+wait $pullpid; prc=$?
+wait $gcpid; grc=$?
+check "a gc started during a pull waits for it; both exit 0" [ "$prc" -eq 0 ] && [ "$grc" -eq 0 ]
+STRATA_HOME=$P12 run "$S" fsck
+check "...the pulled layer is there and the store fsck-clean" [ "$rc" -eq 0 ] &&
+    [ "$(STRATA_HOME=$P12 "$S" log during-gc 2>/dev/null | head -1 | cut -c1-12)" = "${CHILD:0:12}" ]
+
 # ---- gc during a push: the layer being pushed is pinned, gc does not wait ----
 "$MK" "$W/b-gc" --size 16M --data 0:2M:11 >/dev/null
 GCL=$("$S" import "$W/b-gc" 2>/dev/null)

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -293,6 +294,41 @@ static void test_resume(void **state)
     free(m);
 }
 
+static void receive_all(fixture *f, const char *m, const unsigned char *disk, char hex[65]);
+
+/* gc drops kept work after the grace period, or once its layer is in */
+static void test_resume_cleaned(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL), hex[65], *lock = NULL;
+    id_of(m, hex);
+    store_receive_opts o = {.resume = 1};
+    store_receive *rx;
+    store_gc_result g;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    store_receive_abort(rx);
+    assert_true(asprintf(&lock, "%s/tmp/receive-%s.lock", f->home, hex) > 0);
+    struct timespec old[2] = {{time(NULL) - STORE_GC_PRUNE_EXPIRE - 60, 0},
+                              {time(NULL) - STORE_GC_PRUNE_EXPIRE - 60, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, lock, old, 0), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.partial_kept, 0);
+    assert_true(tmp_empty(f));
+    /* again, then the layer arrives by another way (a receive that is not resumable) */
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    store_receive_abort(rx);
+    char h2[65];
+    receive_all(f, m, f->disk, h2);
+    assert_int_equal(store_tag(f->st, h2, "have:it"), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.partial_kept, 0);
+    assert_true(tmp_empty(f));
+    free(lock);
+    free(m);
+}
+
 static void test_refuses_bad_input(void **state)
 {
     fixture *f = *state;
@@ -422,6 +458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_out_of_order_and_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incomplete_is_not_published, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_cleaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_takes_parent_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
