@@ -527,6 +527,13 @@ static int first_missing(const store_receive *rx)
 static int make_durable(store_receive *rx)
 {
     int rc = 0;
+    if (rx->keep) { /* the resume note is no part of the layer */
+        char *base = st_printf("%s/base", rx->tmp.path);
+        if (!base)
+            return -ENOMEM;
+        unlink(base);
+        free(base);
+    }
     for (size_t i = 0; !rc && i < rx->l->nfiles; i++) {
         char *p = st_printf("%s/%s", rx->files_dir, rx->l->files[i].name);
         int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;

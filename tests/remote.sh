@@ -410,6 +410,9 @@ STRATA_HOME=$P9 run "$S" gc --prune=now
 check "...and gc --prune=now keeps the partial pull" [ "$rc" -eq 0 ] && [ -d "$(ls -d "$P9"/tmp/receive-* 2>/dev/null | head -1)" ]
 STRATA_HOME=$P9 run "$S" pull "$R/strata/big:v1" --json -t big
 check "the pull run again completes" [ "$rc" -eq 0 ]
+BIGID=$(jget layer)
+check "...publishing a layer directory like any other (no resume notes in it)" \
+    [ "$(ls "$P9/layers/$BIGID")" = "$(ls "$STRATA_HOME/layers/$BIGID")" ]
 check "...taking up the chunks already received ($(jget chunks_resumed) of 24)" [ "$(jget chunks_resumed)" -gt 0 ]
 check "...and downloading only the rest ($(jget bytes_fetched) of $BIGPACK bytes)" \
     [ "$(jget bytes_fetched)" -lt "$BIGPACK" ] && [ "$(( $(jget chunks_fetched) + $(jget chunks_resumed) ))" = 24 ]
