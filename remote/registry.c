@@ -227,6 +227,16 @@ static int get_sink(void *ctx, const void *data, size_t n)
     return 0;
 }
 
+/* one GET into g; *again says it failed transiently before any byte reached the sink */
+static int blob_get_once(remote *r, const char *url, const char *range, get_ctx *g, int *again)
+{
+    rm_req q = {.method = "GET", .url = url, .range = range, .sink = get_sink, .sink_ctx = g,
+                .max_body = 1 << 16};
+    int rc = rm_request(r, &q, g->resp);
+    *again = !g->at && (rc == -EIO || (!rc && (g->resp->status >= 500 || g->resp->status == 429)));
+    return rc;
+}
+
 int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
                     remote_sink sink, void *ctx)
 {
@@ -244,9 +254,15 @@ int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len
         free(url);
         return -ENOMEM;
     }
-    rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = get_sink,
-                .sink_ctx = &g, .max_body = 1 << 16};
-    int rc = rm_request(r, &q, &resp);
+    int rc, again;
+    /* rm_request does not retry a streamed body; nothing was streamed yet here */
+    for (int n = 0; (rc = blob_get_once(r, url, len ? range : NULL, &g, &again)), again; n++) {
+        if (n + 1 >= RM_TRIES)
+            break;
+        rm_backoff(n, resp.retry_after);
+        rm_resp_free(&resp);
+        memset(&resp, 0, sizeof resp);
+    }
     free(url);
     if (rc == -ECANCELED && g.stopped)
         rc = 0; /* stopped on purpose after the range, in a full body */

@@ -381,6 +381,31 @@ else
     skipped "whole-pack pulls" "skopeo is not installed"
 fi
 
+# 416 to every Range: whole packs too
+P4R=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$P4R" "$R" range416 >"$W/proxy-416.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$P4R/v2/"
+STRATA_HOME=$W/pull13 run "$S" pull "127.0.0.1:$P4R/strata/vm:child" --json
+check "a pull from a registry that answers 416 to Range exits 0, in whole-pack mode" \
+    [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ] && [ "$(jget whole_packs)" = True ]
+check "...after one refused Range" [ "$(grep -c ' range416$' "$W/proxy-416.log")" = 1 ]
+STRATA_HOME=$W/pull13 run "$S" fsck
+check "...and an fsck-clean store" [ "$rc" -eq 0 ]
+
+# transient failures during a pull: retried, per request and per range
+PF=$(free_port)
+python3 "$HERE/flaky_proxy.py" "$PF" "$R" flaky >"$W/proxy-pf.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_http "http://127.0.0.1:$PF/v2/"
+: >"$W/proxy-pf.log"
+STRATA_HOME=$W/pull14 run "$S" pull "127.0.0.1:$PF/strata/vm:child" --json --jobs 2
+check "a pull through a flaky proxy succeeds (retries)" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ]
+check "...having met a 503, a 429 and a dropped connection" \
+    sh -c "grep -q ' 503\$' '$W/proxy-pf.log' && grep -q ' 429\$' '$W/proxy-pf.log' && grep -q ' drop\$' '$W/proxy-pf.log'"
+STRATA_HOME=$W/pull14 run "$S" fsck
+check "...and an fsck-clean store" [ "$rc" -eq 0 ]
+
 # ---- a pull killed mid-transfer, then resumed ----
 "$MK" "$W/b-big" --size 64M --data 0:24M:7 >/dev/null
 "$S" import "$W/b-big" big:v1 >/dev/null 2>&1
