@@ -402,7 +402,7 @@ wait_http "http://127.0.0.1:$PF/v2/"
 STRATA_HOME=$W/pull14 run "$S" pull "127.0.0.1:$PF/strata/vm:child" --json --jobs 2
 check "a pull through a flaky proxy succeeds (retries)" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ]
 check "...having met a 503, a 429 and a dropped connection" \
-    sh -c "grep -q ' 503\$' '$W/proxy-pf.log' && grep -q ' 429\$' '$W/proxy-pf.log' && grep -q ' drop\$' '$W/proxy-pf.log'"
+    sh -c "grep -aq ' 503\$' '$W/proxy-pf.log' && grep -aq ' 429\$' '$W/proxy-pf.log' && grep -aq ' drop\$' '$W/proxy-pf.log'"
 STRATA_HOME=$W/pull14 run "$S" fsck
 check "...and an fsck-clean store" [ "$rc" -eq 0 ]
 
