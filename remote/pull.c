@@ -635,6 +635,7 @@ static int fetch_chunks(pull_job *j, size_t i)
     pthread_cond_destroy(&f.cv);
     return rc;
 }
+
 /* begin receiving layer i (its parent is the local layer i - 1, or the receive of it) */
 static int receive_layer(pull_job *j, size_t i, size_t first_missing)
 {
