@@ -217,6 +217,7 @@ typedef struct {
 typedef struct {
     pull_job *j;
     store_receive *rx;
+    int on_local_base; /* the first layer received: what it need not fetch was here before */
     want *w;
     size_t nw;
     want_range *r;
@@ -477,7 +478,7 @@ static int plan_wants(fetch_job *f, uint32_t *max_ulen)
         for (size_t d = 0; d < file->ndata; d++) {
             const store_chunk *c = &file->data[d];
             if (store_receive_needs(f->rx, i, c->index) != 1) {
-                j->res->chunks_present++;
+                j->res->chunks_present += f->on_local_base;
                 continue;
             }
             uint64_t len = store_chunk_len(file, c->index);
@@ -599,9 +600,9 @@ static int run_workers(fetch_job *f, worker *w, unsigned jobs)
 }
 
 /* fetch every chunk receive i still needs */
-static int fetch_chunks(pull_job *j, size_t i)
+static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
 {
-    fetch_job f = {.j = j, .rx = j->rx[i]};
+    fetch_job f = {.j = j, .rx = j->rx[i], .on_local_base = on_local_base};
     pthread_mutex_init(&f.mu, NULL);
     pthread_cond_init(&f.cv, NULL);
     uint32_t max_ulen = 1;
@@ -650,13 +651,16 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
     if (rc)
         return store_failed(rc);
     const store_layer *l = store_receive_layer(j->rx[i]);
-    j->res->chunks_resumed += store_receive_resumed(j->rx[i]);
+    uint64_t resumed = store_receive_resumed(j->rx[i]);
+    j->res->chunks_resumed += resumed;
+    if (i > first_missing) /* the first layer counts them among its chunks present */
+        j->res->chunks_present += resumed;
     if (i == 0 ? l->has_parent : !l->has_parent || strcmp(l->parent.hex, j->ids[i - 1].hex))
         return rm_fail(EBADMSG, "layer %.12s: its parent is not the layer before it in the chain",
                        l->id.hex);
     rc = add_index(j, i, l);
     if (!rc)
-        rc = fetch_chunks(j, i);
+        rc = fetch_chunks(j, i, i == first_missing);
     if (!rc && store_receive_missing(j->rx[i]))
         rc = rm_fail(EBADMSG, "layer %.12s: chunks are still missing after the fetch", l->id.hex);
     return rc;

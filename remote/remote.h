@@ -207,8 +207,8 @@ typedef struct {
     store_id pulled;          /* the layer the source names */
     size_t layers_received;   /* layers of its chain the store lacked */
     uint64_t chunks_fetched;  /* data chunks downloaded */
-    uint64_t chunks_present;  /* data chunks of those layers not downloaded: cloned from a
-                                 local layer, or kept from an interrupted pull */
+    uint64_t chunks_present;  /* data chunks not downloaded because the store had them:
+                                 cloned from the local base, or kept from an interrupted pull */
     uint64_t chunks_resumed;  /* of those, kept from an interrupted pull */
     uint64_t bytes_fetched;   /* bytes of pack data received (compressed, as sent) */
     uint64_t requests;        /* blob GETs for pack data */
