@@ -449,6 +449,27 @@ STRATA_HOME=$P9 run "$S" fsck
 check "...an fsck-clean store" [ "$rc" -eq 0 ]
 check "...and no temporary work left" [ -z "$(ls -A "$P9/tmp" 2>/dev/null)" ]
 
+# a chain killed while its second layer arrives: the first, complete but
+# unpublished, and the second's part are both taken up
+P15=$W/pull15
+STRATA_HOME=$P15 "$S" pull "127.0.0.1:$PS/strata/vm:child" --jobs 2 >"$W/out15" 2>&1 &
+pullpid=$!
+for _ in $(seq 150); do  # until the child's receive exists, at most 30 s
+    [ -d "$P15/tmp/receive-$CHILD/bundle" ] && break
+    sleep 0.2
+done
+kill -9 $pullpid; wait $pullpid 2>/dev/null
+check "a chain pull killed in its second layer leaves both layers' work" \
+    [ -d "$P15/tmp/receive-$BASE/bundle" ] && [ -d "$P15/tmp/receive-$CHILD/bundle" ]
+STRATA_HOME=$P15 run "$S" pull "$R/strata/vm:child" --json
+check "...run again, it completes, taking up the whole first layer ($(jget chunks_resumed) chunks resumed)" \
+    [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ] && [ "$(jget chunks_resumed)" -ge 15 ]
+check "...fetching at most the child's 3 chunks ($(jget chunks_fetched))" [ "$(jget chunks_fetched)" -le 3 ]
+STRATA_HOME=$P15 "$S" clone "$LOCAL" "$W/c-chain" >/dev/null 2>&1
+check "...with a byte-identical clone" diff -rq --exclude=.strata "$W/c-orig" "$W/c-chain"
+STRATA_HOME=$P15 run "$S" fsck
+check "...and an fsck-clean store with no work left" [ "$rc" -eq 0 ] && [ -z "$(ls -A "$P15/tmp")" ]
+
 # gc while a pull runs: it waits for the pull (which holds the store's
 # shared lock while it builds on its base); neither loses anything
 P12=$W/pull12
