@@ -704,9 +704,10 @@ static int gc_tmp(void *ctx_, const char *name)
         return -ENOMEM;
     if (n > 5 && !strcmp(name + n - 5, ".lock")) {
         int fd = open(p, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && partial_kept(g->st, name)) {
+        int abandoned = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+        if (abandoned && partial_kept(g->st, name)) {
             g->res->partial_kept++;
-        } else if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        } else if (abandoned) {
             p[strlen(p) - 5] = 0; /* the work directory beside the lock */
             st_rm_rf(p);
             p[strlen(p)] = '.';
