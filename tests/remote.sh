@@ -571,6 +571,10 @@ wait_http "http://127.0.0.1:$PR/v2/"
 "$G" "127.0.0.1:$PR/strata/vm" "$PACK" 100 1000 >"$W/got" 2>"$W/err"
 check "a redirected Range GET gives those bytes" cmp -s "$W/got" "$W/pack.part"
 check "...and was redirected" grep -q "blobs/sha256.* redirect" "$W/proxy-redirect.log"
+STRATA_HOME=$W/pull16 run "$S" pull "127.0.0.1:$PR/strata/vm:child" --json --jobs 3
+check "a parallel pull from a registry that redirects blob GETs exits 0" \
+    [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ] && [ "$(jget whole_packs)" = False ] &&
+    [ "$(jget chunks_fetched)" = 18 ]
 run "$G" --verify "$R/strata/vm" child
 check "a puller's read of the child: 2 layers, every chunk fetched by range and verified" \
     grep -q "^2 layers, 18 chunks verified, top $CHILD" "$W/out"
