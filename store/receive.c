@@ -284,6 +284,8 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
     int rc = (!to || (bf && !from)) ? -ENOMEM : 0, fd = -1;
     /* an earlier receive's file was cloned from the same base: keep what it got */
     int reuse = rx->adopted && to && access(to, F_OK) == 0;
+    if (reuse && chmod(to, 0644) < 0) /* made read-only by a finish that was cut short */
+        rc = st_fail_errno(errno, "%s", to);
     if (!rc && bf && !reuse) {
         clone_method how = CLONE_REFLINK;
         if ((rc = clone_path(from, to, 0644, &how)))
