@@ -101,7 +101,9 @@ static int cmd_clone(int argc, char **argv)
     if (cli_open_store(&st))
         return 1;
     int reflinked = 0;
-    int rc = (with_state ? store_clone_saved_state : store_clone)(st, pos[0], pos[1], &reflinked);
+    char local[160];
+    const char *ref = cli_local_ref(st, pos[0], local, sizeof local); /* HOST/REPO:TAG */
+    int rc = (with_state ? store_clone_saved_state : store_clone)(st, ref, pos[1], &reflinked);
     store_close(st);
     if (rc)
         return cli_store_failed();

@@ -100,6 +100,7 @@ static int cmd_logout(int argc, char **argv)
 typedef struct {
     int tty, finished;
     double start, last;
+    const char *verb; /* "push", "pull" */
 } push_progress;
 
 static void show_progress(void *ctx, uint64_t done, uint64_t total)
@@ -113,8 +114,8 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
     double secs = t - p->start > 0.001 ? t - p->start : 0.001;
     cli_human((uint64_t)((double)done / secs), rate, sizeof rate);
     int width = 30, fill = (int)(done * (uint64_t)width / total);
-    fprintf(stderr, "\r\033[Kpush [%.*s%*s] %s of %s, %s/s", fill, "##############################",
-            width - fill, "", cli_human(done, a, sizeof a), cli_human(total, b, sizeof b), rate);
+    fprintf(stderr, "\r\033[K%s [%.*s%*s] %s of %s, %s/s", p->verb, fill,
+            "##############################", width - fill, "", cli_human(done, a, sizeof a), cli_human(total, b, sizeof b), rate);
     if (done >= total) {
         fputc('\n', stderr);
         p->finished = 1;
@@ -173,7 +174,7 @@ static int cmd_push(int argc, char **argv)
         return 1;
     }
     int rc = cli_resolve(st, pos[0], &id);
-    push_progress pp = {.tty = isatty(2) && !json, .start = now_s()};
+    push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
     remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs, .progress = show_progress,
                            .progress_ctx = &pp, .note = cli_note};
     remote_opts o = {.insecure = insecure};
@@ -244,7 +245,8 @@ int cli_remote_ls(int argc, char **argv)
     return rc;
 }
 
-static void print_pull(const remote_ref *src, const remote_pull_result *r, double secs, int json)
+static void print_pull(const remote_ref *src, const char *tag, const remote_pull_result *r,
+                       double secs, int json)
 {
     char got[32];
     if (json) {
@@ -252,55 +254,121 @@ static void print_pull(const remote_ref *src, const remote_pull_result *r, doubl
         cli_json_str(stdout, src->host);
         printf(",\"repository\":");
         cli_json_str(stdout, src->repo);
+        printf(",\"tag\":");
+        if (tag)
+            cli_json_str(stdout, tag);
+        else
+            printf("null");
         printf(",\"layer\":\"%s\",\"layers_received\":%zu,\"chunks_fetched\":%" PRIu64
-               ",\"bytes_fetched\":%" PRIu64 ",\"seconds\":%.3f}\n",
-               r->pulled.hex, r->layers_received, r->chunks_fetched, r->bytes_fetched, secs);
+               ",\"chunks_present\":%" PRIu64 ",\"chunks_resumed\":%" PRIu64
+               ",\"bytes_fetched\":%" PRIu64 ",\"requests\":%" PRIu64
+               ",\"whole_packs\":%s,\"seconds\":%.3f}\n",
+               r->pulled.hex, r->layers_received, r->chunks_fetched, r->chunks_present,
+               r->chunks_resumed, r->bytes_fetched, r->requests, r->whole_packs ? "true" : "false",
+               secs);
         return;
     }
     printf("%s\n", r->pulled.hex);
-    fprintf(stderr, "pulled %s/%s: %zu layers new, %" PRIu64 " chunks fetched (%s); %.1f s\n",
-            src->host, src->repo, r->layers_received, r->chunks_fetched,
-            cli_human(r->bytes_fetched, got, sizeof got), secs);
+    fprintf(stderr, "pulled %s/%s%s%s (layer %.12s%s%s): downloaded %s in %" PRIu64 " chunks (%" PRIu64
+            " requests%s); %" PRIu64 " chunks already present (%" PRIu64 " from an interrupted "
+            "pull); %zu layers new; %.1f s\n",
+            src->host, src->repo, src->digest ? "@" : ":", src->digest ? src->digest : src->tag,
+            r->pulled.hex, tag ? ", tagged " : "", tag ? tag : "",
+            cli_human(r->bytes_fetched, got, sizeof got), r->chunks_fetched, r->requests,
+            r->whole_packs ? ", whole packs: the registry refused Range" : "", r->chunks_present,
+            r->chunks_resumed, r->layers_received, secs);
+}
+
+int cli_is_remote(const char *text)
+{
+    remote_ref r;
+    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
+        return 0;
+    int yes = r.tag || r.digest;
+    remote_ref_free(&r);
+    return yes;
+}
+
+int cli_remote_local_tag(const char *text, char *out, size_t n)
+{
+    remote_ref r;
+    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
+        return 0;
+    int ok = r.tag && !remote_ref_local_tag(&r, out, n);
+    remote_ref_free(&r);
+    return ok;
+}
+
+int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
+                    int json, store_id *pulled)
+{
+    remote_ref src;
+    if (remote_ref_parse(ref, 0, &src))
+        return remote_failed();
+    char local[160];
+    int rc = 0;
+    if (!src.tag && !src.digest)
+        rc = cli_fail("pull: '%s' needs a tag or digest (HOST/REPO:TAG)", ref);
+    else if (!tag && src.tag && remote_ref_local_tag(&src, local, sizeof local))
+        rc = remote_failed();
+    else if (!tag && src.tag)
+        tag = local; /* the remote name, as docker and tart name what they pull */
+    push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
+    remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp};
+    remote_opts o = {.insecure = insecure};
+    remote_pull_result res;
+    if (!rc && remote_pull(st, &src, &o, &po, &res))
+        rc = remote_failed();
+    else if (!rc) {
+        print_pull(&src, tag, &res, now_s() - pp.start, json);
+        if (!tag)
+            fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
+                    res.pulled.hex);
+        if (pulled)
+            *pulled = res.pulled;
+    }
+    remote_ref_free(&src);
+    return rc;
+}
+
+int cli_run_target(store *st, const char *ref, char *target, size_t n)
+{
+    store_id id;
+    snprintf(target, n, "%s", ref);
+    if (!store_resolve(st, ref, &id) || access(ref, F_OK) == 0 || !cli_is_remote(ref))
+        return 0; /* a local tag, id or clone directory: boot resolves it */
+    char local[160];
+    if (cli_local_ref(st, ref, local, sizeof local) == local) {
+        snprintf(target, n, "%s", local); /* pulled before */
+        return 0;
+    }
+    fprintf(stderr, "strata: %s is not in the store: pulling it\n", ref);
+    if (cli_pull_remote(st, ref, NULL, 0, 0, 0, &id))
+        return 1;
+    snprintf(target, n, "%s", id.hex);
+    return 0;
 }
 
 static int cmd_pull(int argc, char **argv)
 {
-    const char *tag = NULL;
+    const char *tag = NULL, *jobs_s = NULL;
     int json = 0, insecure = 0;
-    cli_opt opts[] = {{"--tag", 1, &tag, NULL}, {"--json", 0, NULL, &json},
-                      {"--insecure", 0, NULL, &insecure}};
+    cli_opt opts[] = {{"--tag", 1, &tag, NULL}, {"-t", 1, &tag, NULL}, {"--jobs", 1, &jobs_s, NULL},
+                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure}};
     char *pos[1];
     int n;
-    if (cli_parse(argc, argv, opts, 3, pos, 1, &n, "pull") || cli_need(n, 1, "pull"))
+    if (cli_parse(argc, argv, opts, 5, pos, 1, &n, "pull") || cli_need(n, 1, "pull"))
         return 1;
     if (tag && !store_tag_valid(tag))
         return cli_fail("--tag %s: not a valid tag name", tag);
-    remote_ref src;
-    if (remote_ref_parse(pos[0], 0, &src))
-        return remote_failed();
-    if (!src.tag && !src.digest) {
-        remote_ref_free(&src);
-        return cli_fail("pull: '%s' needs a tag or digest (HOST/REPO:TAG)", pos[0]);
-    }
-    store *st;
-    if (cli_open_store(&st)) {
-        remote_ref_free(&src);
+    unsigned long jobs = 0;
+    if (jobs_s && cli_parse_uint("--jobs", jobs_s, 64, &jobs))
         return 1;
-    }
-    remote_opts o = {.insecure = insecure};
-    remote_pull_result res;
-    double start = now_s();
-    int rc = 0;
-    if (remote_pull(st, &src, &o, tag, &res))
-        rc = remote_failed();
-    else {
-        print_pull(&src, &res, now_s() - start, json);
-        if (!tag)
-            fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
-                    res.pulled.hex);
-    }
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    int rc = cli_pull_remote(st, pos[0], tag, (unsigned)jobs, insecure, json, NULL);
     store_close(st);
-    remote_ref_free(&src);
     return rc;
 }
 
@@ -315,9 +383,12 @@ const cli_verb cli_remote_verbs[] = {
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
      "with --insecure. Ends with a summary line (--json: one JSON object)."},
-    {"pull", cmd_pull, "pull HOST/REPO:TAG [--tag NAME] [--json] [--insecure]",
+    {"pull", cmd_pull, "pull HOST/REPO:TAG|HOST/REPO@DIGEST [-t NAME] [--jobs N] [--json] [--insecure]",
      "Pull a layer and the part of its chain the store lacks from an OCI registry. Only\n"
-     "chunks no local layer has at the same place are downloaded; every blob and chunk is\n"
-     "checked, and on any failure nothing is added. Prints the layer id."},
+     "chunks no local layer has at the same place are downloaded, --jobs at a time; every\n"
+     "blob and chunk is checked, and on any failure nothing is added (chunks already\n"
+     "received are kept under the store's tmp/ for the next pull of that layer). The\n"
+     "local tag is -t NAME, else the remote name with '/' and ':' of HOST/REPO as '_'\n"
+     "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id."},
     {NULL, NULL, NULL, NULL},
 };

@@ -132,9 +132,10 @@ static int cmd_gc(int argc, char **argv)
         return cli_store_failed();
     if (json) {
         printf("{\"layers_removed\":%zu,\"tmp_removed\":%zu,\"instances_forgotten\":%zu,"
-               "\"bytes_freed\":%" PRIu64 ",\"layers_waiting\":%zu,\"clones_missing\":%zu}\n",
+               "\"bytes_freed\":%" PRIu64 ",\"layers_waiting\":%zu,\"clones_missing\":%zu,"
+               "\"partial_kept\":%zu}\n",
                r.layers_removed, r.tmp_removed, r.instances_forgotten, r.bytes_freed,
-               r.layers_waiting, r.clones_missing);
+               r.layers_waiting, r.clones_missing, r.partial_kept);
         return 0;
     }
     char h[32];
@@ -145,6 +146,10 @@ static int cmd_gc(int argc, char **argv)
         printf("kept %zu unreachable layer%s for the grace period (strata ls --unreachable; "
                "gc --prune=now removes them)\n",
                r.layers_waiting, r.layers_waiting == 1 ? "" : "s");
+    if (r.partial_kept)
+        printf("kept %zu interrupted pull%s under tmp/ (the next pull of its layer takes it up; "
+               "removed 14 days after it was last touched)\n",
+               r.partial_kept, r.partial_kept == 1 ? "" : "s");
     if (r.clones_missing)
         printf("kept the layers of %zu clone record%s whose clone is not where recorded "
                "(see strata clones)\n",

@@ -175,9 +175,19 @@ int cli_open_store(store **st)
     return 0;
 }
 
+const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n)
+{
+    store_id id;
+    if (!store_resolve(st, ref, &id) || !cli_remote_local_tag(ref, buf, n) ||
+        store_resolve(st, buf, &id))
+        return ref;
+    return buf; /* HOST/REPO:TAG pulled before, under its default local tag */
+}
+
 int cli_resolve(store *st, const char *ref, store_id *id)
 {
-    return store_resolve(st, ref, id) ? cli_store_failed() : 0;
+    char local[160];
+    return store_resolve(st, cli_local_ref(st, ref, local, sizeof local), id) ? cli_store_failed() : 0;
 }
 
 

@@ -44,6 +44,12 @@ static int cmd_run(int argc, char **argv)
     store *st;
     if (cli_open_store(&st))
         return 1;
+    char target[256]; /* HOST/REPO:TAG is pulled first if the store lacks it */
+    if (cli_run_target(st, pos[0], target, sizeof target)) {
+        store_close(st);
+        return 1;
+    }
+    o.target = target;
     int rc = boot_run(st, &o);
     store_close(st);
     return rc ? cli_boot_failed() : 0;

@@ -250,3 +250,25 @@ void remote_strings_free(char **s, size_t n)
         free(s[i]);
     free(s);
 }
+
+int remote_ref_local_tag(const remote_ref *ref, char *out, size_t n)
+{
+    if (!ref->tag)
+        return rm_fail(EINVAL, "%s/%s: no tag to name the layer after (give one with -t)", ref->host,
+                       ref->repo);
+    char name[300];
+    int len = snprintf(name, sizeof name, "%s/%s", ref->host, ref->repo);
+    size_t k = 0;
+    for (int i = 0; i < len && (size_t)len < sizeof name; i++) {
+        char c = (char)tolower((unsigned char)name[i]);
+        if (!k && !isalnum((unsigned char)c))
+            continue; /* a tag starts with a letter or digit ("[::1]:5000") */
+        name[k++] = isalnum((unsigned char)c) || c == '.' || c == '-' ? c : '_';
+    }
+    name[k] = 0;
+    if ((size_t)len >= sizeof name || (size_t)snprintf(out, n, "%s:%s", name, ref->tag) >= n ||
+        !store_tag_valid(out))
+        return rm_fail(EINVAL, "%s/%s:%s: too long for a local tag (give one with -t)", ref->host,
+                       ref->repo, ref->tag);
+    return 0;
+}

@@ -87,6 +87,15 @@ int rm_http_fail(const rm_resp *resp, const char *what);
 void rm_backoff(int n, long retry_after);
 #define RM_TRIES 5
 
+/* GET blob digest (len 0: whole; else bytes [offset, offset+len) by Range)
+ * and hand every body byte to fn with the answer's status: 206 for the
+ * range, 200 for the whole blob (a registry that ignores Range). Nothing is
+ * checked or retried here; *status is the final status (0 if none). A
+ * status other than 200 or 206 is an error naming the blob. */
+typedef int (*rm_body_fn)(void *ctx, long status, const void *data, size_t n);
+int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len, rm_body_fn fn,
+                   void *ctx, long *status);
+
 /* a copy of r with its own connection, sharing nothing (for a worker) */
 int rm_dup(const remote *r, remote **out);
 

@@ -7,8 +7,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define PULL_INFO_MAX (1u << 20)
 
@@ -30,10 +34,33 @@ typedef struct {
     store_receive **rx; /* for the layers the store lacks */
     chunk_place *map;   /* every chunk of the indexes read so far, sorted by digest */
     size_t nmap;
-    char *buf;          /* one chunk */
-    size_t buf_cap;
+    unsigned jobs;      /* asked for; 0: one for the machine */
+    int probed;         /* the first chunk request was made alone */
+    int norange;        /* the registry refused Range: packs come whole */
+    uint64_t done, planned; /* pack bytes received, and asked for so far */
+    const remote_pull_opts *po;
     remote_pull_result *res;
 } pull_job;
+
+/* the total grows layer by layer, so only the end says done == total */
+static void pull_progress(pull_job *j, int end)
+{
+    uint64_t done = __atomic_load_n(&j->done, __ATOMIC_RELAXED);
+    uint64_t total = end ? done : done >= j->planned ? done + 1 : j->planned;
+    if (j->po && j->po->progress)
+        j->po->progress(j->po->progress_ctx, done, total);
+}
+
+static void digest_hex(const unsigned char *d, char out[72])
+{
+    static const char digits[] = "0123456789abcdef";
+    memcpy(out, "sha256:", 7);
+    for (int b = 0; b < 32; b++) {
+        out[7 + 2 * b] = digits[d[b] >> 4];
+        out[8 + 2 * b] = digits[d[b] & 15];
+    }
+    out[71] = 0;
+}
 
 static int store_failed(int rc)
 {
@@ -97,13 +124,7 @@ static int index_packs_match(const pull_job *j, size_t i, const pk_index *x)
                        j->ids[i].hex, x->npacks, L->npacks);
     for (size_t p = 0; p < x->npacks; p++) {
         char hex[72];
-        static const char digits[] = "0123456789abcdef";
-        memcpy(hex, "sha256:", 7);
-        for (int b = 0; b < 32; b++) {
-            hex[7 + 2 * b] = digits[x->pack_digest[p][b] >> 4];
-            hex[8 + 2 * b] = digits[x->pack_digest[p][b] & 15];
-        }
-        hex[71] = 0;
+        digest_hex(x->pack_digest[p], hex);
         if (strcmp(hex, j->a.packs[L->first_pack + p]) ||
             x->pack_size[p] != j->a.pack_sizes[L->first_pack + p])
             return rm_fail(EBADMSG, "layer %.12s: its chunk index and manifest name different packs",
@@ -164,40 +185,455 @@ static int add_local_index(pull_job *j, size_t i)
     return rc;
 }
 
-/* fetch every chunk receive i still needs */
-static int fetch_chunks(pull_job *j, size_t i)
+/* ---- fetching the chunks a receive needs, in parallel ----
+ *
+ * The chunk positions a receive still needs are sorted by where their
+ * frames lie (pack, offset) and cut into ranges of adjacent frames, each one
+ * Range request. Workers (each with its own connection, a frame buffer and
+ * a chunk buffer) take ranges in turn and hand each frame, decompressed, to
+ * store_receive_chunk, which checks it against its id before writing. A
+ * registry that answers a Range with the whole blob (200) or with 416 puts
+ * the pull in whole-pack mode: each pack with needed frames is then fetched
+ * once, streamed, its needed frames taken as they pass and its digest
+ * checked at the end. Memory is the positions (40 bytes each) and two
+ * chunk-sized buffers per worker; nothing is buffered per range or pack. */
+
+#define RANGE_MAX (8u << 20)   /* compressed bytes asked in one request (one frame may be more) */
+#define RANGE_GAP (256u << 10) /* unneeded bytes between two frames still fetched in one request */
+#define PULL_BUFFERS_MAX (128ull << 20) /* frame and chunk buffers of all workers together */
+
+typedef struct {
+    uint64_t offset;         /* of its frame in the pack */
+    const unsigned char *id; /* the chunk's id, in the receive's layer */
+    uint64_t chunk;
+    uint32_t pack, file, clen, ulen;
+} want;
+
+typedef struct {
+    size_t first, count; /* its wants */
+    uint64_t start, end; /* the bytes asked for */
+} want_range;
+
+typedef struct {
+    pull_job *j;
+    store_receive *rx;
+    int on_local_base; /* the first layer received: what it need not fetch was here before */
+    want *w;
+    size_t nw;
+    want_range *r;
+    size_t nr;
+    size_t *pack_first, *pack_count; /* each pack's wants */
+    unsigned char *pack_claimed;     /* fetched whole by some worker */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t next, running;
+    int rc;
+    char err[512];
+} fetch_job;
+
+typedef struct {
+    fetch_job *f;
+    remote *r;
+    ZSTD_DCtx *dctx;
+    char *frame, *chunk;
+} worker;
+
+static void fetch_fail(fetch_job *f, int rc)
 {
-    store_receive *rx = j->rx[i];
-    const store_layer *l = store_receive_layer(rx);
-    int rc = 0;
-    for (size_t f = 0; !rc && f < l->nfiles; f++) {
-        const store_file *file = &l->files[f];
-        for (size_t d = 0; !rc && d < file->ndata; d++) {
+    pthread_mutex_lock(&f->mu);
+    if (!f->rc) {
+        f->rc = rc;
+        snprintf(f->err, sizeof f->err, "%s", remote_error());
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void count(uint64_t *field, uint64_t v)
+{
+    __atomic_add_fetch(field, v, __ATOMIC_RELAXED);
+}
+
+/* the frame in w->frame holds the bytes of wants [a, b) (one place): give them to the store */
+static int deliver(worker *w, const want *a, const want *b)
+{
+    fetch_job *f = w->f;
+    int needed = 0;
+    for (const want *x = a; x < b && !needed; x++)
+        needed = store_receive_needs(f->rx, x->file, x->chunk) == 1;
+    if (!needed)
+        return 0; /* received already (a retry, or the pack came whole) */
+    const char *pack = f->j->a.packs[a->pack];
+    size_t got = ZSTD_decompressDCtx(w->dctx, w->chunk, a->ulen, w->frame, a->clen);
+    if (ZSTD_isError(got) || got != a->ulen ||
+        ZSTD_getFrameContentSize(w->frame, a->clen) != a->ulen)
+        return rm_fail(EBADMSG, "pack %s: the chunk at %" PRIu64 " is not one zstd frame of %u bytes",
+                       pack, a->offset, a->ulen);
+    for (const want *x = a; x < b; x++) {
+        if (store_receive_needs(f->rx, x->file, x->chunk) != 1)
+            continue;
+        int rc = store_receive_chunk(f->rx, x->file, x->chunk, w->chunk, x->ulen);
+        if (rc == -EINVAL)
+            return rm_fail(EBADMSG, "pack %s: the chunk at %" PRIu64 " does not match its id", pack,
+                           a->offset);
+        if (rc)
+            return store_failed(rc);
+        count(&f->j->res->chunks_fetched, 1);
+    }
+    return 0;
+}
+
+/* one GET's body as it arrives: the frames of a range, or of a whole pack */
+typedef struct {
+    worker *w;
+    size_t pack;
+    const want *k, *kend; /* the frames still to take, by offset */
+    uint64_t pos;         /* offset in the pack of the next body byte */
+    uint64_t body, limit; /* bytes received, and at most expected */
+    size_t have;          /* bytes of *k's frame in w->frame */
+    int started, whole;
+    EVP_MD_CTX *sha; /* the whole pack, checked against its digest */
+} stream;
+
+static void stream_whole(stream *s)
+{
+    fetch_job *f = s->w->f;
+    s->whole = 1;
+    s->pos = 0;
+    s->k = f->w + f->pack_first[s->pack];
+    s->kend = s->k + f->pack_count[s->pack];
+    s->limit = f->j->a.pack_sizes[s->pack];
+}
+
+static int take_bytes(stream *s, const char *p, size_t n)
+{
+    while (n && s->k < s->kend) {
+        const want *k = s->k;
+        if (s->pos < k->offset) { /* bytes between needed frames */
+            uint64_t skip = k->offset - s->pos < n ? k->offset - s->pos : n;
+            p += skip, n -= (size_t)skip, s->pos += skip;
+            continue;
+        }
+        size_t take = k->clen - s->have < n ? k->clen - s->have : n;
+        memcpy(s->w->frame + s->have, p, take);
+        p += take, n -= take, s->pos += take, s->have += take;
+        if (s->have < k->clen)
+            break;
+        const want *b = k;
+        while (b < s->kend && b->pack == k->pack && b->offset == k->offset)
+            b++;
+        int rc = deliver(s->w, k, b);
+        if (rc)
+            return rc;
+        s->k = b;
+        s->have = 0;
+    }
+    return 0;
+}
+
+static int on_body(void *ctx, long status, const void *data, size_t n)
+{
+    stream *s = ctx;
+    fetch_job *f = s->w->f;
+    if (!s->started) {
+        s->started = 1;
+        if (status == 200 && !s->whole) { /* Range ignored: take every needed frame of the pack */
+            stream_whole(s);
+            pthread_mutex_lock(&f->mu);
+            f->j->norange = 1;
+            f->pack_claimed[s->pack] = 1;
+            pthread_mutex_unlock(&f->mu);
+        }
+    }
+    s->body += n;
+    if (s->body > s->limit)
+        return rm_fail(EBADMSG, "blob %s: the registry sent more than %" PRIu64 " bytes",
+                       f->j->a.packs[s->pack], s->limit);
+    if (s->whole)
+        EVP_DigestUpdate(s->sha, data, n);
+    count(&f->j->res->bytes_fetched, n);
+    count(&f->j->done, n);
+    return take_bytes(s, data, n);
+}
+
+/* one GET of range r (or of its whole pack, *whole); *whole is set if the registry sent it all */
+static int fetch_once(worker *w, const want_range *r, size_t pack, int *whole, long *status)
+{
+    fetch_job *f = w->f;
+    stream s = {.w = w, .pack = pack, .k = f->w + r->first, .kend = f->w + r->first + r->count,
+                .pos = r->start, .limit = r->end - r->start, .sha = EVP_MD_CTX_new()};
+    if (*whole)
+        stream_whole(&s);
+    if (!s.sha || !EVP_DigestInit_ex(s.sha, EVP_sha256(), NULL)) {
+        EVP_MD_CTX_free(s.sha);
+        return -ENOMEM;
+    }
+    const char *digest = f->j->a.packs[pack];
+    count(&f->j->res->requests, 1);
+    int rc = rm_blob_stream(w->r, digest, *whole ? 0 : r->start, *whole ? 0 : r->end - r->start,
+                            on_body, &s, status);
+    *whole = s.whole;
+    if (!rc && s.k != s.kend)
+        rc = rm_fail(EBADMSG, "blob %s: the registry sent %" PRIu64 " bytes, fewer than asked",
+                     digest, s.body);
+    if (!rc && s.whole) {
+        unsigned char d[32];
+        char hex[72];
+        EVP_DigestFinal_ex(s.sha, d, NULL);
+        digest_hex(d, hex);
+        if (s.body != s.limit || strcmp(hex, digest))
+            rc = rm_fail(EBADMSG, "blob %s: the registry sent different bytes (%s)", digest, hex);
+    }
+    EVP_MD_CTX_free(s.sha);
+    return rc;
+}
+
+/* claim pack for a whole fetch: 0 if another worker has it already */
+static int claim_pack(fetch_job *f, size_t pack)
+{
+    pthread_mutex_lock(&f->mu);
+    int mine = !f->pack_claimed[pack];
+    f->pack_claimed[pack] = 1;
+    f->j->norange = 1;
+    pthread_mutex_unlock(&f->mu);
+    return mine;
+}
+
+/* range ri, retried on transient failures; in whole-pack mode its pack, once */
+static int fetch_range(worker *w, size_t ri)
+{
+    fetch_job *f = w->f;
+    const want_range *r = &f->r[ri];
+    size_t pack = f->w[r->first].pack;
+    pthread_mutex_lock(&f->mu);
+    int whole = f->j->norange;
+    pthread_mutex_unlock(&f->mu);
+    if (whole && !claim_pack(f, pack))
+        return 0;
+    for (int n = 0;; n++) {
+        long status = 0;
+        int rc = fetch_once(w, r, pack, &whole, &status);
+        if (!rc)
+            return 0;
+        if (status == 416 && !whole) { /* Range refused: the whole pack instead */
+            if (!claim_pack(f, pack))
+                return 0;
+            whole = 1;
+            n--;
+            continue;
+        }
+        int transient = rc == -EIO || status >= 500 || status == 429;
+        if (!transient || n + 1 >= RM_TRIES)
+            return rc;
+        rm_backoff(n, 0);
+    }
+}
+
+static void *fetch_worker(void *arg)
+{
+    worker *w = arg;
+    fetch_job *f = w->f;
+    for (;;) {
+        pthread_mutex_lock(&f->mu);
+        size_t i = f->next < f->nr && !f->rc ? f->next++ : SIZE_MAX;
+        pthread_mutex_unlock(&f->mu);
+        if (i == SIZE_MAX)
+            break;
+        int rc = fetch_range(w, i);
+        if (rc)
+            fetch_fail(f, rc);
+    }
+    pthread_mutex_lock(&f->mu);
+    f->running--;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+static int by_place(const void *a_, const void *b_)
+{
+    const want *a = a_, *b = b_;
+    if (a->pack != b->pack)
+        return a->pack < b->pack ? -1 : 1;
+    if (a->offset != b->offset)
+        return a->offset < b->offset ? -1 : 1;
+    if (a->file != b->file)
+        return a->file < b->file ? -1 : 1;
+    return a->chunk < b->chunk ? -1 : a->chunk > b->chunk;
+}
+
+/* every position the receive still needs, with its frame's place, sorted by place */
+static int plan_wants(fetch_job *f, uint32_t *max_ulen)
+{
+    const store_layer *l = store_receive_layer(f->rx);
+    pull_job *j = f->j;
+    size_t n = 0, k = 0;
+    for (size_t i = 0; i < l->nfiles; i++)
+        for (size_t d = 0; d < l->files[i].ndata; d++)
+            n += store_receive_needs(f->rx, i, l->files[i].data[d].index) == 1;
+    if (!(f->w = calloc(n ? n : 1, sizeof *f->w)))
+        return -ENOMEM;
+    *max_ulen = 1;
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *file = &l->files[i];
+        for (size_t d = 0; d < file->ndata; d++) {
             const store_chunk *c = &file->data[d];
-            if (store_receive_needs(rx, f, c->index) != 1)
+            if (store_receive_needs(f->rx, i, c->index) != 1) {
+                j->res->chunks_present += f->on_local_base;
                 continue;
+            }
             uint64_t len = store_chunk_len(file, c->index);
             const chunk_place *p = bsearch(c->digest, j->map, j->nmap, sizeof *j->map, by_digest);
             if (!p || p->ulen != len)
                 return rm_fail(EBADMSG, "layer %.12s: %s chunk %" PRIu64 " is in no chunk index of "
                                         "its chain", l->id.hex, file->name, c->index);
-            if (len > j->buf_cap) {
-                char *b = realloc(j->buf, len);
-                if (!b)
-                    return -ENOMEM;
-                j->buf = b;
-                j->buf_cap = len;
-            }
-            rc = remote_chunk_get(j->r, j->a.packs[p->pack], p->offset, p->clen, p->ulen,
-                                  c->digest, j->buf);
-            if (!rc && (rc = store_receive_chunk(rx, f, c->index, j->buf, len)))
-                rc = store_failed(rc);
-            if (!rc) {
-                j->res->chunks_fetched++;
-                j->res->bytes_fetched += p->clen;
-            }
+            f->w[k++] = (want){.offset = p->offset, .id = c->digest, .chunk = c->index,
+                               .pack = (uint32_t)p->pack, .file = (uint32_t)i, .clen = p->clen,
+                               .ulen = p->ulen};
+            if (p->ulen > *max_ulen)
+                *max_ulen = p->ulen;
         }
     }
+    f->nw = n;
+    qsort(f->w, n, sizeof *f->w, by_place);
+    return 0;
+}
+
+/* cut the sorted wants into ranges of nearby frames of one pack */
+static int plan_ranges(fetch_job *f)
+{
+    size_t np = f->j->a.npacks;
+    if (!(f->r = calloc(f->nw ? f->nw : 1, sizeof *f->r)) ||
+        !(f->pack_first = calloc(np ? np : 1, sizeof *f->pack_first)) ||
+        !(f->pack_count = calloc(np ? np : 1, sizeof *f->pack_count)) ||
+        !(f->pack_claimed = calloc(np ? np : 1, 1)))
+        return -ENOMEM;
+    for (size_t i = 0; i < f->nw;) {
+        const want *a = &f->w[i];
+        size_t g = i;
+        while (g < f->nw && f->w[g].pack == a->pack && f->w[g].offset == a->offset)
+            g++;
+        if (!f->pack_count[a->pack])
+            f->pack_first[a->pack] = i;
+        f->pack_count[a->pack] += g - i;
+        want_range *cur = f->nr ? &f->r[f->nr - 1] : NULL;
+        uint64_t end = a->offset + a->clen;
+        if (cur && f->w[cur->first].pack == a->pack && a->offset >= cur->end &&
+            a->offset - cur->end <= RANGE_GAP && end - cur->start <= RANGE_MAX) {
+            cur->end = end;
+            cur->count += g - i;
+        } else
+            f->r[f->nr++] = (want_range){.first = i, .count = g - i, .start = a->offset, .end = end};
+        i = g;
+    }
+    for (size_t i = 0; i < f->nr; i++)
+        f->j->planned += f->r[i].end - f->r[i].start;
+    return 0;
+}
+
+static unsigned pull_jobs(const pull_job *j, size_t nr, uint32_t max_ulen)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned jobs = j->jobs;
+    if (!jobs) /* downloads wait on the network more than on zstd: a few per core */
+        jobs = cores < 2 ? 4 : cores * 2 > 16 ? 16 : (unsigned)cores * 2;
+    uint64_t per = (uint64_t)max_ulen + ZSTD_compressBound(max_ulen);
+    if (jobs > PULL_BUFFERS_MAX / per)
+        jobs = PULL_BUFFERS_MAX / per ? (unsigned)(PULL_BUFFERS_MAX / per) : 1;
+    if (jobs > nr)
+        jobs = nr ? (unsigned)nr : 1;
+    return jobs > 64 ? 64 : jobs;
+}
+
+static int worker_init(worker *w, fetch_job *f, uint32_t max_ulen)
+{
+    w->f = f;
+    int rc = rm_dup(f->j->r, &w->r);
+    if (!rc && (!(w->dctx = ZSTD_createDCtx()) || !(w->frame = malloc(ZSTD_compressBound(max_ulen))) ||
+                !(w->chunk = malloc(max_ulen))))
+        rc = -ENOMEM;
+    return rc;
+}
+
+static void worker_done(worker *w)
+{
+    remote_close(w->r);
+    ZSTD_freeDCtx(w->dctx);
+    free(w->frame);
+    free(w->chunk);
+}
+
+/* run the workers over the ranges; the main thread reports progress */
+static int run_workers(fetch_job *f, worker *w, unsigned jobs)
+{
+    pthread_t t[64];
+    unsigned started = 0;
+    for (; started < jobs; started++) {
+        pthread_mutex_lock(&f->mu);
+        f->running++;
+        pthread_mutex_unlock(&f->mu);
+        if (pthread_create(&t[started], NULL, fetch_worker, &w[started])) {
+            pthread_mutex_lock(&f->mu);
+            f->running--;
+            pthread_mutex_unlock(&f->mu);
+            break;
+        }
+    }
+    if (!started)
+        return rm_fail(EAGAIN, "pull: could not start a thread");
+    pthread_mutex_lock(&f->mu);
+    while (f->running) {
+        pthread_mutex_unlock(&f->mu);
+        pull_progress(f->j, 0);
+        pthread_mutex_lock(&f->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200000000L;
+        if (until.tv_nsec >= 1000000000L)
+            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        if (f->running)
+            pthread_cond_timedwait(&f->cv, &f->mu, &until);
+    }
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    return 0;
+}
+
+/* fetch every chunk receive i still needs */
+static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
+{
+    fetch_job f = {.j = j, .rx = j->rx[i], .on_local_base = on_local_base};
+    pthread_mutex_init(&f.mu, NULL);
+    pthread_cond_init(&f.cv, NULL);
+    uint32_t max_ulen = 1;
+    int rc = plan_wants(&f, &max_ulen);
+    if (!rc)
+        rc = plan_ranges(&f);
+    unsigned jobs = rc ? 0 : pull_jobs(j, f.nr, max_ulen);
+    worker *w = rc || !f.nr ? NULL : calloc(jobs, sizeof *w);
+    if (!rc && f.nr && !w)
+        rc = -ENOMEM;
+    for (unsigned k = 0; w && !rc && k < jobs; k++)
+        rc = worker_init(&w[k], &f, max_ulen);
+    if (!rc && f.nr && !j->probed) {
+        /* the first request alone: a registry that ignores Range then costs each pack once */
+        j->probed = 1;
+        f.next = 1;
+        if ((rc = fetch_range(&w[0], 0)))
+            fetch_fail(&f, rc);
+    }
+    if (!rc && f.nr)
+        rc = run_workers(&f, w, jobs);
+    if (!rc && f.rc) {
+        rm_set_error(f.err);
+        rc = f.rc;
+    }
+    for (unsigned k = 0; w && k < jobs; k++)
+        worker_done(&w[k]);
+    free(w);
+    free(f.w), free(f.r), free(f.pack_first), free(f.pack_count), free(f.pack_claimed);
+    pthread_mutex_destroy(&f.mu);
+    pthread_cond_destroy(&f.cv);
     return rc;
 }
 
@@ -208,18 +644,23 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
         .base_layer = i == first_missing && i > 0 ? &j->ids[i - 1] : NULL,
         .base_rx = i > first_missing ? j->rx[i - 1] : NULL,
         .parent_follows = i > first_missing,
+        .resume = 1,
     };
     int rc = store_receive_begin(j->st, j->man[i], j->mlen[i], j->info[i], j->ilen[i], &ro,
                                  &j->rx[i]);
     if (rc)
         return store_failed(rc);
     const store_layer *l = store_receive_layer(j->rx[i]);
+    uint64_t resumed = store_receive_resumed(j->rx[i]);
+    j->res->chunks_resumed += resumed;
+    if (i > first_missing) /* the first layer counts them among its chunks present */
+        j->res->chunks_present += resumed;
     if (i == 0 ? l->has_parent : !l->has_parent || strcmp(l->parent.hex, j->ids[i - 1].hex))
         return rm_fail(EBADMSG, "layer %.12s: its parent is not the layer before it in the chain",
                        l->id.hex);
     rc = add_index(j, i, l);
     if (!rc)
-        rc = fetch_chunks(j, i);
+        rc = fetch_chunks(j, i, i == first_missing);
     if (!rc && store_receive_missing(j->rx[i]))
         rc = rm_fail(EBADMSG, "layer %.12s: chunks are still missing after the fetch", l->id.hex);
     return rc;
@@ -268,15 +709,16 @@ static int pull_chain(pull_job *j, const char *tag)
     return rc;
 }
 
-int remote_pull(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
-                remote_pull_result *res)
+int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
+                const remote_pull_opts *po, remote_pull_result *res)
 {
+    const char *tag = po ? po->tag : NULL;
     memset(res, 0, sizeof *res);
     const char *reference = src->digest ? src->digest : src->tag;
     if (!reference)
         return rm_fail(EINVAL, "pull: the source needs a tag or digest (%s/%s:TAG)", src->host,
                        src->repo);
-    pull_job j = {.st = st, .res = res};
+    pull_job j = {.st = st, .res = res, .po = po, .jobs = po ? po->jobs : 0};
     char *body = NULL;
     size_t len;
     char digest[72];
@@ -292,12 +734,15 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o, const ch
         rc = -ENOMEM;
     if (!rc)
         rc = pull_chain(&j, tag);
-    if (!rc)
+    if (!rc) {
         res->pulled = j.ids[n - 1];
+        res->whole_packs = j.norange;
+        pull_progress(&j, 1);
+    }
     for (size_t i = 0; j.man && j.info && i < n; i++)
         free(j.man[i]), free(j.info[i]);
     free(j.ids), free(j.man), free(j.info), free(j.mlen), free(j.ilen), free(j.rx);
-    free(j.map), free(j.buf), free(body);
+    free(j.map), free(body);
     remote_artifact_free(&j.a);
     remote_close(j.r);
     return rc == -ENOMEM ? rm_fail(ENOMEM, "pull: out of memory") : rc;

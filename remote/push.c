@@ -614,6 +614,9 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
     int host_bound;
     store_id top;
     int rc = choose_layer(st, id, po, &top, &host_bound);
+    store_pin *pin = NULL; /* gc, meanwhile, keeps the chain being read */
+    if (!rc && (rc = store_pin_layer(st, &top, &pin)))
+        rc = rm_fail(-rc, "%s", store_error());
     store_layer **chain = NULL;
     size_t n = 0;
     pk_plan plan = {0};
@@ -649,5 +652,6 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
     free(j.mount_from);
     remote_close(r);
     pk_plan_free(&plan);
+    store_unpin(pin);
     return rc;
 }

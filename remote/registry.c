@@ -227,6 +227,16 @@ static int get_sink(void *ctx, const void *data, size_t n)
     return 0;
 }
 
+/* one GET into g; *again says it failed transiently before any byte reached the sink */
+static int blob_get_once(remote *r, const char *url, const char *range, get_ctx *g, int *again)
+{
+    rm_req q = {.method = "GET", .url = url, .range = range, .sink = get_sink, .sink_ctx = g,
+                .max_body = 1 << 16};
+    int rc = rm_request(r, &q, g->resp);
+    *again = !g->at && (rc == -EIO || (!rc && (g->resp->status >= 500 || g->resp->status == 429)));
+    return rc;
+}
+
 int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
                     remote_sink sink, void *ctx)
 {
@@ -244,9 +254,15 @@ int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len
         free(url);
         return -ENOMEM;
     }
-    rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = get_sink,
-                .sink_ctx = &g, .max_body = 1 << 16};
-    int rc = rm_request(r, &q, &resp);
+    int rc, again;
+    /* rm_request does not retry a streamed body; nothing was streamed yet here */
+    for (int n = 0; (rc = blob_get_once(r, url, len ? range : NULL, &g, &again)), again; n++) {
+        if (n + 1 >= RM_TRIES)
+            break;
+        rm_backoff(n, resp.retry_after);
+        rm_resp_free(&resp);
+        memset(&resp, 0, sizeof resp);
+    }
     free(url);
     if (rc == -ECANCELED && g.stopped)
         rc = 0; /* stopped on purpose after the range, in a full body */
@@ -352,4 +368,40 @@ int remote_tags(remote *r, char ***tags, size_t *n)
     if (*n)
         qsort(*tags, *n, sizeof **tags, cmp_str);
     return 0;
+}
+
+/* ---- streamed blob bodies (pull) ---- */
+
+typedef struct {
+    rm_body_fn fn;
+    void *ctx;
+    rm_resp *resp;
+} stream_ctx;
+
+static int stream_sink(void *ctx, const void *data, size_t n)
+{
+    stream_ctx *s = ctx;
+    return s->fn(s->ctx, s->resp->status, data, n);
+}
+
+int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len, rm_body_fn fn,
+                   void *ctx, long *status)
+{
+    char *url = path_of(r, "/blobs/%s", digest);
+    char range[64];
+    if (!url)
+        return -ENOMEM;
+    if (len)
+        snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
+    rm_resp resp = {0};
+    stream_ctx s = {fn, ctx, &resp};
+    rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = stream_sink,
+                .sink_ctx = &s, .max_body = 1 << 16};
+    int rc = rm_request(r, &q, &resp);
+    free(url);
+    *status = resp.status;
+    if (!rc && resp.status != 200 && resp.status != 206)
+        rc = rm_http_fail(&resp, digest);
+    rm_resp_free(&resp);
+    return rc;
 }

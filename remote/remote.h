@@ -210,18 +210,38 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
 /* ---- pull ---- */
 
 typedef struct {
+    const char *tag;  /* the top layer's local tag, or NULL for none */
+    unsigned jobs;    /* parallel downloads, 1..64; 0 picks one for the machine */
+    remote_progress_fn progress; /* chunk bytes received so far of those planned; may be NULL */
+    void *progress_ctx;
+} remote_pull_opts;
+
+typedef struct {
     store_id pulled;          /* the layer the source names */
     size_t layers_received;   /* layers of its chain the store lacked */
-    uint64_t chunks_fetched;  /* data chunks downloaded (the rest were cloned locally) */
-    uint64_t bytes_fetched;   /* their compressed bytes */
+    uint64_t chunks_fetched;  /* data chunks downloaded */
+    uint64_t chunks_present;  /* data chunks not downloaded because the store had them:
+                                 cloned from the local base, or kept from an interrupted pull */
+    uint64_t chunks_resumed;  /* of those, kept from an interrupted pull */
+    uint64_t bytes_fetched;   /* bytes of pack data received (compressed, as sent) */
+    uint64_t requests;        /* blob GETs for pack data */
+    int whole_packs;          /* the registry refused Range: needed packs came whole */
 } remote_pull_result;
 
 /* Pull the layer src names (a tag or digest) with the part of its chain the
- * store lacks, fetching only chunks no local ancestor has at the same place.
- * Every blob and chunk is checked before the store takes it; on any failure
- * nothing is published. The top layer gets tag (may be NULL). */
-int remote_pull(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
-                remote_pull_result *res);
+ * store lacks, fetching only chunks no local ancestor has at the same place,
+ * by parallel Range requests (whole packs, each once, from a registry that
+ * refuses Range). Every blob and chunk is checked before the store takes it;
+ * on any failure nothing is published, and chunks already received stay
+ * under the store's tmp/ for the next pull of the same layer. po may be NULL. */
+int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
+                const remote_pull_opts *po, remote_pull_result *res);
+
+/* The local tag a pull gives by default: the remote name, with what the tag
+ * grammar lacks replaced ("ghcr.io/acme/macos:xcode16" ->
+ * "ghcr.io_acme_macos:xcode16", "127.0.0.1:5000/vm:v1" -> "127.0.0.1_5000_vm:v1").
+ * -EINVAL if ref has no tag or the result is not a valid tag (too long). */
+int remote_ref_local_tag(const remote_ref *ref, char *out, size_t n);
 
 /* ---- listing ---- */
 

@@ -558,6 +558,41 @@ static int graph_refs(store *st, gc_graph *g)
     return rc;
 }
 
+/* A live pin (store_pin_layer: tmp/pin-*, its lock held by its owner)
+ * keeps its layer and the layer's chain. */
+typedef struct {
+    store *st;
+    gc_graph *g;
+} pin_walk;
+
+static int graph_pin(void *ctx_, const char *name)
+{
+    pin_walk *w = ctx_;
+    size_t n = strlen(name);
+    if (strncmp(name, "pin-", 4) || (n > 5 && !strcmp(name + n - 5, ".lock")))
+        return 0;
+    char *dir = st_printf("%s/tmp/%s", w->st->home, name);
+    char *lock = st_printf("%s.lock", dir ? dir : ""), *layer = st_printf("%s/layer", dir ? dir : "");
+    char *text = NULL;
+    size_t len = 0;
+    int fd = lock ? open(lock, O_RDWR | O_CLOEXEC) : -1;
+    int live = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    if (fd >= 0)
+        close(fd);
+    if (live && layer && !st_read_file(layer, 100, &text, &len) && len >= STORE_ID_HEX) {
+        store_id id;
+        memcpy(id.hex, text, STORE_ID_HEX);
+        id.hex[STORE_ID_HEX] = 0;
+        if (st_id_valid(id.hex))
+            graph_mark(w->g, w->g->keep, graph_find(w->g, &id));
+    }
+    free(text);
+    free(dir);
+    free(lock);
+    free(layer);
+    return 0;
+}
+
 /* Which layers to keep; since[] says since when the others are unreachable. */
 static int gc_plan(store *st, int64_t expire, int64_t now, gc_graph *g)
 {
@@ -579,7 +614,12 @@ static int gc_plan(store *st, int64_t expire, int64_t now, gc_graph *g)
     for (size_t i = 0; i < g->n; i++)
         if (g->reach[i] || (expire > 0 && now - g->since[i] < expire))
             graph_mark(g, g->keep, (long)i); /* and its parents, which its manifest names */
-    return 0;
+    char *tmp = st_printf("%s/tmp", st->home);
+    pin_walk w = {st, g};
+    if (tmp)
+        each_entry(tmp, graph_pin, &w);
+    free(tmp);
+    return tmp ? 0 : -ENOMEM;
 }
 
 int store_unreachable(store *st, store_unreachable_entry **out, size_t *n)
@@ -634,6 +674,27 @@ static int gc_stale_write(void *ctx_, const char *name)
     return 0;
 }
 
+/* An interrupted resumable receive (tmp/receive-<id>, store_receive_opts):
+ * kept for the grace period after it was last touched, unless its layer is
+ * in the store already. */
+static int partial_kept(store *st, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncmp(name, "receive-", 8) || !(n == 8 + STORE_ID_HEX || (n == 13 + STORE_ID_HEX &&
+                                                                  !strcmp(name + n - 5, ".lock"))))
+        return 0;
+    store_id id;
+    memcpy(id.hex, name + 8, STORE_ID_HEX);
+    id.hex[STORE_ID_HEX] = 0;
+    if (!st_id_valid(id.hex) || st_layer_exists(st, &id))
+        return 0;
+    char *lock = st_printf("%s/tmp/receive-%s.lock", st->home, id.hex);
+    struct stat s;
+    int young = lock && stat(lock, &s) == 0 && time(NULL) - s.st_mtime < STORE_GC_PRUNE_EXPIRE;
+    free(lock);
+    return young;
+}
+
 static int gc_tmp(void *ctx_, const char *name)
 {
     gc_ctx *g = ctx_;
@@ -643,7 +704,10 @@ static int gc_tmp(void *ctx_, const char *name)
         return -ENOMEM;
     if (n > 5 && !strcmp(name + n - 5, ".lock")) {
         int fd = open(p, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        int abandoned = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+        if (abandoned && partial_kept(g->st, name)) {
+            g->res->partial_kept++;
+        } else if (abandoned) {
             p[strlen(p) - 5] = 0; /* the work directory beside the lock */
             st_rm_rf(p);
             p[strlen(p)] = '.';
@@ -664,7 +728,8 @@ static int gc_tmp(void *ctx_, const char *name)
         char *lock = st_printf("%s.lock", p);
         struct stat s;
         /* work whose owner is gone (and not already removed with its lock) */
-        if (lock && stat(lock, &s) < 0 && errno == ENOENT && lstat(p, &s) == 0) {
+        if (lock && stat(lock, &s) < 0 && errno == ENOENT && lstat(p, &s) == 0 &&
+            !partial_kept(g->st, name)) {
             st_rm_rf(p);
             g->res->tmp_removed++;
         }

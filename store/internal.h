@@ -54,6 +54,11 @@ typedef struct {
 } st_tmpdir;
 int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t);
 void st_tmpdir_drop(st_tmpdir *t); /* removes what remains, releases the lock */
+/* tmp/<name>, kept between runs (a resumable receive): locked without
+ * waiting (-EBUSY if another process holds it), its lock's time touched;
+ * *existed says the directory was there. */
+int st_tmpdir_named(store *st, const char *name, st_tmpdir *t, int *existed);
+void st_tmpdir_keep(st_tmpdir *t); /* releases the lock, leaves the directory */
 
 /* text encoding shared by manifest, info and records */
 void st_hex(const unsigned char *in, size_t n, char *out);

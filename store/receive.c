@@ -36,6 +36,9 @@ struct store_receive {
     unsigned char **state; /* [file][chunk] CH_* */
     uint64_t missing;
     st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
+    int keep;            /* resumable: leave tmp/ as it is unless published */
+    int adopted;         /* took up an earlier receive's work */
+    uint64_t resumed;    /* chunks found in it */
     pthread_mutex_t mu;  /* state, missing and seals, for callers receiving in parallel */
 };
 
@@ -67,6 +70,11 @@ static void release_lock(store *st)
 const store_layer *store_receive_layer(const store_receive *rx)
 {
     return rx->l;
+}
+
+uint64_t store_receive_resumed(const store_receive *rx)
+{
+    return rx->resumed;
 }
 
 uint64_t store_receive_missing(const store_receive *rx)
@@ -207,6 +215,33 @@ static int clear_chunk(int fd, const store_file *f, uint64_t c)
     return p;
 }
 
+/*
+ * An earlier receive of this layer may have written chunk c of file i
+ * before it was cut short: 1 if the bytes there are the chunk (checked
+ * against the manifest's SHA-256, then sealed), 0 if not. A hole is
+ * skipped without reading.
+ */
+static int received_before(store_receive *rx, size_t i, uint64_t c, int fd, unsigned char **buf)
+{
+    const store_file *f = &rx->l->files[i];
+    uint64_t off = c * f->chunk_size, len = store_chunk_len(f, c);
+    off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+    if (data < 0 || (uint64_t)data >= off + len)
+        return 0;
+    if (!*buf && !(*buf = malloc(f->chunk_size)))
+        return -ENOMEM;
+    int rc = read_all(fd, *buf, (size_t)len, off);
+    if (rc)
+        return rc;
+    unsigned char d[32];
+    st_sha256(*buf, (size_t)len, d);
+    if (memcmp(d, store_file_chunk(f, c)->digest, 32))
+        return 0;
+    rx->resumed++;
+    rc = st_seal_set(rx->seals, i, c, st_seal_of(*buf, (size_t)len));
+    return rc ? rc : 1;
+}
+
 /* Mark each chunk of file i: in place from the base (and sealed), due from
  * the caller, or a hole (cleared where the base had data). */
 static int mark_chunks(store_receive *rx, size_t i, const base_src *b, const store_file *bf,
@@ -220,8 +255,11 @@ static int mark_chunks(store_receive *rx, size_t i, const base_src *b, const sto
             rx->state[i][c] = CH_HAVE;
             rc = seal_cloned(rx, i, c, b, bf, fd, &buf);
         } else if (store_file_chunk(f, c)) {
-            rx->state[i][c] = CH_NEEDED;
-            rx->missing++;
+            int have = rx->adopted ? received_before(rx, i, c, fd, &buf) : 0;
+            if (have < 0)
+                rc = st_fail_errno(have, "%s", path);
+            rx->state[i][c] = have > 0 ? CH_HAVE : CH_NEEDED;
+            rx->missing += have == 0;
         } else if (bf && c < bf->nchunks && store_file_chunk(bf, c)) {
             int p = clear_chunk(fd, f, c);
             if (p)
@@ -244,7 +282,11 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
     char *to = st_printf("%s/%s", rx->files_dir, f->name);
     char *from = bf ? st_printf("%s/%s", b->dir, f->name) : NULL;
     int rc = (!to || (bf && !from)) ? -ENOMEM : 0, fd = -1;
-    if (!rc && bf) {
+    /* an earlier receive's file was cloned from the same base: keep what it got */
+    int reuse = rx->adopted && to && access(to, F_OK) == 0;
+    if (reuse && chmod(to, 0644) < 0) /* made read-only by a finish that was cut short */
+        rc = st_fail_errno(errno, "%s", to);
+    if (!rc && bf && !reuse) {
         clone_method how = CLONE_REFLINK;
         if ((rc = clone_path(from, to, 0644, &how)))
             rc = st_fail_errno(rc, "cloning %s into the store", from);
@@ -262,6 +304,60 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
     free(to);
     free(from);
     return rc;
+}
+
+/* The directory the layer is built in: a fresh one, or for a resumable
+ * receive tmp/receive-<id>, taken up again if an earlier receive left it
+ * (and no other process holds it; then a fresh one). */
+static int work_dir(store_receive *rx, const store_receive_opts *o)
+{
+    int rc = -EBUSY, existed = 0;
+    if (o && o->resume) {
+        char name[80];
+        snprintf(name, sizeof name, "receive-%s", rx->l->id.hex);
+        rc = st_tmpdir_named(rx->st, name, &rx->tmp, &existed);
+        if (rc == -EBUSY)
+            st_tmpdir_keep(&rx->tmp); /* not ours: leave it */
+        else if (!rc)
+            rx->keep = 1;
+    }
+    if (rc == -EBUSY)
+        rc = st_tmpdir_make(rx->st, "receive", &rx->tmp);
+    if (rc)
+        return rc;
+    if (!(rx->files_dir = st_printf("%s/bundle", rx->tmp.path)))
+        return -ENOMEM;
+    rx->adopted = existed && access(rx->files_dir, F_OK) == 0;
+    if (!rx->adopted && mkdir(rx->files_dir, 0755) < 0 && errno != EEXIST)
+        return st_fail_errno(errno, "%s", rx->files_dir);
+    return 0;
+}
+
+/* An earlier receive's files were cloned from its base: take them up only
+ * if the base is the same layer now; else start again. */
+static int base_agrees(store_receive *rx, const base_src *b)
+{
+    if (!rx->keep)
+        return 0;
+    char *path = st_printf("%s/base", rx->tmp.path), *was = NULL;
+    const char *now = b->l ? b->l->id.hex : "-";
+    size_t n = 0;
+    if (!path)
+        return -ENOMEM;
+    if (rx->adopted && (st_read_file(path, 100, &was, &n) || n != strlen(now) ||
+                        memcmp(was, now, n))) {
+        rx->adopted = 0;
+        st_rm_rf(rx->files_dir);
+        if (mkdir(rx->files_dir, 0755) < 0) {
+            free(was);
+            free(path);
+            return st_fail_errno(errno, "%s", rx->files_dir);
+        }
+    }
+    int rc = rx->adopted ? 0 : st_write_atomic(path, now, strlen(now), 0644);
+    free(was);
+    free(path);
+    return rc ? st_fail_errno(rc, "%s/base", rx->tmp.path) : 0;
 }
 
 static int receive_setup(store_receive *rx, const store_receive_opts *o)
@@ -282,16 +378,14 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
     }
     if (!(rx->seals = st_seals_new(l->nfiles)))
         return -ENOMEM;
-    int rc = st_tmpdir_make(st, "receive", &rx->tmp);
+    int rc = work_dir(rx, o);
     if (rc)
         return rc;
-    if (!(rx->files_dir = st_printf("%s/bundle", rx->tmp.path)))
-        return -ENOMEM;
-    if (mkdir(rx->files_dir, 0755) < 0)
-        return st_fail_errno(errno, "%s", rx->files_dir);
     store_layer *owned = NULL;
     base_src b;
     rc = base_open(rx, o, &owned, &b);
+    if (!rc)
+        rc = base_agrees(rx, &b);
     for (size_t i = 0; !rc && i < l->nfiles; i++)
         rc = materialize_file(rx, i, &b);
     store_layer_free(owned);
@@ -435,6 +529,13 @@ static int first_missing(const store_receive *rx)
 static int make_durable(store_receive *rx)
 {
     int rc = 0;
+    if (rx->keep) { /* the resume note is no part of the layer */
+        char *base = st_printf("%s/base", rx->tmp.path);
+        if (!base)
+            return -ENOMEM;
+        unlink(base);
+        free(base);
+    }
     for (size_t i = 0; !rc && i < rx->l->nfiles; i++) {
         char *p = st_printf("%s/%s", rx->files_dir, rx->l->files[i].name);
         int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
@@ -499,6 +600,8 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
             res->existed = 1;
         else
             rc = publish(rx, res);
+        if (!rc)
+            rx->keep = 0; /* published: nothing left to take up */
         st_crash_point();
         if (!rc && tag)
             rc = st_write_tag(rx->st, tag, &rx->l->id);
@@ -511,7 +614,10 @@ void store_receive_abort(store_receive *rx)
 {
     if (!rx)
         return;
-    st_tmpdir_drop(&rx->tmp); /* after a publish, the path is gone: nothing to remove */
+    if (rx->keep)
+        st_tmpdir_keep(&rx->tmp); /* for the next resumable receive of this layer */
+    else
+        st_tmpdir_drop(&rx->tmp); /* after a publish, the path is gone: nothing to remove */
     release_lock(rx->st);
     if (rx->state)
         for (size_t i = 0; i < rx->l->nfiles; i++)
@@ -592,4 +698,45 @@ void store_scratch_drop(store_scratch *s)
         return;
     st_tmpdir_drop(&s->t);
     free(s);
+}
+
+/* ---------- pins ---------- */
+
+struct store_pin {
+    st_tmpdir t;
+};
+
+int store_pin_layer(store *st, const store_id *id, store_pin **out)
+{
+    store_pin *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    int held = st->lock_state, rc = held ? 0 : st_lock(st, 0); /* gc is not halfway through */
+    if (!rc && !st_layer_exists(st, id))
+        rc = st_fail(ENOENT, "layer %s: not in the store", id->hex);
+    if (!rc)
+        rc = st_tmpdir_make(st, "pin", &p->t);
+    char *path = rc ? NULL : st_printf("%s/layer", p->t.path);
+    if (!rc && !path)
+        rc = -ENOMEM;
+    if (!rc && (rc = st_write_atomic(path, id->hex, STORE_ID_HEX, 0644)))
+        rc = st_fail_errno(rc, "%s", path);
+    free(path);
+    if (!held)
+        st_unlock(st);
+    if (rc) {
+        st_tmpdir_drop(&p->t);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void store_unpin(store_pin *p)
+{
+    if (!p)
+        return;
+    st_tmpdir_drop(&p->t);
+    free(p);
 }

@@ -177,6 +177,12 @@ typedef struct {
     /* 1: the manifest's parent need not be in the store yet, because the
      * caller will publish it (finish its receive) before this one. */
     int parent_follows;
+    /* 1: keep the work under tmp/ if the receive ends unfinished (killed,
+     * or aborted), and take it up again in the next resumable receive of
+     * the same layer: chunks found there are read back and checked against
+     * the manifest before they count. gc keeps such work for
+     * STORE_GC_PRUNE_EXPIRE after it was last touched (docs/remote.md). */
+    int resume;
 } store_receive_opts;
 
 /*
@@ -201,6 +207,9 @@ const store_layer *store_receive_layer(const store_receive *rx);
  * files and that file's chunks) are still needed, 0 if not (a hole, already
  * present from a base, or already received). */
 int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
+
+/* Data chunks found in place, checked, from an earlier resumable receive. */
+uint64_t store_receive_resumed(const store_receive *rx);
 
 /* Number of data chunks still needed. 0 once every chunk has arrived. */
 uint64_t store_receive_missing(const store_receive *rx);
@@ -245,6 +254,13 @@ int store_scratch_make(store *st, const char *kind, store_scratch **out);
 const char *store_scratch_path(const store_scratch *s);
 void store_scratch_drop(store_scratch *s);
 
+
+/* Keep layer id and its chain from gc while the pin is held (a push reading
+ * it, say), even if no tag reaches it; gc neither waits for it nor removes
+ * it. A process that dies drops its pins. */
+typedef struct store_pin store_pin;
+int store_pin_layer(store *st, const store_id *id, store_pin **out);
+void store_unpin(store_pin *p);
 
 /* Delete a clone directory and forget its record (an ephemeral instance). */
 int store_clone_delete(store *st, const char *dir);
@@ -399,6 +415,7 @@ typedef struct {
     uint64_t bytes_freed; /* allocated bytes released, counting shared blocks once per file */
     size_t layers_waiting; /* unreachable, kept until their grace period ends */
     size_t clones_missing; /* records whose clone is not where recorded */
+    size_t partial_kept;   /* interrupted pulls' work kept (store_receive_opts.resume) */
 } store_gc_result;
 
 #define STORE_GC_PRUNE_EXPIRE (14 * 86400) /* grace period of an unreachable layer */

@@ -355,6 +355,42 @@ int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t)
     return st_fail(EEXIST, "%s/tmp: could not make a temporary directory", st->home);
 }
 
+int st_tmpdir_named(store *st, const char *name, st_tmpdir *t, int *existed)
+{
+    memset(t, 0, sizeof *t);
+    t->path = st_printf("%s/tmp/%s", st->home, name);
+    t->lock_path = st_printf("%s.lock", t->path ? t->path : "");
+    t->lock_fd = -1;
+    if (!t->path || !t->lock_path)
+        return -ENOMEM;
+    int fd = open(t->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return st_fail_errno(errno, "%s", t->lock_path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        return e == EWOULDBLOCK ? -EBUSY : st_fail_errno(e, "%s", t->lock_path);
+    }
+    t->lock_fd = fd;
+    futimens(fd, NULL); /* gc keeps it for its grace period from now */
+    *existed = mkdir(t->path, 0755) < 0 && errno == EEXIST;
+    if (!*existed && access(t->path, F_OK) < 0)
+        return st_fail_errno(errno, "%s", t->path);
+    return 0;
+}
+
+void st_tmpdir_keep(st_tmpdir *t)
+{
+    if (t->lock_fd >= 0) {
+        futimens(t->lock_fd, NULL);
+        close(t->lock_fd);
+    }
+    free(t->path);
+    free(t->lock_path);
+    memset(t, 0, sizeof *t);
+    t->lock_fd = -1;
+}
+
 void st_tmpdir_drop(st_tmpdir *t)
 {
     if (t->path)

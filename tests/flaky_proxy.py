@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
 """A misbehaving HTTP proxy in front of a registry, for tests only.
 
-Usage: flaky_proxy.py PORT UPSTREAM_HOST:PORT MODE
+Usage: flaky_proxy.py PORT UPSTREAM_HOST:PORT MODE [BYTES_PER_SECOND]
 
 MODE "flaky": requests 2, 9 and 17 get 503, request 4 gets 429 with
 Retry-After: 1, and requests 6 and 13 have their connection closed without
 an answer; the rest are forwarded. MODE "down": every request gets 503. MODE
 "norange": the Range header is dropped, so the registry answers 200 with
 the whole blob. MODE "redirect": blob GETs are redirected (307) to the
-registry itself, as registries redirect to storage. Each request
+registry itself, as registries redirect to storage. MODE "range416": a
+request with a Range header gets 416. MODE "slow": every
+request waits 0.5 s, and bodies are sent at BYTES_PER_SECOND (default
+1 MiB/s) per connection, so a test can act while a push or pull runs. Each
+request
 and what was done with it is logged on stdout.
 """
 import http.client
 import http.server
 import sys
 import threading
+import time
 
 PORT, UPSTREAM, MODE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+RATE = int(sys.argv[4]) if len(sys.argv) > 4 else 1 << 20
 count = 0
 lock = threading.Lock()
 
@@ -34,7 +40,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             n = count
         if MODE == "down":
             return "503"
-        if MODE in ("norange", "redirect"):
+        if MODE in ("norange", "redirect", "slow", "range416"):
             return MODE
         # a bounded number of faults, so a client that retries always gets through
         return {2: "503", 4: "429", 6: "drop", 9: "503", 13: "drop", 17: "503"}.get(n)
@@ -52,7 +58,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         what = self.fault()
-        print(self.command, self.path.split("?")[0], what or "forwarded", flush=True)
+        shown = what
+        if what == "range416" and not self.headers.get("Range"):
+            shown = "forwarded"
+        print(self.command, self.path.split("?")[0], shown or "forwarded", flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
         if what == "429":
@@ -61,8 +70,12 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if what == "range416" and self.headers.get("Range"):
+            return self.answer(416)
         if what == "redirect" and self.command == "GET" and "/blobs/sha256:" in self.path:
             return self.answer(307, [("Location", f"http://{UPSTREAM}{self.path}")])
+        if what == "slow":
+            time.sleep(0.5)
         conn = http.client.HTTPConnection(UPSTREAM, timeout=60)
         drop = ("host", "connection", "range") if what == "norange" else ("host", "connection")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
@@ -82,7 +95,12 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", resp.getheader("Content-Length") or str(len(data)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and what == "slow":
+            for at in range(0, len(data), 1 << 16):
+                self.wfile.write(data[at:at + (1 << 16)])
+                self.wfile.flush()
+                time.sleep((1 << 16) / RATE)
+        elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()
 

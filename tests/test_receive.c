@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -246,6 +247,88 @@ static void test_incomplete_is_not_published(void **state)
     free(m);
 }
 
+/* a resumable receive cut short keeps its work; the next one takes up
+ * what is intact (checked), gc keeps it meanwhile, publishing clears it */
+static void test_resume(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL), hex[65];
+    id_of(m, hex);
+    store_receive_opts o = {.resume = 1};
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_resumed(rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 2, f->disk + 2 * CH, CH), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 3, f->disk + 3 * CH, CH), 0);
+    store_receive_abort(rx);
+    assert_false(tmp_empty(f));
+    /* damage chunk 3 of the kept work: it must be fetched again */
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/tmp/receive-%s/bundle/Disk.img", f->home, hex) > 0);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "x", 1, 3 * CH + 5), 1);
+    close(fd);
+    store_gc_result g;
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.partial_kept, 1);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_resumed(rx), 2);
+    assert_int_equal(store_receive_missing(rx), 2);
+    assert_int_equal(store_receive_needs(rx, 0, 0), 0);
+    assert_int_equal(store_receive_needs(rx, 0, 3), 1);
+    /* a second resumable receive of the same layer meanwhile works apart */
+    store_receive *other;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &other), 0);
+    assert_int_equal(store_receive_resumed(other), 0);
+    store_receive_abort(other);
+    assert_int_equal(store_receive_chunk(rx, 0, 3, f->disk + 3 * CH, CH), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 4, f->disk + 4 * CH, 100), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, hex, f->disk);
+    assert_true(tmp_empty(f));
+    free(path);
+    free(m);
+}
+
+static void receive_all(fixture *f, const char *m, const unsigned char *disk, char hex[65]);
+
+/* gc drops kept work after the grace period, or once its layer is in */
+static void test_resume_cleaned(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL), hex[65], *lock = NULL;
+    id_of(m, hex);
+    store_receive_opts o = {.resume = 1};
+    store_receive *rx;
+    store_gc_result g;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    store_receive_abort(rx);
+    assert_true(asprintf(&lock, "%s/tmp/receive-%s.lock", f->home, hex) > 0);
+    struct timespec old[2] = {{time(NULL) - STORE_GC_PRUNE_EXPIRE - 60, 0},
+                              {time(NULL) - STORE_GC_PRUNE_EXPIRE - 60, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, lock, old, 0), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.partial_kept, 0);
+    assert_true(tmp_empty(f));
+    /* again, then the layer arrives by another way (a receive that is not resumable) */
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &o, &rx), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 0, f->disk, CH), 0);
+    store_receive_abort(rx);
+    char h2[65];
+    receive_all(f, m, f->disk, h2);
+    assert_int_equal(store_tag(f->st, h2, "have:it"), 0);
+    assert_int_equal(store_gc(f->st, &g), 0);
+    assert_int_equal(g.partial_kept, 0);
+    assert_true(tmp_empty(f));
+    free(lock);
+    free(m);
+}
+
 static void test_refuses_bad_input(void **state)
 {
     fixture *f = *state;
@@ -374,6 +457,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_out_of_order_and_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incomplete_is_not_published, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_cleaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_takes_parent_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),

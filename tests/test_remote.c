@@ -5,6 +5,7 @@
  * registries.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -68,6 +69,32 @@ static void test_refs(void **state)
     assert_int_equal(remote_ref_parse("ghcr.io/x:y", 1, &r), -22);
     assert_non_null(strstr(remote_error(), "without a tag"));
     assert_int_equal(remote_ref_parse("ghcr.io/x", 1, &r), 0);
+    remote_ref_free(&r);
+}
+
+static void local_tag_is(const char *text, const char *want)
+{
+    remote_ref r;
+    char out[160];
+    assert_int_equal(remote_ref_parse(text, 0, &r), 0);
+    assert_int_equal(remote_ref_local_tag(&r, out, sizeof out), 0);
+    assert_string_equal(out, want);
+    assert_true(store_tag_valid(out));
+    remote_ref_free(&r);
+}
+
+static void test_local_tags(void **state)
+{
+    (void)state;
+    local_tag_is("ghcr.io/acme/macos:xcode16", "ghcr.io_acme_macos:xcode16");
+    local_tag_is("127.0.0.1:5000/vm:v1", "127.0.0.1_5000_vm:v1");
+    local_tag_is("[::1]:5000/a/b:T_1", "1__5000_a_b:T_1");
+    local_tag_is("Registry.Example.COM/x:y", "registry.example.com_x:y");
+    remote_ref r;
+    char out[160];
+    assert_int_equal(remote_ref_parse("ghcr.io/x@sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 0, &r), 0);
+    assert_int_equal(remote_ref_local_tag(&r, out, sizeof out), -EINVAL);
+    assert_non_null(strstr(remote_error(), "-t"));
     remote_ref_free(&r);
 }
 
@@ -309,6 +336,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_local_tags),
         cmocka_unit_test(test_plan_and_index),
         cmocka_unit_test(test_index_parse),
         cmocka_unit_test(test_artifact_parse),
