@@ -17,6 +17,11 @@ int boot_write_atomic(const char *dir, const char *name, const char *text);
  * removes tmp on failure */
 int boot_publish(const char *tmp, const char *path);
 
+/* instance.c: a running instance by name or directory (ENOENT: "no running
+ * instance"); free with boot_instance_free */
+int boot_find_running(store *st, const char *name, boot_instance *out);
+void boot_instance_free(boot_instance *x);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 
