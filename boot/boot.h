@@ -251,8 +251,8 @@ typedef struct {
 } boot_address;
 
 /* The address of running instance name (a name or its directory), waiting
- * up to wait_s seconds for it to be known. An instance that isn't running
- * is an error at once. */
+ * up to wait_s seconds for the instance to run and its address to be
+ * known; with wait_s 0, an instance that isn't running is an error at once. */
 int boot_ip(store *st, const char *name, boot_resolver how, int wait_s, boot_address *out);
 
 typedef struct {

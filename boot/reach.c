@@ -155,20 +155,22 @@ static int address_of(const boot_instance *x, boot_resolver how, boot_address *o
     return rc;
 }
 
-/* find the instance and its address, waiting for the address; x is the
- * instance (free it) when 0 is returned */
+/* find the running instance and its address, waiting up to wait_s for
+ * both; x is the instance (free it) when 0 is returned */
 static int locate(store *st, const char *name, boot_resolver how, int wait_s, boot_address *out,
                   boot_instance *x)
 {
     long deadline = now_ms() + (long)wait_s * 1000;
     for (;;) {
+        /* not running (yet: `run NAME & ip NAME --wait 60` races the
+         * clone) is waited for like an unknown address */
         int rc = boot_find_running(st, name, x);
-        if (rc)
-            return rc; /* not running: waiting won't help */
-        rc = address_of(x, how, out);
-        if (!rc)
-            return 0;
-        boot_instance_free(x);
+        if (!rc) {
+            rc = address_of(x, how, out);
+            if (!rc)
+                return 0;
+            boot_instance_free(x);
+        }
         if (rc != -ENOENT || now_ms() >= deadline)
             return rc;
         usleep(500 * 1000);
@@ -276,6 +278,8 @@ static int build_argv(const boot_ssh_opts *o, const boot_instance *x, const boot
     v[n++] = known_opt;
     ADD("-o");
     ADD("StrictHostKeyChecking=accept-new");
+    ADD("-o"); /* a file of its own: readable beats hidden */
+    ADD("HashKnownHosts=no");
     ADD("-o"); /* the instance's own file only: a stale global entry for 127.0.0.1 must not matter */
     ADD("GlobalKnownHostsFile=/dev/null");
     ADD("-o"); /* keyed by instance, not by a forwarded port another instance may get next */

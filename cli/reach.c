@@ -131,8 +131,9 @@ const cli_verb cli_reach_verbs[] = {
      "forwarded to the guest's ssh port, printed ADDRESS:PORT. vz: the guest's own\n"
      "address, from the newest unexpired lease for its MAC in /var/db/dhcpd_leases;\n"
      "--resolver arp looks in the ARP cache instead (opt-in: ARP can be spoofed).\n"
-     "--wait retries for up to SECONDS while the address is not known yet; an instance\n"
-     "that isn't running fails at once. --json: name, address, port, source."},
+     "--wait waits up to SECONDS for the instance to run and its address to be known\n"
+     "(`strata run vm --name x & strata ip x --wait 60`); without it, an instance that\n"
+     "isn't running fails at once. --json: name, address, port, source."},
     {"ssh", cmd_ssh,
      "ssh NAME|DIR [--wait SECONDS] [--user U] [-i|--identity KEY] [--resolver lease|arp] "
      "[-- COMMAND...]",
