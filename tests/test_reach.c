@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../boot/boot.h"
 
@@ -143,6 +144,7 @@ static void test_ssh_user_saved(void **state)
     const char *base = getenv("TEST_DIR");
     char dir[512];
     snprintf(dir, sizeof dir, "%s/reach-XXXXXX", base && *base ? base : "/tmp");
+    mkdir(base && *base ? base : "/tmp", 0755);
     assert_non_null(mkdtemp(dir));
     const char *json = "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},\"ssh_user\":\"root\"}";
     boot_settings s, back;
