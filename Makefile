@@ -15,14 +15,14 @@ CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread -lz
 B       ?= build
 
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c store/savedstate.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/leases.c boot/reach.c
+BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/leases.c boot/reach.c boot/png.c
 REMOTE_SRC := remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach

@@ -7,7 +7,7 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           qemu-system-x86 ovmf busybox-static cpio kmod gzip clang libxxhash-dev
           libarchive-dev libzstd-dev libarchive-tools zstd tar
           libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl
-          openssh-client dropbear-bin"
+          openssh-client dropbear-bin zlib1g-dev"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl"
 
 if [ "$(uname)" = Darwin ]; then

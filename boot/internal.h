@@ -22,6 +22,9 @@ int boot_publish(const char *tmp, const char *path);
 int boot_find_running(store *st, const char *name, boot_instance *out);
 void boot_instance_free(boot_instance *x);
 
+/* png.c: an 8-bit P6 PPM (a screen dump) rewritten as an RGB PNG */
+int boot_ppm_to_png(const char *ppm_path, const char *png_path);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

@@ -159,6 +159,9 @@ run "$S" screenshot r1 "$W/shot.png"
 check "screenshot saves the screen (exit $rc)" [ "$rc" -eq 0 ]
 check "...as a PNG that is not blank" png_not_blank "$W/shot.png"
 check "...leaving no temporary file" bash -c "! ls -A '$W' | grep -q 'shot.png.tmp'"
+STRATA_SCREENDUMP_PPM=1 run "$S" screenshot r1 "$W/old.png"
+check "with an old qemu's PPM screen dump, converted (exit $rc): a PNG that is not blank" png_not_blank "$W/old.png"
+check "...leaving no PPM behind" bash -c "! ls -A '$W' | grep -q 'ppm'"
 mkdir -p "$W/rel" && (cd "$W/rel" && "$S" screenshot r1 rel.png >"$W/out" 2>"$W/err")
 check "screenshot takes a path relative to where it runs" png_not_blank "$W/rel/rel.png"
 

@@ -1,6 +1,6 @@
 /* Unit tests of reaching a guest: the macOS DHCP lease file and `arp -an`
- * parsers (boot/leases.c) on recorded files in fixtures/dhcpd_leases/, and
- * the ssh_user setting. */
+ * parsers (boot/leases.c) on recorded files in fixtures/dhcpd_leases/, the
+ * ssh_user setting, and the PPM to PNG conversion for old qemus. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../boot/boot.h"
+#include <zlib.h>
+
+#include "../boot/internal.h"
 
 static char *fixture(const char *name)
 {
@@ -163,12 +165,68 @@ static void test_ssh_user_saved(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* an old qemu's PPM screen dump comes out as a PNG with the same pixels */
+static void test_ppm_to_png(void **state)
+{
+    (void)state;
+    char dir[512], ppm[600], png[600];
+    const char *base = getenv("TEST_DIR");
+    snprintf(dir, sizeof dir, "%s/ppm-XXXXXX", base && *base ? base : "/tmp");
+    mkdir(base && *base ? base : "/tmp", 0755);
+    assert_non_null(mkdtemp(dir));
+    snprintf(ppm, sizeof ppm, "%s/s.ppm", dir);
+    snprintf(png, sizeof png, "%s/s.png", dir);
+    unsigned char px[2 * 3 * 3];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (unsigned char)(i * 13);
+    FILE *f = fopen(ppm, "wb");
+    fprintf(f, "P6\n# qemu\n3 2\n255\n");
+    fwrite(px, 1, sizeof px, f);
+    fclose(f);
+    assert_int_equal(boot_ppm_to_png(ppm, png), 0);
+    unsigned char buf[4096];
+    f = fopen(png, "rb");
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_memory_equal(buf, "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x03\0\0\0\x02\x08\x02\0\0\0", 29);
+    /* every chunk's CRC holds, and IDAT inflates to the rows, filter 0 each */
+    size_t pos = 8;
+    unsigned char rows[64];
+    uLongf rlen = sizeof rows;
+    while (pos + 12 <= n) {
+        uint32_t len = (uint32_t)buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3];
+        uLong c = crc32(0, buf + pos + 4, 4 + len);
+        const unsigned char *cp = buf + pos + 8 + len;
+        assert_int_equal((uint32_t)c, (uint32_t)cp[0] << 24 | cp[1] << 16 | cp[2] << 8 | cp[3]);
+        if (!memcmp(buf + pos + 4, "IDAT", 4))
+            assert_int_equal(uncompress(rows, &rlen, buf + pos + 8, len), Z_OK);
+        pos += 12 + len;
+    }
+    assert_int_equal(pos, n);
+    assert_memory_equal(buf + n - 12, "\0\0\0\0IEND\xae\x42\x60\x82", 12);
+    assert_int_equal(rlen, 2 * (1 + 9));
+    assert_int_equal(rows[0], 0);
+    assert_memory_equal(rows + 1, px, 9);
+    assert_int_equal(rows[10], 0);
+    assert_memory_equal(rows + 11, px + 9, 9);
+    /* not a PPM: refused, naming it */
+    f = fopen(ppm, "wb");
+    fputs("P3\n3 2\n255\n", f);
+    fclose(f);
+    assert_int_equal(boot_ppm_to_png(ppm, png), -EINVAL);
+    assert_non_null(strstr(boot_error(), "s.ppm: not an 8-bit PPM"));
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lease_macs),     cmocka_unit_test(test_lease_expiry),
         cmocka_unit_test(test_lease_duid),     cmocka_unit_test(test_arp),
         cmocka_unit_test(test_ssh_user),       cmocka_unit_test(test_ssh_user_saved),
+        cmocka_unit_test(test_ppm_to_png),
     };
     return cmocka_run_group_tests_name("reach", tests, NULL, NULL);
 }
