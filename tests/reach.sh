@@ -96,6 +96,59 @@ sys.exit(0 if len(colours) > 1 else 1)
 EOF
 }
 
+# ---- vz: the address from macOS's DHCP lease file, on the recording
+# stand-in of the framework (build/strata-vzsim): no guest boots
+vz_ip_tests() {
+    local V=$B/strata-vzsim H=$W/vzstore
+    if [ ! -x "$V" ]; then skipped "vz ip and ssh" "$V is not built (make tests)"; return; fi
+    rm -rf "$H" "$W/lb" && "$MK" "$W/lb" --size 16M --linux >/dev/null && printf 'kernel' >"$W/lb/vmlinuz"
+    echo '{"version":1,"os":"linux","ssh_user":"admin","boot":{"loader":"linux","kernel":"vmlinuz"}}' >"$W/lb/Settings.json"
+    STRATA_HOME=$H "$V" import "$W/lb" lx >/dev/null 2>&1
+    STRATA_HOME=$H "$V" run lx --driver vz --name v1 >"$W/run-v1.log" 2>&1 &
+    PIDS="$PIDS $!"
+    local i mac=""
+    for ((i = 0; i < 100; i++)); do
+        STRATA_HOME=$H "$V" ps --json 2>/dev/null | grep -q '"name":"v1"[^}]*"state":"running"' && break
+        sleep 0.1
+    done
+    mac=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mac"])' "$H/vms/v1/Settings.json")
+    # bootpd writes each byte unpadded: 0a becomes a
+    local unpadded future=$(printf '0x%x' $(($(date +%s) + 3600))) past=$(printf '0x%x' $(($(date +%s) - 60)))
+    unpadded=$(echo "$mac" | sed -E 's/(^|:)0([0-9a-f])/\1\2/g')
+    lease() { printf '{\n\tname=g\n\tip_address=%s\n\thw_address=%s\n\tidentifier=%s\n\tlease=%s\n}\n' "$1" "$2" "$2" "$3"; }
+    { lease 192.168.64.20 "1,$unpadded" "$past"; lease 192.168.64.21 "1,$unpadded" "$future"
+      lease 192.168.64.22 "ff,f1:f5:dd:7f:0:2:0:0:ab:11" "$future"; } >"$W/leases"
+    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ip v1
+    check "vz: ip finds the unexpired lease for the instance's MAC (as bootpd writes it: $unpadded)" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = 192.168.64.21 ]
+    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ip v1 --json
+    check "...--json says it came from the lease file" grep -qF '"address":"192.168.64.21","port":22,"source":"lease"' "$W/out"
+    lease 192.168.64.22 "ff,f1:f5:dd:7f:0:2:0:0:ab:11" "$future" >"$W/leases-duid"
+    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases-duid expect_error "vz: no lease for the MAC, but a DUID one: ip explains the pitfall" 1 \
+        "1 lease(s) keyed by a DUID client identifier" "$V" ip v1
+    check "...and the fix" grep -q "dhcp-identifier: mac" "$W/err"
+    : >"$W/leases-late"
+    (sleep 2; lease 192.168.64.23 "1,$unpadded" "$future" >"$W/leases-late") &
+    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases-late run "$V" ip v1 --wait 30
+    check "vz: ip --wait waits for the guest's lease" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = 192.168.64.23 ]
+    # the ssh command line, shown by a stand-in ssh that prints it and exits 7
+    mkdir -p "$W/fakebin"
+    printf '#!/bin/sh\nfor a in "$@"; do echo "$a"; done\nexit 7\n' >"$W/fakebin/ssh" && chmod +x "$W/fakebin/ssh"
+    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ssh v1 -- ls -l /
+    check "vz: ssh runs the system's ssh and exits with its status (7)" [ "$rc" -eq 7 ]
+    printf '%s\n' -o "UserKnownHostsFile=\"$H/vms/v1/.known_hosts\"" -o StrictHostKeyChecking=accept-new \
+        -o HashKnownHosts=no -o GlobalKnownHostsFile=/dev/null -o HostKeyAlias=strata-v1 -p 22 -l admin \
+        -- 192.168.64.21 ls -l / >"$W/want"
+    check "...with the instance's known_hosts, port 22, ssh_user and the command's words" cmp -s "$W/want" "$W/out"
+    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ssh v1 --user me -i "$W/id"
+    printf '%s\n' -o "UserKnownHostsFile=\"$H/vms/v1/.known_hosts\"" -o StrictHostKeyChecking=accept-new \
+        -o HashKnownHosts=no -o GlobalKnownHostsFile=/dev/null -o HostKeyAlias=strata-v1 -p 22 -l me \
+        -o "IdentityFile=\"$W/id\"" -o IdentitiesOnly=yes -- 192.168.64.21 >"$W/want"
+    check "...--user and -i replace them; no command: a login shell" cmp -s "$W/want" "$W/out"
+    expect_error "vz: screenshot is not offered" 1 "the vz driver can't take screenshots" env STRATA_HOME="$H" "$V" screenshot v1 "$W/v.png"
+    STRATA_HOME=$H "$V" stop v1 --force >/dev/null 2>&1
+}
+vz_ip_tests
+
 run "$S" import "$W/sshg" sshguest
 check "import the ssh guest" [ "$rc" -eq 0 ]
 
