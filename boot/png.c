@@ -47,7 +47,7 @@ static int chunk(FILE *out, const char *type, const unsigned char *data, size_t 
     if (len) /* crc32() of a NULL buffer is its start value, not a no-op */
         c = crc32(c, data, (uInt)len);
     put32(crc, (uint32_t)c);
-    return fwrite(head, 1, 8, out) == 8 && fwrite(data, 1, len, out) == len &&
+    return fwrite(head, 1, 8, out) == 8 && (!len || fwrite(data, 1, len, out) == len) &&
                    fwrite(crc, 1, 4, out) == 4
                ? 0
                : -1;
