@@ -182,7 +182,8 @@ const cli_verb cli_vm_verbs[] = {
      "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
      "kvm insists, and fails in that case; tcg is software emulation.\n"
      "--gui shows the VM's display: vz in a window; qemu serves it as VNC on a loopback\n"
-     "port that ps shows. qemu forwards a loopback port to the guest's ssh (strata ip, ssh)."},
+     "port that ps shows (its display device is part of a saved state: resume a state saved\n"
+     "with --gui with --gui). qemu forwards a loopback port to the guest's ssh (strata ip, ssh)."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
