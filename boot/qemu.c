@@ -837,6 +837,16 @@ static int qemu_pid(boot_vm *vm)
     return (int)vm->pid;
 }
 
+/* the other monitor's socket, beside the supervisor's */
+static void unlink_cli_monitor(const char *qmp_path)
+{
+    char path[200];
+    const char *slash = strrchr(qmp_path, '/');
+    if (slash && (size_t)snprintf(path, sizeof path, "%.*s/" QMP_CLI_SOCK, (int)(slash - qmp_path),
+                                  qmp_path) < sizeof path)
+        unlink(path);
+}
+
 static void qemu_release(boot_vm *vm)
 {
     if (!vm)
@@ -848,6 +858,7 @@ static void qemu_release(boot_vm *vm)
     if (vm->qmp >= 0)
         close(vm->qmp);
     unlink(vm->qmp_path);
+    unlink_cli_monitor(vm->qmp_path);
     free(vm);
 }
 
