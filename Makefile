@@ -15,17 +15,17 @@ CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread -lz
 B       ?= build
 
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c store/savedstate.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c
+BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c
 REMOTE_SRC := remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
-TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote
+TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
 # is only built into test_vz, linked with tests/objc_record.c, a recording
@@ -100,6 +100,9 @@ check-apple:
 	$(APPLE_CHECK) -std=c11 -fblocks boot/objc_apple.c && \
 	$(APPLE_CHECK) -x objective-c -fobjc-runtime=macosx-14.0 -fobjc-exceptions -fblocks boot/objc_try.m && \
 	echo "check-apple: boot/objc_apple.c and boot/objc_try.m compile against the SDK declarations"
+
+# test_reach reads recorded lease files
+$(B)/tests/test_reach.o: ALL_CFLAGS += -DFIXTURES='"$(CURDIR)/fixtures"'
 
 $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka

@@ -6,7 +6,8 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           xfsprogs btrfs-progs e2fsprogs util-linux passwd
           qemu-system-x86 ovmf busybox-static cpio kmod gzip clang libxxhash-dev
           libarchive-dev libzstd-dev libarchive-tools zstd tar
-          libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl time bsdutils"
+          libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl time bsdutils
+           openssh-client dropbear-bin zlib1g-dev"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl"
 
 if [ "$(uname)" = Darwin ]; then

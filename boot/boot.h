@@ -60,6 +60,7 @@ typedef struct {
     char *initrd;   /* may be NULL */
     char *cmdline;  /* may be NULL */
     char *efi_vars; /* bundle file name, for BOOT_LOADER_EFI */
+    char *ssh_user; /* `strata ssh`'s user, or NULL for ssh's own default */
     char *installer; /* bundle file name of installer media (an ISO), or NULL:
                         qemu attaches it as a CD drive, vz as USB mass storage */
     boot_share *shares;
@@ -122,6 +123,14 @@ int boot_macos_latest(const char *driver, char **url);
 
 typedef struct boot_vm boot_vm; /* a driver's running VM */
 
+/* Host-side endpoints of a running VM; empty host and port 0 where none. */
+typedef struct boot_endpoints {
+    char ssh_host[64];  /* an address on the host forwarded to the guest's port 22 */
+    unsigned ssh_port;
+    char vnc_host[64];  /* the display, served as VNC (qemu --gui) */
+    unsigned vnc_port;
+} boot_endpoints;
+
 typedef struct {
     const char *bundle_dir;     /* the instance's files */
     const char *runtime_dir;    /* sockets and logs (inside the instance, dot names) */
@@ -174,6 +183,12 @@ typedef struct {
      * what it shows on this host (vz: the window's events, on the main
      * thread). The supervisor calls it between its checks. */
     void (*wait)(boot_vm *vm, unsigned ms);
+    /* May be NULL. Where a running VM is reached on the host: its guest's
+     * ssh port forwarded (qemu) and its display served as VNC (gui). */
+    int (*endpoints)(boot_vm *vm, struct boot_endpoints *out);
+    /* May be NULL (then: not supported). Save the screen of the VM running
+     * in runtime_dir as a PNG at path, from any process. */
+    int (*screenshot)(const char *runtime_dir, const char *png_path);
 } boot_driver;
 
 /* A driver by name; NULL (with boot_error set) if unknown or not on this host. */
@@ -253,10 +268,59 @@ typedef struct {
     int pid;            /* the supervising strata process */
     int vm_pid;
     char state[16];     /* "starting", "running", "suspending", "stopping" */
+    boot_endpoints ep;  /* recorded when the VM started */
 } boot_instance;
 
 /* Running instances. */
 int boot_ps(store *st, boot_instance **out, size_t *n);
 void boot_ps_free(boot_instance *v, size_t n);
+
+/* ---------- reaching a running instance: ip, ssh, screenshot ---------- */
+
+typedef enum {
+    BOOT_RESOLVER_DEFAULT = 0, /* qemu: its forward; vz: the DHCP lease */
+    BOOT_RESOLVER_LEASE,       /* vz: /var/db/dhcpd_leases ($STRATA_DHCPD_LEASES) */
+    BOOT_RESOLVER_ARP,         /* vz: `arp -an`; opt-in, since ARP replies can be spoofed */
+} boot_resolver;
+
+typedef struct {
+    char address[64];  /* where to connect: the guest's own, or qemu's forward on 127.0.0.1 */
+    unsigned port;     /* its ssh port there: 22, or the forwarded one */
+    char source[16];   /* "forward", "lease" or "arp" */
+} boot_address;
+
+/* The address of running instance name (a name or its directory), waiting
+ * up to wait_s seconds for the instance to run and its address to be
+ * known; with wait_s 0, an instance that isn't running is an error at once. */
+int boot_ip(store *st, const char *name, boot_resolver how, int wait_s, boot_address *out);
+
+typedef struct {
+    const char *name;     /* instance name or directory */
+    const char *user;     /* NULL: the settings' ssh_user, else ssh's own default */
+    const char *identity; /* a private key file, or NULL */
+    int wait_s;           /* wait this long for the address and for sshd's banner */
+    boot_resolver resolver;
+    char *const *command; /* the remote command's words, or NULL for a login shell */
+    size_t ncommand;
+} boot_ssh_opts;
+
+/* The argv (NULL-terminated, for execvp) that runs the system's ssh to the
+ * instance: its address and port, the user, and host keys kept in the
+ * instance's own .known_hosts (accept-new), so a clone never meets another
+ * instance's key. Free with boot_argv_free. */
+int boot_ssh_argv(store *st, const boot_ssh_opts *o, char ***argv);
+void boot_argv_free(char **argv);
+
+/* Save running instance name's screen as a PNG at path (atomically). */
+int boot_screenshot(store *st, const char *name, const char *png_path);
+
+/* leases.c, exposed for tests: the address in a macOS bootpd lease file's
+ * text for mac (padded or unpadded hex): the unexpired lease (expiry >
+ * now) that expires last. -ENOENT if none; *duid (may be NULL) counts the
+ * leases keyed by a DUID client identifier, which no MAC can match. */
+int boot_lease_find(const char *text, const char *mac, long long now, char *out, size_t n,
+                    unsigned *duid);
+/* the address `arp -an` output gives mac, or -ENOENT */
+int boot_arp_find(const char *text, const char *mac, char *out, size_t n);
 
 #endif

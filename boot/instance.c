@@ -145,15 +145,20 @@ static int lock_held(const char *running, const char *lock_name)
 typedef struct {
     store *st;
     const char *name, *dir, *layer, *driver, *resumed_from;
+    boot_endpoints ep; /* known once the VM runs */
 } run_record;
 
 static int write_run(const run_record *r, int vm_pid, const char *state)
 {
-    char text[5200], file[300];
-    snprintf(text, sizeof text,
+    char text[5400], file[300];
+    int len = snprintf(text, sizeof text,
              "name %s\npid %d\nvm-pid %d\nlayer %s\ndriver %s\nresumed-from %s\nstate %s\ndir %s\n",
              r->name, (int)getpid(), vm_pid, r->layer, r->driver,
              r->resumed_from ? r->resumed_from : "-", state, r->dir);
+    if (r->ep.ssh_port && len > 0 && (size_t)len < sizeof text)
+        len += snprintf(text + len, sizeof text - (size_t)len, "ssh %s %u\n", r->ep.ssh_host, r->ep.ssh_port);
+    if (r->ep.vnc_port && len > 0 && (size_t)len < sizeof text)
+        snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
     snprintf(file, sizeof file, "%s.run", r->name);
     char *running = store_running_dir(r->st);
     int rc = running ? boot_write_atomic(running, file, text) : boot_fail(EIO, "%s", store_error());
@@ -223,6 +228,17 @@ static void remove_side(const char *dir, const char *what)
 
 /* ---------- ps ---------- */
 
+/* "ssh HOST PORT" and "vnc HOST PORT" lines of a run record */
+static void read_endpoints(const char *run, boot_endpoints *ep)
+{
+    char v[128];
+    memset(ep, 0, sizeof *ep);
+    if (!field(run, "ssh", v, sizeof v) && sscanf(v, "%63s %u", ep->ssh_host, &ep->ssh_port) != 2)
+        memset(ep, 0, sizeof *ep);
+    if (!field(run, "vnc", v, sizeof v) && sscanf(v, "%63s %u", ep->vnc_host, &ep->vnc_port) != 2)
+        ep->vnc_host[0] = 0, ep->vnc_port = 0;
+}
+
 int boot_ps(store *st, boot_instance **out, size_t *n)
 {
     *out = NULL;
@@ -268,6 +284,8 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         field(run, "driver", driver, sizeof driver);
         field(run, "resumed-from", from, sizeof from);
         field(run, "state", state, sizeof state);
+        boot_endpoints ep;
+        read_endpoints(run, &ep);
         free(run);
         boot_instance *nv = realloc(v, (cnt + 1) * sizeof *v);
         if (!nv)
@@ -283,6 +301,7 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         x->pid = atoi(pid);
         x->vm_pid = atoi(vm_pid);
         snprintf(x->state, sizeof x->state, "%s", state);
+        x->ep = ep;
     }
     closedir(d);
     free(running);
@@ -737,6 +756,8 @@ int boot_run(store *st, const boot_run_opts *o)
         goto out;
     /* restored: from here the disk moves on, so the state no longer fits it */
     unlink_state(drv, dir);
+    if (drv->endpoints && drv->endpoints(vm, &r.ep))
+        note(o, "could not learn where the VM listens (%s): ip and ssh won't find it", boot_error());
     write_run(&r, drv->pid(vm), "running");
     if (o->started)
         o->started(o->ctx, name);
@@ -763,8 +784,8 @@ out:
 
 /* ---------- asking a supervisor ---------- */
 
-/* a running instance by name, or by its directory */
-static int find_running(store *st, const char *name, boot_instance *out)
+/* a running instance by name, or by its directory (internal.h) */
+int boot_find_running(store *st, const char *name, boot_instance *out)
 {
     boot_instance *v;
     size_t n;
@@ -800,7 +821,7 @@ static int signal_instance(store *st, const boot_instance *x, int sig)
     return 0;
 }
 
-static void free_instance(boot_instance *x)
+void boot_instance_free(boot_instance *x)
 {
     free(x->name);
     free(x->dir);
@@ -825,7 +846,7 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     if (tag && !store_tag_valid(tag))
         return boot_fail(EINVAL, "bad tag name '%s' (see strata help tag)", tag);
     boot_instance x;
-    int rc = find_running(st, name, &x);
+    int rc = boot_find_running(st, name, &x);
     if (rc)
         return rc;
     char req[1024];
@@ -863,14 +884,14 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     remove_side(x.dir, "suspend-request");
     remove_side(x.dir, "suspend-result");
     free(res);
-    free_instance(&x);
+    boot_instance_free(&x);
     return rc;
 }
 
 int boot_stop(store *st, const char *name, int timeout_s)
 {
     boot_instance x;
-    int rc = find_running(st, name, &x);
+    int rc = boot_find_running(st, name, &x);
     if (rc)
         return rc;
     char req[64];
@@ -881,6 +902,6 @@ int boot_stop(store *st, const char *name, int timeout_s)
     if (!rc && wait_gone(x.pid, timeout_s + 30))
         rc = boot_fail(ETIMEDOUT, "instance %s did not stop", name);
     remove_side(x.dir, "stop-request");
-    free_instance(&x);
+    boot_instance_free(&x);
     return rc;
 }

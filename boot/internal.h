@@ -17,6 +17,14 @@ int boot_write_atomic(const char *dir, const char *name, const char *text);
  * removes tmp on failure */
 int boot_publish(const char *tmp, const char *path);
 
+/* instance.c: a running instance by name or directory (ENOENT: "no running
+ * instance"); free with boot_instance_free */
+int boot_find_running(store *st, const char *name, boot_instance *out);
+void boot_instance_free(boot_instance *x);
+
+/* png.c: an 8-bit P6 PPM (a screen dump) rewritten as an RGB PNG */
+int boot_ppm_to_png(const char *ppm_path, const char *png_path);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

@@ -49,6 +49,8 @@ static int reap(boot_vm *vm)
 {
     if (vm->exited)
         return 1;
+    if (vm->pid <= 0)
+        return 0; /* a qemu another process runs (screenshot): not ours to wait for */
     int status;
     if (waitpid(vm->pid, &status, WNOHANG) == vm->pid)
         vm->exited = 1;
@@ -550,6 +552,43 @@ static int no_progress(boot_vm *vm, const boot_start_opts *o, int forced_kvm, lo
 
 #define ARG(s) (argv[argc++] = (s))
 
+/* The monitor other strata commands use (screenshot) while the supervisor
+ * holds .qmp.sock: a QMP socket serves one client at a time. */
+#define QMP_CLI_SOCK ".qmp-cli.sock"
+
+/* What makes the guest reachable from the host: its ssh port forwarded
+ * from a loopback port qemu picks (0: any free one; endpoints() reads
+ * which), a second monitor, and with gui a VGA display served as VNC on
+ * the first free loopback display. */
+typedef struct {
+    char nic[160], qmp_cli[260];
+} reach_bufs;
+
+static int reach_args(const boot_start_opts *o, const char *mac, char **argv, int argc,
+                      reach_bufs *b)
+{
+    snprintf(b->nic, sizeof b->nic, "user,model=virtio-net-pci,mac=%s,hostfwd=tcp:127.0.0.1:0-:22",
+             mac);
+    ARG("-nic");
+    ARG(b->nic);
+    char path[200];
+    if ((size_t)snprintf(path, sizeof path, "%s/" QMP_CLI_SOCK, o->runtime_dir) < 108) {
+        unlink(path);
+        snprintf(b->qmp_cli, sizeof b->qmp_cli, "socket,id=qmp1,path=%s,server=on,wait=off", path);
+        ARG("-chardev");
+        ARG(b->qmp_cli);
+        ARG("-mon");
+        ARG("chardev=qmp1,mode=control");
+    }
+    if (o->gui) {
+        ARG("-device");
+        ARG("VGA");
+        ARG("-vnc");
+        ARG("127.0.0.1:0,to=99");
+    }
+    return argc;
+}
+
 static int qemu_start(const boot_start_opts *o, boot_vm **out)
 {
     const boot_settings *s = o->settings;
@@ -570,7 +609,7 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     unlink(vm->qmp_path);
     unlink(vm->log_path);
 
-    char *argv[64], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], nic[128], kernel[4200],
+    char *argv[96], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200],
         initrd[4200], pflash0[4200], pflash1[4200], incoming[4200];
     char virtfs[8][4400];
     int argc = 0;
@@ -616,9 +655,8 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     ARG(con);
     ARG("-serial");
     ARG("chardev:con0");
-    snprintf(nic, sizeof nic, "user,model=virtio-net-pci,mac=%s", s->mac[0] ? s->mac : "52:54:00:12:34:56");
-    ARG("-nic");
-    ARG(nic);
+    reach_bufs rb;
+    argc = reach_args(o, s->mac[0] ? s->mac : "52:54:00:12:34:56", argv, argc, &rb);
     if (s->loader == BOOT_LOADER_LINUX) {
         snprintf(kernel, sizeof kernel, "%s/%s", o->bundle_dir, s->kernel);
         ARG("-kernel");
@@ -799,6 +837,16 @@ static int qemu_pid(boot_vm *vm)
     return (int)vm->pid;
 }
 
+/* the other monitor's socket, beside the supervisor's */
+static void unlink_cli_monitor(const char *qmp_path)
+{
+    char path[200];
+    const char *slash = strrchr(qmp_path, '/');
+    if (slash && (size_t)snprintf(path, sizeof path, "%.*s/" QMP_CLI_SOCK, (int)(slash - qmp_path),
+                                  qmp_path) < sizeof path)
+        unlink(path);
+}
+
 static void qemu_release(boot_vm *vm)
 {
     if (!vm)
@@ -810,7 +858,128 @@ static void qemu_release(boot_vm *vm)
     if (vm->qmp >= 0)
         close(vm->qmp);
     unlink(vm->qmp_path);
+    unlink_cli_monitor(vm->qmp_path);
     free(vm);
+}
+
+/* ---------- reaching the guest: endpoints and screenshots ---------- */
+
+/* the host port of the ssh forward, from HMP's "info usernet" table:
+ * "  TCP[HOST_FORWARD]  9  127.0.0.1 35431  10.0.2.15  22  0  0" */
+static unsigned forwarded_port(const char *table, char *host, size_t n)
+{
+    for (const char *p = table; (p = strstr(p, "HOST_FORWARD]")); p++) {
+        char src[64], dst[64];
+        unsigned sport, dport;
+        int fd;
+        if (sscanf(p, "HOST_FORWARD] %d %63s %u %63s %u", &fd, src, &sport, dst, &dport) == 5 &&
+            dport == 22) {
+            snprintf(host, n, "%s", src);
+            return sport;
+        }
+    }
+    return 0;
+}
+
+static int qemu_endpoints(boot_vm *vm, boot_endpoints *out)
+{
+    memset(out, 0, sizeof *out);
+    json_t *r = NULL;
+    int rc = qmp(vm, "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":\"info usernet\"}}",
+                 &r, 5000);
+    if (!rc && json_is_string(r))
+        out->ssh_port = forwarded_port(json_string_value(r), out->ssh_host, sizeof out->ssh_host);
+    json_decref(r);
+    r = NULL;
+    if (!rc && !qmp(vm, "{\"execute\":\"query-vnc\"}", &r, 5000) && json_is_true(json_object_get(r, "enabled"))) {
+        const char *host = json_string_value(json_object_get(r, "host"));
+        const char *port = json_string_value(json_object_get(r, "service"));
+        snprintf(out->vnc_host, sizeof out->vnc_host, "%s", host ? host : "");
+        out->vnc_port = port ? (unsigned)atoi(port) : 0;
+    }
+    json_decref(r);
+    return rc;
+}
+
+/* connect to the monitor kept for other strata commands, and greet it */
+static int cli_monitor(const char *runtime_dir, boot_vm *vm)
+{
+    vm->qmp = -1;
+    snprintf(vm->log_path, sizeof vm->log_path, "%s/.qemu.log", runtime_dir);
+    if ((size_t)snprintf(vm->qmp_path, sizeof vm->qmp_path, "%s/" QMP_CLI_SOCK, runtime_dir) >=
+        sizeof vm->qmp_path)
+        return boot_fail(ENAMETOOLONG, "%s: path too long for a control socket", runtime_dir);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", vm->qmp_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return boot_fail_errno(errno, "socket");
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return boot_fail(ENOTCONN, "no control socket %s: the instance was started by an older "
+                                   "strata, or is stopping", vm->qmp_path);
+    }
+    vm->qmp = fd;
+    json_t *greeting = qmp_read(vm, now_ms() + 5000);
+    if (!greeting)
+        return boot_fail(EIO, "qemu sent no QMP greeting on %s", vm->qmp_path);
+    json_decref(greeting);
+    return qmp(vm, "{\"execute\":\"qmp_capabilities\"}", NULL, 5000);
+}
+
+/* screendump to file, in format (NULL: qemu's default, PPM); -EPROTONOSUPPORT
+ * when this qemu doesn't know the format argument */
+static int screendump(boot_vm *vm, const char *file, const char *format)
+{
+    json_t *cmd = json_pack("{s:s, s:{s:s}}", "execute", "screendump", "arguments", "filename", file);
+    if (cmd && format)
+        json_object_set_new(json_object_get(cmd, "arguments"), "format", json_string(format));
+    char *text = cmd ? json_dumps(cmd, JSON_COMPACT) : NULL;
+    json_decref(cmd);
+    int rc = text ? qmp(vm, text, NULL, 30000) : -ENOMEM;
+    free(text);
+    if (rc && rc != -ENOMEM) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", boot_error());
+        if (strstr(why, "no console") || strstr(why, "not a graphic"))
+            rc = boot_fail(ENOTSUP, "this instance has no display to capture: run it with --gui");
+        else if (format && strstr(why, "'format'"))
+            rc = -EPROTONOSUPPORT;
+    }
+    return rc;
+}
+
+/* QMP screendump (format png since QEMU 7.1) into a temporary name beside
+ * path, then published: a reader never sees half a picture */
+static int qemu_screenshot(const char *runtime_dir, const char *png_path)
+{
+    boot_vm *vm = calloc(1, sizeof *vm);
+    if (!vm)
+        return -ENOMEM;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", png_path, (int)getpid());
+    int rc = cli_monitor(runtime_dir, vm);
+    /* STRATA_SCREENDUMP_PPM: take the old qemu's way (tests) */
+    const char *force_ppm = getenv("STRATA_SCREENDUMP_PPM");
+    if (!rc && !(force_ppm && *force_ppm))
+        rc = screendump(vm, tmp, "png");
+    if (force_ppm && *force_ppm ? !rc : rc == -EPROTONOSUPPORT) {
+        /* before 7.1 screendump writes PPM only: convert it here */
+        char ppm[4300];
+        snprintf(ppm, sizeof ppm, "%s.ppm", tmp);
+        rc = screendump(vm, ppm, NULL);
+        if (!rc)
+            rc = boot_ppm_to_png(ppm, tmp);
+        unlink(ppm);
+    }
+    if (vm->qmp >= 0)
+        close(vm->qmp);
+    free(vm);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    return boot_publish(tmp, png_path);
 }
 
 static const boot_driver qemu_driver = {
@@ -824,6 +993,8 @@ static const boot_driver qemu_driver = {
     .alive = qemu_alive,
     .pid = qemu_pid,
     .release = qemu_release,
+    .endpoints = qemu_endpoints,
+    .screenshot = qemu_screenshot,
 };
 
 const boot_driver *boot_qemu_driver(void)

@@ -183,10 +183,23 @@ static const char *const loader_names[] = {"linux", "efi", "macos", NULL};
 static const char *const caching_names[] = {"automatic", "cached", "uncached", NULL};
 static const char *const sync_names[] = {"full", "fsync", "none", NULL};
 
+/* ssh_user: a user name ssh takes as it is (no option, no host part) */
+static int parse_ssh_user(json_t *root, boot_settings *s)
+{
+    int rc = get_str(root, "ssh_user", &s->ssh_user, "ssh_user", 0);
+    if (rc || !s->ssh_user)
+        return rc;
+    size_t n = strlen(s->ssh_user);
+    if (n == 0 || n > 32 || s->ssh_user[0] == '-' ||
+        strspn(s->ssh_user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n)
+        return bad("ssh_user '%s' must be 1-32 of [A-Za-z0-9._-], not starting with '-'", s->ssh_user);
+    return 0;
+}
+
 static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
 {
     static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
-                                      "boot", "shared_folders", "disk", NULL};
+                                      "boot", "shared_folders", "disk", "ssh_user", NULL};
     int rc;
     uint64_t v;
     char *str = NULL;
@@ -345,6 +358,8 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
         s->disk_caching = (boot_caching)c;
         s->disk_sync = (boot_sync)y;
     }
+    if ((rc = parse_ssh_user(root, s)))
+        return rc;
     if (s->os == BOOT_OS_MACOS && !s->display_width) {
         /* VZ needs a display for macOS guests even when nobody looks */
         s->display_width = 1920;
@@ -436,6 +451,8 @@ static json_t *to_json(const boot_settings *s, int with_mac)
     json_object_set_new(disk, "caching", json_string(caching_names[s->disk_caching]));
     json_object_set_new(disk, "sync", json_string(sync_names[s->disk_sync]));
     json_object_set_new(o, "disk", disk);
+    if (with_mac && s->ssh_user) /* how to log in, not what a saved state depends on */
+        json_object_set_new(o, "ssh_user", json_string(s->ssh_user));
     return o;
 }
 
@@ -503,6 +520,7 @@ int boot_publish(const char *tmp, const char *path)
 
 void boot_settings_free(boot_settings *s)
 {
+    free(s->ssh_user);
     free(s->kernel);
     free(s->initrd);
     free(s->cmdline);

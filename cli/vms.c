@@ -18,13 +18,14 @@ static void started(void *ctx, const char *name)
 static int cmd_run(int argc, char **argv)
 {
     const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL, *accel = NULL;
-    int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0;
+    int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0, gui = 0;
     cli_opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
                   {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
                   {"--cold", 0, NULL, &cold},         {"--resume", 0, NULL, &resume},
                   {"--ephemeral", 0, NULL, &ephemeral}, {"--console", 0, NULL, &console},
                   {"--new-identity", 0, NULL, &new_id}, {"--allow-duplicate", 0, NULL, &dup},
-                  {"--fallback-cold", 0, NULL, &fallback}, {"--accel", 1, &accel, NULL}};
+                  {"--fallback-cold", 0, NULL, &fallback}, {"--accel", 1, &accel, NULL},
+                  {"--gui", 0, NULL, &gui}};
     char *pos[1];
     int n;
     if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run"))
@@ -34,7 +35,7 @@ static int cmd_run(int argc, char **argv)
     boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .accel = accel, .cold = cold,
                        .resume = resume, .ephemeral = ephemeral, .console = console,
                        .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
-                       .note = cli_note, .started = started};
+                       .gui = gui, .note = cli_note, .started = started};
     unsigned long c = 0;
     if (cpus && cli_parse_uint("--cpus", cpus, 64, &c))
         return 1;
@@ -95,6 +96,29 @@ static int cmd_stop(int argc, char **argv)
     return rc ? cli_boot_failed() : 0;
 }
 
+/* "HOST:PORT", or "-" where there is none */
+static const char *endpoint(char *buf, size_t n, const char *host, unsigned port)
+{
+    if (port)
+        snprintf(buf, n, "%s:%u", host, port);
+    else
+        snprintf(buf, n, "-");
+    return buf;
+}
+
+/* ,"key":{"host":..,"port":N} or ,"key":null */
+static void print_endpoint_json(const char *key, const char *host, unsigned port)
+{
+    printf(",\"%s\":", key);
+    if (!port) {
+        printf("null");
+        return;
+    }
+    printf("{\"host\":");
+    cli_json_str(stdout, host);
+    printf(",\"port\":%u}", port);
+}
+
 static int cmd_ps(int argc, char **argv)
 {
     int json = 0;
@@ -114,7 +138,8 @@ static int cmd_ps(int argc, char **argv)
     if (json)
         printf("[");
     else
-        printf("%-24s  %-12s  %-6s  %8s  %-10s  %s\n", "NAME", "LAYER", "DRIVER", "PID", "STATE", "RESUMED FROM");
+        printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-21s  %s\n", "NAME", "LAYER", "DRIVER", "PID",
+               "STATE", "RESUMED FROM", "SSH", "VNC");
     for (size_t i = 0; i < nv; i++) {
         if (json) {
             printf("%s{\"name\":", i ? "," : "");
@@ -125,12 +150,18 @@ static int cmd_ps(int argc, char **argv)
                    "\"resumed_from\":",
                    v[i].layer, v[i].driver, v[i].pid, v[i].vm_pid, v[i].state);
             if (*v[i].resumed_from)
-                printf("\"%s\"}", v[i].resumed_from);
+                printf("\"%s\"", v[i].resumed_from);
             else
-                printf("null}");
+                printf("null");
+            print_endpoint_json("ssh", v[i].ep.ssh_host, v[i].ep.ssh_port);
+            print_endpoint_json("vnc", v[i].ep.vnc_host, v[i].ep.vnc_port);
+            printf("}");
         } else {
-            printf("%-24s  %.12s  %-6s  %8d  %-10s  %.12s\n", v[i].name, v[i].layer, v[i].driver,
-                   v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-");
+            char ssh[96], vnc[96];
+            printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-21s  %s\n", v[i].name, v[i].layer,
+                   v[i].driver, v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-",
+                   endpoint(ssh, sizeof ssh, v[i].ep.ssh_host, v[i].ep.ssh_port),
+                   endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port));
         }
     }
     if (json)
@@ -143,7 +174,7 @@ const cli_verb cli_vm_verbs[] = {
     {"run", cmd_run,
      "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
-     "[--accel kvm|tcg|auto]",
+     "[--accel kvm|tcg|auto] [--gui]",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -155,7 +186,10 @@ const cli_verb cli_vm_verbs[] = {
      "qemu's --accel: auto (the default) uses KVM only once a probe guest has run under\n"
      "it on this host (checked once per host boot), and restarts emulated a guest that\n"
      "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
-     "kvm insists, and fails in that case; tcg is software emulation."},
+     "kvm insists, and fails in that case; tcg is software emulation.\n"
+     "--gui shows the VM's display: vz in a window; qemu serves it as VNC on a loopback\n"
+     "port that ps shows. The display device is part of a saved state, so a state saved\n"
+     "with --gui resumes only with --gui. qemu forwards a loopback port to the guest's ssh (strata ip, ssh)."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
@@ -164,6 +198,7 @@ const cli_verb cli_vm_verbs[] = {
      "Ask the guest to shut down, and force it off after the timeout (30 s)."},
     {"ps", cmd_ps, "ps [--json]",
      "Running instances, in the store or run from a clone directory: name, layer,\n"
-     "driver, pid, state (--json adds the directory)."},
+     "driver, pid, state, the loopback ports of qemu's ssh forward and VNC display\n"
+     "(--json adds the directory)."},
     {NULL, NULL, NULL, NULL},
 };

@@ -87,6 +87,7 @@ suite() { # fs name, dir
     unit "$B/tests/test_vz" "$1" "$2/unit-vz"
     unit "$B/tests/test_receive" "$1" "$2/unit-receive"
     unit "$B/tests/test_remote" "$1" "$2/unit-remote"
+    unit "$B/tests/test_reach" "$1" "$2/unit-reach"
     for t in cli crash archive; do
         script_suite "$t" "$t.sh [$1]" "$2/$t" "$1"
     done
@@ -170,6 +171,7 @@ fi
 SHOW='^timing'
 booting_suite boot "boot (qemu)"
 unset SHOW
+booting_suite reach "reach: ip, ssh, screenshot (qemu)"
 # push/pull against real registries: independent of the filesystem, once
 echo "== remote (registries on 127.0.0.1)"
 script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
