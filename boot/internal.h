@@ -17,6 +17,17 @@ int boot_write_atomic(const char *dir, const char *name, const char *text);
  * removes tmp on failure */
 int boot_publish(const char *tmp, const char *path);
 
+/* settings.c: the settings as Settings.json text (malloc'd; NULL if out of memory) */
+char *boot_settings_json(const boot_settings *s);
+
+/* create.c: the shared folders a run may open. A layer that came from
+ * outside (store_receive) opens none of its own; run-time shares (named
+ * by the user) replace or add by tag. eff gets a copy of s whose shares
+ * array is its own (free only eff->shares; the strings are borrowed). */
+int boot_run_shares(store *st, const store_id *layer, const boot_settings *s,
+                    const boot_share *named, size_t nnamed,
+                    void (*note)(void *ctx, const char *line), void *ctx, boot_settings *eff);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

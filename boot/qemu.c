@@ -550,6 +550,20 @@ static int no_progress(boot_vm *vm, const boot_start_opts *o, int forced_kvm, lo
 
 #define ARG(s) (argv[argc++] = (s))
 
+/* Installer media (an ISO in the bundle) as a read-only CD drive on the
+ * IDE bus: what Linux installers and OVMF look for. buf holds the -drive
+ * value; returns the new argc. */
+static int add_installer(const boot_start_opts *o, char **argv, int argc, char *buf, size_t n)
+{
+    if (!o->settings->installer)
+        return argc;
+    snprintf(buf, n, "file=%s/%s,format=raw,if=ide,index=2,media=cdrom,readonly=on", o->bundle_dir,
+             o->settings->installer);
+    ARG("-drive");
+    ARG(buf);
+    return argc;
+}
+
 static int qemu_start(const boot_start_opts *o, boot_vm **out)
 {
     const boot_settings *s = o->settings;
@@ -571,7 +585,7 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     unlink(vm->log_path);
 
     char *argv[64], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], nic[128], kernel[4200],
-        initrd[4200], pflash0[4200], pflash1[4200], incoming[4200];
+        initrd[4200], pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400];
     char virtfs[8][4400];
     int argc = 0;
     int kvm, forced_kvm = o->accel && !strcmp(o->accel, "kvm");
@@ -646,6 +660,7 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         ARG("-drive");
         ARG(pflash1);
     }
+    argc = add_installer(o, argv, argc, cdrom, sizeof cdrom);
     for (size_t i = 0; i < s->nshares && i < 8; i++) {
         /* 9p: what qemu offers without a virtiofsd daemon */
         snprintf(virtfs[i], sizeof virtfs[i], "local,path=%s,mount_tag=%s,security_model=none%s",
@@ -813,6 +828,41 @@ static void qemu_release(boot_vm *vm)
     free(vm);
 }
 
+/* A fresh EFI variable store: a copy of OVMF's empty template, the 4 MiB
+ * build where it is installed (ovmf_code picks the code to match by size). */
+static int qemu_create_efi_vars(const char *path)
+{
+    static const char *const templates[] = {"/usr/share/OVMF/OVMF_VARS_4M.fd",
+                                            "/usr/share/OVMF/OVMF_VARS.fd", NULL};
+    const char *src = NULL;
+    for (const char *const *t = templates; *t && !src; t++)
+        if (access(*t, R_OK) == 0)
+            src = *t;
+    if (!src)
+        return boot_fail(ENOENT, "no OVMF variable store template (OVMF_VARS*.fd): install the "
+                                 "Debian package ovmf");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    int in = open(src, O_RDONLY | O_CLOEXEC), rc = 0;
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    char buf[65536];
+    ssize_t r = 0;
+    while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)r) != r)
+            r = -1;
+    if (in < 0 || out < 0 || r < 0)
+        rc = boot_fail_errno(errno, "%s", in < 0 ? src : tmp);
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    return boot_publish(tmp, path);
+}
+
 static const boot_driver qemu_driver = {
     .name = "qemu",
     .state_file = "SaveFile.qemustate",
@@ -824,6 +874,7 @@ static const boot_driver qemu_driver = {
     .alive = qemu_alive,
     .pid = qemu_pid,
     .release = qemu_release,
+    .create_efi_vars = qemu_create_efi_vars,
 };
 
 const boot_driver *boot_qemu_driver(void)
