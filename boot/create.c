@@ -142,6 +142,7 @@ static int image_info(const char *path, char *format, size_t fn, uint64_t *vsize
     }
     json_t *j = json_loads(text, 0, NULL);
     free(text);
+    struct stat st;
     const char *f = json_string_value(json_object_get(j, "format"));
     json_t *vs = json_object_get(j, "virtual-size");
     if (!f || !json_is_integer(vs) || json_integer_value(vs) <= 0)
@@ -151,6 +152,9 @@ static int image_info(const char *path, char *format, size_t fn, uint64_t *vsize
                                "(qemu-img convert -O qcow2 it first)", path);
     else if (strcmp(f, "raw") && strcmp(f, "qcow2"))
         rc = boot_fail(EINVAL, "%s: a %s image; strata takes raw or qcow2", path, f);
+    else if (!strcmp(f, "raw") && (stat(path, &st) < 0 || st.st_size % 512))
+        /* qemu-img takes any file as raw: a disk is whole sectors */
+        rc = boot_fail(EINVAL, "%s: not a disk image (neither qcow2 nor whole 512-byte sectors)", path);
     if (!rc) {
         snprintf(format, fn, "%s", f);
         *vsize = (uint64_t)json_integer_value(vs);
@@ -202,6 +206,20 @@ static int disk_from_image(const boot_create_linux_opts *o, const char *disk)
         return boot_fail(EIO, "%s: qemu-img could not convert it: %s", o->disk_image, keep);
     }
     return o->disk_bytes > vsize ? grow_disk(disk, o->disk_bytes) : 0;
+}
+
+/* an ISO 9660 image has "CD001" in its first volume descriptor (sector 16) */
+static int check_iso(const char *path)
+{
+    char magic[5] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return boot_fail_errno(errno, "--iso %s", path);
+    ssize_t got = pread(fd, magic, 5, 16 * 2048 + 1);
+    close(fd);
+    if (got != 5 || memcmp(magic, "CD001", 5))
+        return boot_fail(EINVAL, "--iso %s: not an ISO 9660 image (no CD001 at sector 16)", path);
+    return 0;
 }
 
 static int copy_in(const char *src, const char *dir, const char *name, const char *what)
@@ -273,7 +291,7 @@ static int build_bundle(const boot_create_linux_opts *o, const boot_driver *drv,
     snprintf(disk, sizeof disk, "%s/" BOOT_DISK_FILE, dir);
     snprintf(vars, sizeof vars, "%s/" BOOT_EFI_VARS_FILE, dir);
     int rc = o->disk_image ? disk_from_image(o, disk) : new_empty_disk(disk, o->disk_bytes);
-    if (!rc && o->iso)
+    if (!rc && o->iso && !(rc = check_iso(o->iso)))
         rc = copy_in(o->iso, dir, BOOT_INSTALLER_FILE, "--iso");
     if (!rc && o->kernel)
         rc = copy_in(o->kernel, dir, "vmlinuz", "--kernel");

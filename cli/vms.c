@@ -27,14 +27,19 @@ static int cmd_run(int argc, char **argv)
                   {"--fallback-cold", 0, NULL, &fallback}, {"--accel", 1, &accel, NULL}};
     char *pos[1];
     int n;
-    if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run"))
+    boot_share *shares = NULL; /* run --share TAG=PATH[:ro], any number */
+    size_t nshares = 0;
+    if (cli_take_shares(&argc, argv, "--share", &shares, &nshares) ||
+        cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run")) {
+        cli_free_shares(shares, nshares);
         return 1;
+    }
     if (accel && strcmp(accel, "kvm") && strcmp(accel, "tcg") && strcmp(accel, "auto"))
         return cli_fail("--accel '%s' must be kvm, tcg or auto", accel);
     boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .accel = accel, .cold = cold,
                        .resume = resume, .ephemeral = ephemeral, .console = console,
                        .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
-                       .note = cli_note, .started = started};
+                       .note = cli_note, .started = started, .shares = shares, .nshares = nshares};
     unsigned long c = 0;
     if (cpus && cli_parse_uint("--cpus", cpus, 64, &c))
         return 1;
@@ -46,6 +51,7 @@ static int cmd_run(int argc, char **argv)
         return 1;
     int rc = boot_run(st, &o);
     store_close(st);
+    cli_free_shares(shares, nshares);
     return rc ? cli_boot_failed() : 0;
 }
 
@@ -137,7 +143,7 @@ const cli_verb cli_vm_verbs[] = {
     {"run", cmd_run,
      "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
-     "[--accel kvm|tcg|auto]",
+     "[--accel kvm|tcg|auto] [--share TAG=PATH[:ro]]...",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -149,7 +155,9 @@ const cli_verb cli_vm_verbs[] = {
      "qemu's --accel: auto (the default) uses KVM only once a probe guest has run under\n"
      "it on this host (checked once per host boot), and restarts emulated a guest that\n"
      "writes nothing to its console or disk under KVM in 30 s (STRATA_KVM_PROGRESS_SECONDS);\n"
-     "kvm insists, and fails in that case; tcg is software emulation."},
+     "kvm insists, and fails in that case; tcg is software emulation.\n"
+     "--share opens a host folder for this run (replacing the layer's folder of that tag):\n"
+     "the only folders a layer from an archive or a registry gets."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
