@@ -6,7 +6,8 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           xfsprogs btrfs-progs e2fsprogs util-linux passwd
           qemu-system-x86 ovmf busybox-static cpio kmod gzip clang libxxhash-dev
           libarchive-dev libzstd-dev libarchive-tools zstd tar
-          libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl"
+          libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl
+          qemu-utils grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl"
 
 if [ "$(uname)" = Darwin ]; then
