@@ -216,20 +216,18 @@ static int cmd_set(int argc, char **argv)
 
 const cli_verb cli_create_verbs[] = {
     {"create", cmd_create,
-     "create macos|linux NAME ...\n"
+     "create macos|linux NAME ...",
+     "Make a new VM as a root layer, tagged NAME.\n"
      "  create linux NAME (--disk-image FILE | --iso FILE | --kernel FILE [--initrd FILE]\n"
-     "                    [--cmdline TEXT]) [--disk-size SIZE] [--cpus N] [--memory MiB]\n"
-     "                    [--driver vz|qemu]",
-     "Make a new VM as a root layer, tagged NAME. Linux: from a disk image qemu-img reads\n"
-     "(raw or qcow2; converted to a sparse raw disk, grown to --disk-size) booted by UEFI\n"
-     "with a fresh variable store; from an ISO attached as installer media (qemu: a CD\n"
-     "drive, vz: USB mass storage) with an empty disk of --disk-size, UEFI; or from a\n"
-     "kernel, initrd and command line, booted directly. Sizes: 8G, 512M, 1T (a plain\n"
-     "number is GiB). Prints the new layer's id."},
+     "      [--cmdline TEXT]) [--disk-size SIZE] [--cpus N] [--memory MiB] [--driver vz|qemu]\n"
+     "Linux: from a disk image qemu-img reads (raw or qcow2; converted to a sparse raw\n"
+     "disk, grown to --disk-size) booted by UEFI with a fresh variable store; from an ISO\n"
+     "attached as installer media (qemu: a CD drive, vz: USB mass storage) with an empty\n"
+     "disk of --disk-size, UEFI; or from a kernel, initrd and command line, booted\n"
+     "directly. Sizes: 8G, 512M, 1T (a plain\n"     "number is GiB). Prints the new layer's id."},
     {"set", cmd_set,
-     "set REF|DIR [--cpus N] [--memory MiB] [--disk-size SIZE] [--display WxH]\n"
-     "    [--mac auto|MAC] [--share TAG=PATH[:ro]]... [--unshare TAG]... [--installer none]\n"
-     "    [-t TAG] [-m MESSAGE]",
+     "set REF|DIR [--cpus N] [--memory MiB] [--disk-size SIZE] [--display WxH] [--mac auto|MAC] "
+     "[--share TAG=PATH[:ro]]... [--unshare TAG]... [--installer none] [-t TAG] [-m MESSAGE]",
      "Change a VM's hardware, with the checks Settings.json gets. On a layer REF it makes\n"
      "a child layer (a tag REF moves to it, or -t names it) and prints its id; on a clone\n"
      "directory DIR it changes the clone in place. --disk-size only grows the disk, which\n"

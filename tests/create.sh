@@ -17,7 +17,7 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 export STRATA_HOME=$W/store
 unset STRATA_HOST_ID
-rm -rf "$STRATA_HOME" "$W/store2" "$W/err"
+rm -rf "$STRATA_HOME" "$W/store2" "$W/err" "$W/c1" "$W/c2" "$W/tiny.tar.zst"
 
 # ---- without a guest: bad input, and what create and set write ----
 mkdir -p "$W/in"
@@ -26,7 +26,7 @@ qemu-img create -q -f qcow2 "$W/in/big.qcow2" 200M 2>/dev/null
 echo junk >"$W/in/junk"
 [ -f "$W/in/big.qcow2" ] && head -c 100 "$W/in/big.qcow2" >"$W/in/cut.qcow2"
 
-"$S" tags >/dev/null 2>&1 # the store exists before its snapshot
+"$S" ls >/dev/null 2>&1 # the store exists before its snapshot
 S0=$(snapshot)
 expect_error "create without a source" 1 "create linux takes one of --disk-image, --iso or --kernel" "$S" create linux x --disk-size 1G
 expect_error "create --iso without --disk-size" 1 "--disk-size is needed" "$S" create linux x --iso "$W/in/junk"
@@ -50,7 +50,8 @@ B1=$STRATA_HOME/layers/$(cat "$W/out")/bundle
 check "...a sparse Disk.img grown to --disk-size" [ "$(stat -c %s "$B1/Disk.img")" -eq 1073741824 ] && [ "$(allocated_kib "$B1/Disk.img")" -lt 1024 ]
 check "...a fresh EFI variable store, OVMF's template" cmp -s "$B1/NVRAM" /usr/share/OVMF/OVMF_VARS_4M.fd
 check "...the efi loader with it" grep -q '"variable_store": "NVRAM"' "$B1/Settings.json"
-check "...tagged with its name" "$S" inspect plain
+run "$S" inspect plain
+check "...tagged with its name" [ "$rc" -eq 0 ]
 expect_error "create refuses a name already tagged" 1 "a layer is already tagged plain" "$S" create linux plain --disk-image "$W/in/raw.img"
 
 mkdir -p "$W/share"
@@ -89,7 +90,8 @@ run "$S" set "$W/c1" --disk-size 3G --unshare src --cpus 1
 check "set on a clone changes it in place, printing nothing" [ "$rc" -eq 0 ] && [ ! -s "$W/out" ] && [ "$(stat -c %s "$W/c1/Disk.img")" -eq 3221225472 ]
 check "...its settings too" python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["cpus"]==1 and "shared_folders" not in s else 1)' "$W/c1/Settings.json"
 check "...and no layer was made" [ "$(snapshot)" = "$S0" ]
-check "...the clone commits as a child" "$S" commit "$W/c1" -m grown
+run "$S" commit "$W/c1" -m grown
+check "...the clone commits as a child" [ "$rc" -eq 0 ]
 
 # ---- guests ----
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
