@@ -841,15 +841,20 @@ static int qemu_create_efi_vars(const char *path)
     if (!src)
         return boot_fail(ENOENT, "no OVMF variable store template (OVMF_VARS*.fd): install the "
                                  "Debian package ovmf");
+    /* a dot name beside it, so a crash leaves nothing a commit versions */
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-%d", dirlen, path, path + dirlen, (int)getpid());
     int in = open(src, O_RDONLY | O_CLOEXEC), rc = 0;
     int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     char buf[65536];
     ssize_t r = 0;
     while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof buf)) > 0)
-        if (write(out, buf, (size_t)r) != r)
+        if (write(out, buf, (size_t)r) != r) {
             r = -1;
+            break;
+        }
     if (in < 0 || out < 0 || r < 0)
         rc = boot_fail_errno(errno, "%s", in < 0 ? src : tmp);
     if (in >= 0)
