@@ -244,6 +244,8 @@ typedef struct {
     uint64_t disk_bytes;     /* Disk.img's size; 0 with disk_image: the image's own */
     unsigned cpus;           /* 0: 2 */
     uint64_t memory_mib;     /* 0: 1024 */
+    store_progress_fn progress; /* the import into the store; may be NULL */
+    void *progress_ctx;
     void (*note)(void *ctx, const char *line); /* may be NULL */
     void *ctx;
 } boot_create_linux_opts;

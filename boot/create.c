@@ -330,7 +330,7 @@ int boot_create_linux(store *st, const boot_create_linux_opts *o, store_id *out)
     if (!rc)
         rc = build_bundle(o, drv, dir);
     store_commit_opts co = {.tag = o->name, .message = "create linux", .note = o->note,
-                            .progress_ctx = NULL};
+                            .progress = o->progress, .progress_ctx = o->progress_ctx};
     store_commit_result res;
     if (!rc && store_import(st, dir, &co, &res))
         rc = boot_fail(EIO, "%s", store_error());

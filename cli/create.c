@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* "80G", "512M", "1T", "4096K"; a plain number is GiB (as tart's --disk-size) */
 static int parse_size(const char *flag, const char *s, uint64_t *out)
@@ -99,6 +100,9 @@ static int create_linux(int argc, char **argv)
     boot_create_linux_opts o = {.name = pos[0], .driver = driver, .disk_image = image, .iso = iso,
                                 .kernel = kernel, .initrd = initrd, .cmdline = cmdline,
                                 .note = cli_note};
+    cli_progress_state ps = {.tty = isatty(2)};
+    o.progress = cli_progress;
+    o.progress_ctx = &ps;
     unsigned long c = 0;
     if ((size && parse_size("--disk-size", size, &o.disk_bytes)) ||
         (cpus && cli_parse_uint("--cpus", cpus, 64, &c)) || (mem && cli_parse_memory(mem, &o.memory_mib)))
