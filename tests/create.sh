@@ -92,6 +92,15 @@ check "...its settings too" python3 -c 'import json,sys; s=json.load(open(sys.ar
 check "...and no layer was made" [ "$(snapshot)" = "$S0" ]
 run "$S" commit "$W/c1" -m grown
 check "...the clone commits as a child" [ "$rc" -eq 0 ]
+# a clone in use (a running VM holds its busy lock) is not changed under it
+echo "running instance x; strata suspend or stop it first" >"$W/c1/.strata-busy"
+flock "$W/c1/.strata-busy" sleep 30 &
+HOLDER=$!
+sleep 0.3
+cp "$W/c1/Settings.json" "$W/c1-settings"
+expect_error "set on a clone in use is refused" 1 "$W/c1 is in use by running instance x" "$S" set "$W/c1" --cpus 2
+check "...and leaves it as it was" cmp -s "$W/c1/Settings.json" "$W/c1-settings"
+kill "$HOLDER" 2>/dev/null; wait "$HOLDER" 2>/dev/null
 
 # ---- guests ----
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
