@@ -22,7 +22,7 @@ CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c store/savedstate.c
 ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c
+BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c
 REMOTE_SRC := remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach

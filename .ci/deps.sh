@@ -7,8 +7,9 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           qemu-system-x86 ovmf busybox-static cpio kmod gzip clang libxxhash-dev
           libarchive-dev libzstd-dev libarchive-tools zstd tar
           libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl time bsdutils
-           openssh-client dropbear-bin zlib1g-dev"
-BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl"
+           openssh-client dropbear-bin zlib1g-dev
+           qemu-utils grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
+BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl qemu"
 
 if [ "$(uname)" = Darwin ]; then
     command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }

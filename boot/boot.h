@@ -240,6 +240,11 @@ typedef struct {
     int allow_duplicate;     /* allow a second running resume of one state */
     const char *accel;       /* qemu: kvm, tcg or auto (NULL) */
     int gui;                 /* show the display (boot_start_opts.gui) */
+    /* shared folders named at run time (run --share): they replace the
+     * settings' folder of the same tag, or add one; the only ones a layer
+     * that came from outside (an archive, a registry) gets */
+    const boot_share *shares;
+    size_t nshares;
     void (*note)(void *ctx, const char *line);    /* progress notes; may be NULL */
     void (*started)(void *ctx, const char *name); /* the VM runs; may be NULL */
     void *ctx;
@@ -322,5 +327,63 @@ int boot_lease_find(const char *text, const char *mac, long long now, char *out,
                     unsigned *duid);
 /* the address `arp -an` output gives mac, or -ENOENT */
 int boot_arp_find(const char *text, const char *mac, char *out, size_t n);
+
+/* ---------- making and changing VMs (boot/create.c) ---------- */
+
+#define BOOT_DISK_FILE "Disk.img"
+#define BOOT_EFI_VARS_FILE "NVRAM"
+#define BOOT_INSTALLER_FILE "Installer.iso"
+
+/* create linux: exactly one of disk_image, iso, kernel. */
+typedef struct {
+    const char *name;        /* the new root layer's tag; must be free */
+    const char *driver;      /* whose EFI variable store; NULL: boot_default_driver() */
+    const char *disk_image;  /* a disk image qemu-img reads (raw, qcow2): converted to a
+                                sparse raw Disk.img, EFI boot with a fresh variable store */
+    const char *iso;         /* installer media, copied in as Installer.iso; EFI, empty disk */
+    const char *kernel;      /* direct kernel boot (the linux loader) */
+    const char *initrd;      /* with kernel, may be NULL */
+    const char *cmdline;     /* with kernel, may be NULL */
+    uint64_t disk_bytes;     /* Disk.img's size; 0 with disk_image: the image's own */
+    unsigned cpus;           /* 0: 2 */
+    uint64_t memory_mib;     /* 0: 1024 */
+    store_progress_fn progress; /* the import into the store; may be NULL */
+    void *progress_ctx;
+    void (*note)(void *ctx, const char *line); /* may be NULL */
+    void *ctx;
+} boot_create_linux_opts;
+
+/* Make a Linux VM bundle in the store's scratch space and import it as a
+ * root layer tagged o->name. On failure nothing is left behind. */
+int boot_create_linux(store *st, const boot_create_linux_opts *o, store_id *out);
+
+/* set: what to change (0 / NULL: leave it). */
+typedef struct {
+    const char *target;       /* a layer REF (a child layer is made) or a clone
+                                 directory (changed in place) */
+    const char *tag;          /* the child's tag; NULL: target, if target is a tag */
+    const char *message;      /* the child's message; NULL: "set" */
+    unsigned cpus;
+    uint64_t memory_mib;
+    uint64_t disk_bytes;      /* grow only; the disk stays sparse */
+    unsigned display_width, display_height;
+    const char *mac;          /* "auto" (a fresh one) or a MAC */
+    const boot_share *add_shares; /* by tag: replaces a folder of that tag, or adds one */
+    size_t nadd;
+    const char *const *remove_shares; /* tags */
+    size_t nremove;
+    int detach_installer;     /* drop the installer media (and its file) */
+    void (*note)(void *ctx, const char *line); /* may be NULL */
+    void *ctx;
+} boot_set_opts;
+
+/* Change a VM's settings and disk size. *made_layer is 1 and out the child
+ * when target was a layer, 0 for a clone changed in place. Nothing changes
+ * unless every value is valid. */
+int boot_set(store *st, const boot_set_opts *o, int *made_layer, store_id *out);
+
+/* A host folder as a share: path must be an existing directory (made
+ * absolute), tag as Settings.json allows. Fills sh (strings malloc'd). */
+int boot_share_make(const char *tag, const char *path, int read_only, boot_share *sh);
 
 #endif

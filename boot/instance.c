@@ -605,6 +605,8 @@ static int start_vm(const boot_run_opts *o, const boot_driver *drv, const char *
         unlink_state(drv, dir);
         boot_mac_random(s->mac);
         boot_settings_save(dir, s);
+        /* the driver's copy of the settings (run-time shares) gets it too */
+        memcpy(((boot_settings *)so->settings)->mac, s->mac, sizeof s->mac);
         so->restore_state = NULL;
         rc = drv->start(so, vm);
     } else if (rc && o->resume) {
@@ -682,7 +684,7 @@ int boot_run(store *st, const boot_run_opts *o)
     char dir[4096] = "", name[256] = "";
     store_id lid;
     store_layer *layer = NULL;
-    boot_settings s = {0};
+    boot_settings s = {0}, eff = {0}; /* eff: s with the shares this run may open */
     store_busy busy = {-1};
     int from_dir, rc, cloned = 0, keep = 0, recorded = 0, name_lock = -1, state_lock = -1;
     if ((rc = resolve_target(st, o, &from_dir, dir, name, sizeof name, &lid)))
@@ -734,6 +736,8 @@ int boot_run(store *st, const boot_run_opts *o)
         goto out;
     if (!o->resume && (rc = prepare_cold(o, drv, dir, cloned, &s)))
         goto out;
+    if ((rc = boot_run_shares(st, &lid, &s, o->shares, o->nshares, o->note, o->ctx, &eff)))
+        goto out;
 
     /* handlers before the instance is visible in ps: a suspend or stop that
      * comes while the VM starts must not kill this process and orphan it */
@@ -746,7 +750,7 @@ int boot_run(store *st, const boot_run_opts *o)
     recorded = 1;
     char state_path[4300];
     snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
-    boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
+    boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &eff,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
                           .accel = o->accel, .gui = o->gui,
@@ -776,6 +780,7 @@ out:
         close(name_lock);
     if (state_lock >= 0)
         close(state_lock);
+    free(eff.shares); /* its strings are s's or the caller's */
     boot_settings_free(&s);
     store_layer_free(layer);
     return rc;

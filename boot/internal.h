@@ -25,6 +25,17 @@ void boot_instance_free(boot_instance *x);
 /* png.c: an 8-bit P6 PPM (a screen dump) rewritten as an RGB PNG */
 int boot_ppm_to_png(const char *ppm_path, const char *png_path);
 
+/* settings.c: the settings as Settings.json text (malloc'd; NULL if out of memory) */
+char *boot_settings_json(const boot_settings *s);
+
+/* create.c: the shared folders a run may open. A layer that came from
+ * outside (store_receive) opens none of its own; run-time shares (named
+ * by the user) replace or add by tag. eff gets a copy of s whose shares
+ * array is its own (free only eff->shares; the strings are borrowed). */
+int boot_run_shares(store *st, const store_id *layer, const boot_settings *s,
+                    const boot_share *named, size_t nnamed,
+                    void (*note)(void *ctx, const char *line), void *ctx, boot_settings *eff);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

@@ -589,6 +589,20 @@ static int reach_args(const boot_start_opts *o, const char *mac, char **argv, in
     return argc;
 }
 
+/* Installer media (an ISO in the bundle) as a read-only CD drive on the
+ * IDE bus: what Linux installers and OVMF look for. buf holds the -drive
+ * value; returns the new argc. */
+static int add_installer(const boot_start_opts *o, char **argv, int argc, char *buf, size_t n)
+{
+    if (!o->settings->installer)
+        return argc;
+    snprintf(buf, n, "file=%s/%s,format=raw,if=ide,index=2,media=cdrom,readonly=on", o->bundle_dir,
+             o->settings->installer);
+    ARG("-drive");
+    ARG(buf);
+    return argc;
+}
+
 static int qemu_start(const boot_start_opts *o, boot_vm **out)
 {
     const boot_settings *s = o->settings;
@@ -610,7 +624,7 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     unlink(vm->log_path);
 
     char *argv[96], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200],
-        initrd[4200], pflash0[4200], pflash1[4200], incoming[4200];
+        initrd[4200], pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400];
     char virtfs[8][4400];
     int argc = 0;
     int kvm, forced_kvm = o->accel && !strcmp(o->accel, "kvm");
@@ -684,6 +698,7 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         ARG("-drive");
         ARG(pflash1);
     }
+    argc = add_installer(o, argv, argc, cdrom, sizeof cdrom);
     for (size_t i = 0; i < s->nshares && i < 8; i++) {
         /* 9p: what qemu offers without a virtiofsd daemon */
         snprintf(virtfs[i], sizeof virtfs[i], "local,path=%s,mount_tag=%s,security_model=none%s",
@@ -982,6 +997,46 @@ static int qemu_screenshot(const char *runtime_dir, const char *png_path)
     return boot_publish(tmp, png_path);
 }
 
+/* A fresh EFI variable store: a copy of OVMF's empty template, the 4 MiB
+ * build where it is installed (ovmf_code picks the code to match by size). */
+static int qemu_create_efi_vars(const char *path)
+{
+    static const char *const templates[] = {"/usr/share/OVMF/OVMF_VARS_4M.fd",
+                                            "/usr/share/OVMF/OVMF_VARS.fd", NULL};
+    const char *src = NULL;
+    for (const char *const *t = templates; *t && !src; t++)
+        if (access(*t, R_OK) == 0)
+            src = *t;
+    if (!src)
+        return boot_fail(ENOENT, "no OVMF variable store template (OVMF_VARS*.fd): install the "
+                                 "Debian package ovmf");
+    /* a dot name beside it, so a crash leaves nothing a commit versions */
+    char tmp[4200];
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-%d", dirlen, path, path + dirlen, (int)getpid());
+    int in = open(src, O_RDONLY | O_CLOEXEC), rc = 0;
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    char buf[65536];
+    ssize_t r = 0;
+    while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)r) != r) {
+            r = -1;
+            break;
+        }
+    if (in < 0 || out < 0 || r < 0)
+        rc = boot_fail_errno(errno, "%s", in < 0 ? src : tmp);
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    return boot_publish(tmp, path);
+}
+
 static const boot_driver qemu_driver = {
     .name = "qemu",
     .state_file = "SaveFile.qemustate",
@@ -995,6 +1050,7 @@ static const boot_driver qemu_driver = {
     .release = qemu_release,
     .endpoints = qemu_endpoints,
     .screenshot = qemu_screenshot,
+    .create_efi_vars = qemu_create_efi_vars,
 };
 
 const boot_driver *boot_qemu_driver(void)

@@ -196,10 +196,23 @@ static int parse_ssh_user(json_t *root, boot_settings *s)
     return 0;
 }
 
+/* installer media: an ISO in the bundle, attached read-only (qemu: a CD
+ * drive; vz: USB mass storage) for installing from it */
+static int parse_installer(json_t *root, const char *bundle_dir, boot_settings *s)
+{
+    int rc = get_str(root, "installer", &s->installer, "installer", 0);
+    if (rc || !s->installer)
+        return rc;
+    if (s->os == BOOT_OS_MACOS)
+        return bad("installer media is for Linux guests (a macOS guest installs from its restore image)");
+    return bundle_file(bundle_dir, s->installer, "installer");
+}
+
 static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
 {
     static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
-                                      "boot", "shared_folders", "disk", "ssh_user", NULL};
+                                      "boot", "shared_folders", "disk", "ssh_user",
+                                      "installer", NULL};
     int rc;
     uint64_t v;
     char *str = NULL;
@@ -294,6 +307,8 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
     }
     if (s->cmdline && strlen(s->cmdline) > 4096)
         return bad("boot.cmdline is longer than 4096 bytes");
+    if ((rc = parse_installer(root, bundle_dir, s)))
+        return rc;
 
     json_t *sh = json_object_get(root, "shared_folders");
     if (sh) {
@@ -447,6 +462,8 @@ static json_t *to_json(const boot_settings *s, int with_mac)
         }
         json_object_set_new(o, "shared_folders", a);
     }
+    if (s->installer)
+        json_object_set_new(o, "installer", json_string(s->installer));
     json_t *disk = json_object();
     json_object_set_new(disk, "caching", json_string(caching_names[s->disk_caching]));
     json_object_set_new(disk, "sync", json_string(sync_names[s->disk_sync]));
@@ -468,6 +485,14 @@ int boot_settings_save(const char *bundle_dir, const boot_settings *s)
     free(line);
     free(text);
     return rc;
+}
+
+char *boot_settings_json(const boot_settings *s)
+{
+    json_t *o = to_json(s, 1);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return text;
 }
 
 int boot_write_atomic(const char *dir, const char *name, const char *text)
@@ -525,6 +550,7 @@ void boot_settings_free(boot_settings *s)
     free(s->initrd);
     free(s->cmdline);
     free(s->efi_vars);
+    free(s->installer);
     for (size_t i = 0; i < s->nshares; i++) {
         free(s->shares[i].tag);
         free(s->shares[i].path);

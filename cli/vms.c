@@ -15,6 +15,32 @@ static void started(void *ctx, const char *name)
             name, name);
 }
 
+/* run's options past parsing: check the values, pull a remote target the
+ * store lacks, run; the exit code */
+static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
+{
+    if (o->accel && strcmp(o->accel, "kvm") && strcmp(o->accel, "tcg") && strcmp(o->accel, "auto"))
+        return cli_fail("--accel '%s' must be kvm, tcg or auto", o->accel);
+    unsigned long c = 0;
+    if (cpus && cli_parse_uint("--cpus", cpus, 64, &c))
+        return 1;
+    o->cpus = (unsigned)c;
+    if (mem && cli_parse_memory(mem, &o->memory_mib))
+        return 1;
+    store *st;
+    if (cli_open_store(&st))
+        return 1;
+    char target[256]; /* HOST/REPO:TAG is pulled first if the store lacks it */
+    if (cli_run_target(st, o->target, target, sizeof target)) {
+        store_close(st);
+        return 1;
+    }
+    o->target = target;
+    int rc = boot_run(st, o);
+    store_close(st);
+    return rc ? cli_boot_failed() : 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL, *accel = NULL;
@@ -28,32 +54,21 @@ static int cmd_run(int argc, char **argv)
                   {"--gui", 0, NULL, &gui}};
     char *pos[1];
     int n;
-    if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run"))
+    boot_share *shares = NULL; /* run --share TAG=PATH[:ro], any number */
+    size_t nshares = 0;
+    if (cli_take_shares(&argc, argv, "--share", &shares, &nshares) ||
+        cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "run") || cli_need(n, 1, "run")) {
+        cli_free_shares(shares, nshares);
         return 1;
-    if (accel && strcmp(accel, "kvm") && strcmp(accel, "tcg") && strcmp(accel, "auto"))
-        return cli_fail("--accel '%s' must be kvm, tcg or auto", accel);
+    }
     boot_run_opts o = {.target = pos[0], .name = name, .driver = driver, .accel = accel, .cold = cold,
                        .resume = resume, .ephemeral = ephemeral, .console = console,
                        .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
-                       .gui = gui, .note = cli_note, .started = started};
-    unsigned long c = 0;
-    if (cpus && cli_parse_uint("--cpus", cpus, 64, &c))
-        return 1;
-    o.cpus = (unsigned)c;
-    if (mem && cli_parse_memory(mem, &o.memory_mib))
-        return 1;
-    store *st;
-    if (cli_open_store(&st))
-        return 1;
-    char target[256]; /* HOST/REPO:TAG is pulled first if the store lacks it */
-    if (cli_run_target(st, pos[0], target, sizeof target)) {
-        store_close(st);
-        return 1;
-    }
-    o.target = target;
-    int rc = boot_run(st, &o);
-    store_close(st);
-    return rc ? cli_boot_failed() : 0;
+                       .gui = gui, .note = cli_note, .started = started,
+                       .shares = shares, .nshares = nshares};
+    int rc = run_checked(&o, cpus, mem);
+    cli_free_shares(shares, nshares);
+    return rc;
 }
 
 static int cmd_suspend(int argc, char **argv)
@@ -174,7 +189,7 @@ const cli_verb cli_vm_verbs[] = {
     {"run", cmd_run,
      "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
-     "[--accel kvm|tcg|auto] [--gui]",
+     "[--accel kvm|tcg|auto] [--gui] [--share TAG=PATH[:ro]]...",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -189,7 +204,10 @@ const cli_verb cli_vm_verbs[] = {
      "kvm insists, and fails in that case; tcg is software emulation.\n"
      "--gui shows the VM's display: vz in a window; qemu serves it as VNC on a loopback\n"
      "port that ps shows. The display device is part of a saved state, so a state saved\n"
-     "with --gui resumes only with --gui. qemu forwards a loopback port to the guest's ssh (strata ip, ssh)."},
+     "with --gui resumes only with --gui. qemu forwards a loopback port to the guest's ssh (strata ip, ssh).\n"
+
+     "--share opens a host folder for this run (replacing the layer's folder of that tag):\n"
+     "the only folders a layer from an archive or a registry gets."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"

@@ -526,6 +526,19 @@ static int first_missing(const store_receive *rx)
 }
 
 /* Everything under tmp/ durable before the rename makes it visible. */
+/* beside manifest and info: this layer came from outside (store_layer_received) */
+#define RECEIVED_MARK "received"
+
+int store_layer_received(store *st, const store_id *id)
+{
+    char *dir = st_layer_dir(st, id);
+    char *p = dir ? st_printf("%s/" RECEIVED_MARK, dir) : NULL;
+    int yes = p && access(p, F_OK) == 0;
+    free(p);
+    free(dir);
+    return yes;
+}
+
 static int make_durable(store_receive *rx)
 {
     int rc = 0;
@@ -550,9 +563,14 @@ static int make_durable(store_receive *rx)
     char *ipath = st_printf("%s/info", rx->tmp.path);
     if (!rc && (!mpath || !ipath || st_info_format(rx->l, &info)))
         rc = -ENOMEM;
+    char *rpath = st_printf("%s/" RECEIVED_MARK, rx->tmp.path);
+    if (!rc && !rpath)
+        rc = -ENOMEM;
     if (!rc && ((rc = st_write_atomic(mpath, rx->manifest, rx->mlen, 0444)) ||
-                (rc = st_write_atomic(ipath, info.p, info.n, 0444))))
+                (rc = st_write_atomic(ipath, info.p, info.n, 0444)) ||
+                (rc = st_write_atomic(rpath, "received\n", 9, 0444))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
+    free(rpath);
     if (!rc) /* fsynced, as build_layer does: fsck --quick reads against them */
         rc = st_seals_write(rx->seals, rx->l, &rx->l->id, rx->tmp.path);
     if (!rc && ((rc = st_fsync_dir(rx->files_dir)) || (rc = st_fsync_dir(rx->tmp.path))))

@@ -243,6 +243,12 @@ int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t 
 /* The largest manifest any layer can have, in bytes (docs/manifest.md). */
 size_t store_manifest_max(void);
 
+/* 1 if the layer entered this store through a receive (an archive, a
+ * registry) rather than being made here, 0 if not (or unknown). Kept beside
+ * the layer, outside its manifest: where a layer came from is this host's
+ * knowledge, not part of its content. */
+int store_layer_received(store *st, const store_id *id);
+
 /* Drop a receive and everything it wrote. NULL is fine. */
 void store_receive_abort(store_receive *rx);
 

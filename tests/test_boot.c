@@ -177,6 +177,61 @@ static void test_hash_and_save(void **state)
     boot_settings_free(&t);
 }
 
+/* installer media: a bundle file, parsed, checked, saved, and part of the
+ * configuration a saved state is bound to (it is a device) */
+static void test_installer(void **state)
+{
+    (void)state;
+    const char *efi = "{\"version\":1,\"os\":\"linux\",\"boot\":{\"loader\":\"efi\","
+                      "\"variable_store\":\"vmlinuz\"},\"installer\":\"%s\"}";
+    char json[300];
+    boot_settings s, t;
+    snprintf(json, sizeof json, efi, "Installer.iso");
+    expect_bad(json, "installer 'Installer.iso' is not in the bundle");
+    snprintf(json, sizeof json, efi, "../x.iso");
+    expect_bad(json, "installer '../x.iso' must be a file name in the bundle");
+    expect_bad("{\"version\":1,\"os\":\"macos\",\"installer\":\"vmlinuz\"}", "installer media is for Linux guests");
+    snprintf(json, sizeof json, efi, "vmlinuz");
+    assert_int_equal(parse(json, &s), 0);
+    assert_string_equal(s.installer, "vmlinuz");
+    char with[65], without[65];
+    boot_settings_config_hash(&s, with);
+    assert_int_equal(boot_settings_save(dir, &s), 0);
+    assert_int_equal(boot_settings_load(dir, &t), 0);
+    assert_string_equal(t.installer, "vmlinuz");
+    boot_settings_free(&t);
+    free(s.installer);
+    s.installer = NULL;
+    boot_settings_config_hash(&s, without);
+    assert_string_not_equal(with, without);
+    assert_int_equal(boot_settings_save(dir, &s), 0);
+    assert_int_equal(boot_settings_load(dir, &t), 0);
+    assert_null(t.installer);
+    boot_settings_free(&t);
+    boot_settings_free(&s);
+}
+
+/* qemu's fresh EFI variable store: OVMF's template, byte for byte */
+static void test_qemu_efi_vars(void **state)
+{
+    (void)state;
+    const char *tpl = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+    if (access(tpl, R_OK) != 0 && access((tpl = "/usr/share/OVMF/OVMF_VARS.fd"), R_OK) != 0) {
+        printf("no OVMF variable store template here (Debian package ovmf)\n");
+        skip();
+    }
+    const boot_driver *q = boot_driver_find("qemu");
+    assert_non_null(q->create_efi_vars);
+    char path[600], cmd[1400];
+    snprintf(path, sizeof path, "%s/NVRAM", dir);
+    assert_int_equal(q->create_efi_vars(path), 0);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", tpl, path);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/no-such-dir/NVRAM", dir);
+    assert_true(q->create_efi_vars(path) < 0);
+    assert_non_null(strstr(boot_error(), "no-such-dir"));
+}
+
 static void test_drivers(void **state)
 {
     (void)state;
@@ -199,6 +254,8 @@ int main(void)
         cmocka_unit_test(test_mac),
         cmocka_unit_test_setup_teardown(test_hash_and_save, setup, teardown),
         cmocka_unit_test(test_drivers),
+        cmocka_unit_test_setup_teardown(test_installer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qemu_efi_vars, setup, teardown),
     };
     return cmocka_run_group_tests_name("boot", tests, NULL, NULL);
 }

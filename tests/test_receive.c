@@ -223,6 +223,12 @@ static void test_out_of_order_and_checked(void **state)
     store_id t;
     assert_int_equal(store_resolve(f->st, "got:it", &t), 0);
     assert_string_equal(t.hex, hex);
+    /* where it came from is kept beside it: its shares open nothing alone */
+    assert_true(store_layer_received(f->st, &t));
+    store_id unknown;
+    memset(unknown.hex, 'a', 64);
+    unknown.hex[64] = 0;
+    assert_false(store_layer_received(f->st, &unknown));
     assert_true(tmp_empty(f));
     free(bad);
     free(m);
