@@ -208,88 +208,89 @@ static int parse_installer(json_t *root, const char *bundle_dir, boot_settings *
     return bundle_file(bundle_dir, s->installer, "installer");
 }
 
-static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
+/* An optional string that must be one of names: its index in *out (left
+ * as it was when the key is absent). choices reads "a, b or c". */
+static int get_enum(json_t *obj, const char *key, const char *const *names, int *out,
+                    const char *what, const char *choices)
 {
-    static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
-                                      "boot", "shared_folders", "disk", "ssh_user",
-                                      "installer", NULL};
-    int rc;
+    char *str = NULL;
+    int rc = get_str(obj, key, &str, what, 0);
+    if (!rc && str && pick(str, names, out))
+        rc = bad("%s '%s' must be %s", what, str, choices);
+    free(str);
+    return rc;
+}
+
+/* an optional object member, which must be an object when present */
+static int get_object(json_t *root, const char *key, json_t **out)
+{
+    *out = json_object_get(root, key);
+    if (*out && !json_is_object(*out))
+        return bad("%s must be an object", key);
+    return 0;
+}
+
+/* version, os, cpus, memory_mib, mac */
+static int parse_machine(json_t *root, boot_settings *s)
+{
+    int rc, os = -1;
     uint64_t v;
     char *str = NULL;
-    if (!json_is_object(root))
-        return bad("must be a JSON object");
-    if ((rc = only_keys(root, "", top)))
-        return rc;
     if ((rc = get_uint(root, "version", 1, 1, 0, &v, "version")))
         return rc;
     if (v != 1)
         return bad("version is missing (this strata reads version 1)");
     if ((rc = get_str(root, "os", &str, "os", 1)))
         return rc;
-    int os;
-    if (pick(str, os_names, &os)) {
-        rc = bad("os '%s' must be linux or macos", str);
-        free(str);
-        return rc;
-    }
     free(str);
+    if ((rc = get_enum(root, "os", os_names, &os, "os", "linux or macos")))
+        return rc;
     s->os = (boot_os)os;
     if ((rc = get_uint(root, "cpus", 1, 64, 2, &v, "cpus")))
         return rc;
     s->cpus = (unsigned)v;
     if ((rc = get_uint(root, "memory_mib", 64, 1u << 20, s->os == BOOT_OS_MACOS ? 4096 : 1024,
-                       &s->memory_mib, "memory_mib")))
+                       &s->memory_mib, "memory_mib")) ||
+        (rc = get_str(root, "mac", &str, "mac", 0)))
         return rc;
-    if ((rc = get_str(root, "mac", &str, "mac", 0)))
-        return rc;
-    if (str && !boot_mac_valid(str)) {
+    if (str && !boot_mac_valid(str))
         rc = bad("mac '%s' is not a unicast MAC address like 52:54:00:12:34:56", str);
-        free(str);
-        return rc;
-    }
-    if (str)
+    else if (str)
         snprintf(s->mac, sizeof s->mac, "%s", str);
     free(str);
+    return rc;
+}
 
-    json_t *d = json_object_get(root, "display");
-    if (d) {
-        static const char *const dk[] = {"width", "height", "ppi", NULL};
-        if (!json_is_object(d))
-            return bad("display must be an object");
-        if ((rc = only_keys(d, "display.", dk)) ||
-            (rc = get_uint(d, "width", 320, 8192, 1920, &v, "display.width")))
-            return rc;
-        s->display_width = (unsigned)v;
-        if ((rc = get_uint(d, "height", 200, 8192, 1200, &v, "display.height")))
-            return rc;
-        s->display_height = (unsigned)v;
-        if ((rc = get_uint(d, "ppi", 50, 500, 80, &v, "display.ppi")))
-            return rc;
-        s->display_ppi = (unsigned)v;
-    }
-
-    json_t *b = json_object_get(root, "boot");
-    int loader = s->os == BOOT_OS_MACOS ? BOOT_LOADER_MACOS : BOOT_LOADER_LINUX;
-    if (b) {
-        static const char *const bk[] = {"loader", "kernel", "initrd", "cmdline", "variable_store",
-                                         NULL};
-        if (!json_is_object(b))
-            return bad("boot must be an object");
-        if ((rc = only_keys(b, "boot.", bk)) || (rc = get_str(b, "loader", &str, "boot.loader", 0)))
-            return rc;
-        if (str && pick(str, loader_names, &loader)) {
-            rc = bad("boot.loader '%s' must be linux, efi or macos", str);
-            free(str);
-            return rc;
+static int parse_display(json_t *root, boot_settings *s)
+{
+    static const char *const dk[] = {"width", "height", "ppi", NULL};
+    json_t *d;
+    uint64_t w, h, ppi;
+    int rc = get_object(root, "display", &d);
+    if (rc || !d) {
+        if (!rc && s->os == BOOT_OS_MACOS) {
+            /* VZ needs a display for macOS guests even when nobody looks */
+            s->display_width = 1920;
+            s->display_height = 1200;
+            s->display_ppi = 80;
         }
-        free(str);
-        if ((rc = get_str(b, "kernel", &s->kernel, "boot.kernel", 0)) ||
-            (rc = get_str(b, "initrd", &s->initrd, "boot.initrd", 0)) ||
-            (rc = get_str(b, "cmdline", &s->cmdline, "boot.cmdline", 0)) ||
-            (rc = get_str(b, "variable_store", &s->efi_vars, "boot.variable_store", 0)))
-            return rc;
+        return rc;
     }
-    s->loader = (boot_loader)loader;
+    if ((rc = only_keys(d, "display.", dk)) ||
+        (rc = get_uint(d, "width", 320, 8192, 1920, &w, "display.width")) ||
+        (rc = get_uint(d, "height", 200, 8192, 1200, &h, "display.height")) ||
+        (rc = get_uint(d, "ppi", 50, 500, 80, &ppi, "display.ppi")))
+        return rc;
+    s->display_width = (unsigned)w;
+    s->display_height = (unsigned)h;
+    s->display_ppi = (unsigned)ppi;
+    return 0;
+}
+
+/* the files the loader needs must be in the bundle */
+static int check_loader_files(const char *bundle_dir, const boot_settings *s)
+{
+    int rc;
     if ((s->loader == BOOT_LOADER_MACOS) != (s->os == BOOT_OS_MACOS))
         return bad("boot.loader macos is for os macos, and only it");
     if (s->loader == BOOT_LOADER_LINUX) {
@@ -307,80 +308,109 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
     }
     if (s->cmdline && strlen(s->cmdline) > 4096)
         return bad("boot.cmdline is longer than 4096 bytes");
-    if ((rc = parse_installer(root, bundle_dir, s)))
+    return 0;
+}
+
+static int parse_boot(json_t *root, const char *bundle_dir, boot_settings *s)
+{
+    static const char *const bk[] = {"loader", "kernel", "initrd", "cmdline", "variable_store", NULL};
+    json_t *b;
+    int loader = s->os == BOOT_OS_MACOS ? BOOT_LOADER_MACOS : BOOT_LOADER_LINUX;
+    int rc = get_object(root, "boot", &b);
+    if (!rc && b &&
+        ((rc = only_keys(b, "boot.", bk)) ||
+         (rc = get_enum(b, "loader", loader_names, &loader, "boot.loader", "linux, efi or macos")) ||
+         (rc = get_str(b, "kernel", &s->kernel, "boot.kernel", 0)) ||
+         (rc = get_str(b, "initrd", &s->initrd, "boot.initrd", 0)) ||
+         (rc = get_str(b, "cmdline", &s->cmdline, "boot.cmdline", 0)) ||
+         (rc = get_str(b, "variable_store", &s->efi_vars, "boot.variable_store", 0))))
         return rc;
+    if (rc)
+        return rc;
+    s->loader = (boot_loader)loader;
+    return check_loader_files(bundle_dir, s);
+}
 
-    json_t *sh = json_object_get(root, "shared_folders");
-    if (sh) {
-        if (!json_is_array(sh) || json_array_size(sh) > 64)
-            return bad("shared_folders must be a list of at most 64 folders");
-        s->shares = calloc(json_array_size(sh) + 1, sizeof *s->shares);
-        if (!s->shares)
-            return -ENOMEM;
-        size_t i;
-        json_t *f;
-        json_array_foreach(sh, i, f)
-        {
-            static const char *const fk[] = {"tag", "path", "read_only", NULL};
-            boot_share *x = &s->shares[s->nshares++];
-            if (!json_is_object(f))
-                return bad("shared_folders[%zu] must be an object", i);
-            if ((rc = only_keys(f, "shared_folders[].", fk)) ||
-                (rc = get_str(f, "tag", &x->tag, "shared_folders[].tag", 1)) ||
-                (rc = get_str(f, "path", &x->path, "shared_folders[].path", 1)))
-                return rc;
-            size_t tl = strlen(x->tag);
-            /* and the one tag macOS guests mount by themselves */
-            if ((tl == 0 || tl > 36 || strspn(x->tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != tl) &&
-                strcmp(x->tag, BOOT_MACOS_AUTOMOUNT_TAG))
-                return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-], or " BOOT_MACOS_AUTOMOUNT_TAG, x->tag);
-            if (x->path[0] != '/')
-                return bad("shared_folders path '%s' must be absolute", x->path);
-            if (strchr(x->path, ','))
-                return bad("shared_folders path '%s': no commas (qemu takes them as option separators)", x->path);
-            json_t *ro = json_object_get(f, "read_only");
-            if (ro && !json_is_boolean(ro))
-                return bad("shared_folders[].read_only must be true or false");
-            x->read_only = ro ? json_is_true(ro) : 0;
-        }
+static int parse_share(json_t *f, size_t i, boot_share *x)
+{
+    static const char *const fk[] = {"tag", "path", "read_only", NULL};
+    int rc;
+    if (!json_is_object(f))
+        return bad("shared_folders[%zu] must be an object", i);
+    if ((rc = only_keys(f, "shared_folders[].", fk)) ||
+        (rc = get_str(f, "tag", &x->tag, "shared_folders[].tag", 1)) ||
+        (rc = get_str(f, "path", &x->path, "shared_folders[].path", 1)))
+        return rc;
+    size_t tl = strlen(x->tag);
+    /* and the one tag macOS guests mount by themselves */
+    if ((tl == 0 || tl > 36 ||
+         strspn(x->tag, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != tl) &&
+        strcmp(x->tag, BOOT_MACOS_AUTOMOUNT_TAG))
+        return bad("shared_folders tag '%s' must be 1-36 of [A-Za-z0-9_-], or " BOOT_MACOS_AUTOMOUNT_TAG,
+                   x->tag);
+    if (x->path[0] != '/')
+        return bad("shared_folders path '%s' must be absolute", x->path);
+    if (strchr(x->path, ','))
+        return bad("shared_folders path '%s': no commas (qemu takes them as option separators)", x->path);
+    json_t *ro = json_object_get(f, "read_only");
+    if (ro && !json_is_boolean(ro))
+        return bad("shared_folders[].read_only must be true or false");
+    x->read_only = ro ? json_is_true(ro) : 0;
+    return 0;
+}
+
+static int parse_shares(json_t *root, boot_settings *s)
+{
+    json_t *sh = json_object_get(root, "shared_folders"), *f;
+    size_t i;
+    if (!sh)
+        return 0;
+    if (!json_is_array(sh) || json_array_size(sh) > 64)
+        return bad("shared_folders must be a list of at most 64 folders");
+    s->shares = calloc(json_array_size(sh) + 1, sizeof *s->shares);
+    if (!s->shares)
+        return -ENOMEM;
+    json_array_foreach(sh, i, f)
+    {
+        int rc = parse_share(f, i, &s->shares[s->nshares++]);
+        if (rc)
+            return rc;
     }
+    return 0;
+}
 
+static int parse_disk(json_t *root, boot_settings *s)
+{
+    static const char *const dk[] = {"caching", "sync", NULL};
     /* Linux guests default to cached: tart and Lima chose it after reports
      * of filesystem corruption with automatic (UTM #4840) */
-    s->disk_caching = s->os == BOOT_OS_LINUX ? BOOT_CACHE_CACHED : BOOT_CACHE_AUTOMATIC;
-    json_t *disk = json_object_get(root, "disk");
-    if (disk) {
-        static const char *const dk[] = {"caching", "sync", NULL};
-        int c = (int)s->disk_caching, y = 0;
-        if (!json_is_object(disk))
-            return bad("disk must be an object");
-        if ((rc = only_keys(disk, "disk.", dk)) || (rc = get_str(disk, "caching", &str, "disk.caching", 0)))
-            return rc;
-        if (str && pick(str, caching_names, &c)) {
-            rc = bad("disk.caching '%s' must be automatic, cached or uncached", str);
-            free(str);
-            return rc;
-        }
-        free(str);
-        if ((rc = get_str(disk, "sync", &str, "disk.sync", 0)))
-            return rc;
-        if (str && pick(str, sync_names, &y)) {
-            rc = bad("disk.sync '%s' must be full, fsync or none", str);
-            free(str);
-            return rc;
-        }
-        free(str);
-        s->disk_caching = (boot_caching)c;
-        s->disk_sync = (boot_sync)y;
-    }
-    if ((rc = parse_ssh_user(root, s)))
+    int c = s->os == BOOT_OS_LINUX ? BOOT_CACHE_CACHED : BOOT_CACHE_AUTOMATIC, y = BOOT_SYNC_FULL;
+    json_t *disk;
+    int rc = get_object(root, "disk", &disk);
+    if (!rc && disk &&
+        ((rc = only_keys(disk, "disk.", dk)) ||
+         (rc = get_enum(disk, "caching", caching_names, &c, "disk.caching",
+                        "automatic, cached or uncached")) ||
+         (rc = get_enum(disk, "sync", sync_names, &y, "disk.sync", "full, fsync or none"))))
         return rc;
-    if (s->os == BOOT_OS_MACOS && !s->display_width) {
-        /* VZ needs a display for macOS guests even when nobody looks */
-        s->display_width = 1920;
-        s->display_height = 1200;
-        s->display_ppi = 80;
-    }
+    s->disk_caching = (boot_caching)c;
+    s->disk_sync = (boot_sync)y;
+    return rc;
+}
+
+static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
+{
+    static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
+                                      "boot", "shared_folders", "disk", "ssh_user",
+                                      "installer", NULL};
+    int rc;
+    if (!json_is_object(root))
+        return bad("must be a JSON object");
+    if ((rc = only_keys(root, "", top)) || (rc = parse_machine(root, s)) ||
+        (rc = parse_display(root, s)) || (rc = parse_boot(root, bundle_dir, s)) ||
+        (rc = parse_installer(root, bundle_dir, s)) || (rc = parse_shares(root, s)) ||
+        (rc = parse_disk(root, s)) || (rc = parse_ssh_user(root, s)))
+        return rc;
     return 0;
 }
 
