@@ -404,6 +404,30 @@ static void unlink_state(const boot_driver *drv, const char *dir)
     }
 }
 
+static int cmp_binding(const void *a, const void *b)
+{
+    return strcmp(((const store_binding *)a)->key, ((const store_binding *)b)->key);
+}
+
+/* The bindings for the store, with the kind of state the driver saved
+ * (state-kind), sorted as the store wants them. */
+static size_t with_kind(const boot_driver *drv, boot_vm *vm, const boot_binding *b, size_t nb,
+                        store_binding *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nb && n < max; i++, n++) {
+        out[n].key = b[i].key;
+        out[n].value = b[i].value;
+    }
+    const char *kind = drv->state_kind ? drv->state_kind(vm) : NULL;
+    if (kind && n < max) {
+        out[n].key = "state-kind";
+        out[n++].value = (char *)kind;
+    }
+    qsort(out, n, sizeof *out, cmp_binding);
+    return n;
+}
+
 /* the supervisor's side of suspend: pause, save, stop, commit D and S */
 static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
                       const boot_settings *s, const store_busy *busy)
@@ -435,12 +459,9 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     if ((rc = boot_bindings_now(drv->name, dir, s, &b, &nb)))
         return rc;
     store_binding sb[16];
-    for (size_t i = 0; i < nb && i < 16; i++) {
-        sb[i].key = b[i].key;
-        sb[i].value = b[i].value;
-    }
+    size_t nsb = with_kind(drv, vm, b, nb, sb, 16);
     store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
-                            .bindings = sb, .nbindings = nb < 16 ? nb : 16, .busy = busy};
+                            .bindings = sb, .nbindings = nsb, .busy = busy};
     store_commit_result disk, saved;
     size_t nstate;
     const char *const *names = state_files(drv, &nstate);
@@ -726,14 +747,16 @@ int boot_run(store *st, const boot_run_opts *o)
     snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &s,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
+                          .restore_kind = o->resume ? binding(layer, "state-kind") : NULL,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
                           .accel = o->accel,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
     if ((rc = start_vm(o, drv, dir, &s, &so, &vm)))
         goto out;
-    /* restored: from here the disk moves on, so the state no longer fits it */
-    unlink_state(drv, dir);
+    /* restored: from here the disk moves on, so the state no longer fits it
+     * (a RAM file among the state files is the running guest's memory now) */
+    unlink(state_path);
     write_run(&r, drv->pid(vm), "running");
     if (o->started)
         o->started(o->ctx, name);
