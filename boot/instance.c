@@ -97,9 +97,22 @@ static int field(const char *text, const char *key, char *out, size_t n)
     return -1;
 }
 
+/* 1 if pid is a process that has not ended: a zombie has (its parent may
+ * be slow to reap it, as a container's init can be) */
 static int pid_alive(int pid)
 {
-    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+        return 0;
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(stat, sizeof stat, f))
+            stat[0] = 0;
+        fclose(f);
+    }
+    const char *paren = strrchr(stat, ')');
+    return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
 /* ---------- running records (boot.h) ---------- */

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -194,17 +193,29 @@ static const char *qemu_binary(void)
 }
 
 /*
- * QEMU advises MADV_HUGEPAGE on all guest RAM (ram_block_add, no option to
- * turn it off in 7.2). On a file mapping that makes the page cache fault in
- * 2 MiB folios, and a guest write then dirties, writes back and unshares a
- * whole 2 MiB of a reflinked RAM file. PR_SET_THP_DISABLE (inherited across
- * execve) is the documented per-process way to refuse huge pages.
+ * Keep guest RAM in 4 KiB pages: QEMU 7.2 advises huge pages on it, and on a
+ * RAM file that unshares 2 MiB of a reflinked file per guest write (see
+ * boot/qemu_nothp.c, preloaded to turn the hint off). The library lies
+ * beside the strata binary; STRATA_QEMU_SHIM names another, "none" none.
+ * Called in the child, before exec.
  */
 static void no_huge_pages(void)
 {
-    const char *e = getenv("STRATA_QEMU_HUGEPAGES");
-    if (!e || strcmp(e, "on"))
-        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    const char *e = getenv("STRATA_QEMU_SHIM");
+    char path[4096];
+    if (e && !strcmp(e, "none"))
+        return;
+    if (e && *e) {
+        snprintf(path, sizeof path, "%s", e);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 40);
+        char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+        if (!slash)
+            return;
+        strcpy(slash + 1, "strata-qemu-nothp.so");
+    }
+    if (access(path, R_OK) == 0)
+        setenv("LD_PRELOAD", path, 1);
 }
 
 static pid_t spawn(char **argv, const char *log_path)
@@ -958,8 +969,8 @@ static int qemu_stop(boot_vm *vm, int force)
     if (!force)
         return qmp(vm, "{\"execute\":\"system_powerdown\"}", NULL, 5000);
     qmp(vm, "{\"execute\":\"quit\"}", NULL, 3000);
-    for (int i = 0; i < 50 && !reap(vm); i++)
-        usleep(100 * 1000);
+    for (int i = 0; i < 500 && !reap(vm); i++)
+        usleep(10 * 1000);
     if (!reap(vm)) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
