@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
 """ram_delta.py OLD NEW: compare two saved RAM files (SaveFile.qemuram).
-Prints "changed_bytes unshared_bytes":
+Prints "changed_bytes unshared_bytes changed_chunk_bytes":
   changed_bytes   4 KiB pages whose content differs (the guest's written
                   pages, as far as content tells);
   unshared_bytes  blocks of NEW allocated but not shared with OLD at the
                   same offset (what NEW costs on a reflink filesystem;
                   from filefrag -v; equals NEW's allocated bytes where the
-                  filesystem can't share blocks)."""
+                  filesystem can't share blocks);
+  changed_chunk_bytes  the 1 MiB chunks holding a changed page: what the
+                  store records as added for NEW against OLD."""
 import re, subprocess, sys
 
 PAGE = 4096
 
 def changed(a, b):
-    n = 0
+    n = chunks = 0
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
             x, y = fa.read(1 << 20), fb.read(1 << 20)
             if not x and not y:
-                return n
+                return n, chunks
+            if x != y:
+                chunks += len(y)
             for i in range(0, max(len(x), len(y)), PAGE):
                 if x[i:i + PAGE] != y[i:i + PAGE]:
                     n += PAGE
@@ -44,4 +48,5 @@ def unshared(a, b):
                 n += 1
     return n * bs
 
-print(changed(sys.argv[1], sys.argv[2]), unshared(sys.argv[1], sys.argv[2]))
+pages, chunks = changed(sys.argv[1], sys.argv[2])
+print(pages, unshared(sys.argv[1], sys.argv[2]), chunks)
