@@ -130,6 +130,10 @@ typedef struct {
      * the binding state-kind and handed back as restore_kind (qemu:
      * "ram-file" or "classic", docs/settings.md). */
     const char *(*state_kind)(boot_vm *vm);
+    /* May be NULL (then: any). 0 if a state of this kind (NULL: none
+     * recorded) can be restored here, else an error saying why: checked
+     * before a resume makes anything. */
+    int (*can_restore)(const char *kind);
     /* May be NULL. The device set a savable VM of these settings gets on
      * this host, as one line: recorded when a state is saved and compared
      * before it is restored, since a restore needs the same devices. */

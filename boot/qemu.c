@@ -627,6 +627,20 @@ static int restoring_ram_file(const boot_start_opts *o)
     return o->restore_state && o->restore_kind && !strcmp(o->restore_kind, STATE_RAM_FILE);
 }
 
+/* Every kind restores here, but a ram-file state not when forced classic
+ * (a QEMU without x-ignore-shared is found out once it runs). */
+static int qemu_can_restore(const char *kind)
+{
+    if (kind && !strcmp(kind, STATE_RAM_FILE) && classic_forced())
+        return boot_fail(EINVAL, "this saved state keeps guest RAM in %s (state-kind %s), which a "
+                                 "classic resume can't use (STRATA_QEMU_SAVE=classic); resume it "
+                                 "without that, or boot it with --cold", RAM_FILE, STATE_RAM_FILE);
+    if (kind && strcmp(kind, STATE_RAM_FILE) && strcmp(kind, STATE_CLASSIC))
+        return boot_fail(EINVAL, "this saved state is of kind '%s', which this strata can't resume; "
+                                 "boot it with --cold", kind);
+    return 0;
+}
+
 /* The RAM file a VM starts with: the saved one for a ram-file resume (it
  * must be whole), else an empty file QEMU sizes (a sparse file, zeros). */
 static int prepare_ram_file(const boot_start_opts *o, const char *path)
@@ -649,25 +663,22 @@ static int prepare_ram_file(const boot_start_opts *o, const char *path)
 }
 
 /* Guest RAM in a file of the instance, mapped shared, so strata can clone
- * it; or, forced classic, QEMU's anonymous RAM. */
+ * it; or, forced classic, QEMU's anonymous RAM. The backend takes the id of
+ * the pc machine's own RAM block, "pc.ram": a migration stream names RAM
+ * blocks, and a classic state saved with anonymous RAM must load into it. */
 static int add_memory_backend(char **argv, int *argc, const boot_start_opts *o, boot_vm *vm,
                               char *obj, size_t n)
 {
-    if (classic_forced()) {
-        if (restoring_ram_file(o))
-            return boot_fail(EINVAL, "this saved state keeps guest RAM in %s (state-kind %s), which "
-                                     "a classic resume can't use (STRATA_QEMU_SAVE=classic); resume "
-                                     "it without that, or boot it with --cold", RAM_FILE, STATE_RAM_FILE);
-        return 0;
-    }
+    if (classic_forced())
+        return o->restore_state ? qemu_can_restore(o->restore_kind) : 0;
     snprintf(vm->ram_path, sizeof vm->ram_path, "%s/%s", o->bundle_dir, RAM_FILE);
     int rc = prepare_ram_file(o, vm->ram_path);
     if (rc)
         return rc;
-    snprintf(obj, n, "memory-backend-file,id=ram0,size=%lluM,mem-path=%s,share=on",
+    snprintf(obj, n, "memory-backend-file,id=pc.ram,size=%lluM,mem-path=%s,share=on",
              (unsigned long long)o->settings->memory_mib, vm->ram_path);
     argv[(*argc)++] = "-machine";
-    argv[(*argc)++] = "memory-backend=ram0";
+    argv[(*argc)++] = "memory-backend=pc.ram";
     argv[(*argc)++] = "-object";
     argv[(*argc)++] = obj;
     return 0;
@@ -1012,6 +1023,7 @@ static const boot_driver qemu_driver = {
     .state_file = "SaveFile.qemustate",
     .state_files = qemu_state_files,
     .state_kind = qemu_state_kind,
+    .can_restore = qemu_can_restore,
     .start = qemu_start,
     .pause = qemu_pause,
     .save = qemu_save,
