@@ -520,7 +520,9 @@ static int check_resume(store *st, const boot_run_opts *o, const boot_driver *dr
     if (!layer_file(layer, drv->state_file) || !layer->nbindings)
         return boot_fail(ENOENT, "layer %.12s has no saved %s state to resume (suspend an instance into a layer first)",
                          lid->hex, drv->name);
-    if (drv->can_restore && drv->can_restore(binding(layer, "state-kind")))
+    /* a kind the driver can't restore here: refused now, or with
+     * --fallback-cold left to the start, which then boots fresh */
+    if (drv->can_restore && drv->can_restore(binding(layer, "state-kind")) && !o->fallback_cold)
         return -EINVAL;
     /* check against the layer's own files */
     boot_settings s = {0};

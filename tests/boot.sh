@@ -349,6 +349,7 @@ head -c 4096 /dev/urandom >"$W/dbad/SaveFile.qemustate"
 expect_error "a state the hypervisor refuses is reported" 1 "qemu refused the saved state" "$S" run "$W/dbad" --resume
 STRATA_QEMU_SAVE=classic start_vm dfb "$W/dbad" --resume --fallback-cold
 if wait_for "$W/dbad/.console.log" 'BOOTED' 240; then ok "--fallback-cold boots fresh when the state is refused"; else bad "--fallback-cold boots fresh"; tail -3 "$W/run-dfb.log"; fi
+check "...here a ram-file state under STRATA_QEMU_SAVE=classic, said so" grep -q "a classic resume can't use.*booting fresh instead (--fallback-cold)" "$W/run-dfb.log"
 run "$S" ps --json
 check "run DIR (outside the store) shows in ps, with its directory" grep -q '"name":"dbad","dir":"'"$W"'/dbad"' "$W/out"
 expect_error "commit of a running DIR is refused" 1 "$W/dbad is in use by running instance dbad; strata suspend or stop it first" "$S" commit "$W/dbad"
