@@ -172,7 +172,7 @@ static int qmp_connect(boot_vm *vm, int timeout_ms)
             last_log_line(vm, why, sizeof why);
             return boot_fail(EIO, "qemu did not start: %s", why);
         }
-        usleep(50 * 1000);
+        usleep(10 * 1000); /* a resume waits on this: poll often */
     }
     json_t *greeting = qmp_read(vm, deadline + 5000);
     if (!greeting)
