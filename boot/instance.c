@@ -849,10 +849,10 @@ static void free_instance(boot_instance *x)
 /* wait for the supervising process to end */
 static int wait_gone(int pid, int seconds)
 {
-    for (long i = 0; i < seconds * 10L; i++) {
+    for (long i = 0; i < seconds * 100L; i++) {
         if (!pid_alive(pid))
             return 0;
-        usleep(100 * 1000);
+        usleep(10 * 1000);
     }
     return -ETIMEDOUT;
 }
@@ -875,14 +875,15 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     if (!rc)
         rc = signal_instance(st, &x, SIGUSR1);
     char *res = NULL;
-    for (long i = 0; !rc && i < 6000 && !(res = read_side(x.dir, "suspend-result")); i++) {
+    /* polled every 10 ms: a suspend of a RAM-file state takes a tenth of a second */
+    for (long i = 0; !rc && i < 60000 && !(res = read_side(x.dir, "suspend-result")); i++) {
         if (!pid_alive(x.pid)) {
             res = read_side(x.dir, "suspend-result");
             if (!res)
                 rc = boot_fail(EIO, "instance %s stopped before it was suspended", name);
             break;
         }
-        usleep(100 * 1000);
+        usleep(10 * 1000);
     }
     if (!rc && !res)
         rc = boot_fail(ETIMEDOUT, "instance %s did not suspend in 10 minutes", name);
