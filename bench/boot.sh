@@ -18,22 +18,24 @@ S=${STRATA:-$HERE/build/strata}
 ROUNDS=${1:-3}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/strata-bench-boot.XXXXXX")
 export STRATA_HOME=$W/store
-HOLDERS=""
-trap 'for p in $HOLDERS; do kill $p 2>/dev/null; done; pkill -f "$STRATA_HOME/vms" 2>/dev/null; rm -rf "$W"' EXIT
+# Each instance's serial input is a FIFO held open by a sleep, whose pid is
+# kept in $W/NAME.holder: every one is killed on the way out (a sleep left
+# behind would also keep the qemu lock of whoever runs this under flock).
+unhold_all() { local f; for f in "$W"/*.holder; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; true; }
+trap 'unhold_all; pkill -f "$STRATA_HOME/vms" 2>/dev/null; rm -rf "$W"' EXIT
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 bash "$HERE/tests/guest/mkguest.sh" "$GUEST" >/dev/null 2>&1
 
-fifo_for() { # NAME: a FIFO held open, the instance's serial input
-    mkfifo "$W/$1.in"
-    sleep 100000 >"$W/$1.in" &
-    HOLDERS="$HOLDERS $!"
-}
 echo_time() { # NAME ARGS...: seconds from `strata run ARGS` to the guest's echo
     local name=$1; shift
-    fifo_for "$name"
+    mkfifo "$W/$name.in"
+    sleep 100000 >"$W/$name.in" &
+    echo $! >"$W/$name.holder"
     python3 "$HERE/bench/echo_time.py" "$STRATA_HOME/vms/$name/.console.log" "$W/$name.in" -- \
         "$S" run "$@" --console --name "$name"
 }
+stop_vm() { "$S" stop "$1" --timeout 1 >/dev/null; kill "$(cat "$W/$1.holder")" 2>/dev/null || true; }
+suspend_vm() { "$S" suspend "$@"; kill "$(cat "$W/$1.holder")" 2>/dev/null || true; }
 type_line() { echo "$2" >"$W/$1.in"; }
 seconds() { local t0; t0=$(date +%s.%N); "$@" >/dev/null; awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.3f", b - a}'; }
 layer() { "$S" inspect "$1" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["bytes_added"])'; }
@@ -49,7 +51,7 @@ measure() { # MIB KIND(ram-file|classic)
     local cold; cold=$(echo_time c-$p $tag)
     sleep 3
     local t=${p%-*}
-    local sus1; sus1=$(seconds "$S" suspend c-$p -t $tag:$t)
+    local sus1; sus1=$(seconds suspend_vm c-$p -t $tag:$t)
     local s1 s2 added2; read -r s1 _ < <(layer $tag:$t)
     local state; state=$(stat -c %s "$STRATA_HOME/layers/$s1/bundle/SaveFile.qemustate")
     local ramdata=0
@@ -57,10 +59,10 @@ measure() { # MIB KIND(ram-file|classic)
         ramdata=$(du -B1 "$STRATA_HOME/layers/$s1/bundle/SaveFile.qemuram" | cut -f1)
     for ((r = 1; r <= ROUNDS; r++)); do
         times+=("$(echo_time r$r-$p $tag:$t --resume)")
-        [ $r -lt "$ROUNDS" ] && "$S" stop r$r-$p --timeout 1 >/dev/null
+        [ $r -lt "$ROUNDS" ] && stop_vm r$r-$p
     done
     sleep 3 # a little activity, then a second saved state
-    local sus2; sus2=$(seconds "$S" suspend r$ROUNDS-$p -t $tag:$t-2)
+    local sus2; sus2=$(seconds suspend_vm r$ROUNDS-$p -t $tag:$t-2)
     read -r s2 added2 < <(layer $tag:$t-2)
     local unshared=- pages
     if [ "$ramdata" -gt 0 ]; then
@@ -86,7 +88,7 @@ writeback() { # KIND
     type_line $name "busy 100000"
     sleep 30
     w1=$(awk '/^write_bytes/ {print $2}' "/proc/$vm/io"); d1=$(sectors_written)
-    "$S" stop $name --timeout 1 >/dev/null
+    stop_vm $name
     echo "| $kind | $(mb $(((d1 - d0) * 512))) MB ($(awk -v b=$(((d1 - d0) * 512)) 'BEGIN {printf "%.1f", b / 30e6}') MB/s) | $(mb $((w1 - w0))) MB |"
 }
 
