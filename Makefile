@@ -38,6 +38,8 @@ LDLIBS     += -framework Foundation -framework Virtualization -lobjc
 CODESIGN   := codesign --sign - --entitlements boot/vz.entitlements --force
 else
 CODESIGN   :=
+# preloaded into QEMU: keeps guest RAM files in 4 KiB pages (boot/qemu_nothp.c)
+QEMU_SHIM  := $(B)/strata-qemu-nothp.so
 endif
 
 LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)
@@ -45,7 +47,12 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
 .PHONY: all tests test test-unit test-asan demo deps bench clean check-apple vzsim
-all: $(B)/strata $(B)/mkbundle
+all: $(B)/strata $(B)/mkbundle $(QEMU_SHIM)
+
+# no $(SAN): a sanitizer runtime can't be preloaded into QEMU
+$(B)/strata-qemu-nothp.so: boot/qemu_nothp.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
 
 $(B)/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)

@@ -136,6 +136,7 @@ typedef struct {
     const char *runtime_dir;    /* sockets and logs (inside the instance, dot names) */
     const boot_settings *settings;
     const char *restore_state;  /* resume from this state file, or NULL for a cold boot */
+    const char *restore_kind;   /* its state-kind binding (NULL: none recorded) */
     int console;                /* attach the serial console to this terminal */
     /* configure for save/restore if this host and configuration allow it
      * (vz: validateSaveRestoreSupport); where they don't, the VM runs
@@ -168,6 +169,14 @@ typedef struct {
     void (*release)(boot_vm *vm);
     /* May be NULL (then: always). 1 if this VM can be saved. */
     int (*savable)(boot_vm *vm);
+    /* May be NULL. After save(): the kind of state it wrote, recorded as
+     * the binding state-kind and handed back as restore_kind (qemu:
+     * "ram-file" or "classic", docs/settings.md). */
+    const char *(*state_kind)(boot_vm *vm);
+    /* May be NULL (then: any). 0 if a state of this kind (NULL: none
+     * recorded) can be restored here, else an error saying why: checked
+     * before a resume makes anything. */
+    int (*can_restore)(const char *kind);
     /* May be NULL. The device set a savable VM of these settings gets on
      * this host, as one line: recorded when a state is saved and compared
      * before it is restored, since a restore needs the same devices. */

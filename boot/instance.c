@@ -97,9 +97,22 @@ static int field(const char *text, const char *key, char *out, size_t n)
     return -1;
 }
 
+/* 1 if pid is a process that has not ended: a zombie has (its parent may
+ * be slow to reap it, as a container's init can be) */
 static int pid_alive(int pid)
 {
-    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+        return 0;
+    char path[64], stat[256] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(stat, sizeof stat, f))
+            stat[0] = 0;
+        fclose(f);
+    }
+    const char *paren = strrchr(stat, ')');
+    return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
 /* ---------- running records (boot.h) ---------- */
@@ -423,6 +436,30 @@ static void unlink_state(const boot_driver *drv, const char *dir)
     }
 }
 
+static int cmp_binding(const void *a, const void *b)
+{
+    return strcmp(((const store_binding *)a)->key, ((const store_binding *)b)->key);
+}
+
+/* The bindings for the store, with the kind of state the driver saved
+ * (state-kind), sorted as the store wants them. */
+static size_t with_kind(const boot_driver *drv, boot_vm *vm, const boot_binding *b, size_t nb,
+                        store_binding *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nb && n < max; i++, n++) {
+        out[n].key = b[i].key;
+        out[n].value = b[i].value;
+    }
+    const char *kind = drv->state_kind ? drv->state_kind(vm) : NULL;
+    if (kind && n < max) {
+        out[n].key = "state-kind";
+        out[n++].value = (char *)kind;
+    }
+    qsort(out, n, sizeof *out, cmp_binding);
+    return n;
+}
+
 /* the supervisor's side of suspend: pause, save, stop, commit D and S */
 static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
                       const boot_settings *s, const store_busy *busy)
@@ -454,12 +491,9 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     if ((rc = boot_bindings_now(drv->name, dir, s, &b, &nb)))
         return rc;
     store_binding sb[16];
-    for (size_t i = 0; i < nb && i < 16; i++) {
-        sb[i].key = b[i].key;
-        sb[i].value = b[i].value;
-    }
+    size_t nsb = with_kind(drv, vm, b, nb, sb, 16);
     store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
-                            .bindings = sb, .nbindings = nb < 16 ? nb : 16, .busy = busy};
+                            .bindings = sb, .nbindings = nsb, .busy = busy};
     store_commit_result disk, saved;
     size_t nstate;
     const char *const *names = state_files(drv, &nstate);
@@ -505,6 +539,10 @@ static int check_resume(store *st, const boot_run_opts *o, const boot_driver *dr
     if (!layer_file(layer, drv->state_file) || !layer->nbindings)
         return boot_fail(ENOENT, "layer %.12s has no saved %s state to resume (suspend an instance into a layer first)",
                          lid->hex, drv->name);
+    /* a kind the driver can't restore here: refused now, or with
+     * --fallback-cold left to the start, which then boots fresh */
+    if (drv->can_restore && drv->can_restore(binding(layer, "state-kind")) && !o->fallback_cold)
+        return -EINVAL;
     /* check against the layer's own files */
     boot_settings s = {0};
     char *probe = store_layer_file_path(st, lid, BOOT_SETTINGS_FILE);
@@ -752,14 +790,16 @@ int boot_run(store *st, const boot_run_opts *o)
     snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
     boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &eff,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
+                          .restore_kind = o->resume ? binding(layer, "state-kind") : NULL,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
                           .accel = o->accel, .gui = o->gui,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
     if ((rc = start_vm(o, drv, dir, &s, &so, &vm)))
         goto out;
-    /* restored: from here the disk moves on, so the state no longer fits it */
-    unlink_state(drv, dir);
+    /* restored: from here the disk moves on, so the state no longer fits it
+     * (a RAM file among the state files is the running guest's memory now) */
+    unlink(state_path);
     if (drv->endpoints && drv->endpoints(vm, &r.ep))
         note(o, "could not learn where the VM listens (%s): ip and ssh won't find it", boot_error());
     write_run(&r, drv->pid(vm), "running");
@@ -838,10 +878,10 @@ void boot_instance_free(boot_instance *x)
 /* wait for the supervising process to end */
 static int wait_gone(int pid, int seconds)
 {
-    for (long i = 0; i < seconds * 10L; i++) {
+    for (long i = 0; i < seconds * 100L; i++) {
         if (!pid_alive(pid))
             return 0;
-        usleep(100 * 1000);
+        usleep(10 * 1000);
     }
     return -ETIMEDOUT;
 }
@@ -864,14 +904,15 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     if (!rc)
         rc = signal_instance(st, &x, SIGUSR1);
     char *res = NULL;
-    for (long i = 0; !rc && i < 6000 && !(res = read_side(x.dir, "suspend-result")); i++) {
+    /* polled every 10 ms: a suspend of a RAM-file state takes a tenth of a second */
+    for (long i = 0; !rc && i < 60000 && !(res = read_side(x.dir, "suspend-result")); i++) {
         if (!pid_alive(x.pid)) {
             res = read_side(x.dir, "suspend-result");
             if (!res)
                 rc = boot_fail(EIO, "instance %s stopped before it was suspended", name);
             break;
         }
-        usleep(100 * 1000);
+        usleep(10 * 1000);
     }
     if (!rc && !res)
         rc = boot_fail(ETIMEDOUT, "instance %s did not suspend in 10 minutes", name);

@@ -36,6 +36,10 @@ struct boot_vm {
     char log_path[4096];
     char rbuf[65536];
     size_t rlen;
+    char ram_path[4200];    /* guest RAM's file in the instance, or "" for anonymous RAM */
+    int ignore_shared;      /* QEMU offers x-ignore-shared (probed on QMP) */
+    int saved;              /* save() wrote a state: the RAM file is part of it */
+    const char *saved_kind; /* what save() wrote: STATE_RAM_FILE or STATE_CLASSIC */
 };
 
 static long now_ms(void)
@@ -170,7 +174,7 @@ static int qmp_connect(boot_vm *vm, int timeout_ms)
             last_log_line(vm, why, sizeof why);
             return boot_fail(EIO, "qemu did not start: %s", why);
         }
-        usleep(50 * 1000);
+        usleep(10 * 1000); /* a resume waits on this: poll often */
     }
     json_t *greeting = qmp_read(vm, deadline + 5000);
     if (!greeting)
@@ -190,6 +194,32 @@ static const char *qemu_binary(void)
     return "qemu-system-x86_64";
 }
 
+/*
+ * Keep guest RAM in 4 KiB pages: QEMU 7.2 advises huge pages on it, and on a
+ * RAM file that unshares 2 MiB of a reflinked file per guest write (see
+ * boot/qemu_nothp.c, preloaded to turn the hint off). The library lies
+ * beside the strata binary; STRATA_QEMU_SHIM names another, "none" none.
+ * Called in the child, before exec.
+ */
+static void no_huge_pages(void)
+{
+    const char *e = getenv("STRATA_QEMU_SHIM");
+    char path[4096];
+    if (e && !strcmp(e, "none"))
+        return;
+    if (e && *e) {
+        snprintf(path, sizeof path, "%s", e);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 40);
+        char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+        if (!slash)
+            return;
+        strcpy(slash + 1, "strata-qemu-nothp.so");
+    }
+    if (access(path, R_OK) == 0)
+        setenv("LD_PRELOAD", path, 1);
+}
+
 static pid_t spawn(char **argv, const char *log_path)
 {
     pid_t pid = fork();
@@ -201,6 +231,7 @@ static pid_t spawn(char **argv, const char *log_path)
         dup2(fd, 2);
     }
     signal(SIGINT, SIG_IGN); /* the supervisor decides how a VM stops */
+    no_huge_pages();
     execvp(argv[0], argv);
     dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -603,6 +634,178 @@ static int add_installer(const boot_start_opts *o, char **argv, int argc, char *
     return argc;
 }
 
+/* wait for the incoming state to load, then run from it */
+static int wait_restored(boot_vm *vm)
+{
+    long deadline = now_ms() + 300000;
+    for (;;) {
+        json_t *st = NULL;
+        int rc = qmp(vm, "{\"execute\":\"query-status\"}", &st, 5000);
+        if (rc)
+            return rc;
+        const char *status = json_string_value(json_object_get(st, "status"));
+        int waiting = status && !strcmp(status, "inmigrate");
+        json_decref(st);
+        if (!waiting)
+            break;
+        if (now_ms() > deadline)
+            return boot_fail(ETIMEDOUT, "qemu did not load the saved state in 5 minutes");
+        usleep(10 * 1000);
+    }
+    return qmp(vm, "{\"execute\":\"cont\"}", NULL, 10000);
+}
+
+/*
+ * Saved states come in two kinds (the binding state-kind records which):
+ *   ram-file: guest RAM lives in RAM_FILE in the instance (a shared file
+ *     mapping), and the state file holds only the device state, saved with
+ *     the x-ignore-shared migration capability; a resume maps a reflink of
+ *     the saved RAM file and faults pages in as the guest touches them;
+ *   classic: all RAM streamed into the state file (no binding: states
+ *     made before the RAM file are classic).
+ * STRATA_QEMU_SAVE=classic runs with anonymous RAM and saves classic.
+ */
+#define RAM_FILE "SaveFile.qemuram"
+#define STATE_RAM_FILE "ram-file"
+#define STATE_CLASSIC "classic"
+
+static int classic_forced(void)
+{
+    const char *e = getenv("STRATA_QEMU_SAVE");
+    return e && !strcmp(e, "classic");
+}
+
+static int restoring_ram_file(const boot_start_opts *o)
+{
+    return o->restore_state && o->restore_kind && !strcmp(o->restore_kind, STATE_RAM_FILE);
+}
+
+/* Every kind restores here, but a ram-file state not when forced classic
+ * (a QEMU without x-ignore-shared is found out once it runs). */
+static int qemu_can_restore(const char *kind)
+{
+    if (kind && !strcmp(kind, STATE_RAM_FILE) && classic_forced())
+        return boot_fail(EINVAL, "this saved state keeps guest RAM in %s (state-kind %s), which a "
+                                 "classic resume can't use (STRATA_QEMU_SAVE=classic); resume it "
+                                 "without that, or boot it with --cold", RAM_FILE, STATE_RAM_FILE);
+    if (kind && strcmp(kind, STATE_RAM_FILE) && strcmp(kind, STATE_CLASSIC))
+        return boot_fail(EINVAL, "this saved state is of kind '%s', which this strata can't resume; "
+                                 "boot it with --cold", kind);
+    return 0;
+}
+
+/* The RAM file a VM starts with: the saved one for a ram-file resume (it
+ * must be whole), else an empty file QEMU sizes (a sparse file, zeros). */
+static int prepare_ram_file(const boot_start_opts *o, const char *path)
+{
+    uint64_t want = o->settings->memory_mib << 20;
+    if (restoring_ram_file(o)) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+            return boot_fail_errno(errno, "%s: the saved state's RAM", path);
+        if ((uint64_t)st.st_size != want)
+            return boot_fail(EINVAL, "%s: %llu bytes, but the guest has %llu MiB of RAM", path,
+                             (unsigned long long)st.st_size, (unsigned long long)o->settings->memory_mib);
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return boot_fail_errno(errno, "%s", path);
+    close(fd);
+    return 0;
+}
+
+/* Guest RAM in a file of the instance, mapped shared, so strata can clone
+ * it; or, forced classic, QEMU's anonymous RAM. The backend takes the id of
+ * the pc machine's own RAM block, "pc.ram": a migration stream names RAM
+ * blocks, and a classic state saved with anonymous RAM must load into it. */
+static int add_memory_backend(char **argv, int *argc, const boot_start_opts *o, boot_vm *vm,
+                              char *obj, size_t n)
+{
+    if (classic_forced())
+        return o->restore_state ? qemu_can_restore(o->restore_kind) : 0;
+    snprintf(vm->ram_path, sizeof vm->ram_path, "%s/%s", o->bundle_dir, RAM_FILE);
+    int rc = prepare_ram_file(o, vm->ram_path);
+    if (rc)
+        return rc;
+    snprintf(obj, n, "memory-backend-file,id=pc.ram,size=%lluM,mem-path=%s,share=on",
+             (unsigned long long)o->settings->memory_mib, vm->ram_path);
+    argv[(*argc)++] = "-machine";
+    argv[(*argc)++] = "memory-backend=pc.ram";
+    argv[(*argc)++] = "-object";
+    argv[(*argc)++] = obj;
+    return 0;
+}
+
+/* A classic state streams in from the start; a ram-file state waits for
+ * the capability to be set (restore_ram_file). */
+static int add_incoming(char **argv, int *argc, const boot_start_opts *o, char *arg, size_t n)
+{
+    if (!o->restore_state)
+        return 0;
+    if (strchr(o->restore_state, '\''))
+        return boot_fail(EINVAL, "%s: a path with a quote can't be restored", o->restore_state);
+    if (restoring_ram_file(o))
+        snprintf(arg, n, "defer");
+    else
+        snprintf(arg, n, "exec:cat '%s'", o->restore_state);
+    argv[(*argc)++] = "-incoming";
+    argv[(*argc)++] = arg;
+    return 0;
+}
+
+/* Does this QEMU offer x-ignore-shared? (experimental, QMP-only on 7.2) */
+static int probe_ignore_shared(boot_vm *vm)
+{
+    json_t *caps = NULL;
+    if (qmp(vm, "{\"execute\":\"query-migrate-capabilities\"}", &caps, 5000))
+        return 0;
+    int found = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(caps, i, c) {
+        const char *name = json_string_value(json_object_get(c, "capability"));
+        found |= name && !strcmp(name, "x-ignore-shared");
+    }
+    json_decref(caps);
+    return found;
+}
+
+static int set_ignore_shared(boot_vm *vm)
+{
+    return qmp(vm, "{\"execute\":\"migrate-set-capabilities\",\"arguments\":{\"capabilities\":"
+                   "[{\"capability\":\"x-ignore-shared\",\"state\":true}]}}", NULL, 5000);
+}
+
+/* A ram-file state: the capability, then the device state from its file. */
+static int restore_ram_file(boot_vm *vm, const boot_start_opts *o)
+{
+    if (!vm->ignore_shared)
+        return boot_fail(ENOTSUP, "this saved state keeps guest RAM in %s (state-kind %s) and needs "
+                                  "QEMU's x-ignore-shared migration capability, which %s lacks; boot "
+                                  "it with --cold", RAM_FILE, STATE_RAM_FILE, qemu_binary());
+    char cmd[8600];
+    snprintf(cmd, sizeof cmd,
+             "{\"execute\":\"migrate-incoming\",\"arguments\":{\"uri\":\"exec:cat '%s'\"}}",
+             o->restore_state);
+    int rc = set_ignore_shared(vm);
+    return rc ? rc : qmp(vm, cmd, NULL, 10000);
+}
+
+/* After QMP is up: learn what QEMU offers, and for a restore, load the
+ * state and run from it. */
+static int after_connect(boot_vm *vm, const boot_start_opts *o)
+{
+    vm->ignore_shared = !classic_forced() && probe_ignore_shared(vm);
+    if (vm->ram_path[0] && !vm->ignore_shared && !o->restore_state)
+        note(o, "this QEMU lacks the x-ignore-shared migration capability: a suspend saves all "
+                "guest RAM into the state file (classic)");
+    if (!o->restore_state)
+        return 0;
+    int rc = restoring_ram_file(o) ? restore_ram_file(vm, o) : 0;
+    return rc ? rc : wait_restored(vm);
+}
+
 static int qemu_start(const boot_start_opts *o, boot_vm **out)
 {
     const boot_settings *s = o->settings;
@@ -626,7 +829,8 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     char *argv[96], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200],
         initrd[4200], pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400];
     char virtfs[8][4400];
-    int argc = 0;
+    char ramobj[4400];
+    int argc = 0, rc;
     int kvm, forced_kvm = o->accel && !strcmp(o->accel, "kvm");
     if ((kvm = choose_accel(o, forced_kvm)) < 0) {
         free(vm);
@@ -706,14 +910,10 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         ARG("-virtfs");
         ARG(virtfs[i]);
     }
-    if (o->restore_state) {
-        if (strchr(o->restore_state, '\'')) {
-            free(vm);
-            return boot_fail(EINVAL, "%s: a path with a quote can't be restored", o->restore_state);
-        }
-        snprintf(incoming, sizeof incoming, "exec:cat '%s'", o->restore_state);
-        ARG("-incoming");
-        ARG(incoming);
+    if ((rc = add_memory_backend(argv, &argc, o, vm, ramobj, sizeof ramobj)) ||
+        (rc = add_incoming(argv, &argc, o, incoming, sizeof incoming))) {
+        free(vm);
+        return rc;
     }
     argv[argc] = NULL;
 
@@ -722,29 +922,10 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         free(vm);
         return boot_fail_errno(errno, "fork");
     }
-    int rc = qmp_connect(vm, 15000);
-    if (!rc && o->restore_state) {
-        /* wait for the incoming state to load, then run from it */
-        long deadline = now_ms() + 300000;
-        for (;;) {
-            json_t *st = NULL;
-            if ((rc = qmp(vm, "{\"execute\":\"query-status\"}", &st, 5000)))
-                break;
-            const char *status = json_string_value(json_object_get(st, "status"));
-            int waiting = status && !strcmp(status, "inmigrate");
-            json_decref(st);
-            if (!waiting)
-                break;
-            if (now_ms() > deadline) {
-                rc = boot_fail(ETIMEDOUT, "qemu did not load the saved state in 5 minutes");
-                break;
-            }
-            usleep(100 * 1000);
-        }
-        if (!rc)
-            rc = qmp(vm, "{\"execute\":\"cont\"}", NULL, 10000);
-    }
-    if (rc && o->restore_state) {
+    rc = qmp_connect(vm, 15000);
+    if (!rc)
+        rc = after_connect(vm, o);
+    if (rc && o->restore_state && rc != -ENOTSUP) {
         /* with -incoming, qemu exits as soon as it rejects the state, at any
          * point of the start: say that, with its own reason */
         char why[1024];
@@ -790,6 +971,22 @@ static int qemu_resume(boot_vm *vm)
     return qmp(vm, "{\"execute\":\"cont\"}", NULL, 10000);
 }
 
+/* A classic state holds all RAM: a RAM file beside it is no part of it. */
+static void saved_as(boot_vm *vm, int ram_file)
+{
+    vm->saved = 1;
+    vm->saved_kind = ram_file ? STATE_RAM_FILE : STATE_CLASSIC;
+    if (!ram_file && vm->ram_path[0]) {
+        unlink(vm->ram_path); /* QEMU keeps its mapping until it quits */
+        vm->ram_path[0] = 0;
+    }
+}
+
+static const char *qemu_state_kind(boot_vm *vm)
+{
+    return vm->saved_kind;
+}
+
 static int qemu_save(boot_vm *vm, const char *path)
 {
     char tmp[4200], cmd[8600];
@@ -799,7 +996,10 @@ static int qemu_save(boot_vm *vm, const char *path)
     unlink(tmp);
     snprintf(cmd, sizeof cmd,
              "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"exec:cat > '%s'\"}}", tmp);
-    int rc = qmp(vm, cmd, NULL, 10000);
+    int ram_file = vm->ram_path[0] && vm->ignore_shared;
+    int rc = ram_file ? set_ignore_shared(vm) : 0;
+    if (!rc)
+        rc = qmp(vm, cmd, NULL, 10000);
     long deadline = now_ms() + 600000;
     while (!rc) {
         json_t *m = NULL;
@@ -816,13 +1016,14 @@ static int qemu_save(boot_vm *vm, const char *path)
             break;
         if (now_ms() > deadline)
             rc = boot_fail(ETIMEDOUT, "saving the state took over 10 minutes");
-        usleep(50 * 1000);
+        usleep(5 * 1000);
     }
-    if (rc) {
+    if (rc || (rc = boot_publish(tmp, path))) {
         unlink(tmp);
         return rc;
     }
-    return boot_publish(tmp, path);
+    saved_as(vm, ram_file);
+    return 0;
 }
 
 static int qemu_stop(boot_vm *vm, int force)
@@ -832,8 +1033,8 @@ static int qemu_stop(boot_vm *vm, int force)
     if (!force)
         return qmp(vm, "{\"execute\":\"system_powerdown\"}", NULL, 5000);
     qmp(vm, "{\"execute\":\"quit\"}", NULL, 3000);
-    for (int i = 0; i < 50 && !reap(vm); i++)
-        usleep(100 * 1000);
+    for (int i = 0; i < 500 && !reap(vm); i++)
+        usleep(10 * 1000);
     if (!reap(vm)) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
@@ -874,6 +1075,8 @@ static void qemu_release(boot_vm *vm)
         close(vm->qmp);
     unlink(vm->qmp_path);
     unlink_cli_monitor(vm->qmp_path);
+    if (vm->ram_path[0] && !vm->saved)
+        unlink(vm->ram_path); /* a stopped guest's RAM is nothing to keep */
     free(vm);
 }
 
@@ -1037,9 +1240,14 @@ static int qemu_create_efi_vars(const char *path)
     return boot_publish(tmp, path);
 }
 
+static const char *const qemu_state_files[] = {"SaveFile.qemustate", RAM_FILE, NULL};
+
 static const boot_driver qemu_driver = {
     .name = "qemu",
     .state_file = "SaveFile.qemustate",
+    .state_files = qemu_state_files,
+    .state_kind = qemu_state_kind,
+    .can_restore = qemu_can_restore,
     .start = qemu_start,
     .pause = qemu_pause,
     .save = qemu_save,

@@ -989,7 +989,23 @@ typedef struct {
     const char *key;          /* its record */
     const char *const *skip;  /* file names left out of the layer (a saved state's) */
     size_t nskip;
+    /* a file the parent lacks is chunked against this layer's file of that
+     * name: a saved state's RAM against the state the instance resumed from */
+    const store_layer *state_base;
 } publish_extra;
+
+/* The file name is chunked against, and the layer holding it (*from). */
+static const store_file *file_base(const store_layer *parent, const publish_extra *extra,
+                                   const char *name, const store_layer **from)
+{
+    const store_file *f = parent ? st_layer_find_file(parent, name) : NULL;
+    *from = parent;
+    if (!f && extra && extra->state_base) {
+        f = st_layer_find_file(extra->state_base, name);
+        *from = extra->state_base;
+    }
+    return f;
+}
 
 static int skipped(const publish_extra *extra, const char *name)
 {
@@ -1237,7 +1253,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     store_layer l = {0};
     st_buf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
-    st_seals *seals = NULL, *parent_seals = NULL;
+    st_seals *seals = NULL, *parent_seals = NULL, *state_seals = NULL;
     int rc = scan_bundle(src_dir, o, extra, &src, &nsrc);
     if (rc)
         return rc;
@@ -1247,8 +1263,9 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     }
     /* the manifest's bounds, checked before anything is written */
     uint64_t chunks = 0, data = 0;
+    const store_layer *from;
     for (size_t i = 0; !rc && i < nsrc; i++) {
-        const store_file *base = parent ? layer_find_file(parent, src[i].name) : NULL;
+        const store_file *base = file_base(parent, extra, src[i].name, &from);
         uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
         char *path = st_printf("%s/%s", src_dir, src[i].name);
         rc = path ? st_chunk_estimate(path, cs, &chunks, &data) : -ENOMEM;
@@ -1263,6 +1280,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     if (rc)
         goto out;
     if (parent && (rc = load_parent_seals(st, parent, &parent_seals)))
+        goto out;
+    if (extra && extra->state_base && (rc = load_parent_seals(st, extra->state_base, &state_seals)))
         goto out;
     if (!(seals = st_seals_new(nsrc))) {
         rc = -ENOMEM;
@@ -1281,11 +1300,12 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     }
     res->reflinked = 1;
     for (size_t i = 0; i < nsrc; i++) {
-        const store_file *base = parent ? layer_find_file(parent, src[i].name) : NULL;
+        const store_layer *bl;
+        const store_file *base = file_base(parent, extra, src[i].name, &bl);
         uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
         char *from = st_printf("%s/%s", src_dir, src[i].name);
         char *to = st_printf("%s/%s", bundle, src[i].name);
-        char *base_path = base ? store_layer_file_path(st, &parent->id, src[i].name) : NULL;
+        char *base_path = base ? store_layer_file_path(st, &bl->id, src[i].name) : NULL;
         clone_method how = CLONE_REFLINK;
         int fd = -1, base_fd = -1;
         if (!from || !to || (base && !base_path))
@@ -1304,7 +1324,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             f->name = strdup(src[i].name);
             f->mode = src[i].mode;
             st_chunk_stats stats = {0};
-            st_chunk_base b = {base_fd, base, parent_seals, base ? (size_t)(base - parent->files) : 0};
+            st_chunk_base b = {base_fd, base, bl == parent ? parent_seals : state_seals,
+                               base ? (size_t)(base - bl->files) : 0};
             if (!f->name)
                 rc = -ENOMEM;
             else
@@ -1395,6 +1416,7 @@ out:
     free_src(src, nsrc);
     st_seals_free(seals);
     st_seals_free(parent_seals);
+    st_seals_free(state_seals);
     return rc;
 }
 
@@ -1478,14 +1500,18 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     if (!abs)
         return st_fail_errno(errno, "%s", instance_dir);
     store_busy busy = {-1};
-    store_id pid;
-    store_layer *parent = NULL, *d = NULL;
+    store_id pid, resumed;
+    store_layer *parent = NULL, *d = NULL, *was = NULL;
     int rc = st_lock(st, 0);
     char key[KEY_HEX + 1];
     if (!rc)
         rc = read_clone(st, abs, &pid, key);
     if (!rc && !o->busy)
         rc = store_busy_take(abs, "a commit in progress", &busy);
+    /* the state it was resumed from (D's commit forgets it): where the
+     * state files' unchanged chunks are found */
+    if (!rc && store_instance_state(st, abs, &resumed) == 0 && store_layer_load(st, &resumed, &was))
+        was = NULL;
     if (!rc)
         rc = store_layer_load(st, &pid, &parent);
     if (!rc) {
@@ -1502,13 +1528,14 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     if (!rc)
         rc = store_layer_load(st, &disk->id, &d);
     if (!rc) {
-        publish_extra extra = {.instance_dir = NULL}; /* the instance stays on D */
+        publish_extra extra = {.instance_dir = NULL, .state_base = was}; /* the instance stays on D */
         rc = build_layer(st, abs, d, o, &extra, state);
     }
     st_unlock(st);
     store_busy_release(&busy);
     store_layer_free(parent);
     store_layer_free(d);
+    store_layer_free(was);
     free(abs);
     return rc;
 }

@@ -195,7 +195,11 @@ run "$S" ps
 check "the suspended instance no longer runs" bash -c "! grep -q '^a ' '$W/out'"
 run "$S" inspect linux-ci:warm --json
 check "the saved state S holds disk, state and settings" grep -q '"name":"SaveFile.qemustate"' "$W/out"
-check "S records what the state is bound to" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"[0-9a-f]\{64\}","os-build":"[^"]*","user":"[^"]*"}' "$W/out"
+check "S records what the state is bound to, and its kind" grep -q '"saved_state":{"config-hash":"[0-9a-f]*","driver":"qemu","host":"[^"]*","mac":"'"$NEWMAC"'","machine-id":"[0-9a-f]\{64\}","os-build":"[^"]*","state-kind":"ram-file","user":"[^"]*"}' "$W/out"
+# ---- RAM file (issue 12): the RAM is a layer file, the state file device state only
+check "S holds the guest's RAM file" grep -q '"name":"SaveFile.qemuram","size":268435456' "$W/out"
+check "...and a state file of device state only (under 4 MB)" [ "$(stat -c %s "$STRATA_HOME/layers/$WARM/bundle/SaveFile.qemustate")" -lt 4000000 ]
+check "...holding the guest's RAM as it was saved" cmp -s "$STRATA_HOME/vms/a/SaveFile.qemuram" "$STRATA_HOME/layers/$WARM/bundle/SaveFile.qemuram"
 check "the tag points at S" [ "$(layer_field linux-ci:warm id)" = "$WARM" ]
 DISK=$(layer_field "$WARM" parent)
 check "S's parent D is a child of the instance's layer" [ "$(layer_field "$DISK" parent)" = "$ROOT" ]
@@ -203,18 +207,44 @@ run "$S" inspect "$DISK" --json
 check "D holds the disk and settings" grep -q '"name":"Disk.img"' "$W/out"
 check "D has no state file" bash -c "! grep -q SaveFile '$W/out'"
 check "D has no bind lines" bash -c "! grep -q '^bind ' '$STRATA_HOME/layers/$DISK/manifest'"
-check "S adds only the state (its files beside the state are D's)" [ "$(grep -c '^file ' "$STRATA_HOME/layers/$WARM/manifest")" -eq $(($(grep -c '^file ' "$STRATA_HOME/layers/$DISK/manifest") + 1)) ]
+check "S adds only the state and RAM files (its files beside them are D's)" [ "$(grep -c '^file ' "$STRATA_HOME/layers/$WARM/manifest")" -eq $(($(grep -c '^file ' "$STRATA_HOME/layers/$DISK/manifest") + 2)) ]
 run "$S" log linux-ci:warm
 check "log shows S as a saved state (host, driver)" grep -qE "^${WARM:0:12} .*saved state \([^,]+, qemu\)" "$W/out"
 check "...and D as a plain layer" bash -c "grep -E '^${DISK:0:12} ' '$W/out' | grep -vq 'saved state'"
 run "$S" inspect linux-ci:warm
 check "inspect S lists the bindings" grep -q 'saved state bound to:' "$W/out"
 "$S" clone linux-ci:warm "$W/dplain" 2>/dev/null
-check "clone S gives D's content: no state file" [ -e "$W/dplain/Disk.img" ] && [ ! -e "$W/dplain/SaveFile.qemustate" ]
+check "clone S gives D's content: no state or RAM file" [ -e "$W/dplain/Disk.img" ] && [ ! -e "$W/dplain/SaveFile.qemustate" ] && [ ! -e "$W/dplain/SaveFile.qemuram" ]
 echo x >"$W/dplain/notes.txt"
 run "$S" commit "$W/dplain" -m later
 check "a later commit of that clone is D's child" [ "$(layer_field "$(head -1 "$W/out" | grep -oE '[0-9a-f]{64}')" parent)" = "$DISK" ]
 DISK_BEFORE=$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)
+RAM_BEFORE=$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/SaveFile.qemuram" | cut -d' ' -f1)
+expect_error "a ram-file state is refused as a classic resume (kind mismatch)" 1 "keeps guest RAM in SaveFile.qemuram (state-kind ram-file), which a classic resume can't use" \
+    env STRATA_QEMU_SAVE=classic "$S" run linux-ci:warm --resume --name km
+
+# A second saved state, after a little activity, stores only what changed:
+# its RAM file adds the 1 MiB chunks holding a changed page and no more (the
+# store's accounting), and on a reflink filesystem its blocks not shared
+# with the first state's are at most twice the changed pages.
+second_suspend() {
+    sleep 2
+    run "$S" suspend "$1" -t linux-ci:warm2
+    local s2; s2=$(grep -oE '^[0-9a-f]{64}$' "$W/out")
+    check "a second suspend of a resumed instance makes a layer" [ -n "$s2" ]
+    local old=$STRATA_HOME/layers/$WARM/bundle new=$STRATA_HOME/layers/$s2/bundle
+    read -r pages unshared chunks < <(python3 "$HERE/../bench/ram_delta.py" "$old/SaveFile.qemuram" "$new/SaveFile.qemuram")
+    local added state; added=$(layer_field "$s2" bytes_added); state=$(stat -c %s "$new/SaveFile.qemustate")
+    echo "second state: guest changed $pages bytes of RAM pages; layer added $added bytes ($chunks in RAM chunks + $state state); $unshared bytes of RAM file unshared"
+    check "...adding only the RAM chunks that changed, plus the state file ($added <= $chunks + $state)" [ "$added" -le $((chunks + state)) ] && [ "$pages" -gt 0 ]
+    check "...far less than the whole RAM ($added bytes)" [ "$added" -lt $((64 << 20)) ]
+    if cp --reflink=always "$old/SaveFile.qemustate" "$W/reflink-probe" 2>/dev/null; then
+        check "...costing at most 2x the changed pages in unshared blocks ($unshared <= 2 x $pages + 64 KiB)" [ "$unshared" -le $((2 * pages + 65536)) ]
+    else
+        skipped "unshared blocks of the second state" "this filesystem ($W) can't share blocks"
+    fi
+    rm -f "$W/reflink-probe"
+}
 
 # ---- resume, twice, each from the same point ----
 for r in r1 r2; do
@@ -234,9 +264,11 @@ for r in r1 r2; do
     fi
     if [ $r = r2 ]; then
         expect_error "a second running resume of one state is refused" 1 "already runs from this saved state" "$S" run linux-ci:warm --resume --name r3
+        second_suspend r2
+    else
+        run "$S" stop $r --timeout 5
+        check "stop $r" [ "$rc" -eq 0 ]
     fi
-    run "$S" stop $r --timeout 5
-    check "stop $r" [ "$rc" -eq 0 ]
 done
 
 # ---- two resumes of one state at the same moment: exactly one runs ----
@@ -298,6 +330,7 @@ else
 fi
 
 check "the layer's disk is never written" [ "$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/Disk.img" | cut -d' ' -f1)" = "$DISK_BEFORE" ]
+check "...nor its RAM file" [ "$("$MK" --digest "$STRATA_HOME/layers/$WARM/bundle/SaveFile.qemuram" | cut -d' ' -f1)" = "$RAM_BEFORE" ]
 run "$S" fsck
 check "fsck is clean after the runs" [ "$rc" -eq 0 ]
 
@@ -314,14 +347,30 @@ expect_error "resume with another MAC is refused" 1 "its state was saved with MA
 "$S" clone linux-ci:warm "$W/dbad" --with-state 2>/dev/null
 head -c 4096 /dev/urandom >"$W/dbad/SaveFile.qemustate"
 expect_error "a state the hypervisor refuses is reported" 1 "qemu refused the saved state" "$S" run "$W/dbad" --resume
-start_vm dfb "$W/dbad" --resume --fallback-cold
+STRATA_QEMU_SAVE=classic start_vm dfb "$W/dbad" --resume --fallback-cold
 if wait_for "$W/dbad/.console.log" 'BOOTED' 240; then ok "--fallback-cold boots fresh when the state is refused"; else bad "--fallback-cold boots fresh"; tail -3 "$W/run-dfb.log"; fi
+check "...here a ram-file state under STRATA_QEMU_SAVE=classic, said so" grep -q "a classic resume can't use.*booting fresh instead (--fallback-cold)" "$W/run-dfb.log"
 run "$S" ps --json
 check "run DIR (outside the store) shows in ps, with its directory" grep -q '"name":"dbad","dir":"'"$W"'/dbad"' "$W/out"
 expect_error "commit of a running DIR is refused" 1 "$W/dbad is in use by running instance dbad; strata suspend or stop it first" "$S" commit "$W/dbad"
-run "$S" stop "$W/dbad" --timeout 1
-check "stop finds a run DIR instance by its directory" [ "$rc" -eq 0 ]
+# a state saved without the capability (STRATA_QEMU_SAVE=classic) still resumes
+wait_for "$W/dbad/.console.log" '^HEARTBEAT' 60
+run "$S" suspend "$W/dbad" -t linux-ci:classic
+check "suspend finds a run DIR instance by its directory" [ "$rc" -eq 0 ]
 check "...and it is gone from ps" bash -c "! '$S' ps | grep -q '^dbad '"
+CL=$(layer_field linux-ci:classic id)
+check "a classic state: kind classic, all RAM in the state file, no RAM file" \
+    grep -q '^bind state-kind classic$' "$STRATA_HOME/layers/$CL/manifest" && [ ! -e "$STRATA_HOME/layers/$CL/bundle/SaveFile.qemuram" ] &&
+    [ "$(stat -c %s "$STRATA_HOME/layers/$CL/bundle/SaveFile.qemustate")" -gt 20000000 ]
+CC=$(beat_field "$(grep -E '^HEARTBEAT' "$W/dbad/.console.log" | tail -1)" counter)
+start_vm cl linux-ci:classic --resume
+if wait_for "$(console cl)" '^HEARTBEAT' 120; then
+    first=$(grep -E '^HEARTBEAT' "$(console cl)" | head -1)
+    check "a classic state resumes with RAM-file mode on (counter $CC -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -eq $((CC + 1)) ]
+else
+    bad "a classic state resumes with RAM-file mode on"; tail -3 "$W/run-cl.log"
+fi
+"$S" stop cl --timeout 1 >/dev/null 2>&1
 
 # ---- cold boot of a layer that has a state, and ephemeral runs ----
 nlayers=$(ls "$STRATA_HOME/layers" | wc -l)

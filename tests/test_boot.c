@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,24 @@ static void test_drivers(void **state)
     (void)state;
     assert_non_null(boot_driver_find("qemu"));
     assert_string_equal(boot_driver_find("qemu")->state_file, "SaveFile.qemustate");
+    /* issue 12: the RAM file is a state file, and kinds are checked */
+    const boot_driver *q = boot_driver_find("qemu");
+    assert_non_null(q->state_files);
+    assert_string_equal(q->state_files[0], "SaveFile.qemustate");
+    assert_string_equal(q->state_files[1], "SaveFile.qemuram");
+    assert_null(q->state_files[2]);
+    unsetenv("STRATA_QEMU_SAVE");
+    assert_int_equal(q->can_restore(NULL), 0);
+    assert_int_equal(q->can_restore("classic"), 0);
+    assert_int_equal(q->can_restore("ram-file"), 0);
+    assert_int_equal(q->can_restore("pages"), -EINVAL);
+    assert_non_null(strstr(boot_error(), "of kind 'pages', which this strata can't resume"));
+    setenv("STRATA_QEMU_SAVE", "classic", 1);
+    assert_int_equal(q->can_restore("classic"), 0);
+    assert_int_equal(q->can_restore(NULL), 0);
+    assert_int_equal(q->can_restore("ram-file"), -EINVAL);
+    assert_non_null(strstr(boot_error(), "a classic resume can't use (STRATA_QEMU_SAVE=classic)"));
+    unsetenv("STRATA_QEMU_SAVE");
     assert_null(boot_driver_find("xen"));
     assert_non_null(strstr(boot_error(), "unknown driver 'xen'"));
 #ifndef __APPLE__

@@ -1556,6 +1556,49 @@ static void test_saved_state_layers(void **state)
     free(disk), free(disk3), free(inst), free(c1), free(c2), free(c3), free(c4), free(c5), free(c6);
 }
 
+/* A state file D lacks (a guest's RAM) is chunked against the same file of
+ * the saved state the instance was resumed from: a second saved state adds
+ * only the chunks that changed. */
+static void test_saved_state_against_resumed(void **state)
+{
+    fixture *f = *state;
+    static const char *const names[] = {"SaveFile.x", "SaveFile.ram"};
+    store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
+    store_id root;
+    import_small(f, "b", "t", &root);
+    char *inst = path_in(f->dir, "inst"), *again = path_in(f->dir, "again");
+    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
+    char *ram = path_in(inst, "SaveFile.ram");
+    int fd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    write_random(fd, 0, 8 * MiB, 21);
+    close(fd);
+    put_state(inst);
+    store_commit_opts o = {.message = "suspend", .bindings = bind, .nbindings = 2};
+    store_commit_result d, s1, s2;
+    if (store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1))
+        fail_msg("store_commit_saved_state: %s", store_error());
+    assert_int_equal(s1.bytes_added, 8 * MiB + 5); /* nothing to compare with: all of it */
+
+    /* resumed, one page written, saved again: one chunk added */
+    assert_int_equal(store_clone_saved_state(f->st, s1.id.hex, again, NULL), 0);
+    char *ram2 = path_in(again, "SaveFile.ram");
+    fd = open(ram2, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 3 * MiB + 8 * KiB, 4 * KiB, 22);
+    close(fd);
+    if (store_commit_saved_state(f->st, again, names, 2, &o, &d, &s2))
+        fail_msg("store_commit_saved_state: %s", store_error());
+    assert_int_equal(s2.bytes_added, 1 * MiB);
+    store_layer *l2 = load(f, &s2.id);
+    assert_string_equal(l2->parent.hex, d.id.hex);
+    assert_int_equal(find_file(l2, "SaveFile.ram")->ndata, 8);
+    report_buf rep = {{0}, 0};
+    assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
+    store_layer_free(l2);
+    free(inst), free(again), free(ram), free(ram2);
+}
+
 /* ---------- resolve ---------- */
 
 static void test_resolve(void **state)
@@ -1623,6 +1666,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seals_commit, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_import_bounds, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_saved_state_layers, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_saved_state_against_resumed, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
 }

@@ -9,7 +9,9 @@
 #
 # The guest's /init mounts /dev/vda at /mnt, reads /mnt/counter (0 if missing),
 # prints "BOOTED" once, then every second increments the counter, writes it to
-# /mnt/counter, syncs and prints "HEARTBEAT uptime=<s> counter=<n>".
+# /mnt/counter, syncs and prints "HEARTBEAT uptime=<s> counter=<n>". A line
+# typed on its serial console comes back as "ECHO <line>"; "busy N" writes
+# a 64 MiB buffer N times over.
 #
 # Runs as root on a fresh Debian machine: installs what it needs with apt-get
 # (running apt-get update only when a look-up, download or install fails).
@@ -172,6 +174,15 @@ done
 mount -t ext4 -o rw /dev/vda /mnt || fail "mount /dev/vda"
 counter=$(cat /mnt/counter 2>/dev/null) || counter=0
 case "$counter" in ''|*[!0-9]*) counter=0;; esac
+# ---- serial echo (issue 12): each line typed on the console comes back as
+# "ECHO <line>" at once, a response time a 1 s heartbeat can't show. Its own
+# redirect: a background job's stdin is /dev/null otherwise. "busy N" then
+# writes a 64 MiB buffer N times over (a guest that keeps writing its RAM).
+(while read -r line; do
+    echo "ECHO $line"
+    case $line in busy\ *) dd if=/dev/zero of=/dev/null bs=64M count="${line#busy }" 2>/dev/null; echo "BUSY-DONE";; esac
+done) </dev/console &
+# ---- end of serial echo
 echo BOOTED
 while :; do
     sleep 1
