@@ -4,12 +4,20 @@
   change_size.py BASE_DIR CHILD_DIR [TART_CHUNK]
 
 compares the files of two bundles (same names; a file only in CHILD counts
-whole) and prints one JSON object:
+whole; a clone's .strata* markers are left out) and prints one JSON object:
 
   floor: every 4 KiB block whose content differs between BASE and CHILD
     (holes read as zeros), the CHILD's blocks concatenated, file by file,
     and piped through `zstd -q -c` (default level 3). changed_bytes is their
     raw size, floor_zstd_bytes the compressed size.
+
+  granule: the CHILD's changed 1 MiB windows (strata's default chunk, at
+    the same places), all-zero ones left out (strata stores those as zero
+    chunks and never uploads them): granule_bytes raw, granule_zstd_bytes
+    with each window compressed alone at zstd level 3 through libzstd's
+    ZSTD_compress (content size, no checksum: the frames strata's packs
+    hold). The gap between floor and granule is what chunk granularity and
+    one-frame-per-chunk compression cost.
 
   tart: each file cut in TART_CHUNK pieces (default 512 MiB, tart's
     layerLimitBytes), each piece compressed alone with `lz4 -1` (tart uses
@@ -27,6 +35,8 @@ non-zero blocks go through lz4 (the formula is checked against a full
 `lz4 -1` of one changed piece of the file with the most changed blocks;
 tart_check says so).
 """
+import ctypes
+import ctypes.util
 import json
 import os
 import subprocess
@@ -79,6 +89,28 @@ class CountReader:
         self.t.join()
 
 
+ZSTD = None
+
+
+def zstd_frame_size(data):
+    """Size of data compressed alone at level 3 with ZSTD_compress."""
+    global ZSTD
+    if ZSTD is None:
+        ZSTD = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+        ZSTD.ZSTD_compressBound.restype = ctypes.c_size_t
+        ZSTD.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
+        ZSTD.ZSTD_compress.restype = ctypes.c_size_t
+        ZSTD.ZSTD_compress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                       ctypes.c_size_t, ctypes.c_int]
+        ZSTD.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    cap = ZSTD.ZSTD_compressBound(len(data))
+    dst = ctypes.create_string_buffer(cap)
+    n = ZSTD.ZSTD_compress(dst, cap, data, len(data), 3)
+    if ZSTD.ZSTD_isError(n):
+        sys.exit("change_size.py: ZSTD_compress failed")
+    return n
+
+
 def merged_ranges(fa, sa, fb, sb, align):
     """Union of the data ranges of both files, aligned out to `align`."""
     size = max(sa, sb)
@@ -94,9 +126,10 @@ def merged_ranges(fa, sa, fb, sb, align):
     return out
 
 
-def diff_file(a, b, zstd_in, piece):
-    """Write b's changed 4 KiB blocks to zstd_in; return (changed blocks,
-    set of changed piece numbers, b's size)."""
+def diff_file(a, b, zstd_in, piece, gr):
+    """Write b's changed 4 KiB blocks to zstd_in; count b's changed non-zero
+    1 MiB windows in gr; return (changed blocks, set of changed piece
+    numbers, b's size)."""
     fb = os.open(b, os.O_RDONLY)
     sb = os.fstat(fb).st_size
     fa = os.open(a, os.O_RDONLY) if os.path.exists(a) else None
@@ -104,13 +137,16 @@ def diff_file(a, b, zstd_in, piece):
     if fa is None:  # a file new in the child: every block of it
         fa = os.open("/dev/null", os.O_RDONLY)
     changed, pieces = 0, set()
-    for s, e in merged_ranges(fa, sa, fb, sb, BLK):
+    for s, e in merged_ranges(fa, sa, fb, sb, WIN):
         off = s
         while off < e:
             n = min(WIN, e - off)
             x = pread_full(fa, n, off, sa)
             y = pread_full(fb, n, off, sb)
             if x != y or sa != sb and off + n > min(sa, sb):
+                if y.count(0) != len(y):
+                    gr["bytes"] += len(y)
+                    gr["zstd"] += zstd_frame_size(y)
                 for i in range(0, n, BLK):
                     if x[i:i + BLK] != y[i:i + BLK]:
                         changed += 1
@@ -203,16 +239,19 @@ def main(argv):
     if piece % LZ4_BLOCK:
         sys.exit("change_size.py: TART_CHUNK must be a multiple of 4 MiB")
     t0 = time.monotonic()
-    names = sorted(n for n in os.listdir(child) if os.path.isfile(os.path.join(child, n)))
+    # .strata* are a clone's own markers, not bundle content
+    names = sorted(n for n in os.listdir(child)
+                   if os.path.isfile(os.path.join(child, n)) and not n.startswith(".strata"))
     zp = subprocess.Popen(["zstd", "-q", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     zcount = CountReader(zp.stdout)
     zcount.start()
+    gr = {"bytes": 0, "zstd": 0}
     out = {"files": {}, "changed_bytes": 0, "tart_chunk": piece, "tart_chunks": 0,
            "tart_chunks_changed": 0, "tart_changed_lz4_bytes": 0, "tart_base_lz4_bytes": 0}
     check = None
     for n in names:
         a, b = os.path.join(base, n), os.path.join(child, n)
-        blocks, pieces, size = diff_file(a, b, zp.stdin, piece)
+        blocks, pieces, size = diff_file(a, b, zp.stdin, piece, gr)
         lz = tart_bytes(b, pieces, piece)
         base_lz = tart_bytes(a, all_pieces(a, piece), piece) if os.path.exists(a) else 0
         out["files"][n] = {"changed_bytes": blocks * BLK, "tart_chunks_changed": len(pieces),
@@ -229,6 +268,7 @@ def main(argv):
     if zp.wait() != 0:
         sys.exit("change_size.py: zstd failed")
     out["floor_zstd_bytes"] = zcount.n
+    out["granule_bytes"], out["granule_zstd_bytes"] = gr["bytes"], gr["zstd"]
     if check:
         check = (check[0], check[1], tart_bytes(check[0], {check[1]}, piece))
         full = whole_piece(check[0], check[1], piece)
