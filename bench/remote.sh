@@ -88,19 +88,23 @@ declare -A R
 setr() { R[$1]=$2; printf '%s\t%s\n' "$1" "$2" >> "$OUT.tsv"; }
 getr() { echo "${R[$1]:-}"; }
 
-# timed KEY cmd...: wall time (ns) -> KEY_ns, max RSS (KiB) -> KEY_rss,
-# stdout -> $OUT.KEY.out (and the log). Fails the run if the command fails.
+# timed KEY cmd...: wall time (ns) -> KEY_ns, max RSS (KiB) -> KEY_rss, user +
+# system CPU seconds -> KEY_cpu, stdout -> $OUT.KEY.out (and the log). Fails
+# the run if the command fails.
 timed() {
     local key=$1; shift
     local t0 t1 rc=0
     echo "+ $key: $*" >> "$LOG"
     t0=$(date +%s%N)
-    /usr/bin/time -f '%M' -o "$OUT.rss" "$@" > "$OUT.$key.out" 2>> "$LOG" || rc=$?
+    /usr/bin/time -f '%M %U %S' -o "$OUT.rss" "$@" > "$OUT.$key.out" 2>> "$LOG" || rc=$?
     t1=$(date +%s%N)
     cat "$OUT.$key.out" >> "$LOG"
     [ "$rc" = 0 ] || { tail -n 5 "$LOG" >&2; die "$key failed (exit $rc): $*"; }
     setr "${key}_ns" $((t1 - t0))
-    setr "${key}_rss" "$(tail -n1 "$OUT.rss")"
+    local rss u s
+    read -r rss u s < <(tail -n1 "$OUT.rss")
+    setr "${key}_rss" "$rss"
+    setr "${key}_cpu" "$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')"
 }
 
 jfield() {  # jfield FILE FIELD: a top-level field of a JSON object
@@ -252,7 +256,7 @@ fmt_mbs() { awk -v b="$1" -v n="$2" 'BEGIN{ printf "%.1f MB/s", b/1e6/(n/1e9) }'
 fmt_rss() { awk -v k="$1" 'BEGIN{ printf "%.1f MiB", k/1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", a/b }'; }
 pass() { if [ "$1" = 1 ]; then echo PASS; else echo MISS; fi; }
-series() { local k=$1 s="" r; for r in $(seq "$BENCH_REPEATS"); do s="$s $(getr "${k}_${r}_ns")"; done; echo "$s"; }
+series() { local k=$1 s="" r; for r in $(seq "$BENCH_REPEATS"); do s="$s $(getr "${k}_${r}_${2:-ns}")"; done; echo "$s"; }
 list_s() { local s="" n; for n in $1; do s="$s$(awk -v n="$n" 'BEGIN{printf "%.2f ", n/1e9}')"; done; echo "${s% }"; }
 maxrss() { local m=0 r v; for r in $(seq "$BENCH_REPEATS"); do v=$(getr "${1}_${r}_rss"); [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
 
@@ -269,7 +273,7 @@ report() {
     sk_rate=$(awk -v b="$sk_bytes" -v n="$sk_ns" 'BEGIN{print b/n}')
     local cpu strata_rev
     cpu=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
-    strata_rev=$(git -C "$(dirname "$STRATA")/.." describe --always --dirty 2>/dev/null || echo unknown)
+    strata_rev=$(cd "$(dirname "$STRATA")/.." && echo "branch $(git rev-parse --abbrev-ref HEAD 2>/dev/null), $(git describe --always --dirty 2>/dev/null)" || echo unknown)
     echo "### Push and pull through a registry (\`bench/remote.sh\`) — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: \`$(uname -srm)\`, $cpu × $(nproc), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -285,14 +289,14 @@ report() {
     echo "| strata's granularity: changed non-zero 1 MiB chunks ($(fmt_b "$(getr cs_granule_bytes)") raw), each one zstd -3 frame | $(fmt_b "$gran") | $(ratio "$gran" "$floor")x |"
     echo "| tart: $(getr cs_tart_chunks_changed) of $(getr cs_tart_chunks) pieces of 512 MiB differ, each \`lz4 -1\` | $(fmt_b "$tart") | $(ratio "$tart" "$floor")x |"
     echo
-    echo "First push of the base: strata $(fmt_b "$(getr push_base_bytes_uploaded)") in $(fmt_s "$(getr push_base_ns)"), RSS $(fmt_rss "$(getr push_base_rss)"); tart would upload $(fmt_b "$(getr cs_tart_base_lz4_bytes)") (every 512 MiB piece, holes as zeros, \`lz4 -1\`). Push of the child: $(fmt_s "$(getr push_changed_ns)"), RSS $(fmt_rss "$(getr push_changed_rss)"). The child's OCI manifest: $(getr manifest_bytes) bytes, $(getr artifact_packs) packs, $(fmt_b "$(getr artifact_bytes)") of blobs in all."
+    echo "First push of the base: strata $(fmt_b "$(getr push_base_bytes_uploaded)") in $(fmt_s "$(getr push_base_ns)") (CPU $(getr push_base_cpu) s), RSS $(fmt_rss "$(getr push_base_rss)"); tart would upload $(fmt_b "$(getr cs_tart_base_lz4_bytes)") (every 512 MiB piece, holes as zeros, \`lz4 -1\`). Push of the child: $(fmt_s "$(getr push_changed_ns)") (CPU $(getr push_changed_cpu) s), RSS $(fmt_rss "$(getr push_changed_rss)"). The child's OCI manifest: $(getr manifest_bytes) bytes, $(getr artifact_packs) packs, $(fmt_b "$(getr artifact_bytes)") of blobs in all."
     echo
-    echo "| pull | time | bytes moved | throughput | max RSS |"
-    echo "|---|---|---|---|---|"
-    echo "| strata pull of the child into an empty store (median of $BENCH_REPEATS: $(list_s "$(series pull_empty)") s) | $(fmt_s "$pe_ns") | $(fmt_b "$pe_bytes") ($(getr pull_empty_1_chunks_fetched) chunks) | **$(fmt_mbs "$pe_bytes" "$pe_ns")** | $(fmt_rss "$(maxrss pull_empty)") |"
-    echo "| \`skopeo copy docker://… dir:\` of the same tag (median of $BENCH_REPEATS: $(list_s "$(series skopeo)") s) | $(fmt_s "$sk_ns") | $(fmt_b "$sk_bytes") | **$(fmt_mbs "$sk_bytes" "$sk_ns")** | $(fmt_rss "$(maxrss skopeo)") |"
-    echo "| strata pull of the base into an empty store | $(fmt_s "$(getr pull_base_ns)") | $(fmt_b "$(getr pull_base_bytes_fetched)") of chunks ($(getr pull_base_chunks_fetched)) | $(fmt_mbs "$(getr pull_base_bytes_fetched)" "$(getr pull_base_ns)") | $(fmt_rss "$(getr pull_base_rss)") |"
-    echo "| strata pull of the child where the base is present | $(fmt_s "$(getr pull_child_ns)") | $(fmt_b "$(getr pull_child_bytes_fetched)") of chunks ($(getr pull_child_chunks_fetched), push uploaded $(getr push_changed_chunks_uploaded)) | $(fmt_mbs "$(getr pull_child_bytes_fetched)" "$(getr pull_child_ns)") | $(fmt_rss "$(getr pull_child_rss)") |"
+    echo "| pull | time | bytes moved | throughput | CPU (user+sys) | max RSS |"
+    echo "|---|---|---|---|---|---|"
+    echo "| strata pull of the child into an empty store (median of $BENCH_REPEATS: $(list_s "$(series pull_empty)") s) | $(fmt_s "$pe_ns") | $(fmt_b "$pe_bytes") ($(getr pull_empty_1_chunks_fetched) chunks) | **$(fmt_mbs "$pe_bytes" "$pe_ns")** | $(series pull_empty cpu | xargs) s | $(fmt_rss "$(maxrss pull_empty)") |"
+    echo "| \`skopeo copy docker://… dir:\` of the same tag (median of $BENCH_REPEATS: $(list_s "$(series skopeo)") s) | $(fmt_s "$sk_ns") | $(fmt_b "$sk_bytes") | **$(fmt_mbs "$sk_bytes" "$sk_ns")** | $(series skopeo cpu | xargs) s | $(fmt_rss "$(maxrss skopeo)") |"
+    echo "| strata pull of the base into an empty store | $(fmt_s "$(getr pull_base_ns)") | $(fmt_b "$(getr pull_base_bytes_fetched)") of chunks ($(getr pull_base_chunks_fetched)) | $(fmt_mbs "$(getr pull_base_bytes_fetched)" "$(getr pull_base_ns)") | $(getr pull_base_cpu) s | $(fmt_rss "$(getr pull_base_rss)") |"
+    echo "| strata pull of the child where the base is present | $(fmt_s "$(getr pull_child_ns)") | $(fmt_b "$(getr pull_child_bytes_fetched)") of chunks ($(getr pull_child_chunks_fetched), push uploaded $(getr push_changed_chunks_uploaded)) | $(fmt_mbs "$(getr pull_child_bytes_fetched)" "$(getr pull_child_ns)") | $(getr pull_child_cpu) s | $(fmt_rss "$(getr pull_child_rss)") |"
     echo
     echo "Pulled child verified: $(getr verify_pull) (clone of the pulled layer against the committed instance; Disk.img allocated $(fmt_b "$(getr pulled_disk_alloc)") vs $(fmt_b "$(getr inst_disk_alloc)") in the instance). Bytes moved: strata = chunk bytes fetched + the small blobs (manifests, infos, indexes); skopeo = every blob of the manifest."
     echo
