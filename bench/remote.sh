@@ -273,7 +273,7 @@ report() {
     sk_rate=$(awk -v b="$sk_bytes" -v n="$sk_ns" 'BEGIN{print b/n}')
     local cpu strata_rev
     cpu=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
-    strata_rev=$(cd "$(dirname "$STRATA")/.." && echo "branch $(git rev-parse --abbrev-ref HEAD 2>/dev/null), $(git describe --always --dirty 2>/dev/null)" || echo unknown)
+    strata_rev=$(cd "$(dirname "$STRATA")/.." && echo "branch $(git rev-parse --abbrev-ref HEAD 2>/dev/null), $(git describe --always --dirty 2>/dev/null); binary built $(date -u -r "$STRATA" '+%H:%M UTC')" || echo unknown)
     echo "### Push and pull through a registry (\`bench/remote.sh\`) — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: \`$(uname -srm)\`, $cpu × $(nproc), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
