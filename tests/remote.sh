@@ -437,8 +437,9 @@ check "...and gc --prune=now keeps the partial pull" [ "$rc" -eq 0 ] && [ -d "$(
 STRATA_HOME=$P9 run "$S" pull "$R/strata/big:v1" --json -t big
 check "the pull run again completes" [ "$rc" -eq 0 ]
 BIGID=$(jget layer)
-check "...publishing a layer directory like any other (no resume notes in it)" \
-    [ "$(ls "$P9/layers/$BIGID")" = "$(ls "$STRATA_HOME/layers/$BIGID")" ]
+check "...publishing a layer directory like any other (no resume notes in it; marked received)" \
+    [ "$(ls "$P9/layers/$BIGID" | grep -vx received)" = "$(ls "$STRATA_HOME/layers/$BIGID")" ] && \
+    [ -e "$P9/layers/$BIGID/received" ]
 check "...taking up the chunks already received ($(jget chunks_resumed) of 24)" [ "$(jget chunks_resumed)" -gt 0 ]
 check "...and downloading only the rest ($(jget bytes_fetched) of $BIGPACK bytes)" \
     [ "$(jget bytes_fetched)" -lt "$BIGPACK" ] && [ "$(( $(jget chunks_fetched) + $(jget chunks_resumed) ))" = 24 ]
