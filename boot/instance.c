@@ -706,11 +706,20 @@ static void catch_signals(void (*handler)(int))
     sigaction(SIGHUP, &sa, NULL);
 }
 
-int boot_run(store *st, const boot_run_opts *o)
+/* What one run holds, for its steps and for the clean-up after them. */
+typedef struct {
+    char dir[4096], name[256];
+    store_id lid;
+    store_layer *layer;
+    boot_settings s, eff; /* eff: s with the shares this run may open */
+    store_busy busy;
+    int from_dir, cloned, keep, recorded, name_lock, state_lock;
+} run_state;
+
+static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
 {
     const char *driver_name = o->driver ? o->driver : boot_default_driver();
-    const boot_driver *drv = boot_driver_find(driver_name);
-    if (!drv)
+    if (!(*drv = boot_driver_find(driver_name)))
         return -EINVAL;
     if (o->resume && o->cold)
         return boot_fail(EINVAL, "--resume and --cold contradict each other");
@@ -718,85 +727,93 @@ int boot_run(store *st, const boot_run_opts *o)
         return boot_fail(EINVAL, "a saved state can't change --cpus or --memory; use --cold");
     if (o->name && !name_valid(o->name))
         return boot_fail(EINVAL, "bad instance name '%s': letters, digits, '.', '_', '-'", o->name);
+    return 0;
+}
 
-    char dir[4096] = "", name[256] = "";
-    store_id lid;
-    store_layer *layer = NULL;
-    boot_settings s = {0}, eff = {0}; /* eff: s with the shares this run may open */
-    store_busy busy = {-1};
-    int from_dir, rc, cloned = 0, keep = 0, recorded = 0, name_lock = -1, state_lock = -1;
-    if ((rc = resolve_target(st, o, &from_dir, dir, name, sizeof name, &lid)))
-        return rc;
-    if (store_layer_load(st, &lid, &layer))
+/* a new instance directory, STORE/vms/NAME, cloned from the layer */
+static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
+{
+    char *vms = store_instances_dir(st);
+    if (!vms)
         return boot_fail(EIO, "%s", store_error());
-    if (o->resume && (rc = check_resume(st, o, drv, layer, from_dir, dir, &state_lock)))
-        goto out;
-    if (!from_dir) {
+    snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
+    free(vms);
+    if (access(x->dir, F_OK) == 0)
+        return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
+    note(o, "instance %s: cloning layer %.12s", x->name, x->lid.hex);
+    int reflinked;
+    if ((o->resume ? store_clone_saved_state : store_clone)(st, x->lid.hex, x->dir, &reflinked))
+        return boot_fail(EIO, "%s", store_error());
+    x->cloned = 1;
+    return 0;
+}
+
+/* the instance's name and directory, held by this process: its name lock,
+ * the saved state's lock for a resume, and the clone's busy lock */
+static int claim_instance(store *st, const boot_run_opts *o, const boot_driver *drv, run_state *x)
+{
+    int rc;
+    if (o->resume &&
+        (rc = check_resume(st, o, drv, x->layer, x->from_dir, x->dir, &x->state_lock)))
+        return rc;
+    if (!x->from_dir) {
         if (o->name)
-            snprintf(name, sizeof name, "%s", o->name);
+            snprintf(x->name, sizeof x->name, "%s", o->name);
         else
-            random_name(o->target, name, sizeof name);
+            random_name(o->target, x->name, sizeof x->name);
     }
     char lock_name[300];
-    snprintf(lock_name, sizeof lock_name, "%s.lock", name);
-    if ((rc = lock_running(st, lock_name, &name_lock))) {
-        if (rc == -EBUSY)
-            rc = boot_fail(EEXIST, "an instance named %s is running; pick another --name", name);
-        goto out;
-    }
-    if (!from_dir) {
-        char *vms = store_instances_dir(st);
-        if (!vms) {
-            rc = boot_fail(EIO, "%s", store_error());
-            goto out;
-        }
-        snprintf(dir, sizeof dir, "%s/%s", vms, name);
-        free(vms);
-        if (access(dir, F_OK) == 0) {
-            rc = boot_fail(EEXIST, "instance %s exists (%s); pick another --name", name, dir);
-            goto out;
-        }
-        note(o, "instance %s: cloning layer %.12s", name, lid.hex);
-        int reflinked;
-        if ((o->resume ? store_clone_saved_state : store_clone)(st, lid.hex, dir, &reflinked)) {
-            rc = boot_fail(EIO, "%s", store_error());
-            goto out;
-        }
-        cloned = 1;
-    }
+    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
+    if ((rc = lock_running(st, lock_name, &x->name_lock)))
+        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
+                                        x->name)
+                            : rc;
+    if (!x->from_dir && (rc = clone_instance(st, o, x)))
+        return rc;
     char holder[400];
-    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", name);
-    if (store_busy_take(dir, holder, &busy)) {
-        rc = boot_fail(EBUSY, "%s", store_error());
-        goto out;
-    }
-    if ((rc = boot_settings_load(dir, &s)))
-        goto out;
-    if (!o->resume && (rc = prepare_cold(o, drv, dir, cloned, &s)))
-        goto out;
-    if ((rc = boot_run_shares(st, &lid, &s, o->shares, o->nshares, o->note, o->ctx, &eff)))
-        goto out;
+    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
+    if (store_busy_take(x->dir, holder, &x->busy))
+        return boot_fail(EBUSY, "%s", store_error());
+    return 0;
+}
 
+/* the settings the VM starts with: a cold boot's fresh MAC (and identity),
+ * and only the shares this host decided on */
+static int ready_settings(store *st, const boot_run_opts *o, const boot_driver *drv, run_state *x)
+{
+    int rc = boot_settings_load(x->dir, &x->s);
+    if (!rc && !o->resume)
+        rc = prepare_cold(o, drv, x->dir, x->cloned, &x->s);
+    if (!rc)
+        rc = boot_run_shares(st, &x->lid, &x->s, o->shares, o->nshares, o->note, o->ctx, &x->eff);
+    return rc;
+}
+
+/* start (or restore) the VM, record it, and supervise it until it ends */
+static int start_and_supervise(store *st, const boot_run_opts *o, const boot_driver *drv,
+                               run_state *x)
+{
     /* handlers before the instance is visible in ps: a suspend or stop that
      * comes while the VM starts must not kill this process and orphan it */
     catch_signals(on_signal);
     want_suspend = want_stop = 0;
-    run_record r = {.st = st, .name = name, .dir = dir, .layer = lid.hex, .driver = drv->name,
-                    .resumed_from = o->resume ? lid.hex : NULL};
-    if ((rc = write_run(&r, 0, "starting")))
-        goto out;
-    recorded = 1;
+    run_record r = {.st = st, .name = x->name, .dir = x->dir, .layer = x->lid.hex,
+                    .driver = drv->name, .resumed_from = o->resume ? x->lid.hex : NULL};
+    int rc = write_run(&r, 0, "starting");
+    if (rc)
+        return rc;
+    x->recorded = 1;
     char state_path[4300];
-    snprintf(state_path, sizeof state_path, "%s/%s", dir, drv->state_file);
-    boot_start_opts so = {.bundle_dir = dir, .runtime_dir = dir, .settings = &eff,
+    snprintf(state_path, sizeof state_path, "%s/%s", x->dir, drv->state_file);
+    boot_start_opts so = {.bundle_dir = x->dir, .runtime_dir = x->dir, .settings = &x->eff,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
-                          .restore_kind = o->resume ? binding(layer, "state-kind") : NULL,
+                          .restore_kind = o->resume ? binding(x->layer, "state-kind") : NULL,
                           .suspendable = 1, /* if it can be: the driver checks, and notes why not */
                           .accel = o->accel, .gui = o->gui,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
-    if ((rc = start_vm(o, drv, dir, &s, &so, &vm)))
-        goto out;
+    if ((rc = start_vm(o, drv, x->dir, &x->s, &so, &vm)))
+        return rc;
     /* restored: from here the disk moves on, so the state no longer fits it
      * (a RAM file among the state files is the running guest's memory now) */
     unlink(state_path);
@@ -804,25 +821,54 @@ int boot_run(store *st, const boot_run_opts *o)
         note(o, "could not learn where the VM listens (%s): ip and ssh won't find it", boot_error());
     write_run(&r, drv->pid(vm), "running");
     if (o->started)
-        o->started(o->ctx, name);
-    keep = supervise(st, drv, vm, dir, &s, &busy, &r);
+        o->started(o->ctx, x->name);
+    x->keep = supervise(st, drv, vm, x->dir, &x->s, &x->busy, &r);
     drv->release(vm);
-out:
+    return 0;
+}
+
+static void end_run(store *st, const boot_run_opts *o, run_state *x)
+{
     catch_signals(SIG_DFL);
-    if (recorded)
-        remove_run(st, name); /* while its lock is held: no one else's record */
-    if (cloned && o->ephemeral && !keep && store_clone_delete(st, dir))
-        remove_tree(dir); /* an ephemeral instance leaves nothing behind, record included */
-    else if (keep && o->note)
-        note(o, "instance %s kept at %s: its saved state could not be committed", name, dir);
-    store_busy_release(&busy);
-    if (name_lock >= 0)
-        close(name_lock);
-    if (state_lock >= 0)
-        close(state_lock);
-    free(eff.shares); /* its strings are s's or the caller's */
-    boot_settings_free(&s);
-    store_layer_free(layer);
+    if (x->recorded)
+        remove_run(st, x->name); /* while its lock is held: no one else's record */
+    if (x->cloned && o->ephemeral && !x->keep && store_clone_delete(st, x->dir))
+        remove_tree(x->dir); /* an ephemeral instance leaves nothing behind, record included */
+    else if (x->keep && o->note)
+        note(o, "instance %s kept at %s: its saved state could not be committed", x->name, x->dir);
+    store_busy_release(&x->busy);
+    if (x->name_lock >= 0)
+        close(x->name_lock);
+    if (x->state_lock >= 0)
+        close(x->state_lock);
+    free(x->eff.shares); /* its strings are s's or the caller's */
+    boot_settings_free(&x->s);
+    store_layer_free(x->layer);
+}
+
+int boot_run(store *st, const boot_run_opts *o)
+{
+    const boot_driver *drv;
+    int rc = check_run_opts(o, &drv);
+    if (rc)
+        return rc;
+    run_state *x = calloc(1, sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    x->busy = (store_busy){-1};
+    x->name_lock = x->state_lock = -1;
+    if ((rc = resolve_target(st, o, &x->from_dir, x->dir, x->name, sizeof x->name, &x->lid))) {
+        free(x);
+        return rc;
+    }
+    if (store_layer_load(st, &x->lid, &x->layer)) {
+        free(x);
+        return boot_fail(EIO, "%s", store_error());
+    }
+    if (!(rc = claim_instance(st, o, drv, x)) && !(rc = ready_settings(st, o, drv, x)))
+        rc = start_and_supervise(st, o, drv, x);
+    end_run(st, o, x);
+    free(x);
     return rc;
 }
 

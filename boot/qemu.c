@@ -806,12 +806,130 @@ static int after_connect(boot_vm *vm, const boot_start_opts *o)
     return rc ? rc : wait_restored(vm);
 }
 
-static int qemu_start(const boot_start_opts *o, boot_vm **out)
+/* qemu's command line: its words and the buffers they point into */
+typedef struct {
+    char *argv[96];
+    int argc;
+    char mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200], initrd[4200],
+        pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400], ramobj[4400];
+    char virtfs[8][4400];
+    reach_bufs rb;
+} qemu_cmdline;
+
+#define CARG(s) (c->argv[c->argc++] = (char *)(s))
+
+static void add_machine(qemu_cmdline *c, const boot_settings *s, int kvm)
+{
+    CARG(qemu_binary());
+    CARG("-accel");
+    CARG(kvm ? "kvm" : "tcg");
+    CARG("-nodefaults");
+    CARG("-no-user-config");
+    CARG("-display");
+    CARG("none");
+    CARG("-machine");
+    CARG("pc");
+    snprintf(c->mem, sizeof c->mem, "%llu", (unsigned long long)s->memory_mib);
+    snprintf(c->cpus, sizeof c->cpus, "%u", s->cpus);
+    CARG("-m");
+    CARG(c->mem);
+    CARG("-smp");
+    CARG(c->cpus);
+}
+
+/* the disk, the monitor the supervisor drives, the serial console */
+static int add_disk_monitor_console(qemu_cmdline *c, const boot_start_opts *o, const boot_vm *vm)
 {
     const boot_settings *s = o->settings;
-    if (s->os != BOOT_OS_LINUX)
-        return boot_fail(ENOTSUP, "the qemu driver runs Linux guests; macOS guests need the vz "
-                                  "driver on a Mac");
+    static const char *const cache_mode[] = {"writeback", "writeback", "none"};
+    if (strchr(o->bundle_dir, ','))
+        return boot_fail(EINVAL, "%s: qemu can't take a path with a comma", o->bundle_dir);
+    snprintf(c->drive, sizeof c->drive, "file=%s/Disk.img,format=raw,if=virtio,cache=%s",
+             o->bundle_dir, s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching]);
+    CARG("-drive");
+    CARG(c->drive);
+    snprintf(c->qmpdev, sizeof c->qmpdev, "socket,id=qmp0,path=%s,server=on,wait=off", vm->qmp_path);
+    CARG("-chardev");
+    CARG(c->qmpdev);
+    CARG("-mon");
+    CARG("chardev=qmp0,mode=control");
+    if (o->console)
+        snprintf(c->con, sizeof c->con, "stdio,id=con0,signal=off,logfile=%s/.console.log",
+                 o->runtime_dir);
+    else
+        snprintf(c->con, sizeof c->con, "file,id=con0,path=%s/.console.log", o->runtime_dir);
+    CARG("-chardev");
+    CARG(c->con);
+    CARG("-serial");
+    CARG("chardev:con0");
+    return 0;
+}
+
+/* a kernel from the bundle, or OVMF with the bundle's variable store */
+static int add_loader(qemu_cmdline *c, const boot_start_opts *o)
+{
+    const boot_settings *s = o->settings;
+    if (s->loader == BOOT_LOADER_LINUX) {
+        snprintf(c->kernel, sizeof c->kernel, "%s/%s", o->bundle_dir, s->kernel);
+        CARG("-kernel");
+        CARG(c->kernel);
+        if (s->initrd) {
+            snprintf(c->initrd, sizeof c->initrd, "%s/%s", o->bundle_dir, s->initrd);
+            CARG("-initrd");
+            CARG(c->initrd);
+        }
+        if (s->cmdline) {
+            CARG("-append");
+            CARG(s->cmdline);
+        }
+        return 0;
+    }
+    snprintf(c->pflash1, sizeof c->pflash1, "if=pflash,format=raw,unit=1,file=%s/%s", o->bundle_dir,
+             s->efi_vars);
+    const char *code = ovmf_code(c->pflash1 + strlen("if=pflash,format=raw,unit=1,file="));
+    if (!code)
+        return boot_fail(ENOENT, "UEFI boot needs OVMF's firmware for this variable store (Debian package ovmf)");
+    snprintf(c->pflash0, sizeof c->pflash0, "if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
+    CARG("-drive");
+    CARG(c->pflash0);
+    CARG("-drive");
+    CARG(c->pflash1);
+    return 0;
+}
+
+static void add_shares(qemu_cmdline *c, const boot_settings *s)
+{
+    for (size_t i = 0; i < s->nshares && i < 8; i++) {
+        /* 9p: what qemu offers without a virtiofsd daemon */
+        snprintf(c->virtfs[i], sizeof c->virtfs[i], "local,path=%s,mount_tag=%s,security_model=none%s",
+                 s->shares[i].path, s->shares[i].tag, s->shares[i].read_only ? ",readonly=on" : "");
+        CARG("-virtfs");
+        CARG(c->virtfs[i]);
+    }
+}
+
+static int build_cmdline(qemu_cmdline *c, const boot_start_opts *o, boot_vm *vm, int kvm)
+{
+    const boot_settings *s = o->settings;
+    int rc;
+    add_machine(c, s, kvm);
+    if ((rc = add_disk_monitor_console(c, o, vm)))
+        return rc;
+    c->argc = reach_args(o, s->mac[0] ? s->mac : "52:54:00:12:34:56", c->argv, c->argc, &c->rb);
+    if ((rc = add_loader(c, o)))
+        return rc;
+    c->argc = add_installer(o, c->argv, c->argc, c->cdrom, sizeof c->cdrom);
+    add_shares(c, s);
+    if ((rc = add_memory_backend(c->argv, &c->argc, o, vm, c->ramobj, sizeof c->ramobj)) ||
+        (rc = add_incoming(c->argv, &c->argc, o, c->incoming, sizeof c->incoming)))
+        return rc;
+    c->argv[c->argc] = NULL;
+    return 0;
+}
+
+/* a VM not yet started, with its socket and log paths (old ones removed) */
+static int new_vm(const boot_start_opts *o, boot_vm **out)
+{
     boot_vm *vm = calloc(1, sizeof *vm);
     if (!vm)
         return -ENOMEM;
@@ -825,115 +943,69 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     snprintf(vm->log_path, sizeof vm->log_path, "%s/.qemu.log", o->runtime_dir);
     unlink(vm->qmp_path);
     unlink(vm->log_path);
+    *out = vm;
+    return 0;
+}
 
-    char *argv[96], mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200],
-        initrd[4200], pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400];
-    char virtfs[8][4400];
-    char ramobj[4400];
-    int argc = 0, rc;
-    int kvm, forced_kvm = o->accel && !strcmp(o->accel, "kvm");
-    if ((kvm = choose_accel(o, forced_kvm)) < 0) {
-        free(vm);
-        return kvm;
+/* build the command line and start qemu */
+static int launch(boot_vm *vm, const boot_start_opts *o, int kvm)
+{
+    qemu_cmdline *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    int rc = build_cmdline(c, o, vm, kvm);
+    if (!rc && (vm->pid = spawn(c->argv, vm->log_path)) < 0)
+        rc = boot_fail_errno(errno, "fork");
+    free(c);
+    return rc;
+}
+
+/* with -incoming, qemu exits as soon as it rejects the state, at any point
+ * of the start: say that, with its own reason */
+static int refused_state(boot_vm *vm)
+{
+    char why[1024];
+    usleep(200 * 1000);
+    reap(vm);
+    last_log_line(vm, why, sizeof why);
+    return boot_fail(EIO, "qemu refused the saved state: %s", why);
+}
+
+/* end a started qemu that failed; the error stays the one that ended it */
+static int discard_started(boot_vm *vm)
+{
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s", boot_error());
+    if (!reap(vm)) {
+        kill(vm->pid, SIGKILL);
+        waitpid(vm->pid, NULL, 0);
     }
-    ARG((char *)qemu_binary());
-    ARG("-accel");
-    ARG(kvm ? "kvm" : "tcg");
-    ARG("-nodefaults");
-    ARG("-no-user-config");
-    ARG("-display");
-    ARG("none");
-    ARG("-machine");
-    ARG("pc");
-    snprintf(mem, sizeof mem, "%llu", (unsigned long long)s->memory_mib);
-    snprintf(cpus, sizeof cpus, "%u", s->cpus);
-    ARG("-m");
-    ARG(mem);
-    ARG("-smp");
-    ARG(cpus);
-    static const char *const cache_mode[] = {"writeback", "writeback", "none"};
-    snprintf(drive, sizeof drive, "file=%s/Disk.img,format=raw,if=virtio,cache=%s",
-             o->bundle_dir, s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching]);
-    if (strchr(o->bundle_dir, ',')) {
-        free(vm);
-        return boot_fail(EINVAL, "%s: qemu can't take a path with a comma", o->bundle_dir);
-    }
-    ARG("-drive");
-    ARG(drive);
-    snprintf(qmpdev, sizeof qmpdev, "socket,id=qmp0,path=%s,server=on,wait=off", vm->qmp_path);
-    ARG("-chardev");
-    ARG(qmpdev);
-    ARG("-mon");
-    ARG("chardev=qmp0,mode=control");
-    if (o->console)
-        snprintf(con, sizeof con, "stdio,id=con0,signal=off,logfile=%s/.console.log", o->runtime_dir);
-    else
-        snprintf(con, sizeof con, "file,id=con0,path=%s/.console.log", o->runtime_dir);
-    ARG("-chardev");
-    ARG(con);
-    ARG("-serial");
-    ARG("chardev:con0");
-    reach_bufs rb;
-    argc = reach_args(o, s->mac[0] ? s->mac : "52:54:00:12:34:56", argv, argc, &rb);
-    if (s->loader == BOOT_LOADER_LINUX) {
-        snprintf(kernel, sizeof kernel, "%s/%s", o->bundle_dir, s->kernel);
-        ARG("-kernel");
-        ARG(kernel);
-        if (s->initrd) {
-            snprintf(initrd, sizeof initrd, "%s/%s", o->bundle_dir, s->initrd);
-            ARG("-initrd");
-            ARG(initrd);
-        }
-        if (s->cmdline) {
-            ARG("-append");
-            ARG(s->cmdline);
-        }
-    } else {
-        snprintf(pflash1, sizeof pflash1, "if=pflash,format=raw,unit=1,file=%s/%s", o->bundle_dir,
-                 s->efi_vars);
-        const char *code = ovmf_code(pflash1 + strlen("if=pflash,format=raw,unit=1,file="));
-        if (!code) {
-            free(vm);
-            return boot_fail(ENOENT, "UEFI boot needs OVMF's firmware for this variable store (Debian package ovmf)");
-        }
-        snprintf(pflash0, sizeof pflash0, "if=pflash,format=raw,unit=0,readonly=on,file=%s", code);
-        ARG("-drive");
-        ARG(pflash0);
-        ARG("-drive");
-        ARG(pflash1);
-    }
-    argc = add_installer(o, argv, argc, cdrom, sizeof cdrom);
-    for (size_t i = 0; i < s->nshares && i < 8; i++) {
-        /* 9p: what qemu offers without a virtiofsd daemon */
-        snprintf(virtfs[i], sizeof virtfs[i], "local,path=%s,mount_tag=%s,security_model=none%s",
-                 s->shares[i].path, s->shares[i].tag, s->shares[i].read_only ? ",readonly=on" : "");
-        ARG("-virtfs");
-        ARG(virtfs[i]);
-    }
-    if ((rc = add_memory_backend(argv, &argc, o, vm, ramobj, sizeof ramobj)) ||
-        (rc = add_incoming(argv, &argc, o, incoming, sizeof incoming))) {
+    if (vm->qmp >= 0)
+        close(vm->qmp);
+    free(vm);
+    return boot_fail(EIO, "%s", keep);
+}
+
+static int qemu_start(const boot_start_opts *o, boot_vm **out)
+{
+    if (o->settings->os != BOOT_OS_LINUX)
+        return boot_fail(ENOTSUP, "the qemu driver runs Linux guests; macOS guests need the vz "
+                                  "driver on a Mac");
+    boot_vm *vm = NULL;
+    int rc = new_vm(o, &vm);
+    if (rc)
+        return rc;
+    int forced_kvm = o->accel && !strcmp(o->accel, "kvm");
+    int kvm = choose_accel(o, forced_kvm);
+    if ((rc = kvm < 0 ? kvm : launch(vm, o, kvm))) {
         free(vm);
         return rc;
-    }
-    argv[argc] = NULL;
-
-    vm->pid = spawn(argv, vm->log_path);
-    if (vm->pid < 0) {
-        free(vm);
-        return boot_fail_errno(errno, "fork");
     }
     rc = qmp_connect(vm, 15000);
     if (!rc)
         rc = after_connect(vm, o);
-    if (rc && o->restore_state && rc != -ENOTSUP) {
-        /* with -incoming, qemu exits as soon as it rejects the state, at any
-         * point of the start: say that, with its own reason */
-        char why[1024];
-        usleep(200 * 1000);
-        reap(vm);
-        last_log_line(vm, why, sizeof why);
-        rc = boot_fail(EIO, "qemu refused the saved state: %s", why);
-    }
+    if (rc && o->restore_state && rc != -ENOTSUP)
+        rc = refused_state(vm);
     long limit_ms = progress_limit_ms();
     if (!rc && kvm && limit_ms > 0 && wait_progress(vm, o, limit_ms) &&
         (rc = no_progress(vm, o, forced_kvm, limit_ms)) == -EAGAIN) {
@@ -945,18 +1017,8 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
         emulated.accel = "tcg";
         return qemu_start(&emulated, out);
     }
-    if (rc) {
-        char keep[1024];
-        snprintf(keep, sizeof keep, "%s", boot_error());
-        if (!reap(vm)) {
-            kill(vm->pid, SIGKILL);
-            waitpid(vm->pid, NULL, 0);
-        }
-        if (vm->qmp >= 0)
-            close(vm->qmp);
-        free(vm);
-        return boot_fail(EIO, "%s", keep);
-    }
+    if (rc)
+        return discard_started(vm);
     *out = vm;
     return 0;
 }

@@ -237,15 +237,22 @@ static int blob_get_once(remote *r, const char *url, const char *range, get_ctx 
     return rc;
 }
 
+/* a blob's URL, and in range the Range value for len bytes at offset (len
+ * 0: the whole blob, no Range) */
+static char *blob_url(remote *r, const char *digest, uint64_t offset, uint64_t len, char range[64])
+{
+    if (len)
+        snprintf(range, 64, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
+    return path_of(r, "/blobs/%s", digest);
+}
+
 int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
                     remote_sink sink, void *ctx)
 {
-    char *url = path_of(r, "/blobs/%s", digest);
     char range[64];
+    char *url = blob_url(r, digest, offset, len, range);
     if (!url)
         return -ENOMEM;
-    if (len)
-        snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
     rm_resp resp = {0};
     get_ctx g = {.sink = sink, .ctx = ctx, .resp = &resp, .offset = offset, .len = len,
                  .max = max, .whole = !len, .sha = EVP_MD_CTX_new()};
@@ -387,12 +394,10 @@ static int stream_sink(void *ctx, const void *data, size_t n)
 int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len, rm_body_fn fn,
                    void *ctx, long *status)
 {
-    char *url = path_of(r, "/blobs/%s", digest);
     char range[64];
+    char *url = blob_url(r, digest, offset, len, range);
     if (!url)
         return -ENOMEM;
-    if (len)
-        snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
     rm_resp resp = {0};
     stream_ctx s = {fn, ctx, &resp};
     rm_req q = {.method = "GET", .url = url, .range = len ? range : NULL, .sink = stream_sink,

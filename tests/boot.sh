@@ -22,16 +22,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 
 PIDS=""
-# every qemu this script starts carries this mark, so none outlives it
-export STRATA_TEST_BOOT="$W.$$"
-kill_marked_qemus() {
-    local e pid
-    for e in /proc/[0-9]*/environ; do
-        pid=${e#/proc/}; pid=${pid%/environ}
-        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
-        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
-    done
-}
+mark_qemus # none of its qemus outlives this script
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "qemu-system.*$W/" 2>/dev/null; kill_marked_qemus; true; }
 trap cleanup EXIT
 

@@ -114,16 +114,7 @@ elif ! bash "$HERE/guest/mkcreate.sh" "$G" "$GUEST" >"$W/mkcreate.log" 2>&1; the
     skipped "create and set in a guest" "could not build its images: $(tail -1 "$W/mkcreate.log")"; boot_ok=0
 fi
 
-# every qemu this script starts carries this mark, so none outlives it
-export STRATA_TEST_BOOT="$W.$$"
-kill_marked_qemus() {
-    local e pid
-    for e in /proc/[0-9]*/environ; do
-        pid=${e#/proc/}; pid=${pid%/environ}
-        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
-        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
-    done
-}
+mark_qemus # none of its qemus outlives this script
 trap 'kill_marked_qemus; true' EXIT
 
 # boot NAME REF ARGS...: run until the guest powers off (at most 5 minutes);

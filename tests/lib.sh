@@ -59,3 +59,16 @@ tmp_empty() { # lists what is left, for the failure's report
 is_json() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
 
 allocated_kib() { du -sk "$1" | cut -f1; }
+
+# Every qemu a booting script starts carries a mark, STRATA_TEST_BOOT in its
+# environment (strata passes it on), so the script's exit can end any that
+# would outlive it: call mark_qemus once W is set, kill_marked_qemus on exit.
+mark_qemus() { export STRATA_TEST_BOOT="$W.$$"; }
+kill_marked_qemus() {
+    local e pid
+    for e in /proc/[0-9]*/environ; do
+        pid=${e#/proc/}; pid=${pid%/environ}
+        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
+        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
+    done
+}

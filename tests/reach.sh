@@ -26,17 +26,8 @@ if ! bash "$HERE/guest/mksshguest.sh" "$GUEST" "$W/sshg" "$W/id.pub" >"$W/mksshg
 fi
 KVER=$(cat "$GUEST/cache/kernel-version")
 
-# every qemu this script starts carries this mark, so none outlives it
-export STRATA_TEST_BOOT="$W.$$"
+mark_qemus # none of its qemus outlives this script
 PIDS=""
-kill_marked_qemus() {
-    local e pid
-    for e in /proc/[0-9]*/environ; do
-        pid=${e#/proc/}; pid=${pid%/environ}
-        case $(cat "/proc/$pid/comm" 2>/dev/null) in qemu-system*) ;; *) continue ;; esac
-        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
-    done
-}
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; kill_marked_qemus; true; }
 trap cleanup EXIT
 
