@@ -34,6 +34,7 @@ struct store_receive {
     st_tmpdir tmp;       /* tmp.path/{manifest,info,bundle/} */
     char *files_dir;     /* where the layer's files are (tmp bundle, or the layer's) */
     unsigned char **state; /* [file][chunk] CH_* */
+    unsigned char *based;  /* [file] 1: may hold data where it is to be zero (a clone, earlier work) */
     uint64_t missing;
     st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
     int keep;            /* resumable: leave tmp/ as it is unless published */
@@ -295,6 +296,7 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
     }
     if (!rc && (fd = open(to, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
         rc = st_fail_errno(errno, "%s", to);
+    rx->based[i] = bf || reuse;
     if (!rc && ftruncate(fd, (off_t)f->size) < 0)
         rc = st_fail_errno(errno, "%s", to);
     if (!rc)
@@ -367,7 +369,8 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
     if (l->has_parent && !(o && o->parent_follows) && !st_layer_exists(st, &l->parent))
         return st_fail(ENOENT, "layer %.12s needs layer %s (its parent): import or pull it first",
                        l->id.hex, l->parent.hex);
-    if (!(rx->state = calloc(l->nfiles ? l->nfiles : 1, sizeof *rx->state)))
+    if (!(rx->state = calloc(l->nfiles ? l->nfiles : 1, sizeof *rx->state)) ||
+        !(rx->based = calloc(l->nfiles ? l->nfiles : 1, 1)))
         return -ENOMEM;
     for (size_t i = 0; i < l->nfiles; i++)
         if (!(rx->state[i] = calloc(l->files[i].nchunks ? l->files[i].nchunks : 1, 1)))
@@ -467,6 +470,64 @@ static int write_all(int fd, const void *data, size_t len, uint64_t off)
     return 0;
 }
 
+#define ZERO_BLOCK 4096u
+
+static const char zero_block[ZERO_BLOCK];
+
+static int block_is_zero(const char *p)
+{
+    return !memcmp(p, zero_block, ZERO_BLOCK);
+}
+
+/* Bytes [off, off + len) of fd are to read as zeros: punch them if the file
+ * may hold data there (a clone of a base, earlier work), else leave the hole;
+ * where punching is impossible, write the zeros. */
+static int zero_range(int fd, uint64_t off, uint64_t len, int based)
+{
+    if (!based)
+        return 0;
+    off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+    if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= off + len))
+        return 0; /* a hole there already */
+    int rc = clone_punch_hole(fd, off, len);
+    if (rc != -EOPNOTSUPP)
+        return rc;
+    rc = 0;
+    for (uint64_t at = 0; !rc && at < len; at += ZERO_BLOCK)
+        rc = write_all(fd, zero_block, len - at < ZERO_BLOCK ? (size_t)(len - at) : ZERO_BLOCK,
+                       off + at);
+    return rc;
+}
+
+/*
+ * A verified chunk at off: its non-zero 4 KiB blocks written, its all-zero
+ * ones left (or made) holes, so a received file is as sparse as the one it
+ * was made from. Writeback starts at once (Linux), so a clone of this file
+ * (XFS flushes before it clones) and the fsync before publishing find
+ * little left to write.
+ */
+static int write_sparse(int fd, const char *data, size_t len, uint64_t off, int based)
+{
+    int rc = 0;
+    for (size_t at = 0; !rc && at < len;) {
+        size_t n = len - at < ZERO_BLOCK ? len - at : ZERO_BLOCK;
+        int zero = n == ZERO_BLOCK && block_is_zero(data + at);
+        size_t run = n;
+        while (at + run < len && len - at - run >= ZERO_BLOCK &&
+               block_is_zero(data + at + run) == zero)
+            run += ZERO_BLOCK;
+        if (!zero && at + run < len && len - at - run < ZERO_BLOCK)
+            run = len - at; /* the short tail goes with the data before it */
+        rc = zero ? zero_range(fd, off + at, run, based) : write_all(fd, data + at, run, off + at);
+        at += run;
+    }
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (!rc)
+        (void)sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE); /* a hint */
+#endif
+    return rc;
+}
+
 int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void *data,
                         size_t len)
 {
@@ -498,7 +559,8 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
     if (fd < 0)
         rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
-    else if ((rc = write_all(fd, data, len, (uint64_t)chunk * f->chunk_size)))
+    else if ((rc = write_sparse(fd, data, len, (uint64_t)chunk * f->chunk_size,
+                                rx->based[file])))
         rc = st_fail_errno(rc, "%s", path);
     if (fd >= 0)
         close(fd);
@@ -641,6 +703,7 @@ void store_receive_abort(store_receive *rx)
         for (size_t i = 0; i < rx->l->nfiles; i++)
             free(rx->state[i]);
     free(rx->state);
+    free(rx->based);
     store_layer_free(rx->l);
     st_seals_free(rx->seals);
     free(rx->manifest);
