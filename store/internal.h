@@ -26,6 +26,9 @@ char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Fault injection for crash tests: when $STRATA_CRASH_AT is N, the Nth
  * call kills the process with SIGKILL, as a power cut would. */
 void st_crash_point(void);
+/* The same, by name, where a test needs one exact moment: when
+ * $STRATA_CRASH_AT is name. Named points are not counted by the above. */
+void st_crash_named(const char *name);
 
 /* durable file operations */
 /* fsync that reaches the disk (F_FULLFSYNC on macOS: see clone_fsync) */

@@ -271,6 +271,35 @@ static int mark_chunks(store_receive *rx, size_t i, const base_src *b, const sto
     return rc;
 }
 
+/* The base's file cloned to `to`, all of it or nothing: a resumed receive
+ * takes every chunk the layer shares with its base from a file it finds
+ * there, unread, so a clone (or a sparse copy, where there are no reflinks)
+ * cut short must never be found under that name. It is made under another
+ * name outside the bundle, synced, and renamed into place. */
+static int clone_whole(store_receive *rx, size_t i, const char *from, const char *to)
+{
+    char *tmp = st_printf("%s/clone-%zu", rx->tmp.path, i);
+    if (!tmp)
+        return -ENOMEM;
+    unlink(tmp); /* an earlier receive's, cut short */
+    clone_method how = CLONE_REFLINK;
+    int rc = clone_path(from, tmp, 0644, &how);
+    if (rc)
+        rc = st_fail_errno(rc, "cloning %s into the store", from);
+    else if (how != CLONE_REFLINK)
+        rx->reflinked = 0;
+    if (!rc)
+        st_crash_named("receive-clone"); /* tests: a clone not yet in place */
+    if (!rc && (rc = st_fsync_path(tmp)))
+        rc = st_fail_errno(rc, "%s", tmp);
+    if (!rc && rename(tmp, to) < 0)
+        rc = st_fail_errno(errno, "%s", to);
+    if (rc)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
 /* Make one file of the layer under tmp/: a clone of the base's file of the
  * same name, cut to size, with holes where the new layer has zero chunks;
  * mark which chunks must still arrive. */
@@ -287,13 +316,8 @@ static int materialize_file(store_receive *rx, size_t i, const base_src *b)
     int reuse = rx->adopted && to && access(to, F_OK) == 0;
     if (reuse && chmod(to, 0644) < 0) /* made read-only by a finish that was cut short */
         rc = st_fail_errno(errno, "%s", to);
-    if (!rc && bf && !reuse) {
-        clone_method how = CLONE_REFLINK;
-        if ((rc = clone_path(from, to, 0644, &how)))
-            rc = st_fail_errno(rc, "cloning %s into the store", from);
-        else if (how != CLONE_REFLINK)
-            rx->reflinked = 0;
-    }
+    if (!rc && bf && !reuse)
+        rc = clone_whole(rx, i, from, to);
     if (!rc && (fd = open(to, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
         rc = st_fail_errno(errno, "%s", to);
     rx->based[i] = bf || reuse;

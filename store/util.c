@@ -70,6 +70,13 @@ void st_crash_point(void)
         kill(getpid(), SIGKILL);
 }
 
+void st_crash_named(const char *name)
+{
+    const char *e = getenv("STRATA_CRASH_AT");
+    if (e && !strcmp(e, name))
+        kill(getpid(), SIGKILL);
+}
+
 int st_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
