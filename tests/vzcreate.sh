@@ -243,6 +243,27 @@ unset VZREC_LATEST_URL
 VZREC_FAIL="fetchLatestSupportedWithCompletionHandler:=The Internet connection appears to be offline." \
     expect_error "no answer for the latest image" 1 "could not look up the latest macOS for this Mac" \
     "$V" create macos latest5 --ipsw latest
+
+# ---- create linux under vz: a fresh VZEFIVariableStore, an ISO as USB media ----
+truncate -s 64M "$W/raw.img"
+VZREC_LOG=$W/vzl-create.log run "$V" create linux vzl --disk-image "$W/raw.img" --disk-size 128M --driver vz
+check "create linux --driver vz from a raw image: a root layer with a fresh EFI store" \
+    [ "$rc" -eq 0 ] && "$V" inspect vzl | grep -q " NVRAM " && grep -q "VZEFIVariableStore" "$W/vzl-create.log"
+dd if=/dev/zero of="$W/inst.iso" bs=2048 count=40 2>/dev/null
+printf '\001CD001' | dd of="$W/inst.iso" bs=1 seek=32768 conv=notrunc 2>/dev/null
+run "$V" create linux vziso --iso "$W/inst.iso" --disk-size 1G --driver vz
+check "...and from an ISO, copied into the layer as Installer.iso" \
+    [ "$rc" -eq 0 ] && "$V" inspect vziso | grep -q " Installer.iso "
+VZREC_LOG=$W/vziso-run.log "$V" run vziso --driver vz --name vziso >"$W/vziso-run.out" 2>&1 &
+vzpid=$!
+for ((i = 0; i < 300; i++)); do
+    "$V" ps --json 2>/dev/null | grep -q '"name":"vziso"[^}]*"state":"running"' && break
+    sleep 0.1
+done
+"$V" stop vziso --force >/dev/null 2>&1
+wait $vzpid 2>/dev/null
+check "...which boots by EFI with the ISO as USB mass storage" \
+    grep -q "VZEFIBootLoader" "$W/vziso-run.log" && grep -q "VZUSBMassStorageDeviceConfiguration" "$W/vziso-run.log"
 # the cache is the store's: fsck and gc leave it be
 run "$V" fsck
 check "fsck is content with a store that has a cache" [ "$rc" -eq 0 ]
