@@ -43,6 +43,18 @@ start_vm() { # name args...: strata run in the background
     "$S" run "$@" --name "$name" >"$W/run-$name.log" 2>&1 &
     PIDS="$PIDS $!"
 }
+# resumes_counting NAME LAYER COUNTER WHAT: resume LAYER as NAME; its first
+# heartbeat must carry on from COUNTER (no reboot, the saved point)
+resumes_counting() {
+    local name=$1 layer=$2 from=$3 what=$4 first
+    start_vm "$name" "$layer" --resume
+    if wait_for "$(console "$name")" '^HEARTBEAT' 120; then
+        first=$(grep -E '^HEARTBEAT' "$(console "$name")" | head -1)
+        check "$what (counter $from -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -eq $((from + 1)) ]
+    else
+        bad "$what"; tail -3 "$W/run-$name.log"
+    fi
+}
 layer_json() { "$S" inspect "$1" --json 2>/dev/null; }
 layer_field() { layer_json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]) or "")' "$2"; }
 in_ps() { "$S" ps --json | python3 -c 'import json,sys; sys.exit(0 if any(i["name"]==sys.argv[1] for i in json.load(sys.stdin)) else 1)' "$1"; }
@@ -298,13 +310,7 @@ if git -C "$HERE/.." cat-file -e 073ac5f^{commit} 2>/dev/null && rm -rf "$OLDSRC
         check "log shows the old layer as a saved state" grep -q "^${OLDL:0:12} .*saved state (" "$W/out"
         "$S" clone linux-ci:old "$W/dold" 2>/dev/null
         check "clone of an old saved state: its disk, no state file" [ -e "$W/dold/Disk.img" ] && [ ! -e "$W/dold/SaveFile.qemustate" ]
-        start_vm o2 linux-ci:old --resume
-        if wait_for "$(console o2)" '^HEARTBEAT' 120; then
-            first=$(grep -E '^HEARTBEAT' "$(console o2)" | head -1)
-            check "an old saved state still resumes (counter $OC -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -eq $((OC + 1)) ]
-        else
-            bad "an old saved state still resumes"; tail -3 "$W/run-o2.log"
-        fi
+        resumes_counting o2 linux-ci:old "$OC" "an old saved state still resumes"
         "$S" stop o2 --timeout 5 >/dev/null 2>&1
         start_vm o3 linux-ci:old --cold --ephemeral
         if wait_for "$(console o3)" 'BOOTED' 240; then
@@ -354,13 +360,7 @@ check "a classic state: kind classic, all RAM in the state file, no RAM file" \
     grep -q '^bind state-kind classic$' "$STRATA_HOME/layers/$CL/manifest" && [ ! -e "$STRATA_HOME/layers/$CL/bundle/SaveFile.qemuram" ] &&
     [ "$(stat -c %s "$STRATA_HOME/layers/$CL/bundle/SaveFile.qemustate")" -gt 20000000 ]
 CC=$(beat_field "$(grep -E '^HEARTBEAT' "$W/dbad/.console.log" | tail -1)" counter)
-start_vm cl linux-ci:classic --resume
-if wait_for "$(console cl)" '^HEARTBEAT' 120; then
-    first=$(grep -E '^HEARTBEAT' "$(console cl)" | head -1)
-    check "a classic state resumes with RAM-file mode on (counter $CC -> $(beat_field "$first" counter))" [ "$(beat_field "$first" counter)" -eq $((CC + 1)) ]
-else
-    bad "a classic state resumes with RAM-file mode on"; tail -3 "$W/run-cl.log"
-fi
+resumes_counting cl linux-ci:classic "$CC" "a classic state resumes with RAM-file mode on"
 "$S" stop cl --timeout 1 >/dev/null 2>&1
 
 # ---- cold boot of a layer that has a state, and ephemeral runs ----
