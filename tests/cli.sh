@@ -289,25 +289,26 @@ rm -rf "$W/bgone"; "$MK" "$W/bgone" --size 64M --data 0:1M:17
 "$S" import "$W/bgone" gone >/dev/null 2>&1
 "$S" clone a "$W/dc" 2>/dev/null
 "$S" untag gone
+# gc_refuses WHAT TEXT: gc --prune=now fails with TEXT and removes nothing
+gc_refuses() {
+    local snap
+    snap=$(snapshot)
+    expect_error "$1" 1 "$2" "$S" gc --prune=now
+    check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+}
 cp "$STRATA_HOME/refs/tags/b" "$W/tag-b"
 printf 'zzz\n' >"$STRATA_HOME/refs/tags/b"
-snap=$(snapshot)
-expect_error "gc with a damaged tag" 1 "gc removed nothing: $STRATA_HOME/refs/tags/b: damaged tag" "$S" gc --prune=now
-check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+gc_refuses "gc with a damaged tag" "gc removed nothing: $STRATA_HOME/refs/tags/b: damaged tag"
 cp "$W/tag-b" "$STRATA_HOME/refs/tags/b"
 rec=$(ls "$STRATA_HOME/instances")
 cp "$STRATA_HOME/instances/$rec" "$W/rec"
 printf 'nonsense\n' >"$STRATA_HOME/instances/$rec"
-snap=$(snapshot)
-expect_error "gc with a damaged clone record" 1 "gc removed nothing: $STRATA_HOME/instances/$rec: damaged clone record" "$S" gc --prune=now
-check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+gc_refuses "gc with a damaged clone record" "gc removed nothing: $STRATA_HOME/instances/$rec: damaged clone record"
 cp "$W/rec" "$STRATA_HOME/instances/$rec"
 B_ID=$(cat "$STRATA_HOME/refs/tags/b")
 cp "$STRATA_HOME/layers/$B_ID/manifest" "$W/manifest"
 chmod u+w "$STRATA_HOME/layers/$B_ID/manifest"; printf x >>"$STRATA_HOME/layers/$B_ID/manifest"
-snap=$(snapshot)
-expect_error "gc with a layer it can't read" 1 "gc removed nothing: layer $B_ID: manifest does not match" "$S" gc --prune=now
-check "...removes nothing" [ "$(snapshot)" = "$snap" ]
+gc_refuses "gc with a layer it can't read" "gc removed nothing: layer $B_ID: manifest does not match"
 run "$S" ls --json
 check "ls --json stays JSON with a damaged layer" is_json "$W/out"
 check "...listing it with an error" grep -q "{\"id\":\"$B_ID\",\"error\":\"layer $B_ID: manifest does not match its id" "$W/out"
