@@ -341,6 +341,80 @@ static int cmd_ls(int argc, char **argv)
     return bad ? cli_fail("%s", why) : 0;
 }
 
+/* Bytes held in data chunks of f: what it costs in the store. */
+static uint64_t file_data_bytes(const store_file *f)
+{
+    uint64_t stored = 0;
+    for (size_t k = 0; k < f->ndata; k++)
+        stored += store_chunk_len(f, f->data[k].index);
+    return stored;
+}
+
+static void inspect_json(const store_layer *l, const store_identity *ident)
+{
+    cli_json_layer_head(l);
+    printf(",\"files\":[");
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        printf("%s{\"name\":", i ? "," : "");
+        cli_json_str(stdout, f->name);
+        printf(",\"size\":%" PRIu64 ",\"mode\":\"%04o\",\"chunk_size\":%" PRIu32
+               ",\"chunks\":%zu,\"data_chunks\":%zu,\"data_bytes\":%" PRIu64 "}",
+               f->size, (unsigned)f->mode, f->chunk_size, f->nchunks, f->ndata,
+               file_data_bytes(f));
+    }
+    printf("],\"hardware_model\":");
+    if (ident->has_hardware_model)
+        printf("{\"DataRepresentationVersion\":%" PRId64 ",\"PlatformVersion\":%" PRId64
+               ",\"MinimumSupportedOS\":\"%s\"}",
+               ident->data_representation_version, ident->platform_version,
+               ident->minimum_supported_os);
+    else
+        printf("null");
+    printf(",\"machine_identifier\":");
+    if (ident->has_machine_identifier)
+        printf("{\"ECID\":%" PRIu64 "}", ident->ecid);
+    else
+        printf("null");
+    printf(",\"saved_state\":{");
+    for (size_t i = 0; i < l->nbindings; i++) {
+        printf("%s", i ? "," : "");
+        cli_json_str(stdout, l->bindings[i].key);
+        putchar(':');
+        cli_json_str(stdout, l->bindings[i].value);
+    }
+    printf("}}\n");
+}
+
+static void inspect_text(const store_layer *l, const store_identity *ident)
+{
+    char d[32], h[32];
+    printf("layer       %s\nparent      %s\ncreated     %s\nmessage     %s\nbytes added "
+           "%s\n",
+           l->id.hex, l->has_parent ? l->parent.hex : "-", cli_date_of(l->created, d, sizeof d),
+           l->message, cli_human(l->bytes_added, h, sizeof h));
+    printf("files:\n");
+    for (size_t i = 0; i < l->nfiles; i++) {
+        const store_file *f = &l->files[i];
+        printf("  %-24s %14" PRIu64 " bytes  %04o  %zu chunks of %" PRIu32 ", %zu"
+               " with data (%s)\n",
+               f->name, f->size, (unsigned)f->mode, f->nchunks, f->chunk_size, f->ndata,
+               cli_human(file_data_bytes(f), h, sizeof h));
+    }
+    if (ident->has_hardware_model)
+        printf("hardware model: PlatformVersion %" PRId64 ", MinimumSupportedOS %s, "
+               "DataRepresentationVersion %" PRId64 "\n",
+               ident->platform_version, ident->minimum_supported_os,
+               ident->data_representation_version);
+    if (ident->has_machine_identifier)
+        printf("machine identifier: ECID %" PRIu64 "\n", ident->ecid);
+    if (l->nbindings) {
+        printf("saved state bound to:\n");
+        for (size_t i = 0; i < l->nbindings; i++)
+            printf("  %-16s %s\n", l->bindings[i].key, l->bindings[i].value);
+    }
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
     int json = 0;
@@ -360,77 +434,10 @@ static int cmd_inspect(int argc, char **argv)
     if (!rc && store_layer_identity(st, &id, &ident))
         rc = cli_store_failed();
     store_close(st);
-    if (rc) {
-        store_layer_free(l);
-        return 1;
-    }
-    char d[32], h[32];
-    if (json) {
-        cli_json_layer_head(l);
-        printf(",\"files\":[");
-    } else {
-        printf("layer       %s\nparent      %s\ncreated     %s\nmessage     %s\nbytes added "
-               "%s\n",
-               l->id.hex, l->has_parent ? l->parent.hex : "-", cli_date_of(l->created, d, sizeof d),
-               l->message, cli_human(l->bytes_added, h, sizeof h));
-        printf("files:\n");
-    }
-    for (size_t i = 0; i < l->nfiles; i++) {
-        const store_file *f = &l->files[i];
-        uint64_t data = f->ndata, stored = 0;
-        for (size_t k = 0; k < f->ndata; k++)
-            stored += store_chunk_len(f, f->data[k].index);
-        if (json) {
-            printf("%s{\"name\":", i ? "," : "");
-            cli_json_str(stdout, f->name);
-            printf(",\"size\":%" PRIu64 ",\"mode\":\"%04o\",\"chunk_size\":%" PRIu32
-                   ",\"chunks\":%zu,\"data_chunks\":%" PRIu64 ",\"data_bytes\":%" PRIu64 "}",
-                   f->size, (unsigned)f->mode, f->chunk_size, f->nchunks, data, stored);
-        } else {
-            printf("  %-24s %14" PRIu64 " bytes  %04o  %zu chunks of %" PRIu32 ", %" PRIu64
-                   " with data (%s)\n",
-                   f->name, f->size, (unsigned)f->mode, f->nchunks, f->chunk_size, data,
-                   cli_human(stored, h, sizeof h));
-        }
-    }
-    if (json) {
-        printf("],\"hardware_model\":");
-        if (ident.has_hardware_model)
-            printf("{\"DataRepresentationVersion\":%" PRId64 ",\"PlatformVersion\":%" PRId64
-                   ",\"MinimumSupportedOS\":\"%s\"}",
-                   ident.data_representation_version, ident.platform_version,
-                   ident.minimum_supported_os);
-        else
-            printf("null");
-        printf(",\"machine_identifier\":");
-        if (ident.has_machine_identifier)
-            printf("{\"ECID\":%" PRIu64 "}", ident.ecid);
-        else
-            printf("null");
-        printf(",\"saved_state\":{");
-        for (size_t i = 0; i < l->nbindings; i++) {
-            printf("%s", i ? "," : "");
-            cli_json_str(stdout, l->bindings[i].key);
-            putchar(':');
-            cli_json_str(stdout, l->bindings[i].value);
-        }
-        printf("}}\n");
-    } else {
-        if (ident.has_hardware_model)
-            printf("hardware model: PlatformVersion %" PRId64 ", MinimumSupportedOS %s, "
-                   "DataRepresentationVersion %" PRId64 "\n",
-                   ident.platform_version, ident.minimum_supported_os,
-                   ident.data_representation_version);
-        if (ident.has_machine_identifier)
-            printf("machine identifier: ECID %" PRIu64 "\n", ident.ecid);
-        if (l->nbindings) {
-            printf("saved state bound to:\n");
-            for (size_t i = 0; i < l->nbindings; i++)
-                printf("  %-16s %s\n", l->bindings[i].key, l->bindings[i].value);
-        }
-    }
+    if (!rc)
+        (json ? inspect_json : inspect_text)(l, &ident);
     store_layer_free(l);
-    return 0;
+    return rc ? 1 : 0;
 }
 
 static int cmd_tag(int argc, char **argv)
