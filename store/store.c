@@ -1540,52 +1540,124 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     return rc;
 }
 
-static int clone_layer(store *st, const char *ref, const char *dir, int *reflinked, int with_state)
+/* Where a clone goes: the absolute path of DIR, its parent directory, and
+ * a temporary name beside it, checked to be a new name on the store's volume. */
+typedef struct {
+    char *parent; /* realpath of DIR's parent */
+    char *abs;    /* parent/leaf */
+    char *tmp;    /* parent/.strata-clone-PID, where the clone is built */
+} clone_target;
+
+static void clone_target_free(clone_target *t)
 {
+    free(t->parent);
+    free(t->abs);
+    free(t->tmp);
+}
+
+static int clone_target_make(store *st, const char *dir, clone_target *t)
+{
+    memset(t, 0, sizeof *t);
     struct stat s;
     if (lstat(dir, &s) == 0)
         return st_fail(EEXIST, "%s already exists; clone makes a new directory", dir);
     char *copy = strdup(dir), *leaf_copy = strdup(dir);
-    if (!copy || !leaf_copy) {
-        free(copy);
-        free(leaf_copy);
-        return -ENOMEM;
-    }
-    char *parent = realpath(dirname(copy), NULL);
-    const char *leaf = basename(leaf_copy);
-    char *abs = NULL, *tmp = NULL;
-    store_layer *l = NULL;
-    store_id id, base;
-    int *state_file = NULL; /* per file of l: 1 if it is saved-state data */
-    int rc = 0;
-    if (!parent) {
+    int rc = copy && leaf_copy ? 0 : -ENOMEM;
+    const char *leaf = leaf_copy ? basename(leaf_copy) : NULL;
+    if (!rc && !(t->parent = realpath(dirname(copy), NULL)))
         rc = st_fail_errno(errno, "%s", dir);
-        goto out;
-    }
-    if (!st_name_valid(leaf)) {
+    else if (!rc && !st_name_valid(leaf))
         rc = st_fail(EINVAL, "%s: not a directory name a clone can take", dir);
-        goto out;
-    }
-    int same = clone_same_volume(parent, st->home);
-    if (same < 0) {
-        rc = st_fail_errno(same, "%s", parent);
-        goto out;
-    }
-    if (!same) {
+    int same = rc ? 1 : clone_same_volume(t->parent, st->home);
+    if (same < 0)
+        rc = st_fail_errno(same, "%s", t->parent);
+    else if (!same)
         rc = st_fail(EXDEV,
                      "%s is on another volume than the store %s; clones can't cross volumes "
                      "(put the clone beside the store, or set STRATA_HOME to a store on that "
                      "volume)",
                      dir, st->home);
-        goto out;
+    if (!rc) {
+        t->abs = st_printf("%s/%s", strcmp(t->parent, "/") ? t->parent : "", leaf);
+        /* short and fixed, so a leaf of NAME_MAX bytes still has a temporary name */
+        t->tmp = st_printf("%s/.strata-clone-%d", t->parent, (int)getpid());
+        if (!t->abs || !t->tmp)
+            rc = -ENOMEM;
     }
-    abs = st_printf("%s/%s", strcmp(parent, "/") ? parent : "", leaf);
-    /* short and fixed, so a leaf of NAME_MAX bytes still has a temporary name */
-    tmp = st_printf("%s/.strata-clone-%d", parent, (int)getpid());
-    if (!abs || !tmp) {
-        rc = -ENOMEM;
-        goto out;
+    free(copy);
+    free(leaf_copy);
+    if (rc)
+        clone_target_free(t);
+    return rc;
+}
+
+/* Clone the files of layer id (all but the saved-state ones marked in
+ * skip) into dir, then fsync them: durable before the clone is visible.
+ * Syncing after the last clone lets the first fsync's journal flush cover
+ * the others. *all_reflinked says whether every file shares its blocks. */
+static int clone_layer_files(store *st, const store_id *id, const store_layer *l,
+                             const int *skip, const char *dir, const char *shown,
+                             int *all_reflinked)
+{
+    int rc = 0;
+    *all_reflinked = 1;
+    for (size_t i = 0; i < l->nfiles && !rc; i++) {
+        if (skip[i])
+            continue;
+        char *from = store_layer_file_path(st, id, l->files[i].name);
+        char *to = st_printf("%s/%s", dir, l->files[i].name);
+        clone_method how;
+        if (!from || !to)
+            rc = -ENOMEM;
+        else if ((rc = clone_path(from, to, l->files[i].mode, &how)))
+            rc = st_fail_errno(rc, "cloning %s into %s", l->files[i].name, shown);
+        else if (how != CLONE_REFLINK)
+            *all_reflinked = 0;
+        free(from);
+        free(to);
+        st_crash_point();
     }
+    for (size_t i = 0; i < l->nfiles && !rc; i++) {
+        if (skip[i])
+            continue;
+        char *p = st_printf("%s/%s", dir, l->files[i].name);
+        int e = p ? st_fsync_path(p) : -ENOMEM;
+        if (e)
+            rc = st_fail_errno(-e, "%s", p ? p : dir);
+        free(p);
+    }
+    return rc;
+}
+
+/* Make the clone built in t->tmp visible at t->abs, never over something
+ * that appeared there meanwhile, and durable. */
+static int publish_clone(const clone_target *t, const char *dir)
+{
+    int rc = st_fsync_dir(t->tmp);
+    if (rc)
+        return st_fail_errno(rc, "%s", t->tmp);
+    int e = fault("clone-publish");
+    if (!e)
+        e = st_rename_noreplace(t->tmp, t->abs);
+    if (e == -EEXIST || e == -ENOTEMPTY)
+        return st_fail(EEXIST, "%s: something was created there while cloning; left as it was",
+                       dir);
+    if (e)
+        return st_fail_errno(-e, "%s", dir);
+    if ((rc = st_fsync_dir(t->parent)))
+        return st_fail_errno(rc, "%s", t->parent);
+    return 0;
+}
+
+static int clone_layer(store *st, const char *ref, const char *dir, int *reflinked, int with_state)
+{
+    clone_target t;
+    int rc = clone_target_make(st, dir, &t);
+    if (rc)
+        return rc;
+    store_layer *l = NULL;
+    store_id id, base;
+    int *state_file = NULL; /* per file of l: 1 if it is saved-state data */
     if ((rc = st_lock(st, 0)) || (rc = store_resolve(st, ref, &id)) ||
         (rc = store_layer_load(st, &id, &l)))
         goto out;
@@ -1597,59 +1669,24 @@ static int clone_layer(store *st, const char *ref, const char *dir, int *reflink
         goto out;
     if (with_state)
         memset(state_file, 0, l->nfiles * sizeof *state_file);
-    st_rm_rf(tmp); /* our pid's, so a crashed clone's: no one else's work */
-    if (mkdir(tmp, 0755) < 0) {
-        rc = st_fail_errno(errno, "%s", tmp);
+    st_rm_rf(t.tmp); /* our pid's, so a crashed clone's: no one else's work */
+    if (mkdir(t.tmp, 0755) < 0) {
+        rc = st_fail_errno(errno, "%s", t.tmp);
         goto out;
     }
-    int all_reflinked = 1;
-    for (size_t i = 0; i < l->nfiles && !rc; i++) {
-        if (state_file[i])
-            continue;
-        char *from = store_layer_file_path(st, &id, l->files[i].name);
-        char *to = st_printf("%s/%s", tmp, l->files[i].name);
-        clone_method how;
-        if (!from || !to)
-            rc = -ENOMEM;
-        else if ((rc = clone_path(from, to, l->files[i].mode, &how)))
-            rc = st_fail_errno(rc, "cloning %s into %s", l->files[i].name, dir);
-        else if (how != CLONE_REFLINK)
-            all_reflinked = 0;
-        free(from);
-        free(to);
-        st_crash_point();
-    }
-    /* durable before it is visible; syncing after the last clone lets the
-     * first fsync's journal flush cover the others */
-    for (size_t i = 0; i < l->nfiles && !rc; i++) {
-        if (state_file[i])
-            continue;
-        char *p = st_printf("%s/%s", tmp, l->files[i].name);
-        int e = p ? st_fsync_path(p) : -ENOMEM;
-        if (e)
-            rc = st_fail_errno(-e, "%s", p ? p : tmp);
-        free(p);
-    }
+    int all_reflinked;
+    rc = clone_layer_files(st, &id, l, state_file, t.tmp, dir, &all_reflinked);
     char key[KEY_HEX + 1];
-    new_key(abs, key);
+    new_key(t.abs, key);
     int recorded = 0;
-    if (!rc && !(rc = write_clone_files(st, key, abs, tmp, &base)))
+    if (!rc && !(rc = write_clone_files(st, key, t.abs, t.tmp, &base)))
         recorded = 1;
     if (!rc && with_state && l->nbindings)
-        rc = st_mark_saved_state(tmp, &id);
-    if (!rc && (rc = st_fsync_dir(tmp)))
-        rc = st_fail_errno(rc, "%s", tmp);
-    int e = rc ? 0 : fault("clone-publish");
-    if (!rc && !e)
-        e = st_rename_noreplace(tmp, abs);
-    if (e == -EEXIST || e == -ENOTEMPTY)
-        rc = st_fail(EEXIST, "%s: something was created there while cloning; left as it was", dir);
-    else if (e)
-        rc = st_fail_errno(-e, "%s", dir);
-    if (!rc && (rc = st_fsync_dir(parent)))
-        rc = st_fail_errno(rc, "%s", parent);
+        rc = st_mark_saved_state(t.tmp, &id);
+    if (!rc)
+        rc = publish_clone(&t, dir);
     if (rc)
-        st_rm_rf(tmp);
+        st_rm_rf(t.tmp);
     if (rc && recorded)
         forget_record(st, key);
     else if (reflinked)
@@ -1658,11 +1695,7 @@ out:
     st_unlock(st);
     store_layer_free(l);
     free(state_file);
-    free(parent);
-    free(abs);
-    free(tmp);
-    free(copy);
-    free(leaf_copy);
+    clone_target_free(&t);
     return rc;
 }
 
