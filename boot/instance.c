@@ -497,6 +497,13 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     store_commit_result disk, saved;
     size_t nstate;
     const char *const *names = state_files(drv, &nstate);
+    store_file_chunking chunking[8];
+    for (size_t i = 0; drv->state_chunk_size && i < nstate && co.nfile_chunks < 8; i++) {
+        uint32_t cs = drv->state_chunk_size(s, names[i]);
+        if (cs)
+            chunking[co.nfile_chunks++] = (store_file_chunking){names[i], cs};
+    }
+    co.file_chunks = chunking;
     rc = store_commit_saved_state(st, dir, names, nstate, &co, &disk, &saved);
     boot_bindings_free(b, nb);
     if (rc)

@@ -1304,12 +1304,27 @@ static int qemu_create_efi_vars(const char *path)
 
 static const char *const qemu_state_files[] = {"SaveFile.qemustate", RAM_FILE, NULL};
 
+/* A guest writes scattered pages, and a saved state adds the chunks of its
+ * RAM file that differ from the state it was resumed from: so 4 KiB, the
+ * page size, or for a guest over 4 GiB the smallest power of two that
+ * keeps the file within 2^20 chunks (a quarter of a layer's data bound). */
+static uint32_t qemu_state_chunk_size(const boot_settings *s, const char *file)
+{
+    if (strcmp(file, RAM_FILE))
+        return 0;
+    uint32_t cs = 4096;
+    while (cs < s->memory_mib && cs < (64u << 20))
+        cs <<= 1;
+    return cs;
+}
+
 static const boot_driver qemu_driver = {
     .name = "qemu",
     .state_file = "SaveFile.qemustate",
     .state_files = qemu_state_files,
     .state_kind = qemu_state_kind,
     .can_restore = qemu_can_restore,
+    .state_chunk_size = qemu_state_chunk_size,
     .start = qemu_start,
     .pause = qemu_pause,
     .save = qemu_save,
