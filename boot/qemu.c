@@ -1078,7 +1078,7 @@ static int qemu_save(boot_vm *vm, const char *path)
             break;
         if (now_ms() > deadline)
             rc = boot_fail(ETIMEDOUT, "saving the state took over 10 minutes");
-        usleep(5 * 1000);
+        usleep(2 * 1000); /* a RAM-file save takes ~15 ms */
     }
     if (rc || (rc = boot_publish(tmp, path))) {
         unlink(tmp);
@@ -1095,8 +1095,8 @@ static int qemu_stop(boot_vm *vm, int force)
     if (!force)
         return qmp(vm, "{\"execute\":\"system_powerdown\"}", NULL, 5000);
     qmp(vm, "{\"execute\":\"quit\"}", NULL, 3000);
-    for (int i = 0; i < 500 && !reap(vm); i++)
-        usleep(10 * 1000);
+    for (int i = 0; i < 5000 && !reap(vm); i++)
+        usleep(1000); /* QEMU quits in ~10 ms, and a suspend waits for it */
     if (!reap(vm)) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
