@@ -69,16 +69,22 @@ static uint64_t item_len(const job *j, size_t w)
     return j->size - off < j->chunk_size ? j->size - off : j->chunk_size;
 }
 
-/* keep the disk busy while we hash: ask for the batch READAHEAD ahead */
+/* Keep the disk busy while we hash: ask for the batch READAHEAD ahead, run
+ * by run, so a batch of scattered chunks (a guest's changed pages) asks
+ * for those and not for everything between them. */
 static void read_ahead(const job *j, size_t w, size_t k)
 {
     size_t a = w + READAHEAD * k;
-    if (a >= j->nwork)
-        return;
     size_t b = a + k < j->nwork ? a + k : j->nwork;
-    uint64_t off = (uint64_t)j->work[a] * j->chunk_size;
-    uint64_t end = (uint64_t)j->work[b - 1] * j->chunk_size + item_len(j, b - 1);
-    posix_fadvise(j->fd, (off_t)off, (off_t)(end - off), POSIX_FADV_WILLNEED);
+    while (a < b) {
+        size_t r = a + 1;
+        while (r < b && j->work[r] == j->work[r - 1] + 1)
+            r++;
+        uint64_t off = (uint64_t)j->work[a] * j->chunk_size;
+        uint64_t end = (uint64_t)j->work[r - 1] * j->chunk_size + item_len(j, r - 1);
+        posix_fadvise(j->fd, (off_t)off, (off_t)(end - off), POSIX_FADV_WILLNEED);
+        a = r;
+    }
 }
 
 static int read_full(int fd, unsigned char *buf, size_t len, uint64_t off)
