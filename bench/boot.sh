@@ -22,7 +22,7 @@ export STRATA_HOME=$W/store
 # Each instance's serial input is a FIFO held open by a sleep, whose pid is
 # kept in $W/NAME.holder: every one is killed on the way out (a sleep left
 # behind would also keep the qemu lock of whoever runs this under flock).
-unhold_all() { local f; for f in "$W"/*.holder; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; true; }
+unhold_all() { local f; for f in "$W"/*.holder; do [ -e "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done; }
 trap 'unhold_all; pkill -f "$STRATA_HOME/vms" 2>/dev/null || true; rm -rf "$W"' EXIT
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 bash "$HERE/tests/guest/mkguest.sh" "$GUEST" >/dev/null 2>&1
