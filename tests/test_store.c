@@ -1628,6 +1628,21 @@ static void test_file_chunk_sizes(void **state)
     assert_non_null(strstr(store_error(), "chunk size 3000 for SaveFile.ram"));
     assert_int_equal(count_layers(f->st), before);
 
+    /* a size that puts the layer over the manifest's chunk bound: refused
+     * with the numbers before anything is made */
+    char *huge = path_in(inst, "Huge.img");
+    fd = open(huge, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 40 * (uint64_t)1024 * MiB), 0);
+    close(fd);
+    store_file_chunking tiny[] = {{"Huge.img", 4096}};
+    o.file_chunks = tiny;
+    assert_int_equal(store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1), -E2BIG);
+    assert_non_null(strstr(store_error(), "10485"));
+    assert_non_null(strstr(store_error(), "use a larger --chunk-size"));
+    assert_int_equal(count_layers(f->st), before);
+    assert_int_equal(unlink(huge), 0);
+
     /* new file: the size asked; the others the parent's or the default */
     store_file_chunking fine[] = {{"SaveFile.ram", 4096}};
     o.file_chunks = fine;
@@ -1660,7 +1675,7 @@ static void test_file_chunk_sizes(void **state)
     report_buf rep = {{0}, 0};
     assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
     store_layer_free(l1), store_layer_free(l2);
-    free(inst), free(again), free(ram), free(ram2);
+    free(inst), free(again), free(ram), free(ram2), free(huge);
 }
 
 /* ---------- resolve ---------- */
