@@ -7,8 +7,9 @@
 #     (STRATA_QEMU_SAVE=classic: all RAM in the state file);
 #   - seconds a `strata suspend` takes, first and second saved state;
 #   - state bytes: the state file, the RAM file's data;
-#   - bytes a second saved state adds (store accounting, 1 MiB chunks) and,
-#     on a reflink filesystem, the RAM blocks it does not share;
+#   - bytes a second saved state adds (store accounting: all, and its RAM
+#     file's part, chunked at 4 KiB) and, on a reflink filesystem, the RAM
+#     blocks it does not share;
 #   - the writeback a busy guest causes with its RAM in a shared file.
 # Prints markdown for bench/RESULTS.md. Put TMPDIR on XFS or btrfs to see
 # blocks shared. Usage: bash bench/boot.sh [ROUNDS]
@@ -21,8 +22,8 @@ export STRATA_HOME=$W/store
 # Each instance's serial input is a FIFO held open by a sleep, whose pid is
 # kept in $W/NAME.holder: every one is killed on the way out (a sleep left
 # behind would also keep the qemu lock of whoever runs this under flock).
-unhold_all() { local f; for f in "$W"/*.holder; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; true; }
-trap 'unhold_all; pkill -f "$STRATA_HOME/vms" 2>/dev/null; rm -rf "$W"' EXIT
+unhold_all() { local f; for f in "$W"/*.holder; do [ -e "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done; }
+trap 'unhold_all; pkill -f "$STRATA_HOME/vms" 2>/dev/null || true; rm -rf "$W"' EXIT
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 bash "$HERE/tests/guest/mkguest.sh" "$GUEST" >/dev/null 2>&1
 
@@ -64,13 +65,15 @@ measure() { # MIB KIND(ram-file|classic)
     sleep 3 # a little activity, then a second saved state
     local sus2; sus2=$(seconds suspend_vm r$ROUNDS-$p -t $tag:$t-2)
     read -r s2 added2 < <(layer $tag:$t-2)
-    local unshared=- pages
+    local unshared=- pages state2 ramadd=-
+    state2=$(stat -c %s "$STRATA_HOME/layers/$s2/bundle/SaveFile.qemustate")
+    [ "$ramdata" -gt 0 ] && ramadd=$(mb $((added2 - state2)))
     if [ "$ramdata" -gt 0 ]; then
         read -r pages unshared _ < <(python3 "$HERE/bench/ram_delta.py" \
             "$STRATA_HOME/layers/$s1/bundle/SaveFile.qemuram" "$STRATA_HOME/layers/$s2/bundle/SaveFile.qemuram")
         unshared="$(mb "$unshared") (guest changed $(mb "$pages"))"
     fi
-    echo "| $mib MiB | $kind | $cold | $(median "${times[@]}") (${times[*]}) | $sus1 / $sus2 | $(mb "$state") | $(mb "$ramdata") | $(mb "$added2") | $unshared |"
+    echo "| $mib MiB | $kind | $cold | $(median "${times[@]}") (${times[*]}) | $sus1 / $sus2 | $(mb "$state") | $(mb "$ramdata") | $(mb "$added2") ($ramadd) | $unshared |"
 }
 
 # writeback: a guest writing a 64 MiB buffer over and over for 30 s: what
@@ -97,7 +100,7 @@ for mib in 256 2048; do
     sed -i "s/\"memory_mib\":[0-9]*/\"memory_mib\":$mib/" "$W/g$mib/Settings.json"
     "$S" import "$W/g$mib" g$mib >/dev/null 2>&1
 done
-echo "| guest | state kind | cold boot to echo (s) | resume to echo (s), median of $ROUNDS | suspend (s), 1st / 2nd state | state file (MB) | RAM file data (MB) | 2nd state adds (MB) | 2nd state's RAM blocks unshared (MB) |"
+echo "| guest | state kind | cold boot to echo (s) | resume to echo (s), median of $ROUNDS | suspend (s), 1st / 2nd state | state file (MB) | RAM file data (MB) | 2nd state adds (MB): all (RAM file) | 2nd state's RAM blocks unshared (MB) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for mib in 256 2048; do
     measure $mib ram-file

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ram_delta.py OLD NEW: compare two saved RAM files (SaveFile.qemuram).
+"""ram_delta.py OLD NEW [CHUNK]: compare two saved RAM files (SaveFile.qemuram).
 Prints "changed_bytes unshared_bytes changed_chunk_bytes":
   changed_bytes   4 KiB pages whose content differs (the guest's written
                   pages, as far as content tells);
@@ -7,17 +7,18 @@ Prints "changed_bytes unshared_bytes changed_chunk_bytes":
                   same offset (what NEW costs on a reflink filesystem;
                   from filefrag -v; equals NEW's allocated bytes where the
                   filesystem can't share blocks);
-  changed_chunk_bytes  the 1 MiB chunks holding a changed page: what the
-                  store records as added for NEW against OLD."""
+  changed_chunk_bytes  the chunks (CHUNK bytes, 1 MiB if not given: the
+                  chunk size NEW's layer records) holding a changed page:
+                  what the store records as added for NEW against OLD."""
 import re, subprocess, sys
 
 PAGE = 4096
 
-def changed(a, b):
+def changed(a, b, chunk):
     n = chunks = 0
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            x, y = fa.read(chunk), fb.read(chunk)
             if not x and not y:
                 return n, chunks
             if x != y:
@@ -48,5 +49,5 @@ def unshared(a, b):
                 n += 1
     return n * bs
 
-pages, chunks = changed(sys.argv[1], sys.argv[2])
+pages, chunks = changed(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1 << 20)
 print(pages, unshared(sys.argv[1], sys.argv[2]), chunks)

@@ -177,6 +177,10 @@ typedef struct {
      * recorded) can be restored here, else an error saying why: checked
      * before a resume makes anything. */
     int (*can_restore)(const char *kind);
+    /* May be NULL (then: the store's). The chunk size a state file of a VM
+     * of these settings is first stored at, or 0 for the store's default
+     * (qemu: 4 KiB for the RAM file, whose writes are scattered pages). */
+    uint32_t (*state_chunk_size)(const boot_settings *s, const char *file);
     /* May be NULL. The device set a savable VM of these settings gets on
      * this host, as one line: recorded when a state is saved and compared
      * before it is restored, since a restore needs the same devices. */

@@ -497,6 +497,13 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     store_commit_result disk, saved;
     size_t nstate;
     const char *const *names = state_files(drv, &nstate);
+    store_file_chunking chunking[8];
+    for (size_t i = 0; drv->state_chunk_size && i < nstate && co.nfile_chunks < 8; i++) {
+        uint32_t cs = drv->state_chunk_size(s, names[i]);
+        if (cs)
+            chunking[co.nfile_chunks++] = (store_file_chunking){names[i], cs};
+    }
+    co.file_chunks = chunking;
     rc = store_commit_saved_state(st, dir, names, nstate, &co, &disk, &saved);
     boot_bindings_free(b, nb);
     if (rc)
@@ -667,14 +674,14 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
             want_suspend = 0;
             write_run(r, drv->pid(vm), "suspending");
             int rc = do_suspend(st, drv, vm, dir, s, busy);
-            if (rc && !drv->alive(vm))
+            if (!rc)
+                break; /* saved and stopped: `strata suspend` waits for this process to end */
+            if (!drv->alive(vm))
                 keep = 1; /* stopped but not committed: the state lives only here */
-            if (rc) {
-                char text[1200];
-                snprintf(text, sizeof text, "error %s\n", boot_error());
-                write_side(dir, "suspend-result", text);
-                write_run(r, drv->pid(vm), "running");
-            }
+            char text[1200];
+            snprintf(text, sizeof text, "error %s\n", boot_error());
+            write_side(dir, "suspend-result", text);
+            write_run(r, drv->pid(vm), "running");
         }
         if (want_stop && !stop_deadline) {
             char *req = read_side(dir, "stop-request");
@@ -924,10 +931,10 @@ void boot_instance_free(boot_instance *x)
 /* wait for the supervising process to end */
 static int wait_gone(int pid, int seconds)
 {
-    for (long i = 0; i < seconds * 100L; i++) {
+    for (long i = 0; i < seconds * 1000L; i++) {
         if (!pid_alive(pid))
             return 0;
-        usleep(10 * 1000);
+        usleep(1000); /* a suspend's last step: its time counts */
     }
     return -ETIMEDOUT;
 }
@@ -950,15 +957,15 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     if (!rc)
         rc = signal_instance(st, &x, SIGUSR1);
     char *res = NULL;
-    /* polled every 10 ms: a suspend of a RAM-file state takes a tenth of a second */
-    for (long i = 0; !rc && i < 60000 && !(res = read_side(x.dir, "suspend-result")); i++) {
+    /* polled every 2 ms: a suspend of a RAM-file state takes a tenth of a second */
+    for (long i = 0; !rc && i < 300000 && !(res = read_side(x.dir, "suspend-result")); i++) {
         if (!pid_alive(x.pid)) {
             res = read_side(x.dir, "suspend-result");
             if (!res)
                 rc = boot_fail(EIO, "instance %s stopped before it was suspended", name);
             break;
         }
-        usleep(10 * 1000);
+        usleep(2 * 1000);
     }
     if (!rc && !res)
         rc = boot_fail(ETIMEDOUT, "instance %s did not suspend in 10 minutes", name);

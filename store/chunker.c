@@ -45,11 +45,88 @@ typedef struct {
     uint64_t total;
 } job;
 
-#define READAHEAD 8 /* chunks asked for ahead of the one being hashed */
+#define READAHEAD 8 /* batches asked for ahead of the one being hashed */
 
 static int all_zero(const unsigned char *p, size_t n)
 {
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Work is taken in batches of about BATCH bytes (one chunk when chunks are
+ * that large or larger), and each run of neighbouring chunks in a batch is
+ * read with one pread: small chunks (a RAM file's 4 KiB) would otherwise
+ * cost two system calls each. */
+#define BATCH (1u << 20)
+
+static size_t batch_items(const job *j)
+{
+    return j->chunk_size >= BATCH ? 1 : BATCH / j->chunk_size;
+}
+
+static uint64_t item_len(const job *j, size_t w)
+{
+    uint64_t off = (uint64_t)j->work[w] * j->chunk_size;
+    return j->size - off < j->chunk_size ? j->size - off : j->chunk_size;
+}
+
+/* Keep the disk busy while we hash: ask for the batch READAHEAD ahead, run
+ * by run, so a batch of scattered chunks (a guest's changed pages) asks
+ * for those and not for everything between them. */
+static void read_ahead(const job *j, size_t w, size_t k)
+{
+    size_t a = w + READAHEAD * k;
+    size_t b = a + k < j->nwork ? a + k : j->nwork;
+    while (a < b) {
+        size_t r = a + 1;
+        while (r < b && j->work[r] == j->work[r - 1] + 1)
+            r++;
+        uint64_t off = (uint64_t)j->work[a] * j->chunk_size;
+        uint64_t end = (uint64_t)j->work[r - 1] * j->chunk_size + item_len(j, r - 1);
+        posix_fadvise(j->fd, (off_t)off, (off_t)(end - off), POSIX_FADV_WILLNEED);
+        a = r;
+    }
+}
+
+static int read_full(int fd, unsigned char *buf, size_t len, uint64_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Read and hash items [w, end): each run of neighbouring chunks at once. */
+static int hash_batch(job *j, unsigned char *buf, size_t w, size_t end)
+{
+    while (w < end) {
+        size_t r = w + 1;
+        while (r < end && j->work[r] == j->work[r - 1] + 1)
+            r++;
+        uint64_t off = (uint64_t)j->work[w] * j->chunk_size;
+        size_t len = (size_t)((r - w - 1) * (uint64_t)j->chunk_size + item_len(j, r - 1));
+        int e = read_full(j->fd, buf, len, off);
+        if (e)
+            return e;
+        for (size_t i = w; i < r; i++) {
+            const unsigned char *p = buf + (i - w) * (size_t)j->chunk_size;
+            size_t n = (size_t)item_len(j, i);
+            result *res = &j->found[i];
+            res->data = !all_zero(p, n);
+            if (res->data) {
+                SHA256(p, n, res->digest);
+                res->seal = st_seal_of(p, n);
+            }
+        }
+        atomic_fetch_add(&j->bytes_read, len);
+        w = r;
+    }
+    return 0;
 }
 
 static void *worker(void *arg_)
@@ -59,43 +136,25 @@ static void *worker(void *arg_)
         int first;
     } *arg = arg_;
     job *j = arg->j;
-    unsigned char *buf = malloc(j->chunk_size);
+    size_t k = batch_items(j);
+    unsigned char *buf = malloc(k * (size_t)j->chunk_size);
     if (!buf) {
         atomic_store(&j->error, ENOMEM);
         return NULL;
     }
-    for (;;) {
-        size_t w = atomic_fetch_add(&j->next, 1);
+    for (size_t n = 0;; n++) {
+        size_t w = atomic_fetch_add(&j->next, k);
         if (w >= j->nwork || atomic_load(&j->error))
             break;
-        size_t c = j->work[w];
-        uint64_t off = (uint64_t)c * j->chunk_size;
-        if (w + READAHEAD < j->nwork) /* keep the disk busy while we hash */
-            posix_fadvise(j->fd, (off_t)((uint64_t)j->work[w + READAHEAD] * j->chunk_size),
-                          (off_t)j->chunk_size, POSIX_FADV_WILLNEED);
-        size_t len = (size_t)(j->size - off < j->chunk_size ? j->size - off : j->chunk_size);
-        size_t got = 0;
-        while (got < len) {
-            ssize_t r = pread(j->fd, buf + got, len - got, (off_t)(off + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0) {
-                atomic_store(&j->error, r < 0 ? errno : EIO);
-                break;
-            }
-            got += (size_t)r;
-        }
-        if (got < len)
+        size_t end = w + k < j->nwork ? w + k : j->nwork;
+        read_ahead(j, w, k);
+        int e = hash_batch(j, buf, w, end);
+        if (e) {
+            atomic_store(&j->error, e);
             break;
-        result *res = &j->found[w];
-        res->data = !all_zero(buf, len);
-        if (res->data) {
-            SHA256(buf, len, res->digest);
-            res->seal = st_seal_of(buf, len);
         }
-        uint64_t done = atomic_fetch_add(&j->bytes_read, len) + len;
-        if (arg->first && j->progress && (w & 31) == 0)
-            j->progress(j->progress_ctx, j->name, done, j->total);
+        if (arg->first && j->progress && (n & 31) == 0)
+            j->progress(j->progress_ctx, j->name, atomic_load(&j->bytes_read), j->total);
     }
     free(buf);
     return NULL;

@@ -1007,6 +1007,40 @@ static const store_file *file_base(const store_layer *parent, const publish_extr
     return f;
 }
 
+/* A file's chunk size: the caller's for every file, else its base's (so
+ * chunks line up with the base's and dedup), else the caller's for this
+ * file, else the default. */
+static uint32_t chunk_size_for(const store_commit_opts *o, const store_file *base,
+                               const char *name)
+{
+    if (o->chunk_size)
+        return o->chunk_size;
+    if (base)
+        return base->chunk_size;
+    for (size_t i = 0; i < o->nfile_chunks; i++)
+        if (!strcmp(o->file_chunks[i].name, name))
+            return o->file_chunks[i].chunk_size;
+    return STORE_DEFAULT_CHUNK;
+}
+
+static int valid_chunk_size(uint32_t cs)
+{
+    return cs >= 4096 && cs <= (64u << 20) && !(cs & (cs - 1));
+}
+
+/* The caller's chunk sizes, checked before anything is read or written. */
+static int check_chunk_sizes(const store_commit_opts *o)
+{
+    if (o->chunk_size && !valid_chunk_size(o->chunk_size))
+        return st_fail(EINVAL, "chunk size %" PRIu32 ": a power of two from 4 KiB to 64 MiB",
+                       o->chunk_size);
+    for (size_t i = 0; i < o->nfile_chunks; i++)
+        if (!valid_chunk_size(o->file_chunks[i].chunk_size))
+            return st_fail(EINVAL, "chunk size %" PRIu32 " for %s: a power of two from 4 KiB to 64 MiB",
+                           o->file_chunks[i].chunk_size, o->file_chunks[i].name);
+    return 0;
+}
+
 static int skipped(const publish_extra *extra, const char *name)
 {
     for (size_t i = 0; extra && i < extra->nskip; i++)
@@ -1254,7 +1288,9 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     st_buf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
     st_seals *seals = NULL, *parent_seals = NULL, *state_seals = NULL;
-    int rc = scan_bundle(src_dir, o, extra, &src, &nsrc);
+    int rc = check_chunk_sizes(o);
+    if (!rc)
+        rc = scan_bundle(src_dir, o, extra, &src, &nsrc);
     if (rc)
         return rc;
     if (nsrc > ST_MAX_FILES || o->nbindings > ST_MAX_BINDINGS) {
@@ -1266,7 +1302,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     const store_layer *from;
     for (size_t i = 0; !rc && i < nsrc; i++) {
         const store_file *base = file_base(parent, extra, src[i].name, &from);
-        uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
+        uint32_t cs = chunk_size_for(o, base, src[i].name);
         char *path = st_printf("%s/%s", src_dir, src[i].name);
         rc = path ? st_chunk_estimate(path, cs, &chunks, &data) : -ENOMEM;
         free(path);
@@ -1302,7 +1338,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     for (size_t i = 0; i < nsrc; i++) {
         const store_layer *bl;
         const store_file *base = file_base(parent, extra, src[i].name, &bl);
-        uint32_t cs = o->chunk_size ? o->chunk_size : base ? base->chunk_size : STORE_DEFAULT_CHUNK;
+        uint32_t cs = chunk_size_for(o, base, src[i].name);
         char *from = st_printf("%s/%s", src_dir, src[i].name);
         char *to = st_printf("%s/%s", bundle, src[i].name);
         char *base_path = base ? store_layer_file_path(st, &bl->id, src[i].name) : NULL;

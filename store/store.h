@@ -110,11 +110,23 @@ int store_resolve(store *st, const char *ref, store_id *out);
 
 typedef void (*store_progress_fn)(void *ctx, const char *what, uint64_t done, uint64_t total);
 
+/* A chunk size asked for one file of a bundle, by name: e.g. 4 KiB for a
+ * guest's RAM, where writes land on scattered pages (docs/manifest.md). */
+typedef struct {
+    const char *name;
+    uint32_t chunk_size; /* power of two, 4 KiB..64 MiB */
+} store_file_chunking;
+
 typedef struct {
     const char *message;            /* may be NULL */
     const char *tag;                /* tag to point at the new layer, or NULL */
     int include_restore_image;      /* also version RestoreImage.ipsw */
     uint32_t chunk_size;            /* 0 = the parent's, or STORE_DEFAULT_CHUNK */
+    /* Per file, where chunk_size is 0 and the file is new: one its base (the
+     * parent, or for a saved state's files the state it was resumed from)
+     * has keeps the base's chunk size, so its chunks line up and dedup. */
+    const store_file_chunking *file_chunks;
+    size_t nfile_chunks;
     const store_binding *bindings;  /* saved-state binding, sorted by key, or NULL */
     size_t nbindings;
     store_progress_fn progress;     /* may be NULL */

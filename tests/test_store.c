@@ -1599,6 +1599,85 @@ static void test_saved_state_against_resumed(void **state)
     free(inst), free(again), free(ram), free(ram2);
 }
 
+/* A chunk size asked per file applies where the file is new, a file its
+ * base has keeps the base's, and a bad one is refused before anything. */
+static void test_file_chunk_sizes(void **state)
+{
+    fixture *f = *state;
+    static const char *const names[] = {"SaveFile.x", "SaveFile.ram"};
+    store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
+    store_id root;
+    import_small(f, "b", "t", &root);
+    char *inst = path_in(f->dir, "inst"), *again = path_in(f->dir, "again");
+    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
+    char *ram = path_in(inst, "SaveFile.ram");
+    int fd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    write_random(fd, 1 * MiB, 2 * MiB, 31);
+    assert_int_equal(ftruncate(fd, 8 * MiB), 0);
+    close(fd);
+    put_state(inst);
+
+    /* a bad size: refused, nothing made */
+    store_file_chunking bad[] = {{"SaveFile.ram", 3000}};
+    store_commit_opts o = {.message = "suspend", .bindings = bind, .nbindings = 2,
+                           .file_chunks = bad, .nfile_chunks = 1};
+    store_commit_result d, s1, s2;
+    size_t before = count_layers(f->st);
+    assert_int_equal(store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1), -EINVAL);
+    assert_non_null(strstr(store_error(), "chunk size 3000 for SaveFile.ram"));
+    assert_int_equal(count_layers(f->st), before);
+
+    /* a size that puts the layer over the manifest's chunk bound: refused
+     * with the numbers before anything is made */
+    char *huge = path_in(inst, "Huge.img");
+    fd = open(huge, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 40 * (uint64_t)1024 * MiB), 0);
+    close(fd);
+    store_file_chunking tiny[] = {{"Huge.img", 4096}};
+    o.file_chunks = tiny;
+    assert_int_equal(store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1), -E2BIG);
+    assert_non_null(strstr(store_error(), "10485"));
+    assert_non_null(strstr(store_error(), "use a larger --chunk-size"));
+    assert_int_equal(count_layers(f->st), before);
+    assert_int_equal(unlink(huge), 0);
+
+    /* new file: the size asked; the others the parent's or the default */
+    store_file_chunking fine[] = {{"SaveFile.ram", 4096}};
+    o.file_chunks = fine;
+    if (store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1))
+        fail_msg("store_commit_saved_state: %s", store_error());
+    store_layer *l1 = load(f, &s1.id);
+    assert_int_equal(find_file(l1, "SaveFile.ram")->chunk_size, 4096);
+    assert_int_equal(find_file(l1, "SaveFile.ram")->ndata, 512);
+    assert_int_equal(find_file(l1, "SaveFile.x")->chunk_size, STORE_DEFAULT_CHUNK);
+    assert_int_equal(find_file(l1, "Disk.img")->chunk_size, STORE_DEFAULT_CHUNK);
+    assert_int_equal(s1.bytes_added, 2 * MiB + 5);
+
+    /* resumed, two pages written: the base's 4 KiB kept though 64 KiB is
+     * asked, and only those pages added */
+    assert_int_equal(store_clone_saved_state(f->st, s1.id.hex, again, NULL), 0);
+    char *ram2 = path_in(again, "SaveFile.ram");
+    fd = open(ram2, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    write_random(fd, 1 * MiB + 12 * KiB, 4 * KiB, 32);
+    write_random(fd, 6 * MiB, 4 * KiB, 33);
+    close(fd);
+    store_file_chunking coarse[] = {{"SaveFile.ram", 64 * 1024}};
+    o.file_chunks = coarse;
+    if (store_commit_saved_state(f->st, again, names, 2, &o, &d, &s2))
+        fail_msg("store_commit_saved_state: %s", store_error());
+    assert_int_equal(s2.bytes_added, 8 * KiB);
+    store_layer *l2 = load(f, &s2.id);
+    assert_int_equal(find_file(l2, "SaveFile.ram")->chunk_size, 4096);
+    assert_int_equal(find_file(l2, "SaveFile.ram")->ndata, 513);
+    report_buf rep = {{0}, 0};
+    assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
+    store_layer_free(l1), store_layer_free(l2);
+    free(inst), free(again), free(ram), free(ram2), free(huge);
+}
+
 /* ---------- resolve ---------- */
 
 static void test_resolve(void **state)
@@ -1667,6 +1746,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_bounds, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_saved_state_layers, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_saved_state_against_resumed, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_file_chunk_sizes, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
 }
