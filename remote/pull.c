@@ -279,8 +279,8 @@ static int deliver(worker *w, const want *a, const want *b)
                            a->offset);
         if (rc)
             return store_failed(rc);
-        count(&f->j->res->chunks_fetched, 1);
     }
+    count(&f->j->res->chunks_fetched, 1); /* one download, however many places take it */
     return 0;
 }
 
@@ -674,9 +674,13 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
     if (i == 0 ? l->has_parent : !l->has_parent || strcmp(l->parent.hex, j->ids[i - 1].hex))
         return rm_fail(EBADMSG, "layer %.12s: its parent is not the layer before it in the chain",
                        l->id.hex);
+    uint64_t copied = store_receive_copied(j->rx[i]);
+    j->res->chunks_local += copied;
     rc = add_index(j, i, l);
     if (!rc)
         rc = fetch_chunks(j, i, i == first_missing);
+    if (i == first_missing) /* counted among its chunks present, which they were not */
+        j->res->chunks_present -= copied;
     if (!rc && store_receive_missing(j->rx[i]))
         rc = rm_fail(EBADMSG, "layer %.12s: chunks are still missing after the fetch", l->id.hex);
     return rc;

@@ -219,7 +219,9 @@ typedef struct {
 typedef struct {
     store_id pulled;          /* the layer the source names */
     size_t layers_received;   /* layers of its chain the store lacked */
-    uint64_t chunks_fetched;  /* data chunks downloaded */
+    uint64_t chunks_fetched;  /* data chunks downloaded (a chunk at several places: once) */
+    uint64_t chunks_local;    /* data chunks not downloaded because the store, or this pull,
+                                 held the same bytes at another place: copied, checked */
     uint64_t chunks_present;  /* data chunks not downloaded because the store had them:
                                  cloned from the local base, or kept from an interrupted pull */
     uint64_t chunks_resumed;  /* of those, kept from an interrupted pull */

@@ -211,6 +211,10 @@ int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
 /* Data chunks found in place, checked, from an earlier resumable receive. */
 uint64_t store_receive_resumed(const store_receive *rx);
 
+/* Data chunks the store held under the same id at another place (in the
+ * base, an ancestor of it, or elsewhere in the layer), copied in, checked. */
+uint64_t store_receive_copied(const store_receive *rx);
+
 /* Number of data chunks still needed. 0 once every chunk has arrived. */
 uint64_t store_receive_missing(const store_receive *rx);
 
