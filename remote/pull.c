@@ -200,7 +200,7 @@ static int add_local_index(pull_job *j, size_t i)
 
 #define RANGE_MAX (8u << 20)   /* compressed bytes asked in one request (one frame may be more) */
 #define RANGE_MIN (1u << 20)   /* ...at least, unless the layer needs less; and the probe's */
-#define RANGES_PER_JOB 4       /* so the last range, one worker alone, is a short wait */
+#define RANGE_SHARE 2          /* a range is at most 1/(jobs * this) of what is left */
 #define RANGE_GAP (256u << 10) /* unneeded bytes between two frames still fetched in one request */
 #define PULL_BUFFERS_MAX (128ull << 20) /* frame and chunk buffers of all workers together */
 
@@ -500,9 +500,29 @@ static int plan_wants(fetch_job *f, uint32_t *max_ulen)
     return 0;
 }
 
+/* compressed bytes of the frames wants [from, nw) still need, each frame once */
+static uint64_t frame_bytes(const fetch_job *f, size_t from)
+{
+    uint64_t total = 0;
+    for (size_t i = from; i < f->nw; i++)
+        if (i == from || f->w[i].pack != f->w[i - 1].pack || f->w[i].offset != f->w[i - 1].offset)
+            total += f->w[i].clen;
+    return total;
+}
+
+/* The size of a range that starts with `left` bytes still to plan: a share
+ * of what is left, so ranges shrink towards the layer's end (guided
+ * scheduling): early ones are large (few requests), the last ones, which
+ * run while other workers have nothing left, are short. */
+static uint64_t range_size(uint64_t left, unsigned jobs)
+{
+    uint64_t size = left / ((uint64_t)jobs * RANGE_SHARE);
+    return size < RANGE_MIN ? RANGE_MIN : size > RANGE_MAX ? RANGE_MAX : size;
+}
+
 /* cut the sorted wants into ranges of nearby frames of one pack, each of at
- * most range_max bytes (the first of a pull, made alone, of RANGE_MIN) */
-static int plan_ranges(fetch_job *f, uint64_t range_max)
+ * most range_size bytes (the first of a pull, made alone, of RANGE_MIN) */
+static int plan_ranges(fetch_job *f, unsigned jobs)
 {
     size_t np = f->j->a.npacks;
     if (!(f->r = calloc(f->nw ? f->nw : 1, sizeof *f->r)) ||
@@ -510,6 +530,7 @@ static int plan_ranges(fetch_job *f, uint64_t range_max)
         !(f->pack_count = calloc(np ? np : 1, sizeof *f->pack_count)) ||
         !(f->pack_claimed = calloc(np ? np : 1, 1)))
         return -ENOMEM;
+    uint64_t left = frame_bytes(f, 0), max = RANGE_MIN;
     for (size_t i = 0; i < f->nw;) {
         const want *a = &f->w[i];
         size_t g = i;
@@ -520,13 +541,15 @@ static int plan_ranges(fetch_job *f, uint64_t range_max)
         f->pack_count[a->pack] += g - i;
         want_range *cur = f->nr ? &f->r[f->nr - 1] : NULL;
         uint64_t end = a->offset + a->clen;
-        uint64_t max = f->nr == 1 && !f->j->probed ? RANGE_MIN : range_max;
         if (cur && f->w[cur->first].pack == a->pack && a->offset >= cur->end &&
             a->offset - cur->end <= RANGE_GAP && end - cur->start <= max) {
             cur->end = end;
             cur->count += g - i;
-        } else
+        } else {
             f->r[f->nr++] = (want_range){.first = i, .count = g - i, .start = a->offset, .end = end};
+            max = f->nr == 1 && !f->j->probed ? RANGE_MIN : range_size(left, jobs);
+        }
+        left -= left < a->clen ? left : a->clen;
         i = g;
     }
     for (size_t i = 0; i < f->nr; i++)
@@ -546,18 +569,6 @@ static unsigned pull_jobs(const pull_job *j, size_t nr, uint32_t max_ulen)
     if (jobs > nr)
         jobs = nr ? (unsigned)nr : 1;
     return jobs > 64 ? 64 : jobs;
-}
-
-/* ranges small enough that each worker takes several: the layer's end,
- * where the last ranges run with fewer workers than there are, stays short */
-static uint64_t range_size(const fetch_job *f, unsigned jobs)
-{
-    uint64_t total = 0;
-    for (size_t i = 0; i < f->nw; i++)
-        if (!i || f->w[i].pack != f->w[i - 1].pack || f->w[i].offset != f->w[i - 1].offset)
-            total += f->w[i].clen;
-    uint64_t size = total / ((uint64_t)jobs * RANGES_PER_JOB);
-    return size < RANGE_MIN ? RANGE_MIN : size > RANGE_MAX ? RANGE_MAX : size;
 }
 
 static int worker_init(worker *w, fetch_job *f, uint32_t max_ulen)
@@ -624,7 +635,7 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     uint32_t max_ulen = 1;
     int rc = plan_wants(&f, &max_ulen);
     if (!rc)
-        rc = plan_ranges(&f, range_size(&f, pull_jobs(j, f.nw, max_ulen)));
+        rc = plan_ranges(&f, pull_jobs(j, f.nw, max_ulen));
     unsigned jobs = rc ? 0 : pull_jobs(j, f.nr, max_ulen);
     worker *w = rc || !f.nr ? NULL : calloc(jobs, sizeof *w);
     if (!rc && f.nr && !w)

@@ -35,6 +35,7 @@ struct store_receive {
     char *files_dir;     /* where the layer's files are (tmp bundle, or the layer's) */
     unsigned char **state; /* [file][chunk] CH_* */
     unsigned char *based;  /* [file] 1: may hold data where it is to be zero (a clone, earlier work) */
+    int *fds;              /* [file] open for writing chunks, -1 until the first one */
     uint64_t missing;
     st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
     int keep;            /* resumable: leave tmp/ as it is unless published */
@@ -402,8 +403,11 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
         return st_fail(ENOENT, "layer %.12s needs layer %s (its parent): import or pull it first",
                        l->id.hex, l->parent.hex);
     if (!(rx->state = calloc(l->nfiles ? l->nfiles : 1, sizeof *rx->state)) ||
-        !(rx->based = calloc(l->nfiles ? l->nfiles : 1, 1)))
+        !(rx->based = calloc(l->nfiles ? l->nfiles : 1, 1)) ||
+        !(rx->fds = malloc((l->nfiles ? l->nfiles : 1) * sizeof *rx->fds)))
         return -ENOMEM;
+    for (size_t i = 0; i < l->nfiles; i++)
+        rx->fds[i] = -1;
     for (size_t i = 0; i < l->nfiles; i++)
         if (!(rx->state[i] = calloc(l->files[i].nchunks ? l->files[i].nchunks : 1, 1)))
             return -ENOMEM;
@@ -587,6 +591,23 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     return put_verified(rx, file, chunk, data, len);
 }
 
+/* file's descriptor for writing chunks, opened once for all of them */
+static int chunk_fd(store_receive *rx, size_t file, int *fd)
+{
+    int rc = 0;
+    pthread_mutex_lock(&rx->mu);
+    if (rx->fds[file] < 0) {
+        char *path = st_printf("%s/%s", rx->files_dir, rx->l->files[file].name);
+        rx->fds[file] = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+        if (rx->fds[file] < 0)
+            rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
+        free(path);
+    }
+    *fd = rx->fds[file];
+    pthread_mutex_unlock(&rx->mu);
+    return rc;
+}
+
 /* Bytes already checked against chunk `chunk` of file `file`'s id: sealed,
  * written in place (if still due) and marked as arrived. */
 static int put_verified(store_receive *rx, size_t file, size_t chunk, const void *data, size_t len)
@@ -600,18 +621,11 @@ static int put_verified(store_receive *rx, size_t file, size_t chunk, const void
     int rc = chunk_verified(rx, file, chunk, data, len);
     if (rc)
         return rc;
-    char *path = st_printf("%s/%s", rx->files_dir, f->name);
-    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
-    if (fd < 0)
-        rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
-    else if ((rc = write_sparse(fd, data, len, (uint64_t)chunk * f->chunk_size,
-                                rx->based[file])))
-        rc = st_fail_errno(rc, "%s", path);
-    if (fd >= 0)
-        close(fd);
-    free(path);
-    if (rc)
+    int fd;
+    if ((rc = chunk_fd(rx, file, &fd)))
         return rc;
+    if ((rc = write_sparse(fd, data, len, (uint64_t)chunk * f->chunk_size, rx->based[file])))
+        return st_fail_errno(rc, "%s/%s", rx->files_dir, f->name);
     pthread_mutex_lock(&rx->mu);
     if (rx->state[file][chunk] == CH_NEEDED) {
         rx->state[file][chunk] = CH_HAVE;
@@ -910,6 +924,10 @@ void store_receive_abort(store_receive *rx)
             free(rx->state[i]);
     free(rx->state);
     free(rx->based);
+    for (size_t i = 0; rx->fds && i < rx->l->nfiles; i++)
+        if (rx->fds[i] >= 0)
+            close(rx->fds[i]);
+    free(rx->fds);
     store_layer_free(rx->l);
     st_seals_free(rx->seals);
     free(rx->manifest);
