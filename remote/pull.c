@@ -228,6 +228,8 @@ typedef struct {
     unsigned char *pack_claimed;     /* fetched whole by some worker */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    int probing;          /* the probe's answer (Range or not) is still unknown */
+    pthread_cond_t probe_cv;
     size_t next, running;
     int rc;
     char err[512];
@@ -238,7 +240,25 @@ typedef struct {
     remote *r;
     ZSTD_DCtx *dctx;
     char *frame, *chunk;
+    int probe; /* fetch range 0 first, while the others wait for its answer */
 } worker;
+
+/* the registry's answer to the probe is known (or it failed): the other
+ * workers may start; f->mu held */
+static void probe_answered_locked(fetch_job *f)
+{
+    if (f->probing) {
+        f->probing = 0;
+        pthread_cond_broadcast(&f->probe_cv);
+    }
+}
+
+static void probe_answered(fetch_job *f)
+{
+    pthread_mutex_lock(&f->mu);
+    probe_answered_locked(f);
+    pthread_mutex_unlock(&f->mu);
+}
 
 static void fetch_fail(fetch_job *f, int rc)
 {
@@ -338,13 +358,14 @@ static int on_body(void *ctx, long status, const void *data, size_t n)
     fetch_job *f = s->w->f;
     if (!s->started) {
         s->started = 1;
+        pthread_mutex_lock(&f->mu);
         if (status == 200 && !s->whole) { /* Range ignored: take every needed frame of the pack */
             stream_whole(s);
-            pthread_mutex_lock(&f->mu);
             f->j->norange = 1;
             f->pack_claimed[s->pack] = 1;
-            pthread_mutex_unlock(&f->mu);
         }
+        probe_answered_locked(f); /* its status is the answer; the body may still take a while */
+        pthread_mutex_unlock(&f->mu);
     }
     s->body += n;
     if (s->body > s->limit)
@@ -396,6 +417,7 @@ static int claim_pack(fetch_job *f, size_t pack)
     int mine = !f->pack_claimed[pack];
     f->pack_claimed[pack] = 1;
     f->j->norange = 1;
+    probe_answered_locked(f);
     pthread_mutex_unlock(&f->mu);
     return mine;
 }
@@ -434,6 +456,16 @@ static void *fetch_worker(void *arg)
 {
     worker *w = arg;
     fetch_job *f = w->f;
+    if (w->probe) {
+        int rc = fetch_range(w, 0);
+        if (rc)
+            fetch_fail(f, rc);
+        probe_answered(f);
+    }
+    pthread_mutex_lock(&f->mu);
+    while (f->probing)
+        pthread_cond_wait(&f->probe_cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
     for (;;) {
         pthread_mutex_lock(&f->mu);
         size_t i = f->next < f->nr && !f->rc ? f->next++ : SIZE_MAX;
@@ -632,6 +664,7 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     fetch_job f = {.j = j, .rx = j->rx[i], .on_local_base = on_local_base};
     pthread_mutex_init(&f.mu, NULL);
     pthread_cond_init(&f.cv, NULL);
+    pthread_cond_init(&f.probe_cv, NULL);
     uint32_t max_ulen = 1;
     int rc = plan_wants(&f, &max_ulen);
     if (!rc)
@@ -643,11 +676,12 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     for (unsigned k = 0; w && !rc && k < jobs; k++)
         rc = worker_init(&w[k], &f, max_ulen);
     if (!rc && f.nr && !j->probed) {
-        /* the first request alone: a registry that ignores Range then costs each pack once */
+        /* the first request alone until its status is in: a registry that
+         * ignores Range then costs each pack once */
         j->probed = 1;
         f.next = 1;
-        if ((rc = fetch_range(&w[0], 0)))
-            fetch_fail(&f, rc);
+        f.probing = 1;
+        w[0].probe = 1;
     }
     if (!rc && f.nr)
         rc = run_workers(&f, w, jobs);
@@ -661,6 +695,7 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     free(f.w), free(f.r), free(f.pack_first), free(f.pack_count), free(f.pack_claimed);
     pthread_mutex_destroy(&f.mu);
     pthread_cond_destroy(&f.cv);
+    pthread_cond_destroy(&f.probe_cv);
     return rc;
 }
 
