@@ -158,9 +158,11 @@ int store_instance_layer(store *st, const char *instance_dir, store_id *out);
  *
  * The one way a layer made elsewhere enters the store: given its canonical
  * manifest, the store materializes the layer under tmp/, cloning every chunk
- * it already has at the same place in a base layer, and takes the other
- * chunks' bytes from the caller in any order, each checked against its
- * SHA-256 in the manifest before it is written. Zero chunks stay holes.
+ * it already has at the same place in a base layer, copies in those the
+ * base or its ancestors hold at another place (read and checked against
+ * their SHA-256 first; store_receive_copied), and takes the other chunks'
+ * bytes from the caller in any order, each checked against its SHA-256 in
+ * the manifest before it is written. Zero chunks stay holes.
  * finish checks that every data chunk arrived, fsyncs, and publishes with
  * one rename, as commit does. The layer id is the SHA-256 of the manifest.
  */
