@@ -779,8 +779,10 @@ static int take_local(store_receive *rx, const base_src *b)
         if (!left || nsrc > LOCAL_DEPTH || !l->has_parent || !st_layer_exists(rx->st, &l->parent))
             continue;
         local_src *next = &srcs[nsrc];
-        if ((rc = store_layer_load(rx->st, &l->parent, &next->owned)))
+        if ((rc = store_layer_load(rx->st, &l->parent, &next->owned))) {
+            rc = rc == -ENOMEM ? rc : 0; /* an unreadable ancestor: search no further */
             break;
+        }
         next->l = next->owned;
         if (!(next->dir = st_printf("%s/layers/%s/bundle", rx->st->home, l->parent.hex)))
             rc = -ENOMEM;
