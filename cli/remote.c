@@ -260,23 +260,25 @@ static void print_pull(const remote_ref *src, const char *tag, const remote_pull
         else
             printf("null");
         printf(",\"layer\":\"%s\",\"layers_received\":%zu,\"chunks_fetched\":%" PRIu64
-               ",\"chunks_present\":%" PRIu64 ",\"chunks_resumed\":%" PRIu64
+               ",\"chunks_present\":%" PRIu64 ",\"chunks_local\":%" PRIu64
+               ",\"chunks_resumed\":%" PRIu64
                ",\"bytes_fetched\":%" PRIu64 ",\"requests\":%" PRIu64
                ",\"whole_packs\":%s,\"seconds\":%.3f}\n",
                r->pulled.hex, r->layers_received, r->chunks_fetched, r->chunks_present,
-               r->chunks_resumed, r->bytes_fetched, r->requests, r->whole_packs ? "true" : "false",
+               r->chunks_local, r->chunks_resumed, r->bytes_fetched, r->requests,
+               r->whole_packs ? "true" : "false",
                secs);
         return;
     }
     printf("%s\n", r->pulled.hex);
     fprintf(stderr, "pulled %s/%s%s%s (layer %.12s%s%s): downloaded %s in %" PRIu64 " chunks (%" PRIu64
             " requests%s); %" PRIu64 " chunks already present (%" PRIu64 " from an interrupted "
-            "pull); %zu layers new; %.1f s\n",
+            "pull), %" PRIu64 " copied from elsewhere in the store; %zu layers new; %.1f s\n",
             src->host, src->repo, src->digest ? "@" : ":", src->digest ? src->digest : src->tag,
             r->pulled.hex, tag ? ", tagged " : "", tag ? tag : "",
             cli_human(r->bytes_fetched, got, sizeof got), r->chunks_fetched, r->requests,
             r->whole_packs ? ", whole packs: the registry refused Range" : "", r->chunks_present,
-            r->chunks_resumed, r->layers_received, secs);
+            r->chunks_resumed, r->chunks_local, r->layers_received, secs);
 }
 
 int cli_is_remote(const char *text)

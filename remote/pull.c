@@ -200,7 +200,7 @@ static int add_local_index(pull_job *j, size_t i)
 
 #define RANGE_MAX (8u << 20)   /* compressed bytes asked in one request (one frame may be more) */
 #define RANGE_MIN (1u << 20)   /* ...at least, unless the layer needs less; and the probe's */
-#define RANGES_PER_JOB 4       /* so the last range, one worker alone, is a short wait */
+#define RANGE_SHARE 1          /* a range is at most 1/(jobs * this) of what is left */
 #define RANGE_GAP (256u << 10) /* unneeded bytes between two frames still fetched in one request */
 #define PULL_BUFFERS_MAX (128ull << 20) /* frame and chunk buffers of all workers together */
 
@@ -228,6 +228,8 @@ typedef struct {
     unsigned char *pack_claimed;     /* fetched whole by some worker */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    int probing;          /* the probe's answer (Range or not) is still unknown */
+    pthread_cond_t probe_cv;
     size_t next, running;
     int rc;
     char err[512];
@@ -238,7 +240,25 @@ typedef struct {
     remote *r;
     ZSTD_DCtx *dctx;
     char *frame, *chunk;
+    int probe; /* fetch range 0 first, while the others wait for its answer */
 } worker;
+
+/* the registry's answer to the probe is known (or it failed): the other
+ * workers may start; f->mu held */
+static void probe_answered_locked(fetch_job *f)
+{
+    if (f->probing) {
+        f->probing = 0;
+        pthread_cond_broadcast(&f->probe_cv);
+    }
+}
+
+static void probe_answered(fetch_job *f)
+{
+    pthread_mutex_lock(&f->mu);
+    probe_answered_locked(f);
+    pthread_mutex_unlock(&f->mu);
+}
 
 static void fetch_fail(fetch_job *f, int rc)
 {
@@ -279,8 +299,8 @@ static int deliver(worker *w, const want *a, const want *b)
                            a->offset);
         if (rc)
             return store_failed(rc);
-        count(&f->j->res->chunks_fetched, 1);
     }
+    count(&f->j->res->chunks_fetched, 1); /* one download, however many places take it */
     return 0;
 }
 
@@ -338,13 +358,14 @@ static int on_body(void *ctx, long status, const void *data, size_t n)
     fetch_job *f = s->w->f;
     if (!s->started) {
         s->started = 1;
+        pthread_mutex_lock(&f->mu);
         if (status == 200 && !s->whole) { /* Range ignored: take every needed frame of the pack */
             stream_whole(s);
-            pthread_mutex_lock(&f->mu);
             f->j->norange = 1;
             f->pack_claimed[s->pack] = 1;
-            pthread_mutex_unlock(&f->mu);
         }
+        probe_answered_locked(f); /* its status is the answer; the body may still take a while */
+        pthread_mutex_unlock(&f->mu);
     }
     s->body += n;
     if (s->body > s->limit)
@@ -396,6 +417,7 @@ static int claim_pack(fetch_job *f, size_t pack)
     int mine = !f->pack_claimed[pack];
     f->pack_claimed[pack] = 1;
     f->j->norange = 1;
+    probe_answered_locked(f);
     pthread_mutex_unlock(&f->mu);
     return mine;
 }
@@ -434,6 +456,16 @@ static void *fetch_worker(void *arg)
 {
     worker *w = arg;
     fetch_job *f = w->f;
+    if (w->probe) {
+        int rc = fetch_range(w, 0);
+        if (rc)
+            fetch_fail(f, rc);
+        probe_answered(f);
+    }
+    pthread_mutex_lock(&f->mu);
+    while (f->probing)
+        pthread_cond_wait(&f->probe_cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
     for (;;) {
         pthread_mutex_lock(&f->mu);
         size_t i = f->next < f->nr && !f->rc ? f->next++ : SIZE_MAX;
@@ -500,9 +532,29 @@ static int plan_wants(fetch_job *f, uint32_t *max_ulen)
     return 0;
 }
 
+/* compressed bytes of the frames wants [from, nw) still need, each frame once */
+static uint64_t frame_bytes(const fetch_job *f, size_t from)
+{
+    uint64_t total = 0;
+    for (size_t i = from; i < f->nw; i++)
+        if (i == from || f->w[i].pack != f->w[i - 1].pack || f->w[i].offset != f->w[i - 1].offset)
+            total += f->w[i].clen;
+    return total;
+}
+
+/* The size of a range that starts with `left` bytes still to plan: a share
+ * of what is left, so ranges shrink towards the layer's end (guided
+ * scheduling): early ones are large (few requests), the last ones, which
+ * run while other workers have nothing left, are short. */
+static uint64_t range_size(uint64_t left, unsigned jobs)
+{
+    uint64_t size = left / ((uint64_t)jobs * RANGE_SHARE);
+    return size < RANGE_MIN ? RANGE_MIN : size > RANGE_MAX ? RANGE_MAX : size;
+}
+
 /* cut the sorted wants into ranges of nearby frames of one pack, each of at
- * most range_max bytes (the first of a pull, made alone, of RANGE_MIN) */
-static int plan_ranges(fetch_job *f, uint64_t range_max)
+ * most range_size bytes (the first of a pull, made alone, of RANGE_MIN) */
+static int plan_ranges(fetch_job *f, unsigned jobs)
 {
     size_t np = f->j->a.npacks;
     if (!(f->r = calloc(f->nw ? f->nw : 1, sizeof *f->r)) ||
@@ -510,6 +562,7 @@ static int plan_ranges(fetch_job *f, uint64_t range_max)
         !(f->pack_count = calloc(np ? np : 1, sizeof *f->pack_count)) ||
         !(f->pack_claimed = calloc(np ? np : 1, 1)))
         return -ENOMEM;
+    uint64_t left = frame_bytes(f, 0), max = RANGE_MIN;
     for (size_t i = 0; i < f->nw;) {
         const want *a = &f->w[i];
         size_t g = i;
@@ -520,13 +573,15 @@ static int plan_ranges(fetch_job *f, uint64_t range_max)
         f->pack_count[a->pack] += g - i;
         want_range *cur = f->nr ? &f->r[f->nr - 1] : NULL;
         uint64_t end = a->offset + a->clen;
-        uint64_t max = f->nr == 1 && !f->j->probed ? RANGE_MIN : range_max;
         if (cur && f->w[cur->first].pack == a->pack && a->offset >= cur->end &&
             a->offset - cur->end <= RANGE_GAP && end - cur->start <= max) {
             cur->end = end;
             cur->count += g - i;
-        } else
+        } else {
             f->r[f->nr++] = (want_range){.first = i, .count = g - i, .start = a->offset, .end = end};
+            max = f->nr == 1 && !f->j->probed ? RANGE_MIN : range_size(left, jobs);
+        }
+        left -= left < a->clen ? left : a->clen;
         i = g;
     }
     for (size_t i = 0; i < f->nr; i++)
@@ -546,18 +601,6 @@ static unsigned pull_jobs(const pull_job *j, size_t nr, uint32_t max_ulen)
     if (jobs > nr)
         jobs = nr ? (unsigned)nr : 1;
     return jobs > 64 ? 64 : jobs;
-}
-
-/* ranges small enough that each worker takes several: the layer's end,
- * where the last ranges run with fewer workers than there are, stays short */
-static uint64_t range_size(const fetch_job *f, unsigned jobs)
-{
-    uint64_t total = 0;
-    for (size_t i = 0; i < f->nw; i++)
-        if (!i || f->w[i].pack != f->w[i - 1].pack || f->w[i].offset != f->w[i - 1].offset)
-            total += f->w[i].clen;
-    uint64_t size = total / ((uint64_t)jobs * RANGES_PER_JOB);
-    return size < RANGE_MIN ? RANGE_MIN : size > RANGE_MAX ? RANGE_MAX : size;
 }
 
 static int worker_init(worker *w, fetch_job *f, uint32_t max_ulen)
@@ -621,10 +664,11 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     fetch_job f = {.j = j, .rx = j->rx[i], .on_local_base = on_local_base};
     pthread_mutex_init(&f.mu, NULL);
     pthread_cond_init(&f.cv, NULL);
+    pthread_cond_init(&f.probe_cv, NULL);
     uint32_t max_ulen = 1;
     int rc = plan_wants(&f, &max_ulen);
     if (!rc)
-        rc = plan_ranges(&f, range_size(&f, pull_jobs(j, f.nw, max_ulen)));
+        rc = plan_ranges(&f, pull_jobs(j, f.nw, max_ulen));
     unsigned jobs = rc ? 0 : pull_jobs(j, f.nr, max_ulen);
     worker *w = rc || !f.nr ? NULL : calloc(jobs, sizeof *w);
     if (!rc && f.nr && !w)
@@ -632,11 +676,12 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     for (unsigned k = 0; w && !rc && k < jobs; k++)
         rc = worker_init(&w[k], &f, max_ulen);
     if (!rc && f.nr && !j->probed) {
-        /* the first request alone: a registry that ignores Range then costs each pack once */
+        /* the first request alone until its status is in: a registry that
+         * ignores Range then costs each pack once */
         j->probed = 1;
         f.next = 1;
-        if ((rc = fetch_range(&w[0], 0)))
-            fetch_fail(&f, rc);
+        f.probing = 1;
+        w[0].probe = 1;
     }
     if (!rc && f.nr)
         rc = run_workers(&f, w, jobs);
@@ -650,6 +695,7 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     free(f.w), free(f.r), free(f.pack_first), free(f.pack_count), free(f.pack_claimed);
     pthread_mutex_destroy(&f.mu);
     pthread_cond_destroy(&f.cv);
+    pthread_cond_destroy(&f.probe_cv);
     return rc;
 }
 
@@ -674,9 +720,13 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
     if (i == 0 ? l->has_parent : !l->has_parent || strcmp(l->parent.hex, j->ids[i - 1].hex))
         return rm_fail(EBADMSG, "layer %.12s: its parent is not the layer before it in the chain",
                        l->id.hex);
+    uint64_t copied = store_receive_copied(j->rx[i]);
+    j->res->chunks_local += copied;
     rc = add_index(j, i, l);
     if (!rc)
         rc = fetch_chunks(j, i, i == first_missing);
+    if (i == first_missing) /* counted among its chunks present, which they were not */
+        j->res->chunks_present -= copied;
     if (!rc && store_receive_missing(j->rx[i]))
         rc = rm_fail(EBADMSG, "layer %.12s: chunks are still missing after the fetch", l->id.hex);
     return rc;

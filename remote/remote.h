@@ -219,7 +219,9 @@ typedef struct {
 typedef struct {
     store_id pulled;          /* the layer the source names */
     size_t layers_received;   /* layers of its chain the store lacked */
-    uint64_t chunks_fetched;  /* data chunks downloaded */
+    uint64_t chunks_fetched;  /* data chunks downloaded (a chunk at several places: once) */
+    uint64_t chunks_local;    /* data chunks not downloaded because the store, or this pull,
+                                 held the same bytes at another place: copied, checked */
     uint64_t chunks_present;  /* data chunks not downloaded because the store had them:
                                  cloned from the local base, or kept from an interrupted pull */
     uint64_t chunks_resumed;  /* of those, kept from an interrupted pull */
@@ -229,8 +231,9 @@ typedef struct {
 } remote_pull_result;
 
 /* Pull the layer src names (a tag or digest) with the part of its chain the
- * store lacks, fetching only chunks no local ancestor has at the same place,
- * by parallel Range requests (whole packs, each once, from a registry that
+ * store lacks, fetching only chunks the store does not hold (at the same
+ * place in a local ancestor, or under the same id elsewhere in the chain:
+ * copied, checked), each once, by parallel Range requests (whole packs, each once, from a registry that
  * refuses Range). Every blob and chunk is checked before the store takes it;
  * on any failure nothing is published, and chunks already received stay
  * under the store's tmp/ for the next pull of the same layer. po may be NULL. */

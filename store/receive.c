@@ -35,11 +35,13 @@ struct store_receive {
     char *files_dir;     /* where the layer's files are (tmp bundle, or the layer's) */
     unsigned char **state; /* [file][chunk] CH_* */
     unsigned char *based;  /* [file] 1: may hold data where it is to be zero (a clone, earlier work) */
+    int *fds;              /* [file] open for writing chunks, -1 until the first one */
     uint64_t missing;
     st_seals *seals;     /* every data chunk's seal, written beside the manifest; NULL if existed */
     int keep;            /* resumable: leave tmp/ as it is unless published */
     int adopted;         /* took up an earlier receive's work */
     uint64_t resumed;    /* chunks found in it */
+    uint64_t copied;     /* chunks taken from another place in the store */
     pthread_mutex_t mu;  /* state, missing and seals, for callers receiving in parallel */
 };
 
@@ -76,6 +78,11 @@ const store_layer *store_receive_layer(const store_receive *rx)
 uint64_t store_receive_resumed(const store_receive *rx)
 {
     return rx->resumed;
+}
+
+uint64_t store_receive_copied(const store_receive *rx)
+{
+    return rx->copied;
 }
 
 uint64_t store_receive_missing(const store_receive *rx)
@@ -386,6 +393,8 @@ static int base_agrees(store_receive *rx, const base_src *b)
     return rc ? st_fail_errno(rc, "%s/base", rx->tmp.path) : 0;
 }
 
+static int take_local(store_receive *rx, const base_src *b);
+
 static int receive_setup(store_receive *rx, const store_receive_opts *o)
 {
     store *st = rx->st;
@@ -394,8 +403,11 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
         return st_fail(ENOENT, "layer %.12s needs layer %s (its parent): import or pull it first",
                        l->id.hex, l->parent.hex);
     if (!(rx->state = calloc(l->nfiles ? l->nfiles : 1, sizeof *rx->state)) ||
-        !(rx->based = calloc(l->nfiles ? l->nfiles : 1, 1)))
+        !(rx->based = calloc(l->nfiles ? l->nfiles : 1, 1)) ||
+        !(rx->fds = malloc((l->nfiles ? l->nfiles : 1) * sizeof *rx->fds)))
         return -ENOMEM;
+    for (size_t i = 0; i < l->nfiles; i++)
+        rx->fds[i] = -1;
     for (size_t i = 0; i < l->nfiles; i++)
         if (!(rx->state[i] = calloc(l->files[i].nchunks ? l->files[i].nchunks : 1, 1)))
             return -ENOMEM;
@@ -415,6 +427,8 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
         rc = base_agrees(rx, &b);
     for (size_t i = 0; !rc && i < l->nfiles; i++)
         rc = materialize_file(rx, i, &b);
+    if (!rc)
+        rc = take_local(rx, &b);
     store_layer_free(owned);
     st_seals_free(b.owned_seals);
     free(b.dir);
@@ -552,6 +566,9 @@ static int write_sparse(int fd, const char *data, size_t len, uint64_t off, int 
     return rc;
 }
 
+static int put_verified(store_receive *rx, size_t file, size_t chunk, const void *data,
+                        size_t len);
+
 int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void *data,
                         size_t len)
 {
@@ -571,6 +588,31 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     if (memcmp(d, want->digest, 32))
         return st_fail(EINVAL, "%s: chunk %zu (offset %" PRIu64 ") does not match the manifest",
                        f->name, chunk, (uint64_t)chunk * f->chunk_size);
+    return put_verified(rx, file, chunk, data, len);
+}
+
+/* file's descriptor for writing chunks, opened once for all of them */
+static int chunk_fd(store_receive *rx, size_t file, int *fd)
+{
+    int rc = 0;
+    pthread_mutex_lock(&rx->mu);
+    if (rx->fds[file] < 0) {
+        char *path = st_printf("%s/%s", rx->files_dir, rx->l->files[file].name);
+        rx->fds[file] = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+        if (rx->fds[file] < 0)
+            rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
+        free(path);
+    }
+    *fd = rx->fds[file];
+    pthread_mutex_unlock(&rx->mu);
+    return rc;
+}
+
+/* Bytes already checked against chunk `chunk` of file `file`'s id: sealed,
+ * written in place (if still due) and marked as arrived. */
+static int put_verified(store_receive *rx, size_t file, size_t chunk, const void *data, size_t len)
+{
+    const store_file *f = &rx->l->files[file];
     pthread_mutex_lock(&rx->mu);
     int due = rx->state[file][chunk] == CH_NEEDED;
     pthread_mutex_unlock(&rx->mu);
@@ -579,18 +621,11 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     int rc = chunk_verified(rx, file, chunk, data, len);
     if (rc)
         return rc;
-    char *path = st_printf("%s/%s", rx->files_dir, f->name);
-    int fd = path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
-    if (fd < 0)
-        rc = path ? st_fail_errno(errno, "%s", path) : -ENOMEM;
-    else if ((rc = write_sparse(fd, data, len, (uint64_t)chunk * f->chunk_size,
-                                rx->based[file])))
-        rc = st_fail_errno(rc, "%s", path);
-    if (fd >= 0)
-        close(fd);
-    free(path);
-    if (rc)
+    int fd;
+    if ((rc = chunk_fd(rx, file, &fd)))
         return rc;
+    if ((rc = write_sparse(fd, data, len, (uint64_t)chunk * f->chunk_size, rx->based[file])))
+        return st_fail_errno(rc, "%s/%s", rx->files_dir, f->name);
     pthread_mutex_lock(&rx->mu);
     if (rx->state[file][chunk] == CH_NEEDED) {
         rx->state[file][chunk] = CH_HAVE;
@@ -598,6 +633,169 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
     }
     pthread_mutex_unlock(&rx->mu);
     return 0;
+}
+
+/* ---------- chunks the store holds at another place ----------
+ *
+ * A chunk still due may be in the store already under the same id at
+ * another place: elsewhere in the base (a block moved, or the same bytes
+ * twice), in an older ancestor, or, for the next layer of a chain, in the
+ * layer received just before. It is read from there, checked against its id
+ * (a damaged store file is never copied in: the chunk stays due and comes
+ * from the caller), and written as an arriving chunk is. Memory is one
+ * entry per due chunk, whatever the size of the layers searched. */
+
+#define LOCAL_DEPTH 16 /* ancestors of the base searched, besides the base */
+
+typedef struct {
+    const unsigned char *digest; /* the due chunk's id */
+    uint64_t chunk;
+    uint32_t file;
+    uint32_t src;        /* where a copy is: sources[src]'s file from, chunk from_chunk */
+    const store_file *from;
+    uint64_t from_chunk;
+} local_want;
+
+typedef struct {
+    const store_layer *l;
+    char *dir;
+    store_layer *owned;
+} local_src;
+
+static int by_want_id(const void *a, const void *b)
+{
+    return memcmp(((const local_want *)a)->digest, ((const local_want *)b)->digest, 32);
+}
+
+/* every chunk still due, sorted by id */
+static local_want *due_by_id(const store_receive *rx, size_t *n)
+{
+    local_want *w = calloc(rx->missing ? rx->missing : 1, sizeof *w);
+    *n = 0;
+    for (size_t i = 0; w && i < rx->l->nfiles; i++) {
+        const store_file *f = &rx->l->files[i];
+        for (size_t d = 0; d < f->ndata && *n < rx->missing; d++)
+            if (rx->state[i][f->data[d].index] == CH_NEEDED)
+                w[(*n)++] = (local_want){.digest = f->data[d].digest, .chunk = f->data[d].index,
+                                         .file = (uint32_t)i};
+    }
+    if (w)
+        qsort(w, *n, sizeof *w, by_want_id);
+    return w;
+}
+
+/* the first due chunk with this id, or NULL */
+static local_want *first_due(local_want *w, size_t n, const unsigned char *digest)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(w[mid].digest, digest, 32) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && !memcmp(w[lo].digest, digest, 32) ? &w[lo] : NULL;
+}
+
+/* note where source s holds due ids not yet placed; returns how many it placed */
+static size_t find_in(local_want *w, size_t n, const local_src *src, uint32_t s)
+{
+    size_t placed = 0;
+    for (size_t i = 0; i < src->l->nfiles; i++) {
+        const store_file *sf = &src->l->files[i];
+        for (size_t d = 0; d < sf->ndata; d++) {
+            local_want *k = first_due(w, n, sf->data[d].digest);
+            for (; k && k < w + n && !memcmp(k->digest, sf->data[d].digest, 32); k++)
+                if (!k->from) {
+                    k->src = s, k->from = sf, k->from_chunk = sf->data[d].index;
+                    placed++;
+                }
+        }
+    }
+    return placed;
+}
+
+/* chunk `c` of source file f read into buf and checked against digest: 1 if it matches */
+static int read_checked(const local_src *src, const store_file *f, uint64_t c,
+                        const unsigned char *digest, unsigned char *buf, size_t len)
+{
+    char *path = st_printf("%s/%s", src->dir, f->name);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0)
+        return 0; /* gone or unreadable: the chunk comes from the caller */
+    int ok = store_chunk_len(f, c) == len && !read_all(fd, buf, len, c * f->chunk_size);
+    close(fd);
+    unsigned char d[32];
+    if (ok)
+        st_sha256(buf, len, d);
+    return ok && !memcmp(d, digest, 32);
+}
+
+/* copy each placed id once checked, to every place that is due for it */
+static int copy_placed(store_receive *rx, local_want *w, size_t n, const local_src *srcs)
+{
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t g = 0; !rc && g < n;) {
+        size_t e = g + 1;
+        while (e < n && !memcmp(w[e].digest, w[g].digest, 32))
+            e++;
+        const store_file *f = &rx->l->files[w[g].file];
+        size_t len = (size_t)store_chunk_len(f, w[g].chunk);
+        if (w[g].from && len > cap) {
+            free(buf);
+            if (!(buf = malloc(len)))
+                return st_fail(ENOMEM, "%s: out of memory", f->name);
+            cap = len;
+        }
+        if (w[g].from &&
+            read_checked(&srcs[w[g].src], w[g].from, w[g].from_chunk, w[g].digest, buf, len))
+            for (size_t k = g; !rc && k < e; k++)
+                if (!(rc = put_verified(rx, w[k].file, w[k].chunk, buf, len)))
+                    rx->copied++;
+        g = e;
+    }
+    free(buf);
+    return rc;
+}
+
+/* the base and its published ancestors, nearest first, until every due id is placed */
+static int take_local(store_receive *rx, const base_src *b)
+{
+    size_t n = 0, left;
+    if (!rx->missing || !b->l)
+        return 0;
+    local_want *w = due_by_id(rx, &n);
+    local_src srcs[LOCAL_DEPTH + 1] = {{.l = b->l, .dir = b->dir}};
+    uint32_t nsrc = 1;
+    int rc = w ? 0 : -ENOMEM;
+    left = n;
+    for (uint32_t s = 0; !rc && left && s < nsrc; s++) {
+        left -= find_in(w, n, &srcs[s], s);
+        const store_layer *l = srcs[s].l;
+        if (!left || nsrc > LOCAL_DEPTH || !l->has_parent || !st_layer_exists(rx->st, &l->parent))
+            continue;
+        local_src *next = &srcs[nsrc];
+        if ((rc = store_layer_load(rx->st, &l->parent, &next->owned))) {
+            rc = rc == -ENOMEM ? rc : 0; /* an unreadable ancestor: search no further */
+            break;
+        }
+        next->l = next->owned;
+        if (!(next->dir = st_printf("%s/layers/%s/bundle", rx->st->home, l->parent.hex)))
+            rc = -ENOMEM;
+        nsrc++;
+    }
+    if (!rc && left < n)
+        rc = copy_placed(rx, w, n, srcs);
+    for (uint32_t s = 1; s < nsrc; s++) {
+        store_layer_free(srcs[s].owned);
+        free(srcs[s].dir);
+    }
+    free(w);
+    return rc;
 }
 
 static int first_missing(const store_receive *rx)
@@ -728,6 +926,10 @@ void store_receive_abort(store_receive *rx)
             free(rx->state[i]);
     free(rx->state);
     free(rx->based);
+    for (size_t i = 0; rx->fds && i < rx->l->nfiles; i++)
+        if (rx->fds[i] >= 0)
+            close(rx->fds[i]);
+    free(rx->fds);
     store_layer_free(rx->l);
     st_seals_free(rx->seals);
     free(rx->manifest);

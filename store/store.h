@@ -170,9 +170,11 @@ int store_instance_layer(store *st, const char *instance_dir, store_id *out);
  *
  * The one way a layer made elsewhere enters the store: given its canonical
  * manifest, the store materializes the layer under tmp/, cloning every chunk
- * it already has at the same place in a base layer, and takes the other
- * chunks' bytes from the caller in any order, each checked against its
- * SHA-256 in the manifest before it is written. Zero chunks stay holes.
+ * it already has at the same place in a base layer, copies in those the
+ * base or its ancestors hold at another place (read and checked against
+ * their SHA-256 first; store_receive_copied), and takes the other chunks'
+ * bytes from the caller in any order, each checked against its SHA-256 in
+ * the manifest before it is written. Zero chunks stay holes.
  * finish checks that every data chunk arrived, fsyncs, and publishes with
  * one rename, as commit does. The layer id is the SHA-256 of the manifest.
  */
@@ -222,6 +224,10 @@ int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
 
 /* Data chunks found in place, checked, from an earlier resumable receive. */
 uint64_t store_receive_resumed(const store_receive *rx);
+
+/* Data chunks the store held under the same id at another place (in the
+ * base, an ancestor of it, or elsewhere in the layer), copied in, checked. */
+uint64_t store_receive_copied(const store_receive *rx);
 
 /* Number of data chunks still needed. 0 once every chunk has arrived. */
 uint64_t store_receive_missing(const store_receive *rx);

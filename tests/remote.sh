@@ -343,7 +343,7 @@ P6=$W/pull6
 STRATA_HOME=$P6 run "$S" pull "$R/strata/vm:v1" -t mine --jobs 1
 check "pull -t NAME with --jobs 1 exits 0" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = "$BASE" ]
 check "...its summary names bytes downloaded, chunks present and time" \
-    grep -qE "^pulled $R/strata/vm:v1 \(layer ${BASE:0:12}, tagged mine\): downloaded [0-9.]+ [KMG]?i?B in 15 chunks \([0-9]+ requests\); 0 chunks already present \(0 from an interrupted pull\); 1 layers new; [0-9.]+ s$" "$W/err"
+    grep -qE "^pulled $R/strata/vm:v1 \(layer ${BASE:0:12}, tagged mine\): downloaded [0-9.]+ [KMG]?i?B in 15 chunks \([0-9]+ requests\); 0 chunks already present \(0 from an interrupted pull\), 0 copied from elsewhere in the store; 1 layers new; [0-9.]+ s$" "$W/err"
 check "...and piped, no progress bar" sh -c "! grep -q 'pull \\[' '$W/err'"
 STRATA_HOME=$P6 run "$S" pull "$R/strata/vm:child" --json
 check "the child over the base: 3 chunks fetched, 15 counted present" \
@@ -355,6 +355,40 @@ else
     skipped "the pull progress bar" "script (util-linux) is not installed"
 fi
 STRATA_HOME=$P6 expect_error "--jobs 0 is one line" 1 "--jobs" "$S" pull "$R/strata/vm:child" --jobs 0
+
+# ---- pull: chunks the store holds at another place are copied, never fetched ----
+# The child writes the base's first MiB again at 900M (the same bytes at
+# another place), one new MiB twice (800M and 850M) and one new MiB once.
+"$S" clone base:v1 "$W/inst-dup" 2>/dev/null
+"$MK" --write "$W/inst-dup/Disk.img" 900M:1M:1 800M:1M:7 850M:1M:7 600M:1M:8
+DUP=$("$S" commit "$W/inst-dup" -m dup -t base:dup 2>/dev/null)
+run "$S" push base:dup "$R/strata/vm:dup" --json
+check "a child with a moved and a doubled chunk uploads its 2 new chunks" [ "$(jget chunks_uploaded)" = 2 ]
+"$S" clone base:dup "$W/c-dup" >/dev/null 2>&1
+STRATA_HOME=$P2 run "$S" pull "$R/strata/vm:dup" --json
+check "pull of it over the base downloads the 2 new chunks once each" \
+    [ "$(jget chunks_fetched)" = 2 ] && [ "$(jget chunks_local)" = 1 ]
+STRATA_HOME=$P2 "$S" clone "$R/strata/vm:dup" "$W/c-dup2" >/dev/null 2>&1
+check "...and its clone is byte-identical" diff -rq --exclude=.strata "$W/c-dup" "$W/c-dup2"
+STRATA_HOME=$W/pull-dup run "$S" pull "$R/strata/vm:dup" --json
+check "pull of it into an empty store takes the moved chunk from the base just received" \
+    [ "$(jget chunks_fetched)" = 17 ] && [ "$(jget chunks_local)" = 1 ] && [ "$(jget layers_received)" = 2 ]
+STRATA_HOME=$W/pull-dup "$S" clone "$R/strata/vm:dup" "$W/c-dup3" >/dev/null 2>&1
+check "...byte-identical" diff -rq --exclude=.strata "$W/c-dup" "$W/c-dup3"
+STRATA_HOME=$W/pull-dup run "$S" fsck
+check "...and fsck-clean" [ "$rc" -eq 0 ]
+# a damaged copy in the store is never copied in: the chunk is downloaded
+PD=$W/pull-damaged
+STRATA_HOME=$PD "$S" pull "$R/strata/vm:v1" >/dev/null 2>&1
+DMG=$PD/layers/$BASE/bundle/Disk.img
+chmod u+w "$DMG" && printf 'damaged' | dd of="$DMG" bs=1 seek=100 conv=notrunc status=none
+STRATA_HOME=$PD run "$S" pull "$R/strata/vm:dup" --json
+check "a damaged local copy of the moved chunk is not taken: it is downloaded" \
+    [ "$rc" -eq 0 ] && [ "$(jget chunks_fetched)" = 3 ] && [ "$(jget chunks_local)" = 0 ]
+STRATA_HOME=$PD "$S" clone "$R/strata/vm:dup" "$W/c-dup4" >/dev/null 2>&1
+check "...so the child's bytes at 900M are the pushed ones" \
+    cmp -s <(dd if="$W/c-dup/Disk.img" bs=1M skip=900 count=1 status=none) \
+        <(dd if="$W/c-dup4/Disk.img" bs=1M skip=900 count=1 status=none)
 
 # ---- pull from a registry that refuses Range: each pack once ----
 PN2=$(free_port)

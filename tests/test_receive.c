@@ -491,6 +491,46 @@ static void test_unsealed_base_is_read(void **state)
     free(m2);
 }
 
+/* A child whose chunk 2 holds the bytes of the parent's chunk 0 (and whose
+ * chunk 0 is new): chunk 2 is copied from the parent, checked, unless the
+ * parent's copy is damaged, when it stays due. */
+static void moved_chunk(fixture *f, int damaged)
+{
+    char *m1 = manifest_of(f->disk, NULL), p[65];
+    receive_all(f, m1, f->disk, p);
+    if (damaged)
+        damage(f, p, 5);
+    unsigned char *d2 = malloc(DISK_SIZE);
+    memcpy(d2, f->disk, DISK_SIZE);
+    memcpy(d2 + 2 * CH, f->disk, CH);
+    fill_random(d2, CH, 55);
+    char *m2 = manifest_of(d2, p);
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m2, strlen(m2), INFO, strlen(INFO), NULL, &rx), 0);
+    assert_int_equal(store_receive_copied(rx), damaged ? 0 : 1);
+    assert_int_equal(store_receive_needs(rx, 0, 2), damaged);
+    assert_int_equal(store_receive_missing(rx), damaged ? 2 : 1);
+    for (size_t c = 0; c < NCH; c++)
+        if (store_receive_needs(rx, 0, c))
+            assert_int_equal(store_receive_chunk(rx, 0, c, d2 + c * CH, clen(c)), 0);
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, d2);
+    free(d2);
+    free(m1);
+    free(m2);
+}
+
+static void test_moved_chunk_is_copied(void **state)
+{
+    moved_chunk(*state, 0);
+}
+
+static void test_damaged_copy_is_not_taken(void **state)
+{
+    moved_chunk(*state, 1);
+}
+
 typedef struct {
     store_receive *rx;
     const unsigned char *disk;
@@ -537,6 +577,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsealed_base_is_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_blocks_are_holes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_moved_chunk_is_copied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_copy_is_not_taken, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
