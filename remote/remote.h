@@ -233,8 +233,8 @@ typedef struct {
 /* Pull the layer src names (a tag or digest) with the part of its chain the
  * store lacks, fetching only chunks the store does not hold (at the same
  * place in a local ancestor, or under the same id elsewhere in the chain:
- * copied, checked), each once, by parallel Range requests (whole packs, each once, from a registry that
- * refuses Range). Every blob and chunk is checked before the store takes it;
+ * copied, checked), each once, by parallel Range requests (whole packs,
+ * each once, from a registry that refuses Range). Every blob and chunk is checked before the store takes it;
  * on any failure nothing is published, and chunks already received stay
  * under the store's tmp/ for the next pull of the same layer. po may be NULL. */
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
