@@ -5,7 +5,8 @@
 #   - seconds from `strata run` (cold) or `strata run --resume` to the
 #     guest's echo, for RAM-file states and classic ones
 #     (STRATA_QEMU_SAVE=classic: all RAM in the state file);
-#   - seconds a `strata suspend` takes, first and second saved state;
+#   - seconds a `strata suspend` takes, first and second saved state, and a
+#     first state of a guest that ran past the kernel's dirty expiry;
 #   - state bytes: the state file, the RAM file's data;
 #   - bytes a second saved state adds (store accounting: all, and its RAM
 #     file's part, chunked at 4 KiB) and, on a reflink filesystem, the RAM
@@ -76,6 +77,20 @@ measure() { # MIB KIND(ram-file|classic)
     echo "| $mib MiB | $kind | $cold | $(median "${times[@]}") (${times[*]}) | $sus1 / $sus2 | $(mb "$state") | $(mb "$ramdata") | $(mb "$added2") ($ramadd) | $unshared |"
 }
 
+# a first state of a guest that ran past the kernel's dirty expiry
+# (vm.dirty_expire_centisecs, 30 s by default): the RAM pages it wrote while
+# booting are on disk already, as they are for a VM that was used a while
+# before its first suspend; the suspend right after a cold boot (above) has
+# to write them all first
+SETTLE=$(($(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 3000) / 100 + 5))
+settled() { # MIB
+    local mib=$1 name=settle-$1
+    export STRATA_QEMU_SAVE=ram-file
+    echo_time $name g$mib >/dev/null
+    sleep "$SETTLE"
+    echo "| $mib MiB | $SETTLE | $(seconds suspend_vm $name -t g$mib:settled) |"
+}
+
 # writeback: a guest writing a 64 MiB buffer over and over for 30 s: what
 # the store's block device wrote meanwhile (/sys/dev/block/M:m/stat, the
 # whole device: other writers count too), and the bytes QEMU dirtied in the
@@ -108,6 +123,11 @@ for mib in 256 2048; do
 done
 measure 256 ram-file,hint
 unset STRATA_QEMU_SHIM
+echo
+echo "| guest (ram-file) | seconds running before its first suspend | that suspend (s) |"
+echo "|---|---|---|"
+settled 256
+settled 2048
 echo
 echo "| 30 s of a busy guest (256 MiB, rewriting 64 MiB) | written to the store's device | dirtied by QEMU in the page cache |"
 echo "|---|---|---|"
