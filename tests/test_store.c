@@ -1425,6 +1425,25 @@ static void put_state(const char *dir)
     free(p);
 }
 
+/* What a suspend finds: an instance of tag t (a small import named b)
+ * whose 8 MiB RAM file holds random bytes (seed) at [off, off + len), and a
+ * state file. Returns the instance's path, which the caller frees. */
+static char *instance_with_ram(fixture *f, uint64_t off, uint64_t len, unsigned seed)
+{
+    store_id root;
+    import_small(f, "b", "t", &root);
+    char *inst = path_in(f->dir, "inst"), *ram = path_in(inst, "SaveFile.ram");
+    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
+    int fd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    write_random(fd, off, len, seed);
+    assert_int_equal(ftruncate(fd, 8 * MiB), 0);
+    close(fd);
+    put_state(inst);
+    free(ram);
+    return inst;
+}
+
 static store_layer *load(fixture *f, const store_id *id)
 {
     store_layer *l = NULL;
@@ -1564,16 +1583,7 @@ static void test_saved_state_against_resumed(void **state)
     fixture *f = *state;
     static const char *const names[] = {"SaveFile.x", "SaveFile.ram"};
     store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
-    store_id root;
-    import_small(f, "b", "t", &root);
-    char *inst = path_in(f->dir, "inst"), *again = path_in(f->dir, "again");
-    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
-    char *ram = path_in(inst, "SaveFile.ram");
-    int fd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    write_random(fd, 0, 8 * MiB, 21);
-    close(fd);
-    put_state(inst);
+    char *inst = instance_with_ram(f, 0, 8 * MiB, 21), *again = path_in(f->dir, "again");
     store_commit_opts o = {.message = "suspend", .bindings = bind, .nbindings = 2};
     store_commit_result d, s1, s2;
     if (store_commit_saved_state(f->st, inst, names, 2, &o, &d, &s1))
@@ -1583,7 +1593,7 @@ static void test_saved_state_against_resumed(void **state)
     /* resumed, one page written, saved again: one chunk added */
     assert_int_equal(store_clone_saved_state(f->st, s1.id.hex, again, NULL), 0);
     char *ram2 = path_in(again, "SaveFile.ram");
-    fd = open(ram2, O_RDWR | O_CLOEXEC);
+    int fd = open(ram2, O_RDWR | O_CLOEXEC);
     assert_true(fd >= 0);
     write_random(fd, 3 * MiB + 8 * KiB, 4 * KiB, 22);
     close(fd);
@@ -1596,7 +1606,7 @@ static void test_saved_state_against_resumed(void **state)
     report_buf rep = {{0}, 0};
     assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
     store_layer_free(l2);
-    free(inst), free(again), free(ram), free(ram2);
+    free(inst), free(again), free(ram2);
 }
 
 /* A chunk size asked per file applies where the file is new, a file its
@@ -1606,17 +1616,7 @@ static void test_file_chunk_sizes(void **state)
     fixture *f = *state;
     static const char *const names[] = {"SaveFile.x", "SaveFile.ram"};
     store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
-    store_id root;
-    import_small(f, "b", "t", &root);
-    char *inst = path_in(f->dir, "inst"), *again = path_in(f->dir, "again");
-    assert_int_equal(store_clone(f->st, "t", inst, NULL), 0);
-    char *ram = path_in(inst, "SaveFile.ram");
-    int fd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    write_random(fd, 1 * MiB, 2 * MiB, 31);
-    assert_int_equal(ftruncate(fd, 8 * MiB), 0);
-    close(fd);
-    put_state(inst);
+    char *inst = instance_with_ram(f, 1 * MiB, 2 * MiB, 31), *again = path_in(f->dir, "again");
 
     /* a bad size: refused, nothing made */
     store_file_chunking bad[] = {{"SaveFile.ram", 3000}};
@@ -1631,7 +1631,7 @@ static void test_file_chunk_sizes(void **state)
     /* a size that puts the layer over the manifest's chunk bound: refused
      * with the numbers before anything is made */
     char *huge = path_in(inst, "Huge.img");
-    fd = open(huge, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(huge, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     assert_true(fd >= 0);
     assert_int_equal(ftruncate(fd, 40 * (uint64_t)1024 * MiB), 0);
     close(fd);
@@ -1675,7 +1675,7 @@ static void test_file_chunk_sizes(void **state)
     report_buf rep = {{0}, 0};
     assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
     store_layer_free(l1), store_layer_free(l2);
-    free(inst), free(again), free(ram), free(ram2), free(huge);
+    free(inst), free(again), free(ram2), free(huge);
 }
 
 /* ---------- resolve ---------- */
