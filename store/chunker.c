@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,3 +397,186 @@ out:
     free(found);
     return rc;
 }
+
+/* ---------- hashing a new saved-state file ahead (st_prehash_*) ----------
+ *
+ * A saved state's RAM file with nothing to compare extents with must be
+ * read whole. Its layer copy is a fresh reflink whose pages are not in the
+ * page cache, while the instance's file is (QEMU's shared memory). So it is
+ * hashed from the instance's file, on its own thread while D is committed,
+ * and the results are used for the copy only if the file provably did not
+ * change from the start of hashing to the moment the copy was made:
+ *   - a read lease, taken before hashing, fails if anyone has the file open
+ *     for writing (a writable shared mapping keeps its file open), and any
+ *     later open for writing or truncate must break it first, waiting for
+ *     us to let go, which we do only after the copy; F_GETLEASE then tells
+ *     whether anyone tried;
+ *   - dev, inode, size, mtime and ctime are the same before hashing, after
+ *     it, and by path after the copy (the copy is made from that path).
+ * Otherwise the copy is hashed as before. mtime alone would not do: a write
+ * through a mapping updates it only when a clean page is first written. */
+
+struct st_prehash {
+    pthread_t thread;
+    int started;
+    int fd; /* the source, read-only, holding the read lease */
+    struct stat before;
+    job j;
+    unsigned char *how; /* per chunk: 1 if read, as st_chunk_file's */
+    size_t n;
+    int usable; /* set by the thread: hashed whole, file unchanged meanwhile */
+};
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* the chunks st_chunk_file would read, with no base: those touching data */
+static int prehash_plan(st_prehash *p, uint32_t chunk_size)
+{
+    uint64_t size = (uint64_t)p->before.st_size;
+    p->n = (size_t)((size + chunk_size - 1) / chunk_size);
+    p->how = calloc(p->n ? p->n : 1, 1);
+    if (!p->how)
+        return -ENOMEM;
+    for (uint64_t off = 0; off < size;) {
+        uint64_t d, h;
+        int r = clone_next_data(p->fd, off, size, &d, &h);
+        if (r == -ENXIO)
+            break;
+        if (r)
+            return r;
+        for (uint64_t c = d / chunk_size; c < p->n && c * chunk_size < h; c++)
+            p->how[c] = 1;
+        off = h;
+    }
+    size_t nwork = 0;
+    for (size_t c = 0; c < p->n; c++)
+        nwork += p->how[c];
+    p->j.work = malloc((nwork ? nwork : 1) * sizeof *p->j.work);
+    p->j.found = calloc(nwork ? nwork : 1, sizeof *p->j.found);
+    if (!p->j.work || !p->j.found)
+        return -ENOMEM;
+    for (size_t c = 0; c < p->n; c++)
+        if (p->how[c])
+            p->j.work[p->j.nwork++] = c;
+    p->j.fd = p->fd;
+    p->j.size = size;
+    p->j.chunk_size = chunk_size;
+    return 0;
+}
+
+static void *prehash_thread(void *arg)
+{
+    st_prehash *p = arg;
+    struct stat after;
+    if (prehash_plan(p, p->j.chunk_size) || run_workers(&p->j))
+        return NULL;
+    p->usable = fstat(p->fd, &after) == 0 && same_file(&p->before, &after);
+    return NULL;
+}
+
+/* Test hook (STRATA_NO_PREHASH=1): never hash ahead, as before. */
+static int prehash_off(void)
+{
+    const char *e = getenv("STRATA_NO_PREHASH");
+    return e && *e && strcmp(e, "0");
+}
+
+st_prehash *st_prehash_start(const char *path, uint32_t chunk_size)
+{
+    st_prehash *p = prehash_off() ? NULL : calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* SIGURG, ignored unless handled, instead of SIGIO, which would kill
+     * us when someone opens the file for writing while we hold the lease */
+    if (p->fd < 0 || fcntl(p->fd, F_SETSIG, SIGURG) < 0 ||
+        fcntl(p->fd, F_SETLEASE, F_RDLCK) < 0 || fstat(p->fd, &p->before) < 0 ||
+        !S_ISREG(p->before.st_mode)) {
+        st_prehash_free(p);
+        return NULL;
+    }
+    p->j.chunk_size = chunk_size;
+    atomic_init(&p->j.next, 0);
+    atomic_init(&p->j.bytes_read, 0);
+    atomic_init(&p->j.error, 0);
+    if (pthread_create(&p->thread, NULL, prehash_thread, p)) {
+        st_prehash_free(p);
+        return NULL;
+    }
+    p->started = 1;
+    return p;
+}
+
+static void prehash_join(st_prehash *p)
+{
+    if (p->started)
+        pthread_join(p->thread, NULL);
+    p->started = 0;
+}
+
+/* Is the copy at copy_fd, made from `from` by reflink, what was hashed? */
+static int prehash_holds(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size)
+{
+    struct stat now, copy;
+    return p->usable && p->j.chunk_size == chunk_size && stat(from, &now) == 0 &&
+           same_file(&p->before, &now) && fcntl(p->fd, F_GETLEASE) == F_RDLCK &&
+           fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size;
+}
+
+int st_prehash_use(st_prehash *p, const char *from, int copy_fd, int reflinked,
+                   uint32_t chunk_size, store_file *out, st_seals *seals, size_t index,
+                   st_chunk_stats *stats)
+{
+    if (!p)
+        return 0;
+    prehash_join(p);
+    st_crash_named("prehash-joined"); /* tests: the source may be changed here */
+    if (st_prehash_test_hook)
+        st_prehash_test_hook(from);
+    int holds = reflinked && prehash_holds(p, from, copy_fd, chunk_size);
+    close(p->fd); /* lets go of the lease: the copy is made, a waiting writer goes on */
+    p->fd = -1;
+    if (!holds)
+        return 0;
+    out->size = p->j.size;
+    out->chunk_size = chunk_size;
+    out->nchunks = p->n;
+    out->ndata = 0;
+    out->data = malloc((p->j.nwork ? p->j.nwork : 1) * sizeof *out->data);
+    if (!out->data)
+        return st_fail(ENOMEM, "%s: out of memory", from);
+    int rc = collect_data(&p->j, p->how, p->n, NULL, out, seals, index);
+    if (!rc)
+        rc = punch_zeros(copy_fd, from, &p->j);
+    if (rc) {
+        free(out->data);
+        out->data = NULL;
+        return rc;
+    }
+    if (stats)
+        stats->bytes_read += atomic_load(&p->j.bytes_read);
+    st_prehash_used++;
+    return 1;
+}
+
+void st_prehash_free(st_prehash *p)
+{
+    if (!p)
+        return;
+    atomic_store(&p->j.error, ECANCELED); /* unused now: stop its workers */
+    prehash_join(p);
+    if (p->fd >= 0)
+        close(p->fd);
+    free(p->how);
+    free(p->j.work);
+    free(p->j.found);
+    free(p);
+}
+
+void (*st_prehash_test_hook)(const char *path);
+int st_prehash_used;

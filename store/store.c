@@ -992,7 +992,19 @@ typedef struct {
     /* a file the parent lacks is chunked against this layer's file of that
      * name: a saved state's RAM against the state the instance resumed from */
     const store_layer *state_base;
+    /* files hashed ahead (st_prehash_start), by name; an entry may be NULL */
+    const char *const *ahead_names;
+    st_prehash *const *ahead;
+    size_t nahead;
 } publish_extra;
+
+static st_prehash *ahead_for(const publish_extra *extra, const char *name)
+{
+    for (size_t i = 0; extra && i < extra->nahead; i++)
+        if (!strcmp(extra->ahead_names[i], name))
+            return extra->ahead[i];
+    return NULL;
+}
 
 /* The file name is chunked against, and the layer holding it (*from). */
 static const store_file *file_base(const store_layer *parent, const publish_extra *extra,
@@ -1362,9 +1374,15 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             st_chunk_stats stats = {0};
             st_chunk_base b = {base_fd, base, bl == parent ? parent_seals : state_seals,
                                base ? (size_t)(base - bl->files) : 0};
+            int ahead = 0; /* 1: chunked from the hashes made ahead */
             if (!f->name)
                 rc = -ENOMEM;
-            else
+            else if (!base) /* new in this layer: it may have been hashed ahead */
+                ahead = st_prehash_use(ahead_for(extra, src[i].name), from, fd,
+                                       how == CLONE_REFLINK, cs, f, seals, l.nfiles - 1, &stats);
+            if (ahead < 0)
+                rc = ahead;
+            else if (!rc && !ahead)
                 rc = st_chunk_file(fd, from, cs, &b, f, seals, l.nfiles - 1, &stats,
                                    o->progress, o->progress_ctx);
             res->bytes_read += stats.bytes_read;
@@ -1519,6 +1537,22 @@ static int write_clone_files(store *st, const char *key, const char *abs_dir,
     return rc;
 }
 
+/* State files S is the first to have (none in the state resumed from)
+ * are read whole: hash them from the instance on their own threads while
+ * D is committed (st_prehash_start), so S finds their chunks named. */
+#define ST_MAX_AHEAD 8
+static void hash_ahead(const char *abs, const char *const *names, size_t n,
+                       const store_commit_opts *o, const store_layer *was, st_prehash **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (was && st_layer_find_file(was, names[i]))
+            continue; /* chunked against was's, mostly unread */
+        char *path = st_printf("%s/%s", abs, names[i]);
+        out[i] = path ? st_prehash_start(path, chunk_size_for(o, NULL, names[i])) : NULL;
+        free(path);
+    }
+}
+
 /* D then S (store.h). D first, and the clone moves onto D with it, so a
  * crash between them leaves a plain layer and an instance that is its
  * clone: nothing claims a state that was not committed. */
@@ -1550,6 +1584,12 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
         was = NULL;
     if (!rc)
         rc = store_layer_load(st, &pid, &parent);
+    if (!rc)
+        rc = check_chunk_sizes(o);
+    st_prehash *ahead[ST_MAX_AHEAD] = {NULL};
+    size_t nahead = nstate < ST_MAX_AHEAD ? nstate : ST_MAX_AHEAD;
+    if (!rc)
+        hash_ahead(abs, state_files, nahead, o, was, ahead);
     if (!rc) {
         store_commit_opts od = *o;
         od.tag = NULL;
@@ -1564,10 +1604,13 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     if (!rc)
         rc = store_layer_load(st, &disk->id, &d);
     if (!rc) {
-        publish_extra extra = {.instance_dir = NULL, .state_base = was}; /* the instance stays on D */
+        publish_extra extra = {.instance_dir = NULL, .state_base = was, /* the instance stays on D */
+                               .ahead_names = state_files, .ahead = ahead, .nahead = nahead};
         rc = build_layer(st, abs, d, o, &extra, state);
     }
     st_unlock(st);
+    for (size_t i = 0; i < nahead; i++)
+        st_prehash_free(ahead[i]);
     store_busy_release(&busy);
     store_layer_free(parent);
     store_layer_free(d);
