@@ -535,7 +535,6 @@ int st_prehash_use(st_prehash *p, const char *from, int copy_fd, int reflinked,
     if (!p)
         return 0;
     prehash_join(p);
-    st_crash_named("prehash-joined"); /* tests: the source may be changed here */
     if (st_prehash_test_hook)
         st_prehash_test_hook(from);
     int holds = reflinked && prehash_holds(p, from, copy_fd, chunk_size);

@@ -1609,6 +1609,190 @@ static void test_saved_state_against_resumed(void **state)
     free(inst), free(again), free(ram2);
 }
 
+/* What a first saved state made of instance_with_ram's RAM file (with
+ * zero pages inside its data, which are punched) stored. */
+typedef struct {
+    store_id id;
+    uint64_t bytes_added;
+    unsigned char *seals, *ram; /* the layer's seals file and RAM file */
+    size_t nseals, nram;
+    blkcnt_t ram_blocks;
+    int ahead; /* how many of its state files were chunked from hashes made ahead */
+    int reflinked;
+} first_state;
+
+static const char *const ram_state_names[] = {"SaveFile.x", "SaveFile.ram"};
+
+/* Commit inst's first saved state in f; hook runs after its RAM file was
+ * hashed ahead, before the check that it did not change. */
+static void commit_first_state(fixture *f, const char *inst, void (*hook)(const char *),
+                               first_state *out)
+{
+    store_binding bind[] = {{"driver", "qemu"}, {"host", "h1"}};
+    store_file_chunking ram4k[] = {{"SaveFile.ram", 4096}};
+    store_commit_opts o = {.message = "suspend", .bindings = bind, .nbindings = 2,
+                           .file_chunks = ram4k, .nfile_chunks = 1};
+    store_commit_result d, s;
+    int used = st_prehash_used;
+    st_prehash_test_hook = hook;
+    int rc = store_commit_saved_state(f->st, inst, ram_state_names, 2, &o, &d, &s);
+    st_prehash_test_hook = NULL;
+    if (rc)
+        fail_msg("store_commit_saved_state: %s", store_error());
+    out->id = s.id;
+    out->bytes_added = s.bytes_added;
+    out->ahead = st_prehash_used - used;
+    out->reflinked = s.reflinked;
+    char *dir = st_layer_dir(f->st, &s.id), *seals = path_in(dir, ST_SEALS_FILE);
+    char *ram = store_layer_file_path(f->st, &s.id, "SaveFile.ram");
+    struct stat sb;
+    assert_int_equal(stat(ram, &sb), 0);
+    out->ram_blocks = sb.st_blocks;
+    read_whole(seals, &out->seals, &out->nseals);
+    read_whole(ram, &out->ram, &out->nram);
+    report_buf rep = {{0}, 0};
+    assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
+    free(dir), free(seals), free(ram);
+}
+
+static void first_state_free(first_state *s)
+{
+    free(s->seals);
+    free(s->ram);
+}
+
+/* instance_with_ram's, with two zero pages inside the written range */
+static char *instance_with_zero_pages(fixture *f)
+{
+    char *inst = instance_with_ram(f, 1 * MiB, 2 * MiB, 41), *ram = path_in(inst, "SaveFile.ram");
+    static const char zeros[8192];
+    int fd = open(ram, O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, zeros, sizeof zeros, (off_t)(1 * MiB + 64 * KiB)), sizeof zeros);
+    close(fd);
+    free(ram);
+    return inst;
+}
+
+/* A first saved state hashed ahead (from the instance, while D is
+ * committed) is the very layer hashing its copy makes: same id, bytes
+ * added, seals and stored blocks. */
+static void test_first_state_hashed_ahead(void **state)
+{
+    (void)state;
+    first_state got[2];
+    for (int old = 0; old < 2; old++) {
+        void *fs = NULL;
+        assert_int_equal(test_setup(&fs), 0);
+        fixture *f = fs;
+        char *inst = instance_with_zero_pages(f);
+        if (old)
+            setenv("STRATA_NO_PREHASH", "1", 1);
+        commit_first_state(f, inst, NULL, &got[old]);
+        unsetenv("STRATA_NO_PREHASH");
+        free(inst);
+        test_teardown(&fs);
+    }
+    assert_int_equal(got[0].ahead, 2 * got[0].reflinked); /* only onto a reflink */
+    assert_int_equal(got[1].ahead, 0);
+    assert_string_equal(got[0].id.hex, got[1].id.hex);
+    assert_int_equal(got[0].bytes_added, got[1].bytes_added);
+    assert_int_equal(got[0].bytes_added, 2 * MiB - 8 * KiB + 5);
+    assert_int_equal(got[0].nseals, got[1].nseals);
+    assert_memory_equal(got[0].seals, got[1].seals, got[0].nseals);
+    assert_int_equal(got[0].ram_blocks, got[1].ram_blocks);
+    assert_int_equal(got[0].nram, got[1].nram);
+    assert_memory_equal(got[0].ram, got[1].ram, got[0].nram);
+    first_state_free(&got[0]);
+    first_state_free(&got[1]);
+    if (!got[0].ahead)
+        skip(); /* no reflinks here: both layers hashed their copy */
+}
+
+static int is_ram(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 12 && !strcmp(path + n - 12, "SaveFile.ram");
+}
+
+static void touch_file(const char *path)
+{
+    if (!is_ram(path))
+        return;
+    struct timespec t[2] = {{1, 0}, {1, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static pid_t writer_pid;
+
+/* A writer comes while the RAM file is held: a first open for writing is
+ * refused (the lease), a second one, in a child, waits until the store
+ * lets go, then writes a page. */
+static void write_after_hashing(const char *path)
+{
+    if (!is_ram(path))
+        return;
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_int_equal(fd, -1);
+    assert_int_equal(errno, EWOULDBLOCK);
+    writer_pid = fork();
+    assert_true(writer_pid >= 0);
+    if (writer_pid == 0) {
+        int w = open(path, O_WRONLY | O_CLOEXEC);
+        static char page[4096];
+        memset(page, 0x5a, sizeof page);
+        _exit(w >= 0 && pwrite(w, page, sizeof page, (off_t)(1 * MiB)) == sizeof page ? 0 : 1);
+    }
+}
+
+/* The RAM file changes after it was hashed ahead, before S's copy: the
+ * change is seen, the copy is hashed instead, and S holds what was copied. */
+static void test_first_state_changed_after_hashing(void **state)
+{
+    fixture *f = *state;
+    if (!reflink_works(f->dir))
+        skip(); /* counted as skipped: nothing is hashed ahead without reflinks */
+    char *inst = instance_with_zero_pages(f), *ram = path_in(inst, "SaveFile.ram");
+    size_t norig;
+    unsigned char *orig;
+    read_whole(ram, &orig, &norig);
+    first_state s;
+    /* its times changed (no lease breaks for that): not used */
+    commit_first_state(f, inst, touch_file, &s);
+    assert_int_equal(s.ahead, 1); /* SaveFile.x only */
+    assert_int_equal(s.nram, norig);
+    assert_memory_equal(s.ram, orig, norig);
+    first_state_free(&s);
+
+    /* a writer: kept out until the copy is made; S holds the old bytes */
+    char *again = path_in(f->dir, "again");
+    assert_int_equal(store_clone(f->st, "t", again, NULL), 0);
+    char *ram2 = path_in(again, "SaveFile.ram");
+    put_file(ram2, orig, norig);
+    put_state(again);
+    commit_first_state(f, again, write_after_hashing, &s);
+    int status;
+    assert_int_equal(waitpid(writer_pid, &status, 0), writer_pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(s.ahead, 1); /* SaveFile.x only */
+    assert_memory_equal(s.ram, orig, norig);
+    size_t nnow;
+    unsigned char *now;
+    read_whole(ram2, &now, &nnow);
+    assert_int_equal(now[1 * MiB], 0x5a); /* the writer did write, after */
+    first_state_free(&s);
+
+    /* a file open for writing when the commit starts: never hashed ahead */
+    int wfd = open(ram2, O_RDWR | O_CLOEXEC);
+    assert_true(wfd >= 0);
+    commit_first_state(f, again, NULL, &s);
+    close(wfd);
+    assert_int_equal(s.ahead, 1); /* SaveFile.x only */
+    assert_memory_equal(s.ram, now, nnow);
+    first_state_free(&s);
+    free(inst), free(ram), free(orig), free(again), free(ram2), free(now);
+}
+
 /* A chunk size asked per file applies where the file is new, a file its
  * base has keeps the base's, and a bad one is refused before anything. */
 static void test_file_chunk_sizes(void **state)
@@ -1746,6 +1930,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_bounds, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_saved_state_layers, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_saved_state_against_resumed, test_setup, test_teardown),
+        cmocka_unit_test(test_first_state_hashed_ahead),
+        cmocka_unit_test_setup_teardown(test_first_state_changed_after_hashing, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_file_chunk_sizes, test_setup, test_teardown),
     };
     return cmocka_run_group_tests_name("store", tests, group_setup, group_teardown) ? 1 : 0;
