@@ -519,17 +519,39 @@ static void prehash_join(st_prehash *p)
     p->started = 0;
 }
 
-/* Is the copy at copy_fd, made from `from` by reflink, what was hashed? */
+/* Does every chunk holding data in the copy lie where the source had data?
+ * Then punching the source's zero chunks leaves the copy as st_chunk_file
+ * would. A reflink keeps the source's layout and a sparse copy its holes,
+ * so this holds; it is checked, not assumed. */
+static int copy_within_plan(const st_prehash *p, int copy_fd)
+{
+    uint64_t size = p->j.size, cs = p->j.chunk_size;
+    for (uint64_t off = 0; off < size;) {
+        uint64_t d, h;
+        int r = clone_next_data(copy_fd, off, size, &d, &h);
+        if (r == -ENXIO)
+            break;
+        if (r)
+            return 0;
+        for (uint64_t c = d / cs; c * cs < h; c++)
+            if (c >= p->n || !p->how[c])
+                return 0;
+        off = h;
+    }
+    return 1;
+}
+
+/* Is the copy at copy_fd, just made from `from`, what was hashed? */
 static int prehash_holds(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size)
 {
     struct stat now, copy;
     return p->usable && p->j.chunk_size == chunk_size && stat(from, &now) == 0 &&
            same_file(&p->before, &now) && fcntl(p->fd, F_GETLEASE) == F_RDLCK &&
-           fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size;
+           fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size &&
+           copy_within_plan(p, copy_fd);
 }
 
-int st_prehash_use(st_prehash *p, const char *from, int copy_fd, int reflinked,
-                   uint32_t chunk_size, store_file *out, st_seals *seals, size_t index,
+int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size, store_file *out, st_seals *seals, size_t index,
                    st_chunk_stats *stats)
 {
     if (!p)
@@ -537,7 +559,7 @@ int st_prehash_use(st_prehash *p, const char *from, int copy_fd, int reflinked,
     prehash_join(p);
     if (st_prehash_test_hook)
         st_prehash_test_hook(from);
-    int holds = reflinked && prehash_holds(p, from, copy_fd, chunk_size);
+    int holds = prehash_holds(p, from, copy_fd, chunk_size);
     close(p->fd); /* lets go of the lease: the copy is made, a waiting writer goes on */
     p->fd = -1;
     if (!holds)

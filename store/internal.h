@@ -186,14 +186,13 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
 /* Hash a saved-state file that has no base ahead, on its own thread, from
  * the instance's file (in the page cache) while other work goes on; NULL
  * if that can't be done safely (chunker.c says when). st_prehash_use,
- * called after the file was reflinked from `from` into copy_fd, fills out
+ * called after the file was copied (cloned) from `from` into copy_fd, fills out
  * as st_chunk_file with no base would and returns 1, or returns 0 when the
  * file may have changed since (then chunk the copy), or an error. */
 typedef struct st_prehash st_prehash;
 st_prehash *st_prehash_start(const char *path, uint32_t chunk_size);
-int st_prehash_use(st_prehash *p, const char *from, int copy_fd, int reflinked,
-                   uint32_t chunk_size, store_file *out, st_seals *seals, size_t index,
-                   st_chunk_stats *stats);
+int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size,
+                   store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats);
 void st_prehash_free(st_prehash *p);
 /* tests: called with the source's path after hashing, before its check;
  * the count of files whose ahead hashes were used */

@@ -1378,8 +1378,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             if (!f->name)
                 rc = -ENOMEM;
             else if (!base) /* new in this layer: it may have been hashed ahead */
-                ahead = st_prehash_use(ahead_for(extra, src[i].name), from, fd,
-                                       how == CLONE_REFLINK, cs, f, seals, l.nfiles - 1, &stats);
+                ahead = st_prehash_use(ahead_for(extra, src[i].name), from, fd, cs, f, seals,
+                                       l.nfiles - 1, &stats);
             if (ahead < 0)
                 rc = ahead;
             else if (!rc && !ahead)
