@@ -551,8 +551,8 @@ static int prehash_holds(st_prehash *p, const char *from, int copy_fd, uint32_t 
            copy_within_plan(p, copy_fd);
 }
 
-int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size, store_file *out, st_seals *seals, size_t index,
-                   st_chunk_stats *stats)
+int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size,
+                   store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats)
 {
     if (!p)
         return 0;
@@ -600,4 +600,4 @@ void st_prehash_free(st_prehash *p)
 }
 
 void (*st_prehash_test_hook)(const char *path);
-int st_prehash_used;
+_Atomic int st_prehash_used;

@@ -197,7 +197,7 @@ void st_prehash_free(st_prehash *p);
 /* tests: called with the source's path after hashing, before its check;
  * the count of files whose ahead hashes were used */
 extern void (*st_prehash_test_hook)(const char *path);
-extern int st_prehash_used;
+extern _Atomic int st_prehash_used; /* atomic: commits may run on several threads */
 /* Before making a layer: add path's chunks at chunk_size to *chunks, and an
  * upper bound of its data chunks (those its data regions touch) to *data. */
 int st_chunk_estimate(const char *path, uint32_t chunk_size, uint64_t *chunks, uint64_t *data);

@@ -1604,7 +1604,8 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     if (!rc)
         rc = store_layer_load(st, &disk->id, &d);
     if (!rc) {
-        publish_extra extra = {.instance_dir = NULL, .state_base = was, /* the instance stays on D */
+        /* the instance stays on D */
+        publish_extra extra = {.instance_dir = NULL, .state_base = was,
                                .ahead_names = state_files, .ahead = ahead, .nahead = nahead};
         rc = build_layer(st, abs, d, o, &extra, state);
     }
