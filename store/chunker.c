@@ -486,16 +486,36 @@ static int prehash_off(void)
     return e && *e && strcmp(e, "0");
 }
 
+/* Leases are Linux's: elsewhere none is taken, so nothing is hashed ahead. */
+static int take_read_lease(int fd)
+{
+#if defined(F_SETLEASE) && defined(F_SETSIG)
+    /* SIGURG, ignored unless handled, instead of SIGIO, which would kill
+     * us when someone opens the file for writing while we hold the lease */
+    return fcntl(fd, F_SETSIG, SIGURG) == 0 && fcntl(fd, F_SETLEASE, F_RDLCK) == 0;
+#else
+    (void)fd;
+    return 0;
+#endif
+}
+
+static int read_lease_held(int fd)
+{
+#ifdef F_GETLEASE
+    return fcntl(fd, F_GETLEASE) == F_RDLCK;
+#else
+    (void)fd;
+    return 0;
+#endif
+}
+
 st_prehash *st_prehash_start(const char *path, uint32_t chunk_size)
 {
     st_prehash *p = prehash_off() ? NULL : calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    /* SIGURG, ignored unless handled, instead of SIGIO, which would kill
-     * us when someone opens the file for writing while we hold the lease */
-    if (p->fd < 0 || fcntl(p->fd, F_SETSIG, SIGURG) < 0 ||
-        fcntl(p->fd, F_SETLEASE, F_RDLCK) < 0 || fstat(p->fd, &p->before) < 0 ||
+    if (p->fd < 0 || !take_read_lease(p->fd) || fstat(p->fd, &p->before) < 0 ||
         !S_ISREG(p->before.st_mode)) {
         st_prehash_free(p);
         return NULL;
@@ -546,7 +566,7 @@ static int prehash_holds(st_prehash *p, const char *from, int copy_fd, uint32_t 
 {
     struct stat now, copy;
     return p->usable && p->j.chunk_size == chunk_size && stat(from, &now) == 0 &&
-           same_file(&p->before, &now) && fcntl(p->fd, F_GETLEASE) == F_RDLCK &&
+           same_file(&p->before, &now) && read_lease_held(p->fd) &&
            fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size &&
            copy_within_plan(p, copy_fd);
 }
