@@ -412,7 +412,7 @@ out:
  *     us to let go, which we do only after the copy; F_GETLEASE then tells
  *     whether anyone tried;
  *   - dev, inode, size, mtime and ctime are the same before hashing, after
- *     it, and by path after the copy (the copy is made from that path).
+ *     it, and after the copy, which is made from the same open file.
  * Otherwise the copy is hashed as before. mtime alone would not do: a write
  * through a mapping updates it only when a clean page is first written. */
 
@@ -561,11 +561,26 @@ static int copy_within_plan(const st_prehash *p, int copy_fd)
     return 1;
 }
 
-/* Is the copy at copy_fd, just made from `from`, what was hashed? */
-static int prehash_holds(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size)
+int st_prehash_copy(st_prehash *p, const char *to, mode_t mode, clone_method *how)
+{
+    int d = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (d < 0)
+        return -errno;
+    int rc = clone_fd(p->fd, d, how);
+    if (!rc && fchmod(d, mode) < 0)
+        rc = -errno;
+    if (close(d) < 0 && !rc)
+        rc = -errno;
+    if (rc)
+        unlink(to);
+    return rc;
+}
+
+/* Is the copy at copy_fd, made from p->fd by st_prehash_copy, what was hashed? */
+static int prehash_holds(st_prehash *p, int copy_fd, uint32_t chunk_size)
 {
     struct stat now, copy;
-    return p->usable && p->j.chunk_size == chunk_size && stat(from, &now) == 0 &&
+    return p->usable && p->j.chunk_size == chunk_size && fstat(p->fd, &now) == 0 &&
            same_file(&p->before, &now) && read_lease_held(p->fd) &&
            fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size &&
            copy_within_plan(p, copy_fd);
@@ -579,7 +594,7 @@ int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_
     prehash_join(p);
     if (st_prehash_test_hook)
         st_prehash_test_hook(from);
-    int holds = prehash_holds(p, from, copy_fd, chunk_size);
+    int holds = prehash_holds(p, copy_fd, chunk_size);
     close(p->fd); /* lets go of the lease: the copy is made, a waiting writer goes on */
     p->fd = -1;
     if (!holds)

@@ -2,6 +2,7 @@
 #ifndef STRATA_STORE_INTERNAL_H
 #define STRATA_STORE_INTERNAL_H
 
+#include "../clone/clone.h"
 #include "store.h"
 
 #include <stdarg.h>
@@ -186,7 +187,7 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
 /* Hash a saved-state file that has no base ahead, on its own thread, from
  * the instance's file (in the page cache) while other work goes on; NULL
  * if that can't be done safely (chunker.c says when). st_prehash_use,
- * called after the file was copied (cloned) from `from` into copy_fd, fills out
+ * called after st_prehash_copy made the copy copy_fd is open on, fills out
  * as st_chunk_file with no base would and returns 1, or returns 0 when the
  * file may have changed since (then chunk the copy), or an error. */
 typedef struct st_prehash st_prehash;
@@ -194,6 +195,9 @@ st_prehash *st_prehash_start(const char *path, uint32_t chunk_size);
 int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size,
                    store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats);
 void st_prehash_free(st_prehash *p);
+/* Copy (clone) the file hashed ahead into to, new, with mode: from the file
+ * the lease is on, never by its path, which may name another file by now. */
+int st_prehash_copy(st_prehash *p, const char *to, mode_t mode, clone_method *how);
 /* tests: called with the source's path after hashing, before its check;
  * the count of files whose ahead hashes were used */
 extern void (*st_prehash_test_hook)(const char *path);

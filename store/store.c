@@ -1356,9 +1356,12 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         char *base_path = base ? store_layer_file_path(st, &bl->id, src[i].name) : NULL;
         clone_method how = CLONE_REFLINK;
         int fd = -1, base_fd = -1;
+        /* hashed ahead (new in this layer): copied from the file hashed */
+        st_prehash *ahead = base ? NULL : ahead_for(extra, src[i].name);
         if (!from || !to || (base && !base_path))
             rc = -ENOMEM;
-        else if ((rc = clone_path(from, to, 0644, &how)))
+        else if ((rc = ahead ? st_prehash_copy(ahead, to, 0644, &how)
+                             : clone_path(from, to, 0644, &how)))
             rc = st_fail_errno(rc, "copying %s into the store", from);
         else if ((fd = open(to, O_RDWR | O_CLOEXEC)) < 0)
             rc = st_fail_errno(errno, "%s", to);
@@ -1374,15 +1377,14 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             st_chunk_stats stats = {0};
             st_chunk_base b = {base_fd, base, bl == parent ? parent_seals : state_seals,
                                base ? (size_t)(base - bl->files) : 0};
-            int ahead = 0; /* 1: chunked from the hashes made ahead */
+            int used = 0; /* 1: chunked from the hashes made ahead */
             if (!f->name)
                 rc = -ENOMEM;
-            else if (!base) /* new in this layer: it may have been hashed ahead */
-                ahead = st_prehash_use(ahead_for(extra, src[i].name), from, fd, cs, f, seals,
-                                       l.nfiles - 1, &stats);
-            if (ahead < 0)
-                rc = ahead;
-            else if (!rc && !ahead)
+            else if (ahead)
+                used = st_prehash_use(ahead, from, fd, cs, f, seals, l.nfiles - 1, &stats);
+            if (used < 0)
+                rc = used;
+            else if (!rc && !used)
                 rc = st_chunk_file(fd, from, cs, &b, f, seals, l.nfiles - 1, &stats,
                                    o->progress, o->progress_ctx);
             res->bytes_read += stats.bytes_read;
