@@ -427,11 +427,20 @@ struct st_prehash {
     int usable; /* set by the thread: hashed whole, file unchanged meanwhile */
 };
 
+/* macOS names struct stat's nanosecond times differently */
+#ifdef __APPLE__
+#define ST_MTIM(s) ((s)->st_mtimespec)
+#define ST_CTIM(s) ((s)->st_ctimespec)
+#else
+#define ST_MTIM(s) ((s)->st_mtim)
+#define ST_CTIM(s) ((s)->st_ctim)
+#endif
+
 static int same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+           ST_MTIM(a).tv_sec == ST_MTIM(b).tv_sec && ST_MTIM(a).tv_nsec == ST_MTIM(b).tv_nsec &&
+           ST_CTIM(a).tv_sec == ST_CTIM(b).tv_sec && ST_CTIM(a).tv_nsec == ST_CTIM(b).tv_nsec;
 }
 
 /* the chunks st_chunk_file would read, with no base: those touching data */
