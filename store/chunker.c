@@ -451,17 +451,9 @@ static int prehash_plan(st_prehash *p, uint32_t chunk_size)
     p->how = calloc(p->n ? p->n : 1, 1);
     if (!p->how)
         return -ENOMEM;
-    for (uint64_t off = 0; off < size;) {
-        uint64_t d, h;
-        int r = clone_next_data(p->fd, off, size, &d, &h);
-        if (r == -ENXIO)
-            break;
-        if (r)
-            return r;
-        for (uint64_t c = d / chunk_size; c < p->n && c * chunk_size < h; c++)
-            p->how[c] = 1;
-        off = h;
-    }
+    int r = find_data(p->fd, "a file hashed ahead", size, chunk_size, p->n, p->how);
+    if (r)
+        return r;
     size_t nwork = 0;
     for (size_t c = 0; c < p->n; c++)
         nwork += p->how[c];
