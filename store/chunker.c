@@ -546,20 +546,14 @@ static void prehash_join(st_prehash *p)
  * so this holds; it is checked, not assumed. */
 static int copy_within_plan(const st_prehash *p, int copy_fd)
 {
-    uint64_t size = p->j.size, cs = p->j.chunk_size;
-    for (uint64_t off = 0; off < size;) {
-        uint64_t d, h;
-        int r = clone_next_data(copy_fd, off, size, &d, &h);
-        if (r == -ENXIO)
-            break;
-        if (r)
-            return 0;
-        for (uint64_t c = d / cs; c * cs < h; c++)
-            if (c >= p->n || !p->how[c])
-                return 0;
-        off = h;
-    }
-    return 1;
+    /* the copy's size is the source's (checked first), so its chunks are p->n */
+    unsigned char *has = calloc(p->n ? p->n : 1, 1);
+    int ok = has && !find_data(copy_fd, "a copy hashed ahead", p->j.size, p->j.chunk_size, p->n,
+                               has);
+    for (size_t c = 0; ok && c < p->n; c++)
+        ok = !has[c] || p->how[c];
+    free(has);
+    return ok;
 }
 
 int st_prehash_copy(st_prehash *p, const char *to, mode_t mode, clone_method *how)

@@ -165,6 +165,17 @@ static void assert_layer_is(fixture *f, const char *hex, const unsigned char *di
     store_layer_free(l);
 }
 
+/* Publish rx and check that the layer it made holds disk, sealed; its id
+ * goes to hex (65 bytes) when hex is not NULL. */
+static void finish_as(fixture *f, store_receive *rx, const unsigned char *disk, char *hex)
+{
+    store_commit_result res;
+    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
+    assert_layer_is(f, res.id.hex, disk);
+    if (hex)
+        memcpy(hex, res.id.hex, 65);
+}
+
 /* Make layer hex look as if made before seals: no seals file. */
 static void drop_seals(fixture *f, const char *hex)
 {
@@ -388,9 +399,7 @@ static void test_child_takes_parent_chunks(void **state)
     assert_int_equal(store_receive_missing(rx), 1);
     assert_int_equal(store_receive_needs(rx, 0, 2), 1);
     assert_int_equal(store_receive_chunk(rx, 0, 2, d2 + 2 * CH, CH), 0);
-    store_commit_result res;
-    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
-    assert_layer_is(f, res.id.hex, d2);
+    finish_as(f, rx, d2, NULL);
     free(d2);
     free(m1);
     free(m2);
@@ -442,10 +451,7 @@ static void test_zero_blocks_are_holes(void **state)
     assert_int_equal(store_receive_begin(f->st, m2, strlen(m2), INFO, strlen(INFO), NULL, &rx), 0);
     assert_int_equal(store_receive_missing(rx), 1);
     assert_int_equal(store_receive_chunk(rx, 0, 3, d2 + 3 * CH, CH), 0);
-    store_commit_result res;
-    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
-    memcpy(c, res.id.hex, 65);
-    assert_layer_is(f, c, d2);
+    finish_as(f, rx, d2, c);
     if (!hole_at(f, p, CH)) { /* chunk 1 is a hole in the manifest */
         printf("SKIP hole checks: this filesystem does not report holes\n");
     } else {
@@ -483,9 +489,7 @@ static void test_unsealed_base_is_read(void **state)
     assert_int_equal(store_receive_needs(rx, 0, 3), 1); /* damaged in the base */
     for (size_t c = 2; c <= 3; c++)
         assert_int_equal(store_receive_chunk(rx, 0, c, d2 + c * CH, CH), 0);
-    store_commit_result res;
-    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
-    assert_layer_is(f, res.id.hex, d2);
+    finish_as(f, rx, d2, NULL);
     free(d2);
     free(m1);
     free(m2);
@@ -513,9 +517,7 @@ static void moved_chunk(fixture *f, int damaged)
     for (size_t c = 0; c < NCH; c++)
         if (store_receive_needs(rx, 0, c))
             assert_int_equal(store_receive_chunk(rx, 0, c, d2 + c * CH, clen(c)), 0);
-    store_commit_result res;
-    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
-    assert_layer_is(f, res.id.hex, d2);
+    finish_as(f, rx, d2, NULL);
     free(d2);
     free(m1);
     free(m2);
@@ -559,9 +561,7 @@ static void test_parallel(void **state)
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     assert_int_equal(w[0].rc | w[1].rc, 0);
-    store_commit_result res;
-    assert_int_equal(store_receive_finish(rx, NULL, &res), 0);
-    assert_layer_is(f, res.id.hex, f->disk);
+    finish_as(f, rx, f->disk, NULL);
     free(m);
 }
 
