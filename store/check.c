@@ -169,7 +169,7 @@ static void check_layer(store *st, reporter *r, const store_id *id, int quick)
     if (l->has_parent && !st_layer_exists(st, &l->parent))
         problem(r, "layer %s: parent %s is missing", id->hex, l->parent.hex);
     char *dir = st_layer_dir(st, id);
-    char *bundle = st_printf("%s/layers/%s/bundle", st->home, id->hex);
+    char *bundle = st_layer_bundle_dir(st, id);
     layer_check c = {.r = r, .l = l, .quick = quick};
     st_seals *seals = NULL;
     int missing = 1;

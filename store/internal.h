@@ -94,6 +94,8 @@ void st_buf_printf(st_buf *b, const char *fmt, ...) __attribute__((format(printf
 #define ST_MAX_BIND_KEY 64
 #define ST_MAX_BIND_VALUE 1024          /* bytes, before percent-encoding */
 #define ST_MAX_NAME 255
+/* A chunk size a manifest may name: a power of two from 4 KiB to 64 MiB. */
+int st_chunk_size_valid(uint64_t chunk_size);
 /* the longest line of each kind, with its '\n' */
 #define ST_HEAD_LINE_MAX 15                                         /* strata-layer 1 */
 #define ST_PARENT_LINE_MAX (7 + 64 + 1)                             /* parent <id> */
@@ -144,6 +146,7 @@ int st_mark_saved_state(const char *dir, const store_id *state);
 
 /* paths */
 char *st_layer_dir(const store *st, const store_id *id);
+char *st_layer_bundle_dir(const store *st, const store_id *id); /* its files */
 int st_layer_exists(const store *st, const store_id *id);
 
 /* seal.c: store-local XXH3-64 seals of a layer's data chunks, in

@@ -128,6 +128,11 @@ static int key_valid(const char *k)
 
 /* What a reader would refuse is never written (the files changed since
  * import or commit checked them, or a caller made the layer itself). */
+int st_chunk_size_valid(uint64_t cs)
+{
+    return cs >= 4096 && cs <= (64u << 20) && !(cs & (cs - 1));
+}
+
 static int check_bounds(const store_layer *l)
 {
     uint64_t chunks = 0, data = 0;
@@ -136,8 +141,7 @@ static int check_bounds(const store_layer *l)
         chunks += f->nchunks;
         data += f->ndata;
         if (!st_name_valid(f->name) || f->size > ST_MAX_FILE_SIZE || f->mode > 0777 ||
-            f->chunk_size < 4096 || f->chunk_size > (64u << 20) ||
-            (f->chunk_size & (f->chunk_size - 1)) ||
+            !st_chunk_size_valid(f->chunk_size) ||
             f->nchunks != (f->size + f->chunk_size - 1) / f->chunk_size)
             return st_fail(EINVAL, "%s: not a file a layer can hold", f->name);
     }
@@ -335,7 +339,7 @@ static int parse_file(parser *p, char *line)
         return bad(p, "a file size is a plain decimal of at most 4 TiB");
     if (strlen(fields[2]) != 4 || strspn(fields[2], "01234567") != 4 || fields[2][0] != '0')
         return bad(p, "a mode is four octal digits, at most 0777");
-    if (parse_u64(fields[3], &cs) || cs < 4096 || cs > (64u << 20) || (cs & (cs - 1)))
+    if (parse_u64(fields[3], &cs) || !st_chunk_size_valid(cs))
         return bad(p, "a chunk size is a power of two from 4096 to 67108864");
     f->size = size;
     f->mode = (uint32_t)strtoul(fields[2], NULL, 8);

@@ -150,7 +150,7 @@ static int base_open(store_receive *rx, const store_receive_opts *o, store_layer
     if (rc)
         return rc;
     b->l = *owned;
-    b->dir = st_printf("%s/layers/%s/bundle", st->home, id->hex);
+    b->dir = st_layer_bundle_dir(st, id);
     return b->dir ? base_seals_load(st, b->l, b) : -ENOMEM;
 }
 
@@ -412,7 +412,7 @@ static int receive_setup(store_receive *rx, const store_receive_opts *o)
         if (!(rx->state[i] = calloc(l->files[i].nchunks ? l->files[i].nchunks : 1, 1)))
             return -ENOMEM;
     if ((rx->existed = st_layer_exists(st, &l->id))) {
-        rx->files_dir = st_printf("%s/layers/%s/bundle", st->home, l->id.hex);
+        rx->files_dir = st_layer_bundle_dir(st, &l->id);
         return rx->files_dir ? 0 : -ENOMEM;
     }
     if (!(rx->seals = st_seals_new(l->nfiles)))
@@ -784,7 +784,7 @@ static int take_local(store_receive *rx, const base_src *b)
             break;
         }
         next->l = next->owned;
-        if (!(next->dir = st_printf("%s/layers/%s/bundle", rx->st->home, l->parent.hex)))
+        if (!(next->dir = st_layer_bundle_dir(rx->st, &l->parent)))
             rc = -ENOMEM;
         nsrc++;
     }

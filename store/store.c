@@ -133,6 +133,11 @@ char *st_layer_dir(const store *st, const store_id *id)
     return st_printf("%s/layers/%s", st->home, id->hex);
 }
 
+char *st_layer_bundle_dir(const store *st, const store_id *id)
+{
+    return st_printf("%s/layers/%s/bundle", st->home, id->hex);
+}
+
 int st_layer_exists(const store *st, const store_id *id)
 {
     char *d = st_layer_dir(st, id);
@@ -1035,19 +1040,14 @@ static uint32_t chunk_size_for(const store_commit_opts *o, const store_file *bas
     return STORE_DEFAULT_CHUNK;
 }
 
-static int valid_chunk_size(uint32_t cs)
-{
-    return cs >= 4096 && cs <= (64u << 20) && !(cs & (cs - 1));
-}
-
 /* The caller's chunk sizes, checked before anything is read or written. */
 static int check_chunk_sizes(const store_commit_opts *o)
 {
-    if (o->chunk_size && !valid_chunk_size(o->chunk_size))
+    if (o->chunk_size && !st_chunk_size_valid(o->chunk_size))
         return st_fail(EINVAL, "chunk size %" PRIu32 ": a power of two from 4 KiB to 64 MiB",
                        o->chunk_size);
     for (size_t i = 0; i < o->nfile_chunks; i++)
-        if (!valid_chunk_size(o->file_chunks[i].chunk_size))
+        if (!st_chunk_size_valid(o->file_chunks[i].chunk_size))
             return st_fail(EINVAL, "chunk size %" PRIu32 " for %s: a power of two from 4 KiB to 64 MiB",
                            o->file_chunks[i].chunk_size, o->file_chunks[i].name);
     return 0;
