@@ -181,6 +181,10 @@ typedef struct {
      * of these settings is first stored at, or 0 for the store's default
      * (qemu: 4 KiB for the RAM file, whose writes are scattered pages). */
     uint32_t (*state_chunk_size)(const boot_settings *s, const char *file);
+    /* May be NULL (then: none). 1 if this state file holds its final
+     * content as soon as pause() has returned, before save() (qemu: the RAM
+     * file of a ram-file save): the store may start hashing it then. */
+    int (*final_at_pause)(boot_vm *vm, const char *file);
     /* May be NULL. The device set a savable VM of these settings gets on
      * this host, as one line: recorded when a state is saved and compared
      * before it is restored, since a restore needs the same devices. */

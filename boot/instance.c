@@ -460,6 +460,35 @@ static size_t with_kind(const boot_driver *drv, boot_vm *vm, const boot_binding 
     return n;
 }
 
+/* The chunk size each state file is first stored at (the driver's). */
+static void state_chunking(const boot_driver *drv, const boot_settings *s,
+                           store_file_chunking *out, size_t max, store_commit_opts *co)
+{
+    size_t n;
+    const char *const *names = state_files(drv, &n);
+    for (size_t i = 0; drv->state_chunk_size && i < n && co->nfile_chunks < max; i++) {
+        uint32_t cs = drv->state_chunk_size(s, names[i]);
+        if (cs)
+            out[co->nfile_chunks++] = (store_file_chunking){names[i], cs};
+    }
+    co->file_chunks = out;
+}
+
+/* Once the VM is paused, the store starts hashing the state files already
+ * final (drv->final_at_pause): that overlaps the save, the VM's exit and
+ * D's commit. NULL if none. */
+static store_state_hashing *hash_at_pause(store *st, const boot_driver *drv, boot_vm *vm,
+                                          const char *dir, const store_commit_opts *co)
+{
+    size_t n, k = 0;
+    const char *const *names = state_files(drv, &n);
+    const char *final[8];
+    for (size_t i = 0; drv->final_at_pause && i < n && k < 8; i++)
+        if (drv->final_at_pause(vm, names[i]))
+            final[k++] = names[i];
+    return k ? store_state_hashing_start(st, dir, final, k, co) : NULL;
+}
+
 /* the supervisor's side of suspend: pause, save, stop, commit D and S */
 static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
                       const boot_settings *s, const store_busy *busy)
@@ -476,35 +505,36 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     if (drv->savable && !drv->savable(vm))
         return boot_fail(ENOTSUP, "this VM runs without save/restore support (see the note when it "
                                   "started), so it can't be suspended; it goes on running");
+    store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
+                            .busy = busy};
+    store_file_chunking chunking[8];
+    state_chunking(drv, s, chunking, 8, &co);
     int rc = drv->pause(vm);
+    store_state_hashing *early = rc ? NULL : hash_at_pause(st, drv, vm, dir, &co);
     if (!rc)
         rc = drv->save(vm, state_path);
     if (rc) {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", boot_error());
+        store_state_hashing_free(early);
         drv->resume(vm); /* the VM goes on running if it can't be saved */
         return boot_fail(EIO, "%s", keep);
     }
     drv->stop(vm, 1);
     boot_binding *b;
-    size_t nb;
-    if ((rc = boot_bindings_now(drv->name, dir, s, &b, &nb)))
+    size_t nb, nstate;
+    if ((rc = boot_bindings_now(drv->name, dir, s, &b, &nb))) {
+        store_state_hashing_free(early);
         return rc;
-    store_binding sb[16];
-    size_t nsb = with_kind(drv, vm, b, nb, sb, 16);
-    store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
-                            .bindings = sb, .nbindings = nsb, .busy = busy};
-    store_commit_result disk, saved;
-    size_t nstate;
-    const char *const *names = state_files(drv, &nstate);
-    store_file_chunking chunking[8];
-    for (size_t i = 0; drv->state_chunk_size && i < nstate && co.nfile_chunks < 8; i++) {
-        uint32_t cs = drv->state_chunk_size(s, names[i]);
-        if (cs)
-            chunking[co.nfile_chunks++] = (store_file_chunking){names[i], cs};
     }
-    co.file_chunks = chunking;
+    store_binding sb[16];
+    co.bindings = sb;
+    co.nbindings = with_kind(drv, vm, b, nb, sb, 16);
+    co.hashed = early;
+    store_commit_result disk, saved;
+    const char *const *names = state_files(drv, &nstate);
     rc = store_commit_saved_state(st, dir, names, nstate, &co, &disk, &saved);
+    store_state_hashing_free(early);
     boot_bindings_free(b, nb);
     if (rc)
         return boot_fail(EIO, "%s", store_error());

@@ -403,9 +403,10 @@ out:
  * A saved state's RAM file with nothing to compare extents with must be
  * read whole. Its layer copy is a fresh reflink whose pages are not in the
  * page cache, while the instance's file is (QEMU's shared memory). So it is
- * hashed from the instance's file, on its own thread while D is committed,
- * and the results are used for the copy only if the file provably did not
- * change from the start of hashing to the moment the copy was made:
+ * hashed from the instance's file, on its own thread while the VM saves
+ * and exits and D is committed, and the results are used for the copy only
+ * if the file provably did not change from the start of hashing to the
+ * moment the copy was made:
  *   - a read lease, taken before hashing, fails if anyone has the file open
  *     for writing (a writable shared mapping keeps its file open), and any
  *     later open for writing or truncate must break it first, waiting for
@@ -414,12 +415,23 @@ out:
  *   - dev, inode, size, mtime and ctime are the same before hashing, after
  *     it, and after the copy, which is made from the same open file.
  * Otherwise the copy is hashed as before. mtime alone would not do: a write
- * through a mapping updates it only when a clean page is first written. */
+ * through a mapping updates it only when a clean page is first written.
+ *
+ * One writer is let in: a paused VM (writer_paused). Its RAM file is final
+ * once the VM is paused, but QEMU keeps it open for writing until it exits,
+ * so the lease can only be taken after that, before the copy
+ * (st_prehash_lease). Until then the promise of the one who paused it
+ * stands in for the lease: the state QEMU saves is only right if guest RAM
+ * does not change after the pause, so nothing of QEMU's writes it. Anyone
+ * else's write or open for writing in that time still shows: a write(2), or
+ * a first write through a new mapping, sets mtime and ctime anew, and a
+ * writer still open makes the lease fail. */
 
 struct st_prehash {
     pthread_t thread;
     int started;
-    int fd; /* the source, read-only, holding the read lease */
+    int fd; /* the source, read-only, holding the read lease once leased */
+    int leased;
     struct stat before;
     job j;
     unsigned char *how; /* per chunk: 1 if read, as st_chunk_file's */
@@ -470,10 +482,24 @@ static int prehash_plan(st_prehash *p, uint32_t chunk_size)
     return 0;
 }
 
+/* A reflink first writes the source's dirty pages out: a paused VM's RAM
+ * file is mostly dirty, so that write starts now, while the VM saves and
+ * exits and D is committed, not when S copies the file. */
+static void start_writeback(const st_prehash *p)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (!p->leased)
+        sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)p;
+#endif
+}
+
 static void *prehash_thread(void *arg)
 {
     st_prehash *p = arg;
     struct stat after;
+    start_writeback(p);
     if (prehash_plan(p, p->j.chunk_size) || run_workers(&p->j))
         return NULL;
     p->usable = fstat(p->fd, &after) == 0 && same_file(&p->before, &after);
@@ -510,13 +536,15 @@ static int read_lease_held(int fd)
 #endif
 }
 
-st_prehash *st_prehash_start(const char *path, uint32_t chunk_size)
+st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_paused)
 {
     st_prehash *p = prehash_off() ? NULL : calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (p->fd < 0 || !take_read_lease(p->fd) || fstat(p->fd, &p->before) < 0 ||
+    if (p->fd >= 0)
+        p->leased = take_read_lease(p->fd);
+    if (p->fd < 0 || (!p->leased && !writer_paused) || fstat(p->fd, &p->before) < 0 ||
         !S_ISREG(p->before.st_mode)) {
         st_prehash_free(p);
         return NULL;
@@ -531,6 +559,13 @@ st_prehash *st_prehash_start(const char *path, uint32_t chunk_size)
     }
     p->started = 1;
     return p;
+}
+
+int st_prehash_lease(st_prehash *p)
+{
+    if (p && !p->leased)
+        p->leased = take_read_lease(p->fd);
+    return p && p->leased;
 }
 
 static void prehash_join(st_prehash *p)

@@ -189,12 +189,17 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
                   store_progress_fn progress, void *progress_ctx);
 /* Hash a saved-state file that has no base ahead, on its own thread, from
  * the instance's file (in the page cache) while other work goes on; NULL
- * if that can't be done safely (chunker.c says when). st_prehash_use,
- * called after st_prehash_copy made the copy copy_fd is open on, fills out
- * as st_chunk_file with no base would and returns 1, or returns 0 when the
- * file may have changed since (then chunk the copy), or an error. */
+ * if that can't be done safely (chunker.c says when). writer_paused: the
+ * file may be open for writing by a paused VM, whose lease st_prehash_lease
+ * takes once it has exited. st_prehash_use, called after st_prehash_copy
+ * made the copy copy_fd is open on, fills out as st_chunk_file with no base
+ * would and returns 1, or returns 0 when the file may have changed since
+ * (then chunk the copy), or an error. */
 typedef struct st_prehash st_prehash;
-st_prehash *st_prehash_start(const char *path, uint32_t chunk_size);
+st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_paused);
+/* 1 if the read lease is held or can be taken now (no writer left): only
+ * then may st_prehash_copy and st_prehash_use follow. */
+int st_prehash_lease(st_prehash *p);
 int st_prehash_use(st_prehash *p, const char *from, int copy_fd, uint32_t chunk_size,
                    store_file *out, st_seals *seals, size_t index, st_chunk_stats *stats);
 void st_prehash_free(st_prehash *p);

@@ -1358,6 +1358,8 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         int fd = -1, base_fd = -1;
         /* hashed ahead (new in this layer): copied from the file hashed */
         st_prehash *ahead = base ? NULL : ahead_for(extra, src[i].name);
+        if (ahead && !st_prehash_lease(ahead))
+            ahead = NULL; /* a writer has it open still: hash the copy */
         if (!from || !to || (base && !base_path))
             rc = -ENOMEM;
         else if ((rc = ahead ? st_prehash_copy(ahead, to, 0644, &how)
@@ -1541,18 +1543,80 @@ static int write_clone_files(store *st, const char *key, const char *abs_dir,
 
 /* State files S is the first to have (none in the state resumed from)
  * are read whole: hash them from the instance on their own threads while
- * D is committed (st_prehash_start), so S finds their chunks named. */
+ * D is committed (st_prehash_start), so S finds their chunks named. Those
+ * the caller began hashing when the VM paused are taken from o->hashed. */
 #define ST_MAX_AHEAD 8
+struct store_state_hashing {
+    char *names[ST_MAX_AHEAD];
+    st_prehash *files[ST_MAX_AHEAD];
+};
+
+static st_prehash *take_hashed(store_state_hashing *h, const char *name)
+{
+    for (size_t i = 0; h && i < ST_MAX_AHEAD; i++)
+        if (h->names[i] && !strcmp(h->names[i], name)) {
+            st_prehash *p = h->files[i];
+            h->files[i] = NULL;
+            return p;
+        }
+    return NULL;
+}
+
 static void hash_ahead(const char *abs, const char *const *names, size_t n,
-                       const store_commit_opts *o, const store_layer *was, st_prehash **out)
+                       const store_commit_opts *o, const store_layer *was, int writer_paused,
+                       st_prehash **out)
 {
     for (size_t i = 0; i < n; i++) {
         if (was && st_layer_find_file(was, names[i]))
             continue; /* chunked against was's, mostly unread */
+        if ((out[i] = take_hashed(o->hashed, names[i])))
+            continue;
         char *path = st_printf("%s/%s", abs, names[i]);
-        out[i] = path ? st_prehash_start(path, chunk_size_for(o, NULL, names[i])) : NULL;
+        out[i] = path ? st_prehash_start(path, chunk_size_for(o, NULL, names[i]), writer_paused)
+                      : NULL;
         free(path);
     }
+}
+
+/* The saved state an instance was resumed from, or NULL. */
+static store_layer *resumed_state(store *st, const char *abs)
+{
+    store_id id;
+    store_layer *was = NULL;
+    if (store_instance_state(st, abs, &id) == 0 && store_layer_load(st, &id, &was))
+        was = NULL;
+    return was;
+}
+
+store_state_hashing *store_state_hashing_start(store *st, const char *instance_dir,
+                                               const char *const *files, size_t n,
+                                               const store_commit_opts *o)
+{
+    char *abs = realpath(instance_dir, NULL);
+    store_state_hashing *h = abs && !check_chunk_sizes(o) ? calloc(1, sizeof *h) : NULL;
+    if (h && !st_lock(st, 0)) {
+        store_layer *was = resumed_state(st, abs);
+        st_unlock(st);
+        size_t k = n < ST_MAX_AHEAD ? n : ST_MAX_AHEAD;
+        hash_ahead(abs, files, k, o, was, 1, h->files);
+        for (size_t i = 0; i < k; i++)
+            if (h->files[i] && !(h->names[i] = strdup(files[i]))) {
+                st_prehash_free(h->files[i]);
+                h->files[i] = NULL;
+            }
+        store_layer_free(was);
+    }
+    free(abs);
+    return h;
+}
+
+void store_state_hashing_free(store_state_hashing *h)
+{
+    for (size_t i = 0; h && i < ST_MAX_AHEAD; i++) {
+        st_prehash_free(h->files[i]);
+        free(h->names[i]);
+    }
+    free(h);
 }
 
 /* D then S (store.h). D first, and the clone moves onto D with it, so a
@@ -1572,7 +1636,7 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     if (!abs)
         return st_fail_errno(errno, "%s", instance_dir);
     store_busy busy = {-1};
-    store_id pid, resumed;
+    store_id pid;
     store_layer *parent = NULL, *d = NULL, *was = NULL;
     int rc = st_lock(st, 0);
     char key[KEY_HEX + 1];
@@ -1582,8 +1646,8 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
         rc = store_busy_take(abs, "a commit in progress", &busy);
     /* the state it was resumed from (D's commit forgets it): where the
      * state files' unchanged chunks are found */
-    if (!rc && store_instance_state(st, abs, &resumed) == 0 && store_layer_load(st, &resumed, &was))
-        was = NULL;
+    if (!rc)
+        was = resumed_state(st, abs);
     if (!rc)
         rc = store_layer_load(st, &pid, &parent);
     if (!rc)
@@ -1591,7 +1655,7 @@ int store_commit_saved_state(store *st, const char *instance_dir, const char *co
     st_prehash *ahead[ST_MAX_AHEAD] = {NULL};
     size_t nahead = nstate < ST_MAX_AHEAD ? nstate : ST_MAX_AHEAD;
     if (!rc)
-        hash_ahead(abs, state_files, nahead, o, was, ahead);
+        hash_ahead(abs, state_files, nahead, o, was, 0, ahead);
     if (!rc) {
         store_commit_opts od = *o;
         od.tag = NULL;

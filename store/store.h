@@ -136,6 +136,9 @@ typedef struct {
     /* commit: the caller already holds the instance's busy lock (the
      * supervisor suspending its own instance), or NULL to take it here */
     const struct store_busy *busy;
+    /* store_commit_saved_state: the hashing store_state_hashing_start began
+     * when the VM paused, or NULL; the commit takes what it can use */
+    struct store_state_hashing *hashed;
 } store_commit_opts;
 
 typedef struct {
@@ -348,6 +351,25 @@ int store_instance_state(store *st, const char *instance_dir, store_id *out);
 int store_commit_saved_state(store *st, const char *instance_dir, const char *const *state_files,
                              size_t nstate, const store_commit_opts *o, store_commit_result *disk,
                              store_commit_result *state);
+
+/* A first saved state's files (those the state the instance was resumed
+ * from lacks: a RAM file after a cold boot) are read whole, and the
+ * commit hashes them from the instance's files, in the page cache, while
+ * D is committed. A supervisor can start that sooner, as soon as its VM
+ * is paused, so it also overlaps the VM's save and exit: call this then,
+ * with the files the VM won't write any more (a RAM file once the VM is
+ * paused; not a state file save() is about to write), and pass the result
+ * as o->hashed. The VM may still have them open for writing: the commit
+ * uses the hashes only if, when it copies a file, no writer has it open
+ * and its inode, size and times are those of when hashing began (Linux;
+ * elsewhere nothing is hashed ahead). o: chunk sizes as for the commit.
+ * NULL if nothing was started. Free with store_state_hashing_free, after
+ * the commit or instead of it (stops the hashing). */
+typedef struct store_state_hashing store_state_hashing;
+store_state_hashing *store_state_hashing_start(store *st, const char *instance_dir,
+                                               const char *const *files, size_t n,
+                                               const store_commit_opts *o);
+void store_state_hashing_free(store_state_hashing *h);
 
 /* ---- instances in use ----
  *
