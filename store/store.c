@@ -1594,19 +1594,26 @@ store_state_hashing *store_state_hashing_start(store *st, const char *instance_d
 {
     char *abs = realpath(instance_dir, NULL);
     store_state_hashing *h = abs && !check_chunk_sizes(o) ? calloc(1, sizeof *h) : NULL;
+    size_t started = 0;
     if (h && !st_lock(st, 0)) {
         store_layer *was = resumed_state(st, abs);
         st_unlock(st);
         size_t k = n < ST_MAX_AHEAD ? n : ST_MAX_AHEAD;
         hash_ahead(abs, files, k, o, was, 1, h->files);
-        for (size_t i = 0; i < k; i++)
+        for (size_t i = 0; i < k; i++) {
             if (h->files[i] && !(h->names[i] = strdup(files[i]))) {
                 st_prehash_free(h->files[i]);
                 h->files[i] = NULL;
             }
+            started += h->files[i] != NULL;
+        }
         store_layer_free(was);
     }
     free(abs);
+    if (!started) {
+        store_state_hashing_free(h);
+        return NULL;
+    }
     return h;
 }
 

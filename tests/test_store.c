@@ -1880,6 +1880,10 @@ static void test_first_state_hashed_at_pause(void **state)
 
     /* begun, then the suspend failed: freed without a commit */
     store_state_hashing_free(hash_at_pause(f, again));
+    /* nothing to start (no such file): NULL */
+    static const char *const missing[] = {"SaveFile.none"};
+    store_commit_opts o = {.file_chunks = ram4k, .nfile_chunks = 1};
+    assert_null(store_state_hashing_start(f->st, again, missing, 1, &o));
     first_state_free(&want);
     free(inst), free(ram), free(again), free(ram2);
     test_teardown(&fs);
