@@ -1674,6 +1674,33 @@ static char *instance_with_zero_pages(fixture *f)
     return inst;
 }
 
+/* The first saved state of instance_with_zero_pages in a store of its
+ * own; no_prehash: as before hashing ahead (hashing the copy). */
+static void first_state_in_new_store(int no_prehash, first_state *out)
+{
+    void *fs = NULL;
+    assert_int_equal(test_setup(&fs), 0);
+    char *inst = instance_with_zero_pages(fs);
+    if (no_prehash)
+        setenv("STRATA_NO_PREHASH", "1", 1);
+    commit_first_state(fs, inst, NULL, NULL, out);
+    unsetenv("STRATA_NO_PREHASH");
+    free(inst);
+    test_teardown(&fs);
+}
+
+/* a and b are the same layer: id, bytes added, seals, stored blocks, RAM */
+static void assert_same_first_state(const first_state *a, const first_state *b)
+{
+    assert_string_equal(a->id.hex, b->id.hex);
+    assert_int_equal(a->bytes_added, b->bytes_added);
+    assert_int_equal(a->nseals, b->nseals);
+    assert_memory_equal(a->seals, b->seals, a->nseals);
+    assert_int_equal(a->ram_blocks, b->ram_blocks);
+    assert_int_equal(a->nram, b->nram);
+    assert_memory_equal(a->ram, b->ram, a->nram);
+}
+
 /* A first saved state hashed ahead (from the instance, while D is
  * committed) is the very layer hashing its copy makes: same id, bytes
  * added, seals and stored blocks. */
@@ -1683,31 +1710,15 @@ static void test_first_state_hashed_ahead(void **state)
 #ifndef F_SETLEASE
     skip(); /* no leases (Linux's) here: nothing is hashed ahead */
 #endif
-    first_state got[2];
-    for (int old = 0; old < 2; old++) {
-        void *fs = NULL;
-        assert_int_equal(test_setup(&fs), 0);
-        fixture *f = fs;
-        char *inst = instance_with_zero_pages(f);
-        if (old)
-            setenv("STRATA_NO_PREHASH", "1", 1);
-        commit_first_state(f, inst, NULL, NULL, &got[old]);
-        unsetenv("STRATA_NO_PREHASH");
-        free(inst);
-        test_teardown(&fs);
-    }
-    assert_int_equal(got[0].ahead, 2); /* onto a reflink or a sparse copy */
-    assert_int_equal(got[1].ahead, 0);
-    assert_string_equal(got[0].id.hex, got[1].id.hex);
-    assert_int_equal(got[0].bytes_added, got[1].bytes_added);
-    assert_int_equal(got[0].bytes_added, 2 * MiB - 8 * KiB + 5);
-    assert_int_equal(got[0].nseals, got[1].nseals);
-    assert_memory_equal(got[0].seals, got[1].seals, got[0].nseals);
-    assert_int_equal(got[0].ram_blocks, got[1].ram_blocks);
-    assert_int_equal(got[0].nram, got[1].nram);
-    assert_memory_equal(got[0].ram, got[1].ram, got[0].nram);
-    first_state_free(&got[0]);
-    first_state_free(&got[1]);
+    first_state ahead, old;
+    first_state_in_new_store(0, &ahead);
+    first_state_in_new_store(1, &old);
+    assert_int_equal(ahead.ahead, 2); /* onto a reflink or a sparse copy */
+    assert_int_equal(old.ahead, 0);
+    assert_same_first_state(&ahead, &old);
+    assert_int_equal(ahead.bytes_added, 2 * MiB - 8 * KiB + 5);
+    first_state_free(&ahead);
+    first_state_free(&old);
 }
 
 static int is_ram(const char *path)
@@ -1817,19 +1828,11 @@ static void test_first_state_hashed_at_pause(void **state)
     skip(); /* no leases (Linux's) here: nothing is hashed ahead */
 #endif
     first_state want, got;
+    first_state_in_new_store(1, &want);
     void *fs = NULL;
     assert_int_equal(test_setup(&fs), 0);
     fixture *f = fs;
     char *inst = instance_with_zero_pages(f);
-    setenv("STRATA_NO_PREHASH", "1", 1);
-    commit_first_state(f, inst, NULL, NULL, &want);
-    unsetenv("STRATA_NO_PREHASH");
-    free(inst);
-    test_teardown(&fs);
-
-    assert_int_equal(test_setup(&fs), 0);
-    f = fs;
-    inst = instance_with_zero_pages(f);
     char *ram = path_in(inst, "SaveFile.ram");
     int vm = open(ram, O_RDWR | O_CLOEXEC); /* the paused VM */
     assert_true(vm >= 0);
@@ -1838,11 +1841,7 @@ static void test_first_state_hashed_at_pause(void **state)
     commit_first_state(f, inst, h, NULL, &got);
     store_state_hashing_free(h);
     assert_int_equal(got.ahead, 2); /* the RAM file from the pause, SaveFile.x from the commit */
-    assert_string_equal(got.id.hex, want.id.hex);
-    assert_int_equal(got.nseals, want.nseals);
-    assert_memory_equal(got.seals, want.seals, want.nseals);
-    assert_int_equal(got.ram_blocks, want.ram_blocks);
-    assert_memory_equal(got.ram, want.ram, want.nram);
+    assert_same_first_state(&got, &want);
     first_state_free(&got);
 
     /* the writer still has it open when S copies it: the copy is hashed */
