@@ -15,15 +15,19 @@ CFLAGS  ?= -O2 -g
 # SAN: sanitizer flags, added to compiling and linking (see test-asan)
 ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
            $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(SAN)
-LDLIBS  += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -larchive -lzstd -lcurl) -lpthread -lz
+# libarchive and libcurl are not linked: archive/lib.c and remote/curl.c
+# load them on first use (dlopen), so a strata run that needs neither
+# doesn't load them and the ~35 libraries they bring
+LINK_PKGS := libplist-2.0 libcrypto jansson libxxhash libzstd
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(LINK_PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -lzstd) -lpthread -lz -ldl
 B       ?= build
 
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c store/savedstate.c
-ARCHIVE_SRC := archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
+ARCHIVE_SRC := archive/lib.c archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c
-REMOTE_SRC := remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
+REMOTE_SRC := remote/curl.c remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach
 
@@ -40,6 +44,14 @@ else
 CODESIGN   :=
 # preloaded into QEMU: keeps guest RAM files in 4 KiB pages (boot/qemu_nothp.c)
 QEMU_SHIM  := $(B)/strata-qemu-nothp.so
+endif
+
+# Homebrew's libarchive is keg-only, out of dlopen's search: its full path
+ifeq ($(shell uname -s),Darwin)
+LIBARCHIVE_DIR := $(shell $(PKG_CONFIG) --variable=libdir libarchive 2>/dev/null)
+LIBCURL_DIR    := $(shell $(PKG_CONFIG) --variable=libdir libcurl 2>/dev/null)
+$(B)/archive/lib.o: ALL_CFLAGS += $(if $(LIBARCHIVE_DIR),-DSTRATA_LIBARCHIVE='"$(LIBARCHIVE_DIR)/libarchive.13.dylib"')
+$(B)/remote/curl.o: ALL_CFLAGS += $(if $(LIBCURL_DIR),-DSTRATA_LIBCURL='"$(LIBCURL_DIR)/libcurl.4.dylib"')
 endif
 
 LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)

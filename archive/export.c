@@ -449,6 +449,9 @@ int archive_export(store *st, const char *ref, int out_fd, const archive_export_
                    archive_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
+    int loaded = ar_lib_load();
+    if (loaded)
+        return loaded;
     if (!name_valid(o->name))
         return ar_fail(EINVAL, "bad archive name '%s': a plain name, no '/', not starting with '.'",
                        o->name ? o->name : "");

@@ -476,7 +476,10 @@ int archive_import(store *st, int in_fd, const archive_import_opts *o, archive_s
 {
     memset(stats, 0, sizeof *stats);
     importer im = {.st = st, .o = o};
-    int rc = ar_zin_open(&im.z, in_fd);
+    int rc = ar_lib_load();
+    if (rc)
+        return rc;
+    rc = ar_zin_open(&im.z, in_fd);
     if (!rc)
         rc = ar_verifier_start(&im.v);
     if (!rc && !(im.a = archive_read_new()))

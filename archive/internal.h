@@ -5,9 +5,64 @@
 #include "archive.h"
 
 #include <archive.h>
+#include <archive_entry.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <zstd.h>
+
+/* libarchive is loaded the first time an export or import needs it
+ * (ar_lib_load), not when strata starts, which it would slow on every run
+ * (remote/internal.h says why, for libcurl). The functions archive/ calls
+ * are pointers, named as libarchive names them. */
+#define AR_LIB_FUNCS(X)                                                                           \
+    X(archive_entry_filetype) X(archive_entry_free) X(archive_entry_hardlink)                     \
+    X(archive_entry_new) X(archive_entry_pathname) X(archive_entry_set_filetype)                  \
+    X(archive_entry_set_mtime) X(archive_entry_set_pathname) X(archive_entry_set_perm)            \
+    X(archive_entry_set_size) X(archive_entry_size) X(archive_entry_sparse_add_entry)             \
+    X(archive_entry_sparse_next) X(archive_entry_sparse_reset) X(archive_error_string)            \
+    X(archive_read_data) X(archive_read_data_block) X(archive_read_free) X(archive_read_new)       \
+    X(archive_read_next_header) X(archive_read_open) X(archive_read_support_format_tar)           \
+    X(archive_set_error) X(archive_write_close) X(archive_write_data) X(archive_write_free)       \
+    X(archive_write_header) X(archive_write_new) X(archive_write_open)                            \
+    X(archive_write_set_bytes_in_last_block) X(archive_write_set_bytes_per_block)                 \
+    X(archive_write_set_format_pax)
+#define AR_LIB_POINTER(f) extern __typeof__(f) *ar_lazy_##f;
+AR_LIB_FUNCS(AR_LIB_POINTER)
+#undef AR_LIB_POINTER
+#define archive_entry_filetype (*ar_lazy_archive_entry_filetype)
+#define archive_entry_free (*ar_lazy_archive_entry_free)
+#define archive_entry_hardlink (*ar_lazy_archive_entry_hardlink)
+#define archive_entry_new (*ar_lazy_archive_entry_new)
+#define archive_entry_pathname (*ar_lazy_archive_entry_pathname)
+#define archive_entry_set_filetype (*ar_lazy_archive_entry_set_filetype)
+#define archive_entry_set_mtime (*ar_lazy_archive_entry_set_mtime)
+#define archive_entry_set_pathname (*ar_lazy_archive_entry_set_pathname)
+#define archive_entry_set_perm (*ar_lazy_archive_entry_set_perm)
+#define archive_entry_set_size (*ar_lazy_archive_entry_set_size)
+#define archive_entry_size (*ar_lazy_archive_entry_size)
+#define archive_entry_sparse_add_entry (*ar_lazy_archive_entry_sparse_add_entry)
+#define archive_entry_sparse_next (*ar_lazy_archive_entry_sparse_next)
+#define archive_entry_sparse_reset (*ar_lazy_archive_entry_sparse_reset)
+#define archive_error_string (*ar_lazy_archive_error_string)
+#define archive_read_data (*ar_lazy_archive_read_data)
+#define archive_read_data_block (*ar_lazy_archive_read_data_block)
+#define archive_read_free (*ar_lazy_archive_read_free)
+#define archive_read_new (*ar_lazy_archive_read_new)
+#define archive_read_next_header (*ar_lazy_archive_read_next_header)
+#define archive_read_open (*ar_lazy_archive_read_open)
+#define archive_read_support_format_tar (*ar_lazy_archive_read_support_format_tar)
+#define archive_set_error (*ar_lazy_archive_set_error)
+#define archive_write_close (*ar_lazy_archive_write_close)
+#define archive_write_data (*ar_lazy_archive_write_data)
+#define archive_write_free (*ar_lazy_archive_write_free)
+#define archive_write_header (*ar_lazy_archive_write_header)
+#define archive_write_new (*ar_lazy_archive_write_new)
+#define archive_write_open (*ar_lazy_archive_write_open)
+#define archive_write_set_bytes_in_last_block (*ar_lazy_archive_write_set_bytes_in_last_block)
+#define archive_write_set_bytes_per_block (*ar_lazy_archive_write_set_bytes_per_block)
+#define archive_write_set_format_pax (*ar_lazy_archive_write_set_format_pax)
+/* Load libarchive, once: 0, or an error naming it. */
+int ar_lib_load(void);
 
 /* errors: set the thread's message and return -err (err > 0) */
 int ar_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -28,12 +28,6 @@
 #define ATTEMPTS 4          /* one call resumes an interrupted transfer this often */
 #define STALL_SECONDS 60L   /* a transfer slower than 1 byte/s this long is interrupted */
 
-static pthread_once_t dl_once = PTHREAD_ONCE_INIT;
-static void dl_curl_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 /* one attempt's response, as its headers and body arrive */
 typedef struct {
     int fd;
@@ -267,7 +261,8 @@ int remote_download(const char *url, const char *path, remote_download_progress_
     int rc = part_name(path, part, sizeof part);
     if (rc)
         return rc;
-    pthread_once(&dl_once, dl_curl_init);
+    if ((rc = rm_curl_load()))
+        return rc;
     const char *base = strrchr(path, '/');
     char what[300];
     snprintf(what, sizeof what, "downloading %s", base ? base + 1 : path);

@@ -13,16 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static int open_conn(const char *host, const char *repo, const remote_opts *o, int push,
                      remote **out)
 {
-    pthread_once(&curl_once, curl_init);
+    int rc = rm_curl_load();
+    if (rc)
+        return rc;
     remote *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;

@@ -4,8 +4,39 @@
 
 #include "remote.h"
 
+/* curl's type-checking macros would stand in the way of the names below */
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
 #include <stdarg.h>
+
+/* libcurl is loaded the first time remote/ needs it (rm_curl_load), not
+ * when strata starts: it and the ~35 libraries it brings cost every run
+ * of strata, `suspend` and `run --resume` too, 40-60 ms of start-up on a
+ * machine whose memory has gone cold (bench/RESULTS.md). The functions
+ * remote/ calls are pointers, named as curl names them. */
+#define RM_CURL_FUNCS(X)                                                                          \
+    X(curl_global_init) X(curl_easy_init) X(curl_easy_setopt) X(curl_easy_perform)                \
+    X(curl_easy_getinfo) X(curl_easy_cleanup) X(curl_easy_reset) X(curl_easy_strerror)            \
+    X(curl_easy_escape) X(curl_free) X(curl_slist_append) X(curl_slist_free_all)
+#define RM_CURL_POINTER(f) extern __typeof__(f) *rm_lazy_##f;
+RM_CURL_FUNCS(RM_CURL_POINTER)
+#undef RM_CURL_POINTER
+#define curl_global_init (*rm_lazy_curl_global_init)
+#define curl_easy_init (*rm_lazy_curl_easy_init)
+#undef curl_easy_setopt  /* curl.h's three-argument checks */
+#undef curl_easy_getinfo
+#define curl_easy_setopt (*rm_lazy_curl_easy_setopt)
+#define curl_easy_perform (*rm_lazy_curl_easy_perform)
+#define curl_easy_getinfo (*rm_lazy_curl_easy_getinfo)
+#define curl_easy_cleanup (*rm_lazy_curl_easy_cleanup)
+#define curl_easy_reset (*rm_lazy_curl_easy_reset)
+#define curl_easy_strerror (*rm_lazy_curl_easy_strerror)
+#define curl_easy_escape (*rm_lazy_curl_easy_escape)
+#define curl_free (*rm_lazy_curl_free)
+#define curl_slist_append (*rm_lazy_curl_slist_append)
+#define curl_slist_free_all (*rm_lazy_curl_slist_free_all)
+/* Load libcurl and curl_global_init it, once: 0, or an error naming it. */
+int rm_curl_load(void);
 
 int rm_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rm_set_error(const char *msg); /* copies msg as this thread's error */
