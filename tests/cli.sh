@@ -153,6 +153,16 @@ run "$S" import "$W/bl" linux:ipsw --include-restore-image
 run "$S" inspect linux:ipsw --json
 check "--include-restore-image versions it" grep -q '"name":"RestoreImage.ipsw"' "$W/out"
 
+# ---- start-up: libcurl and libarchive are loaded on first use, not linked
+# (each strata run would load ~35 more libraries); export and push work
+# above and in archive.sh/remote.sh ----
+if command -v ldd >/dev/null; then libs=$(ldd "$S"); elif command -v otool >/dev/null; then libs=$(otool -L "$S"); else libs=; fi
+if [ -n "$libs" ]; then
+    check "strata is not linked with libcurl or libarchive" sh -c '! printf "%s\n" "$1" | grep -qE "libcurl|libarchive"' _ "$libs"
+else
+    skipped "strata's linked libraries" "neither ldd nor otool is here"
+fi
+
 # ---- help ----
 nohelp=""
 for v in import clone commit log diff ls inspect tag untag df fsck gc clones; do
