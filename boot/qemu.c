@@ -109,8 +109,6 @@ static json_t *qmp_read(boot_vm *vm, long deadline)
     }
 }
 
-/* Run one QMP command; *ret (may be NULL) gets its "return" value. Events
- * that arrive meanwhile are skipped. */
 /* Send msg on the monitor, with fd as SCM_RIGHTS if fd >= 0 (getfd). */
 static ssize_t qmp_send(boot_vm *vm, const char *msg, size_t len, int fd)
 {
@@ -134,7 +132,8 @@ static ssize_t qmp_send(boot_vm *vm, const char *msg, size_t len, int fd)
     return sendmsg(vm->qmp, &mh, MSG_NOSIGNAL);
 }
 
-/* A QMP command, passing fd along if fd >= 0. */
+/* Run one QMP command, passing fd along if fd >= 0; *ret (may be NULL)
+ * gets its "return" value. Events that arrive meanwhile are skipped. */
 static int qmp_fd(boot_vm *vm, const char *cmd_json, int fd, json_t **ret, int timeout_ms)
 {
     char *msg = NULL;
@@ -1140,7 +1139,7 @@ static int qemu_stop(boot_vm *vm, int force)
     if (!vm->saved)
         qmp(vm, "{\"execute\":\"quit\"}", NULL, 3000);
     for (int i = 0; i < 5000 && !vm->saved && !reap(vm); i++)
-        usleep(1000); /* QEMU quits in ~10 ms */
+        usleep(1000); /* QEMU quits in 20-30 ms */
     if (!reap(vm)) {
         kill(vm->pid, SIGKILL);
         waitpid(vm->pid, NULL, 0);
