@@ -189,22 +189,22 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
     int s = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (s < 0)
         return -errno;
+    int rc = clone_fd_to_path(s, dst, mode, method);
+    close(s);
+    return rc;
+}
+
+int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *method)
+{
     struct stat st;
-    if (fstat(s, &st) < 0) {
-        int e = -errno;
-        close(s);
-        return e;
-    }
+    if (fstat(src_fd, &st) < 0)
+        return -errno;
     /* created with the source's mode, as clonefile does, so that the mode is
      * set the same way on every system (and tested where there is no Mac) */
     int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
-    if (d < 0) {
-        int e = -errno;
-        close(s);
-        return e;
-    }
-    int rc = clone_fd(s, d, method);
-    close(s);
+    if (d < 0)
+        return -errno;
+    int rc = clone_fd(src_fd, d, method);
     if (close(d) < 0 && !rc)
         rc = -errno;
     if (!rc)

@@ -43,6 +43,13 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method);
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method);
 
 /*
+ * The same from an open file: create dst (-EEXIST if it exists) as a clone
+ * of what src_fd holds (clone_fd()), with mode `mode`; for a caller that
+ * must copy the very file it opened, not whatever its path names by now.
+ */
+int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *method);
+
+/*
  * Make what fd holds durable, as a publish that must survive a power cut
  * needs: F_FULLFSYNC on macOS, where fsync does not flush the drive's cache
  * (fsync when the filesystem refuses it); fsync elsewhere. Works on

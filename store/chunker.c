@@ -599,17 +599,7 @@ static int copy_within_plan(const st_prehash *p, int copy_fd)
 
 int st_prehash_copy(st_prehash *p, const char *to, mode_t mode, clone_method *how)
 {
-    int d = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (d < 0)
-        return -errno;
-    int rc = clone_fd(p->fd, d, how);
-    if (!rc && fchmod(d, mode) < 0)
-        rc = -errno;
-    if (close(d) < 0 && !rc)
-        rc = -errno;
-    if (rc)
-        unlink(to);
-    return rc;
+    return clone_fd_to_path(p->fd, to, mode, how);
 }
 
 /* Is the copy at copy_fd, made from p->fd by st_prehash_copy, what was hashed? */

@@ -126,13 +126,13 @@ static int key_valid(const char *k)
     return 1;
 }
 
-/* What a reader would refuse is never written (the files changed since
- * import or commit checked them, or a caller made the layer itself). */
 int st_chunk_size_valid(uint64_t cs)
 {
     return cs >= 4096 && cs <= (64u << 20) && !(cs & (cs - 1));
 }
 
+/* What a reader would refuse is never written (the files changed since
+ * import or commit checked them, or a caller made the layer itself). */
 static int check_bounds(const store_layer *l)
 {
     uint64_t chunks = 0, data = 0;
