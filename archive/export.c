@@ -6,6 +6,7 @@
  * section before it. Holes are never read: they come from zero chunks.
  */
 #define _GNU_SOURCE
+#include "../base/platform.h"
 #include "internal.h"
 
 #include <archive.h>
@@ -210,7 +211,7 @@ static int put_file(exporter *x, const store_id *id, const store_file *f, const 
     if (!rc && sparse && archive_write_data(x->a, x->buf, 0) < 0)
         rc = lib_failed(x, path);
     if (!rc)
-        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        os_read_hint_give(fd, 0, 0, OS_READ_SEQUENTIAL);
     size_t c = 0;
     uint64_t at = 0, off, len; /* at: logical position fed so far */
     while (!rc && next_run(f, bf, &c, &off, &len)) {

@@ -1,18 +1,17 @@
 /* libarchive, loaded on first use (internal.h says why). */
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 
-/* the library's file: its soname, or a full path the Makefile passes
- * where the linker's default search would not find it (Homebrew) */
-#ifndef STRATA_LIBARCHIVE
-#ifdef __APPLE__
-#define STRATA_LIBARCHIVE "libarchive.13.dylib"
+/* the library's file: a full path the Makefile passes where the linker's
+ * default search would not find it (Homebrew), else the platform's name */
+#ifdef STRATA_LIBARCHIVE
+#define LIBRARY_FILE(buf) ((void)(buf), STRATA_LIBARCHIVE)
 #else
-#define STRATA_LIBARCHIVE "libarchive.so.13"
-#endif
+#define LIBRARY_FILE(buf) os_library_file("archive", 13, buf, sizeof buf)
 #endif
 
 #define AR_LIB_DEFINE(f) __typeof__(f) *ar_lazy_##f;
@@ -23,10 +22,12 @@ static char failed[600]; /* empty once loaded */
 
 static void load(void)
 {
-    void *h = dlopen(STRATA_LIBARCHIVE, RTLD_NOW | RTLD_LOCAL);
+    char name[64];
+    const char *lib = LIBRARY_FILE(name);
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     const char *missing = NULL;
     if (!h) {
-        snprintf(failed, sizeof failed, "can't load libarchive (%s): %s", STRATA_LIBARCHIVE, dlerror());
+        snprintf(failed, sizeof failed, "can't load libarchive (%s): %s", lib, dlerror());
         return;
     }
 #define AR_LIB_FIND(f)                                                                           \
@@ -34,7 +35,7 @@ static void load(void)
         missing = #f;
     AR_LIB_FUNCS(AR_LIB_FIND)
     if (missing)
-        snprintf(failed, sizeof failed, "%s: no %s in it", STRATA_LIBARCHIVE, missing);
+        snprintf(failed, sizeof failed, "%s: no %s in it", lib, missing);
 }
 
 int ar_lib_load(void)

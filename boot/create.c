@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 #include "../clone/clone.h"
 
 #include <errno.h>
@@ -86,12 +87,13 @@ static void last_line(const char *text, char *out, size_t n)
 static int run_qemu_img(char *const *args, char **out)
 {
     int po[2], pe[2];
-    if (pipe2(po, O_CLOEXEC) < 0)
-        return boot_fail_errno(errno, "pipe");
-    if (pipe2(pe, O_CLOEXEC) < 0) {
+    int rc = os_pipe_cloexec(po);
+    if (rc)
+        return boot_fail_errno(-rc, "pipe");
+    if ((rc = os_pipe_cloexec(pe))) {
         close(po[0]);
         close(po[1]);
-        return boot_fail_errno(errno, "pipe");
+        return boot_fail_errno(-rc, "pipe");
     }
     char *argv[16];
     int argc = 0;
@@ -113,7 +115,7 @@ static int run_qemu_img(char *const *args, char **out)
     char *o = pid > 0 ? slurp(po[0]) : NULL, *e = pid > 0 ? slurp(pe[0]) : NULL;
     close(po[0]);
     close(pe[0]);
-    int status = 0, rc = 0;
+    int status = 0;
     if (pid < 0)
         rc = boot_fail_errno(errno, "fork");
     else if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <dirent.h>
 #include <ftw.h>
@@ -35,11 +36,7 @@ static void on_signal(int sig)
 
 const char *boot_default_driver(void)
 {
-#ifdef __APPLE__
-    return "vz";
-#else
-    return "qemu";
-#endif
+    return os_is_macos() ? "vz" : "qemu";
 }
 
 const boot_driver *boot_driver_find(const char *name)
@@ -47,7 +44,7 @@ const boot_driver *boot_driver_find(const char *name)
     if (!strcmp(name, "qemu"))
         return boot_qemu_driver();
     if (!strcmp(name, "vz")) {
-#if (defined(__APPLE__) && defined(STRATA_HAVE_VZ)) || defined(STRATA_VZ_SIM)
+#if defined(STRATA_HAVE_VZ) || defined(STRATA_VZ_SIM)
         /* STRATA_VZ_SIM: build/strata-vzsim, the vz driver on the recording
          * stand-in of the framework (tests/objc_record.c), for tests only */
         return boot_vz_driver();
@@ -103,16 +100,7 @@ static int pid_alive(int pid)
 {
     if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
         return 0;
-    char path[64], stat[256] = "";
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (!fgets(stat, sizeof stat, f))
-            stat[0] = 0;
-        fclose(f);
-    }
-    const char *paren = strrchr(stat, ')');
-    return !(paren && paren[1] == ' ' && paren[2] == 'Z');
+    return !os_pid_is_zombie(pid);
 }
 
 /* ---------- running records (boot.h) ---------- */

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -188,9 +189,9 @@ static int qmp_connect(boot_vm *vm, int timeout_ms)
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     snprintf(a.sun_path, sizeof a.sun_path, "%s", vm->qmp_path);
     for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd = os_socket_cloexec(AF_UNIX, SOCK_STREAM, 0);
         if (fd < 0)
-            return boot_fail_errno(errno, "socket");
+            return boot_fail_errno(-fd, "socket");
         if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
             vm->qmp = fd;
             break;
@@ -224,7 +225,7 @@ static const char *qemu_binary(void)
 /*
  * Keep guest RAM in 4 KiB pages: QEMU 7.2 advises huge pages on it, and on a
  * RAM file that unshares 2 MiB of a reflinked file per guest write (see
- * boot/qemu_nothp.c, preloaded to turn the hint off). The library lies
+ * boot/qemu_nothp_linux.c, preloaded to turn the hint off). The library lies
  * beside the strata binary; STRATA_QEMU_SHIM names another, "none" none.
  * Called in the child, before exec.
  */
@@ -237,8 +238,7 @@ static void no_huge_pages(void)
     if (e && *e) {
         snprintf(path, sizeof path, "%s", e);
     } else {
-        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 40);
-        char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+        char *slash = os_self_exe(path, sizeof path - 40) ? NULL : strrchr(path, '/');
         if (!slash)
             return;
         strcpy(slash + 1, "strata-qemu-nothp.so");
@@ -316,13 +316,8 @@ static const unsigned char probe_image[] = {
 static int verdict_path(const char *key, char *out, size_t n)
 {
     char boot_id[64] = "unknown";
-    FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
-    if (b) {
-        if (!fgets(boot_id, sizeof boot_id, b))
-            snprintf(boot_id, sizeof boot_id, "unknown");
-        fclose(b);
-    }
-    boot_id[strcspn(boot_id, "\n")] = 0;
+    if (os_boot_id(boot_id, sizeof boot_id))
+        snprintf(boot_id, sizeof boot_id, "unknown");
     char dir[256];
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (xdg && *xdg && strlen(xdg) < 200)
@@ -1234,9 +1229,9 @@ static int cli_monitor(const char *runtime_dir, boot_vm *vm)
         return boot_fail(ENAMETOOLONG, "%s: path too long for a control socket", runtime_dir);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     snprintf(a.sun_path, sizeof a.sun_path, "%s", vm->qmp_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = os_socket_cloexec(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0)
-        return boot_fail_errno(errno, "socket");
+        return boot_fail_errno(-fd, "socket");
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
         close(fd);
         return boot_fail(ENOTCONN, "no control socket %s: the instance was started by an older "

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -66,7 +67,7 @@ static char *slurp(const char *path)
 static char *arp_table(void)
 {
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
+    if (os_pipe_cloexec(p))
         return NULL;
     pid_t pid = fork();
     if (pid == 0) {
@@ -196,7 +197,7 @@ static int banner_once(const char *address, unsigned port, int timeout_ms)
     snprintf(service, sizeof service, "%u", port);
     if (getaddrinfo(address, service, &hints, &ai))
         return 0;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = os_socket_cloexec(ai->ai_family, SOCK_STREAM, 1);
     int ok = 0;
     long deadline = now_ms() + timeout_ms;
     if (fd >= 0 && (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS)) {

@@ -2,6 +2,7 @@
  * bindings that tie a saved state to where it was made. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 #include "../clone/clone.h"
 
 #include <errno.h>
@@ -15,12 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <unistd.h>
-#ifdef __APPLE__
-#include <sys/sysctl.h>
-#endif
-
 #define SETTINGS_MAX (1u << 20)
 #define F BOOT_SETTINGS_FILE
 
@@ -629,15 +625,7 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
     else
         gethostname(host, sizeof host - 1);
     struct passwd *pw = getpwuid(getuid());
-#ifdef __APPLE__
-    size_t blen = sizeof build;
-    if (sysctlbyname("kern.osversion", build, &blen, NULL, 0) < 0)
-        build[0] = 0;
-#else
-    struct utsname u;
-    if (uname(&u) == 0)
-        snprintf(build, sizeof build, "%s %s", u.sysname, u.release);
-#endif
+    os_build_describe(build, sizeof build);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", bundle_dir,
              s->os == BOOT_OS_LINUX && !strcmp(driver, "vz") ? BOOT_GENERIC_ID_FILE : "MachineIdentifier");

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 
 #include "internal.h"
+#include "../base/platform.h"
 #include "objc.h"
 
 #include <errno.h>
@@ -1062,16 +1063,6 @@ static int vz_savable(boot_vm *vm)
     return vm->savable;
 }
 
-/* all the way to the disk: on macOS fsync() leaves data in the drive's cache */
-static int full_sync(int fd)
-{
-#ifdef F_FULLFSYNC
-    if (fcntl(fd, F_FULLFSYNC) == 0)
-        return 0;
-#endif
-    return fsync(fd);
-}
-
 /* Save into a hidden name next to path (keeping its .vzvmsave ending), make
  * it durable, then rename it into place. */
 static int vz_save(boot_vm *vm, const char *path)
@@ -1098,7 +1089,7 @@ static int vz_save(boot_vm *vm, const char *path)
         return rc;
     }
     int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || full_sync(fd) < 0)
+    if (fd < 0 || os_full_fsync(fd) < 0)
         rc = boot_fail_errno(errno, "%s", tmp);
     if (fd >= 0)
         close(fd);
@@ -1112,7 +1103,7 @@ static int vz_save(boot_vm *vm, const char *path)
     snprintf(dir, sizeof dir, "%.*s", slash ? (dirlen ? dirlen : 1) : 1, slash ? path : ".");
     int dfd = open(dir, O_RDONLY | O_CLOEXEC);
     if (dfd >= 0) {
-        full_sync(dfd);
+        os_full_fsync(dfd);
         close(dfd);
     }
     return 0;
@@ -1330,7 +1321,7 @@ static int sparse_disk(const char *dir, uint64_t bytes)
     if (fd < 0)
         return boot_fail_errno(errno, "%s", path);
     /* a raw image is a whole number of 512-byte sectors */
-    int rc = ftruncate(fd, (off_t)((bytes + 511) & ~511ULL)) == 0 && full_sync(fd) == 0 ? 0 : -errno;
+    int rc = ftruncate(fd, (off_t)((bytes + 511) & ~511ULL)) == 0 && os_full_fsync(fd) == 0 ? 0 : -errno;
     close(fd);
     return rc ? boot_fail_errno(-rc, "%s", path) : 0;
 }

@@ -1,25 +1,17 @@
-/* clone: see clone.h for what each function promises. */
+/* clone: see clone.h for what each function promises. The platform's
+ * calls (clonefile, FICLONE, copy_file_range, FIEMAP...) are behind
+ * base/platform.h; this file is the fallbacks between them. */
 #define _GNU_SOURCE
 #include "clone.h"
+#include "../base/platform.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#ifdef __linux__
-#include <linux/falloc.h>
-#include <linux/fiemap.h>
-#include <linux/fs.h>
-#endif
-#ifdef __APPLE__
-#include <sys/attr.h>
-#include <sys/clonefile.h>
-#endif
 
 #define COPY_BUF (1u << 20)
 
@@ -73,28 +65,18 @@ out:
 /* copy one data range, in-kernel where possible */
 static int copy_data(int src, int dst, uint64_t off, uint64_t len, int skip_zero)
 {
-#ifdef __linux__
     while (len > 0) {
-        loff_t in = (loff_t)off, out = (loff_t)off;
-        size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
-        ssize_t n = copy_file_range(src, &in, dst, &out, want, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS ||
-                errno == EBADF || errno == ETXTBSY)
-                return copy_rw(src, dst, off, len, skip_zero);
-            return -errno;
-        }
+        int64_t n = os_copy_range(src, dst, off, len);
+        if (n == -EOPNOTSUPP)
+            return copy_rw(src, dst, off, len, skip_zero);
+        if (n < 0)
+            return (int)n;
         if (n == 0)
             break;
         off += (uint64_t)n;
         len -= (uint64_t)n;
     }
     return 0;
-#else
-    return copy_rw(src, dst, off, len, skip_zero);
-#endif
 }
 
 int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_t *hole)
@@ -144,13 +126,11 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method)
     struct stat st;
     if (fstat(src_fd, &st) < 0)
         return -errno;
-#ifdef FICLONE
-    if (ioctl(dst_fd, FICLONE, src_fd) == 0) {
+    if (os_reflink_fd(src_fd, dst_fd) == 0) {
         if (method)
             *method = CLONE_REFLINK;
         return 0;
     }
-#endif
     if (method)
         *method = CLONE_SPARSE_COPY;
     if (ftruncate(dst_fd, 0) < 0 || ftruncate(dst_fd, st.st_size) < 0)
@@ -173,8 +153,8 @@ static int set_mode(const char *path, mode_t mode)
 
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method)
 {
-#ifdef __APPLE__
-    if (clonefile(src, dst, CLONE_NOFOLLOW | CLONE_NOOWNERCOPY) == 0) {
+    int cloned = os_clone_file(src, dst);
+    if (cloned == 0) {
         if (method)
             *method = CLONE_REFLINK;
         int rc = set_mode(dst, mode);
@@ -182,10 +162,9 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
             unlink(dst);
         return rc;
     }
-    if (errno == EEXIST)
+    if (cloned == -EEXIST)
         return -EEXIST;
-    /* any other clonefile failure (ENOTSUP, EXDEV...) falls back to copying */
-#endif
+    /* any other failure (no clonefile here, ENOTSUP, EXDEV...) falls back to copying */
     int s = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (s < 0)
         return -errno;
@@ -216,25 +195,15 @@ int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *met
 
 int clone_fsync(int fd)
 {
-#ifdef F_FULLFSYNC
-    /* fsync on macOS leaves the data in the drive's cache; F_FULLFSYNC
-     * flushes it (SQLite's fullfsync). Some filesystems refuse it. */
-    if (fcntl(fd, F_FULLFSYNC) == 0)
-        return 0;
-#endif
-    return fsync(fd) < 0 ? -errno : 0;
+    return os_full_fsync(fd);
 }
 
 int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
 {
     if (len == 0)
         return 0; /* FICLONERANGE reads a zero length as "to EOF": never pass one */
-#ifdef FICLONERANGE
-    struct file_clone_range r = {.src_fd = src_fd, .src_offset = off, .src_length = len,
-                                 .dest_offset = off};
-    if (ioctl(dst_fd, FICLONERANGE, &r) == 0)
+    if (os_reflink_range(src_fd, dst_fd, off, len) == 0)
         return 0;
-#endif
     /* Make the destination range zeros first, so holes in the source read
      * back as zeros; where punching is impossible, copy every byte. */
     if (clone_punch_hole(dst_fd, off, len) == 0)
@@ -244,26 +213,13 @@ int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
 
 int clone_punch_hole(int fd, uint64_t off, uint64_t len)
 {
-#if defined(__linux__)
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
-        return -errno;
-    return 0;
-#elif defined(F_PUNCHHOLE)
-    /* APFS wants block-aligned holes; the store only punches whole chunks */
-    fpunchhole_t p = {.fp_flags = 0, .reserved = 0, .fp_offset = (off_t)off,
-                      .fp_length = (off_t)len};
-    return fcntl(fd, F_PUNCHHOLE, &p) < 0 ? -errno : 0;
-#else
-    (void)fd, (void)off, (void)len;
-    return -EOPNOTSUPP;
-#endif
+    return os_punch_hole(fd, off, len);
 }
 
 /* Can a file in dir_a be cloned into dir_b? Tried for real with two small
  * temporary files: btrfs subvolumes differ in st_dev yet share blocks. */
 static int clone_probe(const char *dir_a, const char *dir_b)
 {
-#ifdef FICLONE
     char pa[4096], pb[4096];
     snprintf(pa, sizeof pa, "%s/.strata-probe-XXXXXX", dir_a);
     snprintf(pb, sizeof pb, "%s/.strata-probe-XXXXXX", dir_b);
@@ -274,17 +230,13 @@ static int clone_probe(const char *dir_a, const char *dir_b)
     if (fb >= 0) {
         static const char block[4096] = {1};
         ok = pwrite(fa, block, sizeof block, 0) == (ssize_t)sizeof block && fsync(fa) == 0 &&
-             ioctl(fb, FICLONE, fa) == 0;
+             os_reflink_fd(fa, fb) == 0;
         close(fb);
         unlink(pb);
     }
     close(fa);
     unlink(pa);
     return ok;
-#else
-    (void)dir_a, (void)dir_b;
-    return 0;
-#endif
 }
 
 int clone_same_volume(const char *a, const char *b)
@@ -311,92 +263,28 @@ static int map_push(clone_extent_map *m, size_t *cap, clone_extent e)
     return 0;
 }
 
+typedef struct {
+    clone_extent_map *map;
+    size_t cap;
+} map_building;
+
+static int map_visit(void *ctx, uint64_t logical, uint64_t physical, uint64_t length, int unsure)
+{
+    map_building *b = ctx;
+    clone_extent e = {.logical = logical, .physical = physical, .length = length,
+                      .flags = unsure ? CLONE_EXTENT_UNSURE : 0};
+    return map_push(b->map, &b->cap, e);
+}
+
 int clone_extent_map_read(int fd, clone_extent_map *map)
 {
     map->v = NULL;
     map->n = 0;
-    size_t cap = 0;
-#if defined(__linux__) && defined(FS_IOC_FIEMAP)
-    enum { BATCH = 256 };
-    struct fiemap *fm = calloc(1, sizeof *fm + BATCH * sizeof(struct fiemap_extent));
-    if (!fm)
-        return -ENOMEM;
-    uint64_t start = 0;
-    int rc = 0;
-    for (;;) {
-        memset(fm, 0, sizeof *fm);
-        fm->fm_start = start;
-        fm->fm_length = ~0ULL - start;
-        fm->fm_flags = FIEMAP_FLAG_SYNC; /* dirty pages have no address yet */
-        fm->fm_extent_count = BATCH;
-        if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
-            rc = errno == ENOTTY || errno == EINVAL ? -EOPNOTSUPP : -errno;
-            break;
-        }
-        if (fm->fm_mapped_extents == 0)
-            break;
-        int last = 0;
-        for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
-            struct fiemap_extent *x = &fm->fm_extents[i];
-            const uint32_t unsure = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC |
-                                    FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL |
-                                    FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_ENCRYPTED;
-            clone_extent e = {.logical = x->fe_logical, .physical = x->fe_physical,
-                              .length = x->fe_length,
-                              .flags = (x->fe_flags & unsure) ? CLONE_EXTENT_UNSURE : 0};
-            if ((rc = map_push(map, &cap, e)))
-                goto done;
-            start = x->fe_logical + x->fe_length;
-            if (x->fe_flags & FIEMAP_EXTENT_LAST)
-                last = 1;
-        }
-        if (last)
-            break;
-    }
-done:
-    free(fm);
+    map_building b = {.map = map, .cap = 0};
+    int rc = os_extent_map_walk(fd, map_visit, &b);
     if (rc)
         clone_extent_map_free(map);
     return rc;
-#elif defined(__APPLE__) && defined(F_LOG2PHYS_EXT)
-    /* Walk the data regions and ask where each run lives. Any refusal means
-     * "no map": the caller then compares content, which is always correct. */
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    fsync(fd);
-    uint64_t off = 0, size = (uint64_t)st.st_size;
-    while (off < size) {
-        uint64_t d, h;
-        int rc = clone_next_data(fd, off, size, &d, &h);
-        if (rc == -ENXIO)
-            break;
-        if (rc)
-            goto fail;
-        while (d < h) {
-            struct log2phys l = {.l2p_flags = 0, .l2p_contigbytes = (off_t)(h - d),
-                                 .l2p_devoffset = (off_t)d};
-            if (fcntl(fd, F_LOG2PHYS_EXT, &l) < 0 || l.l2p_contigbytes <= 0)
-                goto fail;
-            uint64_t n = (uint64_t)l.l2p_contigbytes;
-            if (n > h - d)
-                n = h - d;
-            clone_extent e = {.logical = d, .physical = (uint64_t)l.l2p_devoffset, .length = n};
-            if (map_push(map, &cap, e))
-                goto fail;
-            d += n;
-        }
-        off = h;
-    }
-    return 0;
-fail:
-    clone_extent_map_free(map);
-    return -EOPNOTSUPP;
-#else
-    (void)fd;
-    (void)cap;
-    return -EOPNOTSUPP;
-#endif
 }
 
 void clone_extent_map_free(clone_extent_map *map)

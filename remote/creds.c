@@ -1,6 +1,7 @@
 /* remote: credentials where docker keeps them (config.json, credential helpers). */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -97,15 +98,12 @@ static int run_helper(const char *name, const char *verb, const char *input, rm_
     char prog[96];
     snprintf(prog, sizeof prog, "docker-credential-%s", name);
     int in[2], outp[2];
-    if (pipe(in))
-        return rm_fail(errno, "pipe: %s", strerror(errno));
-    if (pipe(outp)) {
+    int rc = os_pipe_cloexec(in);
+    if (rc)
+        return rm_fail(-rc, "pipe: %s", strerror(-rc));
+    if ((rc = os_pipe_cloexec(outp))) {
         close(in[0]), close(in[1]);
-        return rm_fail(errno, "pipe: %s", strerror(errno));
-    }
-    for (int i = 0; i < 2; i++) { /* pipe2 is Linux-only */
-        fcntl(in[i], F_SETFD, FD_CLOEXEC);
-        fcntl(outp[i], F_SETFD, FD_CLOEXEC);
+        return rm_fail(-rc, "pipe: %s", strerror(-rc));
     }
     pid_t pid = fork();
     if (pid == 0) {

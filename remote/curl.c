@@ -1,18 +1,17 @@
 /* libcurl, loaded on first use (internal.h says why). */
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 
-/* the library's file: its soname, or a full path the Makefile passes
- * where the linker's default search would not find it (Homebrew) */
-#ifndef STRATA_LIBCURL
-#ifdef __APPLE__
-#define STRATA_LIBCURL "libcurl.4.dylib"
+/* the library's file: a full path the Makefile passes where the linker's
+ * default search would not find it (Homebrew), else the platform's name */
+#ifdef STRATA_LIBCURL
+#define LIBRARY_FILE(buf) ((void)(buf), STRATA_LIBCURL)
 #else
-#define STRATA_LIBCURL "libcurl.so.4"
-#endif
+#define LIBRARY_FILE(buf) os_library_file("curl", 4, buf, sizeof buf)
 #endif
 
 #define RM_CURL_DEFINE(f) __typeof__(f) *rm_lazy_##f;
@@ -23,10 +22,12 @@ static char failed[600]; /* empty once loaded */
 
 static void load(void)
 {
-    void *h = dlopen(STRATA_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+    char name[64];
+    const char *lib = LIBRARY_FILE(name);
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     const char *missing = NULL;
     if (!h) {
-        snprintf(failed, sizeof failed, "can't load libcurl (%s): %s", STRATA_LIBCURL, dlerror());
+        snprintf(failed, sizeof failed, "can't load libcurl (%s): %s", lib, dlerror());
         return;
     }
 #define RM_CURL_FIND(f)                                                                           \
@@ -34,7 +35,7 @@ static void load(void)
         missing = #f;
     RM_CURL_FUNCS(RM_CURL_FIND)
     if (missing)
-        snprintf(failed, sizeof failed, "%s: no %s in it", STRATA_LIBCURL, missing);
+        snprintf(failed, sizeof failed, "%s: no %s in it", lib, missing);
     else
         curl_global_init(CURL_GLOBAL_DEFAULT);
 }

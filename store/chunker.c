@@ -9,6 +9,7 @@
  *     punched out so the layer stores nothing for them.
  */
 #define _GNU_SOURCE
+#include "../base/platform.h"
 #include "../clone/clone.h"
 #include "internal.h"
 
@@ -83,7 +84,7 @@ static void read_ahead(const job *j, size_t w, size_t k)
             r++;
         uint64_t off = (uint64_t)j->work[a] * j->chunk_size;
         uint64_t end = (uint64_t)j->work[r - 1] * j->chunk_size + item_len(j, r - 1);
-        posix_fadvise(j->fd, (off_t)off, (off_t)(end - off), POSIX_FADV_WILLNEED);
+        os_read_hint_give(j->fd, off, end - off, OS_READ_SOON);
         a = r;
     }
 }
@@ -439,20 +440,16 @@ struct st_prehash {
     int usable; /* set by the thread: hashed whole, file unchanged meanwhile */
 };
 
-/* macOS names struct stat's nanosecond times differently */
-#ifdef __APPLE__
-#define ST_MTIM(s) ((s)->st_mtimespec)
-#define ST_CTIM(s) ((s)->st_ctimespec)
-#else
-#define ST_MTIM(s) ((s)->st_mtim)
-#define ST_CTIM(s) ((s)->st_ctim)
-#endif
+static int same_time(struct timespec a, struct timespec b)
+{
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
 
 static int same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           ST_MTIM(a).tv_sec == ST_MTIM(b).tv_sec && ST_MTIM(a).tv_nsec == ST_MTIM(b).tv_nsec &&
-           ST_CTIM(a).tv_sec == ST_CTIM(b).tv_sec && ST_CTIM(a).tv_nsec == ST_CTIM(b).tv_nsec;
+           same_time(os_stat_mtime(a), os_stat_mtime(b)) &&
+           same_time(os_stat_ctime(a), os_stat_ctime(b));
 }
 
 /* the chunks st_chunk_file would read, with no base: those touching data */
@@ -489,11 +486,7 @@ static int prehash_plan(st_prehash *p, uint32_t chunk_size)
  * here), which the hashing must not wait for. */
 static void *writeback_thread(void *arg)
 {
-#ifdef SYNC_FILE_RANGE_WRITE
-    sync_file_range(((st_prehash *)arg)->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-#else
-    (void)arg;
-#endif
+    os_write_back_start(((st_prehash *)arg)->fd, 0, 0);
     return NULL;
 }
 
@@ -514,29 +507,6 @@ static int prehash_off(void)
     return e && *e && strcmp(e, "0");
 }
 
-/* Leases are Linux's: elsewhere none is taken, so nothing is hashed ahead. */
-static int take_read_lease(int fd)
-{
-#if defined(F_SETLEASE) && defined(F_SETSIG)
-    /* SIGURG, ignored unless handled, instead of SIGIO, which would kill
-     * us when someone opens the file for writing while we hold the lease */
-    return fcntl(fd, F_SETSIG, SIGURG) == 0 && fcntl(fd, F_SETLEASE, F_RDLCK) == 0;
-#else
-    (void)fd;
-    return 0;
-#endif
-}
-
-static int read_lease_held(int fd)
-{
-#ifdef F_GETLEASE
-    return fcntl(fd, F_GETLEASE) == F_RDLCK;
-#else
-    (void)fd;
-    return 0;
-#endif
-}
-
 st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_paused)
 {
     st_prehash *p = prehash_off() ? NULL : calloc(1, sizeof *p);
@@ -544,7 +514,7 @@ st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_p
         return NULL;
     p->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (p->fd >= 0)
-        p->leased = take_read_lease(p->fd);
+        p->leased = os_read_lease_take(p->fd);
     if (p->fd < 0 || (!p->leased && !writer_paused) || fstat(p->fd, &p->before) < 0 ||
         !S_ISREG(p->before.st_mode)) {
         st_prehash_free(p);
@@ -567,7 +537,7 @@ st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_p
 int st_prehash_lease(st_prehash *p)
 {
     if (p && !p->leased)
-        p->leased = take_read_lease(p->fd);
+        p->leased = os_read_lease_take(p->fd);
     return p && p->leased;
 }
 
@@ -607,7 +577,7 @@ static int prehash_holds(st_prehash *p, int copy_fd, uint32_t chunk_size)
 {
     struct stat now, copy;
     return p->usable && p->j.chunk_size == chunk_size && fstat(p->fd, &now) == 0 &&
-           same_file(&p->before, &now) && read_lease_held(p->fd) &&
+           same_file(&p->before, &now) && os_read_lease_held(p->fd) &&
            fstat(copy_fd, &copy) == 0 && copy.st_size == p->before.st_size &&
            copy_within_plan(p, copy_fd);
 }

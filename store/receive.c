@@ -7,6 +7,7 @@
  * tmp/ and published with one rename, as commit does (store.c).
  */
 #define _GNU_SOURCE
+#include "../base/platform.h"
 #include "../clone/clone.h"
 #include "internal.h"
 
@@ -559,10 +560,8 @@ static int write_sparse(int fd, const char *data, size_t len, uint64_t off, int 
         rc = zero ? zero_range(fd, off + at, run, based) : write_all(fd, data + at, run, off + at);
         at += run;
     }
-#ifdef SYNC_FILE_RANGE_WRITE
     if (!rc)
-        (void)sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE); /* a hint */
-#endif
+        os_write_back_start(fd, off, len);
     return rc;
 }
 

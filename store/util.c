@@ -1,6 +1,7 @@
 /* Errors, durable writes, locks, temporary directories and text encoding. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 #include "../clone/clone.h"
 
 #include <dirent.h>
@@ -97,12 +98,6 @@ int st_fsync_path(const char *path)
     return rc;
 }
 
-/* renameat2(RENAME_NOREPLACE) where the libc has it (glibc 2.28+) */
-#if defined(__linux__) && defined(__GLIBC__) && \
-    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 28))
-#define HAVE_RENAME_NOREPLACE 1
-#endif
-
 int st_rename_noreplace(const char *from, const char *to)
 {
     /* a test's way into the moment between the caller's check and the
@@ -110,17 +105,9 @@ int st_rename_noreplace(const char *from, const char *to)
     const char *race = getenv("STRATA_TEST_RACE_RENAME");
     if (race && *race)
         mkdir(race, 0755);
-#if defined(HAVE_RENAME_NOREPLACE)
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
-        return -errno;
-#elif defined(__APPLE__)
-    if (renamex_np(from, to, RENAME_EXCL) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOTSUP)
-        return -errno;
-#endif
+    int rc = os_rename_noreplace(from, to);
+    if (rc != -EOPNOTSUPP)
+        return rc;
     /* no atomic way on this filesystem: check, then rename (a non-empty
      * directory is still never replaced: rename fails with ENOTEMPTY) */
     struct stat st;

@@ -6,6 +6,7 @@
  * wrong is reported afterwards, in chunk order, from the calling thread.
  */
 #define _GNU_SOURCE
+#include "../base/platform.h"
 #include "../clone/clone.h"
 #include "internal.h"
 
@@ -84,8 +85,8 @@ static void *worker(void *arg)
         if (k >= f->ndata)
             break;
         if (k + ahead < f->ndata) /* keep the disk busy while we hash */
-            posix_fadvise(j->fd, (off_t)(f->data[k + ahead].index * f->chunk_size),
-                          (off_t)f->chunk_size, POSIX_FADV_WILLNEED);
+            os_read_hint_give(j->fd, f->data[k + ahead].index * f->chunk_size, f->chunk_size,
+                              OS_READ_SOON);
         uint64_t c = f->data[k].index;
         size_t len = (size_t)store_chunk_len(f, c);
         j->verdict[k] = read_all(j->fd, buf, len, c * f->chunk_size) ? ST_UNREADABLE
@@ -154,7 +155,7 @@ int st_verify_file(int fd, const store_file *f, size_t fi, const st_seals *seals
     atomic_init(&j.next, 0);
     atomic_init(&j.oom, 0);
     int rc = !j.verdict || (j.sealing && !j.sealv) ? -ENOMEM : 0;
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    os_read_hint_give(fd, 0, 0, OS_READ_SEQUENTIAL);
     if (!rc)
         rc = run(&j);
     if (!rc)
