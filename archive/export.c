@@ -237,7 +237,7 @@ static int put_layer(exporter *x, const char *meta, const char *files, const sto
     size_t mlen, ilen;
     int rc = store_layer_manifest(x->st, &l->id, &m, &mlen, &info, &ilen);
     if (rc)
-        return ar_store_failed(rc);
+        return rc;
     x->mtime = l->created;
     char *mp = NULL, *ip = NULL;
     if (asprintf(&mp, "%s/manifest", meta) < 0 || asprintf(&ip, "%s/info", meta) < 0)
@@ -268,7 +268,7 @@ static int put_layer(exporter *x, const char *meta, const char *files, const sto
 static int load(store *st, const store_id *id, store_layer **l)
 {
     int rc = store_layer_load(st, id, l);
-    return rc ? ar_store_failed(rc) : 0;
+    return rc;
 }
 
 static int push_id(store_id **v, size_t *n, const store_id *id)
@@ -335,7 +335,7 @@ static int pick_layer(store *st, const char *ref, const archive_export_opts *o, 
     int rc = store_resolve(st, ref, id);
     store_layer *l = NULL;
     if (rc || (rc = store_layer_load(st, id, &l)))
-        return ar_store_failed(rc);
+        return rc;
     *host_bound = l->nbindings > 0;
     if (l->nbindings && !o->with_state) {
         if (!l->has_parent)
@@ -463,10 +463,8 @@ int archive_export(store *st, const char *ref, int out_fd, const archive_export_
     store_id *chain = NULL;
     size_t n = 0;
     int rc = pick_layer(st, ref, o, &id, &stats->host_bound);
-    if (!rc && o->since) {
-        if ((rc = store_resolve(st, o->since, &since_id)) || (rc = store_layer_load(st, &since_id, &since)))
-            rc = ar_store_failed(rc);
-    }
+    if (!rc && o->since && !(rc = store_resolve(st, o->since, &since_id)))
+        rc = store_layer_load(st, &since_id, &since);
     if (!rc)
         rc = plan_chain(st, &id, since ? &since_id : NULL, &chain, &n);
     char *top = NULL;

@@ -461,7 +461,7 @@ static int finish_all(importer *im, archive_stats *stats)
         int r = store_receive_finish(im->rx[k], k == 0 ? im->o->tag : NULL, &res);
         im->rx[k] = NULL;
         if (r && !rc)
-            rc = ar_store_failed(r);
+            rc = r;
         if (k == 0 && !r) {
             stats->id = res.id;
             stats->existed = res.existed;

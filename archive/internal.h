@@ -2,6 +2,7 @@
 #ifndef STRATA_ARCHIVE_INTERNAL_H
 #define STRATA_ARCHIVE_INTERNAL_H
 
+#include "../base/error.h"
 #include "archive.h"
 
 #include <archive.h>
@@ -64,10 +65,10 @@ AR_LIB_FUNCS(AR_LIB_POINTER)
 /* Load libarchive, once: 0, or an error naming it. */
 int ar_lib_load(void);
 
-/* errors: set the thread's message and return -err (err > 0) */
-int ar_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* pass a store failure on with its message */
-int ar_store_failed(int rc);
+/* errors (base/error.h), raised by archive/: set the thread's error and
+ * return -err */
+#define ar_fail(err, ...) err_set(ERR_ARCHIVE, (err), __VA_ARGS__)
+#define ar_oom() err_oom(ERR_ARCHIVE)
 
 /* Names inside an archive (docs/archive.md). */
 #define AR_META ".strata-layer"       /* NAME.bundle/.strata-layer/ */

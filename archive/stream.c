@@ -13,27 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static __thread char msg[1024];
-
 const char *archive_error(void)
 {
-    return msg[0] ? msg : "no error";
-}
-
-int ar_fail(int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return -err;
-}
-
-int ar_store_failed(int rc)
-{
-    if (rc == -ENOMEM)
-        return ar_fail(ENOMEM, "out of memory");
-    return ar_fail(rc < 0 ? -rc : EIO, "%s", store_error());
+    return err_last()->message;
 }
 
 /* ---------- out ---------- */

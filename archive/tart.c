@@ -272,8 +272,8 @@ int archive_import_tart(store *st, const char *dir, const archive_import_opts *o
     char *bundle = NULL, *msg = NULL;
     int reflinked = 1;
     int rc = read_config(&t);
-    if (!rc && (rc = store_scratch_make(st, "tart", &scratch)))
-        rc = ar_store_failed(rc);
+    if (!rc)
+        rc = store_scratch_make(st, "tart", &scratch);
     if (!rc && (asprintf(&bundle, "%s/bundle", store_scratch_path(scratch)) < 0 ||
                 asprintf(&msg, "import from tart %s", dir) < 0))
         rc = ar_fail(ENOMEM, "out of memory");
@@ -282,8 +282,8 @@ int archive_import_tart(store *st, const char *dir, const archive_import_opts *o
     if (!rc)
         rc = build_bundle(&t, bundle, &reflinked);
     store_commit_opts co = {.tag = o->tag, .message = msg, .note = o->note, .progress_ctx = o->ctx};
-    if (!rc && (rc = store_import(st, bundle, &co, res)))
-        rc = ar_store_failed(rc);
+    if (!rc)
+        rc = store_import(st, bundle, &co, res);
     if (!rc)
         res->reflinked = res->reflinked && reflinked;
     store_scratch_drop(scratch);

@@ -276,7 +276,7 @@ static int check_create(store *st, const boot_create_linux_opts *o)
     store_tag_entry *t;
     size_t n;
     if (store_tags(st, &t, &n))
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     int taken = 0;
     for (size_t i = 0; i < n; i++)
         taken |= !strcmp(t[i].name, o->name);
@@ -324,7 +324,7 @@ int boot_create_linux(store *st, const boot_create_linux_opts *o, store_id *out)
         return rc;
     store_scratch *scratch;
     if (store_scratch_make(st, "create", &scratch))
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/bundle", store_scratch_path(scratch));
     if (mkdir(dir, 0755) < 0)
@@ -335,7 +335,7 @@ int boot_create_linux(store *st, const boot_create_linux_opts *o, store_id *out)
                             .progress = o->progress, .progress_ctx = o->progress_ctx};
     store_commit_result res;
     if (!rc && store_import(st, dir, &co, &res))
-        rc = boot_fail(EIO, "%s", store_error());
+        rc = err_pass();
     store_scratch_drop(scratch);
     if (!rc)
         *out = res.id;
@@ -621,10 +621,10 @@ static int set_clone(store *st, const boot_set_opts *o)
 {
     store_id lid;
     if (store_instance_layer(st, o->target, &lid))
-        return boot_fail(EINVAL, "%s", store_error());
+        return err_pass();
     store_busy busy;
     if (store_busy_take(o->target, "strata set", &busy))
-        return boot_fail(EBUSY, "%s", store_error());
+        return err_pass();
     int rc = set_in(o, o->target);
     store_busy_release(&busy);
     return rc;
@@ -635,18 +635,18 @@ static int set_layer(store *st, const boot_set_opts *o, store_id *out)
 {
     store_id id;
     if (store_resolve(st, o->target, &id))
-        return boot_fail(ENOENT, "%s", store_error());
+        return err_pass();
     const char *tag = o->tag ? o->tag : is_tag(st, o->target) ? o->target : NULL;
     if (tag && !store_tag_valid(tag))
         return boot_fail(EINVAL, "'%s' is not a valid name for a tag", tag);
     store_scratch *scratch;
     if (store_scratch_make(st, "set", &scratch))
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/vm", store_scratch_path(scratch));
     int reflinked, cloned = 0, rc = 0;
     if (store_clone(st, id.hex, dir, &reflinked))
-        rc = boot_fail(EIO, "%s", store_error());
+        rc = err_pass();
     else
         cloned = 1;
     if (!rc)
@@ -654,7 +654,7 @@ static int set_layer(store *st, const boot_set_opts *o, store_id *out)
     store_commit_opts co = {.tag = tag, .message = o->message ? o->message : "set", .note = o->note};
     store_commit_result res;
     if (!rc && store_commit(st, dir, &co, &res))
-        rc = boot_fail(EIO, "%s", store_error());
+        rc = err_pass();
     if (!rc)
         *out = res.id;
     if (cloned)

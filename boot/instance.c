@@ -112,7 +112,7 @@ static int lock_running(store *st, const char *lock_name, int *fd)
     *fd = -1;
     char *dir = store_running_dir(st);
     if (!dir)
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", dir, lock_name);
     free(dir);
@@ -162,7 +162,7 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
         snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
     snprintf(file, sizeof file, "%s.run", r->name);
     char *running = store_running_dir(r->st);
-    int rc = running ? boot_write_atomic(running, file, text) : boot_fail(EIO, "%s", store_error());
+    int rc = running ? boot_write_atomic(running, file, text) : err_pass();
     free(running);
     return rc;
 }
@@ -525,7 +525,7 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     store_state_hashing_free(early);
     boot_bindings_free(b, nb);
     if (rc)
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     char text[128];
     snprintf(text, sizeof text, "ok %s\n", saved.id.hex);
     return write_side(dir, "suspend-result", text);
@@ -542,14 +542,14 @@ static int resolve_target(store *st, const boot_run_opts *o, int *from_dir, char
     snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, o->target);
     *from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode) && access(marker, F_OK) == 0;
     if (!*from_dir)
-        return store_resolve(st, o->target, lid) ? boot_fail(ENOENT, "%s", store_error()) : 0;
+        return store_resolve(st, o->target, lid) ? err_pass() : 0;
     if (!realpath(o->target, dir))
         return boot_fail_errno(errno, "%s", o->target);
     /* a clone made before saved states had their own layer names no state:
      * its layer is the old one-layer saved state itself */
     if (!o->resume || store_instance_state(st, dir, lid))
         if (store_instance_layer(st, dir, lid))
-            return boot_fail(EINVAL, "%s", store_error());
+            return err_pass();
     const char *slash = strrchr(dir, '/');
     snprintf(name, name_size, "%.200s", slash ? slash + 1 : dir);
     return 0;
@@ -622,7 +622,7 @@ static int fresh_ecid(const boot_run_opts *o, const char *dir, const boot_settin
     ecid = (ecid & INT64_MAX) | 1;
     if (fd >= 0)
         close(fd);
-    return store_write_machine_identifier(mid, ecid) ? boot_fail(EIO, "%s", store_error()) : 0;
+    return store_write_machine_identifier(mid, ecid) ? err_pass() : 0;
 }
 
 static int prepare_cold(const boot_run_opts *o, const boot_driver *drv, const char *dir,
@@ -760,7 +760,7 @@ static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
 {
     char *vms = store_instances_dir(st);
     if (!vms)
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
     free(vms);
     if (access(x->dir, F_OK) == 0)
@@ -768,7 +768,7 @@ static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
     note(o, "instance %s: cloning layer %.12s", x->name, x->lid.hex);
     int reflinked;
     if ((o->resume ? store_clone_saved_state : store_clone)(st, x->lid.hex, x->dir, &reflinked))
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     x->cloned = 1;
     return 0;
 }
@@ -798,7 +798,7 @@ static int claim_instance(store *st, const boot_run_opts *o, const boot_driver *
     char holder[400];
     snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
     if (store_busy_take(x->dir, holder, &x->busy))
-        return boot_fail(EBUSY, "%s", store_error());
+        return err_pass();
     return 0;
 }
 
@@ -888,7 +888,7 @@ int boot_run(store *st, const boot_run_opts *o)
     }
     if (store_layer_load(st, &x->lid, &x->layer)) {
         free(x);
-        return boot_fail(EIO, "%s", store_error());
+        return err_pass();
     }
     if (!(rc = claim_instance(st, o, drv, x)) && !(rc = ready_settings(st, o, drv, x)))
         rc = start_and_supervise(st, o, drv, x);

@@ -2,11 +2,14 @@
 #ifndef STRATA_BOOT_INTERNAL_H
 #define STRATA_BOOT_INTERNAL_H
 
+#include "../base/error.h"
 #include "boot.h"
 
-/* set the thread's message and return -err (err > 0) */
-int boot_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int boot_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* errors (base/error.h), raised by boot/: set the thread's error and
+ * return -err; boot_fail_errno appends ": strerror(err)" */
+#define boot_fail(err, ...) err_set(ERR_BOOT, (err), __VA_ARGS__)
+#define boot_fail_errno(err, ...) err_set_errno(ERR_BOOT, (err), __VA_ARGS__)
+#define boot_oom() err_oom(ERR_BOOT)
 /* format a line and hand it to a caller's note callback (nothing if fn is NULL) */
 void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

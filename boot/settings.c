@@ -20,11 +20,9 @@
 #define SETTINGS_MAX (1u << 20)
 #define F BOOT_SETTINGS_FILE
 
-static _Thread_local char last_error[1024] = "no error";
-
 const char *boot_error(void)
 {
-    return last_error;
+    return err_last()->message;
 }
 
 void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
@@ -37,28 +35,6 @@ void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *f
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fn(ctx, line);
-}
-
-int boot_fail(int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-    return -(err ? err : EIO);
-}
-
-int boot_fail_errno(int err, const char *fmt, ...)
-{
-    char head[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(head, sizeof head, fmt, ap);
-    va_end(ap);
-    if (err < 0)
-        err = -err;
-    snprintf(last_error, sizeof last_error, "%s: %s", head, strerror(err ? err : EIO));
-    return -(err ? err : EIO);
 }
 
 int boot_mac_valid(const char *s)
@@ -637,10 +613,9 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
         sha256_hex(buf, got, mid);
     }
     /* the devices the driver adds, where it says (a restore needs them all) */
-    char keep[sizeof last_error];
-    memcpy(keep, last_error, sizeof keep);
+    err_info keep = *err_last();
     const boot_driver *drv = boot_driver_find(driver);
-    memcpy(last_error, keep, sizeof keep); /* an unknown driver is no error here */
+    err_restore(&keep); /* an unknown driver is no error here */
     char devices[512] = "";
     if (!drv || !drv->devices || drv->devices(s, devices, sizeof devices) != 0)
         devices[0] = 0;

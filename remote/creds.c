@@ -91,7 +91,7 @@ static const char *helper_for(json_t *cfg, const char *host)
 
 /* Run docker-credential-<name> <verb> with input on stdin (never in argv);
  * its stdout (bounded) in out. Returns its exit status, or negative. */
-static int run_helper(const char *name, const char *verb, const char *input, rm_buf *out)
+static int run_helper(const char *name, const char *verb, const char *input, sbuf *out)
 {
     if (!helper_name_valid(name))
         return rm_fail(EINVAL, "credential helper name '%s' is not valid", name);
@@ -134,7 +134,7 @@ static int run_helper(const char *name, const char *verb, const char *input, rm_
     ssize_t got;
     while ((got = read(outp[0], buf, sizeof buf)) > 0)
         if (out->len + (size_t)got <= HELPER_OUT_MAX)
-            rm_buf_add(out, buf, (size_t)got);
+            sbuf_add(out, buf, (size_t)got);
     close(outp[0]);
     signal(SIGPIPE, old);
     int status;
@@ -149,7 +149,7 @@ static int run_helper(const char *name, const char *verb, const char *input, rm_
 
 static int helper_get(const char *name, const char *host, rm_cred *out)
 {
-    rm_buf o = {0};
+    sbuf o = {0};
     char *input = NULL;
     if (asprintf(&input, "%s\n", host) < 0)
         return -ENOMEM;
@@ -307,7 +307,7 @@ int remote_login(const char *host, const char *user, const char *password, const
     if (helper) {
         json_t *in = json_pack("{s:s,s:s,s:s}", "ServerURL", host, "Username", user, "Secret", password);
         char *text = in ? json_dumps(in, JSON_COMPACT) : NULL;
-        rm_buf out = {0};
+        sbuf out = {0};
         rc = text ? run_helper(helper, "store", text, &out) : -ENOMEM;
         if (rc > 0)
             rc = rm_fail(EIO, "docker-credential-%s could not store the credentials for %s", helper, host);
@@ -349,7 +349,7 @@ int remote_logout(const char *host, const remote_opts *o)
     const char *helper = rc ? NULL : helper_for(cfg, host);
     int found = 0;
     if (helper) {
-        rm_buf out = {0};
+        sbuf out = {0};
         char *input = NULL;
         rc = asprintf(&input, "%s\n", host) < 0 ? -ENOMEM : run_helper(helper, "erase", input, &out);
         found = rc == 0;

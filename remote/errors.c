@@ -10,73 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char last_error[512] = "no error";
-
 const char *remote_error(void)
 {
-    return last_error;
-}
-
-void rm_set_error(const char *msg)
-{
-    snprintf(last_error, sizeof last_error, "%s", msg);
-}
-
-int rm_fail(int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-    return err > 0 ? -err : err;
-}
-
-void rm_buf_add(rm_buf *b, const void *p, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->oom = 1;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = 0;
-}
-
-void rm_buf_printf(rm_buf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof small) {
-        rm_buf_add(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    rm_buf_add(b, big, (size_t)n);
-    free(big);
+    return err_last()->message;
 }
 
 void rm_wipe(void *p, size_t n)

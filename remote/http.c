@@ -177,7 +177,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
         x->too_big = 1;
         return 0;
     }
-    rm_buf_add(&x->resp->body, data, n);
+    sbuf_add(&x->resp->body, data, n);
     return x->resp->body.oom ? 0 : n;
 }
 
@@ -416,7 +416,7 @@ static int in_query(const char *query, const char *item)
 /* "scope=a&scope=b" from space-separated scopes, each escaped, each once */
 static char *scope_query(const char *scopes)
 {
-    rm_buf b = {0};
+    sbuf b = {0};
     char *copy = strdup(scopes), *save = NULL;
     for (char *t = copy ? strtok_r(copy, " ", &save) : NULL; t; t = strtok_r(NULL, " ", &save)) {
         char *e = url_escape(t);
@@ -428,7 +428,7 @@ static char *scope_query(const char *scopes)
         if (asprintf(&item, "scope=%s", e) < 0)
             b.oom = 1;
         else if (!in_query(b.data, item))
-            rm_buf_printf(&b, "%s%s", b.len ? "&" : "", item);
+            sbuf_printf(&b, "%s%s", b.len ? "&" : "", item);
         free(item);
         free(e);
     }

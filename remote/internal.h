@@ -2,6 +2,8 @@
 #ifndef STRATA_REMOTE_INTERNAL_H
 #define STRATA_REMOTE_INTERNAL_H
 
+#include "../base/error.h"
+#include "../base/sbuf.h"
 #include "remote.h"
 
 /* curl's type-checking macros would stand in the way of the names below */
@@ -38,17 +40,11 @@ RM_CURL_FUNCS(RM_CURL_POINTER)
 /* Load libcurl and curl_global_init it, once: 0, or an error naming it. */
 int rm_curl_load(void);
 
-int rm_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void rm_set_error(const char *msg); /* copies msg as this thread's error */
+/* errors (base/error.h), raised by remote/: set the thread's error and
+ * return -err */
+#define rm_fail(err, ...) err_set(ERR_REMOTE, (err), __VA_ARGS__)
+#define rm_oom() err_oom(ERR_REMOTE)
 
-/* a growable byte buffer, NUL-terminated; oom set on allocation failure */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int oom;
-} rm_buf;
-void rm_buf_add(rm_buf *b, const void *p, size_t n);
-void rm_buf_printf(rm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* zero memory that held a secret (explicit_bzero is not everywhere) */
 void rm_wipe(void *p, size_t n);
@@ -101,7 +97,7 @@ typedef struct {
 
 typedef struct {
     long status;
-    rm_buf body;
+    sbuf body;
     char *location, *digest, *www_auth, *content_range, *content_type, *link;
     long retry_after;
     int64_t content_length; /* -1 if absent */

@@ -187,7 +187,7 @@ static void put64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-int pk_index_make(const pk_plan *p, size_t li, rm_buf *out)
+int pk_index_make(const pk_plan *p, size_t li, sbuf *out)
 {
     const pk_layer *L = &p->layers[li];
     unsigned char h[INDEX_HEADER];
@@ -195,13 +195,13 @@ int pk_index_make(const pk_plan *p, size_t li, rm_buf *out)
     put32(h + 8, 1);
     put32(h + 12, (uint32_t)L->npacks);
     put64(h + 16, L->nchunks);
-    rm_buf_add(out, h, sizeof h);
+    sbuf_add(out, h, sizeof h);
     for (size_t k = 0; k < L->npacks; k++) {
         const pk_pack *pk = &p->packs[L->first_pack + k];
         unsigned char e[INDEX_PACK_ENTRY];
         memcpy(e, pk->digest, 32);
         put64(e + 32, pk->csize);
-        rm_buf_add(out, e, sizeof e);
+        sbuf_add(out, e, sizeof e);
     }
     for (size_t k = 0; k < L->npacks; k++) {
         const pk_pack *pk = &p->packs[L->first_pack + k];
@@ -214,7 +214,7 @@ int pk_index_make(const pk_plan *p, size_t li, rm_buf *out)
             put32(e + 36, ch->ulen);
             put64(e + 40, off);
             put32(e + 48, ch->clen);
-            rm_buf_add(out, e, sizeof e);
+            sbuf_add(out, e, sizeof e);
             off += ch->clen;
         }
     }

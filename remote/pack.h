@@ -51,7 +51,7 @@ int pk_plan_make(store_layer **chain, size_t n, pk_plan *out);
 void pk_plan_free(pk_plan *p);
 
 /* the index blob of layer i of the plan (packs compressed) */
-int pk_index_make(const pk_plan *p, size_t i, rm_buf *out);
+int pk_index_make(const pk_plan *p, size_t i, sbuf *out);
 
 /* Fill the packs and compressed lengths of layer i from an index blob made
  * for the same layer before (a local cache): 0 if it matches the plan chunk

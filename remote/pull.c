@@ -62,11 +62,6 @@ static void digest_hex(const unsigned char *d, char out[72])
     out[71] = 0;
 }
 
-static int store_failed(int rc)
-{
-    return rc == -ENOMEM ? rc : rm_fail(rc < 0 ? -rc : EIO, "%s", store_error());
-}
-
 static int by_digest(const void *a, const void *b)
 {
     return memcmp(a, b, 32);
@@ -96,7 +91,7 @@ static int have_layer(store *st, const store_id *id)
     size_t n;
     int rc = store_layers(st, &ids, &n);
     if (rc)
-        return store_failed(rc);
+        return rc;
     int found = 0;
     for (size_t i = 0; i < n && !found; i++)
         found = !strcmp(ids[i].hex, id->hex);
@@ -179,7 +174,7 @@ static int add_local_index(pull_job *j, size_t i)
     store_layer *l;
     int rc = store_layer_load(j->st, &j->ids[i], &l);
     if (rc)
-        return store_failed(rc);
+        return rc;
     rc = add_index(j, i, l);
     store_layer_free(l);
     return rc;
@@ -231,7 +226,7 @@ typedef struct {
     pthread_cond_t probe_cv;
     size_t next, running;
     int rc;
-    char err[512];
+    err_info err; /* the first worker's error, for the caller's thread */
 } fetch_job;
 
 typedef struct {
@@ -264,7 +259,7 @@ static void fetch_fail(fetch_job *f, int rc)
     pthread_mutex_lock(&f->mu);
     if (!f->rc) {
         f->rc = rc;
-        snprintf(f->err, sizeof f->err, "%s", remote_error());
+        f->err = *err_last();
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -297,7 +292,7 @@ static int deliver(worker *w, const want *a, const want *b)
             return rm_fail(EBADMSG, "pack %s: the chunk at %" PRIu64 " does not match its id", pack,
                            a->offset);
         if (rc)
-            return store_failed(rc);
+            return rc;
     }
     count(&f->j->res->chunks_fetched, 1); /* one download, however many places take it */
     return 0;
@@ -685,7 +680,7 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     if (!rc && f.nr)
         rc = run_workers(&f, w, jobs);
     if (!rc && f.rc) {
-        rm_set_error(f.err);
+        err_restore(&f.err);
         rc = f.rc;
     }
     for (unsigned k = 0; w && k < jobs; k++)
@@ -710,7 +705,7 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
     int rc = store_receive_begin(j->st, j->man[i], j->mlen[i], j->info[i], j->ilen[i], &ro,
                                  &j->rx[i]);
     if (rc)
-        return store_failed(rc);
+        return rc;
     const store_layer *l = store_receive_layer(j->rx[i]);
     uint64_t resumed = store_receive_resumed(j->rx[i]);
     j->res->chunks_resumed += resumed;
@@ -740,7 +735,7 @@ static int finish_all(pull_job *j, size_t first, const char *tag)
         int r = store_receive_finish(j->rx[i], i + 1 == j->a.nlayers ? tag : NULL, &cr);
         j->rx[i] = NULL;
         if (r && !rc)
-            rc = store_failed(r);
+            rc = r;
         if (rc)
             break;
         j->res->layers_received++;
@@ -767,8 +762,8 @@ static int pull_chain(pull_job *j, const char *tag)
         rc = receive_layer(j, i, first);
     if (!rc && first < n)
         rc = finish_all(j, first, tag);
-    else if (!rc && tag && (rc = store_tag(j->st, j->ids[n - 1].hex, tag)))
-        rc = store_failed(rc);
+    else if (!rc && tag)
+        rc = store_tag(j->st, j->ids[n - 1].hex, tag);
     for (size_t i = first; i < n; i++)
         store_receive_abort(j->rx[i]);
     return rc;

@@ -18,7 +18,7 @@
 #define MOUNT_FROM_MAX 3 /* sibling repositories tried for a cross-repository mount */
 #define PUSH_BUFFERS_MAX (128ull << 20) /* chunk buffers of all workers together */
 
-static void index_cache_store(const store_id *id, const rm_buf *index);
+static void index_cache_store(const store_id *id, const sbuf *index);
 
 typedef struct {
     store *st;
@@ -30,7 +30,7 @@ typedef struct {
     pthread_cond_t cv;
     size_t next, running;
     int rc;
-    char err[512];
+    err_info err; /* the first worker's error, for the caller's thread */
     uint64_t done; /* uncompressed bytes of packs dealt with */
     remote_push_result *res;
 } push_job;
@@ -40,7 +40,7 @@ static void job_fail(push_job *j, int rc)
     pthread_mutex_lock(&j->mu);
     if (!j->rc) {
         j->rc = rc;
-        snprintf(j->err, sizeof j->err, "%s", remote_error());
+        j->err = *err_last();
     }
     pthread_mutex_unlock(&j->mu);
 }
@@ -264,7 +264,7 @@ static int push_packs(push_job *j, const remote_push_opts *po)
     if (po && po->progress && !j->rc)
         po->progress(po->progress_ctx, j->plan->data_bytes, j->plan->data_bytes);
     if (j->rc)
-        rm_set_error(j->err);
+        err_restore(&j->err);
     return j->rc;
 }
 
@@ -320,10 +320,8 @@ static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, ch
     const pk_layer *L = &j->plan->layers[i];
     char *m = NULL, *info = NULL, d[72];
     size_t mlen, ilen;
-    rm_buf index = {0};
+    sbuf index = {0};
     int rc = store_layer_manifest(j->st, &L->layer->id, &m, &mlen, &info, &ilen);
-    if (rc)
-        rc = rm_fail(rc, "%s", store_error());
     if (!rc && !(rc = put_small(r, j, m, mlen, d)))
         rc = add_desc(layers, REMOTE_MT_MANIFEST, d, mlen);
     if (!rc) {
@@ -437,7 +435,7 @@ static void mkdir_parents(const char *path)
     free(d);
 }
 
-static void index_cache_store(const store_id *id, const rm_buf *index)
+static void index_cache_store(const store_id *id, const sbuf *index)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", id->hex);
@@ -562,7 +560,7 @@ static int load_chain(store *st, const store_id *top, store_layer ***out, size_t
             for (size_t i = 0; i < count; i++)
                 store_layer_free(chain[i]);
             free(chain);
-            return rc == -ENOMEM ? rc : rm_fail(rc, "%s", store_error());
+            return rc;
         }
         chain[count++] = l;
         more = l->has_parent;
@@ -584,7 +582,7 @@ static int choose_layer(store *st, const store_id *id, const remote_push_opts *p
 {
     store_layer *l;
     if (store_layer_load(st, id, &l))
-        return rm_fail(EINVAL, "%s", store_error());
+        return err_pass();
     *out = *id;
     *host_bound = l->nbindings > 0;
     int rc = 0;
@@ -615,8 +613,8 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
     store_id top;
     int rc = choose_layer(st, id, po, &top, &host_bound);
     store_pin *pin = NULL; /* gc, meanwhile, keeps the chain being read */
-    if (!rc && (rc = store_pin_layer(st, &top, &pin)))
-        rc = rm_fail(-rc, "%s", store_error());
+    if (!rc)
+        rc = store_pin_layer(st, &top, &pin);
     store_layer **chain = NULL;
     size_t n = 0;
     pk_plan plan = {0};

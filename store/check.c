@@ -352,16 +352,16 @@ static int since_read(store *st, since_list *l)
 
 static char *since_text(const since_list *l)
 {
-    st_buf b = {0};
-    st_buf_add(&b, "", 1);
-    b.n = 0;
+    sbuf b = {0};
+    sbuf_add(&b, "", 1);
+    b.len = 0;
     for (size_t i = 0; i < l->n; i++)
-        st_buf_printf(&b, "%s %lld\n", l->v[i].id.hex, (long long)l->v[i].since);
+        sbuf_printf(&b, "%s %lld\n", l->v[i].id.hex, (long long)l->v[i].since);
     if (b.oom) {
-        free(b.p);
+        free(b.data);
         return NULL;
     }
-    return b.p;
+    return b.data;
 }
 
 static int since_write(store *st, const since_list *l)

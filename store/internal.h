@@ -2,6 +2,8 @@
 #ifndef STRATA_STORE_INTERNAL_H
 #define STRATA_STORE_INTERNAL_H
 
+#include "../base/error.h"
+#include "../base/sbuf.h"
 #include "../clone/clone.h"
 #include "store.h"
 
@@ -16,10 +18,11 @@ struct store {
     int receiving;  /* receives in progress (receive.c): they hold the shared lock */
 };
 
-/* errors: set the thread's message and return -err (err > 0) */
-int st_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* same, appending ": strerror(err)" */
-int st_fail_errno(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* errors (base/error.h), raised by the store: set the thread's error and
+ * return -err; st_fail_errno appends ": strerror(err)" */
+#define st_fail(err, ...) err_set(ERR_STORE, (err), __VA_ARGS__)
+#define st_fail_errno(err, ...) err_set_errno(ERR_STORE, (err), __VA_ARGS__)
+#define st_oom() err_oom(ERR_STORE)
 
 char *st_strdup(const char *s);
 char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -73,14 +76,6 @@ char *st_encode(const char *s);
 /* decode; returns NULL on bad escapes or if the canonical encoding differs */
 char *st_decode(const char *s);
 
-/* growable text buffer */
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} st_buf;
-void st_buf_add(st_buf *b, const char *s, size_t n);
-void st_buf_printf(st_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* What a layer may hold: bounds memory for manifests from outside, and is
  * checked before a layer is made, so every layer made can be read back.
@@ -111,9 +106,9 @@ int st_chunk_size_valid(uint64_t chunk_size);
               ST_MAX_DATA_CHUNKS * (ST_DATA_LINE_MAX + ST_ZERO_LINE_MAX)))
 
 /* manifest.c */
-int st_manifest_format(const store_layer *l, st_buf *out);
+int st_manifest_format(const store_layer *l, sbuf *out);
 int st_manifest_parse(const char *data, size_t len, store_layer *l);
-int st_info_format(const store_layer *l, st_buf *out);
+int st_info_format(const store_layer *l, sbuf *out);
 int st_info_parse(const char *data, size_t len, store_layer *l);
 void st_sha256(const void *data, size_t len, unsigned char out[32]);
 int st_name_valid(const char *name);

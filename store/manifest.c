@@ -155,14 +155,14 @@ static int check_bounds(const store_layer *l)
     return 0;
 }
 
-int st_manifest_format(const store_layer *l, st_buf *out)
+int st_manifest_format(const store_layer *l, sbuf *out)
 {
     int rc = check_bounds(l);
     if (rc)
         return rc;
-    st_buf_printf(out, "strata-layer 1\n");
+    sbuf_printf(out, "strata-layer 1\n");
     if (l->has_parent)
-        st_buf_printf(out, "parent %s\n", l->parent.hex);
+        sbuf_printf(out, "parent %s\n", l->parent.hex);
     for (size_t i = 0; i < l->nbindings; i++) {
         if (!key_valid(l->bindings[i].key) || strlen(l->bindings[i].value) > ST_MAX_BIND_VALUE)
             return st_fail(EINVAL, "binding %s: a key is 1-64 of [a-z0-9.-], a value 0-%d bytes",
@@ -170,7 +170,7 @@ int st_manifest_format(const store_layer *l, st_buf *out)
         char *v = st_encode(l->bindings[i].value);
         if (!v)
             return -ENOMEM;
-        st_buf_printf(out, "bind %s %s\n", l->bindings[i].key, v);
+        sbuf_printf(out, "bind %s %s\n", l->bindings[i].key, v);
         free(v);
     }
     for (size_t i = 0; i < l->nfiles; i++) {
@@ -178,7 +178,7 @@ int st_manifest_format(const store_layer *l, st_buf *out)
         char *name = st_encode(f->name);
         if (!name)
             return -ENOMEM;
-        st_buf_printf(out, "file %s %" PRIu64 " %04o %" PRIu32 "\n", name, f->size,
+        sbuf_printf(out, "file %s %" PRIu64 " %04o %" PRIu32 "\n", name, f->size,
                       (unsigned)f->mode, f->chunk_size);
         free(name);
         /* the gaps between data chunks are the zero runs */
@@ -188,11 +188,11 @@ int st_manifest_format(const store_layer *l, st_buf *out)
             if (at < next || (k < f->ndata && at >= f->nchunks))
                 return st_fail(EINVAL, "%s: chunks unsorted or past its end", f->name);
             if (at > next)
-                st_buf_printf(out, "zero %" PRIu64 "\n", at - next);
+                sbuf_printf(out, "zero %" PRIu64 "\n", at - next);
             if (k < f->ndata) {
                 char hex[65];
                 st_hex(f->data[k].digest, 32, hex);
-                st_buf_printf(out, "%s\n", hex);
+                sbuf_printf(out, "%s\n", hex);
                 next = at + 1;
             }
         }
@@ -453,12 +453,12 @@ int st_manifest_parse(const char *data, size_t len, store_layer *l)
     return st_fail(EINVAL, "manifest: %s", p.why);
 }
 
-int st_info_format(const store_layer *l, st_buf *out)
+int st_info_format(const store_layer *l, sbuf *out)
 {
     char *msg = st_encode(l->message ? l->message : "");
     if (!msg)
         return -ENOMEM;
-    st_buf_printf(out, "created %" PRId64 "\nmessage %s\nbytes-added %" PRIu64 "\n", l->created,
+    sbuf_printf(out, "created %" PRId64 "\nmessage %s\nbytes-added %" PRIu64 "\n", l->created,
                   msg, l->bytes_added);
     free(msg);
     return out->oom ? -ENOMEM : 0;

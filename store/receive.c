@@ -841,7 +841,7 @@ static int make_durable(store_receive *rx)
             close(fd);
         free(p);
     }
-    st_buf info = {0};
+    sbuf info = {0};
     char *mpath = st_printf("%s/manifest", rx->tmp.path);
     char *ipath = st_printf("%s/info", rx->tmp.path);
     if (!rc && (!mpath || !ipath || st_info_format(rx->l, &info)))
@@ -850,7 +850,7 @@ static int make_durable(store_receive *rx)
     if (!rc && !rpath)
         rc = -ENOMEM;
     if (!rc && ((rc = st_write_atomic(mpath, rx->manifest, rx->mlen, 0444)) ||
-                (rc = st_write_atomic(ipath, info.p, info.n, 0444)) ||
+                (rc = st_write_atomic(ipath, info.data, info.len, 0444)) ||
                 (rc = st_write_atomic(rpath, "received\n", 9, 0444))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
     free(rpath);
@@ -858,7 +858,7 @@ static int make_durable(store_receive *rx)
         rc = st_seals_write(rx->seals, rx->l, &rx->l->id, rx->tmp.path);
     if (!rc && ((rc = st_fsync_dir(rx->files_dir)) || (rc = st_fsync_dir(rx->tmp.path))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
-    free(info.p);
+    free(info.data);
     free(mpath);
     free(ipath);
     return rc;

@@ -120,26 +120,26 @@ int st_seals_write(const st_seals *s, const store_layer *l, const store_id *id, 
 {
     if (!s || s->nfiles != l->nfiles)
         return st_fail(EINVAL, "layer %s: seals for another layer", id->hex);
-    st_buf b = {0};
-    st_buf_printf(&b, HEAD "%s\n", id->hex);
+    sbuf b = {0};
+    sbuf_printf(&b, HEAD "%s\n", id->hex);
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
         for (size_t k = 0; k < f->ndata; k++) {
             uint64_t seal;
             if (st_seal_get(s, i, f->data[k].index, &seal)) {
-                free(b.p);
+                free(b.data);
                 return st_fail(EINVAL, "layer %s: %s chunk %" PRIu64 " has no seal", id->hex,
                                f->name, f->data[k].index);
             }
-            st_buf_printf(&b, "%016" PRIx64 "\n", seal);
+            sbuf_printf(&b, "%016" PRIx64 "\n", seal);
         }
     }
     char *path = st_printf("%s/%s", dir, ST_SEALS_FILE);
-    int rc = b.oom || !path ? -ENOMEM : st_write_atomic(path, b.p, b.n, 0444);
+    int rc = b.oom || !path ? -ENOMEM : st_write_atomic(path, b.data, b.len, 0444);
     if (rc)
         rc = st_fail_errno(rc, "%s", path ? path : dir);
     free(path);
-    free(b.p);
+    free(b.data);
     return rc;
 }
 

@@ -1128,15 +1128,15 @@ static int scan_bundle(const char *dir, const store_commit_opts *o, const publis
     return 0;
 }
 
-static int write_plain(const char *path, const st_buf *b)
+static int write_plain(const char *path, const sbuf *b)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
     if (fd < 0)
         return -errno;
     size_t at = 0;
     int rc = 0;
-    while (at < b->n) {
-        ssize_t w = write(fd, b->p + at, b->n - at);
+    while (at < b->len) {
+        ssize_t w = write(fd, b->data + at, b->len - at);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -1297,7 +1297,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     size_t nsrc = 0;
     st_tmpdir tmp = {.lock_fd = -1};
     store_layer l = {0};
-    st_buf manifest = {0}, info = {0};
+    sbuf manifest = {0}, info = {0};
     char *bundle = NULL, *layer_dir = NULL;
     st_seals *seals = NULL, *parent_seals = NULL, *state_seals = NULL;
     int rc = check_chunk_sizes(o);
@@ -1426,7 +1426,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
     if ((rc = st_manifest_format(&l, &manifest)) || (rc = st_info_format(&l, &info)))
         goto out;
     unsigned char digest[32];
-    st_sha256(manifest.p, manifest.n, digest);
+    st_sha256(manifest.data, manifest.len, digest);
     st_hex(digest, 32, res->id.hex);
     res->bytes_added = l.bytes_added;
 
@@ -1467,8 +1467,8 @@ out:
         free(l.files[i].data);
     }
     free(l.files);
-    free(manifest.p);
-    free(info.p);
+    free(manifest.data);
+    free(info.data);
     free(bundle);
     free(layer_dir);
     free_src(src, nsrc);

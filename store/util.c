@@ -15,33 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Thread_local char last_error[1024] = "no error";
-
 const char *store_error(void)
 {
-    return last_error;
-}
-
-int st_fail(int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-    return -(err ? err : EIO);
-}
-
-int st_fail_errno(int err, const char *fmt, ...)
-{
-    char head[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(head, sizeof head, fmt, ap);
-    va_end(ap);
-    if (err < 0)
-        err = -err;
-    snprintf(last_error, sizeof last_error, "%s: %s", head, strerror(err ? err : EIO));
-    return -(err ? err : EIO);
+    return err_last()->message;
 }
 
 char *st_strdup(const char *s)
@@ -498,50 +474,3 @@ bad:
     return NULL;
 }
 
-void st_buf_add(st_buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->n + n + 1)
-            nc *= 2;
-        char *p = realloc(b->p, nc);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-void st_buf_printf(st_buf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof small) {
-        st_buf_add(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    st_buf_add(b, big, (size_t)n);
-    free(big);
-}

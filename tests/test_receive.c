@@ -61,23 +61,23 @@ static void chunk_hex(const unsigned char *p, size_t n, char hex[65])
 /* the manifest of disk (hole at chunk 1), with an optional parent */
 static char *manifest_of(const unsigned char *disk, const char *parent)
 {
-    st_buf b = {0};
-    st_buf_printf(&b, "strata-layer 1\n");
+    sbuf b = {0};
+    sbuf_printf(&b, "strata-layer 1\n");
     if (parent)
-        st_buf_printf(&b, "parent %s\n", parent);
-    st_buf_printf(&b, "file Disk.img %u 0644 %u\n", DISK_SIZE, CH);
+        sbuf_printf(&b, "parent %s\n", parent);
+    sbuf_printf(&b, "file Disk.img %u 0644 %u\n", DISK_SIZE, CH);
     for (size_t c = 0; c < NCH; c++) {
         char hex[65];
         if (c == 1) {
-            st_buf_printf(&b, "zero 1\n");
+            sbuf_printf(&b, "zero 1\n");
             continue;
         }
         chunk_hex(disk + c * CH, clen(c), hex);
-        st_buf_printf(&b, "%s\n", hex);
+        sbuf_printf(&b, "%s\n", hex);
     }
     assert_false(b.oom);
-    st_buf_add(&b, "", 1);
-    return b.p;
+    sbuf_add(&b, "", 1);
+    return b.data;
 }
 
 static void id_of(const char *m, char hex[65])

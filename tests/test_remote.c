@@ -184,7 +184,7 @@ static void test_plan_and_index(void **state)
     p.layers[1].chunks[1].clen = 2000;
     p.packs[2].csize = 3000;
     memset(p.packs[2].digest, 0xab, 32);
-    rm_buf b = {0};
+    sbuf b = {0};
     assert_int_equal(pk_index_make(&p, 1, &b), 0);
     assert_int_equal(b.len, INDEX_HEADER + INDEX_PACK_ENTRY + 2 * INDEX_CHUNK_ENTRY);
     const unsigned char *u = (const unsigned char *)b.data;
@@ -219,7 +219,7 @@ static void test_plan_and_index(void **state)
 }
 
 /* an index for two packs of chunks (pack sizes follow the clens) */
-static void make_index(rm_buf *b, pk_plan *p)
+static void make_index(sbuf *b, pk_plan *p)
 {
     int seeds[4] = {1, 2, 3, 4};
     store_layer *chain[1] = {fake_layer(4ull << 20, 1u << 20, seeds)};
@@ -238,7 +238,7 @@ static void make_index(rm_buf *b, pk_plan *p)
     assert_int_equal(pk_index_make(p, 0, b), 0);
 }
 
-static void bad_index(const rm_buf *good, size_t at, unsigned char value, uint64_t max_chunks)
+static void bad_index(const sbuf *good, size_t at, unsigned char value, uint64_t max_chunks)
 {
     unsigned char *copy = malloc(good->len);
     memcpy(copy, good->data, good->len);
@@ -252,7 +252,7 @@ static void bad_index(const rm_buf *good, size_t at, unsigned char value, uint64
 static void test_index_parse(void **state)
 {
     (void)state;
-    rm_buf b = {0};
+    sbuf b = {0};
     pk_plan p;
     make_index(&b, &p);
     pk_index x;

@@ -287,10 +287,10 @@ static int parses(const char *text)
     return rc;
 }
 
-static void manifest_id(const st_buf *b, char hex[65])
+static void manifest_id(const sbuf *b, char hex[65])
 {
     unsigned char d[32];
-    st_sha256(b->p, b->n, d);
+    st_sha256(b->data, b->len, d);
     st_hex(d, 32, hex);
 }
 
@@ -321,9 +321,9 @@ static void test_manifest_round_trip(void **state)
     l.bindings = binds;
     l.nbindings = 2;
 
-    st_buf a = {0}, b = {0};
+    sbuf a = {0}, b = {0};
     assert_int_equal(st_manifest_format(&l, &a), 0);
-    assert_non_null(a.p);
+    assert_non_null(a.data);
     char h0[65], h3[65], h5[65];
     st_hex(chunks[0].digest, 32, h0);
     st_hex(chunks[1].digest, 32, h3);
@@ -338,11 +338,11 @@ static void test_manifest_round_trip(void **state)
                          "%s\nzero 2\n%s\nzero 1\n%s\n"
                          "file empty%%20file 0 0600 4096\n",
                          l.parent.hex, h0, h3, h5) > 0);
-    assert_string_equal(a.p, want);
+    assert_string_equal(a.data, want);
     free(want);
 
     int rc;
-    store_layer *p = parse(a.p, a.n, &rc);
+    store_layer *p = parse(a.data, a.len, &rc);
     assert_int_equal(rc, 0);
     assert_int_equal(p->has_parent, 1);
     assert_string_equal(p->parent.hex, l.parent.hex);
@@ -366,22 +366,22 @@ static void test_manifest_round_trip(void **state)
     }
     /* formatting what was parsed gives the very same bytes */
     assert_int_equal(st_manifest_format(p, &b), 0);
-    assert_int_equal(b.n, a.n);
-    assert_memory_equal(b.p, a.p, a.n);
+    assert_int_equal(b.len, a.len);
+    assert_memory_equal(b.data, a.data, a.len);
     store_layer_free(p);
 
     /* the same layer formatted twice has the same id; any change, another */
     char id1[65], id2[65], id3[65];
     manifest_id(&a, id1);
-    free(b.p);
-    b = (st_buf){0};
+    free(b.data);
+    b = (sbuf){0};
     assert_int_equal(st_manifest_format(&l, &b), 0);
     manifest_id(&b, id2);
     assert_string_equal(id1, id2);
     assert_true(st_id_valid(id1));
     files[1].mode = 0644;
-    free(b.p);
-    b = (st_buf){0};
+    free(b.data);
+    b = (sbuf){0};
     assert_int_equal(st_manifest_format(&l, &b), 0);
     manifest_id(&b, id3);
     assert_string_not_equal(id1, id3);
@@ -389,17 +389,17 @@ static void test_manifest_round_trip(void **state)
     /* a root layer without bindings round-trips too */
     l.has_parent = 0;
     l.nbindings = 0;
-    free(b.p);
-    b = (st_buf){0};
+    free(b.data);
+    b = (sbuf){0};
     assert_int_equal(st_manifest_format(&l, &b), 0);
-    assert_int_equal(strncmp(b.p, "strata-layer 1\nfile ", 20), 0);
-    p = parse(b.p, b.n, &rc);
+    assert_int_equal(strncmp(b.data, "strata-layer 1\nfile ", 20), 0);
+    p = parse(b.data, b.len, &rc);
     assert_int_equal(rc, 0);
     assert_int_equal(p->has_parent, 0);
     assert_int_equal(p->nfiles, 2);
     store_layer_free(p);
-    free(a.p);
-    free(b.p);
+    free(a.data);
+    free(b.data);
 }
 
 static void test_manifest_rejects(void **state)
@@ -587,20 +587,20 @@ static void test_manifest_hostile(void **state)
 
     /* 4096 short last chunks of almost 64 MiB: checking each for zeros must
      * not mean hashing 256 GiB of zeros (minutes); it takes well under 30 s */
-    st_buf many = {0};
-    st_buf_printf(&many, "strata-layer 1\n");
+    sbuf many = {0};
+    sbuf_printf(&many, "strata-layer 1\n");
     unsigned char d[32];
     char hex[65];
     for (int i = 0; i < ST_MAX_FILES; i++) {
         st_sha256(&i, sizeof i, d);
         st_hex(d, 32, hex);
-        st_buf_printf(&many, "file f%04d %u 0644 67108864\n%s\n", i, (64u << 20) - 1 - i, hex);
+        sbuf_printf(&many, "file f%04d %u 0644 67108864\n%s\n", i, (64u << 20) - 1 - i, hex);
     }
     assert_false(many.oom);
     time_t t0 = time(NULL);
-    assert_int_equal(parses(many.p), 0);
+    assert_int_equal(parses(many.data), 0);
     assert_true(time(NULL) - t0 < 30);
-    free(many.p);
+    free(many.data);
 }
 
 /* A huge zero run costs nothing: parsed under an address space limit that
@@ -642,11 +642,11 @@ static void test_manifest_zero_run_memory(void **state)
             for (size_t k = 0; k < l.nfiles; k++)
                 if (files[k].ndata || files[k].data)
                     _exit(20);
-            st_buf out = {0};
-            if (rc == 0 && (st_manifest_format(&l, &out) || out.n != strlen(runs[i]) ||
-                            memcmp(out.p, runs[i], out.n)))
+            sbuf out = {0};
+            if (rc == 0 && (st_manifest_format(&l, &out) || out.len != strlen(runs[i]) ||
+                            memcmp(out.data, runs[i], out.len)))
                 _exit(30 + (int)i);
-            free(out.p);
+            free(out.data);
             for (size_t k = 0; k < l.nfiles; k++)
                 free(files[k].name);
             free(files);
@@ -686,19 +686,19 @@ static void test_manifest_bounds(void **state)
     l.nfiles = 1;
     l.bindings = &b;
     l.nbindings = 1;
-    st_buf out = {0};
+    sbuf out = {0};
     assert_int_equal(st_manifest_format(&l, &out), 0);
     size_t zero = strlen("zero 65536\n");
-    assert_int_equal(out.n, ST_HEAD_LINE_MAX + ST_PARENT_LINE_MAX + ST_BIND_LINE_MAX +
+    assert_int_equal(out.len, ST_HEAD_LINE_MAX + ST_PARENT_LINE_MAX + ST_BIND_LINE_MAX +
                                 ST_FILE_LINE_MAX + zero);
     assert_true(zero <= ST_ZERO_LINE_MAX);
     assert_true(snprintf(NULL, 0, "zero %llu\n", (unsigned long long)ST_MAX_CHUNKS) ==
                 ST_ZERO_LINE_MAX);
     int rc;
-    store_layer *p = parse(out.p, out.n, &rc);
+    store_layer *p = parse(out.data, out.len, &rc);
     assert_int_equal(rc, 0);
     store_layer_free(p);
-    free(out.p);
+    free(out.data);
     /* what the reader takes covers the fullest layer import may make, and
      * stays within what a machine can hold */
     /* the writer refuses what a reader would */
@@ -708,14 +708,14 @@ static void test_manifest_bounds(void **state)
                            .chunk_size = 4096, .nchunks = ST_MAX_CHUNKS + 1};
     over.files = &big_file;
     over.nfiles = 1;
-    st_buf none = {0};
+    sbuf none = {0};
     assert_int_equal(st_manifest_format(&over, &none), -E2BIG);
     assert_non_null(strstr(store_error(), "use a larger --chunk-size"));
     big_file.name = dname;
     big_file.size = 0;
     big_file.nchunks = 0;
     assert_int_equal(st_manifest_format(&over, &none), -EINVAL);
-    assert_null(none.p);
+    assert_null(none.data);
     assert_true(ST_MANIFEST_MAX >= ST_MAX_DATA_CHUNKS * (ST_DATA_LINE_MAX + ST_ZERO_LINE_MAX));
     assert_true(ST_MANIFEST_MAX < (400u << 20));
     assert_true(ST_MAX_DATA_CHUNKS * STORE_DEFAULT_CHUNK >= ST_MAX_FILE_SIZE);
