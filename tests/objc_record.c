@@ -104,6 +104,7 @@ static __thread char tl_raised[512];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void add_failure(const char *sel, const char *message);
+static void check_caught(void);
 
 /* VZREC_FAIL="selector=message" queues a failure (as oc_record_fail), for
  * build/strata-vzsim; VZREC_INSTALL_MS is how long an install takes */
@@ -301,6 +302,9 @@ static void run_task(task *t)
     } else {
         t->raised = 1;
         snprintf(t->why, sizeof t->why, "%s", tl_raised);
+        LOCK();
+        check_caught();
+        UNLOCK();
     }
     tl_catch = saved;
 }
@@ -689,6 +693,17 @@ static void check_fixed(char kind, const char *cls, const char *sel, const char 
 }
 
 /* ---------- exceptions on demand ---------- */
+
+/* with L held: what boot/objc_try.m sends the exception it caught (it is
+ * not built here), checked against the table like the bridge's other fixed
+ * messages */
+static void check_caught(void)
+{
+    check_fixed('-', "NSException", "isKindOfClass:", "B", "@");
+    check_fixed('-', "NSException", "name", "@", "-");
+    check_fixed('-', "NSException", "reason", "@", "-");
+    check_fixed('-', "NSString", "UTF8String", "r*", "-");
+}
 
 /* with L held: if sel is to raise, record it and unwind to the innermost
  * oc_guard (or queue task) of this thread, releasing L */
@@ -1127,6 +1142,9 @@ int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len)
     if (setjmp(here) != 0) {
         tl_catch = saved;
         snprintf(why, len, "%s", tl_raised);
+        LOCK();
+        check_caught();
+        UNLOCK();
         return -1;
     }
     fn(ctx);
