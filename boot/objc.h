@@ -143,7 +143,10 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
 
 /* Serve this process's window events (NSApp, on the main thread) for up to
  * ms: the loop a VZVirtualMachineView needs to draw and take input. Does
- * nothing but wait where there is no window server. */
-void oc_run_events(unsigned ms);
+ * nothing but wait where there is no window server. 0, or -1 if handling
+ * an event raised an Objective-C exception ("name: reason" in why): that
+ * event is dropped, as -[NSApplication run] drops one it reports, and the
+ * next call serves the rest. */
+int oc_run_events(unsigned ms, char *why, size_t len);
 
 #endif

@@ -522,14 +522,15 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
 /* NSEventMaskAny */
 #define OC_EVENT_MASK_ANY (~0ULL)
 
-/* One wait for the first event (up to ms), then whatever else is queued:
- * the loop GLFW and SDL run instead of -[NSApplication run]. */
-void oc_run_events(unsigned ms)
+/* One wait for the first event (up to *ms), then whatever else is queued:
+ * the loop GLFW and SDL run instead of -[NSApplication run]. Inside
+ * oc_objc_try (sendEvent: runs the view's and the window's handlers). */
+static void run_events_now(void *ms_p)
 {
+    unsigned ms = *(unsigned *)ms_p;
     id app = (id)oc_send((objc_id)objc_getClass("NSApplication"), "sharedApplication");
     if (!app)
         return;
-    objc_id pool = oc_pool_push();
     id date_cls = (id)objc_getClass("NSDate");
     /* NSDefaultRunLoopMode is the string kCFRunLoopDefaultMode; modes compare by value */
     id mode = (id)oc_str("kCFRunLoopDefaultMode");
@@ -545,7 +546,17 @@ void oc_run_events(unsigned ms)
         until = ((id(*)(id, SEL))objc_msgSend)(date_cls, S("distantPast"));
     }
     ((void (*)(id, SEL))objc_msgSend)(app, S("updateWindows"));
+}
+
+/* the pool outside the @try: an exception must not leave it unbalanced */
+int oc_run_events(unsigned ms, char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    objc_id pool = oc_pool_push();
+    int rc = oc_objc_try(run_events_now, &ms, why, len);
     oc_pool_pop(pool);
+    return rc ? -1 : 0;
 }
 
 #else /* no Objective-C runtime: every call says so */
@@ -778,9 +789,12 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
     return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
 }
 
-void oc_run_events(unsigned ms)
+int oc_run_events(unsigned ms, char *why, size_t len)
 {
+    if (len)
+        why[0] = 0;
     usleep(ms * 1000);
+    return 0;
 }
 
 uint64_t oc_send_u64(objc_id obj, const char *sel)

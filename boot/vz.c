@@ -60,6 +60,8 @@ struct boot_vm {
     objc_id vm;    /* owned VZVirtualMachine */
     int savable;   /* configured for save/restore, and validated */
     objc_id window, view; /* owned, with --gui: the NSWindow and its VZVirtualMachineView */
+    void (*note)(void *ctx, const char *line); /* the start's, for what the window reports */
+    void *note_ctx;
 };
 
 static unsigned timeout_ms(unsigned normal)
@@ -109,6 +111,31 @@ static int fail_ns(int err, objc_id nserror, const char *fmt, ...)
     va_end(ap);
     oc_error_text(nserror, why, sizeof why);
     return boot_fail(err, "%s: %s", head, why);
+}
+
+/* step(arg) inside oc_guard, for calls into AppKit and the framework made
+ * on the caller's thread rather than through oc_on_queue: an Objective-C
+ * exception becomes an error saying what was being done, as boot/objc.h
+ * promises, instead of ending the process. */
+struct guarded_step {
+    int (*step)(void *arg);
+    void *arg;
+    int rc;
+};
+
+static void run_step(void *p)
+{
+    struct guarded_step *g = p;
+    g->rc = g->step(g->arg);
+}
+
+static int guarded(int (*step)(void *arg), void *arg, const char *what)
+{
+    char why[1024];
+    struct guarded_step g = {step, arg, 0};
+    if (oc_guard(run_step, &g, why, sizeof why) != 0)
+        return boot_fail(EIO, "%s: an Objective-C exception was raised: %s", what, why);
+    return g.rc;
 }
 
 /* ---------- building the configuration ---------- */
@@ -945,6 +972,17 @@ static int open_window(boot_vm *vm, const boot_start_opts *o)
     return b.rc;
 }
 
+struct window_call {
+    boot_vm *vm;
+    const boot_start_opts *o;
+};
+
+static int open_window_step(void *p)
+{
+    struct window_call *c = p;
+    return open_window(c->vm, c->o);
+}
+
 static void close_window(boot_vm *vm)
 {
     if (vm->window) {
@@ -958,10 +996,12 @@ static void close_window(boot_vm *vm)
 /* the supervisor's pause between checks: a window's events, or a sleep */
 static void vz_wait(boot_vm *vm, unsigned ms)
 {
-    if (vm && vm->window)
-        oc_run_events(ms);
-    else
+    char why[512];
+    if (!vm || !vm->window)
         usleep(ms * 1000);
+    else if (oc_run_events(ms, why, sizeof why) != 0)
+        boot_note(vm->note, vm->note_ctx,
+                  "the window's event handling raised %s; that event was dropped", why);
 }
 
 static void vz_release(boot_vm *vm)
@@ -1032,8 +1072,13 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
         rc = boot_fail(EIO, "could not make a dispatch queue for the VM");
     if (!rc && !(rc = make_vm(vm, conf)))
         vm->savable = b.savable;
+    if (!rc) {
+        vm->note = o->note;
+        vm->note_ctx = o->note_ctx;
+    }
+    struct window_call window = {vm, o};
     if (!rc && o->gui)
-        rc = open_window(vm, o);
+        rc = guarded(open_window_step, &window, "opening the VM's window");
     if (!rc && o->console && !b.savable)
         tty_make_raw();
     if (!rc)
@@ -1181,20 +1226,30 @@ static int vz_devices(const boot_settings *s, char *out, size_t len)
 
 /* ---------- a fresh EFI variable store ---------- */
 
-static int vz_create_efi_vars(const char *path)
+static int create_efi_vars_step(void *path_p)
 {
-    if (!oc_available())
-        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
-    objc_id cls = oc_class("VZEFIVariableStore");
-    if (!cls)
-        return boot_fail(ENOTSUP, "an EFI variable store needs macOS 13 or later (VZEFIVariableStore)");
-    objc_id pool = oc_pool_push(), err = NULL;
+    const char *path = path_p;
+    objc_id err = NULL, cls = oc_class("VZEFIVariableStore");
     /* options 0: never over an existing file */
     objc_id store = oc_send_id_u64_err(oc_send(cls, "alloc"), "initCreatingVariableStoreAtURL:options:error:",
                                        oc_url(path), 0, &err);
     int rc = store ? 0 : fail_ns(EIO, err, "%s: Virtualization.framework could not create an EFI "
                                            "variable store there", path);
     oc_release(store);
+    return rc;
+}
+
+/* the pool outside the guard: an exception must not leave it unbalanced */
+static int vz_create_efi_vars(const char *path)
+{
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
+    if (!oc_class("VZEFIVariableStore"))
+        return boot_fail(ENOTSUP, "an EFI variable store needs macOS 13 or later (VZEFIVariableStore)");
+    char what[PATH_MAX + 64];
+    snprintf(what, sizeof what, "%s: creating an EFI variable store", path);
+    objc_id pool = oc_pool_push();
+    int rc = guarded(create_efi_vars_step, (void *)path, what);
     oc_pool_pop(pool);
     return rc;
 }
@@ -1367,6 +1422,23 @@ static int bundle_files(install *in)
     return boot_settings_save(dir, &in->s);
 }
 
+/* the steps of a create that call the framework on this thread, guarded */
+static int image_note_step(void *in)
+{
+    image_note(in);
+    return 0;
+}
+
+static int requirements_step(void *in)
+{
+    return requirements(in);
+}
+
+static int bundle_files_step(void *in)
+{
+    return bundle_files(in);
+}
+
 static void make_installer_on_queue(void *p)
 {
     install *in = p;
@@ -1459,11 +1531,11 @@ static int vz_create_macos(const boot_macos_opts *o)
         rc = boot_fail(EINVAL, "%s: not a macOS restore image Virtualization.framework can read: %s",
                        o->ipsw, msg);
     if (!rc)
-        image_note(&in);
+        rc = guarded(image_note_step, &in, "reading the restore image's build");
     if (!rc)
-        rc = requirements(&in);
+        rc = guarded(requirements_step, &in, "reading what the restore image asks of this Mac");
     if (!rc)
-        rc = bundle_files(&in);
+        rc = guarded(bundle_files_step, &in, "writing the new VM's identity and storage");
     if (!rc)
         rc = installer_for(&in);
     if (!rc)

@@ -1633,8 +1633,9 @@ int oc_text(objc_id str, char *buf, size_t len)
 }
 
 /* the window server's events: the stand-in has none, so it only waits;
- * the first call after a reset is noted */
-void oc_run_events(unsigned ms)
+ * the first call after a reset is noted. sendEvent: can be made to raise
+ * (oc_record_raise), as a view's event handler may. */
+static void serve_events(void *ms_p)
 {
     LOCK();
     check_fixed('+', "NSApplication", "sharedApplication", "@", "-");
@@ -1647,8 +1648,15 @@ void oc_run_events(unsigned ms)
         R.events_noted = 1;
         emit("# NSApp: serving window events on the main thread");
     }
+    maybe_raise("sendEvent:");
     UNLOCK();
-    usleep(ms * 1000);
+    usleep(*(unsigned *)ms_p * 1000);
+}
+
+/* the bridge runs the loop inside its @try: here, oc_guard */
+int oc_run_events(unsigned ms, char *why, size_t len)
+{
+    return oc_guard(serve_events, &ms, why, len);
 }
 
 objc_id oc_str(const char *utf8)

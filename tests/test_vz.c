@@ -1465,6 +1465,79 @@ static void test_gui_window(void **state)
     fx_done(&f);
 }
 
+/* an exception raised where the driver calls AppKit or the framework on
+ * its own thread (not through the VM's queue) is an error too: the window,
+ * the window's event loop, a new EFI variable store, the steps of a macOS
+ * create. Without the guard the stand-in reports it uncaught and aborts. */
+static void test_exceptions_off_the_queue(void **state)
+{
+    (void)state;
+    fx f;
+    boot_vm *vm = NULL;
+    fx_init(&f, "raise-window", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.gui = 1;
+    oc_record_raise("windowWithContentViewController:", "contentViewController has no view");
+    assert_int_equal(f.d->start(&f.o, &vm), -EIO);
+    assert_null(vm);
+    assert_string_equal(boot_error(), "opening the VM's window: an Objective-C exception was raised: "
+                                      "NSInvalidArgumentException: contentViewController has no view");
+    LACKS("startWithCompletionHandler:");
+    HAS("dispatch_release(dispatch_queue#"); /* the VM made before it is released */
+    LACKS("!! ");
+    oc_record_reset(); /* unwound C frames leak, as on a Mac: not checked */
+    boot_settings_free(&f.s);
+
+    /* the event loop: one event's exception is reported, the loop goes on */
+    fx_init(&f, "raise-event", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.gui = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    oc_record_raise("sendEvent:", "-[NSView keyDown:]: unrecognized selector");
+    f.d->wait(f.vm, 5);
+    assert_non_null(strstr(g_notes, "the window's event handling raised NSInvalidArgumentException: "
+                                    "-[NSView keyDown:]: unrecognized selector; that event was dropped"));
+    g_notes[0] = 0;
+    f.d->wait(f.vm, 5);
+    assert_string_equal(g_notes, "");
+    assert_int_equal(f.d->alive(f.vm), 1);
+    fx_done(&f);
+
+    fx_init(&f, "raise-efivars", 0);
+    char *path = in(&f, f.dir, "efivars-raise");
+    oc_record_raise("initCreatingVariableStoreAtURL:options:error:", "url must be a file URL");
+    assert_int_equal(f.d->create_efi_vars(path), -EIO);
+    assert_non_null(strstr(boot_error(), "efivars-raise: creating an EFI variable store: an "
+                                         "Objective-C exception was raised: NSInvalidArgumentException: "
+                                         "url must be a file URL"));
+    LACKS("!! ");
+    oc_record_reset();
+
+    static const struct {
+        const char *sel, *what;
+    } create_steps[] = {
+        {"buildVersion", "reading the restore image's build"},
+        {"mostFeaturefulSupportedConfiguration", "reading what the restore image asks of this Mac"},
+        {"initCreatingStorageAtURL:hardwareModel:options:error:",
+         "writing the new VM's identity and storage"},
+    };
+    for (size_t i = 0; i < sizeof create_steps / sizeof create_steps[0]; i++) {
+        boot_macos_opts o;
+        progress_log pl;
+        char name[64];
+        snprintf(name, sizeof name, "raise-create-%zu", i);
+        fx_macos_create(&f, name, &o, &pl);
+        oc_record_raise(create_steps[i].sel, "an unexpected argument");
+        assert_int_equal(f.d->create_macos(&o), -EIO);
+        assert_non_null(strstr(boot_error(), create_steps[i].what));
+        assert_non_null(strstr(boot_error(), "NSInvalidArgumentException: an unexpected argument"));
+        LACKS("installWithCompletionHandler:");
+        HAS("dispatch_release(dispatch_queue#"); /* the install's queue */
+        LACKS("!! ");
+        oc_record_reset();
+    }
+}
+
 static int setup_root(void **state)
 {
     (void)state;
@@ -1523,6 +1596,7 @@ int main(void)
         cmocka_unit_test(test_create_efi_vars),
         cmocka_unit_test(test_usb_installer),
         cmocka_unit_test(test_gui_window),
+        cmocka_unit_test(test_exceptions_off_the_queue),
     };
     return cmocka_run_group_tests_name("vz driver (recorded)", tests, setup_root, teardown_root);
 }
