@@ -877,12 +877,25 @@ static void release_on_queue(void *p)
     oc_release(p);
 }
 
-/* Send a completion-handler message to the VM and wait for it, bounded. */
+/* what the window's event loop raised: reported, and the loop goes on */
+static void window_event_error(void *vm_p, const char *why)
+{
+    boot_vm *vm = vm_p;
+    boot_note(vm->note, vm->note_ctx, "the window's event handling raised %s; that event was dropped",
+              why);
+}
+
+/* Send a completion-handler message to the VM and wait for it, bounded.
+ * With a window, this thread (the main one) serves its events while it
+ * waits, as Code-Hex/vz's NSApp loop does: a start, or a save or restore
+ * of the guest's memory, must not freeze the window for minutes. */
 static int vm_call(boot_vm *vm, const char *sel, objc_id arg, unsigned normal_ms, const char *what)
 {
     char msg[1024];
     unsigned ms = timeout_ms(normal_ms);
-    int rc = oc_send_completion(vm->queue, vm->vm, sel, arg, ms, msg, sizeof msg);
+    int rc = vm->window ? oc_send_completion_serving(vm->queue, vm->vm, sel, arg, ms,
+                                                     window_event_error, vm, msg, sizeof msg)
+                        : oc_send_completion(vm->queue, vm->vm, sel, arg, ms, msg, sizeof msg);
     if (rc == OC_TIMED_OUT)
         return boot_fail(ETIMEDOUT, "%s: Virtualization.framework did not finish %s in %u s", what,
                          sel, (ms + 999) / 1000);
@@ -1000,8 +1013,7 @@ static void vz_wait(boot_vm *vm, unsigned ms)
     if (!vm || !vm->window)
         usleep(ms * 1000);
     else if (oc_run_events(ms, why, sizeof why) != 0)
-        boot_note(vm->note, vm->note_ctx,
-                  "the window's event handling raised %s; that event was dropped", why);
+        window_event_error(vm, why);
 }
 
 static void vz_release(boot_vm *vm)

@@ -1538,6 +1538,68 @@ static void test_exceptions_off_the_queue(void **state)
     }
 }
 
+/* lines holding needle strictly between lines from and to */
+static int count_between(const char *needle, int from, int to)
+{
+    int n = 0;
+    for (int at = line_of_from(needle, from + 1, 0); at >= 0 && at < to;
+         at = line_of_from(needle, at + 1, 0))
+        n++;
+    return n;
+}
+
+/* With a window, the main thread serves its events while it waits for the
+ * framework (a start, a save), instead of blocking on a semaphore for up
+ * to minutes with the window frozen; the VM is driven on its queue all the
+ * same. Without a window the wait still blocks. */
+static void test_gui_serves_events_while_waiting(void **state)
+{
+    (void)state;
+    fx f;
+    const char *serving_start = "# NSApp: window events served while startWithCompletionHandler: is pending";
+    fx_init(&f, "gui-serving", 1);
+    fx_settings(&f, MACOS_JSON);
+    f.o.gui = 1;
+    f.o.suspendable = 1;
+    oc_record_delay("startWithCompletionHandler:", 200);
+    oc_record_raise("sendEvent:", "a view's handler failed");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    if (getenv("VZ_TRANSCRIPT"))
+        fprintf(stderr, "--- gui start, served ---\n%s---\n", oc_record_transcript());
+    int sent = line_of("startWithCompletionHandler: ^(NSError *)]");
+    int done = line_of("^ startWithCompletionHandler: completion(nil)");
+    assert_true(sent > 0 && done > sent);
+    int served = count_between(serving_start, sent, done);
+    if (served < 3)
+        fail_msg("%d event slices served while the start was pending (at least 3 of 25 ms in "
+                 "200 ms)\n%s", served, oc_record_transcript());
+    assert_int_equal(count_between(serving_start, done, lines()), 0);
+    /* an event whose handler raised is reported; the start went on */
+    assert_non_null(strstr(g_notes, "the window's event handling raised NSInvalidArgumentException: "
+                                    "a view's handler failed; that event was dropped"));
+
+    /* a save moves the guest's memory: the window is served meanwhile too */
+    assert_int_equal(f.d->savable(f.vm), 1);
+    assert_int_equal(f.d->pause(f.vm), 0);
+    oc_record_delay("saveMachineStateToURL:completionHandler:", 150);
+    assert_int_equal(f.d->save(f.vm, in(&f, f.bundle, "SaveFile.vzvmsave")), 0);
+    int save = line_of("saveMachineStateToURL: url(");
+    int saved = line_of("^ saveMachineStateToURL:completionHandler: completion(nil)");
+    assert_true(count_between("# NSApp: window events served while saveMachineStateToURL:completionHandler: "
+                              "is pending", save, saved) >= 2);
+    fx_done(&f);
+
+    /* no window: nothing to serve, the wait blocks as before */
+    fx_init(&f, "no-gui-blocking", 1);
+    fx_settings(&f, MACOS_JSON);
+    oc_record_delay("startWithCompletionHandler:", 100);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("^ startWithCompletionHandler: completion(nil)");
+    LACKS("window events served");
+    LACKS("NSApp:");
+    fx_done(&f);
+}
+
 static int setup_root(void **state)
 {
     (void)state;
@@ -1597,6 +1659,7 @@ int main(void)
         cmocka_unit_test(test_usb_installer),
         cmocka_unit_test(test_gui_window),
         cmocka_unit_test(test_exceptions_off_the_queue),
+        cmocka_unit_test(test_gui_serves_events_while_waiting),
     };
     return cmocka_run_group_tests_name("vz driver (recorded)", tests, setup_root, teardown_root);
 }
