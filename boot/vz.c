@@ -665,17 +665,87 @@ static size_t shares(build *b, objc_id *devs)
     return b->rc ? 0 : ndevs;
 }
 
-/* The Mac keyboard and trackpad are macOS 14 and 13; USB ones before. */
-static const char *keyboard_class(void)
+/*
+ * Keyboards and pointing devices, by the guest and not by the host's SDK.
+ *
+ * Apple's headers: VZMacKeyboardConfiguration (a macOS 14 host's) and
+ * VZMacTrackpadConfiguration (macOS 13's) are "only recognized by virtual
+ * machines running macOS 13.0 and later"; to support older guests too,
+ * configure both the Mac device and the USB one (VZUSBKeyboardConfiguration,
+ * VZUSBScreenCoordinatePointingDeviceConfiguration) and the guest uses what
+ * it recognises. (Code-Hex/vz's comment and issue 18 say macOS 14 for the
+ * keyboard; the header says 13.0, and this follows the header.)
+ *
+ * Save/restore takes no USB keyboard or pointer: tart's --suspendable
+ * configuration has the Mac devices alone. So a VM that may be saved gets
+ * the Mac devices alone, and a macOS guest older than 13 - which would then
+ * have neither keyboard nor pointer - is never configured for save/restore
+ * (cannot_save). Every other macOS VM gets both; a Linux guest (a display
+ * only with --gui) gets the USB devices, the Mac ones being for macOS.
+ */
+#define MAC_INPUT_GUEST_MACOS 13
+/* the oldest macOS guest Virtualization.framework runs: what a guest whose
+ * version can't be read is taken for */
+#define OLDEST_MACOS_GUEST 12
+
+/* The macOS a guest runs, at least: its HardwareModel's MinimumSupportedOS
+ * (the hardware model of the restore image it was installed from runs
+ * nothing older), or OLDEST_MACOS_GUEST if the file doesn't say. A guest
+ * updated in place since is taken for the older one: the cost is a
+ * save/restore it could have had, never a keyboard it lacks. */
+static int guest_macos_major(const char *bundle_dir)
 {
-    return oc_class("VZMacKeyboardConfiguration") ? "VZMacKeyboardConfiguration"
-                                                   : "VZUSBKeyboardConfiguration";
+    char path[PATH_MAX];
+    store_identity id;
+    memset(&id, 0, sizeof id);
+    if ((size_t)snprintf(path, sizeof path, "%s/HardwareModel", bundle_dir) >= sizeof path ||
+        store_plist_identity(path, "HardwareModel", &id) != 0 || atoi(id.minimum_supported_os) <= 0)
+        return OLDEST_MACOS_GUEST;
+    return atoi(id.minimum_supported_os);
 }
 
-static const char *pointer_class(void)
+/* the classes of one kind of input device, in order (at most 2) */
+static size_t input_classes(int mac_guest, int savable, const char *mac_cls, const char *usb_cls,
+                            const char *out[2])
 {
-    return oc_class("VZMacTrackpadConfiguration") ? "VZMacTrackpadConfiguration"
-                                                   : "VZUSBScreenCoordinatePointingDeviceConfiguration";
+    size_t n = 0;
+    int mac_device = mac_guest && oc_class(mac_cls);
+    if (mac_device)
+        out[n++] = mac_cls;
+    if (!(mac_device && savable))
+        out[n++] = usb_cls;
+    return n;
+}
+
+static size_t keyboard_classes(int mac_guest, int savable, const char *out[2])
+{
+    return input_classes(mac_guest, savable, "VZMacKeyboardConfiguration",
+                         "VZUSBKeyboardConfiguration", out);
+}
+
+static size_t pointer_classes(int mac_guest, int savable, const char *out[2])
+{
+    return input_classes(mac_guest, savable, "VZMacTrackpadConfiguration",
+                         "VZUSBScreenCoordinatePointingDeviceConfiguration", out);
+}
+
+/* one device of each class classes() names, made; how many */
+static size_t input_devices(build *b, size_t (*classes)(int, int, const char *[2]), objc_id out[2])
+{
+    const char *names[2];
+    size_t n = classes(b->s->os == BOOT_OS_MACOS, b->savable, names);
+    for (size_t i = 0; i < n; i++)
+        out[i] = make(b, names[i]);
+    return b->rc ? 0 : n;
+}
+
+/* "A+B": the classes, for the device set a saved state is bound to */
+static void class_names(size_t (*classes)(int, int, const char *[2]), int mac_guest, int savable,
+                        char *out, size_t len)
+{
+    const char *names[2];
+    size_t n = classes(mac_guest, savable, names);
+    snprintf(out, len, "%s%s%s", names[0], n > 1 ? "+" : "", n > 1 ? names[1] : "");
 }
 
 /* A macOS guest that may be saved gets no entropy device: it blocked saving
@@ -720,16 +790,10 @@ static objc_id configuration(build *b)
     objc_id net = network(b);
     objc_id rng = has_entropy(s, b->savable) ? make(b, "VZVirtioEntropyDeviceConfiguration") : NULL;
     objc_id serial = serial_port(b);
-    objc_id gfx = NULL, kbd = NULL, ptr = NULL;
-    if (mac) {
-        gfx = graphics(b);
-        kbd = make(b, keyboard_class());
-        ptr = make(b, pointer_class());
-    } else if (linux_gui) {
-        gfx = linux_display(b);
-        kbd = make(b, "VZUSBKeyboardConfiguration");
-        ptr = make(b, "VZUSBScreenCoordinatePointingDeviceConfiguration");
-    }
+    objc_id gfx = mac ? graphics(b) : linux_gui ? linux_display(b) : NULL;
+    objc_id kbds[2], ptrs[2];
+    size_t nkbds = mac || linux_gui ? input_devices(b, keyboard_classes, kbds) : 0;
+    size_t nptrs = mac || linux_gui ? input_devices(b, pointer_classes, ptrs) : 0;
     objc_id devs[MAX_SHARES];
     size_t ndevs = shares(b, devs);
 
@@ -747,8 +811,8 @@ static objc_id configuration(build *b)
     set_list(b, conf, "setSerialPorts:", &serial, 1);
     if (mac || linux_gui) {
         set_list(b, conf, "setGraphicsDevices:", &gfx, 1);
-        set_list(b, conf, "setKeyboards:", &kbd, 1);
-        set_list(b, conf, "setPointingDevices:", &ptr, 1);
+        set_list(b, conf, "setKeyboards:", kbds, nkbds);
+        set_list(b, conf, "setPointingDevices:", ptrs, nptrs);
     }
     if (ndevs)
         set_list(b, conf, "setDirectorySharingDevices:", devs, ndevs);
@@ -761,14 +825,38 @@ static objc_id configuration(build *b)
     return conf;
 }
 
+/* 1 if this host's framework has save/restore (macOS 14) */
+static int host_can_save(void)
+{
+    objc_id vm = oc_class("VZVirtualMachine"), conf = oc_class("VZVirtualMachineConfiguration");
+    return vm && conf && oc_instances_respond(vm, "saveMachineStateToURL:completionHandler:") &&
+           oc_instances_respond(vm, "restoreMachineStateFromURL:completionHandler:") &&
+           oc_instances_respond(conf, "validateSaveRestoreSupportWithError:");
+}
+
+/* Why a macOS guest can't be saved for its input devices, or NULL: a VM
+ * that may be saved has the Mac keyboard and trackpad alone (see
+ * keyboard_classes), which a guest before macOS 13 doesn't recognise. */
+static const char *guest_cannot_save(const boot_start_opts *o)
+{
+    static _Thread_local char why[160];
+    int major = o->settings->os == BOOT_OS_MACOS ? guest_macos_major(o->bundle_dir) : 0;
+    if (!major || major >= MAC_INPUT_GUEST_MACOS)
+        return NULL;
+    snprintf(why, sizeof why,
+             "a macOS %d guest (its HardwareModel's minimum) knows only the USB keyboard and "
+             "pointer, and a saved state can't hold them",
+             major);
+    return why;
+}
+
 /* Why this host or these settings can't have a savable VM, or NULL. */
 static const char *cannot_save(const boot_start_opts *o)
 {
-    objc_id vm = oc_class("VZVirtualMachine"), conf = oc_class("VZVirtualMachineConfiguration");
-    if (!vm || !conf || !oc_instances_respond(vm, "saveMachineStateToURL:completionHandler:") ||
-        !oc_instances_respond(vm, "restoreMachineStateFromURL:completionHandler:") ||
-        !oc_instances_respond(conf, "validateSaveRestoreSupportWithError:"))
+    if (!host_can_save())
         return "saving a VM's state needs macOS 14 or later on Apple silicon";
+    if (guest_cannot_save(o))
+        return guest_cannot_save(o);
     if (!o->settings->mac[0])
         return "its settings record no MAC address, and a restore needs the one it was saved with";
     if (o->console && !o->restore_state)
@@ -1227,11 +1315,16 @@ static int vz_pid(boot_vm *vm)
 static int vz_devices(const boot_settings *s, char *out, size_t len)
 {
     int mac = s->os == BOOT_OS_MACOS;
+    char kbd[128] = "none", ptr[128] = "none";
+    if (mac) {
+        /* a host without save/restore gets the devices of a VM that can't be saved */
+        class_names(keyboard_classes, 1, host_can_save(), kbd, sizeof kbd);
+        class_names(pointer_classes, 1, host_can_save(), ptr, sizeof ptr);
+    }
     int n = snprintf(out, len,
                      "vz1 platform=%s disk=virtio-blk net=virtio-nat serial=virtio-console:file "
                      "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs%s",
-                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none",
-                     mac ? keyboard_class() : "none", mac ? pointer_class() : "none",
+                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none", kbd, ptr,
                      mac ? "mac" : "none", s->installer ? " installer=usb-mass-storage" : "");
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }

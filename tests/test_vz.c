@@ -59,6 +59,22 @@ static int exists(const char *path)
 
 /* ---------- a bundle, its settings, the driver ---------- */
 
+/* a HardwareModel as Apple's dataRepresentation has it (XML here; the
+ * driver reads the guest's macOS from MinimumSupportedOS) */
+static void write_hardware_model(const char *bundle, int minimum_macos)
+{
+    char path[PATH_MAX], text[1024];
+    snprintf(path, sizeof path, "%s/HardwareModel", bundle);
+    int n = snprintf(text, sizeof text,
+                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\">\n<dict>"
+                     "<key>DataRepresentationVersion</key><integer>1</integer>"
+                     "<key>MinimumSupportedOS</key><array><integer>%d</integer><integer>0</integer>"
+                     "<integer>0</integer></array><key>PlatformVersion</key><integer>2</integer>"
+                     "</dict>\n</plist>\n",
+                     minimum_macos);
+    write_file(path, text, (size_t)n);
+}
+
 static char g_notes[4096];
 
 static void collect_note(void *ctx, const char *line)
@@ -100,7 +116,7 @@ static void fx_init(fx *f, const char *name, int macos)
     mkdir_or_fail(in(f, f->dir, "out"));
     sparse_file(in(f, f->bundle, "Disk.img"), 64 << 20);
     if (macos) {
-        write_file(in(f, f->bundle, "HardwareModel"), "hardware-model-16", 16);
+        write_hardware_model(f->bundle, 14);
         write_file(in(f, f->bundle, "MachineIdentifier"), "machine-identifier-bytes", 24);
         sparse_file(in(f, f->bundle, "AuxiliaryStorage"), 32 << 20);
     } else {
@@ -704,6 +720,128 @@ static void test_devices(void **state)
     char old[512];
     assert_int_equal(f.d->devices(&f.s, old, sizeof old), 0);
     assert_string_not_equal(old, mac);
+    fx_done(&f);
+}
+
+/* the line of a setter, from its selector to the end of the line */
+static const char *setter_line(const char *sel, char *buf, size_t len)
+{
+    const char *t = oc_record_transcript(), *at = strstr(t, sel);
+    size_t n = at ? strcspn(at, "\n") : 0;
+    snprintf(buf, len, "%.*s", (int)n, at ? at : "");
+    return buf;
+}
+
+/* the setKeyboards:/setPointingDevices: arrays, as class names only */
+static void input_arrays(char *kbd, char *ptr, size_t len)
+{
+    char line[512];
+    const char *p[2] = {setter_line("setKeyboards: ", line, sizeof line), NULL};
+    char *out[2] = {kbd, ptr};
+    for (int k = 0; k < 2; k++) {
+        if (k)
+            p[1] = setter_line("setPointingDevices: ", line, sizeof line);
+        size_t o = 0;
+        for (const char *c = p[k]; *c && o + 1 < len; c++)
+            if (*c == '#')
+                while (c[1] >= '0' && c[1] <= '9')
+                    c++;
+            else
+                out[k][o++] = *c;
+        out[k][o] = 0;
+    }
+}
+
+/*
+ * Keyboard and pointer by the guest's macOS (its HardwareModel's
+ * MinimumSupportedOS), as Apple's headers advise: the Mac device and the
+ * USB one side by side, the guest using what it recognises; the Mac devices
+ * alone for a VM that may be saved (save/restore takes no USB input
+ * device), so a guest before macOS 13 is never configured for it.
+ */
+static void test_input_devices_by_guest(void **state)
+{
+    (void)state;
+    static const struct {
+        int guest, host, suspendable, savable;
+        const char *kbd, *ptr;
+    } cases[] = {
+        /* a VM that isn't to be saved: both, the Mac device where the host has it */
+        {14, 0, 0, 0, "setKeyboards: @[VZMacKeyboardConfiguration, VZUSBKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration, VZUSBScreenCoordinatePointingDeviceConfiguration]]"},
+        {12, 0, 0, 0, "setKeyboards: @[VZMacKeyboardConfiguration, VZUSBKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration, VZUSBScreenCoordinatePointingDeviceConfiguration]]"},
+        /* one that may be saved: the Mac devices alone (macOS 13 guests recognise them) */
+        {14, 0, 1, 1, "setKeyboards: @[VZMacKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration]]"},
+        {13, 0, 1, 1, "setKeyboards: @[VZMacKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration]]"},
+        /* a macOS 12 guest would have neither: it runs without save/restore */
+        {12, 0, 1, 0, "setKeyboards: @[VZMacKeyboardConfiguration, VZUSBKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration, VZUSBScreenCoordinatePointingDeviceConfiguration]]"},
+        /* a macOS 13 host has the trackpad but no Mac keyboard; 12 neither */
+        {14, 13, 1, 0, "setKeyboards: @[VZUSBKeyboardConfiguration]]",
+         "setPointingDevices: @[VZMacTrackpadConfiguration, VZUSBScreenCoordinatePointingDeviceConfiguration]]"},
+        {12, 12, 0, 0, "setKeyboards: @[VZUSBKeyboardConfiguration]]",
+         "setPointingDevices: @[VZUSBScreenCoordinatePointingDeviceConfiguration]]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fx f;
+        char name[64], kbd[512], ptr[512];
+        snprintf(name, sizeof name, "input-%zu", i);
+        fx_init(&f, name, 1);
+        write_hardware_model(f.bundle, cases[i].guest);
+        fx_settings(&f, MACOS_JSON);
+        f.o.suspendable = cases[i].suspendable;
+        oc_record_host(cases[i].host);
+        assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+        input_arrays(kbd, ptr, sizeof kbd);
+        if (strcmp(kbd, cases[i].kbd) || strcmp(ptr, cases[i].ptr))
+            fail_msg("case %zu (guest macOS %d, host %d, suspendable %d):\n  %s\n  %s\nwanted\n  %s\n  %s",
+                     i, cases[i].guest, cases[i].host, cases[i].suspendable, kbd, ptr, cases[i].kbd,
+                     cases[i].ptr);
+        assert_int_equal(f.d->savable(f.vm), cases[i].savable);
+        if (cases[i].guest < 13 && cases[i].suspendable && !cases[i].host) {
+            assert_non_null(strstr(g_notes, "can't be suspended: a macOS 12 guest (its HardwareModel's "
+                                            "minimum) knows only the USB keyboard and pointer"));
+            LACKS("validateSaveRestoreSupportWithError:"); /* decided before the framework is asked */
+        }
+        fx_done(&f);
+    }
+
+    /* a HardwareModel that names no version: taken for the oldest guest */
+    fx f;
+    fx_init(&f, "input-unknown", 1);
+    write_file(in(&f, f.bundle, "HardwareModel"), "hardware-model-16", 16);
+    fx_settings(&f, MACOS_JSON);
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    assert_non_null(strstr(g_notes, "a macOS 12 guest"));
+    HAS("setKeyboards: @[VZMacKeyboardConfiguration#");
+    HAS(", VZUSBKeyboardConfiguration#");
+    fx_done(&f);
+
+    /* ... and a restore of such a guest's state is refused, not attempted */
+    fx_init(&f, "input-restore-12", 1);
+    write_hardware_model(f.bundle, 12);
+    fx_settings(&f, MACOS_JSON);
+    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
+    boot_vm *vm = NULL;
+    assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "can't restore a saved state here: a macOS 12 guest"));
+    fx_done(&f);
+
+    /* the device set a saved state is bound to names the savable set */
+    char devs[512];
+    fx_init(&f, "input-devices", 1);
+    fx_settings(&f, MACOS_JSON);
+    assert_int_equal(f.d->devices(&f.s, devs, sizeof devs), 0);
+    assert_non_null(strstr(devs, " keyboard=VZMacKeyboardConfiguration pointer=VZMacTrackpadConfiguration "));
+    oc_record_host(13);
+    assert_int_equal(f.d->devices(&f.s, devs, sizeof devs), 0);
+    assert_non_null(strstr(devs, " keyboard=VZUSBKeyboardConfiguration pointer=VZMacTrackpadConfiguration+"
+                                 "VZUSBScreenCoordinatePointingDeviceConfiguration "));
     fx_done(&f);
 }
 
@@ -1450,6 +1588,8 @@ static void test_gui_window(void **state)
     HAS("setGraphicsDevices: @[VZVirtioGraphicsDeviceConfiguration#");
     HAS("setKeyboards: @[VZUSBKeyboardConfiguration#");
     HAS("setPointingDevices: @[VZUSBScreenCoordinatePointingDeviceConfiguration#");
+    LACKS("VZMacKeyboardConfiguration"); /* the Mac devices are for macOS guests */
+    LACKS("VZMacTrackpadConfiguration");
     HAS("setVirtualMachine: VZVirtualMachine#");
     HAS("setContentSize: NSMakeSize(1920, 1200)]");
     LACKS("validateSaveRestoreSupportWithError:");
@@ -1639,6 +1779,7 @@ int main(void)
         cmocka_unit_test(test_old_macos_cannot_suspend),
         cmocka_unit_test(test_linux_savable),
         cmocka_unit_test(test_devices),
+        cmocka_unit_test(test_input_devices_by_guest),
         cmocka_unit_test(test_exceptions),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_handlers_run_later),
