@@ -46,7 +46,10 @@ ifeq ($(shell uname -s),Darwin)
 BOOT_SRC   += boot/vz.c boot/objc_apple.c
 BOOT_OBJC  := $(B)/boot/objc_try.o
 ALL_CFLAGS += -fblocks -DSTRATA_HAVE_VZ
-LDLIBS     += -framework Foundation -framework Virtualization -lobjc
+# AppKit: the --gui window (NSApplication, NSWindow, VZVirtualMachineView's
+# superclass NSView); linked by name, not left to resolve only because
+# Virtualization.framework happens to load it
+LDLIBS     += -framework Foundation -framework AppKit -framework Virtualization -lobjc
 CODESIGN   := codesign --sign - --entitlements boot/vz.entitlements --force
 else
 CODESIGN   :=

@@ -130,6 +130,18 @@ int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc
                                unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
                                unsigned tick_ms, char *err, size_t errlen);
 /*
+ * The same wait, serving this process's window events (oc_run_events) in
+ * slices of a few tens of ms instead of blocking: for the main thread of a
+ * run with a window, which would otherwise freeze for as long as the
+ * framework takes (up to minutes: a start, a save or restore of the guest's
+ * memory). The VM is still driven on its queue; only the wait changes. An
+ * exception raised while an event is handled goes to on_event_error(ctx,
+ * "name: reason") (may be NULL) and the wait goes on.
+ */
+int oc_send_completion_serving(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*on_event_error)(void *ctx, const char *why),
+                               void *ctx, char *err, size_t errlen);
+/*
  * Send obj (an object or a class) sel with a block ^(id result, NSError
  * *error), as +[VZMacOSRestoreImage loadFileURL:completionHandler:] and
  * fetchLatestSupportedWithCompletionHandler: take, and wait for it like
@@ -143,7 +155,10 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
 
 /* Serve this process's window events (NSApp, on the main thread) for up to
  * ms: the loop a VZVirtualMachineView needs to draw and take input. Does
- * nothing but wait where there is no window server. */
-void oc_run_events(unsigned ms);
+ * nothing but wait where there is no window server. 0, or -1 if handling
+ * an event raised an Objective-C exception ("name: reason" in why): that
+ * event is dropped, as -[NSApplication run] drops one it reports, and the
+ * next call serves the rest. */
+int oc_run_events(unsigned ms, char *why, size_t len);
 
 #endif

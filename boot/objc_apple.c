@@ -19,6 +19,7 @@
 #ifdef __APPLE__
 
 #include <dispatch/dispatch.h>
+#include <mach/mach_time.h>
 #include <objc/message.h>
 #include <objc/runtime.h>
 #include <stdio.h>
@@ -407,6 +408,40 @@ static int wait_ticking(dispatch_semaphore_t done, unsigned timeout_ms, void (*t
     }
 }
 
+/* How long one slice of a serving wait waits for window events: the
+ * handler's signal is noticed within that. */
+#define SERVE_SLICE_MS 25u
+
+/* ms of uptime (mach_absolute_time: monotonic, stops while the Mac sleeps,
+ * as the framework's work does): a serving wait can't count its slices,
+ * which end early whenever an event comes */
+static uint64_t uptime_ms(void)
+{
+    static mach_timebase_info_data_t base;
+    if (!base.denom)
+        mach_timebase_info(&base);
+    return mach_absolute_time() * base.numer / base.denom / 1000000u;
+}
+
+/* wait for done at most timeout_ms, serving window events (oc_run_events)
+ * meanwhile instead of blocking; 0 if it came */
+static int wait_serving(dispatch_semaphore_t done, unsigned timeout_ms,
+                        void (*on_event_error)(void *, const char *), void *ctx)
+{
+    uint64_t end = uptime_ms() + timeout_ms;
+    for (;;) {
+        if (dispatch_semaphore_wait(done, DISPATCH_TIME_NOW) == 0)
+            return 0;
+        uint64_t now = uptime_ms();
+        if (now >= end)
+            return -1;
+        char why[512];
+        unsigned slice = end - now < SERVE_SLICE_MS ? (unsigned)(end - now) : SERVE_SLICE_MS;
+        if (oc_run_events(slice, why, sizeof why) != 0 && on_event_error)
+            on_event_error(ctx, why);
+    }
+}
+
 typedef struct {
     objc_id queue, obj, arg;
     const char *sel;
@@ -415,6 +450,9 @@ typedef struct {
     void *tick_ctx;
     unsigned tick_ms;
     objc_id *result; /* NULL: the block is ^(NSError *) */
+    int serve_events; /* wait by serving window events (oc_send_completion_serving) */
+    void (*on_event_error)(void *, const char *);
+    void *event_error_ctx;
 } completion_call;
 
 static int send_and_wait(const completion_call *k, char *err, size_t errlen)
@@ -477,7 +515,10 @@ static int send_and_wait(const completion_call *k, char *err, size_t errlen)
         snprintf(err, errlen, "%s raised %s", k->sel, raised);
         return -1;
     }
-    if (wait_ticking(done, k->timeout_ms, k->tick, k->tick_ctx, k->tick_ms) != 0) {
+    int waited = k->serve_events
+                     ? wait_serving(done, k->timeout_ms, k->on_event_error, k->event_error_ctx)
+                     : wait_ticking(done, k->timeout_ms, k->tick, k->tick_ctx, k->tick_ms);
+    if (waited != 0) {
         dispatch_release(done); /* the handler keeps its own */
         snprintf(err, errlen, "%s: no answer in %u ms", k->sel, k->timeout_ms);
         return OC_TIMED_OUT;
@@ -510,6 +551,16 @@ int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc
     return send_and_wait(&k, err, errlen);
 }
 
+int oc_send_completion_serving(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*on_event_error)(void *ctx, const char *why),
+                               void *ctx, char *err, size_t errlen)
+{
+    completion_call k = {.queue = queue, .obj = obj, .arg = arg, .sel = sel, .timeout_ms = timeout_ms,
+                         .serve_events = 1, .on_event_error = on_event_error,
+                         .event_error_ctx = ctx};
+    return send_and_wait(&k, err, errlen);
+}
+
 int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
                               unsigned timeout_ms, objc_id *result, char *err, size_t errlen)
 {
@@ -522,14 +573,15 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
 /* NSEventMaskAny */
 #define OC_EVENT_MASK_ANY (~0ULL)
 
-/* One wait for the first event (up to ms), then whatever else is queued:
- * the loop GLFW and SDL run instead of -[NSApplication run]. */
-void oc_run_events(unsigned ms)
+/* One wait for the first event (up to *ms), then whatever else is queued:
+ * the loop GLFW and SDL run instead of -[NSApplication run]. Inside
+ * oc_objc_try (sendEvent: runs the view's and the window's handlers). */
+static void run_events_now(void *ms_p)
 {
+    unsigned ms = *(unsigned *)ms_p;
     id app = (id)oc_send((objc_id)objc_getClass("NSApplication"), "sharedApplication");
     if (!app)
         return;
-    objc_id pool = oc_pool_push();
     id date_cls = (id)objc_getClass("NSDate");
     /* NSDefaultRunLoopMode is the string kCFRunLoopDefaultMode; modes compare by value */
     id mode = (id)oc_str("kCFRunLoopDefaultMode");
@@ -545,7 +597,17 @@ void oc_run_events(unsigned ms)
         until = ((id(*)(id, SEL))objc_msgSend)(date_cls, S("distantPast"));
     }
     ((void (*)(id, SEL))objc_msgSend)(app, S("updateWindows"));
+}
+
+/* the pool outside the @try: an exception must not leave it unbalanced */
+int oc_run_events(unsigned ms, char *why, size_t len)
+{
+    if (len)
+        why[0] = 0;
+    objc_id pool = oc_pool_push();
+    int rc = oc_objc_try(run_events_now, &ms, why, len);
     oc_pool_pop(pool);
+    return rc ? -1 : 0;
 }
 
 #else /* no Objective-C runtime: every call says so */
@@ -770,6 +832,14 @@ int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc
     return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
 }
 
+int oc_send_completion_serving(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*on_event_error)(void *ctx, const char *why),
+                               void *ctx, char *err, size_t errlen)
+{
+    (void)on_event_error, (void)ctx;
+    return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
+}
+
 int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_id arg,
                               unsigned timeout_ms, objc_id *result, char *err, size_t errlen)
 {
@@ -778,9 +848,12 @@ int oc_send_completion_result(objc_id queue, objc_id obj, const char *sel, objc_
     return oc_send_completion(queue, obj, sel, arg, timeout_ms, err, errlen);
 }
 
-void oc_run_events(unsigned ms)
+int oc_run_events(unsigned ms, char *why, size_t len)
 {
+    if (len)
+        why[0] = 0;
     usleep(ms * 1000);
+    return 0;
 }
 
 uint64_t oc_send_u64(objc_id obj, const char *sel)

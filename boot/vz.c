@@ -61,6 +61,8 @@ struct boot_vm {
     objc_id vm;    /* owned VZVirtualMachine */
     int savable;   /* configured for save/restore, and validated */
     objc_id window, view; /* owned, with --gui: the NSWindow and its VZVirtualMachineView */
+    void (*note)(void *ctx, const char *line); /* the start's, for what the window reports */
+    void *note_ctx;
 };
 
 static unsigned timeout_ms(unsigned normal)
@@ -110,6 +112,31 @@ static int fail_ns(int err, objc_id nserror, const char *fmt, ...)
     va_end(ap);
     oc_error_text(nserror, why, sizeof why);
     return boot_fail(err, "%s: %s", head, why);
+}
+
+/* step(arg) inside oc_guard, for calls into AppKit and the framework made
+ * on the caller's thread rather than through oc_on_queue: an Objective-C
+ * exception becomes an error saying what was being done, as boot/objc.h
+ * promises, instead of ending the process. */
+struct guarded_step {
+    int (*step)(void *arg);
+    void *arg;
+    int rc;
+};
+
+static void run_step(void *p)
+{
+    struct guarded_step *g = p;
+    g->rc = g->step(g->arg);
+}
+
+static int guarded(int (*step)(void *arg), void *arg, const char *what)
+{
+    char why[1024];
+    struct guarded_step g = {step, arg, 0};
+    if (oc_guard(run_step, &g, why, sizeof why) != 0)
+        return boot_fail(EIO, "%s: an Objective-C exception was raised: %s", what, why);
+    return g.rc;
 }
 
 /* ---------- building the configuration ---------- */
@@ -639,17 +666,87 @@ static size_t shares(build *b, objc_id *devs)
     return b->rc ? 0 : ndevs;
 }
 
-/* The Mac keyboard and trackpad are macOS 14 and 13; USB ones before. */
-static const char *keyboard_class(void)
+/*
+ * Keyboards and pointing devices, by the guest and not by the host's SDK.
+ *
+ * Apple's headers: VZMacKeyboardConfiguration (a macOS 14 host's) and
+ * VZMacTrackpadConfiguration (macOS 13's) are "only recognized by virtual
+ * machines running macOS 13.0 and later"; to support older guests too,
+ * configure both the Mac device and the USB one (VZUSBKeyboardConfiguration,
+ * VZUSBScreenCoordinatePointingDeviceConfiguration) and the guest uses what
+ * it recognises. (Code-Hex/vz's comment and issue 18 say macOS 14 for the
+ * keyboard; the header says 13.0, and this follows the header.)
+ *
+ * Save/restore takes no USB keyboard or pointer: tart's --suspendable
+ * configuration has the Mac devices alone. So a VM that may be saved gets
+ * the Mac devices alone, and a macOS guest older than 13 - which would then
+ * have neither keyboard nor pointer - is never configured for save/restore
+ * (cannot_save). Every other macOS VM gets both; a Linux guest (a display
+ * only with --gui) gets the USB devices, the Mac ones being for macOS.
+ */
+#define MAC_INPUT_GUEST_MACOS 13
+/* the oldest macOS guest Virtualization.framework runs: what a guest whose
+ * version can't be read is taken for */
+#define OLDEST_MACOS_GUEST 12
+
+/* The macOS a guest runs, at least: its HardwareModel's MinimumSupportedOS
+ * (the hardware model of the restore image it was installed from runs
+ * nothing older), or OLDEST_MACOS_GUEST if the file doesn't say. A guest
+ * updated in place since is taken for the older one: the cost is a
+ * save/restore it could have had, never a keyboard it lacks. */
+static int guest_macos_major(const char *bundle_dir)
 {
-    return oc_class("VZMacKeyboardConfiguration") ? "VZMacKeyboardConfiguration"
-                                                   : "VZUSBKeyboardConfiguration";
+    char path[PATH_MAX];
+    store_identity id;
+    memset(&id, 0, sizeof id);
+    if ((size_t)snprintf(path, sizeof path, "%s/HardwareModel", bundle_dir) >= sizeof path ||
+        store_plist_identity(path, "HardwareModel", &id) != 0 || atoi(id.minimum_supported_os) <= 0)
+        return OLDEST_MACOS_GUEST;
+    return atoi(id.minimum_supported_os);
 }
 
-static const char *pointer_class(void)
+/* the classes of one kind of input device, in order (at most 2) */
+static size_t input_classes(int mac_guest, int savable, const char *mac_cls, const char *usb_cls,
+                            const char *out[2])
 {
-    return oc_class("VZMacTrackpadConfiguration") ? "VZMacTrackpadConfiguration"
-                                                   : "VZUSBScreenCoordinatePointingDeviceConfiguration";
+    size_t n = 0;
+    int mac_device = mac_guest && oc_class(mac_cls);
+    if (mac_device)
+        out[n++] = mac_cls;
+    if (!(mac_device && savable))
+        out[n++] = usb_cls;
+    return n;
+}
+
+static size_t keyboard_classes(int mac_guest, int savable, const char *out[2])
+{
+    return input_classes(mac_guest, savable, "VZMacKeyboardConfiguration",
+                         "VZUSBKeyboardConfiguration", out);
+}
+
+static size_t pointer_classes(int mac_guest, int savable, const char *out[2])
+{
+    return input_classes(mac_guest, savable, "VZMacTrackpadConfiguration",
+                         "VZUSBScreenCoordinatePointingDeviceConfiguration", out);
+}
+
+/* one device of each class classes() names, made; how many */
+static size_t input_devices(build *b, size_t (*classes)(int, int, const char *[2]), objc_id out[2])
+{
+    const char *names[2];
+    size_t n = classes(b->s->os == BOOT_OS_MACOS, b->savable, names);
+    for (size_t i = 0; i < n; i++)
+        out[i] = make(b, names[i]);
+    return b->rc ? 0 : n;
+}
+
+/* "A+B": the classes, for the device set a saved state is bound to */
+static void class_names(size_t (*classes)(int, int, const char *[2]), int mac_guest, int savable,
+                        char *out, size_t len)
+{
+    const char *names[2];
+    size_t n = classes(mac_guest, savable, names);
+    snprintf(out, len, "%s%s%s", names[0], n > 1 ? "+" : "", n > 1 ? names[1] : "");
 }
 
 /* A macOS guest that may be saved gets no entropy device: it blocked saving
@@ -694,16 +791,10 @@ static objc_id configuration(build *b)
     objc_id net = network(b);
     objc_id rng = has_entropy(s, b->savable) ? make(b, "VZVirtioEntropyDeviceConfiguration") : NULL;
     objc_id serial = serial_port(b);
-    objc_id gfx = NULL, kbd = NULL, ptr = NULL;
-    if (mac) {
-        gfx = graphics(b);
-        kbd = make(b, keyboard_class());
-        ptr = make(b, pointer_class());
-    } else if (linux_gui) {
-        gfx = linux_display(b);
-        kbd = make(b, "VZUSBKeyboardConfiguration");
-        ptr = make(b, "VZUSBScreenCoordinatePointingDeviceConfiguration");
-    }
+    objc_id gfx = mac ? graphics(b) : linux_gui ? linux_display(b) : NULL;
+    objc_id kbds[2], ptrs[2];
+    size_t nkbds = mac || linux_gui ? input_devices(b, keyboard_classes, kbds) : 0;
+    size_t nptrs = mac || linux_gui ? input_devices(b, pointer_classes, ptrs) : 0;
     objc_id devs[MAX_SHARES];
     size_t ndevs = shares(b, devs);
 
@@ -721,8 +812,8 @@ static objc_id configuration(build *b)
     set_list(b, conf, "setSerialPorts:", &serial, 1);
     if (mac || linux_gui) {
         set_list(b, conf, "setGraphicsDevices:", &gfx, 1);
-        set_list(b, conf, "setKeyboards:", &kbd, 1);
-        set_list(b, conf, "setPointingDevices:", &ptr, 1);
+        set_list(b, conf, "setKeyboards:", kbds, nkbds);
+        set_list(b, conf, "setPointingDevices:", ptrs, nptrs);
     }
     if (ndevs)
         set_list(b, conf, "setDirectorySharingDevices:", devs, ndevs);
@@ -735,14 +826,38 @@ static objc_id configuration(build *b)
     return conf;
 }
 
+/* 1 if this host's framework has save/restore (macOS 14) */
+static int host_can_save(void)
+{
+    objc_id vm = oc_class("VZVirtualMachine"), conf = oc_class("VZVirtualMachineConfiguration");
+    return vm && conf && oc_instances_respond(vm, "saveMachineStateToURL:completionHandler:") &&
+           oc_instances_respond(vm, "restoreMachineStateFromURL:completionHandler:") &&
+           oc_instances_respond(conf, "validateSaveRestoreSupportWithError:");
+}
+
+/* Why a macOS guest can't be saved for its input devices, or NULL: a VM
+ * that may be saved has the Mac keyboard and trackpad alone (see
+ * keyboard_classes), which a guest before macOS 13 doesn't recognise. */
+static const char *guest_cannot_save(const boot_start_opts *o)
+{
+    static _Thread_local char why[160];
+    int major = o->settings->os == BOOT_OS_MACOS ? guest_macos_major(o->bundle_dir) : 0;
+    if (!major || major >= MAC_INPUT_GUEST_MACOS)
+        return NULL;
+    snprintf(why, sizeof why,
+             "a macOS %d guest (its HardwareModel's minimum) knows only the USB keyboard and "
+             "pointer, and a saved state can't hold them",
+             major);
+    return why;
+}
+
 /* Why this host or these settings can't have a savable VM, or NULL. */
 static const char *cannot_save(const boot_start_opts *o)
 {
-    objc_id vm = oc_class("VZVirtualMachine"), conf = oc_class("VZVirtualMachineConfiguration");
-    if (!vm || !conf || !oc_instances_respond(vm, "saveMachineStateToURL:completionHandler:") ||
-        !oc_instances_respond(vm, "restoreMachineStateFromURL:completionHandler:") ||
-        !oc_instances_respond(conf, "validateSaveRestoreSupportWithError:"))
+    if (!host_can_save())
         return "saving a VM's state needs macOS 14 or later on Apple silicon";
+    if (guest_cannot_save(o))
+        return guest_cannot_save(o);
     if (!o->settings->mac[0])
         return "its settings record no MAC address, and a restore needs the one it was saved with";
     if (o->console && !o->restore_state)
@@ -851,12 +966,25 @@ static void release_on_queue(void *p)
     oc_release(p);
 }
 
-/* Send a completion-handler message to the VM and wait for it, bounded. */
+/* what the window's event loop raised: reported, and the loop goes on */
+static void window_event_error(void *vm_p, const char *why)
+{
+    boot_vm *vm = vm_p;
+    boot_note(vm->note, vm->note_ctx, "the window's event handling raised %s; that event was dropped",
+              why);
+}
+
+/* Send a completion-handler message to the VM and wait for it, bounded.
+ * With a window, this thread (the main one) serves its events while it
+ * waits, as Code-Hex/vz's NSApp loop does: a start, or a save or restore
+ * of the guest's memory, must not freeze the window for minutes. */
 static int vm_call(boot_vm *vm, const char *sel, objc_id arg, unsigned normal_ms, const char *what)
 {
     char msg[1024];
     unsigned ms = timeout_ms(normal_ms);
-    int rc = oc_send_completion(vm->queue, vm->vm, sel, arg, ms, msg, sizeof msg);
+    int rc = vm->window ? oc_send_completion_serving(vm->queue, vm->vm, sel, arg, ms,
+                                                     window_event_error, vm, msg, sizeof msg)
+                        : oc_send_completion(vm->queue, vm->vm, sel, arg, ms, msg, sizeof msg);
     if (rc == OC_TIMED_OUT)
         return boot_fail(ETIMEDOUT, "%s: Virtualization.framework did not finish %s in %u s", what,
                          sel, (ms + 999) / 1000);
@@ -946,6 +1074,17 @@ static int open_window(boot_vm *vm, const boot_start_opts *o)
     return b.rc;
 }
 
+struct window_call {
+    boot_vm *vm;
+    const boot_start_opts *o;
+};
+
+static int open_window_step(void *p)
+{
+    struct window_call *c = p;
+    return open_window(c->vm, c->o);
+}
+
 static void close_window(boot_vm *vm)
 {
     if (vm->window) {
@@ -959,10 +1098,11 @@ static void close_window(boot_vm *vm)
 /* the supervisor's pause between checks: a window's events, or a sleep */
 static void vz_wait(boot_vm *vm, unsigned ms)
 {
-    if (vm && vm->window)
-        oc_run_events(ms);
-    else
+    char why[512];
+    if (!vm || !vm->window)
         usleep(ms * 1000);
+    else if (oc_run_events(ms, why, sizeof why) != 0)
+        window_event_error(vm, why);
 }
 
 static void vz_release(boot_vm *vm)
@@ -1033,8 +1173,13 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
         rc = boot_fail(EIO, "could not make a dispatch queue for the VM");
     if (!rc && !(rc = make_vm(vm, conf)))
         vm->savable = b.savable;
+    if (!rc) {
+        vm->note = o->note;
+        vm->note_ctx = o->note_ctx;
+    }
+    struct window_call window = {vm, o};
     if (!rc && o->gui)
-        rc = open_window(vm, o);
+        rc = guarded(open_window_step, &window, "opening the VM's window");
     if (!rc && o->console && !b.savable)
         tty_make_raw();
     if (!rc)
@@ -1161,31 +1306,46 @@ static int vz_pid(boot_vm *vm)
 static int vz_devices(const boot_settings *s, char *out, size_t len)
 {
     int mac = s->os == BOOT_OS_MACOS;
+    char kbd[128] = "none", ptr[128] = "none";
+    if (mac) {
+        /* a host without save/restore gets the devices of a VM that can't be saved */
+        class_names(keyboard_classes, 1, host_can_save(), kbd, sizeof kbd);
+        class_names(pointer_classes, 1, host_can_save(), ptr, sizeof ptr);
+    }
     int n = snprintf(out, len,
                      "vz1 platform=%s disk=virtio-blk net=virtio-nat serial=virtio-console:file "
                      "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs%s",
-                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none",
-                     mac ? keyboard_class() : "none", mac ? pointer_class() : "none",
+                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none", kbd, ptr,
                      mac ? "mac" : "none", s->installer ? " installer=usb-mass-storage" : "");
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 /* ---------- a fresh EFI variable store ---------- */
 
-static int vz_create_efi_vars(const char *path)
+static int create_efi_vars_step(void *path_p)
 {
-    if (!oc_available())
-        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
-    objc_id cls = oc_class("VZEFIVariableStore");
-    if (!cls)
-        return boot_fail(ENOTSUP, "an EFI variable store needs macOS 13 or later (VZEFIVariableStore)");
-    objc_id pool = oc_pool_push(), err = NULL;
+    const char *path = path_p;
+    objc_id err = NULL, cls = oc_class("VZEFIVariableStore");
     /* options 0: never over an existing file */
     objc_id store = oc_send_id_u64_err(oc_send(cls, "alloc"), "initCreatingVariableStoreAtURL:options:error:",
                                        oc_url(path), 0, &err);
     int rc = store ? 0 : fail_ns(EIO, err, "%s: Virtualization.framework could not create an EFI "
                                            "variable store there", path);
     oc_release(store);
+    return rc;
+}
+
+/* the pool outside the guard: an exception must not leave it unbalanced */
+static int vz_create_efi_vars(const char *path)
+{
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
+    if (!oc_class("VZEFIVariableStore"))
+        return boot_fail(ENOTSUP, "an EFI variable store needs macOS 13 or later (VZEFIVariableStore)");
+    char what[PATH_MAX + 64];
+    snprintf(what, sizeof what, "%s: creating an EFI variable store", path);
+    objc_id pool = oc_pool_push();
+    int rc = guarded(create_efi_vars_step, (void *)path, what);
     oc_pool_pop(pool);
     return rc;
 }
@@ -1358,6 +1518,23 @@ static int bundle_files(install *in)
     return boot_settings_save(dir, &in->s);
 }
 
+/* the steps of a create that call the framework on this thread, guarded */
+static int image_note_step(void *in)
+{
+    image_note(in);
+    return 0;
+}
+
+static int requirements_step(void *in)
+{
+    return requirements(in);
+}
+
+static int bundle_files_step(void *in)
+{
+    return bundle_files(in);
+}
+
 static void make_installer_on_queue(void *p)
 {
     install *in = p;
@@ -1450,11 +1627,11 @@ static int vz_create_macos(const boot_macos_opts *o)
         rc = boot_fail(EINVAL, "%s: not a macOS restore image Virtualization.framework can read: %s",
                        o->ipsw, msg);
     if (!rc)
-        image_note(&in);
+        rc = guarded(image_note_step, &in, "reading the restore image's build");
     if (!rc)
-        rc = requirements(&in);
+        rc = guarded(requirements_step, &in, "reading what the restore image asks of this Mac");
     if (!rc)
-        rc = bundle_files(&in);
+        rc = guarded(bundle_files_step, &in, "writing the new VM's identity and storage");
     if (!rc)
         rc = installer_for(&in);
     if (!rc)

@@ -87,6 +87,11 @@ static struct {
         char *sel, *msg;
     } raises[8], hangs[8];
     size_t nraises, nhangs;
+    struct {
+        char *sel;
+        long ms;
+    } delays[8];
+    size_t ndelays;
     rec *last_vm;
     int host;        /* the macOS major version pretended; 0: newest */
     long shutdown_ms; /* a guest asked to stop stops after this; <0: never */
@@ -104,6 +109,7 @@ static __thread char tl_raised[512];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void add_failure(const char *sel, const char *message);
+static void check_caught(void);
 
 /* VZREC_FAIL="selector=message" queues a failure (as oc_record_fail), for
  * build/strata-vzsim; VZREC_INSTALL_MS is how long an install takes */
@@ -301,6 +307,9 @@ static void run_task(task *t)
     } else {
         t->raised = 1;
         snprintf(t->why, sizeof t->why, "%s", tl_raised);
+        LOCK();
+        check_caught();
+        UNLOCK();
     }
     tl_catch = saved;
 }
@@ -420,6 +429,8 @@ void oc_record_reset(void)
     }
     for (size_t i = 0; i < R.nhangs; i++)
         free(R.hangs[i].sel);
+    for (size_t i = 0; i < R.ndelays; i++)
+        free(R.delays[i].sel);
     for (size_t i = 0; i < R.nabsent; i++)
         free(R.absent[i]);
     FILE *live = R.live;
@@ -471,6 +482,31 @@ void oc_record_hang(const char *sel)
     R.hangs[R.nhangs].sel = dup_or_die(sel);
     R.nhangs++;
     UNLOCK();
+}
+
+void oc_record_delay(const char *sel, long ms)
+{
+    LOCK();
+    if (R.ndelays == sizeof R.delays / sizeof R.delays[0])
+        abort();
+    R.delays[R.ndelays].sel = dup_or_die(sel);
+    R.delays[R.ndelays].ms = ms;
+    R.ndelays++;
+    UNLOCK();
+}
+
+/* with L held: the delay asked for sel's next handler, or fallback */
+static long take_delay(const char *sel, long fallback)
+{
+    for (size_t i = 0; i < R.ndelays; i++)
+        if (!strcmp(R.delays[i].sel, sel)) {
+            long ms = R.delays[i].ms;
+            free(R.delays[i].sel);
+            memmove(&R.delays[i], &R.delays[i + 1], (R.ndelays - i - 1) * sizeof R.delays[0]);
+            R.ndelays--;
+            return ms;
+        }
+    return fallback;
 }
 
 void oc_record_host(int macos_major)
@@ -689,6 +725,17 @@ static void check_fixed(char kind, const char *cls, const char *sel, const char 
 }
 
 /* ---------- exceptions on demand ---------- */
+
+/* with L held: what boot/objc_try.m sends the exception it caught (it is
+ * not built here), checked against the table like the bridge's other fixed
+ * messages */
+static void check_caught(void)
+{
+    check_fixed('-', "NSException", "isKindOfClass:", "B", "@");
+    check_fixed('-', "NSException", "name", "@", "-");
+    check_fixed('-', "NSException", "reason", "@", "-");
+    check_fixed('-', "NSString", "UTF8String", "r*", "-");
+}
 
 /* with L held: if sel is to raise, record it and unwind to the innermost
  * oc_guard (or queue task) of this thread, releasing L */
@@ -1127,6 +1174,9 @@ int oc_guard(void (*fn)(void *), void *ctx, char *why, size_t len)
     if (setjmp(here) != 0) {
         tl_catch = saved;
         snprintf(why, len, "%s", tl_raised);
+        LOCK();
+        check_caught();
+        UNLOCK();
         return -1;
     }
     fn(ctx);
@@ -1615,8 +1665,9 @@ int oc_text(objc_id str, char *buf, size_t len)
 }
 
 /* the window server's events: the stand-in has none, so it only waits;
- * the first call after a reset is noted */
-void oc_run_events(unsigned ms)
+ * the first call after a reset is noted. sendEvent: can be made to raise
+ * (oc_record_raise), as a view's event handler may. */
+static void serve_events(void *ms_p)
 {
     LOCK();
     check_fixed('+', "NSApplication", "sharedApplication", "@", "-");
@@ -1629,8 +1680,15 @@ void oc_run_events(unsigned ms)
         R.events_noted = 1;
         emit("# NSApp: serving window events on the main thread");
     }
+    maybe_raise("sendEvent:");
     UNLOCK();
-    usleep(ms * 1000);
+    usleep(*(unsigned *)ms_p * 1000);
+}
+
+/* the bridge runs the loop inside its @try: here, oc_guard */
+int oc_run_events(unsigned ms, char *why, size_t len)
+{
+    return oc_guard(serve_events, &ms, why, len);
 }
 
 objc_id oc_str(const char *utf8)
@@ -2039,6 +2097,7 @@ static void send_on_queue(void *p)
     } else if (!problem && !m.recv)
         problem = "message to nil";
     c->problem = problem ? dup_or_die(problem) : NULL;
+    delay = take_delay(r->sel, delay);
     if (!c->vm)
         c->vm = m.recv && m.recv->vm ? m.recv : NULL;
     free(why);
@@ -2072,7 +2131,24 @@ typedef struct {
     void (*fn)(void *);
     void *ctx;
     unsigned ms;
+    int serving; /* serve window events instead of blocking (the bridge's serving wait) */
+    void (*on_event_error)(void *, const char *);
+    void *error_ctx;
 } ticker;
+
+/* as the bridge's SERVE_SLICE_MS */
+#define SERVE_SLICE_MS 25L
+
+/* with L held: one slice of a serving wait for sel, L released meanwhile */
+static void serve_slice(const char *sel, long ms, const ticker *tk)
+{
+    char why[512];
+    emit("# NSApp: window events served while %s is pending", sel);
+    UNLOCK();
+    if (oc_run_events((unsigned)ms, why, sizeof why) != 0 && tk->on_event_error)
+        tk->on_event_error(tk->error_ctx, why);
+    LOCK();
+}
 
 /* with L held: wait for the handler's call, at most timeout_ms, calling
  * the ticker (without L) every tk->ms meanwhile */
@@ -2083,6 +2159,10 @@ static int handler_came(completion *c, unsigned timeout_ms, const ticker *tk)
         long left = end - now_ms();
         if (left <= 0)
             break;
+        if (tk->serving) {
+            serve_slice(c->sel, left < SERVE_SLICE_MS ? left : SERVE_SLICE_MS, tk);
+            continue;
+        }
         unsigned slice = tk->fn && tk->ms && (long)tk->ms < left ? tk->ms : (unsigned)left;
         struct timespec until = after_ms(slice);
         while (!c->called)
@@ -2166,7 +2246,15 @@ int oc_send_completion_ticking(objc_id queue, objc_id obj, const char *sel, objc
                                unsigned timeout_ms, void (*tick)(void *), void *tick_ctx,
                                unsigned tick_ms, char *err, size_t errlen)
 {
-    ticker tk = {tick, tick_ctx, tick_ms};
+    ticker tk = {.fn = tick, .ctx = tick_ctx, .ms = tick_ms};
+    return send_completion(queue, obj, sel, arg, timeout_ms, &tk, NULL, err, errlen);
+}
+
+int oc_send_completion_serving(objc_id queue, objc_id obj, const char *sel, objc_id arg,
+                               unsigned timeout_ms, void (*on_event_error)(void *ctx, const char *why),
+                               void *ctx, char *err, size_t errlen)
+{
+    ticker tk = {.serving = 1, .on_event_error = on_event_error, .error_ctx = ctx};
     return send_completion(queue, obj, sel, arg, timeout_ms, &tk, NULL, err, errlen);
 }
 

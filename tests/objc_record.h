@@ -15,7 +15,9 @@
  * oc_on_queue / oc_send_completion appears between "dispatch_sync_f(q) {"
  * and "}", and a completion handler's call as
  * "^ startWithCompletionHandler: completion(nil)" or
- * "... completion(NSError("message"))".
+ * "... completion(NSError("message"))". A wait that serves window events
+ * (oc_send_completion_serving) writes "# NSApp: window events served while
+ * SEL is pending" for each slice it serves before the handler comes.
  *
  * Every message is checked against Apple's signatures (the SDK table
  * tests/vz-sdk/selectors.tsv, or $VZREC_SDK): a class or selector the SDK
@@ -80,6 +82,9 @@ void oc_record_raise(const char *sel, const char *reason);
 /* The next completion-handler message with this selector never calls its
  * handler (the caller's wait runs out). */
 void oc_record_hang(const char *sel);
+/* The next completion-handler message with this selector calls its handler
+ * ms later (the default is 2 ms), as a long start or save would. */
+void oc_record_delay(const char *sel, long ms);
 /* A guest asked to stop (requestStopWithError:) shuts down ms later; < 0
  * (the default; VZREC_SHUTDOWN_MS at reset) never. */
 void oc_record_guest_stops_after(long ms);

@@ -157,6 +157,7 @@ user_suite "${plain:-plain}" "$ROOT/user"
 # compiled against the SDK's declarations: once, on the plain filesystem
 echo "== vz (stand-in framework)"
 script_suite vzsim vzsim.sh "$ROOT/vzsim" "${plain:-plain}"
+script_suite vzsdk vzsdk.sh "$ROOT/vzsdk" "${plain:-plain}" # the oracle's extractor on its fixture
 script_suite vzcreate vzcreate.sh "$ROOT/vzcreate" "${plain:-plain}" # create macos, --ipsw latest
 if make -s -C "$(dirname "$0")/.." check-apple >"$ROOT/apple.log" 2>&1; then
     if grep -q '^SKIP' "$ROOT/apple.log"; then

@@ -110,6 +110,9 @@ check "import a macOS bundle" [ "$rc" -eq 0 ]
 start_vm m1 m1.log mac
 check "run --driver vz starts a macOS instance" running m1
 check "a macOS guest that may be saved has no entropy device" bash -c "! grep -q VZVirtioEntropyDeviceConfiguration '$W/m1.log'"
+check "... and the Mac keyboard and trackpad alone (a macOS 13 HardwareModel)" \
+    grep -q 'setKeyboards: @\[VZMacKeyboardConfiguration#[0-9]*\]\]' "$W/m1.log"
+check "... no USB input device, which a saved state can't hold" bash -c "! grep -q 'VZUSB[A-Za-z]*Configuration' '$W/m1.log'"
 run "$S" suspend m1 -t mac:s1
 check "suspend a macOS vz instance" [ "$rc" -eq 0 ]
 check "the supervisor ends after suspend" gone m1

@@ -70,6 +70,27 @@ def version(v):
     return v if v else "10.0"
 
 
+def from_protocol(m):
+    """A record of a protocol's declaration: NSObject's retain, release and
+    autorelease are declared only in the NSObject *protocol* (with
+    OBJC_ARC_UNAVAILABLE), and reach the class's records as InheritedFrom
+    "protocol:NSObject"; a record of the protocol itself has an ID
+    "protocol:NAME-selector" and the protocol's name as its owner, which
+    for NSObject is also a class's name."""
+    return (m.get("InheritedFrom") or "").startswith("protocol:") or \
+        m.get("ID", "").startswith("protocol:")
+
+
+def rank(m):
+    """Which record of one (kind, owner, selector) describes it: the class's
+    own declaration (0), else one inherited from a superclass (1), else a
+    protocol's (2). Never the order of the file: a protocol's record of the
+    same name must not replace the class's own."""
+    if from_protocol(m):
+        return 2
+    return 1 if m.get("InheritedFrom") else 0
+
+
 def load_sdk(path):
     sdk = json.load(open(path))["SDK"]
     target = next(t for t in sdk["Targets"] if t["Architecture"] == "arm64")
@@ -77,9 +98,7 @@ def load_sdk(path):
     methods = {}
     for m in target["Methods"]:
         key = ("-" if m["Instance"] else "+", m["Owner"], m["Selector"])
-        # a method is checked where it is declared; an inherited record
-        # only stands in when nothing else is there (init/new on a class)
-        if key not in methods or not m.get("InheritedFrom"):
+        if key not in methods or rank(m) < rank(methods[key]):
             methods[key] = m
     return classes, methods
 
@@ -95,13 +114,23 @@ def default_init_unavailable(cls, methods):
     return None
 
 
+# How the metadata marks OBJC_ARC_UNAVAILABLE (retain, release, autorelease,
+# retainCount): unavailable to code built with ARC only. The bridge is built
+# without ARC (boot/objc.h), so for it these methods are there.
+ARC_ONLY = "manual lifetime management is unavailable"
+
+
 def unavailable(m):
-    """NS_UNAVAILABLE in Apple's header: the class's own record is marked
-    unavailable, or the metadata says "init is unavailable"; the marks on
-    records a class inherits (+new) are the Go generator's own."""
-    if m.get("Unavailable") and not m.get("InheritedFrom"):
-        return True  # the class's own record: its header says so
-    return any("init is unavailable" in u for u in (m.get("Unsupported") or []))
+    """NS_UNAVAILABLE in Apple's header: the class's (or a protocol's) own
+    record is marked unavailable, or the metadata says "init is
+    unavailable"; the marks on records a class inherits from a superclass
+    (+new) are the Go generator's own, and an ARC-only mark is not one."""
+    notes = m.get("Unsupported") or []
+    if any(ARC_ONLY in u for u in notes):
+        return False
+    if m.get("Unavailable") and rank(m) != 1:
+        return True  # the declaration itself says so
+    return any("init is unavailable" in u for u in notes)
 
 
 def row_from(kind, cls, sel, m):
