@@ -43,6 +43,19 @@ typedef enum {
 typedef enum { BOOT_CACHE_AUTOMATIC = 0, BOOT_CACHE_CACHED, BOOT_CACHE_UNCACHED } boot_caching;
 typedef enum { BOOT_SYNC_FULL = 0, BOOT_SYNC_FSYNC, BOOT_SYNC_NONE } boot_sync;
 
+/* a disk's controller: virtio-blk, NVMe (Linux guests), or USB mass storage */
+typedef enum { BOOT_BUS_VIRTIO = 0, BOOT_BUS_NVME, BOOT_BUS_USB } boot_bus;
+/* the window's display follows its size: where the host can (auto), always, never */
+typedef enum { BOOT_RECONFIGURE_AUTO = 0, BOOT_RECONFIGURE_ON, BOOT_RECONFIGURE_OFF } boot_reconfigure;
+
+/* an extra disk: an image in the bundle, so a layer (and its saved state)
+ * always carries it */
+typedef struct {
+    char *file;     /* bundle file name */
+    boot_bus bus;
+    int read_only;
+} boot_disk;
+
 typedef struct {
     char *tag;      /* virtiofs tag the guest mounts, [A-Za-z0-9_-]{1,36} */
     char *path;     /* absolute host directory */
@@ -67,7 +80,31 @@ typedef struct {
     size_t nshares;
     boot_caching disk_caching;
     boot_sync disk_sync;
+    /* The Sonoma-era devices (docs/settings.md); each written to
+     * Settings.json only when not its default, so the configuration hash
+     * of settings without them stays what it was. */
+    boot_bus disk_bus;      /* Disk.img's controller: virtio or nvme */
+    char *disk_nbd;         /* the boot disk is this NBD export (nbd:// or
+                               nbd+unix://) instead of Disk.img, or NULL */
+    boot_disk *disks;       /* extra disks, at most BOOT_MAX_DISKS */
+    size_t ndisks;
+    char *rosetta;          /* Rosetta's virtiofs tag (Linux guests, vz), or NULL */
+    boot_reconfigure display_reconfigure; /* the window only: not in the hash */
 } boot_settings;
+
+#define BOOT_MAX_DISKS 8
+
+/* Settings.json's names of the modes: the value, or -1 if name isn't one. */
+int boot_caching_value(const char *name);
+int boot_sync_value(const char *name);
+int boot_bus_value(const char *name);
+int boot_reconfigure_value(const char *name); /* on, off, auto */
+/* 0 if url is an NBD URL both drivers take (nbd://HOST[:PORT][/EXPORT] or
+ * nbd+unix:///[EXPORT]?socket=/ABSOLUTE/PATH, no commas); else the error,
+ * naming `what` (a field or an option). */
+int boot_nbd_url_check(const char *url, const char *what);
+/* 0 if tag is a virtiofs tag as shared_folders take ([A-Za-z0-9_-]{1,36}) */
+int boot_tag_check(const char *tag, const char *what);
 
 /* Parse and validate Settings.json text. bundle_dir (may be NULL) is where
  * the files it names must exist. Errors name the field: "Settings.json: cpus
@@ -257,6 +294,14 @@ typedef struct {
     int allow_duplicate;     /* allow a second running resume of one state */
     const char *accel;       /* qemu: kvm, tcg or auto (NULL) */
     int gui;                 /* show the display (boot_start_opts.gui) */
+    /* devices for this instance (Settings.json's names; NULL: the layer's),
+     * written into its settings like cpus; refused with resume */
+    const char *disk_caching, *disk_sync, *disk_bus;
+    const char *rosetta;             /* a tag, or "none" */
+    const char *display_reconfigure; /* on, off or auto */
+    /* the boot disk from this NBD URL for this run only (not written: the
+     * export lives outside the instance, so the VM can't be suspended) */
+    const char *disk_nbd;
     /* shared folders named at run time (run --share): they replace the
      * settings' folder of the same tag, or add one; the only ones a layer
      * that came from outside (an archive, a registry) gets */
@@ -390,6 +435,17 @@ typedef struct {
     const char *const *remove_shares; /* tags */
     size_t nremove;
     int detach_installer;     /* drop the installer media (and its file) */
+    /* devices, by Settings.json's names (NULL: leave them) */
+    const char *disk_caching, *disk_sync, *disk_bus;
+    const char *disk_nbd;            /* a URL, or "none" */
+    const char *rosetta;             /* a tag, or "none" */
+    const char *display_reconfigure; /* on, off or auto */
+    /* extra disks: host images copied into the bundle under their base
+     * names (PATH, bus, read_only), and bundle names to drop */
+    const boot_disk *add_disks;
+    size_t nadd_disks;
+    const char *const *remove_disks;
+    size_t nremove_disks;
     void (*note)(void *ctx, const char *line); /* may be NULL */
     void *ctx;
 } boot_set_opts;

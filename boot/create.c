@@ -412,7 +412,8 @@ static int layer_settings(store *st, const store_id *id, boot_settings *s)
  * layer received from outside chose nothing for this host, nor did any
  * local layer that only kept what it inherited.
  */
-static int shares_chosen_here(store *st, const store_id *layer, const boot_settings *s)
+static int chosen_here(store *st, const store_id *layer, const boot_settings *s,
+                       int (*same)(const boot_settings *, const boot_settings *))
 {
     store_id id = *layer;
     boot_settings child = *s; /* borrowed: only its shares are read */
@@ -422,7 +423,7 @@ static int shares_chosen_here(store *st, const store_id *layer, const boot_setti
         boot_settings cur;
         if (layer_settings(st, &id, &cur))
             break; /* unreadable: decide as for outside */
-        int differs = !same_shares(&child, &cur);
+        int differs = !same(&child, &cur);
         boot_settings_free(&held);
         held = cur;
         child = held;
@@ -445,6 +446,31 @@ static int shares_chosen_here(store *st, const store_id *layer, const boot_setti
     }
     boot_settings_free(&held);
     return here;
+}
+
+static int shares_chosen_here(store *st, const store_id *layer, const boot_settings *s)
+{
+    return chosen_here(st, layer, s, same_shares);
+}
+
+static int same_nbd(const boot_settings *a, const boot_settings *b)
+{
+    return !a->disk_nbd == !b->disk_nbd && (!a->disk_nbd || !strcmp(a->disk_nbd, b->disk_nbd));
+}
+
+int boot_run_nbd(store *st, const store_id *layer, const boot_settings *s, const char *named,
+                 boot_settings *eff)
+{
+    if (named) {
+        eff->disk_nbd = (char *)named;
+        return 0;
+    }
+    /* a URL from outside could point the guest's disk at any server */
+    if (!s->disk_nbd || chosen_here(st, layer, s, same_nbd))
+        return 0;
+    return boot_fail(EPERM, "layer %.12s came from outside this host (an archive or a registry): "
+                            "its boot disk's NBD export %s is not opened; name it with run --disk-nbd URL",
+                     layer->hex, s->disk_nbd);
 }
 
 int boot_run_shares(store *st, const store_id *layer, const boot_settings *s,
@@ -529,6 +555,138 @@ static int edit_shares(const boot_set_opts *o, boot_settings *s)
     return 0;
 }
 
+/* a mode named by an option: its value, or the error naming the option */
+static int option_value(const char *flag, const char *name, int (*value)(const char *),
+                        const char *choices, int *out)
+{
+    int v = value(name);
+    if (v < 0)
+        return boot_fail(EINVAL, "%s '%s' must be %s", flag, name, choices);
+    *out = v;
+    return 0;
+}
+
+/* The device options set and run share (NULL: leave it), checked and
+ * made on s; the option's name is in every error. */
+static int edit_devices(const char *caching, const char *sync, const char *bus,
+                        const char *rosetta, const char *reconfigure, boot_settings *s)
+{
+    int v = 0, rc = 0;
+    if (caching && !(rc = option_value("--disk-cache", caching, boot_caching_value,
+                                       "automatic, cached or uncached", &v)))
+        s->disk_caching = (boot_caching)v;
+    if (!rc && sync && !(rc = option_value("--disk-sync", sync, boot_sync_value, "full, fsync or none", &v)))
+        s->disk_sync = (boot_sync)v;
+    if (!rc && bus && !(rc = option_value("--disk-bus", bus, boot_bus_value, "virtio or nvme", &v))) {
+        if (v == BOOT_BUS_USB)
+            return boot_fail(EINVAL, "--disk-bus usb: the boot disk is virtio or nvme (add USB disks with --add-disk PATH:usb)");
+        if (v == BOOT_BUS_NVME && s->os == BOOT_OS_MACOS)
+            return boot_fail(EINVAL, "--disk-bus nvme is for Linux guests (a macOS guest boots from virtio)");
+        s->disk_bus = (boot_bus)v;
+    }
+    if (!rc && rosetta && strcmp(rosetta, "none") && s->os != BOOT_OS_LINUX)
+        return boot_fail(EINVAL, "--rosetta is for Linux guests (it runs x86-64 Linux binaries)");
+    if (!rc && rosetta && strcmp(rosetta, "none") && (rc = boot_tag_check(rosetta, "--rosetta")))
+        return rc;
+    if (!rc && rosetta) {
+        free(s->rosetta);
+        s->rosetta = strcmp(rosetta, "none") ? strdup(rosetta) : NULL;
+        if (strcmp(rosetta, "none") && !s->rosetta)
+            return -ENOMEM;
+    }
+    if (!rc && reconfigure &&
+        !(rc = option_value("--display-reconfigure", reconfigure, boot_reconfigure_value,
+                            "on, off or auto", &v))) {
+        s->display_reconfigure = (boot_reconfigure)v;
+        if (!s->display_width) { /* the setting lives in the display object */
+            s->display_width = 1920;
+            s->display_height = 1200;
+            s->display_ppi = 80;
+        }
+    }
+    return rc;
+}
+
+int boot_run_devices(const boot_run_opts *o, boot_settings *s)
+{
+    return edit_devices(o->disk_caching, o->disk_sync, o->disk_bus, o->rosetta,
+                        o->display_reconfigure, s);
+}
+
+/* the base name an added disk gets in the bundle */
+static const char *disk_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* --add-disk and --remove-disk on s (files are copied later, once all is
+ * checked) */
+static int edit_disks(const boot_set_opts *o, const char *dir, boot_settings *s)
+{
+    for (size_t i = 0; i < o->nremove_disks; i++) {
+        size_t j = 0;
+        while (j < s->ndisks && strcmp(s->disks[j].file, o->remove_disks[i]))
+            j++;
+        if (j == s->ndisks)
+            return boot_fail(ENOENT, "--remove-disk %s: no extra disk has that name", o->remove_disks[i]);
+        free(s->disks[j].file);
+        memmove(&s->disks[j], &s->disks[j + 1], (s->ndisks - j - 1) * sizeof *s->disks);
+        s->ndisks--;
+    }
+    if (s->ndisks + o->nadd_disks > BOOT_MAX_DISKS)
+        return boot_fail(EINVAL, "--add-disk: at most %d extra disks", BOOT_MAX_DISKS);
+    boot_disk *more = realloc(s->disks, (s->ndisks + o->nadd_disks + 1) * sizeof *more);
+    if (!more)
+        return -ENOMEM;
+    s->disks = more;
+    for (size_t i = 0; i < o->nadd_disks; i++) {
+        const boot_disk *a = &o->add_disks[i];
+        const char *name = disk_name(a->file);
+        char there[4200];
+        struct stat st;
+        if (stat(a->file, &st) < 0)
+            return boot_fail_errno(errno, "--add-disk %s", a->file);
+        if (!S_ISREG(st.st_mode))
+            return boot_fail(EINVAL, "--add-disk %s: not a regular file (a raw disk image)", a->file);
+        snprintf(there, sizeof there, "%s/%s", dir, name);
+        if (!*name || *name == '.' || access(there, F_OK) == 0)
+            return boot_fail(EEXIST, "--add-disk %s: the bundle has a file named '%s' already",
+                             a->file, name);
+        if (a->bus == BOOT_BUS_NVME && s->os == BOOT_OS_MACOS)
+            return boot_fail(EINVAL, "--add-disk %s: nvme is for Linux guests", a->file);
+        s->disks[s->ndisks] = (boot_disk){.file = strdup(name), .bus = a->bus, .read_only = a->read_only};
+        if (!s->disks[s->ndisks++].file)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* the added disks' images into the bundle; on failure none stays */
+static int copy_disks(const boot_set_opts *o, const char *dir)
+{
+    int rc = 0;
+    size_t i = 0;
+    for (; i < o->nadd_disks && !rc; i++)
+        rc = copy_in(o->add_disks[i].file, dir, disk_name(o->add_disks[i].file), "--add-disk");
+    for (size_t j = 0; rc && j + 1 < i; j++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, disk_name(o->add_disks[j].file));
+        unlink(path);
+    }
+    return rc;
+}
+
+/* the files of removed disks: the layer need not carry what nothing attaches */
+static void drop_disks(const boot_set_opts *o, const char *dir)
+{
+    for (size_t i = 0; i < o->nremove_disks; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, o->remove_disks[i]);
+        unlink(path);
+    }
+}
+
 static int edit_settings(const boot_set_opts *o, boot_settings *s)
 {
     if (o->cpus)
@@ -551,7 +709,16 @@ static int edit_settings(const boot_set_opts *o, boot_settings *s)
         free(s->installer);
         s->installer = NULL;
     }
-    return edit_shares(o, s);
+    int rc = edit_devices(o->disk_caching, o->disk_sync, o->disk_bus, o->rosetta,
+                          o->display_reconfigure, s);
+    if (!rc && o->disk_nbd && strcmp(o->disk_nbd, "none") &&
+        (rc = boot_nbd_url_check(o->disk_nbd, "--disk-nbd")))
+        return rc;
+    if (!rc && o->disk_nbd) {
+        free(s->disk_nbd);
+        s->disk_nbd = strcmp(o->disk_nbd, "none") ? strdup(o->disk_nbd) : NULL;
+    }
+    return rc ? rc : edit_shares(o, s);
 }
 
 /* Check every change, then make it: the disk first (growing is harmless),
@@ -566,7 +733,7 @@ static int set_in(const boot_set_opts *o, const char *dir)
     char disk[4200], ipath[4200];
     snprintf(disk, sizeof disk, "%s/" BOOT_DISK_FILE, dir);
     struct stat st;
-    if (!(rc = edit_settings(o, &s))) {
+    if (!(rc = edit_settings(o, &s)) && !(rc = edit_disks(o, dir, &s))) {
         /* the same checks as Settings.json's, on the text a run will read */
         char *text = boot_settings_json(&s);
         rc = text ? boot_settings_parse(text, strlen(text), NULL, &check) : -ENOMEM;
@@ -586,7 +753,11 @@ static int set_in(const boot_set_opts *o, const char *dir)
     }
     if (!rc && o->disk_bytes)
         rc = grow_disk(disk, o->disk_bytes);
-    if (!rc && !(rc = boot_settings_save(dir, &s)) && o->detach_installer && old_installer) {
+    if (!rc)
+        rc = copy_disks(o, dir);
+    if (!rc && !(rc = boot_settings_save(dir, &s)))
+        drop_disks(o, dir);
+    if (!rc && o->detach_installer && old_installer) {
         snprintf(ipath, sizeof ipath, "%s/%s", dir, old_installer);
         unlink(ipath); /* the layer need not carry media nothing attaches */
     }

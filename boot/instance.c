@@ -493,6 +493,9 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     if (drv->savable && !drv->savable(vm))
         return boot_fail(ENOTSUP, "this VM runs without save/restore support (see the note when it "
                                   "started), so it can't be suspended; it goes on running");
+    if (s->disk_nbd) /* the state would not hold its disk; the instance's Disk.img is not it */
+        return boot_fail(ENOTSUP, "this VM's boot disk is the NBD export %s, outside the instance, "
+                                  "so it can't be suspended; it goes on running", s->disk_nbd);
     store_commit_opts co = {.message = msg[0] ? msg : "suspend", .tag = tag[0] ? tag : NULL,
                             .busy = busy};
     store_file_chunking chunking[8];
@@ -637,7 +640,9 @@ static int prepare_cold(const boot_run_opts *o, const boot_driver *drv, const ch
         s->cpus = o->cpus;
     if (o->memory_mib)
         s->memory_mib = o->memory_mib;
-    int rc = boot_settings_save(dir, s);
+    int rc = boot_run_devices(o, s);
+    if (!rc)
+        rc = boot_settings_save(dir, s);
     if (rc)
         return rc;
     unlink_state(drv, dir); /* a state never outlives the disk it was saved with */
@@ -741,6 +746,24 @@ typedef struct {
     int from_dir, cloned, keep, recorded, name_lock, state_lock;
 } run_state;
 
+/* run's device options, checked before anything is made: a saved state
+ * keeps the devices it was saved with */
+static int check_run_devices(const boot_run_opts *o)
+{
+    int devices = o->disk_caching || o->disk_sync || o->disk_bus || o->rosetta ||
+                  o->display_reconfigure;
+    if (o->resume && (devices || o->disk_nbd))
+        return boot_fail(EINVAL, "a saved state keeps the devices it was saved with: --disk-*, "
+                                 "--rosetta and --display-reconfigure need --cold");
+    if (o->disk_nbd && boot_nbd_url_check(o->disk_nbd, "--disk-nbd"))
+        return -EINVAL;
+    /* the names, on settings of a guest that takes them all */
+    boot_settings probe = {.os = BOOT_OS_LINUX};
+    int rc = devices ? boot_run_devices(o, &probe) : 0;
+    free(probe.rosetta);
+    return rc;
+}
+
 static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
 {
     const char *driver_name = o->driver ? o->driver : boot_default_driver();
@@ -752,7 +775,7 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
         return boot_fail(EINVAL, "a saved state can't change --cpus or --memory; use --cold");
     if (o->name && !name_valid(o->name))
         return boot_fail(EINVAL, "bad instance name '%s': letters, digits, '.', '_', '-'", o->name);
-    return 0;
+    return check_run_devices(o);
 }
 
 /* a new instance directory, STORE/vms/NAME, cloned from the layer */
@@ -811,6 +834,8 @@ static int ready_settings(store *st, const boot_run_opts *o, const boot_driver *
         rc = prepare_cold(o, drv, x->dir, x->cloned, &x->s);
     if (!rc)
         rc = boot_run_shares(st, &x->lid, &x->s, o->shares, o->nshares, o->note, o->ctx, &x->eff);
+    if (!rc)
+        rc = boot_run_nbd(st, &x->lid, &x->s, o->disk_nbd, &x->eff);
     return rc;
 }
 
@@ -830,10 +855,15 @@ static int start_and_supervise(store *st, const boot_run_opts *o, const boot_dri
     x->recorded = 1;
     char state_path[4300];
     snprintf(state_path, sizeof state_path, "%s/%s", x->dir, drv->state_file);
+    if (x->eff.disk_nbd)
+        note(o, "this VM can't be suspended: its boot disk is the NBD export %s, outside the "
+                "instance; it runs without save/restore support", x->eff.disk_nbd);
     boot_start_opts so = {.bundle_dir = x->dir, .runtime_dir = x->dir, .settings = &x->eff,
                           .restore_state = o->resume ? state_path : NULL, .console = o->console,
                           .restore_kind = o->resume ? binding(x->layer, "state-kind") : NULL,
-                          .suspendable = 1, /* if it can be: the driver checks, and notes why not */
+                          /* if it can be: the driver checks, and notes why not; an
+                           * NBD disk lives outside what a state can hold */
+                          .suspendable = !x->eff.disk_nbd,
                           .accel = o->accel, .gui = o->gui,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
@@ -847,7 +877,8 @@ static int start_and_supervise(store *st, const boot_run_opts *o, const boot_dri
     write_run(&r, drv->pid(vm), "running");
     if (o->started)
         o->started(o->ctx, x->name);
-    x->keep = supervise(st, drv, vm, x->dir, &x->s, &x->busy, &r);
+    /* eff: what the VM runs with (an NBD disk is in it only) */
+    x->keep = supervise(st, drv, vm, x->dir, &x->eff, &x->busy, &r);
     drv->release(vm);
     return 0;
 }

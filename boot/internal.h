@@ -39,6 +39,17 @@ int boot_run_shares(store *st, const store_id *layer, const boot_settings *s,
                     const boot_share *named, size_t nnamed,
                     void (*note)(void *ctx, const char *line), void *ctx, boot_settings *eff);
 
+/* create.c: run's device options (boot_run_opts: disk_caching, disk_sync,
+ * disk_bus, rosetta, display_reconfigure) made on s, with set's checks;
+ * errors name the option */
+int boot_run_devices(const boot_run_opts *o, boot_settings *s);
+
+/* create.c: the NBD export a run's boot disk comes from, into eff (borrowed):
+ * named (run --disk-nbd), else the settings' own where this host chose it
+ * (as with shares); a layer from outside has its URL refused */
+int boot_run_nbd(store *st, const store_id *layer, const boot_settings *s, const char *named,
+                 boot_settings *eff);
+
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
 

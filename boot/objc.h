@@ -69,6 +69,12 @@ objc_id oc_send_id_u64_err(objc_id obj, const char *sel, objc_id a, uint64_t b, 
 /* -(id)sel:(id) x:(id) y:(NSUInteger) error:(NSError **) */
 objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b, uint64_t c,
                               objc_id *error_out);
+/* -(id)sel:(NSError **), e.g. -[VZLinuxRosettaDirectoryShare initWithError:] */
+objc_id oc_send_err(objc_id obj, const char *sel, objc_id *error_out);
+/* -(id)sel:(id) x:(NSTimeInterval) y:(BOOL) z:(NSInteger) error:(NSError **), e.g.
+ * VZNetworkBlockDeviceStorageDeviceAttachment's initWithURL:timeout:... */
+objc_id oc_send_id_f64_bool_i64_err(objc_id obj, const char *sel, objc_id a, double b, int c,
+                                    int64_t d, objc_id *error_out);
 
 /* ---------- values ---------- */
 

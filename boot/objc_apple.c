@@ -221,6 +221,26 @@ objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b
     return (objc_id)r;
 }
 
+objc_id oc_send_err(objc_id obj, const char *sel, objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id *))objc_msgSend)((id)obj, S(sel), &err);
+    if (error_out)
+        *error_out = r ? NULL : (objc_id)err;
+    return (objc_id)r;
+}
+
+objc_id oc_send_id_f64_bool_i64_err(objc_id obj, const char *sel, objc_id a, double b, int c,
+                                    int64_t d, objc_id *error_out)
+{
+    id err = nil;
+    id r = ((id(*)(id, SEL, id, double, BOOL, oc_nsint, id *))objc_msgSend)(
+        (id)obj, S(sel), (id)a, b, c ? YES : NO, (oc_nsint)d, &err);
+    if (error_out)
+        *error_out = r ? NULL : (objc_id)err;
+    return (objc_id)r;
+}
+
 objc_id oc_str(const char *utf8)
 {
     return ((id(*)(id, SEL, const char *))objc_msgSend)((id)objc_getClass("NSString"),
@@ -901,6 +921,23 @@ objc_id oc_send_id_id_u64_err(objc_id obj, const char *sel, objc_id a, objc_id b
                               objc_id *error_out)
 {
     (void)obj, (void)sel, (void)a, (void)b, (void)c;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+objc_id oc_send_err(objc_id obj, const char *sel, objc_id *error_out)
+{
+    (void)obj, (void)sel;
+    if (error_out)
+        *error_out = NULL;
+    return NULL;
+}
+
+objc_id oc_send_id_f64_bool_i64_err(objc_id obj, const char *sel, objc_id a, double b, int c,
+                                    int64_t d, objc_id *error_out)
+{
+    (void)obj, (void)sel, (void)a, (void)b, (void)c, (void)d;
     if (error_out)
         *error_out = NULL;
     return NULL;

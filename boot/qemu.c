@@ -830,12 +830,13 @@ static int after_connect(boot_vm *vm, const boot_start_opts *o)
 
 /* qemu's command line: its words and the buffers they point into */
 typedef struct {
-    char *argv[96];
+    char *argv[160];
     int argc;
     char mem[32], cpus[16], drive[4400], qmpdev[200], con[4400], kernel[4200], initrd[4200],
         pflash0[4200], pflash1[4200], incoming[4200], cdrom[4400], ramobj[4400];
     char virtfs[8][4400];
     reach_bufs rb;
+    char disk_dev[200], extra[BOOT_MAX_DISKS][4400], extra_dev[BOOT_MAX_DISKS][200];
 } qemu_cmdline;
 
 #define CARG(s) (c->argv[c->argc++] = (char *)(s))
@@ -859,6 +860,46 @@ static void add_machine(qemu_cmdline *c, const boot_settings *s, int kvm)
     CARG(c->cpus);
 }
 
+/* the -drive words that put the boot disk on its bus: virtio's if=, or a
+ * drive of its own for an NVMe controller, whose -device words go into
+ * c->disk_dev (the serial names it in the guest: /dev/disk/by-id) */
+static const char *boot_disk_bus(qemu_cmdline *c, boot_bus bus)
+{
+    if (bus != BOOT_BUS_NVME)
+        return "if=virtio";
+    snprintf(c->disk_dev, sizeof c->disk_dev, "nvme,drive=disk0,serial=strata-disk");
+    return "if=none,id=disk0";
+}
+
+/* the extra disks (settings.disks): virtio-blk, an NVMe controller each,
+ * or USB mass storage on one xHCI controller; with the boot disk's cache */
+static void add_extra_disks(qemu_cmdline *c, const boot_start_opts *o)
+{
+    static const char *const cache_mode[] = {"writeback", "writeback", "none"};
+    const boot_settings *s = o->settings;
+    const char *cache = s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching];
+    int usb = 0;
+    for (size_t i = 0; i < s->ndisks && i < BOOT_MAX_DISKS; i++) {
+        const boot_disk *d = &s->disks[i];
+        snprintf(c->extra[i], sizeof c->extra[i], "file=%s/%s,format=raw,cache=%s%s,%s%zu",
+                 o->bundle_dir, d->file, cache, d->read_only ? ",readonly=on" : "",
+                 d->bus == BOOT_BUS_VIRTIO ? "if=virtio,index=" : "if=none,id=extra", i + 1);
+        CARG("-drive");
+        CARG(c->extra[i]);
+        if (d->bus == BOOT_BUS_VIRTIO)
+            continue;
+        if (d->bus == BOOT_BUS_USB && !usb++) {
+            CARG("-device");
+            CARG("qemu-xhci,id=xhci");
+        }
+        snprintf(c->extra_dev[i], sizeof c->extra_dev[i], d->bus == BOOT_BUS_USB
+                 ? "usb-storage,bus=xhci.0,drive=extra%zu,removable=on"
+                 : "nvme,drive=extra%zu,serial=strata-extra%zu", i + 1, i + 1);
+        CARG("-device");
+        CARG(c->extra_dev[i]);
+    }
+}
+
 /* the disk, the monitor the supervisor drives, the serial console */
 static int add_disk_monitor_console(qemu_cmdline *c, const boot_start_opts *o, const boot_vm *vm)
 {
@@ -866,10 +907,19 @@ static int add_disk_monitor_console(qemu_cmdline *c, const boot_start_opts *o, c
     static const char *const cache_mode[] = {"writeback", "writeback", "none"};
     if (strchr(o->bundle_dir, ','))
         return boot_fail(EINVAL, "%s: qemu can't take a path with a comma", o->bundle_dir);
-    snprintf(c->drive, sizeof c->drive, "file=%s/Disk.img,format=raw,if=virtio,cache=%s",
-             o->bundle_dir, s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching]);
+    const char *cache = s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching];
+    if (s->disk_nbd) /* QEMU's own NBD client takes the same URLs */
+        snprintf(c->drive, sizeof c->drive, "file=%s,format=raw,%s,cache=%s", s->disk_nbd,
+                 boot_disk_bus(c, s->disk_bus), cache);
+    else
+        snprintf(c->drive, sizeof c->drive, "file=%s/Disk.img,format=raw,%s,cache=%s", o->bundle_dir,
+                 boot_disk_bus(c, s->disk_bus), cache);
     CARG("-drive");
     CARG(c->drive);
+    if (s->disk_bus == BOOT_BUS_NVME) {
+        CARG("-device");
+        CARG(c->disk_dev);
+    }
     snprintf(c->qmpdev, sizeof c->qmpdev, "socket,id=qmp0,path=%s,server=on,wait=off", vm->qmp_path);
     CARG("-chardev");
     CARG(c->qmpdev);
@@ -941,6 +991,7 @@ static int build_cmdline(qemu_cmdline *c, const boot_start_opts *o, boot_vm *vm,
     if ((rc = add_loader(c, o)))
         return rc;
     c->argc = add_installer(o, c->argv, c->argc, c->cdrom, sizeof c->cdrom);
+    add_extra_disks(c, o);
     add_shares(c, s);
     if ((rc = add_memory_backend(c->argv, &c->argc, o, vm, c->ramobj, sizeof c->ramobj)) ||
         (rc = add_incoming(c->argv, &c->argc, o, c->incoming, sizeof c->incoming)))
@@ -1013,6 +1064,8 @@ static int qemu_start(const boot_start_opts *o, boot_vm **out)
     if (o->settings->os != BOOT_OS_LINUX)
         return boot_fail(ENOTSUP, "the qemu driver runs Linux guests; macOS guests need the vz "
                                   "driver on a Mac");
+    if (o->settings->rosetta) /* the bundle stays runnable under both drivers */
+        note(o, "rosetta: Rosetta for Linux is Apple's (the vz driver); under qemu its share is left out");
     boot_vm *vm = NULL;
     int rc = new_vm(o, &vm);
     if (rc)

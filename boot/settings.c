@@ -154,6 +154,82 @@ static const char *const os_names[] = {"linux", "macos", NULL};
 static const char *const loader_names[] = {"linux", "efi", "macos", NULL};
 static const char *const caching_names[] = {"automatic", "cached", "uncached", NULL};
 static const char *const sync_names[] = {"full", "fsync", "none", NULL};
+static const char *const bus_names[] = {"virtio", "nvme", "usb", NULL};
+static const char *const reconfigure_names[] = {"auto", "on", "off", NULL};
+
+static int value_of(const char *name, const char *const *names)
+{
+    int v = -1;
+    return name && !pick(name, names, &v) ? v : -1;
+}
+
+int boot_caching_value(const char *name)
+{
+    return value_of(name, caching_names);
+}
+
+int boot_sync_value(const char *name)
+{
+    return value_of(name, sync_names);
+}
+
+int boot_bus_value(const char *name)
+{
+    return value_of(name, bus_names);
+}
+
+int boot_reconfigure_value(const char *name)
+{
+    return value_of(name, reconfigure_names);
+}
+
+#define TAG_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+int boot_tag_check(const char *tag, const char *what)
+{
+    size_t n = strlen(tag);
+    if (n == 0 || n > 36 || strspn(tag, TAG_CHARS) != n)
+        return boot_fail(EINVAL, "%s '%s' must be 1-36 of [A-Za-z0-9_-]", what, tag);
+    return 0;
+}
+
+/* nbd://HOST[:PORT][/EXPORT]: a host, and a port of digits if any */
+static int nbd_tcp_ok(const char *rest)
+{
+    size_t host = strcspn(rest, ":/");
+    if (host == 0)
+        return 0;
+    if (rest[host] != ':')
+        return 1;
+    const char *port = rest + host + 1;
+    size_t digits = strspn(port, "0123456789");
+    return digits > 0 && digits <= 5 && (port[digits] == 0 || port[digits] == '/');
+}
+
+/* nbd+unix:///[EXPORT]?socket=/PATH: no host, and an absolute socket path */
+static int nbd_unix_ok(const char *rest)
+{
+    const char *q = strstr(rest, "?socket=/");
+    return rest[0] == '/' && q && !strchr(q + 1, '?') && !strchr(q + 1, '&');
+}
+
+int boot_nbd_url_check(const char *url, const char *what)
+{
+    static const char tcp[] = "nbd://", unix_[] = "nbd+unix://";
+    size_t n = strlen(url);
+    int ok = n <= 1024 && !strpbrk(url, ", \t\n\"'\\");
+    if (ok && !strncmp(url, tcp, sizeof tcp - 1))
+        ok = nbd_tcp_ok(url + sizeof tcp - 1);
+    else if (ok && !strncmp(url, unix_, sizeof unix_ - 1))
+        ok = nbd_unix_ok(url + sizeof unix_ - 1);
+    else
+        ok = 0;
+    if (!ok)
+        return boot_fail(EINVAL, "%s '%s' must be nbd://HOST[:PORT][/EXPORT] or "
+                                 "nbd+unix:///EXPORT?socket=/ABSOLUTE/PATH (no commas or spaces)",
+                         what, url);
+    return 0;
+}
 
 /* ssh_user: a user name ssh takes as it is (no option, no host part) */
 static int parse_ssh_user(json_t *root, boot_settings *s)
@@ -235,7 +311,7 @@ static int parse_machine(json_t *root, boot_settings *s)
 
 static int parse_display(json_t *root, boot_settings *s)
 {
-    static const char *const dk[] = {"width", "height", "ppi", NULL};
+    static const char *const dk[] = {"width", "height", "ppi", "reconfigure", NULL};
     json_t *d;
     uint64_t w, h, ppi;
     int rc = get_object(root, "display", &d);
@@ -256,6 +332,11 @@ static int parse_display(json_t *root, boot_settings *s)
     s->display_width = (unsigned)w;
     s->display_height = (unsigned)h;
     s->display_ppi = (unsigned)ppi;
+    json_t *rc_on = json_object_get(d, "reconfigure");
+    if (rc_on && !json_is_boolean(rc_on))
+        return bad("display.reconfigure must be true or false");
+    if (rc_on)
+        s->display_reconfigure = json_is_true(rc_on) ? BOOT_RECONFIGURE_ON : BOOT_RECONFIGURE_OFF;
     return 0;
 }
 
@@ -351,9 +432,100 @@ static int parse_shares(json_t *root, boot_settings *s)
     return 0;
 }
 
+/* NVMe is a controller macOS guests don't boot from (Apple: Linux guests) */
+static int bus_for_os(const boot_settings *s, boot_bus bus, const char *what)
+{
+    if (bus == BOOT_BUS_NVME && s->os == BOOT_OS_MACOS)
+        return bad("%s nvme is for Linux guests (a macOS guest boots from virtio)", what);
+    return 0;
+}
+
+/* disk.bus (the boot disk's controller: virtio or nvme) and disk.nbd */
+static int parse_disk_devices(json_t *disk, boot_settings *s)
+{
+    int bus = BOOT_BUS_VIRTIO, rc;
+    if ((rc = get_enum(disk, "bus", bus_names, &bus, "disk.bus", "virtio or nvme")))
+        return rc;
+    if (bus == BOOT_BUS_USB)
+        return bad("disk.bus usb: the boot disk is virtio or nvme (USB is for extra disks)");
+    s->disk_bus = (boot_bus)bus;
+    if ((rc = bus_for_os(s, s->disk_bus, "disk.bus")) ||
+        (rc = get_str(disk, "nbd", &s->disk_nbd, "disk.nbd", 0)))
+        return rc;
+    if (s->disk_nbd && boot_nbd_url_check(s->disk_nbd, "disk.nbd"))
+        return bad("%s", boot_error());
+    return 0;
+}
+
+static int parse_extra_disk(json_t *d, size_t i, const char *bundle_dir, boot_settings *s,
+                            boot_disk *x)
+{
+    static const char *const ek[] = {"file", "bus", "read_only", NULL};
+    int bus = BOOT_BUS_VIRTIO, rc;
+    if (!json_is_object(d))
+        return bad("disks[%zu] must be an object", i);
+    if ((rc = only_keys(d, "disks[].", ek)) || (rc = get_str(d, "file", &x->file, "disks[].file", 1)) ||
+        (rc = get_enum(d, "bus", bus_names, &bus, "disks[].bus", "virtio, nvme or usb")) ||
+        (rc = bus_for_os(s, (boot_bus)bus, "disks[].bus")) ||
+        (rc = bundle_file(bundle_dir, x->file, "disks[].file")))
+        return rc;
+    if (!strcmp(x->file, BOOT_DISK_FILE) || (s->installer && !strcmp(x->file, s->installer)))
+        return bad("disks[].file '%s' is the boot disk or the installer media already", x->file);
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(s->disks[j].file, x->file))
+            return bad("disks[].file '%s' is listed twice", x->file);
+    json_t *ro = json_object_get(d, "read_only");
+    if (ro && !json_is_boolean(ro))
+        return bad("disks[].read_only must be true or false");
+    x->bus = (boot_bus)bus;
+    x->read_only = ro ? json_is_true(ro) : 0;
+    return 0;
+}
+
+/* extra disks: images in the bundle, on virtio, NVMe or USB mass storage */
+static int parse_disks(json_t *root, const char *bundle_dir, boot_settings *s)
+{
+    json_t *a = json_object_get(root, "disks"), *d;
+    size_t i;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > BOOT_MAX_DISKS)
+        return bad("disks must be a list of at most %d disks", BOOT_MAX_DISKS);
+    s->disks = calloc(json_array_size(a) + 1, sizeof *s->disks);
+    if (!s->disks)
+        return -ENOMEM;
+    json_array_foreach(a, i, d)
+    {
+        int rc = parse_extra_disk(d, i, bundle_dir, s, &s->disks[s->ndisks++]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* rosetta: {"tag": T}, Rosetta's directory share for a Linux guest (vz) */
+static int parse_rosetta(json_t *root, boot_settings *s)
+{
+    static const char *const rk[] = {"tag", NULL};
+    json_t *r;
+    int rc = get_object(root, "rosetta", &r);
+    if (rc || !r)
+        return rc;
+    if ((rc = only_keys(r, "rosetta.", rk)) || (rc = get_str(r, "tag", &s->rosetta, "rosetta.tag", 1)))
+        return rc;
+    if (s->os != BOOT_OS_LINUX)
+        return bad("rosetta is for Linux guests (it runs x86-64 Linux binaries)");
+    if (boot_tag_check(s->rosetta, "rosetta.tag"))
+        return bad("%s", boot_error());
+    for (size_t i = 0; i < s->nshares; i++)
+        if (!strcmp(s->shares[i].tag, s->rosetta))
+            return bad("rosetta.tag '%s' is a shared folder's tag too", s->rosetta);
+    return 0;
+}
+
 static int parse_disk(json_t *root, boot_settings *s)
 {
-    static const char *const dk[] = {"caching", "sync", NULL};
+    static const char *const dk[] = {"caching", "sync", "bus", "nbd", NULL};
     /* Linux guests default to cached: tart and Lima chose it after reports
      * of filesystem corruption with automatic (UTM #4840) */
     int c = s->os == BOOT_OS_LINUX ? BOOT_CACHE_CACHED : BOOT_CACHE_AUTOMATIC, y = BOOT_SYNC_FULL;
@@ -363,7 +535,8 @@ static int parse_disk(json_t *root, boot_settings *s)
         ((rc = only_keys(disk, "disk.", dk)) ||
          (rc = get_enum(disk, "caching", caching_names, &c, "disk.caching",
                         "automatic, cached or uncached")) ||
-         (rc = get_enum(disk, "sync", sync_names, &y, "disk.sync", "full, fsync or none"))))
+         (rc = get_enum(disk, "sync", sync_names, &y, "disk.sync", "full, fsync or none")) ||
+         (rc = parse_disk_devices(disk, s))))
         return rc;
     s->disk_caching = (boot_caching)c;
     s->disk_sync = (boot_sync)y;
@@ -374,14 +547,15 @@ static int parse_json(json_t *root, const char *bundle_dir, boot_settings *s)
 {
     static const char *const top[] = {"version", "os", "cpus", "memory_mib", "mac", "display",
                                       "boot", "shared_folders", "disk", "ssh_user",
-                                      "installer", NULL};
+                                      "installer", "disks", "rosetta", NULL};
     int rc;
     if (!json_is_object(root))
         return bad("must be a JSON object");
     if ((rc = only_keys(root, "", top)) || (rc = parse_machine(root, s)) ||
         (rc = parse_display(root, s)) || (rc = parse_boot(root, bundle_dir, s)) ||
         (rc = parse_installer(root, bundle_dir, s)) || (rc = parse_shares(root, s)) ||
-        (rc = parse_disk(root, s)) || (rc = parse_ssh_user(root, s)))
+        (rc = parse_disk(root, s)) || (rc = parse_ssh_user(root, s)) ||
+        (rc = parse_disks(root, bundle_dir, s)) || (rc = parse_rosetta(root, s)))
         return rc;
     return 0;
 }
@@ -426,6 +600,32 @@ int boot_settings_load(const char *bundle_dir, boot_settings *out)
     return rc;
 }
 
+/* the Sonoma-era devices, each only when not its default: settings
+ * without them keep the text, and so the configuration hash, they had */
+static void devices_to_json(const boot_settings *s, json_t *disk, json_t *o)
+{
+    if (s->disk_bus != BOOT_BUS_VIRTIO)
+        json_object_set_new(disk, "bus", json_string(bus_names[s->disk_bus]));
+    if (s->disk_nbd)
+        json_object_set_new(disk, "nbd", json_string(s->disk_nbd));
+    if (s->ndisks) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->ndisks; i++) {
+            json_t *d = json_object();
+            json_object_set_new(d, "file", json_string(s->disks[i].file));
+            json_object_set_new(d, "bus", json_string(bus_names[s->disks[i].bus]));
+            json_object_set_new(d, "read_only", json_boolean(s->disks[i].read_only));
+            json_array_append_new(a, d);
+        }
+        json_object_set_new(o, "disks", a);
+    }
+    if (s->rosetta) {
+        json_t *r = json_object();
+        json_object_set_new(r, "tag", json_string(s->rosetta));
+        json_object_set_new(o, "rosetta", r);
+    }
+}
+
 static json_t *to_json(const boot_settings *s, int with_mac)
 {
     json_t *o = json_object();
@@ -440,6 +640,10 @@ static json_t *to_json(const boot_settings *s, int with_mac)
         json_object_set_new(d, "width", json_integer(s->display_width));
         json_object_set_new(d, "height", json_integer(s->display_height));
         json_object_set_new(d, "ppi", json_integer(s->display_ppi));
+        /* how the window behaves, not the VM: outside the hash like ssh_user */
+        if (with_mac && s->display_reconfigure != BOOT_RECONFIGURE_AUTO)
+            json_object_set_new(d, "reconfigure",
+                                json_boolean(s->display_reconfigure == BOOT_RECONFIGURE_ON));
         json_object_set_new(o, "display", d);
     }
     json_t *b = json_object();
@@ -469,6 +673,7 @@ static json_t *to_json(const boot_settings *s, int with_mac)
     json_t *disk = json_object();
     json_object_set_new(disk, "caching", json_string(caching_names[s->disk_caching]));
     json_object_set_new(disk, "sync", json_string(sync_names[s->disk_sync]));
+    devices_to_json(s, disk, o);
     json_object_set_new(o, "disk", disk);
     if (with_mac && s->ssh_user) /* how to log in, not what a saved state depends on */
         json_object_set_new(o, "ssh_user", json_string(s->ssh_user));
@@ -553,6 +758,11 @@ void boot_settings_free(boot_settings *s)
     free(s->cmdline);
     free(s->efi_vars);
     free(s->installer);
+    free(s->disk_nbd);
+    free(s->rosetta);
+    for (size_t i = 0; i < s->ndisks; i++)
+        free(s->disks[i].file);
+    free(s->disks);
     for (size_t i = 0; i < s->nshares; i++) {
         free(s->shares[i].tag);
         free(s->shares[i].path);

@@ -41,6 +41,14 @@ enum { VZ_STATE_STOPPED = 0, VZ_STATE_RUNNING = 1, VZ_STATE_PAUSED = 2, VZ_STATE
 enum { VZ_CACHE_AUTOMATIC = 0, VZ_CACHE_UNCACHED = 1, VZ_CACHE_CACHED = 2 };
 /* VZDiskImageSynchronizationMode */
 enum { VZ_SYNC_FULL = 1, VZ_SYNC_FSYNC = 2, VZ_SYNC_NONE = 3 };
+/* VZDiskSynchronizationMode (macOS 14: the NBD attachment's) */
+enum { VZ_DISK_SYNC_FULL = 0, VZ_DISK_SYNC_NONE = 1 };
+/* VZLinuxRosettaAvailability */
+enum { VZ_ROSETTA_NOT_SUPPORTED = 0, VZ_ROSETTA_NOT_INSTALLED = 1, VZ_ROSETTA_INSTALLED = 2 };
+/* how long the NBD client waits for its server, in seconds (Apple's example: 5) */
+#define NBD_TIMEOUT_S 10.0
+/* Rosetta's download and install, prompted by macOS */
+#define T_ROSETTA 600000u
 
 /* a macOS guest needs a display even when nobody looks at it */
 #define DEFAULT_WIDTH 1920
@@ -424,6 +432,109 @@ static objc_id make_loader(build *b)
     return b->rc ? NULL : loader;
 }
 
+/* The device a disk attachment is on: virtio-blk, NVMe (macOS 14, Linux
+ * guests) or USB mass storage (macOS 13). The host's version is checked
+ * before the build (newer_than_host). */
+static objc_id disk_device(build *b, boot_bus bus, objc_id att, const char *what)
+{
+    static const char *const cls[] = {[BOOT_BUS_VIRTIO] = "VZVirtioBlockDeviceConfiguration",
+                                      [BOOT_BUS_NVME] = "VZNVMExpressControllerDeviceConfiguration",
+                                      [BOOT_BUS_USB] = "VZUSBMassStorageDeviceConfiguration"};
+    if (b->rc || !att)
+        return NULL;
+    if ((unsigned)bus >= sizeof cls / sizeof cls[0]) {
+        b->rc = boot_fail(EINVAL, "%s: unknown bus %d", what, (int)bus);
+        return NULL;
+    }
+    return inited(b, alloc_init(b, cls[bus], "initWithAttachment:", att), EIO,
+                  "Virtualization.framework could not make the device of %s", what);
+}
+
+/*
+ * The boot disk from an NBD export (macOS 14): the URL as Apple's
+ * validateURL:error: takes it, a bounded wait for the server, and the
+ * guest's flushes passed on (full) or not (none); an NBD disk has no
+ * fsync-only mode, nor a host cache of ours to choose.
+ */
+static objc_id nbd_attachment(build *b)
+{
+    const boot_settings *s = b->s;
+    objc_id cls = need_class(b, "VZNetworkBlockDeviceStorageDeviceAttachment");
+    objc_id url_cls = need_class(b, "NSURL");
+    if (!cls || !url_cls)
+        return NULL;
+    if (s->disk_sync == BOOT_SYNC_FSYNC) {
+        b->rc = boot_fail(EINVAL, "disk.sync fsync: an NBD disk synchronizes full or none");
+        return NULL;
+    }
+    objc_id err = NULL, url = oc_send_id(url_cls, "URLWithString:", oc_str(s->disk_nbd));
+    if (!url || !oc_send_bool_id_err(cls, "validateURL:error:", url, &err)) {
+        b->rc = fail_ns(EINVAL, err, "disk.nbd %s: not an NBD URL Virtualization.framework takes",
+                        s->disk_nbd);
+        return NULL;
+    }
+    objc_id att = oc_send_id_f64_bool_i64_err(
+        oc_send(cls, "alloc"), "initWithURL:timeout:forcedReadOnly:synchronizationMode:error:", url,
+        NBD_TIMEOUT_S, 0, s->disk_sync == BOOT_SYNC_NONE ? VZ_DISK_SYNC_NONE : VZ_DISK_SYNC_FULL, &err);
+    if (!att) {
+        b->rc = fail_ns(EIO, err, "disk.nbd %s: Virtualization.framework can't attach it", s->disk_nbd);
+        return NULL;
+    }
+    return oc_autorelease(att);
+}
+
+/* The extra disks (settings.disks): bundle images with the boot disk's
+ * caching and synchronization modes, each on its bus; into devs, counted. */
+static size_t extra_disks(build *b, objc_id *devs)
+{
+    const boot_settings *s = b->s;
+    size_t n = 0;
+    for (size_t i = 0; i < s->ndisks && i < BOOT_MAX_DISKS && !b->rc; i++) {
+        static const int64_t caching[] = {[BOOT_CACHE_AUTOMATIC] = VZ_CACHE_AUTOMATIC,
+                                          [BOOT_CACHE_CACHED] = VZ_CACHE_CACHED,
+                                          [BOOT_CACHE_UNCACHED] = VZ_CACHE_UNCACHED};
+        static const int64_t sync[] = {[BOOT_SYNC_FULL] = VZ_SYNC_FULL, [BOOT_SYNC_FSYNC] = VZ_SYNC_FSYNC,
+                                       [BOOT_SYNC_NONE] = VZ_SYNC_NONE};
+        const boot_disk *d = &s->disks[i];
+        char path[PATH_MAX];
+        if (!bundle_file(b, d->file, d->read_only ? R_OK : R_OK | W_OK, path))
+            break;
+        objc_id err = NULL, att = alloc(b, "VZDiskImageStorageDeviceAttachment");
+        if (att)
+            att = oc_send_id_bool_i64_i64_err(att, "initWithURL:readOnly:cachingMode:synchronizationMode:error:",
+                                              oc_url(path), d->read_only, caching[s->disk_caching],
+                                              sync[s->disk_sync], &err);
+        if (!att && !b->rc)
+            b->rc = fail_ns(EIO, err, "%s: Virtualization.framework can't attach it as a disk", path);
+        objc_id dev = disk_device(b, d->bus, oc_autorelease(att), d->file);
+        if (dev)
+            devs[n++] = dev;
+    }
+    return b->rc ? 0 : n;
+}
+
+/* Rosetta's directory share under its tag (Linux guests; macOS 13 on Apple
+ * silicon): the guest mounts it with virtiofs and registers it with
+ * binfmt_misc. Its availability was checked before (rosetta_ready). */
+static objc_id rosetta_share(build *b)
+{
+    const char *tag = b->s->rosetta;
+    if (b->rc || !tag)
+        return NULL;
+    objc_id err = NULL, share = alloc(b, "VZLinuxRosettaDirectoryShare");
+    if (share)
+        share = oc_send_err(share, "initWithError:", &err);
+    if (!share && !b->rc) {
+        b->rc = fail_ns(ENOTSUP, err, "rosetta: Virtualization.framework can't share Rosetta");
+        return NULL;
+    }
+    oc_autorelease(share);
+    objc_id dev = inited(b, alloc_init(b, "VZVirtioFileSystemDeviceConfiguration", "initWithTag:", oc_str(tag)),
+                         EIO, "rosetta tag '%s': Virtualization.framework refused it", tag);
+    set(b, dev, "setShare:", share);
+    return b->rc ? NULL : dev;
+}
+
 static objc_id storage(build *b)
 {
     static const int64_t caching[] = {[BOOT_CACHE_AUTOMATIC] = VZ_CACHE_AUTOMATIC,
@@ -441,6 +552,8 @@ static objc_id storage(build *b)
         b->rc = boot_fail(EINVAL, "unknown disk caching or sync mode");
         return NULL;
     }
+    if (s->disk_nbd)
+        return disk_device(b, s->disk_bus, nbd_attachment(b), "the boot disk");
     if (!bundle_file(b, "Disk.img", R_OK | W_OK, path))
         return NULL;
     objc_id att = alloc(b, "VZDiskImageStorageDeviceAttachment"), err = NULL;
@@ -454,8 +567,7 @@ static objc_id storage(build *b)
         return NULL;
     }
     oc_autorelease(att);
-    return inited(b, alloc_init(b, "VZVirtioBlockDeviceConfiguration", "initWithAttachment:", att),
-                  EIO, "Virtualization.framework could not make the disk device");
+    return disk_device(b, s->disk_bus, att, "the boot disk");
 }
 
 /*
@@ -787,7 +899,9 @@ static objc_id configuration(build *b)
     int linux_gui = !mac && b->o->gui;
     objc_id platform = mac ? mac_platform(b) : generic_platform(b);
     objc_id loader = make_loader(b);
-    objc_id disks[2] = {storage(b), installer_media(b)};
+    objc_id disks[2 + BOOT_MAX_DISKS] = {storage(b), installer_media(b)};
+    size_t ndisks = disks[1] ? 2 : 1;
+    ndisks += extra_disks(b, disks + ndisks);
     objc_id net = network(b);
     objc_id rng = has_entropy(s, b->savable) ? make(b, "VZVirtioEntropyDeviceConfiguration") : NULL;
     objc_id serial = serial_port(b);
@@ -795,8 +909,10 @@ static objc_id configuration(build *b)
     objc_id kbds[2], ptrs[2];
     size_t nkbds = mac || linux_gui ? input_devices(b, keyboard_classes, kbds) : 0;
     size_t nptrs = mac || linux_gui ? input_devices(b, pointer_classes, ptrs) : 0;
-    objc_id devs[MAX_SHARES];
+    objc_id devs[MAX_SHARES + 1];
     size_t ndevs = shares(b, devs);
+    if ((devs[ndevs] = rosetta_share(b)))
+        ndevs++;
 
     objc_id conf = make(b, "VZVirtualMachineConfiguration");
     if (b->rc)
@@ -805,7 +921,7 @@ static objc_id configuration(build *b)
     set(b, conf, "setBootLoader:", loader);
     oc_send_void_u64(conf, "setCPUCount:", s->cpus);
     oc_send_void_u64(conf, "setMemorySize:", s->memory_mib * 1024 * 1024);
-    set_list(b, conf, "setStorageDevices:", disks, disks[1] ? 2 : 1);
+    set_list(b, conf, "setStorageDevices:", disks, ndisks);
     set_list(b, conf, "setNetworkDevices:", &net, 1);
     if (rng)
         set_list(b, conf, "setEntropyDevices:", &rng, 1);
@@ -860,6 +976,8 @@ static const char *cannot_save(const boot_start_opts *o)
         return guest_cannot_save(o);
     if (!o->settings->mac[0])
         return "its settings record no MAC address, and a restore needs the one it was saved with";
+    if (o->settings->disk_nbd)
+        return "its boot disk is an NBD export, outside the instance, which a saved state can't keep";
     if (o->console && !o->restore_state)
         return "--console puts its console on this terminal, which a saved state can't keep";
     if (o->gui && o->settings->os != BOOT_OS_MACOS)
@@ -925,6 +1043,82 @@ static objc_id checked_configuration(build *b)
              c.why);
         b->savable = 0;
     }
+}
+
+/* ---------- what this host's macOS offers ---------- */
+
+/* A device the settings ask for that arrived in a newer macOS than this
+ * host's: the reason, one line, or NULL. Checked before anything is built,
+ * as the class (or selector) being there, like cannot_save. */
+static const char *newer_than_host(const boot_start_opts *o)
+{
+    const boot_settings *s = o->settings;
+    int usb = 0, nvme = s->disk_bus == BOOT_BUS_NVME;
+    for (size_t i = 0; i < s->ndisks; i++) {
+        usb |= s->disks[i].bus == BOOT_BUS_USB;
+        nvme |= s->disks[i].bus == BOOT_BUS_NVME;
+    }
+    objc_id view = oc_class("VZVirtualMachineView");
+    if (nvme && !oc_class("VZNVMExpressControllerDeviceConfiguration"))
+        return "an NVMe disk (bus nvme) needs macOS 14 or later (VZNVMExpressControllerDeviceConfiguration)";
+    if (s->disk_nbd && !oc_class("VZNetworkBlockDeviceStorageDeviceAttachment"))
+        return "an NBD disk (disk.nbd) needs macOS 14 or later (VZNetworkBlockDeviceStorageDeviceAttachment)";
+    if (usb && !oc_class("VZUSBMassStorageDeviceConfiguration"))
+        return "a USB disk (bus usb) needs macOS 13 or later (VZUSBMassStorageDeviceConfiguration)";
+    if (s->rosetta && !oc_class("VZLinuxRosettaDirectoryShare"))
+        return "rosetta needs macOS 13 or later on Apple silicon (VZLinuxRosettaDirectoryShare)";
+    if (o->gui && s->display_reconfigure == BOOT_RECONFIGURE_ON &&
+        !(view && oc_instances_respond(view, "setAutomaticallyReconfiguresDisplay:")))
+        return "display.reconfigure needs macOS 14 or later (VZVirtualMachineView's "
+               "automaticallyReconfiguresDisplay); set it to auto or off here";
+    return NULL;
+}
+
+struct rosetta_call {
+    int64_t availability;
+};
+
+static void rosetta_availability(void *p)
+{
+    struct rosetta_call *c = p;
+    c->availability = oc_send_i64(oc_class("VZLinuxRosettaDirectoryShare"), "availability");
+}
+
+/* macOS asks its user to install Rosetta (a download): on its own queue,
+ * waited for off it, bounded */
+static int install_rosetta(const boot_start_opts *o)
+{
+    char msg[1024];
+    note(o, "rosetta: Rosetta is not installed on this Mac; macOS asks to install it");
+    objc_id queue = oc_queue("strata.vz.rosetta");
+    if (!queue)
+        return boot_fail(EIO, "could not make a dispatch queue for Rosetta's install");
+    unsigned ms = timeout_ms(T_ROSETTA);
+    int rc = oc_send_completion(queue, oc_class("VZLinuxRosettaDirectoryShare"),
+                                "installRosettaWithCompletionHandler:", NULL, ms, msg, sizeof msg);
+    oc_queue_release(queue);
+    if (rc == OC_TIMED_OUT)
+        return boot_fail(ETIMEDOUT, "rosetta: Rosetta's install did not finish in %u s", (ms + 999) / 1000);
+    if (rc)
+        return boot_fail(ENOTSUP, "rosetta: Rosetta was not installed: %s", msg);
+    return 0;
+}
+
+/* Rosetta, where the settings ask for it: there, or installed now */
+static int rosetta_ready(const boot_start_opts *o)
+{
+    char why[512];
+    struct rosetta_call c = {VZ_ROSETTA_NOT_SUPPORTED};
+    if (!o->settings->rosetta)
+        return 0;
+    if (oc_guard(rosetta_availability, &c, why, sizeof why) != 0)
+        return boot_fail(EIO, "rosetta: Virtualization.framework raised an exception: %s", why);
+    if (c.availability == VZ_ROSETTA_INSTALLED)
+        return 0;
+    if (c.availability == VZ_ROSETTA_NOT_INSTALLED)
+        return install_rosetta(o);
+    return boot_fail(ENOTSUP, "rosetta: this Mac can't run Rosetta for Linux (it needs Apple silicon "
+                              "and macOS 13 or later)");
 }
 
 /* ---------- the running VM ---------- */
@@ -1024,6 +1218,14 @@ static void window_title(build *b, objc_id window)
     set(b, window, "setTitle:", oc_str(title));
 }
 
+/* The guest's display follows the window's size (macOS 14): auto where the
+ * host has it, on (checked before the start: newer_than_host), off never. */
+static void reconfigure_display(objc_id view, boot_reconfigure how)
+{
+    if (how != BOOT_RECONFIGURE_OFF && oc_responds(view, "setAutomaticallyReconfiguresDisplay:"))
+        oc_send_void_bool(view, "setAutomaticallyReconfiguresDisplay:", 1);
+}
+
 /*
  * The VM's display in a window of this process: NSApplication (a regular
  * app), a VZVirtualMachineView showing the VM and taking the system keys,
@@ -1049,8 +1251,7 @@ static int open_window(boot_vm *vm, const boot_start_opts *o)
     if (view) {
         oc_send_void_id(view, "setVirtualMachine:", vm->vm);
         oc_send_void_bool(view, "setCapturesSystemKeys:", 1);
-        if (oc_responds(view, "setAutomaticallyReconfiguresDisplay:")) /* macOS 14 */
-            oc_send_void_bool(view, "setAutomaticallyReconfiguresDisplay:", 1);
+        reconfigure_display(view, s->display_reconfigure);
     }
     objc_id vc = make(&b, "NSViewController");
     set(&b, vc, "setView:", view);
@@ -1162,6 +1363,12 @@ static int vz_start(const boot_start_opts *o, boot_vm **out)
     if (o->restore_state && access(o->restore_state, R_OK) != 0)
         return boot_fail_errno(errno, "saved state %s", o->restore_state);
 
+    const char *newer = newer_than_host(o);
+    if (newer)
+        return boot_fail(ENOTSUP, "%s", newer);
+    int ready = rosetta_ready(o);
+    if (ready)
+        return ready;
     build b = {.o = o, .s = o->settings};
     objc_id pool = oc_pool_push();
     objc_id conf = checked_configuration(&b);
@@ -1303,20 +1510,36 @@ static int vz_pid(boot_vm *vm)
  * driver makes. A restore into a VM with other devices fails with "invalid
  * argument", so they are recorded with the state and compared first.
  */
+/* the extra disks' controllers and Rosetta's share, only where there are
+ * some: a device line of settings without them stays what it was */
+static void more_devices(const boot_settings *s, char *out, size_t len)
+{
+    static const char *const bus[] = {"virtio-blk", "nvme", "usb-mass-storage"};
+    size_t at = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < s->ndisks && at < len; i++)
+        at += (size_t)snprintf(out + at, len - at, "%s%s", i ? "," : " disks=",
+                               bus[s->disks[i].bus % 3]);
+    if (s->rosetta && at < len)
+        snprintf(out + at, len - at, " rosetta=virtio-fs");
+}
+
 static int vz_devices(const boot_settings *s, char *out, size_t len)
 {
     int mac = s->os == BOOT_OS_MACOS;
-    char kbd[128] = "none", ptr[128] = "none";
+    char kbd[128] = "none", ptr[128] = "none", more[256];
     if (mac) {
         /* a host without save/restore gets the devices of a VM that can't be saved */
         class_names(keyboard_classes, 1, host_can_save(), kbd, sizeof kbd);
         class_names(pointer_classes, 1, host_can_save(), ptr, sizeof ptr);
     }
+    more_devices(s, more, sizeof more);
     int n = snprintf(out, len,
-                     "vz1 platform=%s disk=virtio-blk net=virtio-nat serial=virtio-console:file "
-                     "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs%s",
-                     mac ? "mac" : "generic", has_entropy(s, 1) ? "virtio" : "none", kbd, ptr,
-                     mac ? "mac" : "none", s->installer ? " installer=usb-mass-storage" : "");
+                     "vz1 platform=%s disk=%s net=virtio-nat serial=virtio-console:file "
+                     "entropy=%s keyboard=%s pointer=%s graphics=%s fs=virtio-fs%s%s",
+                     mac ? "mac" : "generic", s->disk_bus == BOOT_BUS_NVME ? "nvme" : "virtio-blk",
+                     has_entropy(s, 1) ? "virtio" : "none", kbd, ptr, mac ? "mac" : "none",
+                     s->installer ? " installer=usb-mass-storage" : "", more);
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 

@@ -166,13 +166,91 @@ static int take_unshares(int *argc, char **argv, const char ***out, size_t *n)
     return 0;
 }
 
+/* "PATH[:virtio|:nvme|:usb][:ro]": the suffixes, in any order, off the end */
+static int disk_spec(const char *spec, boot_disk *d)
+{
+    char *path = strdup(spec);
+    if (!path)
+        return cli_fail("out of memory");
+    *d = (boot_disk){.bus = BOOT_BUS_VIRTIO};
+    for (char *colon; (colon = strrchr(path, ':'));) {
+        int bus = boot_bus_value(colon + 1);
+        if (!strcmp(colon + 1, "ro"))
+            d->read_only = 1;
+        else if (bus >= 0)
+            d->bus = (boot_bus)bus;
+        else
+            break; /* a colon of the path itself */
+        *colon = 0;
+    }
+    if (!*path) {
+        free(path);
+        return cli_fail("--add-disk '%s': give PATH[:virtio|:nvme|:usb][:ro]", spec);
+    }
+    d->file = path;
+    return 0;
+}
+
+/* --add-disk SPEC and --remove-disk NAME, any number of times: taken out of
+ * argv into o (the paths malloc'd: free_disks) */
+static int take_disks(int *argc, char **argv, boot_set_opts *o, boot_disk **add, const char ***remove)
+{
+    *add = calloc((size_t)*argc + 1, sizeof **add);
+    *remove = calloc((size_t)*argc + 1, sizeof **remove);
+    if (!*add || !*remove)
+        return cli_fail("out of memory");
+    int w = 0;
+    for (int i = 0; i < *argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int adding = !strcmp(a, "--add-disk") || !strncmp(a, "--add-disk=", 11);
+        int removing = !strcmp(a, "--remove-disk") || !strncmp(a, "--remove-disk=", 14);
+        if (!adding && !removing) {
+            argv[w++] = argv[i];
+            continue;
+        }
+        v = strchr(a, '=') ? strchr(a, '=') + 1 : i + 1 < *argc ? argv[++i] : NULL;
+        if (!v)
+            return cli_fail("%s needs a value", adding ? "--add-disk" : "--remove-disk");
+        if (removing)
+            (*remove)[o->nremove_disks++] = v;
+        else if (disk_spec(v, &(*add)[o->nadd_disks++]))
+            return 1;
+    }
+    *argc = w;
+    argv[w] = NULL;
+    o->add_disks = *add;
+    o->remove_disks = *remove;
+    return 0;
+}
+
+static void free_disks(boot_disk *add, size_t n, const char **remove)
+{
+    for (size_t i = 0; add && i < n; i++)
+        free(add[i].file);
+    free(add);
+    free(remove);
+}
+
+/* set's device options changed nothing */
+static int no_device_change(const boot_set_opts *o)
+{
+    return !o->disk_caching && !o->disk_sync && !o->disk_bus && !o->disk_nbd && !o->rosetta &&
+           !o->display_reconfigure && !o->nadd_disks && !o->nremove_disks;
+}
+
 static int set_opts(int argc, char **argv, boot_set_opts *o)
 {
     const char *cpus = NULL, *mem = NULL, *size = NULL, *display = NULL, *installer = NULL;
     cli_opt opts[] = {{"--cpus", 1, &cpus, NULL},         {"--memory", 1, &mem, NULL},
                       {"--disk-size", 1, &size, NULL},    {"--display", 1, &display, NULL},
                       {"--mac", 1, &o->mac, NULL},        {"--installer", 1, &installer, NULL},
-                      {"-t", 1, &o->tag, NULL},           {"-m", 1, &o->message, NULL}};
+                      {"-t", 1, &o->tag, NULL},           {"-m", 1, &o->message, NULL},
+                      {"--disk-cache", 1, &o->disk_caching, NULL},
+                      {"--disk-sync", 1, &o->disk_sync, NULL},
+                      {"--disk-bus", 1, &o->disk_bus, NULL},
+                      {"--disk-nbd", 1, &o->disk_nbd, NULL},
+                      {"--rosetta", 1, &o->rosetta, NULL},
+                      {"--display-reconfigure", 1, &o->display_reconfigure, NULL}};
     char *pos[1];
     int n;
     if (cli_parse(argc, argv, opts, sizeof opts / sizeof *opts, pos, 1, &n, "set") || cli_need(n, 1, "set"))
@@ -188,7 +266,7 @@ static int set_opts(int argc, char **argv, boot_set_opts *o)
         return cli_fail("--installer takes none (detach the installer media)");
     o->detach_installer = installer != NULL;
     if (!o->cpus && !o->memory_mib && !o->disk_bytes && !o->display_width && !o->mac &&
-        !o->detach_installer && !o->nadd && !o->nremove)
+        !o->detach_installer && !o->nadd && !o->nremove && no_device_change(o))
         return cli_fail("set: nothing to change (see 'strata help set')");
     return 0;
 }
@@ -197,9 +275,11 @@ static int cmd_set(int argc, char **argv)
 {
     boot_set_opts o = {.note = cli_note};
     boot_share *add = NULL;
-    const char **remove = NULL;
+    const char **remove = NULL, **remove_disks = NULL;
+    boot_disk *add_disks = NULL;
     int rc = cli_take_shares(&argc, argv, "--share", &add, &o.nadd) ||
-             take_unshares(&argc, argv, &remove, &o.nremove);
+             take_unshares(&argc, argv, &remove, &o.nremove) ||
+             take_disks(&argc, argv, &o, &add_disks, &remove_disks);
     o.add_shares = add;
     o.remove_shares = remove;
     store *st = NULL;
@@ -215,6 +295,7 @@ static int cmd_set(int argc, char **argv)
         printf("%s\n", id.hex);
     cli_free_shares(add, o.nadd);
     free(remove);
+    free_disks(add_disks, o.nadd_disks, remove_disks);
     return rc;
 }
 
@@ -231,12 +312,23 @@ const cli_verb cli_create_verbs[] = {
      "directly. Sizes: 8G, 512M, 1T (a plain\n"     "number is GiB). Prints the new layer's id."},
     {"set", cmd_set,
      "set REF|DIR [--cpus N] [--memory MiB] [--disk-size SIZE] [--display WxH] [--mac auto|MAC] "
-     "[--share TAG=PATH[:ro]]... [--unshare TAG]... [--installer none] [-t TAG] [-m MESSAGE]",
+     "[--share TAG=PATH[:ro]]... [--unshare TAG]... [--installer none] "
+     "[--disk-cache automatic|cached|uncached] [--disk-sync full|fsync|none] [--disk-bus virtio|nvme] "
+     "[--disk-nbd URL|none] [--add-disk PATH[:virtio|:nvme|:usb][:ro]]... [--remove-disk NAME]... "
+     "[--rosetta TAG|none] [--display-reconfigure on|off|auto] [-t TAG] [-m MESSAGE]",
      "Change a VM's hardware, with the checks Settings.json gets. On a layer REF it makes\n"
      "a child layer (a tag REF moves to it, or -t names it) and prints its id; on a clone\n"
      "directory DIR it changes the clone in place. --disk-size only grows the disk, which\n"
      "stays sparse (grow the guest's partition and filesystem inside it). --share adds a\n"
      "host folder (or replaces the one with that tag); --unshare removes one. --installer\n"
-     "none detaches the installer media and drops its file."},
+     "none detaches the installer media and drops its file.\n"
+     "Devices (docs/settings.md): --disk-cache and --disk-sync set the disk's caching and\n"
+     "synchronization modes; --disk-bus nvme puts the boot disk on NVMe (Linux guests);\n"
+     "--disk-nbd boots from an NBD export (nbd://HOST[:PORT][/EXPORT] or\n"
+     "nbd+unix:///EXPORT?socket=/PATH) instead of Disk.img; --add-disk copies a raw image\n"
+     "into the bundle as an extra disk (virtio, nvme or USB mass storage, :ro read-only),\n"
+     "--remove-disk drops one and its file; --rosetta shares Rosetta with a Linux guest\n"
+     "under that virtiofs tag (vz); --display-reconfigure: the window resizes the guest's\n"
+     "display (vz, macOS 14; auto: where the host can)."},
     {NULL, NULL, NULL, NULL},
 };

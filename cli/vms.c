@@ -45,13 +45,17 @@ static int cmd_run(int argc, char **argv)
 {
     const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL, *accel = NULL;
     int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0, gui = 0;
+    boot_run_opts o_dev = {0}; /* the device options, copied into o below */
     cli_opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
                   {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
                   {"--cold", 0, NULL, &cold},         {"--resume", 0, NULL, &resume},
                   {"--ephemeral", 0, NULL, &ephemeral}, {"--console", 0, NULL, &console},
                   {"--new-identity", 0, NULL, &new_id}, {"--allow-duplicate", 0, NULL, &dup},
                   {"--fallback-cold", 0, NULL, &fallback}, {"--accel", 1, &accel, NULL},
-                  {"--gui", 0, NULL, &gui}};
+                  {"--gui", 0, NULL, &gui}, {"--disk-cache", 1, &o_dev.disk_caching, NULL},
+                  {"--disk-sync", 1, &o_dev.disk_sync, NULL}, {"--disk-bus", 1, &o_dev.disk_bus, NULL},
+                  {"--disk-nbd", 1, &o_dev.disk_nbd, NULL}, {"--rosetta", 1, &o_dev.rosetta, NULL},
+                  {"--display-reconfigure", 1, &o_dev.display_reconfigure, NULL}};
     char *pos[1];
     int n;
     boot_share *shares = NULL; /* run --share TAG=PATH[:ro], any number */
@@ -65,7 +69,10 @@ static int cmd_run(int argc, char **argv)
                        .resume = resume, .ephemeral = ephemeral, .console = console,
                        .new_identity = new_id, .allow_duplicate = dup, .fallback_cold = fallback,
                        .gui = gui, .note = cli_note, .started = started,
-                       .shares = shares, .nshares = nshares};
+                       .shares = shares, .nshares = nshares,
+                       .disk_caching = o_dev.disk_caching, .disk_sync = o_dev.disk_sync,
+                       .disk_bus = o_dev.disk_bus, .disk_nbd = o_dev.disk_nbd,
+                       .rosetta = o_dev.rosetta, .display_reconfigure = o_dev.display_reconfigure};
     int rc = run_checked(&o, cpus, mem);
     cli_free_shares(shares, nshares);
     return rc;
@@ -189,7 +196,9 @@ const cli_verb cli_vm_verbs[] = {
     {"run", cmd_run,
      "run REF|DIR [--name N] [--cpus N] [--memory MiB] [--driver vz|qemu] [--cold|--resume] "
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
-     "[--accel kvm|tcg|auto] [--gui] [--share TAG=PATH[:ro]]...",
+     "[--accel kvm|tcg|auto] [--gui] [--share TAG=PATH[:ro]]... "
+     "[--disk-cache automatic|cached|uncached] [--disk-sync full|fsync|none] [--disk-bus virtio|nvme] "
+     "[--disk-nbd URL] [--rosetta TAG|none] [--display-reconfigure on|off|auto]",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -207,7 +216,12 @@ const cli_verb cli_vm_verbs[] = {
      "with --gui resumes only with --gui. qemu forwards a loopback port to the guest's ssh (strata ip, ssh).\n"
 
      "--share opens a host folder for this run (replacing the layer's folder of that tag):\n"
-     "the only folders a layer from an archive or a registry gets."},
+     "the only folders a layer from an archive or a registry gets.\n"
+     "--disk-cache, --disk-sync, --disk-bus, --rosetta and --display-reconfigure change the\n"
+     "instance's devices as set does (written into its Settings.json; not with --resume).\n"
+     "--disk-nbd boots this run from an NBD export instead of Disk.img, without writing it\n"
+     "down; such a VM can't be suspended. A layer from outside opens its own disk.nbd only\n"
+     "when named so."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"

@@ -98,6 +98,8 @@ static struct {
     FILE *live;      /* VZREC_LOG: every line also goes here as it is made */
     long install_ms; /* how long a macOS install takes (VZREC_INSTALL_MS) */
     int events_noted; /* oc_run_events said so once */
+    long rosetta;    /* +[VZLinuxRosettaDirectoryShare availability]: 0 unsupported,
+                        1 not installed, 2 installed (VZREC_ROSETTA) */
 } R;
 
 static pthread_mutex_t L = PTHREAD_MUTEX_INITIALIZER;
@@ -126,6 +128,8 @@ static void env_hooks(void)
     }
     e = getenv("VZREC_INSTALL_MS");
     R.install_ms = e ? atol(e) : 40;
+    e = getenv("VZREC_ROSETTA");
+    R.rosetta = e ? atol(e) : 2;
 }
 
 /* what the environment asks, read before anything else */
@@ -507,6 +511,13 @@ static long take_delay(const char *sel, long fallback)
             return ms;
         }
     return fallback;
+}
+
+void oc_record_rosetta(long availability)
+{
+    LOCK();
+    R.rosetta = availability;
+    UNLOCK();
 }
 
 void oc_record_host(int macos_major)
@@ -1222,6 +1233,14 @@ objc_id oc_send_id(objc_id obj, const char *sel, objc_id a)
             r->text = dup_or_die(arg->text);
         }
         free(why);
+    } else if (m.recv && m.recv->kind == K_CLASS && !strcmp(sel, "URLWithString:")) {
+        char *why = take_failure(sel);
+        if (!why && arg && arg->kind == K_STR) { /* a URL of any scheme, as given */
+            r = new_rec(K_URL, "NSURL");
+            r->text = dup_or_die(arg->text);
+            r->remote = 1;
+        }
+        free(why);
     } else if (m.recv && m.recv->kind == K_OBJ && !strcmp(sel, "initWithDataRepresentation:") &&
                (!arg || !arg->is_data || arg->nbytes == 0)) {
         free(take_failure(sel));
@@ -1371,6 +1390,35 @@ objc_id oc_send_id_bool_err(objc_id obj, const char *sel, objc_id a, int b, objc
     return r;
 }
 
+objc_id oc_send_err(objc_id obj, const char *sel, objc_id *error_out)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "^@");
+    arg_raw(&m, "&error");
+    rec *r = init_with_file(&m, sel, NULL, 0, error_out);
+    UNLOCK();
+    return r;
+}
+
+/* an NBD attachment: the URL is not a file; a failure queued is the error */
+objc_id oc_send_id_f64_bool_i64_err(objc_id obj, const char *sel, objc_id a, double b, int c,
+                                    int64_t d, objc_id *error_out)
+{
+    msg m;
+    LOCK();
+    msg_begin(&m, obj, sel, "@", "@,d,B,q,^@");
+    arg_obj(&m, a);
+    msg_piece(&m);
+    sb_add(&m.line, "%g", b);
+    arg_bool(&m, c);
+    arg_int(&m, d);
+    arg_raw(&m, "&error");
+    rec *r = init_with_file(&m, sel, find(a), 0, error_out);
+    UNLOCK();
+    return r;
+}
+
 void oc_send_void_id(objc_id obj, const char *sel, objc_id a)
 {
     msg m;
@@ -1499,6 +1547,9 @@ int64_t oc_send_i64(objc_id obj, const char *sel)
     long long v = 0;
     if (m.recv && m.recv->vm && !strcmp(sel, "state"))
         v = m.recv->state;
+    else if (m.recv && m.recv->kind == K_CLASS && !strcmp(m.recv->cls, "VZLinuxRosettaDirectoryShare") &&
+             !strcmp(sel, "availability"))
+        v = R.rosetta;
     char text[32];
     snprintf(text, sizeof text, "%lld", v);
     msg_end(&m, text);
@@ -2047,6 +2098,12 @@ static const char *install_outcome(rec *recv, const char *sel, rec *arg, complet
             return "The file couldn't be opened because there is no such file.";
         c->result = new_rec(K_OBJ, "VZMacOSRestoreImage");
         c->result->text = dup_or_die(arg->text);
+        return "";
+    }
+    if (!strcmp(sel, "installRosettaWithCompletionHandler:")) {
+        if (R.rosetta == 0)
+            return "Rosetta is not supported on this Mac.";
+        R.rosetta = 2; /* the user agreed, and it was installed */
         return "";
     }
     if (!strcmp(sel, "fetchLatestSupportedWithCompletionHandler:")) {

@@ -71,6 +71,11 @@ void oc_record_fail(const char *sel, const char *message);
 /* Pretend this host lacks a class (oc_class gives NULL) or a selector
  * (oc_responds gives 0), as an older macOS would. */
 void oc_record_absent(const char *class_or_selector);
+/* What +[VZLinuxRosettaDirectoryShare availability] answers: 0 not
+ * supported, 1 not installed (installRosettaWithCompletionHandler: then
+ * installs it, unless a failure is queued), 2 installed (the default;
+ * VZREC_ROSETTA at reset). */
+void oc_record_rosetta(long availability);
 /* Pretend this host runs macOS `major` (0: the newest): what arrived later
  * (tests/vz-sdk/selectors.tsv) is absent, and sending it is a misuse.
  * VZREC_HOST_MACOS sets it at each reset. */

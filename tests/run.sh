@@ -178,6 +178,8 @@ echo "== remote (registries on 127.0.0.1)"
 script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
 # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
 booting_suite create "create and set (qemu)"
+# the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
+booting_suite devices "devices: NBD, NVMe, extra disks (qemu)"
 # power cuts: strata in the test guest, qemu killed mid-operation
 booting_suite powercut "power cuts (qemu)"
 loop_fs xfs mkfs.xfs -q -f -m reflink=1

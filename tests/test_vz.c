@@ -1518,6 +1518,303 @@ static void test_usb_installer(void **state)
     fx_done(&f);
 }
 
+/* ---------- the Sonoma-era devices ---------- */
+
+/* LINUX_JSON with more fields before its closing brace */
+static void fx_linux_with(fx *f, const char *more)
+{
+    char json[4096];
+    snprintf(json, sizeof json, "%.*s,%s}", (int)strlen(LINUX_JSON) - 1, LINUX_JSON, more);
+    fx_settings(f, json);
+}
+
+/* a start that must be refused in one line, before any configuration */
+static void refused_before_build(fx *f, const char *why)
+{
+    assert_int_equal(f->d->start(&f->o, &f->vm), -ENOTSUP);
+    assert_string_equal(boot_error(), why);
+    assert_null(f->vm);
+    LACKS("VZVirtualMachineConfiguration");
+}
+
+static void test_nvme_disk(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "nvme", 0);
+    fx_linux_with(&f, "\"disk\":{\"bus\":\"nvme\",\"caching\":\"uncached\",\"sync\":\"none\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    /* uncached = 1, none = 3; the same attachment, on an NVMe controller */
+    has_fmt("initWithURL: url(\"%s/Disk.img\") readOnly: NO cachingMode: 1 synchronizationMode: 3 "
+            "error: &error] -> VZDiskImageStorageDeviceAttachment#", f.bundle);
+    HAS("+[VZNVMExpressControllerDeviceConfiguration alloc] -> VZNVMExpressControllerDeviceConfiguration#");
+    HAS("initWithAttachment: VZDiskImageStorageDeviceAttachment#");
+    HAS("setStorageDevices: @[VZNVMExpressControllerDeviceConfiguration#");
+    LACKS("VZVirtioBlockDeviceConfiguration");
+    configuration_then_vm("startWithCompletionHandler:");
+    fx_done(&f);
+
+    fx_init(&f, "nvme-13", 0);
+    oc_record_host(13);
+    fx_linux_with(&f, "\"disk\":{\"bus\":\"nvme\"}");
+    refused_before_build(&f, "an NVMe disk (bus nvme) needs macOS 14 or later "
+                             "(VZNVMExpressControllerDeviceConfiguration)");
+    fx_done(&f);
+
+    /* a macOS guest: refused when the settings are read */
+    boot_settings s;
+    const char *mac = "{\"version\":1,\"os\":\"macos\",\"disk\":{\"bus\":\"nvme\"}}";
+    assert_int_equal(boot_settings_parse(mac, strlen(mac), NULL, &s), -EINVAL);
+    assert_string_equal(boot_error(), "Settings.json: disk.bus nvme is for Linux guests (a macOS "
+                                      "guest boots from virtio)");
+}
+
+static void test_nbd_disk(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "nbd", 0);
+    fx_linux_with(&f, "\"disk\":{\"nbd\":\"nbd+unix:///disk?socket=/run/strata/x.sock\",\"sync\":\"none\"}");
+    f.o.suspendable = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[NSURL URLWithString: \"nbd+unix:///disk?socket=/run/strata/x.sock\"] -> "
+        "url(\"nbd+unix:///disk?socket=/run/strata/x.sock\")");
+    HAS("+[VZNetworkBlockDeviceStorageDeviceAttachment validateURL: "
+        "url(\"nbd+unix:///disk?socket=/run/strata/x.sock\") error: &error] -> YES");
+    /* 10 s for the server; none = VZDiskSynchronizationModeNone (1) */
+    HAS("initWithURL: url(\"nbd+unix:///disk?socket=/run/strata/x.sock\") timeout: 10 "
+        "forcedReadOnly: NO synchronizationMode: 1 error: &error] -> "
+        "VZNetworkBlockDeviceStorageDeviceAttachment#");
+    HAS("initWithAttachment: VZNetworkBlockDeviceStorageDeviceAttachment#");
+    HAS("setStorageDevices: @[VZVirtioBlockDeviceConfiguration#");
+    LACKS("Disk.img");
+    /* the export lives outside the instance: no saved state can hold it */
+    LACKS("validateSaveRestoreSupportWithError:");
+    assert_string_equal(g_notes, "this VM can't be suspended: its boot disk is an NBD export, outside "
+                                 "the instance, which a saved state can't keep; it runs without "
+                                 "save/restore support\n");
+    assert_int_equal(f.d->savable(f.vm), 0);
+    fx_done(&f);
+
+    fx_init(&f, "nbd-fsync", 0);
+    fx_linux_with(&f, "\"disk\":{\"nbd\":\"nbd://127.0.0.1:10809/disk\",\"sync\":\"fsync\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), -EINVAL);
+    assert_string_equal(boot_error(), "disk.sync fsync: an NBD disk synchronizes full or none");
+    fx_done(&f);
+
+    fx_init(&f, "nbd-13", 0);
+    oc_record_host(13);
+    fx_linux_with(&f, "\"disk\":{\"nbd\":\"nbd://127.0.0.1/disk\"}");
+    refused_before_build(&f, "an NBD disk (disk.nbd) needs macOS 14 or later "
+                             "(VZNetworkBlockDeviceStorageDeviceAttachment)");
+    fx_done(&f);
+
+    /* the URL is checked when the settings are read */
+    boot_settings s;
+    const char *bad = "{\"version\":1,\"os\":\"linux\",\"boot\":{\"loader\":\"linux\",\"kernel\":\"k\"},"
+                      "\"disk\":{\"nbd\":\"nbd+unix:///disk?socket=relative.sock\"}}";
+    assert_int_equal(boot_settings_parse(bad, strlen(bad), NULL, &s), -EINVAL);
+    assert_string_equal(boot_error(), "Settings.json: disk.nbd 'nbd+unix:///disk?socket=relative.sock' "
+                                      "must be nbd://HOST[:PORT][/EXPORT] or "
+                                      "nbd+unix:///EXPORT?socket=/ABSOLUTE/PATH (no commas or spaces)");
+}
+
+static void test_extra_disks(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "extra-disks", 0);
+    sparse_file(in(&f, f.bundle, "Data.img"), 1 << 20);
+    sparse_file(in(&f, f.bundle, "Stick.img"), 1 << 20);
+    sparse_file(in(&f, f.bundle, "Fast.img"), 1 << 20);
+    fx_linux_with(&f, "\"disks\":[{\"file\":\"Data.img\"},"
+                      "{\"file\":\"Stick.img\",\"bus\":\"usb\",\"read_only\":true},"
+                      "{\"file\":\"Fast.img\",\"bus\":\"nvme\"}]");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    /* each with the boot disk's modes (Linux: cached = 2, full = 1) */
+    has_fmt("initWithURL: url(\"%s/Data.img\") readOnly: NO cachingMode: 2 synchronizationMode: 1",
+            f.bundle);
+    has_fmt("initWithURL: url(\"%s/Stick.img\") readOnly: YES cachingMode: 2 synchronizationMode: 1",
+            f.bundle);
+    has_fmt("initWithURL: url(\"%s/Fast.img\") readOnly: NO cachingMode: 2 synchronizationMode: 1",
+            f.bundle);
+    HAS("+[VZUSBMassStorageDeviceConfiguration alloc]");
+    HAS("+[VZNVMExpressControllerDeviceConfiguration alloc]");
+    /* the boot disk first, then the extras in their order */
+    HAS("setStorageDevices: @[VZVirtioBlockDeviceConfiguration#");
+    int at = line_of("setStorageDevices:");
+    const char *t = oc_record_transcript();
+    for (int i = 0; i < at; i++)
+        t = strchr(t, '\n') + 1;
+    const char *virtio2 = strstr(t, ", VZVirtioBlockDeviceConfiguration#");
+    const char *usb = strstr(t, ", VZUSBMassStorageDeviceConfiguration#");
+    const char *nvme = strstr(t, ", VZNVMExpressControllerDeviceConfiguration#");
+    assert_true(virtio2 && usb && nvme && virtio2 < usb && usb < nvme);
+    fx_done(&f);
+
+    fx_init(&f, "extra-usb-12", 0);
+    oc_record_host(12);
+    sparse_file(in(&f, f.bundle, "Stick.img"), 1 << 20);
+    fx_linux_with(&f, "\"disks\":[{\"file\":\"Stick.img\",\"bus\":\"usb\"}]");
+    refused_before_build(&f, "a USB disk (bus usb) needs macOS 13 or later "
+                             "(VZUSBMassStorageDeviceConfiguration)");
+    fx_done(&f);
+}
+
+static void test_rosetta(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "rosetta", 0);
+    fx_linux_with(&f, "\"rosetta\":{\"tag\":\"rosetta\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[VZLinuxRosettaDirectoryShare availability] -> 2");
+    LACKS("installRosettaWithCompletionHandler:");
+    HAS("+[VZLinuxRosettaDirectoryShare alloc] -> VZLinuxRosettaDirectoryShare#");
+    HAS("initWithError: &error] -> VZLinuxRosettaDirectoryShare#");
+    HAS("initWithTag: \"rosetta\"] -> VZVirtioFileSystemDeviceConfiguration#");
+    HAS("setShare: VZLinuxRosettaDirectoryShare#");
+    HAS("setDirectorySharingDevices: @[VZVirtioFileSystemDeviceConfiguration#");
+    BEFORE("availability]", "+[VZVirtualMachineConfiguration new]");
+    fx_done(&f);
+
+    /* not installed: macOS asks its user, then the share as before */
+    fx_init(&f, "rosetta-install", 0);
+    oc_record_rosetta(1);
+    fx_linux_with(&f, "\"rosetta\":{\"tag\":\"rosetta\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[VZLinuxRosettaDirectoryShare availability] -> 1");
+    HAS("+[VZLinuxRosettaDirectoryShare installRosettaWithCompletionHandler: ^(NSError *)]");
+    HAS("^ installRosettaWithCompletionHandler: completion(nil)");
+    BEFORE("^ installRosettaWithCompletionHandler: completion(nil)", "initWithError: &error]");
+    assert_string_equal(g_notes, "rosetta: Rosetta is not installed on this Mac; macOS asks to install it\n");
+    fx_done(&f);
+
+    /* the user declines */
+    fx_init(&f, "rosetta-declined", 0);
+    oc_record_rosetta(1);
+    oc_record_fail("installRosettaWithCompletionHandler:", "The user canceled the installation.");
+    fx_linux_with(&f, "\"rosetta\":{\"tag\":\"rosetta\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), -ENOTSUP);
+    assert_string_equal(boot_error(), "rosetta: Rosetta was not installed: The user canceled the installation.");
+    LACKS("VZVirtualMachineConfiguration");
+    fx_done(&f);
+
+    /* an Intel Mac */
+    fx_init(&f, "rosetta-unsupported", 0);
+    oc_record_rosetta(0);
+    fx_linux_with(&f, "\"rosetta\":{\"tag\":\"rosetta\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), -ENOTSUP);
+    assert_string_equal(boot_error(), "rosetta: this Mac can't run Rosetta for Linux (it needs Apple "
+                                      "silicon and macOS 13 or later)");
+    LACKS("installRosettaWithCompletionHandler:");
+    fx_done(&f);
+
+    fx_init(&f, "rosetta-12", 0);
+    oc_record_host(12);
+    fx_linux_with(&f, "\"rosetta\":{\"tag\":\"rosetta\"}");
+    refused_before_build(&f, "rosetta needs macOS 13 or later on Apple silicon (VZLinuxRosettaDirectoryShare)");
+    fx_done(&f);
+
+    /* Rosetta is for Linux guests, and its tag is no shared folder's */
+    boot_settings s;
+    const char *mac = "{\"version\":1,\"os\":\"macos\",\"rosetta\":{\"tag\":\"rosetta\"}}";
+    assert_int_equal(boot_settings_parse(mac, strlen(mac), NULL, &s), -EINVAL);
+    assert_string_equal(boot_error(), "Settings.json: rosetta is for Linux guests (it runs x86-64 Linux binaries)");
+}
+
+static void test_display_reconfigure(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "reconf-off", 1);
+    static const char *fmt = "{\"version\":1,\"os\":\"macos\",\"mac\":\"52:54:00:12:34:56\","
+                             "\"display\":{\"width\":1440,\"height\":900,\"ppi\":144,"
+                             "\"reconfigure\":%s}}";
+    char json[512];
+    snprintf(json, sizeof json, fmt, "false");
+    fx_settings(&f, json);
+    assert_int_equal(f.s.display_reconfigure, BOOT_RECONFIGURE_OFF);
+    f.o.gui = 1;
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("setCapturesSystemKeys: YES]");
+    LACKS("setAutomaticallyReconfiguresDisplay:");
+    fx_done(&f);
+
+    /* asked for on a macOS 13 host: refused, nothing made */
+    fx_init(&f, "reconf-on-13", 1);
+    oc_record_host(13);
+    snprintf(json, sizeof json, fmt, "true");
+    fx_settings(&f, json);
+    f.o.gui = 1;
+    refused_before_build(&f, "display.reconfigure needs macOS 14 or later (VZVirtualMachineView's "
+                             "automaticallyReconfiguresDisplay); set it to auto or off here");
+    fx_done(&f);
+
+    /* without --gui there is no window, so nothing to refuse */
+    fx_init(&f, "reconf-on-13-headless", 1);
+    oc_record_host(13);
+    fx_settings(&f, json);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    fx_done(&f);
+}
+
+/* What a saved state is bound to changes with every device set change:
+ * the settings' hash (config-hash) and the driver's device line. A
+ * default written out changes neither, nor does the window's setting. */
+static void test_device_bindings(void **state)
+{
+    (void)state;
+    static const char *const variants[] = {
+        "\"disk\":{\"bus\":\"nvme\"}",
+        "\"disk\":{\"nbd\":\"nbd://127.0.0.1/disk\"}",
+        "\"disk\":{\"caching\":\"uncached\"}",
+        "\"disk\":{\"sync\":\"none\"}",
+        "\"disks\":[{\"file\":\"Data.img\"}]",
+        "\"disks\":[{\"file\":\"Data.img\",\"bus\":\"usb\"}]",
+        "\"rosetta\":{\"tag\":\"rosetta\"}",
+    };
+    fx f;
+    char base_hash[65], hash[65], base_dev[512], dev[512];
+    fx_init(&f, "bindings", 0);
+    sparse_file(in(&f, f.bundle, "Data.img"), 1 << 20);
+    fx_settings(&f, LINUX_JSON);
+    boot_settings_config_hash(&f.s, base_hash);
+    assert_int_equal(f.d->devices(&f.s, base_dev, sizeof base_dev), 0);
+    /* the line of settings without the new devices is what it was */
+    assert_string_equal(base_dev, "vz1 platform=generic disk=virtio-blk net=virtio-nat "
+                                  "serial=virtio-console:file entropy=virtio keyboard=none "
+                                  "pointer=none graphics=none fs=virtio-fs");
+    boot_settings_free(&f.s);
+    fx_linux_with(&f, "\"disk\":{\"bus\":\"virtio\",\"caching\":\"cached\",\"sync\":\"full\"}");
+    boot_settings_config_hash(&f.s, hash);
+    assert_string_equal(hash, base_hash);
+    /* the window's setting is not the VM's */
+    char display_hash[65];
+    boot_settings_free(&f.s);
+    fx_linux_with(&f, "\"display\":{\"width\":1024,\"height\":768}");
+    boot_settings_config_hash(&f.s, display_hash);
+    boot_settings_free(&f.s);
+    fx_linux_with(&f, "\"display\":{\"width\":1024,\"height\":768,\"reconfigure\":false}");
+    boot_settings_config_hash(&f.s, hash);
+    assert_string_equal(hash, display_hash);
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
+        boot_settings_free(&f.s);
+        fx_linux_with(&f, variants[i]);
+        boot_settings_config_hash(&f.s, hash);
+        if (!strcmp(hash, base_hash))
+            fail_msg("%s does not change the configuration hash", variants[i]);
+    }
+    boot_settings_free(&f.s);
+    fx_linux_with(&f, "\"disk\":{\"bus\":\"nvme\"},\"disks\":[{\"file\":\"Data.img\",\"bus\":\"usb\"}],"
+                      "\"rosetta\":{\"tag\":\"rosetta\"}");
+    assert_int_equal(f.d->devices(&f.s, dev, sizeof dev), 0);
+    assert_string_equal(dev, "vz1 platform=generic disk=nvme net=virtio-nat serial=virtio-console:file "
+                             "entropy=virtio keyboard=none pointer=none graphics=none fs=virtio-fs "
+                             "disks=usb-mass-storage rosetta=virtio-fs");
+    fx_done(&f);
+}
+
 static void test_gui_window(void **state)
 {
     (void)state;
@@ -1801,6 +2098,12 @@ int main(void)
         cmocka_unit_test(test_gui_window),
         cmocka_unit_test(test_exceptions_off_the_queue),
         cmocka_unit_test(test_gui_serves_events_while_waiting),
+        cmocka_unit_test(test_nvme_disk),
+        cmocka_unit_test(test_nbd_disk),
+        cmocka_unit_test(test_extra_disks),
+        cmocka_unit_test(test_rosetta),
+        cmocka_unit_test(test_display_reconfigure),
+        cmocka_unit_test(test_device_bindings),
     };
     return cmocka_run_group_tests_name("vz driver (recorded)", tests, setup_root, teardown_root);
 }
