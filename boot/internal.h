@@ -3,6 +3,7 @@
 #define STRATA_BOOT_INTERNAL_H
 
 #include "../base/error.h"
+#include "../base/file.h"
 #include "boot.h"
 
 /* errors (base/error.h), raised by boot/: set the thread's error and
@@ -14,11 +15,8 @@
 void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* settings.c: write dir/name atomically (dot-named temporary, fsync, rename) */
+/* settings.c: text as dir/name's contents, atomically (base/file.h) */
 int boot_write_atomic(const char *dir, const char *name, const char *text);
-/* fsync the written file tmp, rename it to path, fsync path's directory;
- * removes tmp on failure */
-int boot_publish(const char *tmp, const char *path);
 
 /* instance.c: a running instance by name or directory (ENOENT: "no running
  * instance"); free with boot_instance_free */

@@ -1132,20 +1132,17 @@ static int saves_ram_file(const boot_vm *vm)
 
 static int qemu_save(boot_vm *vm, const char *path)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    unlink(tmp);
     /* QEMU writes to a file we open and hand it (getfd), not to a shell
      * it would start for exec:, which costs a suspend 10-20 ms */
-    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (out < 0)
-        return boot_fail_errno(errno, "%s", tmp);
+    atomic_file out;
+    int rc = atomic_file_open(&out, path, 0644, 0);
+    if (rc)
+        return rc;
     int ram_file = saves_ram_file(vm);
-    int rc = ram_file ? set_ignore_shared(vm) : 0;
+    rc = ram_file ? set_ignore_shared(vm) : 0;
     if (!rc)
         rc = qmp_fd(vm, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"strata-save\"}}",
-                    out, NULL, 10000);
-    close(out); /* QEMU has its own */
+                    out.fd, NULL, 10000);
     if (!rc)
         rc = qmp(vm, "{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"fd:strata-save\"}}",
                  NULL, 10000);
@@ -1167,10 +1164,14 @@ static int qemu_save(boot_vm *vm, const char *path)
             rc = boot_fail(ETIMEDOUT, "saving the state took over 10 minutes");
         usleep(2 * 1000); /* a RAM-file save takes ~15 ms */
     }
-    if (rc || (rc = boot_publish(tmp, path))) {
-        unlink(tmp);
+    if (rc) {
+        atomic_file_abort(&out);
         return rc;
     }
+    /* QEMU's writes, through its own descriptor, are the file's: our fsync
+     * covers them */
+    if ((rc = atomic_file_commit(&out)))
+        return rc;
     saved_as(vm, ram_file);
     return 0;
 }
@@ -1326,10 +1327,15 @@ static int qemu_screenshot(const char *runtime_dir, const char *png_path)
 {
     boot_vm *vm = calloc(1, sizeof *vm);
     if (!vm)
-        return -ENOMEM;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", png_path, (int)getpid());
-    int rc = cli_monitor(runtime_dir, vm);
+        return boot_oom();
+    atomic_file png; /* QEMU writes it, by its name */
+    int rc = atomic_file_open(&png, png_path, 0644, ATOMIC_FILE_FOREIGN);
+    if (rc) {
+        free(vm);
+        return rc;
+    }
+    const char *tmp = png.tmp;
+    rc = cli_monitor(runtime_dir, vm);
     /* STRATA_SCREENDUMP_PPM: take the old qemu's way (tests) */
     const char *force_ppm = getenv("STRATA_SCREENDUMP_PPM");
     if (!rc && !(force_ppm && *force_ppm))
@@ -1347,10 +1353,10 @@ static int qemu_screenshot(const char *runtime_dir, const char *png_path)
         close(vm->qmp);
     free(vm);
     if (rc) {
-        unlink(tmp);
+        atomic_file_abort(&png);
         return rc;
     }
-    return boot_publish(tmp, png_path);
+    return atomic_file_commit(&png);
 }
 
 /* A fresh EFI variable store: a copy of OVMF's empty template, the 4 MiB
@@ -1366,31 +1372,14 @@ static int qemu_create_efi_vars(const char *path)
     if (!src)
         return boot_fail(ENOENT, "no OVMF variable store template (OVMF_VARS*.fd): install the "
                                  "Debian package ovmf");
-    /* a dot name beside it, so a crash leaves nothing a commit versions */
-    char tmp[4200];
-    const char *slash = strrchr(path, '/');
-    int dirlen = slash ? (int)(slash - path + 1) : 0;
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-%d", dirlen, path, path + dirlen, (int)getpid());
-    int in = open(src, O_RDONLY | O_CLOEXEC), rc = 0;
-    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    char buf[65536];
-    ssize_t r = 0;
-    while (in >= 0 && out >= 0 && (r = read(in, buf, sizeof buf)) > 0)
-        if (write(out, buf, (size_t)r) != r) {
-            r = -1;
-            break;
-        }
-    if (in < 0 || out < 0 || r < 0)
-        rc = boot_fail_errno(errno, "%s", in < 0 ? src : tmp);
-    if (in >= 0)
-        close(in);
-    if (out >= 0)
-        close(out);
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    return boot_publish(tmp, path);
+    /* a dot-named temporary beside it, so a crash leaves nothing a commit versions */
+    char *data = NULL;
+    size_t len = 0;
+    int rc = file_read_all(src, 64u << 20, &data, &len);
+    if (!rc)
+        rc = atomic_file_write_all(path, data, len, 0644, 0);
+    free(data);
+    return rc;
 }
 
 /* A ram-file save leaves guest RAM as it was at the pause: the RAM file. */

@@ -704,49 +704,11 @@ char *boot_settings_json(const boot_settings *s)
 
 int boot_write_atomic(const char *dir, const char *name, const char *text)
 {
-    /* a dot name, so a crash never leaves a stray file that commit versions */
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name[0] == '.' ? name + 1 : name, (int)getpid());
-    unlink(tmp); /* a dead writer's, with our pid; never follow a planted link */
-    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len)
-        rc = boot_fail_errno(errno, "%s", tmp);
-    if (fd >= 0)
-        close(fd);
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    return boot_publish(tmp, path);
-}
-
-int boot_publish(const char *tmp, const char *path)
-{
-    /* clone_fsync: a flush that reaches the drive on macOS too */
-    int rc = 0, fd = open(tmp, O_RDONLY | O_CLOEXEC), e = fd < 0 ? -errno : clone_fsync(fd);
-    if (e)
-        rc = boot_fail_errno(-e, "%s", tmp);
-    if (fd >= 0)
-        close(fd);
-    if (!rc && rename(tmp, path) < 0)
-        rc = boot_fail_errno(errno, "%s", path);
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    e = dfd < 0 ? -errno : clone_fsync(dfd);
-    if (e)
-        rc = boot_fail_errno(-e, "%s", slash ? dir : ".");
-    if (dfd >= 0)
-        close(dfd);
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        return boot_oom();
+    int rc = atomic_file_write_all(path, text, strlen(text), 0644, 0);
+    free(path);
     return rc;
 }
 

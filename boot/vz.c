@@ -1415,50 +1415,30 @@ static int vz_savable(boot_vm *vm)
     return vm->savable;
 }
 
-/* Save into a hidden name next to path (keeping its .vzvmsave ending), make
- * it durable, then rename it into place. */
+/* Save into a hidden name next to path (keeping its .vzvmsave ending), made
+ * durable and renamed into place (base/file.h). */
 static int vz_save(boot_vm *vm, const char *path)
 {
-    char tmp[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    int dirlen = slash ? (int)(slash - path) : 0;
-    const char *base = slash ? slash + 1 : path;
     if (!vm->savable)
         return boot_fail(ENOTSUP, "this VM was started without save/restore support (see the "
                                   "note when it started), so it can't be suspended");
-    if (!*base)
+    const char *slash = strrchr(path, '/');
+    if (!*(slash ? slash + 1 : path))
         return boot_fail(EINVAL, "%s: not a file name", path);
-    if ((size_t)snprintf(tmp, sizeof tmp, "%.*s%s.tmp%d.%s", dirlen, path, slash ? "/" : "",
-                         (int)getpid(), base) >= sizeof tmp)
-        return boot_fail(ENAMETOOLONG, "%s: path too long", path);
-    unlink(tmp);
+    /* the framework writes the state by its name, kept ending in .vzvmsave */
+    atomic_file out;
+    int rc = atomic_file_open(&out, path, 0644, ATOMIC_FILE_FOREIGN | ATOMIC_FILE_KEEP_ENDING);
+    if (rc)
+        return rc;
     objc_id pool = oc_pool_push();
-    int rc = vm_call(vm, "saveMachineStateToURL:completionHandler:", oc_url(tmp), T_MEMORY,
-                     "the VM's state was not saved");
+    rc = vm_call(vm, "saveMachineStateToURL:completionHandler:", oc_url(out.tmp), T_MEMORY,
+                 "the VM's state was not saved");
     oc_pool_pop(pool);
     if (rc) {
-        unlink(tmp);
+        atomic_file_abort(&out);
         return rc;
     }
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || os_full_fsync(fd) < 0)
-        rc = boot_fail_errno(errno, "%s", tmp);
-    if (fd >= 0)
-        close(fd);
-    if (!rc && rename(tmp, path) < 0)
-        rc = boot_fail_errno(errno, "%s", path);
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%.*s", slash ? (dirlen ? dirlen : 1) : 1, slash ? path : ".");
-    int dfd = open(dir, O_RDONLY | O_CLOEXEC);
-    if (dfd >= 0) {
-        os_full_fsync(dfd);
-        close(dfd);
-    }
-    return 0;
+    return atomic_file_commit(&out);
 }
 
 struct stop_req {

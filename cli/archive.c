@@ -102,22 +102,14 @@ static int export_to(store *st, const char *ref, const char *out, archive_export
                             "give a file)");
         return archive_export(st, ref, 1, o, s) ? archive_failed() : 0;
     }
-    char *tmp = NULL;
-    if (asprintf(&tmp, "%s.strata-tmp-%d", out, (int)getpid()) < 0)
-        return cli_fail("out of memory");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), rc = 0;
-    if (fd < 0)
-        rc = cli_fail("%s: %s", out, strerror(errno));
-    else if (archive_export(st, ref, fd, o, s))
-        rc = archive_failed();
-    else if (fsync(fd) < 0 || rename(tmp, out) < 0)
-        rc = cli_fail("%s: %s", out, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    if (rc && fd >= 0)
-        unlink(tmp);
-    free(tmp);
-    return rc;
+    atomic_file f;
+    if (atomic_file_open(&f, out, 0644, 0))
+        return cli_fail("%s", err_last()->message);
+    if (archive_export(st, ref, f.fd, o, s)) {
+        atomic_file_abort(&f);
+        return archive_failed();
+    }
+    return atomic_file_commit(&f) ? cli_fail("%s", err_last()->message) : 0;
 }
 
 static int cmd_export(int argc, char **argv)

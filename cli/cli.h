@@ -7,6 +7,8 @@
 #ifndef STRATA_CLI_H
 #define STRATA_CLI_H
 
+#include "../base/error.h"
+#include "../base/file.h"
 #include "../boot/boot.h"
 #include "../store/store.h"
 

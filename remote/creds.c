@@ -236,33 +236,22 @@ static int write_config(const char *dir, json_t *cfg)
 {
     if (mkdir(dir, 0700) && errno != EEXIST)
         return rm_fail(errno, "%s: %s", dir, strerror(errno));
-    char *path = NULL, *tmp = NULL;
-    char *text = json_dumps(cfg, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-    if (!text || asprintf(&path, "%s/config.json", dir) < 0 ||
-        asprintf(&tmp, "%s/.config.json.tmp-%d", dir, (int)getpid()) < 0) {
+    char *path = NULL, *text = json_dumps(cfg, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    size_t len = text ? strlen(text) : 0;
+    if (!text || asprintf(&path, "%s/config.json", dir) < 0) {
         free(text);
-        return -ENOMEM;
+        return rm_oom();
     }
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    size_t len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd))
-        rc = rm_fail(errno, "%s: %s", tmp, strerror(errno));
-    if (fd >= 0 && close(fd) && !rc)
-        rc = rm_fail(errno, "%s: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path))
-        rc = rm_fail(errno, "%s: %s", path, strerror(errno));
-    if (rc)
-        unlink(tmp);
-    int dfd = rc ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
+    /* 0600: it holds passwords */
+    atomic_file f;
+    int rc = atomic_file_open(&f, path, 0600, 0);
+    if (!rc && ((rc = atomic_file_write(&f, text, len)) || (rc = atomic_file_write(&f, "\n", 1))))
+        atomic_file_abort(&f);
+    else if (!rc)
+        rc = atomic_file_commit(&f);
     rm_wipe(text, len);
     free(text);
     free(path);
-    free(tmp);
     return rc;
 }
 

@@ -163,31 +163,6 @@ static CURLcode perform(const char *url, attempt *a, char *curl_msg)
     return rc;
 }
 
-static int sync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
-             slash ? path : ".");
-    int fd = open(dir, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
-/* the part is whole: make it durable and put it in place */
-static int publish(int fd, const char *part, const char *path)
-{
-    if (fsync(fd) < 0)
-        return rm_fail(errno, "%s: %s", part, strerror(errno));
-    if (rename(part, path) < 0)
-        return rm_fail(errno, "%s: %s", path, strerror(errno));
-    sync_dir_of(path);
-    return 0;
-}
-
 /* what the file should come to, from this attempt's response; -1 unknown */
 static int64_t announced_total(const attempt *a)
 {
@@ -242,8 +217,10 @@ static int try_once(const char *url, const char *path, const char *part, attempt
                           "; the partial file is dropped", url, have, total);
     else
         rc = 1;
-    if (rc == 1)
-        rc = publish(a->fd, part, path) ? -EIO : 1;
+    if (rc == 1) {
+        int published = file_publish(a->fd, part, path);
+        rc = published ? published : 1;
+    }
     if (rc < 0 && (a->status == 206 || a->status == 200) && cc == CURLE_OK)
         unlink(part); /* inconsistent with what the server says: no resuming from it */
     return rc;

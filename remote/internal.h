@@ -3,6 +3,7 @@
 #define STRATA_REMOTE_INTERNAL_H
 
 #include "../base/error.h"
+#include "../base/file.h"
 #include "../base/sbuf.h"
 #include "remote.h"
 

@@ -424,34 +424,28 @@ static void index_cache_load(pk_plan *p, size_t i)
     free(path);
 }
 
-static void mkdir_parents(const char *path)
+/* Best effort (a cache): path's directories (0700: ours alone), then
+ * data as its contents, atomically; a failure leaves no error behind. */
+static void cache_write(const char *path, const void *data, size_t len)
 {
-    char *d = strdup(path);
-    for (char *s = d ? strchr(d + 1, '/') : NULL; s; s = strchr(s + 1, '/')) {
-        *s = 0;
-        mkdir(d, 0700);
-        *s = '/';
+    err_info keep = *err_last();
+    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash) {
+        *slash = 0;
+        if (file_mkdir_p(dir, 0700) == 0)
+            atomic_file_write_all(path, data, len, 0600, 0);
     }
-    free(d);
+    free(dir);
+    err_restore(&keep);
 }
 
 static void index_cache_store(const store_id *id, const sbuf *index)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", id->hex);
-    char *path = cache_path(name), *tmp = NULL;
-    if (!path || asprintf(&tmp, "%s.tmp-%d", path, (int)getpid()) < 0) {
-        free(path);
-        return;
-    }
-    mkdir_parents(path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int ok = fd >= 0 && write(fd, index->data, index->len) == (ssize_t)index->len;
-    if (fd >= 0 && close(fd))
-        ok = 0;
-    if (!ok || rename(tmp, path))
-        unlink(tmp);
-    free(tmp);
+    char *path = cache_path(name);
+    if (path)
+        cache_write(path, index->data, index->len);
     free(path);
 }
 
@@ -507,34 +501,29 @@ static void mount_candidates(push_job *j, const remote_ref *dst)
 /* best effort: remember dst for later pushes' mounts */
 static void record_push(const remote_ref *dst)
 {
-    char *text = record_read(), *p = record_path(), *tmp = NULL;
-    if (!p || asprintf(&tmp, "%s.tmp-%d", p, (int)getpid()) < 0)
-        goto out;
-    mkdir_parents(p);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        goto out;
-    char *me = NULL;
-    if (asprintf(&me, "%s %s", dst->host, dst->repo) < 0)
-        me = NULL;
+    char *text = record_read(), *p = record_path(), *me = NULL;
+    if (!p || asprintf(&me, "%s %s", dst->host, dst->repo) < 0) {
+        free(text);
+        free(p);
+        return;
+    }
+    sbuf out = {0};
     size_t lines = 0;
     for (char *s = text, *nl; s && *s; s = nl ? nl + 1 : s + strlen(s)) {
         nl = strchr(s, '\n');
         size_t n = nl ? (size_t)(nl - s) : strlen(s);
-        if (me && n == strlen(me) && !strncmp(s, me, n))
+        if (n == strlen(me) && !strncmp(s, me, n))
             continue;
         if (n && lines++ < 63)
-            fprintf(f, "%.*s\n", (int)n, s);
+            sbuf_printf(&out, "%.*s\n", (int)n, s);
     }
-    if (me)
-        fprintf(f, "%s\n", me);
+    sbuf_printf(&out, "%s\n", me);
+    if (!out.oom)
+        cache_write(p, out.data, out.len);
+    sbuf_release(&out);
     free(me);
-    if (fclose(f) || rename(tmp, p))
-        unlink(tmp);
-out:
     free(text);
     free(p);
-    free(tmp);
 }
 
 /* ---- the push ---- */

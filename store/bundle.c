@@ -34,7 +34,7 @@ int store_plist_identity(const char *path, const char *name, store_identity *out
 {
     char *data;
     size_t len;
-    int rc = st_read_file(path, PLIST_MAX, &data, &len);
+    int rc = file_read_all(path, PLIST_MAX, &data, &len);
     if (rc == -EFBIG)
         return st_fail(EFBIG, "%s: too large for a %s property list (over %u bytes)", path, name,
                        PLIST_MAX);
@@ -93,7 +93,7 @@ int store_write_machine_identifier(const char *path, uint64_t ecid)
     plist_free(root);
     if (!bin)
         return st_fail(ENOMEM, "%s: could not encode the property list", path);
-    int rc = st_write_atomic(path, bin, len, 0644);
+    int rc = atomic_file_write_all(path, bin, len, 0644, 0);
     plist_to_bin_free(bin);
     return rc ? st_fail_errno(rc, "%s", path) : 0;
 }

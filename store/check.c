@@ -240,7 +240,7 @@ static int check_instance_entry(void *ctx_, const char *name)
     char *p = st_printf("%s/instances/%s", w->st->home, name), *text = NULL, *path = NULL;
     size_t len;
     store_id id;
-    if (!p || st_read_file(p, 8192, &text, &len)) {
+    if (!p || file_read_all(p, 8192, &text, &len)) {
         problem(w->r, "%s: unreadable instance record", p ? p : name);
     } else {
         int live = st_instance_live(w->st, text, &id, &path);
@@ -316,7 +316,7 @@ static int since_read(store *st, since_list *l)
 {
     char *p = st_printf("%s/unreachable", st->home), *data = NULL;
     size_t len;
-    int rc = p ? st_read_file(p, 64u << 20, &data, &len) : -ENOMEM;
+    int rc = p ? file_read_all(p, 64u << 20, &data, &len) : -ENOMEM;
     memset(l, 0, sizeof *l);
     if (rc == -ENOENT)
         rc = 0;
@@ -368,7 +368,7 @@ static int since_write(store *st, const since_list *l)
 {
     char *text = since_text(l);
     char *p = st_printf("%s/unreachable", st->home);
-    int rc = !p || !text ? -ENOMEM : st_write_atomic(p, text, strlen(text), 0644);
+    int rc = !p || !text ? -ENOMEM : atomic_file_write_all(p, text, strlen(text), 0644, 0);
     if (rc)
         rc = st_fail_errno(rc, "%s", p ? p : "unreachable");
     free(p);
@@ -419,7 +419,7 @@ int st_unreachable_stamp(store *st, const store_id *id)
 {
     char *text = NULL, *p = st_printf("%s/unreachable", st->home);
     int rc = p ? st_unreachable_stamped(st, id, &text) : -ENOMEM;
-    if (!rc && (rc = st_write_atomic(p, text, strlen(text), 0644)))
+    if (!rc && (rc = atomic_file_write_all(p, text, strlen(text), 0644, 0)))
         rc = st_fail_errno(rc, "%s", p);
     free(text);
     free(p);
@@ -579,7 +579,7 @@ static int graph_pin(void *ctx_, const char *name)
     int live = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
     if (fd >= 0)
         close(fd);
-    if (live && layer && !st_read_file(layer, 100, &text, &len) && len >= STORE_ID_HEX) {
+    if (live && layer && !file_read_all(layer, 100, &text, &len) && len >= STORE_ID_HEX) {
         store_id id;
         memcpy(id.hex, text, STORE_ID_HEX);
         id.hex[STORE_ID_HEX] = 0;
@@ -765,11 +765,11 @@ static void gc_remove(store *st, const store_id *id, store_gc_result *res)
     char *to = st_printf("%s/tmp/gc-%s", st->home, id->hex);
     if (layers && from && to) {
         uint64_t bytes = st_allocated(from);
-        st_crash_point();
+        crash_point();
         if (rename(from, to) == 0) {
-            st_crash_point();
-            st_fsync_dir(layers);
-            st_crash_point();
+            crash_point();
+            file_fsync_path(layers);
+            crash_point();
             st_rm_rf(to);
             res->layers_removed++;
             res->bytes_freed += bytes;
@@ -839,7 +839,7 @@ static int count_instance(void *ctx_, const char *name)
     char *p = st_printf("%s/instances/%s", c->st->home, name), *text = NULL, *path = NULL;
     size_t len;
     store_id id;
-    if (p && st_read_file(p, 8192, &text, &len) == 0 &&
+    if (p && file_read_all(p, 8192, &text, &len) == 0 &&
         st_instance_live(c->st, text, &id, &path) == 0)
         c->live++;
     free(path);

@@ -2,7 +2,9 @@
 #ifndef STRATA_STORE_INTERNAL_H
 #define STRATA_STORE_INTERNAL_H
 
+#include "../base/crash.h"
 #include "../base/error.h"
+#include "../base/file.h"
 #include "../base/sbuf.h"
 #include "../clone/clone.h"
 #include "store.h"
@@ -27,23 +29,7 @@ struct store {
 char *st_strdup(const char *s);
 char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Fault injection for crash tests: when $STRATA_CRASH_AT is N, the Nth
- * call kills the process with SIGKILL, as a power cut would. */
-void st_crash_point(void);
-/* The same, by name, where a test needs one exact moment: when
- * $STRATA_CRASH_AT is name. Named points are not counted by the above. */
-void st_crash_named(const char *name);
-
-/* durable file operations */
-/* fsync that reaches the disk (F_FULLFSYNC on macOS: see clone_fsync) */
-int st_fsync_dir(const char *dir);
-int st_fsync_path(const char *path);
-/* rename that fails with -EEXIST instead of replacing what `to` names */
-int st_rename_noreplace(const char *from, const char *to);
-/* write data to path atomically: tmp name, fsync, rename, fsync dir */
-int st_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
-/* read a whole small file (at most max bytes; -EFBIG above) */
-int st_read_file(const char *path, size_t max, char **data, size_t *len);
+/* durable writes, reading small files, crash points: base/file.h, base/crash.h */
 int st_rm_rf(const char *path);
 /* allocated bytes under path (st_blocks) */
 uint64_t st_allocated(const char *path);

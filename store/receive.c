@@ -297,8 +297,8 @@ static int clone_whole(store_receive *rx, size_t i, const char *from, const char
     else if (how != CLONE_REFLINK)
         rx->reflinked = 0;
     if (!rc)
-        st_crash_named("receive-clone"); /* tests: a clone not yet in place */
-    if (!rc && (rc = st_fsync_path(tmp)))
+        crash_named("receive-clone"); /* tests: a clone not yet in place */
+    if (!rc && (rc = file_fsync_path(tmp)))
         rc = st_fail_errno(rc, "%s", tmp);
     if (!rc && rename(tmp, to) < 0)
         rc = st_fail_errno(errno, "%s", to);
@@ -378,7 +378,7 @@ static int base_agrees(store_receive *rx, const base_src *b)
     size_t n = 0;
     if (!path)
         return -ENOMEM;
-    if (rx->adopted && (st_read_file(path, 100, &was, &n) || n != strlen(now) ||
+    if (rx->adopted && (file_read_all(path, 100, &was, &n) || n != strlen(now) ||
                         memcmp(was, now, n))) {
         rx->adopted = 0;
         st_rm_rf(rx->files_dir);
@@ -388,7 +388,7 @@ static int base_agrees(store_receive *rx, const base_src *b)
             return st_fail_errno(errno, "%s", rx->files_dir);
         }
     }
-    int rc = rx->adopted ? 0 : st_write_atomic(path, now, strlen(now), 0644);
+    int rc = rx->adopted ? 0 : atomic_file_write_all(path, now, strlen(now), 0644, 0);
     free(was);
     free(path);
     return rc ? st_fail_errno(rc, "%s/base", rx->tmp.path) : 0;
@@ -849,14 +849,14 @@ static int make_durable(store_receive *rx)
     char *rpath = st_printf("%s/" RECEIVED_MARK, rx->tmp.path);
     if (!rc && !rpath)
         rc = -ENOMEM;
-    if (!rc && ((rc = st_write_atomic(mpath, rx->manifest, rx->mlen, 0444)) ||
-                (rc = st_write_atomic(ipath, info.data, info.len, 0444)) ||
-                (rc = st_write_atomic(rpath, "received\n", 9, 0444))))
+    if (!rc && ((rc = atomic_file_write_all(mpath, rx->manifest, rx->mlen, 0444, 0)) ||
+                (rc = atomic_file_write_all(ipath, info.data, info.len, 0444, 0)) ||
+                (rc = atomic_file_write_all(rpath, "received\n", 9, 0444, 0))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
     free(rpath);
     if (!rc) /* fsynced, as build_layer does: fsck --quick reads against them */
         rc = st_seals_write(rx->seals, rx->l, &rx->l->id, rx->tmp.path);
-    if (!rc && ((rc = st_fsync_dir(rx->files_dir)) || (rc = st_fsync_dir(rx->tmp.path))))
+    if (!rc && ((rc = file_fsync_path(rx->files_dir)) || (rc = file_fsync_path(rx->tmp.path))))
         rc = st_fail_errno(rc, "%s", rx->tmp.path);
     free(info.data);
     free(mpath);
@@ -879,8 +879,8 @@ static int publish(store_receive *rx, store_commit_result *res)
     if (!rc && rename(rx->tmp.path, dir) < 0)
         rc = st_fail_errno(errno, "publishing %s", dir);
     if (!rc)
-        st_crash_point();
-    if (!rc && (rc = st_fsync_dir(layers)))
+        crash_point();
+    if (!rc && (rc = file_fsync_path(layers)))
         rc = st_fail_errno(rc, "%s", layers);
     free(dir);
     free(layers);
@@ -895,7 +895,7 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
     res->bytes_added = rx->l->bytes_added;
     int rc = tag && !store_tag_valid(tag) ? st_bad_tag(tag) : first_missing(rx);
     if (!rc && !rx->existed && !(rc = make_durable(rx)))
-        st_crash_point();
+        crash_point();
     if (!rc && !(rc = st_lock(rx->st, 1))) {
         if (rx->existed)
             res->existed = 1;
@@ -903,7 +903,7 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
             rc = publish(rx, res);
         if (!rc)
             rx->keep = 0; /* published: nothing left to take up */
-        st_crash_point();
+        crash_point();
         if (!rc && tag)
             rc = st_write_tag(rx->st, tag, &rx->l->id);
     }
@@ -949,9 +949,9 @@ int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t 
     char *mp = st_printf("%s/manifest", dir ? dir : ""), *ip = st_printf("%s/info", dir ? dir : "");
     *manifest = *info = NULL;
     int rc = (!dir || !mp || !ip) ? -ENOMEM : 0;
-    if (!rc && (rc = st_read_file(mp, ST_MANIFEST_MAX, manifest, mlen)))
+    if (!rc && (rc = file_read_all(mp, ST_MANIFEST_MAX, manifest, mlen)))
         rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
-    if (!rc && (rc = st_read_file(ip, INFO_MAX, info, ilen)))
+    if (!rc && (rc = file_read_all(ip, INFO_MAX, info, ilen)))
         rc = st_fail_errno(rc, "layer %s: info", id->hex);
     if (!rc) {
         unsigned char d[32];
@@ -1025,7 +1025,7 @@ int store_pin_layer(store *st, const store_id *id, store_pin **out)
     char *path = rc ? NULL : st_printf("%s/layer", p->t.path);
     if (!rc && !path)
         rc = -ENOMEM;
-    if (!rc && (rc = st_write_atomic(path, id->hex, STORE_ID_HEX, 0644)))
+    if (!rc && (rc = atomic_file_write_all(path, id->hex, STORE_ID_HEX, 0644, 0)))
         rc = st_fail_errno(rc, "%s", path);
     free(path);
     if (!held)

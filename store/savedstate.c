@@ -104,11 +104,11 @@ int st_mark_saved_state(const char *dir, const store_id *state)
 {
     char *path = st_printf("%s/%s", dir, STORE_INSTANCE_MARKER), *text = NULL;
     size_t len;
-    int rc = path ? st_read_file(path, 4096, &text, &len) : -ENOMEM;
+    int rc = path ? file_read_all(path, 4096, &text, &len) : -ENOMEM;
     char *more = rc ? NULL : st_printf("%sstate %s\n", text, state->hex);
     if (!rc && !more)
         rc = -ENOMEM;
-    if (!rc && (rc = st_write_atomic(path, more, strlen(more), 0644)))
+    if (!rc && (rc = atomic_file_write_all(path, more, strlen(more), 0644, 0)))
         rc = st_fail_errno(rc, "%s", path);
     free(more);
     free(text);
@@ -124,7 +124,7 @@ int store_instance_state(store *st, const char *instance_dir, store_id *out)
         return rc;
     char *path = st_printf("%s/%s", instance_dir, STORE_INSTANCE_MARKER), *text = NULL;
     size_t len;
-    rc = path ? st_read_file(path, 4096, &text, &len) : -ENOMEM;
+    rc = path ? file_read_all(path, 4096, &text, &len) : -ENOMEM;
     const char *s = rc ? NULL : strstr(text, "\nstate ");
     char hex[65] = "";
     if (!rc && (!s || sscanf(s + 7, "%64s", hex) != 1 || !st_id_valid(hex)))

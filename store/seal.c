@@ -135,7 +135,7 @@ int st_seals_write(const st_seals *s, const store_layer *l, const store_id *id, 
         }
     }
     char *path = st_printf("%s/%s", dir, ST_SEALS_FILE);
-    int rc = b.oom || !path ? -ENOMEM : st_write_atomic(path, b.data, b.len, 0444);
+    int rc = b.oom || !path ? -ENOMEM : atomic_file_write_all(path, b.data, b.len, 0444, 0);
     if (rc)
         rc = st_fail_errno(rc, "%s", path ? path : dir);
     free(path);
@@ -165,7 +165,7 @@ int st_seals_load(const char *dir, const store_layer *l, st_seals **out)
     size_t head = strlen(HEAD) + STORE_ID_HEX + 1, want = head + 17 * ndata;
     char *path = st_printf("%s/%s", dir, ST_SEALS_FILE), *text = NULL;
     size_t len;
-    int rc = path ? st_read_file(path, want, &text, &len) : -ENOMEM;
+    int rc = path ? file_read_all(path, want, &text, &len) : -ENOMEM;
     if (rc == -ENOENT) {
         free(path);
         return -ENOENT; /* made by a strata before seals: not an error */

@@ -19,27 +19,6 @@
 
 /* ---------- opening ---------- */
 
-static int mkdir_p(const char *path)
-{
-    char *p = strdup(path);
-    if (!p)
-        return -ENOMEM;
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = 0;
-        if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-            int e = -errno;
-            free(p);
-            return e;
-        }
-        *s = '/';
-    }
-    int rc = mkdir(p, 0755) < 0 && errno != EEXIST ? -errno : 0;
-    free(p);
-    return rc;
-}
-
 int store_open(const char *home, store **out)
 {
     char *h = NULL;
@@ -53,7 +32,7 @@ int store_open(const char *home, store **out)
         return st_fail(EINVAL, "no store: set STRATA_HOME or HOME");
     if (!h)
         return -ENOMEM;
-    int rc = mkdir_p(h);
+    int rc = file_mkdir_p(h, 0755);
     if (rc) {
         rc = st_fail_errno(rc, "store %s", h);
         free(h);
@@ -76,9 +55,9 @@ int store_open(const char *home, store **out)
     }
     char *fmt = st_printf("%s/format", real), *data = NULL;
     size_t len;
-    rc = st_read_file(fmt, 4096, &data, &len);
+    rc = file_read_all(fmt, 4096, &data, &len);
     if (rc == -ENOENT) {
-        if ((rc = st_write_atomic(fmt, FORMAT_LINE, strlen(FORMAT_LINE), 0644)))
+        if ((rc = atomic_file_write_all(fmt, FORMAT_LINE, strlen(FORMAT_LINE), 0644, 0)))
             rc = st_fail_errno(rc, "%s", fmt);
     } else if (!rc && (len != strlen(FORMAT_LINE) || memcmp(data, FORMAT_LINE, len)))
         rc = st_fail(EINVAL, "%s: not a store this strata understands", fmt);
@@ -160,7 +139,7 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
     size_t mlen, ilen;
     store_layer *l = calloc(1, sizeof *l);
     int rc = (!dir || !mpath || !ipath || !l) ? -ENOMEM : 0;
-    if (!rc && (rc = st_read_file(mpath, ST_MANIFEST_MAX, &m, &mlen)))
+    if (!rc && (rc = file_read_all(mpath, ST_MANIFEST_MAX, &m, &mlen)))
         rc = st_fail_errno(rc, "layer %s: manifest", id->hex);
     if (!rc) {
         unsigned char digest[32];
@@ -176,7 +155,7 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
         snprintf(why, sizeof why, "%s", store_error());
         rc = st_fail(-rc, "layer %s: not a canonical manifest: %s", id->hex, why);
     }
-    if (!rc && (rc = st_read_file(ipath, 1 << 20, &info, &ilen)))
+    if (!rc && (rc = file_read_all(ipath, 1 << 20, &info, &ilen)))
         rc = st_fail_errno(rc, "layer %s: info", id->hex);
     if (!rc && st_info_parse(info, ilen, l))
         rc = st_fail(EINVAL, "layer %s: info is damaged", id->hex);
@@ -253,7 +232,7 @@ static int read_tag(store *st, const char *name, store_id *out)
 {
     char *p = tag_path(st, name), *data = NULL;
     size_t len;
-    int rc = p ? st_read_file(p, 4096, &data, &len) : -ENOMEM;
+    int rc = p ? file_read_all(p, 4096, &data, &len) : -ENOMEM;
     if (!rc) {
         if (len != STORE_ID_HEX + 1 || data[STORE_ID_HEX] != '\n') {
             rc = st_fail(EINVAL, "%s: damaged tag", p);
@@ -311,7 +290,7 @@ static int write_tag(store *st, const char *name, const store_id *id)
     char *p = tag_path(st, name);
     char line[STORE_ID_HEX + 2];
     snprintf(line, sizeof line, "%s\n", id->hex);
-    int rc = p ? st_write_atomic(p, line, STORE_ID_HEX + 1, 0644) : -ENOMEM;
+    int rc = p ? atomic_file_write_all(p, line, STORE_ID_HEX + 1, 0644, 0) : -ENOMEM;
     if (rc)
         rc = st_fail_errno(rc, "tag %s", name);
     free(p);
@@ -376,7 +355,7 @@ int store_untag(store *st, const char *name)
         rc = errno == ENOENT ? st_fail(ENOENT, "no tag '%s'", name) : st_fail_errno(errno, "%s", p);
     else {
         char *dir = st_printf("%s/refs/tags", st->home);
-        rc = dir ? st_fsync_dir(dir) : -ENOMEM;
+        rc = dir ? file_fsync_path(dir) : -ENOMEM;
         free(dir);
     }
     free(p);
@@ -593,7 +572,7 @@ static int read_marker(store *st, const char *dir, store_id *id, char key[KEY_HE
 {
     char *marker = st_printf("%s/%s", dir, STORE_INSTANCE_MARKER), *text = NULL, *owner = NULL;
     size_t len;
-    int rc = marker ? st_read_file(marker, 4096, &text, &len) : -ENOMEM;
+    int rc = marker ? file_read_all(marker, 4096, &text, &len) : -ENOMEM;
     if (rc == -ENOENT)
         rc = st_fail(ENOENT, "%s: not a strata clone (no %s file)", dir, STORE_INSTANCE_MARKER);
     else if (rc)
@@ -614,7 +593,7 @@ static int read_record(store *st, const char *key, char **path, store_id *id)
 {
     char *p = record_path(st, key), *text = NULL;
     size_t len;
-    int rc = p ? st_read_file(p, 8192, &text, &len) : -ENOMEM;
+    int rc = p ? file_read_all(p, 8192, &text, &len) : -ENOMEM;
     if (rc && rc != -ENOENT)
         rc = st_fail_errno(rc, "%s", p);
     else if (!rc && parse_record(text, path, id))
@@ -667,9 +646,9 @@ static int read_clone(store *st, const char *abs_dir, store_id *layer, char key[
     char *mp = st_printf("%s/%s", abs_dir, STORE_INSTANCE_MARKER);
     char *mt = marker_text(st, layer, key);
     rc = !rp || !rt || !mp || !mt ? -ENOMEM : 0;
-    if (!rc && (rc = st_write_atomic(rp, rt, strlen(rt), 0644)))
+    if (!rc && (rc = atomic_file_write_all(rp, rt, strlen(rt), 0644, 0)))
         rc = st_fail_errno(rc, "registering the moved clone %s: %s", abs_dir, rp);
-    if (!rc && fresh && (rc = st_write_atomic(mp, mt, strlen(mt), 0644)))
+    if (!rc && fresh && (rc = atomic_file_write_all(mp, mt, strlen(mt), 0644, 0)))
         rc = st_fail_errno(rc, "registering the moved clone %s: %s", abs_dir, mp);
     free(rp);
     free(rt);
@@ -701,7 +680,7 @@ int st_instance_live(store *st, const char *record_text, store_id *out, char **p
     char *marker = st_printf("%s/%s", *path_out, STORE_INSTANCE_MARKER), *text = NULL;
     char *owner = NULL, key[KEY_HEX + 1];
     size_t len;
-    int rc = marker ? st_read_file(marker, 4096, &text, &len) : -ENOMEM;
+    int rc = marker ? file_read_all(marker, 4096, &text, &len) : -ENOMEM;
     if (!rc && (parse_marker(text, out, &owner, key) || strcmp(owner, st->home)))
         rc = -ENOENT; /* that directory is no longer our clone */
     free(owner);
@@ -716,7 +695,7 @@ static int fsync_parent(const char *path)
     if (!d)
         return -ENOMEM;
     *strrchr(d, '/') = 0;
-    int rc = st_fsync_dir(d);
+    int rc = file_fsync_path(d);
     free(d);
     return rc;
 }
@@ -874,7 +853,7 @@ int store_clones_prune(store *st, int64_t expire, size_t *forgotten)
         free(p);
     }
     char *dir = st_printf("%s/instances", st->home);
-    if (!rc && *forgotten && dir && (rc = st_fsync_dir(dir)))
+    if (!rc && *forgotten && dir && (rc = file_fsync_path(dir)))
         rc = st_fail_errno(rc, "%s", dir);
     free(dir);
     store_clones_free(v, n);
@@ -1200,7 +1179,7 @@ static int roll_back(store *st, staged *steps, int n, const char *layer_dir, con
             fsync_parent(steps[i].path);
     char *layers = st_printf("%s/layers", st->home);
     if (layers)
-        st_fsync_dir(layers);
+        file_fsync_path(layers);
     free(layers);
     if (left)
         return st_fail(EIO, "%s; undoing it failed too, so %s is left changed (see strata fsck)",
@@ -1252,24 +1231,24 @@ static int publish_all(store *st, st_tmpdir *tmp, const char *layer_dir,
             rc = st_fail(-rc, "%s; nothing was changed", why);
         }
     }
-    st_crash_point();
+    crash_point();
     if (!rc && !res->existed) {
         if (rename(tmp->path, layer_dir) < 0)
             rc = st_fail_errno(errno, "publishing %s", layer_dir);
         else
             layer_published = 1;
-        st_crash_point();
+        crash_point();
         char *layers = st_printf("%s/layers", st->home);
-        if (!rc && (rc = layers ? st_fsync_dir(layers) : -ENOMEM))
+        if (!rc && (rc = layers ? file_fsync_path(layers) : -ENOMEM))
             rc = st_fail_errno(rc, "%s/layers", st->home);
         free(layers);
-        st_crash_point();
+        crash_point();
     }
     int done = 0;
     for (; done < N && !rc; done++) {
         if (paths[done])
             rc = publish(&steps[done], points[done]);
-        st_crash_point();
+        crash_point();
     }
     for (int i = 0; i < N && !rc; i++)
         if (paths[i] && (rc = fsync_parent(paths[i])))
@@ -1367,7 +1346,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
             rc = st_fail_errno(rc, "copying %s into the store", from);
         else if ((fd = open(to, O_RDWR | O_CLOEXEC)) < 0)
             rc = st_fail_errno(errno, "%s", to);
-        st_crash_point();
+        crash_point();
         if (!rc) {
             if (how != CLONE_REFLINK)
                 res->reflinked = 0;
@@ -1407,7 +1386,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         free(base_path);
         if (rc)
             goto out;
-        st_crash_point();
+        crash_point();
     }
 
     if (parent) {
@@ -1437,13 +1416,13 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         rc = st_fail_errno(rc, "%s", tmp.path);
     else if ((rc = st_seals_write(seals, &l, &res->id, tmp.path)))
         ; /* its message is set */
-    else if ((rc = st_fsync_dir(bundle)) || (rc = st_fsync_dir(tmp.path)))
+    else if ((rc = file_fsync_path(bundle)) || (rc = file_fsync_path(tmp.path)))
         rc = st_fail_errno(rc, "%s", tmp.path);
     free(mpath);
     free(ipath);
     if (rc)
         goto out;
-    st_crash_point();
+    crash_point();
 
     /* publish: everything below happens under the exclusive lock */
     if ((rc = st_lock(st, 1)))
@@ -1527,10 +1506,10 @@ static int write_clone_files(store *st, const char *key, const char *abs_dir,
     char *mp = st_printf("%s/%s", marker_dir, STORE_INSTANCE_MARKER);
     char *mt = marker_text(st, id, key);
     int rc = !rp || !rt || !mp || !mt ? -ENOMEM : 0;
-    if (!rc && ((rc = fault("clone-record")) || (rc = st_write_atomic(rp, rt, strlen(rt), 0644))))
+    if (!rc && ((rc = fault("clone-record")) || (rc = atomic_file_write_all(rp, rt, strlen(rt), 0644, 0))))
         rc = st_fail_errno(rc, "%s", rp);
-    st_crash_point();
-    if (!rc && (rc = st_write_atomic(mp, mt, strlen(mt), 0644))) {
+    crash_point();
+    if (!rc && (rc = atomic_file_write_all(mp, mt, strlen(mt), 0644, 0))) {
         rc = st_fail_errno(rc, "%s", mp);
         unlink(rp);
     }
@@ -1768,13 +1747,13 @@ static int clone_layer_files(store *st, const store_id *id, const store_layer *l
             *all_reflinked = 0;
         free(from);
         free(to);
-        st_crash_point();
+        crash_point();
     }
     for (size_t i = 0; i < l->nfiles && !rc; i++) {
         if (skip[i])
             continue;
         char *p = st_printf("%s/%s", dir, l->files[i].name);
-        int e = p ? st_fsync_path(p) : -ENOMEM;
+        int e = p ? file_fsync_path(p) : -ENOMEM;
         if (e)
             rc = st_fail_errno(-e, "%s", p ? p : dir);
         free(p);
@@ -1786,18 +1765,18 @@ static int clone_layer_files(store *st, const store_id *id, const store_layer *l
  * that appeared there meanwhile, and durable. */
 static int publish_clone(const clone_target *t, const char *dir)
 {
-    int rc = st_fsync_dir(t->tmp);
+    int rc = file_fsync_path(t->tmp);
     if (rc)
         return st_fail_errno(rc, "%s", t->tmp);
     int e = fault("clone-publish");
     if (!e)
-        e = st_rename_noreplace(t->tmp, t->abs);
+        e = file_rename_noreplace(t->tmp, t->abs);
     if (e == -EEXIST || e == -ENOTEMPTY)
         return st_fail(EEXIST, "%s: something was created there while cloning; left as it was",
                        dir);
     if (e)
         return st_fail_errno(-e, "%s", dir);
-    if ((rc = st_fsync_dir(t->parent)))
+    if ((rc = file_fsync_path(t->parent)))
         return st_fail_errno(rc, "%s", t->parent);
     return 0;
 }

@@ -129,4 +129,59 @@ check "...at least one import really died of the kill" [ $killed -gt 0 ]
 run "$S" gc --prune=now
 check "gc clears what the killed imports left" tmp_empty
 
+# One writer of each module on the atomic file (base/file.h), killed at each
+# of its crash points: the file holds all its old bytes or all its new ones,
+# and nothing but a dot-named temporary is left beside it.
+# crash_file NAME FILE SETUP CMD...: SETUP puts the old state back
+crash_file() {
+    local name=$1 file=$2 setup=$3
+    shift 3
+    local dir n=1 failed=0 code
+    dir=$(dirname "$file")
+    $setup
+    "$@" >/dev/null 2>&1 || { bad "$name: runs at all"; return; }
+    cp "$file" "$W/cf.new"
+    while [ $n -le 20 ]; do
+        $setup
+        local old=$W/cf.old
+        rm -f "$old"
+        [ -e "$file" ] && cp "$file" "$old"
+        { (STRATA_CRASH_AT=$n "$@" >/dev/null 2>&1); } 2>/dev/null # no "Killed" from bash
+        code=$?
+        [ $code -eq 0 ] && break
+        if [ $code -ne 137 ]; then echo "    $name at point $n: exit $code"; failed=1; break; fi
+        if ! { [ -e "$file" ] && cmp -s "$file" "$W/cf.new"; } &&
+           ! { [ -e "$old" ] && cmp -s "$file" "$old"; } &&
+           ! { [ ! -e "$old" ] && [ ! -e "$file" ]; }; then
+            echo "    $name killed at point $n: $file is neither the old nor the new one"; failed=1
+        fi
+        if ls -A "$dir" | grep -v '^\.' | grep -q 'tmp'; then
+            echo "    $name killed at point $n: a temporary file without a dot: $(ls -A "$dir")"; failed=1
+        fi
+        n=$((n + 1))
+    done
+    cmp -s "$file" "$W/cf.new" || { echo "    $name: the uninterrupted run's file differs"; failed=1; }
+    if [ $failed -eq 0 ] && [ $n -gt 2 ]; then
+        ok "$name killed at each of its $((n - 1)) crash points: the file old or new, whole"
+    else
+        bad "$name on the atomic file under SIGKILL (reached point $n)"
+    fi
+}
+
+restore
+export_setup() { rm -f "$W/cf-out/first.tar.zst"; mkdir -p "$W/cf-out"; }
+crash_file "export (cli)" "$W/cf-out/first.tar.zst" export_setup "$S" export first "$W/cf-out/first.tar.zst"
+set_setup() {
+    rm -rf "$W/cfset"; cp -a "$P/cinst" "$W/cfset"
+    printf '{"version": 1, "os": "macos", "cpus": 2, "memory_mib": 4096}\n' >"$W/cfset/Settings.json"
+}
+crash_file "set (boot)" "$W/cfset/Settings.json" set_setup "$S" set "$W/cfset" --cpus 3
+export DOCKER_CONFIG=$W/cf-docker
+logout_setup() {
+    rm -rf "$DOCKER_CONFIG"; mkdir -p "$DOCKER_CONFIG"
+    printf '{"auths": {"a.example": {"auth": "dTpw"}, "b.example": {"auth": "dTpx"}}}\n' >"$DOCKER_CONFIG/config.json"
+}
+crash_file "logout (remote)" "$DOCKER_CONFIG/config.json" logout_setup "$S" logout a.example
+unset DOCKER_CONFIG
+
 finish

@@ -73,7 +73,7 @@ static void put_file(const char *path, const void *data, size_t len)
 static void read_whole(const char *path, unsigned char **data, size_t *len)
 {
     char *d = NULL;
-    assert_int_equal(st_read_file(path, 64 << 20, &d, len), 0);
+    assert_int_equal(file_read_all(path, 64 << 20, &d, len), 0);
     *data = (unsigned char *)d;
 }
 
@@ -1269,7 +1269,7 @@ static void test_seals(void **state)
     /* a wrong seal: quick says the chunk; full finds the data right and reseals */
     char *text = NULL;
     size_t len;
-    assert_int_equal(st_read_file(sp, 1 << 20, &text, &len), 0);
+    assert_int_equal(file_read_all(sp, 1 << 20, &text, &len), 0);
     text[88] = text[88] == '0' ? '1' : '0'; /* the first seal: AuxiliaryStorage chunk 0 */
     assert_int_equal(unlink(sp), 0);
     put_file(sp, text, len);

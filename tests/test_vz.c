@@ -426,7 +426,7 @@ static void test_suspend(void **state)
 
     char *path = in(&f, f.bundle, "SaveFile.vzvmsave");
     char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/.tmp%d.SaveFile.vzvmsave", f.bundle, (int)getpid());
+    snprintf(tmp, sizeof tmp, "%s/.tmp-%d.SaveFile.vzvmsave", f.bundle, (int)getpid());
     assert_int_equal(f.d->pause(f.vm), 0);
     assert_int_equal(f.d->save(f.vm, path), 0);
 
