@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define note(o, ...) boot_note((o)->note, (o)->ctx, __VA_ARGS__)
+#define note(o, ...) note_send((o)->note, (o)->ctx, __VA_ARGS__)
 
 static const char *qemu_img(void)
 {
@@ -488,7 +488,7 @@ int boot_run_shares(store *st, const store_id *layer, const boot_settings *s,
         for (size_t i = 0; i < s->nshares; i++)
             snprintf(tags + strlen(tags), sizeof tags - strlen(tags), "%s%s", i ? ", " : "",
                      s->shares[i].tag);
-        boot_note(note_fn, ctx, "layer %.12s came from outside this host (an archive or a registry): "
+        note_send(note_fn, ctx, "layer %.12s came from outside this host (an archive or a registry): "
                                 "its shared folders (%s) are not opened; name those you want with "
                                 "run --share TAG=PATH[:ro]", layer->hex, tags);
     }

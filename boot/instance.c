@@ -61,18 +61,14 @@ const boot_driver *boot_driver_find(const char *name)
 
 static char *read_small(const char *dir, const char *name)
 {
-    char path[4096];
+    char path[4096], *text = NULL;
+    size_t len = 0;
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *buf = calloc(1, 8192);
-    if (buf && fread(buf, 1, 8191, f) == 0) {
-        free(buf);
-        buf = NULL;
+    if (file_read_all(path, 8191, &text, &len) == 0 && len == 0) {
+        free(text); /* an empty record is no record */
+        text = NULL;
     }
-    fclose(f);
-    return buf;
+    return text;
 }
 
 /* value of "key value" line in text, copied into out */
@@ -325,7 +321,7 @@ void boot_ps_free(boot_instance *v, size_t n)
 
 /* ---------- run ---------- */
 
-#define note(o, ...) boot_note((o)->note, (o)->ctx, __VA_ARGS__)
+#define note(o, ...) note_send((o)->note, (o)->ctx, __VA_ARGS__)
 
 static const char *binding(const store_layer *l, const char *key)
 {

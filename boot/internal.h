@@ -4,6 +4,8 @@
 
 #include "../base/error.h"
 #include "../base/file.h"
+#include "../base/hex.h"
+#include "../base/note.h"
 #include "boot.h"
 
 /* errors (base/error.h), raised by boot/: set the thread's error and
@@ -11,9 +13,6 @@
 #define boot_fail(err, ...) err_set(ERR_BOOT, (err), __VA_ARGS__)
 #define boot_fail_errno(err, ...) err_set_errno(ERR_BOOT, (err), __VA_ARGS__)
 #define boot_oom() err_oom(ERR_BOOT)
-/* format a line and hand it to a caller's note callback (nothing if fn is NULL) */
-void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* settings.c: text as dir/name's contents, atomically (base/file.h) */
 int boot_write_atomic(const char *dir, const char *name, const char *text);

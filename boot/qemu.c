@@ -438,12 +438,11 @@ static void kernel_key(const char *path, char out[32])
     close(fd);
     if (!ok)
         return;
-    snprintf(out, 32, "kernel-");
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+    memcpy(out, "kernel-", 7);
+    hex_encode(md, 8, out + 7);
 }
 
-#define note(o, ...) boot_note((o)->note, (o)->note_ctx, __VA_ARGS__)
+#define note(o, ...) note_send((o)->note, (o)->note_ctx, __VA_ARGS__)
 
 /*
  * Does KVM run this guest here? First the probe image (long mode, a line

@@ -38,29 +38,9 @@ static long now_ms(void)
 /* a whole small file (at most 4 MiB), NUL-terminated, or NULL */
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (len < cap || cap >= (4u << 20))
-            break;
-        char *bigger = realloc(buf, cap * 2 + 1);
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = 0;
-    return buf;
+    char *text = NULL;
+    size_t len;
+    return file_read_all(path, 4u << 20, &text, &len) ? NULL : text;
 }
 
 /* `arp -an`'s output (no shell), or NULL */

@@ -25,18 +25,6 @@ const char *boot_error(void)
     return err_last()->message;
 }
 
-void boot_note(void (*fn)(void *ctx, const char *line), void *ctx, const char *fmt, ...)
-{
-    if (!fn)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fn(ctx, line);
-}
-
 int boot_mac_valid(const char *s)
 {
     if (strlen(s) != 17)
@@ -731,14 +719,6 @@ void boot_settings_free(boot_settings *s)
     }
     free(s->shares);
     memset(s, 0, sizeof *s);
-}
-
-static void sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char d[32];
-    SHA256(data, len, d);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 void boot_settings_config_hash(const boot_settings *s, char out[65])

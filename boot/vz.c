@@ -158,18 +158,8 @@ typedef struct {
     int rc;
 } build;
 
-static void note(const boot_start_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const boot_start_opts *o, const char *fmt, ...)
-{
-    char line[1200];
-    va_list ap;
-    if (!o->note)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    o->note(o->note_ctx, line);
-}
+/* a note to the start's caller */
+#define start_note(o, ...) note_send((o)->note, (o)->note_ctx, __VA_ARGS__)
 
 static objc_id need_class(build *b, const char *name)
 {
@@ -410,7 +400,7 @@ static objc_id make_loader(build *b)
         if (s->cmdline)
             set(b, loader, "setCommandLine:", oc_str(s->cmdline));
         if (s->cmdline && strstr(s->cmdline, "console=ttyS") && !strstr(s->cmdline, "console=hvc0"))
-            note(b->o, "boot.cmdline names console=ttyS*: under vz the guest's console is hvc0 "
+            start_note(b->o, "boot.cmdline names console=ttyS*: under vz the guest's console is hvc0 "
                        "(add console=hvc0 to see it in %s)", CONSOLE_LOG);
         break;
     case BOOT_LOADER_EFI:
@@ -1010,7 +1000,7 @@ static void build_checked(void *p)
 /*
  * The configuration, savable where asked and possible. A restore must be
  * savable or it fails; any other VM falls back to a configuration without
- * save/restore, and note() says why.
+ * save/restore, and start_note() says why.
  */
 static objc_id checked_configuration(build *b)
 {
@@ -1022,7 +1012,7 @@ static objc_id checked_configuration(build *b)
         return NULL;
     }
     if (no)
-        note(o, "this VM can't be suspended: %s; it runs without save/restore support", no);
+        start_note(o, "this VM can't be suspended: %s; it runs without save/restore support", no);
     b->savable = (o->suspendable || must) && !no;
     for (;;) {
         struct build_call c = {.b = b};
@@ -1038,7 +1028,7 @@ static objc_id checked_configuration(build *b)
             b->rc = boot_fail(ENOTSUP, "this VM's configuration can't be restored: %s", c.why);
             return NULL;
         }
-        note(o, "this VM can't be suspended: Virtualization.framework says %s; it runs without "
+        start_note(o, "this VM can't be suspended: Virtualization.framework says %s; it runs without "
                 "save/restore support",
              c.why);
         b->savable = 0;
@@ -1089,7 +1079,7 @@ static void rosetta_availability(void *p)
 static int install_rosetta(const boot_start_opts *o)
 {
     char msg[1024];
-    note(o, "rosetta: Rosetta is not installed on this Mac; macOS asks to install it");
+    start_note(o, "rosetta: Rosetta is not installed on this Mac; macOS asks to install it");
     objc_id queue = oc_queue("strata.vz.rosetta");
     if (!queue)
         return boot_fail(EIO, "could not make a dispatch queue for Rosetta's install");
@@ -1164,7 +1154,7 @@ static void release_on_queue(void *p)
 static void window_event_error(void *vm_p, const char *why)
 {
     boot_vm *vm = vm_p;
-    boot_note(vm->note, vm->note_ctx, "the window's event handling raised %s; that event was dropped",
+    note_send(vm->note, vm->note_ctx, "the window's event handling raised %s; that event was dropped",
               why);
 }
 

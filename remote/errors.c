@@ -22,15 +22,6 @@ void rm_wipe(void *p, size_t n)
         *v++ = 0;
 }
 
-void rm_sha256_hex(const void *p, size_t n, char out[72])
-{
-    unsigned char d[32];
-    SHA256(p, n, d);
-    memcpy(out, "sha256:", 7);
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 7 + 2 * i, "%02x", d[i]);
-}
-
 int rm_digest_valid(const char *d)
 {
     if (!d || strncmp(d, "sha256:", 7) || strlen(d) != 71)

@@ -4,6 +4,7 @@
 
 #include "../base/error.h"
 #include "../base/file.h"
+#include "../base/hex.h"
 #include "../base/sbuf.h"
 #include "remote.h"
 
@@ -49,7 +50,6 @@ int rm_curl_load(void);
 
 /* zero memory that held a secret (explicit_bzero is not everywhere) */
 void rm_wipe(void *p, size_t n);
-void rm_sha256_hex(const void *p, size_t n, char out[72]); /* "sha256:<hex>" */
 int rm_digest_valid(const char *d);                         /* sha256:<64 lowercase hex> */
 int rm_host_loopback(const char *host);
 

@@ -51,17 +51,6 @@ static void pull_progress(pull_job *j, int end)
         j->po->progress(j->po->progress_ctx, done, total);
 }
 
-static void digest_hex(const unsigned char *d, char out[72])
-{
-    static const char digits[] = "0123456789abcdef";
-    memcpy(out, "sha256:", 7);
-    for (int b = 0; b < 32; b++) {
-        out[7 + 2 * b] = digits[d[b] >> 4];
-        out[8 + 2 * b] = digits[d[b] & 15];
-    }
-    out[71] = 0;
-}
-
 static int by_digest(const void *a, const void *b)
 {
     return memcmp(a, b, 32);
@@ -119,7 +108,7 @@ static int index_packs_match(const pull_job *j, size_t i, const pk_index *x)
                        j->ids[i].hex, x->npacks, L->npacks);
     for (size_t p = 0; p < x->npacks; p++) {
         char hex[72];
-        digest_hex(x->pack_digest[p], hex);
+        digest_text(x->pack_digest[p], hex);
         if (strcmp(hex, j->a.packs[L->first_pack + p]) ||
             x->pack_size[p] != j->a.pack_sizes[L->first_pack + p])
             return rm_fail(EBADMSG, "layer %.12s: its chunk index and manifest name different packs",
@@ -396,7 +385,7 @@ static int fetch_once(worker *w, const want_range *r, size_t pack, int *whole, l
         unsigned char d[32];
         char hex[72];
         EVP_DigestFinal_ex(s.sha, d, NULL);
-        digest_hex(d, hex);
+        digest_text(d, hex);
         if (s.body != s.limit || strcmp(hex, digest))
             rc = rm_fail(EBADMSG, "blob %s: the registry sent different bytes (%s)", digest, hex);
     }

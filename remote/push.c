@@ -54,13 +54,6 @@ static void job_add(push_job *j, uint64_t *field, uint64_t v)
 
 /* ---- pass 1: compress a pack to learn its digest and frame sizes ---- */
 
-static void digest_hex(const unsigned char *d, char out[72])
-{
-    memcpy(out, "sha256:", 7);
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 7 + 2 * i, "%02x", d[i]);
-}
-
 static int measure_pack(pk_reader *rd, pk_pack *pk, pk_layer *L)
 {
     EVP_MD_CTX *sha = EVP_MD_CTX_new();
@@ -139,7 +132,7 @@ static int blob_there(remote *r, push_job *j, const char *digest, uint64_t size)
 static int send_pack(remote *r, push_job *j, pk_pack *pk, pk_layer *L, pk_reader *rd)
 {
     char digest[72];
-    digest_hex(pk->digest, digest);
+    digest_text(pk->digest, digest);
     int rc = blob_there(r, j, digest, pk->csize);
     if (rc == 1) {
         job_add(j, &j->done, pk->ubytes);
@@ -292,7 +285,7 @@ static int mem_rewind(void *ctx)
 
 static int put_small(remote *r, push_job *j, const char *data, size_t len, char digest[72])
 {
-    rm_sha256_hex(data, len, digest);
+    sha256_digest_text(data, len, digest);
     int rc = blob_there(r, j, digest, len);
     if (rc == 1) {
         j->res->blobs_present++;
@@ -337,7 +330,7 @@ static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, ch
         index_cache_store(&L->layer->id, &index);
     for (size_t k = 0; !rc && k < L->npacks; k++) {
         const pk_pack *pk = &j->plan->packs[L->first_pack + k];
-        digest_hex(pk->digest, d);
+        digest_text(pk->digest, d);
         rc = add_desc(layers, REMOTE_MT_PACK, d, pk->csize);
     }
     free(m);
@@ -630,7 +623,7 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
     if (!rc && !manifest)
         rc = -ENOMEM;
     if (!rc && !(rc = remote_manifest_put(r, dst->tag, manifest, len))) {
-        rm_sha256_hex(manifest, len, res->digest);
+        sha256_digest_text(manifest, len, res->digest);
         record_push(dst);
     }
     free(manifest);

@@ -36,7 +36,7 @@ int remote_manifest_get(remote *r, const char *reference, char **body, size_t *l
     else if (!rc && resp.status != 200)
         rc = rm_http_fail(&resp, reference);
     if (!rc) {
-        rm_sha256_hex(resp.body.data ? resp.body.data : "", resp.body.len, digest);
+        sha256_digest_text(resp.body.data ? resp.body.data : "", resp.body.len, digest);
         if (!strncmp(reference, "sha256:", 7) && strcmp(reference, digest))
             rc = rm_fail(EBADMSG, "manifest %s: the registry sent bytes with digest %s",
                          reference, digest);
@@ -280,10 +280,9 @@ int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len
                      digest, g.given, len ? len : g.at);
     if (!rc && g.whole) {
         unsigned char d[32];
-        char hex[72] = "sha256:";
+        char hex[72];
         EVP_DigestFinal_ex(g.sha, d, NULL);
-        for (int i = 0; i < 32; i++)
-            sprintf(hex + 7 + 2 * i, "%02x", d[i]);
+        digest_text(d, hex);
         if (strcmp(hex, digest))
             rc = rm_fail(EBADMSG, "blob %s: the registry sent different bytes (%s)", digest, hex);
     }

@@ -5,6 +5,8 @@
 #include "../base/crash.h"
 #include "../base/error.h"
 #include "../base/file.h"
+#include "../base/hex.h"
+#include "../base/note.h"
 #include "../base/sbuf.h"
 #include "../clone/clone.h"
 #include "store.h"
@@ -54,8 +56,6 @@ int st_tmpdir_named(store *st, const char *name, st_tmpdir *t, int *existed);
 void st_tmpdir_keep(st_tmpdir *t); /* releases the lock, leaves the directory */
 
 /* text encoding shared by manifest, info and records */
-void st_hex(const unsigned char *in, size_t n, char *out);
-int st_unhex(const char *in, size_t n, unsigned char *out);
 int st_id_valid(const char *hex);
 /* percent-encode bytes outside [A-Za-z0-9._+-]; caller frees */
 char *st_encode(const char *s);

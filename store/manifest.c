@@ -191,7 +191,7 @@ int st_manifest_format(const store_layer *l, sbuf *out)
                 sbuf_printf(out, "zero %" PRIu64 "\n", at - next);
             if (k < f->ndata) {
                 char hex[65];
-                st_hex(f->data[k].digest, 32, hex);
+                hex_encode(f->data[k].digest, 32, hex);
                 sbuf_printf(out, "%s\n", hex);
                 next = at + 1;
             }
@@ -370,7 +370,7 @@ static int parse_data(parser *p, const char *hex)
     unsigned char digest[32];
     if (p->filled >= f->nchunks)
         return bad(p, "more chunks than the file's size holds");
-    if (st_unhex(hex, 32, digest))
+    if (hex_decode(hex, 32, digest))
         return bad(p, "a chunk digest is 64 lowercase hex digits");
     if (st_digest_is_zero(digest, store_chunk_len(f, p->filled)))
         return bad(p, "a chunk of all zeros must be written as a zero run, not hashed");

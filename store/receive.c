@@ -443,7 +443,7 @@ static int parse_layer(store_layer *l, const char *manifest, size_t mlen, const 
 {
     unsigned char d[32];
     st_sha256(manifest, mlen, d);
-    st_hex(d, 32, l->id.hex);
+    hex_encode(d, 32, l->id.hex);
     char hex[STORE_ID_HEX + 1];
     memcpy(hex, l->id.hex, sizeof hex); /* a failed parse clears l */
     int rc = mlen > ST_MANIFEST_MAX
@@ -957,7 +957,7 @@ int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t 
         unsigned char d[32];
         char hex[65];
         st_sha256(*manifest, *mlen, d);
-        st_hex(d, 32, hex);
+        hex_encode(d, 32, hex);
         if (strcmp(hex, id->hex))
             rc = st_fail(EINVAL, "layer %s: manifest does not match its id", id->hex);
     }

@@ -145,7 +145,7 @@ int store_layer_load(store *st, const store_id *id, store_layer **out)
         unsigned char digest[32];
         char hex[65];
         st_sha256(m, mlen, digest);
-        st_hex(digest, 32, hex);
+        hex_encode(digest, 32, hex);
         if (strcmp(hex, id->hex))
             rc = st_fail(EINVAL, "layer %s: manifest does not match its id (it hashes to %s)",
                          id->hex, hex);
@@ -492,7 +492,7 @@ static void legacy_key(const char *abs_dir, char key[KEY_HEX + 1])
 {
     unsigned char d[32];
     st_sha256(abs_dir, strlen(abs_dir), d);
-    st_hex(d, KEY_HEX / 2, key);
+    hex_encode(d, KEY_HEX / 2, key);
 }
 
 /* A record's name for a new clone: unique, and unrelated to the path, so the
@@ -506,7 +506,7 @@ static void new_key(const char *abs_dir, char key[KEY_HEX + 1])
                            (int)getpid(), counter++);
     unsigned char d[32];
     st_sha256(seed ? seed : abs_dir, strlen(seed ? seed : abs_dir), d);
-    st_hex(d, KEY_HEX / 2, key);
+    hex_encode(d, KEY_HEX / 2, key);
     free(seed);
 }
 
@@ -952,19 +952,7 @@ static void free_src(src_file *v, size_t n)
     free(v);
 }
 
-static void note(const store_commit_opts *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const store_commit_opts *o, const char *fmt, ...)
-{
-    if (!o || !o->note)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    o->note(o->progress_ctx, line);
-}
+#define note(o, ...) note_send((o) ? (o)->note : NULL, (o) ? (o)->progress_ctx : NULL, __VA_ARGS__)
 
 /* What the commit publishes besides the layer itself, under the same lock,
  * and what it leaves out. */
@@ -1406,7 +1394,7 @@ static int build_layer(store *st, const char *src_dir, const store_layer *parent
         goto out;
     unsigned char digest[32];
     st_sha256(manifest.data, manifest.len, digest);
-    st_hex(digest, 32, res->id.hex);
+    hex_encode(digest, 32, res->id.hex);
     res->bytes_added = l.bytes_added;
 
     char *mpath = st_printf("%s/manifest", tmp.path), *ipath = st_printf("%s/info", tmp.path);

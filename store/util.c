@@ -212,42 +212,12 @@ void st_tmpdir_drop(st_tmpdir *t)
     t->lock_fd = -1;
 }
 
-void st_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1; /* upper case is not canonical */
-}
-
-int st_unhex(const char *in, size_t n, unsigned char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return 0;
-}
-
 int st_id_valid(const char *hex)
 {
     if (strlen(hex) != STORE_ID_HEX)
         return 0;
     for (const char *p = hex; *p; p++)
-        if (hexval(*p) < 0)
+        if (!strchr("0123456789abcdef", *p))
             return 0;
     return 1;
 }

@@ -55,7 +55,7 @@ static void chunk_hex(const unsigned char *p, size_t n, char hex[65])
 {
     unsigned char d[32];
     st_sha256(p, n, d);
-    st_hex(d, 32, hex);
+    hex_encode(d, 32, hex);
 }
 
 /* the manifest of disk (hole at chunk 1), with an optional parent */

@@ -291,7 +291,7 @@ static void manifest_id(const sbuf *b, char hex[65])
 {
     unsigned char d[32];
     st_sha256(b->data, b->len, d);
-    st_hex(d, 32, hex);
+    hex_encode(d, 32, hex);
 }
 
 static void test_manifest_round_trip(void **state)
@@ -325,9 +325,9 @@ static void test_manifest_round_trip(void **state)
     assert_int_equal(st_manifest_format(&l, &a), 0);
     assert_non_null(a.data);
     char h0[65], h3[65], h5[65];
-    st_hex(chunks[0].digest, 32, h0);
-    st_hex(chunks[1].digest, 32, h3);
-    st_hex(chunks[2].digest, 32, h5);
+    hex_encode(chunks[0].digest, 32, h0);
+    hex_encode(chunks[1].digest, 32, h3);
+    hex_encode(chunks[2].digest, 32, h5);
     char *want = NULL;
     assert_true(asprintf(&want,
                          "strata-layer 1\n"
@@ -408,7 +408,7 @@ static void test_manifest_rejects(void **state)
     unsigned char d[32];
     char D[65], U[65];
     st_sha256("x", 1, d);
-    st_hex(d, 32, D);
+    hex_encode(d, 32, D);
     memcpy(U, D, 65);
     char *letter = strpbrk(U, "abcdef");
     assert_non_null(letter);
@@ -516,7 +516,7 @@ static void zeros_hex(size_t n, char out[65])
     unsigned char *z = calloc(1, n ? n : 1), d[32];
     assert_non_null(z);
     st_sha256(z, n, d);
-    st_hex(d, 32, out);
+    hex_encode(d, 32, out);
     free(z);
 }
 
@@ -593,7 +593,7 @@ static void test_manifest_hostile(void **state)
     char hex[65];
     for (int i = 0; i < ST_MAX_FILES; i++) {
         st_sha256(&i, sizeof i, d);
-        st_hex(d, 32, hex);
+        hex_encode(d, 32, hex);
         sbuf_printf(&many, "file f%04d %u 0644 67108864\n%s\n", i, (64u << 20) - 1 - i, hex);
     }
     assert_false(many.oom);
