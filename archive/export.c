@@ -33,19 +33,7 @@ typedef struct {
     int64_t mtime;
 } exporter;
 
-static void note(const archive_export_opts *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const archive_export_opts *o, const char *fmt, ...)
-{
-    if (!o->note)
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    o->note(o->ctx, line);
-}
+#define note(o, ...) note_send((o)->note, (o)->ctx, __VA_ARGS__)
 
 static la_ssize_t write_cb(struct archive *a, void *ctx, const void *buf, size_t len)
 {

@@ -3,6 +3,7 @@
 #define STRATA_ARCHIVE_INTERNAL_H
 
 #include "../base/error.h"
+#include "../base/note.h"
 #include "archive.h"
 
 #include <archive.h>
