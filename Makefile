@@ -98,6 +98,17 @@ $(B)/strata: $(CLI_OBJ) $(B)/libstrata.a
 $(B)/mkbundle: $(B)/fixtures/mkbundle.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
+# strata --version: the release and the commit it was built from
+VERSION   := 0.1
+GIT_REV   := $(shell git rev-parse --short HEAD 2>/dev/null)
+VERSION_TEXT := $(VERSION)$(if $(GIT_REV), ($(GIT_REV)))
+$(B)/cli/main.o: ALL_CFLAGS += -DSTRATA_VERSION='"$(VERSION_TEXT)"'
+# main.o is rebuilt when the text changes (a new commit), through this file
+$(B)/cli/main.o: $(B)/version.txt
+$(B)/version.txt: FORCE
+	@mkdir -p $(B); [ "$$(cat $@ 2>/dev/null)" = '$(VERSION_TEXT)' ] || echo '$(VERSION_TEXT)' >$@
+.PHONY: FORCE
+
 TOOLS     := $(B)/tests/remote_get
 tests: $(TESTS) $(TOOLS) $(B)/strata-vzsim
 

@@ -322,9 +322,10 @@ int boot_run(store *st, const boot_run_opts *o);
 int boot_suspend(store *st, const char *name, const char *tag, const char *message,
                  store_id *out);
 
-/* Ask the guest to shut down; force it off after timeout_s seconds. name
- * is an instance name or its directory. */
-int boot_stop(store *st, const char *name, int timeout_s);
+/* Ask the guest to shut down; force it off after timeout_s seconds (0: at
+ * once). name is an instance name or its directory. *forced is set when
+ * the guest ignored the request for timeout_s seconds and was forced off. */
+int boot_stop(store *st, const char *name, int timeout_s, int *forced);
 
 typedef struct {
     char *name;

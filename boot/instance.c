@@ -201,19 +201,15 @@ static int write_side(const char *dir, const char *what, const char *text)
 {
     char path[4300];
     side_path(dir, what, path, sizeof path);
-    char *slash = strrchr(path, '/');
-    *slash = 0;
-    int rc = boot_write_atomic(path, slash + 1, text);
-    return rc;
+    return atomic_file_write_all(path, text, strlen(text), 0644, 0);
 }
 
 static char *read_side(const char *dir, const char *what)
 {
-    char path[4300];
+    char path[4300], *text = NULL;
+    size_t len;
     side_path(dir, what, path, sizeof path);
-    char *slash = strrchr(path, '/');
-    *slash = 0;
-    return read_small(path, slash + 1);
+    return file_read_all(path, 8191, &text, &len) || !len ? (free(text), NULL) : text;
 }
 
 static void remove_side(const char *dir, const char *what)
@@ -687,7 +683,7 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
                      const boot_settings *s, const store_busy *busy, const run_record *r)
 {
     long stop_deadline = 0;
-    int keep = 0;
+    int keep = 0, forced = 0;
     while (drv->alive(vm)) {
         if (want_suspend) {
             want_suspend = 0;
@@ -712,8 +708,12 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
             write_run(r, drv->pid(vm), "stopping");
             drv->stop(vm, atol(t) <= 0);
         }
-        if (stop_deadline && time(NULL) >= stop_deadline)
+        if (stop_deadline && time(NULL) >= stop_deadline && !forced) {
+            /* the guest ignored the power button: `strata stop` says so */
+            write_side(dir, "stop-result", "forced\n");
             drv->stop(vm, 1);
+            forced = 1;
+        }
         if (drv->wait)
             drv->wait(vm, 100); /* vz: its window's events */
         else
@@ -1032,19 +1032,25 @@ int boot_suspend(store *st, const char *name, const char *tag, const char *messa
     return rc;
 }
 
-int boot_stop(store *st, const char *name, int timeout_s)
+int boot_stop(store *st, const char *name, int timeout_s, int *forced)
 {
     boot_instance x;
+    *forced = 0;
     int rc = boot_find_running(st, name, &x);
     if (rc)
         return rc;
     char req[64];
     snprintf(req, sizeof req, "timeout %d\n", timeout_s);
+    remove_side(x.dir, "stop-result"); /* an earlier stop's */
     rc = write_side(x.dir, "stop-request", req);
     if (!rc)
         rc = signal_instance(st, &x, SIGTERM);
     if (!rc && wait_gone(x.pid, timeout_s + 30))
         rc = boot_fail(ETIMEDOUT, "instance %s did not stop", name);
+    char *result = read_side(x.dir, "stop-result");
+    *forced = timeout_s > 0 && result && !strncmp(result, "forced", 6);
+    free(result);
+    remove_side(x.dir, "stop-result");
     remove_side(x.dir, "stop-request");
     boot_instance_free(&x);
     return rc;

@@ -31,7 +31,7 @@ static void print_commit(const store_commit_result *r, int verbose)
     if (r->existed)
         fprintf(stderr, "strata: the same content is already layer %.12s\n", r->id.hex);
     if (!r->reflinked)
-        fprintf(stderr, "strata: cli_note: this filesystem can't share blocks; the layer holds a "
+        fprintf(stderr, "strata: this filesystem can't share blocks, so the layer holds a "
                         "full copy of its data\n");
     printf("%s\n", r->id.hex);
 }
@@ -108,7 +108,7 @@ static int cmd_clone(int argc, char **argv)
     if (rc)
         return cli_store_failed();
     if (!reflinked)
-        fprintf(stderr, "strata: cli_note: copied (this filesystem can't share blocks); holes kept\n");
+        fprintf(stderr, "strata: copied, since this filesystem can't share blocks (holes kept)\n");
     return 0;
 }
 

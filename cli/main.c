@@ -27,7 +27,8 @@ const cli_verb *cli_find_verb(const char *name)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: strata VERB [ARGS]\n\nThe store is $STRATA_HOME, or ~/.strata.\n"
-                 "A REF is a tag, a layer id or a unique id prefix.\n\nverbs:\n");
+                 "A REF is a tag, a layer id or a unique id prefix.\n"
+                 "strata --version prints the release.\n\nverbs:\n");
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const cli_verb *v = tables[t]; v->name; v++)
             fprintf(out, "  strata %s\n", v->usage);
@@ -46,6 +47,11 @@ static int cmd_help(int argc, char **argv)
     return 0;
 }
 
+/* the release, and the commit it was built from where the Makefile knows it */
+#ifndef STRATA_VERSION
+#define STRATA_VERSION "0.1"
+#endif
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -54,6 +60,10 @@ int main(int argc, char **argv)
     }
     const cli_verb *v = cli_find_verb(argv[1]);
     if (!v) {
+        if (!strcmp(argv[1], "--version")) {
+            printf("strata %s\n", STRATA_VERSION);
+            return 0;
+        }
         if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
             usage(stdout);
             return 0;

@@ -113,9 +113,15 @@ static int cmd_stop(int argc, char **argv)
     store *st;
     if (cli_open_store(&st))
         return 1;
-    int rc = boot_stop(st, pos[0], force ? 0 : (int)t);
+    int forced = 0;
+    int rc = boot_stop(st, pos[0], force ? 0 : (int)t, &forced);
     store_close(st);
-    return rc ? cli_boot_failed() : 0;
+    if (rc)
+        return cli_boot_failed();
+    if (forced)
+        fprintf(stderr, "strata: %s ignored the request to shut down for %lu s; it was forced off\n",
+                pos[0], t);
+    return 0;
 }
 
 /* "HOST:PORT", or "-" where there is none */

@@ -172,6 +172,10 @@ done
 check "help VERB prints each verb's usage (missing:${nohelp:- none})" [ -z "$nohelp" ]
 run "$S" help no-such-verb
 check "help of an unknown verb fails" [ "$rc" -ne 0 ]
+run "$S" --version
+check "--version prints the release, and the commit it was built from in a git checkout" \
+    grep -qE '^strata [0-9]+\.[0-9]+( \([0-9a-f]{7,}\))?$' "$W/out"
+check "...and exits 0" [ "$rc" -eq 0 ]
 
 # ---- fsck, df, gc ----
 run "$S" fsck

@@ -84,6 +84,13 @@ check "... and its identifier" [ "$(sha256sum <"$(inst lx2)/GenericMachineIdenti
 run "$S" stop lx2
 check "stop asks the guest, which shuts down" [ "$rc" -eq 0 ]
 check "... by requestStopWithError:" grep -q 'requestStopWithError: &error] -> YES' "$W/lx2.log"
+check "... and says nothing of forcing it off" bash -c "! grep -q 'forced off' '$W/err'"
+
+VZREC_SHUTDOWN_MS=-1 start_vm deaf deaf.log lx
+check "a guest that will ignore a stop request runs" running deaf
+run "$S" stop deaf --timeout 1
+check "stop of a guest that ignores the request still stops it" [ "$rc" -eq 0 ]
+check "... and says the guest ignored it and was forced off" grep -q "^strata: deaf ignored the request to shut down for 1 s; it was forced off$" "$W/err"
 
 start_vm lx3 lx3.log lx:s1 --cold --new-identity
 check "run --cold --new-identity starts" running lx3
