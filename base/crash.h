@@ -3,9 +3,9 @@
  * tests/powercut.sh): a process killed with SIGKILL at a chosen moment, as
  * a power cut would stop it.
  *
- * STRATA_CRASH_AT=N kills the process at the Nth crash_point() it reaches;
- * STRATA_CRASH_AT=NAME at crash_named(NAME), which crash_point() does not
- * count. Unset, both cost a getenv once.
+ * STRATA_TEST_CRASH_AT=N (base/testhooks.h) kills the process at the Nth
+ * crash_point() it reaches; STRATA_TEST_CRASH_AT=NAME at crash_named(NAME),
+ * which crash_point() does not count.
  */
 #ifndef STRATA_BASE_CRASH_H
 #define STRATA_BASE_CRASH_H

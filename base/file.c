@@ -4,6 +4,7 @@
 #include "crash.h"
 #include "error.h"
 #include "platform.h"
+#include "testhooks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,8 +62,8 @@ int file_rename_noreplace(const char *from, const char *to)
 {
     /* a test's way into the moment between the caller's check and the
      * rename: create what it names, as a racing process could */
-    const char *race = getenv("STRATA_TEST_RACE_RENAME");
-    if (race && *race)
+    const char *race = test_hooks_get()->race_rename;
+    if (race)
         mkdir(race, 0755);
     int rc = os_rename_noreplace(from, to);
     if (rc == -EOPNOTSUPP) {

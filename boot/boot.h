@@ -347,7 +347,7 @@ void boot_ps_free(boot_instance *v, size_t n);
 
 typedef enum {
     BOOT_RESOLVER_DEFAULT = 0, /* qemu: its forward; vz: the DHCP lease */
-    BOOT_RESOLVER_LEASE,       /* vz: /var/db/dhcpd_leases ($STRATA_DHCPD_LEASES) */
+    BOOT_RESOLVER_LEASE,       /* vz: /var/db/dhcpd_leases ($STRATA_TEST_DHCPD_LEASES) */
     BOOT_RESOLVER_ARP,         /* vz: `arp -an`; opt-in, since ARP replies can be spoofed */
 } boot_resolver;
 

@@ -6,6 +6,7 @@
 #include "../base/file.h"
 #include "../base/hex.h"
 #include "../base/note.h"
+#include "../base/testhooks.h"
 #include "boot.h"
 
 /* errors (base/error.h), raised by boot/: set the thread's error and

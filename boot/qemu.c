@@ -449,15 +449,15 @@ static void kernel_key(const char *path, char out[32])
  * on the serial port); then, for a guest that boots a Linux kernel
  * directly, that kernel up to its banner. Verdicts are cached per boot of
  * the host (and kernel); the first "no" is said once, as a note.
- * STRATA_KVM_PROBE=pass|fail forces the answer (for tests).
+ * STRATA_TEST_KVM_PROBE=pass|fail forces the answer (for tests).
  */
 static int kvm_works(const boot_start_opts *o, const char *kernel)
 {
-    const char *forced = getenv("STRATA_KVM_PROBE");
+    const char *forced = test_hooks_get()->kvm_probe;
     if (forced && !strcmp(forced, "pass"))
         return 1;
     if (forced && !strcmp(forced, "fail")) {
-        note(o, "KVM probe forced to fail (STRATA_KVM_PROBE=fail): using software emulation");
+        note(o, "KVM probe forced to fail (STRATA_TEST_KVM_PROBE=fail): using software emulation");
         return 0;
     }
     if (access("/dev/kvm", R_OK | W_OK) != 0)
@@ -1335,11 +1335,11 @@ static int qemu_screenshot(const char *runtime_dir, const char *png_path)
     }
     const char *tmp = png.tmp;
     rc = cli_monitor(runtime_dir, vm);
-    /* STRATA_SCREENDUMP_PPM: take the old qemu's way (tests) */
-    const char *force_ppm = getenv("STRATA_SCREENDUMP_PPM");
-    if (!rc && !(force_ppm && *force_ppm))
+    /* the old qemu's way, forced for a test */
+    int force_ppm = test_hooks_get()->screendump_ppm;
+    if (!rc && !force_ppm)
         rc = screendump(vm, tmp, "png");
-    if (force_ppm && *force_ppm ? !rc : rc == -EPROTONOSUPPORT) {
+    if (force_ppm ? !rc : rc == -EPROTONOSUPPORT) {
         /* before 7.1 screendump writes PPM only: convert it here */
         char ppm[4300];
         snprintf(ppm, sizeof ppm, "%s.ppm", tmp);

@@ -83,8 +83,8 @@ static int vz_address(const char *mac, boot_resolver how, boot_address *out)
                                                  "traffic; see arp -an)", mac)
                              : rc;
     }
-    const char *path = getenv("STRATA_DHCPD_LEASES");
-    if (!path || !*path)
+    const char *path = test_hooks_get()->dhcpd_leases;
+    if (!path)
         path = LEASES_FILE;
     char *text = slurp(path);
     if (!text)

@@ -57,7 +57,7 @@ enum { VZ_ROSETTA_NOT_SUPPORTED = 0, VZ_ROSETTA_NOT_INSTALLED = 1, VZ_ROSETTA_IN
 #define MAX_SHARES 64
 #define CONSOLE_LOG ".console.log"
 
-/* How long a completion handler may take, in ms (STRATA_VZ_TIMEOUT_MS
+/* How long a completion handler may take, in ms (STRATA_TEST_VZ_TIMEOUT_MS
  * overrides them all, for tests). A restore or save moves the guest's whole
  * memory through the disk. */
 #define T_START 120000u
@@ -75,8 +75,7 @@ struct boot_vm {
 
 static unsigned timeout_ms(unsigned normal)
 {
-    const char *e = getenv("STRATA_VZ_TIMEOUT_MS");
-    long v = e ? atol(e) : 0;
+    long v = test_hooks_get()->vz_timeout_ms;
     return v > 0 ? (unsigned)v : normal;
 }
 

@@ -124,7 +124,7 @@ CS=$W/crash
 in_store "$CS" "$S" import "$W/x.tar.zst" >/dev/null 2>&1
 bad_n=""
 for ((n = 1; n <= 40; n++)); do
-    STRATA_CRASH_AT=$n in_store "$CS" "$S" import "$W/v3.tar.zst" >/dev/null 2>&1
+    STRATA_TEST_CRASH_AT=$n in_store "$CS" "$S" import "$W/v3.tar.zst" >/dev/null 2>&1
     code=$?
     in_store "$CS" "$S" fsck >/dev/null 2>&1 || bad_n="$bad_n $n"
     [ $code -eq 0 ] && break

@@ -89,7 +89,7 @@ stop_now() { "$S" stop "$1" --force >/dev/null 2>&1; wait_gone_vm "$1"; }
 wait_gone_vm() { local i; for ((i = 0; i < 100; i++)); do [ -e "$STRATA_HOME/running/$1.run" ] || return 0; sleep 0.1; done; }
 expect_error "--accel takes kvm, tcg or auto" 1 "--accel 'xen' must be kvm, tcg or auto" "$S" run linux-ci --accel xen
 # a probe forced to fail: software emulation, said once
-STRATA_KVM_PROBE=fail start_vm kf linux-ci --ephemeral
+STRATA_TEST_KVM_PROBE=fail start_vm kf linux-ci --ephemeral
 check "a failed KVM probe means software emulation" [ "$(vm_accel kf)" = tcg ]
 check "...and strata says so" grep -q "KVM probe forced to fail" "$W/run-kf.log"
 stop_now kf
@@ -97,7 +97,7 @@ stop_now kf
 # fail within its bound and say why; where KVM works, the guest runs
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     t0=$(date +%s)
-    STRATA_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 start_vm kk linux-ci --accel kvm --ephemeral
+    STRATA_TEST_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 start_vm kk linux-ci --accel kvm --ephemeral
     kkpid=${PIDS##* } KVM_HANGS=""
     for ((i = 0; i < 300; i++)); do # it fails, or it runs (it runs only once the guest made progress)
         if ! kill -0 "$kkpid" 2>/dev/null; then KVM_HANGS=1; break; fi
@@ -119,7 +119,7 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     if [ "$KVM_HANGS" = 1 ]; then
         # auto, with a probe that passed wrongly: the hung guest is restarted emulated
         mkdir -p "$W/xdg2" && chmod 700 "$W/xdg2"
-        STRATA_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 XDG_RUNTIME_DIR=$W/xdg2 start_vm ka linux-ci --ephemeral
+        STRATA_TEST_KVM_PROBE=pass STRATA_KVM_PROGRESS_SECONDS=8 XDG_RUNTIME_DIR=$W/xdg2 start_vm ka linux-ci --ephemeral
         check "a guest that hangs under KVM after a passed probe is restarted emulated" [ "$(vm_accel ka)" = tcg ]
         check "...saying so" grep -q "no progress under KVM in 8 s although the KVM probe passed: restarting" "$W/run-ka.log"
         stop_now ka

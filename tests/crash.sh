@@ -1,6 +1,6 @@
 #!/bin/bash
 # Crash tests: kill import, commit, clone and gc with SIGKILL at every crash
-# point the store declares (STRATA_CRASH_AT=N kills at the Nth), and at
+# point the store declares (STRATA_TEST_CRASH_AT=N kills at the Nth), and at
 # random moments. After each kill: fsck is clean, and every layer committed
 # before is byte-identical.
 . "$(dirname "$0")/lib.sh"
@@ -66,7 +66,7 @@ crash_loop() {
     local n=1 failed=0
     while [ $n -le 400 ]; do
         restore
-        (STRATA_CRASH_AT=$n "$@" >/dev/null 2>&1) 2>/dev/null # no "Killed" from bash
+        (STRATA_TEST_CRASH_AT=$n "$@" >/dev/null 2>&1) 2>/dev/null # no "Killed" from bash
         local code=$?
         if [ $code -eq 0 ]; then
             break
@@ -97,7 +97,7 @@ crash_loop "gc" "$tagged_before" "$S" gc --prune=now 2>/dev/null
 
 # after a crashed commit, the clone is still usable: commit again
 restore
-{ (STRATA_CRASH_AT=12 "$S" commit "$W/cinst" -m crash >/dev/null 2>&1); } 2>/dev/null
+{ (STRATA_TEST_CRASH_AT=12 "$S" commit "$W/cinst" -m crash >/dev/null 2>&1); } 2>/dev/null
 code=$?
 check "commit killed at crash point 12 died of SIGKILL (exit $code)" [ $code -eq 137 ]
 run "$S" commit "$W/cinst" -m again -t first:again
@@ -146,7 +146,7 @@ crash_file() {
         local old=$W/cf.old
         rm -f "$old"
         [ -e "$file" ] && cp "$file" "$old"
-        { (STRATA_CRASH_AT=$n "$@" >/dev/null 2>&1); } 2>/dev/null # no "Killed" from bash
+        { (STRATA_TEST_CRASH_AT=$n "$@" >/dev/null 2>&1); } 2>/dev/null # no "Killed" from bash
         code=$?
         [ $code -eq 0 ] && break
         if [ $code -ne 137 ]; then echo "    $name at point $n: exit $code"; failed=1; break; fi

@@ -24,7 +24,7 @@
 # the FIEMAP_FLAG_SYNC extent walk already wrote it).
 #
 # Each boot starts from the same disk image; cuts at declared crash points
-# (pc.crash: strata dies at STRATA_CRASH_AT=N, then the power goes with
+# (pc.crash: strata dies at STRATA_TEST_CRASH_AT=N, then the power goes with
 # nothing synced) and at delays after an operation starts. Hold
 # /tmp/strata-qemu.lock while running it: other tests boot guests too.
 . "$(dirname "$0")/lib.sh"

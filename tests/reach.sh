@@ -109,28 +109,28 @@ vz_ip_tests() {
     lease() { printf '{\n\tname=g\n\tip_address=%s\n\thw_address=%s\n\tidentifier=%s\n\tlease=%s\n}\n' "$1" "$2" "$2" "$3"; }
     { lease 192.168.64.20 "1,$unpadded" "$past"; lease 192.168.64.21 "1,$unpadded" "$future"
       lease 192.168.64.22 "ff,f1:f5:dd:7f:0:2:0:0:ab:11" "$future"; } >"$W/leases"
-    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ip v1
+    STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases run "$V" ip v1
     check "vz: ip finds the unexpired lease for the instance's MAC (as bootpd writes it: $unpadded)" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = 192.168.64.21 ]
-    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ip v1 --json
+    STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases run "$V" ip v1 --json
     check "...--json says it came from the lease file" grep -qF '"address":"192.168.64.21","port":22,"source":"lease"' "$W/out"
     lease 192.168.64.22 "ff,f1:f5:dd:7f:0:2:0:0:ab:11" "$future" >"$W/leases-duid"
-    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases-duid expect_error "vz: no lease for the MAC, but a DUID one: ip explains the pitfall" 1 \
+    STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases-duid expect_error "vz: no lease for the MAC, but a DUID one: ip explains the pitfall" 1 \
         "1 lease(s) keyed by a DUID client identifier" "$V" ip v1
     check "...and the fix" grep -q "dhcp-identifier: mac" "$W/err"
     : >"$W/leases-late"
     (sleep 2; lease 192.168.64.23 "1,$unpadded" "$future" >"$W/leases-late") &
-    STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases-late run "$V" ip v1 --wait 30
+    STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases-late run "$V" ip v1 --wait 30
     check "vz: ip --wait waits for the guest's lease" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = 192.168.64.23 ]
     # the ssh command line, shown by a stand-in ssh that prints it and exits 7
     mkdir -p "$W/fakebin"
     printf '#!/bin/sh\nfor a in "$@"; do echo "$a"; done\nexit 7\n' >"$W/fakebin/ssh" && chmod +x "$W/fakebin/ssh"
-    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ssh v1 -- ls -l /
+    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases run "$V" ssh v1 -- ls -l /
     check "vz: ssh runs the system's ssh and exits with its status (7)" [ "$rc" -eq 7 ]
     printf '%s\n' -o "UserKnownHostsFile=\"$H/vms/v1/.known_hosts\"" -o StrictHostKeyChecking=accept-new \
         -o HashKnownHosts=no -o GlobalKnownHostsFile=/dev/null -o HostKeyAlias=strata-v1 -p 22 -l admin \
         -- 192.168.64.21 ls -l / >"$W/want"
     check "...with the instance's known_hosts, port 22, ssh_user and the command's words" cmp -s "$W/want" "$W/out"
-    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_DHCPD_LEASES=$W/leases run "$V" ssh v1 --user me -i "$W/id"
+    PATH=$W/fakebin:$PATH STRATA_HOME=$H STRATA_TEST_DHCPD_LEASES=$W/leases run "$V" ssh v1 --user me -i "$W/id"
     printf '%s\n' -o "UserKnownHostsFile=\"$H/vms/v1/.known_hosts\"" -o StrictHostKeyChecking=accept-new \
         -o HashKnownHosts=no -o GlobalKnownHostsFile=/dev/null -o HostKeyAlias=strata-v1 -p 22 -l me \
         -o "IdentityFile=\"$W/id\"" -o IdentitiesOnly=yes -- 192.168.64.21 >"$W/want"
@@ -203,7 +203,7 @@ run "$S" screenshot r1 "$W/shot.png"
 check "screenshot saves the screen (exit $rc)" [ "$rc" -eq 0 ]
 check "...as a PNG that is not blank" png_not_blank "$W/shot.png"
 check "...leaving no temporary file" bash -c "! ls -A '$W' | grep -q 'shot.png.tmp'"
-STRATA_SCREENDUMP_PPM=1 run "$S" screenshot r1 "$W/old.png"
+STRATA_TEST_SCREENDUMP_PPM=1 run "$S" screenshot r1 "$W/old.png"
 check "with an old qemu's PPM screen dump, converted (exit $rc): a PNG that is not blank" png_not_blank "$W/old.png"
 check "...leaving no PPM behind" bash -c "! ls -A '$W' | grep -q 'ppm'"
 mkdir -p "$W/rel" && (cd "$W/rel" && "$S" screenshot r1 rel.png >"$W/out" 2>"$W/err")

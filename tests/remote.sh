@@ -508,7 +508,7 @@ check "...and an fsck-clean store with no work left" [ "$rc" -eq 0 ] && [ -z "$(
 # killed while it clones a file from the layer's base: an unfinished clone
 # (cut in half here) is never found under the file's name and taken whole
 P16=$W/pull16
-STRATA_HOME=$P16 STRATA_CRASH_AT=receive-clone run "$S" pull "$R/strata/vm:child"
+STRATA_HOME=$P16 STRATA_TEST_CRASH_AT=receive-clone run "$S" pull "$R/strata/vm:child"
 part=$(ls "$P16/tmp/receive-$CHILD"/clone-* 2>/dev/null | head -1)
 check "a pull killed while cloning a file from its base ($rc) leaves the clone outside the bundle" \
     [ "$rc" -eq 137 ] && [ -n "$part" ] && [ -z "$(ls -A "$P16/tmp/receive-$CHILD/bundle")" ]

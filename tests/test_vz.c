@@ -895,12 +895,12 @@ static void test_timeouts(void **state)
     fx_init(&f, "hang", 0);
     fx_settings(&f, LINUX_JSON);
     assert_int_equal(f.d->start(&f.o, &f.vm), 0);
-    setenv("STRATA_VZ_TIMEOUT_MS", "300", 1);
+    test_hooks_edit()->vz_timeout_ms = 300;
     oc_record_hang("pauseWithCompletionHandler:");
     assert_int_equal(f.d->pause(f.vm), -ETIMEDOUT);
     assert_non_null(strstr(boot_error(), "did not finish pauseWithCompletionHandler: in 1 s"));
     HAS("# pauseWithCompletionHandler:: no completion in 300 ms");
-    unsetenv("STRATA_VZ_TIMEOUT_MS");
+    test_hooks_edit()->vz_timeout_ms = 0;
     fx_done(&f);
 }
 
@@ -1386,10 +1386,10 @@ static void test_create_macos_refused(void **state)
 
     /* an install that never ends: the wait is bounded */
     fx_macos_create(&f, "create-install-hangs", &o, &pl);
-    setenv("STRATA_VZ_TIMEOUT_MS", "400", 1);
+    setenv("STRATA_TEST_VZ_TIMEOUT_MS", "400", 1);
     oc_record_hang("installWithCompletionHandler:");
     assert_int_equal(f.d->create_macos(&o), -ETIMEDOUT);
-    unsetenv("STRATA_VZ_TIMEOUT_MS");
+    test_hooks_edit()->vz_timeout_ms = 0;
     assert_string_equal(boot_error(), "installing macOS: no end in 1 s");
     HAS("# installWithCompletionHandler:: no completion in 400 ms");
     HAS("stopWithCompletionHandler: ^(NSError *)]"); /* the VM the installer ran is stopped */

@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 V=$B/strata-vzsim
 export STRATA_HOME=$W/store STRATA_HOST_ID=vzsim-host
-unset VZREC_HOST_MACOS VZREC_LOG VZREC_FAIL VZREC_LATEST_URL STRATA_VZ_TIMEOUT_MS
+unset VZREC_HOST_MACOS VZREC_LOG VZREC_FAIL VZREC_LATEST_URL STRATA_TEST_VZ_TIMEOUT_MS
 export VZREC_SHUTDOWN_MS=100 # a guest asked to stop stops 0.1 s later
 rm -rf "$STRATA_HOME" "$W"/srv* "$W"/*.log "$W"/*.ipsw
 

@@ -9,7 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 S=$B/strata-vzsim
 export STRATA_HOME=$W/store STRATA_HOST_ID=vzsim-host
-unset VZREC_HOST_MACOS VZREC_LOG STRATA_VZ_TIMEOUT_MS
+unset VZREC_HOST_MACOS VZREC_LOG STRATA_TEST_VZ_TIMEOUT_MS
 export VZREC_SHUTDOWN_MS=100 # a guest asked to stop stops 0.1 s later
 rm -rf "$STRATA_HOME" "$W"/lb "$W"/mb "$W"/*.log
 

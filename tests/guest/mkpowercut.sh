@@ -12,7 +12,7 @@
 # kernel command line, turns off every flush the kernel would do on its own
 # (periodic writeback, timed journal commits), runs the scenario there, and
 # then idles without syncing until the host cuts the power (kills qemu).
-# pc.crash=OP:POINT makes operation OP run with STRATA_CRASH_AT=POINT.
+# pc.crash=OP:POINT makes operation OP run with STRATA_TEST_CRASH_AT=POINT.
 set -euo pipefail
 if [ $# -ne 3 ]; then
     echo "usage: $0 GUEST_DIR BUILD_DIR OUT_INITRD" >&2

@@ -5,7 +5,7 @@
 #   DIR holds the source bundles src1 and src2 (made by the host); the store
 #   is DIR/store and the clones DIR/c1 and DIR/cj.
 #   With CRASH_OP/CRASH_POINT, operation number CRASH_OP runs with
-#   STRATA_CRASH_AT=CRASH_POINT: strata kills itself there, and the script
+#   STRATA_TEST_CRASH_AT=CRASH_POINT: strata kills itself there, and the script
 #   stops at once (no sync) so the host can cut the power at that point.
 # Console protocol, one line each, printed only after what it says is done:
 #   START k NAME           operation k begins
@@ -37,7 +37,7 @@ step() {
     echo "START $op $1"
     shift
     if [ "$op" -eq "$CRASH_OP" ]; then
-        STRATA_CRASH_AT=$CRASH_POINT "$@" >/tmp/out 2>/tmp/err
+        STRATA_TEST_CRASH_AT=$CRASH_POINT "$@" >/tmp/out 2>/tmp/err
     else
         "$@" >/tmp/out 2>/tmp/err
     fi
