@@ -725,24 +725,12 @@ static int count_instance(void *ctx_, const char *name)
     return 0;
 }
 
-int store_df(store *st, store_usage *out)
+/* Sizes over all layers: apparent (file sizes) and unique (distinct chunk
+ * digests, each counted once with its length). */
+static int layer_bytes(store *st, const store_id *ids, size_t n, store_usage *out)
 {
-    memset(out, 0, sizeof *out);
-    st_lock lock;
-    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
-    if (rc)
-        return rc;
-    store_id *ids = NULL;
-    size_t n = 0;
-    store_tag_entry *tags = NULL;
-    size_t ntags = 0;
-    unsigned char(*digests)[32] = NULL;
+    unsigned char *digests = NULL; /* 32 bytes of digest then 8 of length */
     size_t nd = 0, cap = 0;
-    if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
-        goto out;
-    out->layers = n;
-    out->tags = ntags;
-    /* unique data: distinct chunk digests, each counted once with its length */
     for (size_t i = 0; i < n; i++) {
         store_layer *l = NULL;
         if (store_layer_load(st, &ids[i], &l))
@@ -756,15 +744,14 @@ int store_df(store *st, store_usage *out)
                     void *a = realloc(digests, cap * 40);
                     if (!a) {
                         store_layer_free(l);
-                        rc = -ENOMEM;
-                        goto out;
+                        free(digests);
+                        return -ENOMEM;
                     }
                     digests = a;
                 }
-                /* 32 bytes of digest then 8 of length, sorted by digest */
                 uint64_t len = store_chunk_len(file, file->data[k].index);
-                memcpy((unsigned char *)digests + nd * 40, file->data[k].digest, 32);
-                memcpy((unsigned char *)digests + nd * 40 + 32, &len, 8);
+                memcpy(digests + nd * 40, file->data[k].digest, 32);
+                memcpy(digests + nd * 40 + 32, &len, 8);
                 nd++;
             }
         }
@@ -773,13 +760,34 @@ int store_df(store *st, store_usage *out)
     if (nd)
         qsort(digests, nd, 40, cmp_digest);
     for (size_t i = 0; i < nd; i++) {
-        const unsigned char *e = (unsigned char *)digests + i * 40;
+        const unsigned char *e = digests + i * 40;
         if (i > 0 && !memcmp(e, e - 40, 32))
             continue;
         uint64_t len;
         memcpy(&len, e + 32, 8);
         out->unique_bytes += len;
     }
+    free(digests);
+    return 0;
+}
+
+int store_df(store *st, store_usage *out)
+{
+    memset(out, 0, sizeof *out);
+    st_lock lock;
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
+    if (rc)
+        return rc;
+    store_id *ids = NULL;
+    size_t n = 0;
+    store_tag_entry *tags = NULL;
+    size_t ntags = 0;
+    if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
+        goto out;
+    out->layers = n;
+    out->tags = ntags;
+    if ((rc = layer_bytes(st, ids, n, out)))
+        goto out;
     char *layers = st_printf("%s/layers", st->home);
     out->allocated_bytes = layers ? st_allocated(layers) : 0;
     free(layers);
@@ -793,7 +801,6 @@ int store_df(store *st, store_usage *out)
     if (statvfs(st->home, &v) == 0)
         out->volume_free = (uint64_t)v.f_bavail * v.f_frsize;
 out:
-    free(digests);
     free(ids);
     store_tags_free(tags, ntags);
     st_lock_release(&lock);

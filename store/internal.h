@@ -39,6 +39,8 @@ int st_fsync_parent(const char *path); /* fsync the directory holding path */
  * never a short list); free with st_free_names */
 int st_list_dir(const char *path, char ***out, size_t *n);
 void st_free_names(char **v, size_t n);
+/* st_list_dir of <home>/<sub>, failing with a message that names it */
+int st_list_home(const store *st, const char *sub, char ***out, size_t *n);
 /* Fault injection for tests: -ENOSPC when $STRATA_FAIL_AT names point, as a
  * full volume would fail that step (tests/cli.sh); else 0. */
 int st_fault(const char *point);
@@ -50,14 +52,16 @@ uint64_t st_allocated(const char *path);
  * processes and dies with its holder. Code holds it through an st_lock
  * handle, a value on the holder's stack, so each call site says what it
  * holds and until when. The protocol:
- *   shared     while reading what gc could remove or a publish could
- *              change: resolving and loading layers, cloning (which also
- *              writes the new clone's record and marker: adding a record
- *              never conflicts with a reader, and gc, which reads every
- *              record, needs exclusive), listing clones, fsck, df, a pin
- *              being made; for the whole of a commit's compare (its parent's
- *              files must stay), and of a receive, begin to end (its base
- *              layers must stay).
+ *   shared     while work depends on layers or records staying as they
+ *              were read: cloning a layer (which also writes the new
+ *              clone's record and marker: adding a record conflicts with
+ *              no reader, and gc, which reads every record, needs
+ *              exclusive), reading or re-registering a clone's record,
+ *              listing clones, fsck, df, making a pin; a commit's whole
+ *              compare (its parent's files must stay), and a receive from
+ *              begin to end (its base layers must stay). Plain lookups
+ *              (resolve, load, list) take none: layers never change once
+ *              published.
  *   exclusive  while changing what others read: publishing a layer and
  *              what goes with it (tag, clone record, marker, unreachable
  *              list), tag and untag, forgetting clone records, gc.

@@ -106,13 +106,11 @@ const store_file *st_layer_find_file(const store_layer *l, const char *name)
 
 int store_layers(store *st, store_id **out, size_t *n)
 {
-    char *dir = st_printf("%s/layers", st->home);
     char **names;
     size_t cnt;
-    int rc = dir ? st_list_dir(dir, &names, &cnt) : -ENOMEM;
-    free(dir);
+    int rc = st_list_home(st, "layers", &names, &cnt);
     if (rc)
-        return st_fail_errno(rc, "%s/layers", st->home);
+        return rc;
     store_id *ids = calloc(cnt ? cnt : 1, sizeof *ids);
     size_t k = 0;
     for (size_t i = 0; ids && i < cnt; i++)

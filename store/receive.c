@@ -4,7 +4,7 @@
  * chunks the store already holds at the same place in a base layer are
  * cloned, the others arrive from the caller in any order and are checked
  * against their SHA-256 before they are written. The layer is built under
- * tmp/ and published with one rename, as commit does (store.c).
+ * tmp/ and published with one rename, as commit does (build.c).
  */
 #define _GNU_SOURCE
 #include "../base/platform.h"

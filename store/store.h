@@ -24,15 +24,18 @@
  * here prints. A mutation is either fully visible or not at all: work is
  * built under tmp/, fsynced, and published with one rename.
  *
- * The lock: every call takes the store lock itself and lets go of it before
- * it returns; callers never hold it. Readers (resolve, load, clone, clones,
- * fsck, df) share it; whatever publishes (commit, import, tag, untag,
- * clones --prune, a receive's finish) and gc hold it exclusively, for the
- * publishing only: a commit or import copies and hashes without it, or
+ * The lock (flock(2) on <store>/lock, so it holds between processes): a
+ * call that needs it takes it and lets go of it before it returns; callers
+ * never hold it. Lookups (resolve, layer_load, layers, tags, diff,
+ * layer_exists) take none: a layer is published with one rename and never
+ * changes, so they see it whole or not at all (gc may remove it later).
+ * Shared: clone, clones, fsck, df, instance_layer, pin_layer (while making
+ * the pin), and a commit while it compares against its parent. Exclusive:
+ * publishing (commit, import, tag, untag, clones --prune, a receive's
+ * finish) and gc; a commit or import copies and hashes without it, or
  * shared. A receive holds it shared from begin to its end, so gc waits for
- * a pull or an archive import to end; a pin keeps its layer without it.
- * Other processes on the same store follow the same lock (flock(2)). A
- * store handle is for one thread at a time, except store_receive_chunk.
+ * a pull or an archive import to end. A store handle is for one thread at
+ * a time, except store_receive_chunk.
  */
 #ifndef STRATA_STORE_H
 #define STRATA_STORE_H

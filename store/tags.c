@@ -173,13 +173,11 @@ int store_untag(store *st, const char *name)
 
 int store_tags(store *st, store_tag_entry **out, size_t *n)
 {
-    char *dir = st_printf("%s/refs/tags", st->home);
     char **names;
     size_t cnt;
-    int rc = dir ? st_list_dir(dir, &names, &cnt) : -ENOMEM;
-    free(dir);
+    int rc = st_list_home(st, "refs/tags", &names, &cnt);
     if (rc)
-        return st_fail_errno(rc, "%s/refs/tags", st->home);
+        return rc;
     store_tag_entry *t = calloc(cnt ? cnt : 1, sizeof *t);
     size_t k = 0;
     for (size_t i = 0; t && i < cnt; i++) {

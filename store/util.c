@@ -131,6 +131,14 @@ oom: /* a short list would silently leave files out of a layer */
     return -ENOMEM;
 }
 
+int st_list_home(const store *st, const char *sub, char ***out, size_t *n)
+{
+    char *dir = st_printf("%s/%s", st->home, sub);
+    int rc = dir ? st_list_dir(dir, out, n) : -ENOMEM;
+    free(dir);
+    return rc ? st_fail_errno(rc, "%s/%s", st->home, sub) : 0;
+}
+
 void st_free_names(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
