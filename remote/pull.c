@@ -74,20 +74,6 @@ static int read_meta(pull_job *j, size_t i)
     return rc;
 }
 
-static int have_layer(store *st, const store_id *id)
-{
-    store_id *ids;
-    size_t n;
-    int rc = store_layers(st, &ids, &n);
-    if (rc)
-        return rc;
-    int found = 0;
-    for (size_t i = 0; i < n && !found; i++)
-        found = !strcmp(ids[i].hex, id->hex);
-    free(ids);
-    return found;
-}
-
 /* the data chunks of l and its largest chunk size: the bounds of its index */
 static void index_bounds(const store_layer *l, uint64_t *ndata, uint32_t *max_ulen)
 {
@@ -738,7 +724,7 @@ static int pull_chain(pull_job *j, const char *tag)
     int rc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         rc = read_meta(j, i);
-        int have = rc ? 0 : have_layer(j->st, &j->ids[i]);
+        int have = rc ? 0 : store_layer_exists(j->st, &j->ids[i]);
         if (have < 0)
             rc = have;
         else if (!have && first == n)

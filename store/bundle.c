@@ -13,6 +13,7 @@
 #include <plist/plist.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PLIST_MAX (1u << 20)          /* identity plists are a few hundred bytes */
 
@@ -118,6 +119,25 @@ int st_bundle_check_file(const char *dir, const char *name, uint64_t size)
         int rc = store_plist_identity(path, name, &id);
         free(path);
         return rc;
+    }
+    return 0;
+}
+
+/* A layer's identity plists, those it has. */
+int store_layer_identity(store *st, const store_id *id, store_identity *out)
+{
+    memset(out, 0, sizeof *out);
+    static const char *const names[] = {"HardwareModel", "MachineIdentifier"};
+    for (int i = 0; i < 2; i++) {
+        char *p = store_layer_file_path(st, id, names[i]);
+        if (!p)
+            return -ENOMEM;
+        int rc = 0;
+        if (access(p, F_OK) == 0)
+            rc = store_plist_identity(p, names[i], out);
+        free(p);
+        if (rc)
+            return rc;
     }
     return 0;
 }

@@ -258,7 +258,8 @@ static int check_instance_entry(void *ctx_, const char *name)
 int store_fsck(store *st, int quick, store_report_fn report, void *ctx)
 {
     reporter r = {report, ctx, 0, 0};
-    int rc = st_lock(st, 0);
+    st_lock lock;
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
     if (rc)
         return rc;
     store_id *ids = NULL;
@@ -283,7 +284,7 @@ int store_fsck(store *st, int quick, store_report_fn report, void *ctx)
     rc = r.problems;
 out:
     free(ids);
-    st_unlock(st);
+    st_lock_release(&lock);
     if (rc >= 0 && r.problems == 0 && quick && r.unsealed) {
         char line[200];
         snprintf(line, sizeof line,
@@ -299,132 +300,6 @@ out:
 }
 
 /* ---------- gc ---------- */
-
-/*
- * The unreachable list, <store>/unreachable: "<id> <unix seconds>\n" per
- * layer, sorted by id: when gc first saw the layer unreachable, or when the
- * last tag or clone record naming it went away, whichever is later. gc's
- * grace period counts from it, so a wrong untag followed by gc can still be
- * undone with `tag <id> NAME`.
- */
-typedef struct {
-    store_unreachable_entry *v;
-    size_t n, cap;
-} since_list;
-
-static int since_read(store *st, since_list *l)
-{
-    char *p = st_printf("%s/unreachable", st->home), *data = NULL;
-    size_t len;
-    int rc = p ? file_read_all(p, 64u << 20, &data, &len) : -ENOMEM;
-    memset(l, 0, sizeof *l);
-    if (rc == -ENOENT)
-        rc = 0;
-    else if (rc)
-        rc = st_fail_errno(rc, "%s", p);
-    for (const char *at = data; !rc && at && at < data + len;) {
-        store_unreachable_entry e;
-        long long t;
-        int used = 0;
-        if (sscanf(at, "%64[0-9a-f] %lld\n%n", e.id.hex, &t, &used) != 2 || !used ||
-            !st_id_valid(e.id.hex) || at[used - 1] != '\n') {
-            rc = st_fail(EINVAL, "%s: damaged at byte %zu", p, (size_t)(at - data));
-            break;
-        }
-        e.since = t;
-        if (l->n == l->cap) {
-            size_t nc = l->cap ? l->cap * 2 : 64;
-            store_unreachable_entry *v = realloc(l->v, nc * sizeof *v);
-            if (!v) {
-                rc = -ENOMEM;
-                break;
-            }
-            l->v = v;
-            l->cap = nc;
-        }
-        l->v[l->n++] = e;
-        at += used;
-    }
-    free(data);
-    free(p);
-    return rc;
-}
-
-static char *since_text(const since_list *l)
-{
-    sbuf b = {0};
-    sbuf_add(&b, "", 1);
-    b.len = 0;
-    for (size_t i = 0; i < l->n; i++)
-        sbuf_printf(&b, "%s %lld\n", l->v[i].id.hex, (long long)l->v[i].since);
-    if (b.oom) {
-        free(b.data);
-        return NULL;
-    }
-    return b.data;
-}
-
-static int since_write(store *st, const since_list *l)
-{
-    char *text = since_text(l);
-    char *p = st_printf("%s/unreachable", st->home);
-    int rc = !p || !text ? -ENOMEM : atomic_file_write_all(p, text, strlen(text), 0644, 0);
-    if (rc)
-        rc = st_fail_errno(rc, "%s", p ? p : "unreachable");
-    free(p);
-    free(text);
-    return rc;
-}
-
-static store_unreachable_entry *since_find(const since_list *l, const store_id *id)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].id.hex, id->hex))
-            return &l->v[i];
-    return NULL;
-}
-
-static int cmp_entry(const void *a, const void *b)
-{
-    return strcmp(((const store_unreachable_entry *)a)->id.hex,
-                  ((const store_unreachable_entry *)b)->id.hex);
-}
-
-int st_unreachable_stamped(store *st, const store_id *id, char **text)
-{
-    since_list l;
-    int rc = since_read(st, &l);
-    store_unreachable_entry *e = rc ? NULL : since_find(&l, id);
-    if (!rc && !e) {
-        store_unreachable_entry *v = realloc(l.v, (l.n + 1) * sizeof *v);
-        if (!v)
-            rc = -ENOMEM;
-        else {
-            l.v = v;
-            e = &l.v[l.n++];
-            e->id = *id;
-        }
-    }
-    if (!rc) {
-        e->since = (int64_t)time(NULL);
-        qsort(l.v, l.n, sizeof *l.v, cmp_entry);
-        if (!(*text = since_text(&l)))
-            rc = -ENOMEM;
-    }
-    free(l.v);
-    return rc;
-}
-
-int st_unreachable_stamp(store *st, const store_id *id)
-{
-    char *text = NULL, *p = st_printf("%s/unreachable", st->home);
-    int rc = p ? st_unreachable_stamped(st, id, &text) : -ENOMEM;
-    if (!rc && (rc = atomic_file_write_all(p, text, strlen(text), 0644, 0)))
-        rc = st_fail_errno(rc, "%s", p);
-    free(text);
-    free(p);
-    return rc;
-}
 
 /* Every layer and what reaches it. Built whole before gc removes anything. */
 typedef struct {
@@ -596,18 +471,18 @@ static int graph_pin(void *ctx_, const char *name)
 /* Which layers to keep; since[] says since when the others are unreachable. */
 static int gc_plan(store *st, int64_t expire, int64_t now, gc_graph *g)
 {
-    since_list sl;
+    st_unreachable_list sl;
     int rc = graph_layers(st, g);
     if (!rc)
         rc = graph_refs(st, g);
-    if (!rc && (rc = since_read(st, &sl)))
+    if (!rc && (rc = st_unreachable_read(st, &sl)))
         return doubt(store_error());
     if (rc)
         return rc;
     for (size_t i = 0; i < g->n; i++) {
         if (g->reach[i])
             continue;
-        const store_unreachable_entry *e = since_find(&sl, &g->ids[i]);
+        const store_unreachable_entry *e = st_unreachable_find(&sl, &g->ids[i]);
         g->since[i] = e ? e->since : now;
     }
     free(sl.v);
@@ -625,12 +500,13 @@ static int gc_plan(store *st, int64_t expire, int64_t now, gc_graph *g)
 int store_unreachable(store *st, store_unreachable_entry **out, size_t *n)
 {
     gc_graph g = {0};
-    since_list sl = {0};
-    int rc = st_lock(st, 0);
+    st_unreachable_list sl = {0};
+    st_lock lock;
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
     if (!rc)
         rc = gc_plan(st, STORE_GC_PRUNE_EXPIRE, (int64_t)time(NULL), &g);
     if (!rc)
-        rc = since_read(st, &sl);
+        rc = st_unreachable_read(st, &sl);
     store_unreachable_entry *v = rc ? NULL : calloc(g.n ? g.n : 1, sizeof *v);
     size_t k = 0;
     if (!rc && !v)
@@ -638,13 +514,13 @@ int store_unreachable(store *st, store_unreachable_entry **out, size_t *n)
     for (size_t i = 0; !rc && i < g.n; i++) {
         if (g.reach[i])
             continue;
-        const store_unreachable_entry *e = since_find(&sl, &g.ids[i]);
+        const store_unreachable_entry *e = st_unreachable_find(&sl, &g.ids[i]);
         v[k].id = g.ids[i];
         v[k++].since = e ? e->since : 0;
     }
     free(sl.v);
     graph_free(&g);
-    st_unlock(st);
+    st_lock_release(&lock);
     if (rc) {
         free(v);
         return rc;
@@ -742,7 +618,7 @@ static int gc_tmp(void *ctx_, const char *name)
 /* the unreachable layers gc keeps, with since when, for the next gc */
 static int gc_remember(store *st, const gc_graph *g)
 {
-    since_list l = {0};
+    st_unreachable_list l = {0};
     l.v = calloc(g->n ? g->n : 1, sizeof *l.v);
     if (!l.v)
         return -ENOMEM;
@@ -751,7 +627,7 @@ static int gc_remember(store *st, const gc_graph *g)
             l.v[l.n].id = g->ids[i];
             l.v[l.n++].since = g->since[i];
         }
-    int rc = since_write(st, &l);
+    int rc = st_unreachable_write(st, &l);
     free(l.v);
     return rc;
 }
@@ -783,7 +659,8 @@ static void gc_remove(store *st, const store_id *id, store_gc_result *res)
 int store_gc_expire(store *st, int64_t expire, store_gc_result *res)
 {
     memset(res, 0, sizeof *res);
-    int rc = st_lock(st, 1);
+    st_lock lock;
+    int rc = st_lock_take(st, ST_LOCK_EXCLUSIVE, &lock);
     if (rc)
         return rc;
     gc_graph g = {0};
@@ -810,7 +687,7 @@ int store_gc_expire(store *st, int64_t expire, store_gc_result *res)
         free(tmp);
     }
     graph_free(&g);
-    st_unlock(st);
+    st_lock_release(&lock);
     return rc;
 }
 
@@ -848,23 +725,12 @@ static int count_instance(void *ctx_, const char *name)
     return 0;
 }
 
-int store_df(store *st, store_usage *out)
+/* Sizes over all layers: apparent (file sizes) and unique (distinct chunk
+ * digests, each counted once with its length). */
+static int layer_bytes(store *st, const store_id *ids, size_t n, store_usage *out)
 {
-    memset(out, 0, sizeof *out);
-    int rc = st_lock(st, 0);
-    if (rc)
-        return rc;
-    store_id *ids = NULL;
-    size_t n = 0;
-    store_tag_entry *tags = NULL;
-    size_t ntags = 0;
-    unsigned char(*digests)[32] = NULL;
+    unsigned char *digests = NULL; /* 32 bytes of digest then 8 of length */
     size_t nd = 0, cap = 0;
-    if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
-        goto out;
-    out->layers = n;
-    out->tags = ntags;
-    /* unique data: distinct chunk digests, each counted once with its length */
     for (size_t i = 0; i < n; i++) {
         store_layer *l = NULL;
         if (store_layer_load(st, &ids[i], &l))
@@ -878,15 +744,14 @@ int store_df(store *st, store_usage *out)
                     void *a = realloc(digests, cap * 40);
                     if (!a) {
                         store_layer_free(l);
-                        rc = -ENOMEM;
-                        goto out;
+                        free(digests);
+                        return -ENOMEM;
                     }
                     digests = a;
                 }
-                /* 32 bytes of digest then 8 of length, sorted by digest */
                 uint64_t len = store_chunk_len(file, file->data[k].index);
-                memcpy((unsigned char *)digests + nd * 40, file->data[k].digest, 32);
-                memcpy((unsigned char *)digests + nd * 40 + 32, &len, 8);
+                memcpy(digests + nd * 40, file->data[k].digest, 32);
+                memcpy(digests + nd * 40 + 32, &len, 8);
                 nd++;
             }
         }
@@ -895,13 +760,34 @@ int store_df(store *st, store_usage *out)
     if (nd)
         qsort(digests, nd, 40, cmp_digest);
     for (size_t i = 0; i < nd; i++) {
-        const unsigned char *e = (unsigned char *)digests + i * 40;
+        const unsigned char *e = digests + i * 40;
         if (i > 0 && !memcmp(e, e - 40, 32))
             continue;
         uint64_t len;
         memcpy(&len, e + 32, 8);
         out->unique_bytes += len;
     }
+    free(digests);
+    return 0;
+}
+
+int store_df(store *st, store_usage *out)
+{
+    memset(out, 0, sizeof *out);
+    st_lock lock;
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
+    if (rc)
+        return rc;
+    store_id *ids = NULL;
+    size_t n = 0;
+    store_tag_entry *tags = NULL;
+    size_t ntags = 0;
+    if ((rc = store_layers(st, &ids, &n)) || (rc = store_tags(st, &tags, &ntags)))
+        goto out;
+    out->layers = n;
+    out->tags = ntags;
+    if ((rc = layer_bytes(st, ids, n, out)))
+        goto out;
     char *layers = st_printf("%s/layers", st->home);
     out->allocated_bytes = layers ? st_allocated(layers) : 0;
     free(layers);
@@ -915,9 +801,8 @@ int store_df(store *st, store_usage *out)
     if (statvfs(st->home, &v) == 0)
         out->volume_free = (uint64_t)v.f_bavail * v.f_frsize;
 out:
-    free(digests);
     free(ids);
     store_tags_free(tags, ntags);
-    st_unlock(st);
+    st_lock_release(&lock);
     return rc;
 }

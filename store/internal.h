@@ -17,9 +17,10 @@
 
 struct store {
     char *home;
-    int lock_fd;
-    int lock_state; /* 0 none, 1 shared, 2 exclusive */
-    int receiving;  /* receives in progress (receive.c): they hold the shared lock */
+    int lock_fd;            /* <home>/lock, open for the handle's life */
+    unsigned lock_shared;   /* st_lock handles held, by mode (lock.c) */
+    unsigned lock_exclusive;
+    int lock_flock;         /* what the flock holds: 0, LOCK_SH or LOCK_EX */
 };
 
 /* errors (base/error.h), raised by the store: set the thread's error and
@@ -33,12 +34,58 @@ char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* durable writes, reading small files, crash points: base/file.h, base/crash.h */
 int st_rm_rf(const char *path);
+int st_fsync_parent(const char *path); /* fsync the directory holding path */
+/* sorted names in a directory, skipping dot files (-errno, or -ENOMEM:
+ * never a short list); free with st_free_names */
+int st_list_dir(const char *path, char ***out, size_t *n);
+void st_free_names(char **v, size_t n);
+/* st_list_dir of <home>/<sub>, failing with a message that names it */
+int st_list_home(const store *st, const char *sub, char ***out, size_t *n);
+/* Fault injection for tests: -ENOSPC when $STRATA_FAIL_AT names point, as a
+ * full volume would fail that step (tests/cli.sh); else 0. */
+int st_fault(const char *point);
 /* allocated bytes under path (st_blocks) */
 uint64_t st_allocated(const char *path);
 
-/* locking */
-int st_lock(store *st, int exclusive);
-void st_unlock(store *st);
+/*
+ * The store lock (lock.c): flock(2) on <home>/lock, so it holds between
+ * processes and dies with its holder. Code holds it through an st_lock
+ * handle, a value on the holder's stack, so each call site says what it
+ * holds and until when. The protocol:
+ *   shared     while work depends on layers or records staying as they
+ *              were read: cloning a layer (which also writes the new
+ *              clone's record and marker: adding a record conflicts with
+ *              no reader, and gc, which reads every record, needs
+ *              exclusive), reading or re-registering a clone's record,
+ *              listing clones, fsck, df, making a pin; a commit's whole
+ *              compare (its parent's files must stay), and a receive from
+ *              begin to end (its base layers must stay). Plain lookups
+ *              (resolve, load, list) take none: layers never change once
+ *              published.
+ *   exclusive  while changing what others read: publishing a layer and
+ *              what goes with it (tag, clone record, marker, unreachable
+ *              list), tag and untag, forgetting clone records, gc.
+ * Handles on one store handle share its one flock: it is exclusive while
+ * any exclusive handle is held, shared while any handle is, and free when
+ * none is, so a call that takes a shared handle inside one that holds the
+ * lock changes nothing. Going from shared to exclusive converts the flock,
+ * which lets another process in between: whoever upgrades re-checks what it
+ * read under the shared lock (a commit: its parent is still there). Take
+ * and release handles of one store from one thread at a time.
+ */
+typedef enum { ST_LOCK_NONE, ST_LOCK_SHARED, ST_LOCK_EXCLUSIVE } st_lock_mode;
+typedef struct {
+    store *st;         /* NULL: holds nothing */
+    st_lock_mode mode;
+} st_lock;
+#define ST_LOCK_INIT {NULL, ST_LOCK_NONE}
+/* Wait for the lock in mode, and hold it through *out. */
+int st_lock_take(store *st, st_lock_mode mode, st_lock *out);
+/* Make l exclusive: convert its shared hold, or take the lock on st if l
+ * holds nothing. On failure l holds what it held. */
+int st_lock_upgrade(st_lock *l, store *st);
+/* Let go of what l holds (nothing: no-op); l then holds nothing. */
+void st_lock_release(st_lock *l);
 
 /* A temporary work directory under tmp/, flocked while its owner lives, so
  * gc can tell abandoned work (lock free) from work in progress. */
@@ -101,23 +148,55 @@ int st_name_valid(const char *name);
 /* 1 if digest is the SHA-256 of len zero bytes (such a chunk must be `zero`) */
 int st_digest_is_zero(const unsigned char digest[32], uint64_t len);
 
-/* store.c: the layer a recorded clone stands on, if that clone still
- * exists (0), -ENOENT if it is gone, -EINVAL if the record is damaged */
-int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
-
-/* store.c, for receive.c */
+/* layers.c: where a layer is, whether it exists (a directory), its files */
+char *st_layer_dir(const store *st, const store_id *id);
+char *st_layer_bundle_dir(const store *st, const store_id *id); /* its files */
+int st_layer_exists(const store *st, const store_id *id);
 const store_file *st_layer_find_file(const store_layer *l, const char *name);
-/* point tag name at id (lock held); a layer the tag leaves starts its gc grace period */
-int st_write_tag(store *st, const char *name, const store_id *id);
-int st_bad_tag(const char *name);
 
-
-/* store.c: every clone record with its state, without taking the lock */
-int st_clone_scan(store *st, store_clone_entry **out, size_t *n);
-/* check.c: a ref to this layer is going away; its gc grace period starts now */
+/* unreachable.c: the unreachable list (<home>/unreachable), since when each
+ * layer nothing reaches has been so: gc's grace period counts from it. */
+typedef struct {
+    store_unreachable_entry *v;
+    size_t n, cap;
+} st_unreachable_list;
+int st_unreachable_read(store *st, st_unreachable_list *l); /* absent: empty */
+int st_unreachable_write(store *st, const st_unreachable_list *l);
+store_unreachable_entry *st_unreachable_find(const st_unreachable_list *l, const store_id *id);
+/* a ref to this layer is going away (lock held); its grace period starts now */
 int st_unreachable_stamp(store *st, const store_id *id);
-/* the unreachable list's text with that stamp, to write later */
+/* the list's text with that stamp, to write later (a publish's step) */
 int st_unreachable_stamped(store *st, const store_id *id, char **text);
+
+/* tags.c */
+char *st_tag_path(const store *st, const char *name);
+int st_read_tag(store *st, const char *name, store_id *out); /* -ENOENT: no such tag */
+/* point tag name at id (exclusive lock held); a layer the tag leaves starts
+ * its gc grace period */
+int st_write_tag(store *st, const char *name, const store_id *id);
+int st_bad_tag(const char *name); /* fails with the tag grammar's message */
+
+/* clones.c: clone records (instances/<key>) and markers (<clone>/.strata) */
+#define ST_CLONE_KEY_HEX 32 /* a record's name: hex digits */
+char *st_record_path(const store *st, const char *key);
+char *st_record_text(const char *abs_dir, const store_id *id);
+char *st_marker_text(const store *st, const store_id *id, const char *key);
+/* a fresh record key for a clone at abs_dir */
+void st_clone_new_key(const char *abs_dir, char key[ST_CLONE_KEY_HEX + 1]);
+/* The clone at abs_dir: its layer and record key. A clone found at a path
+ * its record does not name (moved or copied) is registered again here. */
+int st_clone_read(store *st, const char *abs_dir, store_id *layer,
+                  char key[ST_CLONE_KEY_HEX + 1]);
+/* A new clone's record, then its marker in marker_dir (where it is built):
+ * gc must never see a live clone it does not know about. */
+int st_clone_register(store *st, const char *key, const char *abs_dir, const char *marker_dir,
+                      const store_id *id);
+void st_clone_forget(store *st, const char *key); /* remove its record */
+/* the layer a recorded clone stands on, if that clone still exists (0),
+ * -ENOENT if it is gone, -EINVAL if the record is damaged */
+int st_instance_live(store *st, const char *record_text, store_id *out, char **path_out);
+/* every clone record with its state, without taking the lock */
+int st_clone_scan(store *st, store_clone_entry **out, size_t *n);
 
 /* savedstate.c: which files of layer l are saved-state data (state[i] = 1
  * for l->files[i]) and l's base (store.h, "saved states") */
@@ -125,10 +204,81 @@ int st_saved_state_split(store *st, const store_layer *l, int *state, store_id *
 /* add "state <id>" to the marker of the clone being made in dir */
 int st_mark_saved_state(const char *dir, const store_id *state);
 
-/* paths */
-char *st_layer_dir(const store *st, const store_id *id);
-char *st_layer_bundle_dir(const store *st, const store_id *id); /* its files */
-int st_layer_exists(const store *st, const store_id *id);
+/*
+ * publish.c: a publish transaction, which makes a new layer directory and
+ * up to ST_PUBLISH_STEPS small files of the store (the unreachable list, a
+ * clone record, a tag, a clone's marker) visible as one, so a commit
+ * happens whole or not at all. Hold the exclusive lock from the first
+ * stage to the end.
+ *   begin      an empty transaction.
+ *   stage      a file's new content (path NULL: a step that changes
+ *              nothing, kept so that every run reaches the same crash
+ *              points): written and fsynced beside the file, the old one
+ *              linked aside, under dot names no tag or record has (gc
+ *              removes those whose writer died). Everything that can run
+ *              out of space happens here, before anything is visible; a
+ *              failure says "nothing was changed". $STRATA_FAIL_AT
+ *              "stage-<point>" fails it (st_fault).
+ *   layer      the directory built under tmp/ to rename into layers/; none
+ *              if the layer existed.
+ *   run        a crash point; the layer's rename and layers/'s fsync; then
+ *              each step's rename in staging order ($STRATA_FAIL_AT
+ *              "<point>" fails it), a crash point after each; then fsyncs
+ *              of their directories. If any fails, roll_back.
+ *   roll_back  undo the renames done, newest first, and the layer's; the
+ *              message says whether anything is left changed.
+ *   end        remove the temporaries; free.
+ */
+#define ST_PUBLISH_STEPS 4
+typedef struct {
+    char *path, *next, *prev; /* the file, its new content, its old one linked aside */
+    const char *point;        /* fault-injection name of its rename */
+    int had_old, published;
+} st_staged;
+typedef struct {
+    store *st;
+    st_staged steps[ST_PUBLISH_STEPS];
+    int nsteps, done; /* staged; renamed (or tried) */
+    const char *layer_tmp, *layer_dir;
+    int layer_published;
+} st_publish;
+void st_publish_begin(st_publish *tx, store *st);
+int st_publish_stage(st_publish *tx, const char *path, const char *text, const char *point);
+void st_publish_layer(st_publish *tx, const char *tmp_dir, const char *layer_dir);
+int st_publish_run(st_publish *tx);
+int st_publish_roll_back(st_publish *tx);
+void st_publish_end(st_publish *tx);
+
+/* build.c: make a layer from the files in src_dir (import: parent NULL;
+ * commit: the layer the instance was cloned from, whose files give the
+ * extent shortcut): plan, copy and chunk under tmp/, write the manifest,
+ * publish. What else a commit publishes and leaves out: */
+typedef struct st_prehash st_prehash;
+typedef struct {
+    const char *instance_dir; /* move this clone onto the new layer, or NULL */
+    const char *key;          /* its record */
+    const char *const *skip;  /* file names left out of the layer (a saved state's) */
+    size_t nskip;
+    /* a file the parent lacks is chunked against this layer's file of that
+     * name: a saved state's RAM against the state the instance resumed from */
+    const store_layer *state_base;
+    /* files hashed ahead (st_prehash_start), by name; an entry may be NULL */
+    const char *const *ahead_names;
+    st_prehash *const *ahead;
+    size_t nahead;
+} st_build_extra;
+/* lock: what the caller holds (shared while it compares against parent, or
+ * nothing); it becomes exclusive to publish, and is released before the
+ * return, success or not. extra may be NULL. */
+int st_build_layer(store *st, const char *src_dir, const store_layer *parent,
+                   const store_commit_opts *o, const st_build_extra *extra, st_lock *lock,
+                   store_commit_result *res);
+/* A file's chunk size: the caller's for every file, else its base's (so
+ * chunks line up with the base's and dedup), else the caller's for this
+ * file, else the default. */
+uint32_t st_chunk_size_for(const store_commit_opts *o, const store_file *base, const char *name);
+/* The caller's chunk sizes, checked before anything is read or written. */
+int st_check_chunk_sizes(const store_commit_opts *o);
 
 /* seal.c: store-local XXH3-64 seals of a layer's data chunks, in
  * layers/<id>/seals (docs/manifest.md). A seal lets `fsck --quick` check
@@ -176,7 +326,6 @@ int st_chunk_file(int fd, const char *name, uint32_t chunk_size, const st_chunk_
  * made the copy copy_fd is open on, fills out as st_chunk_file with no base
  * would and returns 1, or returns 0 when the file may have changed since
  * (then chunk the copy), or an error. */
-typedef struct st_prehash st_prehash;
 st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_paused);
 /* 1 if the read lease is held or can be taken now (no writer left): only
  * then may st_prehash_copy and st_prehash_use follow. */

@@ -4,7 +4,7 @@
  * chunks the store already holds at the same place in a base layer are
  * cloned, the others arrive from the caller in any order and are checked
  * against their SHA-256 before they are written. The layer is built under
- * tmp/ and published with one rename, as commit does (store.c).
+ * tmp/ and published with one rename, as commit does (build.c).
  */
 #define _GNU_SOURCE
 #include "../base/platform.h"
@@ -44,6 +44,7 @@ struct store_receive {
     uint64_t resumed;    /* chunks found in it */
     uint64_t copied;     /* chunks taken from another place in the store */
     pthread_mutex_t mu;  /* state, missing and seals, for callers receiving in parallel */
+    st_lock lock;        /* shared, begin to end: the bases must stay */
 };
 
 /*
@@ -61,14 +62,6 @@ static int chunk_verified(store_receive *rx, size_t file, size_t chunk, const vo
     int rc = st_seal_set(rx->seals, file, chunk, seal);
     pthread_mutex_unlock(&rx->mu);
     return rc;
-}
-
-static void release_lock(store *st)
-{
-    if (--st->receiving > 0)
-        st_lock(st, 0); /* others still build on their bases */
-    else
-        st_unlock(st);
 }
 
 const store_layer *store_receive_layer(const store_receive *rx)
@@ -481,12 +474,8 @@ int store_receive_begin(store *st, const char *manifest, size_t mlen, const char
     memcpy(rx->manifest, manifest, mlen);
     rx->mlen = mlen;
     int rc = parse_layer(rx->l, manifest, mlen, info, ilen);
-    if (!rc && !(rc = st_lock(st, 0))) {
-        st->receiving++;
+    if (!rc && !(rc = st_lock_take(st, ST_LOCK_SHARED, &rx->lock)))
         rc = receive_setup(rx, o);
-    } else {
-        st->receiving++; /* so abort's release balances */
-    }
     if (rc) {
         store_receive_abort(rx);
         return rc;
@@ -896,7 +885,10 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
     int rc = tag && !store_tag_valid(tag) ? st_bad_tag(tag) : first_missing(rx);
     if (!rc && !rx->existed && !(rc = make_durable(rx)))
         crash_point();
-    if (!rc && !(rc = st_lock(rx->st, 1))) {
+    /* exclusive to publish; the receive's own shared hold ends with it,
+     * while other receives' holds stay (then the lock is shared again) */
+    st_lock lock = ST_LOCK_INIT;
+    if (!rc && !(rc = st_lock_take(rx->st, ST_LOCK_EXCLUSIVE, &lock))) {
         if (rx->existed)
             res->existed = 1;
         else
@@ -908,6 +900,7 @@ int store_receive_finish(store_receive *rx, const char *tag, store_commit_result
             rc = st_write_tag(rx->st, tag, &rx->l->id);
     }
     store_receive_abort(rx);
+    st_lock_release(&lock);
     return rc;
 }
 
@@ -919,7 +912,7 @@ void store_receive_abort(store_receive *rx)
         st_tmpdir_keep(&rx->tmp); /* for the next resumable receive of this layer */
     else
         st_tmpdir_drop(&rx->tmp); /* after a publish, the path is gone: nothing to remove */
-    release_lock(rx->st);
+    st_lock_release(&rx->lock);
     if (rx->state)
         for (size_t i = 0; i < rx->l->nfiles; i++)
             free(rx->state[i]);
@@ -1017,7 +1010,8 @@ int store_pin_layer(store *st, const store_id *id, store_pin **out)
     store_pin *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    int held = st->lock_state, rc = held ? 0 : st_lock(st, 0); /* gc is not halfway through */
+    st_lock lock; /* shared: gc is not halfway through */
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
     if (!rc && !st_layer_exists(st, id))
         rc = st_fail(ENOENT, "layer %s: not in the store", id->hex);
     if (!rc)
@@ -1028,8 +1022,7 @@ int store_pin_layer(store *st, const store_id *id, store_pin **out)
     if (!rc && (rc = atomic_file_write_all(path, id->hex, STORE_ID_HEX, 0644, 0)))
         rc = st_fail_errno(rc, "%s", path);
     free(path);
-    if (!held)
-        st_unlock(st);
+    st_lock_release(&lock);
     if (rc) {
         st_tmpdir_drop(&p->t);
         free(p);

@@ -23,6 +23,19 @@
  * failure, with a one-line message for the user in store_error(). Nothing
  * here prints. A mutation is either fully visible or not at all: work is
  * built under tmp/, fsynced, and published with one rename.
+ *
+ * The lock (flock(2) on <store>/lock, so it holds between processes): a
+ * call that needs it takes it and lets go of it before it returns; callers
+ * never hold it. Lookups (resolve, layer_load, layers, tags, diff,
+ * layer_exists) take none: a layer is published with one rename and never
+ * changes, so they see it whole or not at all (gc may remove it later).
+ * Shared: clone, clones, fsck, df, instance_layer, pin_layer (while making
+ * the pin), and a commit while it compares against its parent. Exclusive:
+ * publishing (commit, import, tag, untag, clones --prune, a receive's
+ * finish) and gc; a commit or import copies and hashes without it, or
+ * shared. A receive holds it shared from begin to its end, so gc waits for
+ * a pull or an archive import to end. A store handle is for one thread at
+ * a time, except store_receive_chunk.
  */
 #ifndef STRATA_STORE_H
 #define STRATA_STORE_H
@@ -98,6 +111,11 @@ typedef struct {
 /* Load a layer's manifest and info. Free with store_layer_free. */
 int store_layer_load(store *st, const store_id *id, store_layer **out);
 void store_layer_free(store_layer *l);
+
+/* 1 if layer id is in the store, 0 if not (or id is not a layer id), or a
+ * negative errno if that can't be told. One lookup: no listing, no lock,
+ * and nothing read or checked (store_layer_load does that). */
+int store_layer_exists(store *st, const store_id *id);
 
 /* Path of a materialized file of a layer (read-only). Caller frees. */
 char *store_layer_file_path(store *st, const store_id *id, const char *name);

@@ -1,4 +1,5 @@
-/* Errors, durable writes, locks, temporary directories and text encoding. */
+/* Errors, listing and removing directories, temporary directories and text
+ * encoding. */
 #define _GNU_SOURCE
 #include "internal.h"
 #include "../base/platform.h"
@@ -91,28 +92,75 @@ uint64_t st_allocated(const char *path)
     return total;
 }
 
-int st_lock(store *st, int exclusive)
+static int cmp_str(const void *a, const void *b)
 {
-    int want = exclusive ? 2 : 1;
-    if (st->lock_state == want)
-        return 0;
-    /* flock converts in place; shared->exclusive may briefly drop, which is
-     * why callers re-check what they read under a shared lock */
-    int rc;
-    while ((rc = flock(st->lock_fd, exclusive ? LOCK_EX : LOCK_SH)) < 0 && errno == EINTR)
-        ; /* a signal (stop, Ctrl-C) must not abort a commit half way */
-    if (rc < 0)
-        return st_fail_errno(errno, "%s/lock", st->home);
-    st->lock_state = want;
-    return 0;
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void st_unlock(store *st)
+int st_list_dir(const char *path, char ***out, size_t *n)
 {
-    if (st->lock_state) {
-        flock(st->lock_fd, LOCK_UN);
-        st->lock_state = 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    char **v = NULL;
+    size_t cnt = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nv = realloc(v, cap * sizeof *v);
+            if (!nv)
+                goto oom;
+            v = nv;
+        }
+        if (!(v[cnt] = strdup(e->d_name)))
+            goto oom;
+        cnt++;
     }
+    closedir(d);
+    if (cnt)
+        qsort(v, cnt, sizeof *v, cmp_str);
+    *out = v;
+    *n = cnt;
+    return 0;
+oom: /* a short list would silently leave files out of a layer */
+    closedir(d);
+    st_free_names(v, cnt);
+    return -ENOMEM;
+}
+
+int st_list_home(const store *st, const char *sub, char ***out, size_t *n)
+{
+    char *dir = st_printf("%s/%s", st->home, sub);
+    int rc = dir ? st_list_dir(dir, out, n) : -ENOMEM;
+    free(dir);
+    return rc ? st_fail_errno(rc, "%s/%s", st->home, sub) : 0;
+}
+
+void st_free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int st_fsync_parent(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return -ENOMEM;
+    *strrchr(d, '/') = 0;
+    int rc = file_fsync_path(d);
+    free(d);
+    return rc;
+}
+
+int st_fault(const char *point)
+{
+    const char *e = getenv("STRATA_FAIL_AT");
+    return e && !strcmp(e, point) ? -ENOSPC : 0;
 }
 
 int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t)
