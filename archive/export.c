@@ -404,7 +404,11 @@ static int export_chain(exporter *x, const char *top, const store_id *chain, siz
         return ar_fail(ENOMEM, "out of memory");
     }
     x->total = plan_bytes(x->st, chain, n, since);
-    x->mtime = (int64_t)time(NULL);
+    /* the archive's own entries carry the top layer's time, not the clock's,
+     * so a layer exports to the same bytes every time, on any machine */
+    store_layer *top_layer = NULL;
+    x->mtime = store_layer_load(x->st, &chain[n - 1], &top_layer) ? 0 : top_layer->created;
+    store_layer_free(top_layer);
     int rc = ar_zout_open(&x->z, out_fd, x->o->level, x->o->threads);
     if (!rc && (!(x->a = archive_write_new()) || !(x->buf = calloc(1, READ_BUF))))
         rc = ar_fail(ENOMEM, "out of memory");

@@ -500,11 +500,10 @@ static void *prehash_thread(void *arg)
     return NULL;
 }
 
-/* Test hook (STRATA_NO_PREHASH=1): never hash ahead, as before. */
+/* Test hook (STRATA_TEST_NO_PREHASH=1): never hash ahead, as before. */
 static int prehash_off(void)
 {
-    const char *e = getenv("STRATA_NO_PREHASH");
-    return e && *e && strcmp(e, "0");
+    return test_hooks_get()->no_prehash;
 }
 
 st_prehash *st_prehash_start(const char *path, uint32_t chunk_size, int writer_paused)

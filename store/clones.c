@@ -224,7 +224,7 @@ void st_clone_forget(store *st, const char *key)
 {
     char *p = st_record_path(st, key);
     if (p && unlink(p) == 0)
-        st_fsync_parent(p);
+        file_fsync_parent(p);
     free(p);
 }
 

@@ -7,6 +7,7 @@
 #include "../base/file.h"
 #include "../base/hex.h"
 #include "../base/note.h"
+#include "../base/testhooks.h"
 #include "../base/sbuf.h"
 #include "../clone/clone.h"
 #include "store.h"
@@ -34,14 +35,13 @@ char *st_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* durable writes, reading small files, crash points: base/file.h, base/crash.h */
 int st_rm_rf(const char *path);
-int st_fsync_parent(const char *path); /* fsync the directory holding path */
 /* sorted names in a directory, skipping dot files (-errno, or -ENOMEM:
  * never a short list); free with st_free_names */
 int st_list_dir(const char *path, char ***out, size_t *n);
 void st_free_names(char **v, size_t n);
 /* st_list_dir of <home>/<sub>, failing with a message that names it */
 int st_list_home(const store *st, const char *sub, char ***out, size_t *n);
-/* Fault injection for tests: -ENOSPC when $STRATA_FAIL_AT names point, as a
+/* Fault injection for tests: -ENOSPC when $STRATA_TEST_FAIL_AT names point, as a
  * full volume would fail that step (tests/cli.sh); else 0. */
 int st_fault(const char *point);
 /* allocated bytes under path (st_blocks) */
@@ -217,12 +217,12 @@ int st_mark_saved_state(const char *dir, const store_id *state);
  *              linked aside, under dot names no tag or record has (gc
  *              removes those whose writer died). Everything that can run
  *              out of space happens here, before anything is visible; a
- *              failure says "nothing was changed". $STRATA_FAIL_AT
+ *              failure says "nothing was changed". $STRATA_TEST_FAIL_AT
  *              "stage-<point>" fails it (st_fault).
  *   layer      the directory built under tmp/ to rename into layers/; none
  *              if the layer existed.
  *   run        a crash point; the layer's rename and layers/'s fsync; then
- *              each step's rename in staging order ($STRATA_FAIL_AT
+ *              each step's rename in staging order ($STRATA_TEST_FAIL_AT
  *              "<point>" fails it), a crash point after each; then fsyncs
  *              of their directories. If any fails, roll_back.
  *   roll_back  undo the renames done, newest first, and the layer's; the

@@ -117,7 +117,7 @@ int st_publish_run(st_publish *tx)
         crash_point(); /* one per step, changed or not: every commit counts the same */
     }
     for (int i = 0; i < tx->nsteps && !rc; i++)
-        if (tx->steps[i].path && (rc = st_fsync_parent(tx->steps[i].path)))
+        if (tx->steps[i].path && (rc = file_fsync_parent(tx->steps[i].path)))
             rc = st_fail_errno(rc, "%s", tx->steps[i].path);
     if (rc && (tx->done || tx->layer_published))
         rc = st_publish_roll_back(tx);
@@ -146,7 +146,7 @@ int st_publish_roll_back(st_publish *tx)
     tx->layer_published = 0;
     for (int i = 0; i < tx->done; i++)
         if (tx->steps[i].path)
-            st_fsync_parent(tx->steps[i].path);
+            file_fsync_parent(tx->steps[i].path);
     char *layers = st_printf("%s/layers", tx->st->home);
     if (layers)
         file_fsync_path(layers);

@@ -146,21 +146,10 @@ void st_free_names(char **v, size_t n)
     free(v);
 }
 
-int st_fsync_parent(const char *path)
-{
-    char *d = strdup(path);
-    if (!d)
-        return -ENOMEM;
-    *strrchr(d, '/') = 0;
-    int rc = file_fsync_path(d);
-    free(d);
-    return rc;
-}
-
 int st_fault(const char *point)
 {
-    const char *e = getenv("STRATA_FAIL_AT");
-    return e && !strcmp(e, point) ? -ENOSPC : 0;
+    const char *at = test_hooks_get()->fail_at;
+    return at && !strcmp(at, point) ? -ENOSPC : 0;
 }
 
 int st_tmpdir_make(store *st, const char *kind, st_tmpdir *t)

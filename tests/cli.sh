@@ -356,7 +356,7 @@ rm -rf "$STRATA_HOME" "$W/fc" "$W/fc2"
 for point in stage-commit-unreachable stage-commit-record stage-commit-tag stage-commit-marker commit-unreachable commit-record commit-tag commit-marker; do
     snap=$(snapshot)
     marker=$(cat "$W/fc/.strata")
-    STRATA_FAIL_AT=$point expect_error "commit failing at $point" 1 "No space left on device; nothing was changed" "$S" commit "$W/fc" -t base:old
+    STRATA_TEST_FAIL_AT=$point expect_error "commit failing at $point" 1 "No space left on device; nothing was changed" "$S" commit "$W/fc" -t base:old
     check "...leaves the store unchanged" [ "$(snapshot)" = "$snap" ]
     check "...and the clone's marker" [ "$(cat "$W/fc/.strata")" = "$marker" ]
     check "...and no temporary files" bash -c "[ -z \"\$(ls -A '$STRATA_HOME/tmp' '$STRATA_HOME/refs/tags' '$STRATA_HOME/instances' | grep '^\\.')\" ] && [ \$(ls -A '$W/fc' | grep -v '^\\.strata-busy\$' | grep -c '^\\.') -eq 1 ]"
@@ -365,7 +365,7 @@ run "$S" commit "$W/fc" -t base:old
 check "the commit then succeeds" [ "$rc" -eq 0 ]
 for point in clone-record clone-publish; do
     snap=$(snapshot)
-    STRATA_FAIL_AT=$point expect_error "clone failing at $point" 1 "No space left on device" "$S" clone base "$W/fc2"
+    STRATA_TEST_FAIL_AT=$point expect_error "clone failing at $point" 1 "No space left on device" "$S" clone base "$W/fc2"
     check "...leaves no record and no directory" bash -c "[ '$(snapshot)' = \"\$(cd '$W' && $(declare -f snapshot); STRATA_HOME='$STRATA_HOME' snapshot)\" ] && [ ! -e '$W/fc2' ]"
 done
 long=$(printf 'n%.0s' $(seq 255))

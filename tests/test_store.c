@@ -1682,9 +1682,9 @@ static void first_state_in_new_store(int no_prehash, first_state *out)
     assert_int_equal(test_setup(&fs), 0);
     char *inst = instance_with_zero_pages(fs);
     if (no_prehash)
-        setenv("STRATA_NO_PREHASH", "1", 1);
+        test_hooks_edit()->no_prehash = 1;
     commit_first_state(fs, inst, NULL, NULL, out);
-    unsetenv("STRATA_NO_PREHASH");
+    test_hooks_edit()->no_prehash = 0;
     free(inst);
     test_teardown(&fs);
 }
