@@ -6,6 +6,15 @@
 export STRATA_HOME=$W/store
 rm -rf "$W"/store* "$W/b"* "$W/c"* "$W/inst"*
 
+# reflinks_in DIR: can files in DIR share blocks (cp --reflink=always works)?
+reflinks_in() {
+    local a="$1/.reflink-probe.$$" ok=1
+    mkdir -p "$1" && head -c 65536 /dev/urandom >"$a" &&
+        cp --reflink=always "$a" "$a.copy" 2>/dev/null && ok=0
+    rm -f "$a" "$a.copy"
+    return $ok
+}
+
 # ---- import ----
 "$MK" "$W/b1" --size 64G --data 0:8M:1 --data 32G:4M:2 --data 65535M:1M:3
 run "$S" import "$W/b1" base
@@ -58,8 +67,10 @@ rmdir "$W/raced"
 run "$S" commit "$W/inst" -m "xcode 16" -t base:xcode16 -v
 check "commit prints the child id" grep -qE '^[0-9a-f]{64}$' "$W/out"
 CHILD=$(cat "$W/out")
-if [ "$FS" != ext4 ]; then
-    check "commit on $FS reads only the changed chunks (3 MiB)" grep -q "read 3.0 MiB" "$W/err"
+# what to expect is decided by trying a reflink here, not by the filesystem's
+# name: XFS without reflink=1, or a name run.sh doesn't know, must not decide it
+if reflinks_in "$STRATA_HOME"; then
+    check "commit on a reflink filesystem ($FS) reads only the changed chunks (3 MiB)" grep -q "read 3.0 MiB" "$W/err"
 else
     check "commit without shared extents reads all data (full comparison)" grep -q "read 15.0 MiB" "$W/err"
 fi
@@ -478,7 +489,10 @@ run "$S" fsck
 check "...and leave a clean store with every tag" bash -c "[ $rc -eq 0 ] && [ \$(ls '$STRATA_HOME/refs/tags' | wc -l) -eq 4 ]"
 
 # ---- a full disk ----
-if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux ]; then
+# (run.sh --quick, make test-unit, sets STRATA_SKIP_LOOP: no loop mounts)
+if [ -n "${STRATA_SKIP_LOOP:-}" ]; then
+    skipped "import onto a full disk" "STRATA_SKIP_LOOP is set (the quick loop mounts nothing; make test runs it)"
+elif [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && [ "$(uname)" = Linux ]; then
     mkdir -p "$W/small"
     truncate -s 48M "$W/small.img"
     if mkfs.ext4 -q -F "$W/small.img" && mount -o loop "$W/small.img" "$W/small" 2>/dev/null; then
@@ -515,7 +529,9 @@ fi
 # Free 8 KiB at a time and commit until it works: on reflink XFS the layer
 # costs only metadata, so the attempts run out of space at each step in
 # turn (tmp/, the layer, the tag, the record), and each must change nothing.
-if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && [ "$(uname)" = Linux ]; then
+if [ -n "${STRATA_SKIP_LOOP:-}" ]; then
+    skipped "commit on a nearly full XFS" "STRATA_SKIP_LOOP is set (the quick loop mounts nothing; make test runs it)"
+elif [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && [ "$(uname)" = Linux ]; then
     mkdir -p "$W/xsmall"
     truncate -s 320M "$W/xsmall.img"
     if mkfs.xfs -q -f -m reflink=1 "$W/xsmall.img" && mount -o loop "$W/xsmall.img" "$W/xsmall" 2>/dev/null; then
