@@ -36,8 +36,8 @@ STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/ve
              store/savedstate.c store/publish.c store/build.c store/commit.c store/clone.c store/diff.c \
              store/receive.c store/check.c
 ARCHIVE_SRC := archive/lib.c archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c
-REMOTE_SRC := remote/curl.c remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/pack.c \
+BOOT_SRC  := boot/settings.c boot/bindings.c boot/drivers.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c
+REMOTE_SRC := remote/curl.c remote/errors.c remote/http.c remote/registry.c remote/creds.c remote/login.c remote/pack.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach
 
@@ -125,12 +125,12 @@ $(B)/tests/test_vz: $(B)/tests/test_vz.o $(B)/boot/vz.o $(B)/tests/objc_record.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
 # strata with the vz driver on the recording stand-in, for tests only
-# (tests/vzsim.sh): instance.c built with STRATA_VZ_SIM accepts --driver vz
+# (tests/vzsim.sh): drivers.c built with STRATA_VZ_SIM accepts --driver vz
 vzsim: $(B)/strata-vzsim
-$(B)/vzsim/instance.o: boot/instance.c $(wildcard */*.h) Makefile
+$(B)/vzsim/drivers.o: boot/drivers.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSTRATA_VZ_SIM -c -o $@ $<
-$(B)/strata-vzsim: $(CLI_OBJ) $(B)/vzsim/instance.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a
+$(B)/strata-vzsim: $(CLI_OBJ) $(B)/vzsim/drivers.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # The Apple half of the bridge, compiled with clang against declarations

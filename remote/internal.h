@@ -11,6 +11,7 @@
 /* curl's type-checking macros would stand in the way of the names below */
 #define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
+#include <jansson.h>
 #include <stdarg.h>
 
 /* libcurl is loaded the first time remote/ needs it (rm_curl_load), not
@@ -65,6 +66,16 @@ typedef struct {
 /* 0 and filled, -ENOENT if none is configured, other negative on error */
 int rm_cred_lookup(const char *host, const remote_opts *o, rm_cred *out);
 void rm_cred_clear(rm_cred *c); /* wipes and frees */
+/* docker's configuration directory (o->docker_dir, $DOCKER_CONFIG, ~/.docker),
+ * malloc'd; its config.json parsed (an empty object if there is none) */
+char *rm_config_dir(const remote_opts *o);
+int rm_config_load(const char *dir, json_t **out);
+/* the credential helper config.json names for host (credHelpers, then
+ * credsStore), or NULL; running it: 0, > 0 if it failed, or -errno */
+const char *rm_helper_for(json_t *cfg, const char *host);
+int rm_helper_run(const char *name, const char *verb, const char *input, sbuf *out);
+/* 1 if an "auths" key (a host, or a URL as docker writes it) names host */
+int rm_key_names_host(const char *key, const char *host);
 
 /* ---- HTTP (http.c) ---- */
 struct remote {

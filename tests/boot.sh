@@ -379,6 +379,8 @@ else
     bad "--cold boots a layer with a saved state fresh"
 fi
 run "$S" stop e1 --timeout 2
+check "stop says the guest ignored the request (no ACPI handler in it) and was forced off" \
+    grep -qx "strata: e1 ignored the request to shut down for 2 s; it was forced off" "$W/err"
 check "--ephemeral leaves no instance" [ ! -e "$STRATA_HOME/vms/e1" ]
 check "--ephemeral makes no layer" [ "$(ls "$STRATA_HOME/layers" | wc -l)" -eq "$nlayers" ]
 

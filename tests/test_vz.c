@@ -1386,7 +1386,7 @@ static void test_create_macos_refused(void **state)
 
     /* an install that never ends: the wait is bounded */
     fx_macos_create(&f, "create-install-hangs", &o, &pl);
-    setenv("STRATA_TEST_VZ_TIMEOUT_MS", "400", 1);
+    test_hooks_edit()->vz_timeout_ms = 400;
     oc_record_hang("installWithCompletionHandler:");
     assert_int_equal(f.d->create_macos(&o), -ETIMEDOUT);
     test_hooks_edit()->vz_timeout_ms = 0;
