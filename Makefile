@@ -71,7 +71,7 @@ LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
-.PHONY: all tests test test-unit test-asan demo deps bench clean check-apple check-macos vzsim
+.PHONY: all tests test test-unit test-suite test-fs test-asan demo deps bench clean check-apple check-macos vzsim
 all: $(B)/strata $(B)/mkbundle $(QEMU_SHIM)
 
 # no $(SAN): a sanitizer runtime can't be preloaded into QEMU
@@ -214,8 +214,22 @@ test: deps
 	sh tests/run.sh $(B)
 	$(MAKE) test-asan
 
+# The quick loop, about a minute: the unit tests and the fast shell suites
+# on the plain filesystem; no guest boots, loop mounts or sanitizers
 test-unit: all tests
-	sh tests/run.sh $(B)
+	sh tests/run.sh $(B) --quick
+
+# One suite or a list of them, on every filesystem (FS= for one):
+# make test-suite SUITE=cli, SUITE=test_store,crash, SUITE=unit
+test-suite: all tests
+	@[ -n "$(SUITE)" ] || { echo "make test-suite SUITE=NAME[,NAME...]: the names are in tests/run.sh and docs/testing.md" >&2; exit 2; }
+	sh tests/run.sh $(B) --only $(SUITE) $(if $(FS),--fs $(FS))
+
+# Every suite of one filesystem's pass: FS=plain, ext4, xfs or btrfs (a loop
+# mount, as root; a SKIP says so otherwise)
+test-fs: all tests
+	@[ -n "$(FS)" ] || { echo "make test-fs FS=plain|ext4|xfs|btrfs" >&2; exit 2; }
+	sh tests/run.sh $(B) --fs $(FS)
 
 test-asan:
 	$(MAKE) B=build/asan CFLAGS="-O1 -g" \

@@ -1,13 +1,70 @@
 #!/bin/sh
-# Run every test against a build directory: the cmocka unit tests, the CLI
+# Run the tests against a build directory: the cmocka unit tests, the CLI
 # tests and the crash tests, on the plain filesystem (ext4 here) and, when
 # root on Linux, on XFS (reflink=1) and btrfs loop mounts made for the run,
 # and the CLI tests once more as an unprivileged user (user_suite).
 # Where a filesystem can't be had, it says why and counts a skip.
 # Ends with "N passed, N failed, N skipped"; exits 1 if anything failed.
+#
+# sh tests/run.sh [BUILD] [--quick] [--only SUITE[,SUITE...]] [--fs FS]
+#   no option     everything (make test, before its sanitizer pass)
+#   --quick       the quick loop (make test-unit): the unit tests, cli, crash,
+#                 vzsim and vzsdk on the plain filesystem; no guest boots, no
+#                 loop mounts (STRATA_SKIP_LOOP), no registries, no user pass
+#   --only LIST   only these suites (make test-suite SUITE=LIST):
+#                   unit (the seven below) or test_clone test_store test_boot
+#                   test_vz test_receive test_remote test_reach; cli crash
+#                   archive (on each filesystem); user (cli and crash as an
+#                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
+#                   remote create devices powercut (once, plain filesystem)
+#   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
+#                 type), or ext4, xfs, btrfs on a loop mount (root only); the
+#                 suites that run once belong to the plain pass
 set -u
-B=${1:-build}
 unset RUN_AS SHOW
+UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach"
+FS_SUITES="cli crash archive"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote create devices powercut"
+QUICK_SUITES="unit,cli,crash,vzsim,vzsdk"
+usage() { sed -n 's/^# \{0,1\}//; 9,22p' "$0" >&2; exit 2; }
+B=build QUICK="" ONLY="" FS_ONLY=""
+case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --only) [ $# -ge 2 ] || usage; ONLY=$2; shift ;;
+    --only=*) ONLY=${1#--only=} ;;
+    --fs) [ $# -ge 2 ] || usage; FS_ONLY=$2; shift ;;
+    --fs=*) FS_ONLY=${1#--fs=} ;;
+    *) echo "run.sh: unknown argument '$1'" >&2; usage ;;
+    esac
+    shift
+done
+if [ -n "$QUICK" ]; then
+    ONLY=${ONLY:-$QUICK_SUITES} FS_ONLY=${FS_ONLY:-plain}
+    STRATA_SKIP_LOOP=1 # cli.sh's small full-disk filesystems
+    export STRATA_SKIP_LOOP
+fi
+SELECTED=""
+for s in $(echo "$ONLY" | tr ',' ' '); do
+    [ "$s" = unit ] && s=$UNIT_SUITES
+    for t in $s; do
+        case " $UNIT_SUITES $FS_SUITES user $ONCE_SUITES " in
+        *" $t "*) SELECTED="$SELECTED $t" ;;
+        *) echo "run.sh: no suite '$t'" >&2; usage ;;
+        esac
+    done
+done
+case $FS_ONLY in "" | plain | ext4 | xfs | btrfs) ;; *)
+    echo "run.sh: --fs takes plain, ext4, xfs or btrfs, not '$FS_ONLY'" >&2; usage ;;
+esac
+want() { # suite: is it in this run?
+    [ -z "$SELECTED" ] && return 0
+    case " $SELECTED " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+want_any() { for s in "$@"; do want "$s" && return 0; done; return 1; }
+
 ROOT=$(mktemp -d "${TMPDIR:-/var/tmp}/strata-test.XXXXXX")
 MOUNTS=""
 total_pass=0 total_fail=0 total_skip=0
@@ -71,6 +128,7 @@ script_suite() { # script, label, work dir, fs name
 # A suite that boots guests: slow under emulation and independent of the
 # filesystem, so once, and not in the sanitizer pass (STRATA_SKIP_BOOT)
 booting_suite() { # script, title
+    want "$1" || return 0
     if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
         echo "SKIP $1.sh: STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass runs it)"
         total_skip=$((total_skip + 1)); return
@@ -80,16 +138,13 @@ booting_suite() { # script, title
 }
 
 suite() { # fs name, dir
+    want_any $UNIT_SUITES $FS_SUITES || return 0
     echo "== $1: $2"
-    unit "$B/tests/test_clone" "$1" "$2/unit-clone"
-    unit "$B/tests/test_store" "$1" "$2/unit-store"
-    unit "$B/tests/test_boot" "$1" "$2/unit-boot"
-    unit "$B/tests/test_vz" "$1" "$2/unit-vz"
-    unit "$B/tests/test_receive" "$1" "$2/unit-receive"
-    unit "$B/tests/test_remote" "$1" "$2/unit-remote"
-    unit "$B/tests/test_reach" "$1" "$2/unit-reach"
-    for t in cli crash archive; do
-        script_suite "$t" "$t.sh [$1]" "$2/$t" "$1"
+    for u in $UNIT_SUITES; do
+        want "$u" && unit "$B/tests/$u" "$1" "$2/unit-${u#test_}"
+    done
+    for t in $FS_SUITES; do
+        want "$t" && script_suite "$t" "$t.sh [$1]" "$2/$t" "$1"
     done
 }
 
@@ -97,6 +152,7 @@ suite() { # fs name, dir
 # users run strata: permission bugs (a 0444 layer file opened for writing)
 # hide from root. Root-only checks inside cli.sh skip themselves visibly.
 user_suite() { # fs name, dir
+    want user || return 0
     u=strata-test
     if [ "$(id -u)" != 0 ]; then
         echo "SKIP cli.sh as another user: not root (this run is already unprivileged)"
@@ -128,6 +184,8 @@ user_suite() { # fs name, dir
 
 loop_fs() { # fs name, mkfs command...
     name=$1; shift
+    [ -z "$FS_ONLY" ] || [ "$FS_ONLY" = "$name" ] || return 0
+    want_any $UNIT_SUITES $FS_SUITES || return 0
     if [ "$(id -u)" != 0 ] || [ "$(uname)" != Linux ]; then
         echo "SKIP $name: loop mounts need root on Linux; its tests did not run"
         total_skip=$((total_skip + 1)); return
@@ -150,38 +208,55 @@ loop_fs() { # fs name, mkfs command...
 }
 
 plain=$(df -PT "$ROOT" 2>/dev/null | awk 'NR==2 {print $2}')
-suite "${plain:-plain}" "$ROOT/plain"
-user_suite "${plain:-plain}" "$ROOT/user"
-
-# the vz driver end to end on its stand-in, and the Apple half of the bridge
-# compiled against the SDK's declarations: once, on the plain filesystem
-echo "== vz (stand-in framework)"
-script_suite vzsim vzsim.sh "$ROOT/vzsim" "${plain:-plain}"
-script_suite vzsdk vzsdk.sh "$ROOT/vzsdk" "${plain:-plain}" # the oracle's extractor on its fixture
-script_suite vzcreate vzcreate.sh "$ROOT/vzcreate" "${plain:-plain}" # create macos, --ipsw latest
-if make -s -C "$(dirname "$0")/.." check-apple >"$ROOT/apple.log" 2>&1; then
-    if grep -q '^SKIP' "$ROOT/apple.log"; then
-        cat "$ROOT/apple.log"; total_skip=$((total_skip + 1))
-    else
-        echo "check-apple: passed"; total_pass=$((total_pass + 1))
-    fi
-else
-    cat "$ROOT/apple.log"; echo "FAIL check-apple"; total_fail=$((total_fail + 1))
+# --fs naming the plain filesystem's own type is its plain pass
+[ -n "$FS_ONLY" ] && [ "$FS_ONLY" = "${plain:-}" ] && FS_ONLY=plain
+if [ -n "$QUICK$ONLY$FS_ONLY" ]; then
+    on=${FS_ONLY:-every filesystem}; [ "$on" = plain ] && on=${plain:-plain}
+    echo "only:${SELECTED:- every suite} on $on${QUICK:+; no guest boots, loop mounts, registries or user pass (make test runs them)}"
 fi
 
-SHOW='^timing'
-booting_suite boot "boot (qemu)"
-unset SHOW
-booting_suite reach "reach: ip, ssh, screenshot (qemu)"
-# push/pull against real registries: independent of the filesystem, once
-echo "== remote (registries on 127.0.0.1)"
-script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
-# create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
-booting_suite create "create and set (qemu)"
-# the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
-booting_suite devices "devices: NBD, NVMe, extra disks (qemu)"
-# power cuts: strata in the test guest, qemu killed mid-operation
-booting_suite powercut "power cuts (qemu)"
+# The plain filesystem's pass, and every suite that runs once: the user
+# pass, the vz stand-in, the guest boots, the registries
+plain_pass() {
+    suite "${plain:-plain}" "$ROOT/plain"
+    user_suite "${plain:-plain}" "$ROOT/user"
+
+    # the vz driver end to end on its stand-in, and the Apple half of the bridge
+    # compiled against the SDK's declarations: once, on the plain filesystem
+    want_any vzsim vzsdk vzcreate apple && echo "== vz (stand-in framework)"
+    want vzsim && script_suite vzsim vzsim.sh "$ROOT/vzsim" "${plain:-plain}"
+    want vzsdk && script_suite vzsdk vzsdk.sh "$ROOT/vzsdk" "${plain:-plain}" # the oracle's extractor on its fixture
+    want vzcreate && script_suite vzcreate vzcreate.sh "$ROOT/vzcreate" "${plain:-plain}" # create macos, --ipsw latest
+    if ! want apple; then :
+    elif make -s -C "$(dirname "$0")/.." check-apple >"$ROOT/apple.log" 2>&1; then
+        if grep -q '^SKIP' "$ROOT/apple.log"; then
+            cat "$ROOT/apple.log"; total_skip=$((total_skip + 1))
+        else
+            echo "check-apple: passed"; total_pass=$((total_pass + 1))
+        fi
+    else
+        cat "$ROOT/apple.log"; echo "FAIL check-apple"; total_fail=$((total_fail + 1))
+    fi
+
+    SHOW='^timing'
+    booting_suite boot "boot (qemu)"
+    unset SHOW
+    booting_suite reach "reach: ip, ssh, screenshot (qemu)"
+    # push/pull against real registries: independent of the filesystem, once
+    if want remote; then
+        echo "== remote (registries on 127.0.0.1)"
+        script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
+    fi
+    # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
+    booting_suite create "create and set (qemu)"
+    # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
+    booting_suite devices "devices: NBD, NVMe, extra disks (qemu)"
+    # power cuts: strata in the test guest, qemu killed mid-operation
+    booting_suite powercut "power cuts (qemu)"
+}
+[ -z "$FS_ONLY" ] || [ "$FS_ONLY" = plain ] && plain_pass
+# ext4 on a loop mount only when asked (--fs ext4) on another plain filesystem
+[ "$FS_ONLY" = ext4 ] && loop_fs ext4 mkfs.ext4 -q -F
 loop_fs xfs mkfs.xfs -q -f -m reflink=1
 loop_fs btrfs mkfs.btrfs -q -f
 
