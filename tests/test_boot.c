@@ -1,5 +1,6 @@
 /* Unit tests of boot/: Settings.json parsing and validation, MACs, config
- * hashes and bindings. */
+ * hashes and bindings. Each test's files are under $TEST_DIR (default: a
+ * fresh mkdtemp under /var/tmp). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,31 +16,25 @@
 #include <unistd.h>
 
 #include "../boot/boot.h"
+#include "testutil.h"
 
 static char dir[256];
 
 static int setup(void **state)
 {
     (void)state;
-    const char *base = getenv("TEST_DIR");
-    snprintf(dir, sizeof dir, "%s/boot-XXXXXX", base && *base ? base : "/tmp");
-    mkdir(base && *base ? base : "/tmp", 0755);
-    if (!mkdtemp(dir))
+    if (test_root_make(dir, sizeof dir, "test_boot") < 0)
         return -1;
     char p[512];
     snprintf(p, sizeof p, "%s/vmlinuz", dir);
-    FILE *f = fopen(p, "w");
-    fputs("kernel", f);
-    fclose(f);
+    put_file(p, "kernel", 6);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd);
+    return test_root_remove(dir);
 }
 
 #define LINUX_OK                                                                                  \
@@ -218,8 +213,7 @@ static void test_qemu_efi_vars(void **state)
     (void)state;
     const char *tpl = "/usr/share/OVMF/OVMF_VARS_4M.fd";
     if (access(tpl, R_OK) != 0 && access((tpl = "/usr/share/OVMF/OVMF_VARS.fd"), R_OK) != 0) {
-        printf("no OVMF variable store template here (Debian package ovmf)\n");
-        skip();
+        skip_because("no OVMF variable store template here (Debian package ovmf)\n");
     }
     const boot_driver *q = boot_driver_find("qemu");
     assert_non_null(q->create_efi_vars);

@@ -39,48 +39,7 @@
 /* ---------- helpers ---------- */
 
 static char g_root[PATH_MAX]; /* this run's directory under TEST_DIR */
-static int g_root_is_test_dir_itself;
 static char g_test_dir[PATH_MAX]; /* TEST_DIR, or the mkdtemp default */
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *s = tmp + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = 0;
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -1;
-        *s = '/';
-    }
-    return mkdir(tmp, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path) < 0 ? -1 : 0;
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void pread_all(int fd, void *buf, size_t n, uint64_t off)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        assert_true(r > 0);
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-}
 
 static void write_byte_fill(int fd, uint64_t off, size_t len, unsigned char byte)
 {
@@ -131,15 +90,6 @@ static int all_bytes(int fd, uint64_t off, uint64_t len, unsigned char byte)
     return ok;
 }
 
-static int open_new(const char *dir, const char *name)
-{
-    char *p = path_in(dir, name);
-    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    free(p);
-    assert_true(fd >= 0);
-    return fd;
-}
-
 static struct stat fstat_ok(int fd)
 {
     struct stat s;
@@ -152,35 +102,17 @@ static struct stat fstat_ok(int fd)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TEST_DIR");
-    if (t && *t) {
-        snprintf(g_test_dir, sizeof g_test_dir, "%s", t);
-        if (mkdir_p(g_test_dir) < 0) {
-            fprintf(stderr, "cannot make TEST_DIR %s: %s\n", g_test_dir, strerror(errno));
-            return -1;
-        }
-        if (snprintf(g_root, sizeof g_root, "%s/test_clone-XXXXXX", g_test_dir) >=
-            (int)sizeof g_root) {
-            fprintf(stderr, "TEST_DIR too long\n");
-            return -1;
-        }
-    } else {
-        snprintf(g_root, sizeof g_root, "/var/tmp/strata-test_clone-XXXXXX");
-        g_root_is_test_dir_itself = 1;
-    }
-    if (!mkdtemp(g_root)) {
-        fprintf(stderr, "mkdtemp %s: %s\n", g_root, strerror(errno));
+    if (test_root_make(g_root, sizeof g_root, "test_clone") < 0)
         return -1;
-    }
-    if (g_root_is_test_dir_itself)
-        snprintf(g_test_dir, sizeof g_test_dir, "%s", g_root);
+    const char *t = getenv("TEST_DIR");
+    snprintf(g_test_dir, sizeof g_test_dir, "%s", t && *t ? t : g_root);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    rm_rf(g_root);
+    test_root_remove(g_root);
     return 0;
 }
 
@@ -502,10 +434,9 @@ static void test_extent_map_clone_and_write(void **state)
     clone_extent_map ms, md;
     int rc = clone_extent_map_read(s, &ms);
     if (rc == -EOPNOTSUPP) {
-        print_message("no extent maps on %s: skipped\n", g_test_dir);
         close(s);
         close(d);
-        skip();
+        skip_because("no extent maps on %s: skipped\n", g_test_dir);
     }
     assert_int_equal(rc, 0);
     assert_int_equal(clone_extent_map_read(d, &md), 0);
@@ -520,9 +451,8 @@ static void test_extent_map_clone_and_write(void **state)
         clone_extent_map_free(&md);
         close(s);
         close(d);
-        print_message("no reflinks on %s: what a write to a clone changes is not tested\n",
-                      g_test_dir);
-        skip();
+        skip_because("no reflinks on %s: what a write to a clone changes is not tested\n",
+                     g_test_dir);
     }
 
     for (uint64_t c = 0; c < size / MiB; c++)
@@ -560,7 +490,7 @@ static void test_extent_map_read_sparse(void **state)
     int rc = clone_extent_map_read(fd, &m);
     if (rc == -EOPNOTSUPP) {
         close(fd);
-        skip();
+        skip_because("no extent maps on %s: skipped\n", g_test_dir);
     }
     assert_int_equal(rc, 0);
     assert_true(m.n >= 1);

@@ -17,6 +17,7 @@
 #include <zlib.h>
 
 #include "../boot/internal.h"
+#include "testutil.h"
 
 static char *fixture(const char *name)
 {
@@ -143,11 +144,8 @@ static void test_ssh_user(void **state)
 static void test_ssh_user_saved(void **state)
 {
     (void)state;
-    const char *base = getenv("TEST_DIR");
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/reach-XXXXXX", base && *base ? base : "/tmp");
-    mkdir(base && *base ? base : "/tmp", 0755);
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(test_root_make(dir, sizeof dir, "test_reach"), 0);
     const char *json = "{\"version\":1,\"os\":\"linux\",\"boot\":{\"kernel\":\"vmlinuz\"},\"ssh_user\":\"root\"}";
     boot_settings s, back;
     assert_int_equal(boot_settings_parse(json, strlen(json), NULL, &s), 0);
@@ -160,9 +158,7 @@ static void test_ssh_user_saved(void **state)
     assert_string_equal(back.ssh_user, "root");
     boot_settings_free(&s);
     boot_settings_free(&back);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(test_root_remove(dir), 0);
 }
 
 /* an old qemu's PPM screen dump comes out as a PNG with the same pixels */
@@ -170,10 +166,7 @@ static void test_ppm_to_png(void **state)
 {
     (void)state;
     char dir[512], ppm[600], png[600];
-    const char *base = getenv("TEST_DIR");
-    snprintf(dir, sizeof dir, "%s/ppm-XXXXXX", base && *base ? base : "/tmp");
-    mkdir(base && *base ? base : "/tmp", 0755);
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(test_root_make(dir, sizeof dir, "test_reach-ppm"), 0);
     snprintf(ppm, sizeof ppm, "%s/s.ppm", dir);
     snprintf(png, sizeof png, "%s/s.png", dir);
     unsigned char px[2 * 3 * 3];
@@ -215,9 +208,7 @@ static void test_ppm_to_png(void **state)
     fclose(f);
     assert_int_equal(boot_ppm_to_png(ppm, png), -EINVAL);
     assert_non_null(strstr(boot_error(), "s.ppm: not an 8-bit PPM"));
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(test_root_remove(dir), 0);
 }
 
 int main(void)

@@ -2,7 +2,7 @@
  * Unit tests of store_receive_* (store/store.h): a layer made elsewhere,
  * given as its manifest and then its chunks in any order, from any thread,
  * each checked before it is written; published only when complete.
- * Files are made under $TEST_DIR (default: a fresh directory in /var/tmp).
+ * Files are made under $TEST_DIR (default: a fresh mkdtemp under /var/tmp).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -88,17 +88,13 @@ static void id_of(const char *m, char hex[65])
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TEST_DIR");
-    snprintf(g_root, sizeof g_root, "%s/test_receive-XXXXXX", t && *t ? t : "/var/tmp");
-    if (t && *t)
-        mkdir(t, 0755);
-    return mkdtemp(g_root) ? 0 : -1;
+    return test_root_make(g_root, sizeof g_root, "test_receive");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    st_rm_rf(g_root);
+    test_root_remove(g_root);
     return 0;
 }
 
@@ -129,10 +125,9 @@ static int teardown(void **state)
 
 static int tmp_empty(const fixture *f)
 {
-    char *cmd = NULL;
-    assert_true(asprintf(&cmd, "test -z \"$(ls -A '%s/tmp')\"", f->home) > 0);
-    int ok = system(cmd) == 0;
-    free(cmd);
+    char *tmp = path_in(f->home, "tmp");
+    int ok = dir_is_empty(tmp);
+    free(tmp);
     return ok;
 }
 

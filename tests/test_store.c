@@ -44,32 +44,6 @@
 
 static char g_root[PATH_MAX]; /* this run's directory */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
-        return -1;
-    for (char *s = tmp + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = 0;
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -1;
-        *s = '/';
-    }
-    return mkdir(tmp, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* write (replace) a whole file */
-static void put_file(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    if (len)
-        pwrite_all(fd, data, len, 0);
-    assert_int_equal(close(fd), 0);
-}
-
 static void read_whole(const char *path, unsigned char **data, size_t *len)
 {
     char *d = NULL;
@@ -82,20 +56,6 @@ static uint64_t file_size(const char *path)
     struct stat s;
     assert_int_equal(stat(path, &s), 0);
     return (uint64_t)s.st_size;
-}
-
-/* entries of a directory, "." and ".." left out */
-static size_t count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            n++;
-    closedir(d);
-    return n;
 }
 
 static size_t count_layers(store *st)
@@ -136,9 +96,7 @@ static void write_hardware_model(const char *path)
 static void make_bundle(const char *dir, uint64_t disk_size)
 {
     assert_int_equal(mkdir(dir, 0755), 0);
-    char *p = path_in(dir, "Disk.img");
-    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
+    int fd = open_new(dir, "Disk.img");
     assert_int_equal(ftruncate(fd, (off_t)disk_size), 0);
     write_random(fd, 0, 1 * MiB, 1);
     if (disk_size >= 11 * MiB)
@@ -150,17 +108,13 @@ static void make_bundle(const char *dir, uint64_t disk_size)
         free(z);
     }
     assert_int_equal(close(fd), 0);
-    free(p);
 
-    p = path_in(dir, "AuxiliaryStorage");
-    fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
+    fd = open_new(dir, "AuxiliaryStorage");
     assert_int_equal(ftruncate(fd, (off_t)(2 * MiB)), 0);
     write_random(fd, 0, 64 * KiB, 7);
     assert_int_equal(close(fd), 0);
-    free(p);
 
-    p = path_in(dir, "HardwareModel");
+    char *p = path_in(dir, "HardwareModel");
     write_hardware_model(p);
     free(p);
     p = path_in(dir, "MachineIdentifier");
@@ -209,28 +163,13 @@ typedef struct {
 static int group_setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TEST_DIR");
-    int n;
-    if (t && *t) {
-        if (mkdir_p(t) < 0) {
-            fprintf(stderr, "cannot make TEST_DIR %s: %s\n", t, strerror(errno));
-            return -1;
-        }
-        n = snprintf(g_root, sizeof g_root, "%s/test_store-XXXXXX", t);
-    } else {
-        n = snprintf(g_root, sizeof g_root, "/var/tmp/strata-test_store-XXXXXX");
-    }
-    if (n >= (int)sizeof g_root || !mkdtemp(g_root)) {
-        fprintf(stderr, "cannot make a directory under TEST_DIR: %s\n", strerror(errno));
-        return -1;
-    }
-    return 0;
+    return test_root_make(g_root, sizeof g_root, "test_store");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    st_rm_rf(g_root);
+    test_root_remove(g_root);
     return 0;
 }
 
@@ -616,9 +555,8 @@ static void test_manifest_zero_run_memory(void **state)
     int sanitized = getenv("STRATA_SANITIZED") != NULL;
 #endif
     if (sanitized) {
-        print_message("SKIP: a sanitizer reserves terabytes of address space, so no limit "
-                      "can be set; test_manifest_hostile checked the results\n");
-        skip();
+        skip_because("SKIP: a sanitizer reserves terabytes of address space, so no limit "
+                     "can be set; test_manifest_hostile checked the results\n");
     }
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -1708,7 +1646,7 @@ static void test_first_state_hashed_ahead(void **state)
 {
     (void)state;
 #ifndef F_SETLEASE
-    skip(); /* no leases (Linux's) here: nothing is hashed ahead */
+    skip_because("no leases (Linux's) here: nothing is hashed ahead\n");
 #endif
     first_state ahead, old;
     first_state_in_new_store(0, &ahead);
@@ -1768,7 +1706,7 @@ static void test_first_state_changed_after_hashing(void **state)
 {
     fixture *f = *state;
 #ifndef F_SETLEASE
-    skip(); /* no leases (Linux's) here: nothing is hashed ahead */
+    skip_because("no leases (Linux's) here: nothing is hashed ahead\n");
 #endif
     char *inst = instance_with_zero_pages(f), *ram = path_in(inst, "SaveFile.ram");
     size_t norig;
@@ -1830,7 +1768,7 @@ static void test_first_state_hashed_at_pause(void **state)
 {
     (void)state;
 #ifndef F_SETLEASE
-    skip(); /* no leases (Linux's) here: nothing is hashed ahead */
+    skip_because("no leases (Linux's) here: nothing is hashed ahead\n");
 #endif
     first_state want, got;
     first_state_in_new_store(1, &want);

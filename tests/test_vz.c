@@ -4,7 +4,8 @@
  * Virtualization.framework, checked for classes, selectors, arguments and
  * order against Apple's documented API.
  *
- * Bundles are made under $TEST_DIR (default: a fresh mkdtemp under /tmp).
+ * Bundles are made under $TEST_DIR (default: a fresh mkdtemp under /var/tmp;
+ * KEEP_TEST_DIR=1 keeps it).
  * VZ_TRANSCRIPT=1 prints the transcript of the macOS cold start.
  */
 #define _GNU_SOURCE
@@ -25,6 +26,7 @@
 
 #include "../boot/internal.h"
 #include "objc_record.h"
+#include "testutil.h"
 
 static char g_root[1024];
 
@@ -34,14 +36,6 @@ static void mkdir_or_fail(const char *path)
 {
     if (mkdir(path, 0755) < 0 && errno != EEXIST)
         fail_msg("mkdir %s: %s", path, strerror(errno));
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || write(fd, data, len) != (ssize_t)len)
-        fail_msg("write %s: %s", path, strerror(errno));
-    close(fd);
 }
 
 static void sparse_file(const char *path, off_t size)
@@ -72,7 +66,7 @@ static void write_hardware_model(const char *bundle, int minimum_macos)
                      "<integer>0</integer></array><key>PlatformVersion</key><integer>2</integer>"
                      "</dict>\n</plist>\n",
                      minimum_macos);
-    write_file(path, text, (size_t)n);
+    put_file(path, text, (size_t)n);
 }
 
 static char g_notes[4096];
@@ -117,11 +111,11 @@ static void fx_init(fx *f, const char *name, int macos)
     sparse_file(in(f, f->bundle, "Disk.img"), 64 << 20);
     if (macos) {
         write_hardware_model(f->bundle, 14);
-        write_file(in(f, f->bundle, "MachineIdentifier"), "machine-identifier-bytes", 24);
+        put_file(in(f, f->bundle, "MachineIdentifier"), "machine-identifier-bytes", 24);
         sparse_file(in(f, f->bundle, "AuxiliaryStorage"), 32 << 20);
     } else {
-        write_file(in(f, f->bundle, "vmlinuz"), "kernel", 6);
-        write_file(in(f, f->bundle, "initrd.img"), "initrd", 6);
+        put_file(in(f, f->bundle, "vmlinuz"), "kernel", 6);
+        put_file(in(f, f->bundle, "initrd.img"), "initrd", 6);
         sparse_file(in(f, f->bundle, "efivars"), 64 << 10);
     }
     f->d = boot_vz_driver();
@@ -391,7 +385,7 @@ static void test_macos_resume(void **state)
     fx f;
     fx_init(&f, "macos-resume", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    put_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
     f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
     f.o.suspendable = 1;
     assert_int_equal(f.d->start(&f.o, &f.vm), 0);
@@ -599,7 +593,7 @@ static void test_save_restore_unsupported(void **state)
     /* a restore can't fall back: it fails, and says why */
     fx_init(&f, "not-restorable", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    put_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
     f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
     oc_record_fail("validateSaveRestoreSupportWithError:", "The entropy device is not supported.");
     boot_vm *vm = NULL;
@@ -632,7 +626,7 @@ static void test_old_macos_cannot_suspend(void **state)
     /* the same host can't resume: a clear refusal before anything is made */
     fx_init(&f, "macos13-resume", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    put_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
     f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
     oc_record_host(13);
     boot_vm *vm = NULL;
@@ -707,8 +701,8 @@ static void test_devices(void **state)
     assert_non_null(strstr(mac, "serial=virtio-console:file"));
     assert_non_null(strstr(mac, "keyboard=VZMacKeyboardConfiguration"));
     boot_settings_free(&f.s);
-    write_file(in(&f, f.bundle, "vmlinuz"), "kernel", 6);
-    write_file(in(&f, f.bundle, "initrd.img"), "initrd", 6);
+    put_file(in(&f, f.bundle, "vmlinuz"), "kernel", 6);
+    put_file(in(&f, f.bundle, "initrd.img"), "initrd", 6);
     fx_settings(&f, LINUX_JSON);
     assert_int_equal(f.d->devices(&f.s, lin, sizeof lin), 0);
     assert_non_null(strstr(lin, "platform=generic"));
@@ -812,7 +806,7 @@ static void test_input_devices_by_guest(void **state)
     /* a HardwareModel that names no version: taken for the oldest guest */
     fx f;
     fx_init(&f, "input-unknown", 1);
-    write_file(in(&f, f.bundle, "HardwareModel"), "hardware-model-16", 16);
+    put_file(in(&f, f.bundle, "HardwareModel"), "hardware-model-16", 16);
     fx_settings(&f, MACOS_JSON);
     f.o.suspendable = 1;
     assert_int_equal(f.d->start(&f.o, &f.vm), 0);
@@ -825,7 +819,7 @@ static void test_input_devices_by_guest(void **state)
     fx_init(&f, "input-restore-12", 1);
     write_hardware_model(f.bundle, 12);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    put_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
     f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
     boot_vm *vm = NULL;
     assert_int_equal(f.d->start(&f.o, &vm), -ENOTSUP);
@@ -926,7 +920,7 @@ static void test_compressed_kernel(void **state)
     fx f;
     boot_vm *vm = NULL;
     fx_init(&f, "gzip-kernel", 0);
-    write_file(in(&f, f.bundle, "vmlinuz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03kernel", 16);
+    put_file(in(&f, f.bundle, "vmlinuz"), "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03kernel", 16);
     fx_settings(&f, LINUX_JSON);
     assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
     assert_non_null(strstr(boot_error(), "vmlinuz: a gzip-compressed kernel"));
@@ -936,7 +930,7 @@ static void test_compressed_kernel(void **state)
 
     /* an EFI zboot image (arm64 vmlinuz.efi) too */
     fx_init(&f, "zboot-kernel", 0);
-    write_file(in(&f, f.bundle, "vmlinuz"), "MZ\0\0zimg\0\0\0\0\0\0\0\0", 16);
+    put_file(in(&f, f.bundle, "vmlinuz"), "MZ\0\0zimg\0\0\0\0\0\0\0\0", 16);
     fx_settings(&f, LINUX_JSON);
     assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
     assert_non_null(strstr(boot_error(), "EFI zboot"));
@@ -999,7 +993,7 @@ static void test_restore_refused(void **state)
     fx f;
     fx_init(&f, "restore-refused", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
+    put_file(in(&f, f.bundle, "SaveFile.vzvmsave"), "state", 5);
     f.o.restore_state = in(&f, f.bundle, "SaveFile.vzvmsave");
     oc_record_fail("restoreMachineStateFromURL:completionHandler:", "invalid argument");
     boot_vm *vm = NULL;
@@ -1037,7 +1031,7 @@ static void test_missing_bundle_files(void **state)
     /* data the framework can't read (the stand-in refuses empty data) */
     fx_init(&f, "bad-machine-id", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "MachineIdentifier"), "", 0);
+    put_file(in(&f, f.bundle, "MachineIdentifier"), "", 0);
     assert_int_equal(f.d->start(&f.o, &vm), -EINVAL);
     assert_non_null(strstr(boot_error(), "MachineIdentifier: not a Mac machine identifier"));
     fx_done(&f);
@@ -1197,7 +1191,7 @@ static void fx_macos_create(fx *f, const char *name, boot_macos_opts *o, progres
     fx_init(f, name, 0);
     snprintf(f->bundle, sizeof f->bundle, "%s/new", f->dir);
     mkdir_or_fail(f->bundle);
-    write_file(in(f, f->dir, "UniversalMac.ipsw"), "PK\x03\x04 restore image", 18);
+    put_file(in(f, f->dir, "UniversalMac.ipsw"), "PK\x03\x04 restore image", 18);
     memset(o, 0, sizeof *o);
     memset(pl, 0, sizeof *pl);
     o->bundle_dir = f->bundle;
@@ -1206,13 +1200,6 @@ static void fx_macos_create(fx *f, const char *name, boot_macos_opts *o, progres
     o->progress = record_progress;
     o->note = collect_note;
     o->ctx = pl;
-}
-
-static int dir_is_empty(const char *path)
-{
-    char cmd[PATH_MAX + 64];
-    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", path);
-    return system(cmd) == 0;
 }
 
 static void test_create_macos(void **state)
@@ -1474,7 +1461,7 @@ static void test_usb_installer(void **state)
     fx f;
     fx_init(&f, "usb-installer", 0);
     fx_settings(&f, LINUX_EFI_JSON);
-    write_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
+    put_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
     f.s.installer = strdup("Installer.iso");
     assert_int_equal(f.d->start(&f.o, &f.vm), 0);
     has_fmt("initWithURL: url(\"%s/Installer.iso\") readOnly: YES error: &error] -> "
@@ -1495,7 +1482,7 @@ static void test_usb_installer(void **state)
     /* macOS 12 has no USB mass storage: said before anything is made */
     fx_init(&f, "usb-installer-old", 1);
     fx_settings(&f, MACOS_JSON);
-    write_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
+    put_file(in(&f, f.bundle, "Installer.iso"), "CD001", 5);
     f.s.installer = strdup("Installer.iso");
     oc_record_host(12);
     boot_vm *vm = NULL;
@@ -2040,24 +2027,13 @@ static void test_gui_serves_events_while_waiting(void **state)
 static int setup_root(void **state)
 {
     (void)state;
-    const char *base = getenv("TEST_DIR");
-    snprintf(g_root, sizeof g_root, "%s/strata-vz-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(g_root)) {
-        fprintf(stderr, "mkdtemp %s: %s\n", g_root, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return test_root_make(g_root, sizeof g_root, "test_vz");
 }
 
 static int teardown_root(void **state)
 {
     (void)state;
-    char cmd[PATH_MAX + 16];
-    if (!getenv("KEEP_TEST_DIR")) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", g_root);
-    }
+    test_root_remove(g_root);
     return 0;
 }
 
