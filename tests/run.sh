@@ -212,7 +212,8 @@ plain=$(df -PT "$ROOT" 2>/dev/null | awk 'NR==2 {print $2}')
 [ -n "$FS_ONLY" ] && [ "$FS_ONLY" = "${plain:-}" ] && FS_ONLY=plain
 if [ -n "$QUICK$ONLY$FS_ONLY" ]; then
     on=${FS_ONLY:-every filesystem}; [ "$on" = plain ] && on=${plain:-plain}
-    echo "only:${SELECTED:- every suite} on $on${QUICK:+; no guest boots, loop mounts, registries or user pass (make test runs them)}"
+    if [ -z "$SELECTED" ]; then echo "only: the $on pass"
+    else echo "only:$SELECTED on $on${QUICK:+; no guest boots, loop mounts, registries or user pass (make test runs them)}"; fi
 fi
 
 # The plain filesystem's pass, and every suite that runs once: the user
