@@ -79,7 +79,9 @@ $(B)/strata-qemu-nothp.so: boot/qemu_nothp_linux.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
 
-$(B)/%.o: %.c $(wildcard */*.h) Makefile
+# tests/*.h are the tests' own: a change there rebuilds only the tests
+PRODUCT_H := $(filter-out tests/%,$(wildcard */*.h))
+$(B)/%.o: %.c $(PRODUCT_H) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -113,6 +115,7 @@ $(B)/version.txt: FORCE
 
 TOOLS     := $(B)/tests/remote_get
 tests: $(TESTS) $(TOOLS) $(B)/strata-vzsim
+$(TESTS:%=%.o) $(TOOLS:%=%.o) $(B)/tests/objc_record.o: $(wildcard tests/*.h)
 
 # a test tool for tests/remote.sh (blob GETs with ranges), not a cmocka suite
 $(B)/tests/remote_get: $(B)/tests/remote_get.o $(B)/libstrata.a
@@ -127,7 +130,7 @@ $(B)/tests/test_vz: $(B)/tests/test_vz.o $(B)/boot/vz.o $(B)/tests/objc_record.o
 # strata with the vz driver on the recording stand-in, for tests only
 # (tests/vzsim.sh): drivers.c built with STRATA_VZ_SIM accepts --driver vz
 vzsim: $(B)/strata-vzsim
-$(B)/vzsim/drivers.o: boot/drivers.c $(wildcard */*.h) Makefile
+$(B)/vzsim/drivers.o: boot/drivers.c $(PRODUCT_H) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DSTRATA_VZ_SIM -c -o $@ $<
 $(B)/strata-vzsim: $(CLI_OBJ) $(B)/vzsim/drivers.o $(B)/boot/vz.o $(B)/tests/objc_record.o $(B)/libstrata.a
@@ -186,7 +189,7 @@ $(B)/macos/include/.made: tests/macos-headers.sh
 	@touch $@
 
 define MACOS_RULES
-$(B)/macos/$(1)/%.o: %.c $(wildcard */*.h) Makefile $(MACOS_HEADERS)
+$(B)/macos/$(1)/%.o: %.c $(PRODUCT_H) Makefile $(MACOS_HEADERS)
 	@mkdir -p $$(dir $$@)
 	$(MACOS_CC) $(call macos_target,$(1)) $(MACOS_FLAGS) $(MACOS_INCLUDE) -c -o $$@ $$<
 $(B)/macos/$(1)/boot/objc_try.o: boot/objc_try.m Makefile
