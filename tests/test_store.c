@@ -555,7 +555,7 @@ static void test_manifest_zero_run_memory(void **state)
     int sanitized = getenv("STRATA_SANITIZED") != NULL;
 #endif
     if (sanitized) {
-        skip_because("SKIP: a sanitizer reserves terabytes of address space, so no limit "
+        skip_because("a sanitizer reserves terabytes of address space, so no limit "
                      "can be set; test_manifest_hostile checked the results\n");
     }
     pid_t pid = fork();
