@@ -30,6 +30,15 @@
 
 const char *boot_error(void);
 
+/* boot's directories in the store's home, created if absent (caller frees;
+ * NULL with boot_error set): its instances (STORE/vms), its records of
+ * running instances (STORE/running), and downloads kept for reuse
+ * (STORE/cache: macOS restore images). The store never reads them; gc
+ * leaves them alone. */
+char *boot_instances_dir(store *st);
+char *boot_running_dir(store *st);
+char *boot_cache_dir(store *st);
+
 /* ---------- settings ---------- */
 
 typedef enum { BOOT_OS_LINUX = 0, BOOT_OS_MACOS } boot_os;
@@ -267,16 +276,16 @@ void boot_bindings_free(boot_binding *b, size_t n);
 /* ---------- instances ---------- */
 
 /*
- * Instances live in store_instances_dir (STORE/vms/<name>), or in any clone
+ * Instances live in boot_instances_dir (STORE/vms/<name>), or in any clone
  * directory run as `run DIR`: a clone of a layer plus dot files
  * (.console.log, .qmp.sock) that commits never version. The process that
  * runs an instance supervises it until the VM stops or is suspended;
  * suspend and stop ask it by signal. While it lives it holds, by flock:
- *   - its record's lock, store_running_dir/<name>.lock, beside the record
+ *   - its record's lock, boot_running_dir/<name>.lock, beside the record
  *     <name>.run (name, pid, dir, layer, state): ps lists only records
  *     whose lock is held, and no pid is signalled unless it is;
  *   - the clone's busy lock (store_busy_take): commit refuses it;
- *   - for --resume, store_running_dir/<state id>.state-lock: one instance
+ *   - for --resume, boot_running_dir/<state id>.state-lock: one instance
  *     per saved state unless --allow-duplicate.
  */
 typedef struct {

@@ -83,7 +83,7 @@ static int pid_alive(int pid)
 static int lock_running(store *st, const char *lock_name, int *fd)
 {
     *fd = -1;
-    char *dir = store_running_dir(st);
+    char *dir = boot_running_dir(st);
     if (!dir)
         return err_pass();
     char path[4300];
@@ -134,7 +134,7 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
     if (r->ep.vnc_port && len > 0 && (size_t)len < sizeof text)
         snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
     snprintf(file, sizeof file, "%s.run", r->name);
-    char *running = store_running_dir(r->st);
+    char *running = boot_running_dir(r->st);
     int rc = running ? boot_write_atomic(running, file, text) : err_pass();
     free(running);
     return rc;
@@ -142,7 +142,7 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
 
 static void remove_run(store *st, const char *name)
 {
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     if (!running)
         return;
     char path[4400];
@@ -213,7 +213,7 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     DIR *d = running ? opendir(running) : NULL;
     if (!d) {
         free(running);
@@ -754,7 +754,7 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
 /* a new instance directory, STORE/vms/NAME, cloned from the layer */
 static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
 {
-    char *vms = store_instances_dir(st);
+    char *vms = boot_instances_dir(st);
     if (!vms)
         return err_pass();
     snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
@@ -929,7 +929,7 @@ int boot_find_running(store *st, const char *name, boot_instance *out)
  * stale record may belong to anyone by now. */
 static int signal_instance(store *st, const boot_instance *x, int sig)
 {
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     char lock_name[300];
     snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
     int live = running && lock_held(running, lock_name);

@@ -62,7 +62,7 @@ static void install_bar(void *ctx, const char *what, uint64_t done, uint64_t tot
 /* the cache file for url: its last path component, if it is a plain name */
 static char *cache_path(store *st, const char *url)
 {
-    char *dir = store_cache_dir(st), *path = NULL;
+    char *dir = boot_cache_dir(st), *path = NULL;
     if (!dir) {
         cli_store_failed();
         return NULL;
