@@ -51,8 +51,9 @@ const cli_verb *cli_find_verb(const char *name);
 
 /* "strata: <message>" on stderr; returns 1, the exit code of a failure */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int cli_store_failed(void); /* cli_fail with store_error() */
-int cli_boot_failed(void);  /* cli_fail with boot_error() */
+/* cli_fail with the message of the failure that returned rc (a negative
+ * errno from any module): err_message_for(rc); returns 1 */
+int cli_failed(int rc);
 void cli_note(void *ctx, const char *line); /* a module's note, on stderr */
 
 /* a JSON string literal, escaped */
@@ -86,6 +87,8 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, size_t nopts, char **p
 /* the common case: a verb whose only option is --json */
 int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos, int *json,
                         const char *verb_name);
+/* main() names the verb it runs, whose usage cli_need prints */
+void cli_running(const cli_verb *v);
 /* print the verb's usage and return 1 unless npos >= min */
 int cli_need(int npos, int min, const char *verb_name);
 int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out);

@@ -61,7 +61,7 @@ static int cmd_import(int argc, char **argv)
     int rc = store_import(st, pos[0], &o, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     print_commit(&r, verbose);
     return 0;
 }
@@ -85,7 +85,7 @@ static int cmd_commit(int argc, char **argv)
     int rc = store_commit(st, pos[0], &o, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     print_commit(&r, verbose);
     return 0;
 }
@@ -106,7 +106,7 @@ static int cmd_clone(int argc, char **argv)
     int rc = (with_state ? store_clone_saved_state : store_clone)(st, ref, pos[1], &reflinked);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     if (!reflinked)
         fprintf(stderr, "strata: copied, since this filesystem can't share blocks (holes kept)\n");
     return 0;
@@ -148,8 +148,9 @@ static int cmd_log(int argc, char **argv)
         printf("[");
     for (;;) {
         store_layer *l;
-        if (store_layer_load(st, &id, &l)) {
-            rc = cli_store_failed();
+        int lrc = store_layer_load(st, &id, &l);
+        if (lrc) {
+            rc = cli_failed(lrc);
             break;
         }
         char d[32], b[32];
@@ -197,8 +198,8 @@ static int cmd_diff(int argc, char **argv)
     store_diff_entry *d = NULL;
     size_t nd = 0;
     int rc = cli_resolve(st, pos[0], &a) || cli_resolve(st, pos[1], &b);
-    if (!rc && store_diff(st, &a, &b, &d, &nd))
-        rc = cli_store_failed();
+    if (!rc && (rc = store_diff(st, &a, &b, &d, &nd)))
+        rc = cli_failed(rc);
     store_close(st);
     if (rc)
         return 1;
@@ -230,8 +231,9 @@ static int ls_unreachable(store *st, int json)
 {
     store_unreachable_entry *v = NULL;
     size_t n = 0;
-    if (store_unreachable(st, &v, &n))
-        return cli_store_failed();
+    int rc = store_unreachable(st, &v, &n);
+    if (rc)
+        return cli_failed(rc);
     if (json)
         printf("[");
     else
@@ -270,7 +272,7 @@ static int ls_layer(store *st, const store_id *id, const store_tag_entry *tags, 
         printf("%s", first ? "" : ",");
         if (rc) {
             printf("{\"id\":\"%s\",\"error\":", id->hex);
-            cli_json_str(stdout, store_error());
+            cli_json_str(stdout, err_message_for(rc));
         } else {
             cli_json_layer_head(l);
             printf(",\"size\":%" PRIu64, size);
@@ -317,9 +319,13 @@ static int cmd_ls(int argc, char **argv)
     store_id *ids = NULL;
     size_t nids = 0, ntags = 0;
     store_tag_entry *tags = NULL;
-    if (store_layers(st, &ids, &nids) || store_tags(st, &tags, &ntags)) {
+    int rc = store_layers(st, &ids, &nids);
+    if (!rc)
+        rc = store_tags(st, &tags, &ntags);
+    if (rc) {
+        free(ids);
         store_close(st);
-        return cli_store_failed();
+        return cli_failed(rc);
     }
     if (json)
         printf("[");
@@ -327,9 +333,11 @@ static int cmd_ls(int argc, char **argv)
         printf("%-12s  %-20s  %10s  %-24s  %s\n", "LAYER", "CREATED", "SIZE", "TAGS", "MESSAGE");
     char why[1024] = "";
     size_t bad = 0;
-    for (size_t i = 0; i < nids; i++)
-        if (ls_layer(st, &ids[i], tags, ntags, json, i == 0) && !bad++)
-            snprintf(why, sizeof why, "%s", store_error());
+    for (size_t i = 0; i < nids; i++) {
+        int lrc = ls_layer(st, &ids[i], tags, ntags, json, i == 0);
+        if (lrc && !bad++)
+            snprintf(why, sizeof why, "%s", err_message_for(lrc));
+    }
     if (json)
         printf("]\n");
     fflush(stdout);
@@ -429,10 +437,10 @@ static int cmd_inspect(int argc, char **argv)
     if (cli_open_store(&st))
         return 1;
     int rc = cli_resolve(st, pos[0], &id);
-    if (!rc && store_layer_load(st, &id, &l))
-        rc = cli_store_failed();
-    if (!rc && store_layer_identity(st, &id, &ident))
-        rc = cli_store_failed();
+    if (!rc && (rc = store_layer_load(st, &id, &l)))
+        rc = cli_failed(rc);
+    if (!rc && (rc = store_layer_identity(st, &id, &ident)))
+        rc = cli_failed(rc);
     store_close(st);
     if (!rc)
         (json ? inspect_json : inspect_text)(l, &ident);
@@ -451,7 +459,7 @@ static int cmd_tag(int argc, char **argv)
         return 1;
     int rc = store_tag(st, pos[0], pos[1]);
     store_close(st);
-    return rc ? cli_store_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 static int cmd_untag(int argc, char **argv)
@@ -465,7 +473,7 @@ static int cmd_untag(int argc, char **argv)
         return 1;
     int rc = store_untag(st, pos[0]);
     store_close(st);
-    return rc ? cli_store_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 const cli_verb cli_layer_verbs[] = {

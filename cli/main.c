@@ -75,5 +75,6 @@ int main(int argc, char **argv)
             char *h[] = {"help", argv[1]};
             return cmd_help(2, h);
         }
+    cli_running(v);
     return v->run(argc - 1, argv + 1);
 }

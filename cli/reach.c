@@ -50,7 +50,7 @@ static int cmd_ip(int argc, char **argv)
     int rc = boot_ip(st, pos[0], how, wait_s, &a);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     if (json) {
         printf("{\"name\":");
         cli_json_str(stdout, pos[0]);
@@ -101,7 +101,7 @@ static int cmd_ssh(int argc, char **argv)
     int rc = boot_ssh_argv(st, &o, &args);
     store_close(st);
     if (rc) {
-        cli_boot_failed();
+        cli_failed(rc);
         return 255;
     }
     fflush(stdout);
@@ -122,7 +122,7 @@ static int cmd_screenshot(int argc, char **argv)
         return 1;
     int rc = boot_screenshot(st, pos[0], pos[1]);
     store_close(st);
-    return rc ? cli_boot_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 const cli_verb cli_reach_verbs[] = {

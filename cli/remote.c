@@ -17,11 +17,6 @@ static void wipe(void *p, size_t n) /* explicit_bzero is not on macOS */
         *v++ = 0;
 }
 
-static int remote_failed(void)
-{
-    return cli_fail("%s", remote_error());
-}
-
 static double now_s(void)
 {
     struct timeval tv;
@@ -79,7 +74,7 @@ static int cmd_login(int argc, char **argv)
     int rc = remote_login(pos[0], user, pbuf, &o);
     wipe(pbuf, sizeof pbuf);
     if (rc)
-        return remote_failed();
+        return cli_failed(rc);
     fprintf(stderr, "strata: logged in to %s as %s\n", pos[0], user);
     return 0;
 }
@@ -91,8 +86,9 @@ static int cmd_logout(int argc, char **argv)
     if (cli_parse(argc, argv, NULL, 0, pos, 1, &n, "logout") || cli_need(n, 1, "logout"))
         return 1;
     remote_opts o = {0};
-    if (remote_logout(pos[0], &o))
-        return remote_failed();
+    int rc = remote_logout(pos[0], &o);
+    if (rc)
+        return cli_failed(rc);
     fprintf(stderr, "strata: logged out of %s\n", pos[0]);
     return 0;
 }
@@ -158,11 +154,12 @@ static int cmd_push(int argc, char **argv)
     if (cli_parse(argc, argv, opts, 4, pos, 2, &n, "push") || cli_need(n, 2, "push"))
         return 1;
     unsigned long jobs = 0;
-    if (jobs_s && (cli_parse_uint("--jobs", jobs_s, 64, &jobs) || !jobs))
-        return jobs_s && !jobs ? cli_fail("--jobs %s: from 1 to 64", jobs_s) : 1;
+    if (jobs_s && cli_parse_uint("--jobs", jobs_s, 64, &jobs))
+        return 1;
     remote_ref dst;
-    if (remote_ref_parse(pos[1], 0, &dst))
-        return remote_failed();
+    int rc = remote_ref_parse(pos[1], 0, &dst);
+    if (rc)
+        return cli_failed(rc);
     if (!dst.tag) {
         remote_ref_free(&dst);
         return cli_fail("push: '%s' needs a tag (HOST/REPO:TAG)", pos[1]);
@@ -173,14 +170,14 @@ static int cmd_push(int argc, char **argv)
         remote_ref_free(&dst);
         return 1;
     }
-    int rc = cli_resolve(st, pos[0], &id);
+    rc = cli_resolve(st, pos[0], &id);
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
     remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs, .progress = show_progress,
                            .progress_ctx = &pp, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     remote_push_result res;
-    if (!rc && remote_push(st, &id, &dst, &o, &po, &res))
-        rc = remote_failed();
+    if (!rc && (rc = remote_push(st, &id, &dst, &o, &po, &res)))
+        rc = cli_failed(rc);
     else if (!rc)
         print_push(&dst, &res, now_s() - pp.start, json);
     store_close(st);
@@ -229,14 +226,15 @@ int cli_remote_ls(int argc, char **argv)
     if (cli_parse(argc, argv, opts, 3, pos, 0, &n, "ls"))
         return 1;
     remote_ref repo;
-    if (remote_ref_parse(repo_s, 1, &repo))
-        return remote_failed();
+    int rc = remote_ref_parse(repo_s, 1, &repo);
+    if (rc)
+        return cli_failed(rc);
     remote_opts o = {.insecure = insecure};
     remote_tag_info *t;
     size_t nt;
-    int rc = remote_list(&repo, &o, &t, &nt);
+    rc = remote_list(&repo, &o, &t, &nt);
     if (rc)
-        rc = remote_failed();
+        rc = cli_failed(rc);
     else {
         print_list(&repo, t, nt, json);
         remote_list_free(t, nt);
@@ -305,22 +303,22 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
                     int json, store_id *pulled)
 {
     remote_ref src;
-    if (remote_ref_parse(ref, 0, &src))
-        return remote_failed();
+    int rc = remote_ref_parse(ref, 0, &src);
+    if (rc)
+        return cli_failed(rc);
     char local[160];
-    int rc = 0;
     if (!src.tag && !src.digest)
         rc = cli_fail("pull: '%s' needs a tag or digest (HOST/REPO:TAG)", ref);
-    else if (!tag && src.tag && remote_ref_local_tag(&src, local, sizeof local))
-        rc = remote_failed();
+    else if (!tag && src.tag && (rc = remote_ref_local_tag(&src, local, sizeof local)))
+        rc = cli_failed(rc);
     else if (!tag && src.tag)
         tag = local; /* the remote name, as docker and tart name what they pull */
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
     remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
-    if (!rc && remote_pull(st, &src, &o, &po, &res))
-        rc = remote_failed();
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))
+        rc = cli_failed(rc);
     else if (!rc) {
         print_pull(&src, tag, &res, now_s() - pp.start, json);
         if (!tag)

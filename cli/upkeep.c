@@ -24,7 +24,7 @@ static int cmd_df(int argc, char **argv)
     store_close(st);
     if (rc) {
         free(home);
-        return cli_store_failed();
+        return cli_failed(rc);
     }
     if (json) {
         printf("{\"store\":");
@@ -82,7 +82,7 @@ static int cmd_fsck(int argc, char **argv)
     if (json)
         printf("],\"problems\":%d}\n", problems < 0 ? -1 : problems);
     if (problems < 0)
-        return cli_store_failed();
+        return cli_failed(problems);
     if (problems > 0)
         return cli_fail("fsck found %d problem%s", problems, problems == 1 ? "" : "s");
     return 0;
@@ -129,7 +129,7 @@ static int cmd_gc(int argc, char **argv)
     int rc = store_gc_expire(st, expire, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     if (json) {
         printf("{\"layers_removed\":%zu,\"tmp_removed\":%zu,\"instances_forgotten\":%zu,"
                "\"bytes_freed\":%" PRIu64 ",\"layers_waiting\":%zu,\"clones_missing\":%zu,"
@@ -207,7 +207,7 @@ static int cmd_clones(int argc, char **argv)
         rc = store_clones(st, &c, &nc);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     if (prune)
         fprintf(stderr, "strata: forgot %zu record%s of missing clones\n", forgotten,
                 forgotten == 1 ? "" : "s");

@@ -23,9 +23,9 @@ int cli_fail(const char *fmt, ...)
     return 1;
 }
 
-int cli_store_failed(void)
+int cli_failed(int rc)
 {
-    return cli_fail("%s", store_error());
+    return cli_fail("%s", err_message_for(rc));
 }
 
 void cli_json_str(FILE *out, const char *s)
@@ -160,19 +160,26 @@ int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos
     return cli_parse(argc, argv, opts, 1, pos, maxpos, npos, verb_name);
 }
 
+/* the verb main() is running, for cli_need's usage line */
+static const cli_verb *running;
+
+void cli_running(const cli_verb *v)
+{
+    running = v;
+}
+
 int cli_need(int npos, int min, const char *verb_name)
 {
     if (npos >= min)
         return 0;
-    const cli_verb *v = cli_find_verb(verb_name);
-    return cli_fail("usage: strata %s", v ? v->usage : verb_name);
+    int known = running && !strcmp(running->name, verb_name);
+    return cli_fail("usage: strata %s", known ? running->usage : verb_name);
 }
 
 int cli_open_store(store **st)
 {
-    if (store_open(NULL, st))
-        return cli_store_failed();
-    return 0;
+    int rc = store_open(NULL, st);
+    return rc ? cli_failed(rc) : 0;
 }
 
 const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n)
@@ -187,16 +194,8 @@ const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n)
 int cli_resolve(store *st, const char *ref, store_id *id)
 {
     char local[160];
-    return store_resolve(st, cli_local_ref(st, ref, local, sizeof local), id) ? cli_store_failed() : 0;
-}
-
-
-
-
-
-int cli_boot_failed(void)
-{
-    return cli_fail("%s", boot_error());
+    int rc = store_resolve(st, cli_local_ref(st, ref, local, sizeof local), id);
+    return rc ? cli_failed(rc) : 0;
 }
 
 int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out)

@@ -38,7 +38,7 @@ static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
     o->target = target;
     int rc = boot_run(st, o);
     store_close(st);
-    return rc ? cli_boot_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -93,7 +93,7 @@ static int cmd_suspend(int argc, char **argv)
     int rc = boot_suspend(st, pos[0], tag, msg, &id);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     printf("%s\n", id.hex);
     return 0;
 }
@@ -117,7 +117,7 @@ static int cmd_stop(int argc, char **argv)
     int rc = boot_stop(st, pos[0], force ? 0 : (int)t, &forced);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     if (forced)
         fprintf(stderr, "strata: %s ignored the request to shut down for %lu s; it was forced off\n",
                 pos[0], t);
@@ -162,7 +162,7 @@ static int cmd_ps(int argc, char **argv)
     int rc = boot_ps(st, &v, &nv);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     if (json)
         printf("[");
     else
