@@ -98,12 +98,9 @@ int cli_parse_memory(const char *s, uint64_t *mib);
 /* ---- the store ---- */
 
 int cli_open_store(store **st);
-/* a tag, id or prefix; or HOST/REPO:TAG, naming the local tag a pull of it
- * gave (remote_ref_local_tag) */
+/* the layer a REF names (boot_resolve: a tag, id or prefix, clone directory
+ * or pulled HOST/REPO:TAG); 0, or 1 after printing the error */
 int cli_resolve(store *st, const char *ref, store_id *id);
-/* ref, or if the store does not know it but knows the local tag a pull of
- * it (HOST/REPO:TAG) gave, that tag (in buf) */
-const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n);
 
 /* ---- registries (remote.c) ---- */
 
@@ -112,14 +109,5 @@ const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n);
  * *pulled (may be NULL) gets the layer. 0, or 1 after printing the error. */
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, store_id *pulled);
-/* run's REF: unchanged if it is a local tag, id or directory; else if it is
- * a remote reference (HOST/REPO:TAG), the local tag of an earlier pull, or
- * else pulled now (printing as pull does) and named by its id. 0, or 1
- * after printing the error. */
-int cli_run_target(store *st, const char *ref, char *target, size_t n);
-/* 1 if text is a remote reference with a tag or digest (HOST/REPO:TAG) */
-int cli_is_remote(const char *text);
-/* the local tag a pull of text gives by default, or 0 */
-int cli_remote_local_tag(const char *text, char *out, size_t n);
 
 #endif

@@ -101,9 +101,12 @@ static int cmd_clone(int argc, char **argv)
     if (cli_open_store(&st))
         return 1;
     int reflinked = 0;
-    char local[160];
-    const char *ref = cli_local_ref(st, pos[0], local, sizeof local); /* HOST/REPO:TAG */
-    int rc = (with_state ? store_clone_saved_state : store_clone)(st, ref, pos[1], &reflinked);
+    store_id id;
+    if (cli_resolve(st, pos[0], &id)) {
+        store_close(st);
+        return 1;
+    }
+    int rc = (with_state ? store_clone_saved_state : store_clone)(st, id.hex, pos[1], &reflinked);
     store_close(st);
     if (rc)
         return cli_failed(rc);

@@ -331,24 +331,6 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
     return rc;
 }
 
-int cli_run_target(store *st, const char *ref, char *target, size_t n)
-{
-    store_id id;
-    snprintf(target, n, "%s", ref);
-    if (!store_resolve(st, ref, &id) || access(ref, F_OK) == 0 || !cli_is_remote(ref))
-        return 0; /* a local tag, id or clone directory: boot resolves it */
-    char local[160];
-    if (cli_local_ref(st, ref, local, sizeof local) == local) {
-        snprintf(target, n, "%s", local); /* pulled before */
-        return 0;
-    }
-    fprintf(stderr, "strata: %s is not in the store: pulling it\n", ref);
-    if (cli_pull_remote(st, ref, NULL, 0, 0, 0, &id))
-        return 1;
-    snprintf(target, n, "%s", id.hex);
-    return 0;
-}
-
 static int cmd_pull(int argc, char **argv)
 {
     const char *tag = NULL, *jobs_s = NULL;

@@ -182,20 +182,14 @@ int cli_open_store(store **st)
     return rc ? cli_failed(rc) : 0;
 }
 
-const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n)
-{
-    store_id id;
-    if (!store_resolve(st, ref, &id) || !cli_remote_local_tag(ref, buf, n) ||
-        store_resolve(st, buf, &id))
-        return ref;
-    return buf; /* HOST/REPO:TAG pulled before, under its default local tag */
-}
-
 int cli_resolve(store *st, const char *ref, store_id *id)
 {
-    char local[160];
-    int rc = store_resolve(st, cli_local_ref(st, ref, local, sizeof local), id);
-    return rc ? cli_failed(rc) : 0;
+    boot_ref r;
+    int rc = boot_resolve(st, ref, &r);
+    if (rc)
+        return cli_failed(rc);
+    *id = r.id;
+    return 0;
 }
 
 int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out)

@@ -30,13 +30,22 @@ static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
     store *st;
     if (cli_open_store(&st))
         return 1;
-    char target[256]; /* HOST/REPO:TAG is pulled first if the store lacks it */
-    if (cli_run_target(st, o->target, target, sizeof target)) {
-        store_close(st);
-        return 1;
+    /* HOST/REPO:TAG is pulled first if the store lacks it; any other
+     * failure to resolve is boot_run's to report, after its own checks */
+    boot_ref r;
+    store_id pulled;
+    int rc = boot_resolve(st, o->target, &r);
+    if (rc == -ENOENT && r.kind == BOOT_REF_REGISTRY) {
+        fprintf(stderr, "strata: %s is not in the store: pulling it\n", o->target);
+        if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, &pulled)) {
+            store_close(st);
+            return 1;
+        }
+        o->target = pulled.hex;
+    } else if (!rc && r.kind == BOOT_REF_REGISTRY) {
+        o->target = r.tag; /* pulled before: its local tag names the instance */
     }
-    o->target = target;
-    int rc = boot_run(st, o);
+    rc = boot_run(st, o);
     store_close(st);
     return rc ? cli_failed(rc) : 0;
 }
