@@ -12,6 +12,7 @@
 #include "../boot/boot.h"
 #include "../store/store.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,10 +57,14 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_failed(int rc);
 void cli_note(void *ctx, const char *line); /* a module's note, on stderr */
 
-/* a JSON string literal, escaped */
-void cli_json_str(FILE *out, const char *s);
-/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
-void cli_json_layer_head(const store_layer *l);
+/* JSON goes through jansson: a verb builds its json_t and cli_json_print
+ * prints it, compact, keys in the order they were set, with a newline. */
+int cli_json_print(json_t *v); /* frees v; 0, or 1 after printing the error (v NULL: out of memory) */
+json_t *cli_json_text(const char *s); /* a string; NULL is "", bytes that are not UTF-8 U+FFFD */
+json_t *cli_json_u64(uint64_t v);     /* a number, exact up to 2^64-1 */
+json_t *cli_json_seconds(double secs); /* a number of seconds, to the millisecond */
+/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N}, to add to */
+json_t *cli_json_layer_head(const store_layer *l);
 const char *cli_human(uint64_t bytes, char *buf, size_t n); /* "1.5 GiB" */
 const char *cli_date_of(int64_t t, char *buf, size_t n);    /* ISO 8601, UTC */
 

@@ -52,11 +52,9 @@ static int cmd_ip(int argc, char **argv)
     if (rc)
         return cli_failed(rc);
     if (json) {
-        printf("{\"name\":");
-        cli_json_str(stdout, pos[0]);
-        printf(",\"address\":");
-        cli_json_str(stdout, a.address);
-        printf(",\"port\":%u,\"source\":\"%s\"}\n", a.port, a.source);
+        return cli_json_print(json_pack("{s:o, s:o, s:I, s:o}", "name", cli_json_text(pos[0]),
+                                        "address", cli_json_text(a.address), "port",
+                                        (json_int_t)a.port, "source", cli_json_text(a.source)));
     } else if (a.port == 22) {
         printf("%s\n", a.address);
     } else {

@@ -143,17 +143,11 @@ static const char *endpoint(char *buf, size_t n, const char *host, unsigned port
     return buf;
 }
 
-/* ,"key":{"host":..,"port":N} or ,"key":null */
-static void print_endpoint_json(const char *key, const char *host, unsigned port)
+/* {"host":..,"port":N}, or null where there is none */
+static json_t *endpoint_json(const char *host, unsigned port)
 {
-    printf(",\"%s\":", key);
-    if (!port) {
-        printf("null");
-        return;
-    }
-    printf("{\"host\":");
-    cli_json_str(stdout, host);
-    printf(",\"port\":%u}", port);
+    return port ? json_pack("{s:o, s:I}", "host", cli_json_text(host), "port", (json_int_t)port)
+                : json_null();
 }
 
 static int cmd_ps(int argc, char **argv)
@@ -172,27 +166,21 @@ static int cmd_ps(int argc, char **argv)
     store_close(st);
     if (rc)
         return cli_failed(rc);
-    if (json)
-        printf("[");
-    else
+    json_t *all = json ? json_array() : NULL;
+    if (!json)
         printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-21s  %s\n", "NAME", "LAYER", "DRIVER", "PID",
                "STATE", "RESUMED FROM", "SSH", "VNC");
     for (size_t i = 0; i < nv; i++) {
         if (json) {
-            printf("%s{\"name\":", i ? "," : "");
-            cli_json_str(stdout, v[i].name);
-            printf(",\"dir\":");
-            cli_json_str(stdout, v[i].dir);
-            printf(",\"layer\":\"%s\",\"driver\":\"%s\",\"pid\":%d,\"vm_pid\":%d,\"state\":\"%s\","
-                   "\"resumed_from\":",
-                   v[i].layer, v[i].driver, v[i].pid, v[i].vm_pid, v[i].state);
-            if (*v[i].resumed_from)
-                printf("\"%s\"", v[i].resumed_from);
-            else
-                printf("null");
-            print_endpoint_json("ssh", v[i].ep.ssh_host, v[i].ep.ssh_port);
-            print_endpoint_json("vnc", v[i].ep.vnc_host, v[i].ep.vnc_port);
-            printf("}");
+            json_array_append_new(
+                all, json_pack("{s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o?, s:o, s:o}", "name",
+                               cli_json_text(v[i].name), "dir", cli_json_text(v[i].dir), "layer",
+                               cli_json_text(v[i].layer), "driver", cli_json_text(v[i].driver),
+                               "pid", v[i].pid, "vm_pid", v[i].vm_pid, "state",
+                               cli_json_text(v[i].state), "resumed_from",
+                               *v[i].resumed_from ? cli_json_text(v[i].resumed_from) : NULL, "ssh",
+                               endpoint_json(v[i].ep.ssh_host, v[i].ep.ssh_port), "vnc",
+                               endpoint_json(v[i].ep.vnc_host, v[i].ep.vnc_port)));
         } else {
             char ssh[96], vnc[96];
             printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-21s  %s\n", v[i].name, v[i].layer,
@@ -201,10 +189,8 @@ static int cmd_ps(int argc, char **argv)
                    endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port));
         }
     }
-    if (json)
-        printf("]\n");
     boot_ps_free(v, nv);
-    return 0;
+    return json ? cli_json_print(all) : 0;
 }
 
 const cli_verb cli_vm_verbs[] = {
