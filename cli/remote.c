@@ -45,7 +45,11 @@ static int read_line(const char *prompt, int secret, char *buf, size_t n)
     }
     if (!got)
         return -1;
-    buf[strcspn(buf, "\r\n")] = 0;
+    size_t len = strcspn(buf, "\r\n");
+    int next = !buf[len] && len + 1 == n ? getc(stdin) : EOF;
+    if (next != EOF && next != '\n' && next != '\r')
+        return -2; /* longer than the buffer: never used cut short */
+    buf[len] = 0;
     return 0;
 }
 
@@ -63,13 +67,21 @@ static int cmd_login(int argc, char **argv)
         return cli_fail("login: '%s' is not a registry host (HOST[:PORT])", pos[0]);
     char ubuf[256], pbuf[1024];
     if (!user) {
-        if (read_line("Username: ", 0, ubuf, sizeof ubuf) || !*ubuf)
+        int got = read_line("Username: ", 0, ubuf, sizeof ubuf);
+        if (got == -2)
+            return cli_fail("login: the user name is longer than %zu bytes", sizeof ubuf - 1);
+        if (got || !*ubuf)
             return cli_fail("login: no user name given (-u USER, or on stdin)");
         user = ubuf;
     }
     (void)password_stdin; /* the password is always read from stdin, never taken as an argument */
-    if (read_line("Password: ", 1, pbuf, sizeof pbuf) || !*pbuf)
-        return cli_fail("login: no password on stdin");
+    int got = read_line("Password: ", 1, pbuf, sizeof pbuf);
+    if (got == -2) {
+        wipe(pbuf, sizeof pbuf);
+        return cli_fail("login: the password is longer than %zu bytes", sizeof pbuf - 1);
+    }
+    if (got || !*pbuf)
+        return cli_fail("login: no password was given on stdin");
     remote_opts o = {.insecure = insecure};
     int rc = remote_login(pos[0], user, pbuf, &o);
     wipe(pbuf, sizeof pbuf);

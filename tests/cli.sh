@@ -110,6 +110,21 @@ TWIN=${BASE:0:6}$(printf '%058d' 0); [ "$TWIN" = "$BASE" ] && TWIN=${BASE:0:6}$(
 mkdir "$STRATA_HOME/layers/$TWIN"
 expect_error "an ambiguous id prefix" 1 "ambiguous ref '${BASE:0:6}': 2 layers start with it" "$S" log "${BASE:0:6}"
 rmdir "$STRATA_HOME/layers/$TWIN"
+# a clone path longer than 256 bytes works end to end (no fixed-size path buffers)
+DEEP=$W/deep/$(printf 'd%.0s' {1..60})/$(printf 'e%.0s' {1..60})/$(printf 'f%.0s' {1..60})/$(printf 'g%.0s' {1..60})
+mkdir -p "$DEEP"
+run "$S" clone base "$DEEP/vm"
+check "clone into a path of ${#DEEP}+ bytes" [ "$rc" -eq 0 ] && [ "${#DEEP}" -gt 256 ]
+check "...names it as a REF" [ "$(ref_is "$DEEP/vm")" = "$BASE" ]
+"$MK" --write "$DEEP/vm/Disk.img" 0:4K:5
+run "$S" commit "$DEEP/vm" -m deep
+check "...and commits from it" [ "$rc" -eq 0 ]
+DEEP_LAYER=$(cat "$W/out")
+check "...after which it names the new layer" [ "$(ref_is "$DEEP/vm")" = "$DEEP_LAYER" ]
+run "$S" clones
+check "...and clones lists its whole path" grep -qF "$DEEP/vm" "$W/out"
+rm -rf "$W/deep"
+"$S" clones --prune --expire now >/dev/null 2>&1
 snap=$(snapshot)
 expect_error "unknown ref" 1 "unknown ref 'nope'" "$S" log nope
 expect_error "bad tag name" 1 "bad tag name 'Bad Name'" "$S" tag base "Bad Name"
