@@ -188,7 +188,7 @@ int cli_archive_import(int argc, char **argv)
     if (!tart && cli_need(n, 1, "import"))
         return 1;
     if (tart && n > 1)
-        return cli_fail("import --from-tart DIR [TAG]: one tag at most");
+        return cli_fail("import --from-tart takes one tag at most (import --from-tart DIR [TAG])");
     progress p = {.tty = isatty(2), .start = now()};
     archive_import_opts o = {.tag = tart ? (n ? pos[0] : NULL) : (n > 1 ? pos[1] : NULL),
                              .progress = show_progress, .ctx = &p, .note = cli_note};

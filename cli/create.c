@@ -123,7 +123,7 @@ static int create_linux(int argc, char **argv)
 static int cmd_create(int argc, char **argv)
 {
     if (argc < 2)
-        return cli_fail("create: which kind? create macos|linux NAME ...");
+        return cli_fail("create needs the kind of VM: create macos NAME ... or create linux NAME ...");
     if (!strcmp(argv[1], "macos"))
         return cli_create_macos(argc - 1, argv + 1);
     if (!strcmp(argv[1], "linux"))
@@ -139,7 +139,7 @@ static int parse_display(const char *s, unsigned *w, unsigned *h)
     if (*end == 'x' || *end == 'X')
         b = strtoul(end + 1, &end, 10);
     if (*end || !a || !b || a > 8192 || b > 8192)
-        return cli_fail("--display %s: WIDTHxHEIGHT, like 1920x1080", s);
+        return cli_fail("--display %s: give the size as WIDTHxHEIGHT, like 1920x1080", s);
     *w = (unsigned)a;
     *h = (unsigned)b;
     return 0;
@@ -263,7 +263,7 @@ static int set_opts(int argc, char **argv, boot_set_opts *o)
         return 1;
     o->cpus = (unsigned)c;
     if (installer && strcmp(installer, "none"))
-        return cli_fail("--installer takes none (detach the installer media)");
+        return cli_fail("--installer takes only 'none', which detaches the installer media");
     o->detach_installer = installer != NULL;
     if (!o->cpus && !o->memory_mib && !o->disk_bytes && !o->display_width && !o->mac &&
         !o->detach_installer && !o->nadd && !o->nremove && no_device_change(o))

@@ -76,7 +76,7 @@ static char *cache_path(store *st, const char *url)
     for (size_t i = 0; plain && i < len; i++)
         plain = isalnum((unsigned char)base[i]) || strchr("._-", base[i]);
     if (!plain)
-        cli_fail("%s: no file name to keep it under in the cache", url);
+        cli_fail("%s: the URL ends in no file name to keep the download under in the cache", url);
     else if (asprintf(&path, "%s/%.*s", dir, (int)len, base) < 0)
         path = NULL;
     free(dir);

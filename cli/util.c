@@ -268,7 +268,7 @@ int cli_parse_memory(const char *s, uint64_t *mib)
     else if (*end == 'M' || *end == 'm')
         end++;
     if (errno || *end || !*s || v < 64 || v > (1ull << 20))
-        return cli_fail("--memory %s: MiB from 64 to 1048576 (or with a G suffix)", s);
+        return cli_fail("--memory %s: give MiB from 64 to 1048576, or GiB with a G suffix (4G)", s);
     *mib = v;
     return 0;
 }
