@@ -35,18 +35,16 @@ extern const cli_verb cli_create_verbs[]; /* create, set (cli/create.c) */
 extern const cli_verb cli_reach_verbs[];  /* ip, ssh, screenshot (cli/reach.c) */
 /* create macos NAME ... (cli/macos.c); argv[0] is "macos" */
 int cli_create_macos(int argc, char **argv);
-int cli_remote_ls(int argc, char **argv);
+int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */
 /* Take every "FLAG TAG=PATH[:ro]" (or FLAG=...) out of argv, each checked
  * by boot_share_make (cli/create.c); prints and returns 1 on a bad one. */
 int cli_take_shares(int *argc, char **argv, const char *flag, boot_share **out, size_t *n);
-void cli_free_shares(boot_share *v, size_t n); /* ls --remote REPO (cli/remote.c) */
+void cli_free_shares(boot_share *v, size_t n);
 
 /* archive.c: import of an archive (FILE or -) or a tart VM (--from-tart), which
  * layers.c's import hands over when its argument is not a bundle directory */
 int cli_import_is_archive(int argc, char **argv);
 int cli_archive_import(int argc, char **argv);
-
-const cli_verb *cli_find_verb(const char *name);
 
 /* ---- output ---- */
 
