@@ -273,6 +273,39 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
                       boot_binding **out, size_t *n);
 void boot_bindings_free(boot_binding *b, size_t n);
 
+/* ---------- what a REF names ---------- */
+
+typedef enum {
+    BOOT_REF_LAYER = 0, /* a tag, a full layer id or a unique id prefix */
+    BOOT_REF_CLONE,     /* a clone directory: one holding STORE_INSTANCE_MARKER */
+    BOOT_REF_REGISTRY,  /* HOST/REPO:TAG (or @DIGEST), found under the local tag a pull gave it */
+} boot_ref_kind;
+
+typedef struct {
+    boot_ref_kind kind;
+    store_id id;    /* the layer; for a clone, the layer its marker names */
+    char dir[4096]; /* BOOT_REF_CLONE: the directory's real path (PATH_MAX fits) */
+    char tag[160];  /* BOOT_REF_REGISTRY: the local tag a pull gives ("" for a digest) */
+} boot_ref;
+
+/*
+ * Resolve a REF, as every verb that names a layer takes it, in this order:
+ *   1. a clone directory (a folder that is not a clone does not hide a tag
+ *      of the same name): the layer store_instance_layer reads from it;
+ *   2. a tag, a full layer id or a unique prefix of one (store_resolve);
+ *   3. a registry name HOST/REPO:TAG, which pull tags locally as the
+ *      remote name (remote_ref_local_tag: "ghcr.io/acme/vm:v1" is found
+ *      as "ghcr.io_acme_vm:v1").
+ * Returns 0, or a negative errno with the message in err_last():
+ *   -EINVAL "ambiguous ref 'PREFIX': N layers start with it"
+ *   -ENOENT "unknown ref 'NAME': no such tag or layer"
+ *   -ENOENT for a registry name the store lacks, with out->kind
+ *           BOOT_REF_REGISTRY and out->tag set (a caller may pull it):
+ *           "unknown ref 'HOST/REPO:TAG': it was never pulled into this
+ *           store (strata pull HOST/REPO:TAG)"
+ */
+int boot_resolve(store *st, const char *ref, boot_ref *out);
+
 /* ---------- instances ---------- */
 
 /*
