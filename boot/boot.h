@@ -30,6 +30,15 @@
 
 const char *boot_error(void);
 
+/* boot's directories in the store's home, created if absent (caller frees;
+ * NULL with boot_error set): its instances (STORE/vms), its records of
+ * running instances (STORE/running), and downloads kept for reuse
+ * (STORE/cache: macOS restore images). The store never reads them; gc
+ * leaves them alone. */
+char *boot_instances_dir(store *st);
+char *boot_running_dir(store *st);
+char *boot_cache_dir(store *st);
+
 /* ---------- settings ---------- */
 
 typedef enum { BOOT_OS_LINUX = 0, BOOT_OS_MACOS } boot_os;
@@ -264,19 +273,52 @@ int boot_bindings_now(const char *driver, const char *bundle_dir, const boot_set
                       boot_binding **out, size_t *n);
 void boot_bindings_free(boot_binding *b, size_t n);
 
+/* ---------- what a REF names ---------- */
+
+typedef enum {
+    BOOT_REF_LAYER = 0, /* a tag, a full layer id or a unique id prefix */
+    BOOT_REF_CLONE,     /* a clone directory: one holding STORE_INSTANCE_MARKER */
+    BOOT_REF_REGISTRY,  /* HOST/REPO:TAG (or @DIGEST), found under the local tag a pull gave it */
+} boot_ref_kind;
+
+typedef struct {
+    boot_ref_kind kind;
+    store_id id;    /* the layer; for a clone, the layer its marker names */
+    char dir[4096]; /* BOOT_REF_CLONE: the directory's real path (PATH_MAX fits) */
+    char tag[160];  /* BOOT_REF_REGISTRY: the local tag a pull gives ("" for a digest) */
+} boot_ref;
+
+/*
+ * Resolve a REF, as every verb that names a layer takes it, in this order:
+ *   1. a clone directory (a folder that is not a clone does not hide a tag
+ *      of the same name): the layer store_instance_layer reads from it;
+ *   2. a tag, a full layer id or a unique prefix of one (store_resolve);
+ *   3. a registry name HOST/REPO:TAG, which pull tags locally as the
+ *      remote name (remote_ref_local_tag: "ghcr.io/acme/vm:v1" is found
+ *      as "ghcr.io_acme_vm:v1").
+ * Returns 0, or a negative errno with the message in err_last():
+ *   -EINVAL "ambiguous ref 'PREFIX': N layers start with it"
+ *   -ENOENT "unknown ref 'NAME': no such tag or layer"
+ *   -ENOENT for a registry name the store lacks, with out->kind
+ *           BOOT_REF_REGISTRY and out->tag set (a caller may pull it):
+ *           "unknown ref 'HOST/REPO:TAG': it was never pulled into this
+ *           store (strata pull HOST/REPO:TAG)"
+ */
+int boot_resolve(store *st, const char *ref, boot_ref *out);
+
 /* ---------- instances ---------- */
 
 /*
- * Instances live in store_instances_dir (STORE/vms/<name>), or in any clone
+ * Instances live in boot_instances_dir (STORE/vms/<name>), or in any clone
  * directory run as `run DIR`: a clone of a layer plus dot files
  * (.console.log, .qmp.sock) that commits never version. The process that
  * runs an instance supervises it until the VM stops or is suspended;
  * suspend and stop ask it by signal. While it lives it holds, by flock:
- *   - its record's lock, store_running_dir/<name>.lock, beside the record
+ *   - its record's lock, boot_running_dir/<name>.lock, beside the record
  *     <name>.run (name, pid, dir, layer, state): ps lists only records
  *     whose lock is held, and no pid is signalled unless it is;
  *   - the clone's busy lock (store_busy_take): commit refuses it;
- *   - for --resume, store_running_dir/<state id>.state-lock: one instance
+ *   - for --resume, boot_running_dir/<state id>.state-lock: one instance
  *     per saved state unless --allow-duplicate.
  */
 typedef struct {

@@ -767,14 +767,6 @@ static int set_in(const boot_set_opts *o, const char *dir)
 }
 
 /* a clone directory (it has the marker), not a layer's name */
-static int is_clone_dir(const char *target)
-{
-    char marker[4200];
-    struct stat st;
-    snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, target);
-    return stat(target, &st) == 0 && S_ISDIR(st.st_mode) && access(marker, F_OK) == 0;
-}
-
 static int is_tag(store *st, const char *name)
 {
     store_tag_entry *t;
@@ -788,26 +780,25 @@ static int is_tag(store *st, const char *name)
     return yes;
 }
 
-static int set_clone(store *st, const boot_set_opts *o)
+static int set_clone(const boot_set_opts *o, const boot_ref *ref)
 {
-    store_id lid;
-    if (store_instance_layer(st, o->target, &lid))
-        return err_pass();
     store_busy busy;
-    if (store_busy_take(o->target, "strata set", &busy))
+    if (store_busy_take(ref->dir, "strata set", &busy))
         return err_pass();
-    int rc = set_in(o, o->target);
+    int rc = set_in(o, ref->dir);
     store_busy_release(&busy);
     return rc;
 }
 
 /* a layer: a clone in scratch space, changed, committed as the child */
-static int set_layer(store *st, const boot_set_opts *o, store_id *out)
+static int set_layer(store *st, const boot_set_opts *o, const boot_ref *ref, store_id *out)
 {
-    store_id id;
-    if (store_resolve(st, o->target, &id))
-        return err_pass();
-    const char *tag = o->tag ? o->tag : is_tag(st, o->target) ? o->target : NULL;
+    store_id id = ref->id;
+    /* the tag the REF went through moves to the child, unless -t names one */
+    const char *tag = o->tag                                      ? o->tag
+                      : ref->kind == BOOT_REF_REGISTRY && ref->tag[0] ? ref->tag
+                      : is_tag(st, o->target)                     ? o->target
+                                                                  : NULL;
     if (tag && !store_tag_valid(tag))
         return boot_fail(EINVAL, "'%s' is not a valid name for a tag", tag);
     store_scratch *scratch;
@@ -842,6 +833,10 @@ int boot_set(store *st, const boot_set_opts *o, int *made_layer, store_id *out)
             return boot_fail(ENOENT, "share %s: %s is not a directory", o->add_shares[i].tag,
                              o->add_shares[i].path);
     }
-    *made_layer = !is_clone_dir(o->target);
-    return *made_layer ? set_layer(st, o, out) : set_clone(st, o);
+    boot_ref ref;
+    int rc = boot_resolve(st, o->target, &ref);
+    if (rc)
+        return rc;
+    *made_layer = ref.kind != BOOT_REF_CLONE;
+    return *made_layer ? set_layer(st, o, &ref, out) : set_clone(o, &ref);
 }

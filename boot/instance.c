@@ -9,11 +9,13 @@
 #define _GNU_SOURCE
 #include "internal.h"
 #include "../base/platform.h"
+#include "../remote/remote.h"
 
 #include <dirent.h>
 #include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -83,7 +85,7 @@ static int pid_alive(int pid)
 static int lock_running(store *st, const char *lock_name, int *fd)
 {
     *fd = -1;
-    char *dir = store_running_dir(st);
+    char *dir = boot_running_dir(st);
     if (!dir)
         return err_pass();
     char path[4300];
@@ -134,7 +136,7 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
     if (r->ep.vnc_port && len > 0 && (size_t)len < sizeof text)
         snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
     snprintf(file, sizeof file, "%s.run", r->name);
-    char *running = store_running_dir(r->st);
+    char *running = boot_running_dir(r->st);
     int rc = running ? boot_write_atomic(running, file, text) : err_pass();
     free(running);
     return rc;
@@ -142,7 +144,7 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
 
 static void remove_run(store *st, const char *name)
 {
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     if (!running)
         return;
     char path[4400];
@@ -213,7 +215,7 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     DIR *d = running ? opendir(running) : NULL;
     if (!d) {
         free(running);
@@ -503,28 +505,54 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     return write_side(dir, "suspend-result", text);
 }
 
-/* What a run starts from: the clone directory target (its layer, or for
- * --resume the saved state it was cloned with) or a layer ref. */
-static int resolve_target(store *st, const boot_run_opts *o, int *from_dir, char *dir,
-                          char *name, size_t name_size, store_id *lid)
+/* text is a registry name HOST/REPO:TAG or HOST/REPO@DIGEST: 1, with the
+ * local tag a pull of it gives in tag ("" for a digest, or one too long) */
+static int registry_name(const char *text, char *tag, size_t n)
+{
+    remote_ref r;
+    tag[0] = 0;
+    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
+        return 0;
+    int yes = r.tag || r.digest;
+    if (r.tag && remote_ref_local_tag(&r, tag, n))
+        tag[0] = 0;
+    remote_ref_free(&r);
+    return yes;
+}
+
+/* a directory only if it is a clone: "bench" can be a tag and a folder */
+static int is_clone(const char *path)
 {
     struct stat sdir;
-    /* a directory only if it is a clone: "bench" can be a tag and a folder */
-    char marker[4200];
-    snprintf(marker, sizeof marker, "%s/" STORE_INSTANCE_MARKER, o->target);
-    *from_dir = stat(o->target, &sdir) == 0 && S_ISDIR(sdir.st_mode) && access(marker, F_OK) == 0;
-    if (!*from_dir)
-        return store_resolve(st, o->target, lid) ? err_pass() : 0;
-    if (!realpath(o->target, dir))
-        return boot_fail_errno(errno, "%s", o->target);
-    /* a clone made before saved states had their own layer names no state:
-     * its layer is the old one-layer saved state itself */
-    if (!o->resume || store_instance_state(st, dir, lid))
-        if (store_instance_layer(st, dir, lid))
-            return err_pass();
-    const char *slash = strrchr(dir, '/');
-    snprintf(name, name_size, "%.200s", slash ? slash + 1 : dir);
-    return 0;
+    char *marker = NULL;
+    if (stat(path, &sdir) || !S_ISDIR(sdir.st_mode) ||
+        asprintf(&marker, "%s/" STORE_INSTANCE_MARKER, path) < 0)
+        return 0;
+    int yes = access(marker, F_OK) == 0;
+    free(marker);
+    return yes;
+}
+
+_Static_assert(sizeof ((boot_ref *)0)->dir >= PATH_MAX, "boot_ref.dir holds realpath's result");
+
+int boot_resolve(store *st, const char *ref, boot_ref *out)
+{
+    out->kind = BOOT_REF_LAYER;
+    out->dir[0] = out->tag[0] = 0;
+    if (is_clone(ref)) {
+        out->kind = BOOT_REF_CLONE;
+        if (!realpath(ref, out->dir))
+            return boot_fail_errno(errno, "%s", ref);
+        return store_instance_layer(st, out->dir, &out->id) ? err_pass() : 0;
+    }
+    if (!registry_name(ref, out->tag, sizeof out->tag))
+        return store_resolve(st, ref, &out->id) ? err_pass() : 0;
+    out->kind = BOOT_REF_REGISTRY;
+    int rc = *out->tag ? store_resolve(st, out->tag, &out->id) : -ENOENT;
+    if (rc != -ENOENT)
+        return rc ? err_pass() : 0;
+    return boot_fail(ENOENT, "unknown ref '%s': it was never pulled into this store (strata pull %s)",
+                     ref, ref);
 }
 
 /* Before anything is made: the saved state exists, fits this host, and no
@@ -719,6 +747,29 @@ typedef struct {
     int from_dir, cloned, keep, recorded, name_lock, state_lock;
 } run_state;
 
+/* What a run starts from: the clone directory target (its layer, or for
+ * --resume the saved state it was cloned with) or a layer ref. */
+static int resolve_target(store *st, const boot_run_opts *o, run_state *x)
+{
+    boot_ref r;
+    int rc = boot_resolve(st, o->target, &r);
+    if (rc)
+        return rc;
+    x->lid = r.id;
+    x->from_dir = r.kind == BOOT_REF_CLONE;
+    if (!x->from_dir)
+        return 0;
+    snprintf(x->dir, sizeof x->dir, "%s", r.dir);
+    /* a clone made before saved states had their own layer names no state:
+     * its layer is the old one-layer saved state itself */
+    store_id state;
+    if (o->resume && !store_instance_state(st, x->dir, &state))
+        x->lid = state;
+    const char *slash = strrchr(x->dir, '/');
+    snprintf(x->name, sizeof x->name, "%.200s", slash ? slash + 1 : x->dir);
+    return 0;
+}
+
 /* run's device options, checked before anything is made: a saved state
  * keeps the devices it was saved with */
 static int check_run_devices(const boot_run_opts *o)
@@ -754,7 +805,7 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
 /* a new instance directory, STORE/vms/NAME, cloned from the layer */
 static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
 {
-    char *vms = store_instances_dir(st);
+    char *vms = boot_instances_dir(st);
     if (!vms)
         return err_pass();
     snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
@@ -886,7 +937,7 @@ int boot_run(store *st, const boot_run_opts *o)
         return -ENOMEM;
     x->busy = (store_busy){-1};
     x->name_lock = x->state_lock = -1;
-    if ((rc = resolve_target(st, o, &x->from_dir, x->dir, x->name, sizeof x->name, &x->lid))) {
+    if ((rc = resolve_target(st, o, x))) {
         free(x);
         return rc;
     }
@@ -929,7 +980,7 @@ int boot_find_running(store *st, const char *name, boot_instance *out)
  * stale record may belong to anyone by now. */
 static int signal_instance(store *st, const boot_instance *x, int sig)
 {
-    char *running = store_running_dir(st);
+    char *running = boot_running_dir(st);
     char lock_name[300];
     snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
     int live = running && lock_held(running, lock_name);

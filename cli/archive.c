@@ -62,11 +62,6 @@ static void summary(progress *p, const char *what, const archive_stats *s, int e
         fprintf(stderr, "strata: it holds a saved state: resumable only on the host that made it\n");
 }
 
-static int archive_failed(void)
-{
-    return cli_fail("%s", archive_error());
-}
-
 /* NAME for NAME.bundle: the output file's name without .tar.zst, or the ref */
 static char *default_name(const char *out, const char *ref)
 {
@@ -100,16 +95,19 @@ static int export_to(store *st, const char *ref, const char *out, archive_export
         if (isatty(1))
             return cli_fail("export: refusing to write an archive to a terminal (redirect it, or "
                             "give a file)");
-        return archive_export(st, ref, 1, o, s) ? archive_failed() : 0;
+        int rc = archive_export(st, ref, 1, o, s);
+        return rc ? cli_failed(rc) : 0;
     }
     atomic_file f;
-    if (atomic_file_open(&f, out, 0644, 0))
-        return cli_fail("%s", err_last()->message);
-    if (archive_export(st, ref, f.fd, o, s)) {
+    int rc = atomic_file_open(&f, out, 0644, 0);
+    if (rc)
+        return cli_failed(rc);
+    if ((rc = archive_export(st, ref, f.fd, o, s))) {
         atomic_file_abort(&f);
-        return archive_failed();
+        return cli_failed(rc);
     }
-    return atomic_file_commit(&f) ? cli_fail("%s", err_last()->message) : 0;
+    rc = atomic_file_commit(&f);
+    return rc ? cli_failed(rc) : 0;
 }
 
 static int cmd_export(int argc, char **argv)
@@ -170,8 +168,9 @@ int cli_import_is_archive(int argc, char **argv)
 static int import_tart(store *st, const char *dir, const archive_import_opts *o)
 {
     store_commit_result r;
-    if (archive_import_tart(st, dir, o, &r))
-        return archive_failed();
+    int rc = archive_import_tart(st, dir, o, &r);
+    if (rc)
+        return cli_failed(rc);
     if (!r.reflinked)
         fprintf(stderr, "strata: note: this filesystem can't share blocks; the disk was copied\n");
     printf("%s\n", r.id.hex);
@@ -189,7 +188,7 @@ int cli_archive_import(int argc, char **argv)
     if (!tart && cli_need(n, 1, "import"))
         return 1;
     if (tart && n > 1)
-        return cli_fail("import --from-tart DIR [TAG]: one tag at most");
+        return cli_fail("import --from-tart takes one tag at most (import --from-tart DIR [TAG])");
     progress p = {.tty = isatty(2), .start = now()};
     archive_import_opts o = {.tag = tart ? (n ? pos[0] : NULL) : (n > 1 ? pos[1] : NULL),
                              .progress = show_progress, .ctx = &p, .note = cli_note};
@@ -208,7 +207,9 @@ int cli_archive_import(int argc, char **argv)
             rc = cli_fail("%s: %s", pos[0], strerror(errno));
         else if (fd == 0 && isatty(0))
             rc = cli_fail("import -: stdin is a terminal; pipe an archive into it");
-        else if ((rc = archive_import(st, fd, &o, &s) ? archive_failed() : 0) == 0) {
+        else if ((rc = archive_import(st, fd, &o, &s)))
+            rc = cli_failed(rc);
+        else {
             summary(&p, "imported", &s, 0);
             if (s.existed)
                 fprintf(stderr, "strata: layer %.12s was already in the store\n", s.id.hex);

@@ -12,6 +12,7 @@
 #include "../boot/boot.h"
 #include "../store/store.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,31 +35,34 @@ extern const cli_verb cli_create_verbs[]; /* create, set (cli/create.c) */
 extern const cli_verb cli_reach_verbs[];  /* ip, ssh, screenshot (cli/reach.c) */
 /* create macos NAME ... (cli/macos.c); argv[0] is "macos" */
 int cli_create_macos(int argc, char **argv);
-int cli_remote_ls(int argc, char **argv);
+int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */
 /* Take every "FLAG TAG=PATH[:ro]" (or FLAG=...) out of argv, each checked
  * by boot_share_make (cli/create.c); prints and returns 1 on a bad one. */
 int cli_take_shares(int *argc, char **argv, const char *flag, boot_share **out, size_t *n);
-void cli_free_shares(boot_share *v, size_t n); /* ls --remote REPO (cli/remote.c) */
+void cli_free_shares(boot_share *v, size_t n);
 
 /* archive.c: import of an archive (FILE or -) or a tart VM (--from-tart), which
  * layers.c's import hands over when its argument is not a bundle directory */
 int cli_import_is_archive(int argc, char **argv);
 int cli_archive_import(int argc, char **argv);
 
-const cli_verb *cli_find_verb(const char *name);
-
 /* ---- output ---- */
 
 /* "strata: <message>" on stderr; returns 1, the exit code of a failure */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int cli_store_failed(void); /* cli_fail with store_error() */
-int cli_boot_failed(void);  /* cli_fail with boot_error() */
+/* cli_fail with the message of the failure that returned rc (a negative
+ * errno from any module): err_message_for(rc); returns 1 */
+int cli_failed(int rc);
 void cli_note(void *ctx, const char *line); /* a module's note, on stderr */
 
-/* a JSON string literal, escaped */
-void cli_json_str(FILE *out, const char *s);
-/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
-void cli_json_layer_head(const store_layer *l);
+/* JSON goes through jansson: a verb builds its json_t and cli_json_print
+ * prints it, compact, keys in the order they were set, with a newline. */
+int cli_json_print(json_t *v); /* frees v; 0, or 1 after printing the error (v NULL: out of memory) */
+json_t *cli_json_text(const char *s); /* a string; NULL is "", bytes that are not UTF-8 U+FFFD */
+json_t *cli_json_u64(uint64_t v);     /* a number, exact up to 2^64-1 */
+json_t *cli_json_seconds(double secs); /* a number of seconds, to the millisecond */
+/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N}, to add to */
+json_t *cli_json_layer_head(const store_layer *l);
 const char *cli_human(uint64_t bytes, char *buf, size_t n); /* "1.5 GiB" */
 const char *cli_date_of(int64_t t, char *buf, size_t n);    /* ISO 8601, UTC */
 
@@ -86,6 +90,8 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, size_t nopts, char **p
 /* the common case: a verb whose only option is --json */
 int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos, int *json,
                         const char *verb_name);
+/* main() names the verb it runs, whose usage cli_need prints */
+void cli_running(const cli_verb *v);
 /* print the verb's usage and return 1 unless npos >= min */
 int cli_need(int npos, int min, const char *verb_name);
 int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out);
@@ -95,12 +101,9 @@ int cli_parse_memory(const char *s, uint64_t *mib);
 /* ---- the store ---- */
 
 int cli_open_store(store **st);
-/* a tag, id or prefix; or HOST/REPO:TAG, naming the local tag a pull of it
- * gave (remote_ref_local_tag) */
+/* the layer a REF names (boot_resolve: a tag, id or prefix, clone directory
+ * or pulled HOST/REPO:TAG); 0, or 1 after printing the error */
 int cli_resolve(store *st, const char *ref, store_id *id);
-/* ref, or if the store does not know it but knows the local tag a pull of
- * it (HOST/REPO:TAG) gave, that tag (in buf) */
-const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n);
 
 /* ---- registries (remote.c) ---- */
 
@@ -109,14 +112,5 @@ const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n);
  * *pulled (may be NULL) gets the layer. 0, or 1 after printing the error. */
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, store_id *pulled);
-/* run's REF: unchanged if it is a local tag, id or directory; else if it is
- * a remote reference (HOST/REPO:TAG), the local tag of an earlier pull, or
- * else pulled now (printing as pull does) and named by its id. 0, or 1
- * after printing the error. */
-int cli_run_target(store *st, const char *ref, char *target, size_t n);
-/* 1 if text is a remote reference with a tag or digest (HOST/REPO:TAG) */
-int cli_is_remote(const char *text);
-/* the local tag a pull of text gives by default, or 0 */
-int cli_remote_local_tag(const char *text, char *out, size_t n);
 
 #endif

@@ -67,7 +67,7 @@ int cli_take_shares(int *argc, char **argv, const char *flag, boot_share **out, 
         free(tag);
         free(path);
         if (rc)
-            return cli_boot_failed();
+            return cli_failed(rc);
     }
     *argc = w;
     argv[w] = NULL;
@@ -115,7 +115,7 @@ static int create_linux(int argc, char **argv)
     int rc = boot_create_linux(st, &o, &id);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     printf("%s\n", id.hex);
     return 0;
 }
@@ -123,7 +123,7 @@ static int create_linux(int argc, char **argv)
 static int cmd_create(int argc, char **argv)
 {
     if (argc < 2)
-        return cli_fail("create: which kind? create macos|linux NAME ...");
+        return cli_fail("create needs the kind of VM: create macos NAME ... or create linux NAME ...");
     if (!strcmp(argv[1], "macos"))
         return cli_create_macos(argc - 1, argv + 1);
     if (!strcmp(argv[1], "linux"))
@@ -139,7 +139,7 @@ static int parse_display(const char *s, unsigned *w, unsigned *h)
     if (*end == 'x' || *end == 'X')
         b = strtoul(end + 1, &end, 10);
     if (*end || !a || !b || a > 8192 || b > 8192)
-        return cli_fail("--display %s: WIDTHxHEIGHT, like 1920x1080", s);
+        return cli_fail("--display %s: give the size as WIDTHxHEIGHT, like 1920x1080", s);
     *w = (unsigned)a;
     *h = (unsigned)b;
     return 0;
@@ -151,7 +151,7 @@ static int take_unshares(int *argc, char **argv, const char ***out, size_t *n)
     *out = calloc((size_t)*argc + 1, sizeof **out);
     *n = 0;
     if (!*out)
-        return cli_fail("out of memory");
+        return cli_failed(-ENOMEM);
     int w = 0;
     for (int i = 0; i < *argc; i++) {
         if (!strcmp(argv[i], "--unshare") && i + 1 < *argc)
@@ -171,7 +171,7 @@ static int disk_spec(const char *spec, boot_disk *d)
 {
     char *path = strdup(spec);
     if (!path)
-        return cli_fail("out of memory");
+        return cli_failed(-ENOMEM);
     *d = (boot_disk){.bus = BOOT_BUS_VIRTIO};
     for (char *colon; (colon = strrchr(path, ':'));) {
         int bus = boot_bus_value(colon + 1);
@@ -198,7 +198,7 @@ static int take_disks(int *argc, char **argv, boot_set_opts *o, boot_disk **add,
     *add = calloc((size_t)*argc + 1, sizeof **add);
     *remove = calloc((size_t)*argc + 1, sizeof **remove);
     if (!*add || !*remove)
-        return cli_fail("out of memory");
+        return cli_failed(-ENOMEM);
     int w = 0;
     for (int i = 0; i < *argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -263,7 +263,7 @@ static int set_opts(int argc, char **argv, boot_set_opts *o)
         return 1;
     o->cpus = (unsigned)c;
     if (installer && strcmp(installer, "none"))
-        return cli_fail("--installer takes none (detach the installer media)");
+        return cli_fail("--installer takes only 'none', which detaches the installer media");
     o->detach_installer = installer != NULL;
     if (!o->cpus && !o->memory_mib && !o->disk_bytes && !o->display_width && !o->mac &&
         !o->detach_installer && !o->nadd && !o->nremove && no_device_change(o))
@@ -287,8 +287,8 @@ static int cmd_set(int argc, char **argv)
         rc = set_opts(argc, argv, &o) || cli_open_store(&st);
     int made = 0;
     store_id id;
-    if (!rc && boot_set(st, &o, &made, &id))
-        rc = cli_boot_failed();
+    if (!rc && (rc = boot_set(st, &o, &made, &id)))
+        rc = cli_failed(rc);
     if (st)
         store_close(st);
     if (!rc && made)

@@ -61,7 +61,7 @@ static int cmd_import(int argc, char **argv)
     int rc = store_import(st, pos[0], &o, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     print_commit(&r, verbose);
     return 0;
 }
@@ -85,7 +85,7 @@ static int cmd_commit(int argc, char **argv)
     int rc = store_commit(st, pos[0], &o, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     print_commit(&r, verbose);
     return 0;
 }
@@ -101,12 +101,15 @@ static int cmd_clone(int argc, char **argv)
     if (cli_open_store(&st))
         return 1;
     int reflinked = 0;
-    char local[160];
-    const char *ref = cli_local_ref(st, pos[0], local, sizeof local); /* HOST/REPO:TAG */
-    int rc = (with_state ? store_clone_saved_state : store_clone)(st, ref, pos[1], &reflinked);
+    store_id id;
+    if (cli_resolve(st, pos[0], &id)) {
+        store_close(st);
+        return 1;
+    }
+    int rc = (with_state ? store_clone_saved_state : store_clone)(st, id.hex, pos[1], &reflinked);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     if (!reflinked)
         fprintf(stderr, "strata: copied, since this filesystem can't share blocks (holes kept)\n");
     return 0;
@@ -143,43 +146,39 @@ static int cmd_log(int argc, char **argv)
         store_close(st);
         return 1;
     }
-    int rc = 0, first = 1;
-    if (json)
-        printf("[");
+    int rc = 0;
+    json_t *all = json ? json_array() : NULL;
     for (;;) {
         store_layer *l;
-        if (store_layer_load(st, &id, &l)) {
-            rc = cli_store_failed();
+        int lrc = store_layer_load(st, &id, &l);
+        if (lrc) {
+            rc = cli_failed(lrc);
             break;
         }
         char d[32], b[32];
         if (json) {
-            printf("%s", first ? "" : ",");
-            cli_json_layer_head(l);
-            if (l->nbindings) {
-                printf(",\"saved_state\":{\"host\":");
-                cli_json_str(stdout, binding_of(l, "host"));
-                printf(",\"driver\":");
-                cli_json_str(stdout, binding_of(l, "driver"));
-                printf("}");
-            }
-            printf("}");
+            json_t *one = cli_json_layer_head(l);
+            if (l->nbindings)
+                json_object_set_new(one, "saved_state",
+                                    json_pack("{s:o, s:o}", "host", cli_json_text(binding_of(l, "host")),
+                                              "driver", cli_json_text(binding_of(l, "driver"))));
+            json_array_append_new(all, one);
         } else {
             char what[300] = "";
             saved_state_label(l, what, sizeof what);
             printf("%.12s  %s  %10s  %s%s\n", l->id.hex, cli_date_of(l->created, d, sizeof d),
                    cli_human(l->bytes_added, b, sizeof b), what, l->message);
         }
-        first = 0;
         int more = l->has_parent;
         id = l->parent;
         store_layer_free(l);
         if (!more)
             break;
     }
-    if (json)
-        printf("]\n");
     store_close(st);
+    if (json && !rc)
+        return cli_json_print(all);
+    json_decref(all);
     return rc;
 }
 
@@ -197,63 +196,58 @@ static int cmd_diff(int argc, char **argv)
     store_diff_entry *d = NULL;
     size_t nd = 0;
     int rc = cli_resolve(st, pos[0], &a) || cli_resolve(st, pos[1], &b);
-    if (!rc && store_diff(st, &a, &b, &d, &nd))
-        rc = cli_store_failed();
+    if (!rc && (rc = store_diff(st, &a, &b, &d, &nd)))
+        rc = cli_failed(rc);
     store_close(st);
     if (rc)
         return 1;
-    if (json)
-        printf("[");
+    json_t *all = json ? json_array() : NULL;
     for (size_t i = 0; i < nd; i++) {
         const store_diff_entry *e = &d[i];
         const char *state = !e->in_a ? "added" : !e->in_b ? "removed"
                                    : e->chunks_changed ? "modified" : "same";
         if (json) {
-            printf("%s{\"file\":", i ? "," : "");
-            cli_json_str(stdout, e->name);
-            printf(",\"state\":\"%s\",\"chunks_changed\":%" PRIu64 ",\"bytes_changed\":%" PRIu64
-                   ",\"size_a\":%" PRIu64 ",\"size_b\":%" PRIu64 "}",
-                   state, e->chunks_changed, e->bytes_changed, e->size_a, e->size_b);
+            json_array_append_new(all, json_pack("{s:o, s:s, s:o, s:o, s:o, s:o}", "file",
+                                                 cli_json_text(e->name), "state", state,
+                                                 "chunks_changed", cli_json_u64(e->chunks_changed),
+                                                 "bytes_changed", cli_json_u64(e->bytes_changed),
+                                                 "size_a", cli_json_u64(e->size_a),
+                                                 "size_b", cli_json_u64(e->size_b)));
         } else if (e->chunks_changed || !e->in_a || !e->in_b) {
             char h[32];
             printf("%-9s %-24s %8" PRIu64 " chunks  %10s\n", state, e->name, e->chunks_changed,
                    cli_human(e->bytes_changed, h, sizeof h));
         }
     }
-    if (json)
-        printf("]\n");
     store_diff_free(d, nd);
-    return 0;
+    return json ? cli_json_print(all) : 0;
 }
 
 static int ls_unreachable(store *st, int json)
 {
     store_unreachable_entry *v = NULL;
     size_t n = 0;
-    if (store_unreachable(st, &v, &n))
-        return cli_store_failed();
-    if (json)
-        printf("[");
-    else
+    int rc = store_unreachable(st, &v, &n);
+    if (rc)
+        return cli_failed(rc);
+    json_t *all = json ? json_array() : NULL;
+    if (!json)
         printf("%-64s  %s\n", "LAYER", "UNREACHABLE SINCE");
     for (size_t i = 0; i < n; i++) {
         char d[32];
         const char *since = v[i].since ? cli_date_of(v[i].since, d, sizeof d) : NULL;
         if (json)
-            printf("%s{\"id\":\"%s\",\"since\":%s%s%s}", i ? "," : "", v[i].id.hex,
-                   since ? "\"" : "", since ? since : "null", since ? "\"" : "");
+            json_array_append_new(all, json_pack("{s:s, s:s?}", "id", v[i].id.hex, "since", since));
         else
             printf("%s  %s\n", v[i].id.hex, since ? since : "(not yet seen by gc)");
     }
-    if (json)
-        printf("]\n");
     free(v);
-    return 0;
+    return json ? cli_json_print(all) : 0;
 }
 
 /* one layer of ls; a layer that can't be read is listed with why */
 static int ls_layer(store *st, const store_id *id, const store_tag_entry *tags, size_t ntags,
-                    int json, int first)
+                    json_t *all)
 {
     store_layer *l = NULL;
     int rc = store_layer_load(st, id, &l);
@@ -266,23 +260,18 @@ static int ls_layer(store *st, const store_id *id, const store_tag_entry *tags, 
     uint64_t size = 0;
     for (size_t f = 0; l && f < l->nfiles; f++)
         size += l->files[f].size;
-    if (json) {
-        printf("%s", first ? "" : ",");
-        if (rc) {
-            printf("{\"id\":\"%s\",\"error\":", id->hex);
-            cli_json_str(stdout, store_error());
-        } else {
-            cli_json_layer_head(l);
-            printf(",\"size\":%" PRIu64, size);
-        }
-        printf(",\"tags\":[");
-        int k = 0;
+    if (all) {
+        json_t *one = rc ? json_pack("{s:s, s:o}", "id", id->hex, "error",
+                                     cli_json_text(err_message_for(rc)))
+                         : cli_json_layer_head(l);
+        if (!rc)
+            json_object_set_new(one, "size", cli_json_u64(size));
+        json_t *names = json_array();
         for (size_t t = 0; t < ntags; t++)
-            if (!strcmp(tags[t].id.hex, id->hex)) {
-                printf("%s", k++ ? "," : "");
-                cli_json_str(stdout, tags[t].name);
-            }
-        printf("]}");
+            if (!strcmp(tags[t].id.hex, id->hex))
+                json_array_append_new(names, cli_json_text(tags[t].name));
+        json_object_set_new(one, "tags", names);
+        json_array_append_new(all, one);
     } else if (rc) {
         printf("%.12s  %-20s  %10s  %-24s  %s\n", id->hex, "?", "?", at ? tagline : "-",
                "(can't be read; see strata fsck)");
@@ -317,28 +306,33 @@ static int cmd_ls(int argc, char **argv)
     store_id *ids = NULL;
     size_t nids = 0, ntags = 0;
     store_tag_entry *tags = NULL;
-    if (store_layers(st, &ids, &nids) || store_tags(st, &tags, &ntags)) {
+    int rc = store_layers(st, &ids, &nids);
+    if (!rc)
+        rc = store_tags(st, &tags, &ntags);
+    if (rc) {
+        free(ids);
         store_close(st);
-        return cli_store_failed();
+        return cli_failed(rc);
+    }
+    json_t *all = json ? json_array() : NULL;
+    if (!json)
+        printf("%-12s  %-20s  %10s  %-24s  %s\n", "LAYER", "CREATED", "SIZE", "TAGS", "MESSAGE");
+    char why[ERR_MESSAGE_MAX] = "";
+    size_t bad = 0;
+    for (size_t i = 0; i < nids; i++) {
+        int lrc = ls_layer(st, &ids[i], tags, ntags, all);
+        if (lrc && !bad++)
+            snprintf(why, sizeof why, "%s", err_message_for(lrc));
     }
     if (json)
-        printf("[");
-    else
-        printf("%-12s  %-20s  %10s  %-24s  %s\n", "LAYER", "CREATED", "SIZE", "TAGS", "MESSAGE");
-    char why[1024] = "";
-    size_t bad = 0;
-    for (size_t i = 0; i < nids; i++)
-        if (ls_layer(st, &ids[i], tags, ntags, json, i == 0) && !bad++)
-            snprintf(why, sizeof why, "%s", store_error());
-    if (json)
-        printf("]\n");
+        rc = cli_json_print(all);
     fflush(stdout);
     free(ids);
     store_tags_free(tags, ntags);
     store_close(st);
     if (bad > 1)
         return cli_fail("%s (and %zu more layers can't be read)", why, bad - 1);
-    return bad ? cli_fail("%s", why) : 0;
+    return bad ? cli_fail("%s", why) : rc;
 }
 
 /* Bytes held in data chunks of f: what it costs in the store. */
@@ -350,43 +344,39 @@ static uint64_t file_data_bytes(const store_file *f)
     return stored;
 }
 
-static void inspect_json(const store_layer *l, const store_identity *ident)
+static int inspect_json(const store_layer *l, const store_identity *ident)
 {
-    cli_json_layer_head(l);
-    printf(",\"files\":[");
+    json_t *v = cli_json_layer_head(l), *files = json_array(), *bound = json_object();
     for (size_t i = 0; i < l->nfiles; i++) {
         const store_file *f = &l->files[i];
-        printf("%s{\"name\":", i ? "," : "");
-        cli_json_str(stdout, f->name);
-        printf(",\"size\":%" PRIu64 ",\"mode\":\"%04o\",\"chunk_size\":%" PRIu32
-               ",\"chunks\":%zu,\"data_chunks\":%zu,\"data_bytes\":%" PRIu64 "}",
-               f->size, (unsigned)f->mode, f->chunk_size, f->nchunks, f->ndata,
-               file_data_bytes(f));
+        char mode[16];
+        snprintf(mode, sizeof mode, "%04o", (unsigned)f->mode);
+        json_array_append_new(files, json_pack("{s:o, s:o, s:s, s:I, s:I, s:I, s:o}", "name",
+                                               cli_json_text(f->name), "size", cli_json_u64(f->size),
+                                               "mode", mode, "chunk_size", (json_int_t)f->chunk_size,
+                                               "chunks", (json_int_t)f->nchunks, "data_chunks",
+                                               (json_int_t)f->ndata, "data_bytes",
+                                               cli_json_u64(file_data_bytes(f))));
     }
-    printf("],\"hardware_model\":");
-    if (ident->has_hardware_model)
-        printf("{\"DataRepresentationVersion\":%" PRId64 ",\"PlatformVersion\":%" PRId64
-               ",\"MinimumSupportedOS\":\"%s\"}",
-               ident->data_representation_version, ident->platform_version,
-               ident->minimum_supported_os);
-    else
-        printf("null");
-    printf(",\"machine_identifier\":");
-    if (ident->has_machine_identifier)
-        printf("{\"ECID\":%" PRIu64 "}", ident->ecid);
-    else
-        printf("null");
-    printf(",\"saved_state\":{");
-    for (size_t i = 0; i < l->nbindings; i++) {
-        printf("%s", i ? "," : "");
-        cli_json_str(stdout, l->bindings[i].key);
-        putchar(':');
-        cli_json_str(stdout, l->bindings[i].value);
-    }
-    printf("}}\n");
+    json_object_set_new(v, "files", files);
+    json_object_set_new(v, "hardware_model",
+                        ident->has_hardware_model
+                            ? json_pack("{s:I, s:I, s:o}", "DataRepresentationVersion",
+                                        (json_int_t)ident->data_representation_version,
+                                        "PlatformVersion", (json_int_t)ident->platform_version,
+                                        "MinimumSupportedOS", cli_json_text(ident->minimum_supported_os))
+                            : json_null());
+    json_object_set_new(v, "machine_identifier",
+                        ident->has_machine_identifier
+                            ? json_pack("{s:o}", "ECID", cli_json_u64(ident->ecid))
+                            : json_null());
+    for (size_t i = 0; i < l->nbindings; i++)
+        json_object_set_new(bound, l->bindings[i].key, cli_json_text(l->bindings[i].value));
+    json_object_set_new(v, "saved_state", bound);
+    return cli_json_print(v);
 }
 
-static void inspect_text(const store_layer *l, const store_identity *ident)
+static int inspect_text(const store_layer *l, const store_identity *ident)
 {
     char d[32], h[32];
     printf("layer       %s\nparent      %s\ncreated     %s\nmessage     %s\nbytes added "
@@ -413,6 +403,7 @@ static void inspect_text(const store_layer *l, const store_identity *ident)
         for (size_t i = 0; i < l->nbindings; i++)
             printf("  %-16s %s\n", l->bindings[i].key, l->bindings[i].value);
     }
+    return 0;
 }
 
 static int cmd_inspect(int argc, char **argv)
@@ -429,13 +420,13 @@ static int cmd_inspect(int argc, char **argv)
     if (cli_open_store(&st))
         return 1;
     int rc = cli_resolve(st, pos[0], &id);
-    if (!rc && store_layer_load(st, &id, &l))
-        rc = cli_store_failed();
-    if (!rc && store_layer_identity(st, &id, &ident))
-        rc = cli_store_failed();
+    if (!rc && (rc = store_layer_load(st, &id, &l)))
+        rc = cli_failed(rc);
+    if (!rc && (rc = store_layer_identity(st, &id, &ident)))
+        rc = cli_failed(rc);
     store_close(st);
     if (!rc)
-        (json ? inspect_json : inspect_text)(l, &ident);
+        rc = (json ? inspect_json : inspect_text)(l, &ident);
     store_layer_free(l);
     return rc ? 1 : 0;
 }
@@ -451,7 +442,7 @@ static int cmd_tag(int argc, char **argv)
         return 1;
     int rc = store_tag(st, pos[0], pos[1]);
     store_close(st);
-    return rc ? cli_store_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 static int cmd_untag(int argc, char **argv)
@@ -465,7 +456,7 @@ static int cmd_untag(int argc, char **argv)
         return 1;
     int rc = store_untag(st, pos[0]);
     store_close(st);
-    return rc ? cli_store_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 const cli_verb cli_layer_verbs[] = {

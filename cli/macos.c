@@ -62,9 +62,9 @@ static void install_bar(void *ctx, const char *what, uint64_t done, uint64_t tot
 /* the cache file for url: its last path component, if it is a plain name */
 static char *cache_path(store *st, const char *url)
 {
-    char *dir = store_cache_dir(st), *path = NULL;
+    char *dir = boot_cache_dir(st), *path = NULL;
     if (!dir) {
-        cli_store_failed();
+        cli_failed(err_pass());
         return NULL;
     }
     size_t n = strcspn(url, "?#");
@@ -76,7 +76,7 @@ static char *cache_path(store *st, const char *url)
     for (size_t i = 0; plain && i < len; i++)
         plain = isalnum((unsigned char)base[i]) || strchr("._-", base[i]);
     if (!plain)
-        cli_fail("%s: no file name to keep it under in the cache", url);
+        cli_fail("%s: the URL ends in no file name to keep the download under in the cache", url);
     else if (asprintf(&path, "%s/%.*s", dir, (int)len, base) < 0)
         path = NULL;
     free(dir);
@@ -87,8 +87,9 @@ static char *cache_path(store *st, const char *url)
 static char *latest_ipsw(store *st, const char *driver)
 {
     char *url = NULL;
-    if (boot_macos_latest(driver, &url)) {
-        cli_boot_failed();
+    int rc = boot_macos_latest(driver, &url);
+    if (rc) {
+        cli_failed(rc);
         return NULL;
     }
     char *path = cache_path(st, url);
@@ -98,8 +99,8 @@ static char *latest_ipsw(store *st, const char *driver)
         if (ps.tty) /* progress, like the bars: quiet when piped */
             fprintf(stderr, "strata: latest macOS for this Mac: %s%s\n", url,
                     cached ? " (in the cache)" : "");
-        if (remote_download(url, path, cli_progress, &ps)) {
-            cli_fail("%s", remote_error());
+        if ((rc = remote_download(url, path, cli_progress, &ps))) {
+            cli_failed(rc);
             free(path);
             path = NULL;
         }
@@ -141,7 +142,9 @@ static int install_and_import(store *st, const macos_args *a, boot_macos_opts *o
 {
     store_scratch *sc = NULL;
     char *bundle = NULL;
-    int rc = store_scratch_make(st, "create-macos", &sc) ? cli_store_failed() : 0;
+    int rc = store_scratch_make(st, "create-macos", &sc);
+    if (rc)
+        rc = cli_failed(rc);
     if (!rc && (asprintf(&bundle, "%s/bundle", store_scratch_path(sc)) < 0 || mkdir(bundle, 0755) < 0))
         rc = cli_fail("%s: %s", store_scratch_path(sc), strerror(errno));
     cli_progress_state ps = {.tty = isatty(2)};
@@ -149,14 +152,14 @@ static int install_and_import(store *st, const macos_args *a, boot_macos_opts *o
     o->progress = install_bar;
     o->note = ps.tty ? cli_note : NULL; /* which build it is: progress, quiet when piped */
     o->ctx = &ps;
-    if (!rc && boot_create_macos(o))
-        rc = cli_boot_failed();
+    if (!rc && (rc = boot_create_macos(o)))
+        rc = cli_failed(rc);
     cli_progress_state ips = {.tty = isatty(2)};
     store_commit_opts co = {.tag = a->name, .message = a->message ? a->message : "create macos",
                             .progress = cli_progress, .progress_ctx = &ips, .note = cli_note};
     store_commit_result r;
-    if (!rc && store_import(st, bundle, &co, &r))
-        rc = cli_store_failed();
+    if (!rc && (rc = store_import(st, bundle, &co, &r)))
+        rc = cli_failed(rc);
     if (!rc)
         printf("%s\n", r.id.hex);
     free(bundle);

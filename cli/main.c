@@ -15,7 +15,7 @@ static const cli_verb *const tables[] = {cli_layer_verbs, cli_archive_verbs, cli
                                          cli_vm_verbs, cli_create_verbs, cli_reach_verbs,
                                          cli_remote_verbs, help_verbs};
 
-const cli_verb *cli_find_verb(const char *name)
+static const cli_verb *find_verb(const char *name)
 {
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const cli_verb *v = tables[t]; v->name; v++)
@@ -40,7 +40,7 @@ static int cmd_help(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    const cli_verb *v = cli_find_verb(argv[1]);
+    const cli_verb *v = find_verb(argv[1]);
     if (!v)
         return cli_fail("help: no verb '%s'", argv[1]);
     printf("usage: strata %s\n\n%s\n", v->usage, v->help);
@@ -58,7 +58,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const cli_verb *v = cli_find_verb(argv[1]);
+    const cli_verb *v = find_verb(argv[1]);
     if (!v) {
         if (!strcmp(argv[1], "--version")) {
             printf("strata %s\n", STRATA_VERSION);
@@ -75,5 +75,6 @@ int main(int argc, char **argv)
             char *h[] = {"help", argv[1]};
             return cmd_help(2, h);
         }
+    cli_running(v);
     return v->run(argc - 1, argv + 1);
 }

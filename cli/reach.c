@@ -50,13 +50,11 @@ static int cmd_ip(int argc, char **argv)
     int rc = boot_ip(st, pos[0], how, wait_s, &a);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     if (json) {
-        printf("{\"name\":");
-        cli_json_str(stdout, pos[0]);
-        printf(",\"address\":");
-        cli_json_str(stdout, a.address);
-        printf(",\"port\":%u,\"source\":\"%s\"}\n", a.port, a.source);
+        return cli_json_print(json_pack("{s:o, s:o, s:I, s:o}", "name", cli_json_text(pos[0]),
+                                        "address", cli_json_text(a.address), "port",
+                                        (json_int_t)a.port, "source", cli_json_text(a.source)));
     } else if (a.port == 22) {
         printf("%s\n", a.address);
     } else {
@@ -101,7 +99,7 @@ static int cmd_ssh(int argc, char **argv)
     int rc = boot_ssh_argv(st, &o, &args);
     store_close(st);
     if (rc) {
-        cli_boot_failed();
+        cli_failed(rc);
         return 255;
     }
     fflush(stdout);
@@ -122,7 +120,7 @@ static int cmd_screenshot(int argc, char **argv)
         return 1;
     int rc = boot_screenshot(st, pos[0], pos[1]);
     store_close(st);
-    return rc ? cli_boot_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 const cli_verb cli_reach_verbs[] = {

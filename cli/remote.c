@@ -17,11 +17,6 @@ static void wipe(void *p, size_t n) /* explicit_bzero is not on macOS */
         *v++ = 0;
 }
 
-static int remote_failed(void)
-{
-    return cli_fail("%s", remote_error());
-}
-
 static double now_s(void)
 {
     struct timeval tv;
@@ -50,7 +45,11 @@ static int read_line(const char *prompt, int secret, char *buf, size_t n)
     }
     if (!got)
         return -1;
-    buf[strcspn(buf, "\r\n")] = 0;
+    size_t len = strcspn(buf, "\r\n");
+    int next = !buf[len] && len + 1 == n ? getc(stdin) : EOF;
+    if (next != EOF && next != '\n' && next != '\r')
+        return -2; /* longer than the buffer: never used cut short */
+    buf[len] = 0;
     return 0;
 }
 
@@ -68,18 +67,26 @@ static int cmd_login(int argc, char **argv)
         return cli_fail("login: '%s' is not a registry host (HOST[:PORT])", pos[0]);
     char ubuf[256], pbuf[1024];
     if (!user) {
-        if (read_line("Username: ", 0, ubuf, sizeof ubuf) || !*ubuf)
+        int got = read_line("Username: ", 0, ubuf, sizeof ubuf);
+        if (got == -2)
+            return cli_fail("login: the user name is longer than %zu bytes", sizeof ubuf - 1);
+        if (got || !*ubuf)
             return cli_fail("login: no user name given (-u USER, or on stdin)");
         user = ubuf;
     }
     (void)password_stdin; /* the password is always read from stdin, never taken as an argument */
-    if (read_line("Password: ", 1, pbuf, sizeof pbuf) || !*pbuf)
-        return cli_fail("login: no password on stdin");
+    int got = read_line("Password: ", 1, pbuf, sizeof pbuf);
+    if (got == -2) {
+        wipe(pbuf, sizeof pbuf);
+        return cli_fail("login: the password is longer than %zu bytes", sizeof pbuf - 1);
+    }
+    if (got || !*pbuf)
+        return cli_fail("login: no password was given on stdin");
     remote_opts o = {.insecure = insecure};
     int rc = remote_login(pos[0], user, pbuf, &o);
     wipe(pbuf, sizeof pbuf);
     if (rc)
-        return remote_failed();
+        return cli_failed(rc);
     fprintf(stderr, "strata: logged in to %s as %s\n", pos[0], user);
     return 0;
 }
@@ -91,8 +98,9 @@ static int cmd_logout(int argc, char **argv)
     if (cli_parse(argc, argv, NULL, 0, pos, 1, &n, "logout") || cli_need(n, 1, "logout"))
         return 1;
     remote_opts o = {0};
-    if (remote_logout(pos[0], &o))
-        return remote_failed();
+    int rc = remote_logout(pos[0], &o);
+    if (rc)
+        return cli_failed(rc);
     fprintf(stderr, "strata: logged out of %s\n", pos[0]);
     return 0;
 }
@@ -122,29 +130,25 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
     }
 }
 
-static void print_push(const remote_ref *dst, const remote_push_result *r, double secs, int json)
+static int print_push(const remote_ref *dst, const remote_push_result *r, double secs, int json)
 {
     char up[32], data[32];
-    if (json) {
-        printf("{\"remote\":");
-        cli_json_str(stdout, dst->host);
-        printf(",\"repository\":");
-        cli_json_str(stdout, dst->repo);
-        printf(",\"tag\":");
-        cli_json_str(stdout, dst->tag);
-        printf(",\"layer\":\"%s\",\"digest\":\"%s\",\"blobs_uploaded\":%" PRIu64
-               ",\"bytes_uploaded\":%" PRIu64 ",\"blobs_present\":%" PRIu64
-               ",\"chunks_uploaded\":%" PRIu64 ",\"chunks_present\":%" PRIu64
-               ",\"chunk_bytes\":%" PRIu64 ",\"seconds\":%.3f}\n",
-               r->pushed.hex, r->digest, r->blobs_uploaded, r->bytes_uploaded, r->blobs_present,
-               r->chunks_uploaded, r->chunks_present, r->chunk_bytes, secs);
-        return;
-    }
+    if (json)
+        return cli_json_print(json_pack(
+            "{s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "remote",
+            cli_json_text(dst->host), "repository", cli_json_text(dst->repo), "tag",
+            cli_json_text(dst->tag), "layer", r->pushed.hex, "digest", cli_json_text(r->digest),
+            "blobs_uploaded", cli_json_u64(r->blobs_uploaded), "bytes_uploaded",
+            cli_json_u64(r->bytes_uploaded), "blobs_present", cli_json_u64(r->blobs_present),
+            "chunks_uploaded", cli_json_u64(r->chunks_uploaded), "chunks_present",
+            cli_json_u64(r->chunks_present), "chunk_bytes", cli_json_u64(r->chunk_bytes),
+            "seconds", cli_json_seconds(secs)));
     printf("pushed %s/%s:%s (layer %.12s, %s): uploaded %s in %" PRIu64 " blobs (%" PRIu64
            " chunks); %" PRIu64 " chunks already present (%" PRIu64 " blobs); %s of chunk data; %.1f s\n",
            dst->host, dst->repo, dst->tag, r->pushed.hex, r->digest,
            cli_human(r->bytes_uploaded, up, sizeof up), r->blobs_uploaded, r->chunks_uploaded,
            r->chunks_present, r->blobs_present, cli_human(r->chunk_bytes, data, sizeof data), secs);
+    return 0;
 }
 
 static int cmd_push(int argc, char **argv)
@@ -158,11 +162,12 @@ static int cmd_push(int argc, char **argv)
     if (cli_parse(argc, argv, opts, 4, pos, 2, &n, "push") || cli_need(n, 2, "push"))
         return 1;
     unsigned long jobs = 0;
-    if (jobs_s && (cli_parse_uint("--jobs", jobs_s, 64, &jobs) || !jobs))
-        return jobs_s && !jobs ? cli_fail("--jobs %s: from 1 to 64", jobs_s) : 1;
+    if (jobs_s && cli_parse_uint("--jobs", jobs_s, 64, &jobs))
+        return 1;
     remote_ref dst;
-    if (remote_ref_parse(pos[1], 0, &dst))
-        return remote_failed();
+    int rc = remote_ref_parse(pos[1], 0, &dst);
+    if (rc)
+        return cli_failed(rc);
     if (!dst.tag) {
         remote_ref_free(&dst);
         return cli_fail("push: '%s' needs a tag (HOST/REPO:TAG)", pos[1]);
@@ -173,39 +178,38 @@ static int cmd_push(int argc, char **argv)
         remote_ref_free(&dst);
         return 1;
     }
-    int rc = cli_resolve(st, pos[0], &id);
+    rc = cli_resolve(st, pos[0], &id);
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
     remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs, .progress = show_progress,
                            .progress_ctx = &pp, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     remote_push_result res;
-    if (!rc && remote_push(st, &id, &dst, &o, &po, &res))
-        rc = remote_failed();
+    if (!rc && (rc = remote_push(st, &id, &dst, &o, &po, &res)))
+        rc = cli_failed(rc);
     else if (!rc)
-        print_push(&dst, &res, now_s() - pp.start, json);
+        rc = print_push(&dst, &res, now_s() - pp.start, json);
     store_close(st);
     remote_ref_free(&dst);
     return rc;
 }
 
-static void print_list(const remote_ref *repo, const remote_tag_info *t, size_t n, int json)
+static int print_list(const remote_tag_info *t, size_t n, int json)
 {
+    json_t *all = json ? json_array() : NULL;
     if (!json)
         printf("%-24s  %-12s  %10s  %10s  %s\n", "TAG", "LAYER", "SIZE", "PULL", "NOTE");
-    else
-        printf("[");
     for (size_t i = 0; i < n; i++) {
         char a[32], b[32];
         if (json) {
-            printf("%s{\"tag\":", i ? "," : "");
-            cli_json_str(stdout, t[i].tag);
-            printf(",\"digest\":\"%s\",\"strata\":%s", t[i].digest, t[i].strata ? "true" : "false");
+            json_t *one = json_pack("{s:o, s:o, s:b}", "tag", cli_json_text(t[i].tag), "digest",
+                                    cli_json_text(t[i].digest), "strata", t[i].strata);
             if (t[i].strata)
-                printf(",\"layer\":\"%s\",\"size\":%" PRIu64 ",\"pull_bytes\":%" PRIu64
-                       ",\"chain\":%zu,\"host_bound\":%s",
-                       t[i].layer.hex, t[i].size, t[i].pull_bytes, t[i].chain,
-                       t[i].host_bound ? "true" : "false");
-            printf("}");
+                json_object_update_new(one, json_pack("{s:s, s:o, s:o, s:I, s:b}", "layer",
+                                                  t[i].layer.hex, "size", cli_json_u64(t[i].size),
+                                                  "pull_bytes", cli_json_u64(t[i].pull_bytes),
+                                                  "chain", (json_int_t)t[i].chain, "host_bound",
+                                                  t[i].host_bound));
+            json_array_append_new(all, one);
         } else if (t[i].strata)
             printf("%-24s  %.12s  %10s  %10s  %s\n", t[i].tag, t[i].layer.hex,
                    cli_human(t[i].size, a, sizeof a), cli_human(t[i].pull_bytes, b, sizeof b),
@@ -213,9 +217,7 @@ static void print_list(const remote_ref *repo, const remote_tag_info *t, size_t 
         else
             printf("%-24s  %-12s  %10s  %10s  not a strata layer\n", t[i].tag, "-", "-", "-");
     }
-    if (json)
-        printf("]\n");
-    (void)repo;
+    return json ? cli_json_print(all) : 0;
 }
 
 int cli_remote_ls(int argc, char **argv)
@@ -229,47 +231,37 @@ int cli_remote_ls(int argc, char **argv)
     if (cli_parse(argc, argv, opts, 3, pos, 0, &n, "ls"))
         return 1;
     remote_ref repo;
-    if (remote_ref_parse(repo_s, 1, &repo))
-        return remote_failed();
+    int rc = remote_ref_parse(repo_s, 1, &repo);
+    if (rc)
+        return cli_failed(rc);
     remote_opts o = {.insecure = insecure};
     remote_tag_info *t;
     size_t nt;
-    int rc = remote_list(&repo, &o, &t, &nt);
+    rc = remote_list(&repo, &o, &t, &nt);
     if (rc)
-        rc = remote_failed();
+        rc = cli_failed(rc);
     else {
-        print_list(&repo, t, nt, json);
+        rc = print_list(t, nt, json);
         remote_list_free(t, nt);
     }
     remote_ref_free(&repo);
     return rc;
 }
 
-static void print_pull(const remote_ref *src, const char *tag, const remote_pull_result *r,
-                       double secs, int json)
+static int print_pull(const remote_ref *src, const char *tag, const remote_pull_result *r,
+                      double secs, int json)
 {
     char got[32];
-    if (json) {
-        printf("{\"remote\":");
-        cli_json_str(stdout, src->host);
-        printf(",\"repository\":");
-        cli_json_str(stdout, src->repo);
-        printf(",\"tag\":");
-        if (tag)
-            cli_json_str(stdout, tag);
-        else
-            printf("null");
-        printf(",\"layer\":\"%s\",\"layers_received\":%zu,\"chunks_fetched\":%" PRIu64
-               ",\"chunks_present\":%" PRIu64 ",\"chunks_local\":%" PRIu64
-               ",\"chunks_resumed\":%" PRIu64
-               ",\"bytes_fetched\":%" PRIu64 ",\"requests\":%" PRIu64
-               ",\"whole_packs\":%s,\"seconds\":%.3f}\n",
-               r->pulled.hex, r->layers_received, r->chunks_fetched, r->chunks_present,
-               r->chunks_local, r->chunks_resumed, r->bytes_fetched, r->requests,
-               r->whole_packs ? "true" : "false",
-               secs);
-        return;
-    }
+    if (json)
+        return cli_json_print(json_pack(
+            "{s:o, s:o, s:o?, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "remote",
+            cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
+            tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "layers_received",
+            (json_int_t)r->layers_received, "chunks_fetched", cli_json_u64(r->chunks_fetched),
+            "chunks_present", cli_json_u64(r->chunks_present), "chunks_local",
+            cli_json_u64(r->chunks_local), "chunks_resumed", cli_json_u64(r->chunks_resumed),
+            "bytes_fetched", cli_json_u64(r->bytes_fetched), "requests", cli_json_u64(r->requests),
+            "whole_packs", r->whole_packs, "seconds", cli_json_seconds(secs)));
     printf("%s\n", r->pulled.hex);
     fprintf(stderr, "pulled %s/%s%s%s (layer %.12s%s%s): downloaded %s in %" PRIu64 " chunks (%" PRIu64
             " requests%s); %" PRIu64 " chunks already present (%" PRIu64 " from an interrupted "
@@ -279,50 +271,31 @@ static void print_pull(const remote_ref *src, const char *tag, const remote_pull
             cli_human(r->bytes_fetched, got, sizeof got), r->chunks_fetched, r->requests,
             r->whole_packs ? ", whole packs: the registry refused Range" : "", r->chunks_present,
             r->chunks_resumed, r->chunks_local, r->layers_received, secs);
-}
-
-int cli_is_remote(const char *text)
-{
-    remote_ref r;
-    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
-        return 0;
-    int yes = r.tag || r.digest;
-    remote_ref_free(&r);
-    return yes;
-}
-
-int cli_remote_local_tag(const char *text, char *out, size_t n)
-{
-    remote_ref r;
-    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
-        return 0;
-    int ok = r.tag && !remote_ref_local_tag(&r, out, n);
-    remote_ref_free(&r);
-    return ok;
+    return 0;
 }
 
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, store_id *pulled)
 {
     remote_ref src;
-    if (remote_ref_parse(ref, 0, &src))
-        return remote_failed();
+    int rc = remote_ref_parse(ref, 0, &src);
+    if (rc)
+        return cli_failed(rc);
     char local[160];
-    int rc = 0;
     if (!src.tag && !src.digest)
         rc = cli_fail("pull: '%s' needs a tag or digest (HOST/REPO:TAG)", ref);
-    else if (!tag && src.tag && remote_ref_local_tag(&src, local, sizeof local))
-        rc = remote_failed();
+    else if (!tag && src.tag && (rc = remote_ref_local_tag(&src, local, sizeof local)))
+        rc = cli_failed(rc);
     else if (!tag && src.tag)
         tag = local; /* the remote name, as docker and tart name what they pull */
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
     remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
-    if (!rc && remote_pull(st, &src, &o, &po, &res))
-        rc = remote_failed();
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))
+        rc = cli_failed(rc);
     else if (!rc) {
-        print_pull(&src, tag, &res, now_s() - pp.start, json);
+        rc = print_pull(&src, tag, &res, now_s() - pp.start, json);
         if (!tag)
             fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
                     res.pulled.hex);
@@ -331,24 +304,6 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
     }
     remote_ref_free(&src);
     return rc;
-}
-
-int cli_run_target(store *st, const char *ref, char *target, size_t n)
-{
-    store_id id;
-    snprintf(target, n, "%s", ref);
-    if (!store_resolve(st, ref, &id) || access(ref, F_OK) == 0 || !cli_is_remote(ref))
-        return 0; /* a local tag, id or clone directory: boot resolves it */
-    char local[160];
-    if (cli_local_ref(st, ref, local, sizeof local) == local) {
-        snprintf(target, n, "%s", local); /* pulled before */
-        return 0;
-    }
-    fprintf(stderr, "strata: %s is not in the store: pulling it\n", ref);
-    if (cli_pull_remote(st, ref, NULL, 0, 0, 0, &id))
-        return 1;
-    snprintf(target, n, "%s", id.hex);
-    return 0;
 }
 
 static int cmd_pull(int argc, char **argv)

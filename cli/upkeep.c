@@ -24,16 +24,16 @@ static int cmd_df(int argc, char **argv)
     store_close(st);
     if (rc) {
         free(home);
-        return cli_store_failed();
+        return cli_failed(rc);
     }
     if (json) {
-        printf("{\"store\":");
-        cli_json_str(stdout, home);
-        printf(",\"layers\":%zu,\"tags\":%zu,\"instances\":%zu,\"apparent_bytes\":%" PRIu64
-               ",\"unique_bytes\":%" PRIu64 ",\"allocated_bytes\":%" PRIu64
-               ",\"volume_free_bytes\":%" PRIu64 "}\n",
-               u.layers, u.tags, u.instances, u.apparent_bytes, u.unique_bytes,
-               u.allocated_bytes, u.volume_free);
+        rc = cli_json_print(json_pack("{s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "store",
+                                      cli_json_text(home), "layers", (json_int_t)u.layers, "tags",
+                                      (json_int_t)u.tags, "instances", (json_int_t)u.instances,
+                                      "apparent_bytes", cli_json_u64(u.apparent_bytes),
+                                      "unique_bytes", cli_json_u64(u.unique_bytes),
+                                      "allocated_bytes", cli_json_u64(u.allocated_bytes),
+                                      "volume_free_bytes", cli_json_u64(u.volume_free)));
     } else {
         char a[32], b[32], c[32], d[32];
         printf("store       %s\nlayers      %zu (%zu tags, %zu live clones)\napparent    %s\n"
@@ -44,23 +44,16 @@ static int cmd_df(int argc, char **argv)
                cli_human(u.volume_free, d, sizeof d));
     }
     free(home);
-    return 0;
+    return rc;
 }
 
-typedef struct {
-    int json;
-    int count;
-} fsck_out;
-
+/* one line of fsck's report: printed, or with --json kept in the array ctx */
 static void fsck_line(void *ctx, const char *line)
 {
-    fsck_out *o = ctx;
-    if (o->json) {
-        printf("%s", o->count++ ? "," : "");
-        cli_json_str(stdout, line);
-    } else {
+    if (ctx)
+        json_array_append_new(ctx, cli_json_text(line));
+    else
         printf("%s\n", line);
-    }
 }
 
 static int cmd_fsck(int argc, char **argv)
@@ -74,15 +67,14 @@ static int cmd_fsck(int argc, char **argv)
     store *st;
     if (cli_open_store(&st))
         return 1;
-    fsck_out o = {json, 0};
-    if (json)
-        printf("{\"lines\":[");
-    int problems = store_fsck(st, quick, fsck_line, &o);
+    json_t *lines = json ? json_array() : NULL;
+    int problems = store_fsck(st, quick, fsck_line, lines);
     store_close(st);
-    if (json)
-        printf("],\"problems\":%d}\n", problems < 0 ? -1 : problems);
+    if (json && cli_json_print(json_pack("{s:o, s:i}", "lines", lines, "problems",
+                                         problems < 0 ? -1 : problems)))
+        return 1;
     if (problems < 0)
-        return cli_store_failed();
+        return cli_failed(problems);
     if (problems > 0)
         return cli_fail("fsck found %d problem%s", problems, problems == 1 ? "" : "s");
     return 0;
@@ -129,15 +121,16 @@ static int cmd_gc(int argc, char **argv)
     int rc = store_gc_expire(st, expire, &r);
     store_close(st);
     if (rc)
-        return cli_store_failed();
-    if (json) {
-        printf("{\"layers_removed\":%zu,\"tmp_removed\":%zu,\"instances_forgotten\":%zu,"
-               "\"bytes_freed\":%" PRIu64 ",\"layers_waiting\":%zu,\"clones_missing\":%zu,"
-               "\"partial_kept\":%zu}\n",
-               r.layers_removed, r.tmp_removed, r.instances_forgotten, r.bytes_freed,
-               r.layers_waiting, r.clones_missing, r.partial_kept);
-        return 0;
-    }
+        return cli_failed(rc);
+    if (json)
+        return cli_json_print(json_pack("{s:I, s:I, s:I, s:o, s:I, s:I, s:I}", "layers_removed",
+                                        (json_int_t)r.layers_removed, "tmp_removed",
+                                        (json_int_t)r.tmp_removed, "instances_forgotten",
+                                        (json_int_t)r.instances_forgotten, "bytes_freed",
+                                        cli_json_u64(r.bytes_freed), "layers_waiting",
+                                        (json_int_t)r.layers_waiting, "clones_missing",
+                                        (json_int_t)r.clones_missing, "partial_kept",
+                                        (json_int_t)r.partial_kept));
     char h[32];
     printf("removed %zu layer%s, %zu stale temporary item%s; freed %s\n", r.layers_removed,
            r.layers_removed == 1 ? "" : "s", r.tmp_removed, r.tmp_removed == 1 ? "" : "s",
@@ -157,30 +150,23 @@ static int cmd_gc(int argc, char **argv)
     return 0;
 }
 
-static void print_clone(const store_clone_entry *e, int json, int first)
+/* one clone record: a line, or with --json an object added to all */
+static void print_clone(const store_clone_entry *e, json_t *all)
 {
     const char *state = store_clone_state_name(e->state);
     char d[32];
-    if (!json) {
+    if (!all) {
         printf("%-10s  %.12s  %s%s%s\n", state, e->has_layer ? e->layer.hex : "-",
                e->path ? e->path : e->key, e->why ? "  " : "", e->why ? e->why : "");
         return;
     }
-    printf("%s{\"record\":\"%s\",\"path\":", first ? "" : ",", e->key);
-    if (e->path)
-        cli_json_str(stdout, e->path);
-    else
-        printf("null");
-    if (e->has_layer)
-        printf(",\"layer\":\"%s\"", e->layer.hex);
-    else
-        printf(",\"layer\":null");
-    printf(",\"state\":\"%s\",\"recorded\":\"%s\"", state, cli_date_of(e->recorded, d, sizeof d));
-    if (e->why) {
-        printf(",\"error\":");
-        cli_json_str(stdout, e->why);
-    }
-    printf("}");
+    json_t *one = json_pack("{s:o, s:o?, s:s?, s:s, s:s}", "record", cli_json_text(e->key), "path",
+                            e->path ? cli_json_text(e->path) : NULL, "layer",
+                            e->has_layer ? e->layer.hex : NULL, "state", state, "recorded",
+                            cli_date_of(e->recorded, d, sizeof d));
+    if (e->why)
+        json_object_set_new(one, "error", cli_json_text(e->why));
+    json_array_append_new(all, one);
 }
 
 static int cmd_clones(int argc, char **argv)
@@ -207,18 +193,15 @@ static int cmd_clones(int argc, char **argv)
         rc = store_clones(st, &c, &nc);
     store_close(st);
     if (rc)
-        return cli_store_failed();
+        return cli_failed(rc);
     if (prune)
         fprintf(stderr, "strata: forgot %zu record%s of missing clones\n", forgotten,
                 forgotten == 1 ? "" : "s");
-    if (json)
-        printf("[");
+    json_t *all = json ? json_array() : NULL;
     for (size_t i = 0; i < nc; i++)
-        print_clone(&c[i], json, i == 0);
-    if (json)
-        printf("]\n");
+        print_clone(&c[i], all);
     store_clones_free(c, nc);
-    return 0;
+    return json ? cli_json_print(all) : 0;
 }
 
 const cli_verb cli_upkeep_verbs[] = {

@@ -23,40 +23,94 @@ int cli_fail(const char *fmt, ...)
     return 1;
 }
 
-int cli_store_failed(void)
+int cli_failed(int rc)
 {
-    return cli_fail("%s", store_error());
+    return cli_fail("%s", err_message_for(rc));
 }
 
-void cli_json_str(FILE *out, const char *s)
+/* ---------- JSON ---------- */
+
+/* jansson's integers are signed: a number above INT64_MAX (an ECID) is held
+ * as a string of this mark and its digits, and printed bare. cli_json_text
+ * never makes a string that starts with the mark. */
+#define BIG_MARK "\x01strata-u64:"
+#define BIG_MARK_DUMPED "\"\\u0001strata-u64:" /* as json_dumps writes it */
+
+/* the length of the valid UTF-8 sequence at p, or 0 */
+static size_t utf8_len(const unsigned char *p)
 {
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
+    size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+             : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+json_t *cli_json_text(const char *s)
+{
+    s = s ? s : "";
+    int marked = !strncmp(s, BIG_MARK, sizeof BIG_MARK - 1);
+    json_t *v = marked ? NULL : json_string(s);
+    if (v)
+        return v;
+    /* not UTF-8 (or the mark): each byte that starts no sequence becomes U+FFFD */
+    size_t len = strlen(s), k = 0;
+    char *fixed = malloc(len * 3 + 1);
+    for (size_t i = 0; fixed && i < len;) {
+        size_t n = marked && !i ? 0 : utf8_len((const unsigned char *)s + i);
+        if (n && (v = json_stringn(s + i, n))) {
+            json_decref(v);
+            memcpy(fixed + k, s + i, n), k += n, i += n;
+        } else {
+            memcpy(fixed + k, "\xef\xbf\xbd", 3), k += 3, i++;
+        }
     }
-    fputc('"', out);
+    v = fixed ? json_stringn(fixed, k) : NULL;
+    free(fixed);
+    return v;
 }
 
+json_t *cli_json_u64(uint64_t v)
+{
+    if (v <= INT64_MAX)
+        return json_integer((json_int_t)v);
+    char text[48];
+    snprintf(text, sizeof text, BIG_MARK "%" PRIu64, v);
+    return json_string(text);
+}
 
-/* {"id":..,"parent":..,"created":..,"message":..,"bytes_added":N  (left open) */
-void cli_json_layer_head(const store_layer *l)
+json_t *cli_json_seconds(double secs)
+{
+    return json_real((double)(int64_t)(secs * 1000 + 0.5) / 1000);
+}
+
+int cli_json_print(json_t *v)
+{
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+                   : NULL;
+    json_decref(v);
+    if (!text)
+        return cli_failed(-ENOMEM);
+    for (char *at = text; (at = strstr(at, BIG_MARK_DUMPED));) {
+        char *digits = at + sizeof BIG_MARK_DUMPED - 1;
+        size_t n = strspn(digits, "0123456789");
+        memmove(at, digits, n);
+        memmove(at + n, digits + n + 1, strlen(digits + n + 1) + 1); /* and the closing quote */
+        at += n;
+    }
+    puts(text);
+    free(text);
+    return 0;
+}
+
+json_t *cli_json_layer_head(const store_layer *l)
 {
     char d[32];
-    printf("{\"id\":\"%s\",\"parent\":", l->id.hex);
-    if (l->has_parent)
-        printf("\"%s\"", l->parent.hex);
-    else
-        printf("null");
-    printf(",\"created\":\"%s\",\"message\":", cli_date_of(l->created, d, sizeof d));
-    cli_json_str(stdout, l->message);
-    printf(",\"bytes_added\":%" PRIu64, l->bytes_added);
+    return json_pack("{s:s, s:s?, s:s, s:o, s:o}", "id", l->id.hex, "parent",
+                     l->has_parent ? l->parent.hex : NULL, "created",
+                     cli_date_of(l->created, d, sizeof d), "message", cli_json_text(l->message),
+                     "bytes_added", cli_json_u64(l->bytes_added));
 }
 
 const char *cli_human(uint64_t bytes, char *buf, size_t n)
@@ -160,43 +214,36 @@ int cli_parse_json_only(int argc, char **argv, char **pos, int maxpos, int *npos
     return cli_parse(argc, argv, opts, 1, pos, maxpos, npos, verb_name);
 }
 
+/* the verb main() is running, for cli_need's usage line */
+static const cli_verb *running;
+
+void cli_running(const cli_verb *v)
+{
+    running = v;
+}
+
 int cli_need(int npos, int min, const char *verb_name)
 {
     if (npos >= min)
         return 0;
-    const cli_verb *v = cli_find_verb(verb_name);
-    return cli_fail("usage: strata %s", v ? v->usage : verb_name);
+    int known = running && !strcmp(running->name, verb_name);
+    return cli_fail("usage: strata %s", known ? running->usage : verb_name);
 }
 
 int cli_open_store(store **st)
 {
-    if (store_open(NULL, st))
-        return cli_store_failed();
-    return 0;
-}
-
-const char *cli_local_ref(store *st, const char *ref, char *buf, size_t n)
-{
-    store_id id;
-    if (!store_resolve(st, ref, &id) || !cli_remote_local_tag(ref, buf, n) ||
-        store_resolve(st, buf, &id))
-        return ref;
-    return buf; /* HOST/REPO:TAG pulled before, under its default local tag */
+    int rc = store_open(NULL, st);
+    return rc ? cli_failed(rc) : 0;
 }
 
 int cli_resolve(store *st, const char *ref, store_id *id)
 {
-    char local[160];
-    return store_resolve(st, cli_local_ref(st, ref, local, sizeof local), id) ? cli_store_failed() : 0;
-}
-
-
-
-
-
-int cli_boot_failed(void)
-{
-    return cli_fail("%s", boot_error());
+    boot_ref r;
+    int rc = boot_resolve(st, ref, &r);
+    if (rc)
+        return cli_failed(rc);
+    *id = r.id;
+    return 0;
 }
 
 int cli_parse_uint(const char *flag, const char *s, unsigned long max, unsigned long *out)
@@ -221,7 +268,7 @@ int cli_parse_memory(const char *s, uint64_t *mib)
     else if (*end == 'M' || *end == 'm')
         end++;
     if (errno || *end || !*s || v < 64 || v > (1ull << 20))
-        return cli_fail("--memory %s: MiB from 64 to 1048576 (or with a G suffix)", s);
+        return cli_fail("--memory %s: give MiB from 64 to 1048576, or GiB with a G suffix (4G)", s);
     *mib = v;
     return 0;
 }

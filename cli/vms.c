@@ -30,15 +30,24 @@ static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
     store *st;
     if (cli_open_store(&st))
         return 1;
-    char target[256]; /* HOST/REPO:TAG is pulled first if the store lacks it */
-    if (cli_run_target(st, o->target, target, sizeof target)) {
-        store_close(st);
-        return 1;
+    /* HOST/REPO:TAG is pulled first if the store lacks it; any other
+     * failure to resolve is boot_run's to report, after its own checks */
+    boot_ref r;
+    store_id pulled;
+    int rc = boot_resolve(st, o->target, &r);
+    if (rc == -ENOENT && r.kind == BOOT_REF_REGISTRY) {
+        fprintf(stderr, "strata: %s is not in the store: pulling it\n", o->target);
+        if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, &pulled)) {
+            store_close(st);
+            return 1;
+        }
+        o->target = pulled.hex;
+    } else if (!rc && r.kind == BOOT_REF_REGISTRY) {
+        o->target = r.tag; /* pulled before: its local tag names the instance */
     }
-    o->target = target;
-    int rc = boot_run(st, o);
+    rc = boot_run(st, o);
     store_close(st);
-    return rc ? cli_boot_failed() : 0;
+    return rc ? cli_failed(rc) : 0;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -93,7 +102,7 @@ static int cmd_suspend(int argc, char **argv)
     int rc = boot_suspend(st, pos[0], tag, msg, &id);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     printf("%s\n", id.hex);
     return 0;
 }
@@ -117,7 +126,7 @@ static int cmd_stop(int argc, char **argv)
     int rc = boot_stop(st, pos[0], force ? 0 : (int)t, &forced);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
+        return cli_failed(rc);
     if (forced)
         fprintf(stderr, "strata: %s ignored the request to shut down for %lu s; it was forced off\n",
                 pos[0], t);
@@ -134,17 +143,11 @@ static const char *endpoint(char *buf, size_t n, const char *host, unsigned port
     return buf;
 }
 
-/* ,"key":{"host":..,"port":N} or ,"key":null */
-static void print_endpoint_json(const char *key, const char *host, unsigned port)
+/* {"host":..,"port":N}, or null where there is none */
+static json_t *endpoint_json(const char *host, unsigned port)
 {
-    printf(",\"%s\":", key);
-    if (!port) {
-        printf("null");
-        return;
-    }
-    printf("{\"host\":");
-    cli_json_str(stdout, host);
-    printf(",\"port\":%u}", port);
+    return port ? json_pack("{s:o, s:I}", "host", cli_json_text(host), "port", (json_int_t)port)
+                : json_null();
 }
 
 static int cmd_ps(int argc, char **argv)
@@ -162,28 +165,22 @@ static int cmd_ps(int argc, char **argv)
     int rc = boot_ps(st, &v, &nv);
     store_close(st);
     if (rc)
-        return cli_boot_failed();
-    if (json)
-        printf("[");
-    else
+        return cli_failed(rc);
+    json_t *all = json ? json_array() : NULL;
+    if (!json)
         printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-21s  %s\n", "NAME", "LAYER", "DRIVER", "PID",
                "STATE", "RESUMED FROM", "SSH", "VNC");
     for (size_t i = 0; i < nv; i++) {
         if (json) {
-            printf("%s{\"name\":", i ? "," : "");
-            cli_json_str(stdout, v[i].name);
-            printf(",\"dir\":");
-            cli_json_str(stdout, v[i].dir);
-            printf(",\"layer\":\"%s\",\"driver\":\"%s\",\"pid\":%d,\"vm_pid\":%d,\"state\":\"%s\","
-                   "\"resumed_from\":",
-                   v[i].layer, v[i].driver, v[i].pid, v[i].vm_pid, v[i].state);
-            if (*v[i].resumed_from)
-                printf("\"%s\"", v[i].resumed_from);
-            else
-                printf("null");
-            print_endpoint_json("ssh", v[i].ep.ssh_host, v[i].ep.ssh_port);
-            print_endpoint_json("vnc", v[i].ep.vnc_host, v[i].ep.vnc_port);
-            printf("}");
+            json_array_append_new(
+                all, json_pack("{s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o?, s:o, s:o}", "name",
+                               cli_json_text(v[i].name), "dir", cli_json_text(v[i].dir), "layer",
+                               cli_json_text(v[i].layer), "driver", cli_json_text(v[i].driver),
+                               "pid", v[i].pid, "vm_pid", v[i].vm_pid, "state",
+                               cli_json_text(v[i].state), "resumed_from",
+                               *v[i].resumed_from ? cli_json_text(v[i].resumed_from) : NULL, "ssh",
+                               endpoint_json(v[i].ep.ssh_host, v[i].ep.ssh_port), "vnc",
+                               endpoint_json(v[i].ep.vnc_host, v[i].ep.vnc_port)));
         } else {
             char ssh[96], vnc[96];
             printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-21s  %s\n", v[i].name, v[i].layer,
@@ -192,10 +189,8 @@ static int cmd_ps(int argc, char **argv)
                    endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port));
         }
     }
-    if (json)
-        printf("]\n");
     boot_ps_free(v, nv);
-    return 0;
+    return json ? cli_json_print(all) : 0;
 }
 
 const cli_verb cli_vm_verbs[] = {

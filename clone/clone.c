@@ -193,11 +193,6 @@ int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *met
     return rc;
 }
 
-int clone_fsync(int fd)
-{
-    return os_full_fsync(fd);
-}
-
 int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
 {
     if (len == 0)

@@ -50,14 +50,6 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
 int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *method);
 
 /*
- * Make what fd holds durable, as a publish that must survive a power cut
- * needs: F_FULLFSYNC on macOS, where fsync does not flush the drive's cache
- * (fsync when the filesystem refuses it); fsync elsewhere. Works on
- * directory fds too.
- */
-int clone_fsync(int fd);
-
-/*
  * Make [off, off+len) of dst_fd read as the same range of src_fd:
  * FICLONERANGE when the filesystem takes it (block-aligned ranges on one
  * XFS/btrfs volume), else the range is punched and the source's data

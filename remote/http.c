@@ -107,6 +107,7 @@ typedef struct {
     CURL *curl;
     size_t sent; /* of a memory body */
     int too_big, sink_failed, src_failed;
+    int sink_rc; /* what the sink returned: a negative errno, or >0 to stop on purpose */
 } xfer;
 
 static void set_header(char **slot, const char *v, size_t n)
@@ -166,7 +167,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
     curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->resp->status);
     /* an error's body is kept for its message, not given to the sink */
     if (x->q->sink && x->resp->status >= 200 && x->resp->status < 300) {
-        if (x->q->sink(x->q->sink_ctx, data, n)) {
+        if ((x->sink_rc = x->q->sink(x->q->sink_ctx, data, n))) {
             x->sink_failed = 1;
             return 0;
         }
@@ -316,8 +317,10 @@ static int attempt(remote *r, const rm_req *q, rm_resp *resp, CURLcode *cc)
     if (x.too_big)
         return rm_fail(EFBIG, "%s: the registry's answer is larger than %zu bytes", r->host,
                        q->max_body);
+    if (x.sink_failed && x.sink_rc < 0)
+        return x.sink_rc; /* the sink's error, with the code it was raised with */
     if (x.sink_failed || x.src_failed)
-        return -ECANCELED; /* the sink or source set the error */
+        return -ECANCELED; /* the sink stopped on purpose, or the source set the error */
     if (resp->body.oom)
         return -ENOMEM;
     if (*cc != CURLE_OK)

@@ -327,7 +327,7 @@ static int chunk_in(build *b, file_job *j)
     b->res->chunks_reused += stats.chunks_reused;
     if (!rc) {
         b->l.bytes_added += added_bytes(f, j->base);
-        int e = fchmod(j->fd, 0444) < 0 ? -errno : clone_fsync(j->fd);
+        int e = fchmod(j->fd, 0444) < 0 ? -errno : file_fsync_fd(j->fd);
         if (e)
             rc = st_fail_errno(-e, "%s", j->to);
     }
@@ -388,7 +388,7 @@ static int write_plain(const char *path, const sbuf *b)
         at += (size_t)w;
     }
     if (!rc)
-        rc = clone_fsync(fd);
+        rc = file_fsync_fd(fd);
     close(fd);
     return rc;
 }

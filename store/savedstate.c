@@ -179,31 +179,3 @@ void store_busy_release(store_busy *b)
         close(b->fd);
     b->fd = -1;
 }
-
-/* ---------- boot's directories ---------- */
-
-static char *store_subdir(store *st, const char *name)
-{
-    char *d = st_printf("%s/%s", store_home(st), name);
-    if (d && mkdir(d, 0755) < 0 && errno != EEXIST) {
-        st_fail_errno(errno, "%s", d);
-        free(d);
-        return NULL;
-    }
-    return d;
-}
-
-char *store_instances_dir(store *st)
-{
-    return store_subdir(st, "vms");
-}
-
-char *store_running_dir(store *st)
-{
-    return store_subdir(st, "running");
-}
-
-char *store_cache_dir(store *st)
-{
-    return store_subdir(st, "cache");
-}

@@ -15,8 +15,8 @@
  *   refs/tags/<name>    "<id>\n"
  *   instances/<key>     which clone directory came from which layer
  *   unreachable         since when each unreachable layer is (gc's grace period)
- *   vms/<name>/         boot's instances (clones), see store_instances_dir
- *   running/            boot's records of running instances, see store_running_dir
+ *   vms/, running/, cache/  boot's (boot.h: boot_instances_dir...); the store
+ *                       never reads them
  *   tmp/                work in progress, each entry flocked by its owner
  *
  * Every function returns 0 (or a count) on success and a negative errno on
@@ -404,14 +404,6 @@ typedef struct store_busy {
  * get: "DIR is in use by HOLDER" (-EBUSY). Release with store_busy_release. */
 int store_busy_take(const char *instance_dir, const char *holder, store_busy *out);
 void store_busy_release(store_busy *b);
-
-/* Where boot keeps its instances (STORE/vms) and its records of running
- * instances (STORE/running), created if absent. Caller frees. */
-char *store_instances_dir(store *st);
-char *store_running_dir(store *st);
-/* Downloads kept for reuse (STORE/cache: macOS restore images), created if
- * absent; gc leaves it alone. Caller frees. */
-char *store_cache_dir(store *st);
 
 /* ---- tags ---- */
 

@@ -26,16 +26,6 @@ mark_qemus # none of its qemus outlives this script
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; pkill -f "qemu-system.*$W/" 2>/dev/null; kill_marked_qemus; true; }
 trap cleanup EXIT
 
-# wait_for FILE REGEX SECONDS
-wait_for() {
-    local i
-    for ((i = 0; i < $3 * 5; i++)); do
-        grep -qE "$2" "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
-console() { echo "$STRATA_HOME/vms/$1/.console.log"; }
 last_beat() { grep -E '^HEARTBEAT' "$(console "$1")" | tail -1; }
 beat_field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1"; }
 start_vm() { # name args...: strata run in the background

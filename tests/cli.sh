@@ -103,6 +103,39 @@ check "...saying so" grep -q "not a strata clone" "$W/err"
 # ---- refs ----
 run "$S" log "${CHILD:0:8}"
 check "a unique id prefix resolves" [ "$rc" -eq 0 ]
+# one resolver (boot_resolve) for every kind of REF, checked through inspect
+ref_is() { "$S" inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+check "a tag resolves" [ "$(ref_is base)" = "$BASE" ]
+check "a full layer id resolves" [ "$(ref_is "$BASE")" = "$BASE" ]
+check "a unique id prefix resolves to its layer" [ "$(ref_is "${CHILD:0:8}")" = "$CHILD" ]
+INST_LAYER=$(sed -n 's/^layer //p' "$W/inst/.strata")
+check "a clone directory resolves to the layer it came from" [ "$(ref_is "$W/inst")" = "$INST_LAYER" ]
+mkdir "$W/base"
+check "a folder that is not a clone does not hide a tag" [ "$(cd "$W" && ref_is base)" = "$BASE" ]
+rmdir "$W/base"
+"$S" tag base "127.0.0.1_5000_vm:v1" >/dev/null 2>&1
+check "a registry name resolves to the local tag a pull gave it" [ "$(ref_is "127.0.0.1:5000/vm:v1")" = "$BASE" ]
+"$S" untag "127.0.0.1_5000_vm:v1" >/dev/null 2>&1
+expect_error "a registry name never pulled" 1 "unknown ref 'example.com/vm:v2': it was never pulled into this store (strata pull example.com/vm:v2)" "$S" log example.com/vm:v2
+TWIN=${BASE:0:6}$(printf '%058d' 0); [ "$TWIN" = "$BASE" ] && TWIN=${BASE:0:6}$(printf '%058d' 1)
+mkdir "$STRATA_HOME/layers/$TWIN"
+expect_error "an ambiguous id prefix" 1 "ambiguous ref '${BASE:0:6}': 2 layers start with it" "$S" log "${BASE:0:6}"
+rmdir "$STRATA_HOME/layers/$TWIN"
+# a clone path longer than 256 bytes works end to end (no fixed-size path buffers)
+DEEP=$W/deep/$(printf 'd%.0s' {1..60})/$(printf 'e%.0s' {1..60})/$(printf 'f%.0s' {1..60})/$(printf 'g%.0s' {1..60})
+mkdir -p "$DEEP"
+run "$S" clone base "$DEEP/vm"
+check "clone into a path of ${#DEEP}+ bytes" [ "$rc" -eq 0 ] && [ "${#DEEP}" -gt 256 ]
+check "...names it as a REF" [ "$(ref_is "$DEEP/vm")" = "$BASE" ]
+"$MK" --write "$DEEP/vm/Disk.img" 0:4K:5
+run "$S" commit "$DEEP/vm" -m deep
+check "...and commits from it" [ "$rc" -eq 0 ]
+DEEP_LAYER=$(cat "$W/out")
+check "...after which it names the new layer" [ "$(ref_is "$DEEP/vm")" = "$DEEP_LAYER" ]
+run "$S" clones
+check "...and clones lists its whole path" grep -qF "$DEEP/vm" "$W/out"
+rm -rf "$W/deep"
+"$S" clones --prune --expire now >/dev/null 2>&1
 snap=$(snapshot)
 expect_error "unknown ref" 1 "unknown ref 'nope'" "$S" log nope
 expect_error "bad tag name" 1 "bad tag name 'Bad Name'" "$S" tag base "Bad Name"

@@ -70,15 +70,6 @@ PIDS=""
 mark_qemus
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; kill_marked_qemus; true; }
 trap cleanup EXIT
-wait_for() { # FILE REGEX SECONDS
-    local i
-    for ((i = 0; i < $3 * 5; i++)); do
-        grep -qE "$2" "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    return 1
-}
-console() { echo "$STRATA_HOME/vms/$1/.console.log"; }
 counter_in() { debugfs -R "cat /counter" "$1" 2>/dev/null | tr -dc 0-9; }
 qmp_cli() { # NAME COMMAND: a QMP command on the instance's second monitor
     python3 - "$STRATA_HOME/vms/$1/.qmp-cli.sock" "$2" <<'EOF'

@@ -72,3 +72,15 @@ kill_marked_qemus() {
         tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "STRATA_TEST_BOOT=$STRATA_TEST_BOOT" && kill -9 "$pid"
     done
 }
+
+# For the booting suites: wait until FILE has a line matching REGEX, for at
+# most SECONDS; and where an instance's serial console is logged.
+wait_for() { # FILE REGEX SECONDS
+    local i
+    for ((i = 0; i < $3 * 5; i++)); do
+        grep -qE "$2" "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+console() { echo "$STRATA_HOME/vms/$1/.console.log"; }

@@ -227,6 +227,40 @@ static void test_qemu_efi_vars(void **state)
     assert_non_null(strstr(boot_error(), "no-such-dir"));
 }
 
+/* boot's directories sit in the store's home, made on first use */
+static void test_dirs(void **state)
+{
+    (void)state;
+    char home[600], want[700];
+    snprintf(home, sizeof home, "%s/store", dir);
+    store *st;
+    assert_int_equal(store_open(home, &st), 0);
+    char *vms = boot_instances_dir(st), *running = boot_running_dir(st), *cache = boot_cache_dir(st);
+    snprintf(want, sizeof want, "%s/vms", home);
+    assert_string_equal(vms, want);
+    snprintf(want, sizeof want, "%s/running", home);
+    assert_string_equal(running, want);
+    snprintf(want, sizeof want, "%s/cache", home);
+    assert_string_equal(cache, want);
+    struct stat sb;
+    assert_int_equal(stat(vms, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(stat(cache, &sb), 0);
+    /* a home where the directory can't be made: NULL and a message naming it */
+    free(running);
+    assert_int_equal(rmdir(running = boot_running_dir(st)), 0);
+    char blocker[700];
+    snprintf(blocker, sizeof blocker, "%s/running", home);
+    FILE *f = fopen(blocker, "w");
+    fclose(f);
+    free(running);
+    char *none = boot_running_dir(st);
+    assert_null(none);
+    assert_non_null(strstr(boot_error(), blocker));
+    free(vms), free(cache);
+    store_close(st);
+}
+
 static void test_drivers(void **state)
 {
     (void)state;
@@ -267,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_mac),
         cmocka_unit_test_setup_teardown(test_hash_and_save, setup, teardown),
         cmocka_unit_test(test_drivers),
+        cmocka_unit_test_setup_teardown(test_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_installer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qemu_efi_vars, setup, teardown),
     };

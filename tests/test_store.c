@@ -1499,16 +1499,15 @@ static void test_saved_state_layers(void **state)
     assert_int_equal(store_clone(f->st, lo2.id.hex, c6, NULL), 0);
     assert_false(has_file(c6, "SaveFile.x"));
 
-    char *vms = store_instances_dir(f->st), *running = store_running_dir(f->st);
-    char *want_vms = path_in(f->home, "vms"), *want_running = path_in(f->home, "running");
-    assert_string_equal(vms, want_vms);
-    assert_string_equal(running, want_running);
-    struct stat sb;
-    assert_int_equal(stat(running, &sb), 0);
+    /* boot's directories in the home (boot_instances_dir...) are no
+     * concern of fsck */
+    char *vms = path_in(f->home, "vms"), *running = path_in(f->home, "running");
+    assert_int_equal(mkdir(vms, 0755), 0);
+    assert_int_equal(mkdir(running, 0755), 0);
     report_buf rep = {{0}, 0};
     assert_int_equal(store_fsck(f->st, 0, collect, &rep), 0);
 
-    free(vms), free(running), free(want_vms), free(want_running);
+    free(vms), free(running);
     store_layer_free(ld), store_layer_free(ls), store_layer_free(lr);
     free(disk), free(disk3), free(inst), free(c1), free(c2), free(c3), free(c4), free(c5), free(c6);
 }
