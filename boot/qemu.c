@@ -348,20 +348,15 @@ static int verdict_read(const char *key)
     return got && (c == '0' || c == '1') ? c - '0' : -1;
 }
 
+/* best effort: a verdict not kept is probed again next time */
 static void verdict_write(const char *key, int works)
 {
-    char path[400], tmp[420];
+    char path[400];
     if (verdict_path(key, path, sizeof path))
         return;
-    snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return;
-    int ok = write(fd, works ? "1\n" : "0\n", 2) == 2;
-    close(fd);
-    if (!ok || rename(tmp, path) < 0)
-        unlink(tmp);
+    err_info keep = *err_last();
+    atomic_file_write_all(path, works ? "1\n" : "0\n", 2, 0600, 0);
+    err_restore(&keep);
 }
 
 /* 1 if the file holds text, within the deadline (or once qemu has died) */
