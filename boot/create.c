@@ -318,7 +318,7 @@ int boot_create_linux(store *st, const boot_create_linux_opts *o, store_id *out)
 {
     const boot_driver *drv = boot_driver_find(o->driver ? o->driver : boot_default_driver());
     if (!drv)
-        return -EINVAL;
+        return err_pass();
     int rc = check_create(st, o);
     if (rc)
         return rc;

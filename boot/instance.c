@@ -779,11 +779,12 @@ static int check_run_devices(const boot_run_opts *o)
     if (o->resume && (devices || o->disk_nbd))
         return boot_fail(EINVAL, "a saved state keeps the devices it was saved with: --disk-*, "
                                  "--rosetta and --display-reconfigure need --cold");
-    if (o->disk_nbd && boot_nbd_url_check(o->disk_nbd, "--disk-nbd"))
-        return -EINVAL;
+    int rc = o->disk_nbd ? boot_nbd_url_check(o->disk_nbd, "--disk-nbd") : 0;
+    if (rc)
+        return rc;
     /* the names, on settings of a guest that takes them all */
     boot_settings probe = {.os = BOOT_OS_LINUX};
-    int rc = devices ? boot_run_devices(o, &probe) : 0;
+    rc = devices ? boot_run_devices(o, &probe) : 0;
     free(probe.rosetta);
     return rc;
 }
@@ -792,7 +793,7 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
 {
     const char *driver_name = o->driver ? o->driver : boot_default_driver();
     if (!(*drv = boot_driver_find(driver_name)))
-        return -EINVAL;
+        return err_pass();
     if (o->resume && o->cold)
         return boot_fail(EINVAL, "--resume and --cold contradict each other");
     if (o->resume && (o->cpus || o->memory_mib))

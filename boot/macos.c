@@ -58,7 +58,7 @@ int boot_create_macos(const boot_macos_opts *o)
         return boot_fail(EINVAL, "create macos needs a bundle directory and a restore image");
     const boot_driver *d = installer_driver(o->driver);
     if (!d)
-        return -ENOTSUP;
+        return err_pass();
     if (o->disk_bytes < BOOT_MACOS_MIN_DISK)
         return boot_fail(EINVAL, "--disk-size %llu bytes: macOS needs at least %lluG",
                          (unsigned long long)o->disk_bytes,
@@ -78,7 +78,7 @@ int boot_macos_latest(const char *driver, char **url)
     *url = NULL;
     const boot_driver *d = installer_driver(driver);
     if (!d)
-        return -ENOTSUP;
+        return err_pass();
     if (!d->macos_latest)
         return boot_fail(ENOTSUP, "the %s driver can't look up the latest macOS", d->name);
     return d->macos_latest(url);

@@ -355,7 +355,7 @@ int boot_screenshot(store *st, const char *name, const char *png_path)
         return rc;
     const boot_driver *drv = boot_driver_find(x.driver);
     if (!drv)
-        rc = -EINVAL;
+        rc = err_pass();
     else if (!drv->screenshot)
         rc = boot_fail(ENOTSUP, "the %s driver can't take screenshots", drv->name);
     else
