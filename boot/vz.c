@@ -961,8 +961,9 @@ static const char *cannot_save(const boot_start_opts *o)
 {
     if (!host_can_save())
         return "saving a VM's state needs macOS 14 or later on Apple silicon";
-    if (guest_cannot_save(o))
-        return guest_cannot_save(o);
+    const char *guest = guest_cannot_save(o); /* reads the HardwareModel: once */
+    if (guest)
+        return guest;
     if (!o->settings->mac[0])
         return "its settings record no MAC address, and a restore needs the one it was saved with";
     if (o->settings->disk_nbd)
