@@ -38,16 +38,24 @@ static void on_signal(int sig)
 
 /* ---------- small files in an instance ---------- */
 
-static char *read_small(const char *dir, const char *name)
+/* a record or side file's text (at most 8 KiB), or NULL: an empty one is
+ * no record */
+static char *read_record(const char *path)
 {
-    char path[4096], *text = NULL;
+    char *text = NULL;
     size_t len = 0;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
     if (file_read_all(path, 8191, &text, &len) == 0 && len == 0) {
-        free(text); /* an empty record is no record */
+        free(text);
         text = NULL;
     }
     return text;
+}
+
+static char *read_small(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return read_record(path);
 }
 
 /* value of "key value" line in text, copied into out */
@@ -185,10 +193,9 @@ static int write_side(const char *dir, const char *what, const char *text)
 
 static char *read_side(const char *dir, const char *what)
 {
-    char path[4300], *text = NULL;
-    size_t len;
+    char path[4300];
     side_path(dir, what, path, sizeof path);
-    return file_read_all(path, 8191, &text, &len) || !len ? (free(text), NULL) : text;
+    return read_record(path);
 }
 
 static void remove_side(const char *dir, const char *what)
