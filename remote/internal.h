@@ -116,10 +116,13 @@ typedef struct {
 } rm_resp;
 void rm_resp_free(rm_resp *r);
 
-/* One request with auth (401 answered once by Basic or a bearer token) and
- * retries (connection errors, 5xx, 429) unless the body is streamed. On
- * success (any HTTP status) fills resp. */
+/* One request with auth (401 answered once by Basic or a bearer token;
+ * auth.c) and retries (connection errors, 5xx, 429) unless the body is
+ * streamed. On success (any HTTP status) fills resp. */
 int rm_request(remote *r, const rm_req *q, rm_resp *resp);
+/* One request with retries (connection errors, 5xx, 429) but no auth: what
+ * rm_request does before it answers a 401. */
+int rm_perform(remote *r, const rm_req *q, rm_resp *resp);
 /* a one-line error for an unexpected answer, naming what was asked */
 int rm_http_fail(const rm_resp *resp, const char *what);
 /* backoff before try n (0-based), honouring Retry-After */
@@ -134,6 +137,10 @@ void rm_backoff(int n, long retry_after);
 typedef int (*rm_body_fn)(void *ctx, long status, const void *data, size_t n);
 int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len, rm_body_fn fn,
                    void *ctx, long *status);
+
+/* r's repository URL ("https://host/v2/<repo>") followed by fmt with arg
+ * ("/blobs/%s"), malloc'd */
+char *rm_url(const remote *r, const char *fmt, const char *arg);
 
 /* a copy of r with its own connection, sharing nothing (for a worker) */
 int rm_dup(const remote *r, remote **out);

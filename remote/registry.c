@@ -10,21 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *path_of(const remote *r, const char *fmt, const char *arg)
-{
-    char *p = NULL, *tail = NULL;
-    if (asprintf(&tail, fmt, arg) < 0)
-        return NULL;
-    if (asprintf(&p, "%s%s", r->base, tail) < 0)
-        p = NULL;
-    free(tail);
-    return p;
-}
-
 int remote_manifest_get(remote *r, const char *reference, char **body, size_t *len,
                         char digest[72])
 {
-    char *url = path_of(r, "/manifests/%s", reference);
+    char *url = rm_url(r, "/manifests/%s", reference);
     if (!url)
         return -ENOMEM;
     rm_req q = {.method = "GET", .url = url, .accept = REMOTE_MT_OCI, .max_body = REMOTE_MANIFEST_MAX};
@@ -57,7 +46,7 @@ int remote_manifest_put(remote *r, const char *reference, const void *body, size
     if (len > REMOTE_MANIFEST_MAX)
         return rm_fail(EFBIG, "the manifest is %zu bytes, over the %u registries accept", len,
                        REMOTE_MANIFEST_MAX);
-    char *url = path_of(r, "/manifests/%s", reference);
+    char *url = rm_url(r, "/manifests/%s", reference);
     if (!url)
         return -ENOMEM;
     rm_req q = {.method = "PUT", .url = url, .content_type = REMOTE_MT_OCI, .body = body,
@@ -73,7 +62,7 @@ int remote_manifest_put(remote *r, const char *reference, const void *body, size
 
 int remote_blob_exists(remote *r, const char *digest, uint64_t size)
 {
-    char *url = path_of(r, "/blobs/%s", digest);
+    char *url = rm_url(r, "/blobs/%s", digest);
     if (!url)
         return -ENOMEM;
     rm_req q = {.method = "HEAD", .url = url};
@@ -85,99 +74,6 @@ int remote_blob_exists(remote *r, const char *digest, uint64_t size)
     else if (!rc && resp.status != 404)
         rc = rm_http_fail(&resp, digest);
     rm_resp_free(&resp);
-    return rc;
-}
-
-/* POST an upload; *location is where to PUT (or NULL if mounted: 201) */
-static int start_upload(remote *r, const char *query, char **location)
-{
-    char *url = path_of(r, "/blobs/uploads/%s", query);
-    if (!url)
-        return -ENOMEM;
-    rm_req q = {.method = "POST", .url = url, .max_body = 1 << 16};
-    rm_resp resp = {0};
-    int rc = rm_request(r, &q, &resp);
-    free(url);
-    *location = NULL;
-    if (!rc && resp.status == 202 && resp.location) {
-        *location = resp.location;
-        resp.location = NULL;
-    } else if (!rc && resp.status != 201)
-        rc = rm_http_fail(&resp, "blob upload");
-    rm_resp_free(&resp);
-    return rc;
-}
-
-static void cancel_upload(remote *r, const char *location)
-{
-    rm_req q = {.method = "DELETE", .url = location, .max_body = 1 << 16};
-    rm_resp resp = {0};
-    /* best effort: an abandoned upload is purged by the registry anyway */
-    rm_request(r, &q, &resp);
-    rm_resp_free(&resp);
-}
-
-int remote_blob_mount(remote *r, const char *digest, const char *from_repo)
-{
-    char *query = NULL;
-    if (asprintf(&query, "?mount=%s&from=%s", digest, from_repo) < 0)
-        return -ENOMEM;
-    char *location = NULL;
-    int rc = start_upload(r, query, &location);
-    free(query);
-    if (rc == -EACCES) /* no pull right on from_repo: not an error, just no mount */
-        return 0;
-    if (rc)
-        return rc;
-    if (location) { /* 202: declined, and an upload session was opened */
-        cancel_upload(r, location);
-        free(location);
-        return 0;
-    }
-    return 1;
-}
-
-static char *put_url(const char *location, const char *digest)
-{
-    char *u = NULL;
-    if (asprintf(&u, "%s%sdigest=%s", location, strchr(location, '?') ? "&" : "?", digest) < 0)
-        return NULL;
-    return u;
-}
-
-int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src)
-{
-    int rc = 0;
-    for (int n = 0; n < RM_TRIES; n++) {
-        if (n) {
-            rm_backoff(n - 1, 0);
-            if (src->rewind && (rc = src->rewind(src->ctx)))
-                return rc;
-        }
-        char *location = NULL;
-        if ((rc = start_upload(r, "", &location)))
-            return rc;
-        if (!location)
-            return rm_fail(EPROTO, "blob %s: the registry created it without data", digest);
-        char *url = put_url(location, digest);
-        free(location);
-        if (!url)
-            return -ENOMEM;
-        rm_req q = {.method = "PUT", .url = url, .content_type = "application/octet-stream",
-                    .src = src, .src_len = size, .max_body = 1 << 16};
-        rm_resp resp = {0};
-        rc = rm_request(r, &q, &resp);
-        free(url);
-        int transient = rc == -EIO || (!rc && (resp.status >= 500 || resp.status == 429));
-        if (!rc && resp.status != 201)
-            rc = rm_http_fail(&resp, digest);
-        long after = resp.retry_after;
-        rm_resp_free(&resp);
-        if (!rc || !transient)
-            return rc;
-        if (after > 0)
-            rm_backoff(0, after);
-    }
     return rc;
 }
 
@@ -243,7 +139,7 @@ static char *blob_url(remote *r, const char *digest, uint64_t offset, uint64_t l
 {
     if (len)
         snprintf(range, 64, "bytes=%" PRIu64 "-%" PRIu64, offset, offset + len - 1);
-    return path_of(r, "/blobs/%s", digest);
+    return rm_url(r, "/blobs/%s", digest);
 }
 
 int remote_blob_get(remote *r, const char *digest, uint64_t offset, uint64_t len, uint64_t max,
@@ -353,7 +249,7 @@ int remote_tags(remote *r, char ***tags, size_t *n)
 {
     char first[32];
     snprintf(first, sizeof first, "/tags/list?n=%d", TAGS_PAGE);
-    char *url = path_of(r, "%s", first), *next = NULL;
+    char *url = rm_url(r, "%s", first), *next = NULL;
     *tags = NULL;
     *n = 0;
     int rc = url ? 0 : -ENOMEM;

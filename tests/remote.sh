@@ -5,54 +5,11 @@
 # server written here in python3. Every registry and server started here is
 # stopped by the trap, whatever happens.
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
 
 export STRATA_HOME=$W/store DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
 rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/b* "$W"/inst* "$W"/bin "$W"/pull* "$W"/c-* "$W"/xdg*
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-if ! command -v docker-registry >/dev/null; then
-    skipped "remote tests" "docker-registry is not installed (apt-get install docker-registry)"
-    finish; exit
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# wait_http URL: until something answers (any status), at most 15 s
-wait_http() {
-    for _ in $(seq 150); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# start_registry NAME [AUTH-YAML]: a registry in $W/reg-NAME; sets PORT
-start_registry() {
-    local dir=$W/reg-$1
-    mkdir -p "$dir"
-    PORT=$(free_port)
-    cat >"$dir/config.yml" <<EOF
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: $dir/data}
-  delete: {enabled: true}
-  maintenance: {uploadpurging: {enabled: false}}
-http:
-  addr: 127.0.0.1:$PORT
-  secret: test-only-not-secret
-${2:-}
-EOF
-    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-    PIDS="$PIDS $!"
-    wait_http "http://127.0.0.1:$PORT/v2/" || { echo "registry $1 did not start:"; cat "$dir/log"; }
-}
-
-jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$W/out" "$1"; }
+. "$(dirname "$0")/registry_lib.sh"
+need_registry "remote tests"
 
 # ---- a base and a child ----
 "$MK" "$W/b1" --size 1G --data 0:8M:1 --data 512M:4M:2 >/dev/null
