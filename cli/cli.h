@@ -109,8 +109,11 @@ int cli_resolve(store *st, const char *ref, store_id *id);
 
 /* Pull ref (HOST/REPO:TAG or @DIGEST) into st under tag (NULL: the remote
  * name as remote_ref_local_tag makes it), printing progress and the summary;
- * *pulled (may be NULL) gets the layer. 0, or 1 after printing the error. */
+ * *pulled (may be NULL) gets the layer. A layer whose guest this host can't
+ * run is refused before any pack, unless any_host. 0, or 1 after printing
+ * the error. note (may be NULL) is printed once the manifest is read and
+ * the guest accepted, before anything is fetched. */
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
-                    int json, store_id *pulled);
+                    int json, int any_host, const char *note, store_id *pulled);
 
 #endif

@@ -2,11 +2,14 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../remote/remote.h"
+#include "../base/platform.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/utsname.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -193,13 +196,125 @@ static int cmd_push(int argc, char **argv)
     return rc;
 }
 
+/* ---- can this host run what a manifest says its guest needs ---- */
+
+/* the HardwareModel data representations Virtualization.framework has
+ * written (VZMacHardwareModel.dataRepresentation): a newer one is a format
+ * this strata has not seen */
+#define MACOS_DATA_REP_KNOWN 1
+
+/* this host's architecture by OCI's names, as push annotates guests */
+static const char *host_arch(char *buf, size_t n)
+{
+    struct utsname u;
+    if (uname(&u))
+        return "unknown";
+    const char *m = u.machine;
+    snprintf(buf, n, "%.*s", (int)sizeof u.machine, !strcmp(m, "x86_64") ? "amd64"
+                           : !strcmp(m, "aarch64") || !strcmp(m, "arm64") ? "arm64" : m);
+    return buf;
+}
+
+/* -1, 0 or 1 as version a ("14.2.1") is older than, the same as, or newer than b */
+static int version_cmp(const char *a, const char *b)
+{
+    while (*a || *b) {
+        char *ea, *eb;
+        unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
+        if (x != y)
+            return x < y ? -1 : 1;
+        a = *ea == '.' ? ea + 1 : ea;
+        b = *eb == '.' ? eb + 1 : eb;
+        if (ea == a && eb == b && !*a && !*b)
+            break;
+    }
+    return 0;
+}
+
+/* this Mac's macOS version ("14.5"), from sw_vers; "" if it can't be read */
+static void host_macos_version(char *out, size_t n)
+{
+    out[0] = 0;
+    FILE *p = os_is_macos() ? popen("sw_vers -productVersion 2>/dev/null", "r") : NULL;
+    if (p && fgets(out, (int)n, p))
+        out[strcspn(out, "\r\n")] = 0;
+    if (p)
+        pclose(p);
+}
+
+/* 0 if this host can run a guest that needs g, else the reason (an error
+ * naming what): a macOS guest needs a Mac with Apple silicon (the vz
+ * driver) whose macOS is at least the guest's MinimumSupportedOS, and a
+ * data representation it knows; a Linux guest needs a driver for its
+ * architecture, and both drivers run the host's own. What the manifest
+ * doesn't say is not held against it (an old manifest pulls as before). */
+static int guest_runs_here(const char *what, const remote_guest *g)
+{
+    char arch[80], ver[32] = "";
+    host_arch(arch, sizeof arch);
+    if (!strcmp(g->os, "macos")) {
+        char need[64] = "";
+        if (g->macos_min[0])
+            snprintf(need, sizeof need, " running macOS %s or later", g->macos_min);
+        if (!os_is_macos() || strcmp(arch, "arm64") || !boot_driver_find("vz"))
+            return err_set(ERR_CLI, ENOTSUP, "%s is a macOS guest: it runs only on a Mac with Apple "
+                           "silicon%s, and this host is %s %s", what, need,
+                           os_is_macos() ? "macOS on" : "Linux on", arch);
+        host_macos_version(ver, sizeof ver);
+        if (g->macos_min[0] && ver[0] && version_cmp(ver, g->macos_min) < 0)
+            return err_set(ERR_CLI, ENOTSUP, "%s is a macOS guest that needs macOS %s or later; "
+                           "this Mac runs %s", what, g->macos_min, ver);
+        if (g->macos_data_rep > MACOS_DATA_REP_KNOWN)
+            return err_set(ERR_CLI, ENOTSUP, "%s: its hardware model's data representation %" PRId64
+                           " is newer than this strata knows (%d)", what, g->macos_data_rep,
+                           MACOS_DATA_REP_KNOWN);
+        return 0;
+    }
+    if (!strcmp(g->os, "linux")) {
+        if (g->arch[0] && strcmp(g->arch, arch))
+            return err_set(ERR_CLI, ENOTSUP, "%s is a Linux guest for %s, and this host is %s (its "
+                           "drivers run guests of the host's architecture)", what, g->arch, arch);
+        if (!boot_driver_find(boot_default_driver()))
+            return err_pass();
+        return 0;
+    }
+    if (g->os[0])
+        return err_set(ERR_CLI, ENOTSUP, "%s is a guest of an OS strata does not run ('%s')", what,
+                       g->os);
+    return 0;
+}
+
+/* "macos/arm64, macOS 13.0.0+", "linux/amd64", "linux", or "" if unknown */
+static const char *guest_text(const remote_guest *g, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s%s%s%s%s%s", g->os, g->arch[0] ? "/" : "", g->arch,
+             g->macos_min[0] ? ", macOS " : "", g->macos_min, g->macos_min[0] ? "+" : "");
+    return buf;
+}
+
+static json_t *guest_json(const remote_guest *g)
+{
+    json_t *o = json_object();
+    if (g->os[0])
+        json_object_set_new(o, "os", cli_json_text(g->os));
+    if (g->arch[0])
+        json_object_set_new(o, "arch", cli_json_text(g->arch));
+    if (g->macos_min[0])
+        json_object_set_new(o, "macos_minimum", cli_json_text(g->macos_min));
+    if (g->macos_data_rep)
+        json_object_set_new(o, "macos_data_representation", json_integer(g->macos_data_rep));
+    return o;
+}
+
 static int print_list(const remote_tag_info *t, size_t n, int json)
 {
     json_t *all = json ? json_array() : NULL;
     if (!json)
-        printf("%-24s  %-12s  %10s  %10s  %s\n", "TAG", "LAYER", "SIZE", "PULL", "NOTE");
+        printf("%-24s  %-12s  %10s  %10s  %-24s  %s\n", "TAG", "LAYER", "SIZE", "PULL", "GUEST",
+               "NOTE");
     for (size_t i = 0; i < n; i++) {
-        char a[32], b[32];
+        char a[32], b[32], g[96];
+        int runs = t[i].strata && !guest_runs_here(t[i].tag, &t[i].guest);
         if (json) {
             json_t *one = json_pack("{s:o, s:o, s:b}", "tag", cli_json_text(t[i].tag), "digest",
                                     cli_json_text(t[i].digest), "strata", t[i].strata);
@@ -209,13 +324,19 @@ static int print_list(const remote_tag_info *t, size_t n, int json)
                                                   "pull_bytes", cli_json_u64(t[i].pull_bytes),
                                                   "chain", (json_int_t)t[i].chain, "host_bound",
                                                   t[i].host_bound));
+            if (t[i].strata)
+                json_object_update_new(one, json_pack("{s:o, s:b}", "guest", guest_json(&t[i].guest),
+                                                      "runs_here", runs));
             json_array_append_new(all, one);
-        } else if (t[i].strata)
-            printf("%-24s  %.12s  %10s  %10s  %s\n", t[i].tag, t[i].layer.hex,
+        } else if (t[i].strata) {
+            guest_text(&t[i].guest, g, sizeof g);
+            printf("%-24s  %.12s  %10s  %10s  %-24s  %s%s%s\n", t[i].tag, t[i].layer.hex,
                    cli_human(t[i].size, a, sizeof a), cli_human(t[i].pull_bytes, b, sizeof b),
-                   t[i].host_bound ? "saved state (host-bound)" : "");
-        else
-            printf("%-24s  %-12s  %10s  %10s  not a strata layer\n", t[i].tag, "-", "-", "-");
+                   g[0] ? g : "-", t[i].host_bound ? "saved state (host-bound)" : "",
+                   t[i].host_bound && !runs ? "; " : "", runs ? "" : "not for this host");
+        } else
+            printf("%-24s  %-12s  %10s  %10s  %-24s  not a strata layer\n", t[i].tag, "-", "-", "-",
+                   "-");
     }
     return json ? cli_json_print(all) : 0;
 }
@@ -248,21 +369,50 @@ int cli_remote_ls(int argc, char **argv)
     return rc;
 }
 
-static int print_pull(const remote_ref *src, const char *tag, const remote_pull_result *r,
-                      double secs, int json)
+/* what a pull's manifest said of its guest, and whether to let it through */
+typedef struct {
+    const char *ref;
+    int any_host; /* pull --any-host: to re-push or export, not to run here */
+    const char *note; /* printed once the guest is accepted */
+    remote_guest guest;
+} guest_check;
+
+/* remote_pull_opts.check_guest: before any blob is fetched */
+static int check_guest(void *ctx, const remote_guest *g)
 {
-    char got[32];
+    guest_check *c = ctx;
+    c->guest = *g;
+    int rc = guest_runs_here(c->ref, g);
+    if (!rc && c->note)
+        fprintf(stderr, "%s\n", c->note);
+    if (!rc)
+        return 0;
+    char why[ERR_MESSAGE_MAX];
+    snprintf(why, sizeof why, "%s", err_last()->message);
+    if (c->any_host) {
+        fprintf(stderr, "strata: %s; pulling it anyway (--any-host)\n", why);
+        return 0;
+    }
+    return err_set(ERR_CLI, -rc, "%s (pull --any-host fetches it anyway, to push or export it)", why);
+}
+
+static int print_pull(const remote_ref *src, const char *tag, const remote_pull_result *r,
+                      const remote_guest *g, double secs, int json)
+{
+    char got[32], gt[96];
     if (json)
         return cli_json_print(json_pack(
-            "{s:o, s:o, s:o?, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "remote",
+            "{s:o, s:o, s:o?, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o}", "remote",
             cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
             tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "layers_received",
             (json_int_t)r->layers_received, "chunks_fetched", cli_json_u64(r->chunks_fetched),
             "chunks_present", cli_json_u64(r->chunks_present), "chunks_local",
             cli_json_u64(r->chunks_local), "chunks_resumed", cli_json_u64(r->chunks_resumed),
             "bytes_fetched", cli_json_u64(r->bytes_fetched), "requests", cli_json_u64(r->requests),
-            "whole_packs", r->whole_packs, "seconds", cli_json_seconds(secs)));
+            "whole_packs", r->whole_packs, "guest", guest_json(g), "seconds", cli_json_seconds(secs)));
     printf("%s\n", r->pulled.hex);
+    if (guest_text(g, gt, sizeof gt)[0])
+        fprintf(stderr, "strata: guest %s\n", gt);
     fprintf(stderr, "pulled %s/%s%s%s (layer %.12s%s%s): downloaded %s in %" PRIu64 " chunks (%" PRIu64
             " requests%s); %" PRIu64 " chunks already present (%" PRIu64 " from an interrupted "
             "pull), %" PRIu64 " copied from elsewhere in the store; %zu layers new; %.1f s\n",
@@ -275,7 +425,7 @@ static int print_pull(const remote_ref *src, const char *tag, const remote_pull_
 }
 
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
-                    int json, store_id *pulled)
+                    int json, int any_host, const char *note, store_id *pulled)
 {
     remote_ref src;
     int rc = remote_ref_parse(ref, 0, &src);
@@ -289,13 +439,15 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
     else if (!tag && src.tag)
         tag = local; /* the remote name, as docker and tart name what they pull */
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
-    remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp};
+    guest_check gc = {.ref = ref, .any_host = any_host, .note = note};
+    remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
+                           .check_guest = check_guest, .check_ctx = &gc};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
     if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))
         rc = cli_failed(rc);
     else if (!rc) {
-        rc = print_pull(&src, tag, &res, now_s() - pp.start, json);
+        rc = print_pull(&src, tag, &res, &gc.guest, now_s() - pp.start, json);
         if (!tag)
             fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
                     res.pulled.hex);
@@ -309,12 +461,13 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
 static int cmd_pull(int argc, char **argv)
 {
     const char *tag = NULL, *jobs_s = NULL;
-    int json = 0, insecure = 0;
+    int json = 0, insecure = 0, any_host = 0;
     cli_opt opts[] = {{"--tag", 1, &tag, NULL}, {"-t", 1, &tag, NULL}, {"--jobs", 1, &jobs_s, NULL},
-                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure}};
+                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure},
+                      {"--any-host", 0, NULL, &any_host}};
     char *pos[1];
     int n;
-    if (cli_parse(argc, argv, opts, 5, pos, 1, &n, "pull") || cli_need(n, 1, "pull"))
+    if (cli_parse(argc, argv, opts, 6, pos, 1, &n, "pull") || cli_need(n, 1, "pull"))
         return 1;
     if (tag && !store_tag_valid(tag))
         return cli_fail("--tag %s: not a valid tag name", tag);
@@ -324,7 +477,7 @@ static int cmd_pull(int argc, char **argv)
     store *st;
     if (cli_open_store(&st))
         return 1;
-    int rc = cli_pull_remote(st, pos[0], tag, (unsigned)jobs, insecure, json, NULL);
+    int rc = cli_pull_remote(st, pos[0], tag, (unsigned)jobs, insecure, json, any_host, NULL, NULL);
     store_close(st);
     return rc;
 }
@@ -340,12 +493,16 @@ const cli_verb cli_remote_verbs[] = {
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
      "with --insecure. Ends with a summary line (--json: one JSON object)."},
-    {"pull", cmd_pull, "pull HOST/REPO:TAG|HOST/REPO@DIGEST [-t NAME] [--jobs N] [--json] [--insecure]",
+    {"pull", cmd_pull,
+     "pull HOST/REPO:TAG|HOST/REPO@DIGEST [-t NAME] [--jobs N] [--json] [--insecure] [--any-host]",
      "Pull a layer and the part of its chain the store lacks from an OCI registry. Only\n"
      "chunks no local layer has at the same place are downloaded, --jobs at a time; every\n"
      "blob and chunk is checked, and on any failure nothing is added (chunks already\n"
      "received are kept under the store's tmp/ for the next pull of that layer). The\n"
      "local tag is -t NAME, else the remote name with '/' and ':' of HOST/REPO as '_'\n"
-     "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id."},
+     "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id.\n"
+     "A layer whose manifest says its guest can't run on this host (a macOS guest off a\n"
+     "Mac with Apple silicon or one too old, a Linux guest of another architecture) is\n"
+     "refused before any pack is downloaded; --any-host pulls it anyway, to push or export."},
     {NULL, NULL, NULL, NULL},
 };

@@ -36,8 +36,10 @@ static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
     store_id pulled;
     int rc = boot_resolve(st, o->target, &r);
     if (rc == -ENOENT && r.kind == BOOT_REF_REGISTRY) {
-        fprintf(stderr, "strata: %s is not in the store: pulling it\n", o->target);
-        if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, &pulled)) {
+        /* refused before any pack, in one line, if this host can't run its guest */
+        char note[600];
+        snprintf(note, sizeof note, "strata: %s is not in the store: pulling it", o->target);
+        if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, 0, note, &pulled)) {
             store_close(st);
             return 1;
         }

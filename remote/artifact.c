@@ -93,6 +93,72 @@ static int parse_layers(json_t *layers, remote_artifact *a)
     return rc;
 }
 
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* 1 if any of the n digests appears twice (sorts them): O(n log n) */
+static int repeats(char (*digests)[72], size_t n)
+{
+    qsort(digests, n, sizeof *digests, by_text);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(digests[i - 1], digests[i]))
+            return 1;
+    return 0;
+}
+
+/* A hostile manifest that repeats entries would cost a pull work for
+ * nothing: a layer listed twice is a cycle in what should be a chain, and
+ * a pack holds chunks new in one layer only, so neither is ever pushed. */
+static int refuse_repeats(const remote_artifact *a)
+{
+    size_t n = a->nlayers > a->npacks ? a->nlayers : a->npacks;
+    char(*copy)[72] = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return -ENOMEM;
+    for (size_t i = 0; i < a->nlayers; i++)
+        memcpy(copy[i], a->layers[i].manifest, 72);
+    int rc = repeats(copy, a->nlayers) ? bad("a layer is listed twice in the chain") : 0;
+    if (!rc) {
+        memcpy(copy, a->packs, a->npacks * sizeof *copy);
+        rc = repeats(copy, a->npacks) ? bad("a pack is listed twice") : 0;
+    }
+    free(copy);
+    return rc;
+}
+
+/* a short token of [a-z0-9._-] (an OS or arch name), copied */
+static int token(const char *v, char *out, size_t n)
+{
+    size_t len = strlen(v);
+    if (!len || len >= n || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789._-") != len)
+        return -1;
+    memcpy(out, v, len + 1);
+    return 0;
+}
+
+/* the guest annotations; a key that is absent leaves its field empty */
+static int parse_guest(json_t *ann, remote_guest *g)
+{
+    const char *os = json_string_value(json_object_get(ann, REMOTE_ANN_OS));
+    const char *arch = json_string_value(json_object_get(ann, REMOTE_ANN_ARCH));
+    const char *min = json_string_value(json_object_get(ann, REMOTE_ANN_MACOS_MIN));
+    const char *rep = json_string_value(json_object_get(ann, REMOTE_ANN_MACOS_DATA_REP));
+    if ((os && token(os, g->os, sizeof g->os)) || (arch && token(arch, g->arch, sizeof g->arch)))
+        return bad("its guest OS or architecture annotation is malformed");
+    if (min && (!*min || strlen(min) >= sizeof g->macos_min || strspn(min, "0123456789.") != strlen(min)))
+        return bad("its minimum macOS annotation is not a version");
+    if (min)
+        strcpy(g->macos_min, min);
+    char *end = NULL;
+    long long r = rep ? strtoll(rep, &end, 10) : 0;
+    if (rep && (!*rep || *end || r < 1 || r > INT32_MAX || *rep == '0'))
+        return bad("its data representation annotation is not a version number");
+    g->macos_data_rep = r;
+    return 0;
+}
+
 int remote_artifact_parse(const char *body, size_t len, remote_artifact *out)
 {
     memset(out, 0, sizeof *out);
@@ -119,11 +185,14 @@ int remote_artifact_parse(const char *body, size_t len, remote_artifact *out)
     if (!rc && (!out->nlayers || strcmp(out->layers[out->nlayers - 1].manifest, cd) ||
                 out->layers[out->nlayers - 1].manifest_size != csize))
         rc = bad("the last layer is not the config");
+    if (!rc)
+        rc = refuse_repeats(out);
     if (!rc) {
+        json_t *ann = json_object_get(j, "annotations");
         memcpy(out->top.hex, cd + 7, STORE_ID_HEX + 1);
-        const char *hb = json_string_value(
-            json_object_get(json_object_get(j, "annotations"), "dev.strata.host-bound"));
+        const char *hb = json_string_value(json_object_get(ann, "dev.strata.host-bound"));
         out->host_bound = hb && !strcmp(hb, "true");
+        rc = parse_guest(ann, &out->guest);
     }
     json_decref(j);
     if (rc)

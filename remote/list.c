@@ -44,6 +44,12 @@ static void describe(const char *body, size_t len, remote_tag_info *t)
             if (s > 0)
                 t->pull_bytes += (uint64_t)s;
         }
+        /* what the guest needs: only from a manifest a pull would take */
+        remote_artifact a;
+        if (!remote_artifact_parse(body, len, &a)) {
+            t->guest = a.guest;
+            remote_artifact_free(&a);
+        }
     }
     json_decref(j);
 }

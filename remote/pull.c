@@ -32,8 +32,20 @@ typedef struct {
     char **man, **info; /* their manifest and info blobs */
     size_t *mlen, *ilen;
     store_receive **rx; /* for the layers the store lacks */
-    chunk_place *map;   /* every chunk of the indexes read so far, sorted by digest */
-    size_t nmap;
+    /* every chunk of the indexes read so far, each once, in runs sorted by
+     * digest: a layer's index is sorted alone and merged with the run
+     * before it while that one is at most twice as long, so a chain of n
+     * chunks costs O(n log n) however it is cut into layers, and a lookup
+     * searches at most log2(n) + 1 runs */
+    chunk_place *map;
+    size_t nmap, cap;
+    size_t run[66]; /* where each run starts; run[nruns] is nmap */
+    size_t nruns;
+    /* per pack of the artifact, for the layer being fetched: its wants and
+     * whether a worker fetched it whole; entries are cleared after each
+     * layer, so a chain of many layers costs no O(layers x packs) */
+    size_t *pack_first, *pack_count;
+    unsigned char *pack_claimed;
     unsigned jobs;      /* asked for; 0: one for the machine */
     int probed;         /* the first chunk request was made alone */
     int norange;        /* the registry refused Range: packs come whole */
@@ -56,6 +68,21 @@ static int by_digest(const void *a, const void *b)
     return memcmp(a, b, 32);
 }
 
+/* 1 if a layer manifest's parent line names parent (NULL: it has none).
+ * Checked as each manifest arrives, so a manifest listing layers that are
+ * no chain costs two GETs, not two per layer it lists; the store checks
+ * the whole manifest when it receives the layer. */
+static int parent_is(const char *m, size_t len, const store_id *parent)
+{
+    static const char head[] = "strata-layer 1\nparent ";
+    size_t h = sizeof head - 1;
+    int has = len > h && !memcmp(m, head, h);
+    if (!parent)
+        return !has;
+    return has && len > h + STORE_ID_HEX && !memcmp(m + h, parent->hex, STORE_ID_HEX) &&
+           m[h + STORE_ID_HEX] == '\n';
+}
+
 /* the manifest and info blobs of layer i; the manifest's digest is the layer id */
 static int read_meta(pull_job *j, size_t i)
 {
@@ -71,6 +98,9 @@ static int read_meta(pull_job *j, size_t i)
     if (!rc && i + 1 == j->a.nlayers && strcmp(j->ids[i].hex, j->a.top.hex))
         rc = rm_fail(EBADMSG, "the tag names layer %.12s, yet its chain ends at %.12s",
                      j->a.top.hex, j->ids[i].hex);
+    if (!rc && !parent_is(j->man[i], j->mlen[i], i ? &j->ids[i - 1] : NULL))
+        rc = rm_fail(EBADMSG, "layer %.12s: its parent is not the layer before it in the chain",
+                     j->ids[i].hex);
     return rc;
 }
 
@@ -103,6 +133,89 @@ static int index_packs_match(const pull_job *j, size_t i, const pk_index *x)
     return 0;
 }
 
+/* the chunk's place in the map, or NULL */
+static const chunk_place *map_find(const pull_job *j, const unsigned char digest[32])
+{
+    for (size_t r = 0; r < j->nruns; r++) {
+        const chunk_place *p = bsearch(digest, j->map + j->run[r], j->run[r + 1] - j->run[r],
+                                       sizeof *j->map, by_digest);
+        if (p)
+            return p;
+    }
+    return NULL;
+}
+
+/* sorted [a, a + na) and [b, b + nb) into out, a digest in both once (a's
+ * place, the nearer ancestor's, wins); the count written */
+static size_t merge_unique(const chunk_place *a, size_t na, const chunk_place *b, size_t nb,
+                           chunk_place *out)
+{
+    size_t n = 0, i = 0, k = 0;
+    while (i < na || k < nb) {
+        int c = i == na ? 1 : k == nb ? -1 : memcmp(a[i].digest, b[k].digest, 32);
+        const chunk_place *next = c <= 0 ? &a[i++] : &b[k++];
+        if (c == 0)
+            k++;
+        if (!n || memcmp(out[n - 1].digest, next->digest, 32))
+            out[n++] = *next;
+    }
+    return n;
+}
+
+/* the top run merged into the one below it while that is at most twice as long */
+static int map_settle(pull_job *j)
+{
+    while (j->nruns >= 2) {
+        size_t a = j->run[j->nruns - 2], b = j->run[j->nruns - 1], end = j->run[j->nruns];
+        if (b - a > 2 * (end - b))
+            break;
+        chunk_place *tmp = malloc((end - a) * sizeof *tmp);
+        if (!tmp)
+            return -ENOMEM;
+        size_t n = merge_unique(j->map + a, b - a, j->map + b, end - b, tmp);
+        memcpy(j->map + a, tmp, n * sizeof *tmp);
+        free(tmp);
+        j->nmap = a + n;
+        j->run[--j->nruns] = j->nmap;
+    }
+    return 0;
+}
+
+/* layer L's index x as a new run of the map */
+static int map_add(pull_job *j, const remote_artifact_layer *L, const pk_index *x)
+{
+    if (!x->nchunks)
+        return 0;
+    if (j->nmap + x->nchunks > j->cap) {
+        size_t cap = j->cap ? j->cap : 1024;
+        while (cap < j->nmap + x->nchunks)
+            cap *= 2;
+        chunk_place *m = realloc(j->map, cap * sizeof *m);
+        if (!m)
+            return -ENOMEM;
+        j->map = m;
+        j->cap = cap;
+    }
+    chunk_place *run = j->map + j->nmap;
+    for (size_t c = 0; c < x->nchunks; c++) {
+        const pk_entry *e = &x->chunks[c];
+        memcpy(run[c].digest, e->digest, 32);
+        run[c].pack = L->first_pack + e->pack;
+        run[c].offset = e->offset;
+        run[c].clen = e->clen;
+        run[c].ulen = e->ulen;
+    }
+    qsort(run, x->nchunks, sizeof *run, by_digest);
+    size_t n = 1; /* an id twice in one index: its first place */
+    for (size_t c = 1; c < x->nchunks; c++)
+        if (memcmp(run[n - 1].digest, run[c].digest, 32))
+            run[n++] = run[c];
+    j->run[j->nruns++] = j->nmap;
+    j->nmap += n;
+    j->run[j->nruns] = j->nmap;
+    return map_settle(j);
+}
+
 /* read layer i's index blob (l: its parsed manifest) and add its chunks to the map */
 static int add_index(pull_job *j, size_t i, const store_layer *l)
 {
@@ -123,22 +236,8 @@ static int add_index(pull_job *j, size_t i, const store_layer *l)
         rc = pk_index_parse(ix, xl, ndata, max_ulen, &x);
     if (!rc)
         rc = index_packs_match(j, i, &x);
-    chunk_place *m = rc ? NULL : realloc(j->map, (j->nmap + x.nchunks + 1) * sizeof *m);
-    if (!rc && !m)
-        rc = -ENOMEM;
-    for (size_t c = 0; !rc && c < x.nchunks; c++) {
-        const pk_entry *e = &x.chunks[c];
-        chunk_place *p = &m[j->nmap++];
-        memcpy(p->digest, e->digest, 32);
-        p->pack = L->first_pack + e->pack;
-        p->offset = e->offset;
-        p->clen = e->clen;
-        p->ulen = e->ulen;
-    }
-    if (m) {
-        j->map = m;
-        qsort(j->map, j->nmap, sizeof *j->map, by_digest);
-    }
+    if (!rc)
+        rc = map_add(j, L, &x);
     pk_index_free(&x);
     free(ix);
     return rc;
@@ -485,7 +584,7 @@ static int plan_wants(fetch_job *f, uint32_t *max_ulen)
                 continue;
             }
             uint64_t len = store_chunk_len(file, c->index);
-            const chunk_place *p = bsearch(c->digest, j->map, j->nmap, sizeof *j->map, by_digest);
+            const chunk_place *p = map_find(j, c->digest);
             if (!p || p->ulen != len)
                 return rm_fail(EBADMSG, "layer %.12s: %s chunk %" PRIu64 " is in no chunk index of "
                                         "its chain", l->id.hex, file->name, c->index);
@@ -525,12 +624,11 @@ static uint64_t range_size(uint64_t left, unsigned jobs)
  * most range_size bytes (the first of a pull, made alone, of RANGE_MIN) */
 static int plan_ranges(fetch_job *f, unsigned jobs)
 {
-    size_t np = f->j->a.npacks;
-    if (!(f->r = calloc(f->nw ? f->nw : 1, sizeof *f->r)) ||
-        !(f->pack_first = calloc(np ? np : 1, sizeof *f->pack_first)) ||
-        !(f->pack_count = calloc(np ? np : 1, sizeof *f->pack_count)) ||
-        !(f->pack_claimed = calloc(np ? np : 1, 1)))
+    if (!(f->r = calloc(f->nw ? f->nw : 1, sizeof *f->r)))
         return -ENOMEM;
+    f->pack_first = f->j->pack_first;
+    f->pack_count = f->j->pack_count;
+    f->pack_claimed = f->j->pack_claimed;
     uint64_t left = frame_bytes(f, 0), max = RANGE_MIN;
     for (size_t i = 0; i < f->nw;) {
         const want *a = &f->w[i];
@@ -661,7 +759,12 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     for (unsigned k = 0; w && k < jobs; k++)
         worker_done(&w[k]);
     free(w);
-    free(f.w), free(f.r), free(f.pack_first), free(f.pack_count), free(f.pack_claimed);
+    for (size_t k = 0; k < f.nw; k++) { /* clean for the next layer, in O(its wants) */
+        uint32_t p = f.w[k].pack;
+        j->pack_first[p] = j->pack_count[p] = 0;
+        j->pack_claimed[p] = 0;
+    }
+    free(f.w), free(f.r);
     pthread_mutex_destroy(&f.mu);
     pthread_cond_destroy(&f.cv);
     pthread_cond_destroy(&f.probe_cv);
@@ -762,10 +865,15 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
         rc = remote_manifest_get(j.r, reference, &body, &len, digest);
     if (!rc)
         rc = remote_artifact_parse(body, len, &j.a);
-    size_t n = j.a.nlayers;
+    if (!rc && po && po->check_guest) /* before any blob: a host that can't run it fetches nothing */
+        rc = po->check_guest(po->check_ctx, &j.a.guest);
+    size_t n = j.a.nlayers, np = j.a.npacks ? j.a.npacks : 1;
     if (!rc && (!(j.ids = calloc(n, sizeof *j.ids)) || !(j.man = calloc(n, sizeof *j.man)) ||
                 !(j.info = calloc(n, sizeof *j.info)) || !(j.mlen = calloc(n, sizeof *j.mlen)) ||
-                !(j.ilen = calloc(n, sizeof *j.ilen)) || !(j.rx = calloc(n, sizeof *j.rx))))
+                !(j.ilen = calloc(n, sizeof *j.ilen)) || !(j.rx = calloc(n, sizeof *j.rx)) ||
+                !(j.pack_first = calloc(np, sizeof *j.pack_first)) ||
+                !(j.pack_count = calloc(np, sizeof *j.pack_count)) ||
+                !(j.pack_claimed = calloc(np, 1))))
         rc = -ENOMEM;
     if (!rc)
         rc = pull_chain(&j, tag);
@@ -778,6 +886,7 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
         free(j.man[i]), free(j.info[i]);
     free(j.ids), free(j.man), free(j.info), free(j.mlen), free(j.ilen), free(j.rx);
     free(j.map), free(body);
+    free(j.pack_first), free(j.pack_count), free(j.pack_claimed);
     remote_artifact_free(&j.a);
     remote_close(j.r);
     return rc == -ENOMEM ? rm_fail(ENOMEM, "pull: out of memory") : rc;

@@ -339,6 +339,71 @@ static int push_layer_blobs(remote *r, push_job *j, size_t i, json_t *layers, ch
     return rc;
 }
 
+/* The architecture a Linux kernel image in the layer is built for (OCI's
+ * names), from its header: an arm64 Image has "ARM\x64" at 0x38, an x86
+ * bzImage "HdrS" at 0x202. NULL if the file is neither (a compressed
+ * arm64 vmlinuz, say): then the manifest does not say. */
+static const char *kernel_arch(store *st, const store_id *id, const char *kernel)
+{
+    char *path = store_layer_file_path(st, id, kernel), head[0x206];
+    FILE *f = path && !strchr(kernel, '/') ? fopen(path, "rb") : NULL;
+    size_t n = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f)
+        fclose(f);
+    free(path);
+    if (n >= 0x3c && !memcmp(head + 0x38, "ARM\x64", 4))
+        return "arm64";
+    if (n >= 0x206 && !memcmp(head + 0x202, "HdrS", 4))
+        return "amd64";
+    return NULL;
+}
+
+/* What the top layer's guest needs of a host, as annotations a pull reads
+ * before any pack (docs/remote.md): its OS from Settings.json (else
+ * macos if it has a HardwareModel, which only macOS guests have), its
+ * architecture (macOS guests run on Apple silicon only; a Linux guest's
+ * from its kernel's header, where the linux loader names one), and a
+ * macOS guest's HardwareModel minimum OS and data representation. What
+ * can't be known is left out, never guessed: a plist that doesn't decode
+ * (the store refuses such layers) or a Settings.json that doesn't parse
+ * says nothing. */
+static void guest_annotations(store *st, const store_layer *top, json_t *ann)
+{
+    store_identity ident;
+    if (store_layer_identity(st, &top->id, &ident))
+        memset(&ident, 0, sizeof ident);
+    char *path = store_layer_file_path(st, &top->id, "Settings.json"), *text = NULL;
+    size_t len = 0;
+    json_t *settings = path && !file_read_all(path, 1u << 20, &text, &len)
+                           ? json_loadb(text, len, 0, NULL) : NULL;
+    free(path);
+    free(text);
+    const char *os = json_string_value(json_object_get(settings, "os"));
+    if (!settings && ident.has_hardware_model)
+        os = "macos";
+    const char *arch = NULL;
+    if (os && !strcmp(os, "macos"))
+        arch = "arm64";
+    json_t *boot = json_object_get(settings, "boot");
+    const char *loader = json_string_value(json_object_get(boot, "loader"));
+    const char *kernel = json_string_value(json_object_get(boot, "kernel"));
+    if (os && !strcmp(os, "linux") && (!loader || !strcmp(loader, "linux")) && kernel)
+        arch = kernel_arch(st, &top->id, kernel);
+    if (os && (!strcmp(os, "macos") || !strcmp(os, "linux")))
+        json_object_set_new(ann, REMOTE_ANN_OS, json_string(os));
+    if (arch)
+        json_object_set_new(ann, REMOTE_ANN_ARCH, json_string(arch));
+    if (os && !strcmp(os, "macos") && ident.has_hardware_model) {
+        char rep[24];
+        snprintf(rep, sizeof rep, "%" PRId64, ident.data_representation_version);
+        if (ident.minimum_supported_os[0])
+            json_object_set_new(ann, REMOTE_ANN_MACOS_MIN, json_string(ident.minimum_supported_os));
+        if (ident.data_representation_version > 0)
+            json_object_set_new(ann, REMOTE_ANN_MACOS_DATA_REP, json_string(rep));
+    }
+    json_decref(settings);
+}
+
 static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
 {
     json_t *layers = json_array();
@@ -362,6 +427,8 @@ static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
                             "dev.strata.chain", chain);
     if (ann && host_bound)
         json_object_set_new(ann, "dev.strata.host-bound", json_string("true"));
+    if (!rc && ann)
+        guest_annotations(j->st, top, ann);
     json_t *doc = rc || !ann ? NULL
                              : json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2,
                                          "mediaType", REMOTE_MT_OCI, "artifactType", REMOTE_ARTIFACT_TYPE,

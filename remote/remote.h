@@ -137,9 +137,25 @@ typedef struct {
     size_t first_pack, npacks; /* its packs in remote_artifact.packs */
 } remote_artifact_layer;
 
+/* What a pushed layer's guest needs of a host, from the manifest's
+ * annotations (docs/remote.md): each field empty (0) where the manifest
+ * does not say, as old manifests and guests whose arch can't be known. */
+typedef struct {
+    char os[16];           /* REMOTE_ANN_OS: "macos" or "linux" */
+    char arch[16];         /* REMOTE_ANN_ARCH: "arm64", "amd64" (OCI's names) */
+    char macos_min[32];    /* REMOTE_ANN_MACOS_MIN: HardwareModel's MinimumSupportedOS, "13.0.0" */
+    int64_t macos_data_rep; /* REMOTE_ANN_MACOS_DATA_REP: its DataRepresentationVersion */
+} remote_guest;
+
+#define REMOTE_ANN_OS "dev.strata.guest.os"
+#define REMOTE_ANN_ARCH "dev.strata.guest.arch"
+#define REMOTE_ANN_MACOS_MIN "dev.strata.guest.macos.minimum-os"
+#define REMOTE_ANN_MACOS_DATA_REP "dev.strata.guest.macos.data-representation"
+
 typedef struct {
     store_id top;       /* the layer the tag names (sha256 of the config blob) */
     int host_bound;     /* a saved state pushed with --with-state */
+    remote_guest guest; /* what its guest needs, as far as the annotations say */
     remote_artifact_layer *layers; /* the chain, root first; the last is top */
     size_t nlayers;
     char (*packs)[72];
@@ -149,7 +165,9 @@ typedef struct {
 
 /* Parse and check an OCI manifest as docs/remote.md lays it out (body as
  * remote_manifest_get returns it). -EBADMSG with a one-line message if it
- * is not a strata layer or breaks the layout. Free with
+ * is not a strata layer or breaks the layout, names a layer twice (a
+ * cycle) or a pack twice, or carries a malformed guest annotation. Time
+ * and memory are O(n log n) in the manifest's length. Free with
  * remote_artifact_free. */
 int remote_artifact_parse(const char *body, size_t len, remote_artifact *out);
 void remote_artifact_free(remote_artifact *a);
@@ -214,6 +232,12 @@ typedef struct {
     unsigned jobs;    /* parallel downloads, 1..64; 0 picks one for the machine */
     remote_progress_fn progress; /* chunk bytes received so far of those planned; may be NULL */
     void *progress_ctx;
+    /* May be NULL. Asked once the manifest is read, before any blob is:
+     * 0 to go on, or a negative errno (its error set) that ends the pull
+     * with nothing fetched, passed on unchanged. The caller decides
+     * whether this host can run the guest (remote/ never calls boot/). */
+    int (*check_guest)(void *ctx, const remote_guest *g);
+    void *check_ctx;
 } remote_pull_opts;
 
 typedef struct {
@@ -257,6 +281,7 @@ typedef struct {
     uint64_t pull_bytes;    /* bytes of all its blobs (a pull into an empty store) */
     size_t chain;           /* layers in its chain, itself included */
     int host_bound;         /* a saved state */
+    remote_guest guest;     /* what its guest needs (empty for an old manifest) */
 } remote_tag_info;
 
 /* Every tag of repo's repository with what its manifest says. */

@@ -11,8 +11,9 @@ the whole blob. MODE "redirect": blob GETs are redirected (307) to the
 registry itself, as registries redirect to storage. MODE "range416": a
 request with a Range header gets 416. MODE "slow": every
 request waits 0.5 s, and bodies are sent at BYTES_PER_SECOND (default
-1 MiB/s) per connection, so a test can act while a push or pull runs. Each
-request
+1 MiB/s) per connection, so a test can act while a push or pull runs. MODE
+"log": every request is forwarded untouched, only logged (to see which
+requests a client made). Each request
 and what was done with it is logged on stdout.
 """
 import http.client
@@ -38,6 +39,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         with lock:
             count += 1
             n = count
+        if MODE == "log":
+            return None
         if MODE == "down":
             return "503"
         if MODE in ("norange", "redirect", "slow", "range416"):
