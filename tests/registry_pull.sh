@@ -101,9 +101,12 @@ check "...naming the way through" grep -q -- "--any-host" "$W/err"
 expect_error "pull of a macOS guest needing macOS 99 is refused in one line" 1 "macOS 99.0 or later" \
     "$S" pull "$P/strata/mac:mac99"
 check "...before any blob GET" [ "$(blob_gets "$W/proxy-log.log")" = 0 ]
-expect_error "run of it is refused in one line too" 1 "is a macOS guest" "$S" run "$P/strata/mac:mac99"
+# STRATA_QEMU=false: were run to go on (as it did before the check), no VM starts
+expect_error "run of it is refused in one line too" 1 "is a macOS guest" \
+    env STRATA_QEMU=false timeout 120 "$S" run "$P/strata/mac:mac99"
 check "...before any blob GET" [ "$(blob_gets "$W/proxy-log.log")" = 0 ]
-expect_error "run of the $OTHER Linux guest likewise" 1 "Linux guest for $OTHER" "$S" run "$P/strata/lin:other"
+expect_error "run of the $OTHER Linux guest likewise" 1 "Linux guest for $OTHER" \
+    env STRATA_QEMU=false timeout 120 "$S" run "$P/strata/lin:other"
 check "...before any blob GET" [ "$(blob_gets "$W/proxy-log.log")" = 0 ]
 check "...and the store is unchanged" [ "$(snapshot)" = "$before" ]
 if [ "$(uname -s)" != Darwin ]; then
@@ -121,8 +124,10 @@ $CRAFT annotate "$R" strata/lin v1 bad "dev.strata.guest.os=Linux 6" >/dev/null
 expect_error "a malformed guest annotation is refused" 1 "malformed" "$S" pull "$R/strata/lin:bad"
 
 # ---- hostile manifests: refused at parse, in one line, store unchanged ----
+# the store holds the chain already (the same bundle imported: the same
+# layer), as when a hostile manifest's repeats cost most
 export STRATA_HOME=$W/store-c
-"$S" pull "$R/strata/mac:v1" --any-host >/dev/null 2>&1
+"$S" import "$W/bmac" mac:v1 >/dev/null 2>&1
 n=$($CRAFT repeat "$R" strata/mac v1 rep1m 1000000)
 check "a 1 MB manifest repeating the chain was made ($n bytes)" [ "$n" -gt 900000 ]
 n=$($CRAFT repeat "$R" strata/mac v1 rep4m 4000000)
@@ -140,9 +145,9 @@ check "...none of them fetched a blob" [ "$(blob_gets "$W/proxy-log.log")" = 0 ]
 check "...and the store holding the layer is unchanged (no tag added)" [ "$(snapshot)" = "$before" ]
 
 # ---- a long valid chain pulls, every layer once ----
-LONG=400
+LONG=100
 n=$($CRAFT chain "$R" strata/long v1 $LONG)
-check "a valid chain of $LONG layers was crafted ($n bytes of manifest)" [ "$n" -gt 100000 ]
+check "a valid chain of $LONG layers was crafted ($n bytes of manifest)" [ "$n" -gt 50000 ]
 export STRATA_HOME=$W/store-d
 run timeout 600 "$S" pull "$R/strata/long:v1" --json
 check "it pulls" [ "$rc" -eq 0 ]
