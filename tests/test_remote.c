@@ -289,6 +289,7 @@ static void test_index_parse(void **state)
 
 #define DA "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define DB "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define DC "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 #define DESC(mt, d, n) "{\"mediaType\":\"" mt "\",\"digest\":\"" d "\",\"size\":" #n "}"
 #define HEAD_OK "{\"schemaVersion\":2,\"mediaType\":\"" REMOTE_MT_OCI "\",\"artifactType\":\"" \
     REMOTE_ARTIFACT_TYPE "\",\"config\":" DESC(REMOTE_MT_MANIFEST, DB, 10) ",\"layers\":["
@@ -306,7 +307,7 @@ static void test_artifact_parse(void **state)
 {
     (void)state;
     const char *ok = HEAD_OK GROUP(DA) "," DESC(REMOTE_MT_PACK, DA, 100) "," GROUP(DB) ","
-        DESC(REMOTE_MT_PACK, DB, 7) "," DESC(REMOTE_MT_PACK, DA, 8) "]}";
+        DESC(REMOTE_MT_PACK, DB, 7) "," DESC(REMOTE_MT_PACK, DC, 8) "]}";
     remote_artifact a;
     assert_int_equal(remote_artifact_parse(ok, strlen(ok), &a), 0);
     assert_int_equal(a.nlayers, 2);
@@ -317,7 +318,28 @@ static void test_artifact_parse(void **state)
     assert_int_equal(a.pack_sizes[2], 8);
     assert_string_equal(a.top.hex, DB + 7);
     assert_false(a.host_bound);
+    assert_string_equal(a.guest.os, ""); /* no annotations: nothing known, nothing refused */
     remote_artifact_free(&a);
+
+    /* the guest annotations */
+    const char *mac = HEAD_OK GROUP(DB) "],\"annotations\":{\"" REMOTE_ANN_OS "\":\"macos\",\""
+        REMOTE_ANN_ARCH "\":\"arm64\",\"" REMOTE_ANN_MACOS_MIN "\":\"13.0.0\",\""
+        REMOTE_ANN_MACOS_DATA_REP "\":\"1\"}}";
+    assert_int_equal(remote_artifact_parse(mac, strlen(mac), &a), 0);
+    assert_string_equal(a.guest.os, "macos");
+    assert_string_equal(a.guest.arch, "arm64");
+    assert_string_equal(a.guest.macos_min, "13.0.0");
+    assert_int_equal(a.guest.macos_data_rep, 1);
+    remote_artifact_free(&a);
+    artifact_bad(HEAD_OK GROUP(DB) "],\"annotations\":{\"" REMOTE_ANN_OS "\":\"Mac OS\"}}", "malformed");
+    artifact_bad(HEAD_OK GROUP(DB) "],\"annotations\":{\"" REMOTE_ANN_MACOS_MIN "\":\"13-beta\"}}",
+                 "not a version");
+    artifact_bad(HEAD_OK GROUP(DB) "],\"annotations\":{\"" REMOTE_ANN_MACOS_DATA_REP "\":\"0\"}}",
+                 "not a version number");
+    /* repeats a hostile registry could serve: a cycle, a pack twice */
+    artifact_bad(HEAD_OK GROUP(DB) "," GROUP(DA) "," GROUP(DB) "]}", "a layer is listed twice");
+    artifact_bad(HEAD_OK GROUP(DA) "," DESC(REMOTE_MT_PACK, DC, 5) "," GROUP(DB) ","
+                 DESC(REMOTE_MT_PACK, DC, 5) "]}", "a pack is listed twice");
 
     artifact_bad("{", "not JSON");
     artifact_bad("{\"schemaVersion\":2,\"mediaType\":\"" REMOTE_MT_OCI "\",\"layers\":[]}",
