@@ -215,27 +215,27 @@ static const char *host_arch(char *buf, size_t n)
     return buf;
 }
 
-/* -1, 0 or 1 as version a ("14.2.1") is older than, the same as, or newer than b */
+/* -1, 0 or 1 as version a ("14.2.1") is older than, the same as, or newer
+ * than b; a missing part counts as 0 ("13" is "13.0.0") */
 static int version_cmp(const char *a, const char *b)
 {
-    while (*a || *b) {
+    for (;;) { /* each turn passes a dot in a or b: it ends */
         char *ea, *eb;
         unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
         if (x != y)
             return x < y ? -1 : 1;
+        if (*ea != '.' && *eb != '.')
+            return 0;
         a = *ea == '.' ? ea + 1 : ea;
         b = *eb == '.' ? eb + 1 : eb;
-        if (ea == a && eb == b && !*a && !*b)
-            break;
     }
-    return 0;
 }
 
 /* this Mac's macOS version ("14.5"), from sw_vers; "" if it can't be read */
 static void host_macos_version(char *out, size_t n)
 {
     out[0] = 0;
-    FILE *p = os_is_macos() ? popen("sw_vers -productVersion 2>/dev/null", "r") : NULL;
+    FILE *p = os_is_macos() ? popen("/usr/bin/sw_vers -productVersion 2>/dev/null", "r") : NULL;
     if (p && fgets(out, (int)n, p))
         out[strcspn(out, "\r\n")] = 0;
     if (p)

@@ -359,11 +359,11 @@ static const char *kernel_arch(store *st, const store_id *id, const char *kernel
 }
 
 /* What the top layer's guest needs of a host, as annotations a pull reads
- * before any pack (docs/remote.md): its OS from Settings.json (else
- * macos if it has a HardwareModel, which only macOS guests have), its
- * architecture (macOS guests run on Apple silicon only; a Linux guest's
- * from its kernel's header, where the linux loader names one), and a
- * macOS guest's HardwareModel minimum OS and data representation. What
+ * before any pack (docs/remote.md): its OS from Settings.json (what run
+ * goes by: a bundle without one runs nowhere as it is), its architecture
+ * (macOS guests run on Apple silicon only; a Linux guest's from its
+ * kernel's header, where the linux loader names one), and its
+ * HardwareModel's minimum OS and data representation, if it has one. What
  * can't be known is left out, never guessed: a plist that doesn't decode
  * (the store refuses such layers) or a Settings.json that doesn't parse
  * says nothing. */
@@ -379,8 +379,6 @@ static void guest_annotations(store *st, const store_layer *top, json_t *ann)
     free(path);
     free(text);
     const char *os = json_string_value(json_object_get(settings, "os"));
-    if (!settings && ident.has_hardware_model)
-        os = "macos";
     const char *arch = NULL;
     if (os && !strcmp(os, "macos"))
         arch = "arm64";
@@ -393,7 +391,7 @@ static void guest_annotations(store *st, const store_layer *top, json_t *ann)
         json_object_set_new(ann, REMOTE_ANN_OS, json_string(os));
     if (arch)
         json_object_set_new(ann, REMOTE_ANN_ARCH, json_string(arch));
-    if (os && !strcmp(os, "macos") && ident.has_hardware_model) {
+    if (ident.has_hardware_model) {
         char rep[24];
         snprintf(rep, sizeof rep, "%" PRId64, ident.data_representation_version);
         if (ident.minimum_supported_os[0])

@@ -28,6 +28,8 @@ P=127.0.0.1:$PPORT
 
 # ---- a macOS guest: mkbundle's HardwareModel (MinimumSupportedOS 13.0.0, version 1) ----
 "$MK" "$W/bmac" --size 64M --data 0:2M:1 >/dev/null
+"$MK" "$W/bnone" --size 64M --data 0:2M:2 >/dev/null # no Settings.json: no OS
+printf '{"version":1,"os":"macos"}\n' >"$W/bmac/Settings.json"
 MAC=$("$S" import "$W/bmac" mac:v1 2>/dev/null)
 run "$S" push mac:v1 "$R/strata/mac:v1"
 check "push of a macOS guest exits 0" [ "$rc" -eq 0 ]
@@ -37,6 +39,13 @@ check "...on arm64 (Apple silicon only)" [ "$(ann dev.strata.guest.arch)" = arm6
 check "...needing macOS 13.0.0, its HardwareModel's MinimumSupportedOS" \
     [ "$(ann dev.strata.guest.macos.minimum-os)" = 13.0.0 ]
 check "...with data representation 1" [ "$(ann dev.strata.guest.macos.data-representation)" = 1 ]
+"$S" import "$W/bnone" none:v1 >/dev/null 2>&1
+"$S" push none:v1 "$R/strata/none:v1" >/dev/null 2>&1
+run curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/strata/none/manifests/v1"
+check "a bundle without Settings.json gets no OS (run goes by it)" [ -z "$(ann dev.strata.guest.os)" ]
+check "...but its HardwareModel's facts" [ "$(ann dev.strata.guest.macos.minimum-os)" = 13.0.0 ]
+run "$S" pull "$R/strata/none:v1"
+check "...and pulls anywhere, as before" [ "$rc" -eq 0 ]
 if command -v skopeo >/dev/null; then
     run skopeo inspect --raw --tls-verify=false "docker://$R/strata/mac:v1"
     check "skopeo reads the same annotations" [ "$(ann dev.strata.guest.os)" = macos ]
