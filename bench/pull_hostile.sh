@@ -38,7 +38,7 @@ for size in 1000000 4000000; do
         flag=$("$s" help pull 2>&1 | grep -q -- --any-host && echo --any-host)
         STRATA_HOME=$W/s1 /usr/bin/time -o "$W/time" -f "%U %S %e %M" "$s" pull \
             "$R/bench/mac:rep$size" $flag >/dev/null 2>"$W/err"
-        read -r u sy e m <"$W/time"
+        read -r u sy e m < <(tail -1 "$W/time")
         printf '%-40s manifest %7s B: user %6s s  sys %5s s  wall %6s s  peak %6s KB  %s\n' \
             "$s" "$n" "$u" "$sy" "$e" "$m" "$(grep -v '^strata: guest' "$W/err" | head -1 | cut -c1-80)"
     done
