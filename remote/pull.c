@@ -145,8 +145,9 @@ static const chunk_place *map_find(const pull_job *j, const unsigned char digest
     return NULL;
 }
 
-/* sorted [a, a + na) and [b, b + nb) into out, a digest in both once (a's
- * place, the nearer ancestor's, wins); the count written */
+/* sorted [a, a + na) and [b, b + nb) into out, a digest in both once (at
+ * a's place, an earlier layer's: any place holds the same bytes, which are
+ * checked on arrival); the count written */
 static size_t merge_unique(const chunk_place *a, size_t na, const chunk_place *b, size_t nb,
                            chunk_place *out)
 {
@@ -206,7 +207,7 @@ static int map_add(pull_job *j, const remote_artifact_layer *L, const pk_index *
         run[c].ulen = e->ulen;
     }
     qsort(run, x->nchunks, sizeof *run, by_digest);
-    size_t n = 1; /* an id twice in one index: its first place */
+    size_t n = 1; /* an id twice in one index: one of its places, as above */
     for (size_t c = 1; c < x->nchunks; c++)
         if (memcmp(run[n - 1].digest, run[c].digest, 32))
             run[n++] = run[c];
