@@ -10,6 +10,9 @@ oci_craft.py repeat REGISTRY REPO SRC DST BYTES
     until the manifest is about BYTES long, ending with SRC's own chain
 oci_craft.py duppack REGISTRY REPO SRC DST
     SRC's manifest with its last pack descriptor listed twice
+oci_craft.py concat REGISTRY REPO A B DST
+    the layers of tag A's chain, then tag B's (its config and
+    annotations): two chains listed as one, which is no chain
 oci_craft.py chain REGISTRY REPO DST N
     a valid chain of N layers, each with one file "f" of one new 4 KiB
     data chunk in a pack of its own, blobs uploaded, under tag DST
@@ -102,6 +105,11 @@ def main():
         once = m["layers"]
         per = len(json.dumps(once, separators=(",", ":")))
         m["layers"] = once * max(2, int(sys.argv[6]) // per)
+    elif cmd == "concat":
+        b = get_manifest(reg, repo, sys.argv[5])
+        m["layers"] += b["layers"]
+        m["config"], m["annotations"] = b["config"], b.get("annotations", {})
+        dst = sys.argv[6]
     elif cmd == "duppack":
         packs = [d for d in m["layers"] if d["mediaType"].endswith("pack.v1+zstd")]
         m["layers"].append(packs[-1])

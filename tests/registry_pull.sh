@@ -155,16 +155,24 @@ check "...and the store holding the layer is unchanged (no tag added)" [ "$(snap
 
 # ---- a long valid chain pulls, every layer once ----
 LONG=100
-n=$($CRAFT chain "$R" strata/long v1 $LONG)
+n=$($CRAFT chain "$R" strata/mac long $LONG)
 check "a valid chain of $LONG layers was crafted ($n bytes of manifest)" [ "$n" -gt 50000 ]
 export STRATA_HOME=$W/store-d
-run timeout 600 "$S" pull "$R/strata/long:v1" --json
+run timeout 600 "$S" pull "$R/strata/mac:long" --json
 check "it pulls" [ "$rc" -eq 0 ]
 check "...receiving $LONG layers" [ "$(jget layers_received)" = $LONG ]
 check "...fetching $LONG chunks" [ "$(jget chunks_fetched)" = $LONG ]
 run "$S" fsck
 check "...into a store fsck accepts" [ "$rc" -eq 0 ]
-run timeout 600 "$S" pull "$R/strata/long:v1" --json
+run timeout 600 "$S" pull "$R/strata/mac:long" --json
 check "pulled again, all $LONG layers are local: nothing received" [ "$(jget layers_received)" = 0 ] && [ "$(jget requests)" = 0 ]
+
+# ---- two chains listed as one: refused at the first broken link ----
+$CRAFT concat "$R" strata/mac v1 long spliced >/dev/null
+export STRATA_HOME=$W/store-e
+: >"$W/proxy-log.log"
+expect_error "a manifest listing two chains as one is refused" 1 "its parent is not the layer before it" \
+    timeout 120 "$S" pull "$P/strata/mac:spliced"
+check "...after the blobs of its first two layers, not of all $((LONG + 1))" [ "$(blob_gets "$W/proxy-log.log")" -le 4 ]
 
 finish
