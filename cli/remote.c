@@ -208,7 +208,7 @@ static const char *host_arch(char *buf, size_t n)
 {
     struct utsname u;
     if (uname(&u))
-        return "unknown";
+        snprintf(u.machine, sizeof u.machine, "unknown");
     const char *m = u.machine;
     snprintf(buf, n, "%.*s", (int)sizeof u.machine, !strcmp(m, "x86_64") ? "amd64"
                            : !strcmp(m, "aarch64") || !strcmp(m, "arm64") ? "arm64" : m);
