@@ -16,7 +16,7 @@
 #                   test_vz test_receive test_remote test_reach; cli crash
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
-#                   remote create devices powercut (once, plain filesystem)
+#                   remote nbd create devices powercut (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
@@ -24,8 +24,8 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote create devices powercut"
-QUICK_SUITES="unit,cli,crash,vzsim,vzsdk"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote nbd create devices powercut"
+QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,22p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
@@ -247,6 +247,11 @@ plain_pass() {
     if want remote; then
         echo "== remote (registries on 127.0.0.1)"
         script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
+    fi
+    # the NBD server against QEMU's and libnbd's clients and a raw one
+    if want nbd; then
+        echo "== nbd (strata's NBD server, independent clients)"
+        script_suite nbd nbd.sh "$ROOT/nbd" "${plain:-plain}"
     fi
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
