@@ -53,8 +53,8 @@ static int ipv4_loopback(const char *s, const char **end)
 
 /* Loopback is what cannot leave the machine whatever DNS says: a literal
  * 127.x.y.z, [::1], or the name localhost, each with an optional port
- * (":digits") and nothing else but a path ("/...", so a URL's authority can
- * be passed as it stands). "127.example.com" and "localhost.evil.com" are
+ * (":digits") and nothing after it but a URL's path, query or fragment
+ * (so the rest of a URL can be passed as it stands: the token realm). "127.example.com" and "localhost.evil.com" are
  * names anyone can point anywhere. */
 int rm_host_loopback(const char *host)
 {
@@ -72,7 +72,7 @@ int rm_host_loopback(const char *host)
         if (p == port || p - port > 5)
             return 0;
     }
-    return !*p || *p == '/';
+    return !*p || *p == '/' || *p == '?' || *p == '#';
 }
 
 char *rm_b64_encode(const void *p, size_t n)

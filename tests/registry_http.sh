@@ -121,6 +121,16 @@ start_registry central
 CENTRAL=127.0.0.1:$PORT CENTRAL_PID=${PIDS##* }
 run "$S" push base:child "$CENTRAL/team/vm:child" --json
 check "push to the central registry exits 0" [ "$rc" -eq 0 ]
+# a relative Location (path only), for HEAD and GET
+start_proxy rel "$CENTRAL" relredirect
+run "$S" push base:child "127.0.0.1:$PPORT/team/vm:child" --json
+check "push again through relative redirects finds every blob" [ "$rc" -eq 0 ] && [ "$(jget blobs_uploaded)" = 0 ]
+STRATA_HOME=$W/pull-rel run "$S" pull "127.0.0.1:$PPORT/team/vm:child" --json --jobs 2
+check "pull through relative redirects exits 0" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ]
+check "...having followed them for HEAD and GET" \
+    sh -c "grep -q '^HEAD /redirected/v2/team/vm/blobs/sha256:.* relredirect-target' '$W/proxy-rel.log' &&
+           grep -q '^GET /redirected/v2/team/vm/blobs/sha256:.* relredirect-target' '$W/proxy-rel.log'"
+
 start_registry cache "proxy: {remoteurl: http://$CENTRAL}"
 CACHE=127.0.0.1:$PORT
 STRATA_HOME=$W/pull-cache1 run "$S" pull "$CACHE/team/vm:child" --json --jobs 3
@@ -147,5 +157,7 @@ STRATA_HOME=$W/pull-cache2 run "$S" pull "$CACHE/team/vm:child" --json --jobs 3
 check "pull from the cache with the central registry down exits 0" \
     [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$CHILD" ]
 check "...by ranges: the cache serves Range on blobs it holds" [ "$(jget whole_packs)" = False ]
+run "$S" ls --remote "$CACHE/team/vm"
+check "ls --remote through the cache lists the tag it holds" [ "$rc" -eq 0 ] && grep -q child "$W/out"
 
 finish

@@ -338,7 +338,7 @@ static void test_loopback(void **state)
     (void)state;
     const char *yes[] = {"127.0.0.1", "127.0.0.1:5000", "127.1.2.3", "127.255.255.255:1",
                          "localhost", "localhost:5000", "LOCALHOST", "[::1]", "[::1]:5000",
-                         "127.0.0.1:5000/token", "localhost/token"};
+                         "127.0.0.1:5000/token", "localhost/token", "localhost:5000?service=x"};
     const char *no[] = {"127.example.com", "127.0.0.1.example.com", "127.0.0.1.nip.io:80",
                         "localhost.evil.com", "localhost.evil.com:5000", "localhostx",
                         "127.1", "127.0.0", "127.0.0.256", "127.0.0.1:", "127.0.0.1:5000x",
