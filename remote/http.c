@@ -321,8 +321,9 @@ static void describe(const rm_req *q, const char *url, char *out, size_t n)
     if (scheme)
         path = url + scheme + 3 + strcspn(url + scheme + 3, "/?#");
     int len = (int)strcspn(path, "?#");
-    snprintf(out, n, "%s %.*s%s", q->method, len > 160 ? 160 : len, *path ? path : "/",
-             len > 160 ? "..." : "");
+    if (!len)
+        path = "/", len = 1;
+    snprintf(out, n, "%s %.*s%s", q->method, len > 160 ? 160 : len, path, len > 160 ? "..." : "");
 }
 
 static struct curl_slist *headers_for(const remote *r, const rm_req *q, int with_authz)
