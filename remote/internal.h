@@ -113,6 +113,8 @@ typedef struct {
     char *location, *digest, *www_auth, *content_range, *content_type, *link;
     long retry_after;
     int64_t content_length; /* -1 if absent */
+    char *host;    /* who gave this answer (HOST[:PORT]), for messages */
+    int redirects; /* redirects followed to get it (GET and HEAD follow them) */
 } rm_resp;
 void rm_resp_free(rm_resp *r);
 
@@ -121,9 +123,10 @@ void rm_resp_free(rm_resp *r);
  * streamed. On success (any HTTP status) fills resp. */
 int rm_request(remote *r, const rm_req *q, rm_resp *resp);
 /* One request with retries (connection errors, 5xx, 429) but no auth: what
- * rm_request does before it answers a 401. */
+ * rm_request does before it answers a 401. GET and HEAD follow redirects
+ * (http.c says how). */
 int rm_perform(remote *r, const rm_req *q, rm_resp *resp);
-/* a one-line error for an unexpected answer, naming what was asked */
+/* a one-line error for an unexpected answer: "HOST: what: what happened" */
 int rm_http_fail(const rm_resp *resp, const char *what);
 /* backoff before try n (0-based), honouring Retry-After */
 void rm_backoff(int n, long retry_after);

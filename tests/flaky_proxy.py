@@ -11,7 +11,10 @@ the whole blob. MODE "redirect": blob GETs are redirected (307) to the
 registry itself, as registries redirect to storage. MODE "range416": a
 request with a Range header gets 416. MODE "slow": every
 request waits 0.5 s, and bodies are sent at BYTES_PER_SECOND (default
-1 MiB/s) per connection, so a test can act while a push or pull runs. Each
+1 MiB/s) per connection, so a test can act while a push or pull runs. MODE
+"relredirect": blob GETs and HEADs are redirected (307) with a relative
+Location, "/redirected" + the path, and requests under /redirected/ are
+forwarded without that prefix. Each
 request
 and what was done with it is logged on stdout.
 """
@@ -42,6 +45,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return "503"
         if MODE in ("norange", "redirect", "slow", "range416"):
             return MODE
+        if MODE == "relredirect":
+            return "relredirect-target" if self.path.startswith("/redirected/") else MODE
         # a bounded number of faults, so a client that retries always gets through
         return {2: "503", 4: "429", 6: "drop", 9: "503", 13: "drop", 17: "503"}.get(n)
 
@@ -74,6 +79,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return self.answer(416)
         if what == "redirect" and self.command == "GET" and "/blobs/sha256:" in self.path:
             return self.answer(307, [("Location", f"http://{UPSTREAM}{self.path}")])
+        if what == "relredirect" and self.command in ("GET", "HEAD") and "/blobs/sha256:" in self.path:
+            return self.answer(307, [("Location", "/redirected" + self.path)])
+        if what == "relredirect-target":
+            self.path = self.path[len("/redirected"):]
         if what == "slow":
             time.sleep(0.5)
         conn = http.client.HTTPConnection(UPSTREAM, timeout=60)

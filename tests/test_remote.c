@@ -331,6 +331,28 @@ static void test_artifact_parse(void **state)
     artifact_bad(HEAD_OK GROUP(DB) ",{\"mediaType\":\"x\"}]}", "descriptor");
 }
 
+/* loopback is a literal 127.0.0.0/8 address, [::1] or localhost, with an
+ * optional port (and a URL's path): never a name that merely starts so */
+static void test_loopback(void **state)
+{
+    (void)state;
+    const char *yes[] = {"127.0.0.1", "127.0.0.1:5000", "127.1.2.3", "127.255.255.255:1",
+                         "localhost", "localhost:5000", "LOCALHOST", "[::1]", "[::1]:5000",
+                         "127.0.0.1:5000/token", "localhost/token", "localhost:5000?service=x"};
+    const char *no[] = {"127.example.com", "127.0.0.1.example.com", "127.0.0.1.nip.io:80",
+                        "localhost.evil.com", "localhost.evil.com:5000", "localhostx",
+                        "127.1", "127.0.0", "127.0.0.256", "127.0.0.1:", "127.0.0.1:5000x",
+                        "127.0.0.1@evil.com", "127.0.0.1:80@evil.com", "128.0.0.1",
+                        "1127.0.0.1", "[::1].evil.com", "[::2]", "ghcr.io", "", "::1",
+                        "0x7f.0.0.1", "127.0.0.1:123456"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        if (!rm_host_loopback(yes[i]))
+            fail_msg("'%s' should be loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        if (rm_host_loopback(no[i]))
+            fail_msg("'%s' should not be loopback", no[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_plan_and_index),
         cmocka_unit_test(test_index_parse),
         cmocka_unit_test(test_artifact_parse),
+        cmocka_unit_test(test_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
