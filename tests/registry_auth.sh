@@ -76,7 +76,7 @@ watch_run() {
     leaked=0
     while kill -0 $pid 2>/dev/null; do
         # the test's own token servers hold the secrets they check
-        for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$c" 2>/dev/null; echo; done |
+        for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' <"$c"; echo; done 2>/dev/null |
             grep -v token_server.py | grep -qE "$pattern" && leaked=1
     done
     wait $pid
