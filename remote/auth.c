@@ -1,7 +1,9 @@
 /* remote: requests with auth: a registry's 401 answered with Basic
- * credentials, or a bearer token from the realm its challenge names
- * (docs/remote.md, "Credentials"), and the request sent again. Above http.c,
- * which sends without auth. */
+ * credentials, or a bearer token from the realm its challenge names (got
+ * with a password, an identity token by OAuth2, or a registry token sent as
+ * is), and the request sent again; credentials read again on every 401 and
+ * tokens renewed before they go stale (docs/remote.md, "Credentials").
+ * Above http.c, which sends without auth. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -71,10 +73,13 @@ static double now_mono(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* escaped for a URL or a form; wiped behind, as it may escape a refresh token */
 static char *url_escape(const char *s)
 {
     char *e = curl_easy_escape(NULL, s, 0);
     char *out = e ? strdup(e) : NULL;
+    if (e)
+        rm_wipe(e, strlen(e));
     curl_free(e);
     return out;
 }

@@ -143,9 +143,10 @@ typedef struct {
 } rm_resp;
 void rm_resp_free(rm_resp *r);
 
-/* One request with auth (401 answered once by Basic or a bearer token;
- * auth.c) and retries (connection errors, 5xx, 429) unless the body is
- * streamed. On success (any HTTP status) fills resp. */
+/* One request with auth (auth.c: a stale token renewed first; a 401
+ * answered once, with the credentials read again, by Basic or a new bearer
+ * token, a streamed body rewound) and retries (connection errors, 5xx, 429)
+ * unless the body is streamed. On success (any HTTP status) fills resp. */
 int rm_request(remote *r, const rm_req *q, rm_resp *resp);
 /* One request with retries (connection errors, 5xx, 429) but no auth: what
  * rm_request does before it answers a 401. */
