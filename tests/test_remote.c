@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -351,6 +352,84 @@ static void test_loopback(void **state)
     for (size_t i = 0; i < sizeof no / sizeof *no; i++)
         if (rm_host_loopback(no[i]))
             fail_msg("'%s' should not be loopback", no[i]);
+/* Docker Hub's names as docker reads them: the API host, library/ for a
+ * one-part name, docker's key for the credentials, docker.io in local tags */
+static void test_hub_refs(void **state)
+{
+    (void)state;
+    ref_ok("docker.io/acme/vm:v1", "registry-1.docker.io", "acme/vm", "v1", NULL);
+    ref_ok("docker.io/vm:v1", "registry-1.docker.io", "library/vm", "v1", NULL);
+    ref_ok("index.docker.io/vm", "registry-1.docker.io", "library/vm", NULL, NULL);
+    ref_ok("registry-1.docker.io/library/vm:v1", "registry-1.docker.io", "library/vm", "v1", NULL);
+    ref_ok("docker.io/a/b/c:t", "registry-1.docker.io", "a/b/c", "t", NULL);
+    /* only Docker Hub gets library/ */
+    ref_ok("ghcr.io/vm:v1", "ghcr.io", "vm", "v1", NULL);
+    ref_ok("mirror.docker.io.example/vm:v1", "mirror.docker.io.example", "vm", "v1", NULL);
+    local_tag_is("docker.io/vm:v1", "docker.io_library_vm:v1");
+    local_tag_is("index.docker.io/acme/vm:v1", "docker.io_acme_vm:v1");
+    local_tag_is("registry-1.docker.io/acme/vm:v1", "docker.io_acme_vm:v1");
+    assert_string_equal(rm_cred_server("docker.io"), "https://index.docker.io/v1/");
+    assert_string_equal(rm_cred_server("registry-1.docker.io"), "https://index.docker.io/v1/");
+    assert_string_equal(rm_cred_server("ghcr.io"), "ghcr.io");
+    assert_string_equal(rm_api_host("index.docker.io"), "registry-1.docker.io");
+    assert_string_equal(rm_api_host("127.0.0.1:5000"), "127.0.0.1:5000");
+}
+
+/* a config.json in a new directory; the directory, malloc'd */
+static char *config_dir(const char *json)
+{
+    char tmpl[] = "/tmp/strata-test-creds.XXXXXX", *path = NULL;
+    assert_non_null(mkdtemp(tmpl));
+    assert_true(asprintf(&path, "%s/config.json", tmpl) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+    free(path);
+    return strdup(tmpl);
+}
+
+static void config_drop(char *dir)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/config.json", dir) > 0);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+static void cred_is(const char *dir, const char *host, int kind, const char *user, const char *secret)
+{
+    remote_opts o = {.docker_dir = dir};
+    rm_cred c;
+    assert_int_equal(rm_cred_lookup(host, &o, &c), 0);
+    assert_int_equal(c.kind, kind);
+    assert_string_equal(c.user, user);
+    assert_string_equal(c.secret, secret);
+    rm_cred_clear(&c);
+}
+
+/* every kind of credential docker's config.json holds, each for what it is */
+static void test_cred_kinds(void **state)
+{
+    (void)state;
+    char *dir = config_dir(
+        "{\"auths\": {"
+        "\"https://index.docker.io/v1/\": {\"auth\": \"Ym9iOnB3\"},"                 /* bob:pw */
+        "\"idt.example\": {\"auth\": \"Ym9iOg==\", \"identitytoken\": \"rt-1\"},"    /* bob: */
+        "\"https://rt.example\": {\"registrytoken\": \"bearer-1\", \"identitytoken\": \"rt-2\"},"
+        "\"bad.example\": {\"auth\": \"bm9jb2xvbg==\"}}}");                           /* nocolon */
+    cred_is(dir, "docker.io", RM_CRED_PASSWORD, "bob", "pw");
+    cred_is(dir, "registry-1.docker.io", RM_CRED_PASSWORD, "bob", "pw");
+    cred_is(dir, "idt.example", RM_CRED_IDENTITY_TOKEN, "<token>", "rt-1");
+    cred_is(dir, "rt.example", RM_CRED_REGISTRY_TOKEN, "", "bearer-1");
+    remote_opts o = {.docker_dir = dir};
+    rm_cred c;
+    assert_int_equal(rm_cred_lookup("none.example", &o, &c), -ENOENT);
+    assert_int_equal(rm_cred_lookup("bad.example", &o, &c), -EINVAL);
+    assert_null(strstr(remote_error(), "nocolon"));
+    config_drop(dir);
 }
 
 int main(void)
@@ -363,6 +442,8 @@ int main(void)
         cmocka_unit_test(test_index_parse),
         cmocka_unit_test(test_artifact_parse),
         cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_hub_refs),
+        cmocka_unit_test(test_cred_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
