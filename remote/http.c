@@ -54,8 +54,15 @@ int rm_dup(const remote *r, remote **out)
     int rc = open_conn(r->host, r->repo, &r->opts, r->push, out);
     if (!rc && r->authz && !((*out)->authz = strdup(r->authz)))
         rc = -ENOMEM;
+    if (!rc) { /* so a worker renews the token before it goes stale, as r would */
+        (*out)->token_expires = r->token_expires;
+        memcpy((*out)->challenge, r->challenge, sizeof r->challenge);
+    }
     if (!rc && r->creds_tried) {
         (*out)->creds_tried = 1;
+        (*out)->cred_read = r->cred_read;
+        (*out)->cred_given = r->cred_given;
+        (*out)->cred.kind = r->cred.kind;
         if (r->cred.user && (!((*out)->cred.user = strdup(r->cred.user)) ||
                              !((*out)->cred.secret = strdup(r->cred.secret))))
             rc = -ENOMEM;

@@ -352,6 +352,8 @@ static void test_loopback(void **state)
     for (size_t i = 0; i < sizeof no / sizeof *no; i++)
         if (rm_host_loopback(no[i]))
             fail_msg("'%s' should not be loopback", no[i]);
+}
+
 /* Docker Hub's names as docker reads them: the API host, library/ for a
  * one-part name, docker's key for the credentials, docker.io in local tags */
 static void test_hub_refs(void **state)
