@@ -130,6 +130,14 @@ static int add_pack(pk_plan *p, size_t *cap, size_t layer, size_t first)
     return 0;
 }
 
+/* Why this bounds the manifest: a layer's packs are all full (S, less a
+ * chunk at worst) but its last. The limit S is the smallest power of two at
+ * least D/64, so it is S while the chain's data D grows from 32 S to 64 S:
+ * at most 32 full packs per doubling of D (a layer that spans several
+ * doublings is cut at the largest S, fewer packs still). With 512 MiB up to 32 GiB (64 packs), 32 per doubling
+ * to 512 GiB (4 x 32) and 8 GiB packs from there to 1 TiB (64), a 1 TiB
+ * chain of L layers has at most 256 full packs and L partial ones: with 3
+ * descriptors per layer, 4 L + 256, under ECR's 500 for L up to 61. */
 uint64_t pk_pack_limit(uint64_t chain_bytes)
 {
     uint64_t unit = test_hooks_get()->pack_bytes ? test_hooks_get()->pack_bytes : PACK_UNIT_BYTES;
