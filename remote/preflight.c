@@ -236,7 +236,7 @@ static char *probe_manifest(const rm_listing *l)
 static long empty_read(void *ctx, char *buf, size_t len)
 {
     size_t *pos = ctx, n = 2 - *pos < len ? 2 - *pos : len;
-    memcpy(buf, EMPTY_BLOB + *pos, n);
+    memcpy(buf, &EMPTY_BLOB[*pos], n);
     *pos += n;
     return (long)n;
 }
