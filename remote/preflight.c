@@ -166,12 +166,12 @@ static int refused(const remote *r, const rm_resp *resp, const char *what)
     registry_says(resp, says, sizeof says);
     if (resp->status == 404) {
         create_advice(r, advice, sizeof advice);
-        return rm_fail(ENOENT, "%s/%s: the repository does not exist (%s to %s); create it first%s",
-                       r->host, r->repo, says, what, advice);
+        return rm_fail(ENOENT, "%s/%s: the repository does not exist (%s: %s); create it first%s",
+                       r->host, r->repo, what, says, advice);
     }
     if (resp->status == 401 || resp->status == 403)
-        return rm_fail(EACCES, "%s/%s: pushing is not allowed (%s to %s): strata login %s as an "
-                       "account that may push there%s", r->host, r->repo, says, what, r->host,
+        return rm_fail(EACCES, "%s/%s: pushing is not allowed (%s: %s): strata login %s as an "
+                       "account that may push there%s", r->host, r->repo, what, says, r->host,
                        host_is_gar(r->host) ? ", and check that the repository exists" : "");
     return rm_http_fail(resp, what);
 }
@@ -194,7 +194,7 @@ static int session_check(remote *r)
         rm_request(r, &d, &dr);
         rm_resp_free(&dr);
     } else if (!rc && resp.status != 201)
-        rc = refused(r, &resp, "an upload");
+        rc = refused(r, &resp, "opening an upload");
     rm_resp_free(&resp);
     return rc;
 }
@@ -258,44 +258,31 @@ static int empty_blob_there(remote *r)
     return remote_blob_put(r, EMPTY_DIGEST, 2, &src);
 }
 
-/* which of strata's media types the registry's answer names, as a list */
-static void named_types(const char *says, char *out, size_t n)
-{
-    static const char *const types[] = {REMOTE_ARTIFACT_TYPE, REMOTE_MT_MANIFEST, REMOTE_MT_INFO,
-                                        REMOTE_MT_INDEX, REMOTE_MT_PACK};
-    out[0] = 0;
-    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
-        if (strstr(says, types[i]))
-            snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? ", " : "", types[i]);
-    if (!out[0])
-        snprintf(out, n, "%s, %s, %s, %s (artifactType %s)", REMOTE_MT_MANIFEST, REMOTE_MT_INFO,
-                 REMOTE_MT_INDEX, REMOTE_MT_PACK, REMOTE_ARTIFACT_TYPE);
-}
-
 /* the probe was refused: a known refusal is one line with what to do (an
  * error); any other is left to the real manifest PUT (0) */
 static int probe_refused(const remote *r, const rm_listing *l, const rm_resp *resp)
 {
-    char says[512], types[400];
+    char says[512];
     registry_says(resp, says, sizeof says);
     if (resp->status == 401 || resp->status == 403 || resp->status == 404)
-        return refused(r, resp, "a manifest");
+        return refused(r, resp, "a probe manifest");
     if (resp->status == 415 || strcasestr(says, "media type") || strcasestr(says, "mediatype") ||
         strstr(says, "application/vnd.strata")) {
-        named_types(says, types, sizeof types);
-        return rm_fail(EPROTONOSUPPORT, "%s/%s refuses strata's media types (%s): it must accept %s; "
-                       "this registry checks media types against its own list (GitLab does): "
-                       "push to another registry, or ask its operators to allow them",
-                       r->host, r->repo, says, types);
+        return rm_fail(EPROTONOSUPPORT, "%s/%s refuses strata's media types (%s): a push needs all "
+                       "of %s, %s, %s, %s and the artifactType %s; this registry checks media "
+                       "types against its own list (GitLab's does): push to another registry, or "
+                       "ask its operators to allow these", r->host, r->repo, says,
+                       REMOTE_MT_MANIFEST, REMOTE_MT_INFO, REMOTE_MT_INDEX, REMOTE_MT_PACK,
+                       REMOTE_ARTIFACT_TYPE);
     }
     size_t n = rm_listing_descriptors(l), packs = n - 3 * l->nlayers;
     if (strcasestr(says, "layers") || (n > ECR_DESCRIPTORS_MAX && (resp->status == 405 ||
                                                                  resp->status == 400)))
-        return rm_fail(E2BIG, "%s/%s refuses a manifest of %zu descriptors (%s), and this chain "
-                       "of %zu layers lists %zu (3 per layer and %zu packs; ECR takes at most %d): "
-                       "push a shorter chain, e.g. strata clone %.12s DIR, strata import DIR "
-                       "NAME, and push NAME (one layer)", r->host, r->repo, n, says, l->nlayers,
-                       n, packs, ECR_DESCRIPTORS_MAX, l->top ? l->top : "REF");
+        return rm_fail(E2BIG, "%s/%s refuses a manifest of %zu descriptors (%s): this chain of "
+                       "%zu layers lists 3 per layer and %zu packs (ECR takes at most %d): push a "
+                       "shorter chain, e.g. strata clone %.12s DIR, strata import DIR NAME, and "
+                       "push NAME (one layer)", r->host, r->repo, n, says, l->nlayers, packs,
+                       ECR_DESCRIPTORS_MAX, l->top ? l->top : "REF");
     return 0;
 }
 

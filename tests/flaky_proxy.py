@@ -22,6 +22,9 @@ default 500) gets ECR's 405 UNSUPPORTED "Limit on number of layers per
 image exceeded". MODE "noname": every request below /v2/<repo>/ gets ECR's
 404 NAME_UNKNOWN "The repository with name '<repo>' does not exist in the
 registry with id '123456789012'" (as ECR does without create-on-push).
+MODE "denied": opening an upload (POST /v2/<repo>/blobs/uploads/) gets 403
+DENIED "requested access to the resource is denied", as for an account that
+may pull but not push.
 MODE "gitlab": a manifest PUT whose config, layers or artifactType use a
 media type not on GitLab's kind of list (OCI and docker image types) gets
 400 MANIFEST_INVALID "manifest invalid" with detail "unknown media type: X".
@@ -59,6 +62,8 @@ def refusal(method, path, body):
     if MODE == "noname" and m:
         return error(404, "NAME_UNKNOWN", f"The repository with name '{m.group(1)}' does not "
                      "exist in the registry with id '123456789012'")
+    if MODE == "denied" and method == "POST" and "/blobs/uploads/" in path:
+        return error(403, "DENIED", "requested access to the resource is denied")
     if method != "PUT" or not m or m.group(2) != "manifests":
         return None
     doc = json.loads(body or b"{}")
@@ -106,7 +111,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if MODE in ("ecr", "noname", "gitlab"):
+        if MODE in ("ecr", "noname", "gitlab", "denied"):
             refused = refusal(self.command, self.path, body)
             digest = re.search(r"digest=(sha256:[0-9a-f]+)", self.path)
             line = " ".join([self.command, self.path.split("?")[0], str(refused[0]) if refused else "forwarded"] +
@@ -121,7 +126,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         shown = what
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
-        if MODE not in ("ecr", "noname", "gitlab"):
+        if MODE not in ("ecr", "noname", "gitlab", "denied"):
             print(self.command, self.path.split("?")[0], shown or "forwarded", flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')

@@ -51,7 +51,7 @@ E8=127.0.0.1:$PPORT
 expect_error "a chain over the registry's descriptor limit is refused in one line" 1 \
     "refuses a manifest of" "$S" push many:grand "$E8/limits/grand:v1"
 check "...naming the count, the chain and what to do" \
-    grep -qE 'chain of 3 layers lists [0-9]+ \(3 per layer and [0-9]+ packs; ECR takes at most 500\): push a shorter chain, e\.g\. strata clone' "$W/err"
+    grep -qE 'refuses a manifest of 12 descriptors .*: this chain of 3 layers lists 3 per layer and 3 packs \(ECR takes at most 500\): push a shorter chain, e\.g\. strata clone' "$W/err"
 check "...before any pack was sent" [ "$(packs_sent "$W/proxy-ecr8.log")" = 0 ]
 check "...and before the manifest" [ "$(grep -c "^PUT .*/manifests/v1" "$W/proxy-ecr8.log")" = 0 ]
 # the advice works: one layer lists 3 and its packs
@@ -69,13 +69,21 @@ check "...quoting the registry and saying to create it first" \
     grep -q "NAME_UNKNOWN The repository with name 'limits/none' does not exist.*create it first" "$W/err"
 check "...with nothing uploaded" [ "$(grep -c '^PUT' "$W/proxy-noname.log")" = 0 ]
 
+# ---- an account that may not push ----
+start_proxy denied "$R" denied
+DN=127.0.0.1:$PPORT
+expect_error "a push the registry does not allow is one line, at the preflight" 1 \
+    "limits/ro: pushing is not allowed (opening an upload: HTTP 403: DENIED" "$S" push many:v1 "$DN/limits/ro:v1"
+check "...saying to log in as an account that may push" grep -q "strata login $DN as an account that may push" "$W/err"
+check "...with nothing uploaded" [ "$(grep -c '^PUT' "$W/proxy-denied.log")" = 0 ]
+
 # ---- a registry that checks media types against a list (GitLab) ----
 start_proxy gitlab "$R" gitlab
 GL=127.0.0.1:$PPORT
 expect_error "a registry refusing strata's media types is one line, before any pack" 1 \
     "refuses strata's media types" "$S" push many:v1 "$GL/limits/gl:v1"
 check "...naming the one it refused and what to do" \
-    grep -q "unknown media type: application/vnd.strata.layer.manifest.v1.*it must accept application/vnd.strata.layer.manifest.v1.*push to another registry" "$W/err"
+    grep -q "unknown media type: application/vnd.strata.layer.manifest.v1).*needs all of .*application/vnd.strata.pack.v1+zstd.*push to another registry" "$W/err"
 check "...with no pack sent" [ "$(packs_sent "$W/proxy-gitlab.log")" = 0 ]
 check "...nor a tag" [ "$(grep -c '^PUT .*/manifests/v1' "$W/proxy-gitlab.log")" = 0 ]
 
