@@ -152,9 +152,9 @@ static void create_advice(const remote *r, char *out, size_t n)
     else if (host_is_gar(r->host)) {
         const char *slash = strchr(r->repo, '/'); /* PROJECT/REPOSITORY/IMAGE */
         int len = slash ? (int)strcspn(slash + 1, "/") : 0;
+        int loc = (int)(strcspn(r->host, ":") - strlen("-docker.pkg.dev")); /* us-central1 */
         snprintf(out, n, ": gcloud artifacts repositories create %.*s --repository-format=docker "
-                 "--location=%.*s", len ? len : 10, len ? slash + 1 : "REPOSITORY",
-                 (int)strcspn(r->host, "-"), r->host);
+                 "--location=%.*s", len ? len : 10, len ? slash + 1 : "REPOSITORY", loc, r->host);
     } else
         snprintf(out, n, " in the registry (its web interface or API)");
 }
@@ -178,6 +178,18 @@ static int refused(const remote *r, const rm_resp *resp, const char *what)
 
 /* ---- (1) an upload session, opened and cancelled ---- */
 
+/* best effort (an abandoned upload is purged, a probe left untagged): a
+ * failure leaves no error behind */
+static void delete_quietly(remote *r, const char *url, const char *accept)
+{
+    err_info keep = *err_last();
+    rm_req d = {.method = "DELETE", .url = url, .accept = accept, .max_body = 1 << 16};
+    rm_resp dr = {0};
+    rm_request(r, &d, &dr);
+    rm_resp_free(&dr);
+    err_restore(&keep);
+}
+
 static int session_check(remote *r)
 {
     char *url = rm_url(r, "/blobs/uploads/%s", "");
@@ -187,13 +199,9 @@ static int session_check(remote *r)
     rm_resp resp = {0};
     int rc = rm_request(r, &q, &resp);
     free(url);
-    if (!rc && resp.status == 202 && resp.location) {
-        /* best effort: an abandoned session is purged by the registry anyway */
-        rm_req d = {.method = "DELETE", .url = resp.location, .max_body = 1 << 16};
-        rm_resp dr = {0};
-        rm_request(r, &d, &dr);
-        rm_resp_free(&dr);
-    } else if (!rc && resp.status != 201)
+    if (!rc && resp.status == 202 && resp.location)
+        delete_quietly(r, resp.location, NULL);
+    else if (!rc && resp.status != 201)
         rc = refused(r, &resp, "opening an upload");
     rm_resp_free(&resp);
     return rc;
@@ -307,11 +315,7 @@ static int probe(remote *r, const rm_listing *l)
         rc = rm_request(r, &q, &resp);
     }
     if (!rc && (resp.status == 201 || resp.status == 200)) {
-        /* the probe is untagged; best effort, a registry may not delete */
-        rm_req d = {.method = "DELETE", .url = url, .accept = REMOTE_MT_OCI, .max_body = 1 << 16};
-        rm_resp dr = {0};
-        rm_request(r, &d, &dr);
-        rm_resp_free(&dr);
+        delete_quietly(r, url, REMOTE_MT_OCI); /* some registries never delete: untagged */
         accepted_record(r, rm_listing_descriptors(l));
     } else if (!rc)
         rc = probe_refused(r, l, &resp);
