@@ -13,7 +13,6 @@
 #define EMPTY_BLOB "{}"
 #define EMPTY_DIGEST "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 #define ACCEPTED_KEPT 64        /* lines of the "accepted" cache file */
-#define ECR_DESCRIPTORS_MAX 500 /* measured by others: spin#1787, nuon#2348 */
 
 size_t rm_listing_descriptors(const rm_listing *l)
 {
@@ -284,13 +283,13 @@ static int probe_refused(const remote *r, const rm_listing *l, const rm_resp *re
                        REMOTE_ARTIFACT_TYPE);
     }
     size_t n = rm_listing_descriptors(l), packs = n - 3 * l->nlayers;
-    if (strcasestr(says, "layers") || (n > ECR_DESCRIPTORS_MAX && (resp->status == 405 ||
+    if (strcasestr(says, "layers") || (n > RM_ECR_DESCRIPTORS_MAX && (resp->status == 405 ||
                                                                  resp->status == 400)))
         return rm_fail(E2BIG, "%s/%s refuses a manifest of %zu descriptors (%s): this chain of "
                        "%zu layers lists 3 per layer and %zu packs (ECR takes at most %d): push a "
                        "shorter chain, e.g. strata clone %.12s DIR, strata import DIR NAME, and "
                        "push NAME (one layer)", r->host, r->repo, n, says, l->nlayers, packs,
-                       ECR_DESCRIPTORS_MAX, l->top ? l->top : "REF");
+                       RM_ECR_DESCRIPTORS_MAX, l->top ? l->top : "REF");
     return 0;
 }
 

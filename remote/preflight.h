@@ -5,6 +5,10 @@
 
 #include "internal.h"
 
+/* the most descriptors ECR takes in a manifest (measured by others:
+ * spin#1787, nuon#2348); the smallest limit of a major registry */
+#define RM_ECR_DESCRIPTORS_MAX 500
+
 /* What the manifest of a push will list: for each layer of the chain, root
  * first, its manifest, info and index, then npacks[i] packs. */
 typedef struct {

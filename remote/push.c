@@ -562,7 +562,8 @@ static int choose_layer(store *st, const store_id *id, const remote_push_opts *p
 }
 
 /* what the registry must accept of this manifest, asked before the first blob */
-static int preflight(remote *r, const pk_plan *plan, const store_id *top)
+static int preflight(remote *r, const pk_plan *plan, const store_id *top,
+                     const remote_push_opts *po)
 {
     size_t *npacks = calloc(plan->nlayers + 1, sizeof *npacks);
     if (!npacks)
@@ -571,6 +572,14 @@ static int preflight(remote *r, const pk_plan *plan, const store_id *top)
         npacks[i] = plan->layers[i].npacks;
     rm_listing l = {plan->nlayers, npacks, top->hex};
     int rc = rm_preflight(r, &l);
+    size_t n = rm_listing_descriptors(&l);
+    if (!rc && n > RM_ECR_DESCRIPTORS_MAX && po && po->note) {
+        char line[256];
+        snprintf(line, sizeof line, "this manifest lists %zu descriptors: %s takes them, but ECR "
+                 "takes at most %d, so this tag cannot be copied there", n, r->host,
+                 RM_ECR_DESCRIPTORS_MAX);
+        po->note(po->note_ctx, line);
+    }
     free(npacks);
     return rc;
 }
@@ -606,7 +615,7 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
         mount_candidates(&j, dst);
         /* before the first blob (and authenticated, so the workers start
          * with a token): a refusal now costs no upload */
-        rc = preflight(r, &plan, &top);
+        rc = preflight(r, &plan, &top, po);
         rc = rc < 0 ? rc : push_packs(&j, po);
     }
     size_t len = 0;

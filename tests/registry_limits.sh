@@ -39,6 +39,11 @@ check "...and it pulls back" [ "$rc" -eq 0 ]
 STRATA_HOME=$W/store-pull "$S" clone many "$W/inst-many" >/dev/null 2>&1
 check "...byte for byte" cmp -s "$W/b-many/Disk.img" "$W/inst-many/Disk.img"
 
+# a registry with no descriptor limit takes more, and the push says ECR would not
+STRATA_TEST_PACK_BYTES=4096 run "$S" push many:v1 "$R/limits/many:v1-small-packs" --json
+check "a manifest over 500 descriptors is pushed where the registry takes it" [ "$rc" -eq 0 ]
+check "...with a note that ECR would refuse it" grep -qE "lists (5[0-9][0-9]|6[0-9][0-9]) descriptors: $R takes them, but ECR takes at most 500" "$W/err"
+
 # ---- a chain that can't fit: refused before the first blob ----
 "$S" clone many:v1 "$W/inst" >/dev/null 2>&1
 "$MK" --write "$W/inst/Disk.img" 100M:1M:6
