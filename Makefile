@@ -37,7 +37,7 @@ STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/ve
              store/receive.c store/check.c
 ARCHIVE_SRC := archive/lib.c archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
 BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c
-REMOTE_SRC := remote/curl.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c \
+REMOTE_SRC := remote/curl.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach

@@ -28,7 +28,6 @@ UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote te
 FS_SUITES="cli crash archive"
 ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull nbd create devices powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
-usage() { sed -n 's/^# \{0,1\}//; 9,24p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
 while [ $# -gt 0 ]; do
@@ -264,6 +263,10 @@ plain_pass() {
     if want registry_auth; then
         echo "== registry_auth (registries on 127.0.0.1, a Docker Hub stand-in)"
         script_suite registry_auth registry_auth.sh "$ROOT/registry_auth" "${plain:-plain}"
+    fi
+    if want registry_limits; then
+        echo "== registry_limits (ECR, GitLab refusals before the first blob)"
+        script_suite registry_limits registry_limits.sh "$ROOT/registry_limits" "${plain:-plain}"
     fi
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"

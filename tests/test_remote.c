@@ -432,6 +432,49 @@ static void test_cred_kinds(void **state)
     assert_int_equal(rm_cred_lookup("bad.example", &o, &c), -EINVAL);
     assert_null(strstr(remote_error(), "nocolon"));
     config_drop(dir);
+/* packs for a chain whose layers add sizes[] bytes, under pk_pack_limit */
+static uint64_t chain_packs(const uint64_t *sizes, size_t n)
+{
+    uint64_t d = 0, packs = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += sizes[i];
+        uint64_t s = pk_pack_limit(d);
+        packs += (sizes[i] + s - 1) / s;
+    }
+    return packs;
+}
+
+/* the pack size grows with the chain's data only past 32 GiB, to 8 GiB, and
+ * a 1 TiB chain of up to 61 layers lists at most 500 descriptors */
+static void test_pack_limit(void **state)
+{
+    (void)state;
+    const uint64_t MiB = 1ull << 20, GiB = 1ull << 30, TiB = 1ull << 40;
+    assert_int_equal(pk_pack_limit(0), 512 * MiB);
+    assert_int_equal(pk_pack_limit(32 * GiB), 512 * MiB); /* as every push before */
+    assert_int_equal(pk_pack_limit(32 * GiB + 1), 1 * GiB);
+    assert_int_equal(pk_pack_limit(100 * GiB), 2 * GiB);
+    assert_int_equal(pk_pack_limit(512 * GiB), 8 * GiB);
+    assert_int_equal(pk_pack_limit(4 * TiB), 8 * GiB); /* 8.6 GB compressed at most: < 10 GB */
+    uint64_t one[] = {TiB};
+    assert_true(3 + chain_packs(one, 1) <= 131);
+    /* 61 layers cut at random, and the worst even cut, of 1 TiB */
+    uint64_t sizes[61], left = TiB;
+    srand(20);
+    for (int t = 0; t < 200; t++) {
+        left = TiB;
+        for (size_t i = 0; i < 60; i++) { /* on average an even share of what is left */
+            uint64_t r = (uint64_t)rand() << 31 | (uint64_t)rand();
+            sizes[i] = r % (2 * left / (61 - i) + 1);
+            sizes[i] = sizes[i] > left ? left : sizes[i];
+            left -= sizes[i];
+        }
+        sizes[60] = left;
+        assert_true(3 * 61 + chain_packs(sizes, 61) <= 500);
+    }
+    for (size_t i = 0; i < 32; i++)
+        sizes[i] = 32 * GiB; /* every layer a whole number of packs: 256 */
+    assert_int_equal(chain_packs(sizes, 32), 256);
 }
 
 int main(void)
@@ -446,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_hub_refs),
         cmocka_unit_test(test_cred_kinds),
+        cmocka_unit_test(test_pack_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
