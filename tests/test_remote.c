@@ -432,6 +432,8 @@ static void test_cred_kinds(void **state)
     assert_int_equal(rm_cred_lookup("bad.example", &o, &c), -EINVAL);
     assert_null(strstr(remote_error(), "nocolon"));
     config_drop(dir);
+}
+
 /* packs for a chain whose layers add sizes[] bytes, under pk_pack_limit */
 static uint64_t chain_packs(const uint64_t *sizes, size_t n)
 {
