@@ -486,13 +486,20 @@ const cli_verb cli_remote_verbs[] = {
     {"login", cmd_login, "login REGISTRY [-u USER] [--password-stdin] [--insecure]",
      "Check a user and password (read from stdin, never from the command line) against a\n"
      "registry and keep them where docker does: the credential helper ~/.docker/config.json\n"
-     "names for it, else that file's auths (mode 0600). $DOCKER_CONFIG moves the directory."},
+     "names for it, else that file's auths (mode 0600). $DOCKER_CONFIG moves the directory.\n"
+     "Docker Hub (docker.io) is checked at registry-1.docker.io and kept, as docker keeps\n"
+     "it, under https://index.docker.io/v1/."},
     {"logout", cmd_logout, "logout REGISTRY", "Forget the credentials kept for a registry."},
     {"push", cmd_push, "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--json] [--insecure]",
      "Push a layer and its chain to an OCI registry (docs/remote.md). Only blobs the registry\n"
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
-     "with --insecure. Ends with a summary line (--json: one JSON object)."},
+     "with --insecure. Ends with a summary line (--json: one JSON object).\n"
+     "Docker Hub is docker.io (or index.docker.io), reached at registry-1.docker.io; a\n"
+     "one-part name is under library/ as in docker (docker.io/vm:v1 is library/vm).\n"
+     "Credentials are docker's (see login): a helper's, or config.json's password,\n"
+     "identitytoken or registrytoken; they and the tokens got with them are fetched\n"
+     "again when they expire or are refused during a push."},
     {"pull", cmd_pull,
      "pull HOST/REPO:TAG|HOST/REPO@DIGEST [-t NAME] [--jobs N] [--json] [--insecure] [--any-host]",
      "Pull a layer and the part of its chain the store lacks from an OCI registry. Only\n"
@@ -503,6 +510,8 @@ const cli_verb cli_remote_verbs[] = {
      "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id.\n"
      "A layer whose manifest says its guest can't run on this host (a macOS guest off a\n"
      "Mac with Apple silicon or one too old, a Linux guest of another architecture) is\n"
-     "refused before any pack is downloaded; --any-host pulls it anyway, to push or export."},
+     "refused before any pack is downloaded; --any-host pulls it anyway, to push or export.\n"
+     "Docker Hub's names and credentials are read as by push (docker.io/vm:v1 is\n"
+     "library/vm there, tagged docker.io_library_vm:v1 here)."},
     {NULL, NULL, NULL, NULL},
 };

@@ -1,6 +1,7 @@
 /* remote: pushing a layer chain as one OCI manifest (docs/remote.md). */
 #define _GNU_SOURCE
 #include "pack.h"
+#include "preflight.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -452,22 +453,12 @@ static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
 
 /* ---- a local cache of index blobs: a push knows pack digests without compressing ---- */
 
-static char *cache_path(const char *what)
-{
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char *p = NULL;
-    if (x && *x ? asprintf(&p, "%s/strata/%s", x, what) < 0
-                : !home || asprintf(&p, "%s/.cache/strata/%s", home, what) < 0)
-        return NULL;
-    return p;
-}
-
 /* best effort: a missing or stale entry only costs compressing again */
 static void index_cache_load(pk_plan *p, size_t i)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", p->layers[i].layer->id.hex);
-    char *path = cache_path(name);
+    char *path = rm_cache_path(name);
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     struct stat s;
     size_t want = INDEX_HEADER + p->layers[i].npacks * INDEX_PACK_ENTRY +
@@ -482,28 +473,13 @@ static void index_cache_load(pk_plan *p, size_t i)
     free(path);
 }
 
-/* Best effort (a cache): path's directories (0700: ours alone), then
- * data as its contents, atomically; a failure leaves no error behind. */
-static void cache_write(const char *path, const void *data, size_t len)
-{
-    err_info keep = *err_last();
-    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
-    if (slash) {
-        *slash = 0;
-        if (file_mkdir_p(dir, 0700) == 0)
-            atomic_file_write_all(path, data, len, 0600, 0);
-    }
-    free(dir);
-    err_restore(&keep);
-}
-
 static void index_cache_store(const store_id *id, const sbuf *index)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", id->hex);
-    char *path = cache_path(name);
+    char *path = rm_cache_path(name);
     if (path)
-        cache_write(path, index->data, index->len);
+        rm_cache_write(path, index->data, index->len);
     free(path);
 }
 
@@ -511,7 +487,7 @@ static void index_cache_store(const store_id *id, const sbuf *index)
 
 static char *record_path(void)
 {
-    return cache_path("pushed");
+    return rm_cache_path("pushed");
 }
 
 /* lines "host repo", most recent last */
@@ -577,7 +553,7 @@ static void record_push(const remote_ref *dst)
     }
     sbuf_printf(&out, "%s\n", me);
     if (!out.oom)
-        cache_write(p, out.data, out.len);
+        rm_cache_write(p, out.data, out.len);
     sbuf_release(&out);
     free(me);
     free(text);
@@ -650,6 +626,29 @@ static int choose_layer(store *st, const store_id *id, const remote_push_opts *p
     return rc;
 }
 
+/* what the registry must accept of this manifest, asked before the first blob */
+static int preflight(remote *r, const pk_plan *plan, const store_id *top,
+                     const remote_push_opts *po)
+{
+    size_t *npacks = calloc(plan->nlayers + 1, sizeof *npacks);
+    if (!npacks)
+        return rm_oom();
+    for (size_t i = 0; i < plan->nlayers; i++)
+        npacks[i] = plan->layers[i].npacks;
+    rm_listing l = {plan->nlayers, npacks, top->hex};
+    int rc = rm_preflight(r, &l);
+    size_t n = rm_listing_descriptors(&l);
+    if (!rc && n > RM_ECR_DESCRIPTORS_MAX && po && po->note) {
+        char line[256];
+        snprintf(line, sizeof line, "this manifest lists %zu descriptors: %s takes them, but ECR "
+                 "takes at most %d, so this tag cannot be copied there", n, r->host,
+                 RM_ECR_DESCRIPTORS_MAX);
+        po->note(po->note_ctx, line);
+    }
+    free(npacks);
+    return rc;
+}
+
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res)
 {
@@ -679,8 +678,9 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
         for (size_t i = 0; i < plan.nlayers; i++)
             index_cache_load(&plan, i);
         mount_candidates(&j, dst);
-        /* authenticate once here, so the workers start with a token */
-        rc = remote_blob_exists(r, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 0);
+        /* before the first blob (and authenticated, so the workers start
+         * with a token): a refusal now costs no upload */
+        rc = preflight(r, &plan, &top, po);
         rc = rc < 0 ? rc : push_packs(&j, po);
     }
     size_t len = 0;
