@@ -28,6 +28,7 @@ UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote te
 FS_SUITES="cli crash archive"
 ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull nbd create devices powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
+usage() { sed -n 's/^# \{0,1\}//; 9,24p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
 while [ $# -gt 0 ]; do
