@@ -107,10 +107,14 @@ check "...and the message names the registry, the blob and where it was sent" \
 
 # ---- after retries run out, the error names the host ----
 start_proxy down "$UPSTREAM" down
+# (a push's first request is its preflight's upload session)
 expect_error "a registry answering only 503 is one line, after retries" 1 \
-    "127.0.0.1:$PPORT: sha256:" "$S" push base:v1 "127.0.0.1:$PPORT/team/vm:v1"
+    "127.0.0.1:$PPORT: opening an upload:" "$S" push base:v1 "127.0.0.1:$PPORT/team/vm:v1"
 check "...naming the host, what was asked and the answer" \
-    grep -qE "^strata: 127.0.0.1:$PPORT: sha256:[0-9a-f]{64}: the registry answered HTTP 503$" "$W/err"
+    grep -qE "^strata: 127.0.0.1:$PPORT: opening an upload: the registry answered HTTP 503" "$W/err"
+expect_error "a pull from it too" 1 "127.0.0.1:$PPORT: " "$S" pull "127.0.0.1:$PPORT/team/vm:v1"
+check "...naming the host, the manifest asked for and the answer" \
+    grep -qE "^strata: 127.0.0.1:$PPORT: v1: the registry answered HTTP 503" "$W/err"
 NOBODY=$(free_port)
 expect_error "a registry that does not answer is one line naming the host and the request" 1 \
     "127.0.0.1:$NOBODY: GET /v2/team/vm/manifests/child: " \
@@ -139,7 +143,7 @@ check "pull through the cache into an empty store exits 0" [ "$rc" -eq 0 ] && [ 
 # not (200), while it stores it in the background: whole packs
 check "...by whole packs: the cache answers a Range on a blob it lacks with 200" [ "$(jget whole_packs)" = True ]
 expect_error "push to the cache is refused on one line (push goes to the central registry)" 1 \
-    "$CACHE: manifest upload: the registry answered HTTP 405: UNSUPPORTED" "$S" push base:v1 "$CACHE/team/vm:v2"
+    "$CACHE: opening an upload: the registry answered HTTP 405: UNSUPPORTED" "$S" push base:v1 "$CACHE/team/vm:v2"
 # the cache's background copies must be done before the central one stops
 digests=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$CENTRAL/v2/team/vm/manifests/child" |
     python3 -c 'import json,sys; m=json.load(sys.stdin); print(*[d["digest"][7:] for d in [m["config"]] + m["layers"]])')
