@@ -16,7 +16,8 @@
 #                   test_vz test_receive test_remote test_reach; cli crash
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
-#                   remote create devices powercut (once, plain filesystem)
+#                   remote registry_upload create devices powercut (once,
+#                   plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
@@ -24,9 +25,9 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote create devices powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_upload create devices powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk"
-usage() { sed -n 's/^# \{0,1\}//; 9,22p' "$0" >&2; exit 2; }
+usage() { sed -n 's/^# \{0,1\}//; 9,23p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
 while [ $# -gt 0 ]; do
@@ -247,6 +248,10 @@ plain_pass() {
     if want remote; then
         echo "== remote (registries on 127.0.0.1)"
         script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
+    fi
+    if want registry_upload; then
+        echo "== registry_upload (uploads through misbehaving proxies, 127.0.0.1)"
+        script_suite registry_upload registry_upload.sh "$ROOT/registry_upload" "${plain:-plain}"
     fi
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
