@@ -16,8 +16,9 @@ request
 and what was done with it is logged on stdout.
 
 Upload modes (tests/registry_upload.sh, bench/push_link.sh); each logs
-"METHOD PATH ACTION STATUS BODY_BYTES [detail]", PATH with the upload
-session's id, so a test can follow a session:
+"METHOD PATH ACTION STATUS BODY_BYTES SECONDS [detail]", PATH with the
+upload session's id so a test can follow a session, SECONDS the time from
+the request's headers to its answer (or its cut):
 MODE "mount202": a cross-repository mount (POST ?mount=) is declined the way
 the spec allows: 202 with a fresh upload session (logged "mount-declined
 UUID"). MODE "mount404": a mount is declined with 404. MODE "nochunk": PATCH
@@ -161,7 +162,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     # ---- the upload modes ----
 
     def log_up(self, action, status, nbytes, detail=""):
-        print(self.command, self.path.split("?")[0], action, status, nbytes, detail, flush=True)
+        took = time.monotonic() - self.began
+        print(self.command, self.path.split("?")[0], action, status, nbytes, f"{took:.2f}", detail,
+              flush=True)
 
     def read_body(self, length):
         """The body, through the link in cut mode: (bytes, cut?)"""
@@ -226,6 +229,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def handle_upload(self):
+        self.began = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         body, cut = self.read_body(length)
         uid = upload_id(self.path)

@@ -5,7 +5,7 @@
 # (GAR), one that wants chunks of 5 MiB or more (ECR), and a throttled link
 # that cuts long requests (GHCR cuts an upload request at 10 minutes).
 # Assertions come from exit codes, --json counts and the proxy's request log
-# ("METHOD PATH ACTION STATUS BODY_BYTES [detail]").
+# ("METHOD PATH ACTION STATUS BODY_BYTES SECONDS [detail]").
 . "$(dirname "$0")/lib.sh"
 
 export STRATA_HOME=$W/store DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
@@ -42,7 +42,7 @@ before=$(wc -l <"$W/proxy-m202.log")
 run "$S" push base:v1 "$P/strata/m-c:v1" --json
 tail -n +$((before + 1)) "$W/proxy-m202.log" >"$W/m-c.log"
 check "...with two repositories to mount from, too" [ "$rc" -eq 0 ]
-declined=$(awk '$3 == "mount-declined" && $4 == 202 { print $6 }' "$W/m-c.log" | sort -u)
+declined=$(awk '$3 == "mount-declined" && $4 == 202 { print $7 }' "$W/m-c.log" | sort -u)
 used=$(cat <(sessions_of m-c.log PUT) <(sessions_of m-c.log PATCH) | sort -u)
 deleted=$(sessions_of m-c.log DELETE)
 check "...every blob's mount was declined with a session (4 blobs, 2 candidates: 8)" \
@@ -86,7 +86,7 @@ check "a push to a registry that wants chunks of 5 MiB or more exits 0" [ "$rc" 
 check "...after its closing PUT refused the 4 MiB chunks" grep -q '^PUT .* refused 400 .* parts 4194304,4194304,4194304' "$W/proxy-minchunk.log"
 check "...then in 8 MiB chunks (answered 201, as ECR does)" \
     [ "$(grep -c '^PATCH .* forwarded 201 8388608 ' "$W/proxy-minchunk.log")" = 1 ]
-check "...closed with 201" [ "$(grep -c '^PUT .*/blobs/uploads/.* forwarded 201 0' "$W/proxy-minchunk.log")" = 1 ]
+check "...closed with 201" [ "$(grep -c '^PUT .*/blobs/uploads/.* forwarded 201 0 ' "$W/proxy-minchunk.log")" = 1 ]
 
 # ---- a throttled link that cuts long requests ----
 # 2 MiB/s shared by all uploads. With a 4 s cap the 12 MiB pack can't go in
@@ -110,7 +110,7 @@ sid = lines[i][1]
 after = [l for l in lines[i + 1:] if l[1].rsplit("/", 1)[1] == sid.rsplit("/", 1)[1]]
 status = next(l for l in after if l[0] == "GET")
 patch = next(l for l in after if l[0] == "PATCH")
-print(held, status[3], status[5], patch[5].split("-")[0])
+print(held, status[3], status[6], patch[6].split("-")[0])
 PY
 read -r held st range next <"$W/resume"
 check "...the session's state was asked (GET: 204, Range 0-$((held - 1)))" [ "$st" = 204 ] && [ "$range" = "0-$((held - 1))" ]
