@@ -185,9 +185,11 @@ static int chunk_rewind(void *ctx)
     return c->src->seek(c->src->ctx, c->start);
 }
 
-/* PATCH bytes [off, off+n) into s; *resp is the answer */
-static int send_chunk(remote *r, session *s, const remote_source *src, uint64_t off, uint64_t n,
-                      rm_resp *resp)
+/* bytes [off, off+n) into s: a PATCH, or with last the closing PUT
+ * ?digest= (an empty closing PUT gets 500 from ECR: tart#159); *resp is the
+ * answer */
+static int send_piece(remote *r, session *s, const char *digest, const remote_source *src,
+                      uint64_t off, uint64_t n, int last, rm_resp *resp)
 {
     int rc = src->seek(src->ctx, off);
     if (rc)
@@ -196,12 +198,16 @@ static int send_chunk(remote *r, session *s, const remote_source *src, uint64_t 
     remote_source body = {chunk_read, chunk_rewind, &c, NULL};
     char range[48];
     snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, off, off + n - 1);
-    rm_req q = {.method = "PATCH", .url = s->location, .content_type = "application/octet-stream",
-                .content_range = range, .src = &body, .src_len = n, .max_body = 1 << 16,
-                .no_resend = 1};
+    char *url = last ? put_url(s->location, digest) : NULL;
+    if (last && !url)
+        return -ENOMEM;
+    rm_req q = {.method = last ? "PUT" : "PATCH", .url = last ? url : s->location,
+                .content_type = "application/octet-stream", .content_range = n ? range : NULL,
+                .src = &body, .src_len = n, .max_body = 1 << 16, .no_resend = 1};
     rc = rm_request(r, &q, resp);
-    /* 202 per the spec; ECR answers 201 */
-    if (!rc && (resp->status == 202 || resp->status == 201))
+    free(url);
+    /* a PATCH: 202 per the spec, ECR answers 201 */
+    if (!rc && !last && (resp->status == 202 || resp->status == 201))
         take_location(s, resp);
     return rc;
 }
@@ -300,66 +306,62 @@ static int refused(chunked *u, const rm_resp *resp, uint64_t n)
     return rm_http_fail(resp, u->digest);
 }
 
-/* the closing PUT ?digest=: 0 when the blob is in, 1 to upload again */
-static int close_upload(chunked *u)
+/* the closing PUT refused: 1 to upload again in larger chunks, else the error */
+static int close_refused(chunked *u, const rm_resp *resp)
 {
-    char *url = put_url(u->s.location, u->digest);
-    if (!url)
-        return -ENOMEM;
-    rm_req q = {.method = "PUT", .url = url, .content_type = "application/octet-stream",
-                .max_body = 1 << 16};
-    rm_resp resp = {0};
-    int rc = rm_request(u->r, &q, &resp);
-    free(url);
-    if (!rc && resp.status == 201) {
-        free(u->s.location);
-        u->s.location = NULL;
-    } else if (transient(rc, &resp) && remote_blob_exists(u->r, u->digest, u->size) == 1) {
-        rc = 0; /* the answer was lost, not the blob */
-        free(u->s.location);
-        u->s.location = NULL;
-    } else if (!rc && resp.status == 400 && !is_digest_refusal(&resp) && !u->plan->fixed &&
-               plan_chunk(u->plan) < CHUNK_TOO_SMALL && !u->closes++) {
-        /* ECR: parts but the last must be 5 MiB or more, checked only here */
+    /* ECR: parts but the last must be 5 MiB or more, checked only here */
+    if (resp->status == 400 && !is_digest_refusal(resp) && !u->plan->fixed &&
+        plan_chunk(u->plan) < CHUNK_TOO_SMALL && !u->closes++) {
         plan_learn(u->plan, CHUNK_LARGE);
-        rc = 1;
-    } else if (!rc)
-        rc = rm_http_fail(&resp, u->digest);
+        return 1;
+    }
+    return rm_http_fail(resp, u->digest);
+}
+
+/* one piece: the next chunk, or the rest in the closing PUT. 0 when it went
+ * in (*done: the blob is complete), 1 to upload again from the start, or
+ * the error */
+static int next_piece(chunked *u, int *done)
+{
+    uint64_t n = chunk_now(u);
+    if (!n)
+        return -EOPNOTSUPP; /* another worker learnt that chunks are refused */
+    int last = u->size - u->off <= n;
+    if (last)
+        n = u->size - u->off;
+    rm_resp resp = {0};
+    int rc = send_piece(u->r, &u->s, u->digest, u->src, u->off, n, last, &resp);
+    long after = resp.retry_after;
+    if (!rc && last && resp.status == 201) {
+        *done = 1;
+    } else if (!rc && !last && (resp.status == 202 || resp.status == 201)) {
+        u->off += n;
+        u->stalls = 0;
+    } else if (transient(rc, &resp)) {
+        if (last && remote_blob_exists(u->r, u->digest, u->size) == 1)
+            *done = 1; /* the answer was lost, not the blob */
+        else if ((rc = resume(u, after)) == 1) /* out of tries: the last failure's error */
+            rc = resp.status ? rm_http_fail(&resp, u->digest) : -EIO;
+    } else if (!rc && last && resp.status != 416 && resp.status != 413)
+        rc = close_refused(u, &resp);
+    else if (!rc)
+        rc = refused(u, &resp, n);
     rm_resp_free(&resp);
     return rc;
 }
 
 static int chunks_then_close(chunked *u)
 {
-    for (;;) {
-        while (u->off < u->size) {
-            uint64_t n = chunk_now(u);
-            if (!n)
-                return -EOPNOTSUPP; /* another worker learnt that chunks are refused */
-            if (n > u->size - u->off)
-                n = u->size - u->off;
-            rm_resp resp = {0};
-            int rc = send_chunk(u->r, &u->s, u->src, u->off, n, &resp);
-            long after = resp.retry_after;
-            if (!rc && (resp.status == 202 || resp.status == 201)) {
-                u->off += n;
-                u->stalls = 0;
-            } else if (transient(rc, &resp)) {
-                rc = resume(u, after);
-                if (rc == 1) /* out of tries: the last failure's error */
-                    rc = resp.status ? rm_http_fail(&resp, u->digest) : -EIO;
-            } else if (!rc)
-                rc = refused(u, &resp, n);
-            rm_resp_free(&resp);
-            if (rc)
-                return rc;
-        }
-        int rc = close_upload(u);
-        if (rc != 1)
-            return rc;
-        if ((rc = restart(u)))
+    for (int done = 0; !done;) {
+        int rc = next_piece(u, &done);
+        if (rc == 1)
+            rc = restart(u);
+        if (rc)
             return rc;
     }
+    free(u->s.location);
+    u->s.location = NULL;
+    return 0;
 }
 
 static int put_chunked(remote *r, const char *digest, uint64_t size, const remote_source *src,

@@ -24,8 +24,8 @@ the spec allows: 202 with a fresh upload session (logged "mount-declined
 UUID"). MODE "mount404": a mount is declined with 404. MODE "nochunk": PATCH
 is refused with 405 UNSUPPORTED, as Google's registries take no chunked
 upload. MODE "minchunk": like ECR, a PATCH is answered 201 (not 202), and
-the closing PUT is refused with 400 if a PATCH other than the session's last
-carried fewer than 5 MiB. MODE "cut": a throttled link: request bodies of all
+the closing PUT is refused with 400 if a part other than the session's last
+(the PATCHes, then the PUT's body if any) carried fewer than 5 MiB. MODE "cut": a throttled link: request bodies of all
 connections together arrive at BYTES_PER_SECOND (default 1 MiB/s), and a
 request still sending after CUT_SECONDS (the fifth argument, default 60) is
 cut: its connection closed without an answer, the bytes received passed on
@@ -245,7 +245,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.log_up("refused", 405, len(body))
             return self.answer(405, body=b'{"errors":[{"code":"UNSUPPORTED","message":"chunked upload is not supported"}]}')
         if MODE == "minchunk" and self.command == "PUT" and uid:
-            sizes = patch_sizes.pop(uid, [])
+            sizes = patch_sizes.pop(uid, []) + ([len(body)] if body else [])
             if any(n < ECR_MIN_PART for n in sizes[:-1]):
                 self.log_up("refused", 400, len(body), "parts " + ",".join(map(str, sizes)))
                 return self.answer(400, body=b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"Layer part size must be at least 5 MiB"}]}')

@@ -86,7 +86,8 @@ check "a push to a registry that wants chunks of 5 MiB or more exits 0" [ "$rc" 
 check "...after its closing PUT refused the 4 MiB chunks" grep -q '^PUT .* refused 400 .* parts 4194304,4194304,4194304' "$W/proxy-minchunk.log"
 check "...then in 8 MiB chunks (answered 201, as ECR does)" \
     [ "$(grep -c '^PATCH .* forwarded 201 8388608 ' "$W/proxy-minchunk.log")" = 1 ]
-check "...closed with 201" [ "$(grep -c '^PUT .*/blobs/uploads/.* forwarded 201 0 ' "$W/proxy-minchunk.log")" = 1 ]
+big=$(awk '$1 == "PATCH" && $5 == 8388608 { sub(/.*\/blobs\/uploads\//, "", $2); print $2 }' "$W/proxy-minchunk.log")
+check "...and the rest in the closing PUT, answered 201" grep -q "^PUT .*/blobs/uploads/${big:-none} forwarded 201 [1-9]" "$W/proxy-minchunk.log"
 
 # ---- a throttled link that cuts long requests ----
 # 2 MiB/s shared by all uploads. With a 4 s cap the 12 MiB pack can't go in
