@@ -245,6 +245,7 @@ typedef struct {
     remote_upload_plan *plan;
     session s;
     uint64_t off;    /* bytes the session holds */
+    uint64_t smallest; /* the smallest PATCH the session took (UINT64_MAX: none) */
     int stalls;      /* failures in a row without progress */
     int closes;      /* closing PUTs refused for the chunk size */
 } chunked;
@@ -263,6 +264,7 @@ static int restart(chunked *u)
     remote_upload_abandon(u->r, u->s.location);
     u->s = (session){0};
     u->off = 0;
+    u->smallest = UINT64_MAX;
     return open_session(u->r, &u->s);
 }
 
@@ -291,6 +293,8 @@ static int refused(chunked *u, const rm_resp *resp, uint64_t n)
         u->off = held; /* we were out of step (an answer lost): go on from its count */
         return 0;
     }
+    if (resp->status == 404 && ++u->stalls < RM_TRIES)
+        return restart(u); /* the registry lost the session */
     if (resp->status == 401 || resp->status == 403 || resp->status == 404)
         return rm_http_fail(resp, u->digest);
     /* GHCR: 416 "exceeds the maximum permissible limit of 4.00MiB" */
@@ -311,8 +315,9 @@ static int close_refused(chunked *u, const rm_resp *resp)
 {
     /* ECR: parts but the last must be 5 MiB or more, checked only here */
     if (resp->status == 400 && !is_digest_refusal(resp) && !u->plan->fixed &&
-        plan_chunk(u->plan) < CHUNK_TOO_SMALL && !u->closes++) {
-        plan_learn(u->plan, CHUNK_LARGE);
+        u->smallest < CHUNK_TOO_SMALL && !u->closes++) {
+        if (plan_chunk(u->plan) < CHUNK_LARGE) /* another worker may have learnt it first */
+            plan_learn(u->plan, CHUNK_LARGE);
         return 1;
     }
     return rm_http_fail(resp, u->digest);
@@ -337,6 +342,8 @@ static int next_piece(chunked *u, int *done)
     } else if (!rc && !last && (resp.status == 202 || resp.status == 201)) {
         u->off += n;
         u->stalls = 0;
+        if (n < u->smallest)
+            u->smallest = n;
     } else if (transient(rc, &resp)) {
         if (last && remote_blob_exists(u->r, u->digest, u->size) == 1)
             *done = 1; /* the answer was lost, not the blob */
@@ -368,7 +375,7 @@ static int put_chunked(remote *r, const char *digest, uint64_t size, const remot
                        remote_upload_plan *plan, char **held)
 {
     chunked u = {.r = r, .digest = digest, .size = size, .src = src, .plan = plan,
-                 .s = {.location = *held}};
+                 .s = {.location = *held}, .smallest = UINT64_MAX};
     *held = NULL;
     int rc = u.s.location ? 0 : open_session(r, &u.s);
     if (!rc)
