@@ -26,7 +26,7 @@ sessions_of() { awk -v m="$2" '$1 == m && $2 ~ /\/blobs\/uploads\/./ { sub(/.*\/
 
 # ---- plain registry: chunks by default, and a pull gets it back ----
 run "$S" push base:v1 "$R/strata/plain:v1" --json
-check "a push in chunks (default size) to docker-registry exits 0" [ "$rc" -eq 0 ]
+check "a push (in 4 MiB chunks by default) to docker-registry exits 0" [ "$rc" -eq 0 ]
 PACK=$(jget bytes_uploaded)
 STRATA_HOME=$W/store-pull run "$S" pull "$R/strata/plain:v1"
 check "...and pulls back into an empty store as the same layer" [ "$rc" -eq 0 ] && grep -q "$BASE" "$W/out"
@@ -105,7 +105,9 @@ check "...though one PATCH was cut halfway" [ "$(grep -c '^PATCH .* cut ' "$W/pr
 python3 - "$W/proxy-cut.log" >"$W/resume" <<'PY'
 import sys
 lines = [l.split() for l in open(sys.argv[1])]
-i = next(i for i, l in enumerate(lines) if l[0] == "PATCH" and l[2] == "cut")
+i = next((i for i, l in enumerate(lines) if l[0] == "PATCH" and l[2] == "cut"), None)
+if i is None:
+    sys.exit("no PATCH was cut")
 held = int(lines[i][-1].split("+")[0]) + int(lines[i][-1].split("+")[1])
 sid = lines[i][1]
 after = [l for l in lines[i + 1:] if l[1].rsplit("/", 1)[1] == sid.rsplit("/", 1)[1]]
@@ -115,9 +117,9 @@ print(held, status[3], status[6], patch[6].split("-")[0])
 PY
 read -r held st range next <"$W/resume"
 check "...the session's state was asked (GET: 204, Range 0-$((held - 1)))" [ "$st" = 204 ] && [ "$range" = "0-$((held - 1))" ]
-check "...and the upload went on from byte $held, where the registry stood" [ "$next" = "$held" ]
+check "...and the upload went on from byte $held, where the registry stood" [ -n "$held" ] && [ "$next" = "$held" ]
 sent=$(awk '$2 ~ /blobs\/uploads/ && ($1 == "PATCH" || $1 == "PUT") { s += $5 } END { print s }' "$W/proxy-cut.log")
-check "...sending $sent bytes for $(jget bytes_uploaded): nothing twice" [ "$sent" = "$(jget bytes_uploaded)" ]
+check "...sending $sent bytes for $(jget bytes_uploaded): nothing twice" [ -n "$sent" ] && [ "$sent" = "$(jget bytes_uploaded)" ]
 STRATA_HOME=$W/store-pull2 run "$S" pull "$R/strata/cut:v1"
 check "...and the layer pulls back whole" [ "$rc" -eq 0 ] && grep -q "$BASE" "$W/out"
 
