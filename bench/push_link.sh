@@ -92,7 +92,6 @@ args=()
 [ -n "$BENCH_JOBS" ] && args+=(--jobs "$BENCH_JOBS")
 [ -n "$BENCH_CHUNK_KIB" ] && args+=(--chunk-size "$BENCH_CHUNK_KIB")
 log "pushing the child through $BENCH_RATE B/s, requests cut at $BENCH_CAP s ${args[*]:-}"
-: >"$OUT.proxy.log"
 start=$(date +%s.%N)
 set +e
 "$STRATA" push base:child "127.0.0.1:$PPORT/bench/link:child" --json "${args[@]}" >"$OUT.push.json" 2>"$OUT.push.err"
@@ -107,10 +106,11 @@ python3 - "$OUT.proxy.log" "$OUT.push.json" "$rc" "$secs" "$BENCH_RATE" "$BENCH_
 import json, os, platform, sys, time
 logf, pushf, rc, secs, rate, cap, child, args = sys.argv[1:]
 rows = [l.split() for l in open(logf) if l[:1].isalpha()]
+rows = [r for r in rows if len(r) > 5 and r[5].replace(".", "", 1).isdigit()]
 blob = [r for r in rows if "/blobs/uploads/" in r[1] and r[0] in ("PATCH", "PUT")]
 sent = sum(int(r[4]) for r in blob)
 cut = [r for r in blob if r[2] == "cut"]
-longest = max((float(r[5]) for r in rows if len(r) > 5), default=0)
+longest = max((float(r[5]) for r in rows), default=0)
 patches = [r for r in blob if r[0] == "PATCH"]
 try:
     res = json.load(open(pushf))

@@ -278,6 +278,8 @@ static int resume(chunked *u, long retry_after)
     int rc = session_offset(u->r, &u->s, &off);
     if (rc == -ENOENT || (!rc && off > u->size))
         return restart(u);
+    if (!rc && off > u->off)
+        u->stalls = 0; /* the cut request got somewhere: tries count failures without progress */
     if (!rc)
         u->off = off;
     return rc;

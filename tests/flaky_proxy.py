@@ -116,7 +116,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         shown = what
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
-        print(self.command, self.path.split("?")[0], shown or "forwarded", flush=True)
+        print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}", flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
         if what == "429":
@@ -163,8 +163,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
 
     def log_up(self, action, status, nbytes, detail=""):
         took = time.monotonic() - self.began
-        print(self.command, self.path.split("?")[0], action, status, nbytes, f"{took:.2f}", detail,
-              flush=True)
+        # one string, one write: the lines of concurrent requests must not interleave
+        line = f"{self.command} {self.path.split('?')[0]} {action} {status} {nbytes} {took:.2f} {detail}"
+        print(line, flush=True)
 
     def read_body(self, length):
         """The body, through the link in cut mode: (bytes, cut?)"""
