@@ -20,6 +20,7 @@
 #define CHUNK_LARGE (8ull << 20)     /* for a registry that wants at least CHUNK_TOO_SMALL */
 #define CHUNK_FLOOR (256ull << 10)   /* smaller refused too: the registry takes no chunks */
 #define CHUNK_MIN_MAX (64ull << 20)  /* an OCI-Chunk-Min-Length above this: monolithic */
+#define TAIL_MIN (64u << 10)         /* a closing PUT cut with less: the next one is empty */
 
 static int host_ends(const char *host, const char *suffix)
 {
@@ -246,6 +247,7 @@ typedef struct {
     session s;
     uint64_t off;    /* bytes the session holds */
     uint64_t smallest; /* the smallest PATCH the session took (UINT64_MAX: none) */
+    uint64_t tail;   /* at most this much rides in the closing PUT (UINT64_MAX: all) */
     int stalls;      /* failures in a row without progress */
     int closes;      /* closing PUTs refused for the chunk size */
 } chunked;
@@ -333,9 +335,12 @@ static int next_piece(chunked *u, int *done)
     uint64_t n = chunk_now(u);
     if (!n)
         return -EOPNOTSUPP; /* another worker learnt that chunks are refused */
-    int last = u->size - u->off <= n;
+    uint64_t left = u->size - u->off;
+    int last = left <= n && left <= u->tail;
     if (last)
-        n = u->size - u->off;
+        n = left;
+    else if (left <= n) /* the rest but the closing PUT's share */
+        n = left - u->tail;
     rm_resp resp = {0};
     int rc = send_piece(u->r, &u->s, u->digest, u->src, u->off, n, last, &resp);
     long after = resp.retry_after;
@@ -347,10 +352,14 @@ static int next_piece(chunked *u, int *done)
         if (n < u->smallest)
             u->smallest = n;
     } else if (transient(rc, &resp)) {
-        if (last && remote_blob_exists(u->r, u->digest, u->size) == 1)
+        if (last && remote_blob_exists(u->r, u->digest, u->size) == 1) {
             *done = 1; /* the answer was lost, not the blob */
-        else if ((rc = resume(u, after)) == 1) /* out of tries: the last failure's error */
-            rc = resp.status ? rm_http_fail(&resp, u->digest) : -EIO;
+        } else {
+            if (last) /* a PUT is kept whole or not at all: leave the next one less */
+                u->tail = n / 4 < TAIL_MIN ? 0 : n / 4;
+            if ((rc = resume(u, after)) == 1) /* out of tries: the last failure's error */
+                rc = resp.status ? rm_http_fail(&resp, u->digest) : -EIO;
+        }
     } else if (!rc && last && resp.status != 416 && resp.status != 413)
         rc = close_refused(u, &resp);
     else if (!rc)
@@ -377,7 +386,7 @@ static int put_chunked(remote *r, const char *digest, uint64_t size, const remot
                        remote_upload_plan *plan, char **held)
 {
     chunked u = {.r = r, .digest = digest, .size = size, .src = src, .plan = plan,
-                 .s = {.location = *held}, .smallest = UINT64_MAX};
+                 .s = {.location = *held}, .smallest = UINT64_MAX, .tail = UINT64_MAX};
     *held = NULL;
     int rc = u.s.location ? 0 : open_session(r, &u.s);
     if (!rc)
