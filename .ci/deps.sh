@@ -8,7 +8,7 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           libarchive-dev libzstd-dev libarchive-tools zstd tar
           libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl time bsdutils
            openssh-client dropbear-bin zlib1g-dev
-           qemu-utils grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
+           qemu-utils libnbd-bin python3-libnbd grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
 BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl qemu"
 
 if [ "$(uname)" = Darwin ]; then

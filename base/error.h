@@ -27,6 +27,7 @@ typedef enum {
     ERR_BOOT,
     ERR_REMOTE,
     ERR_ARCHIVE,
+    ERR_NBD,
     ERR_CLI,
 } err_module;
 

@@ -39,6 +39,13 @@ int os_pipe_cloexec(int fds[2]);
  */
 int os_socket_cloexec(int domain, int type, int nonblock);
 
+/*
+ * send(2) on a connected socket that never raises SIGPIPE when the peer
+ * has gone (EPIPE instead): MSG_NOSIGNAL on Linux, SO_NOSIGPIPE on macOS,
+ * which has no MSG_NOSIGNAL. Returns what send returns, errno set.
+ */
+ssize_t os_send_nosignal(int fd, const void *buf, size_t n);
+
 /* ---------- durability ---------- */
 
 /*

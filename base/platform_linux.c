@@ -28,6 +28,11 @@ int os_socket_cloexec(int domain, int type, int nonblock)
     return fd < 0 ? -errno : fd;
 }
 
+ssize_t os_send_nosignal(int fd, const void *buf, size_t n)
+{
+    return send(fd, buf, n, MSG_NOSIGNAL);
+}
+
 int os_full_fsync(int fd)
 {
     return fsync(fd) < 0 ? -errno : 0;

@@ -53,6 +53,15 @@ int os_socket_cloexec(int domain, int type, int nonblock)
     return fd;
 }
 
+ssize_t os_send_nosignal(int fd, const void *buf, size_t n)
+{
+    /* no MSG_NOSIGNAL here: the socket option, set again each time since
+     * it costs one call and keeps the function free of state */
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+    return send(fd, buf, n, 0);
+}
+
 int os_full_fsync(int fd)
 {
     /* fsync leaves the data in the drive's cache; F_FULLFSYNC flushes it

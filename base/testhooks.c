@@ -37,6 +37,8 @@ static void read_all(void)
     hooks.dhcpd_leases = text("STRATA_TEST_DHCPD_LEASES");
     const char *vz = text("STRATA_TEST_VZ_TIMEOUT_MS");
     hooks.vz_timeout_ms = vz ? atol(vz) : 0;
+    const char *pack = text("STRATA_TEST_PACK_BYTES");
+    hooks.pack_bytes = pack ? strtoull(pack, NULL, 10) : 0;
 }
 
 const test_hooks *test_hooks_get(void)

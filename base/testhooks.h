@@ -36,6 +36,9 @@ typedef struct {
     /* STRATA_TEST_VZ_TIMEOUT_MS=N: every wait for the framework's
      * completion handlers, shortened (tests/test_vz.c, tests/vzsim.sh) */
     long vz_timeout_ms;
+    /* STRATA_TEST_PACK_BYTES=N: a push's pack unit is N bytes instead of
+     * 512 MiB, so a small test disk makes many packs (tests/registry_limits.sh) */
+    unsigned long long pack_bytes;
 } test_hooks;
 
 /* The switches, read from the environment at the first call. */

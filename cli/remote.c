@@ -339,7 +339,9 @@ const cli_verb cli_remote_verbs[] = {
     {"login", cmd_login, "login REGISTRY [-u USER] [--password-stdin] [--insecure]",
      "Check a user and password (read from stdin, never from the command line) against a\n"
      "registry and keep them where docker does: the credential helper ~/.docker/config.json\n"
-     "names for it, else that file's auths (mode 0600). $DOCKER_CONFIG moves the directory."},
+     "names for it, else that file's auths (mode 0600). $DOCKER_CONFIG moves the directory.\n"
+     "Docker Hub (docker.io) is checked at registry-1.docker.io and kept, as docker keeps\n"
+     "it, under https://index.docker.io/v1/."},
     {"logout", cmd_logout, "logout REGISTRY", "Forget the credentials kept for a registry."},
     {"push", cmd_push,
      "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--chunk-size KIB] [--json] [--insecure]",
@@ -351,13 +353,20 @@ const cli_verb cli_remote_verbs[] = {
      "gcr.io and *-docker.pkg.dev), adapted when a registry refuses a size; 0 sends each blob\n"
      "in one PUT. A chunk cut off is resumed where the registry says the upload stands.\n"
      "--jobs uploads run at once (default: twice the cores, 4 to 16): at 20 Mbit/s shared by\n"
-     "16, a 4 MiB chunk takes under 30 s, far inside registries' 10-minute request limits."},
+     "16, a 4 MiB chunk takes under 30 s, far inside registries' 10-minute request limits.\n"
+     "Docker Hub is docker.io (or index.docker.io), reached at registry-1.docker.io; a\n"
+     "one-part name is under library/ as in docker (docker.io/vm:v1 is library/vm).\n"
+     "Credentials are docker's (see login): a helper's, or config.json's password,\n"
+     "identitytoken or registrytoken; they and the tokens got with them are fetched\n"
+     "again when they expire or are refused during a push."},
     {"pull", cmd_pull, "pull HOST/REPO:TAG|HOST/REPO@DIGEST [-t NAME] [--jobs N] [--json] [--insecure]",
      "Pull a layer and the part of its chain the store lacks from an OCI registry. Only\n"
      "chunks no local layer has at the same place are downloaded, --jobs at a time; every\n"
      "blob and chunk is checked, and on any failure nothing is added (chunks already\n"
      "received are kept under the store's tmp/ for the next pull of that layer). The\n"
      "local tag is -t NAME, else the remote name with '/' and ':' of HOST/REPO as '_'\n"
-     "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id."},
+     "(ghcr.io/acme/macos:xcode16 -> ghcr.io_acme_macos:xcode16). Prints the layer id.\n"
+     "Docker Hub's names and credentials are read as by push (docker.io/vm:v1 is\n"
+     "library/vm there, tagged docker.io_library_vm:v1 here)."},
     {NULL, NULL, NULL, NULL},
 };

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@
 
 #define CONFIG_MAX (1u << 20)
 #define HELPER_OUT_MAX (1u << 16)
+
+static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void rm_cred_clear(rm_cred *c)
 {
@@ -80,10 +83,14 @@ static int helper_name_valid(const char *n)
     return 1;
 }
 
-/* the helper for host: credHelpers[host], else credsStore, else NULL */
+/* the helper for host: credHelpers under docker's server name for it
+ * (Docker Hub's URL), or the host as typed, else credsStore, else NULL */
 const char *rm_helper_for(json_t *cfg, const char *host)
 {
-    const char *h = json_string_value(json_object_get(json_object_get(cfg, "credHelpers"), host));
+    json_t *helpers = json_object_get(cfg, "credHelpers");
+    const char *h = json_string_value(json_object_get(helpers, rm_cred_server(host)));
+    if (!h)
+        h = json_string_value(json_object_get(helpers, host));
     if (!h)
         h = json_string_value(json_object_get(cfg, "credsStore"));
     return h && *h ? h : NULL;
@@ -121,6 +128,9 @@ int rm_helper_run(const char *name, const char *verb, const char *input, sbuf *o
         close(in[1]), close(outp[0]);
         return rm_fail(errno, "fork: %s", strerror(errno));
     }
+    /* workers may ask at the same time (each after its own 401), and the
+     * SIGPIPE disposition is the process's: one helper at a time */
+    pthread_mutex_lock(&helper_lock);
     void (*old)(int) = signal(SIGPIPE, SIG_IGN);
     size_t len = strlen(input), done = 0;
     while (done < len) {
@@ -137,6 +147,7 @@ int rm_helper_run(const char *name, const char *verb, const char *input, sbuf *o
             sbuf_add(out, buf, (size_t)got);
     close(outp[0]);
     signal(SIGPIPE, old);
+    pthread_mutex_unlock(&helper_lock);
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -147,11 +158,14 @@ int rm_helper_run(const char *name, const char *verb, const char *input, sbuf *o
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-static int helper_get(const char *name, const char *host, rm_cred *out)
+/* A helper's answer {"Username","Secret"}: a Username of "<token>" means the
+ * Secret is an identity token (docker's convention; ACR's and GAR's helpers
+ * answer so). */
+static int helper_get(const char *name, const char *server, rm_cred *out)
 {
     sbuf o = {0};
     char *input = NULL;
-    if (asprintf(&input, "%s\n", host) < 0)
+    if (asprintf(&input, "%s\n", server) < 0)
         return -ENOMEM;
     int rc = rm_helper_run(name, "get", input, &o);
     free(input);
@@ -161,9 +175,11 @@ static int helper_get(const char *name, const char *host, rm_cred *out)
     const char *u = json_string_value(json_object_get(j, "Username"));
     const char *s = json_string_value(json_object_get(j, "Secret"));
     if (!rc && (!u || !s))
-        rc = rm_fail(EPROTO, "docker-credential-%s: its answer for %s is not understood", name, host);
+        rc = rm_fail(EPROTO, "docker-credential-%s: its answer for %s is not understood", name, server);
     if (!rc && (!(out->user = strdup(u)) || !(out->secret = strdup(s))))
         rc = -ENOMEM;
+    if (!rc)
+        out->kind = !strcmp(u, "<token>") ? RM_CRED_IDENTITY_TOKEN : RM_CRED_PASSWORD;
     if (o.data)
         rm_wipe(o.data, o.len);
     free(o.data);
@@ -182,47 +198,82 @@ int rm_key_names_host(const char *key, const char *host)
     return !strncmp(key, host, n) && (key[n] == 0 || key[n] == '/');
 }
 
-static int auths_get(json_t *cfg, const char *host, rm_cred *out)
+/* user:password from an entry's "auth" (base64), or -ENOENT */
+static int auth_field(json_t *entry, const char *server, rm_cred *out)
 {
+    const char *auth = json_string_value(json_object_get(entry, "auth"));
+    if (!auth || !*auth)
+        return -ENOENT;
+    size_t n;
+    char *plain = rm_b64_decode(auth, &n);
+    char *colon = plain ? strchr(plain, ':') : NULL;
+    int rc = 0;
+    if (!colon)
+        rc = rm_fail(EINVAL, "docker config: the auth entry for %s is not base64 user:password", server);
+    else {
+        *colon = 0;
+        if (!(out->user = strdup(plain)) || !(out->secret = strdup(colon + 1)))
+            rc = -ENOMEM;
+    }
+    if (plain)
+        rm_wipe(plain, n);
+    free(plain);
+    return rc;
+}
+
+/* One auths entry, in docker's order: a registrytoken is sent as is, an
+ * identitytoken is a refresh token (its "auth" then holds only a user
+ * name), else "auth" is user:password. */
+static int auths_entry(json_t *entry, const char *server, rm_cred *out)
+{
+    const char *rt = json_string_value(json_object_get(entry, "registrytoken"));
+    const char *it = json_string_value(json_object_get(entry, "identitytoken"));
+    const char *token = rt && *rt ? rt : it && *it ? it : NULL;
+    if (!token)
+        return auth_field(entry, server, out);
+    out->kind = token == rt ? RM_CRED_REGISTRY_TOKEN : RM_CRED_IDENTITY_TOKEN;
+    if (!(out->user = strdup(token == rt ? "" : "<token>")) || !(out->secret = strdup(token)))
+        return -ENOMEM;
+    return 0;
+}
+
+static int auths_get(json_t *cfg, const char *server, rm_cred *out)
+{
+    /* "https://index.docker.io/v1/" names the host index.docker.io */
+    const char *host = server;
+    if (!strncmp(host, "https://", 8))
+        host += 8;
+    size_t hl = strcspn(host, "/");
+    char *bare = strndup(host, hl);
+    if (!bare)
+        return -ENOMEM;
     const char *key;
     json_t *v;
+    int rc = -ENOENT;
     json_object_foreach(json_object_get(cfg, "auths"), key, v) {
-        if (!rm_key_names_host(key, host))
+        if (!rm_key_names_host(key, bare) || !json_is_object(v))
             continue;
-        const char *auth = json_string_value(json_object_get(v, "auth"));
-        if (!auth || !*auth)
-            continue;
-        size_t n;
-        char *plain = rm_b64_decode(auth, &n);
-        char *colon = plain ? strchr(plain, ':') : NULL;
-        int rc = 0;
-        if (!colon)
-            rc = rm_fail(EINVAL, "docker config: the auth entry for %s is not base64 user:password", host);
-        else {
-            *colon = 0;
-            if (!(out->user = strdup(plain)) || !(out->secret = strdup(colon + 1)))
-                rc = -ENOMEM;
-        }
-        if (plain)
-            rm_wipe(plain, n);
-        free(plain);
-        return rc;
+        if ((rc = auths_entry(v, server, out)) != -ENOENT)
+            break;
     }
-    return -ENOENT;
+    free(bare);
+    return rc;
 }
 
 int rm_cred_lookup(const char *host, const remote_opts *o, rm_cred *out)
 {
+    const char *server = rm_cred_server(host);
     char *dir = rm_config_dir(o);
     json_t *cfg = NULL;
+    memset(out, 0, sizeof *out);
     int rc = dir ? rm_config_load(dir, &cfg) : -ENOMEM;
     const char *helper = rc ? NULL : rm_helper_for(cfg, host);
     if (helper)
-        rc = helper_get(helper, host, out);
+        rc = helper_get(helper, server, out);
     if (!rc && !helper)
         rc = -ENOENT;
     if (rc == -ENOENT && cfg) /* docker, too, falls back to the file */
-        rc = auths_get(cfg, host, out);
+        rc = auths_get(cfg, server, out);
     if (rc)
         rm_cred_clear(out);
     json_decref(cfg);

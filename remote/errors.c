@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const char *remote_error(void)
 {
@@ -32,12 +33,46 @@ int rm_digest_valid(const char *d)
     return 1;
 }
 
+/* 1 if s starts with a literal IPv4 address in 127.0.0.0/8 (four decimal
+ * octets, each at most 255); *end is where it stops */
+static int ipv4_loopback(const char *s, const char **end)
+{
+    for (int octet = 0; octet < 4; octet++) {
+        if (octet && *s++ != '.')
+            return 0;
+        unsigned v = 0;
+        int digits = 0;
+        for (; isdigit((unsigned char)*s) && digits < 4; s++, digits++)
+            v = v * 10 + (unsigned)(*s - '0');
+        if (!digits || digits > 3 || v > 255 || (octet == 0 && v != 127))
+            return 0;
+    }
+    *end = s;
+    return 1;
+}
+
+/* Loopback is what cannot leave the machine whatever DNS says: a literal
+ * 127.x.y.z, [::1], or the name localhost, each with an optional port
+ * (":digits") and nothing after it but a URL's path, query or fragment
+ * (so the rest of a URL can be passed as it stands: the token realm). "127.example.com" and "localhost.evil.com" are
+ * names anyone can point anywhere. */
 int rm_host_loopback(const char *host)
 {
-    size_t n = strcspn(host, ":");
-    if (host[0] == '[') /* [::1]:port */
-        return !strncmp(host, "[::1]", 5);
-    return (n == 9 && !strncmp(host, "localhost", 9)) || !strncmp(host, "127.", 4);
+    const char *p = NULL;
+    if (!strncmp(host, "[::1]", 5))
+        p = host + 5;
+    else if (!strncasecmp(host, "localhost", 9))
+        p = host + 9;
+    else if (!ipv4_loopback(host, &p))
+        return 0;
+    if (*p == ':') {
+        const char *port = ++p;
+        while (isdigit((unsigned char)*p))
+            p++;
+        if (p == port || p - port > 5)
+            return 0;
+    }
+    return !*p || *p == '/' || *p == '?' || *p == '#';
 }
 
 char *rm_b64_encode(const void *p, size_t n)

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -53,8 +54,15 @@ int rm_dup(const remote *r, remote **out)
     int rc = open_conn(r->host, r->repo, &r->opts, r->push, out);
     if (!rc && r->authz && !((*out)->authz = strdup(r->authz)))
         rc = -ENOMEM;
+    if (!rc) { /* so a worker renews the token before it goes stale, as r would */
+        (*out)->token_expires = r->token_expires;
+        memcpy((*out)->challenge, r->challenge, sizeof r->challenge);
+    }
     if (!rc && r->creds_tried) {
         (*out)->creds_tried = 1;
+        (*out)->cred_read = r->cred_read;
+        (*out)->cred_given = r->cred_given;
+        (*out)->cred.kind = r->cred.kind;
         if (r->cred.user && (!((*out)->cred.user = strdup(r->cred.user)) ||
                              !((*out)->cred.secret = strdup(r->cred.secret))))
             rc = -ENOMEM;
@@ -107,6 +115,7 @@ void rm_resp_free(rm_resp *r)
     free(r->content_type);
     free(r->link);
     free(r->range);
+    free(r->host);
     memset(r, 0, sizeof *r);
 }
 
@@ -119,7 +128,13 @@ typedef struct {
     size_t sent; /* of a memory body */
     int too_big, sink_failed, src_failed;
     int sink_rc; /* what the sink returned: a negative errno, or >0 to stop on purpose */
+    int follow;  /* a redirect answer will be followed */
 } xfer;
+
+static int is_redirect(long status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
 static void set_header(char **slot, const char *v, size_t n)
 {
@@ -182,6 +197,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx)
     xfer *x = ctx;
     size_t n = size * nmemb;
     curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &x->resp->status);
+    if (x->follow && is_redirect(x->resp->status))
+        return n; /* a redirect's body says nothing we need */
     /* an error's body is kept for its message, not given to the sink */
     if (x->q->sink && x->resp->status >= 200 && x->resp->status < 300) {
         if ((x->sink_rc = x->q->sink(x->q->sink_ctx, data, n))) {
@@ -250,7 +267,80 @@ static char *full_url(const remote *r, const char *url)
     return u;
 }
 
-static struct curl_slist *headers_for(const remote *r, const rm_req *q)
+/* ---- where a URL goes: scheme, host and port ---- */
+
+#define RM_AUTHORITY_MAX 256
+
+/* the host[:port] of an absolute http(s) URL, without user info, in out;
+ * the length of its scheme ("http" or "https"), or 0 if it is neither */
+static size_t url_authority(const char *url, char out[RM_AUTHORITY_MAX])
+{
+    size_t scheme = !strncasecmp(url, "https://", 8) ? 5 : !strncasecmp(url, "http://", 7) ? 4 : 0;
+    out[0] = 0;
+    if (!scheme)
+        return 0;
+    const char *a = url + scheme + 3;
+    size_t n = strcspn(a, "/?#");
+    for (const char *at; (at = memchr(a, '@', n));)
+        n -= (size_t)(at + 1 - a), a = at + 1;
+    if (!n || n >= RM_AUTHORITY_MAX)
+        return 0;
+    memcpy(out, a, n);
+    out[n] = 0;
+    return scheme;
+}
+
+/* "scheme://host:port" of a URL, lowercased, the port always written (the
+ * scheme's default if absent), so two spellings of one origin compare
+ * equal; 0 if the URL is not absolute http(s) */
+static int url_origin(const char *url, char out[RM_AUTHORITY_MAX + 16])
+{
+    char auth[RM_AUTHORITY_MAX];
+    size_t scheme = url_authority(url, auth);
+    if (!scheme)
+        return 0;
+    const char *end = auth[0] == '[' ? strchr(auth, ']') : auth;
+    const char *colon = end ? strrchr(end, ':') : NULL;
+    size_t hostlen = colon ? (size_t)(colon - auth) : strlen(auth);
+    long port = colon ? strtol(colon + 1, NULL, 10) : scheme == 5 ? 443 : 80;
+    snprintf(out, RM_AUTHORITY_MAX + 16, "%s://%.*s:%ld", scheme == 5 ? "https" : "http",
+             (int)hostlen, auth, port);
+    for (char *p = out; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return 1;
+}
+
+static int same_origin(const char *a, const char *b)
+{
+    char oa[RM_AUTHORITY_MAX + 16], ob[RM_AUTHORITY_MAX + 16];
+    return url_origin(a, oa) && url_origin(b, ob) && !strcmp(oa, ob);
+}
+
+/* The plain-HTTP rule, for every URL a request goes to (redirects too):
+ * https anywhere; http only to a loopback host, or with --insecure. */
+static int url_allowed(const remote *r, const char *url)
+{
+    char auth[RM_AUTHORITY_MAX];
+    size_t scheme = url_authority(url, auth);
+    return scheme == 5 || (scheme == 4 && (r->opts.insecure || rm_host_loopback(auth)));
+}
+
+/* "GET /v2/repo/blobs/sha256:..." for messages: no query (a presigned
+ * storage URL carries its signature there), bounded */
+static void describe(const rm_req *q, const char *url, char *out, size_t n)
+{
+    const char *path = url;
+    char auth[RM_AUTHORITY_MAX];
+    size_t scheme = url_authority(url, auth);
+    if (scheme)
+        path = url + scheme + 3 + strcspn(url + scheme + 3, "/?#");
+    int len = (int)strcspn(path, "?#");
+    if (!len)
+        path = "/", len = 1;
+    snprintf(out, n, "%s %.*s%s", q->method, len > 160 ? 160 : len, path, len > 160 ? "..." : "");
+}
+
+static struct curl_slist *headers_for(const remote *r, const rm_req *q, int with_authz)
 {
     struct curl_slist *h = NULL;
     char line[300];
@@ -263,7 +353,7 @@ static struct curl_slist *headers_for(const remote *r, const rm_req *q)
         h = curl_slist_append(h, line);
     }
     const char *authz = q->no_auth ? q->authz : r->authz;
-    if (authz)
+    if (authz && with_authz)
         h = curl_slist_append(h, authz);
     h = curl_slist_append(h, "Expect:"); /* proxies may never answer 100-continue */
     if (q->range) {
@@ -293,13 +383,10 @@ static void setup(remote *r, const rm_req *q, xfer *x, const char *url, struct c
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "strata");
-    int plain_ok = r->opts.insecure || rm_host_loopback(r->host);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, plain_ok ? "http,https" : "https");
-    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, plain_ok ? "http,https" : "https");
-    /* blob GETs may redirect to storage: follow, and libcurl drops our
-     * Authorization header when the host changes */
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, !strcmp(q->method, "GET") ? 1L : 0L);
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    /* url_allowed checked the scheme; this says it to libcurl as well.
+     * Redirects are followed by exchange(), never by libcurl. */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, strncasecmp(url, "https:", 6) ? "http" : "https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     if (!strcmp(q->method, "HEAD"))
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (!strcmp(q->method, "PUT") || !strcmp(q->method, "POST") ||
@@ -317,27 +404,42 @@ static void setup(remote *r, const rm_req *q, xfer *x, const char *url, struct c
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
 }
 
-/* one attempt; 0 with resp->status set, or a curl failure as -EIO */
-static int attempt(remote *r, const rm_req *q, rm_resp *resp, CURLcode *cc)
+static int follows_redirects(const rm_req *q)
+{
+    return !strcmp(q->method, "GET") || !strcmp(q->method, "HEAD");
+}
+
+/* one request to url, one answer; 0 with resp->status set (and *next, the
+ * redirect's target resolved against url, if it is one to follow), or a
+ * curl failure as -EIO naming the host and the request */
+static int attempt(remote *r, const rm_req *q, const char *url, int with_authz, rm_resp *resp,
+                   CURLcode *cc, char **next)
 {
     rm_resp_free(resp);
     resp->content_length = -1;
-    xfer x = {.q = q, .resp = resp, .curl = r->curl};
-    char *url = full_url(r, q->url);
-    struct curl_slist *h = headers_for(r, q);
-    if (!url || !h) {
-        free(url);
+    char auth[RM_AUTHORITY_MAX];
+    url_authority(url, auth);
+    xfer x = {.q = q, .resp = resp, .curl = r->curl, .follow = follows_redirects(q)};
+    struct curl_slist *h = headers_for(r, q, with_authz);
+    if (!h || !(resp->host = strdup(auth[0] ? auth : r->host))) {
         curl_slist_free_all(h);
         return -ENOMEM;
     }
     setup(r, q, &x, url, h);
     *cc = curl_easy_perform(r->curl);
     curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    const char *target = NULL;
+    if (*cc == CURLE_OK && x.follow && is_redirect(resp->status))
+        curl_easy_getinfo(r->curl, CURLINFO_REDIRECT_URL, &target);
+    *next = target ? strdup(target) : NULL;
     curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(h);
-    free(url);
+    char asked[200];
+    describe(q, url, asked, sizeof asked);
+    if (target && !*next)
+        return -ENOMEM;
     if (x.too_big)
-        return rm_fail(EFBIG, "%s: the registry's answer is larger than %zu bytes", r->host,
+        return rm_fail(EFBIG, "%s: %s: the answer is larger than %zu bytes", resp->host, asked,
                        q->max_body);
     if (x.sink_failed && x.sink_rc < 0)
         return x.sink_rc; /* the sink's error, with the code it was raised with */
@@ -346,8 +448,55 @@ static int attempt(remote *r, const rm_req *q, rm_resp *resp, CURLcode *cc)
     if (resp->body.oom)
         return -ENOMEM;
     if (*cc != CURLE_OK)
-        return rm_fail(EIO, "%s: %s", r->host, curl_easy_strerror(*cc));
+        return rm_fail(EIO, "%s: %s: %s", resp->host, asked, curl_easy_strerror(*cc));
     return 0;
+}
+
+/* at most this many redirects per request (registries use one: to storage) */
+#define RM_REDIRECTS 5
+
+/* One request and the redirects of its answer, if it is a GET or HEAD.
+ * They are followed here, not by libcurl, because of what a hop may carry:
+ * the Authorization header only while the hop stays on the origin (scheme,
+ * host and port) the request was made to, so a registry's credentials or
+ * token never reach its storage (S3, GCS, Azure: presigned URLs that need
+ * none) or any other host; Range and Accept on every hop, since storage
+ * answers the Range itself; and the plain-HTTP rule checked for every hop.
+ * A relative Location is resolved by libcurl (CURLINFO_REDIRECT_URL). */
+static int exchange(remote *r, const rm_req *q, rm_resp *resp, CURLcode *cc)
+{
+    char *first = full_url(r, q->url), *url = first, *next = NULL;
+    int rc = first ? 0 : -ENOMEM;
+    char asked[200];
+    for (int hop = 0; !rc; hop++) {
+        if (!url_allowed(r, url)) {
+            char to[RM_AUTHORITY_MAX];
+            url_authority(url, to);
+            describe(q, first, asked, sizeof asked);
+            rc = rm_fail(EPROTO, "%s: %s: %s%s: plain HTTP is refused (https only, unless the host "
+                         "is loopback or --insecure is given)", r->host, asked,
+                         hop ? "redirected to " : "", hop ? to : "");
+            break;
+        }
+        rc = attempt(r, q, url, hop == 0 || same_origin(first, url), resp, cc, &next);
+        resp->redirects = hop;
+        if (rc || !next)
+            break;
+        if (hop == RM_REDIRECTS) {
+            describe(q, first, asked, sizeof asked);
+            rc = rm_fail(EPROTO, "%s: %s: more than %d redirects", r->host, asked, RM_REDIRECTS);
+            break;
+        }
+        if (url != first)
+            free(url);
+        url = next;
+        next = NULL;
+    }
+    free(next);
+    if (url != first)
+        free(url);
+    free(first);
+    return rc;
 }
 
 void rm_backoff(int n, long retry_after)
@@ -363,7 +512,7 @@ int rm_perform(remote *r, const rm_req *q, rm_resp *resp)
 {
     for (int n = 0;; n++) {
         CURLcode cc = CURLE_OK;
-        int rc = attempt(r, q, resp, &cc);
+        int rc = exchange(r, q, resp, &cc);
         int again = (rc == -EIO && transient_curl(cc)) ||
                     (!rc && (resp->status >= 500 || resp->status == 429));
         if (!again || q->src || q->sink || n + 1 >= RM_TRIES)
@@ -393,5 +542,8 @@ int rm_http_fail(const rm_resp *resp, const char *what)
     char msg[256];
     registry_message(resp, msg, sizeof msg);
     int err = resp->status == 404 ? ENOENT : resp->status == 401 || resp->status == 403 ? EACCES : EPROTO;
-    return rm_fail(err, "%s: the registry answered HTTP %ld%s", what, resp->status, msg);
+    const char *who = resp->redirects ? "the storage the registry redirected to" : "the registry";
+    if (!resp->host)
+        return rm_fail(err, "%s: %s answered HTTP %ld%s", what, who, resp->status, msg);
+    return rm_fail(err, "%s: %s: %s answered HTTP %ld%s", resp->host, what, who, resp->status, msg);
 }

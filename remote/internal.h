@@ -54,16 +54,37 @@ void rm_wipe(void *p, size_t n);
 int rm_digest_valid(const char *d);                         /* sha256:<64 lowercase hex> */
 int rm_host_loopback(const char *host);
 
+/* ---- Docker Hub's names (ref.c) ---- */
+#define RM_HUB_API "registry-1.docker.io"             /* where its API answers */
+#define RM_HUB_CRED_KEY "https://index.docker.io/v1/" /* where docker keeps its credentials */
+/* 1 for docker.io, index.docker.io and registry-1.docker.io */
+int rm_host_is_hub(const char *host);
+/* the host to send requests to for host as typed (RM_HUB_API for the hub) */
+const char *rm_api_host(const char *host);
+/* the server name docker keys host's credentials under (config.json's
+ * auths, credHelpers, what a helper is asked): RM_HUB_CRED_KEY for the hub */
+const char *rm_cred_server(const char *host);
+
 /* base64, NUL-terminated, caller frees; decode returns NULL on bad input */
 char *rm_b64_encode(const void *p, size_t n);
 char *rm_b64_decode(const char *s, size_t *n);
 
 /* ---- credentials (creds.c) ---- */
+/* what a credential's secret is (docker's config.json holds all three) */
+enum {
+    RM_CRED_PASSWORD,       /* user and password: Basic, or the token server's GET */
+    RM_CRED_IDENTITY_TOKEN, /* an OAuth2 refresh token ("identitytoken", a helper's
+                               Username "<token>"): exchanged at the realm by POST */
+    RM_CRED_REGISTRY_TOKEN, /* "registrytoken": sent to the registry as Bearer, as is */
+};
 typedef struct {
-    char *user;
+    char *user; /* "<token>" for an identity token, "" for a registry token */
     char *secret;
+    int kind; /* RM_CRED_* */
 } rm_cred;
-/* 0 and filled, -ENOENT if none is configured, other negative on error */
+/* host's credentials (a host as typed: Docker Hub's are looked up under
+ * RM_HUB_CRED_KEY). 0 and filled, -ENOENT if none is configured, other
+ * negative on error */
 int rm_cred_lookup(const char *host, const remote_opts *o, rm_cred *out);
 void rm_cred_clear(rm_cred *c); /* wipes and frees */
 /* docker's configuration directory (o->docker_dir, $DOCKER_CONFIG, ~/.docker),
@@ -88,6 +109,12 @@ struct remote {
     int creds_tried; /* looked up once */
     rm_cred cred;
     CURL *curl;
+    /* auth.c's own state. rm_dup copies none of it (a worker's copy reads
+     * the credentials itself on its first 401, with their kind) */
+    int cred_read;        /* cred was read by auth.c for this connection */
+    int cred_given;       /* cred was handed in (login checks it): never read again */
+    double token_expires; /* monotonic seconds when the token in authz goes stale; 0: unknown */
+    char challenge[2048]; /* the Bearer challenge that token answered, to renew it; "" if none */
 };
 
 typedef struct {
@@ -118,17 +145,21 @@ typedef struct {
     uint64_t chunk_min;  /* OCI-Chunk-Min-Length, 0 if absent */
     long retry_after;
     int64_t content_length; /* -1 if absent */
+    char *host;    /* who gave this answer (HOST[:PORT]), for messages */
+    int redirects; /* redirects followed to get it (GET and HEAD follow them) */
 } rm_resp;
 void rm_resp_free(rm_resp *r);
 
-/* One request with auth (401 answered once by Basic or a bearer token;
- * auth.c) and retries (connection errors, 5xx, 429) unless the body is
- * streamed. On success (any HTTP status) fills resp. */
+/* One request with auth (auth.c: a stale token renewed first; a 401
+ * answered once, with the credentials read again, by Basic or a new bearer
+ * token, a streamed body rewound) and retries (connection errors, 5xx, 429)
+ * unless the body is streamed. On success (any HTTP status) fills resp. */
 int rm_request(remote *r, const rm_req *q, rm_resp *resp);
 /* One request with retries (connection errors, 5xx, 429) but no auth: what
- * rm_request does before it answers a 401. */
+ * rm_request does before it answers a 401. GET and HEAD follow redirects
+ * (http.c says how). */
 int rm_perform(remote *r, const rm_req *q, rm_resp *resp);
-/* a one-line error for an unexpected answer, naming what was asked */
+/* a one-line error for an unexpected answer: "HOST: what: what happened" */
 int rm_http_fail(const rm_resp *resp, const char *what);
 /* backoff before try n (0-based), honouring Retry-After */
 void rm_backoff(int n, long retry_after);

@@ -37,11 +37,12 @@ static int verify_login(const char *host, const char *user, const char *password
                         const remote_opts *o)
 {
     remote *r;
-    remote_ref ref = {.host = (char *)host, .repo = "strata-login-check"};
+    remote_ref ref = {.host = (char *)rm_api_host(host), .repo = "strata-login-check"};
     int rc = remote_open(&ref, o, 0, &r);
     if (rc)
         return rc;
-    r->creds_tried = 1;
+    r->creds_tried = r->cred_given = 1;
+    r->cred.kind = RM_CRED_PASSWORD;
     r->cred.user = strdup(user);
     r->cred.secret = strdup(password);
     rm_req q = {.method = "GET", .url = "/v2/", .max_body = 1 << 16};
@@ -59,8 +60,19 @@ static int verify_login(const char *host, const char *user, const char *password
     return rc;
 }
 
+/* the host part of the server name docker keeps host's credentials under
+ * ("https://index.docker.io/v1/" for Docker Hub), as auths keys are matched */
+static const char *auths_host(const char *host)
+{
+    return rm_host_is_hub(host) ? "index.docker.io" : host;
+}
+
+/* Credentials are kept under docker's name for the registry (Docker Hub's
+ * "https://index.docker.io/v1/", whatever name it was given by), so that
+ * docker and strata find each other's. */
 int remote_login(const char *host, const char *user, const char *password, const remote_opts *o)
 {
+    const char *server = rm_cred_server(host);
     if (!*user || strchr(user, ':'))
         return rm_fail(EINVAL, "login: the user name must be non-empty and have no ':'");
     int rc = verify_login(host, user, password, o);
@@ -72,12 +84,12 @@ int remote_login(const char *host, const char *user, const char *password, const
         rc = rm_config_load(dir, &cfg);
     const char *helper = rc ? NULL : rm_helper_for(cfg, host);
     if (helper) {
-        json_t *in = json_pack("{s:s,s:s,s:s}", "ServerURL", host, "Username", user, "Secret", password);
+        json_t *in = json_pack("{s:s,s:s,s:s}", "ServerURL", server, "Username", user, "Secret", password);
         char *text = in ? json_dumps(in, JSON_COMPACT) : NULL;
         sbuf out = {0};
         rc = text ? rm_helper_run(helper, "store", text, &out) : -ENOMEM;
         if (rc > 0)
-            rc = rm_fail(EIO, "docker-credential-%s could not store the credentials for %s", helper, host);
+            rc = rm_fail(EIO, "docker-credential-%s could not store the credentials for %s", helper, server);
         if (text)
             rm_wipe(text, strlen(text));
         free(text);
@@ -92,7 +104,7 @@ int remote_login(const char *host, const char *user, const char *password, const
             auths = json_object();
             json_object_set_new(cfg, "auths", auths);
         }
-        if (!rc && json_object_set_new(auths, host, json_pack("{s:s}", "auth", b64)))
+        if (!rc && json_object_set_new(auths, server, json_pack("{s:s}", "auth", b64)))
             rc = -ENOMEM;
         if (!rc)
             rc = write_config(dir, cfg);
@@ -118,7 +130,8 @@ int remote_logout(const char *host, const remote_opts *o)
     if (helper) {
         sbuf out = {0};
         char *input = NULL;
-        rc = asprintf(&input, "%s\n", host) < 0 ? -ENOMEM : rm_helper_run(helper, "erase", input, &out);
+        rc = asprintf(&input, "%s\n", rm_cred_server(host)) < 0 ? -ENOMEM
+                                                                 : rm_helper_run(helper, "erase", input, &out);
         found = rc == 0;
         rc = rc > 0 ? 0 : rc;
         free(input);
@@ -129,7 +142,7 @@ int remote_logout(const char *host, const remote_opts *o)
     json_t *v;
     void *tmp;
     int dropped = 0;
-    json_object_foreach_safe(auths, tmp, key, v) if (rm_key_names_host(key, host))
+    json_object_foreach_safe(auths, tmp, key, v) if (rm_key_names_host(key, auths_host(host)))
     {
         json_object_del(auths, key);
         dropped = 1;

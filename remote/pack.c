@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "pack.h"
 
+#include "../base/testhooks.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -128,14 +130,37 @@ static int add_pack(pk_plan *p, size_t *cap, size_t layer, size_t first)
     return 0;
 }
 
-/* a new pack whenever the next chunk would take this one past PACK_MAX_BYTES */
+/* Why this bounds the manifest: a layer's packs are all full (S, less a
+ * chunk at worst) but its last. The limit S is the smallest power of two at
+ * least D/64, so it is S while the chain's data D grows from 32 S to 64 S:
+ * at most 32 full packs per doubling of D (a layer that spans several
+ * doublings is cut at the largest S, fewer packs still). With 512 MiB up to 32 GiB (64 packs), 32 per doubling
+ * to 512 GiB (4 x 32) and 8 GiB packs from there to 1 TiB (64), a 1 TiB
+ * chain of L layers has at most 256 full packs and L partial ones: with 3
+ * descriptors per layer, 4 L + 256, under ECR's 500 for L up to 61. */
+uint64_t pk_pack_limit(uint64_t chain_bytes)
+{
+    uint64_t unit = test_hooks_get()->pack_bytes ? test_hooks_get()->pack_bytes : PACK_UNIT_BYTES;
+    uint64_t limit = unit;
+    while (limit < PACK_MAX_UNITS * unit && limit * PACK_CHAIN_SHARE < chain_bytes)
+        limit *= 2;
+    return limit;
+}
+
+/* A new pack whenever the next chunk would take this one past the layer's
+ * pack limit, which depends on the data of the layer and its ancestors only
+ * (p->data_bytes before this layer, plus its own). */
 static int cut_packs(pk_plan *p, size_t li, size_t *cap)
 {
     pk_layer *L = &p->layers[li];
     L->first_pack = p->npacks;
+    uint64_t own = 0;
+    for (size_t i = 0; i < L->nchunks; i++)
+        own += L->chunks[i].ulen;
+    L->pack_limit = pk_pack_limit(p->data_bytes + own);
     for (size_t i = 0; i < L->nchunks; i++) {
         pk_pack *cur = p->npacks > L->first_pack ? &p->packs[p->npacks - 1] : NULL;
-        if (!cur || cur->ubytes + L->chunks[i].ulen > PACK_MAX_BYTES) {
+        if (!cur || cur->ubytes + L->chunks[i].ulen > L->pack_limit) {
             if (add_pack(p, cap, li, i))
                 return -ENOMEM;
             cur = &p->packs[p->npacks - 1];

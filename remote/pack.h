@@ -6,7 +6,15 @@
 
 #include <zstd.h>
 
-#define PACK_MAX_BYTES (512ull << 20) /* uncompressed chunk bytes per pack, at most */
+/* A layer's packs hold at most pk_pack_limit(D) uncompressed bytes, D being
+ * the new-chunk data of that layer and its ancestors (docs/remote.md,
+ * "Packs"): PACK_UNIT_BYTES up to 64 times that, then doubling with D
+ * (the smallest power-of-two multiple of the unit at least D/64) up to
+ * PACK_MAX_UNITS units. D is fixed once the layer exists, so a layer's packs
+ * never change when a child is pushed. */
+#define PACK_UNIT_BYTES (512ull << 20)
+#define PACK_CHAIN_SHARE 64 /* a pack is at least 1/64 of the chain's data so far */
+#define PACK_MAX_UNITS 16   /* 8 GiB: compressed, still under GHCR's 10 GB per blob */
 #define PACK_ZSTD_LEVEL 3
 #define INDEX_MAGIC "STRATACI"
 #define INDEX_HEADER 24     /* magic, u32 version, u32 npacks, u64 nchunks */
@@ -35,6 +43,7 @@ typedef struct {
     pk_chunk *chunks; /* chunks new in this layer: not in any ancestor, first occurrence */
     size_t nchunks;
     size_t first_pack, npacks; /* in the plan's pack list */
+    uint64_t pack_limit;       /* pk_pack_limit of its chain's data */
 } pk_layer;
 
 typedef struct {
@@ -45,6 +54,10 @@ typedef struct {
     uint64_t data_bytes; /* uncompressed, all new chunks of the chain */
     uint64_t data_chunks;
 } pk_plan;
+
+/* the pack size for a layer whose chain (it and its ancestors) holds
+ * chain_bytes of new-chunk data; STRATA_TEST_PACK_BYTES replaces the unit */
+uint64_t pk_pack_limit(uint64_t chain_bytes);
 
 /* cut the chain (root first; the plan takes the layers) into packs */
 int pk_plan_make(store_layer **chain, size_t n, pk_plan *out);

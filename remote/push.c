@@ -1,6 +1,7 @@
 /* remote: pushing a layer chain as one OCI manifest (docs/remote.md). */
 #define _GNU_SOURCE
 #include "pack.h"
+#include "preflight.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -182,7 +183,7 @@ static int send_pack(remote *r, push_job *j, pk_pack *pk, pk_layer *L, pk_reader
         return rc;
     pack_source s = {.rd = rd, .pk = pk, .L = L, .job = j, .next = pk->first, .counted = pk->first};
     remote_source src = {pack_read, pack_rewind, &s, pack_seek};
-    if ((rc = remote_blob_put(r, digest, pk->csize, &src, &j->upload, session)))
+    if ((rc = remote_blob_upload(r, digest, pk->csize, &src, &j->upload, session)))
         return rc;
     job_add(j, &j->res->blobs_uploaded, 1);
     job_add(j, &j->res->bytes_uploaded, pk->csize);
@@ -340,7 +341,7 @@ static int put_small(remote *r, push_job *j, const char *data, size_t len, char 
     }
     mem_source m = {data, len, 0};
     remote_source src = {mem_read, mem_rewind, &m, mem_seek};
-    if (!rc && !(rc = remote_blob_put(r, digest, len, &src, &j->upload, session))) {
+    if (!rc && !(rc = remote_blob_upload(r, digest, len, &src, &j->upload, session))) {
         j->res->blobs_uploaded++;
         j->res->bytes_uploaded += len;
     }
@@ -434,22 +435,12 @@ static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
 
 /* ---- a local cache of index blobs: a push knows pack digests without compressing ---- */
 
-static char *cache_path(const char *what)
-{
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    char *p = NULL;
-    if (x && *x ? asprintf(&p, "%s/strata/%s", x, what) < 0
-                : !home || asprintf(&p, "%s/.cache/strata/%s", home, what) < 0)
-        return NULL;
-    return p;
-}
-
 /* best effort: a missing or stale entry only costs compressing again */
 static void index_cache_load(pk_plan *p, size_t i)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", p->layers[i].layer->id.hex);
-    char *path = cache_path(name);
+    char *path = rm_cache_path(name);
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     struct stat s;
     size_t want = INDEX_HEADER + p->layers[i].npacks * INDEX_PACK_ENTRY +
@@ -464,28 +455,13 @@ static void index_cache_load(pk_plan *p, size_t i)
     free(path);
 }
 
-/* Best effort (a cache): path's directories (0700: ours alone), then
- * data as its contents, atomically; a failure leaves no error behind. */
-static void cache_write(const char *path, const void *data, size_t len)
-{
-    err_info keep = *err_last();
-    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
-    if (slash) {
-        *slash = 0;
-        if (file_mkdir_p(dir, 0700) == 0)
-            atomic_file_write_all(path, data, len, 0600, 0);
-    }
-    free(dir);
-    err_restore(&keep);
-}
-
 static void index_cache_store(const store_id *id, const sbuf *index)
 {
     char name[96];
     snprintf(name, sizeof name, "index/%s", id->hex);
-    char *path = cache_path(name);
+    char *path = rm_cache_path(name);
     if (path)
-        cache_write(path, index->data, index->len);
+        rm_cache_write(path, index->data, index->len);
     free(path);
 }
 
@@ -493,7 +469,7 @@ static void index_cache_store(const store_id *id, const sbuf *index)
 
 static char *record_path(void)
 {
-    return cache_path("pushed");
+    return rm_cache_path("pushed");
 }
 
 /* lines "host repo", most recent last */
@@ -559,7 +535,7 @@ static void record_push(const remote_ref *dst)
     }
     sbuf_printf(&out, "%s\n", me);
     if (!out.oom)
-        cache_write(p, out.data, out.len);
+        rm_cache_write(p, out.data, out.len);
     sbuf_release(&out);
     free(me);
     free(text);
@@ -632,6 +608,29 @@ static int choose_layer(store *st, const store_id *id, const remote_push_opts *p
     return rc;
 }
 
+/* what the registry must accept of this manifest, asked before the first blob */
+static int preflight(remote *r, const pk_plan *plan, const store_id *top,
+                     const remote_push_opts *po)
+{
+    size_t *npacks = calloc(plan->nlayers + 1, sizeof *npacks);
+    if (!npacks)
+        return rm_oom();
+    for (size_t i = 0; i < plan->nlayers; i++)
+        npacks[i] = plan->layers[i].npacks;
+    rm_listing l = {plan->nlayers, npacks, top->hex};
+    int rc = rm_preflight(r, &l);
+    size_t n = rm_listing_descriptors(&l);
+    if (!rc && n > RM_ECR_DESCRIPTORS_MAX && po && po->note) {
+        char line[256];
+        snprintf(line, sizeof line, "this manifest lists %zu descriptors: %s takes them, but ECR "
+                 "takes at most %d, so this tag cannot be copied there", n, r->host,
+                 RM_ECR_DESCRIPTORS_MAX);
+        po->note(po->note_ctx, line);
+    }
+    free(npacks);
+    return rc;
+}
+
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res)
 {
@@ -662,8 +661,9 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
             index_cache_load(&plan, i);
         mount_candidates(&j, dst);
         remote_upload_plan_init(&j.upload, dst->host, po ? po->chunk_size : 0);
-        /* authenticate once here, so the workers start with a token */
-        rc = remote_blob_exists(r, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", 0);
+        /* before the first blob (and authenticated, so the workers start
+         * with a token): a refusal now costs no upload */
+        rc = preflight(r, &plan, &top, po);
         rc = rc < 0 ? rc : push_packs(&j, po);
     }
     size_t len = 0;

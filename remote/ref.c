@@ -72,6 +72,49 @@ static int tag_valid(const char *t)
     return 1;
 }
 
+int rm_host_is_hub(const char *host)
+{
+    return !strcmp(host, "docker.io") || !strcmp(host, "index.docker.io") ||
+           !strcmp(host, RM_HUB_API);
+}
+
+const char *rm_api_host(const char *host)
+{
+    return rm_host_is_hub(host) ? RM_HUB_API : host;
+}
+
+const char *rm_cred_server(const char *host)
+{
+    return rm_host_is_hub(host) ? RM_HUB_CRED_KEY : host;
+}
+
+/* Docker Hub's names as docker reads them: docker.io and index.docker.io
+ * are the names people type, registry-1.docker.io is where its API
+ * answers, and a one-part repository is an official image under library/.
+ * ref->host keeps the API host, not the name typed: every connection,
+ * message and mount-source record is made from ref->host, and only the
+ * API host is right for all of them; the local tag a pull gives maps it
+ * back to docker.io (remote_ref_local_tag). */
+static int hub_names(remote_ref *r)
+{
+    if (!rm_host_is_hub(r->host))
+        return 0;
+    char *host = strdup(RM_HUB_API), *repo = NULL;
+    if (!strchr(r->repo, '/') && asprintf(&repo, "library/%s", r->repo) < 0)
+        repo = NULL;
+    if (!host || (!strchr(r->repo, '/') && !repo)) {
+        free(host);
+        return -ENOMEM;
+    }
+    free(r->host);
+    r->host = host;
+    if (repo) {
+        free(r->repo);
+        r->repo = repo;
+    }
+    return 0;
+}
+
 int remote_ref_parse(const char *text, int need_repo_only, remote_ref *out)
 {
     memset(out, 0, sizeof *out);
@@ -96,6 +139,8 @@ int remote_ref_parse(const char *text, int need_repo_only, remote_ref *out)
     if (at)
         out->digest = strdup(at + 1);
     int rc = (!out->host || !out->repo || (colon && !out->tag) || (at && !out->digest)) ? -ENOMEM : 0;
+    if (!rc)
+        rc = hub_names(out);
     if (!rc && out->tag && !tag_valid(out->tag))
         rc = rm_fail(EINVAL, "'%s': '%s' is not a valid tag", text, out->tag);
     else if (!rc && out->digest && !rm_digest_valid(out->digest))
@@ -114,7 +159,9 @@ int remote_ref_local_tag(const remote_ref *ref, char *out, size_t n)
         return rm_fail(EINVAL, "%s/%s: no tag to name the layer after (give one with -t)", ref->host,
                        ref->repo);
     char name[300];
-    int len = snprintf(name, sizeof name, "%s/%s", ref->host, ref->repo);
+    /* Docker Hub by the name people give it (docker.io/library/vm), not its API host */
+    const char *host = rm_host_is_hub(ref->host) ? "docker.io" : ref->host;
+    int len = snprintf(name, sizeof name, "%s/%s", host, ref->repo);
     size_t k = 0;
     for (int i = 0; i < len && (size_t)len < sizeof name; i++) {
         char c = (char)tolower((unsigned char)name[i]);

@@ -54,7 +54,9 @@ int remote_manifest_put(remote *r, const char *reference, const void *body, size
     rm_resp resp = {0};
     int rc = rm_request(r, &q, &resp);
     free(url);
-    if (!rc && resp.status != 201 && resp.status != 200)
+    /* the spec says 201; some registries answer 200 or 202 (accepted, stored
+     * asynchronously), and each means the manifest was taken */
+    if (!rc && resp.status != 201 && resp.status != 200 && resp.status != 202)
         rc = rm_http_fail(&resp, "manifest upload");
     rm_resp_free(&resp);
     return rc;
@@ -69,8 +71,21 @@ int remote_blob_exists(remote *r, const char *digest, uint64_t size)
     rm_resp resp = {0};
     int rc = rm_request(r, &q, &resp);
     free(url);
-    if (!rc && resp.status == 200)
+    /* A registry that answers the HEAD with a redirect (to S3, GCS, Azure)
+     * has the blob: it redirects only to content it holds, and on a 404
+     * it says 404 itself. Storage's own answer to the followed HEAD is
+     * used for the size check when it gives one (2xx with a length);
+     * anything else from storage (GHCR's presigned URLs are signed for GET
+     * and may answer a HEAD 403; 404 or 5xx from a storage that lags) is
+     * not the registry's word, so the blob counts as present, its size
+     * unchecked: the digest names the bytes, the size check only guards
+     * against a registry that is broken, and refusing here would fail
+     * every push to such a registry. */
+    int redirected = !rc && resp.redirects > 0;
+    if (!rc && resp.status >= 200 && resp.status < 300)
         rc = !size || resp.content_length < 0 || (uint64_t)resp.content_length == size;
+    else if (redirected)
+        rc = 1;
     else if (!rc && resp.status != 404)
         rc = rm_http_fail(&resp, digest);
     rm_resp_free(&resp);

@@ -117,13 +117,15 @@ typedef struct {
 void remote_upload_plan_init(remote_upload_plan *p, const char *host, uint64_t chunk_size);
 
 /* Upload a blob of size bytes whose sha256 is digest: a blob larger than a
- * chunk goes in PATCHes of plan's chunk size followed by an empty PUT
- * ?digest=, each failed chunk resumed from where the registry says the
+ * chunk goes in PATCHes of plan's chunk size, the last piece in the closing
+ * PUT ?digest=, each failed piece resumed from where the registry says the
  * upload stands; a smaller one (or with plan monolithic) in one PUT, retried
  * whole. session (owned: used or cancelled) is an upload session a declined
  * mount opened, or NULL to POST a new one. */
-int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src,
-                    remote_upload_plan *plan, char *session);
+int remote_blob_upload(remote *r, const char *digest, uint64_t size, const remote_source *src,
+                       remote_upload_plan *plan, char *session);
+/* The same for a small blob: one POST and one PUT, retried whole. */
+int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src);
 
 /* Receives blob bytes as they arrive; returns 0 to go on, negative to stop. */
 typedef int (*remote_sink)(void *ctx, const void *data, size_t len);

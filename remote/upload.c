@@ -433,8 +433,13 @@ static int put_whole(remote *r, const char *digest, uint64_t size, const remote_
     return rc;
 }
 
-int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src,
-                    remote_upload_plan *plan, char *session)
+int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src)
+{
+    return put_whole(r, digest, size, src, NULL);
+}
+
+int remote_blob_upload(remote *r, const char *digest, uint64_t size, const remote_source *src,
+                       remote_upload_plan *plan, char *session)
 {
     uint64_t chunk = plan_chunk(plan);
     if (chunk && size > chunk && src->seek) {

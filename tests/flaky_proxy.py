@@ -11,7 +11,10 @@ the whole blob. MODE "redirect": blob GETs are redirected (307) to the
 registry itself, as registries redirect to storage. MODE "range416": a
 request with a Range header gets 416. MODE "slow": every
 request waits 0.5 s, and bodies are sent at BYTES_PER_SECOND (default
-1 MiB/s) per connection, so a test can act while a push or pull runs. Each
+1 MiB/s) per connection, so a test can act while a push or pull runs. MODE
+"relredirect": blob GETs and HEADs are redirected (307) with a relative
+Location, "/redirected" + the path, and requests under /redirected/ are
+forwarded without that prefix. Each
 request
 and what was done with it is logged on stdout.
 
@@ -25,8 +28,8 @@ UUID"). MODE "mount404": a mount is declined with 404. MODE "nochunk": PATCH
 is refused with 405 UNSUPPORTED, as Google's registries take no chunked
 upload. MODE "minchunk": like ECR, a PATCH is answered 201 (not 202), and
 the closing PUT is refused with 400 if a part other than the session's last
-(the PATCHes, then the PUT's body if any) carried fewer than 5 MiB. MODE "cut": a throttled link: request bodies of all
-connections together arrive at BYTES_PER_SECOND (default 1 MiB/s), and a
+(the PATCHes, then the PUT's body if any) carried fewer than 5 MiB. MODE
+"cut": a throttled link: request bodies of all connections together arrive at BYTES_PER_SECOND (default 1 MiB/s), and a
 request still sending after CUT_SECONDS (the fifth argument, default 60) is
 cut: its connection closed without an answer, the bytes received passed on
 to the registry (a PATCH's as a shorter PATCH), so the registry holds a
@@ -35,9 +38,25 @@ PATCH of more than 64 KiB is also cut after half its body whatever the time.
 Upload sessions are kept on the proxy's side (the newest upstream Location
 per session id), as registries other than distribution do, so a client may
 ask the state of a session whose last answer it never got.
+
+Registries' refusals (tests/registry_limits.sh); everything else is
+forwarded, and a blob PUT's log line ends with its digest:
+MODE "ecr": a manifest PUT listing more than LIMIT layers (the 4th argument,
+default 500) gets ECR's 405 UNSUPPORTED "Limit on number of layers per
+image exceeded". MODE "noname": every request below /v2/<repo>/ gets ECR's
+404 NAME_UNKNOWN "The repository with name '<repo>' does not exist in the
+registry with id '123456789012'" (as ECR does without create-on-push).
+MODE "denied": opening an upload (POST /v2/<repo>/blobs/uploads/) gets 403
+DENIED "requested access to the resource is denied", as for an account that
+may pull but not push.
+MODE "gitlab": a manifest PUT whose config, layers or artifactType use a
+media type not on GitLab's kind of list (OCI and docker image types) gets
+400 MANIFEST_INVALID "manifest invalid" with detail "unknown media type: X".
 """
 import http.client
 import http.server
+import json
+import re
 import sys
 import threading
 import time
@@ -48,6 +67,44 @@ CUT_SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 60.0
 CUT_ONCE = len(sys.argv) > 6 and sys.argv[6] == "once"
 UPLOAD_MODES = ("mount202", "mount404", "nochunk", "minchunk", "cut")
 ECR_MIN_PART = 5 << 20
+LIMIT = int(sys.argv[4]) if len(sys.argv) > 4 else 500
+GITLAB_TYPES = {
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json",
+    "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.empty.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+}
+
+
+def error(status, code, message, detail=None):
+    e = {"code": code, "message": message}
+    if detail is not None:
+        e["detail"] = detail
+    return status, json.dumps({"errors": [e]}).encode()
+
+
+def refusal(method, path, body):
+    """(status, body) of the registry MODE imitates, or None to forward"""
+    m = re.match(r"/v2/(.+?)/(blobs|manifests|tags)/", path)
+    if MODE == "noname" and m:
+        return error(404, "NAME_UNKNOWN", f"The repository with name '{m.group(1)}' does not "
+                     "exist in the registry with id '123456789012'")
+    if MODE == "denied" and method == "POST" and "/blobs/uploads/" in path:
+        return error(403, "DENIED", "requested access to the resource is denied")
+    if method != "PUT" or not m or m.group(2) != "manifests":
+        return None
+    doc = json.loads(body or b"{}")
+    if MODE == "ecr" and len(doc.get("layers", [])) > LIMIT:
+        return error(405, "UNSUPPORTED", "Invalid parameter at 'ImageManifest' failed to satisfy "
+                     "constraint: 'Limit on number of layers per image exceeded'")
+    if MODE == "gitlab":
+        used = [doc.get("config", {}).get("mediaType")] + [l.get("mediaType") for l in doc.get("layers", [])]
+        used += [doc["artifactType"]] if "artifactType" in doc else []
+        for t in used:
+            if t not in GITLAB_TYPES:
+                return error(400, "MANIFEST_INVALID", "manifest invalid", f"unknown media type: {t}")
+    return None
 count = 0
 lock = threading.Lock()
 sessions = {}  # upload id -> newest upstream Location (path?query)
@@ -95,6 +152,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return "503"
         if MODE in ("norange", "redirect", "slow", "range416") + UPLOAD_MODES:
             return MODE
+        if MODE == "relredirect":
+            return "relredirect-target" if self.path.startswith("/redirected/") else MODE
         # a bounded number of faults, so a client that retries always gets through
         return {2: "503", 4: "429", 6: "drop", 9: "503", 13: "drop", 17: "503"}.get(n)
 
@@ -112,11 +171,23 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return self.handle_upload()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        what = self.fault()
+        if MODE in ("ecr", "noname", "gitlab", "denied"):
+            refused = refusal(self.command, self.path, body)
+            digest = re.search(r"digest=(sha256:[0-9a-f]+)", self.path)
+            line = " ".join([self.command, self.path.split("?")[0], str(refused[0]) if refused else "forwarded"] +
+                            ([digest.group(1)] if digest and self.command == "PUT" else []))
+            with lock:  # whole lines, whatever the threads
+                print(line, flush=True)
+            if refused:
+                return self.answer(refused[0], [("Content-Type", "application/json")], refused[1])
+            what = None
+        else:
+            what = self.fault()
         shown = what
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
-        print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}", flush=True)
+        if MODE not in ("ecr", "noname", "gitlab", "denied"):  # one string: whole lines
+            print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}", flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
         if what == "429":
@@ -129,6 +200,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return self.answer(416)
         if what == "redirect" and self.command == "GET" and "/blobs/sha256:" in self.path:
             return self.answer(307, [("Location", f"http://{UPSTREAM}{self.path}")])
+        if what == "relredirect" and self.command in ("GET", "HEAD") and "/blobs/sha256:" in self.path:
+            return self.answer(307, [("Location", "/redirected" + self.path)])
+        if what == "relredirect-target":
+            self.path = self.path[len("/redirected"):]
         if what == "slow":
             time.sleep(0.5)
         conn = http.client.HTTPConnection(UPSTREAM, timeout=60)

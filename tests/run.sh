@@ -9,15 +9,16 @@
 # sh tests/run.sh [BUILD] [--quick] [--only SUITE[,SUITE...]] [--fs FS]
 #   no option     everything (make test, before its sanitizer pass)
 #   --quick       the quick loop (make test-unit): the unit tests, cli, crash,
-#                 vzsim and vzsdk on the plain filesystem; no guest boots, no
+#                 vzsim, vzsdk and nbd on the plain filesystem; no guest boots, no
 #                 loop mounts (STRATA_SKIP_LOOP), no registries, no user pass
 #   --only LIST   only these suites (make test-suite SUITE=LIST):
 #                   unit (the seven below) or test_clone test_store test_boot
 #                   test_vz test_receive test_remote test_reach; cli crash
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
-#                   remote registry_upload create devices powercut (once,
-#                   plain filesystem)
+#                   remote registry_http registry_auth registry_upload
+#                   registry_limits registry_pull nbd create devices
+#                   powercut (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
@@ -25,9 +26,9 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_upload create devices powercut"
-QUICK_SUITES="unit,cli,crash,vzsim,vzsdk"
-usage() { sed -n 's/^# \{0,1\}//; 9,23p' "$0" >&2; exit 2; }
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull nbd create devices powercut"
+QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
+usage() { sed -n 's/^# \{0,1\}//; 9,24p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
 while [ $# -gt 0 ]; do
@@ -249,9 +250,24 @@ plain_pass() {
         echo "== remote (registries on 127.0.0.1)"
         script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
     fi
-    if want registry_upload; then
-        echo "== registry_upload (uploads through misbehaving proxies, 127.0.0.1)"
-        script_suite registry_upload registry_upload.sh "$ROOT/registry_upload" "${plain:-plain}"
+    # registries behind storage redirects, and a pull-through cache
+    if want registry_http; then
+        echo "== registry_http (redirects to storage, pull-through cache)"
+        script_suite registry_http registry_http.sh "$ROOT/registry_http" "${plain:-plain}"
+    fi
+    # the NBD server against QEMU's and libnbd's clients and a raw one
+    if want nbd; then
+        echo "== nbd (strata's NBD server, independent clients)"
+        script_suite nbd nbd.sh "$ROOT/nbd" "${plain:-plain}"
+    fi
+    # credential kinds, expiring tokens, Docker Hub's names (issue 20)
+    if want registry_auth; then
+        echo "== registry_auth (registries on 127.0.0.1, a Docker Hub stand-in)"
+        script_suite registry_auth registry_auth.sh "$ROOT/registry_auth" "${plain:-plain}"
+    fi
+    if want registry_limits; then
+        echo "== registry_limits (ECR, GitLab refusals before the first blob)"
+        script_suite registry_limits registry_limits.sh "$ROOT/registry_limits" "${plain:-plain}"
     fi
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"

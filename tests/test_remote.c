@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -363,6 +364,153 @@ static void test_upload_plan(void **state)
     assert_true(p.fixed);
 }
 
+/* loopback is a literal 127.0.0.0/8 address, [::1] or localhost, with an
+ * optional port (and a URL's path): never a name that merely starts so */
+static void test_loopback(void **state)
+{
+    (void)state;
+    const char *yes[] = {"127.0.0.1", "127.0.0.1:5000", "127.1.2.3", "127.255.255.255:1",
+                         "localhost", "localhost:5000", "LOCALHOST", "[::1]", "[::1]:5000",
+                         "127.0.0.1:5000/token", "localhost/token", "localhost:5000?service=x"};
+    const char *no[] = {"127.example.com", "127.0.0.1.example.com", "127.0.0.1.nip.io:80",
+                        "localhost.evil.com", "localhost.evil.com:5000", "localhostx",
+                        "127.1", "127.0.0", "127.0.0.256", "127.0.0.1:", "127.0.0.1:5000x",
+                        "127.0.0.1@evil.com", "127.0.0.1:80@evil.com", "128.0.0.1",
+                        "1127.0.0.1", "[::1].evil.com", "[::2]", "ghcr.io", "", "::1",
+                        "0x7f.0.0.1", "127.0.0.1:123456"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        if (!rm_host_loopback(yes[i]))
+            fail_msg("'%s' should be loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        if (rm_host_loopback(no[i]))
+            fail_msg("'%s' should not be loopback", no[i]);
+}
+
+/* Docker Hub's names as docker reads them: the API host, library/ for a
+ * one-part name, docker's key for the credentials, docker.io in local tags */
+static void test_hub_refs(void **state)
+{
+    (void)state;
+    ref_ok("docker.io/acme/vm:v1", "registry-1.docker.io", "acme/vm", "v1", NULL);
+    ref_ok("docker.io/vm:v1", "registry-1.docker.io", "library/vm", "v1", NULL);
+    ref_ok("index.docker.io/vm", "registry-1.docker.io", "library/vm", NULL, NULL);
+    ref_ok("registry-1.docker.io/library/vm:v1", "registry-1.docker.io", "library/vm", "v1", NULL);
+    ref_ok("docker.io/a/b/c:t", "registry-1.docker.io", "a/b/c", "t", NULL);
+    /* only Docker Hub gets library/ */
+    ref_ok("ghcr.io/vm:v1", "ghcr.io", "vm", "v1", NULL);
+    ref_ok("mirror.docker.io.example/vm:v1", "mirror.docker.io.example", "vm", "v1", NULL);
+    local_tag_is("docker.io/vm:v1", "docker.io_library_vm:v1");
+    local_tag_is("index.docker.io/acme/vm:v1", "docker.io_acme_vm:v1");
+    local_tag_is("registry-1.docker.io/acme/vm:v1", "docker.io_acme_vm:v1");
+    assert_string_equal(rm_cred_server("docker.io"), "https://index.docker.io/v1/");
+    assert_string_equal(rm_cred_server("registry-1.docker.io"), "https://index.docker.io/v1/");
+    assert_string_equal(rm_cred_server("ghcr.io"), "ghcr.io");
+    assert_string_equal(rm_api_host("index.docker.io"), "registry-1.docker.io");
+    assert_string_equal(rm_api_host("127.0.0.1:5000"), "127.0.0.1:5000");
+}
+
+/* a config.json in a new directory; the directory, malloc'd */
+static char *config_dir(const char *json)
+{
+    char tmpl[] = "/tmp/strata-test-creds.XXXXXX", *path = NULL;
+    assert_non_null(mkdtemp(tmpl));
+    assert_true(asprintf(&path, "%s/config.json", tmpl) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+    free(path);
+    return strdup(tmpl);
+}
+
+static void config_drop(char *dir)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/config.json", dir) > 0);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+static void cred_is(const char *dir, const char *host, int kind, const char *user, const char *secret)
+{
+    remote_opts o = {.docker_dir = dir};
+    rm_cred c;
+    assert_int_equal(rm_cred_lookup(host, &o, &c), 0);
+    assert_int_equal(c.kind, kind);
+    assert_string_equal(c.user, user);
+    assert_string_equal(c.secret, secret);
+    rm_cred_clear(&c);
+}
+
+/* every kind of credential docker's config.json holds, each for what it is */
+static void test_cred_kinds(void **state)
+{
+    (void)state;
+    char *dir = config_dir(
+        "{\"auths\": {"
+        "\"https://index.docker.io/v1/\": {\"auth\": \"Ym9iOnB3\"},"                 /* bob:pw */
+        "\"idt.example\": {\"auth\": \"Ym9iOg==\", \"identitytoken\": \"rt-1\"},"    /* bob: */
+        "\"https://rt.example\": {\"registrytoken\": \"bearer-1\", \"identitytoken\": \"rt-2\"},"
+        "\"bad.example\": {\"auth\": \"bm9jb2xvbg==\"}}}");                           /* nocolon */
+    cred_is(dir, "docker.io", RM_CRED_PASSWORD, "bob", "pw");
+    cred_is(dir, "registry-1.docker.io", RM_CRED_PASSWORD, "bob", "pw");
+    cred_is(dir, "idt.example", RM_CRED_IDENTITY_TOKEN, "<token>", "rt-1");
+    cred_is(dir, "rt.example", RM_CRED_REGISTRY_TOKEN, "", "bearer-1");
+    remote_opts o = {.docker_dir = dir};
+    rm_cred c;
+    assert_int_equal(rm_cred_lookup("none.example", &o, &c), -ENOENT);
+    assert_int_equal(rm_cred_lookup("bad.example", &o, &c), -EINVAL);
+    assert_null(strstr(remote_error(), "nocolon"));
+    config_drop(dir);
+}
+
+/* packs for a chain whose layers add sizes[] bytes, under pk_pack_limit */
+static uint64_t chain_packs(const uint64_t *sizes, size_t n)
+{
+    uint64_t d = 0, packs = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += sizes[i];
+        uint64_t s = pk_pack_limit(d);
+        packs += (sizes[i] + s - 1) / s;
+    }
+    return packs;
+}
+
+/* the pack size grows with the chain's data only past 32 GiB, to 8 GiB, and
+ * a 1 TiB chain of up to 61 layers lists at most 500 descriptors */
+static void test_pack_limit(void **state)
+{
+    (void)state;
+    const uint64_t MiB = 1ull << 20, GiB = 1ull << 30, TiB = 1ull << 40;
+    assert_int_equal(pk_pack_limit(0), 512 * MiB);
+    assert_int_equal(pk_pack_limit(32 * GiB), 512 * MiB); /* as every push before */
+    assert_int_equal(pk_pack_limit(32 * GiB + 1), 1 * GiB);
+    assert_int_equal(pk_pack_limit(100 * GiB), 2 * GiB);
+    assert_int_equal(pk_pack_limit(512 * GiB), 8 * GiB);
+    assert_int_equal(pk_pack_limit(4 * TiB), 8 * GiB); /* 8.6 GB compressed at most: < 10 GB */
+    uint64_t one[] = {TiB};
+    assert_true(3 + chain_packs(one, 1) <= 131);
+    /* 61 layers cut at random, and the worst even cut, of 1 TiB */
+    uint64_t sizes[61], left = TiB;
+    srand(20);
+    for (int t = 0; t < 200; t++) {
+        left = TiB;
+        for (size_t i = 0; i < 60; i++) { /* on average an even share of what is left */
+            uint64_t r = (uint64_t)rand() << 31 | (uint64_t)rand();
+            sizes[i] = r % (2 * left / (61 - i) + 1);
+            sizes[i] = sizes[i] > left ? left : sizes[i];
+            left -= sizes[i];
+        }
+        sizes[60] = left;
+        assert_true(3 * 61 + chain_packs(sizes, 61) <= 500);
+    }
+    for (size_t i = 0; i < 32; i++)
+        sizes[i] = 32 * GiB; /* every layer a whole number of packs: 256 */
+    assert_int_equal(chain_packs(sizes, 32), 256);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +521,10 @@ int main(void)
         cmocka_unit_test(test_plan_and_index),
         cmocka_unit_test(test_index_parse),
         cmocka_unit_test(test_artifact_parse),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_hub_refs),
+        cmocka_unit_test(test_cred_kinds),
+        cmocka_unit_test(test_pack_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
