@@ -43,7 +43,8 @@ run "$S" push base:v1 "$P/strata/m-c:v1" --json
 tail -n +$((before + 1)) "$W/proxy-m202.log" >"$W/m-c.log"
 check "...with two repositories to mount from, too" [ "$rc" -eq 0 ]
 declined=$(awk '$3 == "mount-declined" && $4 == 202 { print $7 }' "$W/m-c.log" | sort -u)
-used=$(cat <(sessions_of m-c.log PUT) <(sessions_of m-c.log PATCH) | sort -u)
+# the sessions blobs went into (but the preflight's empty blob {}: 2 bytes)
+used=$(awk '($1 == "PATCH" || ($1 == "PUT" && $5 != 2)) && $2 ~ /\/blobs\/uploads\/./ { sub(/.*\/blobs\/uploads\//, "", $2); print $2 }' "$W/m-c.log" | sort -u)
 deleted=$(sessions_of m-c.log DELETE)
 check "...every blob's mount was declined with a session (4 blobs, 2 candidates: 8)" \
     [ "$(echo "$declined" | grep -c .)" = 8 ]
@@ -51,8 +52,7 @@ check "...the first session of each blob is the one uploaded into (4 reused)" \
     [ "$(comm -12 <(echo "$declined") <(echo "$used") | grep -c .)" = 4 ]
 check "...the second is cancelled with DELETE (4)" \
     [ "$(comm -12 <(echo "$declined") <(echo "$deleted") | grep -c .)" = 4 ]
-check "...no new session was opened (no POST without ?mount)" \
-    [ "$(awk '$1 == "POST" && $3 != "mount-declined"' "$W/m-c.log" | grep -c .)" = 0 ]
+check "...and no other session was uploaded into" [ -z "$(comm -13 <(echo "$declined") <(echo "$used"))" ]
 check "...and no GET of an upload session (a DELETE sent as GET)" \
     [ "$(awk '$1 == "GET" && $2 ~ /blobs\/uploads/' "$W/m-c.log" | grep -c .)" = 0 ]
 check "...uploading its 4 blobs" [ "$(jget blobs_uploaded)" = 4 ]
@@ -76,7 +76,7 @@ check "a push to a registry that refuses PATCH exits 0" [ "$rc" -eq 0 ]
 check "...after one refused PATCH" [ "$(grep -c '^PATCH .* refused 405' "$W/proxy-nochunk.log")" = 1 ]
 check "...whose session was deleted" grep -q '^DELETE .*/blobs/uploads/' "$W/proxy-nochunk.log"
 check "...then the pack in one PUT of all its $PACK bytes (with the small blobs)" \
-    awk -v n="$PACK" '$1 == "PUT" && $2 ~ /blobs\/uploads/ && $4 == 201 { s += $5 } END { exit !(s == n) }' "$W/proxy-nochunk.log"
+    awk -v n="$PACK" '$1 == "PUT" && $2 ~ /blobs\/uploads/ && $4 == 201 && $5 != 2 { s += $5 } END { exit !(s == n) }' "$W/proxy-nochunk.log"
 
 # ---- a registry that wants chunks of 5 MiB or more but the last (ECR) ----
 start_proxy minchunk "$R" minchunk
@@ -90,6 +90,8 @@ big=$(awk '$1 == "PATCH" && $5 == 8388608 { sub(/.*\/blobs\/uploads\//, "", $2);
 check "...and the rest in the closing PUT, answered 201" grep -q "^PUT .*/blobs/uploads/${big:-none} forwarded 201 [1-9]" "$W/proxy-minchunk.log"
 
 # ---- a throttled link that cuts long requests ----
+# (byte sums leave out 2-byte PUTs: the preflight's empty blob {}, which
+# bytes_uploaded does not count)
 # 2 MiB/s shared by all uploads. With a 4 s cap the 12 MiB pack can't go in
 # one PUT (6 s), while 1 MiB chunks take 0.5 s (1 s with two uploads sharing).
 start_proxy cutmono "$R" cut 2097152 4
@@ -118,7 +120,7 @@ PY
 read -r held st range next <"$W/resume"
 check "...the session's state was asked (GET: 204, Range 0-$((held - 1)))" [ "$st $range" = "204 0-$((held - 1))" ]
 check "...and the upload went on from byte $held, where the registry stood" [ "x$next" = "x$held" -a -n "$held" ]
-sent=$(awk '$2 ~ /blobs\/uploads/ && ($1 == "PATCH" || $1 == "PUT") { s += $5 } END { print s }' "$W/proxy-cut.log")
+sent=$(awk '$2 ~ /blobs\/uploads/ && ($1 == "PATCH" || $1 == "PUT") && !($1 == "PUT" && $5 == 2) { s += $5 } END { print s }' "$W/proxy-cut.log")
 check "...sending $sent bytes for $(jget bytes_uploaded): nothing twice" [ "x$sent" = "x$(jget bytes_uploaded)" ]
 STRATA_HOME=$W/store-pull2 run "$S" pull "$R/strata/cut:v1"
 check "...and the layer pulls back whole" grep -q "^$BASE" "$W/out"
@@ -130,7 +132,7 @@ run "$S" push base:v1 "127.0.0.1:$PPORT/strata/cut-all:v1" --chunk-size 4096 --j
 cuts=$(grep -c '^PATCH .* cut ' "$W/proxy-cutall.log")
 check "4 MiB chunks over a link that cuts requests at 1 s exit 0 ($cuts cuts, more than 5 tries)" \
     [ "$rc" -eq 0 -a "$cuts" -ge 5 ]
-sent=$(awk '$2 ~ /blobs\/uploads/ && ($1 == "PATCH" || $1 == "PUT") { s += $5 } END { print s }' "$W/proxy-cutall.log")
+sent=$(awk '$2 ~ /blobs\/uploads/ && ($1 == "PATCH" || $1 == "PUT") && !($1 == "PUT" && $5 == 2) { s += $5 } END { print s }' "$W/proxy-cutall.log")
 lost=$(awk '$1 == "PUT" && $3 == "cut" { s += $5 } END { print s + 0 }' "$W/proxy-cutall.log")
 check "...sending $sent bytes for $(jget bytes_uploaded): again only the $lost of cut closing PUTs" \
     [ "x$sent" = "x$(( $(jget bytes_uploaded) + lost ))" ]
