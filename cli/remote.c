@@ -156,17 +156,22 @@ static int print_push(const remote_ref *dst, const remote_push_result *r, double
 
 static int cmd_push(int argc, char **argv)
 {
-    const char *jobs_s = NULL;
+    const char *jobs_s = NULL, *chunk_s = NULL;
     int with_state = 0, json = 0, insecure = 0;
     cli_opt opts[] = {{"--jobs", 1, &jobs_s, NULL}, {"--with-state", 0, NULL, &with_state},
-                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure}};
+                      {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure},
+                      {"--chunk-size", 1, &chunk_s, NULL}};
     char *pos[2];
     int n;
-    if (cli_parse(argc, argv, opts, 4, pos, 2, &n, "push") || cli_need(n, 2, "push"))
+    if (cli_parse(argc, argv, opts, 5, pos, 2, &n, "push") || cli_need(n, 2, "push"))
         return 1;
-    unsigned long jobs = 0;
+    unsigned long jobs = 0, chunk_kib = 0;
     if (jobs_s && cli_parse_uint("--jobs", jobs_s, 64, &jobs))
         return 1;
+    /* KiB, so tests can go small; 0: no chunks, one PUT per blob */
+    if (chunk_s && strcmp(chunk_s, "0") && cli_parse_uint("--chunk-size", chunk_s, 1ul << 20, &chunk_kib))
+        return 1;
+    uint64_t chunk_size = !chunk_s ? 0 : chunk_kib ? (uint64_t)chunk_kib << 10 : REMOTE_CHUNK_MONOLITHIC;
     remote_ref dst;
     int rc = remote_ref_parse(pos[1], 0, &dst);
     if (rc)
@@ -183,7 +188,8 @@ static int cmd_push(int argc, char **argv)
     }
     rc = cli_resolve(st, pos[0], &id);
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
-    remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs, .progress = show_progress,
+    remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs,
+                           .chunk_size = chunk_size, .progress = show_progress,
                            .progress_ctx = &pp, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     remote_push_result res;
@@ -490,11 +496,17 @@ const cli_verb cli_remote_verbs[] = {
      "Docker Hub (docker.io) is checked at registry-1.docker.io and kept, as docker keeps\n"
      "it, under https://index.docker.io/v1/."},
     {"logout", cmd_logout, "logout REGISTRY", "Forget the credentials kept for a registry."},
-    {"push", cmd_push, "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--json] [--insecure]",
+    {"push", cmd_push,
+     "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--chunk-size KIB] [--json] [--insecure]",
      "Push a layer and its chain to an OCI registry (docs/remote.md). Only blobs the registry\n"
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
      "with --insecure. Ends with a summary line (--json: one JSON object).\n"
+     "Blobs go up in chunks (PATCH) of --chunk-size KiB, default 4096 (8192 for ECR; none for\n"
+     "gcr.io and *-docker.pkg.dev), adapted when a registry refuses a size; 0 sends each blob\n"
+     "in one PUT. A chunk cut off is resumed where the registry says the upload stands.\n"
+     "--jobs uploads run at once (default: twice the cores, 4 to 16): at 20 Mbit/s shared by\n"
+     "16, a 4 MiB chunk takes under 30 s, far inside registries' 10-minute request limits.\n"
      "Docker Hub is docker.io (or index.docker.io), reached at registry-1.docker.io; a\n"
      "one-part name is under library/ as in docker (docker.io/vm:v1 is library/vm).\n"
      "Credentials are docker's (see login): a helper's, or config.json's password,\n"

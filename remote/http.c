@@ -114,6 +114,7 @@ void rm_resp_free(rm_resp *r)
     free(r->content_range);
     free(r->content_type);
     free(r->link);
+    free(r->range);
     free(r->host);
     memset(r, 0, sizeof *r);
 }
@@ -150,9 +151,11 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ctx)
     rm_resp *r = x->resp;
     if (n >= 5 && !strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect) */
         free(r->location), free(r->digest), free(r->www_auth), free(r->content_range);
-        free(r->content_type), free(r->link);
+        free(r->content_type), free(r->link), free(r->range);
         r->location = r->digest = r->www_auth = r->content_range = r->content_type = r->link = NULL;
+        r->range = NULL;
         r->retry_after = 0;
+        r->chunk_min = 0;
         r->content_length = -1;
         return n;
     }
@@ -179,6 +182,10 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ctx)
         set_header(&r->link, v, vlen);
     else if (IS("Retry-After"))
         r->retry_after = strtol(v, NULL, 10);
+    else if (IS("Range"))
+        set_header(&r->range, v, vlen);
+    else if (IS("OCI-Chunk-Min-Length"))
+        r->chunk_min = strtoull(v, NULL, 10);
     else if (IS("Content-Length"))
         r->content_length = strtoll(v, NULL, 10);
 #undef IS
@@ -234,7 +241,7 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ctx)
 static int on_seek(void *ctx, curl_off_t offset, int origin)
 {
     xfer *x = ctx;
-    if (offset != 0 || origin != SEEK_SET)
+    if (offset != 0 || origin != SEEK_SET || x->q->no_resend)
         return CURL_SEEKFUNC_CANTSEEK;
     if (x->q->src)
         return x->q->src->rewind && !x->q->src->rewind(x->q->src->ctx) ? CURL_SEEKFUNC_OK
@@ -353,6 +360,10 @@ static struct curl_slist *headers_for(const remote *r, const rm_req *q, int with
         snprintf(line, sizeof line, "Range: %s", q->range);
         h = curl_slist_append(h, line);
     }
+    if (q->content_range) {
+        snprintf(line, sizeof line, "Content-Range: %s", q->content_range);
+        h = curl_slist_append(h, line);
+    }
     return h;
 }
 
@@ -379,7 +390,7 @@ static void setup(remote *r, const rm_req *q, xfer *x, const char *url, struct c
     if (!strcmp(q->method, "HEAD"))
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (!strcmp(q->method, "PUT") || !strcmp(q->method, "POST") ||
-             !strcmp(q->method, "PATCH")) {
+             !strcmp(q->method, "PATCH")) { /* with a body, maybe empty */
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
         curl_easy_setopt(c, CURLOPT_READDATA, x);
@@ -389,7 +400,8 @@ static void setup(remote *r, const rm_req *q, xfer *x, const char *url, struct c
                          (curl_off_t)(q->src ? q->src_len : q->body_len));
         if (strcmp(q->method, "PUT"))
             curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
-    }
+    } else if (strcmp(q->method, "GET")) /* DELETE...: else curl would send GET */
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
 }
 
 static int follows_redirects(const rm_req *q)

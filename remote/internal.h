@@ -118,7 +118,7 @@ struct remote {
 };
 
 typedef struct {
-    const char *method; /* GET HEAD PUT POST */
+    const char *method; /* GET HEAD PUT POST PATCH DELETE */
     const char *url;    /* absolute, or a path below the host ("/v2/...") */
     const char *accept;
     const char *content_type;
@@ -127,6 +127,9 @@ typedef struct {
     const remote_source *src; /* or a streamed body of src_len bytes */
     uint64_t src_len;
     const char *range;   /* "bytes=a-b", or NULL */
+    const char *content_range; /* an upload chunk's "start-end" (inclusive), or NULL */
+    int no_resend;       /* libcurl must not send the body again on its own (a chunk the
+                          * registry may have kept part of: resume from its count) */
     size_t max_body;     /* response bodies longer than this fail */
     remote_sink sink;    /* or the response body goes here instead of resp.body */
     void *sink_ctx;
@@ -138,6 +141,8 @@ typedef struct {
     long status;
     sbuf body;
     char *location, *digest, *www_auth, *content_range, *content_type, *link;
+    char *range;         /* an upload session's "0-<last byte received>" */
+    uint64_t chunk_min;  /* OCI-Chunk-Min-Length, 0 if absent */
     long retry_after;
     int64_t content_length; /* -1 if absent */
     char *host;    /* who gave this answer (HOST[:PORT]), for messages */

@@ -261,7 +261,7 @@ static int empty_blob_there(remote *r)
     if (rc)
         return rc < 0 ? rc : 0;
     size_t pos = 0;
-    remote_source src = {empty_read, empty_rewind, &pos};
+    remote_source src = {empty_read, empty_rewind, &pos, NULL};
     return remote_blob_put(r, EMPTY_DIGEST, 2, &src);
 }
 

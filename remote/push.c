@@ -34,6 +34,7 @@ typedef struct {
     err_info err; /* the first worker's error, for the caller's thread */
     uint64_t done; /* uncompressed bytes of packs dealt with */
     remote_push_result *res;
+    remote_upload_plan upload; /* chunk size, learnt from the registry as the workers go */
 } push_job;
 
 static void job_fail(push_job *j, int rc)
@@ -86,10 +87,28 @@ typedef struct {
     pk_pack *pk;
     pk_layer *L;
     push_job *job;
-    size_t next;
+    size_t next;    /* the next frame to load */
+    size_t counted; /* frames already in the progress count (a resent one is not again) */
     const char *frame;
     size_t flen, fpos;
 } pack_source;
+
+/* compress frame s->next again (the registry wants its bytes) */
+static int load_frame(pack_source *s)
+{
+    const pk_chunk *c = &s->L->chunks[s->next++];
+    if (pk_reader_frame(s->rd, c, &s->frame, &s->flen))
+        return err_pass();
+    if (s->flen != c->clen) /* the file changed, or zstd is not deterministic */
+        return rm_fail(EIO, "layer %.12s: a chunk compressed differently the second time",
+                       s->L->layer->id.hex);
+    s->fpos = 0;
+    if (s->next > s->counted) {
+        s->counted = s->next;
+        job_add(s->job, &s->job->done, c->ulen);
+    }
+    return 0;
+}
 
 static long pack_read(void *ctx, char *buf, size_t len)
 {
@@ -97,14 +116,8 @@ static long pack_read(void *ctx, char *buf, size_t len)
     while (s->fpos == s->flen) {
         if (s->next == s->pk->first + s->pk->count)
             return 0;
-        const pk_chunk *c = &s->L->chunks[s->next++];
-        if (pk_reader_frame(s->rd, c, &s->frame, &s->flen))
+        if (load_frame(s))
             return -1;
-        if (s->flen != c->clen) /* the file changed, or zstd is not deterministic */
-            return rm_fail(EIO, "layer %.12s: a chunk compressed differently the second time",
-                           s->L->layer->id.hex);
-        s->fpos = 0;
-        job_add(s->job, &s->job->done, c->ulen);
     }
     size_t n = s->flen - s->fpos < len ? s->flen - s->fpos : len;
     memcpy(buf, s->frame + s->fpos, n);
@@ -112,29 +125,54 @@ static long pack_read(void *ctx, char *buf, size_t len)
     return (long)n;
 }
 
-static int pack_rewind(void *ctx)
+/* To offset of the pack: the frames before it are skipped by their sizes
+ * (pass 1 learnt them), only the one it falls in is compressed again. */
+static int pack_seek(void *ctx, uint64_t offset)
 {
     pack_source *s = ctx;
+    size_t end = s->pk->first + s->pk->count;
+    uint64_t at = 0;
     s->next = s->pk->first;
     s->flen = s->fpos = 0;
-    return 0;
+    while (s->next < end && at + s->L->chunks[s->next].clen <= offset)
+        at += s->L->chunks[s->next++].clen;
+    if (at == offset)
+        return 0;
+    if (s->next == end)
+        return rm_fail(EINVAL, "layer %.12s: offset %" PRIu64 " is past its pack's end",
+                       s->L->layer->id.hex, offset);
+    int rc = load_frame(s);
+    if (!rc)
+        s->fpos = (size_t)(offset - at);
+    return rc;
 }
 
-/* 1 if the registry has it now (present or mounted), 0 if it must be sent */
-static int blob_there(remote *r, push_job *j, const char *digest, uint64_t size)
+static int pack_rewind(void *ctx)
 {
+    return pack_seek(ctx, 0);
+}
+
+/* 1 if the registry has it now (present or mounted), 0 if it must be sent:
+ * then *session may hold the upload session a declined mount opened */
+static int blob_there(remote *r, push_job *j, const char *digest, uint64_t size, char **session)
+{
+    *session = NULL;
     int rc = remote_blob_exists(r, digest, size);
     for (size_t m = 0; rc == 0 && m < j->nmount; m++)
-        rc = remote_blob_mount(r, digest, j->mount_from[m]);
+        rc = remote_blob_mount(r, digest, j->mount_from[m], session);
+    if (rc) {
+        remote_upload_abandon(r, *session);
+        *session = NULL;
+    }
     return rc;
 }
 
 /* HEAD, mount, else upload one pack whose digest and sizes are known */
 static int send_pack(remote *r, push_job *j, pk_pack *pk, pk_layer *L, pk_reader *rd)
 {
-    char digest[72];
+    char digest[72], *session;
     digest_text(pk->digest, digest);
-    int rc = blob_there(r, j, digest, pk->csize);
+    int rc = blob_there(r, j, digest, pk->csize, &session);
     if (rc == 1) {
         job_add(j, &j->done, pk->ubytes);
         job_add(j, &j->res->blobs_present, 1);
@@ -143,9 +181,9 @@ static int send_pack(remote *r, push_job *j, pk_pack *pk, pk_layer *L, pk_reader
     }
     if (rc < 0)
         return rc;
-    pack_source s = {.rd = rd, .pk = pk, .L = L, .job = j, .next = pk->first};
-    remote_source src = {pack_read, pack_rewind, &s};
-    if ((rc = remote_blob_put(r, digest, pk->csize, &src)))
+    pack_source s = {.rd = rd, .pk = pk, .L = L, .job = j, .next = pk->first, .counted = pk->first};
+    remote_source src = {pack_read, pack_rewind, &s, pack_seek};
+    if ((rc = remote_blob_upload(r, digest, pk->csize, &src, &j->upload, session)))
         return rc;
     job_add(j, &j->res->blobs_uploaded, 1);
     job_add(j, &j->res->bytes_uploaded, pk->csize);
@@ -278,23 +316,32 @@ static long mem_read(void *ctx, char *buf, size_t len)
     return (long)n;
 }
 
+static int mem_seek(void *ctx, uint64_t offset)
+{
+    mem_source *m = ctx;
+    if (offset > m->len)
+        return rm_fail(EINVAL, "offset %" PRIu64 " is past a blob of %zu bytes", offset, m->len);
+    m->pos = (size_t)offset;
+    return 0;
+}
+
 static int mem_rewind(void *ctx)
 {
-    ((mem_source *)ctx)->pos = 0;
-    return 0;
+    return mem_seek(ctx, 0);
 }
 
 static int put_small(remote *r, push_job *j, const char *data, size_t len, char digest[72])
 {
     sha256_digest_text(data, len, digest);
-    int rc = blob_there(r, j, digest, len);
+    char *session;
+    int rc = blob_there(r, j, digest, len, &session);
     if (rc == 1) {
         j->res->blobs_present++;
         return 0;
     }
     mem_source m = {data, len, 0};
-    remote_source src = {mem_read, mem_rewind, &m};
-    if (!rc && !(rc = remote_blob_put(r, digest, len, &src))) {
+    remote_source src = {mem_read, mem_rewind, &m, mem_seek};
+    if (!rc && !(rc = remote_blob_upload(r, digest, len, &src, &j->upload, session))) {
         j->res->blobs_uploaded++;
         j->res->bytes_uploaded += len;
     }
@@ -678,6 +725,7 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
         for (size_t i = 0; i < plan.nlayers; i++)
             index_cache_load(&plan, i);
         mount_candidates(&j, dst);
+        remote_upload_plan_init(&j.upload, dst->host, po ? po->chunk_size : 0);
         /* before the first blob (and authenticated, so the workers start
          * with a token): a refusal now costs no upload */
         rc = preflight(r, &plan, &top, po);

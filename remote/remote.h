@@ -85,20 +85,46 @@ int remote_manifest_put(remote *r, const char *reference, const void *body, size
 int remote_blob_exists(remote *r, const char *digest, uint64_t size);
 
 /* Ask the registry to mount digest from repository from_repo on the same
- * host. 1 if mounted, 0 if the registry declined (nothing changed). */
-int remote_blob_mount(remote *r, const char *digest, const char *from_repo);
+ * host. 1 if mounted, 0 if the registry declined (nothing changed). A
+ * registry may decline by opening an upload session (202): its URL is left
+ * in *session for remote_blob_put to use; if *session already holds one,
+ * the newer is cancelled instead, and a mount that succeeds cancels the one
+ * held (DELETE). */
+int remote_blob_mount(remote *r, const char *digest, const char *from_repo, char **session);
+/* DELETE an upload session nobody will use, best effort, and free it. */
+void remote_upload_abandon(remote *r, char *session);
 
 /* Fills buf with up to len bytes of the blob's content; returns the count,
- * 0 at the end, negative on error. Called again from the start (after
- * rewind) if the upload is retried. */
+ * 0 at the end, negative on error. rewind: back to the start; seek: to any
+ * offset (may be NULL: then a chunked upload that fails restarts whole). */
 typedef struct {
     long (*read)(void *ctx, char *buf, size_t len);
     int (*rewind)(void *ctx);
     void *ctx;
+    int (*seek)(void *ctx, uint64_t offset);
 } remote_source;
 
-/* Upload a blob of size bytes whose sha256 is digest: POST, then one PUT
- * with the whole body. Retried with backoff on transient errors. */
+/* How a push's blobs are uploaded: shared by its workers, and changed as
+ * the registry's answers teach (a chunk refused as too large or too small,
+ * chunks refused altogether). chunk 0: one monolithic PUT per blob. */
+#define REMOTE_CHUNK_MONOLITHIC UINT64_MAX /* remote_push_opts.chunk_size: no PATCH */
+typedef struct {
+    uint64_t chunk; /* PATCH body size; read and written atomically */
+    int fixed;      /* the user's choice: not adapted, except falling back to monolithic */
+} remote_upload_plan;
+/* The plan for host: chunk_size (bytes, or REMOTE_CHUNK_MONOLITHIC) if not
+ * 0, else what that registry is known to take (docs/remote.md "Transport"). */
+void remote_upload_plan_init(remote_upload_plan *p, const char *host, uint64_t chunk_size);
+
+/* Upload a blob of size bytes whose sha256 is digest: a blob larger than a
+ * chunk goes in PATCHes of plan's chunk size, the last piece in the closing
+ * PUT ?digest=, each failed piece resumed from where the registry says the
+ * upload stands; a smaller one (or with plan monolithic) in one PUT, retried
+ * whole. session (owned: used or cancelled) is an upload session a declined
+ * mount opened, or NULL to POST a new one. */
+int remote_blob_upload(remote *r, const char *digest, uint64_t size, const remote_source *src,
+                       remote_upload_plan *plan, char *session);
+/* The same for a small blob: one POST and one PUT, retried whole. */
 int remote_blob_put(remote *r, const char *digest, uint64_t size, const remote_source *src);
 
 /* Receives blob bytes as they arrive; returns 0 to go on, negative to stop. */
@@ -202,6 +228,7 @@ typedef void (*remote_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 typedef struct {
     int with_state;   /* push a saved state itself, marked host-bound; else its parent */
     unsigned jobs;    /* parallel uploads, 1..64; 0 picks one for the machine */
+    uint64_t chunk_size; /* bytes per PATCH; 0 picks per registry; REMOTE_CHUNK_MONOLITHIC */
     remote_progress_fn progress; /* bytes of chunk data considered so far; may be NULL */
     void *progress_ctx;
     void (*note)(void *ctx, const char *line); /* e.g. "pushing the parent"; may be NULL */

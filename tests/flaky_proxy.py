@@ -18,6 +18,27 @@ forwarded without that prefix. MODE "log": every request is forwarded
 untouched, only logged (to see which requests a client made). Each request
 and what was done with it is logged on stdout.
 
+Upload modes (tests/registry_upload.sh, bench/push_link.sh); each logs
+"METHOD PATH ACTION STATUS BODY_BYTES SECONDS [detail]", PATH with the
+upload session's id so a test can follow a session, SECONDS the time from
+the request's headers to its answer (or its cut):
+MODE "mount202": a cross-repository mount (POST ?mount=) is declined the way
+the spec allows: 202 with a fresh upload session (logged "mount-declined
+UUID"). MODE "mount404": a mount is declined with 404. MODE "nochunk": PATCH
+is refused with 405 UNSUPPORTED, as Google's registries take no chunked
+upload. MODE "minchunk": like ECR, a PATCH is answered 201 (not 202), and
+the closing PUT is refused with 400 if a part other than the session's last
+(the PATCHes, then the PUT's body if any) carried fewer than 5 MiB. MODE
+"cut": a throttled link: request bodies of all connections together arrive at BYTES_PER_SECOND (default 1 MiB/s), and a
+request still sending after CUT_SECONDS (the fifth argument, default 60) is
+cut: its connection closed without an answer, the bytes received passed on
+to the registry (a PATCH's as a shorter PATCH), so the registry holds a
+partial chunk as a real one would. With a sixth argument "once", the first
+PATCH of more than 64 KiB is also cut after half its body whatever the time.
+Upload sessions are kept on the proxy's side (the newest upstream Location
+per session id), as registries other than distribution do, so a client may
+ask the state of a session whose last answer it never got.
+
 Registries' refusals (tests/registry_limits.sh); everything else is
 forwarded, and a blob PUT's log line ends with its digest:
 MODE "ecr": a manifest PUT listing more than LIMIT layers (the 4th argument,
@@ -42,6 +63,10 @@ import time
 
 PORT, UPSTREAM, MODE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 RATE = int(sys.argv[4]) if len(sys.argv) > 4 else 1 << 20
+CUT_SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 60.0
+CUT_ONCE = len(sys.argv) > 6 and sys.argv[6] == "once"
+UPLOAD_MODES = ("mount202", "mount404", "nochunk", "minchunk", "cut")
+ECR_MIN_PART = 5 << 20
 LIMIT = int(sys.argv[4]) if len(sys.argv) > 4 else 500
 GITLAB_TYPES = {
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json",
@@ -82,6 +107,34 @@ def refusal(method, path, body):
     return None
 count = 0
 lock = threading.Lock()
+sessions = {}  # upload id -> newest upstream Location (path?query)
+patch_sizes = {}  # upload id -> sizes of its PATCH bodies (minchunk)
+cut_done = [False]
+
+
+class Link:
+    """One token bucket for all connections: a link of RATE bytes/s."""
+
+    def __init__(self, rate):
+        self.rate, self.at, self.mu = rate, time.monotonic(), threading.Lock()
+
+    def take(self, n):
+        with self.mu:
+            now = time.monotonic()
+            self.at = max(self.at, now) + n / self.rate
+            wait = self.at - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+link = Link(RATE)
+
+
+def upload_id(path):
+    p = path.split("?")[0]
+    if "/blobs/uploads/" not in p:
+        return None
+    return p.rsplit("/blobs/uploads/", 1)[1] or None
 
 
 class Proxy(http.server.BaseHTTPRequestHandler):
@@ -99,7 +152,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             return None
         if MODE == "down":
             return "503"
-        if MODE in ("norange", "redirect", "slow", "range416"):
+        if MODE in ("norange", "redirect", "slow", "range416") + UPLOAD_MODES:
             return MODE
         if MODE == "relredirect":
             return "relredirect-target" if self.path.startswith("/redirected/") else MODE
@@ -116,6 +169,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        if MODE in UPLOAD_MODES:
+            return self.handle_upload()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if MODE in ("ecr", "noname", "gitlab", "denied"):
@@ -133,8 +188,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         shown = what
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
-        if MODE not in ("ecr", "noname", "gitlab", "denied"):
-            print(self.command, self.path.split("?")[0], shown or "forwarded", flush=True)
+        if MODE not in ("ecr", "noname", "gitlab", "denied"):  # one string: whole lines
+            print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}", flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
         if what == "429":
@@ -180,6 +235,118 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()
+
+    # ---- the upload modes ----
+
+    def log_up(self, action, status, nbytes, detail=""):
+        took = time.monotonic() - self.began
+        # one string, one write: the lines of concurrent requests must not interleave
+        line = f"{self.command} {self.path.split('?')[0]} {action} {status} {nbytes} {took:.2f} {detail}"
+        print(line, flush=True)
+
+    def read_body(self, length):
+        """The body, through the link in cut mode: (bytes, cut?)"""
+        if MODE != "cut":
+            return (self.rfile.read(length) if length else b""), False
+        start, got = time.monotonic(), []
+        n, half = 0, -1
+        with lock:
+            if (CUT_ONCE and not cut_done[0] and self.command == "PATCH"
+                    and length > 64 << 10):
+                cut_done[0] = True
+                half = length // 2
+        while n < length:
+            piece = self.rfile.read(min(1 << 14, length - n, half - n if half > n else 1 << 14))
+            if not piece:
+                break
+            link.take(len(piece))
+            got.append(piece)
+            n += len(piece)
+            if n == half or (n < length and time.monotonic() - start > CUT_SECONDS):
+                return b"".join(got), True
+        return b"".join(got), n < length
+
+    def upstream(self, method, path, body=None, extra=None):
+        uid = upload_id(path)
+        with lock:
+            newest = sessions.get(uid) if uid else None
+        if newest:  # the newest state, with the client's other parameters (digest=)
+            mine = [kv for kv in path.partition("?")[2].split("&") if kv and not kv.startswith("_state=")]
+            path = newest + ("&" if "?" in newest else "?") * bool(mine) + "&".join(mine)
+        conn = http.client.HTTPConnection(UPSTREAM, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        headers.update(extra or {})
+        headers["Host"] = f"127.0.0.1:{PORT}"
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        loc = resp.getheader("Location")
+        if loc:
+            rel = "/" + loc.split("://", 1)[1].split("/", 1)[1] if "://" in loc else loc
+            lid = upload_id(rel)
+            if lid:
+                with lock:
+                    sessions[lid] = rel
+        return resp, data
+
+    def relay(self, resp, data, status=None):
+        self.send_response(status or resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace(f"//{UPSTREAM}/", f"//127.0.0.1:{PORT}/")
+            self.send_header(k, v)
+        size = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", size or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def handle_upload(self):
+        self.began = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        body, cut = self.read_body(length)
+        uid = upload_id(self.path)
+        if MODE in ("mount202", "mount404") and self.command == "POST" and "mount=" in self.path:
+            if MODE == "mount404":
+                self.log_up("mount-declined", 404, 0)
+                return self.answer(404, body=b'{"errors":[{"code":"BLOB_UNKNOWN","message":"not mounted"}]}')
+            resp, data = self.upstream("POST", self.path.split("?")[0], b"")
+            loc = resp.getheader("Location") or ""
+            self.log_up("mount-declined", resp.status, 0, upload_id(loc.split("//")[-1]) or "")
+            return self.relay(resp, data)
+        if MODE == "nochunk" and self.command == "PATCH":
+            self.log_up("refused", 405, len(body))
+            return self.answer(405, body=b'{"errors":[{"code":"UNSUPPORTED","message":"chunked upload is not supported"}]}')
+        if MODE == "minchunk" and self.command == "PUT" and uid:
+            sizes = patch_sizes.pop(uid, []) + ([len(body)] if body else [])
+            if any(n < ECR_MIN_PART for n in sizes[:-1]):
+                self.log_up("refused", 400, len(body), "parts " + ",".join(map(str, sizes)))
+                return self.answer(400, body=b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"Layer part size must be at least 5 MiB"}]}')
+        if cut:
+            if self.command == "PATCH" and body:
+                rng = self.headers.get("Content-Range", "0-0")
+                start = int(rng.split("-")[0])
+                extra = {"Content-Range": f"{start}-{start + len(body) - 1}"}
+                resp, _ = self.upstream("PATCH", self.path, body, extra)
+                self.log_up("cut", resp.status, len(body), f"registry holds {rng.split('-')[0]}+{len(body)}")
+            else:
+                self.log_up("cut", 0, len(body))
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        resp, data = self.upstream(self.command, self.path, body if (length or self.command in ("PUT", "POST", "PATCH")) else None)
+        if MODE == "minchunk" and self.command == "PATCH" and uid and resp.status == 202:
+            patch_sizes.setdefault(uid, []).append(len(body))
+            self.log_up("forwarded", 201, len(body), self.headers.get("Content-Range", ""))
+            return self.relay(resp, data, 201)
+        detail = self.headers.get("Content-Range", "") if self.command == "PATCH" else resp.getheader("Range") or ""
+        self.log_up("forwarded", resp.status, len(body), detail)
+        self.relay(resp, data)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
 

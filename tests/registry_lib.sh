@@ -50,11 +50,11 @@ EOC
     wait_http "http://127.0.0.1:$PORT/v2/" || { echo "registry $1 did not start:"; cat "$dir/log"; }
 }
 
-# start_proxy NAME UPSTREAM MODE [ARG]: tests/flaky_proxy.py in front of
+# start_proxy NAME UPSTREAM MODE [ARG...]: tests/flaky_proxy.py in front of
 # UPSTREAM (host:port); sets PPORT; its log is $W/proxy-NAME.log
 start_proxy() {
     PPORT=$(free_port)
-    python3 "$HERE/flaky_proxy.py" "$PPORT" "$2" "$3" ${4:+"$4"} >"$W/proxy-$1.log" 2>&1 &
+    python3 "$HERE/flaky_proxy.py" "$PPORT" "$2" "$3" "${@:4}" >"$W/proxy-$1.log" 2>&1 &
     PIDS="$PIDS $!"
     wait_http "http://127.0.0.1:$PPORT/v2/"
 }

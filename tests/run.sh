@@ -273,6 +273,11 @@ plain_pass() {
         echo "== registry_limits (ECR, GitLab refusals before the first blob)"
         script_suite registry_limits registry_limits.sh "$ROOT/registry_limits" "${plain:-plain}"
     fi
+    # uploads through misbehaving proxies: declined mounts, chunk rules, cut links (issue 20)
+    if want registry_upload; then
+        echo "== registry_upload (mounts declined, chunk sizes, a link that cuts requests)"
+        script_suite registry_upload registry_upload.sh "$ROOT/registry_upload" "${plain:-plain}"
+    fi
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks

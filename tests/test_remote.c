@@ -354,6 +354,38 @@ static void test_artifact_parse(void **state)
     artifact_bad(HEAD_OK GROUP(DB) ",{\"mediaType\":\"x\"}]}", "descriptor");
 }
 
+/* the chunk size a push starts from, per registry (docs/remote.md "Transport") */
+static void test_upload_plan(void **state)
+{
+    (void)state;
+    remote_upload_plan p;
+    struct {
+        const char *host;
+        uint64_t chunk;
+    } cases[] = {
+        {"ghcr.io", 4u << 20},
+        {"registry.example.com:5000", 4u << 20},
+        {"123456789012.dkr.ecr.eu-west-1.amazonaws.com", 8u << 20},
+        {"gcr.io", 0},
+        {"eu.gcr.io", 0},
+        {"europe-west1-docker.pkg.dev", 0},
+        {"notgcr.io", 4u << 20},      /* a suffix, not a domain */
+        {"gcr.io.example.com", 4u << 20},
+        {"x.dkr.ecr.example.com", 4u << 20},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        remote_upload_plan_init(&p, cases[i].host, 0);
+        if (p.chunk != cases[i].chunk || p.fixed)
+            fail_msg("%s: chunk %llu, fixed %d", cases[i].host, (unsigned long long)p.chunk, p.fixed);
+    }
+    remote_upload_plan_init(&p, "gcr.io", 1 << 20); /* the user's size wins, and stays */
+    assert_int_equal(p.chunk, 1 << 20);
+    assert_true(p.fixed);
+    remote_upload_plan_init(&p, "ghcr.io", REMOTE_CHUNK_MONOLITHIC);
+    assert_int_equal(p.chunk, 0);
+    assert_true(p.fixed);
+}
+
 /* loopback is a literal 127.0.0.0/8 address, [::1] or localhost, with an
  * optional port (and a URL's path): never a name that merely starts so */
 static void test_loopback(void **state)
@@ -504,6 +536,7 @@ static void test_pack_limit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_upload_plan),
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_local_tags),
