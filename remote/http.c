@@ -521,29 +521,33 @@ int rm_perform(remote *r, const rm_req *q, rm_resp *resp)
     }
 }
 
-/* the registry's own error message, if its body is the standard JSON */
-static void registry_message(const rm_resp *resp, char *out, size_t n)
+void rm_registry_says(const rm_resp *resp, char *out, size_t n)
 {
-    out[0] = 0;
     json_t *j = resp->body.len ? json_loadb(resp->body.data, resp->body.len, 0, NULL) : NULL;
     json_t *e = json_array_get(json_object_get(j, "errors"), 0);
     const char *code = json_string_value(json_object_get(e, "code"));
     const char *msg = json_string_value(json_object_get(e, "message"));
-    if (code || msg)
-        snprintf(out, n, ": %s%s%s", code ? code : "", code && msg ? " " : "", msg ? msg : "");
+    /* the detail often says what was wrong (the media type, the name) */
+    json_t *dj = json_object_get(e, "detail");
+    char *detail = json_is_string(dj) ? strdup(json_string_value(dj))
+                   : dj && !json_is_null(dj) && json_object_size(dj) ? json_dumps(dj, JSON_COMPACT)
+                                                                      : NULL;
+    snprintf(out, n, "HTTP %ld%s%s%s%s%s%s", resp->status, code || msg ? ": " : "", code ? code : "",
+             code && msg ? " " : "", msg ? msg : "", detail ? "; " : "", detail ? detail : "");
     for (char *p = out; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
+    free(detail);
     json_decref(j);
 }
 
 int rm_http_fail(const rm_resp *resp, const char *what)
 {
-    char msg[256];
-    registry_message(resp, msg, sizeof msg);
+    char says[512];
+    rm_registry_says(resp, says, sizeof says);
     int err = resp->status == 404 ? ENOENT : resp->status == 401 || resp->status == 403 ? EACCES : EPROTO;
     const char *who = resp->redirects ? "the storage the registry redirected to" : "the registry";
     if (!resp->host)
-        return rm_fail(err, "%s: %s answered HTTP %ld%s", what, who, resp->status, msg);
-    return rm_fail(err, "%s: %s: %s answered HTTP %ld%s", resp->host, what, who, resp->status, msg);
+        return rm_fail(err, "%s: %s answered %s", what, who, says);
+    return rm_fail(err, "%s: %s: %s answered %s", resp->host, what, who, says);
 }

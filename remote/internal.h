@@ -59,6 +59,18 @@ int rm_host_loopback(const char *host);
 #define RM_HUB_CRED_KEY "https://index.docker.io/v1/" /* where docker keeps its credentials */
 /* 1 for docker.io, index.docker.io and registry-1.docker.io */
 int rm_host_is_hub(const char *host);
+/* The registries whose quirks strata knows by their host (docs/remote.md,
+ * "The registries teams use"); every other host is RM_REGISTRY_OTHER and
+ * is judged by its answers alone. */
+typedef enum {
+    RM_REGISTRY_OTHER,
+    RM_REGISTRY_HUB,        /* Docker Hub */
+    RM_REGISTRY_ECR,        /* ACCOUNT.dkr.ecr.REGION.amazonaws.com */
+    RM_REGISTRY_ECR_PUBLIC, /* public.ecr.aws */
+    RM_REGISTRY_GAR,        /* Artifact Registry: LOCATION-docker.pkg.dev */
+    RM_REGISTRY_GCR,        /* Container Registry: gcr.io, *.gcr.io */
+} rm_registry;
+rm_registry rm_registry_of(const char *host);
 /* the host to send requests to for host as typed (RM_HUB_API for the hub) */
 const char *rm_api_host(const char *host);
 /* the server name docker keys host's credentials under (config.json's
@@ -161,6 +173,10 @@ int rm_request(remote *r, const rm_req *q, rm_resp *resp);
 int rm_perform(remote *r, const rm_req *q, rm_resp *resp);
 /* a one-line error for an unexpected answer: "HOST: what: what happened" */
 int rm_http_fail(const rm_resp *resp, const char *what);
+/* What the registry said, on one line: "HTTP 404: NAME_UNKNOWN repository
+ * name not known; {"name":"x"}" (its error JSON's first code, message and
+ * detail, when the body is one), in out */
+void rm_registry_says(const rm_resp *resp, char *out, size_t n);
 /* backoff before try n (0-based), honouring Retry-After */
 void rm_backoff(int n, long retry_after);
 #define RM_TRIES 5
@@ -177,6 +193,10 @@ int rm_blob_stream(remote *r, const char *digest, uint64_t offset, uint64_t len,
 /* r's repository URL ("https://host/v2/<repo>") followed by fmt with arg
  * ("/blobs/%s"), malloc'd */
 char *rm_url(const remote *r, const char *fmt, const char *arg);
+
+/* POST /blobs/uploads/QUERY (upload.c): the registry's answer in resp, for
+ * the caller to judge (202 a session at its Location, 201 a mount) */
+int rm_upload_post(remote *r, const char *query, rm_resp *resp);
 
 /* a copy of r with its own connection, sharing nothing (for a worker) */
 int rm_dup(const remote *r, remote **out);

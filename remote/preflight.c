@@ -34,6 +34,42 @@ char *rm_cache_path(const char *what)
     return p;
 }
 
+char *rm_cache_read(const char *what)
+{
+    char *p = rm_cache_path(what), *text = NULL;
+    FILE *f = p ? fopen(p, "r") : NULL;
+    free(p);
+    if (!f)
+        return NULL;
+    text = calloc(1, RM_CACHE_READ_MAX + 1);
+    if (text && fread(text, 1, RM_CACHE_READ_MAX, f) == 0) {
+        free(text);
+        text = NULL;
+    }
+    fclose(f);
+    return text;
+}
+
+void rm_cache_record(const char *what, const char *key, const char *line, size_t keep)
+{
+    char *text = rm_cache_read(what), *path = rm_cache_path(what);
+    size_t kl = strlen(key), lines = 0;
+    sbuf out = {0};
+    for (char *s = text, *nl; path && s && *s; s = nl ? nl + 1 : s + strlen(s)) {
+        nl = strchr(s, '\n');
+        size_t n = nl ? (size_t)(nl - s) : strlen(s);
+        int same = n >= kl && !strncmp(s, key, kl) && (n == kl || s[kl] == ' ');
+        if (n && !same && lines++ < keep - 1)
+            sbuf_printf(&out, "%.*s\n", (int)n, s);
+    }
+    sbuf_printf(&out, "%s\n", line);
+    if (path && !out.oom)
+        rm_cache_write(path, out.data, out.len);
+    sbuf_release(&out);
+    free(text);
+    free(path);
+}
+
 void rm_cache_write(const char *path, const void *data, size_t len)
 {
     err_info keep = *err_last();
@@ -47,27 +83,10 @@ void rm_cache_write(const char *path, const void *data, size_t len)
     err_restore(&keep);
 }
 
-/* the whole "accepted" file (lines "host repo descriptors"), or NULL */
-static char *accepted_read(void)
-{
-    char *p = rm_cache_path("accepted"), *text = NULL;
-    FILE *f = p ? fopen(p, "r") : NULL;
-    free(p);
-    if (!f)
-        return NULL;
-    text = calloc(1, 65537);
-    if (text && fread(text, 1, 65536, f) == 0) {
-        free(text);
-        text = NULL;
-    }
-    fclose(f);
-    return text;
-}
-
 /* the descriptor count this host and repository accepted before, or 0 */
 static size_t accepted_before(const remote *r)
 {
-    char *text = accepted_read();
+    char *text = rm_cache_read("accepted");
     size_t best = 0, hl = strlen(r->host), rl = strlen(r->repo);
     for (char *s = text; s && *s;) {
         char *nl = strchr(s, '\n');
@@ -80,75 +99,25 @@ static size_t accepted_before(const remote *r)
     return best;
 }
 
-/* best effort: remember that r's repository accepted n descriptors */
+/* remember this host and repository took n descriptors */
 static void accepted_record(const remote *r, size_t n)
 {
-    char *text = accepted_read(), *path = rm_cache_path("accepted"), *me = NULL;
-    if (!path || asprintf(&me, "%s %s ", r->host, r->repo) < 0) {
-        free(text);
-        free(path);
-        return;
-    }
-    sbuf out = {0};
-    size_t lines = 0;
-    for (char *s = text, *nl; s && *s; s = nl ? nl + 1 : s + strlen(s)) {
-        nl = strchr(s, '\n');
-        size_t len = nl ? (size_t)(nl - s) : strlen(s);
-        if (len && strncmp(s, me, strlen(me)) && lines++ < ACCEPTED_KEPT - 1)
-            sbuf_printf(&out, "%.*s\n", (int)len, s);
-    }
-    sbuf_printf(&out, "%s%zu\n", me, n);
-    if (!out.oom)
-        rm_cache_write(path, out.data, out.len);
-    sbuf_release(&out);
-    free(me);
-    free(text);
-    free(path);
+    char key[600], line[640];
+    snprintf(key, sizeof key, "%s %s", r->host, r->repo);
+    snprintf(line, sizeof line, "%s %zu", key, n);
+    rm_cache_record("accepted", key, line, ACCEPTED_KEPT);
 }
 
 /* ---- what the registry said ---- */
 
-/* the first error's code, message and detail as one line, in out */
-static void registry_says(const rm_resp *resp, char *out, size_t n)
-{
-    out[0] = 0;
-    json_t *j = resp->body.len ? json_loadb(resp->body.data, resp->body.len, 0, NULL) : NULL;
-    json_t *e = json_array_get(json_object_get(j, "errors"), 0);
-    const char *code = json_string_value(json_object_get(e, "code"));
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    json_t *dj = json_object_get(e, "detail");
-    char *detail = json_is_string(dj) ? strdup(json_string_value(dj))
-                   : dj && !json_is_null(dj) && json_object_size(dj)
-                       ? json_dumps(dj, JSON_COMPACT)
-                       : NULL;
-    snprintf(out, n, "HTTP %ld%s%s%s%s%s%s", resp->status, code || msg ? ": " : "", code ? code : "",
-             code && msg ? " " : "", msg ? msg : "", detail ? "; " : "", detail ? detail : "");
-    for (char *p = out; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-    free(detail);
-    json_decref(j);
-}
-
-static int host_is_ecr(const char *host)
-{
-    return (strstr(host, ".dkr.ecr.") && strstr(host, ".amazonaws.com")) ||
-           !strcmp(host, "public.ecr.aws");
-}
-
-static int host_is_gar(const char *host)
-{
-    size_t n = strcspn(host, ":"), s = strlen("-docker.pkg.dev");
-    return n > s && !strncmp(host + n - s, "-docker.pkg.dev", s);
-}
-
 /* how to create r's repository, for the hosts whose way is known */
 static void create_advice(const remote *r, char *out, size_t n)
 {
-    if (host_is_ecr(r->host))
+    rm_registry kind = rm_registry_of(r->host);
+    if (kind == RM_REGISTRY_ECR || kind == RM_REGISTRY_ECR_PUBLIC)
         snprintf(out, n, ": aws ecr create-repository --repository-name %s (or a repository "
                  "creation template with create-on-push)", r->repo);
-    else if (host_is_gar(r->host)) {
+    else if (kind == RM_REGISTRY_GAR) {
         const char *slash = strchr(r->repo, '/'); /* PROJECT/REPOSITORY/IMAGE */
         int len = slash ? (int)strcspn(slash + 1, "/") : 0;
         int loc = (int)(strcspn(r->host, ":") - strlen("-docker.pkg.dev")); /* us-central1 */
@@ -162,7 +131,7 @@ static void create_advice(const remote *r, char *out, size_t n)
 static int refused(const remote *r, const rm_resp *resp, const char *what)
 {
     char says[512], advice[256];
-    registry_says(resp, says, sizeof says);
+    rm_registry_says(resp, says, sizeof says);
     if (resp->status == 404) {
         create_advice(r, advice, sizeof advice);
         return rm_fail(ENOENT, "%s/%s: the repository does not exist (%s: %s); create it first%s",
@@ -171,7 +140,7 @@ static int refused(const remote *r, const rm_resp *resp, const char *what)
     if (resp->status == 401 || resp->status == 403)
         return rm_fail(EACCES, "%s/%s: pushing is not allowed (%s: %s): strata login %s as an "
                        "account that may push there%s", r->host, r->repo, what, says, r->host,
-                       host_is_gar(r->host) ? ", and check that the repository exists" : "");
+                       rm_registry_of(r->host) == RM_REGISTRY_GAR ? ", and check that the repository exists" : "");
     return rm_http_fail(resp, what);
 }
 
@@ -191,13 +160,8 @@ static void delete_quietly(remote *r, const char *url, const char *accept)
 
 static int session_check(remote *r)
 {
-    char *url = rm_url(r, "/blobs/uploads/%s", "");
-    if (!url)
-        return -ENOMEM;
-    rm_req q = {.method = "POST", .url = url, .max_body = 1 << 16};
     rm_resp resp = {0};
-    int rc = rm_request(r, &q, &resp);
-    free(url);
+    int rc = rm_upload_post(r, "", &resp);
     if (!rc && resp.status == 202 && resp.location)
         delete_quietly(r, resp.location, NULL);
     else if (!rc && resp.status != 201)
@@ -270,7 +234,7 @@ static int empty_blob_there(remote *r)
 static int probe_refused(const remote *r, const rm_listing *l, const rm_resp *resp)
 {
     char says[512];
-    registry_says(resp, says, sizeof says);
+    rm_registry_says(resp, says, sizeof says);
     if (resp->status == 401 || resp->status == 403 || resp->status == 404)
         return refused(r, resp, "a probe manifest");
     if (resp->status == 415 || strcasestr(says, "media type") || strcasestr(says, "mediatype") ||

@@ -34,6 +34,14 @@ int rm_preflight(remote *r, const rm_listing *l);
 
 /* $XDG_CACHE_HOME/strata/WHAT, else ~/.cache/strata/WHAT; malloc'd or NULL */
 char *rm_cache_path(const char *what);
+/* The first RM_CACHE_READ_MAX bytes of cache file WHAT, NUL-terminated,
+ * malloc'd; NULL if it is missing or empty (a cache: nothing is an error) */
+#define RM_CACHE_READ_MAX 65536
+char *rm_cache_read(const char *what);
+/* Best effort: cache file WHAT's lines ("KEY ..."), oldest first, get line
+ * at the end in place of any line for key (key alone, or key and a space),
+ * and keep at most keep lines in all. */
+void rm_cache_record(const char *what, const char *key, const char *line, size_t keep);
 /* Best effort (a cache): path's directories (0700), then data as its
  * contents, atomically; a failure leaves no error behind. */
 void rm_cache_write(const char *path, const void *data, size_t len);

@@ -532,31 +532,9 @@ static void index_cache_store(const store_id *id, const sbuf *index)
 
 /* ---- which sibling repositories may hold our blobs ---- */
 
-static char *record_path(void)
-{
-    return rm_cache_path("pushed");
-}
-
-/* lines "host repo", most recent last */
-static char *record_read(void)
-{
-    char *p = record_path(), *text = NULL;
-    FILE *f = p ? fopen(p, "r") : NULL;
-    free(p);
-    if (!f)
-        return NULL;
-    text = calloc(1, 65537);
-    if (text && fread(text, 1, 65536, f) == 0) {
-        free(text);
-        text = NULL;
-    }
-    fclose(f);
-    return text;
-}
-
 static void mount_candidates(push_job *j, const remote_ref *dst)
 {
-    char *text = record_read();
+    char *text = rm_cache_read("pushed"); /* lines "host repo", most recent last */
     if (!text)
         return;
     j->mount_from = calloc(MOUNT_FROM_MAX, sizeof *j->mount_from);
@@ -579,32 +557,12 @@ static void mount_candidates(push_job *j, const remote_ref *dst)
     free(text);
 }
 
-/* best effort: remember dst for later pushes' mounts */
+/* best effort: remember dst for later pushes' mounts (64 repositories) */
 static void record_push(const remote_ref *dst)
 {
-    char *text = record_read(), *p = record_path(), *me = NULL;
-    if (!p || asprintf(&me, "%s %s", dst->host, dst->repo) < 0) {
-        free(text);
-        free(p);
-        return;
-    }
-    sbuf out = {0};
-    size_t lines = 0;
-    for (char *s = text, *nl; s && *s; s = nl ? nl + 1 : s + strlen(s)) {
-        nl = strchr(s, '\n');
-        size_t n = nl ? (size_t)(nl - s) : strlen(s);
-        if (n == strlen(me) && !strncmp(s, me, n))
-            continue;
-        if (n && lines++ < 63)
-            sbuf_printf(&out, "%.*s\n", (int)n, s);
-    }
-    sbuf_printf(&out, "%s\n", me);
-    if (!out.oom)
-        rm_cache_write(p, out.data, out.len);
-    sbuf_release(&out);
-    free(me);
-    free(text);
-    free(p);
+    char key[600];
+    snprintf(key, sizeof key, "%s %s", dst->host, dst->repo);
+    rm_cache_record("pushed", key, key, 64);
 }
 
 /* ---- the push ---- */

@@ -72,6 +72,30 @@ static int tag_valid(const char *t)
     return 1;
 }
 
+/* host (without its port) is suffix or ends in ".suffix"; a suffix that
+ * starts with '-' may follow anything ("us-docker.pkg.dev") */
+static int host_ends(const char *host, const char *suffix)
+{
+    size_t h = strcspn(host, ":"), s = strlen(suffix);
+    return h >= s && !strncmp(host + h - s, suffix, s) &&
+           (h == s || host[h - s - 1] == '.' || suffix[0] == '-');
+}
+
+rm_registry rm_registry_of(const char *host)
+{
+    if (rm_host_is_hub(host))
+        return RM_REGISTRY_HUB;
+    if (strstr(host, ".dkr.ecr.") && host_ends(host, "amazonaws.com"))
+        return RM_REGISTRY_ECR;
+    if (!strcmp(host, "public.ecr.aws"))
+        return RM_REGISTRY_ECR_PUBLIC;
+    if (host_ends(host, "-docker.pkg.dev"))
+        return RM_REGISTRY_GAR;
+    if (host_ends(host, "gcr.io"))
+        return RM_REGISTRY_GCR;
+    return RM_REGISTRY_OTHER;
+}
+
 int rm_host_is_hub(const char *host)
 {
     return !strcmp(host, "docker.io") || !strcmp(host, "index.docker.io") ||

@@ -22,23 +22,17 @@
 #define CHUNK_MIN_MAX (64ull << 20)  /* an OCI-Chunk-Min-Length above this: monolithic */
 #define TAIL_MIN (64u << 10)         /* a closing PUT cut with less: the next one is empty */
 
-static int host_ends(const char *host, const char *suffix)
-{
-    size_t h = strcspn(host, ":"), s = strlen(suffix);
-    return h >= s && !strncmp(host + h - s, suffix, s) &&
-           (h == s || host[h - s - 1] == '.' || suffix[0] == '-');
-}
-
 void remote_upload_plan_init(remote_upload_plan *p, const char *host, uint64_t chunk_size)
 {
+    rm_registry kind = rm_registry_of(host);
     p->fixed = chunk_size != 0;
     if (chunk_size == REMOTE_CHUNK_MONOLITHIC)
         p->chunk = 0;
     else if (chunk_size)
         p->chunk = chunk_size;
-    else if (host_ends(host, "gcr.io") || host_ends(host, "-docker.pkg.dev"))
-        p->chunk = 0; /* GCR, Artifact Registry: no chunked upload */
-    else if (strstr(host, ".dkr.ecr.") && host_ends(host, "amazonaws.com"))
+    else if (kind == RM_REGISTRY_GCR || kind == RM_REGISTRY_GAR)
+        p->chunk = 0; /* no chunked upload */
+    else if (kind == RM_REGISTRY_ECR || kind == RM_REGISTRY_ECR_PUBLIC)
         p->chunk = CHUNK_LARGE;
     else
         p->chunk = CHUNK_DEFAULT;
@@ -72,15 +66,21 @@ static void take_location(session *s, rm_resp *resp)
 
 /* POST /blobs/uploads/QUERY: *status is 201 (created: a mount), 202 (s has
  * the session) or anything else, for the caller to judge */
-static int post_upload(remote *r, const char *query, long *status, session *s)
+int rm_upload_post(remote *r, const char *query, rm_resp *resp)
 {
     char *url = rm_url(r, "/blobs/uploads/%s", query);
     if (!url)
         return -ENOMEM;
     rm_req q = {.method = "POST", .url = url, .max_body = 1 << 16};
-    rm_resp resp = {0};
-    int rc = rm_request(r, &q, &resp);
+    int rc = rm_request(r, &q, resp);
     free(url);
+    return rc;
+}
+
+static int post_upload(remote *r, const char *query, long *status, session *s)
+{
+    rm_resp resp = {0};
+    int rc = rm_upload_post(r, query, &resp);
     *status = rc ? 0 : resp.status;
     if (!rc && resp.status == 202) {
         if (!resp.location)

@@ -37,18 +37,9 @@ mkdir -p "$TD"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TD/key.pem" -out "$TD/cert.pem" \
     -days 2 -subj /CN=strata-test-token >/dev/null 2>&1
 LIFE=2
-TPORT=$(free_port)
-python3 "$HERE/token_server.py" "$TPORT" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW' \
-    --lifetime $LIFE --refresh-token "$RT_SECRET" --password-file "$TD/rotated" --password-life 3 \
-    >"$TD/token.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_http "http://127.0.0.1:$TPORT/token"
-start_registry token "auth:
-  token:
-    realm: http://127.0.0.1:$TPORT/token
-    service: strata-test
-    issuer: strata-test-issuer
-    rootcertbundle: $TD/cert.pem"
+start_token_server "$TD/token.log" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW' \
+    --lifetime $LIFE --refresh-token "$RT_SECRET" --password-file "$TD/rotated" --password-life 3
+start_token_registry token "http://127.0.0.1:$TPORT/token" "$TD/cert.pem"
 RT=127.0.0.1:$PORT
 # every request waits 0.5 s there, so a transfer outlives its tokens
 start_proxy slow "$RT" slow $((4 << 20))
@@ -131,10 +122,8 @@ expect_error "a refresh token the server refuses is one line" 1 "refused the cre
 
 # ---- a registry token: sent as Bearer as is, no token server asked ----
 # minted by a second token server with the same key, lasting 600 s
-T2=$(free_port)
-python3 "$HERE/token_server.py" "$T2" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW' >/dev/null 2>&1 &
-PIDS="$PIDS $!"
-wait_http "http://127.0.0.1:$T2/token"
+start_token_server /dev/null "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW'
+T2=$TPORT
 REG_TOKEN=$(curl -s -u bob:b3arer-PW "http://127.0.0.1:$T2/token?scope=repository:regtok/vm:pull,push&service=strata-test" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 config "{\"auths\": {\"$RT\": {\"registrytoken\": \"$REG_TOKEN\"}}}"
@@ -185,16 +174,9 @@ check "...no password in any process's arguments or the output" \
     sh -c "[ $leaked -eq 0 ] && ! grep -qE '$SECRETS' '$W/out' '$W/err'"
 
 # ---- a token server without OAuth2: the identity token goes by GET ----
-T3=$(free_port)
-python3 "$HERE/token_server.py" "$T3" "$TD/key.pem" "$TD/cert.pem" '<token>' "$RT_SECRET" >"$W/tok3.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_http "http://127.0.0.1:$T3/token"
-start_registry nooauth "auth:
-  token:
-    realm: http://127.0.0.1:$T3/token
-    service: strata-test
-    issuer: strata-test-issuer
-    rootcertbundle: $TD/cert.pem"
+start_token_server "$W/tok3.log" "$TD/key.pem" "$TD/cert.pem" '<token>' "$RT_SECRET"
+T3=$TPORT
+start_token_registry nooauth "http://127.0.0.1:$T3/token" "$TD/cert.pem"
 RN=127.0.0.1:$PORT
 config "{\"auths\": {\"$RN\": {\"identitytoken\": \"$RT_SECRET\"}}}"
 run "$S" push base:v1 "$RN/vm:v1"

@@ -61,3 +61,25 @@ start_proxy() {
 
 # jget KEY: a field of the JSON object in $W/out
 jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$W/out" "$1"; }
+
+# start_token_server LOG ARGS...: tests/token_server.py on a free port, ARGS
+# after the port (KEY CERT USER PASSWORD [options]); sets TPORT
+start_token_server() {
+    local log=$1
+    shift
+    TPORT=$(free_port)
+    python3 "$HERE/token_server.py" "$TPORT" "$@" >"$log" 2>&1 &
+    PIDS="$PIDS $!"
+    wait_http "http://127.0.0.1:$TPORT/token"
+}
+
+# start_token_registry NAME REALM CERT: a registry taking bearer tokens from
+# REALM, signed with CERT's key (token_server.py's service and issuer); sets PORT
+start_token_registry() {
+    start_registry "$1" "auth:
+  token:
+    realm: $2
+    service: strata-test
+    issuer: strata-test-issuer
+    rootcertbundle: $3"
+}

@@ -208,17 +208,8 @@ if command -v openssl >/dev/null; then
     mkdir -p "$TD"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TD/key.pem" -out "$TD/cert.pem" \
         -days 2 -subj /CN=strata-test-token >/dev/null 2>&1
-    TPORT=$(free_port)
-    python3 "$HERE/token_server.py" "$TPORT" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW' \
-        >"$TD/token.log" 2>&1 &
-    PIDS="$PIDS $!"
-    wait_http "http://127.0.0.1:$TPORT/token"
-    start_registry token "auth:
-  token:
-    realm: http://127.0.0.1:$TPORT/token
-    service: strata-test
-    issuer: strata-test-issuer
-    rootcertbundle: $TD/cert.pem"
+    start_token_server "$TD/token.log" "$TD/key.pem" "$TD/cert.pem" bob 'b3arer-PW'
+    start_token_registry token "http://127.0.0.1:$TPORT/token" "$TD/cert.pem"
     RT=127.0.0.1:$PORT
     expect_error "bearer: push without credentials is one line" 1 "refused the credentials" "$S" push base:v1 "$RT/vm:v1"
     run sh -c "printf 'b3arer-PW\n' | '$S' login $RT -u bob --password-stdin"
