@@ -131,6 +131,10 @@ int os_pid_is_zombie(int pid);
  */
 void os_build_describe(char *out, size_t n);
 
+/* The running macOS's version ("14.5"), for what a guest's macOS needs of
+ * its host; empty elsewhere, or if unknown. */
+void os_product_version(char *out, size_t n);
+
 /* 1 on macOS, 0 elsewhere: for defaults that follow the host (the vz
  * driver is macOS's). */
 int os_is_macos(void);

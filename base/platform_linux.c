@@ -123,6 +123,12 @@ void os_build_describe(char *out, size_t n)
         out[0] = 0;
 }
 
+void os_product_version(char *out, size_t n)
+{
+    if (n)
+        out[0] = 0; /* not macOS */
+}
+
 int os_is_macos(void)
 {
     return 0;

@@ -148,6 +148,13 @@ void os_build_describe(char *out, size_t n)
         out[0] = 0;
 }
 
+void os_product_version(char *out, size_t n)
+{
+    size_t len = n;
+    if (sysctlbyname("kern.osproductversion", out, &len, NULL, 0) < 0 && n)
+        out[0] = 0;
+}
+
 int os_is_macos(void)
 {
     return 1;

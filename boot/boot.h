@@ -259,6 +259,23 @@ const boot_driver *boot_driver_find(const char *name);
 /* "vz" on macOS, "qemu" elsewhere. */
 const char *boot_default_driver(void);
 
+/* What a guest needs of its host, as a registry manifest's annotations say
+ * (docs/remote.md); "" or 0 where they say nothing. */
+typedef struct {
+    const char *os;        /* "macos", "linux" */
+    const char *arch;      /* OCI's names: "arm64", "amd64" */
+    const char *macos_min; /* its HardwareModel's MinimumSupportedOS: "13.0.0" */
+    int64_t macos_data_rep; /* its DataRepresentationVersion */
+} boot_guest_needs;
+
+/* 0 if this host can run a guest that needs g, else -ENOTSUP (or a
+ * driver's error) with a one-line reason naming what: a macOS guest needs a
+ * Mac with Apple silicon whose macOS is at least the guest's
+ * MinimumSupportedOS and a hardware-model data representation this strata
+ * knows; a Linux guest needs a driver for its architecture (the drivers run
+ * the host's own). What g leaves unsaid is not held against it. */
+int boot_guest_runs_here(const char *what, const boot_guest_needs *g);
+
 /* What a saved state was made with, in the order store bindings are sorted. */
 typedef struct {
     char *key;

@@ -2,14 +2,12 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../remote/remote.h"
-#include "../base/platform.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <sys/utsname.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -202,92 +200,11 @@ static int cmd_push(int argc, char **argv)
     return rc;
 }
 
-/* ---- can this host run what a manifest says its guest needs ---- */
-
-/* the HardwareModel data representations Virtualization.framework has
- * written (VZMacHardwareModel.dataRepresentation): a newer one is a format
- * this strata has not seen */
-#define MACOS_DATA_REP_KNOWN 1
-
-/* this host's architecture by OCI's names, as push annotates guests */
-static const char *host_arch(char *buf, size_t n)
+/* boot's view of what the manifest says the guest needs */
+static int runs_here(const char *what, const remote_guest *g)
 {
-    struct utsname u;
-    if (uname(&u))
-        snprintf(u.machine, sizeof u.machine, "unknown");
-    const char *m = u.machine;
-    snprintf(buf, n, "%.*s", (int)sizeof u.machine, !strcmp(m, "x86_64") ? "amd64"
-                           : !strcmp(m, "aarch64") || !strcmp(m, "arm64") ? "arm64" : m);
-    return buf;
-}
-
-/* -1, 0 or 1 as version a ("14.2.1") is older than, the same as, or newer
- * than b; a missing part counts as 0 ("13" is "13.0.0") */
-static int version_cmp(const char *a, const char *b)
-{
-    for (;;) { /* each turn passes a dot in a or b: it ends */
-        char *ea, *eb;
-        unsigned long x = strtoul(a, &ea, 10), y = strtoul(b, &eb, 10);
-        if (x != y)
-            return x < y ? -1 : 1;
-        if (*ea != '.' && *eb != '.')
-            return 0;
-        a = *ea == '.' ? ea + 1 : ea;
-        b = *eb == '.' ? eb + 1 : eb;
-    }
-}
-
-/* this Mac's macOS version ("14.5"), from sw_vers; "" if it can't be read */
-static void host_macos_version(char *out, size_t n)
-{
-    out[0] = 0;
-    FILE *p = os_is_macos() ? popen("/usr/bin/sw_vers -productVersion 2>/dev/null", "r") : NULL;
-    if (p && fgets(out, (int)n, p))
-        out[strcspn(out, "\r\n")] = 0;
-    if (p)
-        pclose(p);
-}
-
-/* 0 if this host can run a guest that needs g, else the reason (an error
- * naming what): a macOS guest needs a Mac with Apple silicon (the vz
- * driver) whose macOS is at least the guest's MinimumSupportedOS, and a
- * data representation it knows; a Linux guest needs a driver for its
- * architecture, and both drivers run the host's own. What the manifest
- * doesn't say is not held against it (an old manifest pulls as before). */
-static int guest_runs_here(const char *what, const remote_guest *g)
-{
-    char arch[80], ver[32] = "";
-    host_arch(arch, sizeof arch);
-    if (!strcmp(g->os, "macos")) {
-        char need[64] = "";
-        if (g->macos_min[0])
-            snprintf(need, sizeof need, " running macOS %s or later", g->macos_min);
-        if (!os_is_macos() || strcmp(arch, "arm64") || !boot_driver_find("vz"))
-            return err_set(ERR_CLI, ENOTSUP, "%s is a macOS guest: it runs only on a Mac with Apple "
-                           "silicon%s, and this host is %s %s", what, need,
-                           os_is_macos() ? "macOS on" : "Linux on", arch);
-        host_macos_version(ver, sizeof ver);
-        if (g->macos_min[0] && ver[0] && version_cmp(ver, g->macos_min) < 0)
-            return err_set(ERR_CLI, ENOTSUP, "%s is a macOS guest that needs macOS %s or later; "
-                           "this Mac runs %s", what, g->macos_min, ver);
-        if (g->macos_data_rep > MACOS_DATA_REP_KNOWN)
-            return err_set(ERR_CLI, ENOTSUP, "%s: its hardware model's data representation %" PRId64
-                           " is newer than this strata knows (%d)", what, g->macos_data_rep,
-                           MACOS_DATA_REP_KNOWN);
-        return 0;
-    }
-    if (!strcmp(g->os, "linux")) {
-        if (g->arch[0] && strcmp(g->arch, arch))
-            return err_set(ERR_CLI, ENOTSUP, "%s is a Linux guest for %s, and this host is %s (its "
-                           "drivers run guests of the host's architecture)", what, g->arch, arch);
-        if (!boot_driver_find(boot_default_driver()))
-            return err_pass();
-        return 0;
-    }
-    if (g->os[0])
-        return err_set(ERR_CLI, ENOTSUP, "%s is a guest of an OS strata does not run ('%s')", what,
-                       g->os);
-    return 0;
+    boot_guest_needs need = {g->os, g->arch, g->macos_min, g->macos_data_rep};
+    return boot_guest_runs_here(what, &need);
 }
 
 /* "macos/arm64, macOS 13.0.0+", "linux/amd64", "linux", or "" if unknown */
@@ -320,7 +237,7 @@ static int print_list(const remote_tag_info *t, size_t n, int json)
                "NOTE");
     for (size_t i = 0; i < n; i++) {
         char a[32], b[32], g[96];
-        int runs = t[i].strata && !guest_runs_here(t[i].tag, &t[i].guest);
+        int runs = t[i].strata && !runs_here(t[i].tag, &t[i].guest);
         if (json) {
             json_t *one = json_pack("{s:o, s:o, s:b}", "tag", cli_json_text(t[i].tag), "digest",
                                     cli_json_text(t[i].digest), "strata", t[i].strata);
@@ -388,7 +305,7 @@ static int check_guest(void *ctx, const remote_guest *g)
 {
     guest_check *c = ctx;
     c->guest = *g;
-    int rc = guest_runs_here(c->ref, g);
+    int rc = runs_here(c->ref, g);
     if (!rc && c->note)
         fprintf(stderr, "%s\n", c->note);
     if (!rc)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "../boot/boot.h"
@@ -293,6 +294,29 @@ static void test_drivers(void **state)
 #endif
 }
 
+/* what a registry manifest says a guest needs, against this host */
+static void test_guest_runs_here(void **state)
+{
+    (void)state;
+    struct utsname u;
+    assert_int_equal(uname(&u), 0);
+    const char *here = !strcmp(u.machine, "x86_64") ? "amd64" : "arm64";
+    const char *other = !strcmp(here, "amd64") ? "arm64" : "amd64";
+    boot_guest_needs unsaid = {"", "", "", 0}, same = {"linux", here, "", 0},
+                     foreign = {"linux", other, "", 0}, windows = {"windows", "", "", 0},
+                     mac99 = {"macos", "arm64", "99.0.0", 1}, mac_rep = {"macos", "arm64", "", 2};
+    assert_int_equal(boot_guest_runs_here("t:unsaid", &unsaid), 0); /* an old manifest */
+    assert_int_equal(boot_guest_runs_here("t:same", &same), 0);
+    assert_int_equal(boot_guest_runs_here("t:foreign", &foreign), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "t:foreign is a Linux guest for"));
+    assert_int_equal(boot_guest_runs_here("t:win", &windows), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "'windows'"));
+    /* no Mac can run macOS 99, and no strata knows data representation 2 */
+    assert_int_equal(boot_guest_runs_here("t:mac99", &mac99), -ENOTSUP);
+    assert_non_null(strstr(boot_error(), "t:mac99 is a macOS guest"));
+    assert_int_equal(boot_guest_runs_here("t:rep", &mac_rep), -ENOTSUP);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +328,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_installer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qemu_efi_vars, setup, teardown),
+        cmocka_unit_test(test_guest_runs_here),
     };
     return cmocka_run_group_tests_name("boot", tests, NULL, NULL);
 }
