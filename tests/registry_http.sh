@@ -16,12 +16,7 @@ rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/b1 "$W"/inst "$W"/pull
 . "$(dirname "$0")/registry_lib.sh"
 need_registry "registry HTTP tests"
 
-"$MK" "$W/b1" --size 256M --data 0:6M:1 --data 100M:3M:2 >/dev/null
-BASE=$("$S" import "$W/b1" base:v1 2>/dev/null)
-"$S" clone base:v1 "$W/inst" 2>/dev/null
-"$MK" --write "$W/inst/Disk.img" 1M:2M:9 200M:1M:4
-CHILD=$("$S" commit "$W/inst" -m child -t base:child 2>/dev/null)
-check "a base and a child layer were made" [ -n "$BASE" ] && [ -n "$CHILD" ]
+base_and_child 256M "0:6M:1 100M:3M:2" "1M:2M:9 200M:1M:4"
 
 # ---- blobs redirected to storage, credentials on the registry ----
 SPORT=$(free_port)

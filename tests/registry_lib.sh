@@ -83,3 +83,20 @@ start_token_registry() {
     issuer: strata-test-issuer
     rootcertbundle: $3"
 }
+
+# base_and_child SIZE "BASE_DATA..." "CHILD_WRITES...": base:v1 imported from a
+# bundle of SIZE with mkbundle --data for each BASE_DATA, and base:child
+# committed from a clone with CHILD_WRITES written (mkbundle --write);
+# sets BASE and CHILD
+base_and_child() {
+    local data="" d
+    for d in $2; do data="$data --data $d"; done
+    # shellcheck disable=SC2086 # the --data options are words
+    "$MK" "$W/b1" --size "$1" $data >/dev/null
+    BASE=$("$S" import "$W/b1" base:v1 2>/dev/null)
+    "$S" clone base:v1 "$W/inst" 2>/dev/null
+    # shellcheck disable=SC2086
+    "$MK" --write "$W/inst/Disk.img" $3
+    CHILD=$("$S" commit "$W/inst" -m child -t base:child 2>/dev/null)
+    check "a base and a child layer were made" [ -n "$BASE" ] && [ -n "$CHILD" ]
+}

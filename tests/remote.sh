@@ -12,12 +12,7 @@ rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/b* "$W"/inst* "$W"/bin
 need_registry "remote tests"
 
 # ---- a base and a child ----
-"$MK" "$W/b1" --size 1G --data 0:8M:1 --data 512M:4M:2 >/dev/null
-BASE=$("$S" import "$W/b1" base:v1 2>/dev/null)
-"$S" clone base:v1 "$W/inst" 2>/dev/null
-"$MK" --write "$W/inst/Disk.img" 1M:2M:9 700M:1M:4
-CHILD=$("$S" commit "$W/inst" -m child -t base:child 2>/dev/null)
-check "a base and a child layer were made" [ -n "$BASE" ] && [ -n "$CHILD" ]
+base_and_child 1G "0:8M:1 512M:4M:2" "1M:2M:9 700M:1M:4"
 
 # ---- anonymous registry ----
 start_registry anon

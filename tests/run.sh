@@ -127,6 +127,14 @@ script_suite() { # script, label, work dir, fs name
     tail -1 "$ROOT/$1.log" | sed "s/^/$2: /"
 }
 
+# A suite independent of the filesystem that needs no guest: once, in the
+# plain pass
+once_suite() { # script, title
+    want "$1" || return 0
+    echo "== $1 ($2)"
+    script_suite "$1" "$1.sh" "$ROOT/$1" "${plain:-plain}"
+}
+
 # A suite that boots guests: slow under emulation and independent of the
 # filesystem, so once, and not in the sanitizer pass (STRATA_SKIP_BOOT)
 booting_suite() { # script, title
@@ -245,39 +253,15 @@ plain_pass() {
     booting_suite boot "boot (qemu)"
     unset SHOW
     booting_suite reach "reach: ip, ssh, screenshot (qemu)"
-    # push/pull against real registries: independent of the filesystem, once
-    if want remote; then
-        echo "== remote (registries on 127.0.0.1)"
-        script_suite remote remote.sh "$ROOT/remote" "${plain:-plain}"
-    fi
-    if want registry_pull; then
-        echo "== registry_pull (guest annotations, hostile manifests; registries on 127.0.0.1)"
-        script_suite registry_pull registry_pull.sh "$ROOT/registry_pull" "${plain:-plain}"
-    fi
-    # registries behind storage redirects, and a pull-through cache
-    if want registry_http; then
-        echo "== registry_http (redirects to storage, pull-through cache)"
-        script_suite registry_http registry_http.sh "$ROOT/registry_http" "${plain:-plain}"
-    fi
-    # the NBD server against QEMU's and libnbd's clients and a raw one
-    if want nbd; then
-        echo "== nbd (strata's NBD server, independent clients)"
-        script_suite nbd nbd.sh "$ROOT/nbd" "${plain:-plain}"
-    fi
-    # credential kinds, expiring tokens, Docker Hub's names (issue 20)
-    if want registry_auth; then
-        echo "== registry_auth (registries on 127.0.0.1, a Docker Hub stand-in)"
-        script_suite registry_auth registry_auth.sh "$ROOT/registry_auth" "${plain:-plain}"
-    fi
-    if want registry_limits; then
-        echo "== registry_limits (ECR, GitLab refusals before the first blob)"
-        script_suite registry_limits registry_limits.sh "$ROOT/registry_limits" "${plain:-plain}"
-    fi
-    # uploads through misbehaving proxies: declined mounts, chunk rules, cut links (issue 20)
-    if want registry_upload; then
-        echo "== registry_upload (mounts declined, chunk sizes, a link that cuts requests)"
-        script_suite registry_upload registry_upload.sh "$ROOT/registry_upload" "${plain:-plain}"
-    fi
+    # push/pull against real registries (on 127.0.0.1), and the NBD server:
+    # independent of the filesystem, once
+    once_suite remote "registries on 127.0.0.1"
+    once_suite registry_http "redirects to storage, pull-through cache"
+    once_suite registry_auth "credential kinds, expiring tokens, a Docker Hub stand-in"
+    once_suite registry_upload "mounts declined, chunk sizes, a link that cuts requests"
+    once_suite registry_limits "ECR, GitLab refusals before the first blob"
+    once_suite registry_pull "guest annotations, hostile manifests"
+    once_suite nbd "strata's NBD server, independent clients"
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
