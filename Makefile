@@ -1,7 +1,7 @@
 # strata: `make` builds build/strata; `make test` installs what it needs and
 # runs every test; `make demo` does the main job on a demo bundle.
 CC      ?= cc
-PKGS    := libplist-2.0 libcrypto jansson libxxhash libarchive libzstd libcurl
+PKGS    := libplist-2.0 libcrypto jansson libxxhash libarchive libzstd libcurl liblz4
 PKG_CONFIG ?= pkg-config
 # Homebrew's openssl@3 is keg-only: pkg-config finds it only through its
 # prefix (set on the command: make 3.81's $(shell) ignores exports)
@@ -18,8 +18,8 @@ ALL_CFLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 \
 # libarchive and libcurl are not linked: archive/lib.c and remote/curl.c
 # load them on first use (dlopen), so a strata run that needs neither
 # doesn't load them and the ~35 libraries they bring
-LINK_PKGS := libplist-2.0 libcrypto jansson libxxhash libzstd
-LDLIBS  += $(shell $(PKG_CONFIG) --libs $(LINK_PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -lzstd) -lpthread -lz -ldl
+LINK_PKGS := libplist-2.0 libcrypto jansson libxxhash libzstd liblz4
+LDLIBS  += $(shell $(PKG_CONFIG) --libs $(LINK_PKGS) 2>/dev/null || echo -lplist-2.0 -lcrypto -ljansson -lxxhash -lzstd -llz4) -lpthread -lz -ldl
 B       ?= build
 
 # base/platform_linux.c or base/platform_macos.c: the host's side of the
@@ -40,6 +40,7 @@ BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qem
 REMOTE_SRC := remote/curl.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
+TART_SRC  := $(wildcard tart/*.c)
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
@@ -68,7 +69,7 @@ $(B)/archive/lib.o: ALL_CFLAGS += $(if $(LIBARCHIVE_DIR),-DSTRATA_LIBARCHIVE='"$
 $(B)/remote/curl.o: ALL_CFLAGS += $(if $(LIBCURL_DIR),-DSTRATA_LIBCURL='"$(LIBCURL_DIR)/libcurl.4.dylib"')
 endif
 
-LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC) $(NBD_SRC)
+LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC) $(NBD_SRC) $(TART_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
@@ -164,7 +165,7 @@ check-apple:
 # system's compiler and SDK. Compiled, not linked: nothing here has macOS's
 # libraries or Virtualization.framework to link against.
 MACOS_SRC := $(filter-out %_linux.c,$(wildcard base/*.c clone/*.c store/*.c boot/*.c \
-               archive/*.c remote/*.c nbd/*.c cli/*.c fixtures/*.c))
+               archive/*.c remote/*.c nbd/*.c tart/*.c cli/*.c fixtures/*.c))
 MACOS_FLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 -fblocks -DSTRATA_HAVE_VZ
 STRATA_TOOLS ?= $(HOME)/.cache/strata-tools
 ifeq ($(shell uname -s),Darwin)

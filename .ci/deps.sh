@@ -8,8 +8,8 @@ DEB_PKGS="build-essential pkg-config libplist-dev libssl-dev libjansson-dev libc
           libarchive-dev libzstd-dev libarchive-tools zstd tar
           libcurl4-openssl-dev docker-registry apache2-utils skopeo openssl curl time bsdutils
            openssh-client dropbear-bin zlib1g-dev
-           qemu-utils libnbd-bin python3-libnbd grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
-BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd curl qemu"
+           qemu-utils libnbd-bin python3-libnbd liblz4-dev python3-lz4 debootstrap grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools fdisk"
+BREW_PKGS="libplist openssl@3 jansson cmocka pkg-config xxhash libarchive zstd lz4 curl qemu"
 
 if [ "$(uname)" = Darwin ]; then
     command -v brew >/dev/null || { echo "deps: Homebrew is needed on macOS (https://brew.sh)" >&2; exit 1; }

@@ -28,6 +28,8 @@ typedef enum {
     ERR_REMOTE,
     ERR_ARCHIVE,
     ERR_NBD,
+    ERR_TART,
+    ERR_LAZY,
     ERR_CLI,
 } err_module;
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Make DIR an include directory for `make check-macos` on Linux: the headers
 # of the libraries strata uses (libplist, jansson, zstd, xxhash, libarchive,
-# libcurl, OpenSSL), linked from Debian's -dev packages, and nothing else.
+# libcurl, lz4, OpenSSL), linked from Debian's -dev packages, and nothing else.
 # Those headers are the same on macOS; /usr/include itself can't be put on
 # the path, as its glibc headers would stand in for macOS's own. OpenSSL's
 # and curl's configuration headers are in the multiarch directory.
@@ -11,7 +11,7 @@ multi=$(${CC:-cc} -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 rm -rf "$dir"
 mkdir -p "$dir/openssl"
 for h in plist jansson.h jansson_config.h zstd.h zstd_errors.h xxhash.h archive.h \
-         archive_entry.h curl; do
+         archive_entry.h curl lz4.h; do
     for d in /usr/include "/usr/include/$multi"; do
         if [ -e "$d/$h" ]; then ln -s "$d/$h" "$dir/$h"; break; fi
     done
