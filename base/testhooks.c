@@ -39,6 +39,8 @@ static void read_all(void)
     hooks.vz_timeout_ms = vz ? atol(vz) : 0;
     const char *pack = text("STRATA_TEST_PACK_BYTES");
     hooks.pack_bytes = pack ? strtoull(pack, NULL, 10) : 0;
+    const char *slice = text("STRATA_TEST_TART_SLICE");
+    hooks.tart_slice = slice ? strtoull(slice, NULL, 10) : 0;
 }
 
 const test_hooks *test_hooks_get(void)

@@ -39,6 +39,10 @@ typedef struct {
     /* STRATA_TEST_PACK_BYTES=N: a push's pack unit is N bytes instead of
      * 512 MiB, so a small test disk makes many packs (tests/registry_limits.sh) */
     unsigned long long pack_bytes;
+    /* STRATA_TEST_TART_SLICE=N: push --format tart cuts the disk into
+     * slices of N bytes instead of tart's 512 MiB, so a small test disk
+     * makes several disk layers (tests/tart_push.sh) */
+    unsigned long long tart_slice;
 } test_hooks;
 
 /* The switches, read from the environment at the first call. */

@@ -1,6 +1,7 @@
 /* Verbs that make, name and show layers. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "../tart/tart.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -93,10 +94,13 @@ static int cmd_commit(int argc, char **argv)
 static int cmd_clone(int argc, char **argv)
 {
     char *pos[2];
-    int n, with_state = 0;
-    cli_opt opts[] = {{"--with-state", 0, NULL, &with_state}};
-    if (cli_parse(argc, argv, opts, 1, pos, 2, &n, "clone") || cli_need(n, 2, "clone"))
+    int n, with_state = 0, tart = 0;
+    cli_opt opts[] = {{"--with-state", 0, NULL, &with_state}, {"--tart", 0, NULL, &tart}};
+    if (cli_parse(argc, argv, opts, 2, pos, 2, &n, "clone") || cli_need(n, 2, "clone"))
         return 1;
+    if (tart && with_state)
+        return cli_fail("clone: --with-state with --tart: a tart VM directory carries no saved "
+                        "state strata made");
     store *st;
     if (cli_open_store(&st))
         return 1;
@@ -105,6 +109,11 @@ static int cmd_clone(int argc, char **argv)
     if (cli_resolve(st, pos[0], &id)) {
         store_close(st);
         return 1;
+    }
+    if (tart) {
+        int trc = tart_vm_write(st, id.hex, pos[1]);
+        store_close(st);
+        return trc ? cli_failed(trc) : 0;
     }
     int rc = (with_state ? store_clone_saved_state : store_clone)(st, id.hex, pos[1], &reflinked);
     store_close(st);
@@ -467,12 +476,15 @@ const cli_verb cli_layer_verbs[] = {
      "every chunk checked. --from-tart DIR makes a layer of a tart VM directory (disk cloned).\n"
      "RestoreImage.ipsw is skipped unless --include-restore-image is given. -v tells how\n"
      "much was read and stored."},
-    {"clone", cmd_clone, "clone REF DIR [--with-state]",
+    {"clone", cmd_clone, "clone REF DIR [--with-state | --tart]",
      "Make DIR a writable bundle cloned from layer REF (copy-on-write where the filesystem\n"
      "can share blocks; holes are never filled). DIR must not exist and must be on the\n"
      "store's volume. DIR/.strata records the layer it came from. A saved state is cloned\n"
      "without its state (the disk it was saved with) unless --with-state, which keeps it\n"
-     "for `run DIR --resume`."},
+     "for `run DIR --resume`.\n"
+     "--tart writes DIR as a tart VM directory (config.json, disk.img, nvram.bin) that\n"
+     "`tart run` opens; in ~/.tart/vms/NAME tart lists it. It is not a strata clone (no\n"
+     "DIR/.strata): `import --from-tart DIR` makes a layer of it again (docs/tart.md)."},
     {"commit", cmd_commit, "commit DIR [-m MESSAGE] [-t TAG] [-v]",
      "Make a child layer of the clone DIR's layer from DIR's current files. Only chunks\n"
      "whose blocks changed since the clone are read. Prints the new layer id."},

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../remote/remote.h"
+#include "../tart/tart.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -152,17 +153,57 @@ static int print_push(const remote_ref *dst, const remote_push_result *r, double
     return 0;
 }
 
+static int print_tart_push(const char *ref, const remote_ref *dst, const tart_push_result *r,
+                           double secs, int json)
+{
+    char up[32];
+    if (json)
+        return cli_json_print(json_pack(
+            "{s:o, s:o, s:o, s:s, s:o, s:o, s:I, s:o, s:o, s:o, s:o}", "remote",
+            cli_json_text(dst->host), "repository", cli_json_text(dst->repo), "tag",
+            cli_json_text(dst->tag), "format", "tart", "ref", cli_json_text(ref), "digest",
+            cli_json_text(r->digest), "layers", (json_int_t)r->layers, "blobs_uploaded",
+            cli_json_u64(r->blobs_uploaded), "bytes_uploaded", cli_json_u64(r->bytes_uploaded),
+            "blobs_present", cli_json_u64(r->blobs_present), "seconds", cli_json_seconds(secs)));
+    printf("pushed %s/%s:%s as a tart image (%s, %zu layers): uploaded %s in %" PRIu64
+           " blobs; %" PRIu64 " blobs already present; %.1f s\n",
+           dst->host, dst->repo, dst->tag, r->digest, r->layers,
+           cli_human(r->bytes_uploaded, up, sizeof up), r->blobs_uploaded, r->blobs_present, secs);
+    return 0;
+}
+
+/* push --format tart: what `tart pull` reads (docs/tart.md) */
+static int push_tart(store *st, const char *ref, const remote_ref *dst, unsigned jobs,
+                     uint64_t chunk_size, int json, int insecure)
+{
+    push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
+    tart_push_opts po = {.jobs = jobs, .chunk_size = chunk_size, .progress = show_progress,
+                         .progress_ctx = &pp, .note = cli_note};
+    remote_opts o = {.insecure = insecure};
+    tart_push_result res;
+    int rc = tart_push(st, ref, dst, &o, &po, &res);
+    if (rc)
+        return cli_failed(rc);
+    return print_tart_push(ref, dst, &res, now_s() - pp.start, json);
+}
+
 static int cmd_push(int argc, char **argv)
 {
-    const char *jobs_s = NULL, *chunk_s = NULL;
+    const char *jobs_s = NULL, *chunk_s = NULL, *format = NULL;
     int with_state = 0, json = 0, insecure = 0;
     cli_opt opts[] = {{"--jobs", 1, &jobs_s, NULL}, {"--with-state", 0, NULL, &with_state},
                       {"--json", 0, NULL, &json}, {"--insecure", 0, NULL, &insecure},
-                      {"--chunk-size", 1, &chunk_s, NULL}};
+                      {"--chunk-size", 1, &chunk_s, NULL}, {"--format", 1, &format, NULL}};
     char *pos[2];
     int n;
-    if (cli_parse(argc, argv, opts, 5, pos, 2, &n, "push") || cli_need(n, 2, "push"))
+    if (cli_parse(argc, argv, opts, 6, pos, 2, &n, "push") || cli_need(n, 2, "push"))
         return 1;
+    int tart = format && !strcmp(format, "tart");
+    if (format && !tart && strcmp(format, "strata"))
+        return cli_fail("push: --format '%s' is neither strata nor tart", format);
+    if (tart && with_state)
+        return cli_fail("push: --with-state with --format tart: a tart image never carries a "
+                        "saved state");
     unsigned long jobs = 0, chunk_kib = 0;
     if (jobs_s && cli_parse_uint("--jobs", jobs_s, 64, &jobs))
         return 1;
@@ -185,6 +226,12 @@ static int cmd_push(int argc, char **argv)
         return 1;
     }
     rc = cli_resolve(st, pos[0], &id);
+    if (tart) {
+        rc = rc ? rc : push_tart(st, id.hex, &dst, (unsigned)jobs, chunk_size, json, insecure);
+        store_close(st);
+        remote_ref_free(&dst);
+        return rc;
+    }
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
     remote_push_opts po = {.with_state = with_state, .jobs = (unsigned)jobs,
                            .chunk_size = chunk_size, .progress = show_progress,
@@ -414,11 +461,15 @@ const cli_verb cli_remote_verbs[] = {
      "it, under https://index.docker.io/v1/."},
     {"logout", cmd_logout, "logout REGISTRY", "Forget the credentials kept for a registry."},
     {"push", cmd_push,
-     "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--chunk-size KIB] [--json] [--insecure]",
+     "push REF HOST/REPO:TAG [--with-state] [--jobs N] [--chunk-size KIB] [--json] [--insecure]\n"
+     "       [--format strata|tart]",
      "Push a layer and its chain to an OCI registry (docs/remote.md). Only blobs the registry\n"
      "lacks are sent. A saved state is pushed only with --with-state (marked host-bound);\n"
      "without it its parent is pushed. Plain HTTP is used for loopback hosts, or any host\n"
      "with --insecure. Ends with a summary line (--json: one JSON object).\n"
+     "--format tart pushes the layer as a tart image that `tart pull` reads (docs/tart.md):\n"
+     "its config, its disk in 512 MiB slices each compressed with Apple's LZ4 framing\n"
+     "(--jobs at once, default 4), its NVRAM; never a saved state (its disk goes instead).\n"
      "Blobs go up in chunks (PATCH) of --chunk-size KiB, default 4096 (8192 for ECR; none for\n"
      "gcr.io and *-docker.pkg.dev), adapted when a registry refuses a size; 0 sends each blob\n"
      "in one PUT. A chunk cut off is resumed where the registry says the upload stands.\n"

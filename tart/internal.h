@@ -56,4 +56,46 @@ int tart_lz4_encoder_feed(tart_lz4_encoder *e, const void *data, size_t len);
 int tart_lz4_encoder_end(tart_lz4_encoder *e);
 void tart_lz4_encoder_free(tart_lz4_encoder *e);
 
+/* ---- a layer in tart's terms (compose.c), for push.c and vmdir.c ---- */
+
+/* What tart's three files are made of, for one layer: tart's config.json
+ * (VMConfig version 1, docs/tart.md "A layer as a tart VM directory"), and
+ * which layer files are its disk.img and nvram.bin. */
+typedef struct {
+    store_id id;        /* the layer read (a saved state's base) */
+    int macos;
+    const char *arch;   /* tart's and OCI's name: "arm64" */
+    const char *nvram;  /* the layer's file that is nvram.bin: "AuxiliaryStorage" or the EFI store */
+    uint64_t disk_size, nvram_size;
+    char *config;       /* tart's config.json, as pushed and written */
+    size_t config_len;
+} tart_composed;
+
+/* Compose layer ref of st: a saved state gives its base (noted). Settings
+ * tart can't express are refused with one line naming them (a kernel and
+ * initrd loader, extra disks, an NBD boot disk) or dropped with a note
+ * (shares, installer media, ppi, ...): docs/tart.md lists which. */
+int tart_compose(store *st, const char *ref, void (*note)(void *ctx, const char *line), void *ctx,
+                 tart_composed *out);
+void tart_composed_free(tart_composed *c);
+
+/* The OCI config stub tart pushes (sorted keys, '/' as "\/"). NULL: out of memory. */
+char *tart_compose_oci_config(const tart_composed *c, size_t *len);
+
+/* One descriptor of the manifest; usize/udigest only on disk layers. */
+typedef struct {
+    const char *media_type;
+    uint64_t size;
+    char digest[72];
+    int annotated;     /* tart's uncompressed-size and -content-digest annotations */
+    uint64_t usize;
+    char udigest[72];
+} tart_descriptor;
+
+/* The OCI manifest as tart's Foundation encoder writes it: sorted keys,
+ * '/' escaped, annotations uncompressed-disk-size and upload-time (UTC,
+ * seconds: "2026-12-05T14:07:33Z"). NULL: out of memory. */
+char *tart_compose_manifest(const tart_descriptor *config, const tart_descriptor *layers,
+                            size_t n, uint64_t disk_size, int64_t upload_time, size_t *len);
+
 #endif
