@@ -173,15 +173,15 @@ static int print_tart_push(const char *ref, const remote_ref *dst, const tart_pu
 }
 
 /* push --format tart: what `tart pull` reads (docs/tart.md) */
-static int push_tart(store *st, const char *ref, const remote_ref *dst, unsigned jobs,
-                     uint64_t chunk_size, int json, int insecure)
+static int push_tart(store *st, const char *id, const char *ref, const remote_ref *dst,
+                     unsigned jobs, uint64_t chunk_size, int json, int insecure)
 {
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "push"};
     tart_push_opts po = {.jobs = jobs, .chunk_size = chunk_size, .progress = show_progress,
                          .progress_ctx = &pp, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     tart_push_result res;
-    int rc = tart_push(st, ref, dst, &o, &po, &res);
+    int rc = tart_push(st, id, dst, &o, &po, &res);
     if (rc)
         return cli_failed(rc);
     return print_tart_push(ref, dst, &res, now_s() - pp.start, json);
@@ -227,7 +227,7 @@ static int cmd_push(int argc, char **argv)
     }
     rc = cli_resolve(st, pos[0], &id);
     if (tart) {
-        rc = rc ? rc : push_tart(st, id.hex, &dst, (unsigned)jobs, chunk_size, json, insecure);
+        rc = rc ? rc : push_tart(st, id.hex, pos[0], &dst, (unsigned)jobs, chunk_size, json, insecure);
         store_close(st);
         remote_ref_free(&dst);
         return rc;

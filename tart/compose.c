@@ -88,7 +88,6 @@ static int inexpressible(const tart_composed *c, const boot_settings *s,
                          "tart VM's disk is its disk.img", c->id.hex);
     char dropped[512] = "";
     size_t n = 0;
-    const boot_caching caching = s->os == BOOT_OS_LINUX ? BOOT_CACHE_CACHED : BOOT_CACHE_AUTOMATIC;
     const struct {
         int set;
         const char *name;
@@ -97,8 +96,6 @@ static int inexpressible(const tart_composed *c, const boot_settings *s,
         {s->installer != NULL, "installer"},
         {s->rosetta != NULL, "rosetta"},
         {s->ssh_user != NULL, "ssh_user"},
-        {s->disk_caching != caching, "disk.caching"},
-        {s->disk_sync != BOOT_SYNC_FULL, "disk.sync"},
         {s->disk_bus != BOOT_BUS_VIRTIO, "disk.bus"},
         {s->display_width && s->display_ppi != 80, "display.ppi"},
         {s->display_reconfigure != BOOT_RECONFIGURE_AUTO, "display.reconfigure"},
@@ -198,8 +195,8 @@ int tart_compose(store *st, const char *ref, void (*note)(void *, const char *),
         /* tart runs on Apple silicon (a VM's arch must be the host's,
          * VM.swift); a Linux guest's arch is not in strata's settings */
         out->arch = "arm64";
-        out->nvram = out->macos ? "AuxiliaryStorage" : s.efi_vars;
-        rc = inexpressible(out, &s, note, ctx);
+        out->nvram = strdup(out->macos ? "AuxiliaryStorage" : s.efi_vars ? s.efi_vars : "");
+        rc = out->nvram ? inexpressible(out, &s, note, ctx) : tart_oom();
     }
     const store_file *disk = l && !rc ? layer_file(l, "Disk.img") : NULL;
     const store_file *nvram = l && !rc ? layer_file(l, out->nvram) : NULL;
@@ -208,7 +205,7 @@ int tart_compose(store *st, const char *ref, void (*note)(void *, const char *),
                        disk ? "data in Disk.img" : "Disk.img");
     else if (!rc && !nvram)
         rc = tart_fail(ENOENT, "layer %.12s has no %s: it is tart's nvram.bin", out->id.hex,
-                       out->nvram ? out->nvram : "EFI variable store");
+                       out->nvram[0] ? out->nvram : "EFI variable store");
     if (!rc) {
         out->disk_size = disk->size;
         out->nvram_size = nvram->size;
@@ -224,7 +221,8 @@ int tart_compose(store *st, const char *ref, void (*note)(void *, const char *),
 void tart_composed_free(tart_composed *c)
 {
     free(c->config);
-    c->config = NULL;
+    free(c->nvram);
+    c->config = c->nvram = NULL;
 }
 
 char *tart_compose_oci_config(const tart_composed *c, size_t *len)

@@ -65,7 +65,7 @@ typedef struct {
     store_id id;        /* the layer read (a saved state's base) */
     int macos;
     const char *arch;   /* tart's and OCI's name: "arm64" */
-    const char *nvram;  /* the layer's file that is nvram.bin: "AuxiliaryStorage" or the EFI store */
+    char *nvram;        /* the layer's file that is nvram.bin: "AuxiliaryStorage" or the EFI store */
     uint64_t disk_size, nvram_size;
     char *config;       /* tart's config.json, as pushed and written */
     size_t config_len;
