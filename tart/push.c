@@ -15,6 +15,7 @@
 #include "../base/hex.h"
 #include "../base/note.h"
 #include "../base/testhooks.h"
+#include "../clone/clone.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -48,6 +49,10 @@ typedef struct {
     err_info err;
     uint64_t done;
     tart_push_result *res;
+    /* a slice that is all hole, once compressed: the same bytes, so the
+     * same descriptor, for every other slice of its size that is too */
+    int zero_known;
+    tart_descriptor zero;
 } push_job;
 
 static void job_fail(push_job *j, int rc)
@@ -203,14 +208,58 @@ static int compress_slice(push_job *j, int disk_fd, size_t i, slice_out *out, ch
     return rc;
 }
 
+/* 1 if slice i of the disk is all hole (reads as zeros without being read) */
+static int all_hole(const push_job *j, int disk_fd, size_t i)
+{
+    uint64_t off = (uint64_t)i * j->slice, data = 0, hole = 0;
+    uint64_t end = j->disk_size - off < j->slice ? j->disk_size : off + j->slice;
+    int rc = clone_next_data(disk_fd, off, j->disk_size, &data, &hole);
+    return rc == -ENXIO || (!rc && data >= end);
+}
+
+/* a hole slice the registry already has, as an earlier one of this push
+ * or of another: no need to read, hash and compress 512 MiB of zeros */
+static int known_hole(remote *r, push_job *j, int disk_fd, size_t i, int *done)
+{
+    *done = 0;
+    uint64_t len = j->disk_size - (uint64_t)i * j->slice < j->slice
+                       ? j->disk_size - (uint64_t)i * j->slice : j->slice;
+    pthread_mutex_lock(&j->mu);
+    int known = j->zero_known && j->zero.usize == len;
+    if (known)
+        j->desc[i] = j->zero;
+    pthread_mutex_unlock(&j->mu);
+    if (!known || !all_hole(j, disk_fd, i))
+        return 0;
+    int has = remote_blob_exists(r, j->desc[i].digest, j->desc[i].size);
+    if (has > 0) {
+        job_count(j, 0, 0);
+        *done = 1;
+    }
+    return has < 0 ? has : 0;
+}
+
+static void remember_hole(push_job *j, int disk_fd, size_t i)
+{
+    if (!all_hole(j, disk_fd, i))
+        return;
+    pthread_mutex_lock(&j->mu);
+    j->zero = j->desc[i];
+    j->zero_known = 1;
+    pthread_mutex_unlock(&j->mu);
+}
+
 static int push_slice(remote *r, push_job *j, int disk_fd, size_t i, char *buf)
 {
+    int done;
+    int rc = known_hole(r, j, disk_fd, i, &done);
+    if (rc || done)
+        return rc;
     char *path = NULL;
     if (asprintf(&path, "%s/slice-%zu", j->scratch, i) < 0)
         return tart_oom();
     slice_out out = {.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), .path = path,
                      .sha = EVP_MD_CTX_new()};
-    int rc = 0;
     if (out.fd < 0)
         rc = tart_fail(errno, "%s: %s", path, strerror(errno));
     else if (!out.sha || !EVP_DigestInit_ex(out.sha, EVP_sha256(), NULL))
@@ -220,6 +269,8 @@ static int push_slice(remote *r, push_job *j, int disk_fd, size_t i, char *buf)
     blob_source s = {.fd = out.fd, .size = out.size};
     if (!rc)
         rc = send_blob(r, j, j->desc[i].digest, &s);
+    if (!rc)
+        remember_hole(j, disk_fd, i);
     if (out.fd >= 0)
         close(out.fd);
     unlink(path);
