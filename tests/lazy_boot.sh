@@ -112,6 +112,11 @@ EOF
     "$S" stop deb --timeout 60 >/dev/null 2>&1
 }
 
+# the vz driver's NBD attachment connects from the signed binary
+check "boot/vz.entitlements has virtualization and network.client" python3 -c '
+import plistlib, sys
+e = plistlib.load(open(sys.argv[1], "rb"))
+sys.exit(0 if e.get("com.apple.security.virtualization") is True and e.get("com.apple.security.network.client") is True else 1)' "$HERE/../boot/vz.entitlements"
 profile_tests
 if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
     skipped "NBD reconnect and Debian boot" "STRATA_SKIP_BOOT is set (the sanitizer pass)"
