@@ -42,8 +42,8 @@ build() {
     mkdir -p "$TOOLS"
     local work
     work=$(mktemp -d "$TOOLS/debian-build.XXXXXX")
-    # the chroot's own mounts (debootstrap's /proc, /sys) must never outlive a failed build
-    trap 'umount -R "'"$work"'/root/proc" "'"$work"'/root/sys" 2>/dev/null; rm -rf "'"$work"'"' EXIT
+    BUILD_DIR=$work
+    trap drop_build EXIT
     local root=$work/root
     log "debootstrap $SUITE from $MIRROR (a few minutes)"
     debootstrap --variant=minbase \
@@ -68,6 +68,18 @@ build() {
     rm -rf "$CACHE"
     mv "$work/out" "$CACHE"
     log "built $CACHE"
+}
+
+# The build directory goes, but never through a mount: debootstrap mounts
+# /proc and /sys in the chroot and a failed run may leave them behind.
+drop_build() {
+    [ -n "${BUILD_DIR:-}" ] && [ -d "$BUILD_DIR" ] || return 0
+    umount -R "$BUILD_DIR/root/proc" "$BUILD_DIR/root/sys" 2>/dev/null || true
+    if grep -qF " $BUILD_DIR/" /proc/mounts; then
+        echo "mkdebian: left $BUILD_DIR: something is still mounted under it" >&2
+    else
+        rm -rf "$BUILD_DIR"
+    fi
 }
 
 # networkd, sshd with root's key, the marker, a serial getty, fstab
