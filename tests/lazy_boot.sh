@@ -22,9 +22,94 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 has_layer() { "$S" inspect "$1" >/dev/null 2>&1; }
 
 # ---- boot profiles through a registry ----
+CRAFT="python3 $HERE/profile_craft.py"
+manifest_of() { # TAG: the OCI manifest in the registry, as JSON
+    curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/strata/vm/manifests/$1"
+}
+ann_of() { # TAG KEY: one annotation of its manifest (empty if absent)
+    manifest_of "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["annotations"].get(sys.argv[1], ""))' "$2"
+}
+pull_into() { # STORE TAG: pull R/strata/vm:TAG into a fresh store, --json in $W/out
+    rm -rf "$1"
+    STRATA_HOME=$1 run "$S" pull "$R/strata/vm:$2" -t got --json
+}
+profile_in() { echo "$1/layers/$BASE/profile"; }
+
 profile_tests() {
-    need_registry "boot profile tests"
-    true
+    if ! command -v docker-registry >/dev/null; then
+        skipped "boot profile tests" "docker-registry is not installed (apt-get install docker-registry)"; return
+    fi
+    # a 256 MiB disk: 256 chunks; its profile as a lazy run would keep it
+    "$MK" "$W/b1" --size 256M --data 0:8M:1 --data 100M:4M:2 >/dev/null
+    BASE=$("$S" import "$W/b1" base:v1 2>/dev/null)
+    check "a layer to profile" [ -n "$BASE" ]
+    start_registry prof
+    R=127.0.0.1:$PORT
+    run "$S" push base:v1 "$R/strata/vm:plain" --json
+    check "push without a profile: no profile annotation" [ "$rc" -eq 0 ] && [ -z "$(ann_of plain dev.strata.boot-profile)" ]
+
+    $CRAFT make "$(profile_in "$STRATA_HOME")" "$BASE" 256 0:3 100:4 7:1 255:1 3:2
+    cp "$(profile_in "$STRATA_HOME")" "$W/prof.orig"
+    run "$S" push base:v1 "$R/strata/vm:prof" --json
+    check "push with the store's profile uploads it alone: one blob of its size" \
+        [ "$rc" -eq 0 ] && [ "$(jget blobs_uploaded)" = 1 ] && [ "$(jget bytes_uploaded)" = "$(stat -c %s "$W/prof.orig")" ]
+    local digest size
+    digest=$(ann_of prof dev.strata.boot-profile); size=$(ann_of prof dev.strata.boot-profile.size)
+    check "...the manifest names the profile blob by digest and size"         [ "$digest" = "sha256:$(sha256sum "$W/prof.orig" | cut -d' ' -f1)" ] && [ "$size" = "$(stat -c %s "$W/prof.orig")" ]
+    check "...and is otherwise the manifest pushed without it (config, layers, annotations)" python3 -c '
+import json, sys
+a, b = (json.loads(x) for x in sys.argv[1:3])
+for k in ("dev.strata.boot-profile", "dev.strata.boot-profile.size"): b["annotations"].pop(k)
+sys.exit(0 if a == b else 1)' "$(manifest_of plain)" "$(manifest_of prof)"
+    check "...the registry holds the blob" curl -sfI "http://$R/v2/strata/vm/blobs/$digest" -o /dev/null
+
+    pull_into "$W/store2" prof
+    check "pull on another store gets the layer and says it kept the profile"         [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$BASE" ] && [ "$(jget boot_profile)" = True ]
+    check "...the same profile, byte for byte, beside the layer" cmp -s "$W/prof.orig" "$(profile_in "$W/store2")"
+    STRATA_HOME=$W/store2 run "$S" fsck
+    check "...and fsck is clean (the profile is no part of the layer)" [ "$rc" -eq 0 ]
+    # an older strata (STRATA_OLD_BINARY, e.g. a build of main before profiles) reads the manifest as before
+    if [ -x "${STRATA_OLD_BINARY:-}" ]; then
+        rm -rf "$W/store-old"
+        STRATA_HOME=$W/store-old run "$STRATA_OLD_BINARY" pull "$R/strata/vm:prof" -t got --json
+        check "an older strata pulls the manifest with a profile, ignoring it" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$BASE" ]
+    fi
+    pull_into "$W/store3" plain
+    check "a manifest without one pulls as before: no profile, no note"         [ "$rc" -eq 0 ] && [ "$(jget boot_profile)" = False ] && [ ! -e "$(profile_in "$W/store3")" ] && [ ! -s "$W/err" ]
+
+    # hostile profiles, each under a tag of its own; the pull goes on without them
+    hostile() { # NAME REASON ANNOTATIONS...: pull the crafted tag; exit 0, no profile, a note
+        local name=$1 why=$2; shift 2
+        python3 "$HERE/oci_craft.py" annotate "$R" strata/vm plain "h-$name" "$@" >/dev/null
+        pull_into "$W/store-h" "h-$name"
+        check "hostile profile ($name): the pull succeeds without it, noting why"             [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$BASE" ] && [ "$(jget boot_profile)" = False ]             && [ ! -e "$(profile_in "$W/store-h")" ] && grep -q "boot profile was not kept.*$why" "$W/err"
+    }
+    hostile_blob() { # NAME REASON MAKE-ARGS...: a crafted blob, uploaded and named
+        local name=$1 why=$2 d n; shift 2
+        $CRAFT make "$W/prof-$name" "$@"
+        read -r d n < <($CRAFT put "$R" strata/vm "$W/prof-$name")
+        hostile "$name" "$why" "dev.strata.boot-profile=$d" "dev.strata.boot-profile.size=$n"
+    }
+    hostile_blob out-of-range "a run is past the end of Disk.img" "$BASE" 256 250:7
+    hostile_blob twice "it names a chunk twice" "$BASE" 256 10:5 12:1
+    hostile_blob other-layer "it is another layer's" "$(printf '%064d' 0)" 256 0:1
+    hostile_blob other-size "its Disk.img has another size" "$BASE" 512 0:1
+    hostile_blob version "a version or flags this strata does not know" "$BASE" 256 0:1 --version 2
+    hostile_blob runs-lie "more runs than it can hold" "$BASE" 256 0:1 --runs 1000000
+    hostile_blob trailing "bytes after its last run" "$BASE" 256 0:1 --trailing 3
+    hostile_blob long-leb "a run is cut short or not a LEB128 number" "$BASE" 256 0:1 --pad-leb
+    head -c 4000 /dev/urandom >"$W/prof-garbage"
+    read -r gd gn < <($CRAFT put "$R" strata/vm "$W/prof-garbage")
+    hostile garbage "not a strata boot profile" "dev.strata.boot-profile=$gd" "dev.strata.boot-profile.size=$gn"
+    hostile too-large "larger than 64 KiB" "dev.strata.boot-profile=$gd" "dev.strata.boot-profile.size=70000"
+    hostile size-lies "longer than its descriptor says" "dev.strata.boot-profile=$gd" "dev.strata.boot-profile.size=100"
+    hostile missing "not in the registry" "dev.strata.boot-profile=sha256:$(printf '%064d' 1)" "dev.strata.boot-profile.size=100"
+    hostile malformed "not a sha256 digest and a size" "dev.strata.boot-profile=nope" "dev.strata.boot-profile.size=x"
+
+    # the store's own profile is checked before it is pushed
+    $CRAFT make "$(profile_in "$STRATA_HOME")" "$BASE" 256 300:1
+    run "$S" push base:v1 "$R/strata/vm:bad-local"
+    check "push with a bad local profile leaves it out, with a note, and succeeds"         [ "$rc" -eq 0 ] && grep -q "boot profile of layer ${BASE:0:12} is left out: boot profile: a run is past the end" "$W/err"         && [ -z "$(ann_of bad-local dev.strata.boot-profile)" ]
 }
 
 # ---- qemu's NBD disk across a server restart ----
