@@ -10,7 +10,11 @@
 #     on counting, into the export, across a stop and start of the server;
 #   - a real Debian 12 system (tests/guest/mkdebian.sh) as a strata bundle
 #     boots under `strata run` (qemu) to its ready marker and an ssh banner,
-#     and answers ssh with its key.
+#     and answers ssh with its key;
+#   - the vz driver's entitlements include the NBD attachment's network.client
+#     (its transcript tests are in test_vz).
+# STRATA_OLD_BINARY, if set, names an older strata that must still pull a
+# manifest carrying a profile.
 # The boots are skipped under STRATA_SKIP_BOOT (the sanitizer pass).
 . "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
