@@ -31,13 +31,13 @@ PLATFORM  := linux
 endif
 BASE_SRC  := base/crash.c base/error.c base/file.c base/hex.c base/lazylib.c base/note.c base/sbuf.c base/testhooks.c base/platform_$(PLATFORM).c
 CLONE_SRC := clone/clone.c
-STORE_SRC := store/util.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c \
+STORE_SRC := store/util.c store/profile.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c \
              store/lock.c store/open.c store/layers.c store/unreachable.c store/tags.c store/clones.c \
              store/savedstate.c store/publish.c store/build.c store/commit.c store/clone.c store/diff.c \
              store/receive.c store/check.c
 ARCHIVE_SRC := archive/lib.c archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qemu.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c boot/hostcheck.c
-REMOTE_SRC := remote/curl.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
+BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qemu.c boot/qemu_nbd.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c boot/hostcheck.c
+REMOTE_SRC := remote/curl.c remote/profile.c remote/profile_registry.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
 TART_SRC  := $(wildcard tart/*.c)

@@ -50,6 +50,9 @@ int boot_run_nbd(store *st, const store_id *layer, const boot_settings *s, const
 
 /* qemu.c */
 const boot_driver *boot_qemu_driver(void);
+/* qemu_nbd.c: the NBD boot disk as -blockdev words (node disk0) */
+int qemu_major_version(const char *qemu, const char *runtime_dir);
+int qemu_nbd_blockdev(const char *url, const char *cache, int qemu_major, char *out, size_t n);
 
 /*
  * vz.c: Apple's Virtualization.framework, driven from C through the

@@ -902,15 +902,26 @@ static int add_disk_monitor_console(qemu_cmdline *c, const boot_start_opts *o, c
     if (strchr(o->bundle_dir, ','))
         return boot_fail(EINVAL, "%s: qemu can't take a path with a comma", o->bundle_dir);
     const char *cache = s->disk_sync == BOOT_SYNC_NONE ? "unsafe" : cache_mode[s->disk_caching];
-    if (s->disk_nbd) /* QEMU's own NBD client takes the same URLs */
-        snprintf(c->drive, sizeof c->drive, "file=%s,format=raw,%s,cache=%s", s->disk_nbd,
-                 boot_disk_bus(c, s->disk_bus), cache);
-    else
+    if (s->disk_nbd) { /* a node of its own, so it can reconnect (boot/qemu_nbd.c) */
+        int rc = qemu_nbd_blockdev(s->disk_nbd, cache, qemu_major_version(qemu_binary(), o->runtime_dir),
+                                   c->drive, sizeof c->drive);
+        if (rc)
+            return rc;
+        CARG("-blockdev");
+        CARG(c->drive);
+        if (s->disk_bus != BOOT_BUS_NVME)
+            snprintf(c->disk_dev, sizeof c->disk_dev, "virtio-blk-pci,drive=disk0");
+        else
+            boot_disk_bus(c, s->disk_bus);
+        CARG("-device");
+        CARG(c->disk_dev);
+    } else {
         snprintf(c->drive, sizeof c->drive, "file=%s/Disk.img,format=raw,%s,cache=%s", o->bundle_dir,
                  boot_disk_bus(c, s->disk_bus), cache);
-    CARG("-drive");
-    CARG(c->drive);
-    if (s->disk_bus == BOOT_BUS_NVME) {
+        CARG("-drive");
+        CARG(c->drive);
+    }
+    if (!s->disk_nbd && s->disk_bus == BOOT_BUS_NVME) {
         CARG("-device");
         CARG(c->disk_dev);
     }

@@ -45,8 +45,13 @@ enum { VZ_SYNC_FULL = 1, VZ_SYNC_FSYNC = 2, VZ_SYNC_NONE = 3 };
 enum { VZ_DISK_SYNC_FULL = 0, VZ_DISK_SYNC_NONE = 1 };
 /* VZLinuxRosettaAvailability */
 enum { VZ_ROSETTA_NOT_SUPPORTED = 0, VZ_ROSETTA_NOT_INSTALLED = 1, VZ_ROSETTA_INSTALLED = 2 };
-/* how long the NBD client waits for its server, in seconds (Apple's example: 5) */
-#define NBD_TIMEOUT_S 10.0
+/* How long VZ's NBD client waits for a reply, in seconds, before it
+ * reconnects and sends the request again (Apple's header; tart uses 30,
+ * Apple's containerization 5). A lazily served disk answers a read only once
+ * its chunk came from the registry, retried with backoff: under 30 s a slow
+ * fetch stays latency instead of a reconnect loop. A server that dies is
+ * noticed at once (its socket closes), whatever this says. */
+#define NBD_TIMEOUT_S 30.0
 /* Rosetta's download and install, prompted by macOS */
 #define T_ROSETTA 600000u
 

@@ -372,14 +372,15 @@ static int print_pull(const remote_ref *src, const char *tag, const remote_pull_
     char got[32], gt[96];
     if (json)
         return cli_json_print(json_pack(
-            "{s:o, s:o, s:o?, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o}", "remote",
+            "{s:o, s:o, s:o?, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:b, s:o, s:o}", "remote",
             cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
             tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "layers_received",
             (json_int_t)r->layers_received, "chunks_fetched", cli_json_u64(r->chunks_fetched),
             "chunks_present", cli_json_u64(r->chunks_present), "chunks_local",
             cli_json_u64(r->chunks_local), "chunks_resumed", cli_json_u64(r->chunks_resumed),
             "bytes_fetched", cli_json_u64(r->bytes_fetched), "requests", cli_json_u64(r->requests),
-            "whole_packs", r->whole_packs, "guest", guest_json(g), "seconds", cli_json_seconds(secs)));
+            "whole_packs", r->whole_packs, "boot_profile", r->profile, "guest", guest_json(g),
+            "seconds", cli_json_seconds(secs)));
     printf("%s\n", r->pulled.hex);
     if (guest_text(g, gt, sizeof gt)[0])
         fprintf(stderr, "strata: guest %s\n", gt);
@@ -411,7 +412,7 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
     guest_check gc = {.ref = ref, .any_host = any_host, .note = note};
     remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
-                           .check_guest = check_guest, .check_ctx = &gc};
+                           .check_guest = check_guest, .check_ctx = &gc, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
     if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))

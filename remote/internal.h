@@ -201,4 +201,14 @@ int rm_upload_post(remote *r, const char *query, rm_resp *resp);
 /* a copy of r with its own connection, sharing nothing (for a worker) */
 int rm_dup(const remote *r, remote **out);
 
+/* ---- boot profiles with their layer (profile_registry.c) ---- */
+/* push: the store's profile of top uploaded and named in ann; a profile
+ * the store has but can't be read is left out with a note */
+int rm_profile_push(remote *r, store *st, const store_id *top, json_t *ann, remote_push_result *res,
+                    void (*note)(void *, const char *), void *note_ctx);
+/* pull: the profile the manifest names kept beside layer; never fails,
+ * what goes wrong is a note (po->note) */
+void rm_profile_pull(remote *r, store *st, const char *manifest, size_t len, const store_id *layer,
+                     const remote_pull_opts *po, remote_pull_result *res);
+
 #endif

@@ -882,6 +882,7 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
         res->pulled = j.ids[n - 1];
         res->whole_packs = j.norange;
         pull_progress(&j, 1);
+        rm_profile_pull(j.r, st, body, len, &res->pulled, po, res); /* a hint: never fails the pull */
     }
     for (size_t i = 0; j.man && j.info && i < n; i++)
         free(j.man[i]), free(j.info[i]);

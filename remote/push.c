@@ -450,7 +450,7 @@ static void guest_annotations(store *st, const store_layer *top, json_t *ann)
     json_decref(settings);
 }
 
-static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
+static char *oci_manifest(push_job *j, remote *r, int host_bound, const remote_push_opts *po, size_t *len)
 {
     json_t *layers = json_array();
     char config[72] = "";
@@ -475,6 +475,8 @@ static char *oci_manifest(push_job *j, remote *r, int host_bound, size_t *len)
         json_object_set_new(ann, "dev.strata.host-bound", json_string("true"));
     if (!rc && ann)
         guest_annotations(j->st, top, ann);
+    if (!rc && ann) /* a boot profile, named where an older pull does not look */
+        rc = rm_profile_push(r, j->st, &top->id, ann, j->res, po ? po->note : NULL, po ? po->note_ctx : NULL);
     json_t *doc = rc || !ann ? NULL
                              : json_pack("{s:i,s:s,s:s,s:{s:s,s:s,s:I},s:o,s:o}", "schemaVersion", 2,
                                          "mediaType", REMOTE_MT_OCI, "artifactType", REMOTE_ARTIFACT_TYPE,
@@ -690,7 +692,7 @@ int remote_push(store *st, const store_id *id, const remote_ref *dst, const remo
         rc = rc < 0 ? rc : push_packs(&j, po);
     }
     size_t len = 0;
-    char *manifest = rc ? NULL : oci_manifest(&j, r, host_bound, &len);
+    char *manifest = rc ? NULL : oci_manifest(&j, r, host_bound, po, &len);
     if (!rc && !manifest)
         rc = -ENOMEM;
     if (!rc && !(rc = remote_manifest_put(r, dst->tag, manifest, len))) {

@@ -209,6 +209,57 @@ int remote_blob_read(remote *r, const char *digest, uint64_t max, char **data, s
 int remote_chunk_get(remote *r, const char *pack, uint64_t offset, uint32_t clen, uint32_t ulen,
                      const unsigned char id[32], void *buf);
 
+/* ---- boot profiles (docs/profiles.md) ---- */
+
+/* The order in which a guest first read its layer's Disk.img, in 1 MiB
+ * chunks, until it was ready: runs of consecutive chunks. Only ever a hint
+ * for what a lazy run fetches first. */
+#define REMOTE_MT_PROFILE "application/vnd.strata.boot-profile.v1"
+#define REMOTE_ANN_PROFILE "dev.strata.boot-profile"           /* the blob's sha256 digest */
+#define REMOTE_ANN_PROFILE_SIZE "dev.strata.boot-profile.size" /* and its size in bytes */
+#define REMOTE_PROFILE_VERSION 1
+#define REMOTE_PROFILE_MAX (64u << 10)   /* the largest profile blob read or written */
+#define REMOTE_PROFILE_RUNS_MAX 16384u
+
+typedef struct {
+    uint64_t first, count; /* chunks first .. first + count - 1, count >= 1 */
+} remote_profile_run;
+
+typedef struct {
+    store_id layer;          /* the layer whose Disk.img was read */
+    uint64_t disk_chunks;    /* Disk.img's 1 MiB chunks in that layer */
+    uint32_t ready_ms;       /* from start to ready, 0 if unknown */
+    remote_profile_run *runs; /* in the order first read; no chunk twice */
+    size_t nruns;
+} remote_profile;
+
+/* A profile from the chunk indexes a guest read, in order (repeats are
+ * dropped, consecutive ones joined into runs). -EINVAL for an index past
+ * disk_chunks, -E2BIG past REMOTE_PROFILE_RUNS_MAX runs. */
+int remote_profile_from_reads(const store_id *layer, uint64_t disk_chunks, uint32_t ready_ms,
+                              const uint64_t *chunks, size_t n, remote_profile *out);
+/* The blob (docs/profiles.md). Caller frees *out. */
+int remote_profile_encode(const remote_profile *p, char **out, size_t *len);
+/* Check and read a blob from outside: -EBADMSG with a one-line message
+ * unless it is a version-1 profile of layer (NULL: any) whose Disk.img has
+ * disk_chunks chunks, within the bounds, every run inside the disk and no
+ * chunk named twice, with nothing after it. */
+int remote_profile_decode(const void *data, size_t len, const store_id *layer, uint64_t disk_chunks,
+                          remote_profile *out);
+void remote_profile_free(remote_profile *p);
+/* Disk.img's chunk count in l; -ENOENT if it has none, -EINVAL if its
+ * chunks are not 1 MiB. */
+int remote_profile_disk_chunks(const store_layer *l, uint64_t *out);
+/* The store's profile of a layer, checked (-ENOENT: none), and one saved
+ * beside its layer (store_profile_put), replacing any older. */
+int remote_profile_load(store *st, const store_id *layer, remote_profile *out);
+int remote_profile_save(store *st, const remote_profile *p);
+/* The profile an OCI manifest (as remote_manifest_get returned it) names,
+ * fetched and checked for layer: -ENOENT with no message if it names none;
+ * otherwise what went wrong, which a caller reports and goes on without. */
+int remote_profile_fetch(remote *r, const char *manifest, size_t len, const store_id *layer,
+                         uint64_t disk_chunks, remote_profile *out);
+
 /* ---- credentials ---- */
 
 /* Check user/password against host (a plain GET /v2/ with them), then keep
@@ -265,6 +316,10 @@ typedef struct {
      * whether this host can run the guest (remote/ never calls boot/). */
     int (*check_guest)(void *ctx, const remote_guest *g);
     void *check_ctx;
+    /* May be NULL: what the pull passed over without failing (a boot
+     * profile it could not keep). */
+    void (*note)(void *ctx, const char *line);
+    void *note_ctx;
 } remote_pull_opts;
 
 typedef struct {
@@ -279,6 +334,7 @@ typedef struct {
     uint64_t bytes_fetched;   /* bytes of pack data received (compressed, as sent) */
     uint64_t requests;        /* blob GETs for pack data */
     int whole_packs;          /* the registry refused Range: needed packs came whole */
+    int profile;              /* the layer's boot profile came with it and is kept */
 } remote_pull_result;
 
 /* Pull the layer src names (a tag or digest) with the part of its chain the

@@ -288,6 +288,13 @@ size_t store_manifest_max(void);
  * knowledge, not part of its content. */
 int store_layer_received(store *st, const store_id *id);
 
+/* A layer's boot profile (docs/profiles.md), opaque bytes kept beside the
+ * layer, outside its manifest and id like the received mark: get reads it
+ * (at most max bytes, else -EFBIG; -ENOENT if there is none, with no
+ * message), put replaces it atomically. remote/ reads and writes the format. */
+int store_profile_get(store *st, const store_id *id, size_t max, char **data, size_t *len);
+int store_profile_put(store *st, const store_id *id, const void *data, size_t len);
+
 /* Drop a receive and everything it wrote. NULL is fine. */
 void store_receive_abort(store_receive *rx);
 

@@ -39,6 +39,15 @@ Upload sessions are kept on the proxy's side (the newest upstream Location
 per session id), as registries other than distribution do, so a client may
 ask the state of a session whose last answer it never got.
 
+A wide-area link (bench/lazy.sh): MODE "wan": every request waits
+LATENCY_MS (the fifth argument, default 20) before it is forwarded, as one
+round trip would, and request and response bodies of all connections
+together pass a link of BYTES_PER_SECOND (default 1 MiB/s; 25000000 is
+200 Mbit/s), the response streamed as the registry sends it, so a client
+sees its first bytes early. Nothing else is changed. Each request is logged,
+once answered, as "METHOD PATH wan STATUS BYTES_SENT START END" (unix times),
+so a caller can count the bytes a client had received by a moment.
+
 Registries' refusals (tests/registry_limits.sh); everything else is
 forwarded, and a blob PUT's log line ends with its digest:
 MODE "ecr": a manifest PUT listing more than LIMIT layers (the 4th argument,
@@ -68,6 +77,7 @@ CUT_ONCE = len(sys.argv) > 6 and sys.argv[6] == "once"
 UPLOAD_MODES = ("mount202", "mount404", "nochunk", "minchunk", "cut")
 ECR_MIN_PART = 5 << 20
 LIMIT = int(sys.argv[4]) if len(sys.argv) > 4 else 500
+WAN_LATENCY = float(sys.argv[5]) / 1000 if MODE == "wan" and len(sys.argv) > 5 else 0.02
 GITLAB_TYPES = {
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json",
     "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -171,6 +181,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         if MODE in UPLOAD_MODES:
             return self.handle_upload()
+        if MODE == "wan":
+            return self.handle_wan()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if MODE in ("ecr", "noname", "gitlab", "denied"):
@@ -235,6 +247,46 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()
+
+    # ---- a wide-area link ----
+
+    def handle_wan(self):
+        began = time.time()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        link.take(len(body))
+        time.sleep(WAN_LATENCY)
+        conn = http.client.HTTPConnection(UPSTREAM, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        headers["Host"] = f"127.0.0.1:{PORT}"
+        conn.request(self.command, self.path, body=body if length else None, headers=headers)
+        resp = conn.getresponse()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            if k.lower() == "location":
+                v = v.replace(f"//{UPSTREAM}/", f"//127.0.0.1:{PORT}/")
+            self.send_header(k, v)
+        size = resp.getheader("Content-Length")
+        data = None
+        if size is None:  # chunked upstream: whole, then sent at the link's pace
+            data = resp.read()
+            size = str(len(data))
+        self.send_header("Content-Length", size)
+        self.end_headers()
+        sent = 0
+        while self.command != "HEAD":
+            piece = (data[sent:sent + (1 << 16)] if data is not None else resp.read(1 << 16))
+            if not piece:
+                break
+            link.take(len(piece))
+            self.wfile.write(piece)
+            sent += len(piece)
+        self.wfile.flush()
+        conn.close()
+        print(f"{self.command} {self.path.split('?')[0]} wan {resp.status} {sent} {began:.3f} {time.time():.3f}",
+              flush=True)
 
     # ---- the upload modes ----
 

@@ -19,7 +19,7 @@
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
 #                   remote registry_http registry_auth registry_upload
 #                   registry_limits registry_pull tart_push nbd create
-#                   devices powercut (once, plain filesystem)
+#                   devices lazy_boot powercut (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
@@ -27,7 +27,7 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push nbd create devices powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push nbd create devices lazy_boot powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,25p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
@@ -268,6 +268,9 @@ plain_pass() {
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
     booting_suite devices "devices: NBD, NVMe, extra disks (qemu)"
+    # boot profiles through a registry; NBD reconnects and the Debian system
+    # (its boots skip themselves under STRATA_SKIP_BOOT)
+    once_suite lazy_boot "boot profiles, NBD reconnect, a Debian system to ssh"
     # power cuts: strata in the test guest, qemu killed mid-operation
     booting_suite powercut "power cuts (qemu)"
 }

@@ -533,6 +533,62 @@ static void test_pack_limit(void **state)
     assert_int_equal(chain_packs(sizes, 32), 256);
 }
 
+/* boot profiles: reads become runs in first-read order; the blob round-trips
+ * and every bound of decode holds */
+static void test_profile_format(void **state)
+{
+    (void)state;
+    store_id id;
+    memset(id.hex, 'a', STORE_ID_HEX);
+    id.hex[STORE_ID_HEX] = 0;
+    const uint64_t reads[] = {5, 6, 7, 6, 100, 101, 0, 7, 8, 1, 2};
+    remote_profile p, q;
+    assert_int_equal(remote_profile_from_reads(&id, 128, 1234, reads, 11, &p), 0);
+    /* 5-7, 100-101, 0, 8, 1-2: a chunk read again adds nothing, 8 follows 0 so starts a run */
+    assert_int_equal(p.nruns, 5);
+    assert_true(p.runs[0].first == 5 && p.runs[0].count == 3);
+    assert_true(p.runs[1].first == 100 && p.runs[1].count == 2);
+    assert_true(p.runs[2].first == 0 && p.runs[2].count == 1);
+    assert_true(p.runs[3].first == 8 && p.runs[3].count == 1);
+    assert_true(p.runs[4].first == 1 && p.runs[4].count == 2);
+    char *blob;
+    size_t len;
+    assert_int_equal(remote_profile_encode(&p, &blob, &len), 0);
+    assert_int_equal(len, 64 + 5 * 2);
+    assert_int_equal(remote_profile_decode(blob, len, &id, 128, &q), 0);
+    assert_int_equal(q.nruns, 5);
+    assert_int_equal(q.ready_ms, 1234);
+    assert_memory_equal(q.runs, p.runs, 5 * sizeof *p.runs);
+    remote_profile_free(&q);
+    assert_int_equal(remote_profile_decode(blob, len, NULL, 128, &q), 0); /* any layer */
+    remote_profile_free(&q);
+    assert_int_equal(remote_profile_decode(blob, len, &id, 129, &q), -EBADMSG);
+    assert_int_equal(remote_profile_decode(blob, len - 1, &id, 128, &q), -EBADMSG);
+    assert_int_equal(remote_profile_decode(blob, 63, &id, 128, &q), -EBADMSG);
+    blob[10] = 1; /* flags */
+    assert_int_equal(remote_profile_decode(blob, len, &id, 128, &q), -EBADMSG);
+    free(blob);
+    remote_profile_free(&p);
+    const uint64_t past[] = {3, 128};
+    assert_int_equal(remote_profile_from_reads(&id, 128, 0, past, 2, &p), -EINVAL);
+    /* the largest index of a 64-bit disk: ten LEB128 bytes, decoded back */
+    const uint64_t big[] = {UINT64_MAX - 1};
+    assert_int_equal(remote_profile_from_reads(&id, UINT64_MAX, 0, big, 1, &p), 0);
+    assert_int_equal(remote_profile_encode(&p, &blob, &len), 0);
+    assert_int_equal(len, 64 + 10 + 1);
+    assert_int_equal(remote_profile_decode(blob, len, &id, UINT64_MAX, &q), 0);
+    assert_true(q.runs[0].first == UINT64_MAX - 1 && q.runs[0].count == 1);
+    remote_profile_free(&q);
+    remote_profile_free(&p);
+    free(blob);
+    /* more runs than the bound: refused when made */
+    uint64_t *many = malloc((REMOTE_PROFILE_RUNS_MAX + 1) * sizeof *many);
+    for (size_t i = 0; i <= REMOTE_PROFILE_RUNS_MAX; i++)
+        many[i] = 2 * i;
+    assert_int_equal(remote_profile_from_reads(&id, 1u << 20, 0, many, REMOTE_PROFILE_RUNS_MAX + 1, &p), -E2BIG);
+    free(many);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_hub_refs),
         cmocka_unit_test(test_cred_kinds),
         cmocka_unit_test(test_pack_limit),
+        cmocka_unit_test(test_profile_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

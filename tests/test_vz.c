@@ -1568,8 +1568,8 @@ static void test_nbd_disk(void **state)
         "url(\"nbd+unix:///disk?socket=/run/strata/x.sock\")");
     HAS("+[VZNetworkBlockDeviceStorageDeviceAttachment validateURL: "
         "url(\"nbd+unix:///disk?socket=/run/strata/x.sock\") error: &error] -> YES");
-    /* 10 s for the server; none = VZDiskSynchronizationModeNone (1) */
-    HAS("initWithURL: url(\"nbd+unix:///disk?socket=/run/strata/x.sock\") timeout: 10 "
+    /* 30 s for each reply; none = VZDiskSynchronizationModeNone (1) */
+    HAS("initWithURL: url(\"nbd+unix:///disk?socket=/run/strata/x.sock\") timeout: 30 "
         "forcedReadOnly: NO synchronizationMode: 1 error: &error] -> "
         "VZNetworkBlockDeviceStorageDeviceAttachment#");
     HAS("initWithAttachment: VZNetworkBlockDeviceStorageDeviceAttachment#");
@@ -1581,6 +1581,14 @@ static void test_nbd_disk(void **state)
                                  "the instance, which a saved state can't keep; it runs without "
                                  "save/restore support\n");
     assert_int_equal(f.d->savable(f.vm), 0);
+    fx_done(&f);
+
+    /* the default sync passes the guest's flushes on: VZDiskSynchronizationModeFull (0) */
+    fx_init(&f, "nbd-tcp", 0);
+    fx_linux_with(&f, "\"disk\":{\"nbd\":\"nbd://127.0.0.1:10809/disk\"}");
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("initWithURL: url(\"nbd://127.0.0.1:10809/disk\") timeout: 30 forcedReadOnly: NO "
+        "synchronizationMode: 0 error: &error] -> VZNetworkBlockDeviceStorageDeviceAttachment#");
     fx_done(&f);
 
     fx_init(&f, "nbd-fsync", 0);
