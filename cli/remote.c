@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 #include "../remote/remote.h"
+#include "../tart/tart.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -347,6 +348,40 @@ static int print_pull(const remote_ref *src, const char *tag, const remote_pull_
     return 0;
 }
 
+static int print_tart_pull(const remote_ref *src, const char *tag, const tart_pull_result *r,
+                           const remote_guest *g, double secs, int json)
+{
+    char got[32], gt[96], disk[32];
+    if (json)
+        return cli_json_print(json_pack(
+            "{s:s, s:o, s:o, s:o?, s:s, s:b, s:b, s:I, s:I, s:o, s:o, s:o, s:o}", "format", "tart",
+            "remote", cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
+            tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "existed", r->existed,
+            "cached", r->cached, "layers_fetched", (json_int_t)r->layers_fetched,
+            "layers_resumed", (json_int_t)r->layers_resumed, "bytes_fetched",
+            cli_json_u64(r->bytes_fetched), "disk_size", cli_json_u64(r->disk_size), "guest",
+            guest_json(g), "seconds", cli_json_seconds(secs)));
+    printf("%s\n", r->pulled.hex);
+    if (guest_text(g, gt, sizeof gt)[0])
+        fprintf(stderr, "strata: guest %s\n", gt);
+    fprintf(stderr, "pulled tart image %s/%s%s%s (layer %.12s%s%s): %s; downloaded %s in %zu "
+            "layers, %zu kept from an interrupted pull; disk %s; %.1f s\n",
+            src->host, src->repo, src->digest ? "@" : ":", src->digest ? src->digest : src->tag,
+            r->pulled.hex, tag ? ", tagged " : "", tag ? tag : "",
+            r->cached ? "pulled before, only the manifest fetched"
+                      : r->existed ? "the store had the layer" : "a new layer",
+            cli_human(r->bytes_fetched, got, sizeof got), r->layers_fetched, r->layers_resumed,
+            cli_human(r->disk_size, disk, sizeof disk), secs);
+    return 0;
+}
+
+/* tart_pull_opts.note */
+static void print_note(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "strata: %s\n", line);
+}
+
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, int any_host, const char *note, store_id *pulled)
 {
@@ -367,7 +402,19 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
                            .check_guest = check_guest, .check_ctx = &gc};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
-    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))
+    tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
+                          .check_guest = check_guest, .check_ctx = &gc, .note = print_note};
+    tart_pull_result tres;
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EMEDIUMTYPE) {
+        /* not a strata layer: a tart image? */
+        if ((rc = tart_pull(st, &src, &o, &tpo, &tres)))
+            rc = cli_failed(rc);
+        else {
+            rc = print_tart_pull(&src, tag, &tres, &gc.guest, now_s() - pp.start, json);
+            if (pulled)
+                *pulled = tres.pulled;
+        }
+    } else if (rc)
         rc = cli_failed(rc);
     else if (!rc) {
         rc = print_pull(&src, tag, &res, &gc.guest, now_s() - pp.start, json);

@@ -1,0 +1,606 @@
+/*
+ * tart: pulling a tart image into a layer (docs/tart.md "Pull").
+ *
+ * The manifest is read and checked (image.c), then the config, whose guest
+ * the caller may refuse before any disk byte is fetched. The disk is built
+ * in a scratch directory on the store's volume named after the manifest's
+ * digest, so an interrupted pull finds its work again: disk.img (sparse,
+ * the disk's size), and "done", a line per disk layer written and synced,
+ * each checked again (its range hashed) before a later pull keeps it.
+ * Disk layers are fetched po->jobs at a time, each on its own connection,
+ * streamed through the LZ4 decoder into its place in disk.img while its
+ * compressed bytes and its decoded bytes are hashed; a transfer cut off is
+ * resumed at the byte it stopped at (the decoder keeps its state). The
+ * directory then holds config.json, disk.img and nvram.bin, a tart VM that
+ * archive_import_tart makes the layer of. The manifest's digest and the
+ * layer's id are remembered in the store's cache, so pulling the same
+ * image again fetches only its manifest.
+ */
+#define _GNU_SOURCE
+#include "../archive/archive.h"
+#include "../base/crash.h"
+#include "../base/file.h"
+#include "../base/hex.h"
+#include "../boot/boot.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TRIES 5             /* attempts at one layer's transfer, as tart's */
+#define PAGE 4096u          /* strata keeps all-zero pages as holes */
+#define CACHE_FILE "tart-pulls"
+#define CACHE_KEEP 512      /* manifests remembered */
+#define CACHE_MAX (CACHE_KEEP * 140u)
+
+typedef struct {
+    store *st;
+    const tart_pull_opts *po;
+    tart_pull_result *res;
+    const tart_image *im;
+    const char *what;   /* HOST/REPO:TAG */
+    remote *r;
+    int disk_fd;
+    int fresh;          /* disk.img was made by this pull: its ranges are holes */
+    char *done_path;
+    unsigned char *done; /* per disk layer: 1 finished, checked */
+    pthread_mutex_t mu;
+    size_t next;        /* the next disk layer to take */
+    int failed;         /* a worker failed: the others stop */
+    int rc;
+    char err[ERR_MESSAGE_MAX];
+    uint64_t progress_done;
+} pull_job;
+
+/* ---- one disk layer ---- */
+
+typedef struct {
+    pull_job *j;
+    const tart_disk_layer *L;
+    size_t index;
+    uint64_t at;        /* decoded bytes written */
+    uint64_t got;       /* compressed bytes received */
+    EVP_MD_CTX *zsha, *usha;
+    tart_lz4_decoder *dec;
+    int sink_failed;    /* the bytes were wrong (not the transfer): don't retry */
+} layer_ctx;
+
+static int stopped(pull_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int f = j->failed;
+    pthread_mutex_unlock(&j->mu);
+    return f;
+}
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* decoded bytes: hashed, written at their place but for all-zero pages of
+ * a fresh disk (already holes) */
+static int write_decoded(void *ctx, const void *data, size_t len)
+{
+    layer_ctx *c = ctx;
+    const unsigned char *p = data;
+    EVP_DigestUpdate(c->usha, p, len);
+    uint64_t off = c->L->offset + c->at;
+    c->at += len;
+    while (len) {
+        size_t n = PAGE - (size_t)(off % PAGE);
+        n = n < len ? n : len;
+        size_t run = n; /* pages of the same kind, written together */
+        int zero = c->j->fresh && all_zero(p, n);
+        while (run < len && run < (8u << 20)) {
+            size_t k = len - run < PAGE ? len - run : PAGE;
+            if ((c->j->fresh && all_zero(p + run, k)) != zero)
+                break;
+            run += k;
+        }
+        for (size_t w = 0; !zero && w < run;) {
+            ssize_t k = pwrite(c->j->disk_fd, p + w, run - w, (off_t)(off + w));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                return tart_fail(k < 0 ? errno : EIO, "disk.img of %s: %s", c->j->what,
+                                 strerror(k < 0 ? errno : EIO));
+            w += (size_t)k;
+        }
+        p += run, off += run, len -= run;
+    }
+    return 0;
+}
+
+static int on_compressed(void *ctx, const void *data, size_t len)
+{
+    layer_ctx *c = ctx;
+    if (stopped(c->j))
+        return -ECANCELED;
+    if (c->got + len > c->L->size) {
+        c->sink_failed = 1;
+        return tart_fail(EBADMSG, "%s: disk layer %zu: the registry sent more than its %" PRIu64
+                         " bytes", c->j->what, c->index + 1, c->L->size);
+    }
+    EVP_DigestUpdate(c->zsha, data, len);
+    c->got += len;
+    __atomic_add_fetch(&c->j->res->bytes_fetched, len, __ATOMIC_RELAXED);
+    int rc = tart_lz4_decoder_feed(c->dec, data, len);
+    if (rc)
+        c->sink_failed = 1;
+    return rc;
+}
+
+static void digest_final(EVP_MD_CTX *x, char out[72])
+{
+    unsigned char d[32];
+    EVP_DigestFinal_ex(x, d, NULL);
+    digest_text(d, out);
+}
+
+/* the layer's bytes all came: check both digests and the sizes */
+static int layer_check(layer_ctx *c)
+{
+    uint64_t decoded;
+    char z[72], u[72];
+    int rc = tart_lz4_decoder_end(c->dec, &decoded);
+    if (rc)
+        return rc;
+    digest_final(c->zsha, z);
+    digest_final(c->usha, u);
+    const char *what = c->j->what;
+    size_t i = c->index + 1;
+    if (strcmp(z, c->L->digest))
+        return tart_fail(EBADMSG, "%s: disk layer %zu: the registry sent bytes whose digest is "
+                         "%s, not %s", what, i, z, c->L->digest);
+    if (decoded != c->L->usize)
+        return tart_fail(EBADMSG, "%s: disk layer %zu decodes to %" PRIu64 " bytes, not the %"
+                         PRIu64 " of its %s", what, i, decoded, c->L->usize, TART_ANN_SIZE);
+    if (strcmp(u, c->L->udigest))
+        return tart_fail(EBADMSG, "%s: disk layer %zu decodes to bytes whose digest is %s, not "
+                         "its %s %s", what, i, u, TART_ANN_DIGEST, c->L->udigest);
+    return 0;
+}
+
+/* GET the layer, resuming a cut transfer where it stopped */
+static int layer_fetch(pull_job *j, remote *r, layer_ctx *c)
+{
+    char name[200];
+    snprintf(name, sizeof name, "%s: disk layer %zu", j->what, c->index + 1);
+    int rc = tart_lz4_decoder_new(c->L->usize, name, write_decoded, c, &c->dec);
+    for (int n = 0; !rc; n++) {
+        rc = remote_blob_get(r, c->L->digest, c->got, c->L->size - c->got, 0, on_compressed, c);
+        if (!rc || c->sink_failed || stopped(j) || n + 1 >= TRIES || c->got >= c->L->size)
+            break;
+        rc = 0; /* cut off: ask for the rest */
+    }
+    if (!rc && c->got != c->L->size)
+        rc = tart_fail(EBADMSG, "%s: the registry sent %" PRIu64 " bytes, not %" PRIu64, name,
+                       c->got, c->L->size);
+    if (!rc)
+        rc = layer_check(c);
+    return rc;
+}
+
+static int layer_pull(pull_job *j, remote *r, size_t i)
+{
+    layer_ctx c = {.j = j, .L = &j->im->disk[i], .index = i, .zsha = EVP_MD_CTX_new(),
+                   .usha = EVP_MD_CTX_new()};
+    int rc = !c.zsha || !c.usha || !EVP_DigestInit_ex(c.zsha, EVP_sha256(), NULL) ||
+                     !EVP_DigestInit_ex(c.usha, EVP_sha256(), NULL)
+                 ? tart_oom()
+                 : layer_fetch(j, r, &c);
+    tart_lz4_decoder_free(c.dec);
+    EVP_MD_CTX_free(c.zsha);
+    EVP_MD_CTX_free(c.usha);
+    return rc;
+}
+
+/* ---- the record of finished layers ---- */
+
+static int record_done(pull_job *j, size_t i)
+{
+    char line[96];
+    int n = snprintf(line, sizeof line, "%zu %s\n", i, j->im->disk[i].udigest);
+    int rc = file_fsync_fd(j->disk_fd); /* the bytes before the line that vouches for them */
+    int fd = rc ? -1 : open(j->done_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (!rc && (fd < 0 || write(fd, line, (size_t)n) != n || file_fsync_fd(fd)))
+        rc = tart_fail(errno ? errno : EIO, "%s: %s", j->done_path, strerror(errno ? errno : EIO));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* the range of layer i hashes to its digest */
+static int range_matches(pull_job *j, size_t i)
+{
+    const tart_disk_layer *L = &j->im->disk[i];
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(4u << 20);
+    int ok = x && buf && EVP_DigestInit_ex(x, EVP_sha256(), NULL);
+    for (uint64_t at = 0; ok && at < L->usize;) {
+        size_t want = L->usize - at < (4u << 20) ? (size_t)(L->usize - at) : (4u << 20);
+        ssize_t k = pread(j->disk_fd, buf, want, (off_t)(L->offset + at));
+        ok = k > 0 && EVP_DigestUpdate(x, buf, (size_t)k);
+        at += k > 0 ? (uint64_t)k : 0;
+    }
+    char d[72];
+    if (ok)
+        digest_final(x, d);
+    EVP_MD_CTX_free(x);
+    free(buf);
+    return ok && !strcmp(d, L->udigest);
+}
+
+/* layers an interrupted pull finished, checked again */
+static void take_done(pull_job *j)
+{
+    char *text = NULL;
+    size_t len;
+    if (j->fresh || file_read_all(j->done_path, (size_t)j->im->ndisk * 96 + 1, &text, &len))
+        return;
+    for (char *line = text, *nl; line < text + len && (nl = memchr(line, '\n', text + len - line));
+         line = nl + 1) {
+        *nl = 0;
+        char *sp = strchr(line, ' ');
+        char *end;
+        unsigned long long i = strtoull(line, &end, 10);
+        if (!sp || end != sp || i >= j->im->ndisk || j->done[i] ||
+            strcmp(sp + 1, j->im->disk[i].udigest))
+            continue;
+        if (range_matches(j, (size_t)i)) {
+            j->done[i] = 1;
+            j->res->layers_resumed++;
+            j->progress_done += j->im->disk[i].usize;
+        }
+    }
+    free(text);
+}
+
+/* ---- the workers ---- */
+
+static void progress(pull_job *j, uint64_t add)
+{
+    pthread_mutex_lock(&j->mu);
+    j->progress_done += add;
+    if (j->po && j->po->progress)
+        j->po->progress(j->po->progress_ctx, j->progress_done, j->im->disk_size);
+    pthread_mutex_unlock(&j->mu);
+}
+
+typedef struct {
+    pull_job *j;
+    remote *r;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    pull_job *j = w->j;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        while (j->next < j->im->ndisk && j->done[j->next])
+            j->next++;
+        size_t i = j->next++;
+        int stop = j->failed || i >= j->im->ndisk;
+        pthread_mutex_unlock(&j->mu);
+        if (stop)
+            break;
+        int rc = layer_pull(j, w->r, i);
+        if (!rc) {
+            pthread_mutex_lock(&j->mu);
+            rc = record_done(j, i);
+            j->res->layers_fetched++;
+            pthread_mutex_unlock(&j->mu);
+        }
+        if (!rc) {
+            progress(j, j->im->disk[i].usize);
+            crash_named("tart-layer-done"); /* tests: a pull killed between layers */
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        if (!j->failed && rc != -ECANCELED) { /* the first failure is the one told */
+            j->failed = 1;
+            j->rc = rc;
+            snprintf(j->err, sizeof j->err, "%s", err_last()->message);
+        }
+        j->failed = 1;
+        pthread_mutex_unlock(&j->mu);
+        break;
+    }
+    return NULL;
+}
+
+static int fetch_disk(pull_job *j)
+{
+    unsigned jobs = j->po && j->po->jobs ? j->po->jobs : 4; /* tart's default */
+    jobs = jobs > 64 ? 64 : jobs;
+    if (jobs > j->im->ndisk)
+        jobs = (unsigned)j->im->ndisk;
+    worker w[64];
+    pthread_t t[64];
+    unsigned started = 0;
+    int rc = 0;
+    for (unsigned k = 0; k < jobs && !rc; k++) {
+        w[k].j = j;
+        if (!(rc = remote_dup(j->r, &w[k].r)) &&
+            (rc = -pthread_create(&t[k], NULL, work, &w[k]))) {
+            remote_close(w[k].r);
+            rc = tart_fail(-rc, "pull: no thread: %s", strerror(-rc));
+        }
+        if (!rc)
+            started++;
+    }
+    if (rc) {
+        pthread_mutex_lock(&j->mu);
+        j->failed = 1;
+        pthread_mutex_unlock(&j->mu);
+    }
+    for (unsigned k = 0; k < started; k++) {
+        pthread_join(t[k], NULL);
+        remote_close(w[k].r);
+    }
+    if (!rc && j->failed)
+        rc = err_set(ERR_TART, -j->rc, "%s", j->err);
+    return rc;
+}
+
+/* ---- the scratch VM directory ---- */
+
+static int write_file(const char *dir, const char *name, const void *data, size_t len)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir, name) < 0)
+        return tart_oom();
+    int rc = atomic_file_write_all(path, data, len, 0644, 0);
+    if (rc)
+        rc = tart_fail(-rc, "%s: %s", path, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+/* disk.img of the disk's size; fresh (holes) unless an earlier pull left it */
+static int open_disk(pull_job *j, const char *dir, int existed)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/disk.img", dir) < 0 || asprintf(&j->done_path, "%s/done", dir) < 0) {
+        free(path);
+        return tart_oom();
+    }
+    struct stat s;
+    j->fresh = !existed || stat(path, &s) < 0 || (uint64_t)s.st_size != j->im->disk_size;
+    if (j->fresh) { /* what an earlier run left does not fit: start over */
+        unlink(path);
+        unlink(j->done_path);
+    }
+    int rc = 0;
+    j->disk_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (j->disk_fd < 0 || (j->fresh && ftruncate(j->disk_fd, (off_t)j->im->disk_size) < 0))
+        rc = tart_fail(errno, "%s: %s", path, strerror(errno));
+    free(path);
+    return rc;
+}
+
+/* ---- remembering what was pulled ---- */
+
+static char *cache_path(store *st)
+{
+    char *dir = boot_cache_dir(st), *path = NULL;
+    if (dir && asprintf(&path, "%s/%s", dir, CACHE_FILE) < 0)
+        path = NULL;
+    free(dir);
+    return path;
+}
+
+/* the layer an earlier pull made of the manifest with this digest, if any */
+static int cache_find(store *st, const char *digest, store_id *id)
+{
+    char *path = cache_path(st), *text = NULL;
+    size_t len;
+    int found = 0;
+    if (path && !file_read_all(path, CACHE_MAX, &text, &len)) {
+        for (char *line = text; !found && line < text + len;) {
+            char *nl = memchr(line, '\n', text + len - line);
+            if (!nl)
+                break;
+            if (nl - line == 71 + 1 + STORE_ID_HEX && !strncmp(line, digest, 71) &&
+                line[71] == ' ') {
+                memcpy(id->hex, line + 72, STORE_ID_HEX);
+                id->hex[STORE_ID_HEX] = 0;
+                found = store_layer_exists(st, id) == 1;
+            }
+            line = nl + 1;
+        }
+    }
+    free(text);
+    free(path);
+    return found;
+}
+
+/* best effort: a cache */
+static void cache_remember(store *st, const char *digest, const store_id *id)
+{
+    char *path = cache_path(st), *text = NULL, *dir = boot_cache_dir(st);
+    size_t len = 0;
+    if (!path || !dir || file_mkdir_p(dir, 0755)) {
+        free(path), free(dir);
+        return;
+    }
+    if (file_read_all(path, CACHE_MAX, &text, &len))
+        text = NULL, len = 0;
+    size_t lines = 0, line_len = 71 + 1 + STORE_ID_HEX + 1;
+    char *out = malloc(len + line_len + 1), *o = out;
+    for (char *line = text; out && line < text + len;) { /* others kept, oldest dropped */
+        char *nl = memchr(line, '\n', text + len - line);
+        if (!nl)
+            break;
+        if ((size_t)(nl + 1 - line) == line_len && strncmp(line, digest, 71) &&
+            len / line_len - lines < CACHE_KEEP) {
+            memcpy(o, line, line_len);
+            o += line_len;
+        }
+        lines++;
+        line = nl + 1;
+    }
+    if (out) {
+        o += sprintf(o, "%s %s\n", digest, id->hex);
+        atomic_file_write_all(path, out, (size_t)(o - out), 0644, 0);
+    }
+    free(out), free(text), free(path), free(dir);
+}
+
+/* ---- the pull ---- */
+
+static int read_blob(pull_job *j, const char *digest, uint64_t size, const char *name, char **data,
+                     size_t *len)
+{
+    int rc = remote_blob_read(j->r, digest, size, data, len);
+    if (!rc && *len != size) {
+        free(*data);
+        *data = NULL;
+        rc = tart_fail(EBADMSG, "%s: the %s layer is %zu bytes, not the %" PRIu64 " its "
+                       "descriptor says", j->what, name, *len, size);
+    }
+    j->res->bytes_fetched += rc ? 0 : *len;
+    return rc;
+}
+
+/* the guest, from the config, offered to the caller before any disk byte */
+static int check_guest(pull_job *j, const char *config, size_t len)
+{
+    remote_guest g;
+    int macos;
+    int rc = tart_config_guest(config, len, j->what, &g, &macos);
+    if (!rc && j->po && j->po->check_guest)
+        rc = j->po->check_guest(j->po->check_ctx, &g);
+    return rc;
+}
+
+/* config.json, nvram.bin and disk.img in dir, then the layer made of them */
+static int build(pull_job *j, const char *dir, const char *config, size_t clen)
+{
+    char *nvram = NULL;
+    size_t nlen;
+    int rc = write_file(dir, "config.json", config, clen);
+    if (!rc)
+        rc = read_blob(j, j->im->nvram, j->im->nvram_size, "NVRAM", &nvram, &nlen);
+    if (!rc) {
+        j->res->layers_fetched++;
+        rc = write_file(dir, "nvram.bin", nvram, nlen);
+    }
+    free(nvram);
+    if (!rc)
+        rc = fetch_disk(j);
+    if (!rc && file_fsync_fd(j->disk_fd))
+        rc = tart_fail(errno, "%s/disk.img: %s", dir, strerror(errno));
+    archive_import_opts io = {.tag = j->po ? j->po->tag : NULL};
+    store_commit_result cr;
+    if (!rc && (rc = archive_import_tart(j->st, dir, &io, &cr)))
+        rc = err_set(ERR_TART, -rc, "%s: %s", j->what, err_last()->message);
+    if (!rc) {
+        j->res->pulled = cr.id;
+        j->res->existed = cr.existed;
+    }
+    return rc;
+}
+
+/* the manifest, checked and parsed, with its digest */
+static int read_image(pull_job *j, const remote_ref *src, char digest[72], tart_image *im)
+{
+    const char *reference = src->digest ? src->digest : src->tag;
+    char *body = NULL;
+    size_t len;
+    int rc = remote_manifest_get(j->r, reference, &body, &len, digest);
+    if (!rc && !tart_manifest_is_tart(body, len))
+        rc = tart_fail(EMEDIUMTYPE, "%s: an OCI image that is neither a strata layer nor a tart "
+                       "VM", j->what);
+    tart_image_opts io = {.note = j->po ? j->po->note : NULL,
+                          .note_ctx = j->po ? j->po->note_ctx : NULL};
+    if (!rc)
+        rc = tart_image_parse(body, len, j->what, &io, im);
+    free(body);
+    return rc;
+}
+
+/* pulled before: only the tag is set */
+static int from_cache(pull_job *j, const char *digest)
+{
+    store_id id;
+    if (!cache_find(j->st, digest, &id))
+        return 0;
+    const char *tag = j->po ? j->po->tag : NULL;
+    int rc = tag ? store_tag(j->st, id.hex, tag) : 0;
+    if (rc)
+        return rc;
+    j->res->pulled = id;
+    j->res->existed = j->res->cached = 1;
+    return 1;
+}
+
+static int pull_image(pull_job *j, const remote_ref *src)
+{
+    char digest[72], *config = NULL;
+    size_t clen;
+    tart_image im;
+    int rc = read_image(j, src, digest, &im);
+    if (rc)
+        return rc;
+    j->im = &im;
+    j->res->disk_size = im.disk_size;
+    if ((rc = from_cache(j, digest)) != 0) {
+        tart_image_free(&im);
+        return rc < 0 ? rc : 0;
+    }
+    if (!(rc = read_blob(j, im.config, im.config_size, "config", &config, &clen)))
+        rc = check_guest(j, config, clen);
+    store_scratch *sc = NULL;
+    int existed = 0;
+    if (!rc && !(j->done = calloc(im.ndisk, 1)))
+        rc = tart_oom();
+    if (!rc)
+        rc = store_scratch_resumable(j->st, digest + 7, &existed, &sc);
+    if (!rc && !(rc = open_disk(j, store_scratch_path(sc), existed))) {
+        take_done(j);
+        rc = build(j, store_scratch_path(sc), config, clen);
+    }
+    if (!rc)
+        cache_remember(j->st, digest, &j->res->pulled);
+    if (j->disk_fd >= 0)
+        close(j->disk_fd);
+    if (rc)
+        store_scratch_keep(sc); /* the layers finished stay for the next pull */
+    else
+        store_scratch_drop(sc);
+    free(config);
+    free(j->done);
+    free(j->done_path);
+    tart_image_free(&im);
+    return rc;
+}
+
+int tart_pull(store *st, const remote_ref *src, const remote_opts *o, const tart_pull_opts *po,
+              tart_pull_result *res)
+{
+    memset(res, 0, sizeof *res);
+    char what[400];
+    snprintf(what, sizeof what, "%s/%s%s%s", src->host, src->repo, src->digest ? "@" : ":",
+             src->digest ? src->digest : src->tag ? src->tag : "?");
+    if (!src->digest && !src->tag)
+        return tart_fail(EINVAL, "pull: %s needs a tag or digest", what);
+    pull_job j = {.st = st, .po = po, .res = res, .what = what, .disk_fd = -1};
+    pthread_mutex_init(&j.mu, NULL);
+    int rc = remote_open(src, o, 0, &j.r);
+    if (!rc)
+        rc = pull_image(&j, src);
+    remote_close(j.r);
+    pthread_mutex_destroy(&j.mu);
+    return rc;
+}
