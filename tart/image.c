@@ -171,6 +171,9 @@ static int check_sizes(const char *what, json_t *root, tart_image *im)
         if (im->disk[i].usize < TART_SLICE_MIN)
             return bad(what, "disk layer %zu holds %" PRIu64 " bytes; only the last may be under "
                              "1 MiB", i + 1, im->disk[i].usize);
+    if (im->disk_size % 512)
+        return bad(what, "the disk layers add up to %" PRIu64 " bytes, not whole 512-byte "
+                         "sectors", im->disk_size);
     json_t *ann = json_object_get(root, "annotations");
     json_t *ds = json_object_get(ann, TART_ANN_DISK_SIZE);
     uint64_t size;
