@@ -51,15 +51,15 @@ check "tart_craft.py pushed a macOS-shaped tart image" [ -s "$W/mac-digest" ]
 
 "$S" init >/dev/null 2>&1
 run "$S" pull "$R/tart/mac:v1" --json
-check "strata pull of a macOS tart image off a Mac is refused before its disk" [ "$rc" -ne 0 ] &&
-    grep -q "any-host" "$W/err"
+check "strata pull of a macOS tart image off a Mac is refused before its disk" eval '[ "$rc" -ne 0 ] &&
+    grep -q "any-host" "$W/err"'
 start_proxy log "$R" log
 P=127.0.0.1:$PPORT
 run "$S" pull "$P/tart/mac:v1" --any-host --json -t mac
 check "pull --any-host takes it" [ "$rc" -eq 0 ]
 MAC=$(jget layer 2>/dev/null)
-check "...a tart image, 4 disk layers and the NVRAM fetched" [ "$(jget format)" = tart ] &&
-    [ "$(jget layers_fetched)" = 5 ] && [ "$(jget disk_size)" = $((7 * 1048576 + 12800)) ]
+check "...a tart image, 4 disk layers and the NVRAM fetched" eval '[ "$(jget format)" = tart ] &&
+    [ "$(jget layers_fetched)" = 5 ] && [ "$(jget disk_size)" = $((7 * 1048576 + 12800)) ]'
 BUN=$STRATA_HOME/layers/$MAC/bundle
 check "Disk.img is the source disk byte for byte" cmp "$SRC" "$BUN/Disk.img"
 check "...and sparse (its zero 4 KiB pages are holes)" [ "$(allocated_kib "$BUN/Disk.img")" -lt 1600 ]
@@ -80,13 +80,86 @@ check "fsck is clean" "$S" fsck
 # ---- (d) a second pull of the unchanged tag fetches only the manifest ----
 : >"$W/proxy-log.log"
 run "$S" pull "$P/tart/mac:v1" --any-host --json -t mac
-check "pulling it again gives the same layer, from the cache" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ] &&
-    [ "$(jget cached)" = True ] && [ "$(jget bytes_fetched)" = 0 ]
-check "...and the registry saw only manifest requests" [ -s "$W/proxy-log.log" ] && ! grep -q '/blobs/' "$W/proxy-log.log"
+check "pulling it again gives the same layer, from the cache" eval '[ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ] &&
+    [ "$(jget cached)" = True ] && [ "$(jget bytes_fetched)" = 0 ]'
+check "...and the registry saw only manifest requests" eval '[ -s "$W/proxy-log.log" ] && ! grep -q '\''/blobs/'\'' "$W/proxy-log.log"'
 
 # ---- (c) the same image into another store: the same layer id ----
 STRATA_HOME=$W/store2 "$S" init >/dev/null 2>&1
 STRATA_HOME=$W/store2 run "$S" pull "$R/tart/mac:v1" --any-host --json
-check "the same tart image pulled into another store gives the same layer id" [ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ]
+check "the same tart image pulled into another store gives the same layer id" eval '[ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ]'
+
+# ---- (f) hostile images: refused in one line, the store unchanged ----
+"$S" ls >"$W/ls-before" 2>&1
+before=$(snapshot)
+hostile() { # VARIANT TEXT NAME
+    craft push "$R" tart/bad "$1" --disk "$SRC" --nvram "$W/src/aux" --variant "$1" --slice 2097152 >/dev/null 2>"$W/craft-err" || { bad "$3 (tart_craft.py failed: $(tail -1 "$W/craft-err"))"; return; }
+    expect_error "$3" 1 "$2" "$S" pull "$R/tart/bad:$1"
+}
+hostile udigest "disk layer 1 decodes to bytes whose digest is" "a wrong uncompressed digest is refused"
+hostile badheader "bad block magic 62763432" "a bad block header is refused"
+hostile sizemore "decodes to more than its" "a layer decoding to more bytes than its uncompressed-size is refused"
+hostile sizeless "disk layer 1 decodes to 2097152 bytes, not the 2101248" "...and to fewer bytes"
+hostile noend "without its end marker" "a layer without its end marker is refused"
+hostile v1 "disk.v1 layer: tart's legacy disk format" "a disk.v1 layer is refused"
+hostile asif "Apple's ASIF format, which strata can't read" "an ASIF overlay layer is refused"
+t0=$SECONDS
+hostile many "10002 layers, more than the" "a manifest of 10,000 disk layers is refused"
+check "...at once (under 10 s)" [ $((SECONDS - t0)) -lt 10 ]
+hostile sum "not the 7352833" "slices that don't add up to the disk size are refused"
+craft push "$R" tart/lin v1 --disk "$SRC" --nvram "$W/src/aux" --slice 2097152 >/dev/null
+start_proxy corrupt "$R" corrupt
+expect_error "a layer whose compressed bytes differ from its digest is refused" 1 "the registry sent bytes whose digest is" \
+    "$S" pull "127.0.0.1:$PPORT/tart/lin:v1" -t corrupt
+check "after all of them the store is unchanged" [ "$(snapshot)" = "$before" ]
+"$S" ls >"$W/ls-after" 2>&1
+check "...strata ls lists the same (no new tags)" cmp -s "$W/ls-before" "$W/ls-after"
+check "...and fsck is clean" "$S" fsck
+craft push "$R" tart/bad unknown --disk "$SRC" --nvram "$W/src/aux" --os darwin --variant unknown \
+    --hardware-model "$HERE/../fixtures/HardwareModel" --machine-id "$HERE/../fixtures/MachineIdentifier" --slice 2097152 >/dev/null
+run "$S" pull "$R/tart/bad:unknown" --any-host --json
+check "a layer of a type tart does not know is ignored, with a note" eval '[ "$rc" -eq 0 ] &&
+    grep -q "ignoring layer .* of type application/vnd.example.notes.v1" "$W/err" && [ "$(jget layer)" = "$MAC" ]'
+
+# ---- (e) a second tag sharing 90%: only its changes are new ----
+# 40 MiB of random bytes (nothing to compress or dedup within), then the
+# same with 4 of its MiB changed; 3 MiB slices
+$PY - "$W/src/big1" "$W/src/big2" <<'EOF'
+import random, sys
+r = random.Random(5)
+a = bytearray(r.randbytes(40 << 20))
+open(sys.argv[1], "wb").write(a)
+for p in r.sample(range(40), 4):
+    a[p << 20:(p + 1) << 20] = r.randbytes(1 << 20)
+open(sys.argv[2], "wb").write(a)
+EOF
+craft push "$R" tart/big v1 --disk "$W/src/big1" --nvram "$W/src/aux" --slice 3145728 >/dev/null
+craft push "$R" tart/big v2 --disk "$W/src/big2" --nvram "$W/src/aux" --slice 3145728 >/dev/null
+STRATA_HOME=$W/store3 "$S" init >/dev/null 2>&1
+STRATA_HOME=$W/store3 run "$S" pull "$R/tart/big:v1"
+STRATA_HOME=$W/store3 "$S" df --json >"$W/out"; u1=$(jget unique_bytes); k1=$(du -sk "$W/store3" | cut -f1)
+STRATA_HOME=$W/store3 run "$S" pull "$R/tart/big:v2"
+ok2=$rc
+STRATA_HOME=$W/store3 "$S" df --json >"$W/out"; u2=$(jget unique_bytes); k2=$(du -sk "$W/store3" | cut -f1)
+echo "    store: unique data $u1 then $u2 bytes (du: $k1 then $k2 KiB, each layer's files whole unless the filesystem shares blocks)"
+check "a second tag 90% the same adds only its 4 changed MiB to the store's unique data ($((u2 - u1)) bytes)" \
+    eval '[ "$ok2" -eq 0 ] && [ $((u2 - u1)) -le $(((4 << 20) + 65536)) ] && [ $((u2 - u1)) -ge $((4 << 20)) ]'
+
+# ---- (g) interrupted pulls resume ----
+start_proxy cut "$R" cutblob
+run "$S" pull "127.0.0.1:$PPORT/tart/big:v1" --json -t big1
+check "layers whose transfer was cut mid-way are resumed where they stopped" eval '[ "$rc" -eq 0 ] &&
+    [ "$(grep -c '\''GET .*/blobs/'\'' "$W/proxy-cut.log")" -ge 28 ] && [ "$(jget bytes_fetched)" -lt $((42 << 20)) ]'
+export STRATA_HOME=$W/store4
+"$S" init >/dev/null 2>&1
+STRATA_TEST_CRASH_AT=tart-layer-done run "$S" pull "$R/tart/mac:v1" --any-host --jobs 1
+check "a pull killed after its first disk layer dies, leaving no layer" eval '[ "$rc" -ne 0 ] && [ -z "$(ls "$STRATA_HOME/layers")" ]'
+start_proxy resume "$R" log
+run "$S" pull "127.0.0.1:$PPORT/tart/mac:v1" --any-host --json
+check "the next pull keeps the finished layer, checked, and fetches only the others" eval '[ "$rc" -eq 0 ] &&
+    [ "$(jget layers_resumed)" = 1 ] && [ "$(jget layers_fetched)" = 4 ] && [ "$(jget layer)" = "$MAC" ]'
+check "...its blob requests: config, 3 disk layers, NVRAM" [ "$(grep -c 'GET .*/blobs/' "$W/proxy-resume.log")" = 5 ]
+check "...and its tmp/ work is gone" tmp_empty
+export STRATA_HOME=$W/store
 
 finish
