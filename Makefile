@@ -41,7 +41,7 @@ REMOTE_SRC := remote/curl.c remote/errors.c remote/ref.c remote/http.c remote/au
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
 TART_SRC  := $(wildcard tart/*.c)
-TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach
+TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
 # is only built into test_vz, linked with tests/objc_record.c, a recording

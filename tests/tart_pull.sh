@@ -89,6 +89,36 @@ STRATA_HOME=$W/store2 "$S" init >/dev/null 2>&1
 STRATA_HOME=$W/store2 run "$S" pull "$R/tart/mac:v1" --any-host --json
 check "the same tart image pulled into another store gives the same layer id" eval '[ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ]'
 
+# ---- (a) a Linux guest: pulled from tart's format and booted ----
+GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
+G=$W/guest
+if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
+    skipped "a tart Linux guest booted" "STRATA_SKIP_BOOT is set (the sanitizer pass: the plain pass boots it)"
+elif [ "$(uname)" != Linux ] || ! command -v qemu-system-x86_64 >/dev/null || [ ! -f /usr/share/OVMF/OVMF_VARS_4M.fd ]; then
+    skipped "a tart Linux guest booted" "it needs qemu-system-x86_64 and OVMF on Linux"
+elif ! bash "$HERE/guest/mkguest.sh" "$GUEST" >"$W/mkguest.log" 2>&1; then
+    skipped "a tart Linux guest booted" "could not build the test guest: $(tail -1 "$W/mkguest.log")"
+elif ! bash "$HERE/guest/mkcreate.sh" "$G" "$GUEST" >"$W/mkcreate.log" 2>&1; then
+    skipped "a tart Linux guest booted" "could not build its EFI disk: $(tail -1 "$W/mkcreate.log")"
+else
+    # GRUB on an EFI partition, OVMF's variable store as tart's nvram.bin
+    craft push "$R" tart/linux v1 --disk "$G/efi-disk.raw" --nvram /usr/share/OVMF/OVMF_VARS_4M.fd \
+        --slice 3145728 >/dev/null
+    run "$S" pull "$R/tart/linux:v1" -t tartlinux --json
+    check "a Linux tart image (GRUB on an EFI disk) pulls without --any-host" [ "$rc" -eq 0 ]
+    LB=$STRATA_HOME/layers/$(jget layer)/bundle
+    check "...its Disk.img is the EFI disk, its NVRAM OVMF's variable store" \
+        eval 'cmp -s "$G/efi-disk.raw" "$LB/Disk.img" && cmp -s /usr/share/OVMF/OVMF_VARS_4M.fd "$LB/NVRAM"'
+    mark_qemus # none of its qemus outlives this script
+    trap 'kill_marked_qemus; cleanup' EXIT
+    t0=$SECONDS
+    timeout -k 5 300 "$S" run tartlinux --name tl --accel tcg >"$W/run-tl.log" 2>&1
+    echo "    timing: the guest's boot took $((SECONDS - t0)) s"
+    grep -ao 'CREATE-GUEST .*' "$(console tl)" 2>/dev/null | tr -d '\r' >"$W/guest-tl"
+    check "...and boots by UEFI to its console marker" eval 'grep -qxF "CREATE-GUEST boot=efi-disk" "$W/guest-tl" &&
+        grep -qxF "CREATE-GUEST end" "$W/guest-tl"'
+fi
+
 # ---- (f) hostile images: refused in one line, the store unchanged ----
 "$S" ls >"$W/ls-before" 2>&1
 before=$(snapshot)
