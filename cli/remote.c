@@ -405,7 +405,7 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
     tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
                           .check_guest = check_guest, .check_ctx = &gc, .note = print_note};
     tart_pull_result tres;
-    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EMEDIUMTYPE) {
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE) {
         /* not a strata layer: a tart image? */
         if ((rc = tart_pull(st, &src, &o, &tpo, &tres)))
             rc = cli_failed(rc);

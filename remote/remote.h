@@ -291,8 +291,9 @@ typedef struct {
  * each once, from a registry that refuses Range). Every blob and chunk is checked before the store takes it;
  * on any failure nothing is published, and chunks already received stay
  * under the store's tmp/ for the next pull of the same layer. po may be NULL.
- * -EMEDIUMTYPE (nothing fetched but the manifest) if src is an OCI image of
- * another kind (a tart image: tart_pull takes those). */
+ * -EPROTOTYPE (nothing fetched but the manifest) if src is an OCI image of
+ * another kind (a tart image: tart_pull takes those; "wrong type", which
+ * macOS has too, unlike EMEDIUMTYPE). */
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
                 const remote_pull_opts *po, remote_pull_result *res);
 

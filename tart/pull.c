@@ -520,7 +520,7 @@ static int read_image(pull_job *j, const remote_ref *src, char digest[72], tart_
     size_t len;
     int rc = remote_manifest_get(j->r, reference, &body, &len, digest);
     if (!rc && !tart_manifest_is_tart(body, len))
-        rc = tart_fail(EMEDIUMTYPE, "%s: an OCI image that is neither a strata layer nor a tart "
+        rc = tart_fail(EPROTOTYPE, "%s: an OCI image that is neither a strata layer nor a tart "
                        "VM", j->what);
     tart_image_opts io = {.note = j->po ? j->po->note : NULL,
                           .note_ctx = j->po ? j->po->note_ctx : NULL};
