@@ -102,10 +102,12 @@ int tart_image_parse(const char *body, size_t len, const char *what, const tart_
 void tart_image_free(tart_image *im);
 
 /* What a tart config (len bytes of VMConfig JSON) says of its guest: OS,
- * architecture (tart's defaults darwin, arm64 where absent); *macos 1 for
+ * architecture (tart's defaults darwin, arm64 where absent), and for macOS
+ * its hardwareModel's minimum OS and data representation (the plist is
+ * written to hw_path to be read; NULL: not looked at); *macos 1 for
  * darwin. -EBADMSG if it is not a config. The full check of its fields is
  * archive_import_tart's. */
-int tart_config_guest(const char *data, size_t len, const char *what, remote_guest *g,
-                      int *macos);
+int tart_config_guest(const char *data, size_t len, const char *what, const char *hw_path,
+                      remote_guest *g, int *macos);
 
 #endif

@@ -474,13 +474,17 @@ static int read_blob(pull_job *j, const char *digest, uint64_t size, const char 
 }
 
 /* the guest, from the config, offered to the caller before any disk byte */
-static int check_guest(pull_job *j, const char *config, size_t len)
+static int check_guest(pull_job *j, const char *dir, const char *config, size_t len)
 {
     remote_guest g;
     int macos;
-    int rc = tart_config_guest(config, len, j->what, &g, &macos);
+    char *hw = NULL;
+    if (asprintf(&hw, "%s/hardware-model", dir) < 0)
+        return tart_oom();
+    int rc = tart_config_guest(config, len, j->what, hw, &g, &macos);
     if (!rc && j->po && j->po->check_guest)
         rc = j->po->check_guest(j->po->check_ctx, &g);
+    free(hw);
     return rc;
 }
 
@@ -559,14 +563,13 @@ static int pull_image(pull_job *j, const remote_ref *src)
         tart_image_free(&im);
         return rc < 0 ? rc : 0;
     }
-    if (!(rc = read_blob(j, im.config, im.config_size, "config", &config, &clen)))
-        rc = check_guest(j, config, clen);
     store_scratch *sc = NULL;
-    int existed = 0;
+    int existed = 0, checked = 0;
+    if (!(rc = read_blob(j, im.config, im.config_size, "config", &config, &clen)) &&
+        !(rc = store_scratch_resumable(j->st, digest + 7, &existed, &sc)))
+        checked = !(rc = check_guest(j, store_scratch_path(sc), config, clen));
     if (!rc && !(j->done = calloc(im.ndisk, 1)))
         rc = tart_oom();
-    if (!rc)
-        rc = store_scratch_resumable(j->st, digest + 7, &existed, &sc);
     if (!rc && !(rc = open_disk(j, store_scratch_path(sc), existed))) {
         take_done(j);
         rc = build(j, store_scratch_path(sc), config, clen);
@@ -575,10 +578,10 @@ static int pull_image(pull_job *j, const remote_ref *src)
         cache_remember(j->st, digest, &j->res->pulled);
     if (j->disk_fd >= 0)
         close(j->disk_fd);
-    if (rc)
+    if (rc && (checked || existed))
         store_scratch_keep(sc); /* the layers finished stay for the next pull */
     else
-        store_scratch_drop(sc);
+        store_scratch_drop(sc); /* done, or refused before any disk byte */
     free(config);
     free(j->done);
     free(j->done_path);
