@@ -354,24 +354,26 @@ static int print_tart_pull(const remote_ref *src, const char *tag, const tart_pu
     char got[32], gt[96], disk[32];
     if (json)
         return cli_json_print(json_pack(
-            "{s:s, s:o, s:o, s:o?, s:s, s:b, s:b, s:I, s:I, s:o, s:o, s:o, s:o}", "format", "tart",
+            "{s:s, s:o, s:o, s:o?, s:s, s:b, s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "format", "tart",
             "remote", cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
             tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "existed", r->existed,
             "cached", r->cached, "layers_fetched", (json_int_t)r->layers_fetched,
-            "layers_resumed", (json_int_t)r->layers_resumed, "bytes_fetched",
+            "layers_resumed", (json_int_t)r->layers_resumed, "layers_copied",
+            (json_int_t)r->layers_copied, "bytes_fetched",
             cli_json_u64(r->bytes_fetched), "disk_size", cli_json_u64(r->disk_size), "guest",
             guest_json(g), "seconds", cli_json_seconds(secs)));
     printf("%s\n", r->pulled.hex);
     if (guest_text(g, gt, sizeof gt)[0])
         fprintf(stderr, "strata: guest %s\n", gt);
     fprintf(stderr, "pulled tart image %s/%s%s%s (layer %.12s%s%s): %s; downloaded %s in %zu "
-            "layers, %zu kept from an interrupted pull; disk %s; %.1f s\n",
+            "layers, %zu kept from an interrupted pull, %zu copied from images pulled before; "
+            "disk %s; %.1f s\n",
             src->host, src->repo, src->digest ? "@" : ":", src->digest ? src->digest : src->tag,
             r->pulled.hex, tag ? ", tagged " : "", tag ? tag : "",
             r->cached ? "pulled before, only the manifest fetched"
                       : r->existed ? "the store had the layer" : "a new layer",
             cli_human(r->bytes_fetched, got, sizeof got), r->layers_fetched, r->layers_resumed,
-            cli_human(r->disk_size, disk, sizeof disk), secs);
+            r->layers_copied, cli_human(r->disk_size, disk, sizeof disk), secs);
     return 0;
 }
 

@@ -58,6 +58,8 @@ typedef struct {
     int rc;
     char err[ERR_MESSAGE_MAX];
     uint64_t progress_done;
+    store_id *known;    /* layers earlier tart pulls made (cache/tart-pulls), still here */
+    size_t nknown;
 } pull_job;
 
 /* ---- one disk layer ---- */
@@ -71,6 +73,7 @@ typedef struct {
     EVP_MD_CTX *zsha, *usha;
     tart_lz4_decoder *dec;
     int sink_failed;    /* the bytes were wrong (not the transfer): don't retry */
+    int dirty;          /* its range may hold other bytes: zeros are written too */
 } layer_ctx;
 
 static int stopped(pull_job *j)
@@ -79,6 +82,16 @@ static int stopped(pull_job *j)
     int f = j->failed;
     pthread_mutex_unlock(&j->mu);
     return f;
+}
+
+/* disk bytes done: decoded, or kept from an interrupted pull */
+static void progress(pull_job *j, uint64_t add)
+{
+    pthread_mutex_lock(&j->mu);
+    j->progress_done += add;
+    if (j->po && j->po->progress)
+        j->po->progress(j->po->progress_ctx, j->progress_done, j->im->disk_size);
+    pthread_mutex_unlock(&j->mu);
 }
 
 static int all_zero(const unsigned char *p, size_t n)
@@ -95,14 +108,15 @@ static int write_decoded(void *ctx, const void *data, size_t len)
     EVP_DigestUpdate(c->usha, p, len);
     uint64_t off = c->L->offset + c->at;
     c->at += len;
+    progress(c->j, len);
     while (len) {
         size_t n = PAGE - (size_t)(off % PAGE);
         n = n < len ? n : len;
         size_t run = n; /* pages of the same kind, written together */
-        int zero = c->j->fresh && all_zero(p, n);
+        int holes = c->j->fresh && !c->dirty, zero = holes && all_zero(p, n);
         while (run < len && run < (8u << 20)) {
             size_t k = len - run < PAGE ? len - run : PAGE;
-            if ((c->j->fresh && all_zero(p + run, k)) != zero)
+            if ((holes && all_zero(p + run, k)) != zero)
                 break;
             run += k;
         }
@@ -190,10 +204,10 @@ static int layer_fetch(pull_job *j, remote *r, layer_ctx *c)
     return rc;
 }
 
-static int layer_pull(pull_job *j, remote *r, size_t i)
+static int layer_pull(pull_job *j, remote *r, size_t i, int dirty)
 {
     layer_ctx c = {.j = j, .L = &j->im->disk[i], .index = i, .zsha = EVP_MD_CTX_new(),
-                   .usha = EVP_MD_CTX_new()};
+                   .usha = EVP_MD_CTX_new(), .dirty = dirty};
     int rc = !c.zsha || !c.usha || !EVP_DigestInit_ex(c.zsha, EVP_sha256(), NULL) ||
                      !EVP_DigestInit_ex(c.usha, EVP_sha256(), NULL)
                  ? tart_oom()
@@ -202,6 +216,89 @@ static int layer_pull(pull_job *j, remote *r, size_t i)
     EVP_MD_CTX_free(c.zsha);
     EVP_MD_CTX_free(c.usha);
     return rc;
+}
+
+/* ---- slices an earlier pull had ---- */
+
+/* Each pulled image leaves cache/tart-slices/<layer id>: a line per disk
+ * layer, "OFFSET USIZE DIGEST UDIGEST". A layer of a new image with the
+ * same blob at the same offset and size is copied from that layer's
+ * Disk.img instead of downloaded (as tart does from its cache, #825), and
+ * kept only if its bytes hash to the uncompressed digest. */
+#define SLICES_DIR "tart-slices"
+
+static char *slices_path(store *st, const store_id *id)
+{
+    char *dir = boot_cache_dir(st), *path = NULL;
+    if (dir && asprintf(&path, "%s/%s/%s", dir, SLICES_DIR, id ? id->hex : "") < 0)
+        path = NULL;
+    free(dir);
+    return path;
+}
+
+/* best effort: a cache */
+static void slices_remember(pull_job *j)
+{
+    char *path = slices_path(j->st, &j->res->pulled), *dir = slices_path(j->st, NULL);
+    size_t cap = j->im->ndisk * 180 + 1, n = 0;
+    char *text = malloc(cap);
+    for (size_t i = 0; text && i < j->im->ndisk; i++) {
+        const tart_disk_layer *L = &j->im->disk[i];
+        n += (size_t)snprintf(text + n, cap - n, "%" PRIu64 " %" PRIu64 " %s %s\n", L->offset,
+                              L->usize, L->digest, L->udigest);
+    }
+    if (path && dir && text && !file_mkdir_p(dir, 0755))
+        atomic_file_write_all(path, text, n, 0644, 0);
+    free(text), free(path), free(dir);
+}
+
+/* copy [offset, offset+usize) of from into the disk, hashing it: 1 if it
+ * matched the uncompressed digest */
+static int copy_slice(pull_job *j, const char *from, const tart_disk_layer *L)
+{
+    int fd = open(from, O_RDONLY | O_CLOEXEC);
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(4u << 20);
+    int ok = fd >= 0 && x && buf && EVP_DigestInit_ex(x, EVP_sha256(), NULL);
+    for (uint64_t at = 0; ok && at < L->usize;) {
+        size_t want = L->usize - at < (4u << 20) ? (size_t)(L->usize - at) : (4u << 20);
+        ssize_t k = pread(fd, buf, want, (off_t)(L->offset + at));
+        ok = k > 0 && EVP_DigestUpdate(x, buf, (size_t)k);
+        for (ssize_t p = 0; ok && p < k; p += PAGE) { /* zero pages stay holes */
+            size_t m = (size_t)(k - p) < PAGE ? (size_t)(k - p) : PAGE;
+            if (!(j->fresh && all_zero(buf + p, m)))
+                ok = pwrite(j->disk_fd, buf + p, m, (off_t)(L->offset + at + (uint64_t)p)) ==
+                     (ssize_t)m;
+        }
+        at += ok ? (uint64_t)k : 0;
+    }
+    char d[72] = "";
+    if (ok)
+        digest_final(x, d);
+    if (fd >= 0)
+        close(fd);
+    EVP_MD_CTX_free(x);
+    free(buf);
+    return ok && !strcmp(d, L->udigest);
+}
+
+/* the Disk.img of an earlier pulled layer that had layer i's blob at its offset */
+static char *slice_source(pull_job *j, size_t i)
+{
+    const tart_disk_layer *L = &j->im->disk[i];
+    char want[200], *found = NULL;
+    snprintf(want, sizeof want, "%" PRIu64 " %" PRIu64 " %s %s\n", L->offset, L->usize, L->digest,
+             L->udigest);
+    for (size_t k = 0; k < j->nknown && !found; k++) {
+        char *path = slices_path(j->st, &j->known[k]), *text = NULL;
+        size_t len;
+        if (path && !file_read_all(path, TART_LAYERS_MAX * 180u, &text, &len) &&
+            memmem(text, len, want, strlen(want)))
+            found = store_layer_file_path(j->st, &j->known[k], "Disk.img");
+        free(text);
+        free(path);
+    }
+    return found;
 }
 
 /* ---- the record of finished layers ---- */
@@ -267,15 +364,6 @@ static void take_done(pull_job *j)
 
 /* ---- the workers ---- */
 
-static void progress(pull_job *j, uint64_t add)
-{
-    pthread_mutex_lock(&j->mu);
-    j->progress_done += add;
-    if (j->po && j->po->progress)
-        j->po->progress(j->po->progress_ctx, j->progress_done, j->im->disk_size);
-    pthread_mutex_unlock(&j->mu);
-}
-
 typedef struct {
     pull_job *j;
     remote *r;
@@ -294,15 +382,22 @@ static void *work(void *arg)
         pthread_mutex_unlock(&j->mu);
         if (stop)
             break;
-        int rc = layer_pull(j, w->r, i);
+        char *from = slice_source(j, i);
+        int copied = from && copy_slice(j, from, &j->im->disk[i]);
+        int rc = copied ? 0 : layer_pull(j, w->r, i, from != NULL); /* a failed copy left bytes */
         if (!rc) {
             pthread_mutex_lock(&j->mu);
             rc = record_done(j, i);
-            j->res->layers_fetched++;
+            if (copied)
+                j->res->layers_copied++;
+            else
+                j->res->layers_fetched++;
             pthread_mutex_unlock(&j->mu);
+            if (copied)
+                progress(j, j->im->disk[i].usize);
         }
+        free(from);
         if (!rc) {
-            progress(j, j->im->disk[i].usize);
             crash_named("tart-layer-done"); /* tests: a pull killed between layers */
             continue;
         }
@@ -423,6 +518,25 @@ static int cache_find(store *st, const char *digest, store_id *id)
     free(text);
     free(path);
     return found;
+}
+
+/* the layers earlier tart pulls made that the store still has */
+static void cache_known(pull_job *j)
+{
+    char *path = cache_path(j->st), *text = NULL;
+    size_t len;
+    if (path && !file_read_all(path, CACHE_MAX, &text, &len) &&
+        (j->known = calloc(len / 72 + 1, sizeof *j->known)))
+        for (char *line = text, *nl; (nl = memchr(line, '\n', text + len - line)); line = nl + 1) {
+            store_id *id = &j->known[j->nknown];
+            if (nl - line != 71 + 1 + STORE_ID_HEX)
+                continue;
+            memcpy(id->hex, line + 72, STORE_ID_HEX);
+            id->hex[STORE_ID_HEX] = 0;
+            j->nknown += store_layer_exists(j->st, id) == 1;
+        }
+    free(text);
+    free(path);
 }
 
 /* best effort: a cache */
@@ -572,10 +686,14 @@ static int pull_image(pull_job *j, const remote_ref *src)
         rc = tart_oom();
     if (!rc && !(rc = open_disk(j, store_scratch_path(sc), existed))) {
         take_done(j);
+        cache_known(j);
         rc = build(j, store_scratch_path(sc), config, clen);
     }
-    if (!rc)
+    if (!rc) {
         cache_remember(j->st, digest, &j->res->pulled);
+        slices_remember(j);
+    }
+    free(j->known);
     if (j->disk_fd >= 0)
         close(j->disk_fd);
     if (rc && (checked || existed))

@@ -139,7 +139,7 @@ t0=$SECONDS
 hostile many "10002 layers, more than the" "a manifest of 10,000 disk layers is refused"
 check "...at once (under 10 s)" [ $((SECONDS - t0)) -lt 10 ]
 hostile sum "not the 7352833" "slices that don't add up to the disk size are refused"
-craft push "$R" tart/lin v1 --disk "$SRC" --nvram "$W/src/aux" --slice 2097152 >/dev/null
+craft push "$R" tart/lin v1 --disk "$SRC" --nvram "$W/src/aux" --slice 1048576 >/dev/null # blobs no image pulled before has
 start_proxy corrupt "$R" corrupt
 expect_error "a layer whose compressed bytes differ from its digest is refused" 1 "the registry sent bytes whose digest is" \
     "$S" pull "127.0.0.1:$PPORT/tart/lin:v1" -t corrupt
@@ -170,8 +170,10 @@ craft push "$R" tart/big v2 --disk "$W/src/big2" --nvram "$W/src/aux" --slice 31
 STRATA_HOME=$W/store3 "$S" init >/dev/null 2>&1
 STRATA_HOME=$W/store3 run "$S" pull "$R/tart/big:v1"
 STRATA_HOME=$W/store3 "$S" df --json >"$W/out"; u1=$(jget unique_bytes); k1=$(du -sk "$W/store3" | cut -f1)
-STRATA_HOME=$W/store3 run "$S" pull "$R/tart/big:v2"
+STRATA_HOME=$W/store3 run "$S" pull "$R/tart/big:v2" --json
 ok2=$rc
+check "...its slices the first tag had at the same offsets are copied from it, not downloaded" \
+    eval '[ "$ok2" -eq 0 ] && [ "$(jget layers_copied)" -ge 10 ] && [ "$(jget bytes_fetched)" -lt $((16 << 20)) ]'
 STRATA_HOME=$W/store3 "$S" df --json >"$W/out"; u2=$(jget unique_bytes); k2=$(du -sk "$W/store3" | cut -f1)
 echo "    store: unique data $u1 then $u2 bytes (du: $k1 then $k2 KiB, each layer's files whole unless the filesystem shares blocks)"
 check "a second tag 90% the same adds only its 4 changed MiB to the store's unique data ($((u2 - u1)) bytes)" \
