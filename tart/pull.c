@@ -39,7 +39,7 @@
 #define PAGE 4096u          /* strata keeps all-zero pages as holes */
 #define CACHE_FILE "tart-pulls"
 #define CACHE_KEEP 512      /* manifests remembered */
-#define CACHE_MAX (CACHE_KEEP * 140u)
+#define CACHE_MAX (CACHE_KEEP * 300u)
 
 typedef struct {
     store *st;
@@ -58,6 +58,7 @@ typedef struct {
     int rc;
     char err[ERR_MESSAGE_MAX];
     uint64_t progress_done;
+    remote_guest guest; /* from the config */
     store_id *known;    /* layers earlier tart pulls made (cache/tart-pulls), still here */
     size_t nknown;
 } pull_job;
@@ -495,80 +496,97 @@ static char *cache_path(store *st)
     return path;
 }
 
-/* the layer an earlier pull made of the manifest with this digest, if any */
-static int cache_find(store *st, const char *digest, store_id *id)
+/* cache/tart-pulls: a line per image pulled, oldest first,
+ * "DIGEST LAYER OS ARCH MACOS_MIN DATA_REP" (MACOS_MIN "-" if none): the
+ * guest is kept so a pull that fetches only the manifest still asks the
+ * caller about it */
+typedef struct {
+    char digest[72];
+    store_id layer;
+    remote_guest guest;
+} cache_entry;
+
+/* each well-formed line of text (len bytes) as an entry; the count */
+static int cache_parse_line(const char *line, size_t n, cache_entry *e)
+{
+    char buf[300], min[32];
+    long long rep;
+    if (n >= sizeof buf)
+        return 0;
+    memcpy(buf, line, n);
+    buf[n] = 0;
+    memset(e, 0, sizeof *e);
+    if (sscanf(buf, "%71s %64s %15s %15s %31s %lld", e->digest, e->layer.hex, e->guest.os,
+               e->guest.arch, min, &rep) != 6 ||
+        !tart_digest_valid(e->digest) || strlen(e->layer.hex) != STORE_ID_HEX)
+        return 0;
+    snprintf(e->guest.macos_min, sizeof e->guest.macos_min, "%s", strcmp(min, "-") ? min : "");
+    e->guest.macos_data_rep = rep;
+    return 1;
+}
+
+static cache_entry *cache_read(store *st, size_t *n)
 {
     char *path = cache_path(st), *text = NULL;
     size_t len;
-    int found = 0;
-    if (path && !file_read_all(path, CACHE_MAX, &text, &len)) {
-        for (char *line = text; !found && line < text + len;) {
-            char *nl = memchr(line, '\n', text + len - line);
-            if (!nl)
-                break;
-            if (nl - line == 71 + 1 + STORE_ID_HEX && !strncmp(line, digest, 71) &&
-                line[71] == ' ') {
-                memcpy(id->hex, line + 72, STORE_ID_HEX);
-                id->hex[STORE_ID_HEX] = 0;
-                found = store_layer_exists(st, id) == 1;
-            }
-            line = nl + 1;
-        }
-    }
+    cache_entry *e = NULL;
+    *n = 0;
+    if (path && !file_read_all(path, CACHE_MAX, &text, &len) && (e = calloc(len / 100 + 1, sizeof *e)))
+        for (char *line = text, *nl; (nl = memchr(line, '\n', text + len - line)); line = nl + 1)
+            *n += cache_parse_line(line, (size_t)(nl - line), &e[*n]);
     free(text);
     free(path);
+    return e;
+}
+
+/* the layer an earlier pull made of the manifest with this digest, if the
+ * store still has it */
+static int cache_find(store *st, const char *digest, cache_entry *out)
+{
+    size_t n;
+    cache_entry *e = cache_read(st, &n);
+    int found = 0;
+    for (size_t i = n; !found && i-- > 0;)
+        if (!strcmp(e[i].digest, digest) && store_layer_exists(st, &e[i].layer) == 1) {
+            *out = e[i];
+            found = 1;
+        }
+    free(e);
     return found;
 }
 
 /* the layers earlier tart pulls made that the store still has */
 static void cache_known(pull_job *j)
 {
-    char *path = cache_path(j->st), *text = NULL;
-    size_t len;
-    if (path && !file_read_all(path, CACHE_MAX, &text, &len) &&
-        (j->known = calloc(len / 72 + 1, sizeof *j->known)))
-        for (char *line = text, *nl; (nl = memchr(line, '\n', text + len - line)); line = nl + 1) {
-            store_id *id = &j->known[j->nknown];
-            if (nl - line != 71 + 1 + STORE_ID_HEX)
-                continue;
-            memcpy(id->hex, line + 72, STORE_ID_HEX);
-            id->hex[STORE_ID_HEX] = 0;
-            j->nknown += store_layer_exists(j->st, id) == 1;
-        }
-    free(text);
-    free(path);
+    size_t n;
+    cache_entry *e = cache_read(j->st, &n);
+    if (e && (j->known = calloc(n + 1, sizeof *j->known)))
+        for (size_t i = 0; i < n; i++)
+            if (store_layer_exists(j->st, &e[i].layer) == 1)
+                j->known[j->nknown++] = e[i].layer;
+    free(e);
 }
 
 /* best effort: a cache */
-static void cache_remember(store *st, const char *digest, const store_id *id)
+static void cache_remember(store *st, const char *digest, const store_id *id, const remote_guest *g)
 {
-    char *path = cache_path(st), *text = NULL, *dir = boot_cache_dir(st);
-    size_t len = 0;
-    if (!path || !dir || file_mkdir_p(dir, 0755)) {
-        free(path), free(dir);
-        return;
+    char *path = cache_path(st), *dir = boot_cache_dir(st);
+    size_t n = 0, at = 0;
+    cache_entry *e = path && dir && !file_mkdir_p(dir, 0755) ? cache_read(st, &n) : NULL;
+    char *out = malloc((n + 1) * 300);
+    for (size_t i = n > CACHE_KEEP ? n - CACHE_KEEP : 0; out && i <= n; i++) {
+        const cache_entry *x = i < n ? &e[i] : NULL;
+        if (x && !strcmp(x->digest, digest))
+            continue; /* the newest line for a digest is at the end */
+        const remote_guest *xg = x ? &x->guest : g;
+        at += (size_t)snprintf(out + at, 300, "%s %s %s %s %s %lld\n", x ? x->digest : digest,
+                               x ? x->layer.hex : id->hex, xg->os[0] ? xg->os : "-",
+                               xg->arch[0] ? xg->arch : "-", xg->macos_min[0] ? xg->macos_min : "-",
+                               (long long)xg->macos_data_rep);
     }
-    if (file_read_all(path, CACHE_MAX, &text, &len))
-        text = NULL, len = 0;
-    size_t lines = 0, line_len = 71 + 1 + STORE_ID_HEX + 1;
-    char *out = malloc(len + line_len + 1), *o = out;
-    for (char *line = text; out && line < text + len;) { /* others kept, oldest dropped */
-        char *nl = memchr(line, '\n', text + len - line);
-        if (!nl)
-            break;
-        if ((size_t)(nl + 1 - line) == line_len && strncmp(line, digest, 71) &&
-            len / line_len - lines < CACHE_KEEP) {
-            memcpy(o, line, line_len);
-            o += line_len;
-        }
-        lines++;
-        line = nl + 1;
-    }
-    if (out) {
-        o += sprintf(o, "%s %s\n", digest, id->hex);
-        atomic_file_write_all(path, out, (size_t)(o - out), 0644, 0);
-    }
-    free(out), free(text), free(path), free(dir);
+    if (out && (e || n == 0) && path && dir)
+        atomic_file_write_all(path, out, at, 0644, 0);
+    free(out), free(e), free(path), free(dir);
 }
 
 /* ---- the pull ---- */
@@ -596,6 +614,7 @@ static int check_guest(pull_job *j, const char *dir, const char *config, size_t 
     if (asprintf(&hw, "%s/hardware-model", dir) < 0)
         return tart_oom();
     int rc = tart_config_guest(config, len, j->what, hw, &g, &macos);
+    j->guest = g;
     if (!rc && j->po && j->po->check_guest)
         rc = j->po->check_guest(j->po->check_ctx, &g);
     free(hw);
@@ -648,17 +667,19 @@ static int read_image(pull_job *j, const remote_ref *src, char digest[72], tart_
     return rc;
 }
 
-/* pulled before: only the tag is set */
+/* pulled before: the guest asked about again, and only the tag set */
 static int from_cache(pull_job *j, const char *digest)
 {
-    store_id id;
-    if (!cache_find(j->st, digest, &id))
+    cache_entry e;
+    if (!cache_find(j->st, digest, &e))
         return 0;
-    const char *tag = j->po ? j->po->tag : NULL;
-    int rc = tag ? store_tag(j->st, id.hex, tag) : 0;
+    const tart_pull_opts *po = j->po;
+    int rc = po && po->check_guest ? po->check_guest(po->check_ctx, &e.guest) : 0;
+    if (!rc && po && po->tag)
+        rc = store_tag(j->st, e.layer.hex, po->tag);
     if (rc)
         return rc;
-    j->res->pulled = id;
+    j->res->pulled = e.layer;
     j->res->existed = j->res->cached = 1;
     return 1;
 }
@@ -690,7 +711,7 @@ static int pull_image(pull_job *j, const remote_ref *src)
         rc = build(j, store_scratch_path(sc), config, clen);
     }
     if (!rc) {
-        cache_remember(j->st, digest, &j->res->pulled);
+        cache_remember(j->st, digest, &j->res->pulled, &j->guest);
         slices_remember(j);
     }
     free(j->known);
