@@ -384,6 +384,25 @@ static void print_note(void *ctx, const char *line)
     fprintf(stderr, "strata: %s\n", line);
 }
 
+/* src is a tart image: pulled as one (tart_pull), printed as a pull */
+static int pull_tart(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
+                     unsigned jobs, push_progress *pp, guest_check *gc, int json, store_id *pulled)
+{
+    tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = pp,
+                          .check_guest = check_guest, .check_ctx = gc, .note = print_note};
+    tart_pull_result res;
+    int rc = tart_pull(st, src, o, &tpo, &res);
+    if (rc)
+        return cli_failed(rc);
+    rc = print_tart_pull(src, tag, &res, &gc->guest, now_s() - pp->start, json);
+    if (!tag)
+        fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
+                res.pulled.hex);
+    if (pulled)
+        *pulled = res.pulled;
+    return rc;
+}
+
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, int any_host, const char *note, store_id *pulled)
 {
@@ -404,19 +423,10 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
                            .check_guest = check_guest, .check_ctx = &gc};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
-    tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
-                          .check_guest = check_guest, .check_ctx = &gc, .note = print_note};
-    tart_pull_result tres;
-    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE) {
-        /* not a strata layer: a tart image? */
-        if ((rc = tart_pull(st, &src, &o, &tpo, &tres)))
-            rc = cli_failed(rc);
-        else {
-            rc = print_tart_pull(&src, tag, &tres, &gc.guest, now_s() - pp.start, json);
-            if (pulled)
-                *pulled = tres.pulled;
-        }
-    } else if (rc)
+    int said = rc != 0; /* a failure above was printed */
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE)
+        rc = pull_tart(st, &src, &o, tag, jobs, &pp, &gc, json, pulled); /* not a strata layer */
+    else if (rc && !said)
         rc = cli_failed(rc);
     else if (!rc) {
         rc = print_pull(&src, tag, &res, &gc.guest, now_s() - pp.start, json);
@@ -490,6 +500,10 @@ const cli_verb cli_remote_verbs[] = {
      "Mac with Apple silicon or one too old, a Linux guest of another architecture) is\n"
      "refused before any pack is downloaded; --any-host pulls it anyway, to push or export.\n"
      "Docker Hub's names and credentials are read as by push (docker.io/vm:v1 is\n"
-     "library/vm there, tagged docker.io_library_vm:v1 here)."},
+     "library/vm there, tagged docker.io_library_vm:v1 here).\n"
+     "A tart image (what `tart push` writes) is pulled too, into one layer: its disk\n"
+     "layers --jobs at a time (default 4), each checked against both its digests, an\n"
+     "interrupted pull resumed, slices an image pulled before had copied, and the\n"
+     "same image pulled again fetches only its manifest (docs/tart.md)."},
     {NULL, NULL, NULL, NULL},
 };
