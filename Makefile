@@ -41,7 +41,7 @@ REMOTE_SRC := remote/curl.c remote/profile.c remote/profile_registry.c remote/er
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
 TART_SRC  := $(wildcard tart/*.c)
-TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode
+TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart
 
 # The vz driver runs on macOS against Virtualization.framework; elsewhere it
 # is only built into test_vz, linked with tests/objc_record.c, a recording

@@ -395,6 +395,61 @@ static int print_pull(const remote_ref *src, const char *tag, const remote_pull_
     return 0;
 }
 
+static int print_tart_pull(const remote_ref *src, const char *tag, const tart_pull_result *r,
+                           const remote_guest *g, double secs, int json)
+{
+    char got[32], gt[96], disk[32];
+    if (json)
+        return cli_json_print(json_pack(
+            "{s:s, s:o, s:o, s:o?, s:s, s:b, s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:o}", "format", "tart",
+            "remote", cli_json_text(src->host), "repository", cli_json_text(src->repo), "tag",
+            tag ? cli_json_text(tag) : NULL, "layer", r->pulled.hex, "existed", r->existed,
+            "cached", r->cached, "layers_fetched", (json_int_t)r->layers_fetched,
+            "layers_resumed", (json_int_t)r->layers_resumed, "layers_copied",
+            (json_int_t)r->layers_copied, "bytes_fetched",
+            cli_json_u64(r->bytes_fetched), "disk_size", cli_json_u64(r->disk_size), "guest",
+            guest_json(g), "seconds", cli_json_seconds(secs)));
+    printf("%s\n", r->pulled.hex);
+    if (guest_text(g, gt, sizeof gt)[0])
+        fprintf(stderr, "strata: guest %s\n", gt);
+    fprintf(stderr, "pulled tart image %s/%s%s%s (layer %.12s%s%s): %s; downloaded %s in %zu "
+            "layers, %zu kept from an interrupted pull, %zu copied from images pulled before; "
+            "disk %s; %.1f s\n",
+            src->host, src->repo, src->digest ? "@" : ":", src->digest ? src->digest : src->tag,
+            r->pulled.hex, tag ? ", tagged " : "", tag ? tag : "",
+            r->cached ? "pulled before, only the manifest fetched"
+                      : r->existed ? "the store had the layer" : "a new layer",
+            cli_human(r->bytes_fetched, got, sizeof got), r->layers_fetched, r->layers_resumed,
+            r->layers_copied, cli_human(r->disk_size, disk, sizeof disk), secs);
+    return 0;
+}
+
+/* tart_pull_opts.note */
+static void print_note(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "strata: %s\n", line);
+}
+
+/* src is a tart image: pulled as one (tart_pull), printed as a pull */
+static int pull_tart(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
+                     unsigned jobs, push_progress *pp, guest_check *gc, int json, store_id *pulled)
+{
+    tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = pp,
+                          .check_guest = check_guest, .check_ctx = gc, .note = print_note};
+    tart_pull_result res;
+    int rc = tart_pull(st, src, o, &tpo, &res);
+    if (rc)
+        return cli_failed(rc);
+    rc = print_tart_pull(src, tag, &res, &gc->guest, now_s() - pp->start, json);
+    if (!tag)
+        fprintf(stderr, "strata: the layer has no tag here; `strata tag %.12s NAME` keeps it\n",
+                res.pulled.hex);
+    if (pulled)
+        *pulled = res.pulled;
+    return rc;
+}
+
 int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, int insecure,
                     int json, int any_host, const char *note, store_id *pulled)
 {
@@ -415,7 +470,10 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
                            .check_guest = check_guest, .check_ctx = &gc, .note = cli_note};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
-    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)))
+    int said = rc != 0; /* a failure above was printed */
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE)
+        rc = pull_tart(st, &src, &o, tag, jobs, &pp, &gc, json, pulled); /* not a strata layer */
+    else if (rc && !said)
         rc = cli_failed(rc);
     else if (!rc) {
         rc = print_pull(&src, tag, &res, &gc.guest, now_s() - pp.start, json);
@@ -493,6 +551,10 @@ const cli_verb cli_remote_verbs[] = {
      "Mac with Apple silicon or one too old, a Linux guest of another architecture) is\n"
      "refused before any pack is downloaded; --any-host pulls it anyway, to push or export.\n"
      "Docker Hub's names and credentials are read as by push (docker.io/vm:v1 is\n"
-     "library/vm there, tagged docker.io_library_vm:v1 here)."},
+     "library/vm there, tagged docker.io_library_vm:v1 here).\n"
+     "A tart image (what `tart push` writes) is pulled too, into one layer: its disk\n"
+     "layers --jobs at a time (default 4), each checked against both its digests, an\n"
+     "interrupted pull resumed, slices an image pulled before had copied, and the\n"
+     "same image pulled again fetches only its manifest (docs/tart.md)."},
     {NULL, NULL, NULL, NULL},
 };

@@ -76,6 +76,12 @@ int rm_dup(const remote *r, remote **out)
     return rc;
 }
 
+int remote_dup(const remote *r, remote **out)
+{
+    *out = NULL;
+    return rm_dup(r, out);
+}
+
 void remote_close(remote *r)
 {
     if (!r)

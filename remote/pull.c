@@ -864,8 +864,11 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
     int rc = remote_open(src, o, 0, &j.r);
     if (!rc)
         rc = remote_manifest_get(j.r, reference, &body, &len, digest);
-    if (!rc)
-        rc = remote_artifact_parse(body, len, &j.a);
+    if (!rc && (rc = remote_artifact_parse(body, len, &j.a)) == -EBADMSG &&
+        !memmem(body, len, REMOTE_ARTIFACT_TYPE, strlen(REMOTE_ARTIFACT_TYPE)) &&
+        !memmem(body, len, REMOTE_MT_MANIFEST, strlen(REMOTE_MT_MANIFEST)))
+        rc = rm_fail(EPROTOTYPE, "%s/%s %s: an OCI image of another kind, not a strata layer",
+                     src->host, src->repo, reference);
     if (!rc && po && po->check_guest) /* before any blob: a host that can't run it fetches nothing */
         rc = po->check_guest(po->check_ctx, &j.a.guest);
     size_t n = j.a.nlayers, np = j.a.npacks ? j.a.npacks : 1;

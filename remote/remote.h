@@ -68,6 +68,9 @@ typedef struct {
  * Free with remote_close. */
 int remote_open(const remote_ref *ref, const remote_opts *o, int push, remote **out);
 void remote_close(remote *r);
+/* A copy of r with its own connection, sharing nothing, for another
+ * thread: a remote is used by one thread at a time. */
+int remote_dup(const remote *r, remote **out);
 
 /* GET the OCI manifest named by reference (a tag or a digest). body, at most
  * REMOTE_MANIFEST_MAX bytes, is checked against the digest when reference
@@ -343,7 +346,10 @@ typedef struct {
  * copied, checked), each once, by parallel Range requests (whole packs,
  * each once, from a registry that refuses Range). Every blob and chunk is checked before the store takes it;
  * on any failure nothing is published, and chunks already received stay
- * under the store's tmp/ for the next pull of the same layer. po may be NULL. */
+ * under the store's tmp/ for the next pull of the same layer. po may be NULL.
+ * -EPROTOTYPE (nothing fetched but the manifest) if src is an OCI image of
+ * another kind (a tart image: tart_pull takes those; "wrong type", which
+ * macOS has too, unlike EMEDIUMTYPE). */
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
                 const remote_pull_opts *po, remote_pull_result *res);
 

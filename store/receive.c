@@ -986,6 +986,34 @@ int store_scratch_make(store *st, const char *kind, store_scratch **out)
     return 0;
 }
 
+int store_scratch_resumable(store *st, const char *key, int *existed, store_scratch **out)
+{
+    if (!st_id_valid(key))
+        return st_fail(EINVAL, "scratch key '%s' is not 64 hex digits", key);
+    store_scratch *s = calloc(1, sizeof *s);
+    char *name = st_printf("receive-%s", key);
+    int rc = !s || !name ? -ENOMEM : st_tmpdir_named(st, name, &s->t, existed);
+    free(name);
+    if (rc == -EBUSY)
+        rc = st_fail(EBUSY, "%s/tmp/receive-%s: another process is working there", st->home, key);
+    if (rc) {
+        if (s)
+            st_tmpdir_keep(&s->t); /* not ours, or never made: leave it */
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_scratch_keep(store_scratch *s)
+{
+    if (!s)
+        return;
+    st_tmpdir_keep(&s->t);
+    free(s);
+}
+
 const char *store_scratch_path(const store_scratch *s)
 {
     return s->t.path;

@@ -305,6 +305,14 @@ typedef struct store_scratch store_scratch;
 int store_scratch_make(store *st, const char *kind, store_scratch **out);
 const char *store_scratch_path(const store_scratch *s);
 void store_scratch_drop(store_scratch *s);
+/* A scratch directory that outlives an interrupted run: tmp/receive-<key>
+ * (key: 64 lowercase hex digits naming the work, a digest of what it
+ * makes), locked without waiting (-EBUSY if another process works in it).
+ * gc keeps it as it keeps a resumable receive's work (store_receive_opts
+ * .resume). *existed: an earlier run left it. store_scratch_keep lets go
+ * and leaves it for the next run; store_scratch_drop removes it. */
+int store_scratch_resumable(store *st, const char *key, int *existed, store_scratch **out);
+void store_scratch_keep(store_scratch *s);
 
 
 /* Keep layer id and its chain from gc while the pin is held (a push reading

@@ -98,4 +98,58 @@ typedef struct {
 char *tart_compose_manifest(const tart_descriptor *config, const tart_descriptor *layers,
                             size_t n, uint64_t disk_size, int64_t upload_time, size_t *len);
 
+/* ---- tart's images (image.c) ---- */
+
+#define TART_DISK_MAX (4ull << 40)       /* the largest disk taken, as strata's manifests */
+#define TART_SLICE_MIN (1ull << 20)      /* every disk layer but the last holds at least this */
+/* 4 TiB in tart's 512 MiB slices, config and NVRAM, and room for a few
+ * layers tart ignores: a manifest listing more is refused before its
+ * layers are looked at */
+#define TART_LAYERS_MAX 8200u
+#define TART_CONFIG_MAX (1u << 20)       /* as archive/tart.c reads a config.json */
+#define TART_NVRAM_MAX (256u << 20)      /* AuxiliaryStorage is ~33 MB, OVMF's vars < 1 MB */
+
+typedef struct {
+    char digest[72];   /* the compressed blob */
+    uint64_t size;     /* its bytes */
+    uint64_t usize;    /* decoded bytes (TART_ANN_SIZE) */
+    char udigest[72];  /* their SHA-256 (TART_ANN_DIGEST) */
+    uint64_t offset;   /* where they go in the disk */
+} tart_disk_layer;
+
+typedef struct {
+    char config[72], nvram[72]; /* blob digests */
+    uint64_t config_size, nvram_size;
+    tart_disk_layer *disk;      /* in the manifest's order */
+    size_t ndisk;
+    uint64_t disk_size;         /* the slices' sum, = TART_ANN_DISK_SIZE where given */
+    size_t ignored;             /* layers of types tart ignores too */
+} tart_image;
+
+typedef struct {
+    void (*note)(void *ctx, const char *line); /* a layer ignored; may be NULL */
+    void *note_ctx;
+} tart_image_opts;
+
+/* 1 if d is "sha256:" and 64 lowercase hex digits. */
+int tart_digest_valid(const char *d);
+
+/* Parse and check a tart image's OCI manifest (research/tart.md §3.1);
+ * what names it in errors. -EBADMSG with one line for anything strata
+ * can't take: disk.v1 or ASIF layers, a missing or second config or NVRAM
+ * layer, more than TART_LAYERS_MAX layers, malformed digests, slices that
+ * don't add up to the disk size. O(layers). Free with tart_image_free. */
+int tart_image_parse(const char *body, size_t len, const char *what, const tart_image_opts *o,
+                     tart_image *im);
+void tart_image_free(tart_image *im);
+
+/* What a tart config (len bytes of VMConfig JSON) says of its guest: OS,
+ * architecture (tart's defaults darwin, arm64 where absent), and for macOS
+ * its hardwareModel's minimum OS and data representation (the plist is
+ * written to hw_path to be read; NULL: not looked at); *macos 1 for
+ * darwin. -EBADMSG if it is not a config. The full check of its fields is
+ * archive_import_tart's. */
+int tart_config_guest(const char *data, size_t len, const char *what, const char *hw_path,
+                      remote_guest *g, int *macos);
+
 #endif

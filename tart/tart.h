@@ -68,6 +68,8 @@ typedef struct {
     size_t layers_resumed;    /* disk layers kept from an interrupted pull */
     uint64_t bytes_fetched;   /* compressed bytes received */
     uint64_t disk_size;       /* the disk's apparent size */
+    size_t layers_copied;     /* disk layers not downloaded: an image pulled before had the
+                                 same blob at the same offset; copied from its layer, checked */
 } tart_pull_result;
 
 /* Pull the tart image src names into a layer of st: the disk becomes

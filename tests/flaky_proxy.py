@@ -15,7 +15,12 @@ request waits 0.5 s, and bodies are sent at BYTES_PER_SECOND (default
 "relredirect": blob GETs and HEADs are redirected (307) with a relative
 Location, "/redirected" + the path, and requests under /redirected/ are
 forwarded without that prefix. MODE "log": every request is forwarded
-untouched, only logged (to see which requests a client made). Each request
+untouched, only logged (to see which requests a client made). MODE
+"cutblob": the first answer to each blob GET with a Range header is cut
+after half its body (the connection closed), as a link that drops. MODE
+"corrupt": answers to blob GETs with a Range header have their fifth byte
+from the end flipped (tests/tart_pull.sh: compressed bytes that differ but
+still decode). Each request
 and what was done with it is logged on stdout.
 
 Upload modes (tests/registry_upload.sh, bench/push_link.sh); each logs
@@ -147,6 +152,17 @@ def upload_id(path):
     return p.rsplit("/blobs/uploads/", 1)[1] or None
 
 
+got_paths = set()
+
+
+def first_get(path):
+    """True the first time path is asked for (cutblob)"""
+    with lock:
+        first = path not in got_paths
+        got_paths.add(path)
+    return first
+
+
 class Proxy(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -158,7 +174,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         with lock:
             count += 1
             n = count
-        if MODE == "log":
+        if MODE in ("log", "cutblob", "corrupt"):
             return None
         if MODE == "down":
             return "503"
@@ -227,6 +243,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body if length else None, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
+        ranged_blob = self.command == "GET" and "/blobs/sha256:" in self.path and self.headers.get("Range")
         out = []
         for k, v in resp.getheaders():
             if k.lower() in ("content-length", "connection", "transfer-encoding"):
@@ -244,6 +261,14 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(data[at:at + (1 << 16)])
                 self.wfile.flush()
                 time.sleep((1 << 16) / RATE)
+        elif self.command != "HEAD" and ranged_blob and MODE == "cutblob" and first_get(self.path):
+            self.wfile.write(data[:len(data) // 2])  # then the connection dies
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+        elif self.command != "HEAD" and ranged_blob and MODE == "corrupt" and len(data) > 16:
+            # the last block's last literal byte: the LZ4 stream still decodes
+            self.wfile.write(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
         elif self.command != "HEAD":
             self.wfile.write(data)
         conn.close()

@@ -116,4 +116,5 @@ def main():
     print(put_manifest(reg, repo, dst, m))
 
 
-main()
+if __name__ == "__main__":  # tart_craft.py imports its helpers
+    main()

@@ -12,22 +12,22 @@
 #                 vzsim, vzsdk and nbd on the plain filesystem; no guest boots, no
 #                 loop mounts (STRATA_SKIP_LOOP), no registries, no user pass
 #   --only LIST   only these suites (make test-suite SUITE=LIST):
-#                   unit (the eight below) or test_clone test_store test_boot
+#                   unit (the nine below) or test_clone test_store test_boot
 #                   test_vz test_receive test_remote test_reach
-#                   test_tart_encode; cli crash
+#                   test_tart_encode test_tart; cli crash
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
 #                   remote registry_http registry_auth registry_upload
-#                   registry_limits registry_pull tart_push nbd create
-#                   devices lazy_boot powercut (once, plain filesystem)
+#                   registry_limits registry_pull tart_push tart_pull nbd
+#                   create devices lazy_boot powercut (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
 set -u
 unset RUN_AS SHOW
-UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode"
+UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push nbd create devices lazy_boot powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull nbd create devices lazy_boot powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,25p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
@@ -263,6 +263,7 @@ plain_pass() {
     once_suite registry_limits "ECR, GitLab refusals before the first blob"
     once_suite registry_pull "guest annotations, hostile manifests"
     once_suite tart_push "push --format tart read back as tart pulls, clone --tart"
+    once_suite tart_pull "tart images pulled: byte for byte, hostile, resumed, a Linux guest booted"
     once_suite nbd "strata's NBD server, independent clients"
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
