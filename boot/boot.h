@@ -276,6 +276,11 @@ typedef struct {
  * the host's own). What g leaves unsaid is not held against it. */
 int boot_guest_runs_here(const char *what, const boot_guest_needs *g);
 
+/* This host's architecture by OCI's names ("amd64", "arm64"; else what
+ * uname says) in buf (n bytes); returns buf. Both drivers run guests of
+ * the host's own architecture, so it is also a Linux guest's made here. */
+const char *boot_host_arch(char *buf, size_t n);
+
 /* What a saved state was made with, in the order store bindings are sorted. */
 typedef struct {
     char *key;

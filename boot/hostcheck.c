@@ -18,8 +18,7 @@
  * this strata has not seen */
 #define MACOS_DATA_REP_KNOWN 1
 
-/* this host's architecture by OCI's names, as push annotates guests */
-static const char *host_arch(char *buf, size_t n)
+const char *boot_host_arch(char *buf, size_t n)
 {
     struct utsname u;
     if (uname(&u))
@@ -55,7 +54,7 @@ static int version_cmp(const char *a, const char *b)
 int boot_guest_runs_here(const char *what, const boot_guest_needs *g)
 {
     char arch[80], ver[32] = "";
-    host_arch(arch, sizeof arch);
+    boot_host_arch(arch, sizeof arch);
     if (!strcmp(g->os, "macos")) {
         char need[64] = "";
         if (g->macos_min[0])

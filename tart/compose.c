@@ -192,9 +192,11 @@ int tart_compose(store *st, const char *ref, void (*note)(void *, const char *),
         rc = read_settings(st, out, &s);
     if (!rc) {
         out->macos = s.os == BOOT_OS_MACOS;
-        /* tart runs on Apple silicon (a VM's arch must be the host's,
-         * VM.swift); a Linux guest's arch is not in strata's settings */
-        out->arch = "arm64";
+        /* a macOS guest is arm64; strata's settings keep no arch for a
+         * Linux guest, which ran here, on this host's own (both drivers run
+         * the host's architecture). tart runs only a VM of its host's arch
+         * (VM.swift), so an amd64 guest is refused there, as it should. */
+        out->arch = out->macos ? "arm64" : boot_host_arch(out->arch_buf, sizeof out->arch_buf);
         out->nvram = strdup(out->macos ? "AuxiliaryStorage" : s.efi_vars ? s.efi_vars : "");
         rc = out->nvram ? inexpressible(out, &s, note, ctx) : tart_oom();
     }

@@ -65,6 +65,7 @@ typedef struct {
     store_id id;        /* the layer read (a saved state's base) */
     int macos;
     const char *arch;   /* tart's and OCI's name: "arm64" */
+    char arch_buf[16];  /* where arch is kept when it is the host's */
     char *nvram;        /* the layer's file that is nvram.bin: "AuxiliaryStorage" or the EFI store */
     uint64_t disk_size, nvram_size;
     char *config;       /* tart's config.json, as pushed and written */

@@ -15,6 +15,9 @@ FIX=$(cd "$(dirname "$0")/../fixtures" && pwd)
 READ=$(cd "$(dirname "$0")" && pwd)/tart_read.py
 CRAFT=$(cd "$(dirname "$0")" && pwd)/archive_craft.py
 SLICE=4194304
+# a Linux guest's arch is this host's (strata's drivers run the host's own); a macOS guest's arm64
+case $(uname -m) in x86_64) HOSTARCH=amd64 ;; aarch64 | arm64) HOSTARCH=arm64 ;; *) HOSTARCH=$(uname -m) ;; esac
+guest_arch() { if [ "$1" = darwin ]; then echo arm64; else echo "$HOSTARCH"; fi; }
 
 # tart_dir DIR OS SIZE [WRITES...]: a tart VM directory as tart writes one
 tart_dir() {
@@ -35,11 +38,11 @@ EOC
 
 # config_is FILE OS: tart's config.json fields for the layers made here
 config_is() {
-    python3 - "$1" "$2" "$FIX" <<'EOP'
+    python3 - "$1" "$2" "$FIX" "$(guest_arch "$2")" <<'EOP'
 import base64, json, sys
 raw = open(sys.argv[1], "rb").read()
 c = json.loads(raw)
-want = {"version": 1, "os": sys.argv[2], "arch": "arm64", "cpuCountMin": 6, "cpuCount": 6,
+want = {"version": 1, "os": sys.argv[2], "arch": sys.argv[4], "cpuCountMin": 6, "cpuCount": 6,
         "memorySizeMin": 8589934592, "memorySize": 8589934592, "macAddress": "7e:2a:11:9c:05:d1",
         "display": {"width": 1920, "height": 1200}, "diskFormat": "raw"}
 if sys.argv[2] == "darwin":
@@ -165,7 +168,7 @@ read_back() {
     check "$1: ...disk.img byte for byte" cmp -s "$3/disk.img" "$W/rd-$1/disk.img"
     check "$1: ...nvram.bin byte for byte" cmp -s "$3/nvram.bin" "$W/rd-$1/nvram.bin"
     check "$1: ...the config layer is tart's config.json" config_is "$W/rd-$1/config.json" "$4"
-    check "$1: ...the OCI config stub says $4/arm64" grep -qx "{\"architecture\":\"arm64\",\"config\":{\"Labels\":{\"org.cirruslabs.tart.disk.format\":\"raw\"}},\"os\":\"$4\"}" "$W/rd-$1/oci-config.json"
+    check "$1: ...the OCI config stub says $4/$(guest_arch "$4")" grep -qx "{\"architecture\":\"$(guest_arch "$4")\",\"config\":{\"Labels\":{\"org.cirruslabs.tart.disk.format\":\"raw\"}},\"os\":\"$4\"}" "$W/rd-$1/oci-config.json"
 }
 
 run "$S" push lin "$R/tart/lin:v1" --format tart --json
