@@ -56,7 +56,14 @@ static char *tart_dir(store *st, const char *sub)
     return d;
 }
 
-/* the directory VM name has (or would have) */
+/* The directory VM name has (or would have): STORE/tart/vms/ and the
+ * first 20 hex digits of its name's SHA-256, which holds the name in
+ * NAME_FILE. Not the name itself: tart names run long (Orchard's are
+ * "orchard-NAME-UUID-N"), and a VM's control sockets live in its
+ * directory, whose path must fit a socket address (104-108 bytes). */
+#define NAME_FILE ".tart-name"
+#define DIR_HEX 20
+
 static int vm_path(store *st, const char *name, char *out, size_t n)
 {
     int rc = boot_tart_name_check(name);
@@ -65,9 +72,33 @@ static int vm_path(store *st, const char *name, char *out, size_t n)
     char *vms = tart_dir(st, "vms");
     if (!vms)
         return err_pass();
-    snprintf(out, n, "%s/%s", vms, name);
+    char hex[65];
+    sha256_hex(name, strlen(name), hex);
+    snprintf(out, n, "%s/%.*s", vms, DIR_HEX, hex);
     free(vms);
     return 0;
+}
+
+/* the name dir holds (NAME_FILE), into out; -ENOENT if none */
+static int dir_name(const char *dir, char *out, size_t n)
+{
+    char path[4300], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/" NAME_FILE, dir);
+    if (file_read_all(path, BOOT_TART_NAME_MAX + 1, &text, &len)) {
+        err_clear();
+        return -ENOENT;
+    }
+    snprintf(out, n, "%.*s", (int)strcspn(text, "\n"), text);
+    free(text);
+    return 0;
+}
+
+static int write_name(const char *dir, const char *name)
+{
+    char text[BOOT_TART_NAME_MAX + 2];
+    snprintf(text, sizeof text, "%s\n", name);
+    return boot_write_atomic(dir, NAME_FILE, text);
 }
 
 static void instance_name(const char *name, char *out, size_t n)
@@ -114,7 +145,9 @@ int boot_tart_find(store *st, const char *name, boot_tart_vm *out)
     if (rc)
         return rc;
     struct stat sb;
-    if (stat(out->dir, &sb) || !S_ISDIR(sb.st_mode) || store_instance_layer(st, out->dir, &out->layer))
+    char held[BOOT_TART_NAME_MAX + 2];
+    if (stat(out->dir, &sb) || !S_ISDIR(sb.st_mode) || dir_name(out->dir, held, sizeof held) ||
+        strcmp(held, name) || store_instance_layer(st, out->dir, &out->layer))
         return boot_fail(ENOENT, "the specified VM \"%s\" does not exist", name);
     snprintf(out->name, sizeof out->name, "%s", name);
     dir_sizes(out->dir, &out->disk_bytes, &out->allocated_bytes);
@@ -214,16 +247,18 @@ int boot_tart_list(store *st, boot_tart_vm **out, size_t *n)
     if (!vms)
         return err_pass();
     DIR *d = opendir(vms);
-    free(vms);
     struct dirent *e;
     int rc = 0;
     while (d && !rc && (e = readdir(d))) {
         boot_tart_vm vm;
-        if (e->d_name[0] != '.' && !boot_tart_find(st, e->d_name, &vm))
+        char path[4400], name[BOOT_TART_NAME_MAX + 2];
+        snprintf(path, sizeof path, "%s/%s", vms, e->d_name);
+        if (e->d_name[0] != '.' && !dir_name(path, name, sizeof name) && !boot_tart_find(st, name, &vm))
             rc = push_entry(out, n, &vm);
     }
     if (d)
         closedir(d);
+    free(vms);
     qsort(*out, *n, sizeof **out, cmp_name);
     if (!rc)
         rc = list_images(st, out, n);
@@ -243,10 +278,13 @@ int boot_tart_clone(store *st, const char *src, const char *name,
     int rc = vm_path(st, name, dir, sizeof dir);
     if (rc)
         return rc;
-    if (access(dir, F_OK) == 0)
-        return boot_fail(EEXIST, "VM \"%s\" already exists (tart delete it first)", name);
-    store_id from;
     boot_tart_vm vm;
+    if (!boot_tart_find(st, name, &vm))
+        return boot_fail(EEXIST, "VM \"%s\" already exists (tart delete it first)", name);
+    err_clear();
+    if (access(dir, F_OK) == 0 && store_clone_delete(st, dir)) /* a clone cut short before its name */
+        return err_pass();
+    store_id from;
     if (!strchr(src, '/') && !boot_tart_name_check(src) && !boot_tart_find(st, src, &vm)) {
         /* another VM: its disk as it is now, committed (a running VM is
          * refused by the commit: its disk is being written) */
@@ -272,7 +310,7 @@ int boot_tart_clone(store *st, const char *src, const char *name,
     boot_set_opts so = {.target = dir, .mac = "auto", .note = note, .ctx = ctx};
     int made;
     store_id unused;
-    if ((rc = boot_set(st, &so, &made, &unused))) {
+    if ((rc = write_name(dir, name)) || (rc = boot_set(st, &so, &made, &unused))) {
         char keep[ERR_MESSAGE_MAX];
         snprintf(keep, sizeof keep, "%s", err_last()->message);
         store_clone_delete(st, dir);
@@ -323,7 +361,7 @@ int boot_tart_suspend(store *st, const char *name, store_id *state)
     /* the directory becomes a clone of the saved state S, state files and
      * all, which the next run resumes in place */
     if (store_clone_delete(st, vm.dir) ||
-        store_clone_saved_state(st, state->hex, vm.dir, &(int){0}))
+        store_clone_saved_state(st, state->hex, vm.dir, &(int){0}) || write_name(vm.dir, name))
         return boot_fail(EIO, "VM %s was suspended into layer %.12s, but its directory could not "
                               "be made from it (%s): strata clone --with-state %.12s recovers it",
                          name, state->hex, err_last()->message, state->hex);

@@ -245,7 +245,7 @@ static int t_clone(int argc, char **argv)
     else if (rc)
         rc = t_failed(rc);
     if (!rc && (rc = boot_tart_clone(st, pos[0], pos[1], cli_note, NULL)))
-        rc = t_failed(rc == -ENOENT ? -EINVAL : rc); /* a missing source is 1, as in tart */
+        rc = t_failed(rc); /* a missing source is 2, as tart's VMDoesNotExist */
     store_close(st);
     return rc;
 }
@@ -690,8 +690,10 @@ static int t_list(int argc, char **argv)
         rc = cli_failed(-ENOMEM);
     else if (json && !quiet)
         rc = print_pretty(json_incref(all));
-    else if (!quiet && rows > 1) /* tart prints nothing for no VMs */
+    else if (!quiet && rows > 1)
         print_table(cells, rows, 6);
+    else if (!quiet)
+        putchar('\n'); /* tart prints its empty table: an empty line */
     json_decref(all);
     for (size_t k = 0; cells && k < rows * 6; k++)
         free(cells[k]);
@@ -811,8 +813,7 @@ int cli_tart(int argc, char **argv)
                             argv[1], subs[i].instead);
         return subs[i].run(argc - 1, argv + 1);
     }
-    fprintf(stderr, "strata: tart: unknown subcommand '%s'\n", argv[1]);
-    tart_usage(stderr);
+    fprintf(stderr, "strata: tart: unknown subcommand '%s' (tart --help lists them)\n", argv[1]);
     return TART_USAGE;
 }
 
