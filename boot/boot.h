@@ -523,9 +523,11 @@ int boot_share_make(const char *tag, const char *path, int read_only, boot_share
 /* ---------- tart-compatible VMs (boot/tartvm.c; the `tart` command) ----------
  *
  * What `tart clone` makes and `tart run` runs: a VM kept by a tart name
- * (no '/'), a clone directory STORE/tart/vms/NAME that lives until `tart
- * delete`. Its own namespace: it never meets a tag or an instance the user
- * made (STORE/vms). Run, it is the instance "tart:NAME" (strata ps shows
+ * (no '/'), a clone directory that lives until `tart delete`:
+ * STORE/tart/vms/ and the first 20 hex digits of the name's SHA-256 (tart
+ * names run long, and the VM's control sockets must fit a socket address),
+ * holding the name in .tart-name. Its own namespace: it never meets a tag
+ * or an instance the user made (STORE/vms). Run, it is the instance "tart:NAME" (strata ps shows
  * it; an instance name the user gives can't hold ':'). Its disk and
  * settings persist from run to run, as tart's do; a suspend commits its
  * saved state (layers D and S, as strata suspend) and the directory becomes

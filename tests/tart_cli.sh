@@ -93,6 +93,18 @@ expect_error "a subcommand strata offers elsewhere names it" 1 "use strata gc" t
 expect_error "an unknown subcommand: exit 64" 64 "unknown subcommand 'frob'" tart frob
 expect_error "ip --resolver agent: refused in one line" 1 "--resolver agent needs tart's guest agent" tart ip vm-a --resolver agent
 expect_error "list --source must be local or oci: exit 64" 64 "'disk' is not a valid <source>" tart list --source disk
+# gitlab-tart-executor's (*VM).Start() shares its builds dir as "--dir PATH:tag=tart.virtiofs.buildsdir.JOB":
+# a tag with '.', which strata's shares don't take (1-36 of [A-Za-z0-9_-])
+expect_error "--dir with a tag strata's shares can't carry: refused in one line naming it" 1 \
+    "share tag 'tart.virtiofs.buildsdir.4242' must be" tart run vm-a --dir "$W:tag=tart.virtiofs.buildsdir.4242"
+expect_error "--dir of a missing folder: refused in one line naming it" 1 "$W/no-such-dir" tart run vm-a --dir "$W/no-such-dir:ro"
+run tart clone vm-a vm-b
+check "clone of a local VM: its disk committed as a layer, cloned" [ "$rc" -eq 0 ] && grep -qF "VM vm-a committed as layer" "$W/err"
+run tart list -q
+check "...both listed, sorted" [ "$(cat "$W/out" | tr '\n' ' ')" = "vm-a vm-b " ]
+run "$S" clones
+check "...and both are clone directories the store knows (strata clones)" [ "$(grep -c "^ok .*/tart/vms/" "$W/out")" = 2 ]
+run tart delete vm-b
 run tart set vm-a --display-refit
 check "a flag accepted and ignored: exit 0 ..." [ "$rc" -eq 0 ]
 check "...with its note on stderr" grep -qF "tart set: --display-refit ignored:" "$W/err"
