@@ -319,6 +319,34 @@ int boot_tart_clone(store *st, const char *src, const char *name,
     return 0;
 }
 
+/* drop the saved state files in dir: the next run boots */
+static int drop_state(const char *dir)
+{
+    const boot_driver *drv = boot_driver_find(boot_default_driver());
+    if (!drv)
+        return err_pass();
+    const char *one[2] = {drv->state_file, NULL};
+    for (const char *const *f = drv->state_files ? drv->state_files : one; *f; f++) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/%s", dir, *f);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return boot_fail_errno(errno, "%s", path);
+    }
+    return 0;
+}
+
+/* 1 if the saved state layer dir was cloned from is still in the store
+ * (an untagged layer: gc's expiry may have taken it) */
+static int state_kept(store *st, const char *dir)
+{
+    store_id s;
+    store_layer *l = NULL;
+    int kept = !store_instance_state(st, dir, &s) && !store_layer_load(st, &s, &l);
+    store_layer_free(l);
+    err_clear();
+    return kept;
+}
+
 int boot_tart_run(store *st, const char *name, const boot_run_opts *o)
 {
     boot_tart_vm vm;
@@ -331,6 +359,13 @@ int boot_tart_run(store *st, const char *name, const boot_run_opts *o)
     ro.target = vm.dir;
     ro.name = NULL;
     ro.resume = vm.state == BOOT_TART_SUSPENDED;
+    if (ro.resume && !state_kept(st, vm.dir)) {
+        note_send(o->note, o->ctx, "VM %s was suspended, but gc has removed its saved state: "
+                                   "booting it fresh", name);
+        if ((rc = drop_state(vm.dir)))
+            return rc;
+        ro.resume = 0;
+    }
     ro.cold = !ro.resume;
     if (ro.resume)
         note_send(o->note, o->ctx, "VM %s was suspended: resuming it", name);
@@ -375,19 +410,8 @@ int boot_tart_stop(store *st, const char *name, int timeout_s, int *forced)
     int rc = boot_tart_find(st, name, &vm);
     if (rc)
         return rc;
-    if (vm.state == BOOT_TART_SUSPENDED) {
-        /* tart's stop of a suspended VM drops its state: the next run boots */
-        const boot_driver *drv = boot_driver_find(boot_default_driver());
-        const char *const *files = drv && drv->state_files ? drv->state_files : NULL;
-        const char *one[2] = {drv ? drv->state_file : NULL, NULL};
-        for (const char *const *f = files ? files : one; *f; f++) {
-            char path[4300];
-            snprintf(path, sizeof path, "%s/%s", vm.dir, *f);
-            if (unlink(path) < 0 && errno != ENOENT)
-                return boot_fail_errno(errno, "%s", path);
-        }
-        return 0;
-    }
+    if (vm.state == BOOT_TART_SUSPENDED) /* tart's stop of a suspended VM drops its state */
+        return drop_state(vm.dir);
     char iname[BOOT_TART_NAME_MAX + 8];
     if ((rc = find_running(st, name, &vm, iname, sizeof iname)))
         return rc;
