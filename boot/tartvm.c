@@ -234,7 +234,8 @@ static int list_images(store *st, boot_tart_vm **v, size_t *n)
             rc = push_entry(v, n, &e);
     }
     free(text);
-    qsort(*v + first, *n - first, sizeof **v, cmp_name);
+    if (*n > first)
+        qsort(*v + first, *n - first, sizeof **v, cmp_name);
     err_clear();
     return rc;
 }
@@ -259,7 +260,8 @@ int boot_tart_list(store *st, boot_tart_vm **out, size_t *n)
     if (d)
         closedir(d);
     free(vms);
-    qsort(*out, *n, sizeof **out, cmp_name);
+    if (*n) /* qsort takes no NULL, even for nothing */
+        qsort(*out, *n, sizeof **out, cmp_name);
     if (!rc)
         rc = list_images(st, out, n);
     if (rc) {
