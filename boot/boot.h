@@ -596,6 +596,11 @@ int boot_tart_stop(store *st, const char *name, int timeout_s, int *forced);
  * runs (as tart). */
 int boot_tart_delete(store *st, const char *name);
 
+/* A fresh serial number for VM name (tart set --random-serial): a macOS
+ * VM's MachineIdentifier gets a fresh ECID; a Linux VM has none, and is
+ * left as it is (as tart leaves it). *changed says which. */
+int boot_tart_random_serial(store *st, const char *name, int *changed);
+
 /* Remember that remote (HOST/REPO:TAG, as given) was pulled through the
  * `tart` command, for boot_tart_list. */
 int boot_tart_remember_pull(store *st, const char *remote);

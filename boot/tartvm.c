@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +430,31 @@ int boot_tart_delete(store *st, const char *name)
     if (vm.state == BOOT_TART_RUNNING)
         return boot_fail(EBUSY, "VM \"%s\" is running", name);
     return store_clone_delete(st, vm.dir) ? err_pass() : 0;
+}
+
+int boot_tart_random_serial(store *st, const char *name, int *changed)
+{
+    boot_tart_vm vm;
+    *changed = 0;
+    int rc = boot_tart_find(st, name, &vm);
+    if (rc || !vm.os_macos)
+        return rc;
+    char path[4300];
+    snprintf(path, sizeof path, "%s/MachineIdentifier", vm.dir);
+    if (access(path, F_OK) != 0)
+        return 0; /* none yet: the hypervisor makes a fresh one */
+    uint64_t ecid = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, &ecid, sizeof ecid) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (got != (ssize_t)sizeof ecid)
+        return boot_fail_errno(errno ? errno : EIO, "/dev/urandom");
+    /* below 2^63, as every plist reader takes an 8-byte integer alike */
+    if (store_write_machine_identifier(path, (ecid & INT64_MAX) | 1))
+        return err_pass();
+    *changed = 1;
+    return 0;
 }
 
 int boot_tart_remember_pull(store *st, const char *remote_name)

@@ -244,6 +244,8 @@ static int t_clone(int argc, char **argv)
         rc = pull_remote(st, pos[0], concurrency, insecure);
     else if (rc)
         rc = t_failed(rc);
+    else if (!rc && !local && r.kind == BOOT_REF_REGISTRY && (rc = boot_tart_remember_pull(st, pos[0])))
+        rc = t_failed(rc); /* pulled before, by strata pull: listed from now on */
     if (!rc && (rc = boot_tart_clone(st, pos[0], pos[1], cli_note, NULL)))
         rc = t_failed(rc); /* a missing source is 2, as tart's VMDoesNotExist */
     store_close(st);
@@ -309,12 +311,6 @@ static int t_set(int argc, char **argv)
         store_close(st);
         return rc;
     }
-    if (random_serial && vm.os_macos) {
-        store_close(st);
-        return cli_fail("tart set: --random-serial is not supported for a macOS VM yet: strata run "
-                        "--new-identity gives an instance a fresh machine identifier");
-    }
-    /* a Linux VM has no serial number: tart ignores --random-serial there too */
     boot_set_opts so = {.target = vm.dir, .cpus = (unsigned)cpus, .memory_mib = mem,
                         .disk_bytes = (uint64_t)gb * 1000000000ull, /* tart's GB are decimal */
                         .mac = random_mac ? "auto" : NULL, .note = cli_note};
@@ -322,9 +318,12 @@ static int t_set(int argc, char **argv)
         so.display_width = w ? w : vm.display_width;
         so.display_height = h ? h : vm.display_height;
     }
-    int made;
+    int made, changed;
     store_id unused;
     rc = boot_set(st, &so, &made, &unused);
+    /* a Linux VM has no serial number: tart leaves it as it is too */
+    if (!rc && random_serial)
+        rc = boot_tart_random_serial(st, pos[0], &changed);
     store_close(st);
     return rc ? t_failed(rc) : 0;
 }

@@ -13,7 +13,7 @@
 # may make them slow, so every wait is driven by the guest's readiness.
 . "$(dirname "$0")/lib.sh"
 export STRATA_HOME=$W/store DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
-rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/bin "$W"/sshg* "$W"/id* "$W"/b1 "$W"/*.log
+rm -rf "$W"/store* "$W"/docker "$W"/cache "$W"/reg-* "$W"/bin "$W"/sshg* "$W"/id* "$W"/b1 "$W"/m1 "$W"/*.log
 . "$(dirname "$0")/registry_lib.sh"
 unset STRATA_HOST_ID TART_REGISTRY_USERNAME TART_REGISTRY_PASSWORD
 
@@ -129,6 +129,19 @@ run tart fqn vm-a
 check "fqn of a local name prints the name, as tart" [ "$rc" -eq 0 ] && [ "$(cat "$W/out")" = vm-a ]
 run "$S" ls
 check "tart VMs are not tags: strata ls shows only the imported layer's tag" bash -c "! grep -q vm-a '$W/out'"
+# a macOS-shaped VM: --random-serial gives it a fresh ECID (tart's set: a new VZMacMachineIdentifier)
+"$MK" "$W/m1" --size 8M >/dev/null && echo '{"version":1,"os":"macos","boot":{"loader":"macos"}}' >"$W/m1/Settings.json"
+run "$S" import "$W/m1" macbase
+run tart clone macbase mac-a
+ECID0=$("$S" inspect macbase | grep -oE 'ECID [0-9]+')
+run tart set --random-serial mac-a
+check "set --random-serial on a macOS VM exits 0" [ "$rc" -eq 0 ]
+run "$S" commit "$(vmdir mac-a)" -t macbase:serial
+ECID1=$("$S" inspect macbase:serial | grep -oE 'ECID [0-9]+')
+check "...and its MachineIdentifier holds a fresh ECID that decodes ($ECID0 -> $ECID1)" [ -n "$ECID1" ] && [ "$ECID0" != "$ECID1" ]
+run tart get mac-a --format json
+check "...get says darwin, as tart names macOS" [ "$(go_decode "$W/out" OS:str object)" = 'OS="darwin"' ]
+run tart delete mac-a
 run tart delete vm-a
 check "delete a stopped VM" [ "$rc" -eq 0 ] && [ ! -e "$(vmdir vm-a)" ]
 
