@@ -810,6 +810,11 @@ int cli_tart(int argc, char **argv)
         if (!subs[i].run)
             return cli_fail("tart %s is not supported through the tart entry point: use %s",
                             argv[1], subs[i].instead);
+        for (int k = 2; k < argc && strcmp(argv[k], "--"); k++)
+            if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+                tart_usage(stdout); /* each subcommand's flags: docs/tart.md */
+                return 0;
+            }
         return subs[i].run(argc - 1, argv + 1);
     }
     fprintf(stderr, "strata: tart: unknown subcommand '%s' (tart --help lists them)\n", argv[1]);
