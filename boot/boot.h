@@ -524,4 +524,90 @@ int boot_set(store *st, const boot_set_opts *o, int *made_layer, store_id *out);
  * absolute), tag as Settings.json allows. Fills sh (strings malloc'd). */
 int boot_share_make(const char *tag, const char *path, int read_only, boot_share *sh);
 
+
+/* ---------- tart-compatible VMs (boot/tartvm.c; the `tart` command) ----------
+ *
+ * What `tart clone` makes and `tart run` runs: a VM kept by a tart name
+ * (no '/'), a clone directory that lives until `tart delete`:
+ * STORE/tart/vms/ and the first 20 hex digits of the name's SHA-256 (tart
+ * names run long, and the VM's control sockets must fit a socket address),
+ * holding the name in .tart-name. Its own namespace: it never meets a tag
+ * or an instance the user made (STORE/vms). Run, it is the instance "tart:NAME" (strata ps shows
+ * it; an instance name the user gives can't hold ':'). Its disk and
+ * settings persist from run to run, as tart's do; a suspend commits its
+ * saved state (layers D and S, as strata suspend) and the directory becomes
+ * a clone of S, which the next run resumes. Images pulled through the
+ * `tart` command are remembered (STORE/tart/pulled) so `tart list` shows
+ * them with Source OCI. docs/tart.md, "The `tart` command".
+ */
+
+#define BOOT_TART_NAME_MAX 128
+
+typedef enum { BOOT_TART_STOPPED = 0, BOOT_TART_RUNNING, BOOT_TART_SUSPENDED } boot_tart_state;
+
+typedef struct {
+    char name[BOOT_TART_NAME_MAX + 80]; /* a VM's name, or a pulled image's HOST/REPO:TAG */
+    int oci;                /* 1: a pulled image (tart's Source "OCI"); 0: a VM ("local") */
+    char dir[4096];         /* a VM's directory ("" for an image) */
+    store_id layer;         /* the layer it was cloned from (an image: the layer pulled) */
+    uint64_t disk_bytes;    /* apparent bytes of its files (tart's Disk) */
+    uint64_t allocated_bytes; /* bytes its files take on disk (an image: its data chunks) */
+    int64_t accessed;       /* unix seconds: the directory's access time (an image: made) */
+    boot_tart_state state;
+    int os_macos;           /* its settings say macOS */
+    unsigned cpus;
+    uint64_t memory_mib;
+    unsigned display_width, display_height;
+} boot_tart_vm;
+
+/* 0 if name can name a tart VM here: 1..BOOT_TART_NAME_MAX of
+ * [A-Za-z0-9._-], not starting with '.' or '-' (tart allows more; strata
+ * keeps names that are safe as file names and in a control socket's path);
+ * else -EINVAL naming it. */
+int boot_tart_name_check(const char *name);
+
+/* The VM name, with its state and sizes. -ENOENT "the specified VM "NAME"
+ * does not exist" (tart's words) if there is none. */
+int boot_tart_find(store *st, const char *name, boot_tart_vm *out);
+
+/* Every VM (oci 0) and then every image pulled through the `tart`
+ * command that the store still holds (oci 1), each group sorted by name.
+ * Free with free(). */
+int boot_tart_list(store *st, boot_tart_vm **out, size_t *n);
+
+/* Make VM name (-EEXIST if it exists) from src: another VM (its current
+ * disk, committed first as an untagged layer, so it must not be running),
+ * else a REF as boot_resolve takes it (a tag, an id, a pulled HOST/REPO:TAG).
+ * The new VM gets a fresh MAC, as two VMs on one network must not share
+ * one; a saved state is not cloned. */
+int boot_tart_clone(store *st, const char *src, const char *name,
+                    void (*note)(void *ctx, const char *line), void *ctx);
+
+/* Run VM name as boot_run runs a clone directory, under the instance name
+ * tart:NAME, until it stops or is suspended; a suspended VM is resumed.
+ * o->target and o->name are ignored. -EALREADY "VM "NAME" is already
+ * running!" if it runs. */
+int boot_tart_run(store *st, const char *name, const boot_run_opts *o);
+
+/* Suspend running VM name (boot_suspend); its directory then holds the
+ * saved state the next run resumes. -ESRCH "VM "NAME" is not running". */
+int boot_tart_suspend(store *st, const char *name, store_id *state);
+
+/* Stop VM name as boot_stop does; a suspended VM's state is dropped
+ * instead (as tart). -ESRCH "VM "NAME" is not running" if neither. */
+int boot_tart_stop(store *st, const char *name, int timeout_s, int *forced);
+
+/* Delete VM name and its directory. -EBUSY "VM "NAME" is running" if it
+ * runs (as tart). */
+int boot_tart_delete(store *st, const char *name);
+
+/* A fresh serial number for VM name (tart set --random-serial): a macOS
+ * VM's MachineIdentifier gets a fresh ECID; a Linux VM has none, and is
+ * left as it is (as tart leaves it). *changed says which. */
+int boot_tart_random_serial(store *st, const char *name, int *changed);
+
+/* Remember that remote (HOST/REPO:TAG, as given) was pulled through the
+ * `tart` command, for boot_tart_list. */
+int boot_tart_remember_pull(store *st, const char *remote);
+
 #endif

@@ -756,7 +756,8 @@ typedef struct {
 
 /* What a run starts from: the clone directory target (its layer, or for
  * --resume the saved state it was cloned with) or a layer ref. */
-static int resolve_target(store *st, const boot_run_opts *o, run_state *x)
+static int resolve_target(store *st, const boot_run_opts *o, const char *instance_name,
+                          run_state *x)
 {
     boot_ref r;
     int rc = boot_resolve(st, o->target, &r);
@@ -773,7 +774,8 @@ static int resolve_target(store *st, const boot_run_opts *o, run_state *x)
     if (o->resume && !store_instance_state(st, x->dir, &state))
         x->lid = state;
     const char *slash = strrchr(x->dir, '/');
-    snprintf(x->name, sizeof x->name, "%.200s", slash ? slash + 1 : x->dir);
+    snprintf(x->name, sizeof x->name, "%.200s",
+             instance_name ? instance_name : slash ? slash + 1 : x->dir);
     return 0;
 }
 
@@ -936,6 +938,11 @@ static void end_run(store *st, const boot_run_opts *o, run_state *x)
 
 int boot_run(store *st, const boot_run_opts *o)
 {
+    return boot_run_named(st, o, NULL);
+}
+
+int boot_run_named(store *st, const boot_run_opts *o, const char *instance_name)
+{
     const boot_driver *drv;
     int rc = check_run_opts(o, &drv);
     if (rc)
@@ -945,7 +952,7 @@ int boot_run(store *st, const boot_run_opts *o)
         return -ENOMEM;
     x->busy = (store_busy){-1};
     x->name_lock = x->state_lock = -1;
-    if ((rc = resolve_target(st, o, x))) {
+    if ((rc = resolve_target(st, o, instance_name, x))) {
         free(x);
         return rc;
     }

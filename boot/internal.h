@@ -22,6 +22,10 @@ int boot_write_atomic(const char *dir, const char *name, const char *text);
  * instance"); free with boot_instance_free */
 int boot_find_running(store *st, const char *name, boot_instance *out);
 void boot_instance_free(boot_instance *x);
+/* instance.c: boot_run, with instance_name (not NULL) naming the instance
+ * of a clone directory target instead of the directory's base name: the
+ * tart VMs' "tart:NAME" (tartvm.c), which no user-given name can be */
+int boot_run_named(store *st, const boot_run_opts *o, const char *instance_name);
 
 /* png.c: an 8-bit P6 PPM (a screen dump) rewritten as an RGB PNG */
 int boot_ppm_to_png(const char *ppm_path, const char *png_path);

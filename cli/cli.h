@@ -33,6 +33,10 @@ extern const cli_verb cli_archive_verbs[];
 extern const cli_verb cli_remote_verbs[];
 extern const cli_verb cli_create_verbs[]; /* create, set (cli/create.c) */
 extern const cli_verb cli_reach_verbs[];  /* ip, ssh, screenshot (cli/reach.c) */
+extern const cli_verb cli_tart_verbs[];   /* tart SUBCOMMAND (cli/tart.c) */
+/* the tart-compatible command (cli/tart.c): argv[0] is "tart", argv[1] the
+ * subcommand; returns the exit code tart would */
+int cli_tart(int argc, char **argv);
 /* create macos NAME ... (cli/macos.c); argv[0] is "macos" */
 int cli_create_macos(int argc, char **argv);
 int cli_remote_ls(int argc, char **argv); /* ls --remote REPO (cli/remote.c) */

@@ -13,7 +13,7 @@ static const cli_verb help_verbs[] = {
 /* in the order `strata help` lists them */
 static const cli_verb *const tables[] = {cli_layer_verbs, cli_archive_verbs, cli_upkeep_verbs,
                                          cli_vm_verbs, cli_create_verbs, cli_reach_verbs,
-                                         cli_remote_verbs, help_verbs};
+                                         cli_remote_verbs, cli_tart_verbs, help_verbs};
 
 static const cli_verb *find_verb(const char *name)
 {
@@ -54,6 +54,10 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* run through a link named tart: the tart-compatible command */
+    const char *self = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    if (argc > 0 && !strcmp(self ? self + 1 : argv[0], "tart"))
+        return cli_tart(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

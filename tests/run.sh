@@ -18,8 +18,9 @@
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
 #                   remote registry_http registry_auth registry_upload
-#                   registry_limits registry_pull tart_push tart_pull nbd
-#                   create devices lazy_boot powercut (once, plain filesystem)
+#                   registry_limits registry_pull tart_push tart_pull
+#                   tart_cli nbd create devices lazy_boot powercut (once,
+#                   plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
 #                 suites that run once belong to the plain pass
@@ -27,9 +28,9 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull nbd create devices lazy_boot powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull tart_cli nbd create devices lazy_boot powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
-usage() { sed -n 's/^# \{0,1\}//; 9,25p' "$0" >&2; exit 2; }
+usage() { sed -n 's/^# \{0,1\}//; 9,26p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
 case ${1:-} in -* | "") ;; *) B=$1; shift ;; esac
 while [ $# -gt 0 ]; do
@@ -265,6 +266,7 @@ plain_pass() {
     once_suite tart_push "push --format tart read back as tart pulls, clone --tart"
     once_suite tart_pull "tart images pulled: byte for byte, hostile, resumed, a Linux guest booted"
     once_suite nbd "strata's NBD server, independent clients"
+    once_suite tart_cli "the tart entry point: Orchard's and gitlab-tart-executor's sequences"
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
