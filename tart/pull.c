@@ -22,6 +22,7 @@
 #include "../base/file.h"
 #include "../base/hex.h"
 #include "../boot/boot.h"
+#include "../clone/clone.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -253,24 +254,22 @@ static void slices_remember(pull_job *j)
     free(text), free(path), free(dir);
 }
 
-/* copy [offset, offset+usize) of from into the disk, hashing it: 1 if it
- * matched the uncompressed digest */
+/* put [offset, offset+usize) of from into the disk as a clone of it
+ * (clone_range: shared blocks where the filesystem has reflinks, so two
+ * tags sharing slices share their space; a copy of its data extents
+ * elsewhere, holes kept), then hash what landed: 1 if it matched the
+ * uncompressed digest */
 static int copy_slice(pull_job *j, const char *from, const tart_disk_layer *L)
 {
     int fd = open(from, O_RDONLY | O_CLOEXEC);
     EVP_MD_CTX *x = EVP_MD_CTX_new();
     unsigned char *buf = malloc(4u << 20);
-    int ok = fd >= 0 && x && buf && EVP_DigestInit_ex(x, EVP_sha256(), NULL);
+    int ok = fd >= 0 && x && buf && EVP_DigestInit_ex(x, EVP_sha256(), NULL) &&
+             clone_range(fd, j->disk_fd, L->offset, L->usize) == 0;
     for (uint64_t at = 0; ok && at < L->usize;) {
         size_t want = L->usize - at < (4u << 20) ? (size_t)(L->usize - at) : (4u << 20);
-        ssize_t k = pread(fd, buf, want, (off_t)(L->offset + at));
+        ssize_t k = pread(j->disk_fd, buf, want, (off_t)(L->offset + at));
         ok = k > 0 && EVP_DigestUpdate(x, buf, (size_t)k);
-        for (ssize_t p = 0; ok && p < k; p += PAGE) { /* zero pages stay holes */
-            size_t m = (size_t)(k - p) < PAGE ? (size_t)(k - p) : PAGE;
-            if (!(j->fresh && all_zero(buf + p, m)))
-                ok = pwrite(j->disk_fd, buf + p, m, (off_t)(L->offset + at + (uint64_t)p)) ==
-                     (ssize_t)m;
-        }
         at += ok ? (uint64_t)k : 0;
     }
     char d[72] = "";
