@@ -17,7 +17,7 @@
 #                   archive (on each filesystem); user (cli and crash as an
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
 #                   remote registry_http registry_auth registry_upload
-#                   registry_limits registry_pull nbd create devices
+#                   registry_limits registry_pull nbd lazy create devices
 #                   powercut (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
@@ -26,7 +26,7 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull nbd create devices powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull nbd lazy create devices powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,24p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
@@ -262,6 +262,7 @@ plain_pass() {
     once_suite registry_limits "ECR, GitLab refusals before the first blob"
     once_suite registry_pull "guest annotations, hostile manifests"
     once_suite nbd "strata's NBD server, independent clients"
+    once_suite lazy "a registry layer served over NBD before its pull ends"
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
