@@ -19,6 +19,44 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The gate between I/O and the handover's file swap: any number of
+ * requests at once, or the swap alone. A swap waiting keeps new requests
+ * out, so a guest that is never idle can't starve it (a reader-preferring
+ * rwlock could). */
+static void io_enter(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->gate_mu);
+    while (d->swapping)
+        pthread_cond_wait(&d->gate_cv, &d->gate_mu);
+    d->in_io++;
+    pthread_mutex_unlock(&d->gate_mu);
+}
+
+static void io_leave(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->gate_mu);
+    if (!--d->in_io)
+        pthread_cond_broadcast(&d->gate_cv);
+    pthread_mutex_unlock(&d->gate_mu);
+}
+
+static void swap_begin(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->gate_mu);
+    d->swapping = 1;
+    while (d->in_io)
+        pthread_cond_wait(&d->gate_cv, &d->gate_mu);
+    pthread_mutex_unlock(&d->gate_mu);
+}
+
+static void swap_end(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->gate_mu);
+    d->swapping = 0;
+    pthread_cond_broadcast(&d->gate_cv);
+    pthread_mutex_unlock(&d->gate_mu);
+}
+
 static pthread_mutex_t *stripe(lazy_disk *d, uint64_t c)
 {
     return &d->stripes[c % LZ_STRIPES];
@@ -207,7 +245,7 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
     lazy_disk *d = ctx;
     unsigned char *chunk = NULL;
     int rc = 0;
-    pthread_rwlock_rdlock(&d->swap);
+    io_enter(d);
     if (d->handed_over)
         rc = pread_all(d->fd, buf, len, off);
     else
@@ -216,7 +254,7 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
                                  &chunk)))
                 break;
         }
-    pthread_rwlock_unlock(&d->swap);
+    io_leave(d);
     free(chunk);
     return rc;
 }
@@ -269,7 +307,7 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
     uint64_t became[NBD_REQUEST_MAX / (4u << 10) + 2];
     size_t nbecame = 0;
     int rc = 0;
-    pthread_rwlock_rdlock(&d->swap);
+    io_enter(d);
     if (d->handed_over) {
         rc = pwrite_all(d->fd, data, len, off);
         /* until the state is gone (the instance recorded as a clone), a
@@ -302,7 +340,7 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
         rc = file_fsync_fd(d->fd);
     if (!rc && d->state_fd >= 0)
         rc = guest_chunks_record(d, became, nbecame);
-    pthread_rwlock_unlock(&d->swap);
+    io_leave(d);
     free(chunk);
     if (rc && err_last()->code != -rc)
         lazy_fail_errno(-rc, "%s", d->disk_path);
@@ -312,9 +350,9 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
 static int lz_flush(void *ctx)
 {
     lazy_disk *d = ctx;
-    pthread_rwlock_rdlock(&d->swap);
+    io_enter(d);
     int rc = file_fsync_fd(d->fd);
-    pthread_rwlock_unlock(&d->swap);
+    io_leave(d);
     return rc;
 }
 
@@ -336,7 +374,7 @@ int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *bu
     if (stop)
         return lazy_fail(ECANCELED, "the fill was stopped");
     int held = 0;
-    pthread_rwlock_rdlock(&d->swap);
+    io_enter(d);
     for (const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
          !held && !d->handed_over && p && p < d->disk_ids + d->ndisk_ids && !memcmp(p->digest, id, 32);
          p++) {
@@ -345,7 +383,7 @@ int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *bu
             held = !pread_all(d->fd, buf, len, p->chunk * d->df->chunk_size);
         pthread_mutex_unlock(stripe(d, p->chunk));
     }
-    pthread_rwlock_unlock(&d->swap);
+    io_leave(d);
     if (held)
         lz_count(d, &d->fill_supplied, 1);
     return held; /* the store checks the bytes against id again */
@@ -354,7 +392,7 @@ int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *bu
 void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, size_t len)
 {
     lazy_disk *d = ctx;
-    pthread_rwlock_rdlock(&d->swap);
+    io_enter(d);
     for (const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
          !d->handed_over && p && p < d->disk_ids + d->ndisk_ids && !memcmp(p->digest, id, 32); p++) {
         pthread_mutex_lock(stripe(d, p->chunk));
@@ -364,7 +402,7 @@ void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, s
             lz_count(d, &d->chunks_here, 1);
         pthread_mutex_unlock(stripe(d, p->chunk));
     }
-    pthread_rwlock_unlock(&d->swap);
+    io_leave(d);
 }
 
 /* ---- the handover ---- */
@@ -412,12 +450,12 @@ int lz_disk_handover(lazy_disk *d, const char *layer_disk, const store_id *id)
     int to = open(tmp, O_RDWR | O_CLOEXEC);
     if (to < 0)
         return lazy_fail_errno(errno, "%s", tmp);
-    pthread_rwlock_wrlock(&d->swap);
+    swap_begin(d);
     rc = copy_guest_chunks(d, to);
     if (!rc)
         rc = file_publish(to, tmp, d->disk_path);
     if (rc) {
-        pthread_rwlock_unlock(&d->swap);
+        swap_end(d);
         close(to);
         unlink(tmp);
         return lazy_fail_errno(-rc, "handing %s over", d->disk_path);
@@ -430,6 +468,6 @@ int lz_disk_handover(lazy_disk *d, const char *layer_disk, const store_id *id)
     rc = store_clone_adopt(d->st, d->dir, id);
     if (!rc)
         state_drop(d);
-    pthread_rwlock_unlock(&d->swap);
+    swap_end(d);
     return rc;
 }

@@ -42,8 +42,12 @@ struct lazy_disk {
     nbd_export e;
     nbd_backend b;
 
-    /* the instance file: I/O holds swap shared, the handover exclusive */
-    pthread_rwlock_t swap;
+    /* the instance file: requests pass the gate together, the handover's
+     * swap alone (disk.c, io_enter and swap_begin) */
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
+    unsigned in_io;
+    int swapping;
     int fd, state_fd;
     unsigned char *state;    /* [chunk of df] LZ_* */
     int handed_over;         /* Disk.img is a clone of the published layer: plain I/O */

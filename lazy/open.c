@@ -195,7 +195,8 @@ int lazy_open(store *st, const remote_ref *src, const remote_opts *ro, const cha
         return lazy_fail(ENOMEM, "out of memory");
     d->st = st;
     d->fd = d->state_fd = -1;
-    pthread_rwlock_init(&d->swap, NULL);
+    pthread_mutex_init(&d->gate_mu, NULL);
+    pthread_cond_init(&d->gate_cv, NULL);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
     for (int i = 0; i < LZ_STRIPES; i++)
@@ -266,7 +267,8 @@ void lazy_close(lazy_disk *d)
     free(d->dir), free(d->state_dir), free(d->disk_path);
     for (int i = 0; i < LZ_STRIPES; i++)
         pthread_mutex_destroy(&d->stripes[i]);
-    pthread_rwlock_destroy(&d->swap);
+    pthread_mutex_destroy(&d->gate_mu);
+    pthread_cond_destroy(&d->gate_cv);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
     free(d);

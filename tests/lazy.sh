@@ -141,6 +141,8 @@ STRATA_HOME=$W/s-b "$S" import "$W/b1" base:v1 >/dev/null 2>&1
 before=$(blob_gets "$W/proxy-log.log")
 serve b "$P/strata/vm:v1" "$W/s-b" --no-fill
 check "served from a store holding the base" same_bytes "$URI" "$W/ref/Disk.img"
+run qemu-img compare -f raw -F raw "$URI" "$W/ref/Disk.img"
+check "...and qemu-img compare finds it identical to the pushed disk" cond '[ "$rc" -eq 0 ] && grep -q "Images are identical" "$W/out"'
 stop "$SPID"
 check "...the base's chunks read from the store, only the child's 4 new ones fetched" \
     grep -q "fetched=4 local=12" "$W/lz-b.out"
