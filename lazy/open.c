@@ -71,34 +71,72 @@ static int top_parse(lazy_disk *d)
     return 0;
 }
 
-/* The instance directory: made if new; one that is already an ordinary
- * clone (the handover happened) is refused; one made for another layer too. */
-static int dir_prepare(lazy_disk *d)
+/* A directory already handed over (an ordinary clone) is refused, before
+ * anything is asked of the registry. */
+static int not_handed_over(lazy_disk *d)
 {
-    char *marker = path_join(d->dir, STORE_INSTANCE_MARKER), *layer = path_join(d->state_dir, "layer");
-    int rc = marker && layer ? 0 : lazy_fail(ENOMEM, "out of memory");
+    char *marker = path_join(d->dir, STORE_INSTANCE_MARKER);
+    int rc = marker ? 0 : lazy_fail(ENOMEM, "out of memory");
     if (!rc && access(marker, F_OK) == 0)
         rc = lazy_fail(EEXIST, "%s is a clone already (its lazy run was handed over): run it as "
                                "any instance", d->dir);
-    if (!rc && ((mkdir(d->dir, 0755) < 0 && errno != EEXIST) ||
-                (mkdir(d->state_dir, 0755) < 0 && errno != EEXIST)))
-        rc = lazy_fail_errno(errno, "%s", d->state_dir);
-    char *was = NULL;
-    size_t n = 0;
-    int got = rc ? 0 : file_read_all(layer, 256, &was, &n);
-    if (!rc && !got && (n < STORE_ID_HEX || memcmp(was, d->top->id.hex, STORE_ID_HEX)))
-        rc = lazy_fail(ESTALE, "%s serves layer %.*s; %s/%s names %.12s now", d->dir,
-                       (int)(n < 12 ? n : 12), was, d->src.host, d->src.repo, d->top->id.hex);
-    else if (!rc && got == -ENOENT) {
-        char line[STORE_ID_HEX + 2];
-        snprintf(line, sizeof line, "%s\n", d->top->id.hex);
-        if ((rc = atomic_file_write_all(layer, line, STORE_ID_HEX + 1, 0644, 0)))
-            rc = lazy_fail_errno(-rc, "%s", layer);
-    } else if (!rc && got)
-        rc = lazy_fail_errno(-got, "%s", layer);
-    free(was);
     free(marker);
-    free(layer);
+    return rc;
+}
+
+/* An instance served before names its layer and the OCI manifest's digest
+ * in LAZY_DIR/layer ("ID\nDIGEST\n"): it is served again from that very
+ * manifest, wherever the tag went since. *had: 1 if there was one. */
+static int source_read(lazy_disk *d, store_id *id, int *had)
+{
+    char *path = path_join(d->state_dir, "layer"), *text = NULL;
+    size_t n = 0;
+    *had = 0;
+    int rc = path ? file_read_all(path, 256, &text, &n) : lazy_fail(ENOMEM, "out of memory");
+    if (rc == -ENOENT) {
+        free(path);
+        return 0;
+    }
+    if (!rc && (n != STORE_ID_HEX + 1 + 71 + 1 || text[STORE_ID_HEX] != '\n' ||
+                memcmp(text + STORE_ID_HEX + 1, "sha256:", 7) || text[n - 1] != '\n'))
+        rc = lazy_fail(EINVAL, "%s: not a lazy instance's layer and digest", path);
+    else if (rc)
+        rc = lazy_fail_errno(-rc, "%s", path);
+    if (!rc) {
+        memcpy(id->hex, text, STORE_ID_HEX);
+        id->hex[STORE_ID_HEX] = 0;
+        text[n - 1] = 0;
+        free(d->src.digest);
+        if (!(d->src.digest = strdup(text + STORE_ID_HEX + 1)))
+            rc = lazy_fail(ENOMEM, "out of memory");
+        *had = 1;
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* The instance directory made (if new) with its LAZY_DIR and the layer and
+ * digest it serves; the fill pulls by that digest too. */
+static int dir_prepare(lazy_disk *d, const store_id *was, int had)
+{
+    if (had && strcmp(was->hex, d->top->id.hex))
+        return lazy_fail(EBADMSG, "%s serves layer %.12s, yet manifest %s names %.12s", d->dir,
+                         was->hex, d->src.digest, d->top->id.hex);
+    if ((mkdir(d->dir, 0755) < 0 && errno != EEXIST) ||
+        (mkdir(d->state_dir, 0755) < 0 && errno != EEXIST))
+        return lazy_fail_errno(errno, "%s", d->state_dir);
+    if (had)
+        return 0;
+    free(d->src.digest);
+    if (!(d->src.digest = strdup(remote_reader_digest(d->rd))))
+        return lazy_fail(ENOMEM, "out of memory");
+    char *path = path_join(d->state_dir, "layer"), line[STORE_ID_HEX + 80];
+    int n = snprintf(line, sizeof line, "%s\n%s\n", d->top->id.hex, d->src.digest);
+    int rc = path ? atomic_file_write_all(path, line, (size_t)n, 0644, 0) : -ENOMEM;
+    if (rc)
+        rc = lazy_fail_errno(-rc, "%s", path ? path : d->state_dir);
+    free(path);
     return rc;
 }
 
@@ -163,13 +201,19 @@ static int small_file(lazy_disk *d, const store_file *f)
     return rc;
 }
 
-static int open_steps(lazy_disk *d, const remote_ref *src)
+static int open_steps(lazy_disk *d)
 {
-    int rc = remote_reader_open(src, &d->ro, d->o.check_guest, d->o.check_ctx, &d->rd);
+    store_id was;
+    int had = 0;
+    int rc = not_handed_over(d);
+    if (!rc)
+        rc = source_read(d, &was, &had);
+    if (!rc)
+        rc = remote_reader_open(&d->src, &d->ro, d->o.check_guest, d->o.check_ctx, &d->rd);
     if (!rc)
         rc = top_parse(d);
     if (!rc)
-        rc = dir_prepare(d);
+        rc = dir_prepare(d, &was, had);
     if (!rc)
         rc = base_find(d);
     for (size_t i = 0; !rc && i < d->top->nfiles; i++)
@@ -203,7 +247,7 @@ int lazy_open(store *st, const remote_ref *src, const remote_opts *ro, const cha
         pthread_mutex_init(&d->stripes[i], NULL);
     int rc = keep_args(d, src, ro, instance_dir, o);
     if (!rc)
-        rc = open_steps(d, src);
+        rc = open_steps(d);
     if (rc) {
         lazy_close(d);
         return rc;

@@ -882,14 +882,13 @@ static int pull_chain(pull_job *j, const char *tag)
  * parsed, the guest checked, the per-layer arrays allocated */
 static int job_start(pull_job *j, const remote_ref *src, const remote_opts *o,
                      int (*check_guest)(void *, const remote_guest *), void *check_ctx,
-                     char **body)
+                     char **body, char digest[72])
 {
     const char *reference = src->digest ? src->digest : src->tag;
     if (!reference)
         return rm_fail(EINVAL, "pull: the source needs a tag or digest (%s/%s:TAG)", src->host,
                        src->repo);
     size_t len;
-    char digest[72];
     int rc = remote_open(src, o, 0, &j->r);
     if (!rc)
         rc = remote_manifest_get(j->r, reference, body, &len, digest);
@@ -925,8 +924,9 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
     const char *tag = po ? po->tag : NULL;
     memset(res, 0, sizeof *res);
     pull_job j = {.st = st, .res = res, .po = po, .jobs = po ? po->jobs : 0};
-    char *body = NULL;
-    int rc = job_start(&j, src, o, po ? po->check_guest : NULL, po ? po->check_ctx : NULL, &body);
+    char *body = NULL, digest[72];
+    int rc = job_start(&j, src, o, po ? po->check_guest : NULL, po ? po->check_ctx : NULL, &body,
+                       digest);
     if (!rc)
         rc = pull_chain(&j, tag);
     if (!rc) {
@@ -955,6 +955,7 @@ struct remote_reader {
     pthread_mutex_t mu;
     remote *idle[READER_POOL];
     size_t nidle;
+    char digest[72]; /* of the OCI manifest read */
 };
 
 static int reader_indexes(remote_reader *rd)
@@ -986,7 +987,7 @@ int remote_reader_open(const remote_ref *src, const remote_opts *o,
     rd->j.res = &rd->res;
     pthread_mutex_init(&rd->mu, NULL);
     char *body = NULL;
-    int rc = job_start(&rd->j, src, o, check_guest, check_ctx, &body);
+    int rc = job_start(&rd->j, src, o, check_guest, check_ctx, &body, rd->digest);
     free(body);
     if (!rc && !rd->j.a.nlayers)
         rc = rm_fail(EBADMSG, "%s/%s: the manifest names no layer", src->host, src->repo);
@@ -1009,6 +1010,11 @@ const store_id *remote_reader_top(const remote_reader *rd, const char **manifest
     *info = rd->j.info[top];
     *ilen = rd->j.ilen[top];
     return &rd->j.ids[top];
+}
+
+const char *remote_reader_digest(const remote_reader *rd)
+{
+    return rd->digest;
 }
 
 size_t remote_reader_chain(const remote_reader *rd, const store_id **ids)

@@ -320,6 +320,10 @@ int remote_reader_open(const remote_ref *src, const remote_opts *o,
 const store_id *remote_reader_top(const remote_reader *rd, const char **manifest, size_t *mlen,
                                   const char **info, size_t *ilen);
 
+/* The digest of the OCI manifest it read ("sha256:<hex>"): a reference to
+ * exactly this layer however its tag moves later. */
+const char *remote_reader_digest(const remote_reader *rd);
+
 /* The layers of its chain, root first (the last is the top): their count,
  * and their ids in *ids (valid while the reader is open). */
 size_t remote_reader_chain(const remote_reader *rd, const store_id **ids);

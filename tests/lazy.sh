@@ -111,14 +111,20 @@ check "the fill never ran" cond '! grep -q "fill:" "$W/lz-a.out"'
 check "nothing was published" [ -z "$(layer_ids "$W/s-a")" ]
 
 # ---- restarted with the fill: the writes stay, the layer is published ----
+# meanwhile the tag moved (to the base): the instance goes on with the
+# manifest it was made from, by its digest
+check "the instance records the layer and the manifest's digest it serves" \
+    cond '[ "$(head -1 "$V/a/.lazy/layer")" = "$CHILD" ] && grep -q "^sha256:" "$V/a/.lazy/layer"'
+"$S" push base:v1 "$R/strata/vm:v1" >/dev/null 2>&1
 serve a "$P/strata/vm:v1" "$W/s-a" --tag vm:v1
 check "restarted on the same directory, it serves again" grep -q ready "$W/lz-a.out"
-check "...with the writes made before" same_bytes "$URI" "$W/expect.img"
+check "...the same layer, though the tag moved, with the writes made before" same_bytes "$URI" "$W/expect.img"
 wait_for "$W/lz-a.out" "fill: done" "$SPID"
 check "the fill ends" grep -q "fill: done" "$W/lz-a.out"
 check "...taking the chunks the guest had fetched from the instance, not the registry" \
     grep -q "supplied=[1-9]" "$W/lz-a.out"
 check "the layer is published under the pushed id, tagged" [ "$(tag_id "$W/s-a" vm:v1)" = "$CHILD" ]
+"$S" push base:child "$R/strata/vm:v1" >/dev/null 2>&1 # the tag back, for what follows
 run env STRATA_HOME="$W/s-a" "$S" fsck
 check "...and fsck is clean" [ "$rc" -eq 0 ]
 check "the instance is a clone of it (its marker), the engine's state gone" \
