@@ -5,6 +5,7 @@
 
 #include "../base/file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -116,6 +117,20 @@ static int source_read(lazy_disk *d, store_id *id, int *had)
     return rc;
 }
 
+/* 1 if dir is absent, or holds nothing but LAZY_DIR (a first open cut short) */
+static int dir_is_new(const char *dir)
+{
+    DIR *h = opendir(dir);
+    if (!h)
+        return errno == ENOENT;
+    struct dirent *e;
+    int fresh = 1;
+    while (fresh && (e = readdir(h)))
+        fresh = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, LAZY_DIR);
+    closedir(h);
+    return fresh;
+}
+
 /* The instance directory made (if new) with its LAZY_DIR and the layer and
  * digest it serves; the fill pulls by that digest too. */
 static int dir_prepare(lazy_disk *d, const store_id *was, int had)
@@ -123,6 +138,9 @@ static int dir_prepare(lazy_disk *d, const store_id *was, int had)
     if (had && strcmp(was->hex, d->top->id.hex))
         return lazy_fail(EBADMSG, "%s serves layer %.12s, yet manifest %s names %.12s", d->dir,
                          was->hex, d->src.digest, d->top->id.hex);
+    if (!had && !dir_is_new(d->dir))
+        return lazy_fail(EEXIST, "%s already exists and is not a lazy run's instance; a lazy run "
+                                 "makes a new directory", d->dir);
     if ((mkdir(d->dir, 0755) < 0 && errno != EEXIST) ||
         (mkdir(d->state_dir, 0755) < 0 && errno != EEXIST))
         return lazy_fail_errno(errno, "%s", d->state_dir);

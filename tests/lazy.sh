@@ -108,6 +108,10 @@ check "...and read back, the hole's other bytes zero" cond '[ "$rc" -eq 0 ] && !
 check "the whole export equals the pushed disk with the writes (nbdcopy)" same_bytes "$URI" "$W/expect.img"
 stop "$SPID"
 check "the fill never ran" cond '! grep -q "fill:" "$W/lz-a.out"'
+mkdir -p "$V/other" && touch "$V/other/Disk.img"
+run env STRATA_HOME="$W/s-a" "$LS" "$V/other.sock" "$P/strata/vm:v1" "$V/other" --no-fill
+check "a directory that is not a lazy instance is not served into" \
+    cond '[ "$rc" -ne 0 ] && grep -q "not a lazy run.s instance" "$W/err"'
 check "nothing was published" [ -z "$(layer_ids "$W/s-a")" ]
 
 # ---- restarted with the fill: the writes stay, the layer is published ----
