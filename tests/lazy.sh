@@ -189,7 +189,12 @@ stop "$SPID"
 run env STRATA_HOME="$W/s-t" "$S" fsck
 check "...fsck is clean" [ "$rc" -eq 0 ]
 
-# ---- the registry away: reads stall, then complete; past the wait, EIO ----
+# ---- the registry away: reads stall, then complete; past the wait, EIO;
+# a fill waits and goes on ----
+start_proxy slow "$R" slow $((2 * M))
+SP=127.0.0.1:$PPORT
+serve f "$SP/strata/vm:v1" "$W/s-f" --jobs 1
+FPID=$SPID
 serve w "$R/strata/vm:v1" "$W/s-w" --no-fill --read-wait 600
 WPID=$SPID WURI=$URI
 serve x "$R/strata/vm:v1" "$W/s-x" --no-fill --read-wait 1
@@ -214,16 +219,20 @@ PY
 RPID=$!
 wait_for "$W/lz-w.err" "trying again" "$RPID"
 check "a read while the registry is away waits (the log says it retries)" kill -0 "$RPID"
+wait_for "$W/lz-f.err" "lazy: fill: .*trying again" "$FPID"
+check "...and so does a fill (the log says it retries)" grep -q "lazy: fill: .*trying again" "$W/lz-f.err"
 docker-registry serve "$RCONF" >"$W/reg-lazy/log2" 2>&1 &
 PIDS="$PIDS $!"
 wait "$RPID"
-check "...and completes once the registry is back" grep -q "read done" "$W/stalled.out"
+check "...the read completes once the registry is back" grep -q "read done" "$W/stalled.out"
 check "...with the layer's bytes" cmp -s "$W/stalled.bin" <(dd if="$W/ref/Disk.img" bs=1M skip=21 count=1 2>/dev/null)
 stop "$WPID"
+wait_for "$W/lz-f.out" "fill:" "$FPID"
+check "...and the fill ends, the layer published under the pushed id" \
+    cond 'grep -q "fill: done" "$W/lz-f.out" && layer_ids "$W/s-f" | grep -q "$CHILD"'
+stop "$FPID"
 
 # ---- killed during the fill, restarted: the fill takes up its work ----
-start_proxy slow "$R" slow $((2 * M))
-SP=127.0.0.1:$PPORT
 serve k "$SP/strata/vm:v1" "$W/s-k" --jobs 1
 before=$(blob_gets "$W/proxy-slow.log")
 run qio "$URI" "read 30M 4096"
