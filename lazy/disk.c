@@ -300,6 +300,29 @@ static int guest_chunks_record(lazy_disk *d, const uint64_t *v, size_t n)
     return rc;
 }
 
+/* with durable_on_flush: chunks that became the guest's since the last
+ * flush, recorded by the next one */
+static int pending_add(lazy_disk *d, const uint64_t *v, size_t n)
+{
+    pthread_mutex_lock(&d->mu);
+    if (d->npending + n > d->cap_pending) {
+        size_t cap = d->cap_pending ? d->cap_pending : 64;
+        while (cap < d->npending + n)
+            cap *= 2;
+        uint64_t *p = realloc(d->pending, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&d->mu);
+            return lazy_fail(ENOMEM, "out of memory");
+        }
+        d->pending = p;
+        d->cap_pending = cap;
+    }
+    memcpy(d->pending + d->npending, v, n * sizeof *v);
+    d->npending += n;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
 static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
 {
     lazy_disk *d = ctx;
@@ -335,11 +358,13 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
                 became[nbecame++] = p.c;
         }
     }
-    /* durable before it is answered: VZ never sends FLUSH */
-    if (!rc)
+    if (!rc && d->o.durable_on_flush) /* the client flushes: recorded then */
+        rc = pending_add(d, became, nbecame);
+    else if (!rc) { /* durable before it is answered: VZ never sends FLUSH */
         rc = file_fsync_fd(d->fd);
-    if (!rc && d->state_fd >= 0)
-        rc = guest_chunks_record(d, became, nbecame);
+        if (!rc && d->state_fd >= 0)
+            rc = guest_chunks_record(d, became, nbecame);
+    }
     io_leave(d);
     free(chunk);
     if (rc && err_last()->code != -rc)
@@ -347,11 +372,28 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
     return rc;
 }
 
+int lz_disk_flush(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->mu); /* taken before the sync: every write answered so far is in it */
+    uint64_t *v = d->pending;
+    size_t n = d->npending;
+    d->pending = NULL;
+    d->npending = d->cap_pending = 0;
+    pthread_mutex_unlock(&d->mu);
+    int rc = file_fsync_fd(d->fd);
+    if (!rc && d->state_fd >= 0)
+        rc = guest_chunks_record(d, v, n);
+    if (rc && n)
+        pending_add(d, v, n); /* kept for the next flush */
+    free(v);
+    return rc;
+}
+
 static int lz_flush(void *ctx)
 {
     lazy_disk *d = ctx;
     io_enter(d);
-    int rc = file_fsync_fd(d->fd);
+    int rc = lz_disk_flush(d);
     io_leave(d);
     return rc;
 }

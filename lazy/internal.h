@@ -73,6 +73,8 @@ struct lazy_disk {
     char error[256];
     uint64_t fill_done, fill_total, guest_fetches, local_reads, chunks_here;
     uint64_t fill_fetched, fill_resumed, fill_supplied;
+    uint64_t *pending; /* durable_on_flush: chunks that became the guest's since the last flush */
+    size_t npending, cap_pending;
 };
 
 /* chunks.c */
@@ -89,6 +91,9 @@ void lz_count(lazy_disk *d, uint64_t *field, uint64_t v);
 /* disk.c */
 int lz_disk_open(lazy_disk *d);                /* Disk.img and the chunk states */
 void lz_backend_init(lazy_disk *d);
+/* Disk.img synced, then the chunks the guest took since the last flush
+ * recorded (durable_on_flush); with the gate passed, or alone (close) */
+int lz_disk_flush(lazy_disk *d);
 /* the fill's hooks (remote_pull_opts.chunk_source, chunk_received) */
 int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *buf);
 void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, size_t len);

@@ -51,6 +51,9 @@ typedef struct {
     unsigned read_wait;   /* seconds; 0: LAZY_READ_WAIT_DEFAULT. A guest read whose chunk the
                              registry does not deliver within it gets EIO (and a log line) */
     int no_fill;          /* 1: no background fill; chunks come only when the guest reads them */
+    int durable_on_flush; /* 1: the client sends FLUSH (QEMU does): writes are made durable
+                             then, not each before its reply (what VZ, which never
+                             flushes, needs: the default) */
     note_fn log;          /* the instance's log: a line per fault, the fill's end; may be NULL;
                              called from any thread */
     void *log_ctx;
@@ -74,7 +77,8 @@ int lazy_open(store *st, const remote_ref *src, const remote_opts *ro, const cha
 
 /* What to serve with nbd_server_start: the export (the name "", the size
  * of the layer's Disk.img) and the backend (read, write, flush; writes are
- * durable before they are answered, since VZ never sends FLUSH). Valid
+ * durable before they are answered, since VZ never sends FLUSH, unless
+ * lazy_opts.durable_on_flush). Valid
  * until lazy_close, which must come after nbd_server_stop. */
 const nbd_export *lazy_export(const lazy_disk *d);
 const nbd_backend *lazy_backend(const lazy_disk *d);
@@ -116,7 +120,8 @@ int lazy_wait(lazy_disk *d);
 void lazy_stop(lazy_disk *d);
 
 /* Stop the fill (its work stays in the store's tmp/ for the next
- * lazy_open), make the instance file durable, and free d. NULL is fine. */
+ * lazy_open), make the instance file and the guest's writes durable (as a
+ * FLUSH), and free d. NULL is fine. */
 void lazy_close(lazy_disk *d);
 
 #endif

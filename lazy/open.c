@@ -310,9 +310,10 @@ void lazy_close(lazy_disk *d)
         return;
     lz_fill_stop(d);
     if (d->fd >= 0) {
-        file_fsync_fd(d->fd);
+        lz_disk_flush(d);
         close(d->fd);
     }
+    free(d->pending);
     if (d->state_fd >= 0)
         close(d->state_fd);
     free(d->state);

@@ -159,6 +159,21 @@ check "...the base's chunks read from the store, only the child's 4 new ones fet
 # (and 6 of the chain's metadata: each layer's manifest, info and chunk index)
 check "...4 blob GETs for chunks in all" [ $(($(blob_gets "$W/proxy-log.log") - before)) -eq $((4 + 6)) ]
 
+# ---- a client that flushes (QEMU): writes durable at its FLUSH ----
+serve q "$P/strata/vm:v1" "$W/s-q" --no-fill --durable-on-flush
+run qio "$URI" "write -P 0x21 $((6 * M + 100)) 5000" "flush"
+check "with durable-on-flush, a write and a flush succeed" [ "$rc" -eq 0 ]
+kill -9 "$SPID"
+wait "$SPID" 2>/dev/null
+serve q "$P/strata/vm:v1" "$W/s-q" --no-fill
+run qio "$URI" "read -P 0x21 $((6 * M + 100)) 5000"
+check "...and a server killed after the flush has the write when restarted" \
+    cond '[ "$rc" -eq 0 ] && ! grep -q "Pattern verification failed" "$W/out"'
+cp "$W/ref/Disk.img" "$W/expect-q.img"
+patch "$W/expect-q.img" $((6 * M + 100)) 5000 0x21
+check "...with the layer's bytes around it" same_bytes "$URI" "$W/expect-q.img"
+stop "$SPID"
+
 # ---- a tampered chunk is never served ----
 "$S" clone base:v1 "$W/inst2" 2>/dev/null
 "$MK" --write "$W/inst2/Disk.img" 40M:1M:9

@@ -3,6 +3,7 @@
  * NBD clients can read and write it before, during and after the fill.
  *
  * lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] [--tag T] [--jobs N]
+ *            [--durable-on-flush]
  * The store is $STRATA_HOME. Prints "ready" on stdout once listening, then
  * "fill: done" or "fill: failed: WHY" when the fill ends; lines of the
  * instance's log go to stderr as "log: LINE". On SIGTERM or SIGINT it
@@ -52,6 +53,8 @@ int main(int argc, char **argv)
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--no-fill"))
             o.no_fill = 1;
+        else if (!strcmp(argv[i], "--durable-on-flush"))
+            o.durable_on_flush = 1;
         else if (!strcmp(argv[i], "--read-wait") && i + 1 < argc)
             o.read_wait = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tag") && i + 1 < argc)
