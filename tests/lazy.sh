@@ -39,11 +39,13 @@ blob_gets() { grep -c '^GET /v2/.*/blobs/' "$1"; }
 serve() {
     local name=$1 ref=$2 store=$3
     shift 3
-    rm -f "$V/$name.sock"
+    # (the last run's output removed first: "ready" from it must not be
+    # taken for this one's before the new process has truncated the file)
+    rm -f "$V/$name.sock" "$W/lz-$name.out"
     STRATA_HOME=$store "$LS" "$V/$name.sock" "$ref" "$V/$name" "$@" >"$W/lz-$name.out" 2>"$W/lz-$name.err" &
     SPID=$!
     PIDS="$PIDS $SPID"
-    while kill -0 "$SPID" 2>/dev/null && ! grep -q ready "$W/lz-$name.out"; do sleep 0.05; done
+    while kill -0 "$SPID" 2>/dev/null && ! grep -q ready "$W/lz-$name.out" 2>/dev/null; do sleep 0.05; done
     URI="nbd+unix:///?socket=$V/$name.sock"
 }
 # stop PID: SIGTERM, and wait for it
