@@ -40,6 +40,7 @@ BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qem
 REMOTE_SRC := remote/curl.c remote/profile.c remote/profile_registry.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
+LAZY_SRC  := lazy/chunks.c lazy/disk.c lazy/fill.c lazy/open.c
 TART_SRC  := $(wildcard tart/*.c)
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart
 
@@ -69,7 +70,7 @@ $(B)/archive/lib.o: ALL_CFLAGS += $(if $(LIBARCHIVE_DIR),-DSTRATA_LIBARCHIVE='"$
 $(B)/remote/curl.o: ALL_CFLAGS += $(if $(LIBCURL_DIR),-DSTRATA_LIBCURL='"$(LIBCURL_DIR)/libcurl.4.dylib"')
 endif
 
-LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC) $(NBD_SRC) $(TART_SRC)
+LIB_SRC   := $(BASE_SRC) $(CLONE_SRC) $(STORE_SRC) $(BOOT_SRC) $(ARCHIVE_SRC) $(REMOTE_SRC) $(NBD_SRC) $(LAZY_SRC) $(TART_SRC)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o) $(BOOT_OBJC)
 TESTS     := $(TEST_NAMES:%=$(B)/tests/%)
 
@@ -115,7 +116,7 @@ $(B)/version.txt: FORCE
 	@mkdir -p $(B); [ "$$(cat $@ 2>/dev/null)" = '$(VERSION_TEXT)' ] || echo '$(VERSION_TEXT)' >$@
 .PHONY: FORCE
 
-TOOLS     := $(B)/tests/remote_get $(B)/tests/nbd_serve
+TOOLS     := $(B)/tests/remote_get $(B)/tests/nbd_serve $(B)/tests/lazy_serve
 tests: $(TESTS) $(TOOLS) $(B)/strata-vzsim
 $(TESTS:%=%.o) $(TOOLS:%=%.o) $(B)/tests/objc_record.o: $(wildcard tests/*.h)
 
@@ -125,6 +126,10 @@ $(B)/tests/remote_get: $(B)/tests/remote_get.o $(B)/libstrata.a
 
 # a test tool for tests/nbd.sh (the NBD server serving a file)
 $(B)/tests/nbd_serve: $(B)/tests/nbd_serve.o $(B)/libstrata.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+# a test tool for tests/lazy.sh (a registry layer served lazily over NBD)
+$(B)/tests/lazy_serve: $(B)/tests/lazy_serve.o $(B)/libstrata.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 # the stand-in runtime is linked before the archive, so it is the one used;
@@ -165,7 +170,7 @@ check-apple:
 # system's compiler and SDK. Compiled, not linked: nothing here has macOS's
 # libraries or Virtualization.framework to link against.
 MACOS_SRC := $(filter-out %_linux.c,$(wildcard base/*.c clone/*.c store/*.c boot/*.c \
-               archive/*.c remote/*.c nbd/*.c tart/*.c cli/*.c fixtures/*.c))
+               archive/*.c remote/*.c nbd/*.c lazy/*.c tart/*.c cli/*.c fixtures/*.c))
 MACOS_FLAGS = -std=c11 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 -fblocks -DSTRATA_HAVE_VZ
 STRATA_TOOLS ?= $(HOME)/.cache/strata-tools
 ifeq ($(shell uname -s),Darwin)

@@ -369,6 +369,9 @@ static int deliver(worker *w, const want *a, const want *b)
         if (rc)
             return rc;
     }
+    const remote_pull_opts *po = f->j->po;
+    if (po && po->chunk_received)
+        po->chunk_received(po->chunk_ctx, a->id, w->chunk, a->ulen);
     count(&f->j->res->chunks_fetched, 1); /* one download, however many places take it */
     return 0;
 }
@@ -491,6 +494,30 @@ static int claim_pack(fetch_job *f, size_t pack)
     return mine;
 }
 
+/* The caller's chunk_source hook holds the bytes of some wants of range r
+ * (a lazily served guest read them first): give those to the store. 1 if
+ * the range needs nothing more, so its GET is not sent; a negative errno
+ * from the hook ends the pull with it. */
+static int range_supplied(worker *w, const want_range *r)
+{
+    fetch_job *f = w->f;
+    const remote_pull_opts *po = f->j->po;
+    if (!po || !po->chunk_source)
+        return 0;
+    int left = 0;
+    for (size_t i = r->first; i < r->first + r->count; i++) {
+        const want *x = &f->w[i];
+        if (store_receive_needs(f->rx, x->file, x->chunk) != 1)
+            continue;
+        int held = po->chunk_source(po->chunk_ctx, x->id, x->ulen, w->chunk);
+        if (held < 0)
+            return held; /* the caller stops the pull (its receive stays resumable) */
+        if (held != 1 || store_receive_chunk(f->rx, x->file, x->chunk, w->chunk, x->ulen))
+            left = 1; /* not held, or not the chunk: fetched as usual */
+    }
+    return !left;
+}
+
 /* range ri, retried on transient failures; in whole-pack mode its pack, once */
 static int fetch_range(worker *w, size_t ri)
 {
@@ -500,6 +527,9 @@ static int fetch_range(worker *w, size_t ri)
     pthread_mutex_lock(&f->mu);
     int whole = f->j->norange;
     pthread_mutex_unlock(&f->mu);
+    int supplied = whole ? 0 : range_supplied(w, r);
+    if (supplied)
+        return supplied < 0 ? supplied : 0;
     if (whole && !claim_pack(f, pack))
         return 0;
     for (int n = 0;; n++) {
@@ -848,51 +878,198 @@ static int pull_chain(pull_job *j, const char *tag)
     return rc;
 }
 
+/* what a pull and a reader both begin with: the OCI manifest read and
+ * parsed, the guest checked, the per-layer arrays allocated */
+static int job_start(pull_job *j, const remote_ref *src, const remote_opts *o,
+                     int (*check_guest)(void *, const remote_guest *), void *check_ctx,
+                     char **body, size_t *len, char digest[72])
+{
+    const char *reference = src->digest ? src->digest : src->tag;
+    if (!reference)
+        return rm_fail(EINVAL, "pull: the source needs a tag or digest (%s/%s:TAG)", src->host,
+                       src->repo);
+    int rc = remote_open(src, o, 0, &j->r);
+    if (!rc)
+        rc = remote_manifest_get(j->r, reference, body, len, digest);
+    if (!rc && (rc = remote_artifact_parse(*body, *len, &j->a)) == -EBADMSG &&
+        !memmem(*body, *len, REMOTE_ARTIFACT_TYPE, strlen(REMOTE_ARTIFACT_TYPE)) &&
+        !memmem(*body, *len, REMOTE_MT_MANIFEST, strlen(REMOTE_MT_MANIFEST)))
+        rc = rm_fail(EPROTOTYPE, "%s/%s %s: an OCI image of another kind, not a strata layer",
+                     src->host, src->repo, reference);
+    if (!rc && check_guest) /* before any blob: a host that can't run it fetches nothing */
+        rc = check_guest(check_ctx, &j->a.guest);
+    size_t n = j->a.nlayers, np = j->a.npacks ? j->a.npacks : 1;
+    if (!rc && (!(j->ids = calloc(n, sizeof *j->ids)) || !(j->man = calloc(n, sizeof *j->man)) ||
+                !(j->info = calloc(n, sizeof *j->info)) || !(j->mlen = calloc(n, sizeof *j->mlen)) ||
+                !(j->ilen = calloc(n, sizeof *j->ilen)) || !(j->rx = calloc(n, sizeof *j->rx)) ||
+                !(j->pack_first = calloc(np, sizeof *j->pack_first)) ||
+                !(j->pack_count = calloc(np, sizeof *j->pack_count)) ||
+                !(j->pack_claimed = calloc(np, 1))))
+        rc = -ENOMEM;
+    return rc;
+}
+
+static void job_free(pull_job *j)
+{
+    for (size_t i = 0; j->man && j->info && i < j->a.nlayers; i++)
+        free(j->man[i]), free(j->info[i]);
+    free(j->ids), free(j->man), free(j->info), free(j->mlen), free(j->ilen), free(j->rx);
+    free(j->map);
+    free(j->pack_first), free(j->pack_count), free(j->pack_claimed);
+    remote_artifact_free(&j->a);
+    remote_close(j->r);
+}
+
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
                 const remote_pull_opts *po, remote_pull_result *res)
 {
     const char *tag = po ? po->tag : NULL;
     memset(res, 0, sizeof *res);
-    const char *reference = src->digest ? src->digest : src->tag;
-    if (!reference)
-        return rm_fail(EINVAL, "pull: the source needs a tag or digest (%s/%s:TAG)", src->host,
-                       src->repo);
     pull_job j = {.st = st, .res = res, .po = po, .jobs = po ? po->jobs : 0};
-    char *body = NULL;
-    size_t len;
-    char digest[72];
-    int rc = remote_open(src, o, 0, &j.r);
-    if (!rc)
-        rc = remote_manifest_get(j.r, reference, &body, &len, digest);
-    if (!rc && (rc = remote_artifact_parse(body, len, &j.a)) == -EBADMSG &&
-        !memmem(body, len, REMOTE_ARTIFACT_TYPE, strlen(REMOTE_ARTIFACT_TYPE)) &&
-        !memmem(body, len, REMOTE_MT_MANIFEST, strlen(REMOTE_MT_MANIFEST)))
-        rc = rm_fail(EPROTOTYPE, "%s/%s %s: an OCI image of another kind, not a strata layer",
-                     src->host, src->repo, reference);
-    if (!rc && po && po->check_guest) /* before any blob: a host that can't run it fetches nothing */
-        rc = po->check_guest(po->check_ctx, &j.a.guest);
-    size_t n = j.a.nlayers, np = j.a.npacks ? j.a.npacks : 1;
-    if (!rc && (!(j.ids = calloc(n, sizeof *j.ids)) || !(j.man = calloc(n, sizeof *j.man)) ||
-                !(j.info = calloc(n, sizeof *j.info)) || !(j.mlen = calloc(n, sizeof *j.mlen)) ||
-                !(j.ilen = calloc(n, sizeof *j.ilen)) || !(j.rx = calloc(n, sizeof *j.rx)) ||
-                !(j.pack_first = calloc(np, sizeof *j.pack_first)) ||
-                !(j.pack_count = calloc(np, sizeof *j.pack_count)) ||
-                !(j.pack_claimed = calloc(np, 1))))
-        rc = -ENOMEM;
+    char *body = NULL, digest[72];
+    size_t len = 0;
+    int rc = job_start(&j, src, o, po ? po->check_guest : NULL, po ? po->check_ctx : NULL, &body,
+                       &len, digest);
     if (!rc)
         rc = pull_chain(&j, tag);
     if (!rc) {
-        res->pulled = j.ids[n - 1];
+        res->pulled = j.ids[j.a.nlayers - 1];
         res->whole_packs = j.norange;
         pull_progress(&j, 1);
         rm_profile_pull(j.r, st, body, len, &res->pulled, po, res); /* a hint: never fails the pull */
     }
-    for (size_t i = 0; j.man && j.info && i < n; i++)
-        free(j.man[i]), free(j.info[i]);
-    free(j.ids), free(j.man), free(j.info), free(j.mlen), free(j.ilen), free(j.rx);
-    free(j.map), free(body);
-    free(j.pack_first), free(j.pack_count), free(j.pack_claimed);
-    remote_artifact_free(&j.a);
-    remote_close(j.r);
+    free(body);
+    job_free(&j);
     return rc == -ENOMEM ? rm_fail(ENOMEM, "pull: out of memory") : rc;
+}
+
+/* ---- a layer read in place ----
+ *
+ * The same job a pull begins with, stopped once every layer's manifest,
+ * info and chunk index are read: its chunk map then places any chunk of
+ * the chain, and stays as it is, so threads may search it at once. Each
+ * chunk fetch takes a connection from a small pool (a connection is for
+ * one thread at a time). */
+
+#define READER_POOL 8
+
+struct remote_reader {
+    pull_job j;
+    remote_pull_result res; /* the job's counters, unused */
+    pthread_mutex_t mu;
+    remote *idle[READER_POOL];
+    size_t nidle;
+    char digest[72]; /* of the OCI manifest read */
+};
+
+static int reader_indexes(remote_reader *rd)
+{
+    pull_job *j = &rd->j;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < j->a.nlayers; i++)
+        rc = read_meta(j, i);
+    for (size_t i = 0; !rc && i < j->a.nlayers; i++) {
+        store_layer *l;
+        if (!(rc = store_manifest_parse(j->man[i], j->mlen[i], j->info[i], j->ilen[i], &l))) {
+            rc = add_index(j, i, l);
+            store_layer_free(l);
+        } else {
+            rc = rm_fail(EBADMSG, "layer %.12s: %s", j->ids[i].hex, store_error());
+        }
+    }
+    return rc;
+}
+
+int remote_reader_open(const remote_ref *src, const remote_opts *o,
+                       int (*check_guest)(void *ctx, const remote_guest *g), void *check_ctx,
+                       remote_reader **out)
+{
+    *out = NULL;
+    remote_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return rm_fail(ENOMEM, "reader: out of memory");
+    rd->j.res = &rd->res;
+    pthread_mutex_init(&rd->mu, NULL);
+    char *body = NULL;
+    size_t len = 0;
+    int rc = job_start(&rd->j, src, o, check_guest, check_ctx, &body, &len, rd->digest);
+    free(body);
+    if (!rc && !rd->j.a.nlayers)
+        rc = rm_fail(EBADMSG, "%s/%s: the manifest names no layer", src->host, src->repo);
+    if (!rc)
+        rc = reader_indexes(rd);
+    if (rc) {
+        remote_reader_close(rd);
+        return rc == -ENOMEM ? rm_fail(ENOMEM, "reader: out of memory") : rc;
+    }
+    *out = rd;
+    return 0;
+}
+
+const store_id *remote_reader_top(const remote_reader *rd, const char **manifest, size_t *mlen,
+                                  const char **info, size_t *ilen)
+{
+    size_t top = rd->j.a.nlayers - 1;
+    *manifest = rd->j.man[top];
+    *mlen = rd->j.mlen[top];
+    *info = rd->j.info[top];
+    *ilen = rd->j.ilen[top];
+    return &rd->j.ids[top];
+}
+
+const char *remote_reader_digest(const remote_reader *rd)
+{
+    return rd->digest;
+}
+
+size_t remote_reader_chain(const remote_reader *rd, const store_id **ids)
+{
+    *ids = rd->j.ids;
+    return rd->j.a.nlayers;
+}
+
+int remote_reader_place(const remote_reader *rd, const unsigned char id[32], char pack[72],
+                        uint64_t *offset)
+{
+    const chunk_place *p = map_find(&rd->j, id);
+    if (!p)
+        return -ENOENT;
+    snprintf(pack, 72, "%s", rd->j.a.packs[p->pack]);
+    *offset = p->offset;
+    return 0;
+}
+
+int remote_reader_chunk(remote_reader *rd, const unsigned char id[32], uint32_t len, void *buf)
+{
+    const chunk_place *p = map_find(&rd->j, id);
+    if (!p || p->ulen != len) {
+        char hex[72];
+        digest_text(id, hex);
+        return rm_fail(ENOENT, "chunk %s is in no chunk index of the layer's chain", hex);
+    }
+    remote *c = NULL;
+    pthread_mutex_lock(&rd->mu);
+    if (rd->nidle)
+        c = rd->idle[--rd->nidle];
+    pthread_mutex_unlock(&rd->mu);
+    int rc = c ? 0 : rm_dup(rd->j.r, &c);
+    if (!rc)
+        rc = remote_chunk_get(c, rd->j.a.packs[p->pack], p->offset, p->clen, p->ulen, id, buf);
+    pthread_mutex_lock(&rd->mu);
+    if (c && rd->nidle < READER_POOL)
+        rd->idle[rd->nidle++] = c, c = NULL;
+    pthread_mutex_unlock(&rd->mu);
+    remote_close(c);
+    return rc;
+}
+
+void remote_reader_close(remote_reader *rd)
+{
+    if (!rd)
+        return;
+    for (size_t i = 0; i < rd->nidle; i++)
+        remote_close(rd->idle[i]);
+    job_free(&rd->j);
+    pthread_mutex_destroy(&rd->mu);
+    free(rd);
 }

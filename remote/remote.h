@@ -323,6 +323,17 @@ typedef struct {
      * profile it could not keep). */
     void (*note)(void *ctx, const char *line);
     void *note_ctx;
+    /* lazy/'s hooks (docs/lazy.md), for a pull that fills a layer a guest
+     * is already reading; both may be NULL, and both are called from the
+     * pull's threads, several at once. chunk_source: asked just before a
+     * chunk is fetched: 1 with its len bytes in buf if the caller holds
+     * them (the store checks them against id as any chunk; a mismatch is
+     * fetched as usual), 0 if not, or a negative errno that ends the
+     * pull with it (lazy/ stopping its fill). chunk_received: each chunk the pull
+     * fetched, with its bytes, once the store has checked and taken it. */
+    int (*chunk_source)(void *ctx, const unsigned char id[32], uint32_t len, void *buf);
+    void (*chunk_received)(void *ctx, const unsigned char id[32], const void *data, size_t len);
+    void *chunk_ctx;
 } remote_pull_opts;
 
 typedef struct {
@@ -352,6 +363,46 @@ typedef struct {
  * macOS has too, unlike EMEDIUMTYPE). */
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
                 const remote_pull_opts *po, remote_pull_result *res);
+
+/* ---- reading a layer in place (lazy/: serving it before its pull ends) ---- */
+
+typedef struct remote_reader remote_reader;
+
+/* Read what fetching any chunk of the layer src names needs, checked as a
+ * pull checks it: the OCI manifest (check_guest asked as in
+ * remote_pull_opts; may be NULL), the manifest and info blob of every layer
+ * of its chain (a chain, each manifest's digest its id) and every layer's
+ * chunk index. Nothing is written anywhere. Free with remote_reader_close. */
+int remote_reader_open(const remote_ref *src, const remote_opts *o,
+                       int (*check_guest)(void *ctx, const remote_guest *g), void *check_ctx,
+                       remote_reader **out);
+
+/* The top layer: its id, and its canonical manifest and info bytes (valid
+ * while the reader is open). */
+const store_id *remote_reader_top(const remote_reader *rd, const char **manifest, size_t *mlen,
+                                  const char **info, size_t *ilen);
+
+/* The digest of the OCI manifest it read ("sha256:<hex>"): a reference to
+ * exactly this layer however its tag moves later. */
+const char *remote_reader_digest(const remote_reader *rd);
+
+/* The layers of its chain, root first (the last is the top): their count,
+ * and their ids in *ids (valid while the reader is open). */
+size_t remote_reader_chain(const remote_reader *rd, const store_id **ids);
+
+/* Fetch the chunk whose id is id (len bytes, as the manifest says) from
+ * the pack a chunk index of the chain places it in: one Range GET (the
+ * transport's few retries of a transient failure included), decompressed
+ * and checked (remote_chunk_get). -ENOENT if no index holds it; -EBADMSG
+ * naming the pack if the registry's bytes are not the chunk. Safe from
+ * several threads at once: each call uses a connection of its own. */
+int remote_reader_chunk(remote_reader *rd, const unsigned char id[32], uint32_t len, void *buf);
+
+/* Where remote_reader_chunk finds a chunk: its pack's digest and offset, for a message. */
+int remote_reader_place(const remote_reader *rd, const unsigned char id[32], char pack[72],
+                        uint64_t *offset);
+
+void remote_reader_close(remote_reader *rd);
 
 /* The local tag a pull gives by default: the remote name, with what the tag
  * grammar lacks replaced ("ghcr.io/acme/macos:xcode16" ->

@@ -178,3 +178,22 @@ int store_clone_saved_state(store *st, const char *ref, const char *dir, int *re
 {
     return clone_layer(st, ref, dir, reflinked, 1);
 }
+
+int store_clone_adopt(store *st, const char *dir, const store_id *id)
+{
+    char *abs = realpath(dir, NULL);
+    if (!abs)
+        return st_fail_errno(errno, "%s", dir);
+    st_lock lock; /* shared: the layer must stay while the record is written */
+    int rc = st_lock_take(st, ST_LOCK_SHARED, &lock);
+    if (!rc && !st_layer_exists(st, id))
+        rc = st_fail(ENOENT, "layer %s: not in the store", id->hex);
+    if (!rc) {
+        char key[ST_CLONE_KEY_HEX + 1];
+        st_clone_new_key(abs, key);
+        rc = st_clone_register(st, key, abs, abs, id);
+    }
+    st_lock_release(&lock);
+    free(abs);
+    return rc;
+}

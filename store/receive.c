@@ -454,6 +454,24 @@ static int parse_layer(store_layer *l, const char *manifest, size_t mlen, const 
     return rc;
 }
 
+int store_manifest_parse(const char *manifest, size_t mlen, const char *info, size_t ilen,
+                         store_layer **out)
+{
+    *out = NULL;
+    if (ilen > INFO_MAX)
+        return st_fail(EFBIG, "layer info: %zu bytes; at most %u", ilen, INFO_MAX);
+    store_layer *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    int rc = parse_layer(l, manifest, mlen, info, ilen);
+    if (rc) {
+        store_layer_free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
 int store_receive_begin(store *st, const char *manifest, size_t mlen, const char *info,
                         size_t ilen, const store_receive_opts *o, store_receive **out)
 {

@@ -274,6 +274,13 @@ int store_receive_chunk(store_receive *rx, size_t file, size_t chunk, const void
  */
 int store_receive_finish(store_receive *rx, const char *tag, store_commit_result *res);
 
+/* Parse a layer made elsewhere without receiving it (lazy/ serves one
+ * before it is in the store): its canonical manifest, parsed as strictly
+ * as store_receive_begin does (its id is the manifest's SHA-256), and its
+ * info. Free with store_layer_free. */
+int store_manifest_parse(const char *manifest, size_t mlen, const char *info, size_t ilen,
+                         store_layer **out);
+
 /* The canonical manifest bytes of a layer (checked against its id) and its
  * info text, as a receive elsewhere takes them. Caller frees both. */
 int store_layer_manifest(store *st, const store_id *id, char **manifest, size_t *mlen,
@@ -321,6 +328,12 @@ void store_scratch_keep(store_scratch *s);
 typedef struct store_pin store_pin;
 int store_pin_layer(store *st, const store_id *id, store_pin **out);
 void store_unpin(store_pin *p);
+
+/* Make an existing directory dir, whose files hold layer id's content
+ * (plus changes), count as a clone of id: its marker and clone record are
+ * written as store_clone writes them. lazy/ hands an instance over so when
+ * the layer it served before the pull ended is published. */
+int store_clone_adopt(store *st, const char *dir, const store_id *id);
 
 /* Delete a clone directory and forget its record (an ephemeral instance). */
 int store_clone_delete(store *st, const char *dir);

@@ -1,0 +1,158 @@
+/* lazy: a chunk's bytes for the guest, checked before they are used: from
+ * the store (the nearest layer of the chain it holds), else from the
+ * registry at once, on a connection of the reader's own (never behind the
+ * fill), retried with backoff so the guest sees latency, not errors, up to
+ * the read wait (docs/lazy.md, "Reads that wait"). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include "../base/hex.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void lz_count(lazy_disk *d, uint64_t *field, uint64_t v)
+{
+    pthread_mutex_lock(&d->mu);
+    *field += v;
+    pthread_mutex_unlock(&d->mu);
+}
+
+static int by_id(const void *a, const void *b)
+{
+    return memcmp(((const lz_place *)a)->digest, ((const lz_place *)b)->digest, 32);
+}
+
+/* every data chunk of l (of file only_file, if it is not -1), sorted by id */
+int lz_places(const store_layer *l, int only_file, lz_place **out, size_t *n)
+{
+    size_t total = 0, k = 0;
+    for (size_t i = 0; i < l->nfiles; i++)
+        if (only_file < 0 || (size_t)only_file == i)
+            total += l->files[i].ndata;
+    lz_place *v = calloc(total ? total : 1, sizeof *v);
+    if (!v)
+        return lazy_fail(ENOMEM, "out of memory");
+    for (size_t i = 0; i < l->nfiles; i++)
+        for (size_t c = 0; (only_file < 0 || (size_t)only_file == i) && c < l->files[i].ndata; c++)
+            v[k++] = (lz_place){.digest = l->files[i].data[c].digest, .file = (uint32_t)i,
+                                .chunk = l->files[i].data[c].index};
+    qsort(v, k, sizeof *v, by_id);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+const lz_place *lz_find(const lz_place *v, size_t n, const unsigned char id[32])
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(v[mid].digest, id, 32) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && !memcmp(v[lo].digest, id, 32) ? &v[lo] : NULL;
+}
+
+/* the chunk from the store's nearest layer: 1 if found there and it matches its id */
+static int from_store(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf)
+{
+    const lz_place *p = d->base ? lz_find(d->base_ids, d->nbase_ids, id) : NULL;
+    if (!p)
+        return 0;
+    const store_file *f = &d->base->files[p->file];
+    if (store_chunk_len(f, p->chunk) != len)
+        return 0;
+    size_t plen = strlen(d->base_dir) + strlen(f->name) + 2;
+    char *path = malloc(plen);
+    if (!path)
+        return 0;
+    snprintf(path, plen, "%s/%s", d->base_dir, f->name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return 0; /* gone (gc'd despite the pin?): the registry has it */
+    ssize_t got = pread(fd, buf, len, (off_t)(p->chunk * f->chunk_size));
+    close(fd);
+    unsigned char sum[32];
+    if (got != (ssize_t)len)
+        return 0;
+    SHA256(buf, len, sum);
+    return !memcmp(sum, id, 32); /* a damaged store file is never served */
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&t, NULL);
+}
+
+/* the registry refused the chunk for good: its bytes are not what its id says */
+static int refused_for_good(int rc)
+{
+    return rc == -EBADMSG || rc == -ENOENT || rc == -EACCES || rc == -EPERM;
+}
+
+/* the chunk from the registry, retried (0.25 s doubling to 5 s between
+ * tries) until the read wait has passed */
+static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
+                         const char *what)
+{
+    unsigned wait = d->o.read_wait ? d->o.read_wait : LAZY_READ_WAIT_DEFAULT;
+    double start = now_s(), pause = 0.25;
+    for (int n = 0;; n++) {
+        int rc = remote_reader_chunk(d->rd, id, len, buf);
+        if (!rc) {
+            lz_count(d, &d->guest_fetches, 1);
+            if (n)
+                note_send(d->o.log, d->o.log_ctx, "lazy: %s came after %.1f s", what,
+                          now_s() - start);
+            return 0;
+        }
+        char why[ERR_MESSAGE_MAX];
+        snprintf(why, sizeof why, "%s", err_message_for(rc));
+        if (refused_for_good(rc)) {
+            note_send(d->o.log, d->o.log_ctx, "lazy: %s is not served: %s", what, why);
+            return lazy_fail(EIO, "%s is not served: %s", what, why);
+        }
+        double waited = now_s() - start;
+        if (waited >= wait) {
+            note_send(d->o.log, d->o.log_ctx,
+                      "lazy: %s: the registry did not deliver it within %u s (%s); the read fails",
+                      what, wait, why);
+            return lazy_fail(EIO, "%s: the registry did not deliver it within %u s: %s", what,
+                             wait, why);
+        }
+        if (!n)
+            note_send(d->o.log, d->o.log_ctx, "lazy: %s: %s; trying again for up to %u s", what,
+                      why, wait);
+        sleep_s(pause < wait - waited ? pause : wait - waited);
+        pause = pause * 2 > 5 ? 5 : pause * 2;
+    }
+}
+
+int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
+                 const char *what)
+{
+    if (from_store(d, id, len, buf)) {
+        lz_count(d, &d->local_reads, 1);
+        return 0;
+    }
+    return from_registry(d, id, len, buf, what);
+}

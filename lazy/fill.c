@@ -1,0 +1,146 @@
+/* lazy: the background fill. It is remote_pull itself, resumable, with
+ * lazy's hooks: chunks the guest already fetched are taken from the
+ * instance file instead of the registry, and chunks the pull fetched are
+ * put into the instance file for the guest. A transient failure (the
+ * registry away) is retried with backoff, forever, since the pull takes up
+ * its own work; a chunk that is not what its id says stops it for good.
+ * Once the layer is published, the instance is handed over (disk.c). */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void fill_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    lazy_disk *d = ctx;
+    pthread_mutex_lock(&d->mu);
+    d->fill_done = done;
+    d->fill_total = total;
+    pthread_mutex_unlock(&d->mu);
+}
+
+static int transient(int rc)
+{
+    return rc == -EIO || rc == -EAGAIN || rc == -ETIMEDOUT || rc == -ECONNREFUSED ||
+           rc == -ECONNRESET || rc == -EHOSTUNREACH || rc == -ENETUNREACH || rc == -EPIPE;
+}
+
+/* wait s seconds, or less if the engine is stopping; 1 if it is */
+static int pause_unless_stopping(lazy_disk *d, int s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += s;
+    pthread_mutex_lock(&d->mu);
+    while (!d->stopping && pthread_cond_timedwait(&d->cv, &d->mu, &until) != ETIMEDOUT)
+        ;
+    int stop = d->stopping;
+    pthread_mutex_unlock(&d->mu);
+    return stop;
+}
+
+static void fill_end(lazy_disk *d, lazy_fill_state s, int rc)
+{
+    pthread_mutex_lock(&d->mu);
+    d->fstate = s;
+    d->fill_rc = rc;
+    if (rc)
+        snprintf(d->error, sizeof d->error, "%s", err_message_for(rc));
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* the pull, again and again while the registry is away */
+static int fill_pull(lazy_disk *d, remote_pull_result *res)
+{
+    remote_pull_opts po = {.tag = d->o.tag, .jobs = d->o.fill_jobs ? d->o.fill_jobs : LAZY_FILL_JOBS_DEFAULT,
+                           .progress = fill_progress, .progress_ctx = d,
+                           .chunk_source = lz_hook_source, .chunk_received = lz_hook_received,
+                           .chunk_ctx = d};
+    int pause = 1;
+    for (;;) {
+        int rc = remote_pull(d->st, &d->src, &d->ro, &po, res);
+        if (!rc || !transient(rc))
+            return rc;
+        note_send(d->o.log, d->o.log_ctx, "lazy: fill: %s; trying again in %d s",
+                  err_message_for(rc), pause);
+        if (pause_unless_stopping(d, pause))
+            return lazy_fail(ECANCELED, "the fill was stopped");
+        pause = pause * 2 > 30 ? 30 : pause * 2;
+    }
+}
+
+static void *fill_main(void *arg)
+{
+    lazy_disk *d = arg;
+    remote_pull_result res;
+    int rc = fill_pull(d, &res);
+    if (!rc) {
+        pthread_mutex_lock(&d->mu);
+        d->fill_fetched = res.chunks_fetched;
+        d->fill_resumed = res.chunks_resumed;
+        pthread_mutex_unlock(&d->mu);
+    }
+    if (!rc && strcmp(res.pulled.hex, d->top->id.hex))
+        rc = lazy_fail(ESTALE, "the fill pulled layer %.12s, not the layer served (%.12s)",
+                       res.pulled.hex, d->top->id.hex);
+    char *disk = rc ? NULL : store_layer_file_path(d->st, &d->top->id, LAZY_DISK);
+    if (!rc && !disk)
+        rc = lazy_fail(ENOMEM, "out of memory");
+    if (!rc)
+        rc = lz_disk_handover(d, disk, &d->top->id);
+    free(disk);
+    if (rc == -ECANCELED) {
+        fill_end(d, LAZY_FILLING, rc); /* stopped: the next lazy_open goes on */
+        return NULL;
+    }
+    if (rc)
+        note_send(d->o.log, d->o.log_ctx, "lazy: the fill failed: %s", err_message_for(rc));
+    else
+        note_send(d->o.log, d->o.log_ctx, "lazy: layer %.12s is in the store; %s is a clone of it",
+                  d->top->id.hex, d->dir);
+    fill_end(d, rc ? LAZY_FAILED : LAZY_DONE, rc);
+    return NULL;
+}
+
+int lz_fill_start(lazy_disk *d)
+{
+    d->fstate = LAZY_FILLING;
+    if (pthread_create(&d->fill, NULL, fill_main, d))
+        return lazy_fail(EAGAIN, "could not start the fill's thread");
+    d->fill_started = 1;
+    return 0;
+}
+
+void lz_fill_stop(lazy_disk *d)
+{
+    if (!d->fill_started)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->stopping = 1;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->fill, NULL);
+    d->fill_started = 0;
+}
+
+void lazy_stop(lazy_disk *d)
+{
+    lz_fill_stop(d);
+}
+
+int lazy_wait(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->mu);
+    while (d->fill_started && d->fstate == LAZY_FILLING && !d->fill_rc)
+        pthread_cond_wait(&d->cv, &d->mu);
+    int rc = d->fill_rc;
+    char why[256];
+    snprintf(why, sizeof why, "%s", d->error);
+    pthread_mutex_unlock(&d->mu);
+    return rc ? lazy_fail(-rc, "%s", why) : 0;
+}
