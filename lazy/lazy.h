@@ -113,6 +113,13 @@ void lazy_progress_get(lazy_disk *d, lazy_progress *out);
  * when there is no fill): 0 once handed over, else the fill's error. */
 int lazy_wait(lazy_disk *d);
 
+/* The guest is ready (its ssh banner, its console's login prompt, or the
+ * caller's time limit): the boot profile (docs/profiles.md), the chunks
+ * the guest read in order since lazy_open, ends here, and is kept beside
+ * the layer once the fill has published it. Any thread; once is enough,
+ * later calls do nothing. */
+void lazy_ready(lazy_disk *d);
+
 /* Stop the fill (its work stays in the store's tmp/ for the next
  * lazy_open) and wait for its thread; a lazy_wait returns then. Serving
  * goes on. Called by lazy_close; before it by a caller with a thread in
