@@ -7,6 +7,7 @@
  * into a scratch bundle on the store's volume, then imported as any bundle.
  */
 #define _GNU_SOURCE
+#include "../base/hex.h"
 #include "../boot/boot.h"
 #include "../clone/clone.h"
 #include "internal.h"
@@ -43,45 +44,6 @@ static int bad(const tart_vm *t, const char *fmt, ...)
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     return ar_fail(EINVAL, "%s/config.json: %s", t->dir, what);
-}
-
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* standard base64 with padding; NULL if it is not that */
-static unsigned char *b64decode(const char *s, size_t *len)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n % 4)
-        return NULL;
-    unsigned char *out = malloc(n / 4 * 3);
-    size_t k = 0;
-    for (size_t i = 0; out && i < n; i += 4) {
-        int v[4];
-        for (int j = 0; j < 4; j++) {
-            v[j] = s[i + j] == '=' && i + 4 == n && j >= 2 ? 0 : b64val(s[i + j]);
-            if (v[j] < 0 || (s[i + j] == '=' && j == 2 && s[i + 3] != '=')) {
-                free(out);
-                return NULL;
-            }
-        }
-        unsigned x = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];
-        out[k++] = (unsigned char)(x >> 16);
-        if (s[i + 2] != '=')
-            out[k++] = (unsigned char)(x >> 8);
-        if (s[i + 3] != '=')
-            out[k++] = (unsigned char)x;
-    }
-    *len = k;
-    return out;
 }
 
 static int get_uint(const tart_vm *t, const char *key, uint64_t *v, int required)
@@ -178,7 +140,7 @@ static int write_identity(tart_vm *t, const char *bundle, const char *key, const
     if (!b64)
         return bad(t, "%s is missing (a macOS VM needs it)", key);
     size_t len;
-    unsigned char *data = b64decode(b64, &len);
+    unsigned char *data = base64_decode(b64, &len);
     if (!data)
         return bad(t, "%s is not base64", key);
     char *path = NULL;

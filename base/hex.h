@@ -1,7 +1,9 @@
 /*
  * base/hex.h: bytes as lowercase hexadecimal, and SHA-256 digests in the two
  * forms strata writes them: 64 hex digits (a layer or chunk id), and OCI's
- * "sha256:" followed by them (a blob's digest).
+ * "sha256:" followed by them (a blob's digest); and base64, the standard
+ * alphabet with padding, as docker's config.json and tart's config.json
+ * (Foundation's base64EncodedString) hold bytes.
  */
 #ifndef STRATA_BASE_HEX_H
 #define STRATA_BASE_HEX_H
@@ -23,5 +25,15 @@ void digest_text(const unsigned char sha256[32], char out[72]);
 
 /* SHA-256 of len bytes at data, as "sha256:<64 hex>". */
 void sha256_digest_text(const void *data, size_t len, char out[72]);
+
+/* n bytes at p as base64 with padding, NUL-terminated; NULL if out of
+ * memory. Caller frees. */
+char *base64_encode(const void *p, size_t n);
+
+/* Standard base64 with padding, and nothing else (no whitespace, no
+ * missing or misplaced '='), into *len bytes followed by a NUL (so text
+ * reads as a string); NULL if s is not that, or out of memory. Caller
+ * frees. */
+unsigned char *base64_decode(const char *s, size_t *len);
 
 #endif

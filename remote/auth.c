@@ -47,7 +47,7 @@ static char *basic_value(const rm_cred *c)
     char *plain = NULL, *b = NULL;
     if (asprintf(&plain, "%s:%s", c->user, c->secret) < 0)
         return NULL;
-    b = rm_b64_encode(plain, strlen(plain));
+    b = base64_encode(plain, strlen(plain));
     rm_wipe(plain, strlen(plain));
     free(plain);
     return b;

@@ -205,7 +205,7 @@ static int auth_field(json_t *entry, const char *server, rm_cred *out)
     if (!auth || !*auth)
         return -ENOENT;
     size_t n;
-    char *plain = rm_b64_decode(auth, &n);
+    char *plain = (char *)base64_decode(auth, &n);
     char *colon = plain ? strchr(plain, ':') : NULL;
     int rc = 0;
     if (!colon)

@@ -1,4 +1,4 @@
-/* remote: errors, secrets, digests, base64, string lists. */
+/* remote: errors, secrets, digests, string lists. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -73,37 +73,6 @@ int rm_host_loopback(const char *host)
             return 0;
     }
     return !*p || *p == '/' || *p == '?' || *p == '#';
-}
-
-char *rm_b64_encode(const void *p, size_t n)
-{
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-    if (out)
-        EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-    return out;
-}
-
-char *rm_b64_decode(const char *s, size_t *n)
-{
-    size_t len = strlen(s);
-    if (len % 4 || len > (1u << 20))
-        return NULL;
-    unsigned char *out = malloc(len / 4 * 3 + 1);
-    if (!out)
-        return NULL;
-    int got = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
-    if (got < 0) {
-        free(out);
-        return NULL;
-    }
-    /* EVP_DecodeBlock counts the padding as bytes */
-    if (len && s[len - 1] == '=')
-        got--;
-    if (len > 1 && s[len - 2] == '=')
-        got--;
-    out[got] = 0;
-    *n = (size_t)got;
-    return (char *)out;
 }
 
 void remote_strings_free(char **s, size_t n)

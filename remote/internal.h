@@ -77,9 +77,6 @@ const char *rm_api_host(const char *host);
  * auths, credHelpers, what a helper is asked): RM_HUB_CRED_KEY for the hub */
 const char *rm_cred_server(const char *host);
 
-/* base64, NUL-terminated, caller frees; decode returns NULL on bad input */
-char *rm_b64_encode(const void *p, size_t n);
-char *rm_b64_decode(const char *s, size_t *n);
 
 /* ---- credentials (creds.c) ---- */
 /* what a credential's secret is (docker's config.json holds all three) */

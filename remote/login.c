@@ -97,7 +97,7 @@ int remote_login(const char *host, const char *user, const char *password, const
         json_decref(in);
     } else if (!rc) {
         char *plain = NULL, *b64 = NULL;
-        if (asprintf(&plain, "%s:%s", user, password) < 0 || !(b64 = rm_b64_encode(plain, strlen(plain))))
+        if (asprintf(&plain, "%s:%s", user, password) < 0 || !(b64 = base64_encode(plain, strlen(plain))))
             rc = -ENOMEM;
         json_t *auths = json_object_get(cfg, "auths");
         if (!rc && !json_is_object(auths)) {

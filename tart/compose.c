@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "../base/file.h"
+#include "../base/hex.h"
 #include "../base/note.h"
 #include "../boot/boot.h"
 #include "internal.h"
@@ -21,7 +22,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,13 +59,11 @@ static int file_base64(store *st, const store_id *id, const char *name, json_t *
     int rc = path ? file_read_all(path, IDENTITY_MAX, &data, &len) : -ENOMEM;
     if (rc)
         rc = tart_fail(-rc, "layer %.12s: %s can't be read: %s", id->hex, name, strerror(-rc));
-    char *b64 = rc ? NULL : malloc(4 * ((len + 2) / 3) + 1);
+    char *b64 = rc ? NULL : base64_encode(data, len);
     if (!rc && !b64)
         rc = tart_oom();
-    if (!rc) {
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)data, (int)len);
+    if (!rc)
         *out = json_string(b64);
-    }
     free(b64);
     free(data);
     free(path);

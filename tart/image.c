@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "../base/file.h"
+#include "../base/hex.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -224,47 +225,6 @@ void tart_image_free(tart_image *im)
 
 /* ---- tart's VM config ---- */
 
-static int b64val(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* standard base64 with padding (Foundation's base64EncodedString); NULL if
- * it is not that */
-static unsigned char *b64decode(const char *s, size_t *len)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n % 4 || n >= TART_CONFIG_MAX)
-        return NULL;
-    unsigned char *out = malloc(n / 4 * 3);
-    size_t k = 0;
-    for (size_t i = 0; out && i < n; i += 4) {
-        int pad = (s[i + 3] == '=') + (s[i + 2] == '=' && s[i + 3] == '=');
-        unsigned x = 0;
-        for (int j = 0; j < 4; j++) {
-            int v = j >= 4 - pad ? 0 : b64val(s[i + j]);
-            if (v < 0 || (pad && i + 4 != n)) {
-                free(out);
-                return NULL;
-            }
-            x = x << 6 | (unsigned)v;
-        }
-        out[k++] = (unsigned char)(x >> 16);
-        if (pad < 2)
-            out[k++] = (unsigned char)(x >> 8);
-        if (pad < 1)
-            out[k++] = (unsigned char)x;
-    }
-    *len = k;
-    return out;
-}
-
 /* VZ's HardwareModel data, written to path and read as import reads it */
 static int hardware_model_guest(const char *what, const unsigned char *model, size_t n,
                                 const char *path, remote_guest *g)
@@ -304,7 +264,7 @@ int tart_config_guest(const char *data, size_t len, const char *what, const char
     }
     const char *hw = rc ? NULL : json_string_value(json_object_get(root, "hardwareModel"));
     size_t n = 0;
-    unsigned char *model = rc || !*macos ? NULL : b64decode(hw, &n);
+    unsigned char *model = rc || !*macos ? NULL : base64_decode(hw, &n);
     if (!rc && *macos && !model)
         rc = bad(what, "a macOS config without a base64 hardwareModel");
     if (!rc && model && hw_path) /* its minimum macOS, as a strata manifest's annotations say */
