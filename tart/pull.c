@@ -101,39 +101,75 @@ static int all_zero(const unsigned char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* decoded bytes: hashed, written at their place but for all-zero pages of
- * a fresh disk (already holes) */
-static int write_decoded(void *ctx, const void *data, size_t len)
+static int write_at(layer_ctx *c, const unsigned char *p, size_t len, uint64_t off)
 {
-    layer_ctx *c = ctx;
-    const unsigned char *p = data;
-    EVP_DigestUpdate(c->usha, p, len);
-    uint64_t off = c->L->offset + c->at;
-    c->at += len;
-    progress(c->j, len);
-    while (len) {
+    for (size_t w = 0; w < len;) {
+        ssize_t k = pwrite(c->j->disk_fd, p + w, len - w, (off_t)(off + w));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return tart_fail(k < 0 ? errno : EIO, "disk.img of %s: %s", c->j->what,
+                             strerror(k < 0 ? errno : EIO));
+        w += (size_t)k;
+    }
+    return 0;
+}
+
+/* a fresh disk's range is all holes: everything but all-zero pages is
+ * written, in runs of pages of the same kind */
+static int write_sparse(layer_ctx *c, const unsigned char *p, size_t len, uint64_t off)
+{
+    int rc = 0;
+    while (len && !rc) {
         size_t n = PAGE - (size_t)(off % PAGE);
         n = n < len ? n : len;
-        size_t run = n; /* pages of the same kind, written together */
-        int holes = c->j->fresh && !c->dirty, zero = holes && all_zero(p, n);
+        size_t run = n;
+        int zero = all_zero(p, n);
         while (run < len && run < (8u << 20)) {
             size_t k = len - run < PAGE ? len - run : PAGE;
-            if ((holes && all_zero(p + run, k)) != zero)
+            if (all_zero(p + run, k) != zero)
                 break;
             run += k;
         }
-        for (size_t w = 0; !zero && w < run;) {
-            ssize_t k = pwrite(c->j->disk_fd, p + w, run - w, (off_t)(off + w));
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0)
-                return tart_fail(k < 0 ? errno : EIO, "disk.img of %s: %s", c->j->what,
-                                 strerror(k < 0 ? errno : EIO));
-            w += (size_t)k;
-        }
+        if (!zero)
+            rc = write_at(c, p, run, off);
         p += run, off += run, len -= run;
     }
-    return 0;
+    return rc;
+}
+
+/* the range may hold other bytes (a clone of an earlier image's disk, or
+ * what an interrupted pull left): only the pages that differ are written,
+ * and a page that became all zeros is punched, so the pages that did not
+ * change keep sharing their blocks and holes stay holes */
+static int write_changed(layer_ctx *c, const unsigned char *p, size_t len, uint64_t off)
+{
+    unsigned char old[PAGE];
+    int rc = 0;
+    while (len && !rc) {
+        size_t n = PAGE - (size_t)(off % PAGE);
+        n = n < len ? n : len;
+        ssize_t k = pread(c->j->disk_fd, old, n, (off_t)off);
+        if (k != (ssize_t)n || memcmp(old, p, n)) {
+            int punched = n == PAGE && all_zero(p, n) &&
+                          clone_punch_hole(c->j->disk_fd, off, n) == 0;
+            rc = punched ? 0 : write_at(c, p, n, off);
+        }
+        p += n, off += n, len -= n;
+    }
+    return rc;
+}
+
+/* decoded bytes: hashed, and written at their place */
+static int write_decoded(void *ctx, const void *data, size_t len)
+{
+    layer_ctx *c = ctx;
+    EVP_DigestUpdate(c->usha, data, len);
+    uint64_t off = c->L->offset + c->at;
+    c->at += len;
+    progress(c->j, len);
+    return c->j->fresh && !c->dirty ? write_sparse(c, data, len, off)
+                                    : write_changed(c, data, len, off);
 }
 
 static int on_compressed(void *ctx, const void *data, size_t len)
@@ -299,6 +335,89 @@ static char *slice_source(pull_job *j, size_t i)
         free(path);
     }
     return found;
+}
+
+/* ---- an earlier image's disk as the start ---- */
+
+/* slices of the image that an earlier pulled layer had at the same place */
+static size_t slices_in_common(pull_job *j, const store_id *id)
+{
+    char *path = slices_path(j->st, id), *text = NULL;
+    size_t len, same = 0;
+    if (path && !file_read_all(path, TART_LAYERS_MAX * 180u, &text, &len))
+        for (size_t i = 0; i < j->im->ndisk; i++) {
+            const tart_disk_layer *L = &j->im->disk[i];
+            char want[200];
+            snprintf(want, sizeof want, "%" PRIu64 " %" PRIu64 " ", L->offset, L->usize);
+            for (char *at = text; (at = memmem(at, len - (size_t)(at - text), want, strlen(want)));
+                 at++)
+                if ((at == text || at[-1] == '\n') && strstr(at, L->udigest) &&
+                    (size_t)(strstr(at, L->udigest) - at) < 160) {
+                    same++;
+                    break;
+                }
+        }
+    free(text);
+    free(path);
+    return same;
+}
+
+/* 1 if a file of layer id clones into dir sharing its blocks (a hint only:
+ * clone_fd checks again, and copies where sharing fails) */
+static int reflinks_here(pull_job *j, const store_id *id, const char *dir)
+{
+    char *src = store_layer_file_path(j->st, id, "Settings.json"), *probe = NULL;
+    clone_method m = CLONE_SPARSE_COPY;
+    int yes = src && asprintf(&probe, "%s/.reflink-probe", dir) >= 0 &&
+              (unlink(probe), clone_path(src, probe, 0600, &m) == 0) && m == CLONE_REFLINK;
+    if (probe)
+        unlink(probe);
+    free(probe);
+    free(src);
+    return yes;
+}
+
+/* Where the filesystem shares blocks, a new disk.img starts as a clone of
+ * the disk of the earlier pulled image most like this one (the same disk
+ * size; the most slices in common, then the latest): decoded pages equal
+ * to the base's are then not written (write_changed), so two tags that
+ * share most of their data share most of their blocks, here and in the
+ * layers imported from here (tart's --deduplicate, by default). Without
+ * reflinks the clone would be a copy of the whole base: the disk starts
+ * empty there, and the store's chunks are shared only logically. */
+static void start_from_base(pull_job *j, const char *dir)
+{
+    size_t best = SIZE_MAX, best_same = 0;
+    for (size_t k = j->nknown; j->fresh && k-- > 0;) {
+        char *path = store_layer_file_path(j->st, &j->known[k], "Disk.img");
+        struct stat s;
+        if (path && !stat(path, &s) && (uint64_t)s.st_size == j->im->disk_size) {
+            size_t same = slices_in_common(j, &j->known[k]);
+            if (best == SIZE_MAX || same > best_same)
+                best = k, best_same = same;
+        }
+        free(path);
+    }
+    if (best == SIZE_MAX || !reflinks_here(j, &j->known[best], dir))
+        return;
+    char *path = store_layer_file_path(j->st, &j->known[best], "Disk.img");
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    clone_method m;
+    if (fd >= 0 && ftruncate(j->disk_fd, 0) == 0 && clone_fd(fd, j->disk_fd, &m) == 0) {
+        j->fresh = 0;
+        if (j->po && j->po->note) {
+            char line[200];
+            snprintf(line, sizeof line, "the disk starts as a clone of layer %.12s's, pulled before: "
+                     "only the pages that differ are written", j->known[best].hex);
+            j->po->note(j->po->note_ctx, line);
+        }
+    } else if (fd >= 0 && (ftruncate(j->disk_fd, 0) < 0 ||
+                           ftruncate(j->disk_fd, (off_t)j->im->disk_size) < 0)) {
+        j->fresh = 0; /* whatever a failed clone left: compared page by page, so still right */
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
 }
 
 /* ---- the record of finished layers ---- */
@@ -707,6 +826,7 @@ static int pull_image(pull_job *j, const remote_ref *src)
     if (!rc && !(rc = open_disk(j, store_scratch_path(sc), existed))) {
         take_done(j);
         cache_known(j);
+        start_from_base(j, store_scratch_path(sc));
         rc = build(j, store_scratch_path(sc), config, clen);
     }
     if (!rc) {

@@ -182,6 +182,41 @@ echo "    store: unique data $u1 then $u2 bytes (du: $k1 then $k2 KiB, each laye
 check "a second tag 90% the same adds only its 4 changed MiB to the store's unique data ($((u2 - u1)) bytes)" \
     eval '[ "$ok2" -eq 0 ] && [ $((u2 - u1)) -le $(((4 << 20) + 65536)) ] && [ $((u2 - u1)) -ge $((4 << 20)) ]'
 
+# ---- (e2) where the filesystem shares blocks, so do the two tags ----
+# One slice each (nothing a slice-by-slice copy could reuse): the second
+# tag's disk starts as a clone of the first's, and only its 4 changed MiB
+# take new space. Needs an XFS loop mount (root, mkfs.xfs).
+if [ -n "${STRATA_SKIP_LOOP:-}" ]; then
+    skipped "a second tag on XFS shares the first's blocks" "STRATA_SKIP_LOOP is set (make test runs it)"
+elif [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && [ "$(uname)" = Linux ]; then
+    mkdir -p "$W/xfs"
+    truncate -s 400M "$W/xfs.img"
+    if mkfs.xfs -q -f -m reflink=1 "$W/xfs.img" && mount -o loop "$W/xfs.img" "$W/xfs" 2>/dev/null; then
+        craft push "$R" tart/one v1 --disk "$W/src/big1" --nvram "$W/src/aux" --slice 67108864 >/dev/null
+        craft push "$R" tart/one v2 --disk "$W/src/big2" --nvram "$W/src/aux" --slice 67108864 >/dev/null
+        STRATA_HOME=$W/xfs/store "$S" init >/dev/null 2>&1
+        STRATA_HOME=$W/xfs/store "$S" pull "$R/tart/one:v1" >/dev/null 2>&1
+        sync; used1=$(df -k --output=used "$W/xfs" | tail -1)
+        STRATA_HOME=$W/xfs/store run "$S" pull "$R/tart/one:v2" --json
+        ok3=$rc
+        sync; used2=$(df -k --output=used "$W/xfs" | tail -1)
+        echo "    xfs: the second tag took $((used2 - used1)) KiB"
+        check "...the second tag's disk started as a clone of the first's (a note says so)" grep -q "starts as a clone of layer" "$W/err"
+        check "...its disk is the second image's, byte for byte" \
+            eval '[ "$ok3" -eq 0 ] && cmp -s "$W/src/big2" "$W/xfs/store/layers/$(jget layer)/bundle/Disk.img"'
+        check "...and takes about its 4 changed MiB of the filesystem, not the 40 of a whole disk" \
+            [ $((used2 - used1)) -lt $((12 << 10)) ]
+        STRATA_HOME=$W/xfs/store run "$S" fsck
+        check "...fsck is clean" [ "$rc" -eq 0 ]
+        umount "$W/xfs"
+    else
+        skipped "a second tag on XFS shares the first's blocks" "could not mount a small XFS image"
+    fi
+    rm -f "$W/xfs.img"
+else
+    skipped "a second tag on XFS shares the first's blocks" "needs root on Linux and mkfs.xfs to mount a small filesystem"
+fi
+
 # ---- (g) interrupted pulls resume ----
 start_proxy cut "$R" cutblob
 run "$S" pull "127.0.0.1:$PPORT/tart/big:v1" --json -t big1
