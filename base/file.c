@@ -21,6 +21,20 @@ int file_fsync_fd(int fd)
     return os_full_fsync(fd);
 }
 
+int file_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        p += w, len -= (size_t)w, off += (uint64_t)w;
+    }
+    return 0;
+}
+
 int file_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);

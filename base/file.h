@@ -21,6 +21,7 @@
 #define STRATA_BASE_FILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* atomic_file_open's flags */
@@ -77,6 +78,11 @@ int atomic_file_write_all(const char *path, const void *data, size_t len, mode_t
 
 /* fsync what fd holds all the way to the disk (F_FULLFSYNC on macOS) */
 int file_fsync_fd(int fd);
+
+/* Write all len bytes at off (pwrite, again after a short write or EINTR):
+ * 0, or the negative errno (-EIO if nothing could be written). Raises no
+ * message: the caller names the file. */
+int file_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* the same by path, for a file or a directory, not following a link */
 int file_fsync_path(const char *path);
 /* fsync the directory that holds path (its entries: a rename, a create) */

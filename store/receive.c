@@ -502,20 +502,6 @@ int store_receive_begin(store *st, const char *manifest, size_t mlen, const char
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len, uint64_t off)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t w = pwrite(fd, p, len, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        p += w, len -= (size_t)w, off += (uint64_t)w;
-    }
-    return 0;
-}
-
 #define ZERO_BLOCK 4096u
 
 static const char zero_block[ZERO_BLOCK];
@@ -540,7 +526,7 @@ static int zero_range(int fd, uint64_t off, uint64_t len, int based)
         return rc;
     rc = 0;
     for (uint64_t at = 0; !rc && at < len; at += ZERO_BLOCK)
-        rc = write_all(fd, zero_block, len - at < ZERO_BLOCK ? (size_t)(len - at) : ZERO_BLOCK,
+        rc = file_pwrite_all(fd, zero_block, len - at < ZERO_BLOCK ? (size_t)(len - at) : ZERO_BLOCK,
                        off + at);
     return rc;
 }
@@ -564,7 +550,7 @@ static int write_sparse(int fd, const char *data, size_t len, uint64_t off, int 
             run += ZERO_BLOCK;
         if (!zero && at + run < len && len - at - run < ZERO_BLOCK)
             run = len - at; /* the short tail goes with the data before it */
-        rc = zero ? zero_range(fd, off + at, run, based) : write_all(fd, data + at, run, off + at);
+        rc = zero ? zero_range(fd, off + at, run, based) : file_pwrite_all(fd, data + at, run, off + at);
         at += run;
     }
     if (!rc)

@@ -103,16 +103,8 @@ static int all_zero(const unsigned char *p, size_t n)
 
 static int write_at(layer_ctx *c, const unsigned char *p, size_t len, uint64_t off)
 {
-    for (size_t w = 0; w < len;) {
-        ssize_t k = pwrite(c->j->disk_fd, p + w, len - w, (off_t)(off + w));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return tart_fail(k < 0 ? errno : EIO, "disk.img of %s: %s", c->j->what,
-                             strerror(k < 0 ? errno : EIO));
-        w += (size_t)k;
-    }
-    return 0;
+    int rc = file_pwrite_all(c->j->disk_fd, p, len, off);
+    return rc ? tart_fail(-rc, "disk.img of %s: %s", c->j->what, strerror(-rc)) : 0;
 }
 
 /* a fresh disk's range is all holes: everything but all-zero pages is
