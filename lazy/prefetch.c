@@ -105,7 +105,8 @@ static void *prefetch_main(void *arg)
 void lz_prefetch_start(lazy_disk *d)
 {
     uint64_t chunks;
-    int rc = remote_profile_disk_chunks(d->top, &chunks);
+    /* a disk not of 1 MiB chunks has no profile (profile.c said so) */
+    int rc = remote_profile_disk_chunks(d->top, &chunks) ? -ENOENT : 0;
     if (!rc)
         rc = remote_reader_profile(d->rd, chunks, &d->profile);
     if (rc && rc != -ENOENT)
