@@ -40,7 +40,7 @@ BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qem
 REMOTE_SRC := remote/curl.c remote/profile.c remote/profile_registry.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c
-LAZY_SRC  := lazy/chunks.c lazy/disk.c lazy/fill.c lazy/open.c lazy/profile.c
+LAZY_SRC  := lazy/chunks.c lazy/disk.c lazy/fill.c lazy/open.c lazy/prefetch.c lazy/profile.c
 TART_SRC  := $(wildcard tart/*.c)
 TEST_NAMES := test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart
 

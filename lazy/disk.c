@@ -245,6 +245,7 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
     lazy_disk *d = ctx;
     unsigned char *chunk = NULL;
     int rc = 0;
+    lz_record_read(d, off, len); /* the boot profile (profile.c) */
     io_enter(d);
     if (d->handed_over)
         rc = pread_all(d->fd, buf, len, off);

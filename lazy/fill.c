@@ -78,7 +78,8 @@ static void *fill_main(void *arg)
 {
     lazy_disk *d = arg;
     remote_pull_result res;
-    int rc = fill_pull(d, &res);
+    /* the boot profile's chunks come first (prefetch.c) */
+    int rc = lz_prefetch_wait(d) ? lazy_fail(ECANCELED, "the fill was stopped") : fill_pull(d, &res);
     if (!rc) {
         pthread_mutex_lock(&d->mu);
         d->fill_fetched = res.chunks_fetched;
@@ -94,6 +95,8 @@ static void *fill_main(void *arg)
     if (!rc)
         rc = lz_disk_handover(d, disk, &d->top->id);
     free(disk);
+    if (!rc)
+        lz_record_published(d);
     if (rc == -ECANCELED) {
         fill_end(d, LAZY_FILLING, rc); /* stopped: the next lazy_open goes on */
         return NULL;

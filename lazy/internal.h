@@ -1,7 +1,9 @@
 /* lazy's own shared parts; nothing outside lazy/ includes this.
  * Files, bottom up: chunks.c (a chunk's bytes: the store, the registry),
  * disk.c (the instance file and the NBD backend), fill.c (the background
- * pull and the handover), open.c (lazy_open, lazy_close). */
+ * pull and the handover), open.c (lazy_open, lazy_close); beside them
+ * profile.c (the boot profile recorded, lazy_ready) and prefetch.c (the
+ * registry's profile fetched first). */
 #ifndef STRATA_LAZY_INTERNAL_H
 #define STRATA_LAZY_INTERNAL_H
 
@@ -29,6 +31,8 @@ typedef struct {
     uint32_t file;
     uint64_t chunk;
 } lz_place;
+
+typedef struct lz_record lz_record; /* profile.c */
 
 struct lazy_disk {
     store *st;
@@ -75,6 +79,13 @@ struct lazy_disk {
     uint64_t fill_fetched, fill_resumed, fill_supplied;
     uint64_t *pending; /* durable_on_flush: chunks that became the guest's since the last flush */
     size_t npending, cap_pending;
+
+    /* the boot profile: recorded (profile.c), the registry's fetched first (prefetch.c) */
+    lz_record *rec;          /* NULL: none recorded */
+    remote_profile profile;  /* the registry's, checked; no runs: none */
+    pthread_t prefetch;
+    int prefetch_started;
+    int prefetch_done;       /* under mu: the fill may start */
 };
 
 /* chunks.c */
@@ -101,6 +112,18 @@ void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, s
  * with the guest's chunks copied onto it, the directory recorded as a
  * clone of id and the engine's state dropped; I/O waits meanwhile */
 int lz_disk_handover(lazy_disk *d, const char *layer_disk, const store_id *id);
+
+/* profile.c: recording from lazy_open to lazy_ready */
+int lz_record_start(lazy_disk *d);
+void lz_record_read(lazy_disk *d, uint64_t off, uint64_t len); /* the guest read [off, off + len) */
+void lz_record_published(lazy_disk *d); /* the fill published the layer: the profile may be saved */
+void lz_record_free(lazy_disk *d);
+
+/* prefetch.c: the registry's profile read (a hint: a log line if bad) and
+ * its chunks fetched by a thread of their own; the fill waits for it */
+void lz_prefetch_start(lazy_disk *d);
+int lz_prefetch_wait(lazy_disk *d); /* 1 if the engine is stopping */
+void lz_prefetch_stop(lazy_disk *d);
 
 /* fill.c */
 int lz_fill_start(lazy_disk *d);

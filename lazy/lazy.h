@@ -67,7 +67,9 @@ typedef struct {
  * clone) to run the layer src names: the small files fetched whole (kept
  * if there already: a restart), Disk.img made at the size the manifest
  * gives (never changing), the engine's state under LAZY_DIR, and the fill
- * started (unless o->no_fill). st must stay open, and is used by the
+ * started (unless o->no_fill), after the chunks of the boot profile the
+ * registry holds for the layer, if any (fetched first by a thread of
+ * their own; docs/profiles.md). st must stay open, and is used by the
  * fill's thread from now until lazy_close (a store handle is for one
  * thread at a time: the caller leaves it to the engine meanwhile).
  * A directory already handed over (an ordinary clone) is refused.
@@ -121,8 +123,8 @@ int lazy_wait(lazy_disk *d);
 void lazy_ready(lazy_disk *d);
 
 /* Stop the fill (its work stays in the store's tmp/ for the next
- * lazy_open) and wait for its thread; a lazy_wait returns then. Serving
- * goes on. Called by lazy_close; before it by a caller with a thread in
+ * lazy_open) and the boot profile's prefetch, and wait for the fill's
+ * thread; a lazy_wait returns then. Serving goes on. Called by lazy_close; before it by a caller with a thread in
  * lazy_wait, which must have returned before lazy_close. */
 void lazy_stop(lazy_disk *d);
 

@@ -241,6 +241,10 @@ static int open_steps(lazy_disk *d)
         rc = lz_disk_open(d);
     if (!rc)
         lz_backend_init(d);
+    if (!rc)
+        rc = lz_record_start(d);
+    if (!rc)
+        lz_prefetch_start(d);
     if (!rc && !d->o.no_fill)
         rc = lz_fill_start(d);
     else if (!rc)
@@ -309,6 +313,8 @@ void lazy_close(lazy_disk *d)
     if (!d)
         return;
     lz_fill_stop(d);
+    lz_prefetch_stop(d);
+    lz_record_free(d);
     if (d->fd >= 0) {
         lz_disk_flush(d);
         close(d->fd);

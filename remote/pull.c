@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -960,6 +961,8 @@ struct remote_reader {
     remote *idle[READER_POOL];
     size_t nidle;
     char digest[72]; /* of the OCI manifest read */
+    char *body;      /* the OCI manifest read (its boot profile's annotations) */
+    size_t blen;
 };
 
 static int reader_indexes(remote_reader *rd)
@@ -993,7 +996,8 @@ int remote_reader_open(const remote_ref *src, const remote_opts *o,
     char *body = NULL;
     size_t len = 0;
     int rc = job_start(&rd->j, src, o, check_guest, check_ctx, &body, &len, rd->digest);
-    free(body);
+    rd->body = body;
+    rd->blen = len;
     if (!rc && !rd->j.a.nlayers)
         rc = rm_fail(EBADMSG, "%s/%s: the manifest names no layer", src->host, src->repo);
     if (!rc)
@@ -1039,27 +1043,151 @@ int remote_reader_place(const remote_reader *rd, const unsigned char id[32], cha
     return 0;
 }
 
-int remote_reader_chunk(remote_reader *rd, const unsigned char id[32], uint32_t len, void *buf)
+static const chunk_place *reader_find(const remote_reader *rd, const unsigned char id[32], uint32_t len)
 {
     const chunk_place *p = map_find(&rd->j, id);
     if (!p || p->ulen != len) {
         char hex[72];
         digest_text(id, hex);
-        return rm_fail(ENOENT, "chunk %s is in no chunk index of the layer's chain", hex);
+        rm_fail(ENOENT, "chunk %s is in no chunk index of the layer's chain", hex);
+        return NULL;
     }
-    remote *c = NULL;
+    return p;
+}
+
+/* a connection of the pool's, or a new one */
+static int conn_take(remote_reader *rd, remote **c)
+{
+    *c = NULL;
     pthread_mutex_lock(&rd->mu);
     if (rd->nidle)
-        c = rd->idle[--rd->nidle];
+        *c = rd->idle[--rd->nidle];
     pthread_mutex_unlock(&rd->mu);
-    int rc = c ? 0 : rm_dup(rd->j.r, &c);
-    if (!rc)
-        rc = remote_chunk_get(c, rd->j.a.packs[p->pack], p->offset, p->clen, p->ulen, id, buf);
+    return *c ? 0 : rm_dup(rd->j.r, c);
+}
+
+static void conn_give_back(remote_reader *rd, remote *c)
+{
     pthread_mutex_lock(&rd->mu);
     if (c && rd->nidle < READER_POOL)
         rd->idle[rd->nidle++] = c, c = NULL;
     pthread_mutex_unlock(&rd->mu);
     remote_close(c);
+}
+
+int remote_reader_chunk(remote_reader *rd, const unsigned char id[32], uint32_t len, void *buf)
+{
+    const chunk_place *p = reader_find(rd, id, len);
+    if (!p)
+        return -ENOENT;
+    remote *c;
+    int rc = conn_take(rd, &c);
+    if (!rc)
+        rc = remote_chunk_get(c, rd->j.a.packs[p->pack], p->offset, p->clen, p->ulen, id, buf);
+    conn_give_back(rd, c);
+    return rc;
+}
+
+int remote_reader_profile(remote_reader *rd, uint64_t disk_chunks, remote_profile *out)
+{
+    return remote_profile_fetch(rd->j.r, rd->body, rd->blen, &rd->j.ids[rd->j.a.nlayers - 1],
+                                disk_chunks, out);
+}
+
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+} span_sink;
+
+static int to_span(void *ctx, const void *data, size_t len)
+{
+    span_sink *m = ctx;
+    if (len > m->cap - m->len)
+        return rm_fail(EBADMSG, "reader: the registry sent more than the range asked for");
+    memcpy(m->data + m->len, data, len);
+    m->len += len;
+    return 0;
+}
+
+/* how many of pl[from..n) are frames one after another in one pack, from pl[from] on */
+static size_t span_of(const chunk_place *const *pl, size_t from, size_t n, uint64_t *bytes)
+{
+    size_t to = from + 1;
+    *bytes = pl[from]->clen;
+    while (to < n && pl[to]->pack == pl[from]->pack &&
+           pl[to]->offset == pl[to - 1]->offset + pl[to - 1]->clen &&
+           *bytes + pl[to]->clen <= REMOTE_READER_SPAN_MAX)
+        *bytes += pl[to++]->clen;
+    return to;
+}
+
+/* the frames of pl[from..to), fetched as one range into m, each checked and given to got */
+static int span_deliver(remote_reader *rd, remote *c, const chunk_place *const *pl, size_t from,
+                        size_t to, span_sink *m, unsigned char *out, remote_chunks_fn got, void *ctx)
+{
+    const char *pack = rd->j.a.packs[pl[from]->pack];
+    m->len = 0;
+    int rc = remote_blob_get(c, pack, pl[from]->offset, m->cap, m->cap, to_span, m);
+    if (!rc && m->len != m->cap)
+        rc = rm_fail(EBADMSG, "pack %s: a range came short", pack);
+    for (size_t k = from; !rc && k < to; k++) {
+        const chunk_place *p = pl[k];
+        const unsigned char *frame = m->data + (p->offset - pl[from]->offset);
+        size_t got_len = ZSTD_decompress(out, p->ulen, frame, p->clen);
+        unsigned char sum[32];
+        if (ZSTD_isError(got_len) || got_len != p->ulen ||
+            ZSTD_getFrameContentSize(frame, p->clen) != p->ulen)
+            return rm_fail(EBADMSG, "pack %s: the chunk at %" PRIu64 " is not one zstd frame of %u bytes",
+                           pack, p->offset, p->ulen);
+        SHA256(out, p->ulen, sum);
+        if (memcmp(sum, p->digest, 32))
+            return rm_fail(EBADMSG, "pack %s: the chunk at %" PRIu64 " does not match its id", pack, p->offset);
+        rc = got(ctx, k, out, p->ulen);
+    }
+    return rc;
+}
+
+int remote_reader_chunks(remote_reader *rd, const unsigned char *const *ids, const uint32_t *lens,
+                         size_t n, remote_chunks_fn got, void *ctx, unsigned *requests)
+{
+    const chunk_place **pl = calloc(n ? n : 1, sizeof *pl);
+    uint32_t max_ulen = 0;
+    if (!pl)
+        return rm_oom();
+    int rc = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (!(pl[i] = reader_find(rd, ids[i], lens[i])))
+            rc = -ENOENT;
+        else if (!pl[i]->clen || pl[i]->clen > ZSTD_compressBound(pl[i]->ulen))
+            rc = rm_fail(EBADMSG, "pack %s: a chunk's compressed length is impossible",
+                         rd->j.a.packs[pl[i]->pack]);
+        else if (pl[i]->ulen > max_ulen)
+            max_ulen = pl[i]->ulen;
+    }
+    remote *c = NULL;
+    span_sink m = {0};
+    unsigned char *out = rc ? NULL : malloc(max_ulen ? max_ulen : 1);
+    if (!rc && !out)
+        rc = rm_oom();
+    if (!rc)
+        rc = conn_take(rd, &c);
+    for (size_t i = 0, to; !rc && i < n; i = to) {
+        uint64_t bytes;
+        to = span_of(pl, i, n, &bytes);
+        unsigned char *grown = bytes > m.cap ? realloc(m.data, bytes) : m.data;
+        if (!grown) {
+            rc = rm_oom();
+            break;
+        }
+        m.data = grown;
+        m.cap = bytes;
+        rc = span_deliver(rd, c, pl, i, to, &m, out, got, ctx);
+        ++*requests;
+    }
+    conn_give_back(rd, c);
+    free(m.data);
+    free(out);
+    free((void *)pl);
     return rc;
 }
 
@@ -1070,6 +1198,7 @@ void remote_reader_close(remote_reader *rd)
     for (size_t i = 0; i < rd->nidle; i++)
         remote_close(rd->idle[i]);
     job_free(&rd->j);
+    free(rd->body);
     pthread_mutex_destroy(&rd->mu);
     free(rd);
 }

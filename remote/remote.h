@@ -398,6 +398,26 @@ size_t remote_reader_chain(const remote_reader *rd, const store_id **ids);
  * several threads at once: each call uses a connection of its own. */
 int remote_reader_chunk(remote_reader *rd, const unsigned char id[32], uint32_t len, void *buf);
 
+/* Receives chunk i of a remote_reader_chunks call (len bytes, checked);
+ * returns 0 to go on, negative to stop (that value is returned). */
+typedef int (*remote_chunks_fn)(void *ctx, size_t i, const void *data, size_t len);
+
+#define REMOTE_READER_SPAN_MAX (32u << 20) /* the most pack bytes one Range GET asks for */
+
+/* Fetch the chunks ids[0..n) (lens[i] bytes each) in as few Range GETs as
+ * their places allow: chunks that follow each other in this order and in
+ * one pack (frame after frame) are one GET, of at most
+ * REMOTE_READER_SPAN_MAX bytes. Each chunk is decompressed and checked as
+ * remote_reader_chunk checks it, then given to got, in order. *requests
+ * grows by the GETs made. Safe from several threads at once. */
+int remote_reader_chunks(remote_reader *rd, const unsigned char *const *ids, const uint32_t *lens,
+                         size_t n, remote_chunks_fn got, void *ctx, unsigned *requests);
+
+/* The boot profile the OCI manifest it read names (remote_profile_fetch:
+ * -ENOENT if it names none), checked against the top layer and disk_chunks.
+ * Not safe alongside other calls on rd: call it before serving. */
+int remote_reader_profile(remote_reader *rd, uint64_t disk_chunks, remote_profile *out);
+
 /* Where remote_reader_chunk finds a chunk: its pack's digest and offset, for a message. */
 int remote_reader_place(const remote_reader *rd, const unsigned char id[32], char pack[72],
                         uint64_t *offset);

@@ -217,7 +217,9 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
         if MODE not in ("ecr", "noname", "gitlab", "denied"):  # one string: whole lines
-            print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}", flush=True)
+            rng = self.headers.get("Range")  # a ranged GET shows its range: how a client coalesces
+            print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}" + (f" {rng}" if rng else ""),
+                  flush=True)
         if what == "503":
             return self.answer(503, body=b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}')
         if what == "429":

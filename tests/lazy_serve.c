@@ -8,7 +8,9 @@
  * "fill: done" or "fill: failed: WHY" when the fill ends; lines of the
  * instance's log go to stderr as "log: LINE". On SIGTERM or SIGINT it
  * stops, prints "progress: HERE/CHUNKS fetched=N local=N state=S" and
- * exits 0. Not a product: strata run --lazy is boot/'s.
+ * exits 0. On SIGUSR1 it calls lazy_ready (the guest is ready: the boot
+ * profile ends) and prints "lazy_ready"; on SIGUSR2 it prints a
+ * "progress: ..." line and goes on. Not a product: strata run --lazy is boot/'s.
  */
 #define _GNU_SOURCE
 #include "../base/error.h"
@@ -42,6 +44,14 @@ static void *waiter(void *arg)
     return NULL;
 }
 
+static void print_progress(const lazy_progress *p)
+{
+    printf("progress: %llu/%llu fetched=%llu local=%llu state=%d\n",
+           (unsigned long long)p->chunks_here, (unsigned long long)p->chunks,
+           (unsigned long long)p->guest_fetches, (unsigned long long)p->local_reads, (int)p->state);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -70,6 +80,8 @@ int main(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGUSR1);
+    sigaddset(&stop, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread inherits it */
     store *st;
     remote_ref ref;
@@ -92,18 +104,24 @@ int main(int argc, char **argv)
     pthread_t t;
     int waiting = !o.no_fill && !pthread_create(&t, NULL, waiter, d);
     int sig;
-    sigwait(&stop, &sig);
-    nbd_server_stop(s);
     lazy_progress p;
+    while (!sigwait(&stop, &sig) && (sig == SIGUSR1 || sig == SIGUSR2)) {
+        if (sig == SIGUSR2) {
+            lazy_progress_get(d, &p);
+            print_progress(&p);
+            continue;
+        }
+        lazy_ready(d);
+        printf("lazy_ready\n");
+        fflush(stdout);
+    }
+    nbd_server_stop(s);
     lazy_progress_get(d, &p);
     lazy_stop(d); /* the waiter returns */
     if (waiting)
         pthread_join(t, NULL);
     lazy_close(d);
-    printf("progress: %llu/%llu fetched=%llu local=%llu state=%d\n",
-           (unsigned long long)p.chunks_here, (unsigned long long)p.chunks,
-           (unsigned long long)p.guest_fetches, (unsigned long long)p.local_reads, (int)p.state);
-    fflush(stdout);
+    print_progress(&p);
     remote_ref_free(&ref);
     store_close(st);
     return 0;

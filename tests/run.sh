@@ -19,7 +19,7 @@
 #                   unprivileged user); vzsim vzsdk vzcreate apple boot reach
 #                   remote registry_http registry_auth registry_upload
 #                   registry_limits registry_pull tart_push tart_pull
-#                   tart_cli nbd lazy create devices lazy_boot powercut
+#                   tart_cli nbd lazy lazy_profile create devices lazy_boot powercut
 #                   (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
@@ -28,7 +28,7 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull tart_cli nbd lazy create devices lazy_boot powercut"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull tart_cli nbd lazy lazy_profile create devices lazy_boot powercut"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,26p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
@@ -268,6 +268,7 @@ plain_pass() {
     once_suite nbd "strata's NBD server, independent clients"
     once_suite tart_cli "the tart entry point: Orchard's and gitlab-tart-executor's sequences"
     once_suite lazy "a registry layer served over NBD before its pull ends"
+    once_suite lazy_profile "boot profiles recorded and prefetched by a lazy run"
     # create linux and set, booted: a disk image, an ISO, a kernel (issue 11)
     booting_suite create "create and set (qemu)"
     # the Sonoma-era devices: set/run options, an NBD boot disk, extra disks
