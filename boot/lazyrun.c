@@ -40,7 +40,7 @@ static void log_line(void *ctx, const char *line)
     boot_lazy *z = ctx;
     pthread_mutex_lock(&z->log_lock);
     if (z->log) {
-        fprintf(z->log, "%ld lazy: %s\n", (long)time(NULL), line);
+        fprintf(z->log, "%ld %s\n", (long)time(NULL), line);
         fflush(z->log);
     }
     pthread_mutex_unlock(&z->log_lock);

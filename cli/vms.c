@@ -263,7 +263,7 @@ const cli_verb cli_vm_verbs[] = {
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
      "[--accel kvm|tcg|auto] [--gui] [--share TAG=PATH[:ro]]... "
      "[--disk-cache automatic|cached|uncached] [--disk-sync full|fsync|none] [--disk-bus virtio|nvme] "
-     "[--disk-nbd URL] [--rosetta TAG|none] [--display-reconfigure on|off|auto]",
+     "[--disk-nbd URL] [--rosetta TAG|none] [--display-reconfigure on|off|auto] [--lazy|--no-lazy]",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -286,7 +286,17 @@ const cli_verb cli_vm_verbs[] = {
      "instance's devices as set does (written into its Settings.json; not with --resume).\n"
      "--disk-nbd boots this run from an NBD export instead of Disk.img, without writing it\n"
      "down; such a VM can't be suspended. A layer from outside opens its own disk.nbd only\n"
-     "when named so."},
+     "when named so.\n"
+     "REF may be a registry name HOST/REPO:TAG. If the store lacks it, the VM starts at once\n"
+     "by default (lazily): its small files are fetched, its disk is served over NBD from a\n"
+     "socket in the instance, each chunk fetched (and checked) on first read, while the\n"
+     "layer is pulled behind it; once the pull is published (tagged as pull would) the\n"
+     "instance is an ordinary clone of it. ps shows the fill; suspend waits for it; a\n"
+     "strata killed meanwhile leaves an instance that `run NAME` serves again, fetching\n"
+     "only what is missing. --no-lazy pulls the whole layer first; --lazy insists (an\n"
+     "error where it can't). Without either, a driver with no NBD disk (vz before macOS\n"
+     "14) or a layer that can't be served so (a saved state, a tart image) is pulled\n"
+     "first, with a note saying why. The instance's lazy log is beside it (.NAME.lazy.log)."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
