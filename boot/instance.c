@@ -1098,12 +1098,15 @@ static void end_run(store *st, const boot_run_opts *o, run_state *x)
     catch_signals(SIG_DFL);
     if (x->recorded)
         remove_run(st, x->name); /* while its lock is held: no one else's record */
+    boot_lazy_close(x->lazy); /* its server, then the engine: the fill's work stays */
+    x->lazy = NULL;
     if (x->cloned && o->ephemeral && !x->keep && store_clone_delete(st, x->dir))
         remove_tree(x->dir); /* an ephemeral instance leaves nothing behind, record included */
+    if (x->cloned && o->ephemeral && !x->keep && x->lazy_ref[0])
+        remove_side(x->dir, "lazy-ref"); /* (its lazy log stays, as a stop's result would) */
     else if (x->keep && o->note)
         note(o, "instance %s kept at %s: its saved state could not be committed", x->name, x->dir);
     store_busy_release(&x->busy);
-    boot_lazy_close(x->lazy); /* its server, then the engine: the fill's work stays */
     if (x->name_lock >= 0)
         close(x->name_lock);
     if (x->state_lock >= 0)

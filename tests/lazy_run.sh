@@ -63,6 +63,9 @@ stop_run() { # NAME PID: stop the instance, wait for its supervisor
     wait "$2" 2>/dev/null
 }
 
+expect_error "--lazy and --no-lazy together are refused" 1 "--lazy and --no-lazy contradict each other" \
+    "$S" run 127.0.0.1:1/strata/guest:v1 --lazy --no-lazy
+
 # ---- the guest, pushed with a disk far larger than what it reads ----
 cp -a "$GUEST/guest.bundle" "$W/gb"
 truncate -s 160M "$W/gb/Disk.img"
