@@ -230,8 +230,8 @@ static int cmd_ps(int argc, char **argv)
         return cli_failed(rc);
     json_t *all = json ? json_array() : NULL;
     if (!json)
-        printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-21s  %-21s  %s\n", "NAME", "LAYER", "DRIVER",
-               "PID", "STATE", "RESUMED FROM", "SSH", "VNC", "LAZY FILL");
+        printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-32s  %-21s  %s\n", "NAME", "LAYER", "DRIVER",
+               "PID", "STATE", "RESUMED FROM", "LAZY FILL", "SSH", "VNC");
     for (size_t i = 0; i < nv; i++) {
         if (json) {
             json_array_append_new(
@@ -246,11 +246,11 @@ static int cmd_ps(int argc, char **argv)
                                fill_json(&v[i])));
         } else {
             char ssh[96], vnc[96], fill[96];
-            printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-21s  %-21s  %s\n", v[i].name, v[i].layer,
+            printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-32s  %-21s  %s\n", v[i].name, v[i].layer,
                    v[i].driver, v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-",
+                   fill_text(&v[i], fill, sizeof fill),
                    endpoint(ssh, sizeof ssh, v[i].ep.ssh_host, v[i].ep.ssh_port),
-                   endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port),
-                   fill_text(&v[i], fill, sizeof fill));
+                   endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port));
         }
     }
     boot_ps_free(v, nv);
@@ -305,7 +305,8 @@ const cli_verb cli_vm_verbs[] = {
      "Ask the guest to shut down, and force it off after the timeout (30 s)."},
     {"ps", cmd_ps, "ps [--json]",
      "Running instances, in the store or run from a clone directory: name, layer,\n"
-     "driver, pid, state, the loopback ports of qemu's ssh forward and VNC display\n"
-     "(--json adds the directory)."},
+     "driver, pid, state, a lazy run's fill (its state, percent done and chunks already\n"
+     "in the instance; JSON: lazy), the loopback ports of qemu's ssh forward and VNC\n"
+     "display (--json adds the directory)."},
     {NULL, NULL, NULL, NULL},
 };
