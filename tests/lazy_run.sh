@@ -96,8 +96,8 @@ if wait_for "$(console lz)" '^BOOTED' 240; then
     check "...ps --json shows the fill: filling, some of the 103 data chunks already here" \
         cond '[ "$(ps_lazy lz state)" = filling ] && [ "$(ps_lazy lz chunks_here)" -gt 0 ] && [ "$(ps_lazy lz chunks)" -eq 103 ]'
     check "...and ps's text its progress" bash -c "'$S' ps | grep -E '^lz .*filling [0-9]+% \([0-9]+/[0-9]+ chunks here\)'"
-    check "...its disk is the NBD export in the instance" \
-        bash -c "grep -q 'nbd+unix:///?socket=$STRATA_HOME/vms/lz/.disk.sock' /proc/\$(pgrep -f -n 'qemu-system.*vms/lz/')/cmdline 2>/dev/null || [ -S '$STRATA_HOME/vms/lz/.disk.sock' ]"
+    check "...its disk is the NBD export on a socket in the instance (qemu's command line)" \
+        bash -c "[ -S '$STRATA_HOME/vms/lz/.disk.sock' ] && ps -C qemu-system-x86_64 -o args= | grep -F '$STRATA_HOME/vms/lz/' | grep -qF 'vms/lz/.disk.sock'"
     check "...the guest counts on it" wait_for "$(console lz)" '^HEARTBEAT.*counter=3' 120
     check "the fill ends (ps: done)" wait_fill_done lz 300
     FILL_BYTES=$(tail -n +$((mark + 1)) "$W/proxy-wan.log" | awk '$1 == "GET" && $2 ~ /blobs/ { n += $5 } END { print n + 0 }')
