@@ -252,6 +252,9 @@ typedef struct {
     /* May be NULL (then: not supported). Save the screen of the VM running
      * in runtime_dir as a PNG at path, from any process. */
     int (*screenshot)(const char *runtime_dir, const char *png_path);
+    /* May be NULL (then: yes). 0 if this host's framework can boot from an
+     * NBD disk (disk.nbd), else an error saying why (vz before macOS 14). */
+    int (*nbd_ok)(void);
 } boot_driver;
 
 /* A driver by name; NULL (with boot_error set) if unknown or not on this host. */
@@ -371,10 +374,22 @@ typedef struct {
      * that came from outside (an archive, a registry) gets */
     const boot_share *shares;
     size_t nshares;
+    /* a registry name HOST/REPO:TAG the store lacks, run lazily (docs/lazy.md,
+     * "Running lazily"): the small files fetched, Disk.img served over NBD
+     * while the layer is pulled; target is then ignored. NULL: not lazy */
+    const char *lazy_ref;
+    /* set to 1 when a lazy run could not start and made nothing (a driver
+     * without NBD disks, a saved state's layer, a tart image): the caller
+     * may pull and run instead; boot_error() says why. May be NULL */
+    int *lazy_refused;
     void (*note)(void *ctx, const char *line);    /* progress notes; may be NULL */
     void (*started)(void *ctx, const char *name); /* the VM runs; may be NULL */
     void *ctx;
 } boot_run_opts;
+
+/* 0 if driver (NULL: the default) can boot from an NBD disk on this host,
+ * as a lazy run needs; else why not (vz before macOS 14). */
+int boot_driver_nbd_ok(const char *driver);
 
 /* Start an instance and supervise it until it stops (or is suspended). */
 int boot_run(store *st, const boot_run_opts *o);
@@ -401,6 +416,10 @@ typedef struct {
     int vm_pid;
     char state[16];     /* "starting", "running", "suspending", "stopping" */
     boot_endpoints ep;  /* recorded when the VM started */
+    /* a lazy run (docs/lazy.md): lazy_state is "" for any other, else the
+     * fill's "filling", "idle", "done" or "failed", with its counts */
+    char lazy_state[12];
+    uint64_t lazy_chunks_here, lazy_chunks, lazy_fill_done, lazy_fill_total;
 } boot_instance;
 
 /* Running instances. */

@@ -27,3 +27,11 @@ const boot_driver *boot_driver_find(const char *name)
     boot_fail(EINVAL, "unknown driver '%s': use vz or qemu", name);
     return NULL;
 }
+
+int boot_driver_nbd_ok(const char *driver)
+{
+    const boot_driver *drv = boot_driver_find(driver ? driver : boot_default_driver());
+    if (!drv)
+        return err_pass();
+    return drv->nbd_ok ? drv->nbd_ok() : 0;
+}

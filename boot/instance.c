@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 #include "../base/platform.h"
+#include "../lazy/lazy.h"
 #include "../remote/remote.h"
 
 #include <dirent.h>
@@ -130,6 +131,7 @@ typedef struct {
     store *st;
     const char *name, *dir, *layer, *driver, *resumed_from;
     boot_endpoints ep; /* known once the VM runs */
+    boot_lazy *lazy;   /* a lazy run's engine: its fill's progress goes in the record */
 } run_record;
 
 static int write_run(const run_record *r, int vm_pid, const char *state)
@@ -142,7 +144,12 @@ static int write_run(const run_record *r, int vm_pid, const char *state)
     if (r->ep.ssh_port && len > 0 && (size_t)len < sizeof text)
         len += snprintf(text + len, sizeof text - (size_t)len, "ssh %s %u\n", r->ep.ssh_host, r->ep.ssh_port);
     if (r->ep.vnc_port && len > 0 && (size_t)len < sizeof text)
-        snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
+        len += snprintf(text + len, sizeof text - (size_t)len, "vnc %s %u\n", r->ep.vnc_host, r->ep.vnc_port);
+    if (r->lazy && len > 0 && (size_t)len < sizeof text) {
+        char status[160];
+        boot_lazy_status(r->lazy, status, sizeof status);
+        snprintf(text + len, sizeof text - (size_t)len, "lazy %s\n", status);
+    }
     snprintf(file, sizeof file, "%s.run", r->name);
     char *running = boot_running_dir(r->st);
     int rc = running ? boot_write_atomic(running, file, text) : err_pass();
@@ -265,6 +272,8 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         field(run, "state", state, sizeof state);
         boot_endpoints ep;
         read_endpoints(run, &ep);
+        char lazy[160];
+        field(run, "lazy", lazy, sizeof lazy);
         free(run);
         boot_instance *nv = realloc(v, (cnt + 1) * sizeof *v);
         if (!nv)
@@ -281,6 +290,13 @@ int boot_ps(store *st, boot_instance **out, size_t *n)
         x->vm_pid = atoi(vm_pid);
         snprintf(x->state, sizeof x->state, "%s", state);
         x->ep = ep;
+        unsigned long long here, chunks, done, total;
+        char lstate[12];
+        if (sscanf(lazy, "%11s %llu %llu %llu %llu", lstate, &here, &chunks, &done, &total) == 5) {
+            snprintf(x->lazy_state, sizeof x->lazy_state, "%s", lstate);
+            x->lazy_chunks_here = here, x->lazy_chunks = chunks;
+            x->lazy_fill_done = done, x->lazy_fill_total = total;
+        }
     }
     closedir(d);
     free(running);
@@ -457,8 +473,19 @@ static store_state_hashing *hash_at_pause(store *st, const boot_driver *drv, boo
 
 /* the supervisor's side of suspend: pause, save, stop, commit D and S */
 static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
-                      const boot_settings *s, const store_busy *busy)
+                      const boot_settings *s, const store_busy *busy, boot_lazy *lazy)
 {
+    boot_settings own;
+    if (lazy) {
+        /* the layer must be in the store and the instance a clone of it
+         * before its disk can be committed: the fill ends first */
+        int rc = boot_lazy_wait(lazy);
+        if (rc)
+            return rc;
+        own = *s;
+        own.disk_nbd = NULL; /* handed over: the export serves the instance's own Disk.img */
+        s = &own;
+    }
     char *req = read_side(dir, "suspend-request");
     char tag[160] = "", msg[600] = "";
     if (req) {
@@ -689,6 +716,51 @@ static int start_vm(const boot_run_opts *o, const boot_driver *drv, const char *
     return rc;
 }
 
+/* a lazy run's guest is ready when its console shows a login prompt, or
+ * at this limit (seconds): the boot profile ends there (lazy_ready) */
+#define LAZY_READY_LIMIT_S 120
+
+typedef struct {
+    time_t started, last;
+    int ready;
+    const char *state; /* the record's state, rewritten with the fill's progress */
+} lazy_watch;
+
+/* 1 if the console log's last 4 KiB show a login prompt */
+static int console_at_login(const char *dir)
+{
+    char path[4300], buf[4097];
+    snprintf(path, sizeof path, "%s/.console.log", dir);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    if (fseek(f, -4096, SEEK_END) < 0)
+        rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (!buf[i])
+            buf[i] = ' ';
+    buf[n] = 0;
+    return strstr(buf, "login: ") != NULL;
+}
+
+/* once a second: the fill's progress into the run record (ps), and the
+ * guest's readiness to the engine */
+static void lazy_tick(const boot_driver *drv, boot_vm *vm, const char *dir, const run_record *r,
+                      lazy_watch *w)
+{
+    time_t now = time(NULL);
+    if (!r->lazy || now == w->last)
+        return;
+    w->last = now;
+    write_run(r, drv->pid(vm), w->state);
+    if (!w->ready && (now - w->started >= LAZY_READY_LIMIT_S || console_at_login(dir))) {
+        w->ready = 1;
+        boot_lazy_ready(r->lazy);
+    }
+}
+
 /* Until the VM stops: suspend and stop requests. Returns 1 if the VM
  * stopped with a state that could not be committed. */
 static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char *dir,
@@ -696,11 +768,13 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
 {
     long stop_deadline = 0;
     int keep = 0, forced = 0;
+    lazy_watch w = {.started = time(NULL), .state = "running"};
     while (drv->alive(vm)) {
+        lazy_tick(drv, vm, dir, r, &w);
         if (want_suspend) {
             want_suspend = 0;
             write_run(r, drv->pid(vm), "suspending");
-            int rc = do_suspend(st, drv, vm, dir, s, busy);
+            int rc = do_suspend(st, drv, vm, dir, s, busy, r->lazy);
             if (!rc)
                 break; /* saved and stopped: `strata suspend` waits for this process to end */
             if (!drv->alive(vm))
@@ -717,7 +791,7 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
                 field(req, "timeout", t, sizeof t);
             free(req);
             stop_deadline = (long)time(NULL) + atol(t);
-            write_run(r, drv->pid(vm), "stopping");
+            write_run(r, drv->pid(vm), w.state = "stopping");
             drv->stop(vm, atol(t) <= 0);
         }
         if (stop_deadline && time(NULL) >= stop_deadline && !forced) {
@@ -752,6 +826,8 @@ typedef struct {
     boot_settings s, eff; /* eff: s with the shares this run may open */
     store_busy busy;
     int from_dir, cloned, keep, recorded, name_lock, state_lock;
+    char lazy_ref[600]; /* a lazy run's registry name ("" for any other run) */
+    boot_lazy *lazy;    /* its engine and NBD server, for the supervisor's life */
 } run_state;
 
 /* What a run starts from: the clone directory target (its layer, or for
@@ -869,8 +945,107 @@ static int ready_settings(store *st, const boot_run_opts *o, const boot_driver *
     if (!rc)
         rc = boot_run_shares(st, &x->lid, &x->s, o->shares, o->nshares, o->note, o->ctx, &x->eff);
     if (!rc)
-        rc = boot_run_nbd(st, &x->lid, &x->s, o->disk_nbd, &x->eff);
+        rc = boot_run_nbd(st, &x->lid, &x->s, x->lazy ? boot_lazy_url(x->lazy) : o->disk_nbd,
+                          &x->eff);
     return rc;
+}
+
+/* ---------- lazy runs (docs/lazy.md, "Running lazily") ---------- */
+
+/* target names a lazy run's instance not yet handed over (a killed run's):
+ * vms/NAME or its directory, whose .lazy/ is there and whose side record
+ * keeps the registry name it was made from. 1 with x's dir, name and
+ * lazy_ref set, else 0. */
+static int lazy_instance(store *st, const char *target, const char *instance_name, run_state *x)
+{
+    char dir[4096], path[4300];
+    if (strchr(target, '/') || !strcmp(target, ".")) {
+        if (!realpath(target, dir))
+            return 0;
+    } else {
+        char *vms = name_valid(target) ? boot_instances_dir(st) : NULL;
+        if (!vms)
+            return 0;
+        snprintf(dir, sizeof dir, "%.4000s/%s", vms, target);
+        free(vms);
+    }
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/" LAZY_DIR, dir);
+    if (stat(path, &sb) || !S_ISDIR(sb.st_mode))
+        return 0;
+    char *ref = read_side(dir, "lazy-ref");
+    if (!ref)
+        return 0;
+    ref[strcspn(ref, "\n")] = 0;
+    snprintf(x->lazy_ref, sizeof x->lazy_ref, "%s", ref);
+    free(ref);
+    snprintf(x->dir, sizeof x->dir, "%s", dir);
+    const char *slash = strrchr(dir, '/');
+    snprintf(x->name, sizeof x->name, "%.200s", instance_name ? instance_name : slash ? slash + 1 : dir);
+    x->from_dir = 1;
+    return 1;
+}
+
+/* A lazy run's instance: named, locked, its directory made by the engine
+ * (or a killed run's served again), the NBD server up. A new one that the
+ * engine refuses (a saved state's layer, not a strata layer) leaves nothing
+ * and sets *o->lazy_refused, as does a driver without NBD disks. */
+static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv, run_state *x)
+{
+    int fresh = !x->from_dir, rc;
+    if (o->resume)
+        return boot_fail(EINVAL, "a lazy run boots fresh: --resume needs a saved state in the store");
+    if (o->disk_nbd)
+        return boot_fail(EINVAL, "a lazy run's disk is its own NBD export: --disk-nbd needs a layer in the store");
+    if (drv->nbd_ok && (rc = drv->nbd_ok())) {
+        if (fresh && o->lazy_refused)
+            *o->lazy_refused = 1;
+        return rc;
+    }
+    if (fresh && o->name)
+        snprintf(x->name, sizeof x->name, "%s", o->name);
+    else if (fresh)
+        random_name(x->lazy_ref, x->name, sizeof x->name);
+    char lock_name[300];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
+    if ((rc = lock_running(st, lock_name, &x->name_lock)))
+        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
+                                        x->name)
+                            : rc;
+    if (fresh) {
+        char *vms = boot_instances_dir(st);
+        if (!vms)
+            return err_pass();
+        snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
+        free(vms);
+        if (access(x->dir, F_OK) == 0)
+            return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
+        note(o, "instance %s: running %s lazily (its disk is served while the layer is pulled)",
+             x->name, x->lazy_ref);
+    } else {
+        note(o, "instance %s: serving %s lazily again, filling what is missing", x->name, x->lazy_ref);
+    }
+    char log[4300];
+    side_path(x->dir, "lazy.log", log, sizeof log);
+    /* QEMU flushes, so its writes are made durable then; VZ never does */
+    rc = boot_lazy_start(st, x->lazy_ref, x->dir, log, strcmp(drv->name, "vz") != 0, o->note, o->ctx,
+                         &x->lazy);
+    if (rc && fresh) {
+        remove_tree(x->dir);
+        if ((rc == -EINVAL || rc == -EPROTOTYPE) && o->lazy_refused)
+            *o->lazy_refused = 1;
+    }
+    if (rc)
+        return rc;
+    x->cloned = fresh;
+    char ref[620];
+    snprintf(ref, sizeof ref, "%s\n", x->lazy_ref);
+    if (fresh && (rc = write_side(x->dir, "lazy-ref", ref)))
+        return rc;
+    boot_lazy_layer(x->lazy, &x->lid);
+    char holder[400];
+    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
+    return store_busy_take(x->dir, holder, &x->busy) ? err_pass() : 0;
 }
 
 /* start (or restore) the VM, record it, and supervise it until it ends */
@@ -882,14 +1057,15 @@ static int start_and_supervise(store *st, const boot_run_opts *o, const boot_dri
     catch_signals(on_signal);
     want_suspend = want_stop = 0;
     run_record r = {.st = st, .name = x->name, .dir = x->dir, .layer = x->lid.hex,
-                    .driver = drv->name, .resumed_from = o->resume ? x->lid.hex : NULL};
+                    .driver = drv->name, .resumed_from = o->resume ? x->lid.hex : NULL,
+                    .lazy = x->lazy};
     int rc = write_run(&r, 0, "starting");
     if (rc)
         return rc;
     x->recorded = 1;
     char state_path[4300];
     snprintf(state_path, sizeof state_path, "%s/%s", x->dir, drv->state_file);
-    if (x->eff.disk_nbd)
+    if (x->eff.disk_nbd && !x->lazy)
         note(o, "this VM can't be suspended: its boot disk is the NBD export %s, outside the "
                 "instance; it runs without save/restore support", x->eff.disk_nbd);
     boot_start_opts so = {.bundle_dir = x->dir, .runtime_dir = x->dir, .settings = &x->eff,
@@ -897,7 +1073,7 @@ static int start_and_supervise(store *st, const boot_run_opts *o, const boot_dri
                           .restore_kind = o->resume ? binding(x->layer, "state-kind") : NULL,
                           /* if it can be: the driver checks, and notes why not; an
                            * NBD disk lives outside what a state can hold */
-                          .suspendable = !x->eff.disk_nbd,
+                          .suspendable = !x->eff.disk_nbd || x->lazy,
                           .accel = o->accel, .gui = o->gui,
                           .note = o->note, .note_ctx = o->ctx};
     boot_vm *vm = NULL;
@@ -922,8 +1098,12 @@ static void end_run(store *st, const boot_run_opts *o, run_state *x)
     catch_signals(SIG_DFL);
     if (x->recorded)
         remove_run(st, x->name); /* while its lock is held: no one else's record */
+    boot_lazy_close(x->lazy); /* its server, then the engine: the fill's work stays */
+    x->lazy = NULL;
     if (x->cloned && o->ephemeral && !x->keep && store_clone_delete(st, x->dir))
         remove_tree(x->dir); /* an ephemeral instance leaves nothing behind, record included */
+    if (x->cloned && o->ephemeral && !x->keep && x->lazy_ref[0])
+        remove_side(x->dir, "lazy-ref"); /* (its lazy log stays, as a stop's result would) */
     else if (x->keep && o->note)
         note(o, "instance %s kept at %s: its saved state could not be committed", x->name, x->dir);
     store_busy_release(&x->busy);
@@ -952,15 +1132,23 @@ int boot_run_named(store *st, const boot_run_opts *o, const char *instance_name)
         return -ENOMEM;
     x->busy = (store_busy){-1};
     x->name_lock = x->state_lock = -1;
-    if ((rc = resolve_target(st, o, instance_name, x))) {
-        free(x);
-        return rc;
+    if (o->lazy_ref)
+        snprintf(x->lazy_ref, sizeof x->lazy_ref, "%s", o->lazy_ref);
+    else if (!lazy_instance(st, o->target, instance_name, x)) {
+        if ((rc = resolve_target(st, o, instance_name, x))) {
+            free(x);
+            return rc;
+        }
+        if (store_layer_load(st, &x->lid, &x->layer)) {
+            free(x);
+            return err_pass();
+        }
     }
-    if (store_layer_load(st, &x->lid, &x->layer)) {
-        free(x);
-        return err_pass();
-    }
-    if (!(rc = claim_instance(st, o, drv, x)) && !(rc = ready_settings(st, o, drv, x)))
+    if (x->lazy_ref[0])
+        rc = claim_lazy(st, o, drv, x);
+    else
+        rc = claim_instance(st, o, drv, x);
+    if (!rc && !(rc = ready_settings(st, o, drv, x)))
         rc = start_and_supervise(st, o, drv, x);
     end_run(st, o, x);
     free(x);

@@ -69,4 +69,22 @@ int qemu_nbd_blockdev(const char *url, const char *cache, int qemu_major, char *
  */
 const boot_driver *boot_vz_driver(void);
 
+/* lazyrun.c: a lazy run's engine (lazy/) on an instance directory and the
+ * NBD server its driver boots from (docs/lazy.md, "Running lazily") */
+typedef struct boot_lazy boot_lazy;
+/* lazy_open of the registry name ref_text into dir (new, or a killed lazy
+ * run's), with the local tag a pull gives it and a pull's host check, and
+ * the server started on a socket in dir (or a shorter path); lines for the
+ * instance go to log_path (appended) and note. */
+int boot_lazy_start(store *st, const char *ref_text, const char *dir, const char *log_path,
+                    int durable_on_flush, note_fn note, void *note_ctx, boot_lazy **out);
+const char *boot_lazy_url(const boot_lazy *z); /* nbd+unix:///?socket=... */
+void boot_lazy_layer(boot_lazy *z, store_id *out);
+/* "STATE CHUNKS_HERE CHUNKS FILL_DONE FILL_TOTAL" for the run record (ps) */
+void boot_lazy_status(boot_lazy *z, char *out, size_t n);
+int boot_lazy_done(boot_lazy *z);  /* 1 once handed over */
+int boot_lazy_wait(boot_lazy *z);  /* the fill's end: 0 once handed over, else why not */
+void boot_lazy_ready(boot_lazy *z);
+void boot_lazy_close(boot_lazy *z); /* the server stopped, then the engine; NULL is fine */
+
 #endif

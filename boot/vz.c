@@ -1839,6 +1839,17 @@ static int vz_create_macos(const boot_macos_opts *o)
     return rc;
 }
 
+/* boot_driver.nbd_ok: a lazy run's disk is an NBD attachment (macOS 14+) */
+static int vz_nbd_ok(void)
+{
+    if (!oc_available())
+        return boot_fail(ENOTSUP, "the vz driver runs on macOS with Virtualization.framework");
+    if (!oc_class("VZNetworkBlockDeviceStorageDeviceAttachment"))
+        return boot_fail(ENOTSUP, "an NBD disk needs macOS 14 or later "
+                                  "(VZNetworkBlockDeviceStorageDeviceAttachment)");
+    return 0;
+}
+
 static const boot_driver vz_driver = {
     .name = "vz",
     .state_file = "SaveFile.vzvmsave",
@@ -1856,6 +1867,7 @@ static const boot_driver vz_driver = {
     .create_macos = vz_create_macos,
     .macos_latest = vz_macos_latest,
     .wait = vz_wait,
+    .nbd_ok = vz_nbd_ok,
 };
 
 const boot_driver *boot_vz_driver(void)

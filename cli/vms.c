@@ -15,9 +15,43 @@ static void started(void *ctx, const char *name)
             name, name);
 }
 
+/* HOST/REPO:TAG the store lacks: pull it first (--no-lazy), then run */
+static int pull_then_run(store *st, boot_run_opts *o)
+{
+    char note[600];
+    store_id pulled;
+    snprintf(note, sizeof note, "strata: %s is not in the store: pulling it", o->target);
+    if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, 0, note, &pulled))
+        return -1;
+    o->target = pulled.hex;
+    o->lazy_ref = NULL;
+    int rc = boot_run(st, o);
+    return rc ? cli_failed(rc) : 0;
+}
+
+/* HOST/REPO:TAG the store lacks, run lazily (lazy: 1 asked for, -1 the
+ * default); the default falls back to pull_then_run, saying why, where
+ * the driver has no NBD disk or the layer can't be served lazily */
+static int lazy_run(store *st, boot_run_opts *o, int lazy)
+{
+    int rc = boot_driver_nbd_ok(o->driver), refused = rc != 0;
+    if (!rc) {
+        o->lazy_ref = o->target;
+        o->lazy_refused = &refused;
+        rc = boot_run(st, o);
+    }
+    if (!rc)
+        return 0;
+    if (!refused || lazy > 0)
+        return cli_failed(rc);
+    fprintf(stderr, "strata: can't run %s lazily (%s): pulling it whole first\n", o->target,
+            err_last()->message);
+    return pull_then_run(st, o) ? 1 : 0;
+}
+
 /* run's options past parsing: check the values, pull a remote target the
- * store lacks, run; the exit code */
-static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
+ * store lacks (or run it lazily), run; the exit code */
+static int run_checked(boot_run_opts *o, const char *cpus, const char *mem, int lazy)
 {
     if (o->accel && strcmp(o->accel, "kvm") && strcmp(o->accel, "tcg") && strcmp(o->accel, "auto"))
         return cli_fail("--accel '%s' must be kvm, tcg or auto", o->accel);
@@ -33,20 +67,18 @@ static int run_checked(boot_run_opts *o, const char *cpus, const char *mem)
     /* HOST/REPO:TAG is pulled first if the store lacks it; any other
      * failure to resolve is boot_run's to report, after its own checks */
     boot_ref r;
-    store_id pulled;
     int rc = boot_resolve(st, o->target, &r);
+    if (lazy < 0 && (o->resume || o->disk_nbd))
+        lazy = 0; /* a saved state resumes, and an export serves, only from the store */
     if (rc == -ENOENT && r.kind == BOOT_REF_REGISTRY) {
-        /* refused before any pack, in one line, if this host can't run its guest */
-        char note[600];
-        snprintf(note, sizeof note, "strata: %s is not in the store: pulling it", o->target);
-        if (cli_pull_remote(st, o->target, NULL, 0, 0, 0, 0, note, &pulled)) {
-            store_close(st);
-            return 1;
-        }
-        o->target = pulled.hex;
-    } else if (!rc && r.kind == BOOT_REF_REGISTRY) {
-        o->target = r.tag; /* pulled before: its local tag names the instance */
+        /* a pull refuses before any pack, in one line, if this host can't
+         * run its guest; a lazy run asks the same before any file */
+        rc = lazy ? lazy_run(st, o, lazy) : pull_then_run(st, o) ? 1 : 0;
+        store_close(st);
+        return rc;
     }
+    if (!rc && r.kind == BOOT_REF_REGISTRY)
+        o->target = r.tag; /* pulled before: its local tag names the instance */
     rc = boot_run(st, o);
     store_close(st);
     return rc ? cli_failed(rc) : 0;
@@ -56,6 +88,7 @@ static int cmd_run(int argc, char **argv)
 {
     const char *name = NULL, *cpus = NULL, *mem = NULL, *driver = NULL, *accel = NULL;
     int cold = 0, resume = 0, ephemeral = 0, console = 0, new_id = 0, dup = 0, fallback = 0, gui = 0;
+    int lazy = 0, no_lazy = 0;
     boot_run_opts o_dev = {0}; /* the device options, copied into o below */
     cli_opt opts[] = {{"--name", 1, &name, NULL},         {"--cpus", 1, &cpus, NULL},
                   {"--memory", 1, &mem, NULL},        {"--driver", 1, &driver, NULL},
@@ -66,7 +99,8 @@ static int cmd_run(int argc, char **argv)
                   {"--gui", 0, NULL, &gui}, {"--disk-cache", 1, &o_dev.disk_caching, NULL},
                   {"--disk-sync", 1, &o_dev.disk_sync, NULL}, {"--disk-bus", 1, &o_dev.disk_bus, NULL},
                   {"--disk-nbd", 1, &o_dev.disk_nbd, NULL}, {"--rosetta", 1, &o_dev.rosetta, NULL},
-                  {"--display-reconfigure", 1, &o_dev.display_reconfigure, NULL}};
+                  {"--display-reconfigure", 1, &o_dev.display_reconfigure, NULL},
+                  {"--lazy", 0, NULL, &lazy}, {"--no-lazy", 0, NULL, &no_lazy}};
     char *pos[1];
     int n;
     boot_share *shares = NULL; /* run --share TAG=PATH[:ro], any number */
@@ -84,7 +118,8 @@ static int cmd_run(int argc, char **argv)
                        .disk_caching = o_dev.disk_caching, .disk_sync = o_dev.disk_sync,
                        .disk_bus = o_dev.disk_bus, .disk_nbd = o_dev.disk_nbd,
                        .rosetta = o_dev.rosetta, .display_reconfigure = o_dev.display_reconfigure};
-    int rc = run_checked(&o, cpus, mem);
+    int rc = lazy && no_lazy ? cli_fail("--lazy and --no-lazy contradict each other")
+                             : run_checked(&o, cpus, mem, no_lazy ? 0 : lazy ? 1 : -1);
     cli_free_shares(shares, nshares);
     return rc;
 }
@@ -152,6 +187,31 @@ static json_t *endpoint_json(const char *host, unsigned port)
                 : json_null();
 }
 
+/* a lazy run's fill: {"state", "chunks", "chunks_here", "fill_done", "fill_total"}, or null */
+static json_t *fill_json(const boot_instance *x)
+{
+    if (!x->lazy_state[0])
+        return json_null();
+    return json_pack("{s:s, s:o, s:o, s:o, s:o}", "state", x->lazy_state, "chunks",
+                     cli_json_u64(x->lazy_chunks), "chunks_here", cli_json_u64(x->lazy_chunks_here),
+                     "fill_done", cli_json_u64(x->lazy_fill_done), "fill_total",
+                     cli_json_u64(x->lazy_fill_total));
+}
+
+/* "filling 37% (95/256 chunks here)", or "-" for a run that is not lazy */
+static const char *fill_text(const boot_instance *x, char *buf, size_t n)
+{
+    if (!x->lazy_state[0])
+        snprintf(buf, n, "-");
+    else if (x->lazy_fill_total)
+        snprintf(buf, n, "%s %" PRIu64 "%% (%" PRIu64 "/%" PRIu64 " chunks here)", x->lazy_state,
+                 x->lazy_fill_done * 100 / x->lazy_fill_total, x->lazy_chunks_here, x->lazy_chunks);
+    else
+        snprintf(buf, n, "%s (%" PRIu64 "/%" PRIu64 " chunks here)", x->lazy_state,
+                 x->lazy_chunks_here, x->lazy_chunks);
+    return buf;
+}
+
 static int cmd_ps(int argc, char **argv)
 {
     int json = 0;
@@ -170,23 +230,25 @@ static int cmd_ps(int argc, char **argv)
         return cli_failed(rc);
     json_t *all = json ? json_array() : NULL;
     if (!json)
-        printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-21s  %s\n", "NAME", "LAYER", "DRIVER", "PID",
-               "STATE", "RESUMED FROM", "SSH", "VNC");
+        printf("%-24s  %-12s  %-6s  %8s  %-10s  %-12s  %-32s  %-21s  %s\n", "NAME", "LAYER", "DRIVER",
+               "PID", "STATE", "RESUMED FROM", "LAZY FILL", "SSH", "VNC");
     for (size_t i = 0; i < nv; i++) {
         if (json) {
             json_array_append_new(
-                all, json_pack("{s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o?, s:o, s:o}", "name",
+                all, json_pack("{s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o?, s:o, s:o, s:o}", "name",
                                cli_json_text(v[i].name), "dir", cli_json_text(v[i].dir), "layer",
                                cli_json_text(v[i].layer), "driver", cli_json_text(v[i].driver),
                                "pid", v[i].pid, "vm_pid", v[i].vm_pid, "state",
                                cli_json_text(v[i].state), "resumed_from",
                                *v[i].resumed_from ? cli_json_text(v[i].resumed_from) : NULL, "ssh",
                                endpoint_json(v[i].ep.ssh_host, v[i].ep.ssh_port), "vnc",
-                               endpoint_json(v[i].ep.vnc_host, v[i].ep.vnc_port)));
+                               endpoint_json(v[i].ep.vnc_host, v[i].ep.vnc_port), "lazy",
+                               fill_json(&v[i])));
         } else {
-            char ssh[96], vnc[96];
-            printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-21s  %s\n", v[i].name, v[i].layer,
+            char ssh[96], vnc[96], fill[96];
+            printf("%-24s  %.12s  %-6s  %8d  %-10s  %-12.12s  %-32s  %-21s  %s\n", v[i].name, v[i].layer,
                    v[i].driver, v[i].pid, v[i].state, *v[i].resumed_from ? v[i].resumed_from : "-",
+                   fill_text(&v[i], fill, sizeof fill),
                    endpoint(ssh, sizeof ssh, v[i].ep.ssh_host, v[i].ep.ssh_port),
                    endpoint(vnc, sizeof vnc, v[i].ep.vnc_host, v[i].ep.vnc_port));
         }
@@ -201,7 +263,7 @@ const cli_verb cli_vm_verbs[] = {
      "[--fallback-cold] [--ephemeral] [--console] [--new-identity] [--allow-duplicate] "
      "[--accel kvm|tcg|auto] [--gui] [--share TAG=PATH[:ro]]... "
      "[--disk-cache automatic|cached|uncached] [--disk-sync full|fsync|none] [--disk-bus virtio|nvme] "
-     "[--disk-nbd URL] [--rosetta TAG|none] [--display-reconfigure on|off|auto]",
+     "[--disk-nbd URL] [--rosetta TAG|none] [--display-reconfigure on|off|auto] [--lazy|--no-lazy]",
      "Run a VM in a fresh instance cloned from layer REF (or in the clone directory DIR),\n"
      "and supervise it until it stops. The layer is never written. --resume restores the\n"
      "layer's saved state (checked first against this host, user, driver, configuration,\n"
@@ -224,7 +286,17 @@ const cli_verb cli_vm_verbs[] = {
      "instance's devices as set does (written into its Settings.json; not with --resume).\n"
      "--disk-nbd boots this run from an NBD export instead of Disk.img, without writing it\n"
      "down; such a VM can't be suspended. A layer from outside opens its own disk.nbd only\n"
-     "when named so."},
+     "when named so.\n"
+     "REF may be a registry name HOST/REPO:TAG. If the store lacks it, the VM starts at once\n"
+     "by default (lazily): its small files are fetched, its disk is served over NBD from a\n"
+     "socket in the instance, each chunk fetched (and checked) on first read, while the\n"
+     "layer is pulled behind it; once the pull is published (tagged as pull would) the\n"
+     "instance is an ordinary clone of it. ps shows the fill; suspend waits for it; a\n"
+     "strata killed meanwhile leaves an instance that `run NAME` serves again, fetching\n"
+     "only what is missing. --no-lazy pulls the whole layer first; --lazy insists (an\n"
+     "error where it can't). Without either, a driver with no NBD disk (vz before macOS\n"
+     "14) or a layer that can't be served so (a saved state, a tart image) is pulled\n"
+     "first, with a note saying why. The instance's lazy log is beside it (.NAME.lazy.log)."},
     {"suspend", cmd_suspend, "suspend NAME|DIR [-t TAG] [-m MESSAGE]",
      "Pause instance NAME (a name or its directory), save its state, and commit two layers:\n"
      "D with the disk, aux storage and settings, and its child S adding the state, bound\n"
@@ -233,7 +305,8 @@ const cli_verb cli_vm_verbs[] = {
      "Ask the guest to shut down, and force it off after the timeout (30 s)."},
     {"ps", cmd_ps, "ps [--json]",
      "Running instances, in the store or run from a clone directory: name, layer,\n"
-     "driver, pid, state, the loopback ports of qemu's ssh forward and VNC display\n"
-     "(--json adds the directory)."},
+     "driver, pid, state, a lazy run's fill (its state, percent done and chunks already\n"
+     "in the instance; JSON: lazy), the loopback ports of qemu's ssh forward and VNC\n"
+     "display (--json adds the directory)."},
     {NULL, NULL, NULL, NULL},
 };

@@ -305,6 +305,8 @@ static int guest_chunks_record(lazy_disk *d, const uint64_t *v, size_t n)
  * flush, recorded by the next one */
 static int pending_add(lazy_disk *d, const uint64_t *v, size_t n)
 {
+    if (!n)
+        return 0; /* (nothing became the guest's; memcpy must not see a NULL pending) */
     pthread_mutex_lock(&d->mu);
     if (d->npending + n > d->cap_pending) {
         size_t cap = d->cap_pending ? d->cap_pending : 64;

@@ -1556,6 +1556,36 @@ static void test_nvme_disk(void **state)
                                       "guest boots from virtio)");
 }
 
+/* A lazy run (docs/lazy.md, "Running lazily"): its disk is strata's own
+ * export on a socket in the instance, "nbd+unix:///?socket=.../.disk.sock"
+ * (no export name), attached with the instance's sync mode (VZ never sends
+ * FLUSH; the server makes each write durable itself); and nbd_ok says,
+ * before a lazy run makes anything, whether this macOS can (14+), so run
+ * falls back to a full pull on 13. */
+static void test_lazy_nbd(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, "lazy", 0);
+    fx_linux_with(&f, "\"disk\":{\"nbd\":\"nbd+unix:///?socket=/s/vms/lz/.disk.sock\"}");
+    assert_int_equal(f.d->nbd_ok(), 0);
+    assert_int_equal(f.d->start(&f.o, &f.vm), 0);
+    HAS("+[VZNetworkBlockDeviceStorageDeviceAttachment validateURL: "
+        "url(\"nbd+unix:///?socket=/s/vms/lz/.disk.sock\") error: &error] -> YES");
+    HAS("initWithURL: url(\"nbd+unix:///?socket=/s/vms/lz/.disk.sock\") timeout: 30 "
+        "forcedReadOnly: NO synchronizationMode: 0 error: &error] -> "
+        "VZNetworkBlockDeviceStorageDeviceAttachment#");
+    LACKS("Disk.img");
+    fx_done(&f);
+
+    fx_init(&f, "lazy-13", 0);
+    oc_record_host(13);
+    assert_int_equal(f.d->nbd_ok(), -ENOTSUP);
+    assert_string_equal(boot_error(), "an NBD disk needs macOS 14 or later "
+                                      "(VZNetworkBlockDeviceStorageDeviceAttachment)");
+    fx_done(&f);
+}
+
 static void test_nbd_disk(void **state)
 {
     (void)state;
@@ -2084,6 +2114,7 @@ int main(void)
         cmocka_unit_test(test_gui_serves_events_while_waiting),
         cmocka_unit_test(test_nvme_disk),
         cmocka_unit_test(test_nbd_disk),
+        cmocka_unit_test(test_lazy_nbd),
         cmocka_unit_test(test_extra_disks),
         cmocka_unit_test(test_rosetta),
         cmocka_unit_test(test_display_reconfigure),
