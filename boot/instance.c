@@ -1002,6 +1002,9 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
             *o->lazy_refused = 1;
         return rc;
     }
+    /* a guest this host can't run is refused before anything is made */
+    if (fresh && (rc = boot_lazy_check(x->lazy_ref)))
+        return rc;
     if (fresh && o->name)
         snprintf(x->name, sizeof x->name, "%s", o->name);
     else if (fresh)
@@ -1020,10 +1023,6 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
         free(vms);
         if (access(x->dir, F_OK) == 0)
             return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
-        note(o, "instance %s: running %s lazily (its disk is served while the layer is pulled)",
-             x->name, x->lazy_ref);
-    } else {
-        note(o, "instance %s: serving %s lazily again, filling what is missing", x->name, x->lazy_ref);
     }
     char log[4300];
     side_path(x->dir, "lazy.log", log, sizeof log);
@@ -1032,11 +1031,17 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
                          &x->lazy);
     if (rc && fresh) {
         remove_tree(x->dir);
+        remove_side(x->dir, "lazy.log");
         if ((rc == -EINVAL || rc == -EPROTOTYPE) && o->lazy_refused)
             *o->lazy_refused = 1;
     }
     if (rc)
         return rc;
+    if (fresh)
+        note(o, "instance %s: running %s lazily (its disk is served while the layer is pulled)",
+             x->name, x->lazy_ref);
+    else
+        note(o, "instance %s: serving %s lazily again, filling what is missing", x->name, x->lazy_ref);
     x->cloned = fresh;
     char ref[620];
     snprintf(ref, sizeof ref, "%s\n", x->lazy_ref);

@@ -76,6 +76,10 @@ typedef struct boot_lazy boot_lazy;
  * run's), with the local tag a pull gives it and a pull's host check, and
  * the server started on a socket in dir (or a shorter path); lines for the
  * instance go to log_path (appended) and note. */
+/* Before a new lazy instance is made: 0 if the registry's manifest for
+ * ref_text says this host can run its guest (or is not a strata layer,
+ * which boot_lazy_start then refuses), else the refusal, with nothing made. */
+int boot_lazy_check(const char *ref_text);
 int boot_lazy_start(store *st, const char *ref_text, const char *dir, const char *log_path,
                     int durable_on_flush, note_fn note, void *note_ctx, boot_lazy **out);
 const char *boot_lazy_url(const boot_lazy *z); /* nbd+unix:///?socket=... */

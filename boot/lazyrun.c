@@ -54,6 +54,30 @@ static int check_guest(void *ctx, const remote_guest *g)
     return boot_guest_runs_here((const char *)ctx, &need);
 }
 
+int boot_lazy_check(const char *ref_text)
+{
+    remote_ref ref;
+    int rc = remote_ref_parse(ref_text, 0, &ref);
+    if (rc)
+        return rc;
+    remote *r = NULL;
+    remote_opts ro = {0};
+    char *body = NULL, digest[72];
+    size_t len = 0;
+    remote_artifact a;
+    if (!(rc = remote_open(&ref, &ro, 0, &r)) &&
+        !(rc = remote_manifest_get(r, ref.digest ? ref.digest : ref.tag, &body, &len, digest))) {
+        if (remote_artifact_parse(body, len, &a) == 0) {
+            rc = check_guest((void *)ref_text, &a.guest);
+            remote_artifact_free(&a);
+        } /* not a strata layer: lazy_open says so, and run pulls instead */
+    }
+    free(body);
+    remote_close(r);
+    remote_ref_free(&ref);
+    return rc;
+}
+
 /* The socket inside the instance if its path fits a sockaddr_un (104 bytes
  * on macOS, 108 on Linux), else a short one in /tmp named after this
  * process: the driver only needs the URL. */
