@@ -1100,13 +1100,16 @@ static int start_and_supervise(store *st, const boot_run_opts *o, const boot_dri
 
 static void end_run(store *st, const boot_run_opts *o, run_state *x)
 {
+    err_info failure = *err_last(); /* the run's own error: the cleanup below may set others */
     catch_signals(SIG_DFL);
     if (x->recorded)
         remove_run(st, x->name); /* while its lock is held: no one else's record */
     boot_lazy_close(x->lazy); /* its server, then the engine: the fill's work stays */
     x->lazy = NULL;
+    /* an ephemeral instance leaves nothing behind, record included (a lazy
+     * one not yet handed over is no clone: only its directory) */
     if (x->cloned && o->ephemeral && !x->keep && store_clone_delete(st, x->dir))
-        remove_tree(x->dir); /* an ephemeral instance leaves nothing behind, record included */
+        remove_tree(x->dir);
     if (x->cloned && o->ephemeral && !x->keep && x->lazy_ref[0])
         remove_side(x->dir, "lazy-ref"); /* (its lazy log stays, as a stop's result would) */
     else if (x->keep && o->note)
@@ -1119,6 +1122,7 @@ static void end_run(store *st, const boot_run_opts *o, run_state *x)
     free(x->eff.shares); /* its strings are s's or the caller's */
     boot_settings_free(&x->s);
     store_layer_free(x->layer);
+    err_restore(&failure);
 }
 
 int boot_run(store *st, const boot_run_opts *o)

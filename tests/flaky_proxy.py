@@ -217,7 +217,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         if what == "range416" and not self.headers.get("Range"):
             shown = "forwarded"
         if MODE not in ("ecr", "noname", "gitlab", "denied"):  # one string: whole lines
-            rng = self.headers.get("Range")  # a ranged GET shows its range: how a client coalesces
+            # in log mode a ranged GET shows its range: how a client coalesces
+            rng = self.headers.get("Range") if MODE == "log" else None
             print(f"{self.command} {self.path.split('?')[0]} {shown or 'forwarded'}" + (f" {rng}" if rng else ""),
                   flush=True)
         if what == "503":

@@ -496,11 +496,12 @@ check "...the layer still there" [ -d "$STRATA_HOME/layers/$GCL" ]
 run "$S" gc --prune=now
 check "...and once the push is over, gc may remove it" [ ! -d "$STRATA_HOME/layers/$GCL" ]
 
-# ---- run HOST/REPO:TAG pulls what is missing, then boots ----
+# ---- run HOST/REPO:TAG --no-lazy pulls what is missing, then boots ----
+# (a lazy run, the default, is tests/lazy_run.sh's)
 P10=$W/pull10
 mkdir -p "$W/xdg-run" && chmod 700 "$W/xdg-run"
 STRATA_HOME=$P10 XDG_RUNTIME_DIR=$W/xdg-run STRATA_QEMU=$HERE/fakeqemu.sh FAKE_STARTS=$W/starts-run \
-    run "$S" run "$R/strata/vm:child" --driver qemu --ephemeral --name fromremote
+    run "$S" run "$R/strata/vm:child" --no-lazy --driver qemu --ephemeral --name fromremote
 check "run HOST/REPO:TAG on an empty store pulls it first" grep -q "is not in the store: pulling it" "$W/err"
 check "...completely" grep -q "^pulled $R/strata/vm:child" "$W/err"
 check "...under the default local tag" [ "$(STRATA_HOME=$P10 "$S" log "$LOCAL" 2>/dev/null | head -1 | cut -c1-12)" = "${CHILD:0:12}" ]
