@@ -80,25 +80,11 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = pwrite(fd, p, len, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        p += w, len -= (size_t)w, off += (uint64_t)w;
-    }
-    return 0;
-}
-
 /* state of chunk c, kept in the state file too (durable only when asked) */
 static int state_put(lazy_disk *d, uint64_t c, unsigned char s)
 {
     d->state[c] = s;
-    return pwrite_all(d->state_fd, &s, 1, c);
+    return file_pwrite_all(d->state_fd, &s, 1, c);
 }
 
 /* ---- opening: the file, the states, and the states checked again ---- */
@@ -181,7 +167,7 @@ static int clear_chunk(lazy_disk *d, uint64_t c)
         return rc;
     static const char zeros[65536];
     for (uint64_t at = 0; at < len && !rc; at += sizeof zeros)
-        rc = pwrite_all(d->fd, zeros, len - at < sizeof zeros ? (size_t)(len - at) : sizeof zeros,
+        rc = file_pwrite_all(d->fd, zeros, len - at < sizeof zeros ? (size_t)(len - at) : sizeof zeros,
                         off + at);
     return rc;
 }
@@ -198,7 +184,7 @@ static int fetch_chunk(lazy_disk *d, uint64_t c, unsigned char *buf)
     int rc = lz_chunk_get(d, k->digest, (uint32_t)len, buf, what);
     if (rc)
         return rc;
-    if ((rc = pwrite_all(d->fd, buf, len, c * f->chunk_size)) || (rc = state_put(d, c, LZ_LAYER)))
+    if ((rc = file_pwrite_all(d->fd, buf, len, c * f->chunk_size)) || (rc = state_put(d, c, LZ_LAYER)))
         return lazy_fail_errno(-rc, "%s", d->disk_path);
     lz_count(d, &d->chunks_here, 1);
     return 0;
@@ -280,7 +266,7 @@ static int write_piece(lazy_disk *d, const piece *p, const char *data, unsigned 
             rc = fetch_chunk(d, p->c, *buf);
     }
     if (!rc)
-        rc = pwrite_all(d->fd, data, p->len, p->c * f->chunk_size + p->off);
+        rc = file_pwrite_all(d->fd, data, p->len, p->c * f->chunk_size + p->off);
     if (!rc && *became) {
         if (d->state[p->c] == LZ_ABSENT && store_file_chunk(f, p->c))
             lz_count(d, &d->chunks_here, 1);
@@ -295,7 +281,7 @@ static int guest_chunks_record(lazy_disk *d, const uint64_t *v, size_t n)
     static const unsigned char guest = LZ_GUEST;
     int rc = 0;
     for (size_t i = 0; !rc && i < n; i++)
-        rc = pwrite_all(d->state_fd, &guest, 1, v[i]);
+        rc = file_pwrite_all(d->state_fd, &guest, 1, v[i]);
     if (!rc && n)
         rc = file_fsync_fd(d->state_fd);
     return rc;
@@ -335,7 +321,7 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
     int rc = 0;
     io_enter(d);
     if (d->handed_over) {
-        rc = pwrite_all(d->fd, data, len, off);
+        rc = file_pwrite_all(d->fd, data, len, off);
         /* until the state is gone (the instance recorded as a clone), a
          * handover done again after a crash must still find these chunks */
         EACH_PIECE(d, off, len, p) {
@@ -442,7 +428,7 @@ void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, s
          !d->handed_over && p && p < d->disk_ids + d->ndisk_ids && !memcmp(p->digest, id, 32); p++) {
         pthread_mutex_lock(stripe(d, p->chunk));
         if (d->state[p->chunk] == LZ_ABSENT && store_chunk_len(d->df, p->chunk) == len &&
-            !pwrite_all(d->fd, data, len, p->chunk * d->df->chunk_size) &&
+            !file_pwrite_all(d->fd, data, len, p->chunk * d->df->chunk_size) &&
             !state_put(d, p->chunk, LZ_LAYER))
             lz_count(d, &d->chunks_here, 1);
         pthread_mutex_unlock(stripe(d, p->chunk));
@@ -463,7 +449,7 @@ static int copy_guest_chunks(lazy_disk *d, int to)
             continue;
         size_t len = (size_t)store_chunk_len(f, c);
         if (!(rc = pread_all(d->fd, buf, len, c * f->chunk_size)))
-            rc = pwrite_all(to, buf, len, c * f->chunk_size);
+            rc = file_pwrite_all(to, buf, len, c * f->chunk_size);
     }
     free(buf);
     return rc;
