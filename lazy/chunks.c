@@ -90,13 +90,6 @@ static int from_store(lazy_disk *d, const unsigned char id[32], uint32_t len, vo
     return !memcmp(sum, id, 32); /* a damaged store file is never served */
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec / 1e9;
-}
-
 static void sleep_s(double s)
 {
     struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -111,18 +104,18 @@ static int refused_for_good(int rc)
 
 /* the chunk from the registry, retried (0.25 s doubling to 5 s between
  * tries) until the read wait has passed */
-static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
+static int registry_retrying(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
                          const char *what)
 {
     unsigned wait = d->o.read_wait ? d->o.read_wait : LAZY_READ_WAIT_DEFAULT;
-    double start = now_s(), pause = 0.25;
+    double start = lz_now(), pause = 0.25;
     for (int n = 0;; n++) {
         int rc = remote_reader_chunk(d->rd, id, len, buf);
         if (!rc) {
             lz_count(d, &d->guest_fetches, 1);
             if (n)
                 note_send(d->o.log, d->o.log_ctx, "lazy: %s came after %.1f s", what,
-                          now_s() - start);
+                          lz_now() - start);
             return 0;
         }
         char why[ERR_MESSAGE_MAX];
@@ -131,7 +124,7 @@ static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len,
             note_send(d->o.log, d->o.log_ctx, "lazy: %s is not served: %s", what, why);
             return lazy_fail(EIO, "%s is not served: %s", what, why);
         }
-        double waited = now_s() - start;
+        double waited = lz_now() - start;
         if (waited >= wait) {
             note_send(d->o.log, d->o.log_ctx,
                       "lazy: %s: the registry did not deliver it within %u s (%s); the read fails",
@@ -145,6 +138,16 @@ static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len,
         sleep_s(pause < wait - waited ? pause : wait - waited);
         pause = pause * 2 > 5 ? 5 : pause * 2;
     }
+}
+
+/* the fill holds its GETs back while this waits on the registry (fill.c) */
+static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
+                         const char *what)
+{
+    lz_guest_on_link(d, 1);
+    int rc = registry_retrying(d, id, len, buf, what);
+    lz_guest_on_link(d, 0);
+    return rc;
 }
 
 int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,

@@ -43,6 +43,54 @@ static int pause_unless_stopping(lazy_disk *d, int s)
     return stop;
 }
 
+double lz_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+void lz_guest_on_link(lazy_disk *d, int on)
+{
+    pthread_mutex_lock(&d->mu);
+    if (on)
+        d->guest_on_link++;
+    else if (d->guest_on_link && !--d->guest_on_link)
+        d->guest_link_end = lz_now();
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* remote_pull_opts.before_fetch: the fill's next GET waits while a guest
+ * read waits on the registry and for the quiet window after the last one,
+ * so a booting guest has the link to itself (a guest reads in bursts; the
+ * fill goes on between them). GETs already sent finish: at most the fill's
+ * jobs ranges of remote/'s largest size share the link with a guest read. */
+static int fill_yield(void *ctx)
+{
+    lazy_disk *d = ctx;
+    int held = 0;
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        double window = (d->o.fill_quiet_ms ? d->o.fill_quiet_ms : LAZY_FILL_QUIET_MS) / 1000.0;
+        double quiet = d->guest_link_end + window - lz_now();
+        if (d->stopping || (!d->guest_on_link && quiet <= 0))
+            break;
+        held = 1;
+        if (d->guest_on_link)
+            quiet = window;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long ns = until.tv_nsec + (long)(quiet * 1e9);
+        until.tv_sec += ns / 1000000000L;
+        until.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&d->cv, &d->mu, &until);
+    }
+    int stop = d->stopping;
+    d->fill_held_back += (uint64_t)held;
+    pthread_mutex_unlock(&d->mu);
+    return stop ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
+}
+
 static void fill_end(lazy_disk *d, lazy_fill_state s, int rc)
 {
     pthread_mutex_lock(&d->mu);
@@ -60,7 +108,7 @@ static int fill_pull(lazy_disk *d, remote_pull_result *res)
     remote_pull_opts po = {.tag = d->o.tag, .jobs = d->o.fill_jobs ? d->o.fill_jobs : LAZY_FILL_JOBS_DEFAULT,
                            .progress = fill_progress, .progress_ctx = d,
                            .chunk_source = lz_hook_source, .chunk_received = lz_hook_received,
-                           .chunk_ctx = d};
+                           .before_fetch = fill_yield, .chunk_ctx = d};
     int pause = 1;
     for (;;) {
         int rc = remote_pull(d->st, &d->src, &d->ro, &po, res);

@@ -77,6 +77,9 @@ struct lazy_disk {
     char error[256];
     uint64_t fill_done, fill_total, guest_fetches, local_reads, chunks_here;
     uint64_t fill_fetched, fill_resumed, fill_supplied;
+    unsigned guest_on_link;  /* guest reads waiting on the registry now */
+    double guest_link_end;   /* when the last of them ended (CLOCK_MONOTONIC seconds) */
+    uint64_t fill_held_back; /* GETs the fill held back for the guest */
     uint64_t *pending; /* durable_on_flush: chunks that became the guest's since the last flush */
     size_t npending, cap_pending;
 
@@ -126,6 +129,10 @@ int lz_prefetch_wait(lazy_disk *d); /* 1 if the engine is stopping */
 void lz_prefetch_stop(lazy_disk *d);
 
 /* fill.c */
+/* A guest read is about to wait on the registry (1), or is done (0): the
+ * fill holds its next GET back meanwhile, and for LAZY_FILL_QUIET_MS after */
+void lz_guest_on_link(lazy_disk *d, int on);
+double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
 int lz_fill_start(lazy_disk *d);
 void lz_fill_stop(lazy_disk *d);
 

@@ -42,12 +42,16 @@
 #define LAZY_DIR ".lazy"            /* in the instance: the engine's state (docs/lazy.md) */
 #define LAZY_READ_WAIT_DEFAULT 120  /* seconds a guest's read may wait on the registry */
 #define LAZY_FILL_JOBS_DEFAULT 2    /* the fill's parallel downloads: the guest's reads come first */
+#define LAZY_FILL_QUIET_MS 500      /* the fill sends no GET while a guest read waits on the
+                                       registry, nor this long after the last one ended */
 
 typedef struct lazy_disk lazy_disk;
 
 typedef struct {
     const char *tag;      /* the local tag the fill gives the layer, as pull's -t; may be NULL */
     unsigned fill_jobs;   /* the fill's parallel downloads, 1..64; 0: LAZY_FILL_JOBS_DEFAULT */
+    unsigned fill_quiet_ms; /* the fill's GETs wait this long after the guest's last read from
+                             the registry; 0: LAZY_FILL_QUIET_MS */
     unsigned read_wait;   /* seconds; 0: LAZY_READ_WAIT_DEFAULT. A guest read whose chunk the
                              registry does not deliver within it gets EIO (and a log line) */
     int no_fill;          /* 1: no background fill; chunks come only when the guest reads them */
@@ -101,6 +105,7 @@ typedef struct {
     uint64_t fill_done, fill_total; /* the fill's bytes, as pull reports them */
     uint64_t guest_fetches;   /* chunks fetched from the registry for the guest's reads */
     uint64_t local_reads;     /* chunks taken from the store for the guest */
+    uint64_t fill_held_back;  /* GETs of the fill held back while the guest used the link */
     /* once the fill has ended, its pull's counts (remote_pull_result) */
     uint64_t fill_fetched;    /* chunks it downloaded */
     uint64_t fill_resumed;    /* chunks kept from an earlier fill cut short */

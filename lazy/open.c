@@ -304,6 +304,7 @@ void lazy_progress_get(lazy_disk *d, lazy_progress *out)
     out->fill_fetched = d->fill_fetched;
     out->fill_resumed = d->fill_resumed;
     out->fill_supplied = d->fill_supplied;
+    out->fill_held_back = d->fill_held_back;
     snprintf(out->error, sizeof out->error, "%s", d->error);
     pthread_mutex_unlock(&d->mu);
 }

@@ -533,6 +533,10 @@ static int fetch_range(worker *w, size_t ri)
         return supplied < 0 ? supplied : 0;
     if (whole && !claim_pack(f, pack))
         return 0;
+    const remote_pull_opts *po = f->j->po;
+    int held_back = po && po->before_fetch ? po->before_fetch(po->chunk_ctx) : 0;
+    if (held_back)
+        return held_back;
     for (int n = 0;; n++) {
         long status = 0;
         int rc = fetch_once(w, r, pack, &whole, &status);

@@ -333,6 +333,11 @@ typedef struct {
      * fetched, with its bytes, once the store has checked and taken it. */
     int (*chunk_source)(void *ctx, const unsigned char id[32], uint32_t len, void *buf);
     void (*chunk_received)(void *ctx, const unsigned char id[32], const void *data, size_t len);
+    /* May be NULL: called by a worker just before each GET of layer data
+     * (a range or a whole pack), and may block: lazy/ holds its fill back
+     * there while a guest's own reads use the link. 0 to send it, or a
+     * negative errno that ends the pull with it. */
+    int (*before_fetch)(void *ctx);
     void *chunk_ctx;
 } remote_pull_opts;
 

@@ -275,4 +275,13 @@ check "...the layer published under the pushed id" [ "$(tag_id "$W/s-k" vm:v1)" 
 run env STRATA_HOME="$W/s-k" "$S" fsck
 check "...fsck clean" [ "$rc" -eq 0 ]
 
+# ---- the fill holds back while the guest's reads use the link ----
+# (a quiet window of 5 s: the fill's first GET of data comes after the read)
+serve h "$SP/strata/vm:v1" "$W/s-h" --jobs 1 --quiet-ms 5000
+run qio "$URI" "read 30M 4096"
+check "a read during a slow fill" [ "$rc" -eq 0 ]
+wait_for "$W/lz-h.out" "fill:" "$SPID"
+check "...and the fill, which held a GET back for it, still ends" grep -q "fill: done.* held_back=[1-9]" "$W/lz-h.out"
+stop "$SPID"
+
 finish

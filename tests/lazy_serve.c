@@ -2,7 +2,7 @@
  * over strata's NBD server, as boot/ will serve a guest's disk, so real
  * NBD clients can read and write it before, during and after the fill.
  *
- * lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] [--tag T] [--jobs N]
+ * lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] [--tag T] [--jobs N] [--quiet-ms MS]
  *            [--durable-on-flush]
  * The store is $STRATA_HOME. Prints "ready" on stdout once listening, then
  * "fill: done" or "fill: failed: WHY" when the fill ends; lines of the
@@ -36,9 +36,9 @@ static void *waiter(void *arg)
     else {
         lazy_progress p;
         lazy_progress_get(arg, &p);
-        printf("fill: done fetched=%llu resumed=%llu supplied=%llu\n",
+        printf("fill: done fetched=%llu resumed=%llu supplied=%llu held_back=%llu\n",
                (unsigned long long)p.fill_fetched, (unsigned long long)p.fill_resumed,
-               (unsigned long long)p.fill_supplied);
+               (unsigned long long)p.fill_supplied, (unsigned long long)p.fill_held_back);
     }
     fflush(stdout);
     return NULL;
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] "
-                        "[--tag T] [--jobs N]\n");
+                        "[--tag T] [--jobs N] [--quiet-ms MS]\n");
         return 2;
     }
     lazy_opts o = {.log = log_line};
@@ -71,6 +71,8 @@ int main(int argc, char **argv)
             o.tag = argv[++i];
         else if (!strcmp(argv[i], "--jobs") && i + 1 < argc)
             o.fill_jobs = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quiet-ms") && i + 1 < argc)
+            o.fill_quiet_ms = (unsigned)atoi(argv[++i]);
         else {
             fprintf(stderr, "lazy_serve: unknown argument '%s'\n", argv[i]);
             return 2;
