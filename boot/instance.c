@@ -716,8 +716,9 @@ static int start_vm(const boot_run_opts *o, const boot_driver *drv, const char *
     return rc;
 }
 
-/* a lazy run's guest is ready when its console shows a login prompt, or
- * at this limit (seconds): the boot profile ends there (lazy_ready) */
+/* a lazy run's guest is ready when it answers ssh with its banner, or its
+ * console shows a login prompt, or at this limit (seconds), whichever
+ * comes first: the boot profile ends there (lazy_ready) */
 #define LAZY_READY_LIMIT_S 120
 
 typedef struct {
@@ -747,17 +748,23 @@ static int console_at_login(const char *dir)
 
 /* once a second: the fill's progress into the run record (ps), and the
  * guest's readiness to the engine */
-static void lazy_tick(const boot_driver *drv, boot_vm *vm, const char *dir, const run_record *r,
-                      lazy_watch *w)
+static void lazy_tick(const boot_driver *drv, boot_vm *vm, const char *dir, const boot_settings *s,
+                      const run_record *r, lazy_watch *w)
 {
     time_t now = time(NULL);
     if (!r->lazy || now == w->last)
         return;
     w->last = now;
     write_run(r, drv->pid(vm), w->state);
-    if (!w->ready && (now - w->started >= LAZY_READY_LIMIT_S || console_at_login(dir))) {
+    if (w->ready)
+        return;
+    const char *why = boot_ssh_answers(&r->ep, s, 250) ? "its ssh server answered"
+                      : console_at_login(dir)          ? "its console shows a login prompt"
+                      : now - w->started >= LAZY_READY_LIMIT_S ? "the time limit passed"
+                                                                : NULL;
+    if (why) {
         w->ready = 1;
-        boot_lazy_ready(r->lazy);
+        boot_lazy_ready(r->lazy, why);
     }
 }
 
@@ -770,7 +777,7 @@ static int supervise(store *st, const boot_driver *drv, boot_vm *vm, const char 
     int keep = 0, forced = 0;
     lazy_watch w = {.started = time(NULL), .state = "running"};
     while (drv->alive(vm)) {
-        lazy_tick(drv, vm, dir, r, &w);
+        lazy_tick(drv, vm, dir, s, r, &w);
         if (want_suspend) {
             want_suspend = 0;
             write_run(r, drv->pid(vm), "suspending");

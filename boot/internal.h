@@ -69,17 +69,22 @@ int qemu_nbd_blockdev(const char *url, const char *cache, int qemu_major, char *
  */
 const boot_driver *boot_vz_driver(void);
 
+/* reach.c: 1 if a running VM's guest answers ssh with its banner within
+ * timeout_ms: through qemu's forward (ep), else (vz) at the address its
+ * DHCP lease gives the settings' MAC. A lazy run's readiness (instance.c). */
+int boot_ssh_answers(const boot_endpoints *ep, const boot_settings *s, int timeout_ms);
+
 /* lazyrun.c: a lazy run's engine (lazy/) on an instance directory and the
  * NBD server its driver boots from (docs/lazy.md, "Running lazily") */
 typedef struct boot_lazy boot_lazy;
-/* lazy_open of the registry name ref_text into dir (new, or a killed lazy
- * run's), with the local tag a pull gives it and a pull's host check, and
- * the server started on a socket in dir (or a shorter path); lines for the
- * instance go to log_path (appended) and note. */
 /* Before a new lazy instance is made: 0 if the registry's manifest for
  * ref_text says this host can run its guest (or is not a strata layer,
  * which boot_lazy_start then refuses), else the refusal, with nothing made. */
 int boot_lazy_check(const char *ref_text);
+/* lazy_open of the registry name ref_text into dir (new, or a killed lazy
+ * run's), with the local tag a pull gives it and a pull's host check, and
+ * the server started on a socket in dir (or a shorter path); lines for the
+ * instance go to log_path (appended) and note. */
 int boot_lazy_start(store *st, const char *ref_text, const char *dir, const char *log_path,
                     int durable_on_flush, note_fn note, void *note_ctx, boot_lazy **out);
 const char *boot_lazy_url(const boot_lazy *z); /* nbd+unix:///?socket=... */
@@ -88,7 +93,8 @@ void boot_lazy_layer(boot_lazy *z, store_id *out);
 void boot_lazy_status(boot_lazy *z, char *out, size_t n);
 int boot_lazy_done(boot_lazy *z);  /* 1 once handed over */
 int boot_lazy_wait(boot_lazy *z);  /* the fill's end: 0 once handed over, else why not */
-void boot_lazy_ready(boot_lazy *z);
+/* the guest is ready (why: for the log): the boot profile ends */
+void boot_lazy_ready(boot_lazy *z, const char *why);
 void boot_lazy_close(boot_lazy *z); /* the server stopped, then the engine; NULL is fine */
 
 #endif

@@ -178,8 +178,11 @@ int boot_lazy_wait(boot_lazy *z)
                      p.error[0] ? p.error : err_last()->message);
 }
 
-void boot_lazy_ready(boot_lazy *z)
+void boot_lazy_ready(boot_lazy *z, const char *why)
 {
+    char line[200];
+    snprintf(line, sizeof line, "lazy: the guest is ready: %s", why);
+    log_line(z, line);
     lazy_ready(z->disk);
 }
 

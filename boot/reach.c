@@ -201,6 +201,16 @@ static int banner_once(const char *address, unsigned port, int timeout_ms)
     return ok;
 }
 
+int boot_ssh_answers(const boot_endpoints *ep, const boot_settings *s, int timeout_ms)
+{
+    if (ep->ssh_port)
+        return banner_once(ep->ssh_host, ep->ssh_port, timeout_ms);
+    boot_address a;
+    if (!s->mac[0] || vz_address(s->mac, BOOT_RESOLVER_DEFAULT, &a))
+        return 0; /* no lease yet */
+    return banner_once(a.address, 22, timeout_ms);
+}
+
 static int wait_banner(const char *name, const boot_address *a, int wait_s)
 {
     long deadline = now_ms() + (long)wait_s * 1000;
