@@ -111,6 +111,7 @@ int boot_lazy_start(store *st, const char *ref_text, const char *dir, const char
     z->note_ctx = note_ctx;
     z->log = log_path ? fopen(log_path, "ae") : NULL;
     lazy_opts lo = {.tag = tag[0] ? tag : NULL, .durable_on_flush = durable_on_flush,
+                    .fill_after_ready = 1,
                     .log = log_line, .log_ctx = z,
                     .check_guest = check_guest, .check_ctx = (void *)ref_text};
     remote_opts ro = {0};
@@ -168,6 +169,7 @@ int boot_lazy_done(boot_lazy *z)
 
 int boot_lazy_wait(boot_lazy *z)
 {
+    boot_lazy_ready(z, "a suspend waits for the fill"); /* the fill starts at ready */
     int rc = lazy_wait(z->disk);
     if (!rc)
         return 0;

@@ -91,6 +91,29 @@ static int fill_yield(void *ctx)
     return stop ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
 }
 
+void lz_fill_go(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->ready = 1;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* fill_after_ready: until lazy_ready (the guest boots with the link to
+ * itself: its reads never queue behind the fill's); 1 if stopping */
+static int wait_ready(lazy_disk *d)
+{
+    pthread_mutex_lock(&d->mu);
+    int waited = d->o.fill_after_ready && !d->ready && !d->stopping;
+    while (d->o.fill_after_ready && !d->ready && !d->stopping)
+        pthread_cond_wait(&d->cv, &d->mu);
+    int stop = d->stopping;
+    pthread_mutex_unlock(&d->mu);
+    if (!stop && waited)
+        note_send(d->o.log, d->o.log_ctx, "lazy: the guest is ready; the fill starts");
+    return stop;
+}
+
 static void fill_end(lazy_disk *d, lazy_fill_state s, int rc)
 {
     pthread_mutex_lock(&d->mu);
@@ -108,7 +131,8 @@ static int fill_pull(lazy_disk *d, remote_pull_result *res)
     remote_pull_opts po = {.tag = d->o.tag, .jobs = d->o.fill_jobs ? d->o.fill_jobs : LAZY_FILL_JOBS_DEFAULT,
                            .progress = fill_progress, .progress_ctx = d,
                            .chunk_source = lz_hook_source, .chunk_received = lz_hook_received,
-                           .before_fetch = fill_yield, .chunk_ctx = d};
+                           .before_fetch = fill_yield, .chunk_ctx = d,
+                           .range_max = LAZY_FILL_RANGE_MAX};
     int pause = 1;
     for (;;) {
         int rc = remote_pull(d->st, &d->src, &d->ro, &po, res);
@@ -127,7 +151,8 @@ static void *fill_main(void *arg)
     lazy_disk *d = arg;
     remote_pull_result res;
     /* the boot profile's chunks come first (prefetch.c) */
-    int rc = lz_prefetch_wait(d) ? lazy_fail(ECANCELED, "the fill was stopped") : fill_pull(d, &res);
+    int rc = lz_prefetch_wait(d) || wait_ready(d) ? lazy_fail(ECANCELED, "the fill was stopped")
+                                                  : fill_pull(d, &res);
     if (!rc) {
         pthread_mutex_lock(&d->mu);
         d->fill_fetched = res.chunks_fetched;

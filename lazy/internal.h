@@ -89,6 +89,7 @@ struct lazy_disk {
     pthread_t prefetch;
     int prefetch_started;
     int prefetch_done;       /* under mu: the fill may start */
+    int ready;               /* under mu: lazy_ready came (a fill_after_ready fill starts) */
 };
 
 /* chunks.c */
@@ -133,6 +134,7 @@ void lz_prefetch_stop(lazy_disk *d);
  * fill holds its next GET back meanwhile, and for LAZY_FILL_QUIET_MS after */
 void lz_guest_on_link(lazy_disk *d, int on);
 double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
+void lz_fill_go(lazy_disk *d); /* lazy_ready: a fill_after_ready fill may start */
 int lz_fill_start(lazy_disk *d);
 void lz_fill_stop(lazy_disk *d);
 

@@ -42,6 +42,8 @@
 #define LAZY_DIR ".lazy"            /* in the instance: the engine's state (docs/lazy.md) */
 #define LAZY_READ_WAIT_DEFAULT 120  /* seconds a guest's read may wait on the registry */
 #define LAZY_FILL_JOBS_DEFAULT 2    /* the fill's parallel downloads: the guest's reads come first */
+#define LAZY_FILL_RANGE_MAX (2u << 20) /* compressed bytes in one GET of the fill: a guest read
+                                          that starts meanwhile waits behind at most this */
 #define LAZY_FILL_QUIET_MS 500      /* the fill sends no GET while a guest read waits on the
                                        registry, nor this long after the last one ended */
 
@@ -55,6 +57,8 @@ typedef struct {
     unsigned read_wait;   /* seconds; 0: LAZY_READ_WAIT_DEFAULT. A guest read whose chunk the
                              registry does not deliver within it gets EIO (and a log line) */
     int no_fill;          /* 1: no background fill; chunks come only when the guest reads them */
+    int fill_after_ready; /* 1: the fill (after the boot profile's chunks) starts at lazy_ready,
+                             so a booting guest has the link to itself: what a VM run wants */
     int durable_on_flush; /* 1: the client sends FLUSH (QEMU does): writes are made durable
                              then, not each before its reply (what VZ, which never
                              flushes, needs: the default) */
@@ -117,14 +121,15 @@ typedef struct {
 void lazy_progress_get(lazy_disk *d, lazy_progress *out);
 
 /* Wait until the fill has ended (LAZY_DONE or LAZY_FAILED; returns at once
- * when there is no fill): 0 once handed over, else the fill's error. */
+ * when there is no fill): 0 once handed over, else the fill's error. With
+ * fill_after_ready, call lazy_ready first (or this waits for it). */
 int lazy_wait(lazy_disk *d);
 
 /* The guest is ready (its ssh banner, its console's login prompt, or the
  * caller's time limit): the boot profile (docs/profiles.md), the chunks
  * the guest read in order since lazy_open, ends here, and is kept beside
- * the layer once the fill has published it. Any thread; once is enough,
- * later calls do nothing. */
+ * the layer once the fill has published it; a fill_after_ready fill
+ * starts. Any thread; once is enough, later calls do nothing. */
 void lazy_ready(lazy_disk *d);
 
 /* Stop the fill (its work stays in the store's tmp/ for the next

@@ -123,6 +123,8 @@ void lz_record_published(lazy_disk *d)
 
 void lazy_ready(lazy_disk *d)
 {
+    if (d)
+        lz_fill_go(d);
     lz_record *r = d ? d->rec : NULL;
     if (!r)
         return;

@@ -650,10 +650,18 @@ static uint64_t frame_bytes(const fetch_job *f, size_t from)
  * of what is left, so ranges shrink towards the layer's end (guided
  * scheduling): early ones are large (few requests), the last ones, which
  * run while other workers have nothing left, are short. */
-static uint64_t range_size(uint64_t left, unsigned jobs)
+static uint64_t range_size(uint64_t left, unsigned jobs, uint64_t most)
 {
     uint64_t size = left / jobs; /* pull_jobs is at least 1; half this made a third more requests */
-    return size < RANGE_MIN ? RANGE_MIN : size > RANGE_MAX ? RANGE_MAX : size;
+    size = size < RANGE_MIN ? RANGE_MIN : size;
+    return size > most ? most : size;
+}
+
+/* the caller's cap on a GET (remote_pull_opts.range_max), else RANGE_MAX */
+static uint64_t range_most(const fetch_job *f)
+{
+    const remote_pull_opts *po = f->j->po;
+    return po && po->range_max && po->range_max < RANGE_MAX ? po->range_max : RANGE_MAX;
 }
 
 /* cut the sorted wants into ranges of nearby frames of one pack, each of at
@@ -665,7 +673,8 @@ static int plan_ranges(fetch_job *f, unsigned jobs)
     f->pack_first = f->j->pack_first;
     f->pack_count = f->j->pack_count;
     f->pack_claimed = f->j->pack_claimed;
-    uint64_t left = frame_bytes(f, 0), max = RANGE_MIN;
+    uint64_t most = range_most(f), left = frame_bytes(f, 0);
+    uint64_t max = RANGE_MIN < most ? RANGE_MIN : most;
     for (size_t i = 0; i < f->nw;) {
         const want *a = &f->w[i];
         size_t g = i;
@@ -682,7 +691,8 @@ static int plan_ranges(fetch_job *f, unsigned jobs)
             cur->count += g - i;
         } else {
             f->r[f->nr++] = (want_range){.first = i, .count = g - i, .start = a->offset, .end = end};
-            max = f->nr == 1 && !f->j->probed ? RANGE_MIN : range_size(left, jobs);
+            max = f->nr == 1 && !f->j->probed ? (RANGE_MIN < most ? RANGE_MIN : most)
+                                              : range_size(left, jobs, most);
         }
         left -= left < a->clen ? left : a->clen;
         i = g;

@@ -339,6 +339,10 @@ typedef struct {
      * negative errno that ends the pull with it. */
     int (*before_fetch)(void *ctx);
     void *chunk_ctx;
+    /* Compressed bytes asked in one GET at most (a frame larger than it
+     * still comes whole); 0: remote/'s own (8 MiB, few requests). lazy/'s
+     * fill asks less, so a guest read waits behind less of it. */
+    uint32_t range_max;
 } remote_pull_opts;
 
 typedef struct {

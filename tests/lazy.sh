@@ -275,6 +275,19 @@ check "...the layer published under the pushed id" [ "$(tag_id "$W/s-k" vm:v1)" 
 run env STRATA_HOME="$W/s-k" "$S" fsck
 check "...fsck clean" [ "$rc" -eq 0 ]
 
+# ---- fill_after_ready: nothing of the fill before the guest is ready ----
+serve r "$P/strata/vm:v1" "$W/s-r" --fill-after-ready
+run qio "$URI" "read 30M 4096"
+before=$(blob_gets "$W/proxy-log.log")
+sleep 2 # a fill that started at once would be fetching now (it ends in well under 2 s)
+check "with fill_after_ready, a read is served and the fill fetches nothing before lazy_ready" \
+    cond '[ "$rc" -eq 0 ] && [ "$(blob_gets "$W/proxy-log.log")" = "$before" ] && ! grep -q "fill:" "$W/lz-r.out"'
+kill -USR1 "$SPID"
+wait_for "$W/lz-r.out" "fill:" "$SPID"
+check "...lazy_ready starts it, and it publishes the layer" \
+    cond 'grep -q "fill: done" "$W/lz-r.out" && [ "$(blob_gets "$W/proxy-log.log")" -gt "$before" ] && layer_ids "$W/s-r" | grep -q "$CHILD"'
+stop "$SPID"
+
 # ---- the fill holds back while the guest's reads use the link ----
 # (a quiet window of 5 s: the fill's first GET of data comes after the read)
 serve h "$SP/strata/vm:v1" "$W/s-h" --jobs 1 --quiet-ms 5000

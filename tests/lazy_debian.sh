@@ -29,42 +29,12 @@ export STRATA_HOME=$W/src DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
 unset STRATA_QEMU_ACCEL STRATA_HOST_ID
 rm -rf "$W"/src "$W"/s-* "$W"/docker "$W"/cache "$W"/reg-* "$W"/deb "$W"/child "$W"/*.log "$W"/out
 . "$(dirname "$0")/registry_lib.sh"
-need_registry "Debian lazy run tests"
-if [ "$(uname)" != Linux ]; then
-    skipped "Debian lazy run tests" "they boot a Debian system under qemu on Linux"; finish; exit
-fi
-if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
-    skipped "Debian lazy run tests" "boots are skipped (STRATA_SKIP_BOOT)"; finish; exit
-fi
-for c in qemu-system-x86_64 debugfs ssh; do
-    command -v "$c" >/dev/null || { skipped "Debian lazy run tests" "$c is not installed"; finish; exit; }
-done
+. "$(dirname "$0")/lazyrun_lib.sh"
+need_lazy_boots "Debian lazy run tests" debugfs ssh
 if ! bash "$HERE/guest/mkdebian.sh" "$W/deb" >"$W/mkdebian.log" 2>&1; then
     skipped "Debian lazy run tests" "$(tail -1 "$W/mkdebian.log")"; finish; exit
 fi
-PIDS=""
-mark_qemus
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; kill_marked_qemus; true; }
-trap cleanup EXIT
-cond() { eval "$1"; }
 id_of() { "$S" inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
-parent_of() { "$S" inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["parent"])'; }
-ps_lazy() { # NAME KEY: a field of the instance's "lazy" in ps --json
-    "$S" ps --json | python3 -c '
-import json, sys
-for i in json.load(sys.stdin):
-    if i["name"] == sys.argv[1]:
-        print(i["lazy"][sys.argv[2]] if i["lazy"] else None)' "$1" "$2"
-}
-wait_fill() { # NAME SECONDS: until ps says its fill ended (done or failed); 1 if it
-    local i s  # did not in time, or the instance is not a lazy run
-    for ((i = 0; i < $2 * 2; i++)); do
-        s=$(ps_lazy "$1" state)
-        case $s in done | failed) return 0 ;; filling | idle) ;; *) return 1 ;; esac
-        sleep 0.5
-    done
-    return 1
-}
 lazy_log() { echo "$STRATA_HOME/vms/.$1.lazy.log"; }
 gssh() { # NAME CMD...: ssh into the instance with the system's key; output in $W/out
     run "$S" ssh "$1" --wait 120 -i "$W/deb/id" -- "${@:2}"

@@ -20,44 +20,15 @@ export STRATA_HOME=$W/src DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
 unset STRATA_QEMU_ACCEL STRATA_HOST_ID
 rm -rf "$W"/src "$W"/s-* "$W"/docker "$W"/cache "$W"/reg-* "$W"/gb "$W"/*.log "$W"/out
 . "$(dirname "$0")/registry_lib.sh"
-need_registry "lazy run tests"
-if [ "$(uname)" != Linux ]; then
-    skipped "lazy run tests" "they boot the test guest under qemu on Linux"; finish; exit
-fi
-if [ -n "${STRATA_SKIP_BOOT:-}" ]; then
-    skipped "lazy run tests" "boots are skipped (STRATA_SKIP_BOOT)"; finish; exit
-fi
-for c in qemu-system-x86_64 debugfs; do
-    command -v "$c" >/dev/null || { skipped "lazy run tests" "$c is not installed"; finish; exit; }
-done
+. "$(dirname "$0")/lazyrun_lib.sh"
+need_lazy_boots "lazy run tests" debugfs
 GUEST=${STRATA_GUEST_DIR:-/var/tmp/strata-guest}
 if ! bash "$HERE/guest/mkguest.sh" "$GUEST" >"$W/mkguest.log" 2>&1; then
     skipped "lazy run tests" "could not build the test guest: $(tail -1 "$W/mkguest.log")"; finish; exit
 fi
-PIDS=""
-mark_qemus
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; kill_marked_qemus; true; }
-trap cleanup EXIT
 counter_in() { debugfs -R "cat /counter" "$1" 2>/dev/null | tr -dc 0-9; }
 last_counter() { grep -oE 'counter=[0-9]+' "$1" | tail -1 | cut -d= -f2; }
 has_layer() { "$S" inspect "$1" >/dev/null 2>&1; }
-cond() { eval "$1"; }
-parent_of() { "$S" inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["parent"])'; }
-ps_lazy() { # NAME KEY: a field of the instance's "lazy" in ps --json (None if not lazy)
-    "$S" ps --json | python3 -c '
-import json, sys
-for i in json.load(sys.stdin):
-    if i["name"] == sys.argv[1]:
-        print(i["lazy"][sys.argv[2]] if i["lazy"] else None)' "$1" "$2"
-}
-wait_fill_done() { # NAME SECONDS: until ps says its fill is done
-    local i
-    for ((i = 0; i < $2 * 2; i++)); do
-        [ "$(ps_lazy "$1" state)" = done ] && return 0
-        sleep 0.5
-    done
-    return 1
-}
 stop_run() { # NAME PID: stop the instance, wait for its supervisor
     "$S" stop "$1" --force >/dev/null 2>&1
     wait "$2" 2>/dev/null
@@ -99,7 +70,7 @@ if wait_for "$(console lz)" '^BOOTED' 240; then
     check "...its disk is the NBD export on a socket in the instance (qemu's command line)" \
         bash -c "[ -S '$STRATA_HOME/vms/lz/.disk.sock' ] && ps -C qemu-system-x86_64 -o args= | grep -F '$STRATA_HOME/vms/lz/' | grep -qF 'vms/lz/.disk.sock'"
     check "...the guest counts on it" wait_for "$(console lz)" '^HEARTBEAT.*counter=3' 120
-    check "the fill ends (ps: done)" wait_fill_done lz 300
+    check "the fill ends (ps: done)" cond 'wait_fill lz 300 && [ "$(ps_lazy lz state)" = done ]'
     FILL_BYTES=$(tail -n +$((mark + 1)) "$W/proxy-wan.log" | awk '$1 == "GET" && $2 ~ /blobs/ { n += $5 } END { print n + 0 }')
     check "...the layer is published with the pushed id, under the tag a pull gives it" \
         [ "$("$S" inspect "$LOCAL_TAG" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" = "$LAYER" ]
@@ -153,7 +124,7 @@ if wait_for "$(console lk)" '^HEARTBEAT.*counter=2' 240; then
     check "...run NAME serves it again" wait_for "$W/run-lk2.log" "serving $P/strata/guest:v1 lazily again" 30
     check "...the guest boots again and counts on from its writes before the kill (counter $before)" \
         wait_for "$(console lk)" "^HEARTBEAT.*counter=$((before + 1))\b" 240
-    check "...the fill completes" wait_fill_done lk 300
+    check "...the fill completes" cond 'wait_fill lk 300 && [ "$(ps_lazy lk state)" = done ]'
     check "...with the pushed layer's id" has_layer "$LAYER"
     # the blob bytes sent after the restart: less than a whole pull's (pull's summary above)
     again=$(tail -n +$((mark + 1)) "$W/proxy-wan.log" | awk '$1 == "GET" && $2 ~ /blobs/ { n += $5 } END { print n + 0 }')

@@ -3,7 +3,7 @@
  * NBD clients can read and write it before, during and after the fill.
  *
  * lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] [--tag T] [--jobs N] [--quiet-ms MS]
- *            [--durable-on-flush]
+ *            [--durable-on-flush] [--fill-after-ready]
  * The store is $STRATA_HOME. Prints "ready" on stdout once listening, then
  * "fill: done" or "fill: failed: WHY" when the fill ends; lines of the
  * instance's log go to stderr as "log: LINE". On SIGTERM or SIGINT it
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: lazy_serve SOCKET HOST/REPO:TAG DIR [--no-fill] [--read-wait S] "
-                        "[--tag T] [--jobs N] [--quiet-ms MS]\n");
+                        "[--tag T] [--jobs N] [--quiet-ms MS] [--fill-after-ready]\n");
         return 2;
     }
     lazy_opts o = {.log = log_line};
@@ -65,6 +65,8 @@ int main(int argc, char **argv)
             o.no_fill = 1;
         else if (!strcmp(argv[i], "--durable-on-flush"))
             o.durable_on_flush = 1;
+        else if (!strcmp(argv[i], "--fill-after-ready"))
+            o.fill_after_ready = 1;
         else if (!strcmp(argv[i], "--read-wait") && i + 1 < argc)
             o.read_wait = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tag") && i + 1 < argc)

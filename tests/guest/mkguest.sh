@@ -8,7 +8,8 @@
 # Downloads are cached in OUTDIR/cache, so a re-run only rebuilds the bundle.
 #
 # The guest's /init mounts /dev/vda at /mnt, reads /mnt/counter (0 if missing),
-# prints "BOOTED" once, then every second increments the counter, writes it to
+# prints "BOOTED" once and a line ending as a login prompt does ("strata-guest
+# login: ", the sign a lazy run takes for ready), then every second increments the counter, writes it to
 # /mnt/counter, syncs and prints "HEARTBEAT uptime=<s> counter=<n>". A line
 # typed on its serial console comes back as "ECHO <line>"; "busy N" writes
 # a 64 MiB buffer N times over.
@@ -184,6 +185,8 @@ case "$counter" in ''|*[!0-9]*) counter=0;; esac
 done) </dev/console &
 # ---- end of serial echo
 echo BOOTED
+# what a login prompt would be: a lazy run takes it as the sign the guest is ready
+echo "strata-guest login: "
 while :; do
     sleep 1
     counter=$((counter + 1))
