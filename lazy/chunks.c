@@ -150,11 +150,27 @@ static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len,
     return rc;
 }
 
+/* the chunk as a receive of the layer served has written it (another
+ * strata's pull, or a fill cut short), checked by the store: 1 if there */
+static int from_receive(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf)
+{
+    const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
+    if (!p)
+        return 0;
+    const store_file *f = &d->top->files[p->file];
+    return store_chunk_len(f, p->chunk) == len &&
+           !store_receive_peek(d->st, &d->top->id, f->name, p->chunk * f->chunk_size, id, buf, len);
+}
+
 int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
                  const char *what)
 {
     if (from_store(d, id, len, buf)) {
         lz_count(d, &d->local_reads, 1);
+        return 0;
+    }
+    if (from_receive(d, id, len, buf)) {
+        lz_count(d, &d->received_reads, 1);
         return 0;
     }
     return from_registry(d, id, len, buf, what);
