@@ -48,13 +48,15 @@ serve() {
 }
 stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 # wait_for FILE TEXT PID: until FILE holds TEXT, or PID has exited
-wait_for() { while ! grep -q "$2" "$1" 2>/dev/null && kill -0 "$3" 2>/dev/null; do sleep 0.05; done; grep -q "$2" "$1"; }
+# (each wait gives up after LIMIT seconds, so a regression fails instead of hanging)
+LIMIT=${LIMIT:-120}
+wait_for() { local end=$((SECONDS + LIMIT)); while ! grep -q "$2" "$1" 2>/dev/null && kill -0 "$3" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; grep -q "$2" "$1"; }
 # wait_file PATH PID: until PATH exists, or PID has exited
-wait_file() { while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null; do sleep 0.05; done; [ -e "$1" ]; }
+wait_file() { local end=$((SECONDS + LIMIT)); while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; [ -e "$1" ]; }
 # wait_chunk FILE N PID: until chunk N (1 MiB) of FILE is chunk N of the
 # pushed disk (a receive wrote it), or PID has exited
 has_chunk() { cmp -s <(dd if="$1" bs=1M skip="$2" count=1 2>/dev/null) <(dd if="$W/expect.img" bs=1M skip="$2" count=1 2>/dev/null); }
-wait_chunk() { while ! has_chunk "$1" "$2" && kill -0 "$3" 2>/dev/null; do sleep 0.05; done; has_chunk "$1" "$2"; }
+wait_chunk() { local end=$((SECONDS + LIMIT)); while ! has_chunk "$1" "$2" && kill -0 "$3" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; has_chunk "$1" "$2"; }
 qio() { local u=$1; shift; local a=(); for c in "$@"; do a+=(-c "$c"); done; qemu-io -f raw "${a[@]}" "$u"; }
 same_bytes() { rm -f "$W/copy.img"; nbdcopy "$1" "$W/copy.img" && cmp -s "$W/copy.img" "$2"; }
 tag_id() { STRATA_HOME=$1 "$S" ls --json 2>/dev/null |
@@ -93,6 +95,15 @@ before=$(bytes_before)
 STRATA_HOME=$W/s-1 "$S" pull "$P/strata/share:v1" -t share:v1 >"$W/pull-1.out" 2>"$W/pull-1.err" &
 PULL=$!
 check "a slow pull has begun receiving the layer" wait_file "$W/s-1/$RX/bundle/Disk.img" "$PULL"
+# a lazy run stopped while its fill waits: it ends at once (lazy_stop), the
+# pull going on
+serve z "$P/strata/share:v1" "$W/s-1"
+wait_for "$W/lz-z.err" "waiting for it" "$SPID"
+kill "$SPID"
+for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.05; done
+check "a lazy run stopped while its fill waits for the pull ends within 5 s, its fill not failed" \
+    cond '! kill -0 "$SPID" 2>/dev/null && ! grep -q "fill failed" "$W/lz-z.err" && kill -0 "$PULL"'
+stop "$SPID"
 serve a "$P/strata/share:v1" "$W/s-1"
 check "a lazy run of the same layer serves meanwhile" grep -q ready "$W/lz-a.out"
 check "...its fill waits for the pull, and says so once in the log" \
