@@ -1,6 +1,6 @@
 /* lazy: a chunk's bytes for the guest, checked before they are used: from
- * the store (the nearest layer of the chain it holds), else from the
- * registry at once, on a connection of the reader's own (never behind the
+ * the store (the nearest layer of the chain it holds), else from another
+ * strata's receive of the layer, else from the registry at once, on a connection of the reader's own (never behind the
  * fill), retried with backoff so the guest sees latency, not errors, up to
  * the read wait (docs/lazy.md, "Reads that wait"). */
 #define _GNU_SOURCE
