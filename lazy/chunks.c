@@ -1,6 +1,6 @@
 /* lazy: a chunk's bytes for the guest, checked before they are used: from
- * the store (the nearest layer of the chain it holds), else from the
- * registry at once, on a connection of the reader's own (never behind the
+ * the store (the nearest layer of the chain it holds), else from another
+ * strata's receive of the layer, else from the registry at once, on a connection of the reader's own (never behind the
  * fill), retried with backoff so the guest sees latency, not errors, up to
  * the read wait (docs/lazy.md, "Reads that wait"). */
 #define _GNU_SOURCE
@@ -150,11 +150,27 @@ static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len,
     return rc;
 }
 
+/* the chunk as a receive of the layer served has written it (another
+ * strata's pull, or a fill cut short), checked by the store: 1 if there */
+static int from_receive(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf)
+{
+    const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
+    if (!p)
+        return 0;
+    const store_file *f = &d->top->files[p->file];
+    return store_chunk_len(f, p->chunk) == len &&
+           !store_receive_peek(d->st, &d->top->id, f->name, p->chunk * f->chunk_size, id, buf, len);
+}
+
 int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
                  const char *what)
 {
     if (from_store(d, id, len, buf)) {
         lz_count(d, &d->local_reads, 1);
+        return 0;
+    }
+    if (from_receive(d, id, len, buf)) {
+        lz_count(d, &d->received_reads, 1);
         return 0;
     }
     return from_registry(d, id, len, buf, what);

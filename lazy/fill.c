@@ -125,6 +125,21 @@ static void fill_end(lazy_disk *d, lazy_fill_state s, int rc)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* remote_pull_opts.note: the pull's notes (waiting for another strata
+ * receiving the layer) into the instance's log */
+static void fill_note(void *ctx, const char *line)
+{
+    lazy_disk *d = ctx;
+    note_send(d->o.log, d->o.log_ctx, "lazy: fill: %s", line);
+}
+
+/* remote_pull_opts.pause: a second while another strata receives the
+ * layer, less if the engine is stopping */
+static int fill_pause(void *ctx)
+{
+    return pause_unless_stopping(ctx, 1) ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
+}
+
 /* the pull, again and again while the registry is away */
 static int fill_pull(lazy_disk *d, remote_pull_result *res)
 {
@@ -132,7 +147,9 @@ static int fill_pull(lazy_disk *d, remote_pull_result *res)
                            .progress = fill_progress, .progress_ctx = d,
                            .chunk_source = lz_hook_source, .chunk_received = lz_hook_received,
                            .before_fetch = fill_yield, .chunk_ctx = d,
-                           .range_max = LAZY_FILL_RANGE_MAX};
+                           .range_max = LAZY_FILL_RANGE_MAX,
+                           .note = fill_note, .note_ctx = d,
+                           .pause = fill_pause, .pause_ctx = d};
     int pause = 1;
     for (;;) {
         int rc = remote_pull(d->st, &d->src, &d->ro, &po, res);

@@ -75,7 +75,7 @@ struct lazy_disk {
     lazy_fill_state fstate;
     int fill_rc;
     char error[256];
-    uint64_t fill_done, fill_total, guest_fetches, local_reads, chunks_here;
+    uint64_t fill_done, fill_total, guest_fetches, local_reads, received_reads, chunks_here;
     uint64_t fill_fetched, fill_resumed, fill_supplied;
     unsigned guest_on_link;  /* guest reads waiting on the registry now */
     double guest_link_end;   /* when the last of them ended (CLOCK_MONOTONIC seconds) */

@@ -8,12 +8,15 @@
  * nbd_server_start. Each read is answered from, in order: what the guest
  * wrote; the layer's chunks already in the instance file (read before, or
  * received by the fill); the same chunk in the store (the nearest layer of
- * the chain the store holds); otherwise the chunk fetched from the
- * registry at once, on a connection of its own, never queued behind the
+ * the chain the store holds); the same chunk as another strata's pull of
+ * the layer has received it (store_receive_peek); otherwise the chunk
+ * fetched from the registry at once, on a connection of its own, never queued behind the
  * fill. Every chunk is checked against its SHA-256 before a byte of it is
  * served. A background fill (remote_pull, resumable) meanwhile brings the
  * whole layer into the store, taking the chunks the guest already fetched
- * instead of downloading them again; once it has published the layer, the
+ * instead of downloading them again, and waiting for another strata that
+ * is receiving the layer rather than downloading it twice (docs/lazy.md,
+ * "Sharing a pull"); once it has published the layer, the
  * instance is handed over: Disk.img becomes a clone of the published
  * layer's with the guest's writes on it, and the directory an ordinary
  * clone of the layer (its marker and clone record), so commit, suspend and
@@ -110,6 +113,8 @@ typedef struct {
     uint64_t guest_fetches;   /* chunks fetched from the registry for the guest's reads */
     uint64_t local_reads;     /* chunks taken from the store for the guest */
     uint64_t fill_held_back;  /* GETs of the fill held back while the guest used the link */
+    uint64_t received_reads;  /* chunks taken for the guest from a receive of the layer
+                                 (another strata's pull), checked */
     /* once the fill has ended, its pull's counts (remote_pull_result) */
     uint64_t fill_fetched;    /* chunks it downloaded */
     uint64_t fill_resumed;    /* chunks kept from an earlier fill cut short */

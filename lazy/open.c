@@ -301,6 +301,7 @@ void lazy_progress_get(lazy_disk *d, lazy_progress *out)
     out->fill_total = d->fill_total;
     out->guest_fetches = d->guest_fetches;
     out->local_reads = d->local_reads;
+    out->received_reads = d->received_reads;
     out->fill_fetched = d->fill_fetched;
     out->fill_resumed = d->fill_resumed;
     out->fill_supplied = d->fill_supplied;

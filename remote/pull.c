@@ -3,6 +3,7 @@
  * the registry is checked before the store takes it: blobs by digest, the
  * layer manifest's digest is its id, chunks by their SHA-256 (in the store). */
 #define _GNU_SOURCE
+#include "../base/note.h"
 #include "pack.h"
 
 #include <errno.h>
@@ -817,6 +818,20 @@ static int fetch_chunks(pull_job *j, size_t i, int on_local_base)
     return rc;
 }
 
+/* store_receive_opts.busy_wait: another strata receives the layer */
+static int other_receive_wait(void *ctx, const store_id *id, unsigned round)
+{
+    const remote_pull_opts *po = ctx;
+    if (!round && po && po->note)
+        note_send(po->note, po->note_ctx,
+                  "layer %.12s is being received by another strata; waiting for it", id->hex);
+    if (po && po->pause)
+        return po->pause(po->pause_ctx);
+    struct timespec t = {1, 0};
+    nanosleep(&t, NULL);
+    return 0;
+}
+
 /* begin receiving layer i (its parent is the local layer i - 1, or the receive of it) */
 static int receive_layer(pull_job *j, size_t i, size_t first_missing)
 {
@@ -825,6 +840,8 @@ static int receive_layer(pull_job *j, size_t i, size_t first_missing)
         .base_rx = i > first_missing ? j->rx[i - 1] : NULL,
         .parent_follows = i > first_missing,
         .resume = 1,
+        .busy_wait = other_receive_wait,
+        .busy_ctx = (void *)j->po,
     };
     int rc = store_receive_begin(j->st, j->man[i], j->mlen[i], j->info[i], j->ilen[i], &ro,
                                  &j->rx[i]);

@@ -343,6 +343,16 @@ typedef struct {
      * still comes whole); 0: remote/'s own (8 MiB, few requests). lazy/'s
      * fill asks less, so a guest read waits behind less of it. */
     uint32_t range_max;
+    /* Another process is receiving the layer (another pull, a lazy run's
+     * fill: it holds the store's tmp/receive-<id>): the pull waits for it
+     * rather than download it all again, with one note (through note)
+     * saying so, then takes up its work or finds the layer published
+     * (store_receive_opts.busy_wait). pause: called about once a second
+     * while it waits; returns 0 to go on waiting, or a negative errno that
+     * ends the pull with it (lazy/ stopping its fill). NULL: a sleep of a
+     * second. */
+    int (*pause)(void *ctx);
+    void *pause_ctx;
 } remote_pull_opts;
 
 typedef struct {

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -472,6 +473,36 @@ int store_manifest_parse(const char *manifest, size_t mlen, const char *info, si
     return 0;
 }
 
+/* 1 if another process holds tmp/receive-<id> (its lock), 0 if not. A
+ * shared probe, let go at once: it never takes the receive from anyone. */
+static int receive_busy(store *st, const store_id *id)
+{
+    char *lock = st_printf("%s/tmp/receive-%s.lock", st->home, id->hex);
+    int fd = lock ? open(lock, O_RDONLY | O_CLOEXEC) : -1;
+    free(lock);
+    if (fd < 0)
+        return 0; /* none: nobody receives it */
+    int busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    close(fd); /* lets go of the probe's lock too */
+    return busy;
+}
+
+/* store_receive_opts.busy_wait: wait, holding no store lock, until no
+ * other process holds the layer's receive or the layer is in the store.
+ * A handle that holds the store lock (an open receive) never waits: the
+ * other receive needs the lock exclusive to publish. */
+static int wait_other_receive(store *st, const store_id *id, const store_receive_opts *o)
+{
+    if (!o || !o->resume || !o->busy_wait || st->lock_shared || st->lock_exclusive)
+        return 0;
+    for (unsigned round = 0; receive_busy(st, id) && !st_layer_exists(st, id); round++) {
+        int rc = o->busy_wait(o->busy_ctx, id, round);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int store_receive_begin(store *st, const char *manifest, size_t mlen, const char *info,
                         size_t ilen, const store_receive_opts *o, store_receive **out)
 {
@@ -492,6 +523,8 @@ int store_receive_begin(store *st, const char *manifest, size_t mlen, const char
     memcpy(rx->manifest, manifest, mlen);
     rx->mlen = mlen;
     int rc = parse_layer(rx->l, manifest, mlen, info, ilen);
+    if (!rc)
+        rc = wait_other_receive(st, &rx->l->id, o);
     if (!rc && !(rc = st_lock_take(st, ST_LOCK_SHARED, &rx->lock)))
         rc = receive_setup(rx, o);
     if (rc) {
@@ -932,6 +965,33 @@ void store_receive_abort(store_receive *rx)
     free(rx->files_dir);
     pthread_mutex_destroy(&rx->mu);
     free(rx);
+}
+
+int store_receive_peek(const store *st, const store_id *id, const char *name, uint64_t offset,
+                       const unsigned char digest[32], void *buf, size_t len)
+{
+    if (!st_id_valid(id->hex) || !name[0] || name[0] == '/' || strstr(name, ".."))
+        return -ENOENT; /* names come from a parsed manifest: never a path trick */
+    char *path = st_printf("%s/tmp/receive-%s/bundle/%s", st->home, id->hex, name);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0) { /* published meanwhile: the same files, renamed into layers/ */
+        char *dir = st_layer_bundle_dir(st, id);
+        path = dir ? st_printf("%s/%s", dir, name) : NULL;
+        fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        free(dir);
+        free(path);
+    }
+    if (fd < 0)
+        return -ENOENT;
+    /* a hole: not written yet, nothing to read and hash */
+    off_t data = lseek(fd, (off_t)offset, SEEK_DATA);
+    int rc = data < 0 || (uint64_t)data >= offset + len ? -ENOENT : read_all(fd, buf, len, offset);
+    close(fd);
+    unsigned char d[32];
+    if (!rc)
+        st_sha256(buf, len, d);
+    return !rc && !memcmp(d, digest, 32) ? 0 : -ENOENT;
 }
 
 size_t store_manifest_max(void)

@@ -218,6 +218,20 @@ typedef struct {
      * the manifest before they count. gc keeps such work for
      * STORE_GC_PRUNE_EXPIRE after it was last touched (docs/remote.md). */
     int resume;
+    /* With resume: another process may hold tmp/receive-<id> (another
+     * pull, a lazy run's fill). NULL: this receive works in a fresh
+     * directory of its own and gets every chunk again. Else the receive
+     * waits for the other one: begin calls busy_wait(busy_ctx, id, round)
+     * for round 0, 1, ... while the other holds it and the layer is not in
+     * the store; busy_wait pauses (about a second) and returns 0 to look
+     * again, or a negative errno that begin returns. Once the other is
+     * gone, the receive takes up its work (or finds the layer published:
+     * then it only verifies). It is called with no store lock held, so the
+     * other receive can publish meanwhile; for the same reason a store
+     * handle that holds the store lock already (a receive of the layer
+     * before, still open) does not wait: it works in a fresh directory. */
+    int (*busy_wait)(void *ctx, const store_id *id, unsigned round);
+    void *busy_ctx;
 } store_receive_opts;
 
 /*
@@ -242,6 +256,21 @@ const store_layer *store_receive_layer(const store_receive *rx);
  * files and that file's chunks) are still needed, 0 if not (a hole, already
  * present from a base, or already received). */
 int store_receive_needs(const store_receive *rx, size_t file, size_t chunk);
+
+/*
+ * The bytes of a data chunk of layer id as a resumable receive of it
+ * (tmp/receive-<id>, this process's or another's, running or cut short)
+ * has written them, or the layer itself once that receive has published
+ * it: file `name` of the layer, len bytes at offset, into
+ * buf, checked against digest (their SHA-256). 0 if they are there and
+ * match; -ENOENT if not (no such receive, the chunk not written yet or
+ * being written, damaged bytes): the caller fetches the chunk elsewhere.
+ * Never trusted unchecked, never written. It only reads files under the
+ * store's directory and takes no lock, so any thread may call it while
+ * the handle is in use elsewhere (lazy/: a guest's read during a fill).
+ */
+int store_receive_peek(const store *st, const store_id *id, const char *name, uint64_t offset,
+                       const unsigned char digest[32], void *buf, size_t len);
 
 /* Data chunks found in place, checked, from an earlier resumable receive. */
 uint64_t store_receive_resumed(const store_receive *rx);

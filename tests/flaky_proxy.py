@@ -51,7 +51,8 @@ together pass a link of BYTES_PER_SECOND (default 1 MiB/s; 25000000 is
 200 Mbit/s), the response streamed as the registry sends it, so a client
 sees its first bytes early. Nothing else is changed. Each request is logged,
 once answered, as "METHOD PATH wan STATUS BYTES_SENT START END" (unix times),
-so a caller can count the bytes a client had received by a moment.
+so a caller can count the bytes a client had received by a moment (also
+when the client dropped the connection before the end of the body).
 
 Registries' refusals (tests/registry_limits.sh); everything else is
 forwarded, and a blob PUT's log line ends with its digest:
@@ -304,14 +305,19 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", size)
         self.end_headers()
         sent = 0
-        while self.command != "HEAD":
-            piece = (data[sent:sent + (1 << 16)] if data is not None else resp.read(1 << 16))
-            if not piece:
-                break
-            link.take(len(piece))
-            self.wfile.write(piece)
-            sent += len(piece)
-        self.wfile.flush()
+        try:
+            while self.command != "HEAD":
+                piece = (data[sent:sent + (1 << 16)] if data is not None else resp.read(1 << 16))
+                if not piece:
+                    break
+                link.take(len(piece))
+                self.wfile.write(piece)
+                sent += len(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # the client dropped the connection (it had the range it wanted
+            # of a whole body): logged as usual, with the bytes it was sent
+            self.close_connection = True
         conn.close()
         print(f"{self.command} {self.path.split('?')[0]} wan {resp.status} {sent} {began:.3f} {time.time():.3f}",
               flush=True)

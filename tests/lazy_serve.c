@@ -46,9 +46,10 @@ static void *waiter(void *arg)
 
 static void print_progress(const lazy_progress *p)
 {
-    printf("progress: %llu/%llu fetched=%llu local=%llu state=%d\n",
+    printf("progress: %llu/%llu fetched=%llu local=%llu state=%d received=%llu\n",
            (unsigned long long)p->chunks_here, (unsigned long long)p->chunks,
-           (unsigned long long)p->guest_fetches, (unsigned long long)p->local_reads, (int)p->state);
+           (unsigned long long)p->guest_fetches, (unsigned long long)p->local_reads, (int)p->state,
+           (unsigned long long)p->received_reads);
     fflush(stdout);
 }
 

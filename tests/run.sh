@@ -20,7 +20,7 @@
 #                   remote registry_http registry_auth registry_upload
 #                   registry_limits registry_pull tart_push tart_pull
 #                   tart_cli nbd lazy lazy_profile create devices lazy_boot
-#                   powercut lazy_run lazy_debian
+#                   powercut lazy_run lazy_share lazy_debian
 #                   (once, plain filesystem)
 #   --fs FS       one filesystem's pass (make test-fs FS=FS): plain (or its
 #                 type), or ext4, xfs, btrfs on a loop mount (root only); the
@@ -29,7 +29,7 @@ set -u
 unset RUN_AS SHOW
 UNIT_SUITES="test_clone test_store test_boot test_vz test_receive test_remote test_reach test_tart_encode test_tart"
 FS_SUITES="cli crash archive"
-ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull tart_cli nbd lazy lazy_profile create devices lazy_boot powercut lazy_run lazy_debian"
+ONCE_SUITES="vzsim vzsdk vzcreate apple boot reach remote registry_http registry_auth registry_upload registry_limits registry_pull tart_push tart_pull tart_cli nbd lazy lazy_profile create devices lazy_boot powercut lazy_run lazy_share lazy_debian"
 QUICK_SUITES="unit,cli,crash,vzsim,vzsdk,nbd"
 usage() { sed -n 's/^# \{0,1\}//; 9,27p' "$0" >&2; exit 2; }
 B=build QUICK="" ONLY="" FS_ONLY=""
@@ -281,6 +281,9 @@ plain_pass() {
     booting_suite powercut "power cuts (qemu)"
     # run HOST/REPO:TAG lazily: the test guest through a slow link (issue 22)
     once_suite lazy_run "a registry layer run before its pull ends (qemu)"
+    # a lazy run and a pull of the same layer share one receive; a cache
+    once_suite lazy_share "a layer another strata is pulling, served lazily; a pull-through cache"
+    # issue 22 end to end: a Debian system, faults
     once_suite lazy_debian "a Debian system run from a registry before its pull ends (qemu, faults)"
 }
 [ -z "$FS_ONLY" ] || [ "$FS_ONLY" = plain ] && plain_pass

@@ -307,6 +307,87 @@ static void test_resume(void **state)
     free(m);
 }
 
+/* busy_wait of test_wait_for_other: the other receive (on another store
+ * handle) writes chunk 0 in the first round, is cut short in the second */
+typedef struct {
+    fixture *f;
+    store_receive *other;
+    char hex[65];
+    unsigned rounds;
+} waiting;
+
+static int other_works(void *ctx, const store_id *id, unsigned round)
+{
+    waiting *w = ctx;
+    assert_string_equal(id->hex, w->hex);
+    assert_int_equal(round, w->rounds++);
+    unsigned char d[32], *buf = malloc(CH);
+    assert_non_null(buf);
+    st_sha256(w->f->disk, CH, d);
+    if (round == 0) {
+        /* before it is written, nothing to peek at; after, the checked bytes */
+        assert_int_equal(store_receive_peek(w->f->st, id, "Disk.img", 0, d, buf, CH), -ENOENT);
+        assert_int_equal(store_receive_chunk(w->other, 0, 0, w->f->disk, CH), 0);
+        assert_int_equal(store_receive_peek(w->f->st, id, "Disk.img", 0, d, buf, CH), 0);
+        assert_memory_equal(buf, w->f->disk, CH);
+        d[0] ^= 1; /* bytes that are not what the id says are never handed out */
+        assert_int_equal(store_receive_peek(w->f->st, id, "Disk.img", 0, d, buf, CH), -ENOENT);
+        assert_int_equal(store_receive_peek(w->f->st, id, "../Disk.img", 0, d, buf, CH), -ENOENT);
+    } else {
+        store_receive_abort(w->other); /* cut short: its lock is free */
+        w->other = NULL;
+    }
+    free(buf);
+    return 0;
+}
+
+static int give_up(void *ctx, const store_id *id, unsigned round)
+{
+    (void)id, (void)round;
+    (*(unsigned *)ctx)++;
+    return -ECANCELED;
+}
+
+/* a receive of a layer another handle (process) is receiving waits for it
+ * (busy_wait) and takes up its work; it can give up; a handle holding the
+ * store lock does not wait */
+static void test_wait_for_other(void **state)
+{
+    fixture *f = *state;
+    char *m = manifest_of(f->disk, NULL);
+    waiting w = {.f = f};
+    id_of(m, w.hex);
+    store *st2;
+    assert_int_equal(store_open(f->home, &st2), 0);
+    store_receive_opts plain = {.resume = 1};
+    assert_int_equal(store_receive_begin(st2, m, strlen(m), INFO, strlen(INFO), &plain, &w.other), 0);
+    unsigned asked = 0;
+    store_receive_opts quit = {.resume = 1, .busy_wait = give_up, .busy_ctx = &asked};
+    store_receive *rx;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &quit, &rx), -ECANCELED);
+    assert_int_equal(asked, 1);
+    store_receive_opts wait = {.resume = 1, .busy_wait = other_works, .busy_ctx = &w};
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &wait, &rx), 0);
+    assert_int_equal(w.rounds, 2);
+    assert_int_equal(store_receive_resumed(rx), 1); /* the other's chunk 0, checked */
+    assert_int_equal(store_receive_needs(rx, 0, 0), 0);
+    /* this handle holds the store lock now: a third receive works apart */
+    store_receive *third;
+    asked = 0;
+    assert_int_equal(store_receive_begin(f->st, m, strlen(m), INFO, strlen(INFO), &quit, &third), 0);
+    assert_int_equal(asked, 0);
+    assert_int_equal(store_receive_resumed(third), 0);
+    store_receive_abort(third);
+    assert_int_equal(store_receive_chunk(rx, 0, 2, f->disk + 2 * CH, CH), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 3, f->disk + 3 * CH, CH), 0);
+    assert_int_equal(store_receive_chunk(rx, 0, 4, f->disk + 4 * CH, 100), 0);
+    char hex[65];
+    finish_as(f, rx, f->disk, hex);
+    assert_string_equal(hex, w.hex);
+    store_close(st2);
+    free(m);
+}
+
 static void receive_all(fixture *f, const char *m, const unsigned char *disk, char hex[65]);
 
 /* gc drops kept work after the grace period, or once its layer is in */
@@ -567,6 +648,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_incomplete_is_not_published, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_cleaned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wait_for_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_takes_parent_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel, setup, teardown),
