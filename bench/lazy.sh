@@ -14,7 +14,10 @@
 #   lazy+prof  the same, after the first lazy run's boot profile was pushed
 # Each row: seconds from `strata run` to the guest's ready marker on ttyS0
 # and to its first ssh banner, and the bytes the proxy sent before the
-# banner. A lazy row says "not built yet" while `strata run --lazy` is refused.
+# banner; the lazy rows also the compressed size of the chunks the guest
+# read before it was ready (its boot profile: the floor for verified
+# chunks), and a disk-bound command in the guest timed while the fill runs
+# and after it. Then the ratios the issue's targets are stated in.
 # Prints markdown for bench/RESULTS.md. Needs root once (mkdebian.sh's
 # debootstrap; cached after), docker-registry and debugfs.
 # Usage: bash bench/lazy.sh   (STRATA=path/to/strata, default build/strata)
@@ -95,10 +98,42 @@ bytes_between() { # T0 T: bytes the proxy sent in answers begun after T0 and end
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
-# one row: `strata run ARGS` in store HOME as instance NAME; "ready banner bytes"
-# or "refused: WHY" when run exits before the guest is ready
-measure() { # HOME NAME ARGS...
-    local home=$1 name=$2; shift 2
+ssh_in() { # HOME NAME CMD: run CMD in the guest over ssh
+    STRATA_HOME=$1 "$S" ssh "$2" --wait 120 -i "$W/deb/id" -- "$3"
+}
+fill_state() { # HOME NAME: the lazy fill's state in ps --json
+    STRATA_HOME=$1 "$S" ps --json | python3 -c '
+import json, sys
+for i in json.load(sys.stdin):
+    if i["name"] == sys.argv[1]:
+        print(i["lazy"]["state"] if i["lazy"] else "none")' "$2"
+}
+# a disk-bound command in the guest (64 MiB written with O_DIRECT, synced): seconds
+guest_io() { # HOME NAME
+    local t0 t1
+    t0=$(date +%s.%N)
+    ssh_in "$1" "$2" 'dd if=/dev/zero of=/root/io bs=1M count=64 oflag=direct conv=fsync status=none && rm /root/io' >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    secs "$t0" "$t1"
+}
+# MiB of the chunks the guest read before it was ready, compressed as a
+# pack's frames are (zstd -3): the floor of what a verified lazy fetch costs
+touched_mib() { # PROFILE DISK
+    local c n=0
+    [ -f "$1" ] || { echo "-"; return; }
+    for c in $(python3 "$HERE/tests/profile_craft.py" chunks "$1"); do
+        n=$((n + $(dd if="$2" bs=1M skip="$c" count=1 status=none | zstd -3 -c | wc -c)))
+    done
+    mib "$n"
+}
+
+# one row: `strata run ARGS` in store HOME as instance NAME; "ready banner
+# bytes" (and, with MODE lazy, "io_during io_after": the guest's disk-bound
+# command while the fill runs and after it, the fill waited for so the
+# layer and its boot profile are in the store), or "refused: WHY" when run
+# exits before the guest is ready
+measure() { # HOME NAME MODE ARGS...
+    local home=$1 name=$2 mode=$3; shift 3
     local t0 pid
     t0=$(date +%s.%N)
     STRATA_HOME=$home "$S" run "$@" --name "$name" --driver qemu --accel "$ACCEL" >"$W/run-$name.log" 2>&1 &
@@ -109,21 +144,32 @@ measure() { # HOME NAME ARGS...
         fi
         sleep 0.2
     done
-    local tm tb
+    local tm tb extra=""
     tm=$(marker_at "$home/vms/$name/.console.log")
     tb=$(banner_at "$home" "$name")
-    echo "$(secs "$t0" "$tm") $(secs "$t0" "$tb") $(bytes_between "$t0" "$tb")"
+    if [ "$mode" = lazy ]; then
+        local during=- after
+        [ "$(fill_state "$home" "$name")" = filling ] && during=$(guest_io "$home" "$name")
+        while [ "$(fill_state "$home" "$name")" = filling ]; do sleep 1; done
+        after=$(guest_io "$home" "$name")
+        extra=" $during $after"
+    fi
+    echo "$(secs "$t0" "$tm") $(secs "$t0" "$tb") $(bytes_between "$t0" "$tb")$extra"
     STRATA_HOME=$home "$S" stop "$name" --timeout 30 >/dev/null 2>&1 || true
     wait "$pid" 2>/dev/null || true
 }
 
-row() { # LABEL RESULT NOTE
-    local label=$1 r=$2
+row() { # LABEL RESULT FLOOR_MIB
+    local label=$1 r=$2 floor=${3:-}
     case $r in
-    refused:*) printf '| %s | not built yet | | | %s |\n' "$label" "${r#refused: }" ;;
-    *) set -- $r; printf '| %s | %s | %s | %s | %s |\n' "$label" "$1" "$2" "$(mib "$3")" "${4:-}" ;;
+    refused:*) printf '| %s | refused | | | | | %s |\n' "$label" "${r#refused: }" ;;
+    *) set -- $r
+       printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$1" "$2" "$(mib "$3")" "$floor" \
+           "${4:+guest I/O ${4} s during the fill, ${5} s after}" ;;
     esac
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }'; }
+field() { awk -v i="$2" '{ print $i }' <<<"$1"; } # RESULT N: its Nth word
 
 echo "bench/lazy.sh, $(date -u +%Y-%m-%d) on $(uname -n) ($(nproc) cores, $(uname -m)), QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}'), accel $ACCEL;"
 echo "link $((RATE * 8 / 1000000)) Mbit/s, ${LATENCY} ms per request; $("$S" --version 2>/dev/null | head -1)"
@@ -149,21 +195,40 @@ for g in $SIZES; do
     echo
     echo "Disk.img: $(mib $((alloc * 1024))) MiB allocated; registry blobs $(mib "$blobs") MiB."
     echo
-    echo "| run | ready marker (s) | ssh banner (s) | MiB fetched before the banner | note |"
-    echo "|---|---|---|---|---|"
+    echo "| run | ready marker (s) | ssh banner (s) | MiB fetched before the banner | MiB of chunks touched (zstd -3) | note |"
+    echo "|---|---|---|---|---|---|"
     log "+$g GiB: local cold boot"
-    row "local cold boot (layer present)" "$(measure "$home" local deb)"
+    local_r=$(measure "$home" local plain deb)
+    row "local cold boot (layer present)" "$local_r"
     log "+$g GiB: full pull, then boot"
-    row "full pull, then boot" "$(measure "$W/store-pull-$g" pull "$ref")"
+    row "full pull, then boot" "$(measure "$W/store-pull-$g" pull plain "$ref" --no-lazy)"
     log "+$g GiB: lazy, no profile"
-    lazy=$(measure "$W/store-lazy-$g" lazy "$ref" --lazy)
-    row "lazy, no profile" "$lazy"
+    lazy=$(measure "$W/store-lazy-$g" lazy lazy "$ref" --lazy)
+    floor=$(touched_mib "$W/store-lazy-$g/layers/$layer/profile" "$W/img/Disk.img")
+    row "lazy, no profile" "$lazy" "$floor"
+    prof=refused:
     case $lazy in
     refused:*) row "lazy, with a profile" "$lazy" ;;
     *)  # the first lazy run recorded the profile beside the layer; push it with the layer
-        STRATA_HOME=$W/store-lazy-$g "$S" push "$layer" "127.0.0.1:$REG/bench/deb:g$g" >/dev/null 2>&1 || true
-        row "lazy, with a profile" "$(measure "$W/store-prof-$g" prof "$ref" --lazy)" ;;
+        STRATA_HOME=$W/store-lazy-$g "$S" push "$layer" "127.0.0.1:$REG/bench/deb:g$g" >/dev/null
+        log "+$g GiB: lazy, with the profile"
+        prof=$(measure "$W/store-prof-$g" prof lazy "$ref" --lazy)
+        row "lazy, with a profile" "$prof" "$floor" ;;
+    esac
+    echo
+    case $lazy$prof in
+    *refused:*) ;;
+    *)  lb=$(field "$local_r" 2)
+        echo "Against the targets: lazy without a profile $(ratio "$(field "$lazy" 2)" "$lb")x the local cold boot (target <= 2), with one $(ratio "$(field "$prof" 2)" "$lb")x (<= 1.5);"
+        echo "bytes before the banner $(ratio "$(mib "$(field "$lazy" 3)")" "$floor")x the touched chunks without a profile, $(ratio "$(mib "$(field "$prof" 3)")" "$floor")x with one (<= 1.25);"
+        echo "the guest's disk-bound command during the fill $(ratio "$(field "$lazy" 4)" "$(field "$lazy" 5)")x and $(ratio "$(field "$prof" 4)" "$(field "$prof" 5)")x its time after (<= 1.2)."
+        echo "LAZY_ROW $g $(field "$lazy" 2) $(field "$prof" 2)" >>"$W/rows" ;;
     esac
     echo
     rm -rf "$W"/store-*-"$g" "$W/img"
 done
+if [ "$(wc -l <"$W/rows" 2>/dev/null || echo 0)" -ge 2 ]; then
+    read -r _ g1 l1 p1 < <(head -1 "$W/rows")
+    read -r _ g2 l2 p2 < <(tail -1 "$W/rows")
+    echo "From +$g1 to +$g2 GiB: the lazy banner $(ratio "$l2" "$l1")x without a profile, $(ratio "$p2" "$p1")x with one (target: within 1.10)."
+fi

@@ -9,6 +9,9 @@ profile_craft.py make OUT LAYER_HEX DISK_CHUNKS FIRST:COUNT... [--version N]
     is not in its shortest form
 profile_craft.py put REGISTRY REPO FILE
     upload FILE as a blob (plain HTTP); prints its digest and size
+profile_craft.py chunks FILE
+    the chunks a (well-formed) profile lists, one a line, in its order
+    (bench/lazy.sh: what the guest read before it was ready)
 """
 import hashlib
 import struct
@@ -69,11 +72,37 @@ def put(reg, repo, path):
     print(digest, len(data))
 
 
+def unleb(data, at):
+    v = shift = 0
+    while True:
+        b = data[at]
+        at += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, at
+
+
+def chunks(path):
+    data = open(path, "rb").read()
+    if data[:8] != b"STRATAPF":
+        sys.exit(f"{path}: not a boot profile")
+    nruns = struct.unpack("<I", data[12:16])[0]
+    at = 64
+    for _ in range(nruns):
+        first, at = unleb(data, at)
+        count, at = unleb(data, at)
+        for c in range(first, first + count + 1):
+            print(c)
+
+
 def main():
     if sys.argv[1] == "make":
         make(sys.argv[2:])
     elif sys.argv[1] == "put":
         put(*sys.argv[2:5])
+    elif sys.argv[1] == "chunks":
+        chunks(sys.argv[2])
     else:
         sys.exit(__doc__)
 
