@@ -306,6 +306,11 @@ typedef struct {
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res);
 
+/* What every push (remote_push, tart's) asks of its destination before it
+ * reads or sends anything: a tag to put the manifest under. 0, or -EINVAL
+ * "push: the destination needs a tag (HOST/REPO:TAG)". */
+int remote_push_check_dest(const remote_ref *dst);
+
 /* ---- pull ---- */
 
 typedef struct {
