@@ -844,8 +844,26 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
     return check_run_devices(o);
 }
 
-/* a new instance directory, STORE/vms/NAME, cloned from the layer */
-static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
+/* The name an instance runs under, held by this process (its lock beside
+ * the run records) for as long as it runs; a fresh instance is named first:
+ * --name, else a random name made from what it runs (source). */
+static int name_and_lock(store *st, const boot_run_opts *o, const char *source, int fresh,
+                         run_state *x)
+{
+    if (fresh && o->name)
+        snprintf(x->name, sizeof x->name, "%s", o->name);
+    else if (fresh)
+        random_name(source, x->name, sizeof x->name);
+    char lock_name[300];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
+    int rc = lock_running(st, lock_name, &x->name_lock);
+    if (rc == -EBUSY)
+        return boot_fail(EEXIST, "an instance named %s is running; pick another --name", x->name);
+    return rc;
+}
+
+/* a fresh instance's directory, STORE/vms/NAME, into x->dir: not there yet */
+static int new_instance_dir(store *st, run_state *x)
 {
     char *vms = boot_instances_dir(st);
     if (!vms)
@@ -854,6 +872,23 @@ static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
     free(vms);
     if (access(x->dir, F_OK) == 0)
         return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
+    return 0;
+}
+
+/* the instance directory's busy lock, naming what holds it */
+static int hold_busy(run_state *x)
+{
+    char holder[400];
+    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
+    return store_busy_take(x->dir, holder, &x->busy) ? err_pass() : 0;
+}
+
+/* a new instance directory, STORE/vms/NAME, cloned from the layer */
+static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
+{
+    int rc = new_instance_dir(st, x);
+    if (rc)
+        return rc;
     note(o, "instance %s: cloning layer %.12s", x->name, x->lid.hex);
     int reflinked;
     if ((o->resume ? store_clone_saved_state : store_clone)(st, x->lid.hex, x->dir, &reflinked))
@@ -870,25 +905,11 @@ static int claim_instance(store *st, const boot_run_opts *o, const boot_driver *
     if (o->resume &&
         (rc = check_resume(st, o, drv, x->layer, x->from_dir, x->dir, &x->state_lock)))
         return rc;
-    if (!x->from_dir) {
-        if (o->name)
-            snprintf(x->name, sizeof x->name, "%s", o->name);
-        else
-            random_name(o->target, x->name, sizeof x->name);
-    }
-    char lock_name[300];
-    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
-    if ((rc = lock_running(st, lock_name, &x->name_lock)))
-        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
-                                        x->name)
-                            : rc;
+    if ((rc = name_and_lock(st, o, o->target, !x->from_dir, x)))
+        return rc;
     if (!x->from_dir && (rc = clone_instance(st, o, x)))
         return rc;
-    char holder[400];
-    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
-    if (store_busy_take(x->dir, holder, &x->busy))
-        return err_pass();
-    return 0;
+    return hold_busy(x);
 }
 
 /* the settings the VM starts with: a cold boot's fresh MAC (and identity),
@@ -961,25 +982,10 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
     /* a guest this host can't run is refused before anything is made */
     if (fresh && (rc = boot_lazy_check(x->lazy_ref)))
         return rc;
-    if (fresh && o->name)
-        snprintf(x->name, sizeof x->name, "%s", o->name);
-    else if (fresh)
-        random_name(x->lazy_ref, x->name, sizeof x->name);
-    char lock_name[300];
-    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
-    if ((rc = lock_running(st, lock_name, &x->name_lock)))
-        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
-                                        x->name)
-                            : rc;
-    if (fresh) {
-        char *vms = boot_instances_dir(st);
-        if (!vms)
-            return err_pass();
-        snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
-        free(vms);
-        if (access(x->dir, F_OK) == 0)
-            return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
-    }
+    if ((rc = name_and_lock(st, o, x->lazy_ref, fresh, x)))
+        return rc;
+    if (fresh && (rc = new_instance_dir(st, x)))
+        return rc;
     char log[4300];
     side_path(x->dir, "lazy.log", log, sizeof log);
     /* QEMU flushes, so its writes are made durable then; VZ never does */
@@ -1004,9 +1010,7 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
     if (fresh && (rc = write_side(x->dir, "lazy-ref", ref)))
         return rc;
     boot_lazy_layer(x->lazy, &x->lid);
-    char holder[400];
-    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
-    return store_busy_take(x->dir, holder, &x->busy) ? err_pass() : 0;
+    return hold_busy(x);
 }
 
 /* start (or restore) the VM, record it, and supervise it until it ends */
