@@ -35,6 +35,37 @@ int file_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+/* file_pread_all, or with zerofill file_pread_zerofill */
+static int pread_range(int fd, void *buf, size_t len, uint64_t off, int zerofill)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (!r) { /* the end of the file */
+            if (!zerofill)
+                return -EIO;
+            memset(p, 0, len);
+            return 0;
+        }
+        p += r, len -= (size_t)r, off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int file_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    return pread_range(fd, buf, len, off, 0);
+}
+
+int file_pread_zerofill(int fd, void *buf, size_t len, uint64_t off)
+{
+    return pread_range(fd, buf, len, off, 1);
+}
+
 int file_fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -83,6 +83,13 @@ int file_fsync_fd(int fd);
  * 0, or the negative errno (-EIO if nothing could be written). Raises no
  * message: the caller names the file. */
 int file_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* Read all len bytes at off into buf (pread, again after a short read or
+ * EINTR): 0, or the negative errno (-EIO if the file ends first). Raises no
+ * message: the caller names the file. */
+int file_pread_all(int fd, void *buf, size_t len, uint64_t off);
+/* The same, but where the file ends first the rest of buf is zeros and 0 is
+ * returned: a file not (yet) written that far reads as a sparse one would. */
+int file_pread_zerofill(int fd, void *buf, size_t len, uint64_t off);
 /* the same by path, for a file or a directory, not following a link */
 int file_fsync_path(const char *path);
 /* fsync the directory that holds path (its entries: a rename, a create) */

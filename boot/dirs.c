@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-static char *home_subdir(store *st, const char *name)
+char *boot_home_subdir(store *st, const char *name)
 {
     char *d = NULL;
     if (asprintf(&d, "%s/%s", store_home(st), name) < 0) {
@@ -25,15 +25,15 @@ static char *home_subdir(store *st, const char *name)
 
 char *boot_instances_dir(store *st)
 {
-    return home_subdir(st, "vms");
+    return boot_home_subdir(st, "vms");
 }
 
 char *boot_running_dir(store *st)
 {
-    return home_subdir(st, "running");
+    return boot_home_subdir(st, "running");
 }
 
 char *boot_cache_dir(store *st)
 {
-    return home_subdir(st, "cache");
+    return boot_home_subdir(st, "cache");
 }

@@ -10,7 +10,6 @@
 #include "internal.h"
 #include "../base/platform.h"
 #include "../lazy/lazy.h"
-#include "../remote/remote.h"
 
 #include <dirent.h>
 #include <ftw.h>
@@ -539,56 +538,6 @@ static int do_suspend(store *st, const boot_driver *drv, boot_vm *vm, const char
     return write_side(dir, "suspend-result", text);
 }
 
-/* text is a registry name HOST/REPO:TAG or HOST/REPO@DIGEST: 1, with the
- * local tag a pull of it gives in tag ("" for a digest, or one too long) */
-static int registry_name(const char *text, char *tag, size_t n)
-{
-    remote_ref r;
-    tag[0] = 0;
-    if (!strchr(text, '/') || remote_ref_parse(text, 0, &r))
-        return 0;
-    int yes = r.tag || r.digest;
-    if (r.tag && remote_ref_local_tag(&r, tag, n))
-        tag[0] = 0;
-    remote_ref_free(&r);
-    return yes;
-}
-
-/* a directory only if it is a clone: "bench" can be a tag and a folder */
-static int is_clone(const char *path)
-{
-    struct stat sdir;
-    char *marker = NULL;
-    if (stat(path, &sdir) || !S_ISDIR(sdir.st_mode) ||
-        asprintf(&marker, "%s/" STORE_INSTANCE_MARKER, path) < 0)
-        return 0;
-    int yes = access(marker, F_OK) == 0;
-    free(marker);
-    return yes;
-}
-
-_Static_assert(sizeof ((boot_ref *)0)->dir >= PATH_MAX, "boot_ref.dir holds realpath's result");
-
-int boot_resolve(store *st, const char *ref, boot_ref *out)
-{
-    out->kind = BOOT_REF_LAYER;
-    out->dir[0] = out->tag[0] = 0;
-    if (is_clone(ref)) {
-        out->kind = BOOT_REF_CLONE;
-        if (!realpath(ref, out->dir))
-            return boot_fail_errno(errno, "%s", ref);
-        return store_instance_layer(st, out->dir, &out->id) ? err_pass() : 0;
-    }
-    if (!registry_name(ref, out->tag, sizeof out->tag))
-        return store_resolve(st, ref, &out->id) ? err_pass() : 0;
-    out->kind = BOOT_REF_REGISTRY;
-    int rc = *out->tag ? store_resolve(st, out->tag, &out->id) : -ENOENT;
-    if (rc != -ENOENT)
-        return rc ? err_pass() : 0;
-    return boot_fail(ENOENT, "unknown ref '%s': it was never pulled into this store (strata pull %s)",
-                     ref, ref);
-}
-
 /* Before anything is made: the saved state exists, fits this host, and no
  * other instance runs from it (its lock, held until this run ends). */
 static int check_resume(store *st, const boot_run_opts *o, const boot_driver *drv,
@@ -895,8 +844,26 @@ static int check_run_opts(const boot_run_opts *o, const boot_driver **drv)
     return check_run_devices(o);
 }
 
-/* a new instance directory, STORE/vms/NAME, cloned from the layer */
-static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
+/* The name an instance runs under, held by this process (its lock beside
+ * the run records) for as long as it runs; a fresh instance is named first:
+ * --name, else a random name made from what it runs (source). */
+static int name_and_lock(store *st, const boot_run_opts *o, const char *source, int fresh,
+                         run_state *x)
+{
+    if (fresh && o->name)
+        snprintf(x->name, sizeof x->name, "%s", o->name);
+    else if (fresh)
+        random_name(source, x->name, sizeof x->name);
+    char lock_name[300];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
+    int rc = lock_running(st, lock_name, &x->name_lock);
+    if (rc == -EBUSY)
+        return boot_fail(EEXIST, "an instance named %s is running; pick another --name", x->name);
+    return rc;
+}
+
+/* a fresh instance's directory, STORE/vms/NAME, into x->dir: not there yet */
+static int new_instance_dir(store *st, run_state *x)
 {
     char *vms = boot_instances_dir(st);
     if (!vms)
@@ -905,6 +872,23 @@ static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
     free(vms);
     if (access(x->dir, F_OK) == 0)
         return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
+    return 0;
+}
+
+/* the instance directory's busy lock, naming what holds it */
+static int hold_busy(run_state *x)
+{
+    char holder[400];
+    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
+    return store_busy_take(x->dir, holder, &x->busy) ? err_pass() : 0;
+}
+
+/* a new instance directory, STORE/vms/NAME, cloned from the layer */
+static int clone_instance(store *st, const boot_run_opts *o, run_state *x)
+{
+    int rc = new_instance_dir(st, x);
+    if (rc)
+        return rc;
     note(o, "instance %s: cloning layer %.12s", x->name, x->lid.hex);
     int reflinked;
     if ((o->resume ? store_clone_saved_state : store_clone)(st, x->lid.hex, x->dir, &reflinked))
@@ -921,25 +905,11 @@ static int claim_instance(store *st, const boot_run_opts *o, const boot_driver *
     if (o->resume &&
         (rc = check_resume(st, o, drv, x->layer, x->from_dir, x->dir, &x->state_lock)))
         return rc;
-    if (!x->from_dir) {
-        if (o->name)
-            snprintf(x->name, sizeof x->name, "%s", o->name);
-        else
-            random_name(o->target, x->name, sizeof x->name);
-    }
-    char lock_name[300];
-    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
-    if ((rc = lock_running(st, lock_name, &x->name_lock)))
-        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
-                                        x->name)
-                            : rc;
+    if ((rc = name_and_lock(st, o, o->target, !x->from_dir, x)))
+        return rc;
     if (!x->from_dir && (rc = clone_instance(st, o, x)))
         return rc;
-    char holder[400];
-    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
-    if (store_busy_take(x->dir, holder, &x->busy))
-        return err_pass();
-    return 0;
+    return hold_busy(x);
 }
 
 /* the settings the VM starts with: a cold boot's fresh MAC (and identity),
@@ -1012,25 +982,10 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
     /* a guest this host can't run is refused before anything is made */
     if (fresh && (rc = boot_lazy_check(x->lazy_ref)))
         return rc;
-    if (fresh && o->name)
-        snprintf(x->name, sizeof x->name, "%s", o->name);
-    else if (fresh)
-        random_name(x->lazy_ref, x->name, sizeof x->name);
-    char lock_name[300];
-    snprintf(lock_name, sizeof lock_name, "%s.lock", x->name);
-    if ((rc = lock_running(st, lock_name, &x->name_lock)))
-        return rc == -EBUSY ? boot_fail(EEXIST, "an instance named %s is running; pick another --name",
-                                        x->name)
-                            : rc;
-    if (fresh) {
-        char *vms = boot_instances_dir(st);
-        if (!vms)
-            return err_pass();
-        snprintf(x->dir, sizeof x->dir, "%s/%s", vms, x->name);
-        free(vms);
-        if (access(x->dir, F_OK) == 0)
-            return boot_fail(EEXIST, "instance %s exists (%s); pick another --name", x->name, x->dir);
-    }
+    if ((rc = name_and_lock(st, o, x->lazy_ref, fresh, x)))
+        return rc;
+    if (fresh && (rc = new_instance_dir(st, x)))
+        return rc;
     char log[4300];
     side_path(x->dir, "lazy.log", log, sizeof log);
     /* QEMU flushes, so its writes are made durable then; VZ never does */
@@ -1055,9 +1010,7 @@ static int claim_lazy(store *st, const boot_run_opts *o, const boot_driver *drv,
     if (fresh && (rc = write_side(x->dir, "lazy-ref", ref)))
         return rc;
     boot_lazy_layer(x->lazy, &x->lid);
-    char holder[400];
-    snprintf(holder, sizeof holder, "running instance %s; strata suspend or stop it first", x->name);
-    return store_busy_take(x->dir, holder, &x->busy) ? err_pass() : 0;
+    return hold_busy(x);
 }
 
 /* start (or restore) the VM, record it, and supervise it until it ends */

@@ -27,6 +27,11 @@ void boot_instance_free(boot_instance *x);
  * tart VMs' "tart:NAME" (tartvm.c), which no user-given name can be */
 int boot_run_named(store *st, const boot_run_opts *o, const char *instance_name);
 
+/* dirs.c: STORE/name (name may be a path under a directory made first),
+ * made with mode 0755 if missing; ENOTDIR if something else is there.
+ * Caller frees; NULL with the error set. */
+char *boot_home_subdir(store *st, const char *name);
+
 /* png.c: an 8-bit P6 PPM (a screen dump) rewritten as an RGB PNG */
 int boot_ppm_to_png(const char *ppm_path, const char *png_path);
 

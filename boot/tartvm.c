@@ -36,25 +36,17 @@ int boot_tart_name_check(const char *name)
     return 0;
 }
 
-/* STORE/tart, or STORE/tart/SUB, made if missing (caller frees; NULL with
- * the error set) */
+/* STORE/tart, or STORE/tart/SUB, made if missing (boot_home_subdir; caller
+ * frees; NULL with the error set) */
 static char *tart_dir(store *st, const char *sub)
 {
-    char *d = NULL;
-    for (int i = 0; i < 2; i++) {
-        free(d);
-        if (asprintf(&d, "%s/tart%s%s", store_home(st), i && sub ? "/" : "", i && sub ? sub : "") < 0) {
-            boot_oom();
-            return NULL;
-        }
-        struct stat sb;
-        if (mkdir(d, 0755) < 0 && (errno != EEXIST || stat(d, &sb) < 0 || !S_ISDIR(sb.st_mode))) {
-            boot_fail_errno(errno == EEXIST ? ENOTDIR : errno, "%s", d);
-            free(d);
-            return NULL;
-        }
-    }
-    return d;
+    char *d = boot_home_subdir(st, "tart");
+    if (!d || !sub)
+        return d;
+    free(d);
+    char name[64];
+    snprintf(name, sizeof name, "tart/%s", sub);
+    return boot_home_subdir(st, name);
 }
 
 /* The directory VM name has (or would have): STORE/tart/vms/ and the

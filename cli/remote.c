@@ -431,12 +431,15 @@ static void print_note(void *ctx, const char *line)
     fprintf(stderr, "strata: %s\n", line);
 }
 
-/* src is a tart image: pulled as one (tart_pull), printed as a pull */
-static int pull_tart(store *st, const remote_ref *src, const remote_opts *o, const char *tag,
-                     unsigned jobs, push_progress *pp, guest_check *gc, int json, store_id *pulled)
+/* src is a tart image (its manifest m, as remote_pull read it): pulled as
+ * one (tart_pull), printed as a pull */
+static int pull_tart(store *st, const remote_ref *src, const remote_opts *o,
+                     const remote_manifest *m, const char *tag, unsigned jobs, push_progress *pp,
+                     guest_check *gc, int json, store_id *pulled)
 {
     tart_pull_opts tpo = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = pp,
-                          .check_guest = check_guest, .check_ctx = gc, .note = print_note};
+                          .check_guest = check_guest, .check_ctx = gc, .note = print_note,
+                          .manifest = m};
     tart_pull_result res;
     int rc = tart_pull(st, src, o, &tpo, &res);
     if (rc)
@@ -466,13 +469,15 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
         tag = local; /* the remote name, as docker and tart name what they pull */
     push_progress pp = {.tty = isatty(2) && !json, .start = now_s(), .verb = "pull"};
     guest_check gc = {.ref = ref, .any_host = any_host, .note = note};
+    remote_manifest other = {0}; /* a tart image's, read once */
     remote_pull_opts po = {.tag = tag, .jobs = jobs, .progress = show_progress, .progress_ctx = &pp,
-                           .check_guest = check_guest, .check_ctx = &gc, .note = cli_note};
+                           .check_guest = check_guest, .check_ctx = &gc, .note = cli_note,
+                           .other = &other};
     remote_opts o = {.insecure = insecure};
     remote_pull_result res;
     int said = rc != 0; /* a failure above was printed */
-    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE)
-        rc = pull_tart(st, &src, &o, tag, jobs, &pp, &gc, json, pulled); /* not a strata layer */
+    if (!rc && (rc = remote_pull(st, &src, &o, &po, &res)) == -EPROTOTYPE) /* not a strata layer */
+        rc = pull_tart(st, &src, &o, &other, tag, jobs, &pp, &gc, json, pulled);
     else if (rc && !said)
         rc = cli_failed(rc);
     else if (!rc) {
@@ -483,6 +488,7 @@ int cli_pull_remote(store *st, const char *ref, const char *tag, unsigned jobs, 
         if (pulled)
             *pulled = res.pulled;
     }
+    free(other.body);
     remote_ref_free(&src);
     return rc;
 }

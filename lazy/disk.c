@@ -62,24 +62,6 @@ static pthread_mutex_t *stripe(lazy_disk *d, uint64_t c)
     return &d->stripes[c % LZ_STRIPES];
 }
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (!r) { /* past the end of a file cut short: zeros */
-            memset(p, 0, len);
-            return 0;
-        }
-        p += r, len -= (size_t)r, off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* state of chunk c, kept in the state file too (durable only when asked) */
 static int state_put(lazy_disk *d, uint64_t c, unsigned char s)
 {
@@ -101,7 +83,7 @@ static int recheck(lazy_disk *d, unsigned char *buf)
             continue;
         size_t len = (size_t)store_chunk_len(f, c);
         unsigned char sum[32];
-        int rc = pread_all(d->fd, buf, len, c * f->chunk_size);
+        int rc = file_pread_zerofill(d->fd, buf, len, c * f->chunk_size);
         if (rc)
             return lazy_fail_errno(-rc, "%s", d->disk_path);
         SHA256(buf, len, sum);
@@ -121,7 +103,7 @@ static int states_load(lazy_disk *d)
         return lazy_fail_errno(errno, "%s", path);
     if (!(d->state = calloc(f->nchunks ? f->nchunks : 1, 1)))
         return lazy_fail(ENOMEM, "out of memory");
-    int rc = pread_all(d->state_fd, d->state, f->nchunks, 0);
+    int rc = file_pread_zerofill(d->state_fd, d->state, f->nchunks, 0);
     if (rc)
         return lazy_fail_errno(-rc, "%s", path);
     for (size_t c = 0; c < f->nchunks; c++) {
@@ -213,7 +195,7 @@ static int read_piece(lazy_disk *d, const piece *p, char *out, unsigned char **b
     pthread_mutex_lock(stripe(d, p->c));
     int rc = 0;
     if (d->state[p->c] != LZ_ABSENT) {
-        rc = pread_all(d->fd, out, p->len, at);
+        rc = file_pread_zerofill(d->fd, out, p->len, at);
     } else if (!store_file_chunk(f, p->c)) {
         memset(out, 0, p->len);
     } else {
@@ -234,7 +216,7 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
     lz_record_read(d, off, len); /* the boot profile (profile.c) */
     io_enter(d);
     if (d->handed_over)
-        rc = pread_all(d->fd, buf, len, off);
+        rc = file_pread_zerofill(d->fd, buf, len, off);
     else
         EACH_PIECE(d, off, len, p) {
             if ((rc = read_piece(d, &p, (char *)buf + (p.c * d->df->chunk_size + p.off - off),
@@ -411,7 +393,7 @@ int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *bu
          p++) {
         pthread_mutex_lock(stripe(d, p->chunk));
         if (d->state[p->chunk] == LZ_LAYER && store_chunk_len(d->df, p->chunk) == len)
-            held = !pread_all(d->fd, buf, len, p->chunk * d->df->chunk_size);
+            held = !file_pread_zerofill(d->fd, buf, len, p->chunk * d->df->chunk_size);
         pthread_mutex_unlock(stripe(d, p->chunk));
     }
     io_leave(d);
@@ -448,7 +430,7 @@ static int copy_guest_chunks(lazy_disk *d, int to)
         if (d->state[c] != LZ_GUEST)
             continue;
         size_t len = (size_t)store_chunk_len(f, c);
-        if (!(rc = pread_all(d->fd, buf, len, c * f->chunk_size)))
+        if (!(rc = file_pread_zerofill(d->fd, buf, len, c * f->chunk_size)))
             rc = file_pwrite_all(to, buf, len, c * f->chunk_size);
     }
     free(buf);

@@ -970,6 +970,14 @@ int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
         pull_progress(&j, 1);
         rm_profile_pull(j.r, st, body, len, &res->pulled, po, res); /* a hint: never fails the pull */
     }
+    if (po && po->other) {
+        memset(po->other, 0, sizeof *po->other);
+        if (rc == -EPROTOTYPE) { /* handed over: another puller reads it */
+            *po->other = (remote_manifest){.body = body, .len = len};
+            memcpy(po->other->digest, digest, sizeof digest);
+            body = NULL;
+        }
+    }
     free(body);
     job_free(&j);
     return rc == -ENOMEM ? rm_fail(ENOMEM, "pull: out of memory") : rc;

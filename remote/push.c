@@ -656,15 +656,23 @@ static int preflight(remote *r, const pk_plan *plan, const store_id *top,
     return rc;
 }
 
+int remote_push_check_dest(const remote_ref *dst)
+{
+    if (!dst->tag)
+        return rm_fail(EINVAL, "push: the destination needs a tag (%s/%s:TAG)", dst->host, dst->repo);
+    return 0;
+}
+
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (!dst->tag)
-        return rm_fail(EINVAL, "push: the destination needs a tag (%s/%s:TAG)", dst->host, dst->repo);
+    int rc = remote_push_check_dest(dst);
+    if (rc)
+        return rc;
     int host_bound;
     store_id top;
-    int rc = choose_layer(st, id, po, &top, &host_bound);
+    rc = choose_layer(st, id, po, &top, &host_bound);
     store_pin *pin = NULL; /* gc, meanwhile, keeps the chain being read */
     if (!rc)
         rc = store_pin_layer(st, &top, &pin);

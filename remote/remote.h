@@ -72,6 +72,14 @@ void remote_close(remote *r);
  * thread: a remote is used by one thread at a time. */
 int remote_dup(const remote *r, remote **out);
 
+/* An OCI manifest as remote_manifest_get read it (body checked against the
+ * digest it was asked by, digest that of body). */
+typedef struct {
+    char *body;
+    size_t len;
+    char digest[72];
+} remote_manifest;
+
 /* GET the OCI manifest named by reference (a tag or a digest). body, at most
  * REMOTE_MANIFEST_MAX bytes, is checked against the digest when reference
  * is one; digest (71 bytes + NUL) receives "sha256:<hex>" of the body.
@@ -306,6 +314,11 @@ typedef struct {
 int remote_push(store *st, const store_id *id, const remote_ref *dst, const remote_opts *o,
                 const remote_push_opts *po, remote_push_result *res);
 
+/* What every push (remote_push, tart's) asks of its destination before it
+ * reads or sends anything: a tag to put the manifest under. 0, or -EINVAL
+ * "push: the destination needs a tag (HOST/REPO:TAG)". */
+int remote_push_check_dest(const remote_ref *dst);
+
 /* ---- pull ---- */
 
 typedef struct {
@@ -353,6 +366,11 @@ typedef struct {
      * second. */
     int (*pause)(void *ctx);
     void *pause_ctx;
+    /* May be NULL. On -EPROTOTYPE (an OCI image of another kind), the
+     * manifest the pull read is handed over here (the caller frees
+     * other->body), so the puller of that kind (tart_pull_opts.manifest)
+     * need not GET it again. Left {0} on any other return. */
+    remote_manifest *other;
 } remote_pull_opts;
 
 typedef struct {
@@ -377,9 +395,9 @@ typedef struct {
  * each once, from a registry that refuses Range). Every blob and chunk is checked before the store takes it;
  * on any failure nothing is published, and chunks already received stay
  * under the store's tmp/ for the next pull of the same layer. po may be NULL.
- * -EPROTOTYPE (nothing fetched but the manifest) if src is an OCI image of
- * another kind (a tart image: tart_pull takes those; "wrong type", which
- * macOS has too, unlike EMEDIUMTYPE). */
+ * -EPROTOTYPE (nothing fetched but the manifest, handed to po->other) if
+ * src is an OCI image of another kind (a tart image: tart_pull takes those;
+ * "wrong type", which macOS has too, unlike EMEDIUMTYPE). */
 int remote_pull(store *st, const remote_ref *src, const remote_opts *o,
                 const remote_pull_opts *po, remote_pull_result *res);
 

@@ -89,20 +89,6 @@ static void read_ahead(const job *j, size_t w, size_t k)
     }
 }
 
-static int read_full(int fd, unsigned char *buf, size_t len, uint64_t off)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r < 0 ? errno : EIO;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
 /* Read and hash items [w, end): each run of neighbouring chunks at once. */
 static int hash_batch(job *j, unsigned char *buf, size_t w, size_t end)
 {
@@ -112,7 +98,7 @@ static int hash_batch(job *j, unsigned char *buf, size_t w, size_t end)
             r++;
         uint64_t off = (uint64_t)j->work[w] * j->chunk_size;
         size_t len = (size_t)((r - w - 1) * (uint64_t)j->chunk_size + item_len(j, r - 1));
-        int e = read_full(j->fd, buf, len, off);
+        int e = -file_pread_all(j->fd, buf, len, off); /* hash_batch returns a positive errno */
         if (e)
             return e;
         for (size_t i = w; i < r; i++) {

@@ -157,20 +157,6 @@ static const store_chunk *same_chunk(const store_file *f, const store_file *bf, 
     return b && !memcmp(a->digest, b->digest, 32) ? b : NULL;
 }
 
-static int read_all(int fd, void *buf, size_t len, uint64_t off)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r < 0 ? -errno : -EIO;
-        p += r, len -= (size_t)r, off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /*
  * Chunk c of file i was cloned from the base: take the base's seal for it.
  * A base without seals is read here, its bytes checked against the
@@ -188,7 +174,7 @@ static int seal_cloned(store_receive *rx, size_t i, uint64_t c, const base_src *
     size_t len = (size_t)store_chunk_len(f, c);
     if (!*buf && !(*buf = malloc(f->chunk_size)))
         return st_fail(ENOMEM, "%s: out of memory", f->name);
-    int rc = read_all(fd, *buf, len, c * f->chunk_size);
+    int rc = file_pread_all(fd, *buf, len, c * f->chunk_size);
     if (rc)
         return st_fail_errno(rc, "%s/%s", rx->files_dir, f->name);
     unsigned char d[32];
@@ -233,7 +219,7 @@ static int received_before(store_receive *rx, size_t i, uint64_t c, int fd, unsi
         return 0;
     if (!*buf && !(*buf = malloc(f->chunk_size)))
         return -ENOMEM;
-    int rc = read_all(fd, *buf, (size_t)len, off);
+    int rc = file_pread_all(fd, *buf, (size_t)len, off);
     if (rc)
         return rc;
     unsigned char d[32];
@@ -750,7 +736,7 @@ static int read_checked(const local_src *src, const store_file *f, uint64_t c,
     free(path);
     if (fd < 0)
         return 0; /* gone or unreadable: the chunk comes from the caller */
-    int ok = store_chunk_len(f, c) == len && !read_all(fd, buf, len, c * f->chunk_size);
+    int ok = store_chunk_len(f, c) == len && !file_pread_all(fd, buf, len, c * f->chunk_size);
     close(fd);
     unsigned char d[32];
     if (ok)
@@ -986,7 +972,7 @@ int store_receive_peek(const store *st, const store_id *id, const char *name, ui
         return -ENOENT;
     /* a hole: not written yet, nothing to read and hash */
     off_t data = lseek(fd, (off_t)offset, SEEK_DATA);
-    int rc = data < 0 || (uint64_t)data >= offset + len ? -ENOENT : read_all(fd, buf, len, offset);
+    int rc = data < 0 || (uint64_t)data >= offset + len ? -ENOENT : file_pread_all(fd, buf, len, offset);
     close(fd);
     unsigned char d[32];
     if (!rc)

@@ -38,19 +38,6 @@ static int all_zero(const unsigned char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-static int read_all(int fd, unsigned char *buf, size_t len, uint64_t off)
-{
-    for (size_t got = 0; got < len;) {
-        ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
-}
-
 /* the verdict on one data chunk whose bytes are in buf */
 static unsigned char judge(vjob *j, size_t k, const unsigned char *buf, size_t len)
 {
@@ -89,7 +76,7 @@ static void *worker(void *arg)
                               OS_READ_SOON);
         uint64_t c = f->data[k].index;
         size_t len = (size_t)store_chunk_len(f, c);
-        j->verdict[k] = read_all(j->fd, buf, len, c * f->chunk_size) ? ST_UNREADABLE
+        j->verdict[k] = file_pread_all(j->fd, buf, len, c * f->chunk_size) ? ST_UNREADABLE
                                                                       : judge(j, k, buf, len);
     }
     free(buf);
@@ -119,7 +106,7 @@ static int zeros_only(int fd, uint64_t off, uint64_t end, unsigned char *buf, si
     for (uint64_t at = off; at < end && clone_next_data(fd, at, end, &d, &h) == 0; at = h)
         for (uint64_t p = d; p < h;) {
             size_t n = (size_t)(h - p < bufsize ? h - p : bufsize);
-            if (read_all(fd, buf, n, p) || !all_zero(buf, n))
+            if (file_pread_all(fd, buf, n, p) || !all_zero(buf, n))
                 return 0;
             p += n;
         }

@@ -762,10 +762,16 @@ static int build(pull_job *j, const char *dir, const char *config, size_t clen)
 /* the manifest, checked and parsed, with its digest */
 static int read_image(pull_job *j, const remote_ref *src, char digest[72], tart_image *im)
 {
-    const char *reference = src->digest ? src->digest : src->tag;
-    char *body = NULL;
-    size_t len;
-    int rc = remote_manifest_get(j->r, reference, &body, &len, digest);
+    const remote_manifest *had = j->po ? j->po->manifest : NULL; /* remote_pull read it */
+    char *fetched = NULL;
+    const char *body = had ? had->body : NULL;
+    size_t len = had ? had->len : 0;
+    int rc = 0;
+    if (had)
+        memcpy(digest, had->digest, sizeof had->digest);
+    else if (!(rc = remote_manifest_get(j->r, src->digest ? src->digest : src->tag, &fetched, &len,
+                                        digest)))
+        body = fetched;
     if (!rc && !tart_manifest_is_tart(body, len))
         rc = tart_fail(EPROTOTYPE, "%s: an OCI image that is neither a strata layer nor a tart "
                        "VM", j->what);
@@ -773,7 +779,7 @@ static int read_image(pull_job *j, const remote_ref *src, char digest[72], tart_
                           .note_ctx = j->po ? j->po->note_ctx : NULL};
     if (!rc)
         rc = tart_image_parse(body, len, j->what, &io, im);
-    free(body);
+    free(fetched);
     return rc;
 }
 

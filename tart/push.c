@@ -405,10 +405,11 @@ int tart_push(store *st, const char *ref, const remote_ref *dst, const remote_op
               const tart_push_opts *po, tart_push_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (!dst->tag)
-        return tart_fail(EINVAL, "push: the destination needs a tag (%s/%s:TAG)", dst->host, dst->repo);
+    int rc = remote_push_check_dest(dst);
+    if (rc)
+        return rc;
     tart_composed c;
-    int rc = tart_compose(st, ref, po ? po->note : NULL, po ? po->note_ctx : NULL, &c);
+    rc = tart_compose(st, ref, po ? po->note : NULL, po ? po->note_ctx : NULL, &c);
     if (rc)
         return rc;
     push_job j = {.st = st, .dst = dst, .o = o, .po = po, .res = res, .mu = PTHREAD_MUTEX_INITIALIZER};

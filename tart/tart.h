@@ -58,6 +58,10 @@ typedef struct {
     void *check_ctx;
     void (*note)(void *ctx, const char *line); /* e.g. "ignoring a layer of type X"; may be NULL */
     void *note_ctx;
+    /* src's manifest, already read (remote_pull_opts.other, after its
+     * -EPROTOTYPE): checked and parsed as one fetched here, not fetched
+     * again; borrowed. May be NULL: the pull GETs it. */
+    const remote_manifest *manifest;
 } tart_pull_opts;
 
 typedef struct {

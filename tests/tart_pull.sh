@@ -85,6 +85,7 @@ run "$S" pull "$P/tart/mac:v1" --any-host --json -t mac
 check "pulling it again gives the same layer, from the cache" eval '[ "$rc" -eq 0 ] && [ "$(jget layer)" = "$MAC" ] &&
     [ "$(jget cached)" = True ] && [ "$(jget bytes_fetched)" = 0 ]'
 check "...and the registry saw only manifest requests" eval '[ -s "$W/proxy-log.log" ] && ! grep -q '\''/blobs/'\'' "$W/proxy-log.log"'
+check "...one: tart_pull takes the manifest remote_pull read" [ "$(grep -c 'GET [^ ]*/manifests/' "$W/proxy-log.log")" = 1 ]
 run "$S" pull "$P/tart/mac:v1" -t mac2
 check "...and still asks about its guest: refused here without --any-host" eval '[ "$rc" -ne 0 ] &&
     grep -q "any-host" "$W/err" && [ ! -e "$STRATA_HOME/refs/tags/mac2" ] && ! "$S" ls 2>/dev/null | grep -q mac2'
