@@ -36,7 +36,7 @@ STORE_SRC := store/util.c store/profile.c store/manifest.c store/seal.c store/ch
              store/savedstate.c store/publish.c store/build.c store/commit.c store/clone.c store/diff.c \
              store/receive.c store/check.c
 ARCHIVE_SRC := archive/lib.c archive/stream.c archive/export.c archive/import.c archive/hasher.c archive/tart.c
-BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qemu.c boot/qemu_nbd.c boot/lazyrun.c boot/instance.c boot/macos.c boot/leases.c boot/reach.c boot/png.c boot/create.c boot/resolve.c boot/hostcheck.c boot/tartvm.c
+BOOT_SRC  := boot/settings.c boot/bindings.c boot/dirs.c boot/drivers.c boot/qemu.c boot/qemu_nbd.c boot/lazyrun.c boot/instance.c boot/macos.c boot/leases.c boot/guestnet.c boot/reach.c boot/png.c boot/create.c boot/resolve.c boot/hostcheck.c boot/tartvm.c
 REMOTE_SRC := remote/curl.c remote/profile.c remote/profile_registry.c remote/errors.c remote/ref.c remote/http.c remote/auth.c remote/registry.c remote/upload.c remote/creds.c remote/login.c remote/pack.c remote/preflight.c \
               remote/push.c remote/pull.c remote/list.c remote/artifact.c remote/download.c
 NBD_SRC   := nbd/server.c nbd/socket.c

@@ -74,7 +74,13 @@ int qemu_nbd_blockdev(const char *url, const char *cache, int qemu_major, char *
  */
 const boot_driver *boot_vz_driver(void);
 
-/* reach.c: 1 if a running VM's guest answers ssh with its banner within
+/* guestnet.c: where a running guest answers on the network */
+/* a vz guest's address by its MAC: 0, -ENOENT (not yet; boot_error says
+ * why), or another error; source in out says how it was found */
+int boot_vz_address(const char *mac, boot_resolver how, boot_address *out);
+/* 1 if an ssh server's banner ("SSH-") comes from address:port within timeout_ms */
+int boot_ssh_banner(const char *address, unsigned port, int timeout_ms);
+/* 1 if a running VM's guest answers ssh with its banner within
  * timeout_ms: through qemu's forward (ep), else (vz) at the address its
  * DHCP lease gives the settings' MAC. A lazy run's readiness (instance.c). */
 int boot_ssh_answers(const boot_endpoints *ep, const boot_settings *s, int timeout_ms);

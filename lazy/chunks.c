@@ -1,8 +1,10 @@
 /* lazy: a chunk's bytes for the guest, checked before they are used: from
  * the store (the nearest layer of the chain it holds), else from another
- * strata's receive of the layer, else from the registry at once, on a connection of the reader's own (never behind the
- * fill), retried with backoff so the guest sees latency, not errors, up to
- * the read wait (docs/lazy.md, "Reads that wait"). */
+ * strata's receive of the layer, else from the registry at once, on a
+ * connection of the reader's own (never behind the fill), retried with
+ * backoff so the guest sees latency, not errors, up to the read wait
+ * (docs/lazy.md, "Reads that wait"). The time the guest's reads spend on
+ * the registry is noted here too: the fill gives way to it (fill.c). */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -100,6 +102,23 @@ static void sleep_s(double s)
 static int refused_for_good(int rc)
 {
     return rc == -EBADMSG || rc == -ENOENT || rc == -EACCES || rc == -EPERM;
+}
+
+double lz_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+void lz_guest_on_link(lazy_disk *d, int on)
+{
+    pthread_mutex_lock(&d->mu);
+    if (on)
+        d->guest_on_link++;
+    else if (d->guest_on_link && !--d->guest_on_link)
+        d->guest_link_end = lz_now();
+    pthread_mutex_unlock(&d->mu);
 }
 
 /* the chunk from the registry, retried (0.25 s doubling to 5 s between

@@ -43,23 +43,6 @@ static int pause_unless_stopping(lazy_disk *d, int s)
     return stop;
 }
 
-double lz_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec / 1e9;
-}
-
-void lz_guest_on_link(lazy_disk *d, int on)
-{
-    pthread_mutex_lock(&d->mu);
-    if (on)
-        d->guest_on_link++;
-    else if (d->guest_on_link && !--d->guest_on_link)
-        d->guest_link_end = lz_now();
-    pthread_mutex_unlock(&d->mu);
-}
-
 /* remote_pull_opts.before_fetch: the fill's next GET waits while a guest
  * read waits on the registry and for the quiet window after the last one,
  * so a booting guest has the link to itself (a guest reads in bursts; the

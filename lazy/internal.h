@@ -102,6 +102,10 @@ const lz_place *lz_find(const lz_place *v, size_t n, const unsigned char id[32])
 int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
                  const char *what);
 void lz_count(lazy_disk *d, uint64_t *field, uint64_t v);
+/* A guest read is about to wait on the registry (1), or is done (0): the
+ * fill holds its next GET back meanwhile, and for the quiet window after */
+void lz_guest_on_link(lazy_disk *d, int on);
+double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
 
 /* disk.c */
 int lz_disk_open(lazy_disk *d);                /* Disk.img and the chunk states */
@@ -121,6 +125,7 @@ int lz_disk_handover(lazy_disk *d, const char *layer_disk, const store_id *id);
 int lz_record_start(lazy_disk *d);
 void lz_record_read(lazy_disk *d, uint64_t off, uint64_t len); /* the guest read [off, off + len) */
 void lz_record_published(lazy_disk *d); /* the fill published the layer: the profile may be saved */
+void lz_record_end(lazy_disk *d); /* lazy_ready: the recording ends, the profile is built */
 void lz_record_free(lazy_disk *d);
 
 /* prefetch.c: the registry's profile read (a hint: a log line if bad) and
@@ -130,10 +135,6 @@ int lz_prefetch_wait(lazy_disk *d); /* 1 if the engine is stopping */
 void lz_prefetch_stop(lazy_disk *d);
 
 /* fill.c */
-/* A guest read is about to wait on the registry (1), or is done (0): the
- * fill holds its next GET back meanwhile, and for LAZY_FILL_QUIET_MS after */
-void lz_guest_on_link(lazy_disk *d, int on);
-double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
 void lz_fill_go(lazy_disk *d); /* lazy_ready: a fill_after_ready fill may start */
 int lz_fill_start(lazy_disk *d);
 void lz_fill_stop(lazy_disk *d);

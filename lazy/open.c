@@ -344,3 +344,11 @@ void lazy_close(lazy_disk *d)
     pthread_cond_destroy(&d->cv);
     free(d);
 }
+
+void lazy_ready(lazy_disk *d)
+{
+    if (!d)
+        return;
+    lz_fill_go(d);
+    lz_record_end(d);
+}

@@ -4,8 +4,9 @@
  * (taken with an atomic exchange, so a chunk read again costs a load) and
  * a list under a lock that only a chunk's first read takes, bounded by
  * REMOTE_PROFILE_RUNS_MAX entries (a longer list could not be a profile).
- * lazy_ready ends it and builds the profile; it is saved beside the layer
- * once the fill has published the layer (at once if it already has). A
+ * lazy_ready ends it (lz_record_end) and builds the profile; it is saved
+ * beside the layer once the fill has published the layer (at once if it
+ * already has). A
  * restart (lazy_open on the same directory) records afresh: the guest
  * boots again from its start, and that boot is the one profiled. */
 #define _GNU_SOURCE
@@ -121,11 +122,9 @@ void lz_record_published(lazy_disk *d)
     pthread_mutex_unlock(&r->mu);
 }
 
-void lazy_ready(lazy_disk *d)
+void lz_record_end(lazy_disk *d)
 {
-    if (d)
-        lz_fill_go(d);
-    lz_record *r = d ? d->rec : NULL;
+    lz_record *r = d->rec;
     if (!r)
         return;
     pthread_mutex_lock(&r->mu);
