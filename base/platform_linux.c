@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -97,6 +99,18 @@ int os_boot_id(char *out, size_t n)
     fclose(f);
     out[strcspn(out, "\n")] = 0;
     return rc;
+}
+
+int os_thread_background(void)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    /* threads made later by this one start with its nice and I/O priority */
+    if (setpriority(PRIO_PROCESS, (id_t)tid, 10) < 0)
+        return -errno;
+    /* ioprio_set(IOPRIO_WHO_PROCESS, tid, best-effort class 2, level 7): no libc wrapper */
+    if (syscall(SYS_ioprio_set, 1, tid, (2 << 13) | 7) < 0)
+        return -errno;
+    return 0;
 }
 
 int os_pid_is_zombie(int pid)

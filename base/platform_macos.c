@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mach-o/dyld.h>
+#include <pthread.h>
+#include <pthread/qos.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/attr.h>
@@ -129,6 +131,14 @@ int os_boot_id(char *out, size_t n)
     if (sysctlbyname("kern.bootsessionuuid", out, &len, NULL, 0) < 0)
         return -errno;
     return 0;
+}
+
+int os_thread_background(void)
+{
+    /* utility QoS lowers the thread's CPU and I/O priority together;
+     * threads it creates inherit it */
+    int rc = pthread_set_qos_class_self_np(QOS_CLASS_UTILITY, 0);
+    return rc ? -rc : 0;
 }
 
 int os_pid_is_zombie(int pid)

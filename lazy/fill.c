@@ -7,6 +7,7 @@
  * Once the layer is published, the instance is handed over (disk.c). */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/platform.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -149,6 +150,9 @@ static int fill_pull(lazy_disk *d, remote_pull_result *res)
 static void *fill_main(void *arg)
 {
     lazy_disk *d = arg;
+    /* the fill and the pull's workers it starts take the CPU and disk the
+     * guest (qemu, and this process's NBD server) leaves */
+    os_thread_background();
     remote_pull_result res;
     /* the boot profile's chunks come first (prefetch.c) */
     int rc = lz_prefetch_wait(d) || wait_ready(d) ? lazy_fail(ECANCELED, "the fill was stopped")

@@ -293,6 +293,9 @@ stop "$SPID"
 serve h "$SP/strata/vm:v1" "$W/s-h" --jobs 1 --quiet-ms 5000
 run qio "$URI" "read 30M 4096"
 check "a read during a slow fill" [ "$rc" -eq 0 ]
+nices() { for t in /proc/"$1"/task/*/stat; do sed 's/.*) //' "$t" | cut -d' ' -f17; done | sort -u | tr '\n' ' '; }
+check "...the fill's threads run at nice 10, the server's at 0 (threads' nice: $(nices "$SPID"))" \
+    cond 'nices "$SPID" | grep -qw 10 && nices "$SPID" | grep -qw 0'
 wait_for "$W/lz-h.out" "fill:" "$SPID"
 check "...and the fill, which held a GET back for it, still ends" grep -q "fill: done.* held_back=[1-9]" "$W/lz-h.out"
 stop "$SPID"
