@@ -15,43 +15,10 @@
 export STRATA_HOME=$W/src DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
 rm -rf "$W"/src "$W"/s-* "$W"/vms "$W"/docker "$W"/cache "$W"/reg-* "$W"/b* "$W"/inst* "$W"/proxy-* "$W"/lz-* "$W"/prof*
 . "$(dirname "$0")/registry_lib.sh"
-need_registry "lazy profile tests"
-if ! command -v qemu-io >/dev/null || ! command -v nbdcopy >/dev/null; then
-    skipped "lazy profile tests" "qemu-io or nbdcopy is not installed (apt-get install qemu-utils libnbd-bin)"
-    finish
-    exit
-fi
-LS=$B/tests/lazy_serve
+. "$(dirname "$0")/lazyserve_lib.sh"
+need_lazy_serve "lazy profile tests"
 CRAFT="python3 $HERE/profile_craft.py"
-V=$W/vms
-M=$((1 << 20))
-mkdir -p "$V"
 
-# serve NAME REF STORE [ARGS...]: lazy_serve on $V/NAME.sock for instance
-# $V/NAME with STRATA_HOME=STORE, in the background, until "ready"; sets
-# URI and SPID; its stdout is $W/lz-NAME.out, stderr .err
-serve() {
-    local name=$1 ref=$2 store=$3
-    shift 3
-    rm -f "$V/$name.sock" "$W/lz-$name.out"
-    STRATA_HOME=$store "$LS" "$V/$name.sock" "$ref" "$V/$name" "$@" >"$W/lz-$name.out" 2>"$W/lz-$name.err" &
-    SPID=$!
-    PIDS="$PIDS $SPID"
-    while kill -0 "$SPID" 2>/dev/null && ! grep -q '^ready' "$W/lz-$name.out" 2>/dev/null; do sleep 0.05; done
-    URI="nbd+unix:///?socket=$V/$name.sock"
-}
-# cond SHELL-TEXT: a condition of several commands, for check
-cond() { eval "$1"; }
-stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-# wait_for FILE TEXT PID: until FILE holds TEXT, or PID has exited (or,
-# so that a missing line fails instead of hanging, 2 minutes have passed)
-wait_for() {
-    local n=0
-    while ! grep -q "$2" "$1" 2>/dev/null && kill -0 "$3" 2>/dev/null && [ $((n += 1)) -lt 2400 ]; do sleep 0.05; done
-    grep -q "$2" "$1"
-}
-qio() { local u=$1; shift; local a=(); for c in "$@"; do a+=(-c "$c"); done; qemu-io -f raw "${a[@]}" "$u"; }
-same_bytes() { rm -f "$W/copy.img"; nbdcopy "$1" "$W/copy.img" && cmp -s "$W/copy.img" "$2"; }
 # boot URI: the scripted boot: chunks 20-22 (one read across them), 5-6,
 # a hole (not a chunk to fetch), 30, 2, and 21 again (nothing new)
 boot() {

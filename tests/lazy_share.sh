@@ -21,44 +21,15 @@
 export STRATA_HOME=$W/src DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
 rm -rf "$W"/src "$W"/s-* "$W"/vms "$W"/docker "$W"/cache "$W"/reg-* "$W"/b* "$W"/proxy-* "$W"/lz-* "$W"/pull-*
 . "$(dirname "$0")/registry_lib.sh"
-need_registry "lazy share tests"
-if ! command -v qemu-io >/dev/null || ! command -v nbdcopy >/dev/null; then
-    skipped "lazy share tests" "qemu-io or nbdcopy is not installed (apt-get install qemu-utils libnbd-bin)"
-    finish
-    exit
-fi
-LS=$B/tests/lazy_serve
-V=$W/vms
-mkdir -p "$V"
-M=$((1 << 20))
-cond() { eval "$1"; }
-
-# serve NAME REF STORE [ARGS...]: lazy_serve on $V/NAME.sock for instance
-# $V/NAME with STRATA_HOME=STORE, in the background, until "ready" (or its
-# exit); sets URI and SPID. stdout in $W/lz-NAME.out, stderr (its log) .err
-serve() {
-    local name=$1 ref=$2 store=$3
-    shift 3
-    rm -f "$V/$name.sock" "$W/lz-$name.out"
-    STRATA_HOME=$store "$LS" "$V/$name.sock" "$ref" "$V/$name" "$@" >"$W/lz-$name.out" 2>"$W/lz-$name.err" &
-    SPID=$!
-    PIDS="$PIDS $SPID"
-    while kill -0 "$SPID" 2>/dev/null && ! grep -q ready "$W/lz-$name.out" 2>/dev/null; do sleep 0.05; done
-    URI="nbd+unix:///?socket=$V/$name.sock"
-}
-stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-# wait_for FILE TEXT PID: until FILE holds TEXT, or PID has exited
-# (each wait gives up after LIMIT seconds, so a regression fails instead of hanging)
 LIMIT=${LIMIT:-120}
-wait_for() { local end=$((SECONDS + LIMIT)); while ! grep -q "$2" "$1" 2>/dev/null && kill -0 "$3" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; grep -q "$2" "$1"; }
+. "$(dirname "$0")/lazyserve_lib.sh"
+need_lazy_serve "lazy share tests"
 # wait_file PATH PID: until PATH exists, or PID has exited
 wait_file() { local end=$((SECONDS + LIMIT)); while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; [ -e "$1" ]; }
 # wait_chunk FILE N PID: until chunk N (1 MiB) of FILE is chunk N of the
 # pushed disk (a receive wrote it), or PID has exited
 has_chunk() { cmp -s <(dd if="$1" bs=1M skip="$2" count=1 2>/dev/null) <(dd if="$W/expect.img" bs=1M skip="$2" count=1 2>/dev/null); }
 wait_chunk() { local end=$((SECONDS + LIMIT)); while ! has_chunk "$1" "$2" && kill -0 "$3" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.05; done; has_chunk "$1" "$2"; }
-qio() { local u=$1; shift; local a=(); for c in "$@"; do a+=(-c "$c"); done; qemu-io -f raw "${a[@]}" "$u"; }
-same_bytes() { rm -f "$W/copy.img"; nbdcopy "$1" "$W/copy.img" && cmp -s "$W/copy.img" "$2"; }
 tag_id() { STRATA_HOME=$1 "$S" ls --json 2>/dev/null |
     python3 -c 'import json,sys; print("".join(l["id"] for l in json.load(sys.stdin) if sys.argv[1] in l["tags"]))' "$2"; }
 # blob_bytes LOG: bytes the wan proxy sent in answers to blob GETs
