@@ -122,8 +122,9 @@ int os_self_exe(char *out, size_t n);
 int os_boot_id(char *out, size_t n);
 
 /* The calling thread, and the threads it starts from now on, yield CPU
- * and disk to the rest of the process and the host: Linux's nice 10 and
- * lowest best-effort I/O priority, macOS's utility QoS (CPU and I/O).
+ * and disk to the rest of the process and the host: on Linux ten steps
+ * nicer (at most 19) and the lowest best-effort I/O priority, on macOS
+ * the utility QoS (CPU and I/O).
  * Best effort: 0, or a negative errno if the system refused (harmless).
  * lazy/'s background fill, so a guest served meanwhile keeps its pace. */
 int os_thread_background(void);

@@ -104,8 +104,13 @@ int os_boot_id(char *out, size_t n)
 int os_thread_background(void)
 {
     pid_t tid = (pid_t)syscall(SYS_gettid);
-    /* threads made later by this one start with its nice and I/O priority */
-    if (setpriority(PRIO_PROCESS, (id_t)tid, 10) < 0)
+    /* ten steps nicer than now (at most 19); threads made later by this one
+     * start with its nice and I/O priority */
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (now == -1 && errno)
+        return -errno;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, now + 10 > 19 ? 19 : now + 10) < 0)
         return -errno;
     /* ioprio_set(IOPRIO_WHO_PROCESS, tid, best-effort class 2, level 7): no libc wrapper */
     if (syscall(SYS_ioprio_set, 1, tid, (2 << 13) | 7) < 0)
