@@ -9,6 +9,9 @@ S=$B/strata
 MK=$B/mkbundle
 mkdir -p "$W"
 W=$(cd "$W" && pwd)
+# every suite removes "$W"/... patterns: an empty W (the directory could
+# not be made, as on a full disk) would turn them on / itself
+case $W in "" | /) echo "lib.sh: no work directory '$2' (disk full?)" >&2; exit 1 ;; esac
 pass=0 fail=0 skip=0
 
 ok() { pass=$((pass + 1)); echo "PASS [$FS] $1"; }
