@@ -224,8 +224,10 @@ for g in $SIZES; do
     log "+$g GiB: local cold boot"
     local_r=$(measure "$home" local plain deb)
     row "local cold boot (layer present)" "$local_r"
+    rm -rf "$home" # each store goes once measured: at +4 GiB, five would not fit the disk
     log "+$g GiB: full pull, then boot"
     row "full pull, then boot" "$(measure "$W/store-pull-$g" pull plain "$ref" --no-lazy)"
+    rm -rf "$W/store-pull-$g"
     log "+$g GiB: lazy, no profile"
     lazy=$(measure "$W/store-lazy-$g" lazy lazy "$ref" --lazy)
     floor=$(touched_mib "$W/store-lazy-$g/layers/$layer/profile" "$W/img")
@@ -235,6 +237,7 @@ for g in $SIZES; do
     refused:*) row "lazy, with a profile" "$lazy" ;;
     *)  # the first lazy run recorded the profile beside the layer; push it with the layer
         STRATA_HOME=$W/store-lazy-$g "$S" push "$layer" "127.0.0.1:$REG/bench/deb:g$g" >/dev/null
+        rm -rf "$W/store-lazy-$g"
         log "+$g GiB: lazy, with the profile"
         prof=$(measure "$W/store-prof-$g" prof lazy "$ref" --lazy)
         row "lazy, with a profile" "$prof" "$floor" ;;
