@@ -34,6 +34,18 @@ tag_id() { STRATA_HOME=$1 "$S" ls --json 2>/dev/null |
     python3 -c 'import json,sys; print("".join(l["id"] for l in json.load(sys.stdin) if sys.argv[1] in l["tags"]))' "$2"; }
 # blob_bytes LOG: bytes the wan proxy sent in answers to blob GETs
 blob_bytes() { awk '$1 == "GET" && $2 ~ /\/blobs\// { n += $5 } END { print n + 0 }' "$1"; }
+# served_whole STORE NUM/DEN: the export equals the pushed disk (nbdcopy);
+# the server stopped, STORE's fsck is clean; and the blob bytes the link
+# carried since $before are below NUM/DEN of the packs' ($PACK_BYTES)
+served_whole() {
+    check "the export equals the pushed disk (nbdcopy)" same_bytes "$URI" "$W/expect.img"
+    stop "$SPID"
+    run env STRATA_HOME="$1" "$S" fsck
+    check "fsck is clean" [ "$rc" -eq 0 ]
+    local sent=$(($(blob_bytes "$LOG") - before))
+    check "the pack crossed the link at most ${2%/*}/${2#*/} times in all (blob bytes $sent; packs $PACK_BYTES)" \
+        [ "$sent" -lt $((PACK_BYTES * ${2%/*} / ${2#*/})) ]
+}
 # packs HOST REPO TAG: the digests and sizes of the tag's packs ("DIGEST SIZE" lines)
 packs() { curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/$2/manifests/$3" |
     python3 -c 'import json,sys
@@ -89,13 +101,7 @@ wait "$PULL"
 check "the pull ends (exit 0)" [ $? -eq 0 ]
 check "...and the fill hands over to the layer it published" wait_for "$W/lz-a.out" "fill: done fetched=0" "$SPID"
 check "...which has the pushed id" [ "$(tag_id "$W/s-1" share:v1)" = "$ID" ]
-check "the export equals the pushed disk (nbdcopy)" same_bytes "$URI" "$W/expect.img"
-stop "$SPID"
-run env STRATA_HOME="$W/s-1" "$S" fsck
-check "fsck is clean" [ "$rc" -eq 0 ]
-sent=$(($(blob_bytes "$LOG") - before))
-check "the pack crossed the link once (blob bytes $sent; packs $PACK_BYTES)" \
-    [ "$sent" -lt $((PACK_BYTES * 5 / 4)) ]
+served_whole "$W/s-1" 5/4
 
 # ---- the pull killed half way: the lazy fill takes up its receive ----
 before=$(bytes_before)
@@ -111,13 +117,7 @@ check "the pull, killed, left the layer unpublished" [ -z "$(tag_id "$W/s-2" sha
 check "the fill takes up the pull's receive and ends" wait_for "$W/lz-k.out" "fill: done" "$SPID"
 check "...keeping the chunks the pull had received" grep -q "fill: done fetched=[0-9]* resumed=[1-9]" "$W/lz-k.out"
 check "...the layer published under the pushed id" [ "$(tag_id "$W/s-2" share:v1)" = "$ID" ]
-check "the export equals the pushed disk (nbdcopy)" same_bytes "$URI" "$W/expect.img"
-stop "$SPID"
-run env STRATA_HOME="$W/s-2" "$S" fsck
-check "fsck is clean" [ "$rc" -eq 0 ]
-sent=$(($(blob_bytes "$LOG") - before))
-check "the pack crossed the link about once in all (blob bytes $sent; packs $PACK_BYTES)" \
-    [ "$sent" -lt $((PACK_BYTES * 3 / 2)) ]
+served_whole "$W/s-2" 3/2
 
 # ---- `strata pull` of a layer a lazy run's fill is receiving ----
 before=$(bytes_before)
@@ -134,13 +134,7 @@ check "...with the pushed id, the layer found in the store" \
     cond '[ "$(jget layer)" = "$ID" ] && [ "$(jget bytes_fetched)" = 0 ]'
 check "...having said so once" [ "$(grep -c "being received by another strata" "$W/pull-3.err")" = 1 ]
 check "the fill ends" wait_for "$W/lz-f.out" "fill: done" "$SPID"
-check "the export equals the pushed disk (nbdcopy)" same_bytes "$URI" "$W/expect.img"
-stop "$SPID"
-run env STRATA_HOME="$W/s-3" "$S" fsck
-check "fsck is clean" [ "$rc" -eq 0 ]
-sent=$(($(blob_bytes "$LOG") - before))
-check "the pack crossed the link once (blob bytes $sent; packs $PACK_BYTES)" \
-    [ "$sent" -lt $((PACK_BYTES * 5 / 4)) ]
+served_whole "$W/s-3" 5/4
 
 # ---- through a pull-through cache ----
 # a chain: a base holding the small files, and a child whose pack holds
