@@ -124,7 +124,7 @@ void lz_guest_on_link(lazy_disk *d, int on)
 /* the chunk from the registry, retried (0.25 s doubling to 5 s between
  * tries) until the read wait has passed */
 static int registry_retrying(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,
-                         const char *what)
+                             const char *what)
 {
     unsigned wait = d->o.read_wait ? d->o.read_wait : LAZY_READ_WAIT_DEFAULT;
     double start = lz_now(), pause = 0.25;

@@ -30,12 +30,21 @@ static int transient(int rc)
            rc == -ECONNRESET || rc == -EHOSTUNREACH || rc == -ENETUNREACH || rc == -EPIPE;
 }
 
+/* s seconds from now, as pthread_cond_timedwait takes it (CLOCK_REALTIME) */
+static struct timespec deadline_in(double s)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    long ns = t.tv_nsec + (long)((s - (double)(long)s) * 1e9);
+    t.tv_sec += (time_t)s + ns / 1000000000L;
+    t.tv_nsec = ns % 1000000000L;
+    return t;
+}
+
 /* wait s seconds, or less if the engine is stopping; 1 if it is */
 static int pause_unless_stopping(lazy_disk *d, int s)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += s;
+    struct timespec until = deadline_in(s);
     pthread_mutex_lock(&d->mu);
     while (!d->stopping && pthread_cond_timedwait(&d->cv, &d->mu, &until) != ETIMEDOUT)
         ;
@@ -48,7 +57,7 @@ static int pause_unless_stopping(lazy_disk *d, int s)
  * read waits on the registry and for the quiet window after the last one,
  * so a booting guest has the link to itself (a guest reads in bursts; the
  * fill goes on between them). GETs already sent finish: at most the fill's
- * jobs ranges of remote/'s largest size share the link with a guest read. */
+ * jobs ranges of LAZY_FILL_RANGE_MAX share the link with a guest read. */
 static int fill_yield(void *ctx)
 {
     lazy_disk *d = ctx;
@@ -60,13 +69,7 @@ static int fill_yield(void *ctx)
         if (d->stopping || (!d->guest_on_link && quiet <= 0))
             break;
         held = 1;
-        if (d->guest_on_link)
-            quiet = window;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long ns = until.tv_nsec + (long)(quiet * 1e9);
-        until.tv_sec += ns / 1000000000L;
-        until.tv_nsec = ns % 1000000000L;
+        struct timespec until = deadline_in(d->guest_on_link ? window : quiet);
         pthread_cond_timedwait(&d->cv, &d->mu, &until);
     }
     int stop = d->stopping;
