@@ -675,7 +675,7 @@ static int plan_ranges(fetch_job *f, unsigned jobs)
     f->pack_count = f->j->pack_count;
     f->pack_claimed = f->j->pack_claimed;
     uint64_t most = range_most(f), left = frame_bytes(f, 0);
-    uint64_t max = RANGE_MIN < most ? RANGE_MIN : most;
+    uint64_t first = RANGE_MIN < most ? RANGE_MIN : most, max = first;
     for (size_t i = 0; i < f->nw;) {
         const want *a = &f->w[i];
         size_t g = i;
@@ -692,8 +692,7 @@ static int plan_ranges(fetch_job *f, unsigned jobs)
             cur->count += g - i;
         } else {
             f->r[f->nr++] = (want_range){.first = i, .count = g - i, .start = a->offset, .end = end};
-            max = f->nr == 1 && !f->j->probed ? (RANGE_MIN < most ? RANGE_MIN : most)
-                                              : range_size(left, jobs, most);
+            max = f->nr == 1 && !f->j->probed ? first : range_size(left, jobs, most);
         }
         left -= left < a->clen ? left : a->clen;
         i = g;
