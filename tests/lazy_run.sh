@@ -52,6 +52,21 @@ P=127.0.0.1:$PPORT
 LOCAL_TAG=127.0.0.1_${PPORT}_strata_guest:v1
 RUN=(--driver qemu --accel tcg)
 
+# planned_text NAME: once NAME's fill has planned (ps: fill_total), ps's
+# text shows the share done, the proxy held meanwhile so the fill can't end
+planned_text() {
+    local i r
+    for ((i = 0; i < 480; i++)); do
+        [ "$(ps_lazy "$1" fill_total)" -gt 0 ] 2>/dev/null && break
+        sleep 0.5
+    done
+    hold_proxy
+    "$S" ps | grep -qE "^$1 .*filling [0-9]+% \([0-9]+/103 chunks here\)"
+    r=$?
+    release_proxy
+    return $r
+}
+
 # ---- a lazy run from an empty store ----
 mark=$(wc -l <"$W/proxy-wan.log")
 export STRATA_HOME=$W/s-lazy
@@ -59,6 +74,7 @@ export STRATA_HOME=$W/s-lazy
 RPID=$!
 PIDS="$PIDS $RPID"
 if wait_for "$(console lz)" '^BOOTED' 240; then
+    hold_proxy
     # the first console line: the layer must not be in the store yet
     check "the guest boots before the pull ends: its first console line came while the store lacked the layer" \
         bash -c "! '$S' inspect $LAYER >/dev/null 2>&1"
@@ -66,7 +82,10 @@ if wait_for "$(console lz)" '^BOOTED' 240; then
     # 7 data chunks of the guest's filesystem and 96 of data
     check "...ps --json shows the fill: filling, some of the 103 data chunks already here" \
         cond '[ "$(ps_lazy lz state)" = filling ] && [ "$(ps_lazy lz chunks_here)" -gt 0 ] && [ "$(ps_lazy lz chunks)" -eq 103 ]'
-    check "...and ps's text its progress" bash -c "'$S' ps | grep -E '^lz .*filling [0-9]+% \([0-9]+/[0-9]+ chunks here\)'"
+    # (the fill waits for the guest to be ready, then plans: the share done follows)
+    check "...and ps's text its progress" bash -c "'$S' ps | grep -E '^lz .*filling ([0-9]+% )?\([0-9]+/103 chunks here\)'"
+    release_proxy
+    check "...and, once the fill has planned, the share of it done" planned_text lz
     check "...its disk is the NBD export on a socket in the instance (qemu's command line)" \
         bash -c "[ -S '$STRATA_HOME/vms/lz/.disk.sock' ] && ps -C qemu-system-x86_64 -o args= | grep -F '$STRATA_HOME/vms/lz/' | grep -qF 'vms/lz/.disk.sock'"
     check "...the guest counts on it" wait_for "$(console lz)" '^HEARTBEAT.*counter=3' 120
@@ -145,7 +164,9 @@ export STRATA_HOME=$W/s-susp
 RPID=$!
 PIDS="$PIDS $RPID"
 if wait_for "$(console ls)" '^HEARTBEAT.*counter=2' 240; then
+    hold_proxy
     check "a lazily running instance, its fill not done" [ "$(ps_lazy ls state)" = filling ]
+    release_proxy
     run "$S" suspend ls -t saved
     check "suspend waits for the fill, then saves: its state's disk layer is a child of the pushed one" \
         cond '[ "$rc" -eq 0 ] && has_layer "$LAYER" && [ "$(parent_of "$(parent_of saved)")" = "$LAYER" ]'

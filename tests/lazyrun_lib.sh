@@ -20,8 +20,14 @@ need_lazy_boots() {
     done
     PIDS=""
     mark_qemus
-    trap 'for p in $PIDS; do kill "$p" 2>/dev/null; done; kill_marked_qemus; true' EXIT
+    trap 'for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; kill_marked_qemus; true' EXIT
 }
+# hold_proxy / release_proxy: the proxy (start_proxy's) stopped and resumed,
+# so that a fill it feeds cannot end between checks of its progress, however
+# fast the machine (a stopped process still accepts connections; strata
+# waits 60 s on a silent transfer before giving up)
+hold_proxy() { kill -STOP "$PROXY_PID"; }
+release_proxy() { kill -CONT "$PROXY_PID"; }
 cond() { eval "$1"; }
 parent_of() { "$S" inspect "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["parent"])'; }
 ps_lazy() { # NAME KEY: a field of the instance's "lazy" in ps --json (None if not lazy)

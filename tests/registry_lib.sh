@@ -51,10 +51,11 @@ EOC
 }
 
 # start_proxy NAME UPSTREAM MODE [ARG...]: tests/flaky_proxy.py in front of
-# UPSTREAM (host:port); sets PPORT; its log is $W/proxy-NAME.log
+# UPSTREAM (host:port); sets PPORT and PROXY_PID; its log is $W/proxy-NAME.log
 start_proxy() {
     PPORT=$(free_port)
     python3 "$HERE/flaky_proxy.py" "$PPORT" "$2" "$3" "${@:4}" >"$W/proxy-$1.log" 2>&1 &
+    PROXY_PID=$!
     PIDS="$PIDS $!"
     wait_http "http://127.0.0.1:$PPORT/v2/"
 }
