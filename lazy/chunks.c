@@ -169,16 +169,25 @@ static int from_registry(lazy_disk *d, const unsigned char id[32], uint32_t len,
     return rc;
 }
 
-/* the chunk as a receive of the layer served has written it (another
- * strata's pull, or a fill cut short), checked by the store: 1 if there */
+/* the chunk as a receive of the layer served, or of a layer below it in
+ * the chain, has written it (this fill, another strata's pull, a fill cut
+ * short; or published since), checked by the store: 1 if there. Below the
+ * top it is looked for at the same offset, where a child's unchanged chunk
+ * is; elsewhere it is not found, and comes from the registry. */
 static int from_receive(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf)
 {
     const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
     if (!p)
         return 0;
     const store_file *f = &d->top->files[p->file];
-    return store_chunk_len(f, p->chunk) == len &&
-           !store_receive_peek(d->st, &d->top->id, f->name, p->chunk * f->chunk_size, id, buf, len);
+    if (store_chunk_len(f, p->chunk) != len)
+        return 0;
+    const store_id *chain;
+    size_t n = remote_reader_chain(d->rd, &chain);
+    for (size_t i = n; i-- > 0;)
+        if (!store_receive_peek(d->st, &chain[i], f->name, p->chunk * f->chunk_size, id, buf, len))
+            return 1;
+    return 0;
 }
 
 int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,

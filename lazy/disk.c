@@ -154,7 +154,13 @@ static int clear_chunk(lazy_disk *d, uint64_t c)
     return rc;
 }
 
-/* absent data chunk c (stripe held): its checked bytes into buf and the file */
+/* in the instance file: read from there */
+static int in_file(const lazy_disk *d, uint64_t c)
+{
+    return d->state[c] == LZ_LAYER || d->state[c] == LZ_GUEST;
+}
+
+/* data chunk c not in the file (stripe held): its checked bytes into buf and the file */
 static int fetch_chunk(lazy_disk *d, uint64_t c, unsigned char *buf)
 {
     const store_file *f = d->df;
@@ -166,9 +172,11 @@ static int fetch_chunk(lazy_disk *d, uint64_t c, unsigned char *buf)
     int rc = lz_chunk_get(d, k->digest, (uint32_t)len, buf, what);
     if (rc)
         return rc;
+    int counted = d->state[c] == LZ_RECEIVED;
     if ((rc = file_pwrite_all(d->fd, buf, len, c * f->chunk_size)) || (rc = state_put(d, c, LZ_LAYER)))
         return lazy_fail_errno(-rc, "%s", d->disk_path);
-    lz_count(d, &d->chunks_here, 1);
+    if (!counted)
+        lz_count(d, &d->chunks_here, 1);
     return 0;
 }
 
@@ -194,7 +202,7 @@ static int read_piece(lazy_disk *d, const piece *p, char *out, unsigned char **b
     uint64_t at = p->c * f->chunk_size + p->off;
     pthread_mutex_lock(stripe(d, p->c));
     int rc = 0;
-    if (d->state[p->c] != LZ_ABSENT) {
+    if (in_file(d, p->c)) {
         rc = file_pread_zerofill(d->fd, out, p->len, at);
     } else if (!store_file_chunk(f, p->c)) {
         memset(out, 0, p->len);
@@ -228,9 +236,9 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
     return rc;
 }
 
-/* Write one piece (stripe held). An absent chunk the piece does not cover
- * whole gets the layer's bytes first (fetched and checked; a zero chunk
- * cleared), so nothing unchecked is ever around the guest's bytes. *became:
+/* Write one piece (stripe held). A chunk not in the file that the piece
+ * does not cover whole gets the layer's bytes first (fetched and checked; a
+ * zero chunk cleared), so nothing unchecked is ever around the guest's bytes. *became:
  * the chunk turned LZ_GUEST here (its state byte is written after the
  * data is durable). */
 static int write_piece(lazy_disk *d, const piece *p, const char *data, unsigned char **buf,
@@ -239,7 +247,7 @@ static int write_piece(lazy_disk *d, const piece *p, const char *data, unsigned 
     const store_file *f = d->df;
     int rc = 0;
     *became = d->state[p->c] != LZ_GUEST;
-    if (d->state[p->c] == LZ_ABSENT && p->len < store_chunk_len(f, p->c)) {
+    if (!in_file(d, p->c) && p->len < store_chunk_len(f, p->c)) {
         if (!store_file_chunk(f, p->c))
             rc = clear_chunk(d, p->c);
         else if (!*buf && !(*buf = malloc(f->chunk_size)))
@@ -402,20 +410,37 @@ int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *bu
     return held; /* the store checks the bytes against id again */
 }
 
-void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, size_t len)
+/* each place of chunk id whose state is from, of len bytes: to it (written
+ * into the file first when data is given) */
+static void mark_places(lazy_disk *d, const unsigned char id[32], const void *data, size_t len,
+                        unsigned from_mask, unsigned char to)
 {
-    lazy_disk *d = ctx;
     io_enter(d);
     for (const lz_place *p = lz_find(d->disk_ids, d->ndisk_ids, id);
          !d->handed_over && p && p < d->disk_ids + d->ndisk_ids && !memcmp(p->digest, id, 32); p++) {
         pthread_mutex_lock(stripe(d, p->chunk));
-        if (d->state[p->chunk] == LZ_ABSENT && store_chunk_len(d->df, p->chunk) == len &&
-            !file_pwrite_all(d->fd, data, len, p->chunk * d->df->chunk_size) &&
-            !state_put(d, p->chunk, LZ_LAYER))
+        unsigned char was = d->state[p->chunk];
+        int moved = 0; /* (not written: left as it was, the chunk is got when read) */
+        if ((from_mask & 1u << was) && store_chunk_len(d->df, p->chunk) == len)
+            moved = data ? !file_pwrite_all(d->fd, data, len, p->chunk * d->df->chunk_size) &&
+                               !state_put(d, p->chunk, to)
+                         : (d->state[p->chunk] = to, 1); /* in memory only */
+        if (moved && was == LZ_ABSENT)
             lz_count(d, &d->chunks_here, 1);
         pthread_mutex_unlock(stripe(d, p->chunk));
     }
     io_leave(d);
+}
+
+void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, size_t len)
+{
+    (void)data;
+    mark_places(ctx, id, NULL, len, 1u << LZ_ABSENT, LZ_RECEIVED);
+}
+
+void lz_chunk_keep(lazy_disk *d, const unsigned char id[32], const void *data, size_t len)
+{
+    mark_places(d, id, data, len, 1u << LZ_ABSENT | 1u << LZ_RECEIVED, LZ_LAYER);
 }
 
 /* ---- the handover ---- */

@@ -16,11 +16,16 @@
 #define lazy_fail(err, ...) err_set(ERR_LAZY, (err), __VA_ARGS__)
 #define lazy_fail_errno(err, ...) err_set_errno(ERR_LAZY, (err), __VA_ARGS__)
 
-/* a chunk of the served disk, in the instance file (one byte each, also in LAZY_DIR/chunks) */
+/* a chunk of the served disk, in the instance file (one byte each, also in
+ * LAZY_DIR/chunks but LZ_RECEIVED, which is in memory only) */
 enum {
-    LZ_ABSENT = 0, /* not there: a zero chunk reads as zeros, a data chunk must come first */
-    LZ_LAYER = 1,  /* the layer's bytes, checked when they came (checked again on reopen) */
-    LZ_GUEST = 2,  /* the guest wrote into it: the whole chunk's current bytes are there, durable */
+    LZ_ABSENT = 0,   /* not there: a zero chunk reads as zeros, a data chunk must come first */
+    LZ_LAYER = 1,    /* the layer's bytes, checked when they came (checked again on reopen) */
+    LZ_GUEST = 2,    /* the guest wrote into it: the whole chunk's current bytes are there, durable */
+    LZ_RECEIVED = 3, /* not in the file, but the fill's receive has it: a read takes it from
+                      * there (store_receive_peek, checked) as from the registry. The fill
+                      * does not write the instance file, so the guest's fsyncs of it never
+                      * carry the fill's bytes */
 };
 
 #define LZ_STRIPES 256 /* chunk locks: chunk c takes stripes[c % LZ_STRIPES] */
@@ -113,9 +118,13 @@ void lz_backend_init(lazy_disk *d);
 /* Disk.img synced, then the chunks the guest took since the last flush
  * recorded (durable_on_flush); with the gate passed, or alone (close) */
 int lz_disk_flush(lazy_disk *d);
-/* the fill's hooks (remote_pull_opts.chunk_source, chunk_received) */
+/* the fill's hooks (remote_pull_opts.chunk_source, chunk_received: the
+ * chunk marked LZ_RECEIVED where absent, data unused) */
 int lz_hook_source(void *ctx, const unsigned char id[32], uint32_t len, void *buf);
 void lz_hook_received(void *ctx, const unsigned char id[32], const void *data, size_t len);
+/* the prefetch's: the layer's checked bytes of chunk id written into the
+ * instance file wherever that chunk is not there (absent or received) */
+void lz_chunk_keep(lazy_disk *d, const unsigned char id[32], const void *data, size_t len);
 /* Disk.img replaced by a clone of the published layer id's (layer_disk)
  * with the guest's chunks copied onto it, the directory recorded as a
  * clone of id and the engine's state dropped; I/O waits meanwhile */

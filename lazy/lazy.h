@@ -108,7 +108,8 @@ typedef struct {
     store_id layer;           /* the layer served */
     uint64_t disk_size;
     uint64_t chunks;          /* data chunks of the disk */
-    uint64_t chunks_here;     /* of those, in the instance file (read, received or written) */
+    uint64_t chunks_here;     /* of those, here: in the instance file (read or written) or
+                               * received by this open's fill */
     uint64_t fill_done, fill_total; /* the fill's bytes, as pull reports them */
     uint64_t guest_fetches;   /* chunks fetched from the registry for the guest's reads */
     uint64_t local_reads;     /* chunks taken from the store for the guest */

@@ -4,8 +4,8 @@
  * wrong with it is a log line, and the run goes on without it); then a
  * thread of its own fetches its chunks in the order the profiled guest
  * first read them, a batch at a time, chunks that follow each other in a
- * pack in one Range GET (remote_reader_chunks), into the instance file as
- * the fill's chunks go (lz_hook_received: never over what is there). The
+ * pack in one Range GET (remote_reader_chunks), into the instance file
+ * (lz_chunk_keep: never over what is there). The
  * fill waits for it, so it comes first; the guest never does: a read of a
  * chunk not yet here fetches it at once as always, and the prefetch then
  * finds it there and leaves it. */
@@ -41,7 +41,7 @@ static int take(void *ctx, size_t i, const void *data, size_t len)
     batch *b = ctx;
     if (stopping(b->d))
         return lazy_fail(ECANCELED, "stopped");
-    lz_hook_received(b->d, b->ids[i], data, len);
+    lz_chunk_keep(b->d, b->ids[i], data, len);
     b->fetched++;
     return 0;
 }
@@ -61,7 +61,7 @@ static int add(batch *b, uint64_t c)
     if (!k)
         return 0;
     pthread_mutex_lock(&d->stripes[c % LZ_STRIPES]);
-    int here = d->state[c] != LZ_ABSENT;
+    int here = d->state[c] != LZ_ABSENT; /* (received: the fill had it first) */
     pthread_mutex_unlock(&d->stripes[c % LZ_STRIPES]);
     if (here)
         return 0;

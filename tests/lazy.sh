@@ -27,6 +27,18 @@ f = open(sys.argv[1], "r+b"); f.seek(int(sys.argv[2])); f.write(bytes([int(sys.a
 # tag_id STORE TAG: the layer TAG names in STORE ("" if none)
 tag_id() { STRATA_HOME=$1 "$S" ls --json 2>/dev/null |
     python3 -c 'import json,sys; print("".join(l["id"] for l in json.load(sys.stdin) if sys.argv[1] in l["tags"]))' "$2"; }
+# data_chunks FILE: the 1 MiB chunks of FILE that hold data (not holes)
+data_chunks() { python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); end = os.fstat(fd).st_size; at = 0; found = set()
+while at < end:
+    try:
+        at = os.lseek(fd, at, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, at, os.SEEK_HOLE)
+    found.update(range(at >> 20, ((hole - 1) >> 20) + 1))
+    at = hole
+print(*sorted(found))' "$1"; }
 # layer_ids STORE: every layer id in STORE
 layer_ids() { STRATA_HOME=$1 "$S" ls --json 2>/dev/null | python3 -c 'import json,sys; [print(l["id"]) for l in json.load(sys.stdin)]'; }
 
@@ -224,6 +236,22 @@ for _ in $(seq 600); do # until the fill has written chunks into its receive
     [ "$(du -sk "$W"/s-k/tmp/receive-*/bundle/Disk.img 2>/dev/null | cut -f1 | sort -n | tail -1)" -ge 2048 ] 2>/dev/null && break
     sleep 0.1
 done
+# the fill writes its receive only: the instance's Disk.img holds what the
+# read and the write took (chunks 30 and 3), however far the fill is
+check "the fill's chunks are in its receive, not in the instance's Disk.img" \
+    cond '[ "$(data_chunks "$V/k/Disk.img")" = "3 30" ]'
+# a chunk the fill received (the base's, below the layer served: one the
+# child did not rewrite), read: from the receive, checked, the layer's bytes
+c=$(for f in "$W"/s-k/tmp/receive-*/bundle/Disk.img; do data_chunks "$f"; done | tr ' ' '\n' | grep -vx -e 2 -e 3 -e 4 -e 30 | head -1)
+/usr/bin/python3 -I - "$URI" "$W/received.bin" "${c:-0}" <<'PY'
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+open(sys.argv[2], "wb").write(h.pread(1 << 20, int(sys.argv[3]) << 20))
+PY
+kill -USR2 "$SPID"
+check "a read of a chunk the fill received ($c) takes it from the receive, with the layer's bytes" \
+    cond '[ -n "$c" ] && LIMIT=10 wait_for "$W/lz-k.out" "received=1" "$SPID" && cmp -s "$W/received.bin" <(dd if="$W/ref/Disk.img" bs=1M skip="$c" count=1 2>/dev/null)'
 kill -9 "$SPID"
 wait "$SPID" 2>/dev/null
 check "killed during its fill, before it ended" cond '! grep -q "fill:" "$W/lz-k.out"'
