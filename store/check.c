@@ -556,15 +556,16 @@ static int gc_stale_write(void *ctx_, const char *name)
 static int partial_kept(store *st, const char *name)
 {
     size_t n = strlen(name);
-    if (strncmp(name, "receive-", 8) || !(n == 8 + STORE_ID_HEX || (n == 13 + STORE_ID_HEX &&
-                                                                  !strcmp(name + n - 5, ".lock"))))
+    size_t p = strlen(ST_RECEIVE);
+    if (strncmp(name, ST_RECEIVE, p) ||
+        !(n == p + STORE_ID_HEX || (n == p + 5 + STORE_ID_HEX && !strcmp(name + n - 5, ".lock"))))
         return 0;
     store_id id;
-    memcpy(id.hex, name + 8, STORE_ID_HEX);
+    memcpy(id.hex, name + p, STORE_ID_HEX);
     id.hex[STORE_ID_HEX] = 0;
     if (!st_id_valid(id.hex) || st_layer_exists(st, &id))
         return 0;
-    char *lock = st_printf("%s/tmp/receive-%s.lock", st->home, id.hex);
+    char *lock = st_receive_path(st, id.hex, ".lock");
     struct stat s;
     int young = lock && stat(lock, &s) == 0 && time(NULL) - s.st_mtime < STORE_GC_PRUNE_EXPIRE;
     free(lock);

@@ -101,6 +101,11 @@ void st_tmpdir_drop(st_tmpdir *t); /* removes what remains, releases the lock */
  * *existed says the directory was there. */
 int st_tmpdir_named(store *st, const char *name, st_tmpdir *t, int *existed);
 void st_tmpdir_keep(st_tmpdir *t); /* releases the lock, leaves the directory */
+/* A resumable receive's (or scratch's) tmp/ name is ST_RECEIVE "<id hex>";
+ * st_receive_path: HOME/tmp/receive-<hex><tail> (tail "" the directory,
+ * ".lock" its lock, "/bundle/NAME" a file being received), NULL if out of memory */
+#define ST_RECEIVE "receive-"
+char *st_receive_path(const store *st, const char *hex, const char *tail);
 
 /* text encoding shared by manifest, info and records */
 int st_id_valid(const char *hex);

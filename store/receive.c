@@ -328,7 +328,7 @@ static int work_dir(store_receive *rx, const store_receive_opts *o)
     int rc = -EBUSY, existed = 0;
     if (o && o->resume) {
         char name[80];
-        snprintf(name, sizeof name, "receive-%s", rx->l->id.hex);
+        snprintf(name, sizeof name, ST_RECEIVE "%s", rx->l->id.hex);
         rc = st_tmpdir_named(rx->st, name, &rx->tmp, &existed);
         if (rc == -EBUSY)
             st_tmpdir_keep(&rx->tmp); /* not ours: leave it */
@@ -459,11 +459,16 @@ int store_manifest_parse(const char *manifest, size_t mlen, const char *info, si
     return 0;
 }
 
+char *st_receive_path(const store *st, const char *hex, const char *tail)
+{
+    return st_printf("%s/tmp/" ST_RECEIVE "%s%s", st->home, hex, tail);
+}
+
 /* 1 if another process holds tmp/receive-<id> (its lock), 0 if not. A
  * shared probe, let go at once: it never takes the receive from anyone. */
 static int receive_busy(store *st, const store_id *id)
 {
-    char *lock = st_printf("%s/tmp/receive-%s.lock", st->home, id->hex);
+    char *lock = st_receive_path(st, id->hex, ".lock");
     int fd = lock ? open(lock, O_RDONLY | O_CLOEXEC) : -1;
     free(lock);
     if (fd < 0)
@@ -958,7 +963,9 @@ int store_receive_peek(const store *st, const store_id *id, const char *name, ui
 {
     if (!st_id_valid(id->hex) || !name[0] || name[0] == '/' || strstr(name, ".."))
         return -ENOENT; /* names come from a parsed manifest: never a path trick */
-    char *path = st_printf("%s/tmp/receive-%s/bundle/%s", st->home, id->hex, name);
+    char *tail = st_printf("/bundle/%s", name);
+    char *path = tail ? st_receive_path(st, id->hex, tail) : NULL;
+    free(tail);
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     free(path);
     if (fd < 0) { /* published meanwhile: the same files, renamed into layers/ */
@@ -1041,11 +1048,11 @@ int store_scratch_resumable(store *st, const char *key, int *existed, store_scra
     if (!st_id_valid(key))
         return st_fail(EINVAL, "scratch key '%s' is not 64 hex digits", key);
     store_scratch *s = calloc(1, sizeof *s);
-    char *name = st_printf("receive-%s", key);
+    char *name = st_printf(ST_RECEIVE "%s", key);
     int rc = !s || !name ? -ENOMEM : st_tmpdir_named(st, name, &s->t, existed);
     free(name);
     if (rc == -EBUSY)
-        rc = st_fail(EBUSY, "%s/tmp/receive-%s: another process is working there", st->home, key);
+        rc = st_fail(EBUSY, "%s/tmp/" ST_RECEIVE "%s: another process is working there", st->home, key);
     if (rc) {
         if (s)
             st_tmpdir_keep(&s->t); /* not ours, or never made: leave it */
