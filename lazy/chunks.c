@@ -121,6 +121,20 @@ void lz_guest_on_link(lazy_disk *d, int on)
     pthread_mutex_unlock(&d->mu);
 }
 
+void lz_guest_io(lazy_disk *d, uint64_t bytes)
+{
+    double now = lz_now(), window = LAZY_GUEST_BUSY_MS / 1000.0;
+    pthread_mutex_lock(&d->mu);
+    if (now - d->guest_io_window > window) {
+        d->guest_io_window = now;
+        d->guest_io_bytes = 0;
+    }
+    d->guest_io_bytes += bytes;
+    if (d->guest_io_bytes >= LAZY_GUEST_BUSY_BYTES)
+        d->guest_busy_until = now + window;
+    pthread_mutex_unlock(&d->mu);
+}
+
 /* the chunk from the registry, retried (0.25 s doubling to 5 s between
  * tries) until the read wait has passed */
 static int registry_retrying(lazy_disk *d, const unsigned char id[32], uint32_t len, void *buf,

@@ -233,6 +233,7 @@ static int lz_read(void *ctx, void *buf, uint64_t off, uint32_t len)
         }
     io_leave(d);
     free(chunk);
+    lz_guest_io(d, len);
     return rc;
 }
 
@@ -346,6 +347,7 @@ static int lz_write(void *ctx, const void *data, uint64_t off, uint32_t len)
     }
     io_leave(d);
     free(chunk);
+    lz_guest_io(d, len);
     if (rc && err_last()->code != -rc)
         lazy_fail_errno(-rc, "%s", d->disk_path);
     return rc;

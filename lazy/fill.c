@@ -1,7 +1,8 @@
 /* lazy: the background fill. It is remote_pull itself, resumable, with
  * lazy's hooks: chunks the guest already fetched are taken from the
  * instance file instead of the registry, and chunks the pull fetched are
- * put into the instance file for the guest. A transient failure (the
+ * marked received, for a guest read to take from the receive. Its GETs
+ * wait while the guest needs the link or its disk. A transient failure (the
  * registry away) is retried with backoff, forever, since the pull takes up
  * its own work; a chunk that is not what its id says stops it for good.
  * Once the layer is published, the instance is handed over (disk.c). */
@@ -57,19 +58,24 @@ static int pause_unless_stopping(lazy_disk *d, int s)
  * read waits on the registry and for the quiet window after the last one,
  * so a booting guest has the link to itself (a guest reads in bursts; the
  * fill goes on between them). GETs already sent finish: at most the fill's
- * jobs ranges of LAZY_FILL_RANGE_MAX share the link with a guest read. */
+ * jobs ranges of LAZY_FILL_RANGE_MAX share the link with a guest read.
+ * It also waits while the guest's disk is busy, so the fill's writes and
+ * their writeback don't slow the guest's own I/O, but no longer than
+ * LAZY_FILL_HOLD_MAX_MS for a GET: a guest never idle would stop it. */
 static int fill_yield(void *ctx)
 {
     lazy_disk *d = ctx;
     int held = 0;
+    double window = (d->o.fill_quiet_ms ? d->o.fill_quiet_ms : LAZY_FILL_QUIET_MS) / 1000.0;
+    double busy_end = lz_now() + LAZY_FILL_HOLD_MAX_MS / 1000.0;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        double window = (d->o.fill_quiet_ms ? d->o.fill_quiet_ms : LAZY_FILL_QUIET_MS) / 1000.0;
-        double quiet = d->guest_link_end + window - lz_now();
-        if (d->stopping || (!d->guest_on_link && quiet <= 0))
+        double now = lz_now(), quiet = d->guest_link_end + window - now;
+        double busy = d->guest_busy_until < busy_end ? d->guest_busy_until - now : busy_end - now;
+        if (d->stopping || (!d->guest_on_link && quiet <= 0 && busy <= 0))
             break;
         held = 1;
-        struct timespec until = deadline_in(d->guest_on_link ? window : quiet);
+        struct timespec until = deadline_in(d->guest_on_link ? window : quiet > busy ? quiet : busy);
         pthread_cond_timedwait(&d->cv, &d->mu, &until);
     }
     int stop = d->stopping;

@@ -84,6 +84,9 @@ struct lazy_disk {
     uint64_t fill_fetched, fill_resumed, fill_supplied;
     unsigned guest_on_link;  /* guest reads waiting on the registry now */
     double guest_link_end;   /* when the last of them ended (CLOCK_MONOTONIC seconds) */
+    double guest_io_window;  /* the guest's disk traffic: when the current window began, */
+    uint64_t guest_io_bytes; /* the bytes read and written in it, */
+    double guest_busy_until; /* and until when the fill holds back for it (LAZY_GUEST_BUSY_*) */
     uint64_t fill_held_back; /* GETs the fill held back for the guest */
     uint64_t *pending; /* durable_on_flush: chunks that became the guest's since the last flush */
     size_t npending, cap_pending;
@@ -110,6 +113,9 @@ void lz_count(lazy_disk *d, uint64_t *field, uint64_t v);
 /* A guest read is about to wait on the registry (1), or is done (0): the
  * fill holds its next GET back meanwhile, and for the quiet window after */
 void lz_guest_on_link(lazy_disk *d, int on);
+/* The guest read or wrote bytes of its disk: the fill holds its next GET
+ * back while the guest's disk is busy (LAZY_GUEST_BUSY_*) */
+void lz_guest_io(lazy_disk *d, uint64_t bytes);
 double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
 
 /* disk.c */

@@ -49,6 +49,11 @@
                                           that starts meanwhile waits behind at most this */
 #define LAZY_FILL_QUIET_MS 500      /* the fill sends no GET while a guest read waits on the
                                        registry, nor this long after the last one ended */
+#define LAZY_GUEST_BUSY_BYTES (4u << 20) /* the guest's disk is busy when its reads and writes */
+#define LAZY_GUEST_BUSY_MS 250           /* move this much within this long: the fill sends no
+                                            GET until this long after */
+#define LAZY_FILL_HOLD_MAX_MS 2000  /* a busy disk holds a GET of the fill back at most this
+                                       long: under a guest never idle the fill still goes on */
 
 typedef struct lazy_disk lazy_disk;
 

@@ -13,7 +13,8 @@
 # registry is never served (EIO, a log line naming its pack); a registry
 # away stalls reads that complete when it is back, and past the read wait
 # they fail; a server killed during its fill serves again and its fill
-# takes up what it had.
+# takes up what it had. The fill gives way to the guest's reads of the
+# registry and to a busy guest disk, and still ends.
 . "$(dirname "$0")/lib.sh"
 
 export STRATA_HOME=$W/src DOCKER_CONFIG=$W/docker XDG_CACHE_HOME=$W/cache
@@ -293,6 +294,19 @@ check "...the fill's threads run ten steps nicer than the server's (at most 19):
     cond 'nices "$SPID" | grep -qw -- "$bg" && nices "$SPID" | grep -qw -- "$base"'
 wait_for "$W/lz-h.out" "fill:" "$SPID"
 check "...and the fill, which held a GET back for it, still ends" grep -q "fill: done.* held_back=[1-9]" "$W/lz-h.out"
+stop "$SPID"
+
+# ---- ...and while the guest's disk is busy, but never for good ----
+# A guest that never stops writing whole chunks of a hole (no read of the
+# registry at all): the fill holds its GETs back (LAZY_GUEST_BUSY_*), each
+# at most LAZY_FILL_HOLD_MAX_MS, so it still ends.
+serve d "$SP/strata/vm:v1" "$W/s-d" --jobs 1
+end=$((SECONDS + 120))
+while ! grep -q "fill:" "$W/lz-d.out" && kill -0 "$SPID" 2>/dev/null && [ $SECONDS -lt $end ]; do
+    qio "$URI" "write -P 0x22 40M 8M" >/dev/null 2>&1
+done
+check "a fill under a guest writing without pause holds GETs back for it, and still ends" \
+    grep -q "fill: done.* held_back=[1-9]" "$W/lz-d.out"
 stop "$SPID"
 
 finish
