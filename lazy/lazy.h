@@ -118,9 +118,10 @@ typedef struct {
     uint64_t fill_done, fill_total; /* the fill's bytes, as pull reports them */
     uint64_t guest_fetches;   /* chunks fetched from the registry for the guest's reads */
     uint64_t local_reads;     /* chunks taken from the store for the guest */
-    uint64_t fill_held_back;  /* GETs of the fill held back while the guest used the link */
-    uint64_t received_reads;  /* chunks taken for the guest from a receive of the layer
-                                 (another strata's pull), checked */
+    uint64_t fill_held_back;  /* GETs of the fill held back while the guest used the link or
+                                 its disk was busy */
+    uint64_t received_reads;  /* chunks taken for the guest from a receive of the layer or
+                                 one below (the fill's, another strata's pull), checked */
     /* once the fill has ended, its pull's counts (remote_pull_result) */
     uint64_t fill_fetched;    /* chunks it downloaded */
     uint64_t fill_resumed;    /* chunks kept from an earlier fill cut short */
