@@ -61,7 +61,7 @@ static int add(batch *b, uint64_t c)
     if (!k)
         return 0;
     pthread_mutex_lock(&d->stripes[c % LZ_STRIPES]);
-    int here = d->state[c] != LZ_ABSENT; /* (received: the fill had it first) */
+    int here = d->state[c] != LZ_ABSENT;
     pthread_mutex_unlock(&d->stripes[c % LZ_STRIPES]);
     if (here)
         return 0;
