@@ -29,7 +29,7 @@ PLATFORM  := macos
 else
 PLATFORM  := linux
 endif
-BASE_SRC  := base/crash.c base/error.c base/file.c base/hex.c base/lazylib.c base/note.c base/sbuf.c base/testhooks.c base/platform_$(PLATFORM).c
+BASE_SRC  := base/clock.c base/crash.c base/error.c base/file.c base/hex.c base/lazylib.c base/note.c base/sbuf.c base/testhooks.c base/platform_$(PLATFORM).c
 CLONE_SRC := clone/clone.c
 STORE_SRC := store/util.c store/profile.c store/manifest.c store/seal.c store/chunker.c store/verify.c store/bundle.c \
              store/lock.c store/open.c store/layers.c store/unreachable.c store/tags.c store/clones.c \

@@ -8,6 +8,7 @@
  * Once the layer is published, the instance is handed over (disk.c). */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "../base/clock.h"
 #include "../base/platform.h"
 
 #include <errno.h>
@@ -31,21 +32,10 @@ static int transient(int rc)
            rc == -ECONNRESET || rc == -EHOSTUNREACH || rc == -ENETUNREACH || rc == -EPIPE;
 }
 
-/* s seconds from now, as pthread_cond_timedwait takes it (CLOCK_REALTIME) */
-static struct timespec deadline_in(double s)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    long ns = t.tv_nsec + (long)((s - (double)(long)s) * 1e9);
-    t.tv_sec += (time_t)s + ns / 1000000000L;
-    t.tv_nsec = ns % 1000000000L;
-    return t;
-}
-
 /* wait s seconds, or less if the engine is stopping; 1 if it is */
 static int pause_unless_stopping(lazy_disk *d, int s)
 {
-    struct timespec until = deadline_in(s);
+    struct timespec until = clock_deadline_in(s);
     pthread_mutex_lock(&d->mu);
     while (!d->stopping && pthread_cond_timedwait(&d->cv, &d->mu, &until) != ETIMEDOUT)
         ;
@@ -75,7 +65,7 @@ static int fill_yield(void *ctx)
         if (d->stopping || (!d->guest_on_link && quiet <= 0 && busy <= 0))
             break;
         held = 1;
-        struct timespec until = deadline_in(d->guest_on_link ? window : quiet > busy ? quiet : busy);
+        struct timespec until = clock_deadline_in(d->guest_on_link ? window : quiet > busy ? quiet : busy);
         pthread_cond_timedwait(&d->cv, &d->mu, &until);
     }
     int stop = d->stopping;

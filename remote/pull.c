@@ -4,6 +4,7 @@
  * layer manifest's digest is its id, chunks by their SHA-256 (in the store). */
 #define _GNU_SOURCE
 #include "../base/note.h"
+#include "../base/clock.h"
 #include "pack.h"
 
 #include <errno.h>
@@ -757,11 +758,7 @@ static int run_workers(fetch_job *f, worker *w, unsigned jobs)
         pthread_mutex_unlock(&f->mu);
         pull_progress(f->j, 0);
         pthread_mutex_lock(&f->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 200000000L;
-        if (until.tv_nsec >= 1000000000L)
-            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        struct timespec until = clock_deadline_in(0.2);
         if (f->running)
             pthread_cond_timedwait(&f->cv, &f->mu, &until);
     }

@@ -1,5 +1,6 @@
 /* remote: pushing a layer chain as one OCI manifest (docs/remote.md). */
 #define _GNU_SOURCE
+#include "../base/clock.h"
 #include "pack.h"
 #include "preflight.h"
 
@@ -282,11 +283,7 @@ static int push_packs(push_job *j, const remote_push_opts *po)
         if (po && po->progress)
             po->progress(po->progress_ctx, done, j->plan->data_bytes);
         pthread_mutex_lock(&j->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 200000000L;
-        if (until.tv_nsec >= 1000000000L)
-            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        struct timespec until = clock_deadline_in(0.2);
         if (j->running)
             pthread_cond_timedwait(&j->cv, &j->mu, &until);
     }
