@@ -44,34 +44,71 @@ static int pause_unless_stopping(lazy_disk *d, int s)
     return stop;
 }
 
-/* remote_pull_opts.before_fetch: the fill's next GET waits while a guest
- * read waits on the registry and for the quiet window after the last one,
- * so a booting guest has the link to itself (a guest reads in bursts; the
- * fill goes on between them). GETs already sent finish: at most the fill's
- * jobs ranges of LAZY_FILL_RANGE_MAX share the link with a guest read.
- * It also waits while the guest's disk is busy, so the fill's writes and
- * their writeback don't slow the guest's own I/O, but no longer than
- * LAZY_FILL_HOLD_MAX_MS for a GET: a guest never idle would stop it. */
-static int fill_yield(void *ctx)
+/* Wait while the guest uses the link (a read waiting on the registry, and
+ * the quiet window after it: a guest reads in bursts) or its disk is busy
+ * (LAZY_GUEST_BUSY_*), so the fill's transfers, writes and their writeback
+ * stay out of its way. The link is waited for until link_end (0: as long as
+ * it takes), a busy disk until disk_end: a guest never idle slows the
+ * fill, never stops it. 1 if it waited, -1 if the engine is stopping. */
+static int hold_for_guest(lazy_disk *d, double link_end, double disk_end)
 {
-    lazy_disk *d = ctx;
     int held = 0;
     double window = (d->o.fill_quiet_ms ? d->o.fill_quiet_ms : LAZY_FILL_QUIET_MS) / 1000.0;
-    double busy_end = lz_now() + LAZY_FILL_HOLD_MAX_MS / 1000.0;
     pthread_mutex_lock(&d->mu);
     for (;;) {
-        double now = lz_now(), quiet = d->guest_link_end + window - now;
-        double busy = d->guest_busy_until < busy_end ? d->guest_busy_until - now : busy_end - now;
-        if (d->stopping || (!d->guest_on_link && quiet <= 0 && busy <= 0))
+        double now = lz_now();
+        double link = d->guest_on_link ? window : d->guest_link_end + window - now;
+        double busy = d->guest_busy_until - now;
+        if (link_end && link > link_end - now)
+            link = link_end - now;
+        if (busy > disk_end - now)
+            busy = disk_end - now;
+        if (d->stopping || (link <= 0 && busy <= 0))
             break;
         held = 1;
-        struct timespec until = clock_deadline_in(d->guest_on_link ? window : quiet > busy ? quiet : busy);
+        struct timespec until = clock_deadline_in(link > busy ? link : busy);
         pthread_cond_timedwait(&d->cv, &d->mu, &until);
     }
     int stop = d->stopping;
-    d->fill_held_back += (uint64_t)held;
     pthread_mutex_unlock(&d->mu);
-    return stop ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
+    return stop ? -1 : held;
+}
+
+static void count(lazy_disk *d, uint64_t *n)
+{
+    pthread_mutex_lock(&d->mu);
+    ++*n;
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* remote_pull_opts.before_fetch: the fill's next GET waits for the guest,
+ * for its disk at most LAZY_FILL_HOLD_MAX_MS. GETs already sent are held
+ * by fill_pace. */
+static int fill_yield(void *ctx)
+{
+    lazy_disk *d = ctx;
+    int held = hold_for_guest(d, 0, lz_now() + LAZY_FILL_HOLD_MAX_MS / 1000.0);
+    if (held > 0)
+        count(d, &d->fill_held_back);
+    return held < 0 ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
+}
+
+/* remote_pull_opts.while_fetching: a GET already sent pauses for the guest
+ * too (its link and its disk), at most LAZY_FILL_HOLD_MAX_MS in all, so a
+ * guest read waits behind none of the fill's ranges and a busy disk gets
+ * the machine within a few KiB of the fill's */
+static int fill_pace(void *ctx, uint32_t *held_ms)
+{
+    lazy_disk *d = ctx;
+    double start = lz_now(), left = (LAZY_FILL_HOLD_MAX_MS - (double)*held_ms) / 1000.0;
+    int held = hold_for_guest(d, start + (left > 0 ? left : 1e-9), start + left);
+    if (held > 0) {
+        if (!*held_ms)
+            count(d, &d->fill_paused); /* a GET paused, however often */
+        double ms = (lz_now() - start) * 1000.0 + 1.0;
+        *held_ms = *held_ms + ms > LAZY_FILL_HOLD_MAX_MS ? LAZY_FILL_HOLD_MAX_MS : *held_ms + (uint32_t)ms;
+    }
+    return held < 0 ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
 }
 
 void lz_fill_go(lazy_disk *d)
@@ -129,7 +166,7 @@ static int fill_pull(lazy_disk *d, remote_pull_result *res)
     remote_pull_opts po = {.tag = d->o.tag, .jobs = d->o.fill_jobs ? d->o.fill_jobs : LAZY_FILL_JOBS_DEFAULT,
                            .progress = fill_progress, .progress_ctx = d,
                            .chunk_source = lz_hook_source, .chunk_received = lz_hook_received,
-                           .before_fetch = fill_yield, .chunk_ctx = d,
+                           .before_fetch = fill_yield, .while_fetching = fill_pace, .chunk_ctx = d,
                            .range_max = LAZY_FILL_RANGE_MAX,
                            .note = fill_note, .note_ctx = d,
                            .pause = fill_pause, .pause_ctx = d};

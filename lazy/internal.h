@@ -88,6 +88,7 @@ struct lazy_disk {
     uint64_t guest_io_bytes; /* the bytes read and written in it, */
     double guest_busy_until; /* and until when the fill holds back for it (LAZY_GUEST_BUSY_*) */
     uint64_t fill_held_back; /* GETs the fill held back for the guest */
+    uint64_t fill_paused;    /* GETs the fill paused mid-transfer for it */
     uint64_t *pending; /* durable_on_flush: chunks that became the guest's since the last flush */
     size_t npending, cap_pending;
 

@@ -120,6 +120,7 @@ typedef struct {
     uint64_t local_reads;     /* chunks taken from the store for the guest */
     uint64_t fill_held_back;  /* GETs of the fill held back while the guest used the link or
                                  its disk was busy */
+    uint64_t fill_paused;     /* GETs of the fill paused mid-transfer for the same reasons */
     uint64_t received_reads;  /* chunks taken for the guest from a receive of the layer or
                                  one below (the fill's, another strata's pull), checked */
     /* once the fill has ended, its pull's counts (remote_pull_result) */

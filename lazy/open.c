@@ -306,6 +306,7 @@ void lazy_progress_get(lazy_disk *d, lazy_progress *out)
     out->fill_resumed = d->fill_resumed;
     out->fill_supplied = d->fill_supplied;
     out->fill_held_back = d->fill_held_back;
+    out->fill_paused = d->fill_paused;
     snprintf(out->error, sizeof out->error, "%s", d->error);
     pthread_mutex_unlock(&d->mu);
 }

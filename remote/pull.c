@@ -388,6 +388,7 @@ typedef struct {
     uint64_t body, limit; /* bytes received, and at most expected */
     size_t have;          /* bytes of *k's frame in w->frame */
     int started, whole;
+    uint32_t held_ms; /* how long while_fetching held this GET */
     EVP_MD_CTX *sha; /* the whole pack, checked against its digest */
 } stream;
 
@@ -450,7 +451,11 @@ static int on_body(void *ctx, long status, const void *data, size_t n)
         EVP_DigestUpdate(s->sha, data, n);
     count(&f->j->res->bytes_fetched, n);
     count(&f->j->done, n);
-    return take_bytes(s, data, n);
+    int rc = take_bytes(s, data, n);
+    const remote_pull_opts *po = f->j->po;
+    if (!rc && po && po->while_fetching) /* may block: the server stops once the socket is full */
+        rc = po->while_fetching(po->chunk_ctx, &s->held_ms);
+    return rc;
 }
 
 /* one GET of range r (or of its whole pack, *whole); *whole is set if the registry sent it all */

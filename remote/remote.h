@@ -351,6 +351,14 @@ typedef struct {
      * there while a guest's own reads use the link. 0 to send it, or a
      * negative errno that ends the pull with it. */
     int (*before_fetch)(void *ctx);
+    /* May be NULL: called by a worker as a GET's body arrives (every few
+     * KiB), and may block: lazy/ pauses its fill there while the guest's
+     * disk is busy, and the server stops sending once the socket's buffers
+     * are full. held_ms starts at 0 for each GET and is the hook's to keep:
+     * how long it has held that GET, so it can bound that (a server may
+     * drop a connection idle too long). 0 to go on, or a negative errno
+     * that ends the pull with it. */
+    int (*while_fetching)(void *ctx, uint32_t *held_ms);
     void *chunk_ctx;
     /* Compressed bytes asked in one GET at most (a frame larger than it
      * still comes whole); 0: remote/'s own (8 MiB, few requests). lazy/'s

@@ -36,9 +36,10 @@ static void *waiter(void *arg)
     else {
         lazy_progress p;
         lazy_progress_get(arg, &p);
-        printf("fill: done fetched=%llu resumed=%llu supplied=%llu held_back=%llu\n",
+        printf("fill: done fetched=%llu resumed=%llu supplied=%llu held_back=%llu paused=%llu\n",
                (unsigned long long)p.fill_fetched, (unsigned long long)p.fill_resumed,
-               (unsigned long long)p.fill_supplied, (unsigned long long)p.fill_held_back);
+               (unsigned long long)p.fill_supplied, (unsigned long long)p.fill_held_back,
+               (unsigned long long)p.fill_paused);
     }
     fflush(stdout);
     return NULL;
