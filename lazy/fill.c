@@ -2,9 +2,11 @@
  * lazy's hooks: chunks the guest already fetched are taken from the
  * instance file instead of the registry, and chunks the pull fetched are
  * marked received, for a guest read to take from the receive. Its GETs
- * wait while the guest needs the link or its disk. A transient failure (the
- * registry away) is retried with backoff, forever, since the pull takes up
- * its own work; a chunk that is not what its id says stops it for good.
+ * wait, and pause once sent, while the guest needs the link or its disk
+ * (bounded: a busy guest slows the fill, never stops it). A transient
+ * failure (the registry away) is retried with backoff, forever, since the
+ * pull takes up its own work; a chunk that is not what its id says stops
+ * it for good.
  * Once the layer is published, the instance is handed over (disk.c). */
 #define _GNU_SOURCE
 #include "internal.h"

@@ -45,15 +45,16 @@
 #define LAZY_DIR ".lazy"            /* in the instance: the engine's state (docs/lazy.md) */
 #define LAZY_READ_WAIT_DEFAULT 120  /* seconds a guest's read may wait on the registry */
 #define LAZY_FILL_JOBS_DEFAULT 2    /* the fill's parallel downloads: the guest's reads come first */
-#define LAZY_FILL_RANGE_MAX (2u << 20) /* compressed bytes in one GET of the fill: a guest read
-                                          that starts meanwhile waits behind at most this */
+#define LAZY_FILL_RANGE_MAX (2u << 20) /* compressed bytes in one GET of the fill: fewer in
+                                          flight when the guest needs the link or its disk */
 #define LAZY_FILL_QUIET_MS 500      /* the fill sends no GET while a guest read waits on the
                                        registry, nor this long after the last one ended */
 #define LAZY_GUEST_BUSY_BYTES (4u << 20) /* the guest's disk is busy when its reads and writes */
 #define LAZY_GUEST_BUSY_MS 250           /* move this much within this long: the fill sends no
-                                            GET until this long after */
+                                            GET, and pauses those sent, until this long after */
 #define LAZY_FILL_HOLD_MAX_MS 2000  /* a busy disk holds a GET of the fill back at most this
-                                       long: under a guest never idle the fill still goes on */
+                                       long, and pauses it once sent at most as long: under
+                                       a guest never idle the fill still goes on */
 
 typedef struct lazy_disk lazy_disk;
 
