@@ -76,13 +76,6 @@ static int hold_for_guest(lazy_disk *d, double link_end, double disk_end)
     return stop ? -1 : held;
 }
 
-static void count(lazy_disk *d, uint64_t *n)
-{
-    pthread_mutex_lock(&d->mu);
-    ++*n;
-    pthread_mutex_unlock(&d->mu);
-}
-
 /* remote_pull_opts.before_fetch: the fill's next GET waits for the guest,
  * for its disk at most LAZY_FILL_HOLD_MAX_MS. GETs already sent are held
  * by fill_pace. */
@@ -91,7 +84,7 @@ static int fill_yield(void *ctx)
     lazy_disk *d = ctx;
     int held = hold_for_guest(d, 0, lz_now() + LAZY_FILL_HOLD_MAX_MS / 1000.0);
     if (held > 0)
-        count(d, &d->fill_held_back);
+        lz_count(d, &d->fill_held_back, 1);
     return held < 0 ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
 }
 
@@ -106,7 +99,7 @@ static int fill_pace(void *ctx, uint32_t *held_ms)
     int held = hold_for_guest(d, start + (left > 0 ? left : 1e-9), start + left);
     if (held > 0) {
         if (!*held_ms)
-            count(d, &d->fill_paused); /* a GET paused, however often */
+            lz_count(d, &d->fill_paused, 1); /* a GET paused, however often */
         double ms = (lz_now() - start) * 1000.0 + 1.0;
         *held_ms = *held_ms + ms > LAZY_FILL_HOLD_MAX_MS ? LAZY_FILL_HOLD_MAX_MS : *held_ms + (uint32_t)ms;
     }

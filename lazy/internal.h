@@ -112,10 +112,12 @@ int lz_chunk_get(lazy_disk *d, const unsigned char id[32], uint32_t len, void *b
                  const char *what);
 void lz_count(lazy_disk *d, uint64_t *field, uint64_t v);
 /* A guest read is about to wait on the registry (1), or is done (0): the
- * fill holds its next GET back meanwhile, and for the quiet window after */
+ * fill holds its next GET back, and pauses those sent, meanwhile and for
+ * the quiet window after */
 void lz_guest_on_link(lazy_disk *d, int on);
 /* The guest read or wrote bytes of its disk: the fill holds its next GET
- * back while the guest's disk is busy (LAZY_GUEST_BUSY_*) */
+ * back, and pauses those sent, while the guest's disk is busy
+ * (LAZY_GUEST_BUSY_*) */
 void lz_guest_io(lazy_disk *d, uint64_t bytes);
 double lz_now(void); /* CLOCK_MONOTONIC, in seconds */
 
