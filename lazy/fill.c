@@ -95,13 +95,14 @@ static int fill_yield(void *ctx)
 static int fill_pace(void *ctx, uint32_t *held_ms)
 {
     lazy_disk *d = ctx;
-    double start = lz_now(), left = (LAZY_FILL_HOLD_MAX_MS - (double)*held_ms) / 1000.0;
-    int held = hold_for_guest(d, start + (left > 0 ? left : 1e-9), start + left);
+    /* *held_ms never passes the bound, so end >= start (> 0: bounded) */
+    double start = lz_now(), end = start + (LAZY_FILL_HOLD_MAX_MS - *held_ms) / 1000.0;
+    int held = hold_for_guest(d, end, end);
     if (held > 0) {
         if (!*held_ms)
             lz_count(d, &d->fill_paused, 1); /* a GET paused, however often */
-        double ms = (lz_now() - start) * 1000.0 + 1.0;
-        *held_ms = *held_ms + ms > LAZY_FILL_HOLD_MAX_MS ? LAZY_FILL_HOLD_MAX_MS : *held_ms + (uint32_t)ms;
+        double ms = *held_ms + (lz_now() - start) * 1000.0 + 1.0; /* > 0 once held */
+        *held_ms = ms > LAZY_FILL_HOLD_MAX_MS ? LAZY_FILL_HOLD_MAX_MS : (uint32_t)ms;
     }
     return held < 0 ? lazy_fail(ECANCELED, "the fill was stopped") : 0;
 }
