@@ -224,6 +224,10 @@ row() { # LABEL RESULT FLOOR_MIB
            "${6:-}" "${7:+$(mib "$7")}" "$floor" "${4:+guest I/O (s) ${4} during the fill, ${5} after}" ;;
     esac
 }
+# a store removed, and the disk settled (the deletion's writes and discards
+# done) before the next timed boot: 10 GiB deleted at +4 GiB against 2.5 at
+# +1 would otherwise weigh on the bigger image's boots only
+drop() { rm -rf "$@"; sync; }
 # a row's ssh banner in LAZY_REPEAT runs (default 3): FIRST's, then more
 # runs as instance "again" of store HOME, each into an empty store when
 # FRESH is 1 (a lazy run), else beside the layer there: the times joined by "/"
@@ -231,10 +235,10 @@ repeats() { # FIRST HOME FRESH MODE ARGS...
     local all r first=$1 home=$2 fresh=$3 mode=$4; shift 4
     all=$(field "$first" 2)
     for _ in $(seq 2 "${LAZY_REPEAT:-3}"); do
-        [ "$fresh" = 1 ] && rm -rf "$home"
+        [ "$fresh" = 1 ] && drop "$home"
         r=$(measure "$home" again "$mode" "$@")
         case $r in refused:*) log "a repeat was refused: ${r#refused: }" ;; *) all=$all/$(field "$r" 2) ;; esac
-        if [ "$fresh" = 1 ]; then rm -rf "$home"; else rm -rf "$home/vms/again"; fi
+        if [ "$fresh" = 1 ]; then drop "$home"; else drop "$home/vms/again"; fi
     done
     echo "$all"
 }
@@ -271,10 +275,10 @@ for g in $SIZES; do
     local_r=$(measure "$home" local plain deb)
     row "local cold boot (layer present)" "$local_r"
     local_all=$(repeats "$local_r" "$home" 0 plain deb)
-    rm -rf "$home" # each store goes once measured: at +4 GiB, five would not fit the disk
+    drop "$home" # each store goes once measured: at +4 GiB, five would not fit the disk
     log "+$g GiB: full pull, then boot"
     row "full pull, then boot" "$(measure "$W/store-pull-$g" pull plain "$ref" --no-lazy)"
-    rm -rf "$W/store-pull-$g"
+    drop "$W/store-pull-$g"
     log "+$g GiB: lazy, no profile"
     lazy=$(measure "$W/store-lazy-$g" lazy lazy "$ref" --lazy)
     floor=$(touched_mib "$W/store-lazy-$g/layers/$layer/profile" "$W/img")
@@ -285,7 +289,7 @@ for g in $SIZES; do
     *)  lazy_all=$(repeats "$lazy" "$W/store-again-$g" 1 again "$ref" --lazy) # before the profile is pushed
         # the first lazy run recorded the profile beside the layer; push it with the layer
         STRATA_HOME=$W/store-lazy-$g "$S" push "$layer" "127.0.0.1:$REG/bench/deb:g$g" >/dev/null
-        rm -rf "$W/store-lazy-$g"
+        drop "$W/store-lazy-$g"
         log "+$g GiB: lazy, with the profile"
         prof=$(measure "$W/store-prof-$g" prof lazy "$ref" --lazy)
         row "lazy, with a profile" "$prof" "$floor"
