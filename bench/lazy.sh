@@ -23,7 +23,11 @@
 # local and lazy rows are run LAZY_REPEAT times in all (default 3; the
 # repeats for their banner only, not waiting for the fill), as single TCG
 # boots vary by seconds. Then the ratios the issue's targets are stated in,
-# of the medians.
+# of the medians. Last, the growth with the image: lazy runs of every size
+# in turns (LAZY_GROWTH_RUNS rounds, default 4, each round's order the
+# last one's reversed: a drift in time weighs on both sizes alike), without a profile (a tag pushed before it) and with
+# one: a slow drift of the machine over the bench's hour falls on every
+# size alike, as it would not on rows measured one size after the other.
 # Prints markdown for bench/RESULTS.md. Needs root once (mkdebian.sh's
 # debootstrap; cached after), docker-registry and debugfs.
 # Usage: bash bench/lazy.sh   (STRATA=path/to/strata, default build/strata)
@@ -262,6 +266,9 @@ for g in $SIZES; do
     alloc=$(du -k "$W/img/Disk.img" | cut -f1)
     log "+$g GiB: push (layer ${layer:0:12})"
     STRATA_HOME=$home "$S" push deb "127.0.0.1:$REG/bench/deb:g$g" --json >"$W/push-$g.json"
+    # a tag that never gets the boot profile (it goes with the manifest a
+    # push writes, and only g$g is pushed again), for the growth runs
+    STRATA_HOME=$home "$S" push deb "127.0.0.1:$REG/bench/deb:np$g" >/dev/null
     blobs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_uploaded"])' "$W/push-$g.json")
     ref=127.0.0.1:$PROXY/bench/deb:g$g
 
@@ -304,13 +311,41 @@ for g in $SIZES; do
         echo "Against the targets (medians): lazy without a profile $(ratio "$lm" "$lb")x the local cold boot (target <= 2), with one $(ratio "$pm" "$lb")x (<= 1.5);"
         echo "bytes before the lazy run's ready $(ratio "$(mib "$(field "$lazy" 7)")" "$floor")x what the boot needs without a profile, $(ratio "$(mib "$(field "$prof" 7)")" "$floor")x with one (<= 1.25);"
         echo "the guest's disk-bound command (timed in the guest, medians) during the fill $(ratio "$(median "$(field "$lazy" 4)")" "$(median "$(field "$lazy" 5)")")x and $(ratio "$(median "$(field "$prof" 4)")" "$(median "$(field "$prof" 5)")")x its time after (<= 1.2)."
-        echo "LAZY_ROW $g $lm $pm" >>"$W/rows" ;;
+        echo "$g" >>"$W/grown" ;;
     esac
     echo
-    rm -rf "$W"/store-*-"$g" "$W/img"
+    drop "$W"/store-*-"$g" "$W/img"
 done
-if [ "$(wc -l <"$W/rows" 2>/dev/null || echo 0)" -ge 2 ]; then
-    read -r _ g1 l1 p1 < <(head -1 "$W/rows")
-    read -r _ g2 l2 p2 < <(tail -1 "$W/rows")
-    echo "From +$g1 to +$g2 GiB (medians): the lazy banner $(ratio "$l2" "$l1")x without a profile, $(ratio "$p2" "$p1")x with one (target: within 1.10)."
+
+# the growth: the lazy banner of each size measured in turns, from the tags
+# TAG<size> ("np": never a profile; "g": the profile pushed): "SIZE
+# T1/T2/..." a line per size, in SIZES' order
+grown_banners() { # TAG
+    local g r round order
+    for round in $(seq "${LAZY_GROWTH_RUNS:-4}"); do
+        if [ $((round % 2)) = 1 ]; then order=$(cat "$W/grown"); else order=$(tac "$W/grown"); fi
+        for g in $order; do
+            log "growth, $1 +$g GiB, round $round"
+            r=$(measure "$W/store-grow" grow again "127.0.0.1:$PROXY/bench/deb:$1$g" --lazy)
+            drop "$W/store-grow"
+            case $r in refused:*) log "a growth run was refused: ${r#refused: }" ;; *) echo "$g $(field "$r" 2)" ;; esac
+        done
+    done | awk '{ t[$1] = t[$1] (t[$1] == "" ? "" : "/") $2 } END { for (g in t) print g, t[g] }' |
+        sort -n
+}
+if [ "$(wc -l <"$W/grown" 2>/dev/null || echo 0)" -ge 2 ]; then
+    echo "### The growth with the image, sizes in turns"
+    echo
+    echo "| lazy run | $(awk '{ printf "%s+%s GiB, ssh banner (s)", (NR > 1 ? " | " : ""), $1 }' "$W/grown") |"
+    echo "|---$(awk '{ printf "|---" }' "$W/grown")|"
+    for tag in np g; do
+        banners=$(grown_banners "$tag")
+        label="with a profile"; [ "$tag" = np ] && label="no profile"
+        echo "| $label | $(while read -r _ t; do printf '%s (median %s) | ' "$t" "$(median "$t")"; done <<<"$banners")"
+        echo "$tag $(head -1 <<<"$banners") $(tail -1 <<<"$banners")" >>"$W/growth"
+    done
+    echo
+    read -r _ g1 np1 g2 np2 < <(grep '^np ' "$W/growth")
+    read -r _ _ p1 _ p2 < <(grep '^g ' "$W/growth")
+    echo "From +$g1 to +$g2 GiB (medians of ${LAZY_GROWTH_RUNS:-4} runs each): the lazy banner $(ratio "$(median "$np2")" "$(median "$np1")")x without a profile, $(ratio "$(median "$p2")" "$(median "$p1")")x with one (target: within 1.10)."
 fi
