@@ -24,10 +24,10 @@
 # repeats for their banner only, not waiting for the fill), as single TCG
 # boots vary by seconds. Then the ratios the targets are stated in,
 # of the medians. Last, the growth with the image: lazy runs of every size
-# in turns (LAZY_GROWTH_RUNS rounds, default 4, each round's order the
-# last one's reversed: a drift in time weighs on both sizes alike), without a profile (a tag pushed before it) and with
-# one: a slow drift of the machine over the bench's hour falls on every
-# size alike, as it would not on rows measured one size after the other.
+# in turns (LAZY_GROWTH_RUNS rounds, default 4, each round's order the last
+# one's reversed), without a profile (a tag pushed before it) and with one:
+# a slow drift of the machine over the bench's hour falls on every size
+# alike, as it would not on rows measured one size after the other.
 # Prints markdown for bench/RESULTS.md. Needs root once (mkdebian.sh's
 # debootstrap; cached after), docker-registry and debugfs.
 # Usage: bash bench/lazy.sh   (STRATA=path/to/strata, default build/strata)
