@@ -319,7 +319,8 @@ done
 
 # the growth: the lazy banner of each size measured in turns, from the tags
 # TAG<size> ("np": never a profile; "g": the profile pushed): "SIZE
-# T1/T2/..." a line per size, in SIZES' order
+# T1/T2/..." a line per size, in SIZES' order ("-" for a size whose runs
+# were all refused, so the table's columns stay the sizes')
 grown_banners() { # TAG
     local g r round order
     for round in $(seq "${LAZY_GROWTH_RUNS:-4}"); do
@@ -330,22 +331,25 @@ grown_banners() { # TAG
             drop "$W/store-grow"
             case $r in refused:*) log "a growth run was refused: ${r#refused: }" ;; *) echo "$g $(field "$r" 2)" ;; esac
         done
-    done | awk '{ t[$1] = t[$1] (t[$1] == "" ? "" : "/") $2 } END { for (g in t) print g, t[g] }' |
-        sort -n
+    done | awk 'NR == FNR { size[++n] = $1; next } { t[$1] = t[$1] (t[$1] == "" ? "" : "/") $2 }
+        END { for (i = 1; i <= n; i++) print size[i], (size[i] in t ? t[size[i]] : "-") }' "$W/grown" -
+}
+growth_row() { # LABEL BANNERS: a table row of grown_banners' lines
+    echo "| $1 | $(while read -r _ t; do printf '%s (median %s) | ' "$t" "$(median "$t")"; done <<<"$2")"
 }
 if [ "$(wc -l <"$W/grown" 2>/dev/null || echo 0)" -ge 2 ]; then
+    np=$(grown_banners np)
+    pr=$(grown_banners g)
     echo "### The growth with the image, sizes in turns"
     echo
     echo "| lazy run | $(awk '{ printf "%s+%s GiB, ssh banner (s)", (NR > 1 ? " | " : ""), $1 }' "$W/grown") |"
     echo "|---$(awk '{ printf "|---" }' "$W/grown")|"
-    for tag in np g; do
-        banners=$(grown_banners "$tag")
-        label="with a profile"; [ "$tag" = np ] && label="no profile"
-        echo "| $label | $(while read -r _ t; do printf '%s (median %s) | ' "$t" "$(median "$t")"; done <<<"$banners")"
-        echo "$tag $(head -1 <<<"$banners") $(tail -1 <<<"$banners")" >>"$W/growth"
-    done
+    growth_row "no profile" "$np"
+    growth_row "with a profile" "$pr"
     echo
-    read -r _ g1 np1 g2 np2 < <(grep '^np ' "$W/growth")
-    read -r _ _ p1 _ p2 < <(grep '^g ' "$W/growth")
+    read -r g1 np1 < <(head -1 <<<"$np")
+    read -r g2 np2 < <(tail -1 <<<"$np")
+    read -r _ p1 < <(head -1 <<<"$pr")
+    read -r _ p2 < <(tail -1 <<<"$pr")
     echo "From +$g1 to +$g2 GiB (medians of ${LAZY_GROWTH_RUNS:-4} runs each): the lazy banner $(ratio "$(median "$np2")" "$(median "$np1")")x without a profile, $(ratio "$(median "$p2")" "$(median "$p1")")x with one (target: within 1.10)."
 fi
