@@ -72,6 +72,15 @@ int os_rename_noreplace(const char *from, const char *to);
  */
 void os_write_back_start(int fd, uint64_t off, uint64_t len);
 
+/*
+ * Wait until fd's pages in [off, off+len) are on the disk, writing those
+ * still dirty (len 0: to the end), without the journal commit an fsync
+ * makes: a writer pacing itself to the disk. Nothing durable is promised.
+ * Linux: sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER); nothing on
+ * macOS (see os_write_back_start).
+ */
+void os_write_back_wait(int fd, uint64_t off, uint64_t len);
+
 /* ---------- reading ahead ---------- */
 
 typedef enum {

@@ -53,6 +53,12 @@ void os_write_back_start(int fd, uint64_t off, uint64_t len)
     (void)sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
 }
 
+void os_write_back_wait(int fd, uint64_t off, uint64_t len)
+{
+    (void)sync_file_range(fd, (off_t)off, (off_t)len,
+                          SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
 void os_read_hint_give(int fd, uint64_t off, uint64_t len, os_read_hint hint)
 {
     int advice = hint == OS_READ_SEQUENTIAL ? POSIX_FADV_SEQUENTIAL : POSIX_FADV_WILLNEED;

@@ -62,17 +62,33 @@ out:
     return rc;
 }
 
-/* copy one data range, in-kernel where possible */
-static int copy_data(int src, int dst, uint64_t off, uint64_t len, int skip_zero)
+/* A copy's caller between its pieces (clone_fd_paced); NULL: none. */
+typedef struct {
+    clone_step_fn fn;
+    void *ctx;
+} copy_pace;
+
+/* copy one data range, in-kernel where possible, in pieces of at most
+ * CLONE_STEP_MAX bytes when paced, each handed to the caller once written */
+static int copy_data(int src, int dst, uint64_t off, uint64_t len, int skip_zero,
+                     const copy_pace *pace)
 {
     while (len > 0) {
-        int64_t n = os_copy_range(src, dst, off, len);
-        if (n == -EOPNOTSUPP)
-            return copy_rw(src, dst, off, len, skip_zero);
+        uint64_t want = pace && len > CLONE_STEP_MAX ? CLONE_STEP_MAX : len;
+        int64_t n = os_copy_range(src, dst, off, want);
+        if (n == -EOPNOTSUPP) {
+            int rc = copy_rw(src, dst, off, want, skip_zero);
+            n = rc ? rc : (int64_t)want;
+        }
         if (n < 0)
             return (int)n;
         if (n == 0)
             break;
+        if (pace) {
+            int rc = pace->fn(pace->ctx, dst, off, (uint64_t)n);
+            if (rc)
+                return rc;
+        }
         off += (uint64_t)n;
         len -= (uint64_t)n;
     }
@@ -105,7 +121,7 @@ int clone_next_data(int fd, uint64_t off, uint64_t size, uint64_t *data, uint64_
 
 /* sparse copy of [off, end) into a dst range that reads as zeros: only
  * data extents move */
-static int sparse_copy(int src, int dst, uint64_t off, uint64_t end)
+static int sparse_copy(int src, int dst, uint64_t off, uint64_t end, const copy_pace *pace)
 {
     while (off < end) {
         uint64_t d, h;
@@ -114,14 +130,14 @@ static int sparse_copy(int src, int dst, uint64_t off, uint64_t end)
             return 0;
         if (rc)
             return rc;
-        if ((rc = copy_data(src, dst, d, h - d, 1)))
+        if ((rc = copy_data(src, dst, d, h - d, 1, pace)))
             return rc;
         off = h;
     }
     return 0;
 }
 
-int clone_fd(int src_fd, int dst_fd, clone_method *method)
+int clone_fd_paced(int src_fd, int dst_fd, clone_method *method, clone_step_fn step, void *ctx)
 {
     struct stat st;
     if (fstat(src_fd, &st) < 0)
@@ -135,7 +151,13 @@ int clone_fd(int src_fd, int dst_fd, clone_method *method)
         *method = CLONE_SPARSE_COPY;
     if (ftruncate(dst_fd, 0) < 0 || ftruncate(dst_fd, st.st_size) < 0)
         return -errno;
-    return sparse_copy(src_fd, dst_fd, 0, (uint64_t)st.st_size);
+    copy_pace pace = {step, ctx};
+    return sparse_copy(src_fd, dst_fd, 0, (uint64_t)st.st_size, step ? &pace : NULL);
+}
+
+int clone_fd(int src_fd, int dst_fd, clone_method *method)
+{
+    return clone_fd_paced(src_fd, dst_fd, method, NULL, NULL);
 }
 
 /* Give path its final mode through a read-only fd: the clone can arrive
@@ -151,7 +173,30 @@ static int set_mode(const char *path, mode_t mode)
     return rc;
 }
 
-int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method)
+/* clone_fd_to_path, its copy paced by step (may be NULL) */
+static int fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *method,
+                      clone_step_fn step, void *ctx)
+{
+    struct stat st;
+    if (fstat(src_fd, &st) < 0)
+        return -errno;
+    /* created with the source's mode, as clonefile does, so that the mode is
+     * set the same way on every system (and tested where there is no Mac) */
+    int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
+    if (d < 0)
+        return -errno;
+    int rc = clone_fd_paced(src_fd, d, method, step, ctx);
+    if (close(d) < 0 && !rc)
+        rc = -errno;
+    if (!rc)
+        rc = set_mode(dst, mode);
+    if (rc)
+        unlink(dst);
+    return rc;
+}
+
+int clone_path_paced(const char *src, const char *dst, mode_t mode, clone_method *method,
+                     clone_step_fn step, void *ctx)
 {
     int cloned = os_clone_file(src, dst);
     if (cloned == 0) {
@@ -168,29 +213,19 @@ int clone_path(const char *src, const char *dst, mode_t mode, clone_method *meth
     int s = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (s < 0)
         return -errno;
-    int rc = clone_fd_to_path(s, dst, mode, method);
+    int rc = fd_to_path(s, dst, mode, method, step, ctx);
     close(s);
     return rc;
 }
 
+int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method)
+{
+    return clone_path_paced(src, dst, mode, method, NULL, NULL);
+}
+
 int clone_fd_to_path(int src_fd, const char *dst, mode_t mode, clone_method *method)
 {
-    struct stat st;
-    if (fstat(src_fd, &st) < 0)
-        return -errno;
-    /* created with the source's mode, as clonefile does, so that the mode is
-     * set the same way on every system (and tested where there is no Mac) */
-    int d = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
-    if (d < 0)
-        return -errno;
-    int rc = clone_fd(src_fd, d, method);
-    if (close(d) < 0 && !rc)
-        rc = -errno;
-    if (!rc)
-        rc = set_mode(dst, mode);
-    if (rc)
-        unlink(dst);
-    return rc;
+    return fd_to_path(src_fd, dst, mode, method, NULL, NULL);
 }
 
 int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
@@ -202,8 +237,8 @@ int clone_range(int src_fd, int dst_fd, uint64_t off, uint64_t len)
     /* Make the destination range zeros first, so holes in the source read
      * back as zeros; where punching is impossible, copy every byte. */
     if (clone_punch_hole(dst_fd, off, len) == 0)
-        return sparse_copy(src_fd, dst_fd, off, off + len);
-    return copy_data(src_fd, dst_fd, off, len, 0);
+        return sparse_copy(src_fd, dst_fd, off, off + len, NULL);
+    return copy_data(src_fd, dst_fd, off, len, 0, NULL);
 }
 
 int clone_punch_hole(int fd, uint64_t off, uint64_t len)

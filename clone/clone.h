@@ -35,12 +35,33 @@ typedef enum {
 int clone_fd(int src_fd, int dst_fd, clone_method *method);
 
 /*
+ * A copy's caller between its pieces: dst_fd's [off, off+len) was just
+ * written (len at most CLONE_STEP_MAX). Here the caller writes the piece
+ * back, waits for a busy disk, and so on; a non-zero (negative errno)
+ * return stops the copy and is what it returns.
+ */
+typedef int (*clone_step_fn)(void *ctx, int dst_fd, uint64_t off, uint64_t len);
+#define CLONE_STEP_MAX (8u << 20)
+
+/*
+ * clone_fd() for a copy made beside other work: where blocks can't be
+ * shared, the copy calls step(ctx, ...) after each piece it writes, so a
+ * large copy never leaves gigabytes dirty for one fsync to write at once.
+ * A reflink is one step and calls nothing. step may be NULL: clone_fd().
+ */
+int clone_fd_paced(int src_fd, int dst_fd, clone_method *method, clone_step_fn step, void *ctx);
+
+/*
  * Create dst (which must not exist: -EEXIST) as a clone of src, with mode
  * `mode`. On macOS this is clonefile(2); elsewhere clone_fd(). Nothing is
  * fsynced: a caller cloning several files syncs them after the last, so one
  * journal flush covers them all.
  */
 int clone_path(const char *src, const char *dst, mode_t mode, clone_method *method);
+
+/* clone_path() with a copy paced as clone_fd_paced()'s; step may be NULL */
+int clone_path_paced(const char *src, const char *dst, mode_t mode, clone_method *method,
+                     clone_step_fn step, void *ctx);
 
 /*
  * The same from an open file: create dst (-EEXIST if it exists) as a clone

@@ -484,7 +484,8 @@ int lz_disk_handover(lazy_disk *d, const char *layer_disk, const store_id *id)
     snprintf(tmp, sizeof tmp, "%s/%s.new", d->state_dir, LAZY_DISK);
     unlink(tmp); /* a handover cut short */
     clone_method how = CLONE_REFLINK;
-    int rc = clone_path(layer_disk, tmp, d->df->mode | 0200, &how);
+    /* paced: where blocks can't be shared this is a copy of the layer */
+    int rc = clone_path_paced(layer_disk, tmp, d->df->mode | 0200, &how, lz_handover_pace, d);
     if (rc)
         return lazy_fail_errno(-rc, "cloning %s", layer_disk);
     int to = open(tmp, O_RDWR | O_CLOEXEC);

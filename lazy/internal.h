@@ -156,5 +156,9 @@ void lz_prefetch_stop(lazy_disk *d);
 void lz_fill_go(lazy_disk *d); /* lazy_ready: a fill_after_ready fill may start */
 int lz_fill_start(lazy_disk *d);
 void lz_fill_stop(lazy_disk *d);
+/* clone_step_fn of the handover's copy (ctx: the lazy_disk): the piece
+ * written back, the pieces before it waited for, then a busy guest disk
+ * waited for (LAZY_HANDOVER_HOLD_MS); -ECANCELED if the engine is stopping */
+int lz_handover_pace(void *ctx, int fd, uint64_t off, uint64_t len);
 
 #endif

@@ -55,6 +55,9 @@
 #define LAZY_FILL_HOLD_MAX_MS 2000  /* a busy disk holds a GET of the fill back at most this
                                        long, and pauses it once sent at most as long: under
                                        a guest never idle the fill still goes on */
+#define LAZY_HANDOVER_HOLD_MS 250   /* where the handover copies the layer (no shared blocks),
+                                       a busy disk holds each 8 MiB of the copy back at most
+                                       this long */
 
 typedef struct lazy_disk lazy_disk;
 

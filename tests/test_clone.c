@@ -250,6 +250,84 @@ static void test_clone_fd_method(void **state)
     close(d);
 }
 
+/* ---------- clone_fd_paced ---------- */
+
+typedef struct {
+    int calls;
+    uint64_t bytes, next_off;
+    int in_order;
+    int fail_at; /* the call that fails (1-based), 0: none */
+} step_log;
+
+static int log_step(void *ctx, int dst_fd, uint64_t off, uint64_t len)
+{
+    step_log *l = ctx;
+    (void)dst_fd;
+    l->calls++;
+    l->bytes += len;
+    if (off < l->next_off || len == 0 || len > CLONE_STEP_MAX)
+        l->in_order = 0;
+    l->next_off = off + len;
+    return l->calls == l->fail_at ? -EINTR : 0;
+}
+
+/* a copy is handed to its caller piece by piece, each piece at most
+ * CLONE_STEP_MAX and after it was written; a reflink calls nothing; a
+ * step's error stops the copy and is returned */
+static void test_clone_fd_paced(void **state)
+{
+    const char *dir = *state;
+    int reflink = reflink_works(dir);
+    int s = open_new(dir, "src");
+    uint64_t size = 64 * MiB;
+    assert_int_equal(ftruncate(s, (off_t)size), 0);
+    write_random(s, 0, 20 * MiB, 41);          /* more than two pieces */
+    write_random(s, 40 * MiB, 1 * MiB + 7, 42); /* a short extent */
+    assert_int_equal(fsync(s), 0);
+
+    int d = open_new(dir, "dst");
+    step_log l = {.in_order = 1};
+    clone_method how = (clone_method)-1;
+    assert_int_equal(clone_fd_paced(s, d, &how, log_step, &l), 0);
+    assert_true(same_bytes(s, d, 0, size));
+    if (reflink) {
+        assert_int_equal(how, CLONE_REFLINK);
+        assert_int_equal(l.calls, 0);
+    } else {
+        assert_int_equal(how, CLONE_SPARSE_COPY);
+        assert_true(l.in_order);
+        assert_true(l.calls >= 4); /* 20 MiB in 8 MiB pieces, then the short extent */
+        /* every data byte went through a step, and no hole did (4 KiB blocks) */
+        assert_true(l.bytes >= 21 * MiB + 7 && l.bytes <= 21 * MiB + 8192);
+    }
+
+    /* a step's error stops the copy there */
+    if (!reflink) {
+        int d2 = open_new(dir, "dst2");
+        step_log f = {.in_order = 1, .fail_at = 2};
+        assert_int_equal(clone_fd_paced(s, d2, NULL, log_step, &f), -EINTR);
+        assert_int_equal(f.calls, 2);
+        close(d2);
+    }
+
+    /* and the path form: the same bytes, with the mode asked for */
+    char *src = path_in(dir, "src"), *dst3 = path_in(dir, "dst3");
+    step_log p = {.in_order = 1};
+    assert_int_equal(clone_path_paced(src, dst3, 0640, &how, log_step, &p), 0);
+    struct stat st;
+    assert_int_equal(stat(dst3, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    int d3 = open(dst3, O_RDONLY);
+    assert_true(d3 >= 0);
+    assert_true(same_bytes(s, d3, 0, size));
+    assert_int_equal(p.calls == 0, how == CLONE_REFLINK);
+    close(d3);
+    free(src);
+    free(dst3);
+    close(s);
+    close(d);
+}
+
 /* ---------- clone_range ---------- */
 
 static void test_clone_range_aligned(void **state)
@@ -662,6 +740,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_clone_path_sparse_256m, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_clone_fd_method, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_clone_fd_paced, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_clone_range_aligned, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_clone_range_unaligned, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_clone_punch_hole, test_setup, test_teardown),
