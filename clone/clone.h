@@ -47,7 +47,8 @@ typedef int (*clone_step_fn)(void *ctx, int dst_fd, uint64_t off, uint64_t len);
  * clone_fd() for a copy made beside other work: where blocks can't be
  * shared, the copy calls step(ctx, ...) after each piece it writes, so a
  * large copy never leaves gigabytes dirty for one fsync to write at once.
- * A reflink is one step and calls nothing. step may be NULL: clone_fd().
+ * A reflink shares the blocks at once and calls nothing. step may be NULL:
+ * clone_fd().
  */
 int clone_fd_paced(int src_fd, int dst_fd, clone_method *method, clone_step_fn step, void *ctx);
 
